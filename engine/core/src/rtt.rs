@@ -1,0 +1,106 @@
+//! Round-trip-time estimation and the retransmission wait derived from it.
+//!
+//! Samples come from replies (the runtime derives each from when the answered probe was
+//! sent, see `order::Permutation::position_of`); the wait before a retry round, and before
+//! the scan is declared finished, is a high percentile of what was measured times a safety
+//! factor, clamped to the operator's bounds. With no sample yet (nothing answered) the
+//! upper bound is used: silence proves nothing about the path.
+
+use crate::Nanos;
+use hdrhistogram::Histogram;
+
+/// Bounds for the derived wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitBounds {
+    /// Never wait less than this (covers scheduling jitter on fast paths).
+    pub min: Nanos,
+    /// Never wait more than this (`--max-wait`).
+    pub max: Nanos,
+}
+
+impl Default for WaitBounds {
+    fn default() -> Self {
+        WaitBounds {
+            min: Nanos::from_millis(20),
+            max: Nanos::from_millis(2_000),
+        }
+    }
+}
+
+/// RTT histogram in microseconds (1 us .. 60 s, 2 significant digits).
+#[derive(Debug, Clone)]
+pub struct RttEstimator {
+    hist: Histogram<u32>,
+}
+
+impl Default for RttEstimator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RttEstimator {
+    /// An empty estimator. Allocates once; recording never allocates.
+    pub fn new() -> Self {
+        RttEstimator {
+            hist: Histogram::new_with_bounds(1, 60_000_000, 2).expect("static bounds are valid"),
+        }
+    }
+
+    /// Records one sample.
+    pub fn record(&mut self, rtt: Nanos) {
+        let us = (rtt.0 / 1_000).clamp(1, 60_000_000);
+        // Saturating record: a counter overflow is not worth failing a scan over.
+        self.hist.saturating_record(us);
+    }
+
+    /// Number of samples.
+    pub fn samples(&self) -> u64 {
+        self.hist.len()
+    }
+
+    /// The value at `q` (0..=1), if any sample exists.
+    pub fn quantile(&self, q: f64) -> Option<Nanos> {
+        (self.hist.len() > 0).then(|| Nanos::from_micros(self.hist.value_at_quantile(q)))
+    }
+
+    /// How long to wait for stragglers after the last probe of a round:
+    /// `2 * p99 + p50`, clamped to `bounds`; `bounds.max` without samples.
+    pub fn wait(&self, bounds: WaitBounds) -> Nanos {
+        match (self.quantile(0.99), self.quantile(0.5)) {
+            (Some(p99), Some(p50)) => Nanos(2 * p99.0 + p50.0).clamp(bounds.min, bounds.max),
+            _ => bounds.max,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_follows_measurements_within_bounds() {
+        let b = WaitBounds {
+            min: Nanos::from_millis(5),
+            max: Nanos::from_millis(1000),
+        };
+        let mut e = RttEstimator::new();
+        assert_eq!(e.wait(b), b.max, "no samples: upper bound");
+        for _ in 0..1000 {
+            e.record(Nanos::from_micros(100));
+        }
+        assert_eq!(e.wait(b), b.min, "LAN RTT: lower bound");
+        for _ in 0..100 {
+            e.record(Nanos::from_millis(80));
+        }
+        let w = e.wait(b);
+        assert!(
+            w >= Nanos::from_millis(160) && w <= Nanos::from_millis(170),
+            "{w:?}"
+        );
+        for _ in 0..10_000 {
+            e.record(Nanos::from_millis(900));
+        }
+        assert_eq!(e.wait(b), b.max);
+    }
+}

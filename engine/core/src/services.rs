@@ -1,0 +1,178 @@
+//! The bundled port-to-service-name table (IANA / nmap-services names for common ports).
+//!
+//! Names are what nmap prints, so `-oX` / `-oG` output reads the same. A port not in the
+//! table has no name (`None`), never a guess.
+
+/// Sorted (port, name) pairs.
+pub const TCP_SERVICES: &[(u16, &str)] = &[
+    (7, "echo"),
+    (9, "discard"),
+    (13, "daytime"),
+    (19, "chargen"),
+    (20, "ftp-data"),
+    (21, "ftp"),
+    (22, "ssh"),
+    (23, "telnet"),
+    (25, "smtp"),
+    (37, "time"),
+    (43, "whois"),
+    (49, "tacacs"),
+    (53, "domain"),
+    (67, "dhcps"),
+    (69, "tftp"),
+    (70, "gopher"),
+    (79, "finger"),
+    (80, "http"),
+    (81, "hosts2-ns"),
+    (88, "kerberos-sec"),
+    (102, "iso-tsap"),
+    (106, "pop3pw"),
+    (110, "pop3"),
+    (111, "rpcbind"),
+    (113, "ident"),
+    (119, "nntp"),
+    (123, "ntp"),
+    (135, "msrpc"),
+    (137, "netbios-ns"),
+    (138, "netbios-dgm"),
+    (139, "netbios-ssn"),
+    (143, "imap"),
+    (161, "snmp"),
+    (162, "snmptrap"),
+    (179, "bgp"),
+    (194, "irc"),
+    (389, "ldap"),
+    (427, "svrloc"),
+    (443, "https"),
+    (444, "snpp"),
+    (445, "microsoft-ds"),
+    (464, "kpasswd5"),
+    (465, "smtps"),
+    (497, "retrospect"),
+    (500, "isakmp"),
+    (502, "mbap"),
+    (512, "exec"),
+    (513, "login"),
+    (514, "shell"),
+    (515, "printer"),
+    (520, "efs"),
+    (543, "klogin"),
+    (544, "kshell"),
+    (548, "afp"),
+    (554, "rtsp"),
+    (587, "submission"),
+    (593, "http-rpc-epmap"),
+    (623, "oob-ws-http"),
+    (631, "ipp"),
+    (636, "ldapssl"),
+    (646, "ldp"),
+    (873, "rsync"),
+    (902, "iss-realsecure"),
+    (989, "ftps-data"),
+    (990, "ftps"),
+    (993, "imaps"),
+    (995, "pop3s"),
+    (1025, "NFS-or-IIS"),
+    (1080, "socks"),
+    (1194, "openvpn"),
+    (1433, "ms-sql-s"),
+    (1434, "ms-sql-m"),
+    (1521, "oracle"),
+    (1723, "pptp"),
+    (1883, "mqtt"),
+    (1900, "upnp"),
+    (2049, "nfs"),
+    (2082, "infowave"),
+    (2083, "radsec"),
+    (2121, "ccproxy-ftp"),
+    (2181, "eforward"),
+    (2375, "docker"),
+    (2376, "docker-s"),
+    (2379, "etcd-client"),
+    (2380, "etcd-server"),
+    (2483, "ttc"),
+    (2484, "ttc-ssl"),
+    (3000, "ppp"),
+    (3128, "squid-http"),
+    (3268, "globalcatLDAP"),
+    (3269, "globalcatLDAPssl"),
+    (3306, "mysql"),
+    (3389, "ms-wbt-server"),
+    (3690, "svn"),
+    (4369, "epmd"),
+    (4443, "pharos"),
+    (4505, "salt-pub"),
+    (4506, "salt-ret"),
+    (4848, "appserv-http"),
+    (5000, "upnp"),
+    (5001, "commplex-link"),
+    (5060, "sip"),
+    (5061, "sip-tls"),
+    (5222, "xmpp-client"),
+    (5269, "xmpp-server"),
+    (5432, "postgresql"),
+    (5601, "esmagent"),
+    (5672, "amqp"),
+    (5900, "vnc"),
+    (5901, "vnc-1"),
+    (5984, "couchdb"),
+    (5985, "wsman"),
+    (5986, "wsmans"),
+    (6000, "X11"),
+    (6379, "redis"),
+    (6443, "sun-sr-https"),
+    (6660, "irc"),
+    (6667, "irc"),
+    (7001, "afs3-callback"),
+    (7474, "neo4j"),
+    (8000, "http-alt"),
+    (8008, "http"),
+    (8080, "http-proxy"),
+    (8081, "blackice-icecap"),
+    (8086, "d-s-n"),
+    (8088, "radan-http"),
+    (8443, "https-alt"),
+    (8500, "fmtp"),
+    (8888, "sun-answerbook"),
+    (9000, "cslistener"),
+    (9042, "cassandra-native"),
+    (9090, "zeus-admin"),
+    (9100, "jetdirect"),
+    (9200, "wap-wsp"),
+    (9300, "vrace"),
+    (9418, "git"),
+    (10000, "snet-sensor-mgmt"),
+    (10250, "kubelet"),
+    (11211, "memcache"),
+    (15672, "rabbitmq-mgmt"),
+    (25565, "minecraft"),
+    (27017, "mongod"),
+    (27018, "mongod"),
+    (50000, "ibm-db2"),
+];
+
+/// The service name for a TCP port, if known.
+pub fn tcp_service(port: u16) -> Option<&'static str> {
+    TCP_SERVICES
+        .binary_search_by_key(&port, |&(p, _)| p)
+        .ok()
+        .map(|i| TCP_SERVICES[i].1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_sorted_and_unique() {
+        assert!(TCP_SERVICES.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+
+    #[test]
+    fn lookups() {
+        assert_eq!(tcp_service(22), Some("ssh"));
+        assert_eq!(tcp_service(25), Some("smtp"));
+        assert_eq!(tcp_service(6379), Some("redis"));
+        assert_eq!(tcp_service(4), None);
+    }
+}

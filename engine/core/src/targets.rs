@@ -1,0 +1,364 @@
+//! Target and port specifications, validated into an indexable scan space.
+//!
+//! `TargetSet` turns addresses and CIDR ranges (minus exclusions) into sorted, disjoint
+//! ranges so the runtime can map a target index to an address and back without any
+//! per-address state. `PortSet` does the same for port specs such as `22,80,1000-2000` or
+//! `-` (1-65535). A scan's pair index is `target_index * ports.len() + port_index`.
+
+use ipnet::IpNet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// The largest number of (target x port) pairs one scan may cover.
+pub const MAX_PAIRS: u64 = 1 << 36;
+
+/// Errors in target or port specifications.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// Not an address or CIDR.
+    #[error("invalid target `{0}`: expected an IPv4/IPv6 address or CIDR such as 198.18.0.0/24")]
+    BadTarget(String),
+    /// Not a port list.
+    #[error("invalid port spec `{0}`: expected a list like 22,80,1000-2000 or - for 1-65535")]
+    BadPorts(String),
+    /// Nothing left to scan.
+    #[error("no targets left to scan after exclusions")]
+    Empty,
+    /// The space is too large.
+    #[error("scan too large: {0} target x port pairs (at most {MAX_PAIRS})")]
+    TooLarge(u128),
+}
+
+/// Parses an address or CIDR. A bare address becomes a /32 or /128. Host bits are cleared.
+pub fn parse_net(s: &str) -> Result<IpNet, SpecError> {
+    let s = s.trim();
+    if let Ok(net) = s.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    s.parse::<IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| SpecError::BadTarget(s.to_string()))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Range {
+    v6: bool,
+    /// First address (IPv4 in the low 32 bits).
+    start: u128,
+    /// Last address, inclusive.
+    end: u128,
+}
+
+fn bounds(net: &IpNet) -> Range {
+    match net {
+        IpNet::V4(n) => Range {
+            v6: false,
+            start: u128::from(u32::from(n.network())),
+            end: u128::from(u32::from(n.broadcast())),
+        },
+        IpNet::V6(n) => Range {
+            v6: true,
+            start: u128::from(n.network()),
+            end: u128::from(n.broadcast()),
+        },
+    }
+}
+
+fn key(a: IpAddr) -> (bool, u128) {
+    match a {
+        IpAddr::V4(v4) => (false, u128::from(u32::from(v4))),
+        IpAddr::V6(v6) => (true, u128::from(v6)),
+    }
+}
+
+fn to_addr(v6: bool, x: u128) -> IpAddr {
+    if v6 {
+        IpAddr::V6(Ipv6Addr::from(x))
+    } else {
+        IpAddr::V4(Ipv4Addr::from(x as u32))
+    }
+}
+
+/// A validated set of target addresses, indexable in `0..len()`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetSet {
+    ranges: Vec<Range>,
+    /// `first_index[i]` is the index of `ranges[i].start`.
+    first_index: Vec<u64>,
+    len: u64,
+}
+
+impl TargetSet {
+    /// Builds the set `include - exclude`. Overlaps are merged.
+    pub fn new(include: &[IpNet], exclude: &[IpNet]) -> Result<Self, SpecError> {
+        let mut ranges: Vec<Range> = include.iter().map(bounds).collect();
+        ranges.sort();
+        let mut merged: Vec<Range> = Vec::with_capacity(ranges.len());
+        for r in ranges {
+            match merged.last_mut() {
+                Some(last) if last.v6 == r.v6 && r.start <= last.end.saturating_add(1) => {
+                    last.end = last.end.max(r.end);
+                }
+                _ => merged.push(r),
+            }
+        }
+        for ex in exclude.iter().map(bounds) {
+            let mut out = Vec::with_capacity(merged.len() + 1);
+            for r in merged {
+                if r.v6 != ex.v6 || ex.end < r.start || ex.start > r.end {
+                    out.push(r);
+                    continue;
+                }
+                if ex.start > r.start {
+                    out.push(Range {
+                        end: ex.start - 1,
+                        ..r
+                    });
+                }
+                if ex.end < r.end {
+                    out.push(Range {
+                        start: ex.end + 1,
+                        ..r
+                    });
+                }
+            }
+            merged = out;
+        }
+        let mut first_index = Vec::with_capacity(merged.len());
+        let mut total: u128 = 0;
+        for r in &merged {
+            first_index.push(u64::try_from(total).map_err(|_| SpecError::TooLarge(total))?);
+            total += r.end - r.start + 1;
+            if total > u128::from(MAX_PAIRS) {
+                return Err(SpecError::TooLarge(total));
+            }
+        }
+        if total == 0 {
+            return Err(SpecError::Empty);
+        }
+        Ok(TargetSet {
+            ranges: merged,
+            first_index,
+            len: total as u64,
+        })
+    }
+
+    /// Number of addresses.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Always false: an empty set is rejected at construction.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The address at `index` (`index < len()`).
+    pub fn addr(&self, index: u64) -> IpAddr {
+        let i = self.first_index.partition_point(|&f| f <= index) - 1;
+        let r = &self.ranges[i];
+        to_addr(r.v6, r.start + u128::from(index - self.first_index[i]))
+    }
+
+    /// The index of `addr`, or `None` if it is not in the set.
+    #[inline]
+    pub fn index_of(&self, addr: IpAddr) -> Option<u64> {
+        let (v6, x) = key(addr);
+        let i = self
+            .ranges
+            .partition_point(|r| (r.v6, r.start) <= (v6, x))
+            .checked_sub(1)?;
+        let r = &self.ranges[i];
+        (r.v6 == v6 && x <= r.end).then(|| self.first_index[i] + (x - r.start) as u64)
+    }
+
+    /// Whether any target is IPv4 / IPv6.
+    pub fn families(&self) -> (bool, bool) {
+        (
+            self.ranges.iter().any(|r| !r.v6),
+            self.ranges.iter().any(|r| r.v6),
+        )
+    }
+
+    /// The first address of each family, if any (used to pick a source address by route).
+    pub fn first_of_family(&self, v6: bool) -> Option<IpAddr> {
+        self.ranges
+            .iter()
+            .find(|r| r.v6 == v6)
+            .map(|r| to_addr(r.v6, r.start))
+    }
+
+    /// The set as CIDR-free inclusive ranges, for policy checks and display.
+    pub fn ranges(&self) -> impl Iterator<Item = (IpAddr, IpAddr)> + '_ {
+        self.ranges
+            .iter()
+            .map(|r| (to_addr(r.v6, r.start), to_addr(r.v6, r.end)))
+    }
+}
+
+/// A validated, sorted, de-duplicated set of TCP ports with O(1) index lookup.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PortSet {
+    ports: Vec<u16>,
+    /// `index[port]` = position in `ports`, or `u16::MAX` when absent.
+    index: Box<[u16]>,
+}
+
+impl std::fmt::Debug for PortSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PortSet({} ports)", self.ports.len())
+    }
+}
+
+impl PortSet {
+    /// Parses `22,80,1000-2000`, `-` or `1-65535`. Port 0 is not scannable.
+    pub fn parse(spec: &str) -> Result<Self, SpecError> {
+        let bad = || SpecError::BadPorts(spec.to_string());
+        let spec = spec.trim();
+        if spec == "-" {
+            return Ok(Self::from_ports(1..=65535));
+        }
+        let mut ports = Vec::new();
+        for part in spec.split(',').map(str::trim) {
+            if part.is_empty() {
+                return Err(bad());
+            }
+            let (lo, hi) = match part.split_once('-') {
+                Some((a, b)) => (a.trim(), b.trim()),
+                None => (part, part),
+            };
+            let lo: u16 = if lo.is_empty() {
+                1
+            } else {
+                lo.parse().map_err(|_| bad())?
+            };
+            let hi: u16 = if hi.is_empty() {
+                65535
+            } else {
+                hi.parse().map_err(|_| bad())?
+            };
+            if lo == 0 || lo > hi {
+                return Err(bad());
+            }
+            ports.extend(lo..=hi);
+        }
+        if ports.is_empty() {
+            return Err(bad());
+        }
+        Ok(Self::from_ports(ports))
+    }
+
+    /// Builds from any port list (0 is dropped).
+    pub fn from_ports(ports: impl IntoIterator<Item = u16>) -> Self {
+        let mut ports: Vec<u16> = ports.into_iter().filter(|&p| p != 0).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        let mut index = vec![u16::MAX; 65536].into_boxed_slice();
+        for (i, &p) in ports.iter().enumerate() {
+            index[usize::from(p)] = i as u16;
+        }
+        PortSet { ports, index }
+    }
+
+    /// Number of ports.
+    pub fn len(&self) -> u64 {
+        self.ports.len() as u64
+    }
+
+    /// Whether empty.
+    pub fn is_empty(&self) -> bool {
+        self.ports.is_empty()
+    }
+
+    /// The port at `index`.
+    #[inline]
+    pub fn port(&self, index: u64) -> u16 {
+        self.ports[index as usize]
+    }
+
+    /// The index of `port`, if scanned.
+    #[inline]
+    pub fn index_of(&self, port: u16) -> Option<u64> {
+        match self.index[usize::from(port)] {
+            u16::MAX => None,
+            i => Some(u64::from(i)),
+        }
+    }
+
+    /// The ports in ascending order.
+    pub fn as_slice(&self) -> &[u16] {
+        &self.ports
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(s: &[&str]) -> Vec<IpNet> {
+        s.iter().map(|x| parse_net(x).unwrap()).collect()
+    }
+
+    #[test]
+    fn ports_parse() {
+        assert_eq!(
+            PortSet::parse("22,80,1000-1002").unwrap().as_slice(),
+            &[22, 80, 1000, 1001, 1002]
+        );
+        assert_eq!(PortSet::parse("-").unwrap().len(), 65535);
+        assert_eq!(PortSet::parse("80,80,22").unwrap().as_slice(), &[22, 80]);
+        assert_eq!(PortSet::parse("65530-").unwrap().len(), 6);
+        for bad in ["", "0", "a", "5-4", "70000", "1,,2"] {
+            assert!(PortSet::parse(bad).is_err(), "{bad}");
+        }
+        let p = PortSet::parse("443,22").unwrap();
+        assert_eq!(p.index_of(443), Some(1));
+        assert_eq!(p.index_of(80), None);
+    }
+
+    #[test]
+    fn targets_index_round_trip_and_exclude() {
+        let t = TargetSet::new(
+            &nets(&["198.18.0.0/30", "198.18.0.2", "2001:2::/126", "198.19.0.10"]),
+            &nets(&["198.18.0.1"]),
+        )
+        .unwrap();
+        let all: Vec<String> = (0..t.len()).map(|i| t.addr(i).to_string()).collect();
+        assert_eq!(
+            all,
+            [
+                "198.18.0.0",
+                "198.18.0.2",
+                "198.18.0.3",
+                "198.19.0.10",
+                "2001:2::",
+                "2001:2::1",
+                "2001:2::2",
+                "2001:2::3"
+            ]
+        );
+        for i in 0..t.len() {
+            assert_eq!(t.index_of(t.addr(i)), Some(i));
+        }
+        assert_eq!(t.index_of("198.18.0.1".parse().unwrap()), None);
+        assert_eq!(t.index_of("2001:2::4".parse().unwrap()), None);
+        assert_eq!(t.index_of("0.0.0.0".parse().unwrap()), None);
+        assert_eq!(t.families(), (true, true));
+    }
+
+    #[test]
+    fn bad_and_empty_targets() {
+        assert!(matches!(parse_net("example"), Err(SpecError::BadTarget(_))));
+        assert!(matches!(
+            parse_net("1.2.3.4/33"),
+            Err(SpecError::BadTarget(_))
+        ));
+        assert_eq!(
+            TargetSet::new(&nets(&["198.18.0.1"]), &nets(&["198.18.0.0/24"])),
+            Err(SpecError::Empty)
+        );
+        assert!(matches!(
+            TargetSet::new(&nets(&["2001:2::/48"]), &[]),
+            Err(SpecError::TooLarge(_))
+        ));
+    }
+}

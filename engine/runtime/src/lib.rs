@@ -1,0 +1,1 @@
+//! Scan runtime (being written).

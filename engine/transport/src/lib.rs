@@ -1,0 +1,228 @@
+//! Packet I/O behind two small traits: [`PacketSink`] sends a batch of IP packets,
+//! [`PacketSource`] receives a batch. Backends: [`memory`] (in-process, a scripted
+//! responder, no privileges: for tests) and [`sys`] (Linux raw IP sockets with `sendmmsg`
+//! for sending, an `AF_PACKET` socket with a kernel BPF filter and `recvmmsg` for
+//! receiving). This crate does not know what a scan is; it moves bytes.
+//!
+//! **Architecture invariant:** all `unsafe` code of the project lives in `sys/`.
+
+use std::io;
+use std::net::IpAddr;
+use std::time::Duration;
+
+pub mod bpf;
+pub mod memory;
+pub mod privs;
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub mod sys;
+
+/// Bytes reserved per packet in a [`SendBatch`].
+pub const SEND_SLOT: usize = 128;
+/// Bytes captured per packet in a [`RecvBatch`] (enough for any reply header plus an ICMP
+/// quote of a probe; longer packets are truncated, which only affects non-replies).
+pub const RECV_SLOT: usize = 512;
+
+/// A batch of outgoing IP packets in one flat buffer (no allocation after creation).
+#[derive(Debug)]
+pub struct SendBatch {
+    buf: Vec<u8>,
+    lens: Vec<u16>,
+    dsts: Vec<IpAddr>,
+    cap: usize,
+}
+
+impl SendBatch {
+    /// A batch holding up to `cap` packets.
+    pub fn new(cap: usize) -> Self {
+        SendBatch {
+            buf: vec![0; cap * SEND_SLOT],
+            lens: Vec::with_capacity(cap),
+            dsts: Vec::with_capacity(cap),
+            cap,
+        }
+    }
+
+    /// Capacity in packets.
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Number of packets.
+    pub fn len(&self) -> usize {
+        self.lens.len()
+    }
+
+    /// Whether empty.
+    pub fn is_empty(&self) -> bool {
+        self.lens.is_empty()
+    }
+
+    /// Whether full.
+    pub fn is_full(&self) -> bool {
+        self.lens.len() == self.cap
+    }
+
+    /// Removes all packets.
+    pub fn clear(&mut self) {
+        self.lens.clear();
+        self.dsts.clear();
+    }
+
+    /// Appends a packet to `dst` written by `fill`, which returns the packet length.
+    /// Panics if the batch is full or `fill` claims more than [`SEND_SLOT`] bytes.
+    #[inline]
+    pub fn push(&mut self, dst: IpAddr, fill: impl FnOnce(&mut [u8]) -> usize) {
+        assert!(!self.is_full(), "SendBatch overflow");
+        let i = self.lens.len();
+        let n = fill(&mut self.buf[i * SEND_SLOT..(i + 1) * SEND_SLOT]);
+        assert!(n <= SEND_SLOT);
+        self.lens.push(n as u16);
+        self.dsts.push(dst);
+    }
+
+    /// Packet `i` and its destination.
+    #[inline]
+    pub fn get(&self, i: usize) -> (IpAddr, &[u8]) {
+        let n = usize::from(self.lens[i]);
+        (self.dsts[i], &self.buf[i * SEND_SLOT..i * SEND_SLOT + n])
+    }
+
+    /// All packets.
+    pub fn iter(&self) -> impl Iterator<Item = (IpAddr, &[u8])> + '_ {
+        (0..self.len()).map(move |i| self.get(i))
+    }
+}
+
+/// A batch of received IP packets (each starts at the IP header).
+#[derive(Debug)]
+pub struct RecvBatch {
+    buf: Vec<u8>,
+    lens: Vec<usize>,
+    count: usize,
+    cap: usize,
+}
+
+impl RecvBatch {
+    /// A batch receiving up to `cap` packets.
+    pub fn new(cap: usize) -> Self {
+        RecvBatch {
+            buf: vec![0; cap * RECV_SLOT],
+            lens: vec![0; cap],
+            count: 0,
+            cap,
+        }
+    }
+
+    /// Capacity.
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Number of packets received in the last call.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether empty.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Packet `i` (truncated to [`RECV_SLOT`]).
+    #[inline]
+    pub fn get(&self, i: usize) -> &[u8] {
+        debug_assert!(i < self.count);
+        &self.buf[i * RECV_SLOT..i * RECV_SLOT + self.lens[i].min(RECV_SLOT)]
+    }
+
+    /// All packets of the last call.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        (0..self.count).map(move |i| self.get(i))
+    }
+
+    /// Empties the batch (backends call this before filling).
+    pub fn clear(&mut self) {
+        self.count = 0;
+    }
+
+    /// Copies one packet in (used by backends without zero-copy receive).
+    pub fn push_copy(&mut self, pkt: &[u8]) -> bool {
+        if self.count == self.cap {
+            return false;
+        }
+        let n = pkt.len().min(RECV_SLOT);
+        let at = self.count * RECV_SLOT;
+        self.buf[at..at + n].copy_from_slice(&pkt[..n]);
+        self.lens[self.count] = pkt.len();
+        self.count += 1;
+        true
+    }
+
+    /// Raw parts for backends that receive in place: the buffer (slots of [`RECV_SLOT`]) and
+    /// the per-slot length array. Call [`Self::set_len`] afterwards.
+    pub fn raw_parts(&mut self) -> (&mut [u8], &mut [usize]) {
+        (&mut self.buf, &mut self.lens)
+    }
+
+    /// Sets the number of valid packets after an in-place receive.
+    pub fn set_len(&mut self, n: usize) {
+        assert!(n <= self.cap);
+        self.count = n;
+    }
+}
+
+/// What happened to a batch handed to a sink.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendReport {
+    /// Packets the kernel accepted.
+    pub sent: usize,
+    /// Packets refused (e.g. no route to that destination); counted, not retried.
+    pub failed: usize,
+    /// The errno of the last refusal, for diagnostics.
+    pub last_errno: Option<i32>,
+}
+
+/// Sends batches of IP packets. Implementations retry transient back-pressure
+/// (`ENOBUFS`, `EAGAIN`) themselves and report per-packet refusals in the report.
+pub trait PacketSink: Send {
+    /// Sends every packet of `batch`.
+    fn send(&mut self, batch: &SendBatch) -> SendReport;
+}
+
+/// Kernel-side receive statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelStats {
+    /// Packets that passed the filter.
+    pub received: u64,
+    /// Packets the kernel dropped because the socket buffer was full.
+    pub dropped: u64,
+}
+
+/// Receives batches of IP packets (already filtered to candidate replies where the backend
+/// can filter).
+pub trait PacketSource: Send {
+    /// Clears `batch` and fills it with up to `batch.capacity()` packets, waiting at most
+    /// `timeout` for the first. Returning an empty batch on timeout is not an error.
+    fn recv(&mut self, batch: &mut RecvBatch, timeout: Duration) -> io::Result<()>;
+
+    /// Cumulative kernel statistics since the source was opened.
+    fn kernel_stats(&mut self) -> KernelStats {
+        KernelStats::default()
+    }
+}
+
+impl<T: PacketSink + ?Sized> PacketSink for Box<T> {
+    fn send(&mut self, batch: &SendBatch) -> SendReport {
+        (**self).send(batch)
+    }
+}
+
+impl<T: PacketSource + ?Sized> PacketSource for Box<T> {
+    fn recv(&mut self, batch: &mut RecvBatch, timeout: Duration) -> io::Result<()> {
+        (**self).recv(batch, timeout)
+    }
+    fn kernel_stats(&mut self) -> KernelStats {
+        (**self).kernel_stats()
+    }
+}

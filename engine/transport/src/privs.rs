@@ -1,0 +1,1 @@
+//! Capability checks and dropping. (Being written: see the transport task.)

@@ -1,0 +1,1 @@
+//! Linux raw-socket backend. (Being written: see the transport task.)
