@@ -94,10 +94,15 @@ pub enum Proto {
 ///
 /// Shared between the receive thread (which inserts) and the send thread (which skips
 /// answered pairs on retries). One bit per pair: 2^20 pairs take 128 KiB.
-#[derive(Debug)]
 pub struct AnsweredSet {
     words: Box<[AtomicU64]>,
     len: u64,
+}
+
+impl std::fmt::Debug for AnsweredSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AnsweredSet({}/{})", self.count(), self.len)
+    }
 }
 
 impl AnsweredSet {

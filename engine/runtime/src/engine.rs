@@ -1,0 +1,210 @@
+//! The engine: starts the send and receive threads over a transport, enforces the target
+//! policy, assigns each scan a slot (its source-port block), fresh cookie key and order seed.
+
+use crate::plan::ScanPlan;
+use crate::receiver::{Receiver_, RecvCtl};
+use crate::scan::{ScanHandle, ScanShared};
+use crate::sender::{SendCtl, Sender_};
+use crate::stats::EngineStats;
+use crossbeam_channel::Sender;
+use portscope_core::classify::{ScanSpace, SpaceError, SLOTS};
+use portscope_core::cookie::CookieKey;
+use portscope_core::policy::{PolicyError, TargetPolicy};
+use portscope_core::Nanos;
+use portscope_transport::{PacketSink, PacketSource};
+use rand::Rng;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// The engine's monotonic clock: nanoseconds since the engine started.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock(Instant);
+
+impl Clock {
+    pub(crate) fn now(&self) -> Nanos {
+        Nanos::from(self.0.elapsed())
+    }
+}
+
+/// Free/used scan slots.
+#[derive(Debug)]
+pub(crate) struct Slots(Mutex<Vec<bool>>);
+
+impl Slots {
+    fn take(&self, limit: usize) -> Option<u16> {
+        let mut used = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if used.iter().filter(|u| **u).count() >= limit {
+            return None;
+        }
+        let i = used.iter().position(|u| !*u)?;
+        used[i] = true;
+        Some(i as u16)
+    }
+
+    pub(crate) fn free(&self, slot: u16) {
+        let mut used = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        used[usize::from(slot)] = false;
+    }
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Global packets-per-second ceiling shared by all scans.
+    pub max_rate: u64,
+    /// Packets per send/receive batch.
+    pub batch: usize,
+    /// At most this many scans at once (<= the number of source-port slots).
+    pub max_scans: usize,
+    /// Which targets may be probed.
+    pub policy: TargetPolicy,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_rate: 100_000,
+            batch: 64,
+            max_scans: 64,
+            policy: TargetPolicy::default_deny(),
+        }
+    }
+}
+
+/// Why a scan was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// A target is refused by policy.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// All scan slots are busy.
+    #[error("the engine is running its maximum of {0} scans; try again when one finishes")]
+    Busy(usize),
+    /// The plan does not fit a scan space.
+    #[error(transparent)]
+    Space(#[from] SpaceError),
+}
+
+/// A running engine. Dropping it stops both threads.
+#[derive(Debug)]
+pub struct Engine {
+    send_ctl: Sender<SendCtl>,
+    recv_ctl: Sender<RecvCtl>,
+    slots: Arc<Slots>,
+    stats: Arc<EngineStats>,
+    shutdown: Arc<AtomicBool>,
+    next_id: AtomicU64,
+    config: EngineConfig,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Engine {
+    /// Starts the send and receive threads over `sink` / `source`.
+    pub fn start(
+        sink: Box<dyn PacketSink>,
+        source: Box<dyn PacketSource>,
+        config: EngineConfig,
+    ) -> Engine {
+        let clock = Clock(Instant::now());
+        let stats = Arc::new(EngineStats::default());
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let slots = Arc::new(Slots(Mutex::new(vec![false; usize::from(SLOTS)])));
+        let (send_ctl, send_rx) = crossbeam_channel::unbounded();
+        let (recv_ctl, recv_rx) = crossbeam_channel::unbounded();
+        let receiver = Receiver_ {
+            source,
+            ctl: recv_rx,
+            stats: Arc::clone(&stats),
+            clock,
+            shutdown: Arc::clone(&shutdown),
+            slots: Arc::clone(&slots),
+            batch: config.batch.max(64),
+        };
+        let sender = Sender_ {
+            sink,
+            ctl: send_rx,
+            recv_ctl: recv_ctl.clone(),
+            stats: Arc::clone(&stats),
+            clock,
+            shutdown: Arc::clone(&shutdown),
+            max_rate: config.max_rate,
+            batch: config.batch,
+        };
+        let threads = vec![
+            std::thread::Builder::new()
+                .name("ps-recv".into())
+                .spawn(move || receiver.run())
+                .expect("spawn receive thread"),
+            std::thread::Builder::new()
+                .name("ps-send".into())
+                .spawn(move || sender.run())
+                .expect("spawn send thread"),
+        ];
+        Engine {
+            send_ctl,
+            recv_ctl,
+            slots,
+            stats,
+            shutdown,
+            next_id: AtomicU64::new(1),
+            config,
+            threads,
+        }
+    }
+
+    /// Engine-wide counters.
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    /// The policy this engine enforces.
+    pub fn policy(&self) -> &TargetPolicy {
+        &self.config.policy
+    }
+
+    /// Starts a scan. The target policy is checked here, before any packet goes out.
+    pub fn submit(&self, plan: ScanPlan) -> Result<ScanHandle, SubmitError> {
+        self.config.policy.check(&plan.targets)?;
+        let limit = self.config.max_scans.min(usize::from(SLOTS));
+        let slot = self.slots.take(limit).ok_or(SubmitError::Busy(limit))?;
+        let mut rng = rand::rng();
+        let key = CookieKey::from_bytes(rng.random());
+        let seed: u64 = rng.random();
+        let space = match ScanSpace::new(key, seed, plan.targets, plan.ports, plan.sources, slot) {
+            Ok(s) => s,
+            Err(e) => {
+                self.slots.free(slot);
+                return Err(e.into());
+            }
+        };
+        let id = self.next_id.fetch_add(1, Relaxed);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let shared = Arc::new(ScanShared::new(
+            id,
+            space,
+            plan.retries,
+            plan.rate,
+            plan.wait,
+            tx,
+        ));
+        // Receiver first, and wait until it is live, so no early reply finds the slot empty.
+        let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
+        let _ = self
+            .recv_ctl
+            .send(RecvCtl::Add(Arc::clone(&shared), ack_tx));
+        let _ = ack_rx.recv_timeout(std::time::Duration::from_secs(1));
+        let _ = self.send_ctl.send(SendCtl::Add(Arc::clone(&shared)));
+        Ok(ScanHandle::new(shared, rx))
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shutdown.store(true, Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! The receive thread: reads candidate replies in batches, validates them against the scan
+//! that owns the destination port, de-duplicates, measures RTT, and emits observations.
+//!
+//! Everything that is not a valid first reply is counted by reason and dropped. This thread
+//! is the only writer of `AnsweredSet`s and RTT estimates.
+
+use crate::engine::{Clock, Slots};
+use crate::scan::{Msg, Outcome, ScanShared};
+use crate::stats::EngineStats;
+use crossbeam_channel::Receiver;
+use portscope_core::classify::{split_port, Discard, DiscardCounts, SLOTS};
+use portscope_core::reply;
+use portscope_core::rtt::RttEstimator;
+use portscope_core::Nanos;
+use portscope_transport::{PacketSource, RecvBatch};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Messages to the receive thread.
+#[derive(Debug)]
+pub(crate) enum RecvCtl {
+    /// Start accepting replies for a scan; acknowledged once the slot is live, so the send
+    /// thread never probes before replies can be matched.
+    Add(Arc<ScanShared>, crossbeam_channel::Sender<()>),
+    /// The scan is over: stop accepting, tell the handle, free the slot.
+    Remove(u16, Outcome),
+}
+
+#[derive(Debug)]
+struct Entry {
+    shared: Arc<ScanShared>,
+    rtt: RttEstimator,
+    dirty: bool,
+}
+
+pub(crate) struct Receiver_ {
+    pub source: Box<dyn PacketSource>,
+    pub ctl: Receiver<RecvCtl>,
+    pub stats: Arc<EngineStats>,
+    pub clock: Clock,
+    pub shutdown: Arc<AtomicBool>,
+    pub slots: Arc<Slots>,
+    pub batch: usize,
+}
+
+impl Receiver_ {
+    pub(crate) fn run(mut self) {
+        let mut table: Vec<Option<Entry>> = (0..SLOTS).map(|_| None).collect();
+        let mut batch = RecvBatch::new(self.batch);
+        let mut discards = DiscardCounts::default();
+        let mut last_kstats = self.clock.now();
+        while !self.shutdown.load(Relaxed) {
+            while let Ok(m) = self.ctl.try_recv() {
+                match m {
+                    RecvCtl::Add(s, ack) => {
+                        let slot = usize::from(s.space.slot());
+                        table[slot] = Some(Entry {
+                            shared: s,
+                            rtt: RttEstimator::new(),
+                            dirty: false,
+                        });
+                        let _ = ack.send(());
+                    }
+                    RecvCtl::Remove(slot, outcome) => {
+                        if let Some(e) = table[usize::from(slot)].take() {
+                            let _ = e.shared.events.send(Msg::Ended(outcome));
+                        }
+                        self.slots.free(slot);
+                    }
+                }
+            }
+            if let Err(e) = self.source.recv(&mut batch, Duration::from_millis(2)) {
+                // A broken capture socket cannot recover by retrying fast.
+                eprintln!("portscope: receive error: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            if batch.is_empty() {
+                self.publish(&mut table, &mut discards, &mut last_kstats);
+                continue;
+            }
+            let now = self.clock.now();
+            let mut accepted = 0;
+            for frame in batch.iter() {
+                match handle(frame, &mut table, now) {
+                    Ok(()) => accepted += 1,
+                    Err(d) => discards.record(d),
+                }
+            }
+            self.stats.received.fetch_add(batch.len() as u64, Relaxed);
+            self.stats.accepted.fetch_add(accepted, Relaxed);
+            self.publish(&mut table, &mut discards, &mut last_kstats);
+        }
+    }
+
+    fn publish(
+        &mut self,
+        table: &mut [Option<Entry>],
+        discards: &mut DiscardCounts,
+        last: &mut Nanos,
+    ) {
+        self.stats.add_discards(discards);
+        for e in table.iter_mut().flatten().filter(|e| e.dirty) {
+            e.dirty = false;
+            let s = &e.shared;
+            s.wait_ns.store(e.rtt.wait(s.bounds).0, Relaxed);
+            if let (Some(p50), Some(p99)) = (e.rtt.quantile(0.5), e.rtt.quantile(0.99)) {
+                s.rtt_p50_ns.store(p50.0, Relaxed);
+                s.rtt_p99_ns.store(p99.0, Relaxed);
+            }
+        }
+        let now = self.clock.now();
+        if now.since(*last) > Nanos::from_millis(100) {
+            *last = now;
+            let k = self.source.kernel_stats();
+            self.stats.kernel_drops.store(k.dropped, Relaxed);
+        }
+    }
+}
+
+/// Validates one frame and, if it is a first valid reply, records and emits it.
+#[inline]
+fn handle(frame: &[u8], table: &mut [Option<Entry>], now: Nanos) -> Result<(), Discard> {
+    let r = reply::parse(frame)?;
+    let (slot, _) = split_port(r.local_port).ok_or(Discard::NoScan)?;
+    let e = table[usize::from(slot)].as_mut().ok_or(Discard::NoScan)?;
+    let s = &e.shared;
+    let o = s.space.classify(&r)?;
+    if !s.answered.insert(o.pair) {
+        s.duplicates.fetch_add(1, Relaxed);
+        return Err(Discard::Duplicate);
+    }
+    s.replies.fetch_add(1, Relaxed);
+    if let Some(sent) = s.log.sent_at(s.space.position_of(o.pair), o.round) {
+        e.rtt.record(now.since(sent));
+        e.dirty = true;
+    }
+    let _ = s.events.send(Msg::Port(o));
+    Ok(())
+}

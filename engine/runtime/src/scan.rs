@@ -1,0 +1,329 @@
+//! One scan's shared state, and the handle its submitter reads events from.
+//!
+//! The send thread advances the scan (rounds, waits); the receive thread marks pairs
+//! answered and emits observations; the [`ScanHandle`] turns observations into port results
+//! and, once the engine has released the scan, reports every never-answered pair as
+//! filtered / no-response, so each pair of a complete scan gets exactly one result.
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use portscope_core::classify::{Observation, ScanSpace};
+use portscope_core::results::{AnsweredSet, PortResult, PortState};
+use portscope_core::rtt::WaitBounds;
+use portscope_core::Nanos;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How a scan ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every pair was probed through all rounds and has a state.
+    Complete,
+    /// Stopped early; only answered pairs were reported.
+    Cancelled,
+}
+
+/// What a scan handle yields.
+#[derive(Debug, Clone)]
+pub enum ScanEvent {
+    /// One pair's final state (each pair at most once).
+    Port(PortResult),
+    /// The scan is over; no more events follow.
+    Finished(ScanSummary),
+}
+
+/// Live progress of a scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// (target x port) pairs.
+    pub pairs: u64,
+    /// Probes sent so far (all rounds).
+    pub sent: u64,
+    /// Pairs answered so far.
+    pub answered: u64,
+    /// Current send round (0 = first pass).
+    pub round: u8,
+    /// Number of rounds planned (1 + retries).
+    pub rounds: u8,
+}
+
+/// Final figures of a scan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanSummary {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// (target x port) pairs.
+    pub pairs: u64,
+    /// Open ports.
+    pub open: u64,
+    /// Closed ports.
+    pub closed: u64,
+    /// Filtered ports (ICMP or silent).
+    pub filtered: u64,
+    /// Pairs without a state (only when cancelled).
+    pub unknown: u64,
+    /// Probes sent, all rounds.
+    pub sent: u64,
+    /// Valid replies that repeated an answered pair.
+    pub duplicates: u64,
+    /// Rounds actually sent.
+    pub rounds: u8,
+    /// Wall time from submit to end.
+    pub elapsed: Duration,
+    /// Median RTT measured, if any.
+    pub rtt_p50: Option<Duration>,
+    /// 99th percentile RTT measured, if any.
+    pub rtt_p99: Option<Duration>,
+}
+
+/// When probes at each send position were last sent, in which round: the receive thread
+/// turns this into RTT samples. One entry per `2^shift` positions (at most 65,536 entries),
+/// each `(micros << 8) | round`.
+pub(crate) struct SendLog {
+    shift: u32,
+    entries: Box<[AtomicU64]>,
+}
+
+impl std::fmt::Debug for SendLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SendLog({} entries, shift {})",
+            self.entries.len(),
+            self.shift
+        )
+    }
+}
+
+impl SendLog {
+    fn new(pairs: u64) -> Self {
+        let bits = 64 - pairs.saturating_sub(1).leading_zeros();
+        let shift = bits.saturating_sub(16);
+        let n = (pairs >> shift) + 1;
+        SendLog {
+            shift,
+            entries: (0..n).map(|_| AtomicU64::new(u64::MAX)).collect(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn record(&self, pos: u64, round: u8, now: Nanos) {
+        let v = ((now.0 / 1_000) << 8) | u64::from(round);
+        self.entries[(pos >> self.shift) as usize].store(v, Relaxed);
+    }
+
+    /// The send time of `pos` if it was last sent in `round`.
+    #[inline]
+    pub(crate) fn sent_at(&self, pos: u64, round: u8) -> Option<Nanos> {
+        let v = self.entries[(pos >> self.shift) as usize].load(Relaxed);
+        (v != u64::MAX && (v & 0xff) as u8 == round).then(|| Nanos::from_micros(v >> 8))
+    }
+}
+
+/// Messages on a scan's event channel (engine -> handle).
+#[derive(Debug)]
+pub(crate) enum Msg {
+    Port(Observation),
+    Ended(Outcome),
+}
+
+/// State shared by the engine threads and the handle.
+#[derive(Debug)]
+pub(crate) struct ScanShared {
+    pub id: u64,
+    pub space: ScanSpace,
+    pub answered: AnsweredSet,
+    pub log: SendLog,
+    pub retries: u8,
+    pub rate: u64,
+    pub bounds: WaitBounds,
+    /// The RTT-derived wait, published by the receive thread (ns).
+    pub wait_ns: AtomicU64,
+    pub rtt_p50_ns: AtomicU64,
+    pub rtt_p99_ns: AtomicU64,
+    pub sent: AtomicU64,
+    /// First valid replies (= answered pairs).
+    pub replies: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub round: AtomicU8,
+    pub cancel: AtomicBool,
+    pub events: Sender<Msg>,
+}
+
+impl ScanShared {
+    pub(crate) fn new(
+        id: u64,
+        space: ScanSpace,
+        retries: u8,
+        rate: u64,
+        bounds: WaitBounds,
+        events: Sender<Msg>,
+    ) -> Self {
+        let pairs = space.pairs();
+        ScanShared {
+            id,
+            answered: AnsweredSet::new(pairs),
+            log: SendLog::new(pairs),
+            space,
+            retries,
+            rate,
+            bounds,
+            wait_ns: AtomicU64::new(bounds.max.0),
+            rtt_p50_ns: AtomicU64::new(0),
+            rtt_p99_ns: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            replies: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            round: AtomicU8::new(0),
+            cancel: AtomicBool::new(false),
+            events,
+        }
+    }
+
+    pub(crate) fn wait(&self) -> Nanos {
+        Nanos(self.wait_ns.load(Relaxed))
+    }
+}
+
+/// The submitter's side of a scan: progress, cancel, and the event stream.
+pub struct ScanHandle {
+    shared: Arc<ScanShared>,
+    rx: Receiver<Msg>,
+    started: Instant,
+    counts: [u64; 3],
+    /// Set once the engine has released the scan: the outcome, and the next pair index to
+    /// check for silence (`u64::MAX` when silent pairs are not reported).
+    ended: Option<(Outcome, u64)>,
+    done: bool,
+}
+
+impl std::fmt::Debug for ScanHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScanHandle")
+            .field("id", &self.shared.id)
+            .field("progress", &self.progress())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ScanHandle {
+    pub(crate) fn new(shared: Arc<ScanShared>, rx: Receiver<Msg>) -> Self {
+        ScanHandle {
+            shared,
+            rx,
+            started: Instant::now(),
+            counts: [0; 3],
+            ended: None,
+            done: false,
+        }
+    }
+
+    /// The engine-assigned scan id.
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    /// Asks the engine to stop this scan; events already found are still delivered, then
+    /// `Finished` with `Outcome::Cancelled`.
+    pub fn cancel(&self) {
+        self.shared.cancel.store(true, Relaxed);
+    }
+
+    /// Live progress.
+    pub fn progress(&self) -> Progress {
+        let s = &self.shared;
+        Progress {
+            pairs: s.space.pairs(),
+            sent: s.sent.load(Relaxed),
+            answered: s.replies.load(Relaxed),
+            round: s.round.load(Relaxed),
+            rounds: s.retries + 1,
+        }
+    }
+
+    fn count(&mut self, r: &PortResult) {
+        let i = match r.state {
+            PortState::Open => 0,
+            PortState::Closed => 1,
+            PortState::Filtered => 2,
+        };
+        self.counts[i] += 1;
+    }
+
+    /// The next event, waiting at most `timeout`. `None` on timeout or after `Finished`.
+    pub fn next_event(&mut self, timeout: Duration) -> Option<ScanEvent> {
+        if self.done {
+            return None;
+        }
+        if let Some((outcome, next)) = &mut self.ended {
+            let pairs = self.shared.space.pairs();
+            while *next < pairs {
+                let pair = *next;
+                *next += 1;
+                if !self.shared.answered.contains(pair) {
+                    let r = self.shared.space.silent_result(pair);
+                    self.count(&r);
+                    return Some(ScanEvent::Port(r));
+                }
+            }
+            let outcome = *outcome;
+            self.done = true;
+            return Some(ScanEvent::Finished(self.summary(outcome)));
+        }
+        match self.rx.recv_timeout(timeout) {
+            Ok(Msg::Port(o)) => {
+                let r = self.shared.space.result(&o);
+                self.count(&r);
+                Some(ScanEvent::Port(r))
+            }
+            Ok(Msg::Ended(outcome)) => {
+                let first = match outcome {
+                    Outcome::Complete => 0,
+                    Outcome::Cancelled => u64::MAX,
+                };
+                self.ended = Some((outcome, first));
+                self.next_event(timeout)
+            }
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => {
+                // The engine went away without ending the scan: report it as cancelled.
+                self.ended = Some((Outcome::Cancelled, u64::MAX));
+                self.next_event(timeout)
+            }
+        }
+    }
+
+    fn summary(&self, outcome: Outcome) -> ScanSummary {
+        let s = &self.shared;
+        let [open, closed, filtered] = self.counts;
+        let ns = |v: u64| (v > 0).then(|| Duration::from_nanos(v));
+        ScanSummary {
+            outcome,
+            pairs: s.space.pairs(),
+            open,
+            closed,
+            filtered,
+            unknown: s.space.pairs() - open - closed - filtered,
+            sent: s.sent.load(Relaxed),
+            duplicates: s.duplicates.load(Relaxed),
+            rounds: s.round.load(Relaxed) + 1,
+            elapsed: self.started.elapsed(),
+            rtt_p50: ns(s.rtt_p50_ns.load(Relaxed)),
+            rtt_p99: ns(s.rtt_p99_ns.load(Relaxed)),
+        }
+    }
+}
+
+impl Iterator for ScanHandle {
+    type Item = ScanEvent;
+
+    /// Blocks until the next event; `None` after `Finished`.
+    fn next(&mut self) -> Option<ScanEvent> {
+        while !self.done {
+            if let Some(e) = self.next_event(Duration::from_millis(100)) {
+                return Some(e);
+            }
+        }
+        None
+    }
+}

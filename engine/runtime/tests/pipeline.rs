@@ -1,0 +1,371 @@
+//! The whole engine pipeline (plan -> send thread -> responder -> receive thread -> handle)
+//! over the in-memory transport with a scripted target: no privileges, exact states.
+
+use etherparse::{
+    IcmpEchoHeader, Icmpv4Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice,
+};
+use portscope_core::policy::TargetPolicy;
+use portscope_core::results::{PortResult, PortState, Reason};
+use portscope_core::targets::parse_net;
+use portscope_engine::{
+    Engine, EngineConfig, Outcome, ScanEvent, ScanRequest, ScanSummary, SubmitError,
+};
+use portscope_transport::memory;
+use rand::{rngs::SmallRng, Rng, SeedableRng};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the scripted target does with a probe to a port.
+fn truth(dst: IpAddr, port: u16) -> PortState {
+    let host_bias = match dst {
+        IpAddr::V4(a) => u16::from(a.octets()[3]),
+        IpAddr::V6(a) => a.segments()[7],
+    };
+    match port {
+        22 | 80 => PortState::Open,
+        p if p == 1000 + host_bias => PortState::Open,
+        23 | 111 | 135 | 445 => PortState::Filtered,
+        _ => PortState::Closed,
+    }
+}
+
+/// Ports 23 and 111 answer with ICMP admin-prohibited; 135 and 445 are silent.
+fn icmp_port(port: u16) -> bool {
+    matches!(port, 23 | 111)
+}
+
+struct Target {
+    rng: SmallRng,
+    loss: f64,
+    dup: bool,
+    probes: Arc<AtomicU64>,
+}
+
+impl memory::Responder for Target {
+    fn respond(&mut self, probe: &[u8], out: &mut dyn FnMut(Vec<u8>)) {
+        self.probes.fetch_add(1, Ordering::Relaxed);
+        if self.rng.random::<f64>() < self.loss {
+            return;
+        }
+        let p = SlicedPacket::from_ip(probe).expect("engine sends valid IP");
+        let Some(TransportSlice::Tcp(tcp)) = p.transport else {
+            panic!("not TCP")
+        };
+        assert!(tcp.syn() && !tcp.ack());
+        let (src, dst): (IpAddr, IpAddr) = match &p.net {
+            Some(NetSlice::Ipv4(ip)) => (
+                ip.header().source_addr().into(),
+                ip.header().destination_addr().into(),
+            ),
+            Some(NetSlice::Ipv6(ip)) => (
+                ip.header().source_addr().into(),
+                ip.header().destination_addr().into(),
+            ),
+            _ => panic!("not IP"),
+        };
+        let (sport, dport, seq) = (
+            tcp.source_port(),
+            tcp.destination_port(),
+            tcp.sequence_number(),
+        );
+        let state = truth(dst, dport);
+        if state == PortState::Filtered && !icmp_port(dport) {
+            return;
+        }
+        let mut frame = Vec::new();
+        match (dst, src) {
+            (IpAddr::V4(d), IpAddr::V4(s)) => {
+                let b = PacketBuilder::ipv4(d.octets(), s.octets(), 63);
+                match state {
+                    PortState::Open => b
+                        .tcp(dport, sport, 7, 1000)
+                        .syn()
+                        .ack(seq.wrapping_add(1))
+                        .write(&mut frame, &[]),
+                    PortState::Closed => b
+                        .tcp(dport, sport, 0, 0)
+                        .rst()
+                        .ack(seq.wrapping_add(1))
+                        .write(&mut frame, &[]),
+                    PortState::Filtered => b
+                        .icmpv4(Icmpv4Type::DestinationUnreachable(
+                            etherparse::icmpv4::DestUnreachableHeader::FilterProhibited,
+                        ))
+                        .write(&mut frame, &probe[..28]),
+                }
+            }
+            (IpAddr::V6(d), IpAddr::V6(s)) => {
+                let b = PacketBuilder::ipv6(d.octets(), s.octets(), 63);
+                match state {
+                    PortState::Open => b
+                        .tcp(dport, sport, 7, 1000)
+                        .syn()
+                        .ack(seq.wrapping_add(1))
+                        .write(&mut frame, &[]),
+                    PortState::Closed => b
+                        .tcp(dport, sport, 0, 0)
+                        .rst()
+                        .ack(seq.wrapping_add(1))
+                        .write(&mut frame, &[]),
+                    PortState::Filtered => b
+                        .icmpv6(etherparse::Icmpv6Type::DestinationUnreachable(
+                            etherparse::icmpv6::DestUnreachableCode::Prohibited,
+                        ))
+                        .write(&mut frame, &probe[..48]),
+                }
+            }
+            _ => unreachable!(),
+        }
+        .unwrap();
+        if self.dup {
+            out(frame.clone());
+        }
+        out(frame);
+        let _ = IcmpEchoHeader { id: 0, seq: 0 };
+    }
+}
+
+fn lab_policy() -> TargetPolicy {
+    let mut p = TargetPolicy::default_deny();
+    p.allow(parse_net("198.18.0.0/15").unwrap());
+    p.allow(parse_net("2001:2::/48").unwrap());
+    p
+}
+
+fn engine(
+    loss: f64,
+    dup: bool,
+    seed: u64,
+) -> (Engine, Arc<AtomicU64>, crossbeam_channel::Sender<Vec<u8>>) {
+    let probes = Arc::new(AtomicU64::new(0));
+    let target = Target {
+        rng: SmallRng::seed_from_u64(seed),
+        loss,
+        dup,
+        probes: Arc::clone(&probes),
+    };
+    let (sink, source, inject) = memory::pair(target);
+    let cfg = EngineConfig {
+        max_rate: 2_000_000,
+        policy: lab_policy(),
+        ..EngineConfig::default()
+    };
+    (
+        Engine::start(Box::new(sink), Box::new(source), cfg),
+        probes,
+        inject,
+    )
+}
+
+fn route(dst: IpAddr) -> std::io::Result<IpAddr> {
+    Ok(match dst {
+        IpAddr::V4(_) => "198.18.0.1".parse().unwrap(),
+        IpAddr::V6(_) => "2001:2::1".parse().unwrap(),
+    })
+}
+
+fn request(targets: &[&str], ports: &str, retries: u8) -> ScanRequest {
+    ScanRequest {
+        targets: targets.iter().map(|s| s.to_string()).collect(),
+        ports: ports.into(),
+        rate: 1_000_000,
+        retries,
+        min_wait: Duration::from_millis(5),
+        max_wait: Duration::from_millis(100),
+        ..ScanRequest::default()
+    }
+}
+
+fn collect(
+    handle: portscope_engine::ScanHandle,
+) -> (BTreeMap<(IpAddr, u16), PortResult>, ScanSummary) {
+    let mut results = BTreeMap::new();
+    let mut summary = None;
+    for ev in handle {
+        match ev {
+            ScanEvent::Port(r) => {
+                let key = (r.ip, r.port);
+                assert!(
+                    results.insert(key, r).is_none(),
+                    "pair {key:?} reported twice"
+                );
+            }
+            ScanEvent::Finished(s) => summary = Some(s),
+        }
+    }
+    (results, summary.expect("Finished event"))
+}
+
+fn assert_matches_truth(
+    results: &BTreeMap<(IpAddr, u16), PortResult>,
+    hosts: &[&str],
+    ports: impl Iterator<Item = u16> + Clone,
+) {
+    let mut n = 0;
+    for h in hosts {
+        let ip: IpAddr = h.parse().unwrap();
+        for port in ports.clone() {
+            let r = results
+                .get(&(ip, port))
+                .unwrap_or_else(|| panic!("{ip}:{port} has no result"));
+            assert_eq!(r.state, truth(ip, port), "{ip}:{port}");
+            let reason = match (r.state, icmp_port(port)) {
+                (PortState::Open, _) => Reason::SynAck,
+                (PortState::Closed, _) => Reason::Reset,
+                (PortState::Filtered, true) => Reason::IcmpUnreachable,
+                (PortState::Filtered, false) => Reason::NoResponse,
+            };
+            assert_eq!(r.reason, reason, "{ip}:{port}");
+            n += 1;
+        }
+    }
+    assert_eq!(results.len(), n, "no results beyond the scanned pairs");
+}
+
+#[test]
+fn every_pair_gets_exactly_its_true_state() {
+    let (e, probes, _) = engine(0.0, false, 1);
+    let h = e
+        .submit(
+            request(&["198.18.0.2", "2001:2::2"], "1-3000", 2)
+                .plan(&route)
+                .unwrap(),
+        )
+        .unwrap();
+    let (results, s) = collect(h);
+    assert_matches_truth(&results, &["198.18.0.2", "2001:2::2"], 1..=3000u16);
+    assert_eq!(s.outcome, Outcome::Complete);
+    assert_eq!((s.pairs, s.open, s.filtered, s.closed), (6000, 6, 8, 5986));
+    // Round 0 probes every pair; rounds 1 and 2 only the 4 silent pairs.
+    assert_eq!(s.sent, 6000 + 2 * 4);
+    assert_eq!(probes.load(Ordering::Relaxed), 6008);
+    assert_eq!(s.rounds, 3);
+    assert!(s.rtt_p50.is_some(), "RTT measured from replies");
+}
+
+#[test]
+fn loss_is_recovered_by_retries_and_duplicates_are_dropped() {
+    let (e, _, _) = engine(0.2, true, 2);
+    let hosts = ["198.19.0.1", "198.19.0.2", "198.19.0.3", "198.19.0.4"];
+    let h = e
+        .submit(
+            request(&["198.19.0.1", "198.19.0.2/31", "198.19.0.4"], "1-1500", 10)
+                .plan(&route)
+                .unwrap(),
+        )
+        .unwrap();
+    let (results, s) = collect(h);
+    assert_matches_truth(&results, &hosts, 1..=1500u16);
+    assert!(s.duplicates > 0, "duplicates were sent and must be counted");
+    assert_eq!(s.open, 4 * 2 + 4);
+}
+
+#[test]
+fn garbage_and_forgeries_are_counted_not_accepted() {
+    let (e, _, inject) = engine(0.0, false, 3);
+    let h = e
+        .submit(request(&["198.18.0.2"], "1-500", 1).plan(&route).unwrap())
+        .unwrap();
+    // A SYN-ACK to our port range with a wrong cookie, an ICMP echo, and random bytes.
+    let mut forged = Vec::new();
+    PacketBuilder::ipv4([198, 18, 0, 2], [198, 18, 0, 1], 64)
+        .tcp(80, 61440, 1, 1)
+        .syn()
+        .ack(12345)
+        .write(&mut forged, &[])
+        .unwrap();
+    let mut echo = Vec::new();
+    PacketBuilder::ipv4([198, 18, 0, 2], [198, 18, 0, 1], 64)
+        .icmpv4_echo_request(1, 1)
+        .write(&mut echo, &[])
+        .unwrap();
+    for f in [forged, echo, vec![0x45, 1, 2], vec![]] {
+        inject.send(f).unwrap();
+    }
+    let (results, _) = collect(h);
+    assert_matches_truth(&results, &["198.18.0.2"], 1..=500u16);
+    let d = e.stats().discards();
+    let get = |name: &str| {
+        d.nonzero()
+            .find(|(n, _)| *n == name)
+            .map(|x| x.1)
+            .unwrap_or(0)
+    };
+    assert_eq!(get("bad_cookie"), 1);
+    assert_eq!(get("icmp_type"), 1);
+    assert_eq!(get("ip_malformed"), 2);
+}
+
+#[test]
+fn concurrent_scans_do_not_cross_talk() {
+    let (e, _, _) = engine(0.0, false, 4);
+    let a = e
+        .submit(request(&["198.18.0.2"], "1-4000", 1).plan(&route).unwrap())
+        .unwrap();
+    let b = e
+        .submit(
+            request(&["198.18.0.2", "198.19.0.7"], "10-2000", 1)
+                .plan(&route)
+                .unwrap(),
+        )
+        .unwrap();
+    assert_ne!(a.id(), b.id());
+    let ta = std::thread::spawn(move || collect(a));
+    let (rb, sb) = collect(b);
+    let (ra, sa) = ta.join().unwrap();
+    assert_matches_truth(&ra, &["198.18.0.2"], 1..=4000u16);
+    assert_matches_truth(&rb, &["198.18.0.2", "198.19.0.7"], 10..=2000u16);
+    assert_eq!((sa.pairs, sb.pairs), (4000, 2 * 1991));
+}
+
+#[test]
+fn cancel_reports_only_what_was_found() {
+    let (e, _, _) = engine(0.0, false, 5);
+    let mut req = request(&["198.18.0.2"], "-", 2);
+    req.rate = 20_000; // ~3 s for all ports: cancel long before
+    let h = e.submit(req.plan(&route).unwrap()).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    h.cancel();
+    let (results, s) = collect(h);
+    assert_eq!(s.outcome, Outcome::Cancelled);
+    assert!(s.unknown > 0 && !results.is_empty());
+    assert_eq!(results.len() as u64 + s.unknown, 65_535);
+    for r in results.values() {
+        assert_eq!(r.state, truth(r.ip, r.port));
+        assert_ne!(
+            r.reason,
+            Reason::NoResponse,
+            "unprobed pairs are not called filtered"
+        );
+    }
+}
+
+#[test]
+fn policy_refuses_before_any_packet() {
+    let (e, probes, _) = engine(0.0, false, 6);
+    for t in ["10.0.0.1", "127.0.0.1", "172.16.0.1", "::1", "2001:3::1"] {
+        match e.submit(request(&[t], "80", 0).plan(&route).unwrap()) {
+            Err(SubmitError::Policy(_)) => {}
+            other => panic!("{t}: expected a policy refusal, got {other:?}"),
+        }
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(probes.load(Ordering::Relaxed), 0);
+    assert_eq!(e.stats().sent.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn rate_is_respected() {
+    let (e, _, _) = engine(0.0, false, 7);
+    let mut req = request(&["198.18.0.2"], "1-2000", 0);
+    req.rate = 10_000;
+    let t0 = std::time::Instant::now();
+    let (_, s) = collect(e.submit(req.plan(&route).unwrap()).unwrap());
+    let secs = t0.elapsed().as_secs_f64();
+    // 2000 probes at 10k/s take 0.2 s (plus the final wait); far less would mean no pacing.
+    assert!(secs >= 0.18, "2000 probes at 10k pps took only {secs:.3}s");
+    assert_eq!(s.sent, 2000);
+}
