@@ -1,0 +1,747 @@
+//! The network lab: two network namespaces joined by a veth pair, a target with known open, closed and filtered ports, and its ground truth.
+//!
+//! **Architecture Invariant:** the lab never touches the root namespace's interfaces, routes
+//! or firewall, and neither namespace has a default route: packets from the lab can only reach
+//! the lab. The veth is created directly inside the scanner namespace.
+//!
+//! Layout (`N` = `LabConfig::name`):
+//! - `N-s` (scanner): `Ns0`, 198.18.0.1/24, 2001:2::1/64; routes to the extra hosts via the target.
+//! - `N-t` (target): `Nt0`, 198.18.0.2/24, 2001:2::2/64; `local` routes make every address of
+//!   198.19.0.0/16 and 2001:2:0:1::/64 its own; the nftables table `inet pslab` filters and
+//!   impairs; `xtask lab serve` listens on the open ports.
+//! - `/run/portscope-lab/N/`: truth.json, listener.pid, listener.log.
+
+pub mod cli;
+mod nft;
+pub mod probe;
+pub mod serve;
+pub mod truth;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+pub use probe::{Outcome, ProbeResult};
+pub use truth::{Expected, HostTruth, Truth};
+
+/// Where the state directories of all labs live.
+pub const STATE_ROOT: &str = "/run/portscope-lab";
+
+/// How long `up` waits for the listener to bind everything.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What lab to build.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabConfig {
+    /// Lab name, 1 to 9 characters of `[a-z0-9]`; prefixes namespaces and interfaces.
+    pub name: String,
+    /// Extra target hosts per address family (at most `truth::MAX_EXTRA_HOSTS`).
+    pub hosts: u32,
+    /// Percentage of TCP packets dropped in each direction at the target, 0 to 100.
+    pub loss_pct: f64,
+    /// Most RSTs per second leaving the target; `None` = unlimited, `Some(0)` = none at all.
+    pub rst_limit: Option<u32>,
+    /// Leave TSO/GSO/GRO on the veth as the kernel sets them; `false` turns them off.
+    pub offloads: bool,
+}
+
+impl Default for LabConfig {
+    fn default() -> Self {
+        LabConfig {
+            name: "pslab".into(),
+            hosts: 16,
+            loss_pct: 0.0,
+            rst_limit: None,
+            offloads: true,
+        }
+    }
+}
+
+impl LabConfig {
+    /// Check every field; `up` calls this first.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        validate_name(&self.name)?;
+        if self.hosts > truth::MAX_EXTRA_HOSTS {
+            bail!(
+                "--hosts {} is more than {}",
+                self.hosts,
+                truth::MAX_EXTRA_HOSTS
+            );
+        }
+        validate_loss(self.loss_pct)
+    }
+}
+
+fn validate_name(name: &str) -> anyhow::Result<()> {
+    let ok = (1..=9).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if !ok {
+        bail!("lab name {name:?} must be 1 to 9 characters of [a-z0-9]");
+    }
+    Ok(())
+}
+
+fn validate_loss(loss_pct: f64) -> anyhow::Result<()> {
+    if !(0.0..=100.0).contains(&loss_pct) {
+        bail!("loss {loss_pct}% is not between 0 and 100");
+    }
+    Ok(())
+}
+
+/// A running lab. Dropping it leaves the lab up (use `LabGuard` to tear down on drop).
+#[derive(Debug)]
+pub struct Lab {
+    name: String,
+    scanner_ns: String,
+    target_ns: String,
+    scanner_if: String,
+    target_if: String,
+    truth: Truth,
+    /// The xtask binary that runs `lab serve` and `lab probe` inside the namespaces.
+    xtask: PathBuf,
+    /// The listener, when this process started it: `down` kills and reaps it.
+    listener: Mutex<Option<Child>>,
+    /// Target sysctls this kernel does not have.
+    skipped_sysctls: Vec<String>,
+}
+
+impl Lab {
+    /// Build the lab, tearing down any leftovers of a lab with the same name first.
+    /// On failure everything built so far is torn down again.
+    pub fn up(cfg: &LabConfig) -> anyhow::Result<Lab> {
+        cfg.validate()?;
+        let xtask = xtask_bin()?;
+        teardown(&cfg.name, None).context("removing the leftovers of an earlier lab")?;
+        let mut lab = Lab::handle(&cfg.name, Truth::compute(&cfg.name, cfg.hosts), xtask);
+        match lab.build(cfg) {
+            Ok(()) => Ok(lab),
+            Err(e) => {
+                lab.down();
+                Err(e.context(format!("bringing up lab {}", cfg.name)))
+            }
+        }
+    }
+
+    /// A handle on lab `name`, already up (e.g. from `cargo xtask lab up`).
+    pub fn open(name: &str) -> anyhow::Result<Lab> {
+        validate_name(name)?;
+        let truth = Truth::load(name)?;
+        let lab = Lab::handle(name, truth, xtask_bin()?);
+        for ns in [lab.scanner_ns(), lab.target_ns()] {
+            if !ns_exists(ns) {
+                bail!("namespace {ns} does not exist: is lab {name} up?");
+            }
+        }
+        Ok(lab)
+    }
+
+    fn handle(name: &str, truth: Truth, xtask: PathBuf) -> Lab {
+        Lab {
+            name: name.to_owned(),
+            scanner_ns: truth.scanner_ns.clone(),
+            target_ns: truth.target_ns.clone(),
+            scanner_if: format!("{name}s0"),
+            target_if: format!("{name}t0"),
+            truth,
+            xtask,
+            listener: Mutex::new(None),
+            skipped_sysctls: Vec::new(),
+        }
+    }
+
+    fn build(&mut self, cfg: &LabConfig) -> anyhow::Result<()> {
+        let state = self.state_dir();
+        fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+        self.truth.save_to(&state.join("truth.json"))?;
+
+        let (s, t) = (self.scanner_ns.as_str(), self.target_ns.as_str());
+        let (sif, tif) = (self.scanner_if.as_str(), self.target_if.as_str());
+        ip(&["netns", "add", s])?;
+        ip(&["netns", "add", t])?;
+        ip(&[
+            "-n", s, "link", "add", sif, "type", "veth", "peer", "name", tif, "netns", t,
+        ])?;
+        for (ns, dev, v4, v6) in [
+            (s, sif, "198.18.0.1/24", "2001:2::1/64"),
+            (t, tif, "198.18.0.2/24", "2001:2::2/64"),
+        ] {
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+            ip(&["-n", ns, "addr", "add", v4, "dev", dev])?;
+            ip(&["-n", ns, "addr", "add", v6, "dev", dev, "nodad"])?;
+            ip(&["-n", ns, "link", "set", dev, "up"])?;
+        }
+        ip(&[
+            "-n",
+            t,
+            "route",
+            "add",
+            "local",
+            "198.19.0.0/16",
+            "dev",
+            "lo",
+        ])?;
+        ip(&[
+            "-n",
+            t,
+            "-6",
+            "route",
+            "add",
+            "local",
+            "2001:2:0:1::/64",
+            "dev",
+            "lo",
+        ])?;
+        ip(&[
+            "-n",
+            s,
+            "route",
+            "add",
+            "198.19.0.0/16",
+            "via",
+            "198.18.0.2",
+        ])?;
+        ip(&[
+            "-n",
+            s,
+            "-6",
+            "route",
+            "add",
+            "2001:2:0:1::/64",
+            "via",
+            "2001:2::2",
+        ])?;
+
+        self.skipped_sysctls = self.tune_target()?;
+        if !cfg.offloads {
+            for (ns, dev) in [(s, sif), (t, tif)] {
+                run(netns_exec(ns, "ethtool")
+                    .args(["-K", dev, "tso", "off", "gso", "off", "gro", "off"]))?;
+            }
+        }
+        nft(t, &nft::ruleset(&self.truth))?;
+        let defaults = self.default_routes()?;
+        if !defaults.is_empty() {
+            bail!("the lab has default routes, refusing to go on: {defaults:?}");
+        }
+
+        self.start_listener()?;
+        self.check_reachable()?;
+        // Last, so the reachability check above is not subject to loss.
+        self.set_impairments(cfg.loss_pct, cfg.rst_limit)
+    }
+
+    /// Target sysctls: no ICMP rate limits, deep accept and SYN queues. Returns the ones this
+    /// kernel lacks (reported on stderr, not an error).
+    fn tune_target(&self) -> anyhow::Result<Vec<String>> {
+        const SYSCTLS: [(&str, &str); 6] = [
+            ("net.ipv4.icmp_ratelimit", "0"),
+            ("net.ipv4.icmp_ratemask", "0"),
+            ("net.ipv6.icmp.ratelimit", "0"),
+            // Without this, ICMPv6 errors still pass the global limiter (icmp_msgs_per_sec).
+            ("net.ipv6.icmp.ratemask", ""),
+            ("net.core.somaxconn", "65535"),
+            ("net.ipv4.tcp_max_syn_backlog", "65535"),
+        ];
+        let mut skipped = Vec::new();
+        for (key, value) in SYSCTLS {
+            let out = netns_exec(&self.target_ns, "sysctl")
+                .args(["-q", "-w", &format!("{key}={value}")])
+                .output()
+                .context("running sysctl")?;
+            if out.status.success() {
+                continue;
+            }
+            let err = String::from_utf8_lossy(&out.stderr);
+            if err.contains("cannot stat") || err.contains("No such file") {
+                eprintln!(
+                    "lab {}: this kernel has no sysctl {key}, skipped",
+                    self.name
+                );
+                skipped.push(key.to_owned());
+            } else {
+                bail!("sysctl {key}={value} in {}: {}", self.target_ns, err.trim());
+            }
+        }
+        Ok(skipped)
+    }
+
+    fn start_listener(&self) -> anyhow::Result<()> {
+        let state = self.state_dir();
+        let log_path = state.join("listener.log");
+        let log = fs::File::create(&log_path)?;
+        let mut cmd = netns_exec(&self.target_ns, &self.xtask);
+        cmd.args(["lab", "serve", "--truth"])
+            .arg(state.join("truth.json"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            // Its own process group: a Ctrl-C meant for `cargo xtask` or a test run does not
+            // reach it. `ip netns exec` execs the program, so the PID stays the listener's.
+            .process_group(0);
+        let mut child = cmd.spawn().context("starting the listener")?;
+        fs::write(state.join("listener.pid"), format!("{}\n", child.id()))?;
+        let start = Instant::now();
+        let result = loop {
+            let log = fs::read_to_string(&log_path).unwrap_or_default();
+            if log.lines().any(|l| l == serve::READY) {
+                break Ok(());
+            }
+            if let Some(status) = child.try_wait()? {
+                break Err(anyhow::anyhow!(
+                    "the listener exited ({status}): {}",
+                    log.trim()
+                ));
+            }
+            if start.elapsed() > READY_TIMEOUT {
+                break Err(anyhow::anyhow!(
+                    "the listener was not ready after {READY_TIMEOUT:?}: {}",
+                    log.trim()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        *self.listener.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
+        result
+    }
+
+    /// Connect from the scanner namespace to an open port of the primary target and of the
+    /// first extra host, per family: proves addresses, routes and neighbour discovery work.
+    fn check_reachable(&self) -> anyhow::Result<()> {
+        let mut addrs: Vec<SocketAddr> = vec![
+            SocketAddr::new(truth::TARGET_V4.into(), 22),
+            SocketAddr::new(truth::TARGET_V6.into(), 22),
+        ];
+        if self.truth.hosts.len() > 2 {
+            addrs.push(SocketAddr::new(
+                truth::extra_v4(1).into(),
+                truth::PER_HOST_OPEN_BASE + 1,
+            ));
+            addrs.push(SocketAddr::new(
+                truth::extra_v6(1).into(),
+                truth::PER_HOST_OPEN_BASE + 1,
+            ));
+        }
+        let start = Instant::now();
+        loop {
+            let results = self.probe(&addrs, Duration::from_secs(1))?;
+            let bad: Vec<_> = results
+                .iter()
+                .filter(|r| r.outcome != Outcome::Open)
+                .collect();
+            if bad.is_empty() {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(5) {
+                bail!("the target is not reachable from the scanner namespace: {bad:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Tear the lab down: kill the listener, delete both namespaces and the state directory.
+    /// Best effort: problems are printed, not returned (it runs from `Drop`).
+    pub fn down(&self) {
+        let child = self
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Err(e) = teardown(&self.name, child) {
+            eprintln!("lab {}: teardown: {e:#}", self.name);
+        }
+    }
+
+    /// Tear down lab `name` (which may be half built or already gone), like `down`.
+    pub fn down_by_name(name: &str) {
+        if let Err(e) = validate_name(name).and_then(|()| teardown(name, None)) {
+            eprintln!("lab {name}: teardown: {e:#}");
+        }
+    }
+
+    /// Like `down_by_name`, but reports failure.
+    pub fn try_down_by_name(name: &str) -> anyhow::Result<()> {
+        validate_name(name)?;
+        teardown(name, None)
+    }
+
+    /// Rewrite the impairment chains: `loss_pct` % of TCP packets dropped in each direction,
+    /// at most `rst_limit` RSTs a second leaving the target (`None` = unlimited).
+    pub fn set_impairments(&self, loss_pct: f64, rst_limit: Option<u32>) -> anyhow::Result<()> {
+        validate_loss(loss_pct)?;
+        nft(
+            &self.target_ns,
+            &nft::impairments(&self.target_if, loss_pct, rst_limit),
+        )
+    }
+
+    /// Connect from the scanner namespace to each address in turn (`xtask lab probe`).
+    pub fn probe(
+        &self,
+        addrs: &[SocketAddr],
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<ProbeResult>> {
+        let mut cmd = self.scanner_cmd(&self.xtask);
+        cmd.args([
+            "lab",
+            "probe",
+            "--timeout-ms",
+            &timeout.as_millis().to_string(),
+        ]);
+        cmd.args(addrs.iter().map(|a| a.to_string()));
+        let out = run(&mut cmd)?;
+        let results: Vec<_> = out.lines().filter_map(ProbeResult::parse_line).collect();
+        if results.len() != addrs.len() {
+            bail!(
+                "lab probe printed {} results for {} addresses: {out}",
+                results.len(),
+                addrs.len()
+            );
+        }
+        Ok(results)
+    }
+
+    /// Routes named `default` in either namespace, any table, either family (empty in a good lab).
+    pub fn default_routes(&self) -> anyhow::Result<Vec<String>> {
+        let mut found = Vec::new();
+        for ns in [&self.scanner_ns, &self.target_ns] {
+            for family in ["-4", "-6"] {
+                let routes = ip(&["-n", ns, family, "route", "show", "table", "all"])?;
+                found.extend(
+                    routes
+                        .lines()
+                        .filter(|l| l.starts_with("default"))
+                        .map(|l| format!("{ns}: {l}")),
+                );
+            }
+        }
+        Ok(found)
+    }
+
+    /// PID of the running listener, if it is alive and is this lab's `lab serve`.
+    pub fn listener_pid(&self) -> Option<u32> {
+        let pid = fs::read_to_string(self.state_dir().join("listener.pid")).ok()?;
+        let pid = pid.trim().parse().ok()?;
+        (is_listener(pid, &self.state_dir().join("truth.json")) && process_alive(pid))
+            .then_some(pid)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn scanner_ns(&self) -> &str {
+        &self.scanner_ns
+    }
+
+    pub fn target_ns(&self) -> &str {
+        &self.target_ns
+    }
+
+    /// The scanner's veth interface (`<name>s0`), inside `scanner_ns`.
+    pub fn scanner_if(&self) -> &str {
+        &self.scanner_if
+    }
+
+    /// The target's veth interface (`<name>t0`), inside `target_ns`.
+    pub fn target_if(&self) -> &str {
+        &self.target_if
+    }
+
+    pub fn truth(&self) -> &Truth {
+        &self.truth
+    }
+
+    /// Target sysctls this kernel lacks (skipped by `up`).
+    pub fn skipped_sysctls(&self) -> &[String] {
+        &self.skipped_sysctls
+    }
+
+    /// `ip netns exec <scanner-ns> program`.
+    pub fn scanner_cmd(&self, program: impl AsRef<OsStr>) -> Command {
+        netns_exec(&self.scanner_ns, program)
+    }
+
+    /// `ip netns exec <target-ns> program`.
+    pub fn target_cmd(&self, program: impl AsRef<OsStr>) -> Command {
+        netns_exec(&self.target_ns, program)
+    }
+
+    /// `/run/portscope-lab/<name>/`.
+    pub fn state_dir(&self) -> PathBuf {
+        Lab::state_dir_for(&self.name)
+    }
+
+    /// The state directory of lab `name`.
+    pub fn state_dir_for(name: &str) -> PathBuf {
+        Path::new(STATE_ROOT).join(name)
+    }
+}
+
+/// A lab torn down when dropped, also when a test panics.
+#[derive(Debug)]
+pub struct LabGuard(pub Lab);
+
+impl LabGuard {
+    /// `Lab::up` wrapped in a guard.
+    pub fn up(cfg: &LabConfig) -> anyhow::Result<LabGuard> {
+        Lab::up(cfg).map(LabGuard)
+    }
+}
+
+impl std::ops::Deref for LabGuard {
+    type Target = Lab;
+    fn deref(&self) -> &Lab {
+        &self.0
+    }
+}
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        self.0.down();
+    }
+}
+
+/// Names of the labs that have a state directory.
+pub fn list_labs() -> Vec<String> {
+    let Ok(dir) = fs::read_dir(STATE_ROOT) else {
+        return Vec::new();
+    };
+    let mut names: Vec<_> = dir
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| validate_name(n).is_ok())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Kill the listener(s), delete the namespaces and the state directory of lab `name`.
+fn teardown(name: &str, child: Option<Child>) -> anyhow::Result<()> {
+    let state = Lab::state_dir_for(name);
+    let truth_path = state.join("truth.json");
+    // The listener first: a namespace lives on while a process is inside it.
+    if let Some(mut child) = child {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let mut pids: Vec<u32> = fs::read_to_string(state.join("listener.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .into_iter()
+        .collect();
+    pids.extend(find_listeners(&truth_path));
+    pids.sort_unstable();
+    pids.dedup();
+    for pid in pids {
+        if is_listener(pid, &truth_path) {
+            kill(pid)?;
+        }
+    }
+    for ns in [format!("{name}-s"), format!("{name}-t")] {
+        if !ns_exists(&ns) {
+            continue;
+        }
+        if let Ok(pids) = ip(&["netns", "pids", &ns]) {
+            let pids: Vec<&str> = pids.split_whitespace().collect();
+            if !pids.is_empty() {
+                eprintln!(
+                    "lab {name}: processes {pids:?} are still in {ns}; it lives on until they exit"
+                );
+            }
+        }
+        ip(&["netns", "del", &ns])?;
+    }
+    if state.exists() {
+        fs::remove_dir_all(&state).with_context(|| format!("removing {}", state.display()))?;
+    }
+    Ok(())
+}
+
+/// The arguments of process `pid`, empty if it is gone (or a zombie).
+fn cmdline(pid: u32) -> Vec<String> {
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    raw.split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// Whether `pid` runs `lab serve --truth <truth_path>` (possibly still as `ip netns exec ...`).
+fn is_listener(pid: u32, truth_path: &Path) -> bool {
+    let args = cmdline(pid);
+    let want = ["lab", "serve", "--truth", &truth_path.to_string_lossy()];
+    args.windows(4)
+        .any(|w| w.iter().zip(want).all(|(a, b)| a == b))
+}
+
+/// Every process that is this lab's listener, found through /proc.
+fn find_listeners(truth_path: &Path) -> Vec<u32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&pid| is_listener(pid, truth_path))
+        .collect()
+}
+
+/// Alive and not a zombie.
+fn process_alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name, which may contain spaces.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// SIGTERM, then SIGKILL after 2 s.
+fn kill(pid: u32) -> anyhow::Result<()> {
+    for (signal, wait) in [
+        ("-TERM", Duration::from_secs(2)),
+        ("-KILL", Duration::from_secs(2)),
+    ] {
+        let _ = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < wait {
+            if !process_alive(pid) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    bail!("listener {pid} survived SIGKILL")
+}
+
+fn ns_exists(ns: &str) -> bool {
+    Path::new("/run/netns").join(ns).exists()
+}
+
+fn netns_exec(ns: &str, program: impl AsRef<OsStr>) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns]).arg(program);
+    cmd
+}
+
+/// Run `cmd`, returning stdout; a failure carries the command line and its stderr.
+fn run(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<String> {
+    run(Command::new("ip").args(args))
+}
+
+/// Feed `script` to `nft -f -` inside namespace `ns`.
+fn nft(ns: &str, script: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut child = netns_exec(ns, "nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running nft")?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(script.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "nft in {ns} failed: {}\nscript:\n{script}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// The xtask binary, which runs `lab serve` and `lab probe` inside the namespaces.
+///
+/// In order: `$XTASK_BIN`; this process if it is xtask; `xtask` next to this executable or
+/// one directory up (a test binary in `target/<profile>/deps/`). Tests of other crates that
+/// depend on this library must make sure `cargo build -p xtask` ran (a workspace `cargo test`
+/// builds it), or set `XTASK_BIN`.
+pub fn xtask_bin() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("XTASK_BIN") {
+        return Ok(path.into());
+    }
+    let exe = std::env::current_exe().context("finding the current executable")?;
+    if exe.file_stem() == Some(OsStr::new("xtask")) {
+        return Ok(exe);
+    }
+    let dir = exe.parent().context("executable without a directory")?;
+    for candidate in [dir.join("xtask"), dir.join("../xtask")] {
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "cannot find the xtask binary near {}: run `cargo build -p xtask` or set XTASK_BIN",
+        exe.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_validation() {
+        assert!(LabConfig::default().validate().is_ok());
+        for name in ["", "toolongname", "Upper", "a-b"] {
+            let cfg = LabConfig {
+                name: name.into(),
+                ..LabConfig::default()
+            };
+            assert!(cfg.validate().is_err(), "{name:?} accepted");
+        }
+        let cfg = LabConfig {
+            loss_pct: 100.5,
+            ..LabConfig::default()
+        };
+        assert!(cfg.validate().is_err());
+        let cfg = LabConfig {
+            loss_pct: f64::NAN,
+            ..LabConfig::default()
+        };
+        assert!(cfg.validate().is_err());
+        let cfg = LabConfig {
+            hosts: truth::MAX_EXTRA_HOSTS + 1,
+            ..LabConfig::default()
+        };
+        assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn this_process_is_not_a_listener() {
+        assert!(!is_listener(
+            std::process::id(),
+            Path::new("/run/portscope-lab/x/truth.json")
+        ));
+        assert!(process_alive(std::process::id()));
+    }
+}

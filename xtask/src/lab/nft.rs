@@ -1,0 +1,160 @@
+//! nftables scripts for the target namespace: the filter derived from the truth, and the impairments. Text only; running `nft` is `lab.rs`'s job.
+//!
+//! One table, `inet pslab`, holds everything. Only TCP is filtered or impaired, except that
+//! addresses in the extra-host ranges which are not hosts of the lab drop everything (they do
+//! not exist). ICMPv6 neighbour discovery to the primary target is never touched.
+
+use std::fmt::Write;
+use std::net::IpAddr;
+
+use super::truth::Truth;
+
+/// Name of the table, family `inet`.
+pub(crate) const TABLE: &str = "pslab";
+
+/// The whole ruleset: sets, an empty impairment chain per direction, and the filter chain.
+/// Replaces any previous `inet pslab` table atomically.
+pub(crate) fn ruleset(truth: &Truth) -> String {
+    let mut hosts4 = Vec::new();
+    let mut hosts6 = Vec::new();
+    let mut silent4 = Vec::new();
+    let mut silent6 = Vec::new();
+    let mut icmp4 = Vec::new();
+    let mut icmp6 = Vec::new();
+    for host in &truth.hosts {
+        let (hosts, silent, icmp) = match host.addr {
+            IpAddr::V4(_) => (&mut hosts4, &mut silent4, &mut icmp4),
+            IpAddr::V6(_) => (&mut hosts6, &mut silent6, &mut icmp6),
+        };
+        hosts.push(host.addr.to_string());
+        silent.extend(
+            host.filtered_silent
+                .iter()
+                .map(|p| format!("{} . {p}", host.addr)),
+        );
+        icmp.extend(
+            host.filtered_icmp
+                .iter()
+                .map(|p| format!("{} . {p}", host.addr)),
+        );
+    }
+
+    let mut s = String::new();
+    // Creating then deleting makes the script work whether or not the table exists.
+    writeln!(s, "table inet {TABLE} {{}}\ndelete table inet {TABLE}").unwrap();
+    writeln!(s, "table inet {TABLE} {{").unwrap();
+    set(&mut s, "hosts4", "ipv4_addr", &hosts4);
+    set(&mut s, "hosts6", "ipv6_addr", &hosts6);
+    set(&mut s, "silent4", "ipv4_addr . inet_service", &silent4);
+    set(&mut s, "silent6", "ipv6_addr . inet_service", &silent6);
+    set(&mut s, "icmp4", "ipv4_addr . inet_service", &icmp4);
+    set(&mut s, "icmp6", "ipv6_addr . inet_service", &icmp6);
+    s.push_str(
+        "\tchain impair_in {\n\t\ttype filter hook input priority filter - 10; policy accept;\n\t}\n\
+         \tchain impair_out {\n\t\ttype filter hook output priority filter - 10; policy accept;\n\t}\n\
+         \tchain filter_in {\n\t\ttype filter hook input priority filter; policy accept;\n\
+         \t\tip daddr 198.19.0.0/16 ip daddr != @hosts4 drop\n\
+         \t\tip6 daddr 2001:2:0:1::/64 ip6 daddr != @hosts6 drop\n\
+         \t\tip daddr . tcp dport @silent4 drop\n\
+         \t\tip6 daddr . tcp dport @silent6 drop\n\
+         \t\tip daddr . tcp dport @icmp4 reject with icmpx admin-prohibited\n\
+         \t\tip6 daddr . tcp dport @icmp6 reject with icmpx admin-prohibited\n\
+         \t}\n}\n",
+    );
+    s
+}
+
+fn set(s: &mut String, name: &str, ty: &str, elements: &[String]) {
+    write!(s, "\tset {name} {{\n\t\ttype {ty};\n").unwrap();
+    // nft rejects `elements = { }`, so an empty set gets no elements line.
+    if !elements.is_empty() {
+        writeln!(s, "\t\telements = {{ {} }}", elements.join(", ")).unwrap();
+    }
+    s.push_str("\t}\n");
+}
+
+/// Loss as the `numgen random mod 10000` threshold: 0 = none, 10000 = everything.
+pub(crate) fn loss_threshold(loss_pct: f64) -> u32 {
+    (loss_pct.clamp(0.0, 100.0) * 100.0).round() as u32
+}
+
+/// Replace the impairment chains' rules: TCP loss each way on the veth, and a cap on RSTs
+/// leaving the target (`Some(0)` drops every RST).
+pub(crate) fn impairments(veth: &str, loss_pct: f64, rst_limit: Option<u32>) -> String {
+    let mut s =
+        format!("flush chain inet {TABLE} impair_in\nflush chain inet {TABLE} impair_out\n");
+    let loss = loss_threshold(loss_pct);
+    if loss > 0 {
+        // numgen yields 0..=9999, and nft rejects the constant 10000: total loss has no numgen.
+        let sample = if loss >= 10000 {
+            String::new()
+        } else {
+            format!(" numgen random mod 10000 < {loss}")
+        };
+        for (chain, dir) in [("impair_in", "iifname"), ("impair_out", "oifname")] {
+            writeln!(
+                s,
+                "add rule inet {TABLE} {chain} {dir} \"{veth}\" meta l4proto tcp{sample} drop"
+            )
+            .unwrap();
+        }
+    }
+    // After the loss rule, so at most `n` RSTs a second actually leave.
+    match rst_limit {
+        None => {}
+        Some(0) => {
+            writeln!(
+                s,
+                "add rule inet {TABLE} impair_out oifname \"{veth}\" tcp flags rst drop"
+            )
+            .unwrap();
+        }
+        Some(n) => {
+            writeln!(
+                s,
+                "add rule inet {TABLE} impair_out oifname \"{veth}\" tcp flags rst limit rate over {n}/second burst 10 packets drop"
+            )
+            .unwrap();
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ruleset_lists_every_filtered_port_per_host() {
+        let truth = Truth::compute("x", 2);
+        let s = ruleset(&truth);
+        assert!(s.contains("198.18.0.2 . 135"), "{s}");
+        assert!(s.contains("198.19.0.2 . 30002"), "{s}");
+        assert!(s.contains("2001:2:0:1::1 . 30001"), "{s}");
+        assert!(s.contains("2001:2::2 . 23"), "{s}");
+        assert!(!s.contains("198.18.0.2 . 30001"), "{s}");
+        let empty = ruleset(&Truth::compute("x", 0));
+        assert!(!empty.contains("elements = {  }"), "{empty}");
+    }
+
+    #[test]
+    fn impairments_scale_and_limit() {
+        assert_eq!(loss_threshold(0.0), 0);
+        assert_eq!(loss_threshold(2.5), 250);
+        assert_eq!(loss_threshold(100.0), 10000);
+        let none = impairments("pst0", 0.0, None);
+        assert_eq!(none.lines().count(), 2, "{none}");
+        let both = impairments("pst0", 1.0, Some(50));
+        assert!(
+            both.contains("iifname \"pst0\" meta l4proto tcp numgen random mod 10000 < 100 drop")
+        );
+        assert!(both.contains("limit rate over 50/second burst 10 packets drop"));
+        assert!(impairments("pst0", 0.0, Some(0)).contains("tcp flags rst drop"));
+        let all = impairments("pst0", 100.0, None);
+        assert!(
+            all.contains("oifname \"pst0\" meta l4proto tcp drop"),
+            "{all}"
+        );
+        assert!(!all.contains("numgen"), "{all}");
+    }
+}

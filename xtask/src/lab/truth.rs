@@ -1,0 +1,241 @@
+//! Ground truth of a lab: which port of which host is open, closed or filtered. Pure data, no I/O except `load`/`save`.
+//!
+//! The truth is computed from the lab name and host count alone, so the listener process, the
+//! nftables ruleset and the tests all derive their behaviour from the same value.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+/// Ports open on every host (a wildcard listener serves them).
+pub const BASE_OPEN: [u16; 13] = [
+    22, 25, 80, 443, 3306, 5432, 6379, 8080, 8443, 27017, 31337, 50000, 65535,
+];
+/// Ports whose SYNs every host drops without an answer.
+pub const BASE_FILTERED_SILENT: [u16; 8] = [135, 139, 445, 1433, 3389, 5900, 9000, 9001];
+/// Ports every host answers with ICMP administratively prohibited (3/13, ICMPv6 1/1).
+pub const BASE_FILTERED_ICMP: [u16; 5] = [23, 111, 2049, 6000, 11211];
+/// Extra host `k` also has port `PER_HOST_OPEN_BASE + k` open.
+pub const PER_HOST_OPEN_BASE: u16 = 20000;
+/// Extra host `k` also has port `PER_HOST_SILENT_BASE + k` silently filtered.
+pub const PER_HOST_SILENT_BASE: u16 = 30000;
+/// Most extra hosts a lab may have: keeps `20000 + k` and `30000 + k` clear of the base ports
+/// (the first collision would be 30000 + 1337 = 31337).
+pub const MAX_EXTRA_HOSTS: u32 = 1000;
+
+/// The scanner's addresses.
+pub const SCANNER_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+pub const SCANNER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 1);
+/// The primary target's addresses (on the target end of the veth).
+pub const TARGET_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+pub const TARGET_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 2);
+
+/// Address of extra IPv4 host `k` (1-based): 198.19.0.0 + k.
+pub fn extra_v4(k: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 0, 0)) + k)
+}
+
+/// Address of extra IPv6 host `k` (1-based): 2001:2:0:1::k.
+pub fn extra_v6(k: u32) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 0)) + u128::from(k))
+}
+
+/// What a SYN to one port of one host gets back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Expected {
+    /// SYN-ACK.
+    Open,
+    /// RST.
+    Closed,
+    /// Nothing at all.
+    FilteredSilent,
+    /// ICMP destination unreachable, administratively prohibited.
+    FilteredIcmp,
+}
+
+/// One host's ports. Lists are sorted and disjoint; every other port in 1..=65535 is closed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostTruth {
+    pub addr: IpAddr,
+    pub open: Vec<u16>,
+    pub filtered_silent: Vec<u16>,
+    pub filtered_icmp: Vec<u16>,
+}
+
+impl HostTruth {
+    /// The expected answer for `port`. Port 0 is never listed, so it is `Closed`.
+    pub fn expected(&self, port: u16) -> Expected {
+        if self.open.binary_search(&port).is_ok() {
+            Expected::Open
+        } else if self.filtered_silent.binary_search(&port).is_ok() {
+            Expected::FilteredSilent
+        } else if self.filtered_icmp.binary_search(&port).is_ok() {
+            Expected::FilteredIcmp
+        } else {
+            Expected::Closed
+        }
+    }
+
+    /// Number of closed ports in 1..=65535.
+    pub fn closed_count(&self) -> usize {
+        65535 - self.open.len() - self.filtered_silent.len() - self.filtered_icmp.len()
+    }
+
+    fn base(addr: IpAddr) -> HostTruth {
+        HostTruth {
+            addr,
+            open: BASE_OPEN.to_vec(),
+            filtered_silent: BASE_FILTERED_SILENT.to_vec(),
+            filtered_icmp: BASE_FILTERED_ICMP.to_vec(),
+        }
+    }
+
+    fn extra(addr: IpAddr, k: u32) -> HostTruth {
+        let k = u16::try_from(k).expect("k <= MAX_EXTRA_HOSTS");
+        let mut host = HostTruth::base(addr);
+        host.open.push(PER_HOST_OPEN_BASE + k);
+        host.open.sort_unstable();
+        host.filtered_silent.push(PER_HOST_SILENT_BASE + k);
+        host.filtered_silent.sort_unstable();
+        host
+    }
+}
+
+/// Everything a test needs to judge a scan of the lab.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Truth {
+    /// Lab name (`LabConfig::name`).
+    pub lab: String,
+    pub scanner_ns: String,
+    pub target_ns: String,
+    pub scanner_v4: IpAddr,
+    pub scanner_v6: IpAddr,
+    /// Primary target (v4, v6), then extra v4 hosts 1..=N, then extra v6 hosts 1..=N.
+    /// Addresses in the extra ranges (198.19.0.0/16, 2001:2:0:1::/64) that are not listed
+    /// do not answer at all.
+    pub hosts: Vec<HostTruth>,
+}
+
+impl Truth {
+    /// The truth of lab `name` with `extra_hosts` extra hosts per family.
+    ///
+    /// # Panics
+    /// If `extra_hosts > MAX_EXTRA_HOSTS` (`LabConfig` validation rejects that first).
+    pub fn compute(name: &str, extra_hosts: u32) -> Truth {
+        assert!(extra_hosts <= MAX_EXTRA_HOSTS, "too many extra hosts");
+        let mut hosts = vec![
+            HostTruth::base(TARGET_V4.into()),
+            HostTruth::base(TARGET_V6.into()),
+        ];
+        hosts.extend((1..=extra_hosts).map(|k| HostTruth::extra(extra_v4(k).into(), k)));
+        hosts.extend((1..=extra_hosts).map(|k| HostTruth::extra(extra_v6(k).into(), k)));
+        Truth {
+            lab: name.to_owned(),
+            scanner_ns: format!("{name}-s"),
+            target_ns: format!("{name}-t"),
+            scanner_v4: SCANNER_V4.into(),
+            scanner_v6: SCANNER_V6.into(),
+            hosts,
+        }
+    }
+
+    /// The host with address `addr`, if the lab has one.
+    pub fn host(&self, addr: IpAddr) -> Option<&HostTruth> {
+        self.hosts.iter().find(|h| h.addr == addr)
+    }
+
+    /// The expected answer for `addr:port`, or `None` if no such host exists (it stays silent).
+    pub fn expected(&self, addr: IpAddr, port: u16) -> Option<Expected> {
+        self.host(addr).map(|h| h.expected(port))
+    }
+
+    /// Load the truth of the running lab `name` from its state directory.
+    pub fn load(name: &str) -> anyhow::Result<Truth> {
+        Truth::load_from(&super::Lab::state_dir_for(name).join("truth.json"))
+    }
+
+    /// Load a truth file.
+    pub fn load_from(path: &Path) -> anyhow::Result<Truth> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading {} (is the lab up?)", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Write the truth as pretty JSON.
+    pub fn save_to(&self, path: &Path) -> anyhow::Result<()> {
+        let text = serde_json::to_string_pretty(self)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_lists_are_sorted_and_disjoint() {
+        for list in [&BASE_OPEN[..], &BASE_FILTERED_SILENT, &BASE_FILTERED_ICMP] {
+            assert!(list.windows(2).all(|w| w[0] < w[1]), "{list:?} not sorted");
+        }
+        let all: std::collections::BTreeSet<u16> = BASE_OPEN
+            .iter()
+            .chain(&BASE_FILTERED_SILENT)
+            .chain(&BASE_FILTERED_ICMP)
+            .copied()
+            .collect();
+        assert_eq!(all.len(), 13 + 8 + 5);
+    }
+
+    #[test]
+    fn extra_hosts_differ() {
+        let truth = Truth::compute("x", MAX_EXTRA_HOSTS);
+        assert_eq!(truth.hosts.len(), 2 + 2 * MAX_EXTRA_HOSTS as usize);
+        for h in &truth.hosts {
+            let mut all: Vec<u16> = h
+                .open
+                .iter()
+                .chain(&h.filtered_silent)
+                .chain(&h.filtered_icmp)
+                .copied()
+                .collect();
+            let n = all.len();
+            all.sort_unstable();
+            all.dedup();
+            assert_eq!(all.len(), n, "{} has overlapping lists", h.addr);
+        }
+        let h3: IpAddr = "198.19.0.3".parse().unwrap();
+        let h4: IpAddr = "2001:2:0:1::4".parse().unwrap();
+        assert_eq!(truth.expected(h3, 20003), Some(Expected::Open));
+        assert_eq!(truth.expected(h3, 20004), Some(Expected::Closed));
+        assert_eq!(truth.expected(h3, 30003), Some(Expected::FilteredSilent));
+        assert_eq!(truth.expected(h4, 20004), Some(Expected::Open));
+        assert_eq!(truth.expected(h4, 23), Some(Expected::FilteredIcmp));
+        assert_eq!(
+            truth.expected(TARGET_V4.into(), 20001),
+            Some(Expected::Closed)
+        );
+        assert_eq!(
+            truth.expected(TARGET_V6.into(), 65535),
+            Some(Expected::Open)
+        );
+        assert_eq!(
+            truth.expected("198.19.3.232".parse().unwrap(), 22),
+            Some(Expected::Open)
+        );
+        assert_eq!(truth.expected("198.19.3.233".parse().unwrap(), 22), None);
+        assert_eq!(
+            truth.host(TARGET_V4.into()).unwrap().closed_count(),
+            65535 - 26
+        );
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let truth = Truth::compute("rt", 3);
+        let text = serde_json::to_string(&truth).unwrap();
+        assert!(text.contains("\"198.19.0.3\""), "{text}");
+        assert_eq!(serde_json::from_str::<Truth>(&text).unwrap(), truth);
+    }
+}

@@ -1,0 +1,303 @@
+//! End-to-end tests of the lab with real namespaces (run as root). Each test has its own lab name, so they run in parallel; a `LabGuard` tears each lab down even when the test fails.
+//!
+//! These tests fail, never skip, when namespaces cannot be created.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use xtask::lab::{Expected, Lab, LabConfig, LabGuard, Outcome};
+
+/// A lab name unique to this test process and test: `t<pid % 1000><n>`.
+fn lab_name(n: u32) -> String {
+    format!("t{}{n}", std::process::id() % 1000)
+}
+
+fn up(n: u32, cfg: LabConfig) -> LabGuard {
+    let cfg = LabConfig {
+        name: lab_name(n),
+        ..cfg
+    };
+    LabGuard::up(&cfg)
+        .unwrap_or_else(|e| panic!("lab {} up (needs root and netns): {e:#}", cfg.name))
+}
+
+fn with_hosts(hosts: u32) -> LabConfig {
+    LabConfig {
+        hosts,
+        ..LabConfig::default()
+    }
+}
+
+fn sock(addr: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(addr.parse().unwrap(), port)
+}
+
+/// Routes of both families in every table of `ns`, read with `ip` directly.
+fn all_routes(ns: &str) -> String {
+    let mut text = String::new();
+    for family in ["-4", "-6"] {
+        let out = Command::new("ip")
+            .args(["-n", ns, family, "route", "show", "table", "all"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ip route in {ns}: {out:?}");
+        text += &String::from_utf8(out.stdout).unwrap();
+    }
+    text
+}
+
+fn assert_no_default_route(lab: &Lab) {
+    for ns in [lab.scanner_ns(), lab.target_ns()] {
+        let routes = all_routes(ns);
+        assert!(
+            routes.contains("2001:2::/64"),
+            "{ns} routes look wrong: {routes}"
+        );
+        assert!(
+            !routes.lines().any(|l| l.starts_with("default")),
+            "{ns} has a default route: {routes}"
+        );
+    }
+    assert_eq!(lab.default_routes().unwrap(), Vec::<String>::new());
+}
+
+/// Probe every address from the scanner namespace and check it against the truth; an address
+/// that is not a host of the lab must stay silent.
+fn assert_matches_truth(lab: &Lab, addrs: &[SocketAddr]) {
+    let results = lab.probe(addrs, Duration::from_millis(300)).unwrap();
+    for r in &results {
+        let want = lab
+            .truth()
+            .expected(r.addr.ip(), r.addr.port())
+            .unwrap_or(Expected::FilteredSilent);
+        assert_eq!(r.outcome.as_expected(), Some(want), "{r:?}");
+        // v4 ICMP errors reach connect() at once; see probe.rs for why v6 ones show at the timeout.
+        if want == Expected::FilteredIcmp && r.addr.is_ipv4() {
+            assert!(
+                r.elapsed < Duration::from_millis(200),
+                "slow ICMP error: {r:?}"
+            );
+            assert!(r.detail.contains("No route to host"), "{r:?}");
+        }
+        if want == Expected::FilteredIcmp && r.addr.is_ipv6() {
+            assert!(r.detail.contains("Permission denied"), "{r:?}");
+        }
+    }
+}
+
+#[test]
+fn ipv4_primary_and_extra_hosts_match_the_truth() {
+    let lab = up(1, with_hosts(3));
+    assert_no_default_route(&lab);
+    let mut addrs = Vec::new();
+    for host in ["198.18.0.2", "198.19.0.2", "198.19.0.3"] {
+        for port in [
+            22, 80, 65535, 21, 20001, 20002, 20003, 135, 9001, 30002, 30003, 23, 11211,
+        ] {
+            addrs.push(sock(host, port));
+        }
+    }
+    // Not hosts of the lab: beyond N inside the local range.
+    addrs.push(sock("198.19.0.4", 22));
+    addrs.push(sock("198.19.1.1", 80));
+    assert_matches_truth(&lab, &addrs);
+}
+
+#[test]
+fn ipv6_primary_and_extra_hosts_match_the_truth() {
+    let lab = up(2, with_hosts(3));
+    assert_no_default_route(&lab);
+    let mut addrs = Vec::new();
+    for host in ["2001:2::2", "2001:2:0:1::1", "2001:2:0:1::3"] {
+        for port in [22, 443, 21, 20001, 20003, 135, 30001, 30003, 23, 2049] {
+            addrs.push(sock(host, port));
+        }
+    }
+    addrs.push(sock("2001:2:0:1::4", 22));
+    assert_matches_truth(&lab, &addrs);
+}
+
+#[test]
+fn truth_round_trips_and_down_removes_everything() {
+    let lab = up(3, with_hosts(2));
+    let name = lab.name().to_owned();
+    let state = lab.state_dir();
+    assert_eq!(state, Path::new("/run/portscope-lab").join(&name));
+    assert_eq!(&xtask::lab::Truth::load(&name).unwrap(), lab.truth());
+    let truth = lab.truth();
+    assert_eq!(truth.hosts.len(), 6);
+    assert_eq!(truth.scanner_ns, format!("{name}-s"));
+    let h2 = truth.host("198.19.0.2".parse().unwrap()).unwrap();
+    assert_eq!(h2.expected(20002), Expected::Open);
+    assert_eq!(h2.expected(20001), Expected::Closed);
+
+    let pid = lab.listener_pid().expect("listener running");
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(cmdline.contains("lab\0serve\0"), "{cmdline:?}");
+    assert!(state.join("listener.log").is_file());
+
+    let (s, t) = (lab.scanner_ns().to_owned(), lab.target_ns().to_owned());
+    drop(lab);
+    for ns in [s, t] {
+        assert!(
+            !Path::new("/run/netns").join(&ns).exists(),
+            "{ns} survived down"
+        );
+    }
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "listener {pid} survived down"
+    );
+    assert!(!state.exists(), "{} survived down", state.display());
+}
+
+#[test]
+fn up_replaces_leftovers_of_the_same_name() {
+    let cfg = LabConfig {
+        name: lab_name(4),
+        hosts: 1,
+        ..LabConfig::default()
+    };
+    let first = Lab::up(&cfg).unwrap();
+    let first_pid = first.listener_pid().unwrap();
+    // Forget the first handle, as a crashed `up` would, except for reaping its child.
+    let second = LabGuard::up(&cfg).expect("second up");
+    drop(first);
+    assert!(
+        !Path::new(&format!("/proc/{first_pid}/cmdline")).exists()
+            || std::fs::read(format!("/proc/{first_pid}/cmdline"))
+                .unwrap()
+                .is_empty()
+    );
+    assert_ne!(second.listener_pid(), Some(first_pid));
+    assert_matches_truth(&second, &[sock("198.19.0.1", 20001), sock("2001:2::2", 21)]);
+}
+
+#[test]
+fn impairments_apply_and_clear() {
+    let lab = up(
+        5,
+        LabConfig {
+            hosts: 0,
+            loss_pct: 100.0,
+            ..LabConfig::default()
+        },
+    );
+    assert_eq!(lab.truth().hosts.len(), 2);
+    let open = sock("198.18.0.2", 22);
+    let closed = sock("2001:2::2", 21);
+    let outcomes = |lab: &Lab| -> Vec<Outcome> {
+        let results = lab
+            .probe(&[open, closed], Duration::from_millis(300))
+            .unwrap();
+        results.iter().map(|r| r.outcome).collect()
+    };
+    assert_eq!(outcomes(&lab), [Outcome::Timeout, Outcome::Timeout]);
+    lab.set_impairments(0.0, Some(0)).unwrap();
+    assert_eq!(outcomes(&lab), [Outcome::Open, Outcome::Timeout]);
+    lab.set_impairments(0.0, Some(1000)).unwrap();
+    assert_eq!(outcomes(&lab), [Outcome::Open, Outcome::Refused]);
+    lab.set_impairments(0.0, None).unwrap();
+    assert_eq!(outcomes(&lab), [Outcome::Open, Outcome::Refused]);
+    assert!(lab.set_impairments(101.0, None).is_err());
+}
+
+#[test]
+fn offloads_off_turns_off_segmentation_offloads() {
+    let lab = up(
+        6,
+        LabConfig {
+            hosts: 1,
+            offloads: false,
+            ..LabConfig::default()
+        },
+    );
+    for (mut cmd, dev) in [
+        (lab.scanner_cmd("ethtool"), lab.scanner_if()),
+        (lab.target_cmd("ethtool"), lab.target_if()),
+    ] {
+        let out = cmd.args(["-k", dev]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        for feature in [
+            "tcp-segmentation-offload: off",
+            "generic-segmentation-offload: off",
+            "generic-receive-offload: off",
+        ] {
+            assert!(text.contains(feature), "{dev}: {text}");
+        }
+    }
+    assert_matches_truth(
+        &lab,
+        &[sock("198.19.0.1", 20001), sock("2001:2:0:1::1", 30001)],
+    );
+}
+
+#[test]
+fn cli_up_status_exec_impair_down() {
+    /// Tears the CLI's lab down if an assertion fails half way.
+    struct Cleanup(String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            Lab::down_by_name(&self.0);
+        }
+    }
+    let name = lab_name(7);
+    let _cleanup = Cleanup(name.clone());
+    let xtask = |args: &[&str]| -> (i32, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .arg("lab")
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code().unwrap_or(-1), text)
+    };
+    let (code, text) = xtask(&["up", "--name", &name, "--hosts", "2", "--offloads", "on"]);
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = xtask(&["status", "--name", &name]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("default routes: none"), "{text}");
+    assert!(text.contains("alive"), "{text}");
+    assert!(text.contains("2001:2:0:1::2"), "{text}");
+    let (code, text) = xtask(&["exec", "--name", &name, "--", "ip", "-br", "addr"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("198.18.0.1/24"), "{text}");
+    let (code, text) = xtask(&[
+        "exec",
+        "--name",
+        &name,
+        "--target",
+        "--",
+        "sh",
+        "-c",
+        "ip -br addr; exit 7",
+    ]);
+    assert_eq!(code, 7, "{text}");
+    assert!(text.contains("198.18.0.2/24"), "{text}");
+    let (code, text) = xtask(&[
+        "impair",
+        "--name",
+        &name,
+        "--loss",
+        "1.5",
+        "--rst-limit",
+        "100",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    let (_, text) = xtask(&["status", "--name", &name]);
+    assert!(
+        text.contains("< 150 drop") && text.contains("over 100/second"),
+        "{text}"
+    );
+    let lab = Lab::open(&name).unwrap();
+    let target: IpAddr = "198.18.0.2".parse().unwrap();
+    assert_eq!(lab.truth().expected(target, 22), Some(Expected::Open));
+    let (code, text) = xtask(&["down", "--name", &name]);
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = xtask(&["status", "--name", &name]);
+    assert_eq!(code, 1, "{text}");
+    assert!(Lab::open(&name).is_err());
+}
