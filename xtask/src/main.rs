@@ -5,12 +5,14 @@ use std::process::ExitCode;
 const USAGE: &str = "\
 usage: cargo xtask <command>
 
+  demo    build, bring the lab up, deep-scan a lab host, check it against ground truth
   lab     the network lab: up, down, status, impair, exec (cargo xtask lab help)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("lab") => xtask::lab::cli::run(&args[1..]),
+        Some("demo") => xtask::demo::run(&args[1..]),
         Some("help" | "--help" | "-h") => {
             println!("{USAGE}");
             Ok(0)

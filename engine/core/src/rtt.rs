@@ -61,7 +61,7 @@ impl RttEstimator {
 
     /// The value at `q` (0..=1), if any sample exists.
     pub fn quantile(&self, q: f64) -> Option<Nanos> {
-        (self.hist.len() > 0).then(|| Nanos::from_micros(self.hist.value_at_quantile(q)))
+        (!self.hist.is_empty()).then(|| Nanos::from_micros(self.hist.value_at_quantile(q)))
     }
 
     /// How long to wait for stragglers after the last probe of a round:

@@ -15,7 +15,7 @@ pub const MAX_PAIRS: u64 = 1 << 36;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
     /// Not an address or CIDR.
-    #[error("invalid target `{0}`: expected an IPv4/IPv6 address or CIDR such as 198.18.0.0/24")]
+    #[error("invalid target `{0}`: expected an IPv4/IPv6 address, CIDR (198.18.0.0/24) or range (198.18.0.1-198.18.0.9)")]
     BadTarget(String),
     /// Not a port list.
     #[error("invalid port spec `{0}`: expected a list like 22,80,1000-2000 or - for 1-65535")]
@@ -26,6 +26,23 @@ pub enum SpecError {
     /// The space is too large.
     #[error("scan too large: {0} target x port pairs (at most {MAX_PAIRS})")]
     TooLarge(u128),
+}
+
+/// Parses a target: an address, a CIDR (host bits cleared) or an inclusive range
+/// `first-last` of one family. Returns the first and last address.
+pub fn parse_target(s: &str) -> Result<(IpAddr, IpAddr), SpecError> {
+    let t = s.trim();
+    if let Some((a, b)) = t.split_once('-') {
+        let bad = || SpecError::BadTarget(t.to_string());
+        let a: IpAddr = a.trim().parse().map_err(|_| bad())?;
+        let b: IpAddr = b.trim().parse().map_err(|_| bad())?;
+        if a.is_ipv4() != b.is_ipv4() || key(a) > key(b) {
+            return Err(bad());
+        }
+        return Ok((a, b));
+    }
+    let n = parse_net(t)?;
+    Ok((n.network(), n.broadcast()))
 }
 
 /// Parses an address or CIDR. A bare address becomes a /32 or /128. Host bits are cleared.
@@ -46,21 +63,6 @@ struct Range {
     start: u128,
     /// Last address, inclusive.
     end: u128,
-}
-
-fn bounds(net: &IpNet) -> Range {
-    match net {
-        IpNet::V4(n) => Range {
-            v6: false,
-            start: u128::from(u32::from(n.network())),
-            end: u128::from(u32::from(n.broadcast())),
-        },
-        IpNet::V6(n) => Range {
-            v6: true,
-            start: u128::from(n.network()),
-            end: u128::from(n.broadcast()),
-        },
-    }
 }
 
 fn key(a: IpAddr) -> (bool, u128) {
@@ -88,9 +90,25 @@ pub struct TargetSet {
 }
 
 impl TargetSet {
-    /// Builds the set `include - exclude`. Overlaps are merged.
+    /// Builds the set `include - exclude` from CIDRs. Overlaps are merged.
     pub fn new(include: &[IpNet], exclude: &[IpNet]) -> Result<Self, SpecError> {
-        let mut ranges: Vec<Range> = include.iter().map(bounds).collect();
+        let r = |n: &IpNet| (n.network(), n.broadcast());
+        let inc: Vec<_> = include.iter().map(r).collect();
+        let exc: Vec<_> = exclude.iter().map(r).collect();
+        Self::from_ranges(&inc, &exc)
+    }
+
+    /// Builds the set `include - exclude` from inclusive address ranges (as returned by
+    /// [`parse_target`]). Overlaps are merged.
+    pub fn from_ranges(
+        include: &[(IpAddr, IpAddr)],
+        exclude: &[(IpAddr, IpAddr)],
+    ) -> Result<Self, SpecError> {
+        let span = |&(a, b): &(IpAddr, IpAddr)| {
+            let ((v6, start), (_, end)) = (key(a), key(b));
+            Range { v6, start, end }
+        };
+        let mut ranges: Vec<Range> = include.iter().map(span).collect();
         ranges.sort();
         let mut merged: Vec<Range> = Vec::with_capacity(ranges.len());
         for r in ranges {
@@ -101,7 +119,7 @@ impl TargetSet {
                 _ => merged.push(r),
             }
         }
-        for ex in exclude.iter().map(bounds) {
+        for ex in exclude.iter().map(span) {
             let mut out = Vec::with_capacity(merged.len() + 1);
             for r in merged {
                 if r.v6 != ex.v6 || ex.end < r.start || ex.start > r.end {
@@ -343,6 +361,28 @@ mod tests {
         assert_eq!(t.index_of("2001:2::4".parse().unwrap()), None);
         assert_eq!(t.index_of("0.0.0.0".parse().unwrap()), None);
         assert_eq!(t.families(), (true, true));
+    }
+
+    #[test]
+    fn ranges_parse() {
+        let (a, b) = parse_target("198.19.0.1-198.19.0.8").unwrap();
+        assert_eq!(
+            (a.to_string(), b.to_string()),
+            ("198.19.0.1".into(), "198.19.0.8".into())
+        );
+        let t = TargetSet::from_ranges(
+            &[(a, b), parse_target("2001:2:0:1::1-2001:2:0:1::2").unwrap()],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(t.len(), 10);
+        assert_eq!(
+            parse_target("198.18.0.0/31").unwrap().1.to_string(),
+            "198.18.0.1"
+        );
+        for bad in ["1.2.3.4-::1", "1.2.3.9-1.2.3.1", "1.2.3.4-x"] {
+            assert!(parse_target(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use portscope_core::classify::{Sources, ROUNDS};
 use portscope_core::rtt::WaitBounds;
-use portscope_core::targets::{parse_net, PortSet, SpecError, TargetSet};
+use portscope_core::targets::{parse_target, PortSet, SpecError, TargetSet};
 use portscope_core::Nanos;
 use std::io;
 use std::net::IpAddr;
@@ -13,7 +13,7 @@ use std::time::Duration;
 /// An unvalidated scan request.
 #[derive(Debug, Clone)]
 pub struct ScanRequest {
-    /// Addresses and CIDRs.
+    /// Addresses, CIDRs and `first-last` ranges.
     pub targets: Vec<String>,
     /// Port spec (`22,80,1000-2000`, `-`).
     pub ports: String,
@@ -100,14 +100,14 @@ impl ScanRequest {
         let include = self
             .targets
             .iter()
-            .map(|t| parse_net(t))
+            .map(|t| parse_target(t))
             .collect::<Result<Vec<_>, _>>()?;
         let exclude = self
             .exclude
             .iter()
-            .map(|t| parse_net(t))
+            .map(|t| parse_target(t))
             .collect::<Result<Vec<_>, _>>()?;
-        let targets = TargetSet::new(&include, &exclude)?;
+        let targets = TargetSet::from_ranges(&include, &exclude)?;
         let ports = PortSet::parse(&self.ports)?;
         if u16::from(self.retries) >= ROUNDS {
             return Err(PlanError::Retries(self.retries));

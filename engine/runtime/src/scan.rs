@@ -106,10 +106,15 @@ impl SendLog {
         }
     }
 
+    /// Records that `pos` was sent in `round` at `now`. A chunk keeps the time of its first
+    /// probe in the round, so RTT samples err on the long side, never below the truth.
     #[inline]
     pub(crate) fn record(&self, pos: u64, round: u8, now: Nanos) {
-        let v = ((now.0 / 1_000) << 8) | u64::from(round);
-        self.entries[(pos >> self.shift) as usize].store(v, Relaxed);
+        let e = &self.entries[(pos >> self.shift) as usize];
+        let first_in_chunk = pos & ((1u64 << self.shift) - 1) == 0;
+        if first_in_chunk || (e.load(Relaxed) & 0xff) as u8 != round {
+            e.store(((now.0 / 1_000) << 8) | u64::from(round), Relaxed);
+        }
     }
 
     /// The send time of `pos` if it was last sent in `round`.

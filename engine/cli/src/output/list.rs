@@ -1,0 +1,111 @@
+//! masscan `-oL` list output: `#masscan`, then `open tcp 22 198.18.0.2 <unix time>` lines,
+//! then `# end`.
+//!
+//! The time on each line is the wall-clock second the result reached the writer (masscan
+//! prints when it saw the reply). Lines are flushed as written, so a `tail -f` sees them.
+//! An interrupted scan gets a `# interrupted` comment line before `# end`.
+
+use super::{proto_str, Out, Report, ReportFilter, ScanEnd, ScanMeta};
+use portscope_core::results::PortResult;
+use std::io::{self, Write};
+
+/// Writes printed results as masscan list lines.
+pub(super) struct ListReport {
+    filter: ReportFilter,
+    out: Out,
+    /// Wall clock in Unix seconds; a fixed function in tests.
+    clock: fn() -> u64,
+}
+
+impl ListReport {
+    pub(super) fn new(filter: ReportFilter, out: Out, clock: fn() -> u64) -> Self {
+        ListReport { filter, out, clock }
+    }
+}
+
+impl Report for ListReport {
+    fn begin(&mut self, _meta: &ScanMeta) -> io::Result<()> {
+        self.out.write_all(b"#masscan\n")?;
+        self.out.flush()
+    }
+
+    fn result(&mut self, r: &PortResult) -> io::Result<()> {
+        if !self.filter.shows(r.state) {
+            return Ok(());
+        }
+        writeln!(
+            self.out,
+            "{} {} {} {} {}",
+            r.state.as_str(),
+            proto_str(r.proto),
+            r.port,
+            r.ip,
+            (self.clock)()
+        )?;
+        self.out.flush()
+    }
+
+    fn end(&mut self, end: &ScanEnd) -> io::Result<()> {
+        if end.interrupted {
+            self.out.write_all(b"# interrupted\n")?;
+        }
+        self.out.write_all(b"# end\n")?;
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testdata::{end, meta, results, Sink};
+    use super::super::ReportFilter;
+    use super::*;
+
+    fn run(show_closed: bool, results: &[PortResult], interrupted: bool) -> String {
+        let sink = Sink::default();
+        let out = io::BufWriter::new(Box::new(sink.clone()) as Box<dyn Write + Send>);
+        let mut report = ListReport::new(ReportFilter { show_closed }, out, || 1_795_350_098);
+        report.begin(&meta()).unwrap();
+        for r in results {
+            report.result(r).unwrap();
+        }
+        report.end(&end(interrupted)).unwrap();
+        sink.text()
+    }
+
+    #[test]
+    fn closed_hidden() {
+        let want = "\
+#masscan
+open tcp 443 2001:db8::1 1795350098
+filtered tcp 22 198.18.0.3 1795350098
+filtered tcp 9000 198.18.0.2 1795350098
+filtered tcp 443 198.18.0.2 1795350098
+filtered tcp 9000 198.18.0.3 1795350098
+filtered tcp 80 2001:db8::1 1795350098
+open tcp 22 198.18.0.2 1795350098
+filtered tcp 80 198.18.0.3 1795350098
+filtered tcp 9000 2001:db8::1 1795350098
+filtered tcp 443 198.18.0.3 1795350098
+filtered tcp 81 198.18.0.3 1795350098
+# end
+";
+        assert_eq!(run(false, &results(), false), want);
+    }
+
+    #[test]
+    fn closed_shown() {
+        let text = run(true, &results(), false);
+        assert_eq!(text.lines().count(), 2 + results().len());
+        assert!(text.contains("\nclosed tcp 80 198.18.0.2 1795350098\n"));
+        assert!(text.contains("\nclosed tcp 22 2001:db8::1 1795350098\n"));
+    }
+
+    #[test]
+    fn interrupted() {
+        assert_eq!(run(false, &[], true), "#masscan\n# interrupted\n# end\n");
+        assert_eq!(
+            run(false, &results()[..1], true),
+            "#masscan\nopen tcp 443 2001:db8::1 1795350098\n# interrupted\n# end\n"
+        );
+    }
+}

@@ -1,0 +1,644 @@
+//! Result output formats of the operator CLI: NDJSON, JSON, masscan list, nmap XML, grepable
+//! and a human table.
+//!
+//! Every format is a [`Report`] that sees the whole scan: [`Report::begin`] once, then
+//! [`Report::result`] for every (address, port) pair exactly once in the engine's random
+//! order (closed ports included), then [`Report::end`] once, also after an interrupt. Each
+//! format decides what to print from the [`ReportFilter`] and keeps its own counts. The
+//! streaming formats (ndjson, json, list) write as results arrive; the nmap formats (xml,
+//! grepable) hold results per host and write them sorted at the end.
+//!
+//! This module does not read the scan engine, parse the command line or pick the output
+//! file; it only turns results into text. The one clock it reads is the wall clock for the
+//! per-line time of the list format, as masscan does.
+
+mod grepable;
+mod json;
+mod list;
+mod ndjson;
+mod table;
+mod xml;
+
+use portscope_core::results::{PortResult, PortState, Proto, Reason};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::str::FromStr;
+
+/// An output format, as named on the command line (`-o ndjson` and so on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Format {
+    /// One JSON object per reported port per line, flushed per line.
+    #[default]
+    Ndjson,
+    /// One JSON array of the same objects, streamed.
+    Json,
+    /// masscan's `-oL`: `open tcp 22 198.18.0.2 <unix time>` lines.
+    List,
+    /// nmap's `-oX` XML, hosts sorted by address and ports ascending.
+    Xml,
+    /// nmap's `-oG` grepable lines, one per up host.
+    Grepable,
+    /// A human-readable table per host (nmap's normal output); the default on a terminal.
+    Table,
+}
+
+impl Format {
+    /// Every format, in the order the help text lists them.
+    pub const ALL: [Format; 6] = [
+        Format::Ndjson,
+        Format::Json,
+        Format::List,
+        Format::Xml,
+        Format::Grepable,
+        Format::Table,
+    ];
+
+    /// The name used on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Ndjson => "ndjson",
+            Format::Json => "json",
+            Format::List => "list",
+            Format::Xml => "xml",
+            Format::Grepable => "grepable",
+            Format::Table => "table",
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A format name that is not one of [`Format::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseFormatError(String);
+
+impl fmt::Display for ParseFormatError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown output format `{}`: use one of ndjson, json, list, xml, grepable, table",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for ParseFormatError {}
+
+impl FromStr for Format {
+    type Err = ParseFormatError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Format::ALL
+            .into_iter()
+            .find(|f| f.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| ParseFormatError(s.to_owned()))
+    }
+}
+
+/// Which port states are printed. Open and filtered always are; closed only on request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReportFilter {
+    /// Print closed ports too (otherwise they are only counted).
+    pub show_closed: bool,
+}
+
+impl ReportFilter {
+    /// Whether a port in `state` is printed.
+    pub fn shows(self, state: PortState) -> bool {
+        state != PortState::Closed || self.show_closed
+    }
+}
+
+/// What the scan is, known before the first result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanMeta {
+    /// The command line, as the operator typed it (printed, never parsed).
+    pub args: String,
+    /// Wall-clock start, Unix seconds.
+    pub start_unix: u64,
+    /// Ports probed per host.
+    pub ports: u64,
+    /// The port list as given, e.g. `1-65535` (nmap's `services` attribute).
+    pub port_spec: String,
+    /// Number of target addresses.
+    pub targets: u64,
+    /// Portscope's version.
+    pub version: &'static str,
+}
+
+/// How the scan ended, known after the last result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanEnd {
+    /// Wall-clock end, Unix seconds.
+    pub end_unix: u64,
+    /// Scan duration in seconds.
+    pub elapsed_secs: f64,
+    /// The operator stopped the scan before every pair had its answer.
+    pub interrupted: bool,
+}
+
+/// A result writer in one format.
+///
+/// Call order: `begin` once, `result` for every pair, `end` once. After `end` the output
+/// is complete and flushed, and is a valid document of its format even when the scan was
+/// interrupted and produced no results.
+pub trait Report {
+    /// Writes the header, if the format has one.
+    fn begin(&mut self, meta: &ScanMeta) -> io::Result<()>;
+    /// Takes one pair's final answer (closed ones too); prints it now, later, or never.
+    fn result(&mut self, r: &PortResult) -> io::Result<()>;
+    /// Writes what was held back and the trailer, then flushes.
+    fn end(&mut self, end: &ScanEnd) -> io::Result<()>;
+}
+
+/// A [`Report`] in `format` writing to `out`.
+///
+/// `out` is buffered here; pass the raw stdout or file.
+pub fn new_report(
+    format: Format,
+    filter: ReportFilter,
+    out: Box<dyn Write + Send>,
+) -> Box<dyn Report + Send> {
+    let out = io::BufWriter::new(out);
+    match format {
+        Format::Ndjson => Box::new(ndjson::NdjsonReport::new(filter, out)),
+        Format::Json => Box::new(json::JsonReport::new(filter, out)),
+        Format::List => Box::new(list::ListReport::new(filter, out, unix_now)),
+        Format::Xml => Box::new(xml::XmlReport::new(filter, out)),
+        Format::Grepable => Box::new(grepable::GrepableReport::new(filter, out)),
+        Format::Table => Box::new(table::TableReport::new(filter, out)),
+    }
+}
+
+/// The buffered writer every format writes to.
+type Out = io::BufWriter<Box<dyn Write + Send>>;
+
+/// Wall-clock now in Unix seconds (0 if the clock is before 1970).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Lower-case protocol name as printed.
+fn proto_str(p: Proto) -> &'static str {
+    match p {
+        Proto::Tcp => "tcp",
+    }
+}
+
+/// Formats Unix seconds as UTC the way C's `ctime` does, as nmap prints times:
+/// `Sun Nov 22 12:21:37 2026`, `Thu Jan  1 00:00:00 1970` (day padded with a space).
+fn timestr(unix: u64) -> String {
+    const WEEKDAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = unix / 86_400;
+    let secs = unix % 86_400;
+    // 1970-01-01 was a Thursday.
+    let weekday = WEEKDAYS[((days + 4) % 7) as usize];
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{weekday} {} {day:>2} {:02}:{:02}:{:02} {year}",
+        MONTHS[month as usize - 1],
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// (year, month 1..=12, day 1..=31) of the proleptic Gregorian calendar for days since
+/// 1970-01-01 (Howard Hinnant's `civil_from_days`, for non-negative days).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    // Shift the epoch to 0000-03-01 so leap days fall at the end of a year.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097; // [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
+    let mp = (5 * doy + 2) / 153; // [0, 11], March = 0
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+/// nmap's `reason` word for a port answer (`reason.cc`'s singular names).
+///
+/// ICMP codes map as nmap maps them: for IPv4 type 3, codes 0/1/2/3/9/10/13 are
+/// net-unreach, host-unreach, proto-unreach, port-unreach, net-prohibited,
+/// host-prohibited, admin-prohibited; for ICMPv6 type 1, codes 0/1/2/3/4/5/6 are
+/// no-route, admin-prohibited, beyond-scope, host-unreach, port-unreach,
+/// admin-prohibited, reject-route. Other codes are `dest-unreach`, other types
+/// `unknown-response`.
+fn nmap_reason(v6: bool, reason: Reason, icmp: Option<(u8, u8)>) -> &'static str {
+    match reason {
+        Reason::SynAck | Reason::Reset | Reason::NoResponse => reason.as_str(),
+        Reason::IcmpUnreachable => match (v6, icmp) {
+            (false, Some((3, code))) => match code {
+                0 => "net-unreach",
+                1 => "host-unreach",
+                2 => "proto-unreach",
+                3 => "port-unreach",
+                9 => "net-prohibited",
+                10 => "host-prohibited",
+                13 => "admin-prohibited",
+                _ => "dest-unreach",
+            },
+            (true, Some((1, code))) => match code {
+                0 => "no-route",
+                1 | 5 => "admin-prohibited",
+                2 => "beyond-scope",
+                3 => "host-unreach",
+                4 => "port-unreach",
+                6 => "reject-route",
+                _ => "dest-unreach",
+            },
+            _ => "unknown-response",
+        },
+    }
+}
+
+/// "1 IP address" / "2 IP addresses": nmap's counted noun.
+fn counted(n: u64, singular: &str, plural: &str) -> String {
+    format!("{n} {}", if n == 1 { singular } else { plural })
+}
+
+/// nmap's scan summary: `3 IP addresses (2 hosts up) scanned in 0.52 seconds`.
+fn summary(total: u64, up: u64, elapsed_secs: f64) -> String {
+    format!(
+        "{} ({} up) scanned in {elapsed_secs:.2} seconds",
+        counted(total, "IP address", "IP addresses"),
+        counted(up, "host", "hosts"),
+    )
+}
+
+/// One port's answer as the buffering formats keep it: the result without its address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PortEntry {
+    port: u16,
+    proto: Proto,
+    state: PortState,
+    reason: Reason,
+    /// Reply TTL; 0 for no-response, as nmap prints it.
+    ttl: u8,
+    /// ICMP (type, code) for icmp-unreachable.
+    icmp: Option<(u8, u8)>,
+}
+
+impl PortEntry {
+    fn of(r: &PortResult) -> Self {
+        PortEntry {
+            port: r.port,
+            proto: r.proto,
+            state: r.state,
+            reason: r.reason,
+            ttl: r.ttl.unwrap_or(0),
+            icmp: r.icmp_type.zip(r.icmp_code),
+        }
+    }
+
+    /// Whether the target answered at all.
+    fn is_reply(&self) -> bool {
+        self.reason != Reason::NoResponse
+    }
+
+    /// How well this reply shows the host is up: open, then closed, then ICMP; lower is
+    /// better, ties go to the lower port. Makes the host's status reason independent of
+    /// the order results arrive in.
+    fn status_rank(&self) -> (u8, u16) {
+        let rank = match self.state {
+            PortState::Open => 0,
+            PortState::Closed => 1,
+            PortState::Filtered => 2,
+        };
+        (rank, self.port)
+    }
+}
+
+/// What the buffering formats know about one host.
+#[derive(Debug, Default)]
+struct HostAcc {
+    /// The ports to print, in arrival order until [`HostTable::sorted`].
+    shown: Vec<PortEntry>,
+    /// Closed ports not printed (nmap's "Ignored State" / `extraports`).
+    hidden_closed: u64,
+    /// The best reply from this host; `None` means the host is down.
+    status: Option<PortEntry>,
+}
+
+impl HostAcc {
+    fn is_up(&self) -> bool {
+        self.status.is_some()
+    }
+}
+
+/// Results held per host until the end, for the nmap formats.
+///
+/// Memory is one small entry per printed port plus one map node per host.
+#[derive(Debug, Default)]
+struct HostTable {
+    hosts: BTreeMap<IpAddr, HostAcc>,
+}
+
+impl HostTable {
+    fn record(&mut self, filter: ReportFilter, r: &PortResult) {
+        let entry = PortEntry::of(r);
+        let host = self.hosts.entry(r.ip).or_default();
+        if entry.is_reply()
+            && host
+                .status
+                .is_none_or(|s| entry.status_rank() < s.status_rank())
+        {
+            host.status = Some(entry);
+        }
+        if filter.shows(entry.state) {
+            host.shown.push(entry);
+        } else {
+            host.hidden_closed += 1;
+        }
+    }
+
+    /// Hosts with at least one reply.
+    fn up(&self) -> u64 {
+        self.hosts.values().filter(|h| h.is_up()).count() as u64
+    }
+
+    /// Up hosts in address order, each with its ports in ascending order.
+    fn sorted_up(&mut self) -> impl Iterator<Item = (&IpAddr, &HostAcc)> {
+        for host in self.hosts.values_mut().filter(|h| h.is_up()) {
+            host.shown.sort_unstable_by_key(|e| e.port);
+        }
+        self.hosts.iter().filter(|(_, h)| h.is_up())
+    }
+}
+
+#[cfg(test)]
+mod testdata {
+    //! The fixed scan every format's tests print.
+
+    use super::*;
+    use portscope_core::results::{PortResult, PortState, Proto, Reason};
+
+    fn r(
+        ip: &str,
+        port: u16,
+        state: PortState,
+        reason: Reason,
+        ttl: Option<u8>,
+        icmp: Option<(u8, u8)>,
+    ) -> PortResult {
+        PortResult {
+            ip: ip.parse().unwrap(),
+            port,
+            proto: Proto::Tcp,
+            state,
+            reason,
+            ttl,
+            icmp_type: icmp.map(|i| i.0),
+            icmp_code: icmp.map(|i| i.1),
+        }
+    }
+
+    /// 3 addresses x 5 ports, in scrambled order: 198.18.0.2 (open, 2 closed, ICMP 3/13,
+    /// no-response), 198.18.0.3 (down: all no-response) and 2001:db8::1 (open, 2 closed,
+    /// ICMPv6 1/1, no-response).
+    pub(crate) fn results() -> Vec<PortResult> {
+        use PortState::*;
+        use Reason::*;
+        vec![
+            r("2001:db8::1", 443, Open, SynAck, Some(57), None),
+            r("198.18.0.2", 80, Closed, Reset, Some(64), None),
+            r("198.18.0.3", 22, Filtered, NoResponse, None, None),
+            r("198.18.0.2", 9000, Filtered, NoResponse, None, None),
+            r("2001:db8::1", 22, Closed, Reset, Some(58), None),
+            r(
+                "198.18.0.2",
+                443,
+                Filtered,
+                IcmpUnreachable,
+                Some(63),
+                Some((3, 13)),
+            ),
+            r("198.18.0.3", 9000, Filtered, NoResponse, None, None),
+            r(
+                "2001:db8::1",
+                80,
+                Filtered,
+                IcmpUnreachable,
+                Some(60),
+                Some((1, 1)),
+            ),
+            r("198.18.0.2", 22, Open, SynAck, Some(64), None),
+            r("198.18.0.3", 80, Filtered, NoResponse, None, None),
+            r("2001:db8::1", 9000, Filtered, NoResponse, None, None),
+            r("198.18.0.2", 81, Closed, Reset, Some(64), None),
+            r("198.18.0.3", 443, Filtered, NoResponse, None, None),
+            r("2001:db8::1", 81, Closed, Reset, Some(58), None),
+            r("198.18.0.3", 81, Filtered, NoResponse, None, None),
+        ]
+    }
+
+    pub(crate) fn meta() -> ScanMeta {
+        ScanMeta {
+            args:
+                r#"portscope -p 22,80,81,443,9000 --note "a<b&c" 198.18.0.2-198.18.0.3 2001:db8::1"#
+                    .to_owned(),
+            start_unix: 1_795_350_097,
+            ports: 5,
+            port_spec: "22,80,81,443,9000".to_owned(),
+            targets: 3,
+            version: "0.1.0",
+        }
+    }
+
+    pub(crate) fn end(interrupted: bool) -> ScanEnd {
+        ScanEnd {
+            end_unix: 1_795_350_098,
+            elapsed_secs: 0.523,
+            interrupted,
+        }
+    }
+
+    /// A cloneable in-memory sink, so a test can read what a boxed report wrote.
+    #[derive(Debug, Clone, Default)]
+    pub(crate) struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Sink {
+        pub(crate) fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Runs a whole scan through `new_report` and returns the text written.
+    pub(crate) fn run(
+        format: Format,
+        show_closed: bool,
+        results: &[PortResult],
+        interrupted: bool,
+    ) -> String {
+        let sink = Sink::default();
+        let mut report = new_report(format, ReportFilter { show_closed }, Box::new(sink.clone()));
+        report.begin(&meta()).unwrap();
+        for r in results {
+            report.result(r).unwrap();
+        }
+        report.end(&end(interrupted)).unwrap();
+        sink.text()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_names_round_trip() {
+        for f in Format::ALL {
+            assert_eq!(f.to_string().parse::<Format>(), Ok(f));
+        }
+        assert_eq!("XML".parse::<Format>(), Ok(Format::Xml));
+        let err = "yaml".parse::<Format>().unwrap_err().to_string();
+        assert!(err.contains("`yaml`") && err.contains("grepable"), "{err}");
+    }
+
+    #[test]
+    fn filter_hides_only_closed() {
+        let hide = ReportFilter { show_closed: false };
+        let show = ReportFilter { show_closed: true };
+        assert!(hide.shows(PortState::Open) && hide.shows(PortState::Filtered));
+        assert!(!hide.shows(PortState::Closed));
+        assert!(show.shows(PortState::Closed));
+    }
+
+    #[test]
+    fn timestr_matches_ctime() {
+        // Expected values from `date -u -d @N '+%a %b %e %H:%M:%S %Y'`.
+        let cases = [
+            (0, "Thu Jan  1 00:00:00 1970"),
+            (951_782_400, "Tue Feb 29 00:00:00 2000"),
+            (1_709_164_800, "Thu Feb 29 00:00:00 2024"),
+            (1_795_350_097, "Sun Nov 22 12:21:37 2026"),
+            (4_102_444_800, "Fri Jan  1 00:00:00 2100"),
+            (253_402_300_799, "Fri Dec 31 23:59:59 9999"),
+        ];
+        for (unix, want) in cases {
+            assert_eq!(timestr(unix), want, "{unix}");
+        }
+    }
+
+    #[test]
+    fn civil_from_days_walks_the_calendar() {
+        // Day by day from 1970 to 2400: the date always advances by exactly one day.
+        let mut prev = civil_from_days(0);
+        assert_eq!(prev, (1970, 1, 1));
+        for days in 1..157_000 {
+            let (y, m, d) = prev;
+            let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+            let feb = if leap { 29 } else { 28 };
+            let month_len = [31, feb, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+            let next = if d < month_len[m as usize - 1] {
+                (y, m, d + 1)
+            } else if m < 12 {
+                (y, m + 1, 1)
+            } else {
+                (y + 1, 1, 1)
+            };
+            assert_eq!(civil_from_days(days), next, "day {days}");
+            prev = next;
+        }
+    }
+
+    #[test]
+    fn nmap_reason_names() {
+        use Reason::*;
+        assert_eq!(nmap_reason(false, SynAck, None), "syn-ack");
+        assert_eq!(nmap_reason(false, Reset, None), "reset");
+        assert_eq!(nmap_reason(true, NoResponse, None), "no-response");
+        let v4 = [
+            (0, "net-unreach"),
+            (1, "host-unreach"),
+            (2, "proto-unreach"),
+            (3, "port-unreach"),
+            (9, "net-prohibited"),
+            (10, "host-prohibited"),
+            (13, "admin-prohibited"),
+            (4, "dest-unreach"),
+        ];
+        for (code, want) in v4 {
+            assert_eq!(nmap_reason(false, IcmpUnreachable, Some((3, code))), want);
+        }
+        let v6 = [
+            (0, "no-route"),
+            (1, "admin-prohibited"),
+            (2, "beyond-scope"),
+            (3, "host-unreach"),
+            (4, "port-unreach"),
+            (5, "admin-prohibited"),
+            (6, "reject-route"),
+            (7, "dest-unreach"),
+        ];
+        for (code, want) in v6 {
+            assert_eq!(nmap_reason(true, IcmpUnreachable, Some((1, code))), want);
+        }
+        assert_eq!(
+            nmap_reason(false, IcmpUnreachable, None),
+            "unknown-response"
+        );
+        assert_eq!(
+            nmap_reason(true, IcmpUnreachable, Some((3, 13))),
+            "unknown-response"
+        );
+    }
+
+    #[test]
+    fn host_status_does_not_depend_on_arrival_order() {
+        let mut rs = testdata::results();
+        let mut a = HostTable::default();
+        let mut b = HostTable::default();
+        let filter = ReportFilter::default();
+        for r in &rs {
+            a.record(filter, r);
+        }
+        rs.reverse();
+        for r in &rs {
+            b.record(filter, r);
+        }
+        let status = |t: &HostTable| -> Vec<_> { t.hosts.values().map(|h| h.status).collect() };
+        assert_eq!(status(&a), status(&b));
+        assert_eq!(a.up(), 2);
+        let v4: IpAddr = "198.18.0.2".parse().unwrap();
+        assert_eq!(a.hosts[&v4].status.map(|s| s.port), Some(22));
+        assert_eq!(a.hosts[&v4].hidden_closed, 2);
+    }
+
+    #[test]
+    fn summary_counts_nouns_like_nmap() {
+        assert_eq!(
+            summary(1, 1, 0.5),
+            "1 IP address (1 host up) scanned in 0.50 seconds"
+        );
+        assert_eq!(
+            summary(3, 0, 12.346),
+            "3 IP addresses (0 hosts up) scanned in 12.35 seconds"
+        );
+    }
+}

@@ -1,0 +1,90 @@
+//! NDJSON output: one `PortResult` JSON object per printed port per line, nothing else.
+//!
+//! Each line is flushed as it is written, so the output is valid NDJSON at any interrupt.
+//! No header, no trailer: scan metadata and the end of the scan are not printed.
+
+use super::{Out, Report, ReportFilter, ScanEnd, ScanMeta};
+use portscope_core::results::PortResult;
+use std::io::{self, Write};
+
+/// Writes [`PortResult`]s in serde's shape, one per line.
+pub(super) struct NdjsonReport {
+    filter: ReportFilter,
+    out: Out,
+}
+
+impl NdjsonReport {
+    pub(super) fn new(filter: ReportFilter, out: Out) -> Self {
+        NdjsonReport { filter, out }
+    }
+}
+
+impl Report for NdjsonReport {
+    fn begin(&mut self, _meta: &ScanMeta) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn result(&mut self, r: &PortResult) -> io::Result<()> {
+        if !self.filter.shows(r.state) {
+            return Ok(());
+        }
+        serde_json::to_writer(&mut self.out, r)?;
+        self.out.write_all(b"\n")?;
+        self.out.flush()
+    }
+
+    fn end(&mut self, _end: &ScanEnd) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testdata::{results, run};
+    use super::super::Format;
+    use portscope_core::results::PortResult;
+
+    const EXPECTED_HIDDEN: &str = r#"{"ip":"2001:db8::1","port":443,"proto":"tcp","state":"open","reason":"syn-ack","ttl":57}
+{"ip":"198.18.0.3","port":22,"proto":"tcp","state":"filtered","reason":"no-response"}
+{"ip":"198.18.0.2","port":9000,"proto":"tcp","state":"filtered","reason":"no-response"}
+{"ip":"198.18.0.2","port":443,"proto":"tcp","state":"filtered","reason":"icmp-unreachable","ttl":63,"icmp_type":3,"icmp_code":13}
+{"ip":"198.18.0.3","port":9000,"proto":"tcp","state":"filtered","reason":"no-response"}
+{"ip":"2001:db8::1","port":80,"proto":"tcp","state":"filtered","reason":"icmp-unreachable","ttl":60,"icmp_type":1,"icmp_code":1}
+{"ip":"198.18.0.2","port":22,"proto":"tcp","state":"open","reason":"syn-ack","ttl":64}
+{"ip":"198.18.0.3","port":80,"proto":"tcp","state":"filtered","reason":"no-response"}
+{"ip":"2001:db8::1","port":9000,"proto":"tcp","state":"filtered","reason":"no-response"}
+{"ip":"198.18.0.3","port":443,"proto":"tcp","state":"filtered","reason":"no-response"}
+{"ip":"198.18.0.3","port":81,"proto":"tcp","state":"filtered","reason":"no-response"}
+"#;
+
+    #[test]
+    fn prints_open_and_filtered_in_arrival_order() {
+        assert_eq!(
+            run(Format::Ndjson, false, &results(), false),
+            EXPECTED_HIDDEN
+        );
+    }
+
+    #[test]
+    fn show_closed_prints_every_result_and_parses_back() {
+        let text = run(Format::Ndjson, true, &results(), false);
+        let back: Vec<PortResult> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(back, results());
+        assert!(text.contains(
+            r#"{"ip":"198.18.0.2","port":80,"proto":"tcp","state":"closed","reason":"reset","ttl":64}"#
+        ));
+    }
+
+    #[test]
+    fn interrupted_output_is_still_ndjson() {
+        assert_eq!(run(Format::Ndjson, false, &[], true), "");
+        let text = run(Format::Ndjson, false, &results()[..4], true);
+        assert_eq!(text.lines().count(), 3);
+        for line in text.lines() {
+            serde_json::from_str::<PortResult>(line).unwrap();
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Human-readable result table (nmap's normal output shape), the default on a terminal.
+//!
+//! Results are held per host and printed at the end: up hosts in address order, one line
+//! per shown port (`PORT STATE SERVICE REASON`), closed ports that are not shown summed in
+//! a `Not shown:` line. Not meant for parsing: use ndjson, json, xml or grepable for that.
+
+use super::{
+    nmap_reason, proto_str, summary, HostTable, Out, Report, ReportFilter, ScanEnd, ScanMeta,
+};
+use portscope_core::results::PortResult;
+use portscope_core::services::tcp_service;
+use std::io::{self, Write};
+
+/// Writes the table.
+pub(super) struct TableReport {
+    filter: ReportFilter,
+    out: Out,
+    hosts: HostTable,
+    targets: u64,
+}
+
+impl TableReport {
+    pub(super) fn new(filter: ReportFilter, out: Out) -> Self {
+        TableReport {
+            filter,
+            out,
+            hosts: HostTable::default(),
+            targets: 0,
+        }
+    }
+}
+
+impl Report for TableReport {
+    fn begin(&mut self, meta: &ScanMeta) -> io::Result<()> {
+        self.targets = meta.targets;
+        writeln!(
+            self.out,
+            "Portscope {} SYN scan: {} ports on {} address(es)",
+            meta.version, meta.ports, meta.targets
+        )?;
+        self.out.flush()
+    }
+
+    fn result(&mut self, r: &PortResult) -> io::Result<()> {
+        self.hosts.record(self.filter, r);
+        Ok(())
+    }
+
+    fn end(&mut self, end: &ScanEnd) -> io::Result<()> {
+        let up = self.hosts.up();
+        for (ip, host) in self.hosts.sorted_up() {
+            writeln!(self.out, "\nScan report for {ip}")?;
+            if host.hidden_closed > 0 {
+                writeln!(
+                    self.out,
+                    "Not shown: {} closed tcp ports (reset)",
+                    host.hidden_closed
+                )?;
+            }
+            if host.shown.is_empty() {
+                continue;
+            }
+            writeln!(
+                self.out,
+                "{:<11} {:<9} {:<16} REASON",
+                "PORT", "STATE", "SERVICE"
+            )?;
+            for e in &host.shown {
+                let port = format!("{}/{}", e.port, proto_str(e.proto));
+                let reason = nmap_reason(ip.is_ipv6(), e.reason, e.icmp);
+                let reason = if e.ttl > 0 {
+                    format!("{reason} ttl {}", e.ttl)
+                } else {
+                    reason.to_string()
+                };
+                writeln!(
+                    self.out,
+                    "{port:<11} {:<9} {:<16} {reason}",
+                    e.state.as_str(),
+                    tcp_service(e.port).unwrap_or("unknown"),
+                )?;
+            }
+        }
+        let total = self.targets.max(self.hosts.hosts.len() as u64);
+        if end.interrupted {
+            writeln!(self.out, "\nScan interrupted: results are incomplete.")?;
+        }
+        writeln!(self.out, "\n{}", summary(total, up, end.elapsed_secs))?;
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testdata;
+    use super::*;
+
+    fn render(show_closed: bool) -> String {
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        struct W(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl Write for W {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let out: Out = io::BufWriter::new(Box::new(W(buf.clone())));
+        let mut t = TableReport::new(ReportFilter { show_closed }, out);
+        t.begin(&testdata::meta()).unwrap();
+        for r in testdata::results() {
+            t.result(&r).unwrap();
+        }
+        t.end(&testdata::end(false)).unwrap();
+        let s = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        s
+    }
+
+    #[test]
+    fn table_lists_shown_ports_per_up_host() {
+        let s = render(false);
+        assert!(
+            s.contains("Scan report for 198.18.0.2\nNot shown: 2 closed tcp ports (reset)\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("443/tcp     filtered  https            admin-prohibited ttl 63\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("9000/tcp    filtered  cslistener       no-response\n"),
+            "{s}"
+        );
+        assert!(
+            !s.contains("Scan report for 198.18.0.3"),
+            "down hosts are not listed: {s}"
+        );
+        assert!(
+            s.ends_with("3 IP addresses (2 hosts up) scanned in 0.52 seconds\n"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn closed_shown_on_request() {
+        let s = render(true);
+        assert!(!s.contains("Not shown"), "{s}");
+        assert!(
+            s.contains("80/tcp      closed    http             reset ttl 64\n"),
+            "{s}"
+        );
+    }
+}

@@ -1,0 +1,459 @@
+//! End-to-end scans in the network lab: the real `portscope` binary (or the engine library,
+//! re-executed inside the lab) scans lab hosts over veth, and every port's state is compared
+//! with the lab's ground truth. Needs root (network namespaces, raw sockets): run as root,
+//! as CI does. Scans are serialised (the machine has two cores) and bounded in time.
+
+use portscope_core::results::{PortResult, PortState, Reason};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::IpAddr;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use xtask::lab::{Expected, HostTruth, LabConfig, LabGuard};
+
+/// One scan at a time: parallel scans on two cores would measure contention, not us.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const ALLOW: [&str; 4] = ["--allow", "198.18.0.0/15", "--allow", "2001:2::/48"];
+
+fn lab(tag: &str, hosts: u32, loss_pct: f64) -> LabGuard {
+    let name = format!("e{}{}", std::process::id() % 10_000, tag);
+    LabGuard::up(&LabConfig {
+        name,
+        hosts,
+        loss_pct,
+        ..LabConfig::default()
+    })
+    .expect("bring the lab up (needs root)")
+}
+
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `cmd` with a hard deadline; kills (only) that child on timeout.
+fn run_bounded(mut cmd: Command, limit: Duration) -> Run {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        out.read_to_string(&mut s).unwrap();
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        err.read_to_string(&mut s).unwrap();
+        s
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("command exceeded {limit:?}: {cmd:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Run {
+        status,
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+    }
+}
+
+fn portscope(lab: &LabGuard, args: &[&str]) -> Command {
+    let mut c = lab.0.scanner_cmd(env!("CARGO_BIN_EXE_portscope"));
+    c.arg("scan").args(args).arg("--no-progress");
+    c
+}
+
+fn scan_ndjson(lab: &LabGuard, args: &[&str]) -> (Vec<PortResult>, String) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut full: Vec<&str> = args.to_vec();
+    full.extend(ALLOW);
+    full.extend(["--format", "ndjson"]);
+    let r = run_bounded(portscope(lab, &full), Duration::from_secs(120));
+    assert!(
+        r.status.success(),
+        "portscope failed: {}\n{}",
+        r.status,
+        r.stderr
+    );
+    let results = r
+        .stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<PortResult>(l)
+                .unwrap_or_else(|e| panic!("bad ndjson line {l:?}: {e}"))
+        })
+        .collect();
+    (results, r.stderr)
+}
+
+/// Asserts that `results` are exactly the truth for `hosts` x `ports`: every reported pair
+/// has its true state and reason, every pair is reported once, and (when closed ports are
+/// hidden) every unreported pair is truly closed.
+fn assert_exact(results: &[PortResult], hosts: &[&HostTruth], ports: &[u16], closed_shown: bool) {
+    let mut seen: BTreeMap<(IpAddr, u16), &PortResult> = BTreeMap::new();
+    for r in results {
+        assert!(
+            seen.insert((r.ip, r.port), r).is_none(),
+            "{}:{} reported twice",
+            r.ip,
+            r.port
+        );
+    }
+    let mut wrong = Vec::new();
+    for h in hosts {
+        for &port in ports {
+            let want = h.expected(port);
+            let got = seen.remove(&(h.addr, port));
+            let ok = match (want, got) {
+                (Expected::Open, Some(r)) => {
+                    r.state == PortState::Open && r.reason == Reason::SynAck
+                }
+                (Expected::Closed, Some(r)) => {
+                    closed_shown && r.state == PortState::Closed && r.reason == Reason::Reset
+                }
+                (Expected::Closed, None) => !closed_shown,
+                (Expected::FilteredSilent, Some(r)) => {
+                    r.state == PortState::Filtered && r.reason == Reason::NoResponse
+                }
+                (Expected::FilteredIcmp, Some(r)) => {
+                    let code = if h.addr.is_ipv6() { (1, 1) } else { (3, 13) };
+                    r.state == PortState::Filtered
+                        && r.reason == Reason::IcmpUnreachable
+                        && (r.icmp_type, r.icmp_code) == (Some(code.0), Some(code.1))
+                }
+                (_, None) => false,
+            };
+            if !ok {
+                wrong.push(format!(
+                    "{}:{port} expected {want:?}, got {:?}",
+                    h.addr, got
+                ));
+            }
+        }
+    }
+    assert!(
+        seen.is_empty(),
+        "results for pairs outside the scan: {:?}",
+        seen.keys().take(5).collect::<Vec<_>>()
+    );
+    assert!(
+        wrong.is_empty(),
+        "{} ports wrong, first: {:#?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(10)]
+    );
+}
+
+fn all_ports() -> Vec<u16> {
+    (1..=65535).collect()
+}
+
+#[test]
+fn deep_scan_ipv4_host_matches_truth_on_all_65535_ports() {
+    let lab = lab("a", 0, 0.0);
+    let host = lab
+        .0
+        .truth()
+        .host("198.18.0.2".parse().unwrap())
+        .unwrap()
+        .clone();
+    let (results, stderr) = scan_ndjson(
+        &lab,
+        &[
+            "198.18.0.2",
+            "-p",
+            "-",
+            "--rate",
+            "200000",
+            "--show",
+            "closed",
+        ],
+    );
+    assert_eq!(results.len(), 65_535, "{stderr}");
+    assert_exact(&results, &[&host], &all_ports(), true);
+    assert!(
+        stderr.contains("portscope: done"),
+        "summary on stderr: {stderr}"
+    );
+}
+
+#[test]
+fn deep_scan_ipv6_host_matches_truth_on_all_65535_ports() {
+    let lab = lab("b", 0, 0.0);
+    let host = lab
+        .0
+        .truth()
+        .host("2001:2::2".parse().unwrap())
+        .unwrap()
+        .clone();
+    let (results, _) = scan_ndjson(
+        &lab,
+        &[
+            "2001:2::2",
+            "-p",
+            "-",
+            "--rate",
+            "200000",
+            "--show",
+            "closed",
+        ],
+    );
+    assert_exact(&results, &[&host], &all_ports(), true);
+}
+
+#[test]
+fn one_percent_loss_is_recovered_by_retries() {
+    let lab = lab("c", 0, 1.0);
+    let host = lab
+        .0
+        .truth()
+        .host("198.18.0.2".parse().unwrap())
+        .unwrap()
+        .clone();
+    let (results, stderr) = scan_ndjson(
+        &lab,
+        &[
+            "198.18.0.2",
+            "-p",
+            "-",
+            "--rate",
+            "150000",
+            "--retries",
+            "6",
+        ],
+    );
+    assert_exact(&results, &[&host], &all_ports(), false);
+    // Loss really happened: retries were needed.
+    assert!(!stderr.contains("in 1 round(s)"), "{stderr}");
+}
+
+#[test]
+fn multi_host_scan_ipv4_and_ipv6_matches_truth() {
+    let lab = lab("d", 8, 0.0);
+    let truth = lab.0.truth().clone();
+    let hosts: Vec<&HostTruth> = truth
+        .hosts
+        .iter()
+        .filter(|h| {
+            h.addr.to_string().starts_with("198.19.0.")
+                || h.addr.to_string().starts_with("2001:2:0:1::")
+        })
+        .collect();
+    assert_eq!(hosts.len(), 16, "8 IPv4 + 8 IPv6 extra hosts");
+    let (results, _) = scan_ndjson(
+        &lab,
+        &[
+            "198.19.0.1-198.19.0.8",
+            "2001:2:0:1::1-2001:2:0:1::8",
+            "-p",
+            "-",
+            "--rate",
+            "250000",
+        ],
+    );
+    assert_exact(&results, &hosts, &all_ports(), false);
+}
+
+#[test]
+fn two_concurrent_scanner_processes_do_not_cross_talk() {
+    // Both processes use the same source ports on the same interface, so each sees the
+    // other's replies: only the cookie keeps them apart.
+    let lab = lab("e", 2, 0.0);
+    let truth = lab.0.truth().clone();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let spawn = |target: &str, ports: &str| {
+        let mut c = portscope(
+            &lab,
+            &[target, "-p", ports, "--rate", "60000", "--format", "ndjson"],
+        );
+        c.args(ALLOW);
+        std::thread::spawn(move || run_bounded(c, Duration::from_secs(60)))
+    };
+    let a = spawn("198.18.0.2", "1-40000");
+    let b = spawn("198.19.0.1", "1-40000");
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    for (run, addr) in [(a, "198.18.0.2"), (b, "198.19.0.1")] {
+        assert!(run.status.success(), "{}", run.stderr);
+        let results: Vec<PortResult> = run
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let host = truth.host(addr.parse().unwrap()).unwrap();
+        let ports: Vec<u16> = (1..=40000).collect();
+        assert_exact(&results, &[host], &ports, false);
+        assert!(
+            run.stderr.contains("bad_cookie="),
+            "the other scan's replies were seen and rejected: {}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn policy_refuses_lab_range_without_allow_and_sends_nothing() {
+    let lab = lab("f", 0, 0.0);
+    let r = run_bounded(
+        portscope(&lab, &["198.18.0.2", "-p", "80"]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(r.status.code(), Some(64), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("198.18.0.0/15") && r.stderr.contains("--allow"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stdout.is_empty());
+    for t in ["127.0.0.1", "10.1.2.3", "::1"] {
+        let r = run_bounded(
+            portscope(&lab, &[t, "-p", "80", "--allow", "198.18.0.0/15"]),
+            Duration::from_secs(20),
+        );
+        assert_eq!(r.status.code(), Some(64), "{t}: {}", r.stderr);
+    }
+}
+
+#[test]
+fn without_cap_net_raw_it_says_what_to_grant() {
+    let lab = lab("g", 0, 0.0);
+    for setpriv in [
+        vec!["--reuid=65534", "--regid=65534", "--clear-groups"],
+        vec!["--bounding-set=-net_raw", "--inh-caps=-net_raw"],
+    ] {
+        let mut c = lab.0.scanner_cmd("setpriv");
+        c.args(&setpriv)
+            .arg(env!("CARGO_BIN_EXE_portscope"))
+            .args(["scan", "198.18.0.2", "-p", "80"])
+            .args(ALLOW);
+        let r = run_bounded(c, Duration::from_secs(20));
+        assert_eq!(r.status.code(), Some(77), "{setpriv:?}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("CAP_NET_RAW") && r.stderr.contains("setcap cap_net_raw+ep"),
+            "{}",
+            r.stderr
+        );
+    }
+}
+
+#[test]
+fn interrupt_still_writes_valid_json() {
+    let lab = lab("h", 0, 0.0);
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let host = lab
+        .0
+        .truth()
+        .host("198.18.0.2".parse().unwrap())
+        .unwrap()
+        .clone();
+    let mut c = portscope(
+        &lab,
+        &[
+            "198.18.0.2",
+            "-p",
+            "-",
+            "--rate",
+            "5000",
+            "--format",
+            "json",
+            "--show",
+            "closed",
+        ],
+    );
+    c.args(ALLOW);
+    let child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    std::thread::sleep(Duration::from_millis(1500));
+    // SIGINT to the process we started (ip netns exec execs portscope in place).
+    assert!(Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Vec<PortResult> = serde_json::from_slice(&out.stdout).expect("a complete JSON array");
+    // ~7,500 probes went out in 1.5 s at 5,000/s: thousands of answers, all true.
+    assert!(v.len() > 1000 && v.len() < 65_535, "{} results", v.len());
+    for r in &v {
+        assert_ne!(
+            r.reason,
+            Reason::NoResponse,
+            "an interrupted scan does not guess filtered"
+        );
+        let ok = matches!(
+            (host.expected(r.port), r.state),
+            (Expected::Open, PortState::Open)
+                | (Expected::Closed, PortState::Closed)
+                | (Expected::FilteredIcmp, PortState::Filtered)
+        );
+        assert!(ok, "{}:{} is {:?}", r.ip, r.port, r.state);
+    }
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
+}
+
+#[test]
+fn nmap_and_masscan_formats_on_a_real_scan() {
+    let lab = lab("i", 0, 0.0);
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let run = |fmt: &str| {
+        let mut c = portscope(
+            &lab,
+            &["198.18.0.2", "-p", "20-25,80,135,443", "--format", fmt],
+        );
+        c.args(ALLOW);
+        let r = run_bounded(c, Duration::from_secs(30));
+        assert!(r.status.success(), "{fmt}: {}", r.stderr);
+        r.stdout
+    };
+    let xml = run("xml");
+    assert!(
+        xml.contains(r#"<port protocol="tcp" portid="22"><state state="open" reason="syn-ack""#),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(r#"portid="23"><state state="filtered" reason="admin-prohibited""#),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(r#"<extraports state="closed" count="3">"#),
+        "{xml}"
+    );
+    let grep = run("grepable");
+    assert!(grep.contains("Host: 198.18.0.2 ()\tPorts: 22/open/tcp//ssh///, 23/filtered/tcp//telnet///, 25/open/tcp//smtp///, 80/open/tcp//http///, 135/filtered/tcp//msrpc///, 443/open/tcp//https///\tIgnored State: closed (3)"), "{grep}");
+    let list = run("list");
+    assert!(
+        list.starts_with("#masscan\n")
+            && list.contains("open tcp 22 198.18.0.2 ")
+            && list.ends_with("# end\n"),
+        "{list}"
+    );
+    let table = run("table");
+    assert!(
+        table.contains("22/tcp      open      ssh              syn-ack ttl 64"),
+        "{table}"
+    );
+}

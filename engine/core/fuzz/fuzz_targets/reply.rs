@@ -1,0 +1,33 @@
+//! Fuzz target: arbitrary bytes through the reply parser and a scan's classifier must never
+//! panic, and must never validate (a random frame carrying a matching cookie is a 2^-32
+//! event per frame, which the fuzzer would report as a crash worth a look).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use portscope_core::classify::{ScanSpace, Sources};
+use portscope_core::cookie::CookieKey;
+use portscope_core::reply;
+use portscope_core::targets::{parse_net, PortSet, TargetSet};
+use std::sync::OnceLock;
+
+fn space() -> &'static ScanSpace {
+    static S: OnceLock<ScanSpace> = OnceLock::new();
+    S.get_or_init(|| {
+        let t = TargetSet::new(&[parse_net("198.18.0.0/16").unwrap(), parse_net("2001:2::/112").unwrap()], &[]).unwrap();
+        ScanSpace::new(
+            CookieKey::from_bytes([0x42; 16]),
+            7,
+            t,
+            PortSet::parse("-").unwrap(),
+            Sources { v4: Some("198.18.0.1".parse().unwrap()), v6: Some("2001:2::1".parse().unwrap()) },
+            0,
+        )
+        .unwrap()
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(r) = reply::parse(data) {
+        assert!(space().classify(&r).is_err(), "a fuzzed frame validated: {r:?}");
+    }
+});

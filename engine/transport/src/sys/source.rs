@@ -1,0 +1,308 @@
+//! [`PacketSocketSource`]: receives candidate replies from an `AF_PACKET`/`SOCK_DGRAM`
+//! socket (packets start at the IP header) that the kernel filters with
+//! [`crate::bpf::reply_filter`], many per `recvmmsg` call, straight into a [`RecvBatch`].
+//! It does not parse or validate what it receives; the core's classifier does.
+
+use super::{cvt, set_buffer, set_int_opt, OpenError, SysConfig};
+use crate::{bpf, KernelStats, PacketSource, RecvBatch, RECV_SLOT};
+use socket2::{Domain, Socket, Type};
+use std::io;
+use std::mem::size_of;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+/// Messages per `recvmmsg` call.
+const CHUNK: usize = 256;
+/// Requested receive buffer (large, so bursts of replies are not dropped).
+const RCVBUF: usize = 32 << 20;
+/// At most this many packets are discarded by the drain at open time.
+const DRAIN_MAX: usize = 1 << 16;
+
+/// `PACKET_IGNORE_OUTGOING` (linux/if_packet.h, Linux 4.20+).
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+/// `PACKET_STATISTICS` (linux/if_packet.h).
+const PACKET_STATISTICS: libc::c_int = 6;
+
+/// `struct tpacket_stats` (linux/if_packet.h).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+struct TpacketStats {
+    tp_packets: libc::c_uint,
+    tp_drops: libc::c_uint,
+}
+
+/// Receives IP packets that passed the reply filter, from all interfaces or one.
+pub struct PacketSocketSource {
+    sock: Socket,
+    /// Whether the kernel skips our own outgoing packets (`PACKET_IGNORE_OUTGOING`); if
+    /// not, the BPF program rejects them instead ([`bpf::reject_outgoing`]).
+    ignores_outgoing: bool,
+    /// Kernel statistics accumulated so far (reading them resets the kernel's counters).
+    totals: KernelStats,
+    /// The message array handed to `recvmmsg`; entry `i` always points at `iovs[i]`.
+    hdrs: Vec<libc::mmsghdr>,
+    /// One buffer per message, pointing into the batch being filled.
+    iovs: Vec<libc::iovec>,
+}
+
+// SAFETY: the raw pointers inside `hdrs`/`iovs` point only into this struct's own `iovs`
+// buffer (never resized) or, during `recv`, into the exclusively borrowed batch. They are
+// only dereferenced (by the kernel) inside `recv`, which takes `&mut self`, so moving the
+// source to another thread cannot create shared access.
+unsafe impl Send for PacketSocketSource {}
+
+impl std::fmt::Debug for PacketSocketSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PacketSocketSource")
+            .field("sock", &self.sock)
+            .field("ignores_outgoing", &self.ignores_outgoing)
+            .field("totals", &self.totals)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PacketSocketSource {
+    /// Opens the socket, attaches the reply filter for `cfg.port_lo..=cfg.port_hi`, then
+    /// binds it (to `cfg.interface` or to all interfaces) and drains anything queued.
+    pub fn open(cfg: &SysConfig) -> Result<Self, OpenError> {
+        let ifindex = match &cfg.interface {
+            None => 0,
+            Some(name) => pnet_datalink::interfaces()
+                .into_iter()
+                .find(|i| i.name == *name)
+                .map(|i| i.index)
+                .ok_or_else(|| OpenError::UnknownInterface(name.clone()))?,
+        };
+        // Protocol 0: the socket receives nothing until `bind` names ETH_P_ALL, so no
+        // packet can be queued before the filter is in place.
+        let sock = Socket::new(Domain::PACKET, Type::DGRAM, None)
+            .map_err(|e| OpenError::new("AF_PACKET socket", e))?;
+        let fd = sock.as_raw_fd();
+        let ignores_outgoing = set_int_opt(fd, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1).is_ok();
+        let mut prog = bpf::reply_filter(cfg.port_lo, cfg.port_hi);
+        if !ignores_outgoing {
+            prog = bpf::reject_outgoing(&prog);
+        }
+        let prog: Vec<libc::sock_filter> = prog
+            .iter()
+            .map(|f| libc::sock_filter {
+                code: f.code,
+                jt: f.jt,
+                jf: f.jf,
+                k: f.k,
+            })
+            .collect();
+        sock.attach_filter(&prog)
+            .map_err(|e| OpenError::new("SO_ATTACH_FILTER", e))?;
+        set_buffer(fd, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, RCVBUF)
+            .map_err(|e| OpenError::new("SO_RCVBUF", e))?;
+        bind_all_protocols(fd, ifindex).map_err(|e| OpenError::new("AF_PACKET bind", e))?;
+
+        let mut iovs = vec![
+            libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            };
+            CHUNK
+        ];
+        let hdrs = iovs
+            .iter_mut()
+            .map(|iov| {
+                // SAFETY: mmsghdr is a plain C struct (pointers, lengths, flags) for which
+                // all-zero bytes are a valid value: null pointers and zero lengths.
+                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                h.msg_hdr.msg_iov = iov;
+                h.msg_hdr.msg_iovlen = 1;
+                h
+            })
+            .collect();
+        let mut src = PacketSocketSource {
+            sock,
+            ignores_outgoing,
+            totals: KernelStats::default(),
+            hdrs,
+            iovs,
+        };
+        src.drain();
+        // Start the statistics from here: forget what the drain consumed.
+        let _ = src.read_stats();
+        Ok(src)
+    }
+
+    /// Whether the kernel's `PACKET_IGNORE_OUTGOING` is in effect (false on kernels before
+    /// 4.20, where the BPF program filters our own packets out instead).
+    pub fn ignores_outgoing(&self) -> bool {
+        self.ignores_outgoing
+    }
+
+    /// Discards whatever is queued (bounded), without waiting.
+    fn drain(&mut self) {
+        let mut scratch = [0u8; 64];
+        for _ in 0..DRAIN_MAX {
+            // SAFETY: `scratch` is a live local buffer and we pass its length; the kernel
+            // writes at most that many bytes (MSG_TRUNC only changes the return value).
+            let ret = unsafe {
+                libc::recv(
+                    self.sock.as_raw_fd(),
+                    scratch.as_mut_ptr().cast(),
+                    scratch.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                )
+            };
+            if ret < 0 {
+                break;
+            }
+        }
+    }
+
+    /// Reads (and so resets) the kernel's counters.
+    fn read_stats(&self) -> io::Result<TpacketStats> {
+        let mut st = TpacketStats::default();
+        let mut len = size_of::<TpacketStats>() as libc::socklen_t;
+        // SAFETY: `st` and `len` are live locals and `len` holds the size of `st`, so the
+        // kernel writes at most that many bytes into it.
+        let ret = unsafe {
+            libc::getsockopt(
+                self.sock.as_raw_fd(),
+                libc::SOL_PACKET,
+                PACKET_STATISTICS,
+                (&mut st as *mut TpacketStats).cast(),
+                &mut len,
+            )
+        };
+        cvt(ret).map(|_| st)
+    }
+
+    /// Waits until the socket is readable or `timeout` passes; `Ok(false)` on timeout.
+    fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            let mut pfd = libc::pollfd {
+                fd: self.sock.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ts = deadline.map(|d| {
+                let rest = d.saturating_duration_since(Instant::now());
+                libc::timespec {
+                    tv_sec: libc::time_t::try_from(rest.as_secs()).unwrap_or(libc::time_t::MAX),
+                    tv_nsec: rest.subsec_nanos().into(),
+                }
+            });
+            let ts_ptr = ts
+                .as_ref()
+                .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+            // SAFETY: `pfd` is a live local and we pass a count of 1; `ts_ptr` is null (wait
+            // forever) or points at the live local `ts`; a null signal mask is allowed.
+            let ret = unsafe { libc::ppoll(&mut pfd, 1, ts_ptr, std::ptr::null()) };
+            match ret {
+                0 => return Ok(false),
+                1.. => return Ok(true),
+                _ => {
+                    let e = io::Error::last_os_error();
+                    if e.raw_os_error() != Some(libc::EINTR) {
+                        return Err(e);
+                    }
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl PacketSource for PacketSocketSource {
+    fn recv(&mut self, batch: &mut RecvBatch, timeout: Duration) -> io::Result<()> {
+        batch.clear();
+        if !self.wait_readable(timeout)? {
+            return Ok(());
+        }
+        let fd = self.sock.as_raw_fd();
+        let cap = batch.capacity();
+        let (buf, lens) = batch.raw_parts();
+        let mut got = 0;
+        while got < cap {
+            let n = (cap - got).min(CHUNK);
+            for i in 0..n {
+                let at = (got + i) * RECV_SLOT;
+                let slot = &mut buf[at..at + RECV_SLOT];
+                self.iovs[i] = libc::iovec {
+                    iov_base: slot.as_mut_ptr().cast(),
+                    iov_len: slot.len(),
+                };
+                self.hdrs[i].msg_len = 0;
+                self.hdrs[i].msg_hdr.msg_flags = 0;
+            }
+            // SAFETY: `hdrs[..n]` are initialised mmsghdr entries, each pointing at its own
+            // iovec in `self.iovs`, which points at a distinct RECV_SLOT-byte slot of `buf`
+            // (in bounds: the slices above were bounds-checked). `buf` is exclusively
+            // borrowed from the batch and not touched until the call returns. The kernel
+            // writes at most `iov_len` bytes per slot, plus `msg_len`/`msg_flags`.
+            let ret = unsafe {
+                libc::recvmmsg(
+                    fd,
+                    self.hdrs.as_mut_ptr(),
+                    n as libc::c_uint,
+                    libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                    std::ptr::null_mut(),
+                )
+            };
+            if ret < 0 {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EAGAIN) => break,
+                    Some(libc::EINTR) => continue,
+                    // Hand over what we have; the error will come back on the next call.
+                    _ if got > 0 => break,
+                    _ => return Err(e),
+                }
+            }
+            let r = ret as usize;
+            for (len, hdr) in lens[got..got + r].iter_mut().zip(&self.hdrs) {
+                // With MSG_TRUNC this is the packet's real length, possibly > RECV_SLOT.
+                *len = hdr.msg_len as usize;
+            }
+            got += r;
+            if r < n {
+                break;
+            }
+        }
+        batch.set_len(got);
+        Ok(())
+    }
+
+    fn kernel_stats(&mut self) -> KernelStats {
+        if let Ok(st) = self.read_stats() {
+            // On TPACKET_V1 sockets the kernel reports tp_packets including drops.
+            self.totals.received += u64::from(st.tp_packets);
+            self.totals.dropped += u64::from(st.tp_drops);
+        }
+        self.totals
+    }
+}
+
+/// Binds an `AF_PACKET` socket to every protocol (`ETH_P_ALL`) on interface `ifindex`
+/// (0 = all interfaces).
+fn bind_all_protocols(fd: RawFd, ifindex: u32) -> io::Result<()> {
+    let addr = libc::sockaddr_ll {
+        sll_family: libc::AF_PACKET as libc::c_ushort,
+        sll_protocol: (libc::ETH_P_ALL as u16).to_be(),
+        sll_ifindex: i32::try_from(ifindex)
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?,
+        sll_hatype: 0,
+        sll_pkttype: 0,
+        sll_halen: 0,
+        sll_addr: [0; 8],
+    };
+    // SAFETY: `addr` is a live, fully initialised sockaddr_ll and we pass its exact size;
+    // the kernel only reads it.
+    let ret = unsafe {
+        libc::bind(
+            fd,
+            (&addr as *const libc::sockaddr_ll).cast(),
+            size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    cvt(ret).map(drop)
+}
