@@ -18,11 +18,17 @@ static SERIAL: Mutex<()> = Mutex::new(());
 const ALLOW: [&str; 4] = ["--allow", "198.18.0.0/15", "--allow", "2001:2::/48"];
 
 fn lab(tag: &str, hosts: u32, loss_pct: f64) -> LabGuard {
+    lab_with(tag, hosts, loss_pct, true)
+}
+
+/// A lab named after this process and `tag`, so parallel test binaries never collide.
+fn lab_with(tag: &str, hosts: u32, loss_pct: f64, offloads: bool) -> LabGuard {
     let name = format!("e{}{}", std::process::id() % 10_000, tag);
     LabGuard::up(&LabConfig {
         name,
         hosts,
         loss_pct,
+        offloads,
         ..LabConfig::default()
     })
     .expect("bring the lab up (needs root)")
@@ -190,6 +196,31 @@ fn deep_scan_ipv4_host_matches_truth_on_all_65535_ports() {
         stderr.contains("portscope: done"),
         "summary on stderr: {stderr}"
     );
+}
+
+#[test]
+fn deep_scan_with_veth_offloads_off_matches_truth() {
+    // TSO/GSO/GRO off changes what the capture sees (no coalescing, full checksums).
+    let lab = lab_with("j", 0, 0.0, false);
+    let host = lab
+        .0
+        .truth()
+        .host("198.18.0.2".parse().unwrap())
+        .unwrap()
+        .clone();
+    let (results, _) = scan_ndjson(
+        &lab,
+        &[
+            "198.18.0.2",
+            "-p",
+            "-",
+            "--rate",
+            "200000",
+            "--show",
+            "closed",
+        ],
+    );
+    assert_exact(&results, &[&host], &all_ports(), true);
 }
 
 #[test]
