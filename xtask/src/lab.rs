@@ -50,6 +50,10 @@ pub struct LabConfig {
     pub rst_limit: Option<u32>,
     /// Leave TSO/GSO/GRO on the veth as the kernel sets them; `false` turns them off.
     pub offloads: bool,
+    /// Every address of 198.19.0.0/16 answers like a host (port 80 and the other `BASE_OPEN`
+    /// ports open, the rest closed), not only the listed extra hosts: for scans of the whole
+    /// range (`Truth::wide`).
+    pub wide: bool,
 }
 
 impl Default for LabConfig {
@@ -60,6 +64,7 @@ impl Default for LabConfig {
             loss_pct: 0.0,
             rst_limit: None,
             offloads: true,
+            wide: false,
         }
     }
 }
@@ -121,7 +126,8 @@ impl Lab {
         cfg.validate()?;
         let xtask = xtask_bin()?;
         teardown(&cfg.name, None).context("removing the leftovers of an earlier lab")?;
-        let mut lab = Lab::handle(&cfg.name, Truth::compute(&cfg.name, cfg.hosts), xtask);
+        let truth = Truth::compute(&cfg.name, cfg.hosts).with_wide(cfg.wide);
+        let mut lab = Lab::handle(&cfg.name, truth, xtask);
         match lab.build(cfg) {
             Ok(()) => Ok(lab),
             Err(e) => {
@@ -314,7 +320,8 @@ impl Lab {
     }
 
     /// Connect from the scanner namespace to an open port of the primary target and of the
-    /// first extra host, per family: proves addresses, routes and neighbour discovery work.
+    /// first extra host, per family, and in a wide lab of an unlisted address at each end of
+    /// 198.19.0.0/16: proves addresses, routes and neighbour discovery work.
     fn check_reachable(&self) -> anyhow::Result<()> {
         let mut addrs: Vec<SocketAddr> = vec![
             SocketAddr::new(truth::TARGET_V4.into(), 22),
@@ -329,6 +336,12 @@ impl Lab {
                 truth::extra_v6(1).into(),
                 truth::PER_HOST_OPEN_BASE + 1,
             ));
+        }
+        if self.truth.wide {
+            for last in [0, 255] {
+                let addr = std::net::Ipv4Addr::new(198, 19, last, last);
+                addrs.push(SocketAddr::new(addr.into(), 80));
+            }
         }
         let start = Instant::now();
         loop {

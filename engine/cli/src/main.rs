@@ -265,7 +265,7 @@ fn progress_bar(total: u64, disabled: bool) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(10));
     bar.set_style(
         ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} probes {per_sec} ETA {eta} {msg}",
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} probes, {msg}, ETA {eta}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );

@@ -12,8 +12,9 @@ use super::{list_labs, probe, serve, truth, Lab, LabConfig};
 const USAGE: &str = "\
 usage: cargo xtask lab <command>
 
-  up      [--name N] [--hosts N] [--loss PCT] [--rst-limit N] [--offloads on|off]
-          build the lab (tearing down a lab of the same name first)
+  up      [--name N] [--hosts N] [--loss PCT] [--rst-limit N] [--offloads on|off] [--wide]
+          build the lab (tearing down a lab of the same name first); --wide makes every
+          address of 198.19.0.0/16 answer (port 80 open), not only the extra hosts
   down    [--name N | --all]
           kill the listener, delete the namespaces and the state directory
   status  [--name N]
@@ -120,6 +121,7 @@ fn up(mut args: Args) -> anyhow::Result<i32> {
         Some("off") => false,
         Some(other) => bail!("--offloads takes on or off, not {other:?}"),
     };
+    cfg.wide = args.switch("--wide");
     args.finish()?;
     let start = Instant::now();
     let lab = Lab::up(&cfg)?;
@@ -215,8 +217,13 @@ fn status(mut args: Args) -> anyhow::Result<i32> {
 
     let truth = lab.truth();
     println!(
-        "\ntruth: {} hosts (an unlisted address in the extra ranges does not answer)",
-        truth.hosts.len()
+        "\ntruth: {} hosts ({})",
+        truth.hosts.len(),
+        if truth.wide {
+            "wide: every unlisted address of 198.19.0.0/16 has the base ports open, the rest closed"
+        } else {
+            "an unlisted address in the extra ranges does not answer"
+        }
     );
     println!(
         "  {:<18} {:>5} {:>7} {:>5} {:>7}",

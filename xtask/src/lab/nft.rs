@@ -2,7 +2,7 @@
 //!
 //! One table, `inet pslab`, holds everything. Only TCP is filtered or impaired, except that
 //! addresses in the extra-host ranges which are not hosts of the lab drop everything (they do
-//! not exist). ICMPv6 neighbour discovery to the primary target is never touched.
+//! not exist), except in a wide lab's 198.19.0.0/16. ICMPv6 neighbour discovery to the primary target is never touched.
 
 use std::fmt::Write;
 use std::net::IpAddr;
@@ -52,9 +52,14 @@ pub(crate) fn ruleset(truth: &Truth) -> String {
     s.push_str(
         "\tchain impair_in {\n\t\ttype filter hook input priority filter - 10; policy accept;\n\t}\n\
          \tchain impair_out {\n\t\ttype filter hook output priority filter - 10; policy accept;\n\t}\n\
-         \tchain filter_in {\n\t\ttype filter hook input priority filter; policy accept;\n\
-         \t\tip daddr 198.19.0.0/16 ip daddr != @hosts4 drop\n\
-         \t\tip6 daddr 2001:2:0:1::/64 ip6 daddr != @hosts6 drop\n\
+         \tchain filter_in {\n\t\ttype filter hook input priority filter; policy accept;\n",
+    );
+    // A wide lab lets every address of 198.19.0.0/16 answer (`Truth::wide`).
+    if !truth.wide {
+        s.push_str("\t\tip daddr 198.19.0.0/16 ip daddr != @hosts4 drop\n");
+    }
+    s.push_str(
+        "\t\tip6 daddr 2001:2:0:1::/64 ip6 daddr != @hosts6 drop\n\
          \t\tip daddr . tcp dport @silent4 drop\n\
          \t\tip6 daddr . tcp dport @silent6 drop\n\
          \t\tip daddr . tcp dport @icmp4 reject with icmpx admin-prohibited\n\
@@ -133,8 +138,19 @@ mod tests {
         assert!(s.contains("2001:2:0:1::1 . 30001"), "{s}");
         assert!(s.contains("2001:2::2 . 23"), "{s}");
         assert!(!s.contains("198.18.0.2 . 30001"), "{s}");
+        assert!(
+            s.contains("ip daddr 198.19.0.0/16 ip daddr != @hosts4 drop"),
+            "{s}"
+        );
         let empty = ruleset(&Truth::compute("x", 0));
         assert!(!empty.contains("elements = {  }"), "{empty}");
+        let wide = ruleset(&Truth::compute("x", 2).with_wide(true));
+        assert!(!wide.contains("198.19.0.0/16"), "{wide}");
+        assert!(
+            wide.contains("2001:2:0:1::/64 ip6 daddr != @hosts6 drop"),
+            "{wide}"
+        );
+        assert!(wide.contains("198.19.0.2 . 30002"), "{wide}");
     }
 
     #[test]

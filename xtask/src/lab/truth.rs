@@ -32,6 +32,19 @@ pub const SCANNER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 1);
 pub const TARGET_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 pub const TARGET_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 2);
 
+/// The IPv4 extra-host range, 198.19.0.0/16 (a `local` route on the target): in a wide lab
+/// (`Truth::wide`) every address of it answers.
+pub const EXTRA_V4_NET: (Ipv4Addr, u8) = (Ipv4Addr::new(198, 19, 0, 0), 16);
+
+/// Whether `addr` is in `EXTRA_V4_NET`.
+pub fn in_extra_v4(addr: IpAddr) -> bool {
+    let (net, len) = EXTRA_V4_NET;
+    match addr {
+        IpAddr::V4(a) => u32::from(a) >> (32 - len) == u32::from(net) >> (32 - len),
+        IpAddr::V6(_) => false,
+    }
+}
+
 /// Address of extra IPv4 host `k` (1-based): 198.19.0.0 + k.
 pub fn extra_v4(k: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 0, 0)) + k)
@@ -92,6 +105,17 @@ impl HostTruth {
         }
     }
 
+    /// An unlisted address of a wide lab: only the wildcard listeners (`BASE_OPEN`) answer
+    /// with SYN-ACK, every other port with RST, nothing is filtered.
+    fn wide(addr: IpAddr) -> HostTruth {
+        HostTruth {
+            addr,
+            open: BASE_OPEN.to_vec(),
+            filtered_silent: Vec::new(),
+            filtered_icmp: Vec::new(),
+        }
+    }
+
     fn extra(addr: IpAddr, k: u32) -> HostTruth {
         let k = u16::try_from(k).expect("k <= MAX_EXTRA_HOSTS");
         let mut host = HostTruth::base(addr);
@@ -114,8 +138,12 @@ pub struct Truth {
     pub scanner_v6: IpAddr,
     /// Primary target (v4, v6), then extra v4 hosts 1..=N, then extra v6 hosts 1..=N.
     /// Addresses in the extra ranges (198.19.0.0/16, 2001:2:0:1::/64) that are not listed
-    /// do not answer at all.
+    /// do not answer at all, unless `wide`.
     pub hosts: Vec<HostTruth>,
+    /// Wide lab (`LabConfig::wide`): every unlisted address of 198.19.0.0/16 answers too, with
+    /// `BASE_OPEN` open (port 80 among them) and every other port closed. IPv6 is unchanged.
+    #[serde(default)]
+    pub wide: bool,
 }
 
 impl Truth {
@@ -138,17 +166,28 @@ impl Truth {
             scanner_v4: SCANNER_V4.into(),
             scanner_v6: SCANNER_V6.into(),
             hosts,
+            wide: false,
         }
     }
 
-    /// The host with address `addr`, if the lab has one.
+    /// The same truth with `wide` set as given.
+    pub fn with_wide(self, wide: bool) -> Truth {
+        Truth { wide, ..self }
+    }
+
+    /// The host with address `addr`, if the lab lists one (a wide lab's unlisted addresses
+    /// are not listed: see `expected`).
     pub fn host(&self, addr: IpAddr) -> Option<&HostTruth> {
         self.hosts.iter().find(|h| h.addr == addr)
     }
 
     /// The expected answer for `addr:port`, or `None` if no such host exists (it stays silent).
     pub fn expected(&self, addr: IpAddr, port: u16) -> Option<Expected> {
-        self.host(addr).map(|h| h.expected(port))
+        match self.host(addr) {
+            Some(h) => Some(h.expected(port)),
+            None if self.wide && in_extra_v4(addr) => Some(HostTruth::wide(addr).expected(port)),
+            None => None,
+        }
     }
 
     /// Load the truth of the running lab `name` from its state directory.
@@ -232,10 +271,43 @@ mod tests {
     }
 
     #[test]
+    fn wide_lab_answers_on_every_extra_v4_address() {
+        let truth = Truth::compute("x", 2).with_wide(true);
+        let unlisted: IpAddr = "198.19.200.7".parse().unwrap();
+        assert!(truth.host(unlisted).is_none());
+        assert_eq!(truth.expected(unlisted, 80), Some(Expected::Open));
+        assert_eq!(truth.expected(unlisted, 81), Some(Expected::Closed));
+        assert_eq!(truth.expected(unlisted, 135), Some(Expected::Closed));
+        for edge in ["198.19.0.0", "198.19.255.255"] {
+            assert_eq!(
+                truth.expected(edge.parse().unwrap(), 80),
+                Some(Expected::Open)
+            );
+        }
+        // Listed hosts keep their own truth; outside the range and IPv6 nothing changes.
+        let h2: IpAddr = "198.19.0.2".parse().unwrap();
+        assert_eq!(truth.expected(h2, 30002), Some(Expected::FilteredSilent));
+        assert_eq!(truth.expected("198.20.0.1".parse().unwrap(), 80), None);
+        assert_eq!(truth.expected("2001:2:0:1::9".parse().unwrap(), 80), None);
+        assert!(!in_extra_v4("198.18.0.2".parse().unwrap()));
+        assert_eq!(
+            Truth::compute("x", 2).expected(unlisted, 80),
+            None,
+            "a narrow lab's unlisted addresses stay silent"
+        );
+    }
+
+    #[test]
     fn json_round_trip() {
         let truth = Truth::compute("rt", 3);
         let text = serde_json::to_string(&truth).unwrap();
         assert!(text.contains("\"198.19.0.3\""), "{text}");
         assert_eq!(serde_json::from_str::<Truth>(&text).unwrap(), truth);
+        let wide = truth.clone().with_wide(true);
+        let text = serde_json::to_string(&wide).unwrap();
+        assert_eq!(serde_json::from_str::<Truth>(&text).unwrap(), wide);
+        // Truth files written before `wide` existed still load, as narrow labs.
+        let old = text.replace(",\"wide\":true", "");
+        assert_eq!(serde_json::from_str::<Truth>(&old).unwrap(), truth);
     }
 }
