@@ -231,8 +231,9 @@ fn scan(args: ScanArgs) -> Result<ExitCode> {
             last_tick = Instant::now();
             let p = handle.progress();
             bar.set_position(p.sent.min(pairs));
+            let pps = p.sent as f64 / started.elapsed().as_secs_f64().max(1e-3);
             bar.set_message(format!(
-                "replies {} round {}/{}",
+                "{pps:.0} pps, replies {}, round {}/{}",
                 p.answered,
                 p.round + 1,
                 p.rounds
