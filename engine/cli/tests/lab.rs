@@ -169,29 +169,31 @@ fn all_ports() -> Vec<u16> {
     (1..=65535).collect()
 }
 
-#[test]
-fn deep_scan_ipv4_host_matches_truth_on_all_65535_ports() {
-    let lab = lab("a", 0, 0.0);
-    let host = lab
-        .0
+/// The lab's ground truth for one address.
+fn truth_of(lab: &LabGuard, addr: &str) -> HostTruth {
+    lab.0
         .truth()
-        .host("198.18.0.2".parse().unwrap())
-        .unwrap()
-        .clone();
+        .host(addr.parse().unwrap())
+        .expect("address is a lab host")
+        .clone()
+}
+
+/// Scans every port of `addr` with closed ports shown and asserts the exact truth.
+fn assert_deep_scan(lab: &LabGuard, addr: &str) -> String {
+    let host = truth_of(lab, addr);
     let (results, stderr) = scan_ndjson(
-        &lab,
-        &[
-            "198.18.0.2",
-            "-p",
-            "-",
-            "--rate",
-            "200000",
-            "--show",
-            "closed",
-        ],
+        lab,
+        &[addr, "-p", "-", "--rate", "200000", "--show", "closed"],
     );
     assert_eq!(results.len(), 65_535, "{stderr}");
     assert_exact(&results, &[&host], &all_ports(), true);
+    stderr
+}
+
+#[test]
+fn deep_scan_ipv4_host_matches_truth_on_all_65535_ports() {
+    let lab = lab("a", 0, 0.0);
+    let stderr = assert_deep_scan(&lab, "198.18.0.2");
     assert!(
         stderr.contains("portscope: done"),
         "summary on stderr: {stderr}"
@@ -202,60 +204,19 @@ fn deep_scan_ipv4_host_matches_truth_on_all_65535_ports() {
 fn deep_scan_with_veth_offloads_off_matches_truth() {
     // TSO/GSO/GRO off changes what the capture sees (no coalescing, full checksums).
     let lab = lab_with("j", 0, 0.0, false);
-    let host = lab
-        .0
-        .truth()
-        .host("198.18.0.2".parse().unwrap())
-        .unwrap()
-        .clone();
-    let (results, _) = scan_ndjson(
-        &lab,
-        &[
-            "198.18.0.2",
-            "-p",
-            "-",
-            "--rate",
-            "200000",
-            "--show",
-            "closed",
-        ],
-    );
-    assert_exact(&results, &[&host], &all_ports(), true);
+    assert_deep_scan(&lab, "198.18.0.2");
 }
 
 #[test]
 fn deep_scan_ipv6_host_matches_truth_on_all_65535_ports() {
     let lab = lab("b", 0, 0.0);
-    let host = lab
-        .0
-        .truth()
-        .host("2001:2::2".parse().unwrap())
-        .unwrap()
-        .clone();
-    let (results, _) = scan_ndjson(
-        &lab,
-        &[
-            "2001:2::2",
-            "-p",
-            "-",
-            "--rate",
-            "200000",
-            "--show",
-            "closed",
-        ],
-    );
-    assert_exact(&results, &[&host], &all_ports(), true);
+    assert_deep_scan(&lab, "2001:2::2");
 }
 
 #[test]
 fn one_percent_loss_is_recovered_by_retries() {
     let lab = lab("c", 0, 1.0);
-    let host = lab
-        .0
-        .truth()
-        .host("198.18.0.2".parse().unwrap())
-        .unwrap()
-        .clone();
+    let host = truth_of(&lab, "198.18.0.2");
     let (results, stderr) = scan_ndjson(
         &lab,
         &[
@@ -385,12 +346,7 @@ fn without_cap_net_raw_it_says_what_to_grant() {
 fn interrupt_still_writes_valid_json() {
     let lab = lab("h", 0, 0.0);
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let host = lab
-        .0
-        .truth()
-        .host("198.18.0.2".parse().unwrap())
-        .unwrap()
-        .clone();
+    let host = truth_of(&lab, "198.18.0.2");
     let mut c = portscope(
         &lab,
         &[
