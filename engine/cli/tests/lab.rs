@@ -235,6 +235,25 @@ fn one_percent_loss_is_recovered_by_retries() {
 }
 
 #[test]
+fn rst_rate_limited_target_is_classified_by_adaptive_retries() {
+    // The target sends at most 20,000 RSTs a second; the scan asks for 250,000 probes a
+    // second. Round 0 leaves most closed ports silent; retry rounds pace at the measured
+    // answer rate, so every port still gets its true state with the default retries.
+    let name = format!("e{}k", std::process::id() % 10_000);
+    let lab = LabGuard::up(&LabConfig {
+        name,
+        hosts: 0,
+        rst_limit: Some(20_000),
+        ..LabConfig::default()
+    })
+    .expect("lab up");
+    let host = truth_of(&lab, "198.18.0.2");
+    let (results, stderr) = scan_ndjson(&lab, &["198.18.0.2", "-p", "-", "--rate", "250000"]);
+    assert_exact(&results, &[&host], &all_ports(), false);
+    assert!(stderr.contains("in 3 round(s)"), "{stderr}");
+}
+
+#[test]
 fn multi_host_scan_ipv4_and_ipv6_matches_truth() {
     let lab = lab("d", 8, 0.0);
     let truth = lab.0.truth().clone();

@@ -7,6 +7,8 @@ use crate::Nanos;
 #[derive(Debug, Clone)]
 pub struct Pacer {
     rate: u64,
+    /// The burst asked for; the effective cap is at most one millisecond of packets.
+    max_burst: u128,
     /// Credit in units of 1/1e9 packet, capped at `burst * 1e9`.
     credit: u128,
     cap: u128,
@@ -16,16 +18,23 @@ pub struct Pacer {
 const UNIT: u128 = 1_000_000_000;
 
 impl Pacer {
-    /// A pacer allowing `rate` packets/s (at least 1) with bursts of up to `burst` packets.
-    /// The bucket starts full enough for one packet.
+    /// A pacer allowing `rate` packets/s (at least 1) with bursts of up to `burst` packets,
+    /// and never more than one millisecond's worth: at low rates (retry rounds against a
+    /// rate-limited target) packets go out evenly spaced. Starts with one packet of credit.
     pub fn new(rate: u64, burst: u32, now: Nanos) -> Self {
-        let burst = u128::from(burst.max(1));
+        let rate = rate.max(1);
+        let max_burst = u128::from(burst.max(1));
         Pacer {
-            rate: rate.max(1),
+            rate,
+            max_burst,
             credit: UNIT,
-            cap: burst * UNIT,
+            cap: Self::cap_for(rate, max_burst),
             last: now,
         }
+    }
+
+    fn cap_for(rate: u64, max_burst: u128) -> u128 {
+        max_burst.min((u128::from(rate) / 1000).max(1)) * UNIT
     }
 
     /// The configured rate in packets per second.
@@ -47,6 +56,15 @@ impl Pacer {
         avail
     }
 
+    /// Changes the rate from `now` on. Saved-up credit beyond one packet is dropped, so a
+    /// new rate never starts with a burst (a rate-limited target would drop it).
+    pub fn set_rate(&mut self, rate: u64, now: Nanos) {
+        self.refill(now);
+        self.credit = self.credit.min(UNIT);
+        self.rate = rate.max(1);
+        self.cap = Self::cap_for(self.rate, self.max_burst);
+    }
+
     /// Returns unused tokens (packets that were granted but not sent).
     pub fn give_back(&mut self, n: u32) {
         self.credit = (self.credit + u128::from(n) * UNIT).min(self.cap);
@@ -65,9 +83,112 @@ impl Pacer {
     }
 }
 
+/// Rate control for retry rounds, which resend only silent pairs.
+///
+/// Silence after round 0 has two causes that look alike from one round: the target drops
+/// (filtered), or it rate-limits its answers (many hosts cap RSTs or ICMP errors per
+/// second). Resending at full speed is right for the first and hopeless for the second.
+/// So a retry round starts just under (7/8 of) the answer rate measured in the previous
+/// round, leaving room for the limiter's own jitter, and, like TCP
+/// slow start, doubles every window in which fewer than 1 in 8 probes were answered: a
+/// rate-limited target is then paced near its limit and answers, while silent pairs get
+/// back to full speed within a few windows.
+#[derive(Debug, Clone)]
+pub struct RetryRate {
+    full: u64,
+    rate: u64,
+    window: Nanos,
+    win_start: Nanos,
+    win_sent: u64,
+    win_replies: u64,
+}
+
+impl RetryRate {
+    /// Starts a retry round. `answered` replies came in over `elapsed` of the previous
+    /// round; `window` is how long to observe before adapting (a few RTTs).
+    pub fn start(full: u64, answered: u64, elapsed: Nanos, window: Nanos, now: Nanos, replies_now: u64) -> Self {
+        let floor = (full / 256).max(1_000).min(full);
+        let measured = if answered == 0 || elapsed.0 == 0 {
+            full
+        } else {
+            (u128::from(answered) * u128::from(Nanos::SECOND) * 7 / 8 / u128::from(elapsed.0)) as u64
+        };
+        RetryRate {
+            full,
+            rate: measured.clamp(floor, full),
+            window,
+            win_start: now,
+            win_sent: 0,
+            win_replies: replies_now,
+        }
+    }
+
+    /// The current rate in packets per second.
+    pub fn rate(&self) -> u64 {
+        self.rate
+    }
+
+    /// Counts probes sent.
+    pub fn on_sent(&mut self, n: u64) {
+        self.win_sent += n;
+    }
+
+    /// Called as time passes with the number of replies this round has had so far; returns
+    /// the new rate when it changes.
+    pub fn poll(&mut self, now: Nanos, replies_now: u64) -> Option<u64> {
+        if now.since(self.win_start) < self.window || self.win_sent == 0 {
+            return None;
+        }
+        let got = replies_now.saturating_sub(self.win_replies);
+        let mostly_silent = got * 8 < self.win_sent;
+        self.win_start = now;
+        self.win_sent = 0;
+        self.win_replies = replies_now;
+        if mostly_silent && self.rate < self.full {
+            self.rate = (self.rate * 2).min(self.full);
+            return Some(self.rate);
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_rate_starts_at_the_answer_rate_and_holds_while_answered() {
+        // Previous round: 20,000 answers in one second at a full rate of 250k.
+        let mut r = RetryRate::start(250_000, 20_000, Nanos(Nanos::SECOND), Nanos::from_millis(30), Nanos(0), 0);
+        assert_eq!(r.rate(), 17_500);
+        // 600 sent, 590 answered in the window: keep the rate.
+        r.on_sent(600);
+        assert_eq!(r.poll(Nanos::from_millis(31), 590), None);
+        assert_eq!(r.rate(), 17_500);
+    }
+
+    #[test]
+    fn retry_rate_climbs_back_to_full_when_silence_is_real() {
+        let mut r = RetryRate::start(256_000, 500, Nanos::from_millis(250), Nanos::from_millis(30), Nanos(0), 0);
+        assert_eq!(r.rate(), 1_750);
+        let mut t = Nanos(0);
+        let mut steps = 0;
+        while r.rate() < 256_000 {
+            r.on_sent(r.rate() * 30 / 1000);
+            t = t.add(Nanos::from_millis(30));
+            r.poll(t, 0);
+            steps += 1;
+            assert!(steps < 10, "doubling reaches full rate in a few windows");
+        }
+        assert_eq!(steps, 8);
+    }
+
+    #[test]
+    fn retry_rate_without_answers_is_full_and_floor_applies() {
+        assert_eq!(RetryRate::start(250_000, 0, Nanos(Nanos::SECOND), Nanos(1), Nanos(0), 0).rate(), 250_000);
+        assert_eq!(RetryRate::start(250_000, 1, Nanos(Nanos::SECOND), Nanos(1), Nanos(0), 0).rate(), 1_000);
+        assert_eq!(RetryRate::start(500, 1, Nanos(Nanos::SECOND), Nanos(1), Nanos(0), 0).rate(), 500);
+    }
 
     #[test]
     fn holds_the_rate_over_a_simulated_second() {
@@ -83,10 +204,13 @@ mod tests {
 
     #[test]
     fn burst_is_capped() {
-        let mut p = Pacer::new(1_000, 10, Nanos(0));
+        let mut p = Pacer::new(100_000, 10, Nanos(0));
         // Idle for 10 s: still only a burst of 10.
         assert_eq!(p.poll(Nanos(10 * Nanos::SECOND), 1000), 10);
         assert_eq!(p.poll(Nanos(10 * Nanos::SECOND), 1000), 0);
+        // At 5,000 pps a millisecond is 5 packets: that is the burst, whatever was asked.
+        let mut q = Pacer::new(5_000, 128, Nanos(0));
+        assert_eq!(q.poll(Nanos(Nanos::SECOND), 1000), 5);
     }
 
     #[test]
@@ -98,6 +222,15 @@ mod tests {
         assert_eq!(p.poll(Nanos(1_000_000), 1), 1);
         p.give_back(1);
         assert_eq!(p.next_ready(Nanos(1_000_000)), Nanos(1_000_000));
+    }
+
+    #[test]
+    fn set_rate_starts_without_a_burst() {
+        let mut p = Pacer::new(1_000_000, 128, Nanos(0));
+        p.set_rate(10_000, Nanos::from_millis(10));
+        assert_eq!(p.poll(Nanos::from_millis(10), 128), 1, "no saved-up burst");
+        assert_eq!(p.poll(Nanos::from_millis(11), 128), 10, "one millisecond at 10k pps");
+        assert_eq!(p.poll(Nanos::from_millis(20), 128), 10, "capped at a millisecond's worth");
     }
 
     #[test]

@@ -132,6 +132,7 @@ fn handle(frame: &[u8], table: &mut [Option<Entry>], now: Nanos) -> Result<(), D
         return Err(Discard::Duplicate);
     }
     s.replies.fetch_add(1, Relaxed);
+    s.round_replies[usize::from(o.round)].fetch_add(1, Relaxed);
     if let Some(sent) = s.log.sent_at(s.space.position_of(o.pair), o.round) {
         e.rtt.record(now.since(sent));
         e.dirty = true;

@@ -6,7 +6,7 @@
 //! filtered / no-response, so each pair of a complete scan gets exactly one result.
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use portscope_core::classify::{Observation, ScanSpace};
+use portscope_core::classify::{Observation, ScanSpace, ROUNDS};
 use portscope_core::results::{AnsweredSet, PortResult, PortState};
 use portscope_core::rtt::WaitBounds;
 use portscope_core::Nanos;
@@ -150,6 +150,8 @@ pub(crate) struct ScanShared {
     /// First valid replies (= answered pairs).
     pub replies: AtomicU64,
     pub duplicates: AtomicU64,
+    /// First valid replies per send round (which round's probe they answer).
+    pub round_replies: [AtomicU64; ROUNDS as usize],
     pub round: AtomicU8,
     pub cancel: AtomicBool,
     pub events: Sender<Msg>,
@@ -179,6 +181,7 @@ impl ScanShared {
             sent: AtomicU64::new(0),
             replies: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
+            round_replies: std::array::from_fn(|_| AtomicU64::new(0)),
             round: AtomicU8::new(0),
             cancel: AtomicBool::new(false),
             events,

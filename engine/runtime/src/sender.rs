@@ -10,7 +10,7 @@ use crate::receiver::RecvCtl;
 use crate::scan::{Outcome, ScanShared};
 use crate::stats::EngineStats;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use portscope_core::pacer::Pacer;
+use portscope_core::pacer::{Pacer, RetryRate};
 use portscope_core::probe::ProbeTemplate;
 use portscope_core::Nanos;
 use portscope_transport::{PacketSink, SendBatch};
@@ -38,6 +38,10 @@ struct Active {
     shared: Arc<ScanShared>,
     pacer: Pacer,
     round: u8,
+    /// When the current round started (for the answer rate that paces the next one).
+    round_start: Nanos,
+    /// Adaptive pacing of retry rounds (`None` in round 0, which runs at the full rate).
+    retry: Option<RetryRate>,
     pos: u64,
     phase: Phase,
     v4: Option<ProbeTemplate>,
@@ -116,6 +120,13 @@ impl Sender_ {
                 if made < got {
                     a.pacer.give_back(got - made);
                 }
+                if let Some(rr) = &mut a.retry {
+                    rr.on_sent(u64::from(made));
+                    let replies = a.shared.round_replies[usize::from(a.round)].load(Relaxed);
+                    if let Some(rate) = rr.poll(now, replies) {
+                        a.pacer.set_rate(rate, now);
+                    }
+                }
                 per_scan[i] = u64::from(made);
                 left -= made;
             }
@@ -154,6 +165,8 @@ impl Sender_ {
         Active {
             pacer: Pacer::new(shared.rate, (self.batch * 2) as u32, now),
             round: 0,
+            round_start: now,
+            retry: None,
             pos: 0,
             phase: Phase::Sending,
             v4: sources.v4.map(ProbeTemplate::new),
@@ -176,9 +189,17 @@ impl Sender_ {
                     Phase::Waiting(_) if all_answered => Some(Outcome::Complete),
                     Phase::Waiting(until) if now >= until => {
                         if a.round < s.retries {
+                            let answered = s.round_replies[usize::from(a.round)].load(Relaxed);
+                            let elapsed = now.since(a.round_start);
                             a.round += 1;
+                            a.round_start = now;
                             a.pos = 0;
                             a.phase = Phase::Sending;
+                            let window = s.wait().max(Nanos::from_millis(30));
+                            let replies = s.round_replies[usize::from(a.round)].load(Relaxed);
+                            let rr = RetryRate::start(s.rate, answered, elapsed, window, now, replies);
+                            a.pacer.set_rate(rr.rate(), now);
+                            a.retry = Some(rr);
                             s.round.store(a.round, Relaxed);
                             None
                         } else {
