@@ -1,8 +1,10 @@
 //! `portscope`: the operator CLI. Parses arguments, opens the raw sockets, drops privileges,
-//! runs one scan on the engine and writes results in the chosen format.
+//! runs one scan on the engine and writes results in the chosen format; `portscope engine`
+//! (`engine_cmd`) runs the engine daemon instead.
 //!
 //! It holds no scan logic of its own: planning and policy are the runtime's and core's.
 
+mod engine_cmd;
 mod output;
 
 use anyhow::{bail, Context, Result};
@@ -44,6 +46,8 @@ struct Cli {
 enum Command {
     /// SYN-scan targets and classify every port as open, closed or filtered.
     Scan(ScanArgs),
+    /// Run the engine daemon: own the raw sockets, serve scans over a Unix socket.
+    Engine(engine_cmd::EngineArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -98,14 +102,16 @@ struct ScanArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Scan(args) => match scan(args) {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("portscope: {e:#}");
-                ExitCode::from(exit_code_for(&e))
-            }
-        },
+    let result = match cli.command {
+        Command::Scan(args) => scan(args),
+        Command::Engine(args) => engine_cmd::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("portscope: {e:#}");
+            ExitCode::from(exit_code_for(&e))
+        }
     }
 }
 
