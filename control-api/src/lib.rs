@@ -1,4 +1,158 @@
-//! Portscope's control API: placeholder crate until the control-API issue lands.
+//! Portscope's control API: the self-scan HTTP API of seed 000 (`/v1/fast`, `/v1/deep`),
+//! backed by SQLite and the engine daemon over a Unix socket. It never opens raw sockets
+//! and needs no capabilities: the engine does the probing.
 //!
-//! It will serve the documented HTTP APIs and talk to the privileged engine over a Unix
-//! socket using `portscope-proto`; it never opens raw sockets itself.
+//! Code map:
+//! - [`http`]: `app(state) -> Router`, handlers, layers (edge limit, JSON errors, limits).
+//! - [`scans`]: the scan service (coalescing, per-type limits, engine events, results,
+//!   enrichment, webhooks, expiry, engine grace).
+//! - [`engine`]: the `EngineClient` trait, the Unix-socket client and a scripted fake.
+//! - [`store`]: sqlx + SQLite, portable SQL, embedded migrations.
+//! - [`model`]: response shapes and scan types. [`error`]: the one error type.
+//! - [`netaddr`]: client address, CIDR sets, ASN table. [`ratelimit`]: fixed windows.
+//! - [`webhook`], [`enrich`] (banners, PTR), [`metrics`], [`openapi`], [`clock`], [`config`].
+//!
+//! **Invariant:** the scan target is always the requesting connection's address (or the
+//! right-most untrusted `X-Forwarded-For` hop behind a trusted proxy); no request field
+//! can name another target.
+
+pub mod clock;
+pub mod config;
+pub mod engine;
+pub mod enrich;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod model;
+pub mod netaddr;
+pub mod openapi;
+pub mod ratelimit;
+pub mod scans;
+pub mod store;
+pub mod webhook;
+
+pub use http::{app, AppState};
+
+use clock::Clock;
+use config::Config;
+use engine::EngineClient;
+use enrich::{BannerGrabber, PtrResolver};
+use netaddr::{AsnTable, CidrSet, LoadError};
+use portscope_core::policy::TargetPolicy;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The parts that touch the outside world, chosen by the caller (real ones in the binary,
+/// fakes in tests).
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// The engine connection.
+    pub engine: Arc<dyn EngineClient>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Banner grabbing.
+    pub banners: Arc<dyn BannerGrabber>,
+    /// PTR lookups.
+    pub ptr: Arc<dyn PtrResolver>,
+}
+
+/// Why the API could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database could not be opened or migrated.
+    #[error("database {path}: {source}")]
+    Db {
+        /// The file.
+        path: String,
+        /// Why.
+        source: sqlx::Error,
+    },
+    /// The opt-out list or ASN table could not be loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+}
+
+/// Opens the database, loads the lists, starts the scan service. Serve `app(state)`.
+pub async fn start(config: &Config, services: Services) -> Result<AppState, StartError> {
+    let store = store::Store::open(&config.db)
+        .await
+        .map_err(|source| StartError::Db {
+            path: config.db.display().to_string(),
+            source,
+        })?;
+    let opt_out = match &config.opt_out {
+        Some(p) => CidrSet::load(p)?,
+        None => CidrSet::default(),
+    };
+    let asn = match &config.asn_table {
+        Some(p) => AsnTable::load(p)?,
+        None => AsnTable::default(),
+    };
+    let mut policy = TargetPolicy::default_deny();
+    for c in &config.allow_target {
+        policy.allow(c.0);
+    }
+    let callbacks =
+        webhook::CallbackPolicy::new(CidrSet::new(config.allow_callback.iter().map(|c| c.0)));
+    let limits = Arc::new(ratelimit::Limits::default());
+    let metrics = metrics::Metrics::new();
+    let scans = scans::ScanService::start(
+        scans::ScanDeps {
+            store,
+            engine: services.engine,
+            clock: services.clock.clone(),
+            banners: services.banners,
+            ptr: services.ptr,
+            webhooks: webhook::Webhooks {
+                policy: callbacks.clone(),
+                attempts: config.webhook_attempts,
+                timeout: Duration::from_millis(config.webhook_timeout_ms),
+                backoff: Duration::from_millis(config.webhook_backoff_ms),
+            },
+            metrics: metrics.clone(),
+            limits: limits.clone(),
+            asn,
+        },
+        scans::ScanSettings {
+            ttl_secs: config.result_ttl_secs,
+            grace_ms: config.engine_grace_secs.saturating_mul(1000),
+            submit_wait: Duration::from_millis(config.submit_wait_ms),
+            maintenance_interval: Duration::from_millis(config.maintenance_interval_ms.max(10)),
+        },
+    )
+    .await;
+    tracing::info!(
+        db = %config.db.display(),
+        opt_out = opt_out.len(),
+        allow_target = config.allow_target.len(),
+        "control API started"
+    );
+    Ok(AppState(Arc::new(http::Shared {
+        scans,
+        limits,
+        policy,
+        opt_out,
+        trusted: CidrSet::new(config.trusted_proxy.iter().map(|c| c.0)),
+        callbacks,
+        metrics,
+        clock: services.clock,
+        http: http::HttpLimits {
+            body_bytes: config.body_limit_bytes,
+            timeout: Duration::from_secs(config.request_timeout_secs.max(1)),
+            concurrency: config.max_concurrent_requests,
+        },
+    })))
+}
+
+impl AppState {
+    /// Stops background work and closes the database (the engine client is the caller's).
+    pub async fn shutdown(&self) {
+        self.0.scans.shutdown().await;
+        self.0.scans.store().close().await;
+    }
+
+    /// Runs one round of maintenance now (purge, grace check, gauges).
+    pub async fn maintain(&self) {
+        self.0.scans.maintain().await;
+    }
+}

@@ -1,5 +1,8 @@
 //! Project tasks as a library: the network lab (`lab`) that end-to-end tests of other crates
-//! bring up, and the demo. No scanner code lives here: the demo drives the `portscope` binary.
+//! bring up, the demo and the peer benchmark (`bench`). No scanner code lives here: the demo
+//! and the benchmark drive the `portscope` binary (and the benchmark masscan, zmap and nmap).
 
+pub mod bench;
 pub mod demo;
 pub mod lab;
+pub mod stack;

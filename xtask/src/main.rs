@@ -5,6 +5,7 @@ use std::process::ExitCode;
 const USAGE: &str = "\
 usage: cargo xtask <command>
 
+  bench   Portscope vs masscan, zmap and nmap on the same lab scenarios (cargo xtask bench --help)
   demo    build, bring the lab up, deep-scan a lab host, check it against ground truth
   lab     the network lab: up, down, status, impair, exec (cargo xtask lab help)";
 
@@ -13,6 +14,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("lab") => xtask::lab::cli::run(&args[1..]),
         Some("demo") => xtask::demo::run(&args[1..]),
+        Some("bench") => xtask::bench::run(&args[1..]),
         Some("help" | "--help" | "-h") => {
             println!("{USAGE}");
             Ok(0)

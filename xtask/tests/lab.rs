@@ -120,6 +120,35 @@ fn ipv6_primary_and_extra_hosts_match_the_truth() {
 }
 
 #[test]
+fn wide_lab_answers_on_every_extra_v4_address() {
+    let lab = up(
+        8,
+        LabConfig {
+            wide: true,
+            ..with_hosts(2)
+        },
+    );
+    assert_no_default_route(&lab);
+    assert!(lab.truth().wide);
+    let mut addrs = Vec::new();
+    // Unlisted addresses, both ends of the range included: the base ports open, the rest
+    // closed, nothing filtered.
+    for host in ["198.19.0.0", "198.19.0.3", "198.19.77.1", "198.19.255.255"] {
+        for port in [80, 22, 81, 135, 23] {
+            addrs.push(sock(host, port));
+        }
+    }
+    // Listed hosts keep their own truth, and IPv6 is not widened.
+    addrs.extend([
+        sock("198.19.0.2", 20002),
+        sock("198.19.0.2", 30002),
+        sock("198.19.0.2", 23),
+        sock("2001:2:0:1::7", 80),
+    ]);
+    assert_matches_truth(&lab, &addrs);
+}
+
+#[test]
 fn truth_round_trips_and_down_removes_everything() {
     let lab = up(3, with_hosts(2));
     let name = lab.name().to_owned();

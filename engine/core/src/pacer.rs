@@ -106,12 +106,20 @@ pub struct RetryRate {
 impl RetryRate {
     /// Starts a retry round. `answered` replies came in over `elapsed` of the previous
     /// round; `window` is how long to observe before adapting (a few RTTs).
-    pub fn start(full: u64, answered: u64, elapsed: Nanos, window: Nanos, now: Nanos, replies_now: u64) -> Self {
+    pub fn start(
+        full: u64,
+        answered: u64,
+        elapsed: Nanos,
+        window: Nanos,
+        now: Nanos,
+        replies_now: u64,
+    ) -> Self {
         let floor = (full / 256).max(1_000).min(full);
         let measured = if answered == 0 || elapsed.0 == 0 {
             full
         } else {
-            (u128::from(answered) * u128::from(Nanos::SECOND) * 7 / 8 / u128::from(elapsed.0)) as u64
+            (u128::from(answered) * u128::from(Nanos::SECOND) * 7 / 8 / u128::from(elapsed.0))
+                as u64
         };
         RetryRate {
             full,
@@ -159,7 +167,14 @@ mod tests {
     #[test]
     fn retry_rate_starts_at_the_answer_rate_and_holds_while_answered() {
         // Previous round: 20,000 answers in one second at a full rate of 250k.
-        let mut r = RetryRate::start(250_000, 20_000, Nanos(Nanos::SECOND), Nanos::from_millis(30), Nanos(0), 0);
+        let mut r = RetryRate::start(
+            250_000,
+            20_000,
+            Nanos(Nanos::SECOND),
+            Nanos::from_millis(30),
+            Nanos(0),
+            0,
+        );
         assert_eq!(r.rate(), 17_500);
         // 600 sent, 590 answered in the window: keep the rate.
         r.on_sent(600);
@@ -169,7 +184,14 @@ mod tests {
 
     #[test]
     fn retry_rate_climbs_back_to_full_when_silence_is_real() {
-        let mut r = RetryRate::start(256_000, 500, Nanos::from_millis(250), Nanos::from_millis(30), Nanos(0), 0);
+        let mut r = RetryRate::start(
+            256_000,
+            500,
+            Nanos::from_millis(250),
+            Nanos::from_millis(30),
+            Nanos(0),
+            0,
+        );
         assert_eq!(r.rate(), 1_750);
         let mut t = Nanos(0);
         let mut steps = 0;
@@ -185,9 +207,18 @@ mod tests {
 
     #[test]
     fn retry_rate_without_answers_is_full_and_floor_applies() {
-        assert_eq!(RetryRate::start(250_000, 0, Nanos(Nanos::SECOND), Nanos(1), Nanos(0), 0).rate(), 250_000);
-        assert_eq!(RetryRate::start(250_000, 1, Nanos(Nanos::SECOND), Nanos(1), Nanos(0), 0).rate(), 1_000);
-        assert_eq!(RetryRate::start(500, 1, Nanos(Nanos::SECOND), Nanos(1), Nanos(0), 0).rate(), 500);
+        assert_eq!(
+            RetryRate::start(250_000, 0, Nanos(Nanos::SECOND), Nanos(1), Nanos(0), 0).rate(),
+            250_000
+        );
+        assert_eq!(
+            RetryRate::start(250_000, 1, Nanos(Nanos::SECOND), Nanos(1), Nanos(0), 0).rate(),
+            1_000
+        );
+        assert_eq!(
+            RetryRate::start(500, 1, Nanos(Nanos::SECOND), Nanos(1), Nanos(0), 0).rate(),
+            500
+        );
     }
 
     #[test]
@@ -229,8 +260,16 @@ mod tests {
         let mut p = Pacer::new(1_000_000, 128, Nanos(0));
         p.set_rate(10_000, Nanos::from_millis(10));
         assert_eq!(p.poll(Nanos::from_millis(10), 128), 1, "no saved-up burst");
-        assert_eq!(p.poll(Nanos::from_millis(11), 128), 10, "one millisecond at 10k pps");
-        assert_eq!(p.poll(Nanos::from_millis(20), 128), 10, "capped at a millisecond's worth");
+        assert_eq!(
+            p.poll(Nanos::from_millis(11), 128),
+            10,
+            "one millisecond at 10k pps"
+        );
+        assert_eq!(
+            p.poll(Nanos::from_millis(20), 128),
+            10,
+            "capped at a millisecond's worth"
+        );
     }
 
     #[test]

@@ -197,7 +197,8 @@ impl Sender_ {
                             a.phase = Phase::Sending;
                             let window = s.wait().max(Nanos::from_millis(30));
                             let replies = s.round_replies[usize::from(a.round)].load(Relaxed);
-                            let rr = RetryRate::start(s.rate, answered, elapsed, window, now, replies);
+                            let rr =
+                                RetryRate::start(s.rate, answered, elapsed, window, now, replies);
                             a.pacer.set_rate(rr.rate(), now);
                             a.retry = Some(rr);
                             s.round.store(a.round, Relaxed);

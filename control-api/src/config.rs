@@ -1,0 +1,240 @@
+//! The API's configuration: embedded defaults, overridden by a TOML file (`--config`),
+//! overridden by flags. TOML keys are the flag names (`engine-socket = "..."`).
+//!
+//! Everything has a default, so `portscope-api` runs with no flags: listen on
+//! 127.0.0.1:8080, SQLite file `portscope.db`, engine socket `/run/portscope/engine.sock`,
+//! no opt-outs, no ASN table (clients grouped by /24 and /48), no allowed private ranges.
+//! The snake_case spellings (`engine_socket`) and the plural list names (`allow_targets`,
+//! `trusted_proxies`, `allow_callbacks`) of `deploy/api.example.toml` are accepted too.
+
+use crate::netaddr::Cidr;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Every setting.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    /// Addresses to listen on (one per family, e.g. `127.0.0.1:8080` and `[::1]:8080`).
+    pub listen: Vec<SocketAddr>,
+    /// SQLite database file.
+    pub db: PathBuf,
+    /// The engine daemon's Unix socket.
+    #[serde(alias = "engine_socket")]
+    pub engine_socket: PathBuf,
+    /// Ranges the default-deny target policy lets through (lab, demo, tests).
+    #[serde(
+        alias = "allow_target",
+        alias = "allow_targets",
+        alias = "allow-targets"
+    )]
+    pub allow_target: Vec<Cidr>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    #[serde(
+        alias = "trusted_proxy",
+        alias = "trusted_proxies",
+        alias = "trusted-proxies"
+    )]
+    pub trusted_proxy: Vec<Cidr>,
+    /// File of opted-out addresses / CIDRs (403 `not_available`).
+    #[serde(alias = "opt_out")]
+    pub opt_out: Option<PathBuf>,
+    /// File of `CIDR ASN` lines for per-ASN limits.
+    #[serde(alias = "asn_table")]
+    pub asn_table: Option<PathBuf>,
+    /// Non-public ranges callbacks may still go to (lab, tests).
+    #[serde(
+        alias = "allow_callback",
+        alias = "allow_callbacks",
+        alias = "allow-callbacks"
+    )]
+    pub allow_callback: Vec<Cidr>,
+    /// Also log to this file (stderr always).
+    #[serde(alias = "log_file")]
+    pub log_file: Option<PathBuf>,
+    /// Seconds the engine may be unreachable before live scans fail `engine_unavailable`.
+    #[serde(alias = "engine_grace_secs")]
+    pub engine_grace_secs: u64,
+    /// Seconds results are kept after completion / failure.
+    #[serde(alias = "result_ttl_secs")]
+    pub result_ttl_secs: u64,
+    /// How long a POST waits for the engine's `Accepted`, ms.
+    #[serde(alias = "submit_wait_ms")]
+    pub submit_wait_ms: u64,
+    /// Whole-request timeout, seconds (408).
+    #[serde(alias = "request_timeout_secs")]
+    pub request_timeout_secs: u64,
+    /// Largest request body, bytes (413).
+    #[serde(alias = "body_limit_bytes")]
+    pub body_limit_bytes: usize,
+    /// Requests in flight at most.
+    #[serde(alias = "max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
+    /// How often expiry purge, grace checks and limiter pruning run, ms.
+    #[serde(alias = "maintenance_interval_ms")]
+    pub maintenance_interval_ms: u64,
+    /// Grab banners of open ports after a scan.
+    pub banners: bool,
+    /// Banner connect+read deadline per port, ms.
+    #[serde(alias = "banner_timeout_ms")]
+    pub banner_timeout_ms: u64,
+    /// Banner connects in flight at most.
+    #[serde(alias = "banner_concurrency")]
+    pub banner_concurrency: usize,
+    /// Ports banner-grabbed at most per scan.
+    #[serde(alias = "banner_max_ports")]
+    pub banner_max_ports: usize,
+    /// Look up PTR names.
+    pub ptr: bool,
+    /// PTR lookup deadline, ms.
+    #[serde(alias = "ptr_timeout_ms")]
+    pub ptr_timeout_ms: u64,
+    /// Webhook attempts.
+    #[serde(alias = "webhook_attempts")]
+    pub webhook_attempts: u32,
+    /// Webhook per-attempt timeout, ms.
+    #[serde(alias = "webhook_timeout_ms")]
+    pub webhook_timeout_ms: u64,
+    /// Delay before the second webhook attempt (doubling after), ms.
+    #[serde(alias = "webhook_backoff_ms")]
+    pub webhook_backoff_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
+            db: PathBuf::from("portscope.db"),
+            engine_socket: PathBuf::from("/run/portscope/engine.sock"),
+            allow_target: Vec::new(),
+            trusted_proxy: Vec::new(),
+            opt_out: None,
+            asn_table: None,
+            allow_callback: Vec::new(),
+            log_file: None,
+            engine_grace_secs: 30,
+            result_ttl_secs: 24 * 3600,
+            submit_wait_ms: 2000,
+            request_timeout_secs: 15,
+            body_limit_bytes: 16 * 1024,
+            max_concurrent_requests: 1024,
+            maintenance_interval_ms: 1000,
+            banners: true,
+            banner_timeout_ms: 1500,
+            banner_concurrency: 16,
+            banner_max_ports: 64,
+            ptr: true,
+            ptr_timeout_ms: 2000,
+            webhook_attempts: 3,
+            webhook_timeout_ms: 5000,
+            webhook_backoff_ms: 1000,
+        }
+    }
+}
+
+/// A config file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Unreadable.
+    #[error("cannot read config {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML for this schema.
+    #[error("invalid config {path}: {source}")]
+    Toml {
+        /// The file.
+        path: String,
+        /// Why.
+        source: toml::de::Error,
+    },
+}
+
+impl Config {
+    /// Parses TOML text (missing keys keep their defaults; unknown keys are errors).
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Reads a TOML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|source| ConfigError::Toml {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    /// The engine grace period.
+    pub fn engine_grace(&self) -> Duration {
+        Duration::from_secs(self.engine_grace_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_keys_are_the_flag_names() {
+        let c = Config::from_toml(
+            r#"
+            listen = ["127.0.0.1:9000", "[::1]:9000"]
+            db = "/var/lib/portscope/api.db"
+            engine-socket = "/run/e.sock"
+            allow-target = ["198.18.0.0/15"]
+            trusted-proxy = ["127.0.0.1"]
+            allow-callback = ["::ffff:127.0.0.0/104"]
+            engine-grace-secs = 5
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.engine_socket, PathBuf::from("/run/e.sock"));
+        assert_eq!(c.allow_target[0].to_string(), "198.18.0.0/15");
+        assert_eq!(c.trusted_proxy[0].to_string(), "127.0.0.1/32");
+        assert_eq!(c.allow_callback[0].to_string(), "127.0.0.0/8");
+        assert_eq!(c.engine_grace_secs, 5);
+        assert_eq!(c.result_ttl_secs, 86_400);
+        assert!(Config::from_toml("nonsense = 1").is_err());
+    }
+
+    #[test]
+    fn snake_case_and_plural_spellings_are_accepted() {
+        // The keys of deploy/api.example.toml.
+        let c = Config::from_toml(
+            r#"
+            listen = ["127.0.0.1:8080"]
+            db = "portscope.db"
+            engine_socket = "/run/portscope/engine.sock"
+            trusted_proxies = ["10.0.0.0/8"]
+            allow_targets = ["198.18.0.0/15"]
+            opt_out = "/etc/portscope/opt-out.txt"
+            asn_table = "/etc/portscope/asn.txt"
+            allow_callbacks = ["198.18.0.0/15"]
+            engine_grace_secs = 7
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.trusted_proxy.len(), 1);
+        assert_eq!(c.allow_target.len(), 1);
+        assert_eq!(c.allow_callback.len(), 1);
+        assert_eq!(c.engine_grace_secs, 7);
+        assert!(c.opt_out.is_some() && c.asn_table.is_some());
+    }
+
+    #[test]
+    fn the_example_file_is_the_defaults() {
+        let c = Config::from_toml(include_str!("../portscope-api.example.toml")).unwrap();
+        let d = Config::default();
+        assert_eq!(format!("{c:?}"), format!("{d:?}"));
+    }
+}

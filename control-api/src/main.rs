@@ -1,0 +1,208 @@
+//! `portscope-api`: the unprivileged control API binary. Parses flags and the optional
+//! TOML config, connects to the engine's Unix socket, serves HTTP. It never opens raw
+//! sockets and needs no capabilities.
+
+use anyhow::Context;
+use clap::Parser;
+use portscope_control_api::clock::SystemClock;
+use portscope_control_api::config::Config;
+use portscope_control_api::engine::unix::{Backoff, UnixEngineClient};
+use portscope_control_api::engine::EngineClient;
+use portscope_control_api::enrich::{HickoryPtr, NoBanners, NoPtr, TcpBanners};
+use portscope_control_api::netaddr::Cidr;
+use portscope_control_api::{app, start, Services};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::EnvFilter;
+
+/// Portscope's self-scan HTTP API (POST/GET /v1/fast and /v1/deep).
+///
+/// Flags override the config file; list flags add to the file's lists.
+#[derive(Debug, Parser)]
+#[command(name = "portscope-api", version)]
+struct Args {
+    /// TOML config file; keys are the flag names (e.g. `engine-socket = "..."`).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on; give twice for IPv4 and IPv6 [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    listen: Vec<SocketAddr>,
+    /// SQLite database file [default: portscope.db].
+    #[arg(long, value_name = "PATH")]
+    db: Option<PathBuf>,
+    /// The engine daemon's Unix socket [default: /run/portscope/engine.sock].
+    #[arg(long, value_name = "PATH")]
+    engine_socket: Option<PathBuf>,
+    /// Let a range the default target policy denies be scanned (lab, demo).
+    #[arg(long, value_name = "CIDR")]
+    allow_target: Vec<Cidr>,
+    /// Believe X-Forwarded-For from this proxy range.
+    #[arg(long, value_name = "CIDR")]
+    trusted_proxy: Vec<Cidr>,
+    /// File of opted-out addresses / CIDRs, one per line.
+    #[arg(long, value_name = "FILE")]
+    opt_out: Option<PathBuf>,
+    /// File of `CIDR ASN` lines for per-ASN rate limits.
+    #[arg(long, value_name = "FILE")]
+    asn_table: Option<PathBuf>,
+    /// Let callbacks go to this non-public range (lab, tests).
+    #[arg(long, value_name = "CIDR")]
+    allow_callback: Vec<Cidr>,
+    /// Also write logs to this file.
+    #[arg(long, value_name = "FILE")]
+    log_file: Option<PathBuf>,
+}
+
+fn merge(args: Args) -> anyhow::Result<Config> {
+    let mut c = match &args.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if !args.listen.is_empty() {
+        c.listen = args.listen;
+    }
+    if let Some(v) = args.db {
+        c.db = v;
+    }
+    if let Some(v) = args.engine_socket {
+        c.engine_socket = v;
+    }
+    c.allow_target.extend(args.allow_target);
+    c.trusted_proxy.extend(args.trusted_proxy);
+    c.allow_callback.extend(args.allow_callback);
+    if args.opt_out.is_some() {
+        c.opt_out = args.opt_out;
+    }
+    if args.asn_table.is_some() {
+        c.asn_table = args.asn_table;
+    }
+    if args.log_file.is_some() {
+        c.log_file = args.log_file;
+    }
+    Ok(c)
+}
+
+fn init_logging(file: Option<&PathBuf>) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let file_layer = match file {
+        Some(p) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("cannot open log file {}", p.display()))?;
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(std::sync::Mutex::new(f)),
+            )
+        }
+        None => None,
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(file_layer)
+        .init();
+    Ok(())
+}
+
+async fn shutdown_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
+    token.cancel();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = merge(Args::parse())?;
+    init_logging(config.log_file.as_ref())?;
+
+    let engine = Arc::new(UnixEngineClient::spawn(
+        config.engine_socket.clone(),
+        Backoff::default(),
+    ));
+    let banners: Arc<dyn portscope_control_api::enrich::BannerGrabber> = if config.banners {
+        Arc::new(TcpBanners {
+            timeout: Duration::from_millis(config.banner_timeout_ms),
+            max_bytes: 256,
+            concurrency: config.banner_concurrency,
+            max_ports: config.banner_max_ports,
+        })
+    } else {
+        Arc::new(NoBanners)
+    };
+    let ptr: Arc<dyn portscope_control_api::enrich::PtrResolver> = if config.ptr {
+        match HickoryPtr::from_system(Duration::from_millis(config.ptr_timeout_ms)) {
+            Ok(r) => Arc::new(r),
+            Err(e) => {
+                tracing::warn!(error = %e, "no system resolver; PTR records will be null");
+                Arc::new(NoPtr)
+            }
+        }
+    } else {
+        Arc::new(NoPtr)
+    };
+    let state = start(
+        &config,
+        Services {
+            engine: engine.clone(),
+            clock: Arc::new(SystemClock),
+            banners,
+            ptr,
+        },
+    )
+    .await?;
+
+    let token = CancellationToken::new();
+    tokio::spawn(shutdown_signal(token.clone()));
+    let mut servers = tokio::task::JoinSet::new();
+    for addr in &config.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        tracing::info!(%addr, "listening");
+        let router = app(state.clone());
+        let token = token.clone();
+        servers.spawn(async move {
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { token.cancelled().await })
+            .await
+        });
+    }
+    while let Some(r) = servers.join_next().await {
+        if let Ok(Err(e)) = r {
+            tracing::error!(error = %e, "server failed");
+            token.cancel();
+        }
+    }
+    state.shutdown().await;
+    engine.close();
+    Ok(())
+}

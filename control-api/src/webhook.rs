@@ -1,0 +1,240 @@
+//! `X-Callback-Url` webhooks: which URLs are acceptable, and delivery with retries.
+//!
+//! A callback must be `http`/`https` and its host must resolve only to public addresses
+//! (the engine's default-deny target policy) or to ranges the operator allowed
+//! (`allow-callback`). The check runs before the scan is queued (422 `invalid_callback`)
+//! and again at every delivery attempt, and the request is pinned to the address that was
+//! checked, so a DNS answer that changes in between (rebinding) cannot redirect it.
+//! Redirects are not followed and environment proxies are ignored.
+
+use crate::netaddr::{normalise, CidrSet};
+use portscope_core::policy::TargetPolicy;
+use reqwest::Url;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// Longest callback URL accepted.
+pub const MAX_URL_LEN: usize = 2048;
+
+/// Which callback destinations are acceptable.
+#[derive(Debug, Clone)]
+pub struct CallbackPolicy {
+    /// Explicitly allowed ranges (lab, tests).
+    allow: CidrSet,
+    /// Public = not denied by the default target policy.
+    deny: TargetPolicy,
+    /// DNS resolution deadline.
+    resolve_timeout: Duration,
+}
+
+/// Why a callback URL is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallbackError {
+    /// Malformed, wrong scheme, no host: permanent.
+    #[error("{0}")]
+    Invalid(String),
+    /// Resolves to a non-public, non-allowed address: permanent.
+    #[error("{0}")]
+    NotPublic(String),
+    /// The host did not resolve (may be transient).
+    #[error("{0}")]
+    Resolve(String),
+}
+
+/// Where to send a callback: the URL and the checked address to connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    /// The URL.
+    pub url: Url,
+    /// The host name, if the URL has one (not an IP literal).
+    pub domain: Option<String>,
+    /// The checked address.
+    pub addr: SocketAddr,
+}
+
+impl CallbackPolicy {
+    /// Public addresses plus `allow`.
+    pub fn new(allow: CidrSet) -> Self {
+        CallbackPolicy {
+            allow,
+            deny: TargetPolicy::default_deny(),
+            resolve_timeout: Duration::from_secs(3),
+        }
+    }
+
+    /// Whether a callback may connect to `ip`.
+    pub fn permitted(&self, ip: IpAddr) -> bool {
+        let ip = normalise(ip);
+        self.allow.contains(ip) || self.deny.permits(ip).is_ok()
+    }
+
+    /// Parses and checks a URL; the message says what is wrong.
+    pub async fn check(&self, raw: &str) -> Result<Destination, CallbackError> {
+        use CallbackError::Invalid;
+        if raw.len() > MAX_URL_LEN {
+            return Err(Invalid(format!(
+                "callback URL longer than {MAX_URL_LEN} bytes"
+            )));
+        }
+        let url = Url::parse(raw)
+            .map_err(|e| Invalid(format!("callback URL is not a valid URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Invalid("callback URL must be http or https".into()));
+        }
+        self.resolve(url).await
+    }
+
+    /// Resolves the URL's host and checks every address; returns the first.
+    pub async fn resolve(&self, url: Url) -> Result<Destination, CallbackError> {
+        use CallbackError::{Invalid, NotPublic, Resolve};
+        let host = url
+            .host_str()
+            .ok_or_else(|| Invalid("callback URL has no host".into()))?
+            .to_string();
+        let port = url
+            .port_or_known_default()
+            .ok_or_else(|| Invalid("callback URL has no port".into()))?;
+        let literal = host.trim_start_matches('[').trim_end_matches(']');
+        let (domain, addrs): (Option<String>, Vec<SocketAddr>) = match literal.parse::<IpAddr>() {
+            Ok(ip) => (None, vec![SocketAddr::new(ip, port)]),
+            Err(_) => {
+                let found = tokio::time::timeout(
+                    self.resolve_timeout,
+                    tokio::net::lookup_host((host.as_str(), port)),
+                )
+                .await
+                .map_err(|_| Resolve(format!("callback host {host} did not resolve in time")))?
+                .map_err(|e| Resolve(format!("callback host {host} does not resolve: {e}")))?;
+                (Some(host.clone()), found.collect())
+            }
+        };
+        let first = *addrs
+            .first()
+            .ok_or_else(|| Resolve(format!("callback host {host} has no addresses")))?;
+        if let Some(bad) = addrs.iter().find(|a| !self.permitted(a.ip())) {
+            return Err(NotPublic(format!(
+                "callback host {host} resolves to {}, which is not a public address",
+                bad.ip()
+            )));
+        }
+        Ok(Destination {
+            url,
+            domain,
+            addr: first,
+        })
+    }
+}
+
+/// Delivery settings.
+#[derive(Debug, Clone)]
+pub struct Webhooks {
+    /// Destination checks.
+    pub policy: CallbackPolicy,
+    /// Attempts per callback.
+    pub attempts: u32,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+    /// Delay before the second attempt; doubles after each.
+    pub backoff: Duration,
+}
+
+/// How a delivery ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// Whether a 2xx answer came back.
+    pub delivered: bool,
+    /// Attempts made.
+    pub attempts: u32,
+}
+
+impl Webhooks {
+    /// POSTs `body` (JSON) to `url`, retrying failures with backoff. `on_retry` is called
+    /// before each retry (for metrics).
+    pub async fn deliver(&self, url: &str, body: &[u8], mut on_retry: impl FnMut()) -> Delivery {
+        let mut delay = self.backoff;
+        let mut attempts = 0;
+        for attempt in 1..=self.attempts.max(1) {
+            attempts = attempt;
+            if attempt > 1 {
+                on_retry();
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            let dest = match self.policy.check(url).await {
+                Ok(d) => d,
+                Err(why) => {
+                    tracing::warn!(%url, %why, "callback refused at delivery");
+                    if matches!(why, CallbackError::Resolve(_)) {
+                        continue;
+                    }
+                    break;
+                }
+            };
+            match self.post(&dest, body).await {
+                Ok(status) if status.is_success() => {
+                    return Delivery {
+                        delivered: true,
+                        attempts,
+                    }
+                }
+                Ok(status) => tracing::warn!(%url, %status, attempt, "callback answered an error"),
+                Err(e) => tracing::warn!(%url, error = %e, attempt, "callback failed"),
+            }
+        }
+        Delivery {
+            delivered: false,
+            attempts,
+        }
+    }
+
+    async fn post(
+        &self,
+        dest: &Destination,
+        body: &[u8],
+    ) -> Result<reqwest::StatusCode, reqwest::Error> {
+        let mut b = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(self.timeout)
+            .user_agent(concat!("portscope-api/", env!("CARGO_PKG_VERSION")));
+        if let Some(domain) = &dest.domain {
+            b = b.resolve(domain, dest.addr);
+        }
+        let client = b.build()?;
+        let resp = client
+            .post(dest.url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_vec())
+            .send()
+            .await?;
+        Ok(resp.status())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portscope_core::targets::parse_net;
+
+    #[tokio::test]
+    async fn only_public_or_allowed_http_urls() {
+        let p = CallbackPolicy::new(CidrSet::default());
+        for bad in [
+            "ftp://93.184.216.34/x",
+            "http://127.0.0.1/hook",
+            "http://[::1]:8080/hook",
+            "http://[::ffff:127.0.0.1]/hook",
+            "http://10.0.0.1/hook",
+            "http://169.254.169.254/latest",
+            "not a url",
+        ] {
+            assert!(p.check(bad).await.is_err(), "{bad} must be refused");
+        }
+        // IP literals resolve without DNS.
+        let ok = p.check("https://93.184.216.34/hook").await.unwrap();
+        assert_eq!(ok.addr, "93.184.216.34:443".parse().unwrap());
+        let lab = CallbackPolicy::new(CidrSet::new([parse_net("127.0.0.0/8").unwrap()]));
+        assert!(lab.check("http://127.0.0.1:9/hook").await.is_ok());
+        assert!(lab.check("http://[::1]:9/hook").await.is_err());
+    }
+}

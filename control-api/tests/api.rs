@@ -1,0 +1,891 @@
+//! The self-scan API end to end in-process: router via `oneshot`, fake engine, temp SQLite
+//! file, manual clock. Exact status codes, bodies and headers of seed 000.
+
+mod support;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use portscope_control_api::engine::fake::{FakeEngine, OnSubmit};
+use portscope_control_api::model::ScanType;
+use portscope_core::results::PortState::{Closed, Filtered, Open};
+use portscope_proto::{Request as EngineRequest, ScanKind};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::{Harness, T0};
+
+const FAST_SPEC: &str = "21,22,23,25,53,80,110,111,135,139,143,443,445,465,587,993,995,1433,1521,2049,3306,3389,5432,5900,6379,8080,8443,9000,9200,11211,27017,50000";
+
+fn assert_ratelimit_headers(r: &support::Reply) {
+    assert_eq!(r.header("x-ratelimit-limit"), Some("30"), "{:?}", r.headers);
+    assert!(r.header("x-ratelimit-remaining").is_some());
+    assert!(r.header_u64("x-ratelimit-reset") > T0);
+}
+
+#[tokio::test]
+async fn get_without_a_scan_is_status_none() {
+    let h = Harness::new().await;
+    let r = h.get("/v1/fast", "198.18.0.10").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.text,
+        r#"{"ip":"198.18.0.10","scan_type":"fast","status":"none"}"#
+    );
+    assert_eq!(r.header("x-ratelimit-limit"), Some("30"));
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("29"));
+    assert_eq!(r.header_u64("x-ratelimit-reset"), T0 + 60);
+    assert_eq!(r.header("x-scan-duration-ms"), None);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let r = h.get("/v1/deep", "198.18.0.10").await;
+    assert_eq!(
+        r.body,
+        json!({"ip": "198.18.0.10", "scan_type": "deep", "status": "none"})
+    );
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("28"));
+}
+
+#[tokio::test]
+async fn post_queues_a_scan_of_the_requester_with_eta_and_position() {
+    let h = Harness::new().await;
+    h.engine.on_submit(OnSubmit::Accept {
+        queue_position: 2,
+        total_chunks: 1,
+    });
+    let r = h.post("/v1/fast", "198.18.0.11").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let queued = json!({
+        "ip": "198.18.0.11", "scan_type": "fast", "status": "queued",
+        "eta_seconds": 60, "queue_position": 2, "chunks_complete": 0, "total_chunks": 1
+    });
+    assert_eq!(r.body, queued);
+    assert!(r.text.starts_with(
+        r#"{"ip":"198.18.0.11","scan_type":"fast","status":"queued","eta_seconds":60"#
+    ));
+    assert_ratelimit_headers(&r);
+    match &h.engine.requests()[..] {
+        [EngineRequest::Submit {
+            targets,
+            ports,
+            kind,
+            priority,
+            ..
+        }] => {
+            assert_eq!(targets, &vec!["198.18.0.11".to_string()]);
+            assert_eq!(ports, FAST_SPEC);
+            assert_eq!(*kind, ScanKind::Fast);
+            assert_eq!(*priority, 5);
+        }
+        other => panic!("unexpected engine requests {other:?}"),
+    }
+    assert_eq!(h.get("/v1/fast", "198.18.0.11").await.body, queued);
+
+    h.post("/v1/deep", "198.18.0.11").await;
+    match &h.engine.requests()[1] {
+        EngineRequest::Submit { ports, kind, .. } => {
+            assert_eq!((ports.as_str(), *kind), ("-", ScanKind::Deep));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn running_then_complete_with_ports_services_banners_ptr_and_expiry() {
+    let h = Harness::new().await;
+    let ip = "198.18.0.12";
+    h.post("/v1/fast", ip).await;
+    let id = h.submit_id(0);
+    h.engine.progress(&id, 0, 1, 4);
+    h.wait_status(ip, ScanType::Fast, "running").await;
+    let r = h.get("/v1/fast", ip).await;
+    assert_eq!(
+        r.text,
+        r#"{"ip":"198.18.0.12","scan_type":"fast","status":"running","chunks_complete":1,"total_chunks":4}"#
+    );
+    assert_eq!(r.header("x-scan-duration-ms"), None);
+
+    h.engine
+        .ports(&id, 0, &[(22, Open), (80, Open), (25, Filtered)], 10);
+    h.engine.ports(&id, 1, &[(443, Open), (3306, Closed)], 5);
+    h.engine.progress(&id, 0, 4, 4);
+    h.clock.advance(Duration::from_secs(7));
+    h.engine.complete(&id, 6231);
+    h.wait_status(ip, ScanType::Fast, "complete").await;
+
+    let r = h.get("/v1/fast", ip).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.body,
+        json!({
+            "ip": ip, "scan_type": "fast", "status": "complete",
+            "ports_open": [
+                {"port": 22, "state": "open", "service": "SSH", "banner": "SSH-2.0-OpenSSH_9.6"},
+                {"port": 80, "state": "open", "service": "HTTP", "banner": null},
+                {"port": 443, "state": "open", "service": "HTTPS", "banner": null}
+            ],
+            "ports_filtered": [
+                {"port": 25, "state": "filtered", "service": "SMTP", "banner": null}
+            ],
+            "service_banners": {"22": "SSH-2.0-OpenSSH_9.6"},
+            "ptr_record": "mail.example.com",
+            "duration_ms": 6231,
+            "completed_at": T0 + 7,
+            "expires_at": T0 + 7 + 86_400
+        })
+    );
+    assert!(r.text.starts_with(
+        r#"{"ip":"198.18.0.12","scan_type":"fast","status":"complete","ports_open":["#
+    ));
+    assert_eq!(r.header("x-scan-duration-ms"), Some("6231"));
+    assert_ratelimit_headers(&r);
+    // Banners were grabbed from the open ports only.
+    let asked = h.banners.asked.lock().unwrap().clone();
+    assert_eq!(asked, vec![(ip.parse().unwrap(), vec![22, 80, 443])]);
+}
+
+#[tokio::test]
+async fn failed_scan_shape() {
+    let h = Harness::new().await;
+    let ip = "198.18.0.13";
+    h.post("/v1/deep", ip).await;
+    let id = h.submit_id(0);
+    h.engine.progress(&id, 0, 28, 32);
+    h.wait_status(ip, ScanType::Deep, "running").await;
+    h.engine.fail(&id, "timeout");
+    h.wait_status(ip, ScanType::Deep, "failed").await;
+    let r = h.get("/v1/deep", ip).await;
+    assert_eq!(
+        r.text,
+        r#"{"ip":"198.18.0.13","scan_type":"deep","status":"failed","chunks_complete":28,"total_chunks":32,"fail_reason":"timeout"}"#
+    );
+    assert_eq!(r.header("x-scan-duration-ms"), None);
+}
+
+#[tokio::test]
+async fn duplicate_posts_coalesce_onto_the_live_scan_and_are_not_rate_counted() {
+    let h = Harness::new().await;
+    let ip = "198.18.0.14";
+    let a = h.post("/v1/deep", ip).await;
+    let b = h.post("/v1/deep", ip).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(b.status, StatusCode::OK, "{}", b.text);
+    assert_eq!(a.body, b.body);
+    assert_eq!(b.body["status"], "queued");
+    assert_eq!(h.engine.submitted_ids().len(), 1);
+
+    let id = h.submit_id(0);
+    h.engine.progress(&id, 0, 3, 32);
+    h.wait_status(ip, ScanType::Deep, "running").await;
+    let c = h.post("/v1/deep", ip).await;
+    assert_eq!(
+        c.body,
+        json!({"ip": ip, "scan_type": "deep", "status": "running", "chunks_complete": 3, "total_chunks": 32})
+    );
+    assert_eq!(
+        h.engine.submitted_ids().len(),
+        1,
+        "one engine submit for three POSTs"
+    );
+
+    // Another type from the same address is another scan.
+    h.post("/v1/fast", ip).await;
+    assert_eq!(h.engine.submitted_ids().len(), 2);
+}
+
+#[tokio::test]
+async fn edge_limit_is_30_per_minute_on_every_endpoint_and_resets() {
+    let h = Harness::new().await;
+    let ip = "198.18.0.15";
+    for i in 0..30u64 {
+        let path = if i % 3 == 0 { "/nope" } else { "/v1/fast" };
+        let r = h.get(path, ip).await;
+        assert_ne!(r.status, StatusCode::TOO_MANY_REQUESTS, "request {i}");
+        assert_eq!(r.header_u64("x-ratelimit-remaining"), 29 - i);
+    }
+    let r = h.get("/v1/fast", ip).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.body["error"], "rate_limited");
+    assert!(r.body["message"]
+        .as_str()
+        .unwrap()
+        .contains("30 requests per IP per minute"));
+    assert_eq!(r.header("retry-after"), Some("60"));
+    assert_eq!(r.header("x-ratelimit-limit"), Some("30"));
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
+    assert_eq!(r.header_u64("x-ratelimit-reset"), T0 + 60);
+    // Another address has its own window.
+    assert_eq!(
+        h.get("/v1/fast", "198.18.0.16").await.status,
+        StatusCode::OK
+    );
+
+    h.clock.advance(Duration::from_secs(45));
+    let r = h.post("/v1/fast", ip).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.header("retry-after"), Some("15"));
+    assert!(h.engine.submitted_ids().is_empty());
+
+    h.clock.advance(Duration::from_secs(15));
+    let r = h.get("/v1/fast", ip).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("29"));
+    assert_eq!(r.header_u64("x-ratelimit-reset"), T0 + 120);
+}
+
+#[tokio::test]
+async fn deep_scans_are_limited_to_one_per_ip_per_5_minutes() {
+    let h = Harness::new().await;
+    let ip = "198.18.0.17";
+    assert_eq!(h.post("/v1/deep", ip).await.status, StatusCode::OK);
+    let id = h.submit_id(0);
+    h.engine.fail(&id, "cancelled");
+    h.wait_status(ip, ScanType::Deep, "failed").await;
+
+    let r = h.post("/v1/deep", ip).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.body["error"], "rate_limited");
+    assert_eq!(
+        r.body["message"],
+        "rate limit reached: 1 deep scan per IP per 5 minutes"
+    );
+    assert_eq!(r.header("retry-after"), Some("300"));
+    assert_ratelimit_headers(&r);
+    // Fast scans are not limited by it.
+    assert_eq!(h.post("/v1/fast", ip).await.status, StatusCode::OK);
+
+    h.clock.advance(Duration::from_secs(299));
+    let r = h.post("/v1/deep", ip).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    h.clock.advance(Duration::from_secs(1));
+    let r = h.post("/v1/deep", ip).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["status"], "queued");
+    assert_eq!(h.engine.submitted_ids().len(), 3);
+}
+
+#[tokio::test]
+async fn deep_scans_are_limited_to_200_per_asn_per_hour() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("asn.txt");
+    std::fs::write(&table, "# lab\n198.18.0.0/15 AS64512\n").unwrap();
+    let h = Harness::with(|c| c.asn_table = Some(table)).await;
+    for i in 0..200u32 {
+        let ip = format!("198.18.{}.{}", 1 + i / 250, 1 + i % 250);
+        let r = h.post("/v1/deep", &ip).await;
+        assert_eq!(r.status, StatusCode::OK, "scan {i}: {}", r.text);
+    }
+    let r = h.post("/v1/deep", "198.19.200.1").await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        r.body["message"],
+        "rate limit reached: 200 deep scans per network (ASN) per hour"
+    );
+    assert_eq!(r.header("retry-after"), Some("3600"));
+    // Another network (not in the table: grouped by /48) is not limited.
+    assert_eq!(h.post("/v1/deep", "2001:2::1").await.status, StatusCode::OK);
+    h.clock.advance(Duration::from_secs(3600));
+    assert_eq!(
+        h.post("/v1/deep", "198.19.200.1").await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn fast_scans_are_limited_to_2000_per_asn_per_hour() {
+    // No ASN table: IPv4 clients are grouped by /24; 2000 scans need 8 /24s, so use a table.
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("asn.txt");
+    std::fs::write(&table, "198.18.0.0/15 64512\n").unwrap();
+    let h = Harness::with(|c| c.asn_table = Some(table)).await;
+    for i in 0..2000u32 {
+        let ip = format!("198.18.{}.{}", i / 250, 1 + i % 250);
+        let r = h.post("/v1/fast", &ip).await;
+        assert_eq!(r.status, StatusCode::OK, "scan {i}: {}", r.text);
+    }
+    let r = h.post("/v1/fast", "198.19.0.1").await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        r.body["message"],
+        "rate limit reached: 2000 fast scans per network (ASN) per hour"
+    );
+    assert_eq!(r.header("retry-after"), Some("3600"));
+    // Coalescing onto a live scan still answers.
+    assert_eq!(
+        h.post("/v1/fast", "198.18.0.1").await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn opted_out_addresses_get_403() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("opt-out.txt");
+    std::fs::write(
+        &list,
+        "# opted out\n198.18.7.0/24\n2001:2::dead # one host\n",
+    )
+    .unwrap();
+    let h = Harness::with(|c| c.opt_out = Some(list)).await;
+    for ip in ["198.18.7.9", "::ffff:198.18.7.1", "2001:2::dead"] {
+        for m in [Method::POST, Method::GET] {
+            let r = h.call(m.clone(), "/v1/fast", ip, &[]).await;
+            assert_eq!(r.status, StatusCode::FORBIDDEN, "{m} from {ip}");
+            assert_eq!(
+                r.body,
+                json!({"error": "not_available", "message": "this address is opted out of scanning or restricted"})
+            );
+            assert_ratelimit_headers(&r);
+        }
+    }
+    assert!(h.engine.requests().is_empty());
+    assert_eq!(
+        h.post("/v1/fast", "198.18.8.1").await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn non_public_addresses_get_422_invalid_target() {
+    let h = Harness::new().await;
+    for ip in [
+        "10.0.0.1",
+        "127.0.0.1",
+        "::ffff:127.0.0.1",
+        "::1",
+        "192.168.1.1",
+        "172.16.0.1",
+        "100.64.0.1",
+        "169.254.1.1",
+        "192.0.2.1",
+        "224.0.0.1",
+        "fe80::1",
+        "fd00::1",
+        "2001:db8::1",
+    ] {
+        let r = h.post("/v1/fast", ip).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{ip}");
+        assert_eq!(r.body["error"], "invalid_target", "{ip}");
+        assert_ratelimit_headers(&r);
+        assert_eq!(
+            h.get("/v1/deep", ip).await.status,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+    }
+    let r = h.post("/v1/fast", "::ffff:127.0.0.1").await;
+    assert_eq!(
+        r.body,
+        json!({"error": "invalid_target",
+               "message": "127.0.0.1 cannot be scanned: it is in 127.0.0.0/8 (loopback (RFC 1122)), which is not publicly routable"})
+    );
+    assert!(h.engine.requests().is_empty());
+}
+
+#[tokio::test]
+async fn ipv6_and_ipv4_mapped_requesters() {
+    let h = Harness::new().await;
+    let r = h.post("/v1/fast", "2001:2::5").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["ip"], "2001:2::5");
+    let r = h.post("/v1/fast", "::ffff:198.18.0.18").await;
+    assert_eq!(r.body["ip"], "198.18.0.18");
+    let targets: Vec<Vec<String>> = h
+        .engine
+        .requests()
+        .into_iter()
+        .filter_map(|r| match r {
+            EngineRequest::Submit { targets, .. } => Some(targets),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        targets,
+        vec![
+            vec!["2001:2::5".to_string()],
+            vec!["198.18.0.18".to_string()]
+        ]
+    );
+    // The mapped and plain forms are one client.
+    assert_eq!(
+        h.get("/v1/fast", "198.18.0.18").await.body["status"],
+        "queued"
+    );
+}
+
+#[tokio::test]
+async fn x_forwarded_for_is_honoured_only_from_trusted_proxies() {
+    let h = Harness::with(|c| c.trusted_proxy = vec!["127.0.0.1".parse().unwrap()]).await;
+    // Trusted proxy: the right-most untrusted hop is the client.
+    let r = h
+        .call(
+            Method::GET,
+            "/v1/fast",
+            "127.0.0.1",
+            &[("x-forwarded-for", "203.0.113.5, 198.18.0.20")],
+        )
+        .await;
+    assert_eq!(r.body["ip"], "198.18.0.20");
+    let r = h
+        .call(
+            Method::POST,
+            "/v1/fast",
+            "::ffff:127.0.0.1",
+            &[("x-forwarded-for", "198.18.0.21, 127.0.0.1")],
+        )
+        .await;
+    assert_eq!(r.body["ip"], "198.18.0.21");
+    assert_eq!(r.body["status"], "queued");
+    // Untrusted peer: the header is ignored.
+    let r = h
+        .call(
+            Method::GET,
+            "/v1/fast",
+            "198.18.0.30",
+            &[("x-forwarded-for", "198.18.0.40")],
+        )
+        .await;
+    assert_eq!(r.body["ip"], "198.18.0.30");
+    // The proxy without a header is itself the client (and loopback is refused).
+    let r = h.get("/v1/fast", "127.0.0.1").await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    // A malformed chain from a trusted proxy is a 400.
+    let r = h
+        .call(
+            Method::GET,
+            "/v1/fast",
+            "127.0.0.1",
+            &[("x-forwarded-for", "198.18.0.1, bogus")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["error"], "bad_request");
+    assert_ratelimit_headers(&r);
+    // The edge limit counts the forwarded client, not the proxy.
+    let r = h
+        .call(
+            Method::GET,
+            "/v1/fast",
+            "127.0.0.1",
+            &[("x-forwarded-for", "198.18.0.22")],
+        )
+        .await;
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("29"));
+}
+
+#[tokio::test]
+async fn callback_urls_must_be_public_http_unless_allowed() {
+    let h = Harness::new().await;
+    for url in [
+        "http://127.0.0.1/hook",
+        "http://[::1]:8080/hook",
+        "http://10.1.2.3/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "ftp://198.51.100.7/hook",
+        "not a url",
+    ] {
+        let r = h
+            .call(
+                Method::POST,
+                "/v1/fast",
+                "198.18.0.23",
+                &[("x-callback-url", url)],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{url}");
+        assert_eq!(r.body["error"], "invalid_callback", "{url}");
+        assert_ratelimit_headers(&r);
+    }
+    let r = h
+        .call(
+            Method::POST,
+            "/v1/fast",
+            "198.18.0.23",
+            &[("x-callback-url", "http://127.0.0.1/hook")],
+        )
+        .await;
+    assert_eq!(
+        r.body["message"],
+        "callback host 127.0.0.1 resolves to 127.0.0.1, which is not a public address"
+    );
+    assert!(h.engine.requests().is_empty(), "refused before queuing");
+
+    let lab = Harness::with(|c| c.allow_callback = vec!["127.0.0.0/8".parse().unwrap()]).await;
+    let r = lab
+        .call(
+            Method::POST,
+            "/v1/fast",
+            "198.18.0.23",
+            &[("x-callback-url", "http://127.0.0.1:9/hook")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["status"], "queued");
+}
+
+/// A loopback webhook receiver: answers 500 to the first `fail_first` requests.
+async fn receiver(fail_first: usize) -> (String, Arc<Mutex<Vec<Value>>>) {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (g, n) = (got.clone(), hits.clone());
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let (g, n) = (g.clone(), n.clone());
+            async move {
+                g.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap());
+                if n.fetch_add(1, Ordering::SeqCst) < fail_first {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::OK
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/hook"), got)
+}
+
+#[tokio::test]
+async fn webhook_posts_the_final_result_and_retries_after_a_500() {
+    let (url, got) = receiver(1).await;
+    let h = Harness::with(|c| c.allow_callback = vec!["127.0.0.0/8".parse().unwrap()]).await;
+    let ip = "198.18.0.24";
+    let r = h
+        .call(
+            Method::POST,
+            "/v1/fast",
+            ip,
+            &[("x-callback-url", url.as_str())],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let id = h.submit_id(0);
+    h.engine.ports(&id, 0, &[(22, Open)], 31);
+    h.engine.complete(&id, 1200);
+    h.wait_for("two webhook attempts", || got.lock().unwrap().len() >= 2)
+        .await;
+    let polled = h.get("/v1/fast", ip).await.body;
+    assert_eq!(polled["status"], "complete");
+    let bodies = got.lock().unwrap().clone();
+    assert_eq!(bodies, vec![polled.clone(), polled]);
+    h.wait_for("delivery recorded", || {
+        let text = h.state.0.metrics.render();
+        text.contains(r#"portscope_webhook_deliveries_total{result="delivered"} 1"#)
+            && text.contains(r#"portscope_webhook_deliveries_total{result="retried"} 1"#)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn webhook_fires_on_failure_too() {
+    let (url, got) = receiver(0).await;
+    let h = Harness::with(|c| c.allow_callback = vec!["127.0.0.0/8".parse().unwrap()]).await;
+    let ip = "198.18.0.25";
+    h.call(
+        Method::POST,
+        "/v1/deep",
+        ip,
+        &[("x-callback-url", url.as_str())],
+    )
+    .await;
+    // A coalesced POST may add its own callback; the same URL is delivered once.
+    h.call(
+        Method::POST,
+        "/v1/deep",
+        ip,
+        &[("x-callback-url", url.as_str())],
+    )
+    .await;
+    let id = h.submit_id(0);
+    h.engine.progress(&id, 0, 28, 32);
+    h.engine.fail(&id, "timeout");
+    h.wait_for("webhook", || !got.lock().unwrap().is_empty())
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let bodies = got.lock().unwrap().clone();
+    assert_eq!(
+        bodies,
+        vec![json!({"ip": ip, "scan_type": "deep", "status": "failed",
+                    "chunks_complete": 28, "total_chunks": 32, "fail_reason": "timeout"})]
+    );
+}
+
+#[tokio::test]
+async fn json_errors_for_unknown_paths_methods_and_oversized_bodies() {
+    let h = Harness::new().await;
+    let ip = "198.18.0.26";
+    let r = h.get("/v2/anything", ip).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        r.body,
+        json!({"error": "not_found", "message": "no such endpoint; see /v1/openapi.json"})
+    );
+    assert_ratelimit_headers(&r);
+
+    for m in [Method::DELETE, Method::PUT, Method::PATCH] {
+        let r = h.call(m.clone(), "/v1/fast", ip, &[]).await;
+        assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{m}");
+        assert_eq!(
+            r.body,
+            json!({"error": "method_not_allowed", "message": "method not allowed on this endpoint; see /v1/openapi.json"})
+        );
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert_eq!(r.header("allow"), Some("GET,HEAD,POST"));
+        assert_ratelimit_headers(&r);
+    }
+    let r = h.call(Method::POST, "/v1/openapi.json", ip, &[]).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+
+    let big = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/fast")
+        .header("content-type", "application/json")
+        .header("content-length", "100000")
+        .body(Body::from(vec![b'x'; 100_000]))
+        .unwrap();
+    let r = h.send(big, ip).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        r.body,
+        json!({"error": "payload_too_large", "message": "request body too large"})
+    );
+    assert_ratelimit_headers(&r);
+    assert!(h.engine.requests().is_empty());
+}
+
+#[tokio::test]
+async fn slow_requests_time_out_with_a_json_408() {
+    let h = Harness::with(|c| {
+        c.request_timeout_secs = 1;
+        c.submit_wait_ms = 5000;
+    })
+    .await;
+    h.engine.on_submit(OnSubmit::Silent);
+    let r = h.post("/v1/fast", "198.18.0.38").await;
+    assert_eq!(r.status, StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(
+        r.body,
+        json!({"error": "timeout", "message": "request timed out"})
+    );
+    assert_ratelimit_headers(&r);
+}
+
+#[tokio::test]
+async fn results_survive_an_api_restart() {
+    let h = Harness::new().await;
+    let ip = "198.18.0.27";
+    h.post("/v1/fast", ip).await;
+    let id = h.submit_id(0);
+    h.engine.ports(&id, 0, &[(22, Open), (443, Open)], 30);
+    h.engine.complete(&id, 900);
+    h.wait_status(ip, ScanType::Fast, "complete").await;
+    let before = h.get("/v1/fast", ip).await;
+    assert_eq!(before.body["status"], "complete");
+
+    let h = h.restart(Arc::new(FakeEngine::new())).await;
+    let after = h.get("/v1/fast", ip).await;
+    assert_eq!(after.status, StatusCode::OK);
+    assert_eq!(after.text, before.text);
+    assert_eq!(after.header("x-scan-duration-ms"), Some("900"));
+}
+
+#[tokio::test]
+async fn live_scans_are_reattached_after_an_api_restart() {
+    let engine = Arc::new(FakeEngine::new());
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let clock = portscope_control_api::clock::ManualClock::at(support::T0_MS);
+    let h = Harness::build(support::lab_config(dir.path()), engine.clone(), clock, dir).await;
+    let ip = "198.18.0.28";
+    h.post("/v1/fast", ip).await;
+    let id = h.submit_id(0);
+    h.engine.progress(&id, 0, 1, 4);
+    h.engine.ports(&id, 0, &[(80, Open)], 7);
+    h.wait_status(ip, ScanType::Fast, "running").await;
+
+    // The API restarts; the engine (same process) keeps the scan.
+    let h = h.restart(engine.clone()).await;
+    assert!(engine.requests().contains(&EngineRequest::Status {
+        id: Some(id.clone())
+    }));
+    engine.ports(&id, 1, &[(22, Open)], 7);
+    engine.complete(&id, 4000);
+    h.wait_status(ip, ScanType::Fast, "complete").await;
+    let r = h.get("/v1/fast", ip).await;
+    let open: Vec<u64> = r.body["ports_open"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["port"].as_u64().unwrap())
+        .collect();
+    assert_eq!(open, vec![22, 80]);
+    assert_eq!(engine.submitted_ids().len(), 1);
+}
+
+#[tokio::test]
+async fn an_engine_restart_fails_live_scans_with_engine_restarted() {
+    let h = Harness::new().await;
+    let ip = "198.18.0.29";
+    h.post("/v1/fast", ip).await;
+    let id = h.submit_id(0);
+    h.engine.progress(&id, 0, 2, 4);
+    h.wait_status(ip, ScanType::Fast, "running").await;
+    h.engine.restart();
+    h.wait_status(ip, ScanType::Fast, "failed").await;
+    let r = h.get("/v1/fast", ip).await;
+    assert_eq!(
+        r.body,
+        json!({"ip": ip, "scan_type": "fast", "status": "failed",
+               "chunks_complete": 2, "total_chunks": 4, "fail_reason": "engine_restarted"})
+    );
+    // A new POST starts a new scan.
+    assert_eq!(h.post("/v1/fast", ip).await.body["status"], "queued");
+    assert_eq!(h.engine.submitted_ids().len(), 2);
+}
+
+#[tokio::test]
+async fn an_unreachable_engine_fails_live_scans_after_the_grace_period() {
+    let h = Harness::new().await;
+    let ip = "198.18.0.31";
+    h.post("/v1/fast", ip).await;
+    h.engine.disconnect();
+    let metrics = h.state.0.metrics.clone();
+    h.wait_for("link down", || metrics.engine_connected.get() == 0)
+        .await;
+    h.clock.advance(Duration::from_secs(29));
+    h.state.maintain().await;
+    assert_eq!(h.get("/v1/fast", ip).await.body["status"], "queued");
+    h.clock.advance(Duration::from_secs(1));
+    h.state.maintain().await;
+    let r = h.get("/v1/fast", ip).await;
+    assert_eq!(r.body["status"], "failed");
+    assert_eq!(r.body["fail_reason"], "engine_unavailable");
+    let r = h.post("/v1/fast", "198.18.0.32").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.body["error"], "engine_unavailable");
+    assert_eq!(r.header("retry-after"), Some("30"));
+    assert_ratelimit_headers(&r);
+}
+
+#[tokio::test]
+async fn scans_posted_while_the_engine_is_briefly_away_are_submitted_on_reconnect() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let engine = Arc::new(FakeEngine::disconnected());
+    let clock = portscope_control_api::clock::ManualClock::at(support::T0_MS);
+    let h = Harness::build(support::lab_config(dir.path()), engine.clone(), clock, dir).await;
+    let ip = "198.18.0.33";
+    let r = h.post("/v1/fast", ip).await;
+    assert_eq!(
+        r.body,
+        json!({"ip": ip, "scan_type": "fast", "status": "queued", "eta_seconds": 20,
+               "queue_position": 0, "chunks_complete": 0, "total_chunks": 0})
+    );
+    assert!(engine.requests().is_empty());
+    engine.connect();
+    h.wait_row(ip, ScanType::Fast, |r| r.total_chunks == 4)
+        .await;
+    assert_eq!(engine.submitted_ids().len(), 1);
+    let r = h.get("/v1/fast", ip).await;
+    assert_eq!(r.body["queue_position"], 1);
+    assert_eq!(r.body["eta_seconds"], 40);
+}
+
+#[tokio::test]
+async fn results_expire_after_24_hours_and_are_purged() {
+    let h = Harness::new().await;
+    let ip = "198.18.0.34";
+    h.post("/v1/fast", ip).await;
+    let id = h.submit_id(0);
+    h.engine.complete(&id, 100);
+    h.wait_status(ip, ScanType::Fast, "complete").await;
+    let r = h.get("/v1/fast", ip).await;
+    assert_eq!(r.body["expires_at"], T0 + 86_400);
+    h.clock.advance(Duration::from_secs(86_399));
+    h.state.maintain().await;
+    assert_eq!(h.get("/v1/fast", ip).await.body["status"], "complete");
+    h.clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        h.get("/v1/fast", ip).await.body,
+        json!({"ip": ip, "scan_type": "fast", "status": "none"})
+    );
+    assert_eq!(h.state.scans().store().count().await.unwrap(), 1);
+    h.state.maintain().await;
+    assert_eq!(h.state.scans().store().count().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn engine_rejections_map_to_errors() {
+    let h = Harness::new().await;
+    h.engine.on_submit(OnSubmit::Reject {
+        code: "policy".into(),
+        message: "198.18.0.35 is denied".into(),
+    });
+    let r = h.post("/v1/fast", "198.18.0.35").await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.body["error"], "invalid_target");
+    let r = h.get("/v1/fast", "198.18.0.35").await;
+    assert_eq!(r.body["status"], "failed");
+    assert_eq!(r.body["fail_reason"], "rejected_policy");
+
+    h.engine.on_submit(OnSubmit::Reject {
+        code: "busy".into(),
+        message: "queue full".into(),
+    });
+    let r = h.post("/v1/fast", "198.18.0.36").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        r.body,
+        json!({"error": "engine_busy", "message": "the scan engine is busy: queue full"})
+    );
+}
+
+#[tokio::test]
+async fn a_duplicate_rejection_reattaches_with_status() {
+    let h = Harness::new().await;
+    h.engine.on_submit(OnSubmit::Reject {
+        code: "duplicate".into(),
+        message: "a scan with this id exists".into(),
+    });
+    let r = h.post("/v1/fast", "198.18.0.39").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let id = h.submit_id(0);
+    let engine = h.engine.clone();
+    let status = EngineRequest::Status { id: Some(id) };
+    h.wait_for("status request", || engine.requests().contains(&status))
+        .await;
+}
+
+#[tokio::test]
+async fn openapi_document_and_metrics() {
+    let h = Harness::new().await;
+    let ip = "198.18.0.37";
+    h.post("/v1/fast", ip).await;
+    let r = h.get("/v1/openapi.json", ip).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body["openapi"].as_str().unwrap().starts_with("3."));
+    for (path, methods) in [("/v1/fast", ["get", "post"]), ("/v1/deep", ["get", "post"])] {
+        for m in methods {
+            assert!(r.body["paths"][path][m].is_object(), "{m} {path}");
+        }
+    }
+    let schemas = &r.body["components"]["schemas"];
+    assert!(schemas["ScanResponse"].is_object());
+    assert!(schemas["ErrorBody"].is_object());
+
+    let r = h.get("/metrics", ip).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let text = r.text;
+    for needle in [
+        r#"portscope_api_request_duration_seconds_count{route="/v1/fast",method="POST",status="200"} 1"#,
+        r#"portscope_api_request_duration_seconds_count{route="/v1/openapi.json",method="GET",status="200"} 1"#,
+        r#"portscope_scans{state="queued"} 1"#,
+        r#"portscope_scans{state="complete"} 0"#,
+        "portscope_queue_depth 1",
+        "portscope_engine_connected 1",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in\n{text}");
+    }
+}

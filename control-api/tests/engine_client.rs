@@ -1,0 +1,306 @@
+//! The real engine client over a Unix socket (in a temp dir) against a scripted engine
+//! that speaks `portscope-proto`: frames, reconnect with backoff, protocol errors, and the
+//! whole API over it (complete scan; engine restart mid-scan -> `engine_restarted`).
+
+mod support;
+
+use portscope_control_api::clock::ManualClock;
+use portscope_control_api::engine::unix::{Backoff, UnixEngineClient};
+use portscope_control_api::engine::{EngineClient, EngineError, EngineNotice};
+use portscope_control_api::model::ScanType;
+use portscope_control_api::{app, start, Services};
+use portscope_core::results::{PortResult, PortState, Proto, Reason};
+use portscope_proto::{decode, encode, Counts, Event, Outcome, Request, ScanKind};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::time::timeout;
+
+/// One engine-side connection.
+struct Conn {
+    stream: UnixStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    async fn accept(l: &UnixListener) -> Conn {
+        let (stream, _) = timeout(Duration::from_secs(5), l.accept())
+            .await
+            .expect("client connects")
+            .unwrap();
+        Conn {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, e: &Event) {
+        self.stream.write_all(&encode(e)).await.unwrap();
+    }
+
+    async fn recv(&mut self) -> Request {
+        loop {
+            if let Some((r, n)) = decode::<Request>(&self.buf).unwrap() {
+                self.buf.drain(..n);
+                return r;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = timeout(Duration::from_secs(5), self.stream.read(&mut chunk))
+                .await
+                .expect("a request arrives")
+                .unwrap();
+            assert!(n > 0, "client closed");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+fn hello() -> Event {
+    Event::Hello {
+        engine: "scripted".into(),
+        protocol: portscope_proto::VERSION,
+    }
+}
+
+fn fast_backoff() -> Backoff {
+    Backoff {
+        min: Duration::from_millis(10),
+        max: Duration::from_millis(50),
+    }
+}
+
+async fn next(c: &UnixEngineClient) -> EngineNotice {
+    timeout(Duration::from_secs(5), c.recv())
+        .await
+        .expect("a notice")
+        .expect("client open")
+}
+
+fn listener(dir: &Path) -> (UnixListener, std::path::PathBuf) {
+    let path = dir.join("engine.sock");
+    (UnixListener::bind(&path).unwrap(), path)
+}
+
+#[tokio::test]
+async fn unix_client_frames_requests_and_events_and_reconnects() {
+    let dir = tempfile::tempdir().unwrap();
+    let (l, path) = listener(dir.path());
+    let client = UnixEngineClient::spawn(path, fast_backoff());
+    let mut conn = Conn::accept(&l).await;
+    assert_eq!(next(&client).await, EngineNotice::Connected);
+    assert!(client.is_connected());
+    conn.send(&hello()).await;
+    assert_eq!(next(&client).await, EngineNotice::Event(hello()));
+
+    let submit = Request::Submit {
+        id: "s1".into(),
+        targets: vec!["198.18.0.2".into()],
+        ports: "22,80".into(),
+        kind: ScanKind::Fast,
+        priority: 5,
+    };
+    client.send(submit.clone()).await.unwrap();
+    assert_eq!(conn.recv().await, submit);
+    let accepted = Event::Accepted {
+        id: "s1".into(),
+        queue_position: 0,
+        total_chunks: 1,
+    };
+    conn.send(&accepted).await;
+    assert_eq!(next(&client).await, EngineNotice::Event(accepted));
+
+    // The engine goes away: Disconnected, sends fail fast, then a reconnect.
+    drop(conn);
+    assert_eq!(next(&client).await, EngineNotice::Disconnected);
+    assert_eq!(
+        client.send(Request::Status { id: None }).await,
+        Err(EngineError::NotConnected)
+    );
+    let mut conn = Conn::accept(&l).await;
+    assert_eq!(next(&client).await, EngineNotice::Connected);
+    client
+        .send(Request::Status {
+            id: Some("s1".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        conn.recv().await,
+        Request::Status {
+            id: Some("s1".into())
+        }
+    );
+
+    // A frame of an unknown version is a protocol error: drop and reconnect.
+    conn.stream.write_all(&[0, 0, 0, 2, 9, b'{']).await.unwrap();
+    assert_eq!(next(&client).await, EngineNotice::Disconnected);
+    let _conn = Conn::accept(&l).await;
+    assert_eq!(next(&client).await, EngineNotice::Connected);
+    client.close();
+    assert_eq!(client.recv().await, None);
+}
+
+fn port(ip: &str, p: u16, state: PortState) -> PortResult {
+    PortResult {
+        ip: ip.parse().unwrap(),
+        port: p,
+        proto: Proto::Tcp,
+        state,
+        reason: if state == PortState::Open {
+            Reason::SynAck
+        } else {
+            Reason::NoResponse
+        },
+        ttl: Some(64),
+        icmp_type: None,
+        icmp_code: None,
+    }
+}
+
+#[tokio::test]
+async fn the_api_over_the_unix_socket_completes_and_survives_an_engine_restart() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let (l, path) = listener(dir.path());
+    let mut config = support::lab_config(dir.path());
+    config.engine_socket = path.clone();
+    let engine = Arc::new(UnixEngineClient::spawn(path, fast_backoff()));
+    let clock = ManualClock::at(support::T0_MS);
+    let state = start(
+        &config,
+        Services {
+            engine: engine.clone(),
+            clock: Arc::new(clock.clone()),
+            banners: Arc::new(support::FakeBanners::default()),
+            ptr: Arc::new(support::FakePtr),
+        },
+    )
+    .await
+    .unwrap();
+    let h = support::Harness {
+        router: app(state.clone()),
+        state,
+        engine: Arc::new(portscope_control_api::engine::fake::FakeEngine::new()),
+        clock,
+        banners: Arc::new(support::FakeBanners::default()),
+        config,
+        dir,
+    };
+    let mut conn = Conn::accept(&l).await;
+    conn.send(&hello()).await;
+    h.wait_for("engine link", || {
+        h.state.0.metrics.engine_connected.get() == 1
+    })
+    .await;
+
+    // A fast scan, answered by the scripted engine.
+    let ip = "198.18.0.50";
+    let post = tokio::spawn({
+        let router = h.router.clone();
+        async move {
+            let mut req = axum::http::Request::post("/v1/fast")
+                .body(axum::body::Body::empty())
+                .unwrap();
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(std::net::SocketAddr::new(
+                    ip.parse().unwrap(),
+                    5555,
+                )));
+            tower::ServiceExt::oneshot(router, req)
+                .await
+                .unwrap()
+                .status()
+        }
+    });
+    let Request::Submit { id, targets, .. } = conn.recv().await else {
+        panic!("expected a submit");
+    };
+    assert_eq!(targets, vec![ip.to_string()]);
+    conn.send(&Event::Accepted {
+        id: id.clone(),
+        queue_position: 0,
+        total_chunks: 1,
+    })
+    .await;
+    assert_eq!(post.await.unwrap(), axum::http::StatusCode::OK);
+    conn.send(&Event::Progress {
+        id: id.clone(),
+        queue_position: 0,
+        chunks_complete: 0,
+        total_chunks: 1,
+    })
+    .await;
+    conn.send(&Event::Ports {
+        id: id.clone(),
+        chunk: 0,
+        results: vec![
+            port(ip, 22, PortState::Open),
+            port(ip, 25, PortState::Filtered),
+        ],
+        closed: 30,
+    })
+    .await;
+    conn.send(&Event::Finished {
+        id: id.clone(),
+        outcome: Outcome::Complete,
+        counts: Counts {
+            open: 1,
+            closed: 30,
+            filtered: 1,
+            sent: 40,
+        },
+        duration_ms: 777,
+    })
+    .await;
+    h.wait_status(ip, ScanType::Fast, "complete").await;
+    let r = h.get("/v1/fast", ip).await;
+    assert_eq!(r.body["ports_open"][0]["service"], "SSH");
+    assert_eq!(r.body["ports_filtered"][0]["port"], 25);
+    assert_eq!(r.header("x-scan-duration-ms"), Some("777"));
+
+    // A deep scan; the connection drops mid-scan and the engine comes back without it.
+    h.post("/v1/deep", ip).await;
+    let Request::Submit { id: deep, .. } = conn.recv().await else {
+        panic!("expected a submit");
+    };
+    conn.send(&Event::Accepted {
+        id: deep.clone(),
+        queue_position: 0,
+        total_chunks: 32,
+    })
+    .await;
+    conn.send(&Event::Progress {
+        id: deep.clone(),
+        queue_position: 0,
+        chunks_complete: 5,
+        total_chunks: 32,
+    })
+    .await;
+    h.wait_status(ip, ScanType::Deep, "running").await;
+    drop(conn);
+    let mut conn = Conn::accept(&l).await;
+    conn.send(&hello()).await;
+    assert_eq!(
+        conn.recv().await,
+        Request::Status {
+            id: Some(deep.clone())
+        }
+    );
+    conn.send(&Event::Finished {
+        id: deep.clone(),
+        outcome: Outcome::Failed("engine_restarted".into()),
+        counts: Counts::default(),
+        duration_ms: 0,
+    })
+    .await;
+    h.wait_status(ip, ScanType::Deep, "failed").await;
+    let r = h.get("/v1/deep", ip).await;
+    assert_eq!(
+        r.body,
+        serde_json::json!({"ip": ip, "scan_type": "deep", "status": "failed",
+            "chunks_complete": 5, "total_chunks": 32, "fail_reason": "engine_restarted"})
+    );
+    h.state.shutdown().await;
+    engine.close();
+}

@@ -1,0 +1,621 @@
+//! The scanners under test: the command line each one gets per scenario, and parsers for what each one writes. Builds `Command`s and reads text; runs nothing.
+//!
+//! Every command is meant for `Lab::scanner_cmd`, inside the lab's scanner namespace. File
+//! names are relative: the benchmark runs each scanner in its raw-output directory.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use super::scenario::{Answer, Scenario, State};
+
+/// A scanner configuration under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tool {
+    Portscope,
+    Masscan,
+    Zmap,
+    /// `nmap -sS -Pn -n -T5`.
+    Nmap,
+    /// The same plus `--min-rate 100000 --max-retries 2`.
+    NmapMinRate,
+}
+
+impl Tool {
+    pub const ALL: [Tool; 5] = [
+        Tool::Portscope,
+        Tool::Masscan,
+        Tool::Zmap,
+        Tool::Nmap,
+        Tool::NmapMinRate,
+    ];
+
+    /// The name in the table.
+    pub fn label(self) -> &'static str {
+        match self {
+            Tool::Portscope => "portscope",
+            Tool::Masscan => "masscan",
+            Tool::Zmap => "zmap",
+            Tool::Nmap => "nmap -T5",
+            Tool::NmapMinRate => "nmap -T5 min-rate",
+        }
+    }
+
+    /// The name `--only` takes (both nmap rows are `nmap`).
+    pub fn family(self) -> &'static str {
+        match self {
+            Tool::Portscope => "portscope",
+            Tool::Masscan => "masscan",
+            Tool::Zmap => "zmap",
+            Tool::Nmap | Tool::NmapMinRate => "nmap",
+        }
+    }
+
+    /// The peer's binary (Debian packages); Portscope's comes from the build.
+    pub fn system_binary(self) -> Option<&'static str> {
+        match self {
+            Tool::Portscope => None,
+            Tool::Masscan => Some("/usr/bin/masscan"),
+            Tool::Zmap => Some("/usr/sbin/zmap"),
+            Tool::Nmap | Tool::NmapMinRate => Some("/usr/bin/nmap"),
+        }
+    }
+
+    /// Whether the tool reports closed and filtered ports as well as open ones.
+    pub fn three_state(self) -> bool {
+        matches!(self, Tool::Portscope | Tool::Nmap | Tool::NmapMinRate)
+    }
+
+    /// Why the tool sits out `scenario`, if it does.
+    pub fn skip_reason(self, scenario: &Scenario) -> Option<String> {
+        (self == Tool::Zmap && scenario.port_count() > 1).then(|| {
+            format!(
+                "zmap 2.1 probes one port per run: this scenario would take {} runs",
+                scenario.port_count()
+            )
+        })
+    }
+
+    /// How long a run may take before it is killed. masscan gets room for its exit hang.
+    pub fn timeout(self, nmap_cap: Duration) -> Duration {
+        match self {
+            Tool::Portscope | Tool::Zmap => Duration::from_secs(60),
+            Tool::Masscan => Duration::from_secs(120),
+            Tool::Nmap | Tool::NmapMinRate => nmap_cap,
+        }
+    }
+}
+
+/// What every command needs to know about the lab and the run.
+#[derive(Debug, Clone)]
+pub struct Env {
+    /// The release `portscope` binary.
+    pub portscope: PathBuf,
+    /// Packets per second for Portscope, masscan and zmap.
+    pub rate: u64,
+    /// The scanner's veth, inside the scanner namespace.
+    pub iface: String,
+    pub scanner_ip: Ipv4Addr,
+    /// MAC of the target's end of the veth: the next hop of every lab address.
+    pub router_mac: String,
+    /// The benchmark's blocklist for masscan and zmap, relative to the run directory.
+    pub blocklist: String,
+}
+
+/// Output file names of one run, relative to the run directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Files {
+    pub stdout: String,
+    pub stderr: String,
+    /// The tool's result file (Portscope's results are its stdout).
+    pub result: String,
+}
+
+impl Files {
+    /// `s<scenario>-<tool>.*`.
+    pub fn new(tool: Tool, scenario: &Scenario) -> Files {
+        let stem = format!("s{}-{}", scenario.id, tool.label().replace(' ', ""));
+        let result = match tool {
+            Tool::Portscope => format!("{stem}.ndjson"),
+            Tool::Masscan => format!("{stem}.list"),
+            Tool::Zmap => format!("{stem}.csv"),
+            Tool::Nmap | Tool::NmapMinRate => format!("{stem}.xml"),
+        };
+        Files {
+            stdout: if tool == Tool::Portscope {
+                result.clone()
+            } else {
+                format!("{stem}.out")
+            },
+            stderr: format!("{stem}.err"),
+            result,
+        }
+    }
+}
+
+/// Program and arguments for `tool` on `scenario` (to run inside the scanner namespace).
+pub fn command(tool: Tool, scenario: &Scenario, env: &Env, files: &Files) -> (String, Vec<String>) {
+    let s = |x: &str| x.to_owned();
+    let rate = env.rate.to_string();
+    let mut args: Vec<String> = Vec::new();
+    let program = match tool {
+        Tool::Portscope => {
+            args.extend([s("scan"), scenario.range_spec()]);
+            args.extend(["-p", &scenario.port_spec(), "--rate", &rate].map(s));
+            // Defaults kept: --retries 2, --max-wait 1s (the wait itself follows the RTT).
+            args.extend(
+                [
+                    "--allow",
+                    "198.18.0.0/15",
+                    "--format",
+                    "ndjson",
+                    "--show",
+                    "closed",
+                    "--no-progress",
+                ]
+                .map(s),
+            );
+            env.portscope.to_string_lossy().into_owned()
+        }
+        Tool::Masscan => {
+            args.push(scenario.range_spec());
+            args.push(format!("-p{}", scenario.port_spec()));
+            args.extend(["--rate", &rate, "--adapter", &env.iface].map(s));
+            args.extend([s("--adapter-ip"), env.scanner_ip.to_string()]);
+            args.extend(["--router-mac", &env.router_mac, "--wait", "1"].map(s));
+            args.extend(["--excludefile", &env.blocklist, "-oL", &files.result].map(s));
+            s("masscan")
+        }
+        Tool::Zmap => {
+            args.extend(["-p", &scenario.port_spec(), "-i", &env.iface].map(s));
+            args.extend([s("-S"), env.scanner_ip.to_string()]);
+            args.extend(["-G", &env.router_mac, "-r", &rate, "--cooldown-time", "1"].map(s));
+            args.extend(["-b", &env.blocklist, "--disable-syslog"].map(s));
+            args.extend(["-O", "csv", "-f", "saddr", "-o", &files.result].map(s));
+            args.extend(scenario.cidrs());
+            s("zmap")
+        }
+        Tool::Nmap | Tool::NmapMinRate => {
+            args.extend(["-sS", "-Pn", "-n", "-T5"].map(s));
+            if tool == Tool::NmapMinRate {
+                args.extend(["--min-rate", "100000", "--max-retries", "2"].map(s));
+            }
+            args.push(if scenario.port_count() == 65535 {
+                s("-p-")
+            } else {
+                format!("-p{}", scenario.port_spec())
+            });
+            // -v makes nmap print its packet count ("Raw packets sent: N").
+            args.extend(["-v", "-oX", &files.result].map(s));
+            args.extend(scenario.nmap_targets());
+            s("nmap")
+        }
+    };
+    (program, args)
+}
+
+/// What a finished run said, read from its files.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    pub answer: Answer,
+    /// Probes sent by the tool's own count, if it prints one.
+    pub probes: Option<u64>,
+    /// Something worth a footnote.
+    pub note: Option<String>,
+}
+
+/// The text of a run's three files.
+#[derive(Debug, Clone, Default)]
+pub struct Texts {
+    pub stdout: String,
+    pub stderr: String,
+    pub result: String,
+}
+
+/// Parse a run of `tool` on `scenario`.
+pub fn parse(tool: Tool, scenario: &Scenario, texts: &Texts) -> anyhow::Result<Parsed> {
+    let mut answer = Answer::new(scenario);
+    let mut note = None;
+    let probes = match tool {
+        Tool::Portscope => {
+            parse_portscope(&texts.result, &mut answer)?;
+            portscope_probes(&texts.stderr)
+        }
+        Tool::Masscan => {
+            parse_masscan(&texts.result, &mut answer);
+            if let Some(over) = masscan_overrun(&texts.stderr) {
+                note = Some(format!(
+                    "exited {over} s after its --wait ended (receive thread stuck; a known masscan exit hang)"
+                ));
+            }
+            None
+        }
+        Tool::Zmap => {
+            parse_zmap(&texts.result, *scenario.ports.start(), &mut answer);
+            zmap_probes(&texts.stderr)
+        }
+        Tool::Nmap | Tool::NmapMinRate => {
+            parse_nmap_xml(&texts.result, &mut answer);
+            nmap_probes(&texts.stdout)
+        }
+    };
+    Ok(Parsed {
+        answer,
+        probes,
+        note,
+    })
+}
+
+/// One line of Portscope's NDJSON.
+#[derive(Deserialize)]
+struct PortLine<'a> {
+    ip: IpAddr,
+    port: u16,
+    #[serde(borrow)]
+    state: &'a str,
+}
+
+/// Portscope `--format ndjson`: one `{"ip":..,"port":..,"state":..}` per line.
+fn parse_portscope(text: &str, answer: &mut Answer) -> anyhow::Result<()> {
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
+        let l: PortLine<'_> = serde_json::from_str(line)
+            .with_context(|| format!("portscope output line {}", n + 1))?;
+        answer.set(l.ip, l.port, State::from_word(l.state));
+    }
+    Ok(())
+}
+
+/// `...; 65551 probes sent (185940/s) ...` on Portscope's stderr.
+fn portscope_probes(stderr: &str) -> Option<u64> {
+    let line = stderr.lines().rev().find(|l| l.contains(" probes sent"))?;
+    let before = &line[..line.find(" probes sent")?];
+    before.rsplit(' ').next()?.parse().ok()
+}
+
+/// masscan `-oL`: `open tcp PORT ADDR TIMESTAMP`.
+fn parse_masscan(text: &str, answer: &mut Answer) {
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if let ["open", "tcp", port, addr, ..] = f[..] {
+            if let (Ok(port), Ok(addr)) = (port.parse(), addr.parse()) {
+                answer.set(addr, port, State::Open);
+            }
+        }
+    }
+}
+
+/// How many seconds past its `--wait` masscan was still running: the most negative
+/// `waiting -N-secs` in its status lines.
+fn masscan_overrun(stderr: &str) -> Option<u64> {
+    stderr
+        .split("waiting ")
+        .skip(1)
+        .filter_map(|rest| rest.split("-secs").next()?.parse::<i64>().ok())
+        .min()
+        .filter(|&w| w < -1)
+        .map(i64::unsigned_abs)
+}
+
+/// zmap `-O csv -f saddr`: a header line, then one responding address per line.
+fn parse_zmap(text: &str, port: u16, answer: &mut Answer) {
+    for addr in text.lines().filter_map(|l| l.trim().parse::<IpAddr>().ok()) {
+        answer.set(addr, port, State::Open);
+    }
+}
+
+/// The last status line's `send: N done` on zmap's stderr.
+fn zmap_probes(stderr: &str) -> Option<u64> {
+    let line = stderr.lines().rev().find(|l| l.contains(" done ("))?;
+    let rest = &line[line.find("send: ")? + "send: ".len()..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// `Raw packets sent: 65544 (2.884MB) | ...` on nmap's stdout with `-v`.
+fn nmap_probes(stdout: &str) -> Option<u64> {
+    let rest = &stdout[stdout.rfind("Raw packets sent: ")? + "Raw packets sent: ".len()..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// The value of attribute `name` in the inside of a tag (`port protocol="tcp" portid="22"`).
+fn attr<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
+    let key = format!(" {name}=\"");
+    let start = tag.find(&key)? + key.len();
+    let len = tag[start..].find('"')?;
+    Some(&tag[start..start + len])
+}
+
+/// `1-21,24,26-79` -> ports.
+fn port_list(list: &str) -> impl Iterator<Item = u16> + '_ {
+    list.split(',').flat_map(|part| {
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        let lo: u16 = lo.trim().parse().unwrap_or(1);
+        let hi: u16 = hi.trim().parse().unwrap_or(0);
+        lo..=hi
+    })
+}
+
+/// nmap `-oX`. Per `<host>`: the IPv4/IPv6 `<address>`, explicit `<port>` states, and the
+/// collapsed `<extraports state=..>` whose `<extrareasons ports=..>` list the ports (nmap
+/// 7.80 and later); an `<extraports>` without port lists is the state of every unlisted
+/// port. A hand-rolled tag walk: nmap's XML is regular and this keeps xtask free of an XML
+/// dependency.
+fn parse_nmap_xml(text: &str, answer: &mut Answer) {
+    #[derive(Default)]
+    struct Host {
+        addr: Option<IpAddr>,
+        ports: Vec<(u16, State)>,
+        /// States of `<extraports>` that came without port lists.
+        unlisted: Vec<State>,
+    }
+    let mut host: Option<Host> = None;
+    let mut port: Option<u16> = None;
+    let mut extra: Option<(State, bool)> = None;
+    for piece in text.split('<').skip(1) {
+        let tag = piece.split('>').next().unwrap_or("");
+        let name = tag
+            .split(|c: char| c.is_whitespace() || c == '/')
+            .next()
+            .unwrap_or("");
+        let closing = tag.starts_with('/');
+        let Some(h) = host.as_mut() else {
+            if name == "host" && !closing {
+                host = Some(Host::default());
+            }
+            continue;
+        };
+        match (closing, name, tag.trim_start_matches('/')) {
+            (false, "address", _) => {
+                if matches!(attr(tag, "addrtype"), Some("ipv4" | "ipv6")) {
+                    h.addr = attr(tag, "addr").and_then(|a| a.parse().ok());
+                }
+            }
+            (false, "port", _) => port = attr(tag, "portid").and_then(|p| p.parse().ok()),
+            (false, "state", _) => {
+                if let (Some(p), Some(s)) = (port.take(), attr(tag, "state")) {
+                    h.ports.push((p, State::from_word(s)));
+                }
+            }
+            (false, "extraports", _) => {
+                extra = attr(tag, "state").map(|s| (State::from_word(s), false));
+            }
+            (false, "extrareasons", _) => {
+                if let (Some((state, listed)), Some(list)) = (extra.as_mut(), attr(tag, "ports")) {
+                    *listed = true;
+                    h.ports.extend(port_list(list).map(|p| (p, *state)));
+                }
+            }
+            (true, _, "extraports") => {
+                if let Some((state, false)) = extra.take() {
+                    h.unlisted.push(state);
+                }
+            }
+            (true, _, "host") => {
+                let h = host.take().expect("inside a host");
+                let Some(addr) = h.addr else { continue };
+                if let [state] = h.unlisted[..] {
+                    answer.set_host(addr, state);
+                }
+                for (p, s) in h.ports {
+                    answer.set(addr, p, s);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(id: u8) -> Scenario {
+        Scenario::all(false).remove(usize::from(id - 1))
+    }
+
+    fn env() -> Env {
+        Env {
+            portscope: "/w/target/release/portscope".into(),
+            rate: 250_000,
+            iface: "benchs0".into(),
+            scanner_ip: Ipv4Addr::new(198, 18, 0, 1),
+            router_mac: "02:00:00:00:00:02".into(),
+            blocklist: "../blocklist.conf".into(),
+        }
+    }
+
+    fn line(tool: Tool, id: u8) -> String {
+        let s = scenario(id);
+        let (p, a) = command(tool, &s, &env(), &Files::new(tool, &s));
+        format!("{p} {}", a.join(" "))
+    }
+
+    #[test]
+    fn command_lines() {
+        assert_eq!(
+            line(Tool::Portscope, 2),
+            "/w/target/release/portscope scan 198.19.0.1-198.19.0.16 -p 1-65535 --rate 250000 \
+             --allow 198.18.0.0/15 --format ndjson --show closed --no-progress"
+        );
+        assert_eq!(
+            line(Tool::Masscan, 1),
+            "masscan 198.18.0.2 -p1-65535 --rate 250000 --adapter benchs0 --adapter-ip 198.18.0.1 \
+             --router-mac 02:00:00:00:00:02 --wait 1 --excludefile ../blocklist.conf -oL s1-masscan.list"
+        );
+        assert_eq!(
+            line(Tool::Zmap, 3),
+            "zmap -p 80 -i benchs0 -S 198.18.0.1 -G 02:00:00:00:00:02 -r 250000 --cooldown-time 1 \
+             -b ../blocklist.conf --disable-syslog -O csv -f saddr -o s3-zmap.csv 198.19.0.0/16"
+        );
+        assert_eq!(
+            line(Tool::Nmap, 1),
+            "nmap -sS -Pn -n -T5 -p- -v -oX s1-nmap-T5.xml 198.18.0.2"
+        );
+        assert_eq!(
+            line(Tool::NmapMinRate, 2),
+            "nmap -sS -Pn -n -T5 --min-rate 100000 --max-retries 2 -p- -v -oX s2-nmap-T5min-rate.xml 198.19.0.1-16"
+        );
+        assert_eq!(
+            line(Tool::Nmap, 3),
+            "nmap -sS -Pn -n -T5 -p80 -v -oX s3-nmap-T5.xml 198.19.0.0/16"
+        );
+        assert!(Tool::Zmap.skip_reason(&scenario(2)).is_some());
+        assert!(Tool::Zmap.skip_reason(&scenario(3)).is_none());
+        assert_eq!(
+            Files::new(Tool::Portscope, &scenario(1)).stdout,
+            "s1-portscope.ndjson"
+        );
+    }
+
+    #[test]
+    fn portscope_output() {
+        let s = scenario(1);
+        let text = "{\"ip\":\"198.18.0.2\",\"port\":22,\"proto\":\"tcp\",\"state\":\"open\",\"reason\":\"syn-ack\",\"ttl\":64}\n\
+                    {\"ip\":\"198.18.0.2\",\"port\":135,\"proto\":\"tcp\",\"state\":\"filtered\",\"reason\":\"no-response\"}\n\
+                    {\"ip\":\"198.18.0.2\",\"port\":1,\"proto\":\"tcp\",\"state\":\"closed\",\"reason\":\"reset\",\"ttl\":64}\n";
+        let stderr =
+            "portscope: done in 0.341s: 13 open, 65509 closed, 13 filtered of 65535 ports; \
+                      65551 probes sent (192170/s) in 3 round(s); rtt p50 477µs p99 2.079ms\n";
+        let p = parse(
+            Tool::Portscope,
+            &s,
+            &Texts {
+                result: text.into(),
+                stderr: stderr.into(),
+                ..Texts::default()
+            },
+        )
+        .unwrap();
+        let a: IpAddr = "198.18.0.2".parse().unwrap();
+        assert_eq!(p.answer.get(a, 22), State::Open);
+        assert_eq!(p.answer.get(a, 135), State::Filtered);
+        assert_eq!(p.answer.get(a, 1), State::Closed);
+        assert_eq!(p.answer.get(a, 2), State::Missing);
+        assert_eq!(p.probes, Some(65551));
+        assert!(parse_portscope("{not json", &mut Answer::new(&s)).is_err());
+    }
+
+    #[test]
+    fn masscan_output() {
+        let s = scenario(2);
+        let text = "#masscan\nopen tcp 20003 198.19.0.3 1795344365\nopen tcp 80 198.19.0.16 1795344365\n# end\n";
+        let stderr = "rate:  0.00-kpps, 100.00% done, waiting 0-secs, found=2       \r\
+                      rate:  0.00-kpps, 100.00% done, waiting -41-secs, found=2       \r";
+        let p = parse(
+            Tool::Masscan,
+            &s,
+            &Texts {
+                result: text.into(),
+                stderr: stderr.into(),
+                ..Texts::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            p.answer.get("198.19.0.3".parse().unwrap(), 20003),
+            State::Open
+        );
+        assert_eq!(
+            p.answer.get("198.19.0.16".parse().unwrap(), 80),
+            State::Open
+        );
+        assert_eq!(p.probes, None);
+        assert!(p.note.unwrap().contains("41 s"));
+        assert_eq!(masscan_overrun("waiting 0-secs waiting -1-secs"), None);
+    }
+
+    #[test]
+    fn zmap_output() {
+        let s = scenario(3);
+        let stderr = " 0:00 0%; send: 1 5.71 Kp/s (137 p/s avg); recv: 0 0 p/s (0 p/s avg)\n \
+                      0:01 72%; send: 65536 done (163 Kp/s avg); recv: 65533 65.5 Kp/s (65.1 Kp/s avg); drops: 0 p/s\n\
+                      Nov 22 10:46:15.059 [INFO] zmap: completed\n";
+        let p = parse(
+            Tool::Zmap,
+            &s,
+            &Texts {
+                result: "saddr\n198.19.162.139\n198.19.0.0\n".into(),
+                stderr: stderr.into(),
+                ..Texts::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(p.answer.get("198.19.0.0".parse().unwrap(), 80), State::Open);
+        assert_eq!(
+            p.answer.get("198.19.162.139".parse().unwrap(), 80),
+            State::Open
+        );
+        assert_eq!(
+            p.answer.get("198.19.0.1".parse().unwrap(), 80),
+            State::Missing
+        );
+        assert_eq!(p.probes, Some(65536));
+    }
+
+    /// Trimmed from a real `nmap -sS -Pn -n -T5 -p- -v -oX` of the lab (nmap 7.93).
+    const NMAP_XML: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<nmaprun scanner="nmap" args="nmap -sS -Pn -n -T5 -p- -v -oX n1.xml 198.18.0.2" version="7.93">
+<hosthint><status state="up" reason="arp-response" reason_ttl="0"/>
+<address addr="198.18.0.9" addrtype="ipv4"/>
+</hosthint>
+<host starttime="1795344380" endtime="1795344382"><status state="up" reason="arp-response" reason_ttl="0"/>
+<address addr="198.18.0.2" addrtype="ipv4"/>
+<address addr="26:8E:FA:04:61:F9" addrtype="mac"/>
+<hostnames>
+</hostnames>
+<ports><extraports state="closed" count="65530">
+<extrareasons reason="reset" count="65530" proto="tcp" ports="1-21,24-134,136-60000,60002-65534"/>
+</extraports>
+<port protocol="tcp" portid="22"><state state="open" reason="syn-ack" reason_ttl="64"/><service name="ssh" method="table" conf="3"/></port>
+<port protocol="tcp" portid="23"><state state="filtered" reason="admin-prohibited" reason_ttl="64"/></port>
+<port protocol="tcp" portid="135"><state state="filtered" reason="no-response" reason_ttl="0"/></port>
+<port protocol="tcp" portid="65535"><state state="open" reason="syn-ack" reason_ttl="64"/></port>
+</ports>
+</host>
+<host><status state="up" reason="user-set" reason_ttl="0"/>
+<address addr="198.18.0.3" addrtype="ipv4"/>
+<ports><extraports state="closed" count="65534">
+</extraports>
+<port protocol="tcp" portid="80"><state state="open|filtered" reason="no-response" reason_ttl="0"/></port>
+</ports>
+</host>
+<runstats><finished time="1795344382" elapsed="1.75" exit="success"/></runstats>
+</nmaprun>
+"#;
+
+    #[test]
+    fn nmap_xml() {
+        let s = Scenario {
+            last: "198.18.0.3".parse().unwrap(),
+            ..scenario(1)
+        };
+        let mut a = Answer::new(&s);
+        parse_nmap_xml(NMAP_XML, &mut a);
+        let h: IpAddr = "198.18.0.2".parse().unwrap();
+        assert_eq!(a.get(h, 22), State::Open);
+        assert_eq!(a.get(h, 65535), State::Open);
+        assert_eq!(a.get(h, 23), State::Filtered);
+        assert_eq!(a.get(h, 135), State::Filtered);
+        assert_eq!(a.get(h, 1), State::Closed);
+        assert_eq!(a.get(h, 65534), State::Closed);
+        assert_eq!(a.get(h, 60000), State::Closed);
+        // In no list: nmap said nothing about it.
+        assert_eq!(a.get(h, 60001), State::Missing);
+        // The host hint is not a host.
+        assert_eq!(a.get("198.18.0.9".parse().unwrap(), 22), State::Missing);
+        // No port lists: the one extraports state covers every unlisted port.
+        let h3: IpAddr = "198.18.0.3".parse().unwrap();
+        assert_eq!(a.get(h3, 1), State::Closed);
+        assert_eq!(a.get(h3, 80), State::Other);
+        assert_eq!(
+            nmap_probes(
+                "Nmap done\n           Raw packets sent: 65544 (2.884MB) | Rcvd: 65528 (2.621MB)\n"
+            ),
+            Some(65544)
+        );
+        assert_eq!(port_list("1-3,7").collect::<Vec<_>>(), [1, 2, 3, 7]);
+    }
+}

@@ -1,0 +1,358 @@
+//! The whole service inside the lab: the engine daemon (root, CAP_NET_RAW only) and the
+//! control API (an unprivileged user, no capabilities) in the scanner namespace, clients
+//! (curl) in the target namespace, so the requester address the API sees is a lab host.
+//!
+//! Used by the demo and by end-to-end tests. Processes are started and stopped by PID; the
+//! lab (no default route) is torn down when the [`Stack`] is dropped.
+
+use crate::lab::LabGuard;
+use anyhow::{bail, Context};
+use std::fs::File;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// uid/gid the API runs as (`nobody`/`nogroup`).
+pub const API_UID: u32 = 65534;
+/// The API's port on the scanner's lab addresses.
+pub const API_PORT: u16 = 8080;
+
+/// Extra arguments for the two processes.
+#[derive(Debug, Clone, Default)]
+pub struct StackOptions {
+    /// Appended to `portscope engine ...`.
+    pub engine_args: Vec<String>,
+    /// Appended to `portscope-api ...`.
+    pub api_args: Vec<String>,
+    /// TOML written to the API's config file (`--config`), if any.
+    pub api_config: Option<String>,
+}
+
+/// Engine + API running in a lab.
+#[derive(Debug)]
+pub struct Stack {
+    /// The lab (dropped last: fields drop in order, and `Drop for Stack` stops processes).
+    pub lab: LabGuard,
+    dir: PathBuf,
+    bins: PathBuf,
+    opts: StackOptions,
+    engine: Option<Child>,
+    api: Option<Child>,
+}
+
+/// Where `cargo` put the workspace binaries of the current profile.
+pub fn bin_dir() -> anyhow::Result<PathBuf> {
+    if let Ok(d) = std::env::var("PORTSCOPE_BIN_DIR") {
+        return Ok(PathBuf::from(d));
+    }
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> or target/<profile>/<bin>
+    let mut dir = exe.parent().context("exe has a directory")?.to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    Ok(dir)
+}
+
+impl Stack {
+    /// Starts the engine, then the API, in `lab`.
+    pub fn up(lab: LabGuard, opts: StackOptions) -> anyhow::Result<Stack> {
+        let bins = bin_dir()?;
+        for b in ["portscope", "portscope-api"] {
+            if !bins.join(b).exists() {
+                bail!(
+                    "{} not built (run `cargo build --workspace` or `cargo test --workspace`)",
+                    bins.join(b).display()
+                );
+            }
+        }
+        let dir = lab.state_dir().join("stack");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("api"))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+        // The API's state directory belongs to the API's user.
+        let st = Command::new("chown")
+            .arg(format!("{API_UID}:{API_UID}"))
+            .arg(dir.join("api"))
+            .status()?;
+        if !st.success() {
+            bail!("chown of the API state directory failed");
+        }
+        let mut s = Stack {
+            lab,
+            dir,
+            bins,
+            opts,
+            engine: None,
+            api: None,
+        };
+        s.start_engine()?;
+        s.start_api()?;
+        Ok(s)
+    }
+
+    /// The engine's Unix socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("engine.sock")
+    }
+
+    /// The API's SQLite file.
+    pub fn db(&self) -> PathBuf {
+        self.dir.join("api/portscope.db")
+    }
+
+    /// Log files of the engine and the API.
+    pub fn log_paths(&self) -> (PathBuf, PathBuf) {
+        (self.dir.join("engine.log"), self.dir.join("api/api.log"))
+    }
+
+    /// Both logs, for failure messages.
+    pub fn logs(&self) -> String {
+        let (e, a) = self.log_paths();
+        format!(
+            "--- engine log ---\n{}\n--- api log ---\n{}",
+            std::fs::read_to_string(e).unwrap_or_default(),
+            std::fs::read_to_string(a).unwrap_or_default()
+        )
+    }
+
+    /// Base URL of the API over IPv4.
+    pub fn url_v4(&self) -> String {
+        format!("http://198.18.0.1:{API_PORT}")
+    }
+
+    /// Base URL of the API over IPv6.
+    pub fn url_v6(&self) -> String {
+        format!("http://[2001:2::1]:{API_PORT}")
+    }
+
+    fn log(&self, path: &Path) -> anyhow::Result<File> {
+        Ok(File::options().create(true).append(true).open(path)?)
+    }
+
+    /// Starts the engine daemon (as root, which it reduces to CAP_NET_RAW) and waits for
+    /// its socket.
+    pub fn start_engine(&mut self) -> anyhow::Result<()> {
+        let log = self.log(&self.dir.join("engine.log"))?;
+        let sock = self.socket();
+        let _ = std::fs::remove_file(&sock);
+        let child = self
+            .lab
+            .scanner_cmd(self.bins.join("portscope"))
+            .arg("engine")
+            .arg("--socket")
+            .arg(&sock)
+            .args(["--socket-mode", "0666", "--allow-uid", &API_UID.to_string()])
+            .args(["--allow", "198.18.0.0/15", "--allow", "2001:2::/48"])
+            .args(if self.opts.engine_args.iter().any(|a| a == "--rate") {
+                &[][..]
+            } else {
+                &["--rate", "250000"][..]
+            })
+            .args(&self.opts.engine_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting the engine")?;
+        self.engine = Some(child);
+        wait_for(Duration::from_secs(10), || sock.exists())
+            .with_context(|| format!("engine socket never appeared\n{}", self.logs()))
+    }
+
+    /// Starts the API as an unprivileged user and waits until it answers.
+    pub fn start_api(&mut self) -> anyhow::Result<()> {
+        let log = self.log(&self.dir.join("api/api.log"))?;
+        let mut cmd = self.lab.scanner_cmd("setpriv");
+        cmd.args([
+            &format!("--reuid={API_UID}"),
+            &format!("--regid={API_UID}"),
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(self.bins.join("portscope-api"))
+        .args([
+            "--listen",
+            &format!("198.18.0.1:{API_PORT}"),
+            "--listen",
+            &format!("[2001:2::1]:{API_PORT}"),
+        ])
+        .arg("--db")
+        .arg(self.db())
+        .arg("--engine-socket")
+        .arg(self.socket())
+        .args(match &self.opts.api_config {
+            Some(toml) => {
+                let path = self.dir.join("api/api.toml");
+                std::fs::write(&path, toml)?;
+                vec!["--config".into(), path.into_os_string()]
+            }
+            None => vec![],
+        })
+        .args([
+            "--allow-target",
+            "198.18.0.0/15",
+            "--allow-target",
+            "2001:2::/48",
+        ])
+        .args([
+            "--allow-callback",
+            "198.18.0.0/15",
+            "--allow-callback",
+            "2001:2::/48",
+        ])
+        .args(&self.opts.api_args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+        self.api = Some(cmd.spawn().context("starting the API")?);
+        let url = format!("{}/v1/openapi.json", self.url_v4());
+        wait_for(Duration::from_secs(15), || {
+            self.curl(
+                "198.18.0.2",
+                &["-o", "/dev/null", "-w", "%{http_code}", &url],
+            )
+            .output()
+            .map(|o| o.stdout == b"200")
+            .unwrap_or(false)
+        })
+        .with_context(|| format!("API never answered\n{}", self.logs()))
+    }
+
+    /// Stops the engine: `SIGTERM` (clean) or `SIGKILL` (a crash).
+    pub fn stop_engine(&mut self, kill: bool) {
+        stop(&mut self.engine, kill);
+    }
+
+    /// Stops the API.
+    pub fn stop_api(&mut self, kill: bool) {
+        stop(&mut self.api, kill);
+    }
+
+    /// Whether the engine process is still running.
+    pub fn engine_running(&mut self) -> bool {
+        self.engine
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// A curl from `source` (a lab host address in the target namespace), with timeouts.
+    pub fn curl(&self, source: &str, args: &[&str]) -> Command {
+        let mut c = self.lab.target_cmd("curl");
+        c.args([
+            "-sS",
+            "--max-time",
+            "10",
+            "--connect-timeout",
+            "3",
+            "--interface",
+            source,
+        ])
+        .args(args);
+        c
+    }
+
+    /// Runs curl and returns (status code, headers, body).
+    pub fn http(
+        &self,
+        source: &str,
+        method: &str,
+        url: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<HttpReply> {
+        let mut c = self.curl(source, &["-X", method, "-D", "-", "-o", "/dev/stdout", url]);
+        c.args(extra);
+        let out: Output = c.output()?;
+        if !out.status.success() {
+            bail!("curl failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        HttpReply::parse(&String::from_utf8_lossy(&out.stdout))
+    }
+}
+
+/// A parsed HTTP reply from curl `-D - -o /dev/stdout`.
+#[derive(Debug, Clone)]
+pub struct HttpReply {
+    /// Status code.
+    pub status: u16,
+    /// Headers, lower-cased names.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: String,
+}
+
+impl HttpReply {
+    fn parse(raw: &str) -> anyhow::Result<Self> {
+        let (head, body) = raw
+            .split_once("\r\n\r\n")
+            .context("no header/body separator")?;
+        let mut lines = head.lines();
+        let status_line = lines.next().context("empty reply")?;
+        let status = status_line
+            .split_whitespace()
+            .nth(1)
+            .context("no status")?
+            .parse()?;
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        Ok(HttpReply {
+            status,
+            headers,
+            body: body.to_string(),
+        })
+    }
+
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> anyhow::Result<serde_json::Value> {
+        serde_json::from_str(&self.body).with_context(|| format!("not JSON: {}", self.body))
+    }
+}
+
+fn stop(child: &mut Option<Child>, kill: bool) {
+    if let Some(mut c) = child.take() {
+        let sig = if kill { "-KILL" } else { "-TERM" };
+        // Only the process we started, by PID (`ip netns exec` execs in place).
+        let _ = Command::new("kill")
+            .args([sig, &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+fn wait_for(limit: Duration, mut ready: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if ready() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("not ready after {limit:?}")
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.stop_api(false);
+        self.stop_engine(false);
+    }
+}
