@@ -1,42 +1,51 @@
-//! `cargo xtask demo`: the main job for a new user. Builds the release scanner, brings the
-//! lab up, deep-scans a lab host (all 65,535 ports, IPv4 and IPv6) from inside the lab's
-//! scanner namespace, prints the result table, checks every port against the lab's ground
-//! truth, and takes the lab down again. No packet leaves the lab: it has no default route.
+//! `cargo xtask demo`: the main job for a new user. Builds the release binaries, brings the
+//! lab up, deep-scans a lab host with the CLI (result table, checked against ground truth),
+//! then starts the service inside the lab (the engine daemon with CAP_NET_RAW only, the
+//! control API as an unprivileged user) and runs the self-scan API's curl quick start from
+//! a lab host, so the requester address is the lab host: fast, then deep, polled to the
+//! end, printed and checked port by port. Everything stops cleanly and the lab (which has
+//! no default route) is taken down. No packet leaves the lab.
 
 use crate::lab::{Expected, LabConfig, LabGuard};
+use crate::stack::{Stack, StackOptions};
 use anyhow::{bail, Context};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 const ALLOW: [&str; 4] = ["--allow", "198.18.0.0/15", "--allow", "2001:2::/48"];
+/// The lab host that plays the server checking its own exposure.
+const HOST: &str = "198.18.0.2";
 
 /// Runs the demo; returns the exit code.
 pub fn run(args: &[String]) -> anyhow::Result<i32> {
-    let keep = args.iter().any(|a| a == "--keep");
-    if let Some(a) = args.iter().find(|a| *a != "--keep") {
-        bail!("unknown demo flag {a:?} (usage: cargo xtask demo [--keep])");
+    if let Some(a) = args.first() {
+        bail!("unknown demo argument {a:?} (usage: cargo xtask demo)");
     }
     let root = workspace_root();
-    eprintln!("demo: building the release scanner ...");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "portscope",
-            "-p",
-            "xtask",
-        ])
-        .current_dir(&root)
-        .status()
-        .context("running cargo build")?;
+    eprintln!("demo: building the release binaries ...");
+    let status =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "build",
+                "--release",
+                "--quiet",
+                "-p",
+                "portscope",
+                "-p",
+                "portscope-control-api",
+                "-p",
+                "xtask",
+            ])
+            .current_dir(&root)
+            .status()
+            .context("running cargo build")?;
     if !status.success() {
         bail!("cargo build failed");
     }
-    let bin = root.join("target/release/portscope");
+    let bins = root.join("target/release");
     let lab = LabGuard::up(&LabConfig {
         name: "demo".into(),
         ..LabConfig::default()
@@ -46,40 +55,152 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
         lab.scanner_ns(),
         lab.target_ns()
     );
-    let mut mismatches = 0;
-    for target in ["198.18.0.2", "2001:2::2"] {
-        eprintln!("\ndemo: deep scan of {target} (all 65,535 ports) from inside the lab:\n");
-        let table = lab
-            .scanner_cmd(&bin)
-            .args([
-                "scan",
-                target,
-                "-p",
-                "-",
-                "--rate",
-                "250000",
-                "--format",
-                "table",
-                "--no-progress",
-            ])
-            .args(ALLOW)
-            .status()
-            .context("running portscope")?;
-        if !table.success() {
-            bail!("portscope exited with {table}");
-        }
-        mismatches += verify(&lab, &bin, target)?;
+
+    // 1. The operator CLI.
+    eprintln!("\ndemo: 1/2 CLI deep scan of {HOST} (all 65,535 ports) from inside the lab:\n");
+    let bin = bins.join("portscope");
+    let table = lab
+        .scanner_cmd(&bin)
+        .args([
+            "scan",
+            HOST,
+            "-p",
+            "-",
+            "--rate",
+            "250000",
+            "--format",
+            "table",
+            "--no-progress",
+        ])
+        .args(ALLOW)
+        .status()
+        .context("running portscope")?;
+    if !table.success() {
+        bail!("portscope exited with {table}");
     }
-    if keep {
-        std::mem::forget(lab);
-        eprintln!("\ndemo: lab kept; take it down with `cargo xtask lab down --name demo`");
+    let mut wrong = verify_cli(&lab, &bin, HOST)?;
+
+    // 2. The service: engine daemon + control API, the seed's curl quick start.
+    eprintln!("\ndemo: 2/2 the self-scan API: starting the engine (CAP_NET_RAW only) and the API (user nobody) ...");
+    let stack = Stack::up_with(lab, StackOptions::default(), bins)?;
+    let (elog, alog) = stack.log_paths();
+    eprintln!(
+        "demo: the API listens on {} and {} inside namespace {}; engine socket {}; logs {} and {}",
+        stack.url_v4(),
+        stack.url_v6(),
+        stack.lab.scanner_ns(),
+        stack.socket().display(),
+        elog.display(),
+        alog.display()
+    );
+    for kind in ["fast", "deep"] {
+        wrong += quick_start(&stack, kind)?;
     }
-    Ok(if mismatches == 0 { 0 } else { 1 })
+    drop(stack);
+    eprintln!("\ndemo: engine and API stopped, lab down");
+    if wrong == 0 {
+        eprintln!("demo: every result matched the lab's ground truth");
+        Ok(0)
+    } else {
+        eprintln!("demo: {wrong} ports differed from the lab's ground truth");
+        Ok(1)
+    }
 }
 
-/// Scans `target` again as NDJSON with closed ports shown and compares every port with the
+/// The seed's quick start from the lab host: `curl -X POST .../v1/KIND`, then
+/// `curl .../v1/KIND` until the scan is complete or failed. Prints each reply; returns the
+/// number of ports that differ from the ground truth.
+fn quick_start(stack: &Stack, kind: &str) -> anyhow::Result<usize> {
+    let url = format!("{}/v1/{kind}", stack.url_v4());
+    eprintln!("\n$ curl -X POST {url}        # on {HOST}");
+    let t0 = Instant::now();
+    let r = stack.http(HOST, "POST", &url, &[])?;
+    println!("{}", r.body.trim());
+    if r.status != 200 {
+        bail!("POST {url} answered {}: {}", r.status, r.body);
+    }
+    eprintln!(
+        "$ curl {url}                # polled every 2 s (the edge limit is 30 requests a minute)"
+    );
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let v = loop {
+        std::thread::sleep(Duration::from_millis(2000));
+        let r = stack.http(HOST, "GET", &url, &[])?;
+        let v = r.json()?;
+        match v["status"].as_str() {
+            Some("complete") | Some("failed") => break v,
+            _ if Instant::now() > deadline => bail!(
+                "{kind} scan not finished after 180 s: {v}\n{}",
+                stack.logs()
+            ),
+            _ => eprintln!("   {}", r.body.trim()),
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    eprintln!(
+        "demo: {kind} scan: POST to complete in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    if v["status"] != "complete" {
+        bail!("{kind} scan failed: {v}");
+    }
+    let host = stack
+        .lab
+        .truth()
+        .host(HOST.parse()?)
+        .context("host in truth")?;
+    let scanned: Vec<u16> = if kind == "deep" {
+        (1..=65535).collect()
+    } else {
+        FAST_PORTS.to_vec()
+    };
+    let got = |key: &str| -> BTreeSet<u16> {
+        v[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p["port"].as_u64())
+                    .map(|p| p as u16)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let want_open: BTreeSet<u16> = scanned
+        .iter()
+        .copied()
+        .filter(|p| host.expected(*p) == Expected::Open)
+        .collect();
+    let want_filtered: BTreeSet<u16> = scanned
+        .iter()
+        .copied()
+        .filter(|p| {
+            matches!(
+                host.expected(*p),
+                Expected::FilteredSilent | Expected::FilteredIcmp
+            )
+        })
+        .collect();
+    let wrong = got("ports_open").symmetric_difference(&want_open).count()
+        + got("ports_filtered")
+            .symmetric_difference(&want_filtered)
+            .count();
+    if wrong == 0 {
+        eprintln!(
+            "demo: {kind} scan of {HOST}: open and filtered ports match the lab's ground truth"
+        );
+    }
+    Ok(wrong)
+}
+
+/// The API's fast-scan ports (control-api/README.md).
+const FAST_PORTS: [u16; 32] = [
+    21, 22, 23, 25, 53, 80, 110, 111, 135, 139, 143, 443, 445, 465, 587, 993, 995, 1433, 1521,
+    2049, 3306, 3389, 5432, 5900, 6379, 8080, 8443, 9000, 9200, 11211, 27017, 50000,
+];
+
+/// Scans `target` with the CLI as NDJSON (closed shown) and compares every port with the
 /// ground truth. Returns the number of wrong ports.
-fn verify(lab: &LabGuard, bin: &PathBuf, target: &str) -> anyhow::Result<usize> {
+fn verify_cli(lab: &LabGuard, bin: &Path, target: &str) -> anyhow::Result<usize> {
     let out = lab
         .scanner_cmd(bin)
         .args([

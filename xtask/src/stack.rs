@@ -56,9 +56,13 @@ pub fn bin_dir() -> anyhow::Result<PathBuf> {
 }
 
 impl Stack {
-    /// Starts the engine, then the API, in `lab`.
+    /// Starts the engine, then the API, in `lab`, from the binaries next to this program.
     pub fn up(lab: LabGuard, opts: StackOptions) -> anyhow::Result<Stack> {
-        let bins = bin_dir()?;
+        Self::up_with(lab, opts, bin_dir()?)
+    }
+
+    /// Like [`Stack::up`] with the binaries taken from `bins`.
+    pub fn up_with(lab: LabGuard, opts: StackOptions, bins: PathBuf) -> anyhow::Result<Stack> {
         for b in ["portscope", "portscope-api"] {
             if !bins.join(b).exists() {
                 bail!(
