@@ -126,6 +126,9 @@ fn run_chunk(
         rate: base.rate,
         retries: base.retries,
         wait: base.wait,
+        // All chunks of a scan share one fair share of the engine, so a deep scan with
+        // several chunks in flight does not crowd out a fast scan.
+        group: base.group,
     };
     let mut handle = loop {
         if cancel.load(Relaxed) {

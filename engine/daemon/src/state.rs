@@ -19,6 +19,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Notify};
 
+/// Fair-share group ids handed to the engine, one per scan.
+static NEXT_GROUP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// One encoded protocol frame, shared by every queue it goes into and by the replay store.
 pub(crate) type Frame = Arc<[u8]>;
 
@@ -388,6 +391,11 @@ impl Shared {
             .check(&plan.targets)
             .map_err(|e| ("policy", e.to_string()))?;
         let ranges = chunk_ranges(plan.ports.len() as usize, kind);
+        // One fair-share group per scan: its chunks share one part of the engine's rate.
+        let plan = ScanPlan {
+            group: Some(NEXT_GROUP.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
+            ..plan
+        };
         Ok((plan, ranges))
     }
 

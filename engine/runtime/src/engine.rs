@@ -181,8 +181,11 @@ impl Engine {
         };
         let id = self.next_id.fetch_add(1, Relaxed);
         let (tx, rx) = crossbeam_channel::unbounded();
+        // Plan groups live in their own half of the key space, apart from scan ids.
+        let group = plan.group.map_or(id, |g| g | (1 << 63));
         let shared = Arc::new(ScanShared::new(
             id,
+            group,
             space,
             plan.retries,
             plan.rate,

@@ -88,6 +88,9 @@ pub struct ScanPlan {
     pub retries: u8,
     /// Wait bounds.
     pub wait: WaitBounds,
+    /// Scans with the same group share one fair share of the engine's rate (the engine
+    /// daemon puts all chunks of one scan in one group); `None` is a group of its own.
+    pub group: Option<u64>,
 }
 
 impl ScanRequest {
@@ -138,6 +141,7 @@ impl ScanRequest {
                 min: Nanos::from(self.min_wait),
                 max: Nanos::from(self.max_wait),
             },
+            group: None,
         })
     }
 }

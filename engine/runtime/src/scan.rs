@@ -136,6 +136,8 @@ pub(crate) enum Msg {
 #[derive(Debug)]
 pub(crate) struct ScanShared {
     pub id: u64,
+    /// Fair-share group (the plan's, or the scan's own id).
+    pub group: u64,
     pub space: ScanSpace,
     pub answered: AnsweredSet,
     pub log: SendLog,
@@ -160,6 +162,7 @@ pub(crate) struct ScanShared {
 impl ScanShared {
     pub(crate) fn new(
         id: u64,
+        group: u64,
         space: ScanSpace,
         retries: u8,
         rate: u64,
@@ -169,6 +172,7 @@ impl ScanShared {
         let pairs = space.pairs();
         ScanShared {
             id,
+            group,
             answered: AnsweredSet::new(pairs),
             log: SendLog::new(pairs),
             space,

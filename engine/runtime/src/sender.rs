@@ -40,6 +40,9 @@ struct Active {
     round: u8,
     /// When the current round started (for the answer rate that paces the next one).
     round_start: Nanos,
+    /// Deficit round-robin credit in packets: its fair share of each grant accrues here and
+    /// whole packets are spent, so small grants are still split by share, not by turn.
+    deficit: f64,
     /// Adaptive pacing of retry rounds (`None` in round 0, which runs at the full rate).
     retry: Option<RetryRate>,
     pos: u64,
@@ -67,6 +70,7 @@ impl Sender_ {
         let mut rng = SmallRng::from_rng(&mut rand::rng());
         let mut rr = 0usize;
         let mut per_scan = Vec::new();
+        let mut groups: Vec<u64> = Vec::new();
         while !self.shutdown.load(Relaxed) {
             while let Ok(SendCtl::Add(s)) = self.ctl.try_recv() {
                 active.push(self.activate(s));
@@ -81,8 +85,7 @@ impl Sender_ {
             }
             let now = self.clock.now();
             self.advance_rounds(&mut active, now);
-            let sending = active.iter().filter(|a| a.phase == Phase::Sending).count();
-            if sending == 0 {
+            if !active.iter().any(|a| a.phase == Phase::Sending) {
                 let next = active
                     .iter()
                     .filter_map(|a| match a.phase {
@@ -99,8 +102,17 @@ impl Sender_ {
                 self.idle_until(global.next_ready(now), &mut active);
                 continue;
             }
-            // Fair share: each sending scan may fill an equal part of the grant.
-            let share = (grant as usize).div_ceil(sending) as u32;
+            // Fair share: each sending group (a scan, or all chunks of a daemon scan) may
+            // fill an equal part of the grant, split evenly among its sending scans.
+            groups.clear();
+            groups.extend(
+                active
+                    .iter()
+                    .filter(|a| a.phase == Phase::Sending)
+                    .map(|a| a.shared.group),
+            );
+            groups.sort_unstable();
+            let n_groups = 1 + groups.windows(2).filter(|w| w[0] != w[1]).count();
             let n = active.len();
             let mut left = grant;
             per_scan.clear();
@@ -114,12 +126,22 @@ impl Sender_ {
                 if a.phase != Phase::Sending {
                     continue;
                 }
-                let want = share.min(left);
+                let g = a.shared.group;
+                let members =
+                    groups.partition_point(|&x| x <= g) - groups.partition_point(|&x| x < g);
+                let share = f64::from(grant) / (n_groups * members.max(1)) as f64;
+                // Unused credit is capped, so a scan held back by its own rate cannot hoard.
+                a.deficit = (a.deficit + share).min(f64::from(2 * self.batch as u32));
+                let want = (a.deficit as u32).min(left);
+                if want == 0 {
+                    continue;
+                }
                 let got = a.pacer.poll(now, want);
                 let made = fill(a, &mut batch, got, now, &mut rng);
                 if made < got {
                     a.pacer.give_back(got - made);
                 }
+                a.deficit -= f64::from(made);
                 if let Some(rr) = &mut a.retry {
                     rr.on_sent(u64::from(made));
                     let replies = a.shared.round_replies[usize::from(a.round)].load(Relaxed);
@@ -166,6 +188,7 @@ impl Sender_ {
             pacer: Pacer::new(shared.rate, (self.batch * 2) as u32, now),
             round: 0,
             round_start: now,
+            deficit: 0.0,
             retry: None,
             pos: 0,
             phase: Phase::Sending,

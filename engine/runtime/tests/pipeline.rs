@@ -369,3 +369,49 @@ fn rate_is_respected() {
     assert!(secs >= 0.18, "2000 probes at 10k pps took only {secs:.3}s");
     assert_eq!(s.sent, 2000);
 }
+
+#[test]
+fn a_group_of_scans_gets_one_fair_share() {
+    // A "daemon scan" of 4 chunks (one group) against a lone scan, under a global ceiling:
+    // each should get about half of the probes, not 4/5 and 1/5.
+    let probes = Arc::new(AtomicU64::new(0));
+    let target = Target {
+        rng: SmallRng::seed_from_u64(9),
+        loss: 0.0,
+        dup: false,
+        probes: Arc::clone(&probes),
+    };
+    let (sink, source, _inject) = memory::pair(target);
+    let e = Engine::start(
+        Box::new(sink),
+        Box::new(source),
+        EngineConfig {
+            max_rate: 100_000,
+            policy: lab_policy(),
+            ..EngineConfig::default()
+        },
+    );
+    let mut chunks = Vec::new();
+    for c in 0..4u16 {
+        let lo = 1 + c * 15_000;
+        let mut plan = request(&["198.18.0.2"], &format!("{lo}-{}", lo + 14_999), 0)
+            .plan(&route)
+            .unwrap();
+        plan.group = Some(42);
+        chunks.push(e.submit(plan).unwrap());
+    }
+    let lone = e
+        .submit(request(&["198.18.0.3"], "1-60000", 0).plan(&route).unwrap())
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let group_sent: u64 = chunks.iter().map(|h| h.progress().sent).sum();
+    let lone_sent = lone.progress().sent;
+    let ratio = lone_sent as f64 / group_sent as f64;
+    assert!(
+        (0.7..1.4).contains(&ratio),
+        "lone {lone_sent} vs group {group_sent}: ratio {ratio:.2}"
+    );
+    for h in chunks.iter().chain([&lone]) {
+        h.cancel();
+    }
+}
