@@ -3,7 +3,6 @@
 //! No privileges needed (the peer-credential test runs a child as another uid only when it
 //! can); no packet ever leaves the process.
 
-use etherparse::{Icmpv4Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use portscope_core::policy::TargetPolicy;
 use portscope_core::results::{PortResult, PortState, Reason};
 use portscope_core::targets::parse_net;
@@ -11,6 +10,7 @@ use portscope_daemon::{bind, BindError, Daemon, DaemonConfig, PeerPolicy, ScanSe
 use portscope_engine::{Engine, EngineConfig};
 use portscope_proto::{decode, encode, Counts, Event, Outcome, Request, ScanKind, VERSION};
 use portscope_transport::memory;
+use portscope_transport::scripted::{standard_answer, Answer, ScriptedTarget};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::net::IpAddr;
@@ -26,66 +26,26 @@ use tokio::task::JoinHandle;
 
 const HOST: &str = "198.18.0.2";
 
-/// What the scripted target does with a probe to `port` (same script as the runtime's
-/// pipeline test): 22, 80 and 1000 + last octet open; 23 and 111 ICMP-filtered; 135 and 445
-/// silent; everything else closed.
+/// The scripted target's truth (`scripted::standard_answer`): 22, 80 and 1000 + last octet
+/// open; 23 and 111 ICMP-filtered; 135 and 445 silent; everything else closed.
 fn truth(dst: IpAddr, port: u16) -> PortState {
-    let bias = match dst {
-        IpAddr::V4(a) => u16::from(a.octets()[3]),
-        IpAddr::V6(a) => a.segments()[7],
-    };
-    match port {
-        22 | 80 => PortState::Open,
-        p if p == 1000 + bias => PortState::Open,
-        23 | 111 | 135 | 445 => PortState::Filtered,
-        _ => PortState::Closed,
+    match standard_answer(dst, port) {
+        Answer::Open => PortState::Open,
+        Answer::Closed => PortState::Closed,
+        Answer::Prohibited | Answer::Silent => PortState::Filtered,
     }
 }
 
 fn icmp_port(port: u16) -> bool {
-    matches!(port, 23 | 111)
+    standard_answer(HOST.parse().unwrap(), port) == Answer::Prohibited
 }
 
-/// The scripted target (IPv4): answers each probe per [`truth`] and counts probes.
+/// The scripted target: answers each probe per [`truth`] and counts probes in `probes`.
 fn target(probes: Arc<AtomicU64>) -> impl memory::Responder {
+    let mut t = ScriptedTarget::standard();
     move |probe: &[u8], out: &mut dyn FnMut(Vec<u8>)| {
         probes.fetch_add(1, Relaxed);
-        let p = SlicedPacket::from_ip(probe).expect("engine sends valid IP");
-        let (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Tcp(tcp))) = (&p.net, &p.transport)
-        else {
-            panic!("the daemon tests only scan IPv4 over TCP")
-        };
-        let (src, dst) = (ip.header().source_addr(), ip.header().destination_addr());
-        let (sport, dport, seq) = (
-            tcp.source_port(),
-            tcp.destination_port(),
-            tcp.sequence_number(),
-        );
-        let state = truth(dst.into(), dport);
-        if state == PortState::Filtered && !icmp_port(dport) {
-            return;
-        }
-        let b = PacketBuilder::ipv4(dst.octets(), src.octets(), 63);
-        let mut frame = Vec::new();
-        match state {
-            PortState::Open => b
-                .tcp(dport, sport, 7, 1000)
-                .syn()
-                .ack(seq.wrapping_add(1))
-                .write(&mut frame, &[]),
-            PortState::Closed => b
-                .tcp(dport, sport, 0, 0)
-                .rst()
-                .ack(seq.wrapping_add(1))
-                .write(&mut frame, &[]),
-            PortState::Filtered => b
-                .icmpv4(Icmpv4Type::DestinationUnreachable(
-                    etherparse::icmpv4::DestUnreachableHeader::FilterProhibited,
-                ))
-                .write(&mut frame, &probe[..28]),
-        }
-        .expect("reply builds");
-        out(frame);
+        memory::Responder::respond(&mut t, probe, out)
     }
 }
 

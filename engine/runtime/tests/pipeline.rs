@@ -1,9 +1,7 @@
 //! The whole engine pipeline (plan -> send thread -> responder -> receive thread -> handle)
 //! over the in-memory transport with a scripted target: no privileges, exact states.
 
-use etherparse::{
-    IcmpEchoHeader, Icmpv4Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice,
-};
+use etherparse::PacketBuilder;
 use portscope_core::policy::TargetPolicy;
 use portscope_core::results::{PortResult, PortState, Reason};
 use portscope_core::targets::parse_net;
@@ -11,121 +9,25 @@ use portscope_engine::{
     Engine, EngineConfig, Outcome, ScanEvent, ScanRequest, ScanSummary, SubmitError,
 };
 use portscope_transport::memory;
-use rand::{rngs::SmallRng, Rng, SeedableRng};
+use portscope_transport::scripted::{standard_answer, Answer, ScriptedTarget};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// What the scripted target does with a probe to a port.
+/// The scripted target's truth (`scripted::standard_answer`).
 fn truth(dst: IpAddr, port: u16) -> PortState {
-    let host_bias = match dst {
-        IpAddr::V4(a) => u16::from(a.octets()[3]),
-        IpAddr::V6(a) => a.segments()[7],
-    };
-    match port {
-        22 | 80 => PortState::Open,
-        p if p == 1000 + host_bias => PortState::Open,
-        23 | 111 | 135 | 445 => PortState::Filtered,
-        _ => PortState::Closed,
+    match standard_answer(dst, port) {
+        Answer::Open => PortState::Open,
+        Answer::Closed => PortState::Closed,
+        Answer::Prohibited | Answer::Silent => PortState::Filtered,
     }
 }
 
 /// Ports 23 and 111 answer with ICMP admin-prohibited; 135 and 445 are silent.
 fn icmp_port(port: u16) -> bool {
-    matches!(port, 23 | 111)
-}
-
-struct Target {
-    rng: SmallRng,
-    loss: f64,
-    dup: bool,
-    probes: Arc<AtomicU64>,
-}
-
-impl memory::Responder for Target {
-    fn respond(&mut self, probe: &[u8], out: &mut dyn FnMut(Vec<u8>)) {
-        self.probes.fetch_add(1, Ordering::Relaxed);
-        if self.rng.random::<f64>() < self.loss {
-            return;
-        }
-        let p = SlicedPacket::from_ip(probe).expect("engine sends valid IP");
-        let Some(TransportSlice::Tcp(tcp)) = p.transport else {
-            panic!("not TCP")
-        };
-        assert!(tcp.syn() && !tcp.ack());
-        let (src, dst): (IpAddr, IpAddr) = match &p.net {
-            Some(NetSlice::Ipv4(ip)) => (
-                ip.header().source_addr().into(),
-                ip.header().destination_addr().into(),
-            ),
-            Some(NetSlice::Ipv6(ip)) => (
-                ip.header().source_addr().into(),
-                ip.header().destination_addr().into(),
-            ),
-            _ => panic!("not IP"),
-        };
-        let (sport, dport, seq) = (
-            tcp.source_port(),
-            tcp.destination_port(),
-            tcp.sequence_number(),
-        );
-        let state = truth(dst, dport);
-        if state == PortState::Filtered && !icmp_port(dport) {
-            return;
-        }
-        let mut frame = Vec::new();
-        match (dst, src) {
-            (IpAddr::V4(d), IpAddr::V4(s)) => {
-                let b = PacketBuilder::ipv4(d.octets(), s.octets(), 63);
-                match state {
-                    PortState::Open => b
-                        .tcp(dport, sport, 7, 1000)
-                        .syn()
-                        .ack(seq.wrapping_add(1))
-                        .write(&mut frame, &[]),
-                    PortState::Closed => b
-                        .tcp(dport, sport, 0, 0)
-                        .rst()
-                        .ack(seq.wrapping_add(1))
-                        .write(&mut frame, &[]),
-                    PortState::Filtered => b
-                        .icmpv4(Icmpv4Type::DestinationUnreachable(
-                            etherparse::icmpv4::DestUnreachableHeader::FilterProhibited,
-                        ))
-                        .write(&mut frame, &probe[..28]),
-                }
-            }
-            (IpAddr::V6(d), IpAddr::V6(s)) => {
-                let b = PacketBuilder::ipv6(d.octets(), s.octets(), 63);
-                match state {
-                    PortState::Open => b
-                        .tcp(dport, sport, 7, 1000)
-                        .syn()
-                        .ack(seq.wrapping_add(1))
-                        .write(&mut frame, &[]),
-                    PortState::Closed => b
-                        .tcp(dport, sport, 0, 0)
-                        .rst()
-                        .ack(seq.wrapping_add(1))
-                        .write(&mut frame, &[]),
-                    PortState::Filtered => b
-                        .icmpv6(etherparse::Icmpv6Type::DestinationUnreachable(
-                            etherparse::icmpv6::DestUnreachableCode::Prohibited,
-                        ))
-                        .write(&mut frame, &probe[..48]),
-                }
-            }
-            _ => unreachable!(),
-        }
-        .unwrap();
-        if self.dup {
-            out(frame.clone());
-        }
-        out(frame);
-        let _ = IcmpEchoHeader { id: 0, seq: 0 };
-    }
+    standard_answer("198.18.0.2".parse().unwrap(), port) == Answer::Prohibited
 }
 
 fn lab_policy() -> TargetPolicy {
@@ -140,13 +42,11 @@ fn engine(
     dup: bool,
     seed: u64,
 ) -> (Engine, Arc<AtomicU64>, crossbeam_channel::Sender<Vec<u8>>) {
-    let probes = Arc::new(AtomicU64::new(0));
-    let target = Target {
-        rng: SmallRng::seed_from_u64(seed),
-        loss,
-        dup,
-        probes: Arc::clone(&probes),
-    };
+    let mut target = ScriptedTarget::standard().with_loss(loss, seed);
+    if dup {
+        target = target.with_duplicates();
+    }
+    let probes = target.probe_counter();
     let (sink, source, inject) = memory::pair(target);
     let cfg = EngineConfig {
         max_rate: 2_000_000,
@@ -374,14 +274,7 @@ fn rate_is_respected() {
 fn a_group_of_scans_gets_one_fair_share() {
     // A "daemon scan" of 4 chunks (one group) against a lone scan, under a global ceiling:
     // each should get about half of the probes, not 4/5 and 1/5.
-    let probes = Arc::new(AtomicU64::new(0));
-    let target = Target {
-        rng: SmallRng::seed_from_u64(9),
-        loss: 0.0,
-        dup: false,
-        probes: Arc::clone(&probes),
-    };
-    let (sink, source, _inject) = memory::pair(target);
+    let (sink, source, _inject) = memory::pair(ScriptedTarget::standard());
     let e = Engine::start(
         Box::new(sink),
         Box::new(source),

@@ -13,6 +13,8 @@ use std::time::Duration;
 pub mod bpf;
 pub mod memory;
 pub mod privs;
+#[cfg(feature = "scripted")]
+pub mod scripted;
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 pub mod sys;
