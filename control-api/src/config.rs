@@ -100,6 +100,13 @@ pub struct Config {
     /// Delay before the second webhook attempt (doubling after), ms.
     #[serde(alias = "webhook_backoff_ms")]
     pub webhook_backoff_ms: u64,
+    /// SMTP server for managed-scan alert e-mail (`smtp://host:25`,
+    /// `smtp://user:pass@host:587?tls=required`, `smtps://host:465`); none = no e-mail.
+    #[serde(alias = "smtp_url")]
+    pub smtp_url: Option<String>,
+    /// Sender of alert e-mail, e.g. `Portscope <alerts@example.com>`.
+    #[serde(alias = "smtp_from")]
+    pub smtp_from: Option<String>,
 }
 
 impl Default for Config {
@@ -130,6 +137,8 @@ impl Default for Config {
             webhook_attempts: 3,
             webhook_timeout_ms: 5000,
             webhook_backoff_ms: 1000,
+            smtp_url: None,
+            smtp_from: None,
         }
     }
 }

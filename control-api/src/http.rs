@@ -62,6 +62,8 @@ pub struct HttpLimits {
 pub struct Shared {
     /// The scan service.
     pub scans: Arc<ScanService>,
+    /// The managed-scan API (`/api/v1`, `/report/{id}`), with its own limit and errors.
+    pub managed: Arc<crate::managed::Managed>,
     /// Rate limiters.
     pub limits: Arc<Limits>,
     /// Which addresses may be scanned.
@@ -104,24 +106,41 @@ impl AppState {
     }
 }
 
+/// Body, concurrency and timeout limits (one concurrency budget shared by every route).
+fn request_limits<S: Clone + Send + Sync + 'static>(
+    r: Router<S>,
+    limits: HttpLimits,
+    concurrency: &GlobalConcurrencyLimitLayer,
+) -> Router<S> {
+    r.layer(RequestBodyLimitLayer::new(limits.body_bytes))
+        .layer(concurrency.clone())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.timeout,
+        ))
+}
+
 /// The router with every layer.
 pub fn app(state: AppState) -> Router {
     let limits = state.0.http;
-    Router::new()
+    let concurrency = GlobalConcurrencyLimitLayer::new(limits.concurrency.max(1));
+    let self_scan = Router::new()
         .route("/v1/fast", get(get_fast).post(post_fast))
         .route("/v1/deep", get(get_deep).post(post_deep))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        // Innermost first: each `layer` call wraps everything added before it.
-        .layer(RequestBodyLimitLayer::new(limits.body_bytes))
-        .layer(GlobalConcurrencyLimitLayer::new(limits.concurrency.max(1)))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            limits.timeout,
-        ))
-        .layer(from_fn_with_state(state.clone(), edge))
+        .method_not_allowed_fallback(method_not_allowed);
+    // Innermost first: each `layer` call wraps everything added before it. The self-scan
+    // edge limit (30/min, X-RateLimit-*) covers the self-scan routes; the managed routes
+    // have their own (60/min on /api/v1, RateLimit-*).
+    let self_scan = request_limits(self_scan, limits, &concurrency)
+        .layer(from_fn_with_state(state.clone(), edge));
+    let managed = crate::managed::router(state.0.managed.clone(), |r| {
+        request_limits(r, limits, &concurrency)
+    });
+    self_scan
+        .merge(managed)
         .layer(from_fn(json_errors))
         .layer(from_fn_with_state(state.clone(), observe))
         .with_state(state)

@@ -11,10 +11,12 @@
 //! - [`model`]: response shapes and scan types. [`error`]: the one error type.
 //! - [`netaddr`]: client address, CIDR sets, ASN table. [`ratelimit`]: fixed windows.
 //! - [`webhook`], [`enrich`] (banners, PTR), [`metrics`], [`openapi`], [`clock`], [`config`].
+//! - [`managed`]: the token-authenticated managed-scan API (`/api/v1`, `/report/{id}`).
 //!
-//! **Invariant:** the scan target is always the requesting connection's address (or the
-//! right-most untrusted `X-Forwarded-For` hop behind a trusted proxy); no request field
-//! can name another target.
+//! **Invariant:** a self-scan's target is always the requesting connection's address (or
+//! the right-most untrusted `X-Forwarded-For` hop behind a trusted proxy); no self-scan
+//! request field can name another target. A managed scan (`/api/v1`) names its target, but
+//! only inside its bearer token's scope, checked in one place before anything is queued.
 
 pub mod clock;
 pub mod config;
@@ -22,6 +24,7 @@ pub mod engine;
 pub mod enrich;
 pub mod error;
 pub mod http;
+pub mod managed;
 pub mod metrics;
 pub mod model;
 pub mod netaddr;
@@ -70,10 +73,43 @@ pub enum StartError {
     /// The opt-out list or ASN table could not be loaded.
     #[error(transparent)]
     Load(#[from] LoadError),
+    /// `smtp-url` / `smtp-from` are not usable.
+    #[error("{0}")]
+    Smtp(String),
+}
+
+/// Options of the managed-scan API that are not in the config file.
+#[derive(Debug, Clone)]
+pub struct ManagedOptions {
+    /// Host name resolution for token scopes (the system resolver by default).
+    pub resolver: Arc<dyn managed::scope::Resolver>,
+    /// Queue limit and scheduler period.
+    pub settings: managed::service::ManagedSettings,
+    /// Alert e-mail; `None` = SMTP from `smtp-url` when configured, else no e-mail.
+    pub mailer: Option<Arc<dyn managed::mail::Mailer>>,
+}
+
+impl Default for ManagedOptions {
+    fn default() -> Self {
+        ManagedOptions {
+            resolver: Arc::new(managed::scope::SystemResolver::default()),
+            settings: managed::service::ManagedSettings::default(),
+            mailer: None,
+        }
+    }
 }
 
 /// Opens the database, loads the lists, starts the scan service. Serve `app(state)`.
 pub async fn start(config: &Config, services: Services) -> Result<AppState, StartError> {
+    start_with(config, services, ManagedOptions::default()).await
+}
+
+/// [`start`] with explicit managed-scan options (tests: a static resolver, no scheduler).
+pub async fn start_with(
+    config: &Config,
+    services: Services,
+    managed_opts: ManagedOptions,
+) -> Result<AppState, StartError> {
     let store = store::Store::open(&config.db)
         .await
         .map_err(|source| StartError::Db {
@@ -96,10 +132,57 @@ pub async fn start(config: &Config, services: Services) -> Result<AppState, Star
         webhook::CallbackPolicy::new(CidrSet::new(config.allow_callback.iter().map(|c| c.0)));
     let limits = Arc::new(ratelimit::Limits::default());
     let metrics = metrics::Metrics::new();
+    // One engine connection, two consumers: events are routed by scan id.
+    let mailer: Option<Arc<dyn managed::mail::Mailer>> =
+        match (&managed_opts.mailer, &config.smtp_url) {
+            (Some(m), _) => Some(m.clone()),
+            (None, Some(url)) => {
+                let from = config.smtp_from.as_deref().ok_or_else(|| {
+                    StartError::Smtp("smtp-url needs smtp-from (the sender address)".into())
+                })?;
+                Some(Arc::new(
+                    managed::mail::SmtpMailer::new(url, from).map_err(StartError::Smtp)?,
+                ))
+            }
+            (None, None) => None,
+        };
+    let demux_stop = tokio_util::sync::CancellationToken::new();
+    let (self_side, managed_side) = managed::demux::split(services.engine, demux_stop.clone());
+    let managed_service = managed::service::ManagedService::start(
+        managed::service::ManagedDeps {
+            store: managed::store::MStore::new(store.pool().clone()),
+            engine: managed_side,
+            clock: services.clock.clone(),
+            resolver: managed_opts.resolver,
+            banners: services.banners.clone(),
+            webhooks: webhook::Webhooks {
+                policy: callbacks.clone(),
+                attempts: config.webhook_attempts,
+                timeout: Duration::from_millis(config.webhook_timeout_ms),
+                backoff: Duration::from_millis(config.webhook_backoff_ms),
+            },
+            policy: policy.clone(),
+            opt_out: opt_out.clone(),
+            mailer,
+        },
+        managed::service::ManagedSettings {
+            grace_ms: config.engine_grace_secs.saturating_mul(1000),
+            ..managed_opts.settings
+        },
+    )
+    .await;
+    let managed = Arc::new(managed::Managed {
+        service: managed_service,
+        limiter: ratelimit::FixedWindow::new(managed::API_LIMIT, managed::API_WINDOW),
+        trusted: CidrSet::new(config.trusted_proxy.iter().map(|c| c.0)),
+        clock: services.clock.clone(),
+        last_prune: std::sync::atomic::AtomicU64::new(0),
+        demux_stop,
+    });
     let scans = scans::ScanService::start(
         scans::ScanDeps {
             store,
-            engine: services.engine,
+            engine: self_side,
             clock: services.clock.clone(),
             banners: services.banners,
             ptr: services.ptr,
@@ -129,6 +212,7 @@ pub async fn start(config: &Config, services: Services) -> Result<AppState, Star
     );
     Ok(AppState(Arc::new(http::Shared {
         scans,
+        managed,
         limits,
         policy,
         opt_out,
@@ -147,12 +231,21 @@ pub async fn start(config: &Config, services: Services) -> Result<AppState, Star
 impl AppState {
     /// Stops background work and closes the database (the engine client is the caller's).
     pub async fn shutdown(&self) {
+        self.0.managed.service.shutdown().await;
         self.0.scans.shutdown().await;
+        self.0.managed.demux_stop.cancel();
         self.0.scans.store().close().await;
     }
 
-    /// Runs one round of maintenance now (purge, grace check, gauges).
+    /// The managed-scan service.
+    pub fn managed(&self) -> &Arc<managed::service::ManagedService> {
+        &self.0.managed.service
+    }
+
+    /// Runs one round of maintenance now (purge, grace check, gauges; managed scans: grace
+    /// check and due schedules).
     pub async fn maintain(&self) {
         self.0.scans.maintain().await;
+        self.0.managed.service.maintain().await;
     }
 }

@@ -3,7 +3,7 @@
 //! sockets and needs no capabilities.
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use portscope_control_api::clock::SystemClock;
 use portscope_control_api::config::Config;
 use portscope_control_api::engine::unix::{Backoff, UnixEngineClient};
@@ -27,13 +27,13 @@ use tracing_subscriber::EnvFilter;
 #[command(name = "portscope-api", version)]
 struct Args {
     /// TOML config file; keys are the flag names (e.g. `engine-socket = "..."`).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// Address to listen on; give twice for IPv4 and IPv6 [default: 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR")]
     listen: Vec<SocketAddr>,
     /// SQLite database file [default: portscope.db].
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     db: Option<PathBuf>,
     /// The engine daemon's Unix socket [default: /run/portscope/engine.sock].
     #[arg(long, value_name = "PATH")]
@@ -56,6 +56,110 @@ struct Args {
     /// Also write logs to this file.
     #[arg(long, value_name = "FILE")]
     log_file: Option<PathBuf>,
+    /// Without a command: serve HTTP.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Bearer tokens of the managed-scan API (/api/v1), in the same database.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCmd {
+    /// Create a token and print its secret (shown once; only its hash is stored).
+    Create {
+        /// Unique name, e.g. `ci`.
+        #[arg(long)]
+        name: String,
+        /// What it may scan: CIDR, IP, `example.com` or `*.example.com`; repeatable or
+        /// comma-separated.
+        #[arg(long, required = true, value_delimiter = ',')]
+        scope: Vec<String>,
+        /// New scans per calendar month (UTC).
+        #[arg(long, default_value_t = 1000)]
+        monthly_scans: i64,
+        /// Queued + running scans at once.
+        #[arg(long, default_value_t = portscope_control_api::managed::tokens::DEFAULT_CONCURRENT)]
+        concurrent: i64,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by id or name; its requests get 401 from now on.
+    Revoke {
+        /// `tok_...` id or name.
+        id_or_name: String,
+    },
+}
+
+async fn token_command(config: &Config, cmd: TokenCmd) -> anyhow::Result<()> {
+    use portscope_control_api::managed::scope::Scope;
+    use portscope_control_api::managed::tokens;
+    let store = portscope_control_api::store::Store::open(&config.db)
+        .await
+        .with_context(|| format!("cannot open database {}", config.db.display()))?;
+    let pool = store.pool();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    match cmd {
+        TokenCmd::Create {
+            name,
+            scope,
+            monthly_scans,
+            concurrent,
+        } => {
+            let scope =
+                Scope::parse(scope.iter().map(String::as_str)).map_err(anyhow::Error::msg)?;
+            let (row, secret) = tokens::create(
+                pool,
+                &tokens::NewToken {
+                    name,
+                    scope,
+                    monthly_scans,
+                    max_concurrent: concurrent,
+                },
+                now,
+            )
+            .await?;
+            println!("id:     {}", row.id);
+            println!("name:   {}", row.name);
+            println!("scope:  {}", row.scope.replace('\n', ", "));
+            println!(
+                "quota:  {} scans/month, {} concurrent",
+                row.monthly_scans, row.max_concurrent
+            );
+            println!("token:  {secret}");
+            eprintln!("Store the token now: it is shown only once.");
+        }
+        TokenCmd::List => {
+            println!("id\tname\tscope\tmonthly_scans\tconcurrent\tcreated_at\trevoked_at");
+            for r in tokens::list(pool).await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    r.id,
+                    r.name,
+                    r.scope.replace('\n', ","),
+                    r.monthly_scans,
+                    r.max_concurrent,
+                    r.created_at,
+                    r.revoked_at.map_or("-".to_string(), |t| t.to_string())
+                );
+            }
+        }
+        TokenCmd::Revoke { id_or_name } => {
+            let r = tokens::revoke(pool, &id_or_name, now).await?;
+            println!("revoked {} ({})", r.id, r.name);
+        }
+    }
+    store.close().await;
+    Ok(())
 }
 
 fn merge(args: Args) -> anyhow::Result<Config> {
@@ -138,7 +242,12 @@ async fn shutdown_signal(token: CancellationToken) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = merge(Args::parse())?;
+    let mut args = Args::parse();
+    let command = args.command.take();
+    let config = merge(args)?;
+    if let Some(Command::Token { cmd }) = command {
+        return token_command(&config, cmd).await;
+    }
     init_logging(config.log_file.as_ref())?;
 
     let engine = Arc::new(UnixEngineClient::spawn(

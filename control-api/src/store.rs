@@ -114,6 +114,11 @@ impl Store {
         Ok(Store { pool })
     }
 
+    /// The connection pool (the managed-scan tables share the database).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     /// Closes the pool.
     pub async fn close(&self) {
         self.pool.close().await;

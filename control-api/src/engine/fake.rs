@@ -119,6 +119,11 @@ impl FakeEngine {
         let _ = self.tx.send(EngineNotice::Event(e));
     }
 
+    /// Emits any event as is (not remembered for replays), e.g. multi-host `Ports`.
+    pub fn emit(&self, e: Event) {
+        self.push(e);
+    }
+
     /// Emits `Progress` (and remembers it for replays).
     pub fn progress(&self, id: &str, queue_position: u32, chunks_complete: u32, total: u32) {
         let e = Event::Progress {

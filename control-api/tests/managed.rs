@@ -1,0 +1,1201 @@
+//! The managed-scan API (`/api/v1`, issue 4) end to end in-process: tokens and 401, scope
+//! enforcement (IPs, CIDRs, names, retest, trigger-all, scheduler), quotas, the per-IP
+//! limit and its headers, the scan lifecycle with partial results, pagination, targets,
+//! alerts, findings, SECURITY-FIX.md, the report page and monitor webhooks.
+
+mod managed_support;
+
+use axum::http::{Method, StatusCode};
+use managed_support::{M, T0_MS};
+use portscope_control_api::managed::service::ManagedSettings;
+use portscope_core::results::PortState::{Filtered, Open};
+use portscope_proto::Request as EngineRequest;
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const SCOPE: &[&str] = &[
+    "198.18.0.0/24",
+    "2001:2::/64",
+    "app.example.com",
+    "*.lab.example",
+];
+
+async fn setup() -> (M, String) {
+    let m = M::new().await;
+    let t = m.token("ci", SCOPE, 1000, 50).await;
+    (m, t)
+}
+
+fn scan_body(target: &str) -> Option<Value> {
+    Some(json!({ "target": target }))
+}
+
+#[tokio::test]
+async fn missing_invalid_and_revoked_tokens_get_401_json() {
+    let (m, t) = setup().await;
+    for (auth, why) in [
+        (None, "missing"),
+        (Some("pst_0000"), "invalid"),
+        (Some("garbage"), "invalid"),
+    ] {
+        let r = m
+            .send(Method::GET, "/api/v1/scans", auth, None, "127.0.0.1")
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{why}");
+        assert_eq!(r.body["error"], "unauthorized");
+        assert!(r.body["message"].as_str().unwrap().len() > 5);
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert_eq!(r.header("ratelimit-limit"), Some("60"));
+    }
+    // Basic auth is not accepted.
+    let r = m
+        .send(Method::GET, "/api/v1/scans", None, None, "127.0.0.1")
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(m.get("/api/v1/scans", &t).await.status, StatusCode::OK);
+    // Revoked: 401 from then on.
+    portscope_control_api::managed::tokens::revoke(m.state.managed().store().pool(), "ci", 1)
+        .await
+        .unwrap();
+    let r = m.get("/api/v1/scans", &t).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.body["message"], "invalid or revoked API token");
+    // Only the hash is stored.
+    let (stored,): (String,) = sqlx::query_as("SELECT token_hash FROM api_tokens")
+        .fetch_one(m.state.managed().store().pool())
+        .await
+        .unwrap();
+    assert_ne!(stored, t);
+    assert_eq!(stored.len(), 64);
+}
+
+#[tokio::test]
+async fn per_ip_limit_is_60_per_minute_with_ratelimit_headers() {
+    let (m, t) = setup().await;
+    for i in 0..60u32 {
+        let r = m
+            .send(Method::GET, "/api/v1/scans", Some(&t), None, "127.0.0.9")
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "request {i}");
+        assert_eq!(r.header("ratelimit-limit"), Some("60"));
+        assert_eq!(
+            r.header("ratelimit-remaining"),
+            Some((59 - i).to_string().as_str())
+        );
+        assert_eq!(r.header("ratelimit-reset"), Some("60"));
+        assert_eq!(
+            r.header("x-ratelimit-limit"),
+            None,
+            "not the self-scan headers"
+        );
+    }
+    m.clock.advance(Duration::from_secs(20));
+    // 401s and 404s count too; the 61st is refused.
+    let r = m
+        .send(Method::GET, "/api/v1/nope", None, None, "127.0.0.9")
+        .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.body["error"], "rate_limited");
+    assert_eq!(r.header("retry-after"), Some("40"));
+    assert_eq!(r.header("ratelimit-remaining"), Some("0"));
+    assert_eq!(r.header("ratelimit-reset"), Some("40"));
+    // Another address is not affected; the window resets.
+    let r = m
+        .send(Method::GET, "/api/v1/scans", Some(&t), None, "::1")
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    m.clock.advance(Duration::from_secs(40));
+    let r = m
+        .send(Method::GET, "/api/v1/scans", Some(&t), None, "127.0.0.9")
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("ratelimit-remaining"), Some("59"));
+    // Unknown paths under /api/v1 are JSON 404 with the headers.
+    let r = m.get("/api/v1/nope", &t).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.body["error"], "not_found");
+    assert!(r.header("ratelimit-limit").is_some());
+    let r = m.call(Method::DELETE, "/api/v1/scans", &t, None).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.body["error"], "method_not_allowed");
+    assert!(r.header("ratelimit-limit").is_some());
+    // The self-scan API keeps its own headers.
+    let r = m
+        .send(Method::GET, "/v1/fast", None, None, "198.18.0.10")
+        .await;
+    assert_eq!(r.header("x-ratelimit-limit"), Some("30"));
+    assert_eq!(r.header("ratelimit-limit"), None);
+}
+
+#[tokio::test]
+async fn scan_lifecycle_with_partial_results_grade_and_summary() {
+    let (m, t) = setup().await;
+    let r = m
+        .post(
+            "/api/v1/scan",
+            &t,
+            Some(json!({"target": "198.18.0.5", "domain": "app.example.com"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    assert_eq!(r.body["status"], "queued");
+    let report = r.body["reportUrl"].as_str().unwrap().to_string();
+    assert!(report.starts_with(&format!("/report/{id}?key=")));
+    assert_eq!(r.body.as_object().unwrap().len(), 3);
+    match &m.submits()[..] {
+        [(sid, targets, ports)] => {
+            assert_eq!(sid, &id);
+            assert_eq!(targets, &vec!["198.18.0.5".to_string()]);
+            assert!(ports.starts_with("21,22,23,25"));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // The engine's `Accepted` arrives asynchronously.
+    m.wait(&id, |r| r.total_chunks == 4).await;
+    let r = m.get(&format!("/api/v1/scan/{id}"), &t).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["status"], "queued");
+    assert_eq!(r.body["domain"], "app.example.com");
+    assert_eq!(r.body["createdAt"], "2024-04-01T03:06:40.000Z");
+    assert_eq!(r.body["startedAt"], Value::Null);
+    assert_eq!(r.body["grade"], Value::Null);
+    assert_eq!(
+        r.body["progress"],
+        json!({"chunksComplete": 0, "totalChunks": 4})
+    );
+
+    // Running, with the first chunk's ports: partial results.
+    m.clock.advance(Duration::from_secs(5));
+    m.engine.progress(&id, 0, 1, 4);
+    m.ports(
+        &id,
+        0,
+        &[("198.18.0.5", 22, Open), ("198.18.0.5", 25, Filtered)],
+    );
+    m.wait(&id, |r| r.status == "running").await;
+    for _ in 0..100 {
+        if m.get(&format!("/api/v1/scans/{id}/results"), &t).await.body["results"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 2
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let r = m.get(&format!("/api/v1/scan/{id}"), &t).await;
+    assert_eq!(r.body["status"], "running");
+    assert_eq!(r.body["partial"], true);
+    assert_eq!(r.body["startedAt"], "2024-04-01T03:06:45.000Z");
+    assert_eq!(
+        r.body["results"],
+        json!([
+            {"host": "198.18.0.5", "port": 22, "state": "open", "service": "SSH", "banner": null},
+            {"host": "198.18.0.5", "port": 25, "state": "filtered", "service": "SMTP", "banner": null}
+        ])
+    );
+    assert_eq!(r.body["findings"][0]["severity"], "LOW");
+    assert_eq!(r.body["summary"]["findings"]["low"], 1);
+
+    // Complete: grade from exposure, banners, per-host summary with closed counts.
+    m.banners
+        .by_port
+        .lock()
+        .unwrap()
+        .insert(22, "SSH-2.0-OpenSSH_9.6".into());
+    m.ports(&id, 1, &[("198.18.0.5", 6379, Open)]);
+    m.engine.progress(&id, 0, 4, 4);
+    m.clock.advance(Duration::from_secs(10));
+    m.engine.complete(&id, 15_000);
+    m.wait_status(&id, "complete").await;
+    let r = m.get(&format!("/api/v1/scan/{id}"), &t).await;
+    assert_eq!(r.body["status"], "complete");
+    assert_eq!(r.body["grade"], "D");
+    assert_eq!(r.body["gradeScore"], 57);
+    assert_eq!(r.body["completedAt"], "2024-04-01T03:06:55.000Z");
+    assert_eq!(r.body["partial"], false);
+    assert_eq!(r.body["error"], Value::Null);
+    assert_eq!(r.body["results"][0]["banner"], "SSH-2.0-OpenSSH_9.6");
+    assert_eq!(
+        r.body["summary"]["findings"],
+        json!({"total": 2, "critical": 1, "high": 0, "medium": 0, "low": 1, "info": 0})
+    );
+    assert_eq!(r.body["findings"][0]["severity"], "CRITICAL");
+    assert_eq!(
+        r.body["findings"][0]["title"],
+        "Redis (6379/tcp) exposed on 198.18.0.5"
+    );
+    let r = m.get(&format!("/api/v1/scans/{id}/summary"), &t).await;
+    assert_eq!(
+        r.body["hosts"],
+        json!([{"host": "198.18.0.5", "open": 2, "filtered": 1, "closed": 29}])
+    );
+    // The plural alias of seed 001.
+    assert_eq!(
+        m.get(&format!("/api/v1/scans/{id}"), &t).await.body["grade"],
+        "D"
+    );
+    // Cancel after completion: 400.
+    let r = m.post(&format!("/api/v1/scan/{id}/cancel"), &t, None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // Unknown and other tokens' scans: 404.
+    let other = m.token("other", SCOPE, 10, 5).await;
+    assert_eq!(
+        m.get(&format!("/api/v1/scan/{id}"), &other).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        m.get("/api/v1/scan/m-nope", &t).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn failed_and_cancelled_scans() {
+    let (m, t) = setup().await;
+    let a = m
+        .post("/api/v1/scan", &t, scan_body("198.18.0.6"))
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    m.engine.fail(&a, "timeout");
+    m.wait_status(&a, "failed").await;
+    let r = m.get(&format!("/api/v1/scan/{a}"), &t).await;
+    assert_eq!(
+        (r.body["status"].as_str(), r.body["error"].as_str()),
+        (Some("failed"), Some("timeout"))
+    );
+
+    let b = m
+        .post("/api/v1/scan", &t, scan_body("198.18.0.7"))
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = m.post(&format!("/api/v1/scan/{b}/cancel"), &t, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body, json!({"id": b, "status": "cancelled"}));
+    assert!(m
+        .engine
+        .requests()
+        .contains(&EngineRequest::Cancel { id: b.clone() }));
+    // The engine's late "cancelled" failure does not change it; a second cancel is 400.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(m.row(&b).await.status, "cancelled");
+    let r = m.post(&format!("/api/v1/scan/{b}/cancel"), &t, None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body["message"]
+        .as_str()
+        .unwrap()
+        .contains("already cancelled"));
+}
+
+#[tokio::test]
+async fn a_live_scan_of_the_same_target_is_409_with_existing_id() {
+    let (m, t) = setup().await;
+    let id = m
+        .post("/api/v1/scan", &t, scan_body("198.18.0.8"))
+        .await
+        .body["id"]
+        .clone();
+    let r = m
+        .post("/api/v1/scan", &t, scan_body("::ffff:198.18.0.8"))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.body["existingId"], id);
+    assert_eq!(r.body["error"], "scan_in_progress");
+    // Retest of a live scan is a 409 too.
+    let r = m
+        .post(
+            &format!("/api/v1/scan/{}/retest", id.as_str().unwrap()),
+            &t,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(m.submits().len(), 1);
+}
+
+#[tokio::test]
+async fn bad_requests_get_400() {
+    let (m, t) = setup().await;
+    for body in [
+        json!({"target": "not a target!"}),
+        json!({"target": ""}),
+        json!({"target": "198.18.0.9", "ports": "0-70000"}),
+        json!({"target": "198.18.0.9", "profile": "bogus"}),
+        json!({"target": "198.18.0.9", "profile": "fast", "ports": "22"}),
+        json!({"target": "198.18.0.9", "domain": "no spaces allowed"}),
+        json!({"target": "198.18.0.0/8"}),
+        json!({"nope": 1}),
+    ] {
+        let r = m.post("/api/v1/scan", &t, Some(body.clone())).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body} -> {}", r.text);
+        assert_eq!(r.body["error"], "bad_request");
+    }
+    let r = m
+        .send(Method::POST, "/api/v1/scan", Some(&t), None, "127.0.0.1")
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(m.submits().is_empty());
+}
+
+#[tokio::test]
+async fn scope_is_enforced_before_anything_is_queued() {
+    let (m, t) = setup().await;
+    m.dns.set("app.example.com", &["198.18.0.20"]);
+    m.dns.set("evil.example.net", &["198.18.0.21"]);
+    m.dns
+        .set("moved.lab.example", &["198.18.0.22", "198.18.5.1"]);
+    m.dns.set("v6.lab.example", &["2001:2::5"]);
+    for target in [
+        "198.18.1.1",        // outside the CIDR
+        "198.18.0.0/23",     // CIDR larger than the scope
+        "198.18.0.128/23",   // same, written with host bits
+        "2001:2:0:1::1",     // v6 outside
+        "evil.example.net",  // name not in scope (its address is)
+        "moved.lab.example", // name in scope, one address outside
+        "lab.example",       // the wildcard covers names under it, not itself
+    ] {
+        let r = m.post("/api/v1/scan", &t, scan_body(target)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{target}: {}", r.text);
+        assert_eq!(r.body["error"], "out_of_scope");
+    }
+    assert!(m.engine.requests().is_empty(), "nothing reached the engine");
+    // Names in scope are scanned by address, never by name.
+    let r = m
+        .post("/api/v1/scan", &t, scan_body("APP.example.com"))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let r2 = m
+        .post("/api/v1/scan", &t, scan_body("v6.lab.example"))
+        .await;
+    assert_eq!(r2.status, StatusCode::CREATED);
+    let s = m.submits();
+    assert_eq!(s[0].1, vec!["198.18.0.20".to_string()]);
+    assert_eq!(s[1].1, vec!["2001:2::5".to_string()]);
+    let got = m
+        .get(
+            &format!("/api/v1/scan/{}", r.body["id"].as_str().unwrap()),
+            &t,
+        )
+        .await;
+    assert_eq!(got.body["target"], "app.example.com");
+    assert_eq!(got.body["addresses"], json!(["198.18.0.20"]));
+    // A name that does not resolve: 400.
+    let r = m
+        .post("/api/v1/scan", &t, scan_body("gone.lab.example"))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // The API's own target policy still applies under the scope.
+    let wide = m.token("wide", &["10.0.0.0/8"], 10, 5).await;
+    let r = m.post("/api/v1/scan", &wide, scan_body("10.1.2.3")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body["message"]
+        .as_str()
+        .unwrap()
+        .contains("cannot be scanned"));
+    assert_eq!(m.submits().len(), 2);
+}
+
+#[tokio::test]
+async fn retest_rechecks_the_scope_when_dns_moves() {
+    let (m, t) = setup().await;
+    m.dns.set("app.example.com", &["198.18.0.30"]);
+    let id = m
+        .post("/api/v1/scan", &t, scan_body("app.example.com"))
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    m.complete_with(&id, &[("198.18.0.30", 443)]).await;
+    // The name now points outside the scope: the retest is refused.
+    m.dns.set("app.example.com", &["203.0.113.9"]);
+    let r = m.post(&format!("/api/v1/scan/{id}/retest"), &t, None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(m.submits().len(), 1);
+    // Back inside: a new scan of the new address, same target.
+    m.dns.set("app.example.com", &["198.18.0.31"]);
+    let r = m.post(&format!("/api/v1/scan/{id}/retest"), &t, None).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_ne!(r.body["id"], json!(id));
+    assert_eq!(m.submits()[1].1, vec!["198.18.0.31".to_string()]);
+    // Another token cannot retest it.
+    let other = m.token("other", &["198.18.0.0/16"], 10, 5).await;
+    let r = m
+        .post(&format!("/api/v1/scan/{id}/retest"), &other, None)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_cidr_target_is_one_multi_host_engine_scan_with_per_host_summary() {
+    let (m, t) = setup().await;
+    let r = m
+        .post(
+            "/api/v1/scan",
+            &t,
+            Some(json!({"target": "198.18.0.64/26", "ports": "22,80,443"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let s = m.submits();
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].1, vec!["198.18.0.64/26".to_string()]);
+    assert_eq!(s[0].2, "22,80,443");
+    m.engine.progress(&id, 0, 0, 2);
+    m.ports(
+        &id,
+        0,
+        &[("198.18.0.65", 22, Open), ("198.18.0.65", 80, Filtered)],
+    );
+    m.ports(&id, 1, &[("198.18.0.70", 443, Open)]);
+    m.engine.complete(&id, 900);
+    m.wait_status(&id, "complete").await;
+    let r = m.get(&format!("/api/v1/scans/{id}/summary"), &t).await;
+    assert_eq!(
+        r.body["hosts"],
+        json!([
+            {"host": "198.18.0.65", "open": 1, "filtered": 1, "closed": 1},
+            {"host": "198.18.0.70", "open": 1, "filtered": 0, "closed": 2}
+        ])
+    );
+    assert_eq!(r.body["portsPerHost"], 3);
+    let r = m.get(&format!("/api/v1/scans/{id}/results"), &t).await;
+    assert_eq!(r.body["results"].as_array().unwrap().len(), 3);
+    assert_eq!(r.body["partial"], false);
+}
+
+#[tokio::test]
+async fn quotas_monthly_concurrent_and_queue() {
+    let m = M::with(
+        |_| {},
+        ManagedSettings {
+            queue_limit: 3,
+            scheduler_interval: Duration::ZERO,
+            ..ManagedSettings::default()
+        },
+    )
+    .await;
+    let t = m.token("small", SCOPE, 2, 1).await;
+    let a = m.post("/api/v1/scan", &t, scan_body("198.18.0.40")).await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    // One live scan at a time.
+    let r = m.post("/api/v1/scan", &t, scan_body("198.18.0.41")).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.body["error"], "concurrent_limit");
+    assert!(r.header("retry-after").is_some());
+    let id = a.body["id"].as_str().unwrap().to_string();
+    m.complete_with(&id, &[]).await;
+    assert_eq!(
+        m.post("/api/v1/scan", &t, scan_body("198.18.0.41"))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    m.engine.fail(m.submits()[1].0.as_str(), "timeout");
+    m.wait_status(&m.submits()[1].0, "failed").await;
+    // Two scans this month: the third is refused until next month.
+    let r = m.post("/api/v1/scan", &t, scan_body("198.18.0.42")).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.body["error"], "monthly_limit");
+    assert!(r.body["message"]
+        .as_str()
+        .unwrap()
+        .contains("monthly scan limit"));
+    // 2024-04-01T03:06:40Z -> 2024-05-01T00:00:00Z.
+    assert_eq!(
+        r.header("retry-after"),
+        Some((1_714_521_600 - T0_MS / 1000).to_string().as_str())
+    );
+    m.clock.set_ms(1_714_521_600_000);
+    assert_eq!(
+        m.post("/api/v1/scan", &t, scan_body("198.18.0.42"))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    // The queue (all tokens) holds 3 queued scans.
+    let big = m.token("big", SCOPE, 100, 100).await;
+    for ip in ["198.18.0.43", "198.18.0.44"] {
+        assert_eq!(
+            m.post("/api/v1/scan", &big, scan_body(ip)).await.status,
+            StatusCode::CREATED
+        );
+    }
+    let r = m.post("/api/v1/scan", &big, scan_body("198.18.0.45")).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.body["error"], "queue_full");
+}
+
+#[tokio::test]
+async fn list_paginates_with_total_and_filters_by_target() {
+    let (m, t) = setup().await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let target = if i % 2 == 0 {
+            "198.18.0.50"
+        } else {
+            "198.18.0.51"
+        };
+        let r = m.post("/api/v1/scan", &t, scan_body(target)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        let id = r.body["id"].as_str().unwrap().to_string();
+        m.complete_with(&id, &[]).await;
+        ids.push(id);
+        m.clock.advance(Duration::from_secs(1));
+    }
+    let r = m.get("/api/v1/scans?limit=2&offset=1", &t).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        (
+            r.body["total"].as_i64(),
+            r.body["limit"].as_i64(),
+            r.body["offset"].as_i64()
+        ),
+        (Some(5), Some(2), Some(1))
+    );
+    let got: Vec<&str> = r.body["scans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, vec![ids[3].as_str(), ids[2].as_str()], "newest first");
+    let first = &r.body["scans"][0];
+    assert_eq!(first["grade"], "A+");
+    assert!(first["created_at"].as_str().unwrap().ends_with('Z'));
+    let r = m.get("/api/v1/scans?target=198.18.0.50", &t).await;
+    assert_eq!(r.body["total"], 3);
+    assert_eq!(r.body["limit"], 50);
+    let r = m.get("/api/v1/scans?offset=10", &t).await;
+    assert_eq!(
+        (
+            r.body["total"].as_i64(),
+            r.body["scans"].as_array().unwrap().len()
+        ),
+        (Some(5), 0)
+    );
+    for bad in [
+        "limit=101",
+        "limit=0",
+        "limit=x",
+        "offset=-1",
+        "target=not%20valid!",
+    ] {
+        let r = m.get(&format!("/api/v1/scans?{bad}"), &t).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    // Other tokens see none of them.
+    let other = m.token("other", SCOPE, 10, 5).await;
+    assert_eq!(m.get("/api/v1/scans", &other).await.body["total"], 0);
+}
+
+#[tokio::test]
+async fn targets_crud_scan_and_trigger_all_recheck_the_scope() {
+    let (m, t) = setup().await;
+    m.dns.set("web.lab.example", &["198.18.0.60"]);
+    let r = m
+        .post("/api/v1/targets", &t, Some(json!({"target": "web.lab.example", "label": "web", "profile": "deep", "interval": 3600})))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let web = r.body["id"].as_str().unwrap().to_string();
+    assert_eq!(r.body["profile"], "deep");
+    assert_eq!(r.body["interval"], 3600);
+    assert_eq!(r.body["nextRunAt"], "2024-04-01T04:06:40.000Z");
+    let r = m
+        .post(
+            "/api/v1/targets",
+            &t,
+            Some(json!({"target": "198.18.0.0/28", "ports": "22,443"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let net = r.body["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        (r.body["profile"].as_str(), r.body["ports"].as_str()),
+        (Some("custom"), Some("22,443"))
+    );
+    // Out of scope at creation: 403; bad fields: 400.
+    assert_eq!(
+        m.post("/api/v1/targets", &t, Some(json!({"target": "198.18.9.9"})))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    for bad in [
+        json!({}),
+        json!({"target": "198.18.0.61", "interval": 5}),
+        json!({"target": "198.18.0.61", "alertMinSeverity": "SEVERE"}),
+        json!({"target": "198.18.0.61", "webhookUrl": "http://127.0.0.1:9/x"}),
+    ] {
+        assert_eq!(
+            m.post("/api/v1/targets", &t, Some(bad.clone()))
+                .await
+                .status,
+            StatusCode::BAD_REQUEST,
+            "{bad}"
+        );
+    }
+    let r = m.get("/api/v1/targets", &t).await;
+    assert_eq!(r.body["total"], 2);
+    assert_eq!(
+        m.get(&format!("/api/v1/targets/{web}"), &t).await.body["label"],
+        "web"
+    );
+    let r = m
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/targets/{web}"),
+            &t,
+            Some(json!({"label": "www", "profile": "fast"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        (r.body["label"].as_str(), r.body["profile"].as_str()),
+        (Some("www"), Some("fast"))
+    );
+    let r = m
+        .call(
+            Method::PUT,
+            &format!("/api/v1/targets/{web}"),
+            &t,
+            Some(json!({"target": "198.18.7.7"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "update out of scope");
+
+    // Per-target scan: through the same checks, linked to the target.
+    let r = m
+        .post(&format!("/api/v1/targets/{net}/scan"), &t, None)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let net_scan = r.body["id"].as_str().unwrap().to_string();
+    assert_eq!(m.submits()[0].1, vec!["198.18.0.0/28".to_string()]);
+    assert_eq!(m.submits()[0].2, "22,443");
+
+    // DNS moves web out of scope: trigger-all skips it with 403 and the live net scan with
+    // 409; nothing new reaches the engine.
+    m.dns.set("web.lab.example", &["203.0.113.7"]);
+    let r = m.post("/api/v1/scans/trigger-all", &t, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["triggered"], json!([]));
+    let skipped = r.body["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 2);
+    let of = |id: &str| {
+        skipped
+            .iter()
+            .find(|s| s["targetId"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(of(&web)["status"], 403);
+    assert_eq!(of(&web)["error"], "out_of_scope");
+    assert_eq!(of(&net)["status"], 409);
+    assert_eq!(of(&net)["existingId"], net_scan.as_str());
+    assert_eq!(m.submits().len(), 1);
+    // Back in scope: trigger-all starts web.
+    m.dns.set("web.lab.example", &["198.18.0.60"]);
+    let r = m.post("/api/v1/scans/trigger-all", &t, None).await;
+    assert_eq!(r.body["triggered"][0]["targetId"], web.as_str());
+    assert_eq!(m.submits()[1].1, vec!["198.18.0.60".to_string()]);
+    // Delete.
+    let r = m
+        .call(Method::DELETE, &format!("/api/v1/targets/{web}"), &t, None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        m.get(&format!("/api/v1/targets/{web}"), &t).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        m.call(Method::DELETE, &format!("/api/v1/targets/{web}"), &t, None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    // Other tokens cannot see or scan it.
+    let other = m.token("other", SCOPE, 10, 5).await;
+    assert_eq!(
+        m.get(&format!("/api/v1/targets/{net}"), &other)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        m.post(&format!("/api/v1/targets/{net}/scan"), &other, None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn scheduler_runs_due_targets_once_after_downtime() {
+    let (m, t) = setup().await;
+    let r = m
+        .post(
+            "/api/v1/targets",
+            &t,
+            Some(json!({"target": "198.18.0.70", "interval": 3600})),
+        )
+        .await;
+    let tid = r.body["id"].as_str().unwrap().to_string();
+    assert_eq!(m.state.managed().run_due().await, 0, "not due yet");
+    m.clock.advance(Duration::from_secs(3600));
+    assert_eq!(m.state.managed().run_due().await, 1);
+    let id = m.submits()[0].0.clone();
+    m.complete_with(&id, &[]).await;
+    assert_eq!(
+        m.state.managed().run_due().await,
+        0,
+        "next run is an interval later"
+    );
+    // Ten missed intervals (downtime): one run, and the next is an interval from now.
+    m.clock.advance(Duration::from_secs(36_000));
+    assert_eq!(m.state.managed().run_due().await, 1);
+    assert_eq!(m.state.managed().run_due().await, 0);
+    assert_eq!(m.submits().len(), 2);
+    let r = m.get(&format!("/api/v1/targets/{tid}"), &t).await;
+    assert_eq!(
+        r.body["nextRunAt"],
+        super_iso(T0_MS / 1000 + 3600 + 36_000 + 3600)
+    );
+    // Scheduled scans are re-checked against the token's scope too (revoked: nothing).
+    portscope_control_api::managed::tokens::revoke(m.state.managed().store().pool(), "ci", 1)
+        .await
+        .unwrap();
+    m.engine.fail(&m.submits()[1].0, "timeout");
+    m.clock.advance(Duration::from_secs(7200));
+    assert_eq!(m.state.managed().run_due().await, 0);
+}
+
+fn super_iso(secs: u64) -> String {
+    portscope_control_api::managed::iso_ms(secs as i64 * 1000)
+}
+
+#[tokio::test]
+async fn alerts_on_changes_with_acknowledge_and_resolve() {
+    let (m, t) = setup().await;
+    m.banners
+        .by_port
+        .lock()
+        .unwrap()
+        .insert(22, "SSH-2.0-OpenSSH_9.6".into());
+    let first = m
+        .post("/api/v1/scan", &t, scan_body("198.18.0.80"))
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    m.complete_with(&first, &[("198.18.0.80", 22), ("198.18.0.80", 80)])
+        .await;
+    assert_eq!(
+        m.get("/api/v1/alerts", &t).await.body["total"],
+        0,
+        "no baseline, no alerts"
+    );
+    m.banners
+        .by_port
+        .lock()
+        .unwrap()
+        .insert(22, "SSH-2.0-OpenSSH_9.7".into());
+    m.clock.advance(Duration::from_secs(60));
+    let second = m
+        .post(&format!("/api/v1/scan/{first}/retest"), &t, None)
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    m.complete_with(&second, &[("198.18.0.80", 22), ("198.18.0.80", 3306)])
+        .await;
+    let r = m.get("/api/v1/alerts", &t).await;
+    assert_eq!(r.body["total"], 3);
+    let mut kinds: Vec<(String, u64, String)> = r.body["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["type"].as_str().unwrap().into(),
+                a["port"].as_u64().unwrap(),
+                a["severity"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        vec![
+            ("banner_changed".into(), 22, "LOW".into()),
+            ("new_open_port".into(), 3306, "HIGH".into()),
+            ("port_closed".into(), 80, "INFO".into()),
+        ]
+    );
+    let banner = r.body["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["type"] == "banner_changed")
+        .unwrap();
+    assert_eq!(
+        (banner["oldValue"].as_str(), banner["newValue"].as_str()),
+        (Some("SSH-2.0-OpenSSH_9.6"), Some("SSH-2.0-OpenSSH_9.7"))
+    );
+    assert_eq!(banner["scanId"], second.as_str());
+    let aid = banner["id"].as_str().unwrap().to_string();
+    let r = m
+        .post(&format!("/api/v1/alerts/{aid}/acknowledge"), &t, None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["status"], "acknowledged");
+    assert!(r.body["acknowledgedAt"].is_string());
+    let r = m
+        .post(&format!("/api/v1/alerts/{aid}/resolve"), &t, None)
+        .await;
+    assert_eq!(r.body["status"], "resolved");
+    let r = m
+        .post(&format!("/api/v1/alerts/{aid}/acknowledge"), &t, None)
+        .await;
+    assert_eq!(r.body["status"], "resolved", "resolved stays resolved");
+    assert_eq!(
+        m.get("/api/v1/alerts?status=open", &t).await.body["total"],
+        2
+    );
+    assert_eq!(
+        m.get("/api/v1/alerts?status=resolved&limit=1", &t)
+            .await
+            .body["alerts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        m.get("/api/v1/alerts?status=weird", &t).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        m.post("/api/v1/alerts/al-nope/resolve", &t, None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let other = m.token("other", SCOPE, 10, 5).await;
+    assert_eq!(
+        m.post(&format!("/api/v1/alerts/{aid}/resolve"), &other, None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(m.get("/api/v1/alerts", &other).await.body["total"], 0);
+}
+
+#[tokio::test]
+async fn security_fix_md_in_the_seed_shape() {
+    let (m, t) = setup().await;
+    let id = m
+        .post("/api/v1/scan", &t, scan_body("198.18.0.90"))
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    m.complete_with(
+        &id,
+        &[
+            ("198.18.0.90", 6379),
+            ("198.18.0.90", 3389),
+            ("198.18.0.90", 443),
+        ],
+    )
+    .await;
+    let r = m.get(&format!("/api/v1/scan/{id}/fix"), &t).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/markdown; charset=utf-8")
+    );
+    let expected_head = format!(
+        "---\nformat: security-fix/v1\nscanner: portscope\nscan_id: {id}\nscan_date: \"2024-04-01\"\n\
+         targets:\n  - host: 198.18.0.90\n    risk_grade: D\n    severity_counts: {{critical: 1, high: 1, info: 1}}\n---\n\n\
+         # Security Fixes: 198.18.0.90\n\n## FIX-1: Close Redis (6379/tcp) on 198.18.0.90 [CRITICAL]\n"
+    );
+    assert!(r.text.starts_with(&expected_head), "{}", r.text);
+    assert!(r
+        .text
+        .contains("## FIX-2: Close RDP (3389/tcp) on 198.18.0.90 [HIGH]"));
+    assert!(!r.text.contains("FIX-3"), "INFO findings are not fixes");
+    assert!(r
+        .text
+        .contains("\niptables -I INPUT -p tcp --dport 6379 -j DROP\n"));
+    assert!(r
+        .text
+        .contains("nft insert rule inet filter input tcp dport 3389 drop"));
+    assert!(r.text.contains("ufw deny 6379/tcp"));
+    assert_eq!(
+        m.get("/api/v1/scan/m-nope/fix", &t).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn report_page_needs_the_scan_key() {
+    let (m, t) = setup().await;
+    let r = m.post("/api/v1/scan", &t, scan_body("198.18.0.95")).await;
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let url = r.body["reportUrl"].as_str().unwrap().to_string();
+    m.complete_with(&id, &[("198.18.0.95", 23)]).await;
+    let r = m.send(Method::GET, &url, None, None, "127.0.0.1").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    assert!(r.text.contains("<h1>Port scan report: 198.18.0.95</h1>"));
+    assert!(r.text.contains("Telnet (23/tcp) exposed on 198.18.0.95"));
+    assert!(r.text.contains("Grade: <b>C</b> (60/100)"));
+    assert!(r.header("ratelimit-limit").is_some());
+    for bad in [
+        format!("/report/{id}"),
+        format!("/report/{id}?key=wrong"),
+        format!("{url}x"),
+        "/report/m-nope?key=x".to_string(),
+    ] {
+        let r = m.send(Method::GET, &bad, None, None, "127.0.0.1").await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{bad}");
+        assert_eq!(r.body["error"], "not_found");
+    }
+}
+
+async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let g = g.clone();
+            async move {
+                g.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap());
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/hook"), got)
+}
+
+#[tokio::test]
+async fn monitors_post_new_alerts_at_or_above_the_threshold() {
+    let m = M::with(
+        |c| c.allow_callback = vec!["127.0.0.0/8".parse().unwrap()],
+        ManagedSettings {
+            queue_limit: 100,
+            scheduler_interval: Duration::ZERO,
+            ..ManagedSettings::default()
+        },
+    )
+    .await;
+    let t = m.token("ci", SCOPE, 100, 10).await;
+    let (url, got) = receiver().await;
+    let r = m
+        .post(
+            "/api/v1/targets",
+            &t,
+            Some(
+                json!({"target": "198.18.0.99", "webhookUrl": url, "alertMinSeverity": "high",
+                        "alertEmail": "ops@example.com"}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["alertMinSeverity"], "HIGH");
+    assert_eq!(r.body["alertEmail"], "ops@example.com");
+    let bad = m
+        .post(
+            "/api/v1/targets",
+            &t,
+            Some(json!({"target": "198.18.0.98", "alertEmail": "ops@example.com\r\nBcc: x@y.z"})),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let tid = r.body["id"].as_str().unwrap().to_string();
+    let a = m
+        .post(&format!("/api/v1/targets/{tid}/scan"), &t, None)
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    m.complete_with(&a, &[("198.18.0.99", 80)]).await;
+    let b = m
+        .post(&format!("/api/v1/targets/{tid}/scan"), &t, None)
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // New: 27017 (CRITICAL) and 22 (LOW); closed: 80 (INFO). Only 27017 is sent.
+    m.complete_with(&b, &[("198.18.0.99", 22), ("198.18.0.99", 27017)])
+        .await;
+    for _ in 0..300 {
+        if !got.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let got = got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["event"], "alerts");
+    assert_eq!(got[0]["scanId"], b.as_str());
+    let alerts = got[0]["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(
+        (alerts[0]["port"].as_u64(), alerts[0]["severity"].as_str()),
+        (Some(27017), Some("CRITICAL"))
+    );
+    // The same alerts by e-mail.
+    for _ in 0..300 {
+        if !m.outbox.0.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mail = m.outbox.0.lock().unwrap().clone();
+    assert_eq!(mail.len(), 1);
+    assert_eq!(mail[0].0, "ops@example.com");
+    assert_eq!(
+        mail[0].1,
+        "[portscope] 1 alert(s) on 198.18.0.99 (CRITICAL)"
+    );
+    assert!(mail[0]
+        .2
+        .contains("- [CRITICAL] port 27017/tcp is newly open on 198.18.0.99"));
+    assert!(mail[0].2.contains(&format!("/report/{b}?key=")));
+}
+
+#[tokio::test]
+async fn engine_outages_resubmit_then_fail_after_the_grace_period() {
+    let (m, t) = setup().await;
+    let live = m
+        .post("/api/v1/scan", &t, scan_body("198.18.0.110"))
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    m.engine.disconnect();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    // Queued while away: not sent now, sent on reconnect; the submitted one is re-asked.
+    let r = m.post("/api/v1/scan", &t, scan_body("198.18.0.111")).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let later = r.body["id"].as_str().unwrap().to_string();
+    assert_eq!(m.submits().len(), 1);
+    m.engine.connect();
+    for _ in 0..200 {
+        if m.submits().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(m.submits()[1].0, later);
+    assert!(m.engine.requests().contains(&EngineRequest::Status {
+        id: Some(live.clone())
+    }));
+    // Gone past the grace period (30 s): live scans fail, new ones get 503.
+    m.engine.disconnect();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    m.clock.advance(Duration::from_secs(31));
+    m.state.maintain().await;
+    assert_eq!(
+        m.row(&live).await.error.as_deref(),
+        Some("engine_unavailable")
+    );
+    assert_eq!(m.row(&later).await.status, "failed");
+    let r = m.post("/api/v1/scan", &t, scan_body("198.18.0.112")).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.body["error"], "engine_unavailable");
+    assert_eq!(r.header("retry-after"), Some("30"));
+}
+
+#[tokio::test]
+async fn a_schedule_missed_during_downtime_runs_once_on_start() {
+    let (m, t) = setup().await;
+    let r = m
+        .post(
+            "/api/v1/targets",
+            &t,
+            Some(json!({"target": "198.18.0.120", "interval": 600})),
+        )
+        .await;
+    let tid = r.body["id"].as_str().unwrap().to_string();
+    // Down for 50 intervals.
+    m.clock.advance(Duration::from_secs(30_000));
+    let m = m
+        .restart(ManagedSettings {
+            scheduler_interval: Duration::from_millis(20),
+            ..ManagedSettings::default()
+        })
+        .await;
+    for _ in 0..200 {
+        if !m.submits().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Many more ticks, same clock: nothing else is due.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(m.submits().len(), 1);
+    let r = m.get(&format!("/api/v1/targets/{tid}"), &t).await;
+    assert_eq!(r.body["nextRunAt"], super_iso(T0_MS / 1000 + 30_000 + 600));
+    let scan = m.get("/api/v1/scans", &t).await;
+    assert_eq!(scan.body["total"], 1);
+}
+
+#[tokio::test]
+async fn openapi_document_lists_the_managed_routes() {
+    let m = M::new().await;
+    let r = m
+        .send(Method::GET, "/api/v1/openapi.json", None, None, "127.0.0.1")
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body["openapi"].as_str().unwrap().starts_with("3."));
+    for p in [
+        "/api/v1/scan",
+        "/api/v1/scan/{id}",
+        "/api/v1/scans",
+        "/api/v1/scan/{id}/retest",
+        "/api/v1/scan/{id}/cancel",
+        "/api/v1/scan/{id}/fix",
+        "/api/v1/scans/{id}/results",
+        "/api/v1/scans/{id}/summary",
+        "/api/v1/scans/trigger-all",
+        "/api/v1/targets",
+        "/api/v1/targets/{id}",
+        "/api/v1/targets/{id}/scan",
+        "/api/v1/alerts",
+        "/api/v1/alerts/{id}/acknowledge",
+        "/api/v1/alerts/{id}/resolve",
+        "/report/{id}",
+    ] {
+        assert!(r.body["paths"][p].is_object(), "{p}");
+    }
+    assert_eq!(
+        r.body["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    assert!(r.header("ratelimit-limit").is_some());
+}
