@@ -122,7 +122,9 @@ fn opt_iso(secs: Option<i64>) -> Value {
     secs.map_or(Value::Null, |s| json!(iso_ms(s * 1000)))
 }
 
-fn open_ports(ports: &[MPortRow]) -> Vec<OpenPort> {
+/// Open ports of a scan; `new` lists the (host, port) pairs that opened since the previous
+/// scan of the target (its `new_open_port` alerts).
+fn open_ports(ports: &[MPortRow], new: &[(String, i64)]) -> Vec<OpenPort> {
     ports
         .iter()
         .filter(|p| p.state == "open")
@@ -130,8 +132,21 @@ fn open_ports(ports: &[MPortRow]) -> Vec<OpenPort> {
             host: p.host.clone(),
             port: u16::try_from(p.port).unwrap_or(0),
             banner: p.banner.clone(),
+            new: new.iter().any(|(h, q)| *h == p.host && *q == p.port),
         })
         .collect()
+}
+
+/// The (host, port) pairs a scan found newly open (from its alerts).
+async fn newly_open(s: &S, scan: &str) -> Result<Vec<(String, i64)>, ManagedError> {
+    Ok(s.service
+        .store()
+        .alerts_of_scan(scan)
+        .await?
+        .into_iter()
+        .filter(|a| a.kind == "new_open_port")
+        .map(|a| (a.host, a.port))
+        .collect())
 }
 
 fn port_json(p: &MPortRow) -> Value {
@@ -168,8 +183,8 @@ pub fn host_summary(row: &MScanRow, ports: &[MPortRow]) -> Vec<Value> {
 }
 
 /// The full scan view (GET `/scan/{id}`), partial while running.
-pub fn scan_json(row: &MScanRow, ports: &[MPortRow]) -> Value {
-    let found = findings::findings(&open_ports(ports));
+pub fn scan_json(row: &MScanRow, ports: &[MPortRow], new: &[(String, i64)]) -> Value {
+    let found = findings::findings(&open_ports(ports, new));
     let counts = findings::counts(&found);
     let open = ports.iter().filter(|p| p.state == "open").count();
     let filtered = ports.len() - open;
@@ -290,7 +305,8 @@ pub async fn post_scan(
 pub async fn get_scan(State(s): State<S>, Authed(t): Authed, Path(id): Path<String>) -> R {
     let row = owned(&s, &t, &id).await?;
     let ports = s.service.store().ports(&row.id).await?;
-    Ok(Json(scan_json(&row, &ports)).into_response())
+    let new = newly_open(&s, &row.id).await?;
+    Ok(Json(scan_json(&row, &ports, &new)).into_response())
 }
 
 /// The ports found so far, per host.
@@ -316,7 +332,8 @@ pub async fn results(State(s): State<S>, Authed(t): Authed, Path(id): Path<Strin
 pub async fn summary(State(s): State<S>, Authed(t): Authed, Path(id): Path<String>) -> R {
     let row = owned(&s, &t, &id).await?;
     let ports = s.service.store().ports(&row.id).await?;
-    let found = findings::findings(&open_ports(&ports));
+    let new = newly_open(&s, &row.id).await?;
+    let found = findings::findings(&open_ports(&ports, &new));
     Ok(Json(json!({
         "id": row.id, "target": row.target, "status": row.status,
         "portsPerHost": row.port_count,
@@ -363,7 +380,8 @@ pub async fn cancel(State(s): State<S>, Authed(t): Authed, Path(id): Path<String
 pub async fn fix(State(s): State<S>, Authed(t): Authed, Path(id): Path<String>) -> R {
     let row = owned(&s, &t, &id).await?;
     let ports = s.service.store().ports(&row.id).await?;
-    let text = report::security_fix(&row, &open_ports(&ports));
+    let new = newly_open(&s, &row.id).await?;
+    let text = report::security_fix(&row, &open_ports(&ports, &new));
     Ok((
         [
             (header::CONTENT_TYPE, "text/markdown; charset=utf-8"),
@@ -769,7 +787,8 @@ pub async fn report_page(
     }
     let ports = s.service.store().ports(&row.id).await?;
     let alerts = s.service.store().alerts_of_scan(&row.id).await?;
-    let html = report::html(&row, &ports, &open_ports(&ports), &alerts);
+    let new = newly_open(&s, &row.id).await?;
+    let html = report::html(&row, &ports, &open_ports(&ports, &new), &alerts);
     Ok((
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),

@@ -255,6 +255,9 @@ pub struct OpenPort {
     pub port: u16,
     /// Banner, if any.
     pub banner: Option<String>,
+    /// Open now but not in the previous complete scan of the same target: an exposure
+    /// change, at least MEDIUM whatever the service.
+    pub new: bool,
 }
 
 /// The finding an open port produces.
@@ -267,7 +270,18 @@ pub fn finding(p: &OpenPort) -> Finding {
             "open port; make sure it is meant to be reachable",
         ),
     };
+    let (severity, why) = if p.new && severity < Severity::Medium {
+        (
+            Severity::Medium,
+            "it was not open in the previous scan of this target; close it unless the change was intended",
+        )
+    } else {
+        (severity, why)
+    };
     let mut evidence = format!("{}:{}/tcp open (SYN-ACK)", p.host, p.port);
+    if p.new {
+        evidence.push_str("; newly open since the previous scan");
+    }
     if let Some(b) = &p.banner {
         let b: String = b.chars().take(200).collect();
         evidence.push_str(&format!("; banner: {b}"));
@@ -357,6 +371,7 @@ mod tests {
             host: "198.18.0.5".into(),
             port,
             banner: None,
+            new: false,
         }
     }
 
@@ -373,5 +388,24 @@ mod tests {
         assert!(Severity::Critical > Severity::High);
         let ports: std::collections::HashSet<u16> = RUBRIC.iter().map(|r| r.port).collect();
         assert_eq!(ports.len(), RUBRIC.len(), "one row per port");
+    }
+
+    #[test]
+    fn a_newly_open_port_is_at_least_medium() {
+        let mut p = open(4444);
+        assert_eq!(
+            finding(&p).severity,
+            Severity::Info,
+            "an unknown port alone is INFO"
+        );
+        p.new = true;
+        let f = finding(&p);
+        assert_eq!(f.severity, Severity::Medium);
+        assert!(f.evidence.contains("newly open"), "{}", f.evidence);
+        // A port already worse than MEDIUM keeps its severity.
+        let mut db = open(6379);
+        let before = finding(&db).severity;
+        db.new = true;
+        assert_eq!(finding(&db).severity, before.max(Severity::Medium));
     }
 }

@@ -261,6 +261,7 @@ mod tests {
             host: host.into(),
             port,
             banner: banner.map(str::to_string),
+            new: false,
         }
     }
 

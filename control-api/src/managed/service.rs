@@ -562,7 +562,7 @@ impl ManagedService {
             got.sort_unstable();
             banners.extend(got.into_iter().map(|(p, b)| (host.clone(), p, b)));
         }
-        let open: Vec<OpenPort> = ports
+        let mut open: Vec<OpenPort> = ports
             .iter()
             .filter(|p| p.state == "open")
             .map(|p| {
@@ -574,9 +574,17 @@ impl ManagedService {
                         .iter()
                         .find(|(h, q, _)| *h == p.host && *q == port)
                         .map(|(_, _, b)| b.clone()),
+                    new: false,
                 }
             })
             .collect();
+        // Compare with the previous complete scan first: newly open ports weigh in the grade.
+        let alerts = self.diff(&row, &open).await?;
+        for o in &mut open {
+            o.new = alerts.iter().any(|a| {
+                a.kind == "new_open_port" && a.host == o.host && a.port == i64::from(o.port)
+            });
+        }
         let (grade, score) = findings::grade(&findings::findings(&open));
         if !store
             .complete(id, &banners, &grade, score, duration_ms, self.now_secs())
@@ -585,7 +593,6 @@ impl ManagedService {
             return Ok(());
         }
         tracing::info!(%id, open = open.len(), %grade, "managed scan complete");
-        let alerts = self.diff(&row, &open).await?;
         if !alerts.is_empty() {
             store.insert_alerts(&alerts).await?;
             self.notify(&row, alerts).await;
