@@ -107,6 +107,15 @@ impl FixedWindow {
         }
     }
 
+    /// Takes back one counted request of `key` (a scan the engine refused never ran, so it
+    /// must not lock its requester out).
+    pub fn unhit(&self, key: &str) {
+        let mut slots = self.slots.lock().expect("rate-limit lock");
+        if let Some((_, count)) = slots.get_mut(key) {
+            *count = count.saturating_sub(1);
+        }
+    }
+
     /// Forgets windows that have ended (bounded memory).
     pub fn prune(&self, now: u64) {
         let window = self.window;

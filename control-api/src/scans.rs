@@ -255,13 +255,33 @@ impl ScanService {
         lock(&self.pending).remove(&id);
         match answer {
             Ok(Ok(Answer::Rejected { code, message })) => match code.as_str() {
-                "policy" => Err(ApiError::InvalidTarget(format!(
-                    "the engine refused to scan {ip_s}: {message}"
-                ))),
-                "busy" => Err(ApiError::EngineBusy(message)),
+                "policy" => {
+                    self.refund_limits(ip, t);
+                    Err(ApiError::InvalidTarget(format!(
+                        "the engine refused to scan {ip_s}: {message}"
+                    )))
+                }
+                "busy" => {
+                    self.refund_limits(ip, t);
+                    Err(ApiError::EngineBusy(message))
+                }
                 _ => Ok(id),
             },
             _ => Ok(id),
+        }
+    }
+
+    /// Takes back what [`Self::check_limits`] counted, for a scan the engine refused: the
+    /// requester may try again (after `Retry-After`) without waiting out a scan limit.
+    fn refund_limits(&self, ip: IpAddr, t: ScanType) {
+        let l = &self.deps.limits;
+        let group = self.deps.asn.group(ip);
+        match t {
+            ScanType::Fast => l.fast_asn.unhit(&group),
+            ScanType::Deep => {
+                l.deep_ip.unhit(&ip.to_string());
+                l.deep_asn.unhit(&group);
+            }
         }
     }
 

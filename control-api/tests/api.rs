@@ -843,6 +843,26 @@ async fn engine_rejections_map_to_errors() {
 }
 
 #[tokio::test]
+async fn a_deep_scan_the_engine_refused_does_not_count_against_the_limit() {
+    let h = Harness::new().await;
+    h.engine.on_submit(OnSubmit::Reject {
+        code: "busy".into(),
+        message: "queue full".into(),
+    });
+    let r = h.post("/v1/deep", "198.18.0.37").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    // The engine has room again: the same requester may retry at once (1 deep per 5 min
+    // counts scans that ran, not scans the engine refused).
+    h.engine.on_submit(OnSubmit::Accept {
+        queue_position: 0,
+        total_chunks: 32,
+    });
+    let r = h.post("/v1/deep", "198.18.0.37").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["status"], "queued");
+}
+
+#[tokio::test]
 async fn a_duplicate_rejection_reattaches_with_status() {
     let h = Harness::new().await;
     h.engine.on_submit(OnSubmit::Reject {

@@ -12,6 +12,7 @@
 
 pub mod measure;
 pub mod scenario;
+pub mod service;
 pub mod tools;
 
 use std::fmt::Write as _;
@@ -31,6 +32,7 @@ use tools::{Env, Files, Texts, Tool};
 
 const USAGE: &str = "\
 usage: cargo xtask bench [--quick] [--only portscope|masscan|zmap|nmap] [--runs N] [--nmap-cap SECS]
+       cargo xtask bench --service [...]   the service (engine daemon + API) instead: see --service --help
 
   --quick         scenario 1 only (one host x 65,535 ports)
   --only TOOL     run one scanner (both nmap configurations for nmap)
@@ -227,6 +229,13 @@ struct Report {
 
 /// Runs the benchmark; returns the exit code.
 pub fn run(args: &[String]) -> anyhow::Result<i32> {
+    if args.first().map(String::as_str) == Some(service::AGENT) {
+        return service::agent(&args[1..]);
+    }
+    if args.iter().any(|a| a == "--service") {
+        let rest: Vec<String> = args.iter().filter(|a| *a != "--service").cloned().collect();
+        return service::run(&rest);
+    }
     if args
         .iter()
         .any(|a| matches!(a.as_str(), "help" | "--help" | "-h"))

@@ -19,14 +19,31 @@ const NEW_PORT: u16 = 4444;
 /// Creates a token with the API's own CLI, as the API's user, on the API's database.
 fn create_token(s: &Stack, scope: &str) -> String {
     let out = Command::new("setpriv")
-        .args([&format!("--reuid={API_UID}"), &format!("--regid={API_UID}"), "--clear-groups"])
+        .args([
+            &format!("--reuid={API_UID}"),
+            &format!("--regid={API_UID}"),
+            "--clear-groups",
+        ])
         .arg(xtask::stack::bin_dir().unwrap().join("portscope-api"))
         .arg("--db")
         .arg(s.db())
-        .args(["token", "create", "--name", "e2e", "--scope", scope, "--monthly-scans", "100"])
+        .args([
+            "token",
+            "create",
+            "--name",
+            "e2e",
+            "--scope",
+            scope,
+            "--monthly-scans",
+            "100",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     stdout
         .lines()
@@ -57,7 +74,11 @@ fn wait_final(s: &Stack, token: &str, id: &str) -> Value {
             Some("failed") | Some("cancelled") => panic!("scan ended {v}\n{}", s.logs()),
             _ => {}
         }
-        assert!(Instant::now() < deadline, "scan not final: {v}\n{}", s.logs());
+        assert!(
+            Instant::now() < deadline,
+            "scan not final: {v}\n{}",
+            s.logs()
+        );
         std::thread::sleep(Duration::from_millis(1100));
     }
 }
@@ -65,7 +86,10 @@ fn wait_final(s: &Stack, token: &str, id: &str) -> Value {
 /// Open and filtered ports per host from a scan's `results`.
 fn by_host(v: &Value) -> BTreeMap<IpAddr, (BTreeSet<u16>, BTreeSet<u16>)> {
     let mut m: BTreeMap<IpAddr, (BTreeSet<u16>, BTreeSet<u16>)> = BTreeMap::new();
-    for r in v["results"].as_array().unwrap_or_else(|| panic!("no results: {v}")) {
+    for r in v["results"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no results: {v}"))
+    {
         let host: IpAddr = r["host"].as_str().unwrap().parse().unwrap();
         let port = r["port"].as_u64().unwrap() as u16;
         let e = m.entry(host).or_default();
@@ -90,14 +114,26 @@ fn token_scoped_deep_scan_of_a_slash_28_alerts_and_fix_file() {
     let token = create_token(&s, NET);
 
     // Outside the scope: refused before anything is queued.
-    let (code, v) = api(&s, &token, "POST", "/api/v1/scan", Some(r#"{"target":"198.18.0.2","profile":"deep"}"#));
+    let (code, v) = api(
+        &s,
+        &token,
+        "POST",
+        "/api/v1/scan",
+        Some(r#"{"target":"198.18.0.2","profile":"deep"}"#),
+    );
     assert_eq!(code, 403, "{v}");
     let (code, _) = api(&s, "pst_0000", "GET", "/api/v1/scans", None);
     assert_eq!(code, 401);
 
     // Deep scan of the /28 (one multi-host engine scan).
     let t0 = Instant::now();
-    let (code, v) = api(&s, &token, "POST", "/api/v1/scan", Some(&format!(r#"{{"target":"{NET}","profile":"deep"}}"#)));
+    let (code, v) = api(
+        &s,
+        &token,
+        "POST",
+        "/api/v1/scan",
+        Some(&format!(r#"{{"target":"{NET}","profile":"deep"}}"#)),
+    );
     assert_eq!(code, 201, "{v}\n{}", s.logs());
     let first = v["id"].as_str().unwrap().to_string();
     let done = wait_final(&s, &token, &first);
@@ -110,10 +146,19 @@ fn token_scoped_deep_scan_of_a_slash_28_alerts_and_fix_file() {
     let found = by_host(&done);
     for k in 16..32u8 {
         let addr: IpAddr = format!("198.19.0.{k}").parse().unwrap();
-        let host = truth.host(addr).unwrap_or_else(|| panic!("{addr} in truth"));
-        let want_open: BTreeSet<u16> = (1..=65535).filter(|p| host.expected(*p) == Expected::Open).collect();
+        let host = truth
+            .host(addr)
+            .unwrap_or_else(|| panic!("{addr} in truth"));
+        let want_open: BTreeSet<u16> = (1..=65535)
+            .filter(|p| host.expected(*p) == Expected::Open)
+            .collect();
         let want_filtered: BTreeSet<u16> = (1..=65535)
-            .filter(|p| matches!(host.expected(*p), Expected::FilteredSilent | Expected::FilteredIcmp))
+            .filter(|p| {
+                matches!(
+                    host.expected(*p),
+                    Expected::FilteredSilent | Expected::FilteredIcmp
+                )
+            })
             .collect();
         let (open, filtered) = found.get(&addr).cloned().unwrap_or_default();
         assert_eq!(open, want_open, "{addr} open");
@@ -136,29 +181,68 @@ fn token_scoped_deep_scan_of_a_slash_28_alerts_and_fix_file() {
     {
         use std::io::BufRead;
         let mut line = String::new();
-        std::io::BufReader::new(listener.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        std::io::BufReader::new(listener.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         assert_eq!(line.trim(), "ready");
     }
-    let (code, v) = api(&s, &token, "POST", &format!("/api/v1/scan/{first}/retest"), None);
+    let (code, v) = api(
+        &s,
+        &token,
+        "POST",
+        &format!("/api/v1/scan/{first}/retest"),
+        None,
+    );
     assert_eq!(code, 201, "{v}");
     let second = v["id"].as_str().unwrap().to_string();
     let done2 = wait_final(&s, &token, &second);
     let _ = listener.kill();
     let _ = listener.wait();
     let found2 = by_host(&done2);
-    assert!(found2[&NEW_HOST.parse::<IpAddr>().unwrap()].0.contains(&NEW_PORT), "the new port is open");
+    assert!(
+        found2[&NEW_HOST.parse::<IpAddr>().unwrap()]
+            .0
+            .contains(&NEW_PORT),
+        "the new port is open"
+    );
 
     let (code, alerts) = api(&s, &token, "GET", "/api/v1/alerts", None);
     assert_eq!(code, 200, "{alerts}");
-    let list: Vec<&Value> = alerts["alerts"].as_array().or(alerts.as_array()).expect("alert list").iter().collect();
+    let list: Vec<&Value> = alerts["alerts"]
+        .as_array()
+        .or(alerts.as_array())
+        .expect("alert list")
+        .iter()
+        .collect();
     assert_eq!(list.len(), 1, "exactly one alert: {alerts}");
     let a = list[0];
-    assert_eq!((a["type"].as_str(), a["host"].as_str(), a["port"].as_u64()), (Some("new_open_port"), Some(NEW_HOST), Some(u64::from(NEW_PORT))), "{a}");
+    assert_eq!(
+        (a["type"].as_str(), a["host"].as_str(), a["port"].as_u64()),
+        (
+            Some("new_open_port"),
+            Some(NEW_HOST),
+            Some(u64::from(NEW_PORT))
+        ),
+        "{a}"
+    );
 
     let fix = s
-        .http(CLIENT, "GET", &format!("{}/api/v1/scan/{second}/fix", s.url_v4()), &["-H", &format!("Authorization: Bearer {token}")])
+        .http(
+            CLIENT,
+            "GET",
+            &format!("{}/api/v1/scan/{second}/fix", s.url_v4()),
+            &["-H", &format!("Authorization: Bearer {token}")],
+        )
         .unwrap();
     assert_eq!(fix.status, 200);
-    assert!(fix.body.starts_with("---\n") && fix.body.contains("format: security-fix/v1"), "{}", fix.body);
-    assert!(fix.body.contains(&NEW_PORT.to_string()) && fix.body.contains(NEW_HOST), "the fix file names the new port: {}", fix.body);
+    assert!(
+        fix.body.starts_with("---\n") && fix.body.contains("format: security-fix/v1"),
+        "{}",
+        fix.body
+    );
+    assert!(
+        fix.body.contains(&NEW_PORT.to_string()) && fix.body.contains(NEW_HOST),
+        "the fix file names the new port: {}",
+        fix.body
+    );
 }

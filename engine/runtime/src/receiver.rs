@@ -47,6 +47,8 @@ pub(crate) struct Receiver_ {
 impl Receiver_ {
     pub(crate) fn run(mut self) {
         let mut table: Vec<Option<Entry>> = (0..SLOTS).map(|_| None).collect();
+        // Scans the send thread has ended, finished once the capture socket is drained.
+        let mut closing: Vec<(u16, Outcome)> = Vec::new();
         let mut batch = RecvBatch::new(self.batch);
         let mut discards = DiscardCounts::default();
         let mut last_kstats = self.clock.now();
@@ -62,21 +64,28 @@ impl Receiver_ {
                         });
                         let _ = ack.send(());
                     }
-                    RecvCtl::Remove(slot, outcome) => {
-                        if let Some(e) = table[usize::from(slot)].take() {
-                            let _ = e.shared.events.send(Msg::Ended(outcome));
-                        }
-                        self.slots.free(slot);
-                    }
+                    // Not yet: replies already queued in the capture socket still count.
+                    RecvCtl::Remove(slot, outcome) => closing.push((slot, outcome)),
                 }
             }
-            if let Err(e) = self.source.recv(&mut batch, Duration::from_millis(2)) {
+            let wait = if closing.is_empty() {
+                Duration::from_millis(2)
+            } else {
+                Duration::ZERO
+            };
+            if let Err(e) = self.source.recv(&mut batch, wait) {
                 // A broken capture socket cannot recover by retrying fast.
                 eprintln!("portscope: receive error: {e}");
                 std::thread::sleep(Duration::from_millis(10));
                 continue;
             }
+            // A batch that is not full means the socket was drained when it was read: every
+            // reply that reached the kernel before the scan ended has now been seen.
+            let drained = batch.len() < batch.capacity();
             if batch.is_empty() {
+                if drained {
+                    finish(&mut closing, &mut table, &self.slots);
+                }
                 self.publish(&mut table, &mut discards, &mut last_kstats);
                 continue;
             }
@@ -90,6 +99,9 @@ impl Receiver_ {
             }
             self.stats.received.fetch_add(batch.len() as u64, Relaxed);
             self.stats.accepted.fetch_add(accepted, Relaxed);
+            if drained {
+                finish(&mut closing, &mut table, &self.slots);
+            }
             self.publish(&mut table, &mut discards, &mut last_kstats);
         }
     }
@@ -116,6 +128,17 @@ impl Receiver_ {
             let k = self.source.kernel_stats();
             self.stats.kernel_drops.store(k.dropped, Relaxed);
         }
+    }
+}
+
+/// Ends the closing scans: no more replies are accepted, the handle is told, the slot is
+/// free for a new scan (whose fresh key rejects any late reply to the old one).
+fn finish(closing: &mut Vec<(u16, Outcome)>, table: &mut [Option<Entry>], slots: &Slots) {
+    for (slot, outcome) in closing.drain(..) {
+        if let Some(e) = table[usize::from(slot)].take() {
+            let _ = e.shared.events.send(Msg::Ended(outcome));
+        }
+        slots.free(slot);
     }
 }
 

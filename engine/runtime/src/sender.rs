@@ -29,7 +29,9 @@ pub(crate) enum SendCtl {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Sending,
-    /// Waiting for stragglers until the given time.
+    /// Waiting for stragglers since the round's last probe (the given time). The wait
+    /// itself is re-read from the RTT estimate on every check, so replies measured during
+    /// the wait shorten it (a short chunk is often all sent before its first reply).
     Waiting(Nanos),
 }
 
@@ -89,7 +91,7 @@ impl Sender_ {
                 let next = active
                     .iter()
                     .filter_map(|a| match a.phase {
-                        Phase::Waiting(t) => Some(t),
+                        Phase::Waiting(end) => Some(end.add(a.shared.wait())),
                         Phase::Sending => None,
                     })
                     .min()
@@ -210,7 +212,7 @@ impl Sender_ {
             } else {
                 match a.phase {
                     Phase::Waiting(_) if all_answered => Some(Outcome::Complete),
-                    Phase::Waiting(until) if now >= until => {
+                    Phase::Waiting(end) if now >= end.add(s.wait()) => {
                         if a.round < s.retries {
                             let answered = s.round_replies[usize::from(a.round)].load(Relaxed);
                             let elapsed = now.since(a.round_start);
@@ -272,7 +274,7 @@ fn fill(a: &mut Active, batch: &mut SendBatch, budget: u32, now: Nanos, rng: &mu
     let mut made = 0;
     while made < budget && !batch.is_full() {
         if a.pos >= pairs {
-            a.phase = Phase::Waiting(now.add(s.wait()));
+            a.phase = Phase::Waiting(now);
             break;
         }
         let pos = a.pos;
@@ -295,7 +297,7 @@ fn fill(a: &mut Active, batch: &mut SendBatch, budget: u32, now: Nanos, rng: &mu
         made += 1;
     }
     if a.pos >= pairs && a.phase == Phase::Sending && made < budget {
-        a.phase = Phase::Waiting(now.add(s.wait()));
+        a.phase = Phase::Waiting(now);
     }
     made
 }
