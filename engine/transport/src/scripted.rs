@@ -138,48 +138,37 @@ impl Responder for ScriptedTarget {
             return;
         }
         let mut frame = Vec::new();
-        let built = match (dst, src) {
+        let (b, v4) = match (dst, src) {
             (IpAddr::V4(d), IpAddr::V4(s)) => {
-                let b = PacketBuilder::ipv4(d.octets(), s.octets(), 63);
-                match answer {
-                    Answer::Open => b
-                        .tcp(dport, sport, 7, 1000)
-                        .syn()
-                        .ack(seq.wrapping_add(1))
-                        .write(&mut frame, &[]),
-                    Answer::Closed => b
-                        .tcp(dport, sport, 0, 0)
-                        .rst()
-                        .ack(seq.wrapping_add(1))
-                        .write(&mut frame, &[]),
-                    _ => b
-                        .icmpv4(Icmpv4Type::DestinationUnreachable(
-                            icmpv4::DestUnreachableHeader::FilterProhibited,
-                        ))
-                        .write(&mut frame, &probe[..28.min(probe.len())]),
-                }
+                (PacketBuilder::ipv4(d.octets(), s.octets(), 63), true)
             }
             (IpAddr::V6(d), IpAddr::V6(s)) => {
-                let b = PacketBuilder::ipv6(d.octets(), s.octets(), 63);
-                match answer {
-                    Answer::Open => b
-                        .tcp(dport, sport, 7, 1000)
-                        .syn()
-                        .ack(seq.wrapping_add(1))
-                        .write(&mut frame, &[]),
-                    Answer::Closed => b
-                        .tcp(dport, sport, 0, 0)
-                        .rst()
-                        .ack(seq.wrapping_add(1))
-                        .write(&mut frame, &[]),
-                    _ => b
-                        .icmpv6(Icmpv6Type::DestinationUnreachable(
-                            icmpv6::DestUnreachableCode::Prohibited,
-                        ))
-                        .write(&mut frame, &probe[..48.min(probe.len())]),
-                }
+                (PacketBuilder::ipv6(d.octets(), s.octets(), 63), false)
             }
             _ => unreachable!("probe families match"),
+        };
+        let built = match answer {
+            Answer::Open => b
+                .tcp(dport, sport, 7, 1000)
+                .syn()
+                .ack(seq.wrapping_add(1))
+                .write(&mut frame, &[]),
+            Answer::Closed => b
+                .tcp(dport, sport, 0, 0)
+                .rst()
+                .ack(seq.wrapping_add(1))
+                .write(&mut frame, &[]),
+            // The quote: the probe's IP header and the first 8 bytes of its TCP header.
+            _ if v4 => b
+                .icmpv4(Icmpv4Type::DestinationUnreachable(
+                    icmpv4::DestUnreachableHeader::FilterProhibited,
+                ))
+                .write(&mut frame, &probe[..28.min(probe.len())]),
+            _ => b
+                .icmpv6(Icmpv6Type::DestinationUnreachable(
+                    icmpv6::DestUnreachableCode::Prohibited,
+                ))
+                .write(&mut frame, &probe[..48.min(probe.len())]),
         };
         built.expect("reply builds");
         if self.dup {
