@@ -14,7 +14,8 @@ use output::{Format, ReportFilter, ScanEnd, ScanMeta};
 use portscope_core::policy::TargetPolicy;
 use portscope_core::targets::parse_net;
 use portscope_engine::{
-    Engine, EngineConfig, Outcome, ScanEvent, ScanRequest, ScanSummary, SubmitError,
+    Engine, EngineConfig, Outcome, RetryPolicy, ScanEvent, ScanRequest, ScanSummary, SubmitError,
+    MIN_RETRIES,
 };
 use portscope_transport::sys::{self, OpenError, SysConfig};
 use portscope_transport::{privs, PacketSink, PacketSource};
@@ -67,9 +68,13 @@ struct ScanArgs {
     /// Packets per second (global ceiling).
     #[arg(long, default_value_t = 100_000)]
     rate: u64,
-    /// Retransmissions for ports that stayed silent.
-    #[arg(long, default_value_t = 2)]
-    retries: u8,
+    /// Retransmit silent ports exactly N times [default: adaptive, see --max-retries].
+    #[arg(long, value_name = "N")]
+    retries: Option<u8>,
+    /// Without --retries, silent ports are retried at least twice, then while the loss
+    /// measured from the retries says some may still be wrong, at most this many times.
+    #[arg(long, value_name = "N", default_value_t = portscope_engine::DEFAULT_MAX_RETRIES)]
+    max_retries: u8,
     /// Upper bound on the wait for replies after each round (the wait itself follows the
     /// measured RTT), e.g. 500ms, 2s.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
@@ -150,11 +155,12 @@ fn scan(args: ScanArgs) -> Result<ExitCode> {
         ports: args.ports.clone(),
         exclude: args.exclude.clone(),
         rate: args.rate,
-        retries: args.retries,
+        retries: args.retries.unwrap_or(MIN_RETRIES).min(args.max_retries),
         max_wait: args.max_wait,
         min_wait: args.min_wait,
     };
-    let plan = request.plan(&sys::route_source).map_err(|e| usage(&e))?;
+    let mut plan = request.plan(&sys::route_source).map_err(|e| usage(&e))?;
+    plan.retries = retry_policy(args.retries, args.max_retries).map_err(|e| usage(&e))?;
     // Refuse before touching any socket: a refused target never costs a packet.
     policy.check(&plan.targets).map_err(|e| usage(&e))?;
 
@@ -265,6 +271,20 @@ fn scan(args: ScanArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--retries N` is a fixed count; without it, adaptive up to `--max-retries`.
+fn retry_policy(retries: Option<u8>, max: u8) -> Result<RetryPolicy, String> {
+    let limit = portscope_engine::MAX_RETRIES;
+    match retries {
+        Some(n) if n > limit => Err(format!("--retries {n} is too many: at most {limit}")),
+        Some(n) => Ok(RetryPolicy::Fixed(n)),
+        None if max > limit => Err(format!("--max-retries {max} is too many: at most {limit}")),
+        None => Ok(RetryPolicy::Adaptive {
+            min: MIN_RETRIES.min(max),
+            max,
+        }),
+    }
+}
+
 fn progress_bar(total: u64, disabled: bool) -> ProgressBar {
     if disabled || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
@@ -299,6 +319,9 @@ fn print_summary(s: &ScanSummary, engine: &Engine) {
     );
     if s.unknown > 0 {
         line.push_str(&format!(", {} ports not classified", s.unknown));
+    }
+    if let Some(q) = s.est_loss {
+        line.push_str(&format!("; estimated loss per try {:.2}%", q * 100.0));
     }
     if let (Some(p50), Some(p99)) = (s.rtt_p50, s.rtt_p99) {
         line.push_str(&format!("; rtt p50 {p50:?} p99 {p99:?}"));

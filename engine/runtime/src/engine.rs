@@ -1,53 +1,22 @@
 //! The engine: starts the send and receive threads over a transport, enforces the target
 //! policy, assigns each scan a slot (its source-port block), fresh cookie key and order seed.
 
+use crate::clock::{Clock, SystemClock};
 use crate::plan::ScanPlan;
-use crate::receiver::{Receiver_, RecvCtl};
+use crate::recv_loop::{RecvCtl, RecvLoop};
 use crate::scan::{ScanHandle, ScanShared};
-use crate::sender::{SendCtl, Sender_};
+use crate::send_loop::{SendCtl, SendLoop};
+use crate::slots::Slots;
 use crate::stats::EngineStats;
 use crossbeam_channel::Sender;
 use portscope_core::classify::{ScanSpace, SpaceError, SLOTS};
 use portscope_core::cookie::CookieKey;
 use portscope_core::policy::{PolicyError, TargetPolicy};
-use portscope_core::Nanos;
 use portscope_transport::{PacketSink, PacketSource};
 use rand::Rng;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
-
-/// The engine's monotonic clock: nanoseconds since the engine started.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Clock(Instant);
-
-impl Clock {
-    pub(crate) fn now(&self) -> Nanos {
-        Nanos::from(self.0.elapsed())
-    }
-}
-
-/// Free/used scan slots.
-#[derive(Debug)]
-pub(crate) struct Slots(Mutex<Vec<bool>>);
-
-impl Slots {
-    fn take(&self, limit: usize) -> Option<u16> {
-        let mut used = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if used.iter().filter(|u| **u).count() >= limit {
-            return None;
-        }
-        let i = used.iter().position(|u| !*u)?;
-        used[i] = true;
-        Some(i as u16)
-    }
-
-    pub(crate) fn free(&self, slot: u16) {
-        let mut used = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        used[usize::from(slot)] = false;
-    }
-}
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -93,6 +62,7 @@ pub struct Engine {
     send_ctl: Sender<SendCtl>,
     recv_ctl: Sender<RecvCtl>,
     slots: Arc<Slots>,
+    clock: Arc<dyn Clock>,
     stats: Arc<EngineStats>,
     shutdown: Arc<AtomicBool>,
     next_id: AtomicU64,
@@ -107,27 +77,36 @@ impl Engine {
         source: Box<dyn PacketSource>,
         config: EngineConfig,
     ) -> Engine {
-        let clock = Clock(Instant::now());
+        Self::start_with_clock(sink, source, config, Arc::new(SystemClock::new()))
+    }
+
+    /// [`Engine::start`] on the given clock (a [`crate::SimClock`] in tests).
+    pub fn start_with_clock(
+        sink: Box<dyn PacketSink>,
+        source: Box<dyn PacketSource>,
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Engine {
         let stats = Arc::new(EngineStats::default());
         let shutdown = Arc::new(AtomicBool::new(false));
-        let slots = Arc::new(Slots(Mutex::new(vec![false; usize::from(SLOTS)])));
+        let slots = Arc::new(Slots::new(usize::from(SLOTS)));
         let (send_ctl, send_rx) = crossbeam_channel::unbounded();
         let (recv_ctl, recv_rx) = crossbeam_channel::unbounded();
-        let receiver = Receiver_ {
+        let receiver = RecvLoop {
             source,
             ctl: recv_rx,
             stats: Arc::clone(&stats),
-            clock,
+            clock: Arc::clone(&clock),
             shutdown: Arc::clone(&shutdown),
             slots: Arc::clone(&slots),
             batch: config.batch.max(64),
         };
-        let sender = Sender_ {
+        let sender = SendLoop {
             sink,
             ctl: send_rx,
             recv_ctl: recv_ctl.clone(),
             stats: Arc::clone(&stats),
-            clock,
+            clock: Arc::clone(&clock),
             shutdown: Arc::clone(&shutdown),
             max_rate: config.max_rate,
             batch: config.batch,
@@ -146,6 +125,7 @@ impl Engine {
             send_ctl,
             recv_ctl,
             slots,
+            clock,
             stats,
             shutdown,
             next_id: AtomicU64::new(1),
@@ -199,7 +179,7 @@ impl Engine {
             .send(RecvCtl::Add(Arc::clone(&shared), ack_tx));
         let _ = ack_rx.recv_timeout(std::time::Duration::from_secs(1));
         let _ = self.send_ctl.send(SendCtl::Add(Arc::clone(&shared)));
-        Ok(ScanHandle::new(shared, rx))
+        Ok(ScanHandle::new(shared, rx, Arc::clone(&self.clock)))
     }
 }
 

@@ -4,8 +4,9 @@
 //! Everything that is not a valid first reply is counted by reason and dropped. This thread
 //! is the only writer of `AnsweredSet`s and RTT estimates.
 
-use crate::engine::{Clock, Slots};
+use crate::clock::Clock;
 use crate::scan::{Msg, Outcome, ScanShared};
+use crate::slots::Slots;
 use crate::stats::EngineStats;
 use crossbeam_channel::Receiver;
 use portscope_core::classify::{split_port, Discard, DiscardCounts, SLOTS};
@@ -34,17 +35,17 @@ struct Entry {
     dirty: bool,
 }
 
-pub(crate) struct Receiver_ {
+pub(crate) struct RecvLoop {
     pub source: Box<dyn PacketSource>,
     pub ctl: Receiver<RecvCtl>,
     pub stats: Arc<EngineStats>,
-    pub clock: Clock,
+    pub clock: Arc<dyn Clock>,
     pub shutdown: Arc<AtomicBool>,
     pub slots: Arc<Slots>,
     pub batch: usize,
 }
 
-impl Receiver_ {
+impl RecvLoop {
     pub(crate) fn run(mut self) {
         let mut table: Vec<Option<Entry>> = (0..SLOTS).map(|_| None).collect();
         // Scans the send thread has ended, finished once the capture socket is drained.
@@ -75,7 +76,7 @@ impl Receiver_ {
             };
             if let Err(e) = self.source.recv(&mut batch, wait) {
                 // A broken capture socket cannot recover by retrying fast.
-                eprintln!("portscope: receive error: {e}");
+                tracing::error!(error = %e, "receive error");
                 std::thread::sleep(Duration::from_millis(10));
                 continue;
             }
