@@ -14,8 +14,8 @@ use output::{Format, ReportFilter, ScanEnd, ScanMeta};
 use portscope_core::policy::TargetPolicy;
 use portscope_core::targets::parse_net;
 use portscope_engine::{
-    Engine, EngineConfig, Outcome, RetryPolicy, ScanEvent, ScanRequest, ScanSummary, SubmitError,
-    MIN_RETRIES,
+    default_cpus, Engine, EngineConfig, Outcome, RetryPolicy, ScanEvent, ScanRequest, ScanSummary,
+    SubmitError, MIN_RETRIES,
 };
 use portscope_transport::sys::{self, OpenError, SysConfig};
 use portscope_transport::{privs, PacketSink, PacketSource};
@@ -100,6 +100,12 @@ struct ScanArgs {
     /// Capture replies on this interface only (default: all).
     #[arg(long)]
     interface: Option<String>,
+    /// Pin the send thread to this CPU [default: the first CPU this process may use].
+    #[arg(long, value_name = "CPU")]
+    send_cpu: Option<usize>,
+    /// Pin the receive thread to this CPU [default: the second one].
+    #[arg(long, value_name = "CPU")]
+    recv_cpu: Option<usize>,
     /// Never draw a progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -159,6 +165,11 @@ fn scan(args: ScanArgs) -> Result<ExitCode> {
         max_wait: args.max_wait,
         min_wait: args.min_wait,
     };
+    for cpu in [args.send_cpu, args.recv_cpu].into_iter().flatten() {
+        if !sys::allowed_cpus().is_ok_and(|c| c.contains(&cpu)) {
+            return Err(usage(&format!("CPU {cpu} is not one this process may run on")).into());
+        }
+    }
     let mut plan = request.plan(&sys::route_source).map_err(|e| usage(&e))?;
     plan.retries = retry_policy(args.retries, args.max_retries).map_err(|e| usage(&e))?;
     // Refuse before touching any socket: a refused target never costs a packet.
@@ -208,6 +219,8 @@ fn scan(args: ScanArgs) -> Result<ExitCode> {
         EngineConfig {
             max_rate: args.rate,
             policy,
+            send_cpu: args.send_cpu.or(default_cpus().map(|c| c.0)),
+            recv_cpu: args.recv_cpu.or(default_cpus().map(|c| c.1)),
             ..EngineConfig::default()
         },
     );

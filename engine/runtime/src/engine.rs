@@ -29,6 +29,33 @@ pub struct EngineConfig {
     pub max_scans: usize,
     /// Which targets may be probed.
     pub policy: TargetPolicy,
+    /// Pin the send thread to this CPU (`None`: the scheduler decides).
+    pub send_cpu: Option<usize>,
+    /// Pin the receive thread to this CPU.
+    pub recv_cpu: Option<usize>,
+}
+
+/// Two different CPUs for the send and receive threads (the first two this process may use),
+/// or `None` on a single-CPU machine.
+pub fn default_cpus() -> Option<(usize, usize)> {
+    #[cfg(target_os = "linux")]
+    {
+        let cpus = portscope_transport::sys::allowed_cpus().ok()?;
+        (cpus.len() >= 2).then(|| (cpus[0], cpus[1]))
+    }
+    #[cfg(not(target_os = "linux"))]
+    None
+}
+
+/// Pins the calling thread to `cpu`, if given; a refusal is logged, not fatal.
+fn pin(cpu: Option<usize>, thread: &str) {
+    let Some(cpu) = cpu else { return };
+    #[cfg(target_os = "linux")]
+    if let Err(e) = portscope_transport::sys::pin_current_thread(cpu) {
+        tracing::warn!(thread, cpu, error = %e, "could not pin thread");
+    }
+    #[cfg(not(target_os = "linux"))]
+    tracing::warn!(thread, cpu, "CPU pinning is only supported on Linux");
 }
 
 impl Default for EngineConfig {
@@ -38,6 +65,8 @@ impl Default for EngineConfig {
             batch: 64,
             max_scans: 64,
             policy: TargetPolicy::default_deny(),
+            send_cpu: None,
+            recv_cpu: None,
         }
     }
 }
@@ -99,7 +128,7 @@ impl Engine {
             clock: Arc::clone(&clock),
             shutdown: Arc::clone(&shutdown),
             slots: Arc::clone(&slots),
-            batch: config.batch.max(64),
+            batch: config.batch.max(64) * 4,
         };
         let sender = SendLoop {
             sink,
@@ -111,14 +140,21 @@ impl Engine {
             max_rate: config.max_rate,
             batch: config.batch,
         };
+        let (send_cpu, recv_cpu) = (config.send_cpu, config.recv_cpu);
         let threads = vec![
             std::thread::Builder::new()
                 .name("ps-recv".into())
-                .spawn(move || receiver.run())
+                .spawn(move || {
+                    pin(recv_cpu, "receive");
+                    receiver.run()
+                })
                 .expect("spawn receive thread"),
             std::thread::Builder::new()
                 .name("ps-send".into())
-                .spawn(move || sender.run())
+                .spawn(move || {
+                    pin(send_cpu, "send");
+                    sender.run()
+                })
                 .expect("spawn send thread"),
         ];
         Engine {

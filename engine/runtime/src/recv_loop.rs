@@ -33,7 +33,26 @@ struct Entry {
     shared: Arc<ScanShared>,
     rtt: RttEstimator,
     dirty: bool,
+    /// When the RTT figures were last published (quantiles cost more than a batch).
+    published: Nanos,
 }
+
+impl Entry {
+    /// Publishes the RTT-derived wait and quantiles to the scan.
+    fn publish(&mut self, now: Nanos) {
+        self.dirty = false;
+        self.published = now;
+        let s = &self.shared;
+        s.wait_ns.store(self.rtt.wait(s.bounds).0, Relaxed);
+        if let (Some(p50), Some(p99)) = (self.rtt.quantile(0.5), self.rtt.quantile(0.99)) {
+            s.rtt_p50_ns.store(p50.0, Relaxed);
+            s.rtt_p99_ns.store(p99.0, Relaxed);
+        }
+    }
+}
+
+/// How often a scan's RTT figures are recomputed while replies arrive.
+const PUBLISH_EVERY: Nanos = Nanos::from_micros(500);
 
 pub(crate) struct RecvLoop {
     pub source: Box<dyn PacketSource>,
@@ -62,6 +81,7 @@ impl RecvLoop {
                             shared: s,
                             rtt: RttEstimator::new(),
                             dirty: false,
+                            published: Nanos(0),
                         });
                         let _ = ack.send(());
                     }
@@ -104,6 +124,12 @@ impl RecvLoop {
                 finish(&mut closing, &mut table, &self.slots);
             }
             self.publish(&mut table, &mut discards, &mut last_kstats);
+            // A thin batch: replies trickle in one wake-up each. Let them gather for a
+            // moment, so the next call reads many per syscall (waits are >= 10 ms anyway).
+            let gather = self.source.gather_time();
+            if !gather.is_zero() && batch.len() < batch.capacity() / 8 && closing.is_empty() {
+                std::thread::sleep(gather);
+            }
         }
     }
 
@@ -114,16 +140,12 @@ impl RecvLoop {
         last: &mut Nanos,
     ) {
         self.stats.add_discards(discards);
-        for e in table.iter_mut().flatten().filter(|e| e.dirty) {
-            e.dirty = false;
-            let s = &e.shared;
-            s.wait_ns.store(e.rtt.wait(s.bounds).0, Relaxed);
-            if let (Some(p50), Some(p99)) = (e.rtt.quantile(0.5), e.rtt.quantile(0.99)) {
-                s.rtt_p50_ns.store(p50.0, Relaxed);
-                s.rtt_p99_ns.store(p99.0, Relaxed);
+        let now = self.clock.now();
+        for e in table.iter_mut().flatten() {
+            if e.dirty && now.since(e.published) >= PUBLISH_EVERY {
+                e.publish(now);
             }
         }
-        let now = self.clock.now();
         if now.since(*last) > Nanos::from_millis(100) {
             *last = now;
             let k = self.source.kernel_stats();
@@ -136,7 +158,10 @@ impl RecvLoop {
 /// free for a new scan (whose fresh key rejects any late reply to the old one).
 fn finish(closing: &mut Vec<(u16, Outcome)>, table: &mut [Option<Entry>], slots: &Slots) {
     for (slot, outcome) in closing.drain(..) {
-        if let Some(e) = table[usize::from(slot)].take() {
+        if let Some(mut e) = table[usize::from(slot)].take() {
+            if e.dirty {
+                e.publish(e.published);
+            }
             let _ = e.shared.events.send(Msg::Ended(outcome));
         }
         slots.free(slot);

@@ -80,11 +80,13 @@ impl Tool {
         })
     }
 
-    /// How long a run may take before it is killed. masscan gets room for its exit hang.
-    pub fn timeout(self, nmap_cap: Duration) -> Duration {
+    /// How long a run may take before it is killed. masscan gets room for its exit hang;
+    /// big scenarios get a second per 50,000 pairs (a fifth of the bench rate) at least.
+    pub fn timeout(self, nmap_cap: Duration, scenario: &Scenario) -> Duration {
+        let floor = Duration::from_secs(scenario.pairs() / 50_000);
         match self {
-            Tool::Portscope | Tool::Zmap => Duration::from_secs(60),
-            Tool::Masscan => Duration::from_secs(120),
+            Tool::Portscope | Tool::Zmap => Duration::from_secs(60).max(floor),
+            Tool::Masscan => Duration::from_secs(120).max(floor),
             Tool::Nmap | Tool::NmapMinRate => nmap_cap,
         }
     }
