@@ -285,3 +285,104 @@ fn fill(a: &mut Active, batch: &mut SendBatch, budget: u32, now: Nanos, rng: &mu
     }
     made
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portscope_core::classify::{ScanSpace, Sources};
+    use portscope_core::cookie::CookieKey;
+    use portscope_core::retry::RetryPolicy;
+    use portscope_core::rtt::WaitBounds;
+    use portscope_core::targets::{parse_target, PortSet, TargetSet};
+    use rand::{rngs::SmallRng, SeedableRng};
+
+    const WAIT: Nanos = Nanos::from_millis(10);
+
+    fn scan(ports: &str, rate: u64, retry: RetryPolicy) -> Arc<ScanShared> {
+        let targets = TargetSet::from_ranges(&[parse_target("198.18.0.2").unwrap()], &[]).unwrap();
+        let sources = Sources {
+            v4: Some("198.18.0.1".parse().unwrap()),
+            v6: None,
+        };
+        let space = ScanSpace::new(
+            CookieKey::from_bytes([7; 16]),
+            1,
+            targets,
+            PortSet::parse(ports).unwrap(),
+            sources,
+            0,
+        )
+        .unwrap();
+        let bounds = WaitBounds {
+            min: WAIT,
+            max: WAIT,
+        };
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        Arc::new(ScanShared::new(1, 1, space, retry, rate, bounds, tx))
+    }
+
+    /// Drives the schedule on simulated time until the scan ends; returns the probes sent
+    /// per round and the time it ended.
+    fn drive(s: &Arc<ScanShared>, max_rate: u64) -> (Vec<u64>, Nanos) {
+        let mut sched = Schedule::new(max_rate, 64, Nanos(0));
+        sched.add(Arc::clone(s), Nanos(0));
+        let mut batch = SendBatch::new(64);
+        let mut rng = SmallRng::seed_from_u64(1);
+        let mut ended = Vec::new();
+        let mut per_round = vec![0u64; 16];
+        let mut now = Nanos(0);
+        for _ in 0..100_000 {
+            sched.advance(now, &mut ended);
+            if !ended.is_empty() {
+                per_round.truncate(usize::from(s.round.load(Relaxed)) + 1);
+                return (per_round, now);
+            }
+            match sched.poll(now, &mut batch, &mut rng) {
+                Next::Send => {
+                    per_round[usize::from(s.round.load(Relaxed))] += batch.len() as u64;
+                    batch.clear();
+                    sched.sent();
+                }
+                Next::Idle(t) => now = now.max(t),
+                Next::Empty => unreachable!("the scan is active"),
+            }
+        }
+        panic!("the scan never ended");
+    }
+
+    #[test]
+    fn paces_rounds_waits_and_retries_on_given_time() {
+        // 100 ports at 1,000/s, nothing answers: round 0 takes 0.1 s, then the two usual
+        // retries, each followed by the wait.
+        let s = scan("1-100", 1_000, RetryPolicy::default());
+        let (rounds, end) = drive(&s, 1_000_000);
+        assert_eq!(rounds, [100, 100, 100]);
+        assert_eq!(s.sent.load(Relaxed), 300);
+        // Retry rounds of a silent scan start at full rate: ~0.3 s of sending + 3 waits.
+        assert!(end >= Nanos::from_millis(290 + 30), "{end:?}");
+        assert!(end <= Nanos::from_millis(320 + 30), "{end:?}");
+    }
+
+    #[test]
+    fn answered_pairs_are_skipped_in_every_round_including_the_first() {
+        // A resumed scan: 40 of 100 pairs already answered at submit.
+        let s = scan("1-100", 100_000, RetryPolicy::Fixed(1));
+        for pair in 0..40 {
+            assert!(s.answered.insert(pair));
+        }
+        let (rounds, _) = drive(&s, 1_000_000);
+        assert_eq!(rounds, [60, 60]);
+    }
+
+    #[test]
+    fn the_global_ceiling_holds_over_the_scan_rate() {
+        let s = scan("1-2000", 1_000_000, RetryPolicy::Fixed(0));
+        let (rounds, end) = drive(&s, 10_000);
+        assert_eq!(rounds, [2000]);
+        let sending = end.since(WAIT);
+        assert!(
+            (Nanos::from_millis(190)..=Nanos::from_millis(201)).contains(&sending),
+            "{sending:?}"
+        );
+    }
+}
