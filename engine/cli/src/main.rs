@@ -14,7 +14,7 @@ use output::{Format, ReportFilter, ScanEnd, ScanMeta};
 use portscope_core::policy::TargetPolicy;
 use portscope_core::targets::parse_net;
 use portscope_engine::{
-    default_cpus, Engine, EngineConfig, Outcome, RetryPolicy, ScanEvent, ScanRequest, ScanSummary,
+    pick_cpus, Engine, EngineConfig, Outcome, RetryPolicy, ScanEvent, ScanRequest, ScanSummary,
     SubmitError, MIN_RETRIES,
 };
 use portscope_transport::sys::{self, OpenError, SysConfig};
@@ -213,14 +213,15 @@ fn scan(args: ScanArgs) -> Result<ExitCode> {
         version: env!("CARGO_PKG_VERSION"),
     };
 
+    let (send_cpu, recv_cpu) = pick_cpus(args.send_cpu, args.recv_cpu);
     let engine = Engine::start(
         Box::new(sink) as Box<dyn PacketSink>,
         Box::new(source) as Box<dyn PacketSource>,
         EngineConfig {
             max_rate: args.rate,
             policy,
-            send_cpu: args.send_cpu.or(default_cpus().map(|c| c.0)),
-            recv_cpu: args.recv_cpu.or(default_cpus().map(|c| c.1)),
+            send_cpu,
+            recv_cpu,
             ..EngineConfig::default()
         },
     );

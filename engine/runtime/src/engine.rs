@@ -35,16 +35,21 @@ pub struct EngineConfig {
     pub recv_cpu: Option<usize>,
 }
 
-/// Two different CPUs for the send and receive threads (the first two this process may use),
-/// or `None` on a single-CPU machine.
-pub fn default_cpus() -> Option<(usize, usize)> {
+/// CPUs for the send and receive threads: the given ones, and for each one not given a
+/// CPU this process may use that the other thread does not have (the first two allowed
+/// CPUs when neither is given). `None` where there is no such CPU (one-CPU machines).
+pub fn pick_cpus(send: Option<usize>, recv: Option<usize>) -> (Option<usize>, Option<usize>) {
     #[cfg(target_os = "linux")]
-    {
-        let cpus = portscope_transport::sys::allowed_cpus().ok()?;
-        (cpus.len() >= 2).then(|| (cpus[0], cpus[1]))
-    }
+    let allowed = portscope_transport::sys::allowed_cpus().unwrap_or_default();
     #[cfg(not(target_os = "linux"))]
-    None
+    let allowed: Vec<usize> = Vec::new();
+    if allowed.len() < 2 {
+        return (send, recv);
+    }
+    let other = |taken: Option<usize>| allowed.iter().copied().find(|c| Some(*c) != taken);
+    let send = send.or_else(|| other(recv));
+    let recv = recv.or_else(|| other(send));
+    (send, recv)
 }
 
 /// Pins the calling thread to `cpu`, if given; a refusal is logged, not fatal.

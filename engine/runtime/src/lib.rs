@@ -28,7 +28,7 @@ mod slots;
 mod stats;
 
 pub use clock::{Clock, SimClock, SystemClock};
-pub use engine::{default_cpus, Engine, EngineConfig, SubmitError};
+pub use engine::{pick_cpus, Engine, EngineConfig, SubmitError};
 pub use portscope_core::retry::{RetryPolicy, DEFAULT_MAX_RETRIES, MIN_RETRIES};
 
 /// The most retry rounds a scan can send (its source-port block has this many more ports).
