@@ -357,6 +357,29 @@ fn policy_refuses_lab_range_without_allow_and_sends_nothing() {
 }
 
 #[test]
+fn retry_and_cpu_flags_are_checked_before_any_packet() {
+    let lab = lab("m", 0, 0.0);
+    for (args, says) in [
+        (&["--max-retries", "16"][..], "--max-retries 16 is too many"),
+        (&["--retries", "16"], "--retries 16 is too many"),
+        (&["--send-cpu", "100000"], "CPU 100000"),
+        (&["--recv-cpu", "100000"], "CPU 100000"),
+    ] {
+        let mut c = portscope(&lab, &["198.18.0.2", "-p", "80"]);
+        c.args(args).args(ALLOW);
+        let r = run_bounded(c, Duration::from_secs(20));
+        assert_eq!(r.status.code(), Some(64), "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains(says), "{args:?}: {}", r.stderr);
+        assert!(r.stdout.is_empty());
+    }
+    // A fixed count is exactly that: a silent port probed 1 + 5 times.
+    let (results, stderr) = scan_ndjson(&lab, &["198.18.0.2", "-p", "135", "--retries", "5"]);
+    assert_eq!(results.len(), 1, "{stderr}");
+    assert!(stderr.contains("6 probes sent"), "{stderr}");
+    assert!(stderr.contains("in 6 round(s)"), "{stderr}");
+}
+
+#[test]
 fn without_cap_net_raw_it_says_what_to_grant() {
     let lab = lab("g", 0, 0.0);
     for setpriv in [
