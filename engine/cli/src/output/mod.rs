@@ -326,7 +326,7 @@ impl PortEntry {
 /// What the buffering formats know about one host.
 #[derive(Debug, Default)]
 struct HostAcc {
-    /// The ports to print, in arrival order until [`HostTable::sorted`].
+    /// The ports to print, in arrival order until [`HostTable::sorted_up`].
     shown: Vec<PortEntry>,
     /// Closed ports not printed (nmap's "Ignored State" / `extraports`).
     hidden_closed: u64,
