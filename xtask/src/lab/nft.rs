@@ -1,4 +1,5 @@
-//! nftables scripts for the target namespace: the filter derived from the truth, and the impairments. Text only; running `nft` is `lab.rs`'s job.
+//! nftables for the lab's namespaces: the target's filter derived from the truth, the
+//! impairments, and the only two ways `nft` is run (`apply` a script, `query` a listing).
 //!
 //! One table, `inet pslab`, holds everything. Only TCP is filtered or impaired, except that
 //! addresses in the extra-host ranges which are not hosts of the lab drop everything (they do
@@ -6,6 +7,9 @@
 
 use std::fmt::Write;
 use std::net::IpAddr;
+use std::process::Stdio;
+
+use anyhow::{bail, Context};
 
 use super::truth::Truth;
 
@@ -123,6 +127,37 @@ pub(crate) fn impairments(veth: &str, loss_pct: f64, rst_limit: Option<u32>) -> 
         }
     }
     s
+}
+
+/// Feed `script` to `nft -f -` inside namespace `ns`. Every nftables change of the lab and
+/// the benchmarks goes through here.
+pub(crate) fn apply(ns: &str, script: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut child = super::netns_exec(ns, "nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running nft")?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(script.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "nft in {ns} failed: {}\nscript:\n{script}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// `nft ARGS` inside namespace `ns` (listing a table, resetting counters); its stdout.
+pub(crate) fn query(ns: &str, args: &[&str]) -> anyhow::Result<String> {
+    super::run(super::netns_exec(ns, "nft").args(args))
 }
 
 #[cfg(test)]
