@@ -107,10 +107,11 @@ pub fn confine(sandbox: &Sandbox) -> Result<Confined, SandboxError> {
         privs::drop_all_but_net_raw()?;
     }
     privs::set_no_new_privs()?;
+    let uid = privs::current_uid();
     let landlock = restrict_files_and_tcp(sandbox)?;
     install_seccomp(sandbox.seccomp)?;
     Ok(Confined {
-        uid: privs::current_uid(),
+        uid,
         landlock,
         seccomp: sandbox.seccomp,
     })
@@ -159,6 +160,8 @@ pub const ALLOWED: &[(&str, libc::c_long)] = &[
     ("set_robust_list", libc::SYS_set_robust_list),
     ("rseq", libc::SYS_rseq),
     ("sched_getaffinity", libc::SYS_sched_getaffinity),
+    // Thread names only (`PR_SET_NAME`, see `prctl_rules`).
+    ("prctl", libc::SYS_prctl),
     ("sched_yield", libc::SYS_sched_yield),
     ("getpid", libc::SYS_getpid),
     ("gettid", libc::SYS_gettid),
@@ -181,6 +184,8 @@ pub const ALLOWED: &[(&str, libc::c_long)] = &[
     ("fcntl", libc::SYS_fcntl),
     ("ioctl", libc::SYS_ioctl),
     ("eventfd2", libc::SYS_eventfd2),
+    // The runtime's signal pipe.
+    ("socketpair", libc::SYS_socketpair),
     ("epoll_create1", libc::SYS_epoll_create1),
     ("epoll_ctl", libc::SYS_epoll_ctl),
     ("epoll_pwait", libc::SYS_epoll_pwait),
@@ -200,6 +205,9 @@ pub const ALLOWED: &[(&str, libc::c_long)] = &[
     ("shutdown", libc::SYS_shutdown),
     // Route lookups (a connected UDP socket, see `socket` below).
     ("connect", libc::SYS_connect),
+    // CPU counts read from /proc and /sys by the runtime: Landlock refuses the paths
+    // (EACCES) and the callers fall back, so the call itself may be made.
+    ("openat", libc::SYS_openat),
     // Removing the control socket on exit.
     ("newfstatat", libc::SYS_newfstatat),
     ("statx", libc::SYS_statx),
@@ -228,6 +236,17 @@ fn socket_rules() -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
         .collect()
 }
 
+/// `prctl` only to name threads: no dumpable, keepcaps or securebits changes.
+fn prctl_rules() -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
+    let name = SeccompCondition::new(
+        0,
+        SeccompCmpArgLen::Dword,
+        SeccompCmpOp::Eq,
+        libc::PR_SET_NAME as u64,
+    )?;
+    Ok(vec![SeccompRule::new(vec![name])?])
+}
+
 /// Builds the filter for this machine's architecture.
 pub fn seccomp_program(mode: SeccompMode) -> Result<BpfProgram, SandboxError> {
     let fail = |e: &dyn std::fmt::Display| SandboxError::Seccomp(e.to_string());
@@ -237,6 +256,7 @@ pub fn seccomp_program(mode: SeccompMode) -> Result<BpfProgram, SandboxError> {
         .map(|&(_, nr)| (nr, Vec::new()))
         .collect();
     rules.insert(libc::SYS_socket, socket_rules().map_err(|e| fail(&e))?);
+    rules.insert(libc::SYS_prctl, prctl_rules().map_err(|e| fail(&e))?);
     let mismatch = match mode {
         SeccompMode::Log => SeccompAction::Log,
         _ => SeccompAction::KillProcess,
@@ -249,7 +269,9 @@ pub fn seccomp_program(mode: SeccompMode) -> Result<BpfProgram, SandboxError> {
         .map_err(|e: seccompiler::BackendError| fail(&e))
 }
 
-fn install_seccomp(mode: SeccompMode) -> Result<(), SandboxError> {
+/// Installs the filter on every thread of the process (`no_new_privs` must be set, or the
+/// caller must hold `CAP_SYS_ADMIN`). [`confine`] calls it last.
+pub fn install_seccomp(mode: SeccompMode) -> Result<(), SandboxError> {
     if mode == SeccompMode::Off {
         return Ok(());
     }
@@ -273,7 +295,7 @@ mod tests {
         assert!(prog.len() > ALLOWED.len(), "{} instructions", prog.len());
         let names: std::collections::HashSet<_> = ALLOWED.iter().map(|(n, _)| n).collect();
         assert_eq!(names.len(), ALLOWED.len(), "no name listed twice");
-        for forbidden in ["execve", "ptrace", "openat", "bind", "listen", "setuid"] {
+        for forbidden in ["execve", "ptrace", "bind", "listen", "setuid", "mount"] {
             assert!(!names.contains(&forbidden), "{forbidden} must stay out");
         }
     }
