@@ -14,7 +14,7 @@ use output::{Format, ReportFilter, ScanEnd, ScanMeta};
 use portscope_core::policy::TargetPolicy;
 use portscope_core::targets::parse_net;
 use portscope_engine::{
-    Engine, EngineConfig, Outcome, ScanEvent, ScanRequest, ScanSummary, SubmitError,
+    Engine, EngineConfig, Outcome, PlanLimits, ScanEvent, ScanRequest, ScanSummary, SubmitError,
 };
 use portscope_transport::sys::{self, OpenError, SysConfig};
 use portscope_transport::{privs, PacketSink, PacketSource};
@@ -154,9 +154,15 @@ fn scan(args: ScanArgs) -> Result<ExitCode> {
         max_wait: args.max_wait,
         min_wait: args.min_wait,
     };
-    let plan = request.plan(&sys::route_source).map_err(|e| usage(&e))?;
-    // Refuse before touching any socket: a refused target never costs a packet.
-    policy.check(&plan.targets).map_err(|e| usage(&e))?;
+    // Refuse before touching any socket: a refused target never costs a packet, and the
+    // policy answers before the route lookup (a denied target is not "no route").
+    let limits = PlanLimits {
+        policy: &policy,
+        max_pairs: portscope_core::targets::MAX_PAIRS,
+    };
+    let plan = request
+        .plan_within(limits, &sys::route_source)
+        .map_err(|e| usage(&e))?;
 
     let (sink, source) = sys::open(&SysConfig {
         port_lo: portscope_core::classify::SRC_PORT_BASE,

@@ -23,9 +23,19 @@ pub enum SpecError {
     /// Nothing left to scan.
     #[error("no targets left to scan after exclusions")]
     Empty,
-    /// The space is too large.
-    #[error("scan too large: {0} target x port pairs (at most {MAX_PAIRS})")]
+    /// The space is too large. The count saturates at `u128::MAX` (`::/0` alone holds
+    /// 2^128 addresses), so it is a lower bound when it reads `u128::MAX`.
+    #[error("scan too large: {} target x port pairs (at most {MAX_PAIRS})", shown(*.0))]
     TooLarge(u128),
+}
+
+/// A pair count for messages: exact, or "at least 2^128 - 1" once saturated.
+fn shown(count: u128) -> String {
+    if count == u128::MAX {
+        format!("at least {count}")
+    } else {
+        count.to_string()
+    }
 }
 
 /// Parses a target: an address, a CIDR (host bits cleared) or an inclusive range
@@ -145,7 +155,9 @@ impl TargetSet {
         let mut total: u128 = 0;
         for r in &merged {
             first_index.push(u64::try_from(total).map_err(|_| SpecError::TooLarge(total))?);
-            total += r.end - r.start + 1;
+            // `::/0` holds 2^128 addresses, one more than a u128 counts: saturate rather
+            // than wrap, so an absurd set is refused as too large and never looks small.
+            total = total.saturating_add((r.end - r.start).saturating_add(1));
             if total > u128::from(MAX_PAIRS) {
                 return Err(SpecError::TooLarge(total));
             }
@@ -400,5 +412,43 @@ mod tests {
             TargetSet::new(&nets(&["2001:2::/48"]), &[]),
             Err(SpecError::TooLarge(_))
         ));
+    }
+
+    /// `::/0` alone is 2^128 addresses: the count must saturate, never wrap to a small
+    /// number (one address plus `::/0` used to wrap to 1 and pass the size check).
+    #[test]
+    fn whole_address_space_is_too_large_not_wrapped() {
+        for set in [
+            &["198.18.0.2", "::/0"][..],
+            &["::/0"],
+            &["::/0", "2001:2::1"],
+            &["::/1", "8000::/1"],
+            &["0.0.0.0/0", "::/0"],
+        ] {
+            let err = TargetSet::new(&nets(set), &[]).unwrap_err();
+            assert!(
+                matches!(err, SpecError::TooLarge(n) if n > u128::from(MAX_PAIRS)),
+                "{set:?}: {err:?}"
+            );
+            assert!(err.to_string().starts_with("scan too large"), "{err}");
+        }
+        let err = TargetSet::new(&nets(&["198.18.0.2", "::/0"]), &[]).unwrap_err();
+        assert_eq!(err, SpecError::TooLarge(u128::MAX));
+        assert!(
+            err.to_string()
+                .contains("at least 340282366920938463463374607431768211455"),
+            "{err}"
+        );
+        // The same through the range form.
+        let all = parse_target("::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff").unwrap();
+        assert_eq!(
+            TargetSet::from_ranges(&[all], &[]),
+            Err(SpecError::TooLarge(u128::MAX))
+        );
+        // The largest set that fits is still accepted.
+        assert_eq!(
+            TargetSet::new(&nets(&["2001:2::/92"]), &[]).unwrap().len(),
+            MAX_PAIRS
+        );
     }
 }
