@@ -47,6 +47,7 @@ fn usage(e: impl std::fmt::Display) -> anyhow::Error {
 
 /// Runs `portscope scan`; `argv` is the whole command line (saved in a resume file).
 pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
+    let resumed = args.resume.is_some();
     let (args, argv, scan, answered) = match &args.resume {
         Some(path) => {
             let file = ResumeFile::load(path).map_err(usage)?;
@@ -74,13 +75,22 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
         max_wait: args.max_wait,
         min_wait: args.min_wait,
     };
-    let plan = request.plan(&sys::route_source).map_err(usage)?;
+    // Policy first, routes second: a refused target is refused the same way whether or not
+    // this machine has a route to it, and a dry run only says when there is none.
+    let dry_route = |ip: std::net::IpAddr| {
+        Ok(sys::route_source(ip).unwrap_or(match ip {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+        }))
+    };
+    let plan = request.plan(&dry_route).map_err(usage)?;
     // Refuse before touching any socket: a refused target never costs a packet.
     policy.check(&plan.targets).map_err(usage)?;
     if args.dry_run {
         print_dry_run(&plan, &args, answered.len());
         return Ok(ExitCode::SUCCESS);
     }
+    let plan = request.plan(&sys::route_source).map_err(usage)?;
 
     let (sink, source) = sys::open(&SysConfig {
         port_lo: portscope_core::classify::SRC_PORT_BASE,
@@ -205,7 +215,7 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
         };
         return Ok(ExitCode::from(128 + sig as u8));
     }
-    if args.resume.is_some() {
+    if resumed {
         // The scan it saved is finished now.
         let _ = std::fs::remove_file(&resume_path);
     }
@@ -316,11 +326,16 @@ fn print_dry_run(plan: &ScanPlan, args: &ScanArgs, answered: usize) {
         ranges.join(", ")
     );
     let _ = writeln!(o, "ports: {} port(s): {spec}", plan.ports.len());
-    if let Some(s) = plan.sources.v4 {
-        let _ = writeln!(o, "source ipv4: {s}");
-    }
-    if let Some(s) = plan.sources.v6 {
-        let _ = writeln!(o, "source ipv6: {s}");
+    for (family, src) in [("ipv4", plan.sources.v4), ("ipv6", plan.sources.v6)] {
+        match src {
+            Some(s) if s.is_unspecified() => {
+                let _ = writeln!(o, "source {family}: none (no route to the targets)");
+            }
+            Some(s) => {
+                let _ = writeln!(o, "source {family}: {s}");
+            }
+            None => {}
+        }
     }
     let _ = writeln!(
         o,
