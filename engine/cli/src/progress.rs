@@ -138,6 +138,12 @@ impl Live {
         }
     }
 
+    /// Runs `f` with the display cleared, so lines it prints to the terminal do not mix
+    /// with the progress line.
+    pub(crate) fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.bar.suspend(f)
+    }
+
     /// Stops drawing for good (after SIGHUP the terminal may be gone).
     pub(crate) fn hide(&self) {
         self.bar.set_draw_target(ProgressDrawTarget::hidden());

@@ -162,7 +162,13 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
                 if r.reason != portscope_core::results::Reason::NoResponse {
                     answers.push(r.clone());
                 }
-                guard.result(r, first_round_share(p.sent, p.pairs), &mut out);
+                let share = first_round_share(p.sent, p.pairs);
+                if r.state == PortState::Open {
+                    // The table prints open ports as found: keep them off the progress line.
+                    live.suspend(|| guard.result(r, share, &mut out));
+                } else {
+                    guard.result(r, share, &mut out);
+                }
             }
             Some(ScanEvent::Finished(s)) => summary = Some(s),
             None => {}
