@@ -110,61 +110,74 @@ impl ProxyGuard {
     }
 }
 
+/// Answers of one kind (RST or ICMP): when the first round's came, and how many came later.
+#[derive(Debug, Default, Clone, Copy)]
+struct Kind {
+    /// First and last arrival in round 0, since the scan started.
+    first_at: Option<Duration>,
+    last_at: Duration,
+    first_round: u64,
+    later: u64,
+}
+
+impl Kind {
+    fn record(&mut self, round: u8, at: Duration) {
+        if round == 0 {
+            self.first_at.get_or_insert(at);
+            self.last_at = at;
+            self.first_round += 1;
+        } else {
+            self.later += 1;
+        }
+    }
+
+    /// Answers a second while round 0's answers came in.
+    fn first_round_rate(&self) -> f64 {
+        let span = self
+            .first_at
+            .map_or(0.0, |f| (self.last_at - f).as_secs_f64());
+        self.first_round as f64 / span.max(1e-3)
+    }
+}
+
 /// RST and ICMP answers counted per round, to find targets that limit their answer rate.
 #[derive(Debug)]
 pub(crate) struct AnswerRates {
     started: Instant,
-    /// When round 0 ended (the first answer seen in a later round).
-    first_round_end: Option<Duration>,
-    /// (RST, ICMP) answers in round 0 and in later rounds.
-    first: (u64, u64),
-    later: (u64, u64),
+    rst: Kind,
+    icmp: Kind,
 }
 
 impl AnswerRates {
     pub(crate) fn new() -> Self {
         AnswerRates {
             started: Instant::now(),
-            first_round_end: None,
-            first: (0, 0),
-            later: (0, 0),
+            rst: Kind::default(),
+            icmp: Kind::default(),
         }
     }
 
     /// Counts `r`, received while the scan was sending round `round`.
     pub(crate) fn record(&mut self, r: &PortResult, round: u8) {
-        let (rst, icmp) = match r.reason {
-            Reason::Reset => (1, 0),
-            Reason::IcmpUnreachable => (0, 1),
-            _ => return,
-        };
-        let bucket = if round == 0 {
-            &mut self.first
-        } else {
-            self.first_round_end
-                .get_or_insert_with(|| self.started.elapsed());
-            &mut self.later
-        };
-        bucket.0 += rst;
-        bucket.1 += icmp;
+        let at = self.started.elapsed();
+        match r.reason {
+            Reason::Reset => self.rst.record(round, at),
+            Reason::IcmpUnreachable => self.icmp.record(round, at),
+            _ => {}
+        }
     }
 
     /// Summary lines for each kind of answer that looks rate-limited: at least 100 of them
-    /// and 5% came only on retries.
+    /// and 5% came only on retries. The rate is the first round's answers over the time
+    /// they took to arrive: a limiter drops the excess, so that is the rate it lets out.
     pub(crate) fn report(&self) -> Vec<String> {
-        let Some(t0) = self.first_round_end else {
-            return Vec::new();
-        };
-        let secs = t0.as_secs_f64().max(1e-3);
         let mut lines = Vec::new();
-        for (name, a, b) in [
-            ("RST", self.first.0, self.later.0),
-            ("ICMP unreachable", self.first.1, self.later.1),
-        ] {
+        for (name, k) in [("RST", self.rst), ("ICMP unreachable", self.icmp)] {
+            let (a, b) = (k.first_round, k.later);
             if b >= 100 && b * 20 >= a + b {
                 lines.push(format!(
                     "{name} answers are rate-limited by the target: {:.0}/s measured in the first round, {b} of {} came only on retries",
-                    a as f64 / secs,
+                    k.first_round_rate(),
                     a + b
                 ));
             }
@@ -280,6 +293,10 @@ mod tests {
             a.record(&r("198.18.0.2", p, PortState::Closed), 0);
         }
         assert!(a.report().is_empty(), "no retry round yet");
+        assert!(
+            a.rst.first_round_rate() > 900.0,
+            "900 answers in well under a second"
+        );
         for p in 900..1200 {
             a.record(&r("198.18.0.2", p, PortState::Closed), 1);
         }
