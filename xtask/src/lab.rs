@@ -60,6 +60,8 @@ pub struct LabConfig {
     /// ports open, the rest closed), not only the listed extra hosts: for scans of the whole
     /// range (`Truth::wide`).
     pub wide: bool,
+    /// 198.19.255.254 answers SYN-ACK on every TCP port, like a SYN proxy (`nft::syn_proxy`).
+    pub syn_proxy: bool,
 }
 
 impl Default for LabConfig {
@@ -71,6 +73,7 @@ impl Default for LabConfig {
             rst_limit: None,
             offloads: true,
             wide: false,
+            syn_proxy: false,
         }
     }
 }
@@ -240,6 +243,9 @@ impl Lab {
             }
         }
         nft::apply(t, &nft::ruleset(&self.truth))?;
+        if cfg.syn_proxy {
+            nft::apply(t, &nft::syn_proxy())?;
+        }
         let defaults = self.default_routes()?;
         if !defaults.is_empty() {
             bail!("the lab has default routes, refusing to go on: {defaults:?}");

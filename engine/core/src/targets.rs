@@ -20,6 +20,22 @@ pub enum SpecError {
     /// Not a port list.
     #[error("invalid port spec `{0}`: expected a list like 22,80,1000-2000 or - for 1-65535")]
     BadPorts(String),
+    /// A port outside 1-65535 (`-p 0`, `-p 70000`).
+    #[error("port {port} in `{spec}` is out of range: ports are 1-65535")]
+    PortOutOfRange {
+        /// The whole spec.
+        spec: String,
+        /// The offending number.
+        port: u64,
+    },
+    /// A range written high to low (`-p 80-20`).
+    #[error("port range {hi}-{lo} is backwards: did you mean {lo}-{hi}?")]
+    PortsBackwards {
+        /// The smaller port.
+        lo: u16,
+        /// The larger port.
+        hi: u16,
+    },
     /// Nothing left to scan.
     #[error("no targets left to scan after exclusions")]
     Empty,
@@ -256,18 +272,22 @@ impl PortSet {
                 Some((a, b)) => (a.trim(), b.trim()),
                 None => (part, part),
             };
-            let lo: u16 = if lo.is_empty() {
-                1
-            } else {
-                lo.parse().map_err(|_| bad())?
+            let num = |s: &str, empty: u16| -> Result<u16, SpecError> {
+                if s.is_empty() {
+                    return Ok(empty);
+                }
+                let n: u64 = s.parse().map_err(|_| bad())?;
+                match u16::try_from(n) {
+                    Ok(p) if p > 0 => Ok(p),
+                    _ => Err(SpecError::PortOutOfRange {
+                        spec: spec.to_string(),
+                        port: n,
+                    }),
+                }
             };
-            let hi: u16 = if hi.is_empty() {
-                65535
-            } else {
-                hi.parse().map_err(|_| bad())?
-            };
-            if lo == 0 || lo > hi {
-                return Err(bad());
+            let (lo, hi) = (num(lo, 1)?, num(hi, 65535)?);
+            if lo > hi {
+                return Err(SpecError::PortsBackwards { lo: hi, hi: lo });
             }
             ports.extend(lo..=hi);
         }
@@ -340,6 +360,16 @@ mod tests {
         for bad in ["", "0", "a", "5-4", "70000", "1,,2"] {
             assert!(PortSet::parse(bad).is_err(), "{bad}");
         }
+        let msg = |s: &str| PortSet::parse(s).unwrap_err().to_string();
+        assert_eq!(msg("0"), "port 0 in `0` is out of range: ports are 1-65535");
+        assert_eq!(
+            msg("22,70000"),
+            "port 70000 in `22,70000` is out of range: ports are 1-65535"
+        );
+        assert_eq!(
+            msg("80-20"),
+            "port range 80-20 is backwards: did you mean 20-80?"
+        );
         let p = PortSet::parse("443,22").unwrap();
         assert_eq!(p.index_of(443), Some(1));
         assert_eq!(p.index_of(80), None);

@@ -7,9 +7,10 @@
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use portscope_core::classify::{Observation, ScanSpace, ROUNDS};
-use portscope_core::results::{AnsweredSet, PortResult, PortState};
+use portscope_core::results::{AnsweredSet, PortResult, PortState, Reason};
 use portscope_core::rtt::WaitBounds;
 use portscope_core::Nanos;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -207,6 +208,8 @@ pub struct ScanHandle {
     /// check for silence (`u64::MAX` when silent pairs are not reported).
     ended: Option<(Outcome, u64)>,
     done: bool,
+    /// Results of a previous run of this scan (resume), reported before any new one.
+    preseeded: VecDeque<PortResult>,
 }
 
 impl std::fmt::Debug for ScanHandle {
@@ -227,6 +230,7 @@ impl ScanHandle {
             counts: [0; 3],
             ended: None,
             done: false,
+            preseeded: VecDeque::new(),
         }
     }
 
@@ -266,6 +270,10 @@ impl ScanHandle {
     pub fn next_event(&mut self, timeout: Duration) -> Option<ScanEvent> {
         if self.done {
             return None;
+        }
+        if let Some(r) = self.preseeded.pop_front() {
+            self.count(&r);
+            return Some(ScanEvent::Port(r));
         }
         if let Some((outcome, next)) = &mut self.ended {
             let pairs = self.shared.space.pairs();
@@ -337,5 +345,40 @@ impl Iterator for ScanHandle {
             }
         }
         None
+    }
+}
+
+// --- Pre-answered pairs: the hook for resumed scans -------------------------------------
+//
+// A resumed scan is submitted with the results an interrupted run already got. Before any
+// probe goes out their pairs are marked answered (the send thread skips answered pairs, and
+// a late reply to one counts as a duplicate), and the handle reports them first, so the
+// resumed scan's events are exactly those of one uninterrupted scan.
+
+impl ScanShared {
+    /// Marks the pairs of `results` answered and returns the results that belong to this
+    /// scan, each pair once. Silent (`no-response`) results are dropped: those pairs are
+    /// probed again.
+    pub(crate) fn preseed(&self, results: Vec<PortResult>) -> Vec<PortResult> {
+        let (targets, ports) = (self.space.targets(), self.space.ports());
+        let kept: Vec<PortResult> = results
+            .into_iter()
+            .filter(|r| {
+                let (Some(t), Some(p)) = (targets.index_of(r.ip), ports.index_of(r.port)) else {
+                    return false;
+                };
+                r.reason != Reason::NoResponse && self.answered.insert(t * ports.len() + p)
+            })
+            .collect();
+        self.replies.fetch_add(kept.len() as u64, Relaxed);
+        kept
+    }
+}
+
+impl ScanHandle {
+    /// Queues a previous run's results to be reported before any new one.
+    pub(crate) fn with_preseeded(mut self, results: Vec<PortResult>) -> Self {
+        self.preseeded = results.into();
+        self
     }
 }

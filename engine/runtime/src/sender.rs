@@ -280,7 +280,7 @@ fn fill(a: &mut Active, batch: &mut SendBatch, budget: u32, now: Nanos, rng: &mu
         let pos = a.pos;
         a.pos += 1;
         let pair = s.space.pair_at(pos);
-        if a.round > 0 && s.answered.contains(pair) {
+        if s.answered.contains(pair) {
             continue;
         }
         let p = s.space.probe(pair, a.round);

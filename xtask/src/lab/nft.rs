@@ -160,6 +160,21 @@ pub(crate) fn query(ns: &str, args: &[&str]) -> anyhow::Result<String> {
     super::run(super::netns_exec(ns, "nft").args(args))
 }
 
+// --- SYN-proxy host (`LabConfig::syn_proxy`) -------------------------------------------
+
+/// The lab's SYN-proxy host: every TCP port of this address answers SYN-ACK, as a SYN proxy
+/// or tarpit in front of a network does. It is not in the truth.
+pub(crate) const SYN_PROXY_V4: &str = "198.19.255.254";
+
+/// A NAT redirect of every TCP port of [`SYN_PROXY_V4`] to the wildcard listener's port 80
+/// (the reply is translated back, so each port answers for itself).
+pub(crate) fn syn_proxy() -> String {
+    format!(
+        "add chain inet {TABLE} syn_proxy {{ type nat hook prerouting priority dstnat; policy accept; }}\n\
+         add rule inet {TABLE} syn_proxy ip daddr {SYN_PROXY_V4} tcp dport 1-65535 redirect to :80\n"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +201,16 @@ mod tests {
             "{wide}"
         );
         assert!(wide.contains("198.19.0.2 . 30002"), "{wide}");
+    }
+
+    #[test]
+    fn syn_proxy_redirects_every_port_of_one_address() {
+        let s = syn_proxy();
+        assert!(s.contains("type nat hook prerouting"), "{s}");
+        assert!(
+            s.contains("ip daddr 198.19.255.254 tcp dport 1-65535 redirect to :80"),
+            "{s}"
+        );
     }
 
     #[test]
