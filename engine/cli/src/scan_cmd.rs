@@ -118,6 +118,7 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
         EngineConfig {
             max_rate: args.rate,
             policy,
+            probe_ttl: args.ttl,
             ..EngineConfig::default()
         },
     );
