@@ -103,6 +103,13 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
     })?;
     privs::drop_all_but_net_raw().context("dropping capabilities")?;
 
+    // From here on a stop signal is only noted; the loop below acts on it, so even one that
+    // arrives before the first probe leaves complete outputs.
+    let caught = Arc::new(AtomicUsize::new(0));
+    for sig in STOP_SIGNALS {
+        signal_hook::flag::register_usize(sig, Arc::clone(&caught), sig as usize)
+            .context("installing the signal handlers")?;
+    }
     let mut out = open_outputs(&args)?;
     let meta = ScanMeta {
         args: argv.join(" "),
@@ -122,11 +129,6 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
             ..EngineConfig::default()
         },
     );
-    let caught = Arc::new(AtomicUsize::new(0));
-    for sig in STOP_SIGNALS {
-        signal_hook::flag::register_usize(sig, Arc::clone(&caught), sig as usize)
-            .context("installing the signal handlers")?;
-    }
     let started = Instant::now();
     let ports_per_host = plan.ports.len();
     let mut handle = engine
