@@ -158,7 +158,6 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
         let p = handle.progress();
         match handle.next_event(Duration::from_millis(50)) {
             Some(ScanEvent::Port(r)) => {
-                rates.record(&r, p.round);
                 if r.state == PortState::Open {
                     open += 1;
                 }
@@ -176,6 +175,7 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
             Some(ScanEvent::Finished(s)) => summary = Some(s),
             None => {}
         }
+        rates.observe(&p);
         live.tick(&p, open);
     }
     live.finish();
@@ -195,7 +195,8 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
         interrupted,
         times: times(&summary, args.max_wait),
     });
-    print_summary(&summary, &engine, &flags, &rates);
+    let rate_limits = rates.report(handle.answers_by_round());
+    print_summary(&summary, &engine, &flags, &rate_limits);
     for f in out.failures() {
         note(&format!("portscope: output failed: {f}"));
     }
@@ -361,7 +362,7 @@ fn print_dry_run(plan: &ScanPlan, args: &ScanArgs, answered: usize) {
     let _ = writeln!(o, "policy: every target is allowed");
 }
 
-fn print_summary(s: &ScanSummary, engine: &Engine, flags: &[HostFlag], rates: &AnswerRates) {
+fn print_summary(s: &ScanSummary, engine: &Engine, flags: &[HostFlag], rate_limits: &[String]) {
     let stats = engine.stats();
     let secs = s.elapsed.as_secs_f64();
     let withheld: u64 = flags.iter().map(|f| f.open_answers).sum();
@@ -394,7 +395,7 @@ fn print_summary(s: &ScanSummary, engine: &Engine, flags: &[HostFlag], rates: &A
             f.describe()
         ));
     }
-    for l in rates.report() {
+    for l in rate_limits {
         note(&format!("portscope: {l}"));
     }
     let d = stats.discards();
