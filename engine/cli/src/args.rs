@@ -107,6 +107,9 @@ pub(crate) struct ScanArgs {
     /// Also report closed ports.
     #[arg(long)]
     pub show: Vec<Show>,
+    /// IPv4 TTL / IPv6 hop limit of the probes.
+    #[arg(long, default_value_t = portscope_core::probe::PROBE_TTL, value_parser = clap::value_parser!(u8).range(1..))]
+    pub ttl: u8,
     /// Capture replies on this interface only (default: all).
     #[arg(long)]
     pub interface: Option<String>,

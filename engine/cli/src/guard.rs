@@ -10,12 +10,13 @@
 //! 90% of its due answers were open. Hosts probed on fewer than [`MIN_PORTS`] ports are
 //! never judged. Closed and filtered answers always pass at once.
 //!
-//! **Rate-limited answering**: [`AnswerRates`] counts RST and ICMP answers per round. When
+//! **Rate-limited answering**: the engine counts RST and ICMP answers per round. When
 //! many come only on retries, the target limits its answers; the rate it kept up during the
 //! first round is reported in the summary.
 
 use crate::output::{FlagKind, HostFlag, Tee};
-use portscope_core::results::{PortResult, PortState, Reason};
+use portscope_core::results::{PortResult, PortState};
+use portscope_engine::Progress;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -110,74 +111,52 @@ impl ProxyGuard {
     }
 }
 
-/// Answers of one kind (RST or ICMP): when the first round's came, and how many came later.
-#[derive(Debug, Default, Clone, Copy)]
-struct Kind {
-    /// First and last arrival in round 0, since the scan started.
-    first_at: Option<Duration>,
-    last_at: Duration,
-    first_round: u64,
-    later: u64,
-}
-
-impl Kind {
-    fn record(&mut self, round: u8, at: Duration) {
-        if round == 0 {
-            self.first_at.get_or_insert(at);
-            self.last_at = at;
-            self.first_round += 1;
-        } else {
-            self.later += 1;
-        }
-    }
-
-    /// Answers a second while round 0's answers came in.
-    fn first_round_rate(&self) -> f64 {
-        let span = self
-            .first_at
-            .map_or(0.0, |f| (self.last_at - f).as_secs_f64());
-        self.first_round as f64 / span.max(1e-3)
-    }
-}
-
-/// RST and ICMP answers counted per round, to find targets that limit their answer rate.
+/// When the first round was sent, to turn its answer count into a rate.
 #[derive(Debug)]
 pub(crate) struct AnswerRates {
     started: Instant,
-    rst: Kind,
-    icmp: Kind,
+    /// First seen with probes sent / first seen with the first round all sent.
+    sending: Option<Duration>,
+    sent: Option<Duration>,
 }
 
 impl AnswerRates {
     pub(crate) fn new() -> Self {
         AnswerRates {
             started: Instant::now(),
-            rst: Kind::default(),
-            icmp: Kind::default(),
+            sending: None,
+            sent: None,
         }
     }
 
-    /// Counts `r`, received while the scan was sending round `round`.
-    pub(crate) fn record(&mut self, r: &PortResult, round: u8) {
-        let at = self.started.elapsed();
-        match r.reason {
-            Reason::Reset => self.rst.record(round, at),
-            Reason::IcmpUnreachable => self.icmp.record(round, at),
-            _ => {}
+    /// Notes the first round's start and end from live progress.
+    pub(crate) fn observe(&mut self, p: &Progress) {
+        let now = self.started.elapsed();
+        if p.sent > 0 {
+            self.sending.get_or_insert(now);
+        }
+        if p.sent >= p.pairs || p.round > 0 {
+            self.sent.get_or_insert(now);
         }
     }
 
-    /// Summary lines for each kind of answer that looks rate-limited: at least 100 of them
-    /// and 5% came only on retries. The rate is the first round's answers over the time
-    /// they took to arrive: a limiter drops the excess, so that is the rate it lets out.
-    pub(crate) fn report(&self) -> Vec<String> {
+    /// Summary lines for each kind of answer (RST, ICMP) that looks rate-limited: at least
+    /// 100 of them and 5% answered only a retry. `by_round` is the engine's count of answers
+    /// per round as `[open, closed, filtered]`. A limiter drops what exceeds its rate, so the
+    /// first round's answers over the time it took to send are the rate it lets out.
+    pub(crate) fn report(&self, by_round: &[[u64; 3]]) -> Vec<String> {
+        let span = match (self.sending, self.sent) {
+            (Some(a), Some(b)) => (b - a).as_secs_f64().max(1e-3),
+            _ => return Vec::new(),
+        };
         let mut lines = Vec::new();
-        for (name, k) in [("RST", self.rst), ("ICMP unreachable", self.icmp)] {
-            let (a, b) = (k.first_round, k.later);
+        for (name, i) in [("RST", 1), ("ICMP unreachable", 2)] {
+            let a = by_round.first().map_or(0, |r| r[i]);
+            let b: u64 = by_round.iter().skip(1).map(|r| r[i]).sum();
             if b >= 100 && b * 20 >= a + b {
                 lines.push(format!(
-                    "{name} answers are rate-limited by the target: {:.0}/s measured in the first round, {b} of {} came only on retries",
-                    k.first_round_rate(),
+                    "{name} answers are rate-limited by the target: {:.0}/s measured in the first round, {b} of {} answered only a retry",
+                    a as f64 / span,
                     a + b
                 ));
             }
@@ -190,7 +169,7 @@ impl AnswerRates {
 mod tests {
     use super::*;
     use crate::output::{new_report, Format, ReportFilter};
-    use portscope_core::results::Proto;
+    use portscope_core::results::{Proto, Reason};
     use std::sync::{Arc, Mutex};
 
     #[derive(Clone, Default)]
@@ -288,24 +267,41 @@ mod tests {
 
     #[test]
     fn rate_limited_resets_are_reported_with_their_rate() {
+        let p = |sent, round| Progress {
+            pairs: 1000,
+            sent,
+            answered: 0,
+            round,
+            rounds: 2,
+        };
         let mut a = AnswerRates::new();
-        for p in 0..900 {
-            a.record(&r("198.18.0.2", p, PortState::Closed), 0);
-        }
-        assert!(a.report().is_empty(), "no retry round yet");
-        assert!(
-            a.rst.first_round_rate() > 900.0,
-            "900 answers in well under a second"
-        );
-        for p in 900..1200 {
-            a.record(&r("198.18.0.2", p, PortState::Closed), 1);
-        }
-        let lines = a.report();
+        a.observe(&p(10, 0));
+        std::thread::sleep(Duration::from_millis(100));
+        a.observe(&p(1000, 0));
+        let mut by_round = vec![[0u64; 3]; 16];
+        by_round[0] = [5, 900, 0];
+        assert!(a.report(&by_round).is_empty(), "no late answers");
+        by_round[1] = [0, 95, 300];
+        let lines = a.report(&by_round);
         assert_eq!(lines.len(), 1, "{lines:?}");
         assert!(
-            lines[0].starts_with("RST answers are rate-limited"),
+            lines[0].starts_with("ICMP unreachable answers are rate-limited"),
             "{lines:?}"
         );
-        assert!(lines[0].contains("300 of 1200"), "{lines:?}");
+        by_round[2] = [0, 5, 0];
+        let lines = a.report(&by_round);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        // 900 answers in about 0.1 s.
+        let rate: f64 = lines[0]["RST answers are rate-limited by the target: ".len()..]
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((6_000.0..=9_000.0).contains(&rate), "{lines:?}");
+        assert!(
+            lines[0].contains("100 of 1000 answered only a retry"),
+            "{lines:?}"
+        );
     }
 }

@@ -109,6 +109,13 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
     })?;
     privs::drop_all_but_net_raw().context("dropping capabilities")?;
 
+    // From here on a stop signal is only noted; the loop below acts on it, so even one that
+    // arrives before the first probe leaves complete outputs.
+    let caught = Arc::new(AtomicUsize::new(0));
+    for sig in STOP_SIGNALS {
+        signal_hook::flag::register_usize(sig, Arc::clone(&caught), sig as usize)
+            .context("installing the signal handlers")?;
+    }
     let mut out = open_outputs(&args)?;
     let meta = ScanMeta {
         args: argv.join(" "),
@@ -124,14 +131,10 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
         EngineConfig {
             max_rate: args.rate,
             policy,
+            probe_ttl: args.ttl,
             ..EngineConfig::default()
         },
     );
-    let caught = Arc::new(AtomicUsize::new(0));
-    for sig in STOP_SIGNALS {
-        signal_hook::flag::register_usize(sig, Arc::clone(&caught), sig as usize)
-            .context("installing the signal handlers")?;
-    }
     let started = Instant::now();
     let ports_per_host = plan.ports.len();
     let mut handle = engine
@@ -161,7 +164,6 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
         let p = handle.progress();
         match handle.next_event(Duration::from_millis(50)) {
             Some(ScanEvent::Port(r)) => {
-                rates.record(&r, p.round);
                 if r.state == PortState::Open {
                     open += 1;
                 }
@@ -179,6 +181,7 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
             Some(ScanEvent::Finished(s)) => summary = Some(s),
             None => {}
         }
+        rates.observe(&p);
         live.tick(&p, open);
     }
     live.finish();
@@ -198,7 +201,8 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
         interrupted,
         times: times(&summary, args.max_wait),
     });
-    print_summary(&summary, &engine, &flags, &rates);
+    let rate_limits = rates.report(handle.answers_by_round());
+    print_summary(&summary, &engine, &flags, &rate_limits);
     for f in out.failures() {
         note(&format!("portscope: output failed: {f}"));
     }
@@ -364,7 +368,7 @@ fn print_dry_run(plan: &ScanPlan, args: &ScanArgs, answered: usize) {
     let _ = writeln!(o, "policy: every target is allowed");
 }
 
-fn print_summary(s: &ScanSummary, engine: &Engine, flags: &[HostFlag], rates: &AnswerRates) {
+fn print_summary(s: &ScanSummary, engine: &Engine, flags: &[HostFlag], rate_limits: &[String]) {
     let stats = engine.stats();
     let secs = s.elapsed.as_secs_f64();
     let withheld: u64 = flags.iter().map(|f| f.open_answers).sum();
@@ -397,7 +401,7 @@ fn print_summary(s: &ScanSummary, engine: &Engine, flags: &[HostFlag], rates: &A
             f.describe()
         ));
     }
-    for l in rates.report() {
+    for l in rate_limits {
         note(&format!("portscope: {l}"));
     }
     let d = stats.discards();

@@ -575,3 +575,65 @@ fn rate_limited_rsts_are_reported_with_the_measured_rate() {
     // The lab lets 20,000 RSTs a second out; the first round measures about that.
     assert!((10_000.0..=30_000.0).contains(&rate), "{line}");
 }
+
+#[test]
+fn ttl_sets_the_probes_ttl_and_hop_limit() {
+    let lab = lab_with("f", LabConfig::default());
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = Scratch::new("ttl");
+    // Count, in the target, SYNs from the scanner that arrive with TTL / hop limit 33.
+    let nft = |script: &str| {
+        let out = lab
+            .0
+            .target_cmd("nft")
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn();
+        let mut child = out.expect("nft");
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), script.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success(), "nft: {script}");
+    };
+    nft("table inet clittl {\n\
+         chain c { type filter hook prerouting priority -300; policy accept;\n\
+         ip saddr 198.18.0.1 tcp flags syn ip ttl 33 counter\n\
+         ip6 saddr 2001:2::1 tcp flags syn ip6 hoplimit 33 counter\n}\n}\n");
+    let r = run_bounded(
+        portscope(
+            &lab,
+            &dir,
+            &[
+                "198.18.0.2",
+                "2001:2::2",
+                "-p",
+                "1-100",
+                "--ttl",
+                "33",
+                "--retries",
+                "0",
+                "--format",
+                "ndjson",
+            ],
+        ),
+        Duration::from_secs(30),
+    );
+    ok(&r);
+    let listed = lab
+        .0
+        .target_cmd("nft")
+        .args(["list", "chain", "inet", "clittl", "c"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&listed.stdout);
+    let counts: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split("counter packets ").nth(1))
+        .map(|rest| rest.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(counts, ["100", "100"], "{text}");
+    // Nothing else may ask for a TTL of 0.
+    let zero = run_bounded(
+        portscope(&lab, &dir, &["198.18.0.2", "-p", "80", "--ttl", "0"]),
+        Duration::from_secs(10),
+    );
+    assert_eq!(zero.status.code(), Some(64), "{}", zero.stderr);
+}

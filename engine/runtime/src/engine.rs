@@ -61,6 +61,8 @@ pub struct EngineConfig {
     pub max_scans: usize,
     /// Which targets may be probed.
     pub policy: TargetPolicy,
+    /// IPv4 TTL / IPv6 hop limit of every probe (the CLI's `--ttl`).
+    pub probe_ttl: u8,
 }
 
 impl Default for EngineConfig {
@@ -70,6 +72,7 @@ impl Default for EngineConfig {
             batch: 64,
             max_scans: 64,
             policy: TargetPolicy::default_deny(),
+            probe_ttl: portscope_core::probe::PROBE_TTL,
         }
     }
 }
@@ -132,6 +135,7 @@ impl Engine {
             shutdown: Arc::clone(&shutdown),
             max_rate: config.max_rate,
             batch: config.batch,
+            probe_ttl: config.probe_ttl,
         };
         let threads = vec![
             std::thread::Builder::new()

@@ -204,6 +204,8 @@ pub struct ScanHandle {
     rx: Receiver<Msg>,
     started: Instant,
     counts: [u64; 3],
+    /// Answers by the send round whose probe they answer, by state (open, closed, filtered).
+    by_round: [[u64; 3]; ROUNDS as usize],
     /// Set once the engine has released the scan: the outcome, and the next pair index to
     /// check for silence (`u64::MAX` when silent pairs are not reported).
     ended: Option<(Outcome, u64)>,
@@ -228,6 +230,7 @@ impl ScanHandle {
             rx,
             started: Instant::now(),
             counts: [0; 3],
+            by_round: [[0; 3]; ROUNDS as usize],
             ended: None,
             done: false,
             preseeded: VecDeque::new(),
@@ -257,13 +260,21 @@ impl ScanHandle {
         }
     }
 
-    fn count(&mut self, r: &PortResult) {
+    fn count(&mut self, r: &PortResult) -> usize {
         let i = match r.state {
             PortState::Open => 0,
             PortState::Closed => 1,
             PortState::Filtered => 2,
         };
         self.counts[i] += 1;
+        i
+    }
+
+    /// Answers so far by the send round whose probe they answer (index 0 = first round),
+    /// each as `[open, closed, filtered]`. Silent pairs and a resumed scan's earlier answers
+    /// are not counted. Shows targets that limit their answer rate: their answers come late.
+    pub fn answers_by_round(&self) -> &[[u64; 3]] {
+        &self.by_round
     }
 
     /// The next event, waiting at most `timeout`. `None` on timeout or after `Finished`.
@@ -293,7 +304,8 @@ impl ScanHandle {
         match self.rx.recv_timeout(timeout) {
             Ok(Msg::Port(o)) => {
                 let r = self.shared.space.result(&o);
-                self.count(&r);
+                let i = self.count(&r);
+                self.by_round[usize::from(o.round).min(ROUNDS as usize - 1)][i] += 1;
                 Some(ScanEvent::Port(r))
             }
             Ok(Msg::Ended(outcome)) => {
