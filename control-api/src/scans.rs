@@ -214,7 +214,13 @@ impl ScanService {
         let guard = self.submit_lock.lock().await;
         if let Some(live) = store.active(&ip_s, t).await? {
             if let Some(url) = callback {
-                store.add_callback(&live.id, url).await?;
+                if !store.add_callback(&live.id, url).await? {
+                    return Err(ApiError::InvalidCallback(format!(
+                        "the live scan of this address already has {} callback URLs, the \
+                         most one scan carries; poll GET instead, or reuse one of its URLs",
+                        crate::store::MAX_CALLBACKS
+                    )));
+                }
             }
             return Ok(live.id);
         }
