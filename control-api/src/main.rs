@@ -82,11 +82,13 @@ enum TokenCmd {
         /// comma-separated.
         #[arg(long, required = true, value_delimiter = ',')]
         scope: Vec<String>,
-        /// New scans per calendar month (UTC).
-        #[arg(long, default_value_t = 1000)]
+        /// New scans per calendar month (UTC), 0 to 10^9.
+        #[arg(long, default_value_t = 1000,
+              value_parser = clap::value_parser!(i64).range(0..=1_000_000_000))]
         monthly_scans: i64,
-        /// Queued + running scans at once.
-        #[arg(long, default_value_t = portscope_control_api::managed::tokens::DEFAULT_CONCURRENT)]
+        /// Queued + running scans at once, 1 to 10,000.
+        #[arg(long, default_value_t = portscope_control_api::managed::tokens::DEFAULT_CONCURRENT,
+              value_parser = clap::value_parser!(i64).range(1..=10_000))]
         concurrent: i64,
     },
     /// List tokens (never their secrets).

@@ -191,7 +191,9 @@ impl ScanService {
     }
 
     fn expiry(&self) -> i64 {
-        self.now_secs() + self.settings.ttl_secs as i64
+        // Checked: a huge `result-ttl-secs` saturates instead of wrapping into the past.
+        self.now_secs()
+            .saturating_add(i64::try_from(self.settings.ttl_secs).unwrap_or(i64::MAX))
     }
 
     /// Whether the engine has been unreachable for longer than the grace period.

@@ -276,7 +276,7 @@ impl Store {
             "UPDATE scans SET status = 'running', engine_done = 1, queue_position = 0, \
              chunks_complete = total_chunks, duration_ms = $1 WHERE id = $2 AND {ACTIVE}"
         ))
-        .bind(duration_ms as i64)
+        .bind(i64::try_from(duration_ms).unwrap_or(i64::MAX))
         .bind(id)
         .execute(&self.pool)
         .await?;

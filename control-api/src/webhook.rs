@@ -74,6 +74,12 @@ impl CallbackPolicy {
 
     /// Parses and checks a URL; the message says what is wrong.
     pub async fn check(&self, raw: &str) -> Result<Destination, CallbackError> {
+        self.resolve(Self::parse(raw)?).await
+    }
+
+    /// The syntactic half of [`CallbackPolicy::check`] (no DNS): length, URL syntax,
+    /// scheme, host and port.
+    pub fn parse(raw: &str) -> Result<Url, CallbackError> {
         use CallbackError::Invalid;
         if raw.len() > MAX_URL_LEN {
             return Err(Invalid(format!(
@@ -85,7 +91,22 @@ impl CallbackPolicy {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(Invalid("callback URL must be http or https".into()));
         }
-        self.resolve(url).await
+        if url.host_str().is_none() {
+            return Err(Invalid("callback URL has no host".into()));
+        }
+        if url.port_or_known_default().is_none() {
+            return Err(Invalid("callback URL has no port".into()));
+        }
+        Ok(url)
+    }
+
+    /// The address of a URL whose host is an IP literal (checked without DNS).
+    pub fn literal(url: &Url) -> Option<IpAddr> {
+        let host = url.host_str()?;
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok()
     }
 
     /// Resolves the URL's host and checks every address; returns the first.

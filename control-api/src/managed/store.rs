@@ -438,7 +438,7 @@ impl MStore {
         ))
         .bind(grade)
         .bind(score)
-        .bind(duration_ms as i64)
+        .bind(i64::try_from(duration_ms).unwrap_or(i64::MAX))
         .bind(now)
         .bind(id)
         .execute(&mut *tx)
