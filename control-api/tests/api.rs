@@ -895,9 +895,23 @@ async fn openapi_document_and_metrics() {
     assert!(schemas["ScanResponse"].is_object());
     assert!(schemas["ErrorBody"].is_object());
 
+    // Not on the public router; its own listener serves it.
     let r = h.get("/metrics", ip).await;
-    assert_eq!(r.status, StatusCode::OK);
-    let text = r.text;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let resp = tower::ServiceExt::oneshot(
+        portscope_control_api::http::metrics_app(h.state.clone()),
+        axum::http::Request::get("/metrics")
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let bytes = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
     for needle in [
         r#"portscope_api_request_duration_seconds_count{route="/v1/fast",method="POST",status="200"} 1"#,
         r#"portscope_api_request_duration_seconds_count{route="/v1/openapi.json",method="GET",status="200"} 1"#,

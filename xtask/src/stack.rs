@@ -97,6 +97,11 @@ impl Stack {
         Ok(s)
     }
 
+    /// The API's process id (`setpriv` and `ip netns exec` exec in place).
+    pub fn api_pid(&self) -> Option<u32> {
+        self.api.as_ref().map(Child::id)
+    }
+
     /// The engine's Unix socket.
     pub fn socket(&self) -> PathBuf {
         self.dir.join("engine.sock")
