@@ -3,16 +3,17 @@
 //! limit and its headers, the scan lifecycle with partial results, pagination, targets,
 //! alerts, findings, SECURITY-FIX.md, the report page and monitor webhooks.
 
-mod managed_support;
+mod support;
 
 use axum::http::{Method, StatusCode};
-use managed_support::{M, T0_MS};
 use portscope_control_api::managed::service::ManagedSettings;
 use portscope_core::results::PortState::{Filtered, Open};
 use portscope_proto::Request as EngineRequest;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::managed::M;
+use support::T0_MS;
 
 const SCOPE: &[&str] = &[
     "198.18.0.0/24",
