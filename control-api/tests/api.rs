@@ -203,8 +203,7 @@ async fn edge_limit_is_30_per_minute_on_every_endpoint_and_resets() {
         assert_eq!(r.header_u64("x-ratelimit-remaining"), 29 - i);
     }
     let r = h.get("/v1/fast", ip).await;
-    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(r.body["error"], "rate_limited");
+    r.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     assert!(r.body["message"]
         .as_str()
         .unwrap()
@@ -242,8 +241,7 @@ async fn deep_scans_are_limited_to_one_per_ip_per_5_minutes() {
     h.wait_status(ip, ScanType::Deep, "failed").await;
 
     let r = h.post("/v1/deep", ip).await;
-    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(r.body["error"], "rate_limited");
+    r.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     assert_eq!(
         r.body["message"],
         "rate limit reached: 1 deep scan per IP per 5 minutes"
@@ -415,36 +413,33 @@ async fn ipv6_and_ipv4_mapped_requesters() {
 #[tokio::test]
 async fn x_forwarded_for_is_honoured_only_from_trusted_proxies() {
     let h = Harness::with(|c| c.trusted_proxy = vec!["127.0.0.1".parse().unwrap()]).await;
-    // Trusted proxy: the right-most untrusted hop is the client.
-    let r = h
-        .call(
+    // (method, peer, X-Forwarded-For, the client the API sees).
+    for (method, peer, xff, client) in [
+        // Trusted proxy: the right-most untrusted hop is the client.
+        (
             Method::GET,
-            "/v1/fast",
             "127.0.0.1",
-            &[("x-forwarded-for", "203.0.113.5, 198.18.0.20")],
-        )
-        .await;
-    assert_eq!(r.body["ip"], "198.18.0.20");
-    let r = h
-        .call(
+            "203.0.113.5, 198.18.0.20",
+            "198.18.0.20",
+        ),
+        (
             Method::POST,
-            "/v1/fast",
             "::ffff:127.0.0.1",
-            &[("x-forwarded-for", "198.18.0.21, 127.0.0.1")],
-        )
-        .await;
-    assert_eq!(r.body["ip"], "198.18.0.21");
-    assert_eq!(r.body["status"], "queued");
-    // Untrusted peer: the header is ignored.
-    let r = h
-        .call(
-            Method::GET,
-            "/v1/fast",
-            "198.18.0.30",
-            &[("x-forwarded-for", "198.18.0.40")],
-        )
-        .await;
-    assert_eq!(r.body["ip"], "198.18.0.30");
+            "198.18.0.21, 127.0.0.1",
+            "198.18.0.21",
+        ),
+        // Untrusted peer: the header is ignored.
+        (Method::GET, "198.18.0.30", "198.18.0.40", "198.18.0.30"),
+    ] {
+        let post = method == Method::POST;
+        let r = h
+            .call(method, "/v1/fast", peer, &[("x-forwarded-for", xff)])
+            .await;
+        assert_eq!(r.body["ip"], client, "{peer} {xff}");
+        if post {
+            assert_eq!(r.body["status"], "queued");
+        }
+    }
     // The proxy without a header is itself the client (and loopback is refused).
     let r = h.get("/v1/fast", "127.0.0.1").await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -457,8 +452,7 @@ async fn x_forwarded_for_is_honoured_only_from_trusted_proxies() {
             &[("x-forwarded-for", "198.18.0.1, bogus")],
         )
         .await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert_eq!(r.body["error"], "bad_request");
+    r.assert_error(StatusCode::BAD_REQUEST, "bad_request");
     assert_ratelimit_headers(&r);
     // The edge limit counts the forwarded client, not the proxy.
     let r = h
@@ -764,8 +758,7 @@ async fn an_unreachable_engine_fails_live_scans_after_the_grace_period() {
     assert_eq!(r.body["status"], "failed");
     assert_eq!(r.body["fail_reason"], "engine_unavailable");
     let r = h.post("/v1/fast", "198.18.0.32").await;
-    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(r.body["error"], "engine_unavailable");
+    r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "engine_unavailable");
     assert_eq!(r.header("retry-after"), Some("30"));
     assert_ratelimit_headers(&r);
 }
@@ -824,8 +817,7 @@ async fn engine_rejections_map_to_errors() {
         message: "198.18.0.35 is denied".into(),
     });
     let r = h.post("/v1/fast", "198.18.0.35").await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(r.body["error"], "invalid_target");
+    r.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_target");
     let r = h.get("/v1/fast", "198.18.0.35").await;
     assert_eq!(r.body["status"], "failed");
     assert_eq!(r.body["fail_reason"], "rejected_policy");
