@@ -9,9 +9,8 @@ use portscope_control_api::engine::fake::{FakeEngine, OnSubmit};
 use portscope_control_api::model::ScanType;
 use portscope_core::results::PortState::{Closed, Filtered, Open};
 use portscope_proto::{Request as EngineRequest, ScanKind};
-use serde_json::{json, Value};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use serde_json::json;
+use std::sync::Arc;
 use std::time::Duration;
 use support::{Harness, T0};
 
@@ -516,36 +515,9 @@ async fn callback_urls_must_be_public_http_unless_allowed() {
     assert_eq!(r.body["status"], "queued");
 }
 
-/// A loopback webhook receiver: answers 500 to the first `fail_first` requests.
-async fn receiver(fail_first: usize) -> (String, Arc<Mutex<Vec<Value>>>) {
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let hits = Arc::new(AtomicUsize::new(0));
-    let (g, n) = (got.clone(), hits.clone());
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |body: axum::body::Bytes| {
-            let (g, n) = (g.clone(), n.clone());
-            async move {
-                g.lock()
-                    .unwrap()
-                    .push(serde_json::from_slice(&body).unwrap());
-                if n.fetch_add(1, Ordering::SeqCst) < fail_first {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                } else {
-                    StatusCode::OK
-                }
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}/hook"), got)
-}
-
 #[tokio::test]
 async fn webhook_posts_the_final_result_and_retries_after_a_500() {
-    let (url, got) = receiver(1).await;
+    let (url, got) = support::webhook_receiver(1).await;
     let h = Harness::with(|c| c.allow_callback = vec!["127.0.0.0/8".parse().unwrap()]).await;
     let ip = "198.18.0.24";
     let r = h
@@ -576,7 +548,7 @@ async fn webhook_posts_the_final_result_and_retries_after_a_500() {
 
 #[tokio::test]
 async fn webhook_fires_on_failure_too() {
-    let (url, got) = receiver(0).await;
+    let (url, got) = support::webhook_receiver(0).await;
     let h = Harness::with(|c| c.allow_callback = vec!["127.0.0.0/8".parse().unwrap()]).await;
     let ip = "198.18.0.25";
     h.call(

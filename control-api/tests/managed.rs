@@ -10,7 +10,6 @@ use portscope_control_api::managed::service::ManagedSettings;
 use portscope_core::results::PortState::{Filtered, Open};
 use portscope_proto::Request as EngineRequest;
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::managed::M;
 use support::T0_MS;
@@ -136,8 +135,7 @@ async fn scan_lifecycle_with_partial_results_grade_and_summary() {
             Some(json!({"target": "198.18.0.5", "domain": "app.example.com"})),
         )
         .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    let id = r.body["id"].as_str().unwrap().to_string();
+    let id = r.created_id();
     assert_eq!(r.body["status"], "queued");
     let report = r.body["reportUrl"].as_str().unwrap().to_string();
     assert!(report.starts_with(&format!("/report/{id}?key=")));
@@ -426,8 +424,7 @@ async fn a_cidr_target_is_one_multi_host_engine_scan_with_per_host_summary() {
             Some(json!({"target": "198.18.0.64/26", "ports": "22,80,443"})),
         )
         .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    let id = r.body["id"].as_str().unwrap().to_string();
+    let id = r.created_id();
     let s = m.submits();
     assert_eq!(s.len(), 1);
     assert_eq!(s[0].1, vec!["198.18.0.64/26".to_string()]);
@@ -512,8 +509,7 @@ async fn list_paginates_with_total_and_filters_by_target() {
             "198.18.0.51"
         };
         let r = m.post("/api/v1/scan", &t, scan_body(target)).await;
-        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-        let id = r.body["id"].as_str().unwrap().to_string();
+        let id = r.created_id();
         m.complete_with(&id, &[]).await;
         ids.push(id);
         m.clock.advance(Duration::from_secs(1));
@@ -571,8 +567,7 @@ async fn targets_crud_scan_and_trigger_all_recheck_the_scope() {
     let r = m
         .post("/api/v1/targets", &t, Some(json!({"target": "web.lab.example", "label": "web", "profile": "deep", "interval": 3600})))
         .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    let web = r.body["id"].as_str().unwrap().to_string();
+    let web = r.created_id();
     assert_eq!(r.body["profile"], "deep");
     assert_eq!(r.body["interval"], 3600);
     assert_eq!(r.body["nextRunAt"], "2024-04-01T04:06:40.000Z");
@@ -953,27 +948,6 @@ async fn report_page_needs_the_scan_key() {
     }
 }
 
-async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let g = got.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |body: axum::body::Bytes| {
-            let g = g.clone();
-            async move {
-                g.lock()
-                    .unwrap()
-                    .push(serde_json::from_slice(&body).unwrap());
-                StatusCode::OK
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}/hook"), got)
-}
-
 #[tokio::test]
 async fn monitors_post_new_alerts_at_or_above_the_threshold() {
     let m = M::with(
@@ -986,7 +960,7 @@ async fn monitors_post_new_alerts_at_or_above_the_threshold() {
     )
     .await;
     let t = m.token("ci", SCOPE, 100, 10).await;
-    let (url, got) = receiver().await;
+    let (url, got) = support::webhook_receiver(0).await;
     let r = m
         .post(
             "/api/v1/targets",

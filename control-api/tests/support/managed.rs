@@ -5,7 +5,7 @@
 use super::{lab_config, oneshot, Banners, Reply, T0_MS};
 use async_trait::async_trait;
 use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+use axum::http::{Method, Request};
 use axum::Router;
 use portscope_control_api::clock::ManualClock;
 use portscope_control_api::config::Config;
@@ -219,9 +219,9 @@ impl M {
     /// POSTs a scan of `target` with `token`, asserts 201, returns the scan's id.
     pub async fn scan(&self, token: &str, target: &str) -> String {
         let body = serde_json::json!({ "target": target });
-        let r = self.post("/api/v1/scan", token, Some(body)).await;
-        assert_eq!(r.status, StatusCode::CREATED, "{target}: {}", r.text);
-        r.body["id"].as_str().unwrap().to_string()
+        self.post("/api/v1/scan", token, Some(body))
+            .await
+            .created_id()
     }
 
     pub async fn call(

@@ -21,7 +21,7 @@ use portscope_control_api::enrich::{BannerGrabber, PtrResolver};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tower::ServiceExt;
 
 pub use selfscan::Harness;
@@ -112,6 +112,12 @@ impl Reply {
             .unwrap()
     }
 
+    /// Asserts 201 Created and returns the created resource's `id`.
+    pub fn created_id(&self) -> String {
+        assert_eq!(self.status, StatusCode::CREATED, "{}", self.text);
+        self.body["id"].as_str().unwrap().to_string()
+    }
+
     /// Asserts a JSON error reply: this status and this `error` code.
     pub fn assert_error(&self, status: StatusCode, error: &str) {
         assert_eq!(self.status, status, "{}", self.text);
@@ -140,4 +146,31 @@ pub async fn oneshot(router: &Router, mut req: Request<Body>, from: &str) -> Rep
         body,
         text,
     }
+}
+
+/// A loopback webhook receiver: answers 500 to the first `fail_first` requests.
+pub async fn webhook_receiver(fail_first: usize) -> (String, Arc<Mutex<Vec<Value>>>) {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (g, n) = (got.clone(), hits.clone());
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let (g, n) = (g.clone(), n.clone());
+            async move {
+                g.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap());
+                if n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < fail_first {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::OK
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/hook"), got)
 }
