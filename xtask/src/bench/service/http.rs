@@ -1,7 +1,15 @@
 //! The agent's HTTP/1.1 client: one `Connection: close` request bound to a lab host address,
 //! and the response parsing it shares with the webhook receiver.
 
-use super::*;
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+
+use anyhow::{bail, Context};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::agent::AgentReq;
+use super::{CONNECT_TIMEOUT, IO_TIMEOUT};
 
 /// One HTTP/1.1 request (`Connection: close`) from `req.src` to the API; (status, body).
 pub(super) fn http_call(api: SocketAddr, req: &AgentReq) -> anyhow::Result<(u16, String)> {
