@@ -261,24 +261,37 @@ async fn deep_scans_are_limited_to_one_per_ip_per_5_minutes() {
     assert_eq!(h.engine.submitted_ids().len(), 3);
 }
 
-#[tokio::test]
-async fn deep_scans_are_limited_to_200_per_asn_per_hour() {
+/// A harness whose ASN table (`table`, one line) puts the whole lab in one network; the
+/// table's folder lives as long as the harness is used.
+async fn one_asn(table: &str) -> (Harness, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let table = dir.path().join("asn.txt");
-    std::fs::write(&table, "# lab\n198.18.0.0/15 AS64512\n").unwrap();
-    let h = Harness::with(|c| c.asn_table = Some(table)).await;
-    for i in 0..200u32 {
-        let ip = format!("198.18.{}.{}", 1 + i / 250, 1 + i % 250);
-        let r = h.post("/v1/deep", &ip).await;
+    let path = dir.path().join("asn.txt");
+    std::fs::write(&path, table).unwrap();
+    (Harness::with(|c| c.asn_table = Some(path)).await, dir)
+}
+
+/// `n` `kind` scans from as many lab addresses (third octet from `octet0`), all 200; one more
+/// from `over` is refused with the per-ASN message and `retry-after: 3600`.
+async fn hit_the_asn_limit(h: &Harness, kind: &str, n: u32, octet0: u32, over: &str) {
+    let path = format!("/v1/{kind}");
+    for i in 0..n {
+        let ip = format!("198.18.{}.{}", octet0 + i / 250, 1 + i % 250);
+        let r = h.post(&path, &ip).await;
         assert_eq!(r.status, StatusCode::OK, "scan {i}: {}", r.text);
     }
-    let r = h.post("/v1/deep", "198.19.200.1").await;
+    let r = h.post(&path, over).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(
         r.body["message"],
-        "rate limit reached: 200 deep scans per network (ASN) per hour"
+        format!("rate limit reached: {n} {kind} scans per network (ASN) per hour")
     );
     assert_eq!(r.header("retry-after"), Some("3600"));
+}
+
+#[tokio::test]
+async fn deep_scans_are_limited_to_200_per_asn_per_hour() {
+    let (h, _dir) = one_asn("# lab\n198.18.0.0/15 AS64512\n").await;
+    hit_the_asn_limit(&h, "deep", 200, 1, "198.19.200.1").await;
     // Another network (not in the table: grouped by /48) is not limited.
     assert_eq!(h.post("/v1/deep", "2001:2::1").await.status, StatusCode::OK);
     h.clock.advance(Duration::from_secs(3600));
@@ -291,22 +304,8 @@ async fn deep_scans_are_limited_to_200_per_asn_per_hour() {
 #[tokio::test]
 async fn fast_scans_are_limited_to_2000_per_asn_per_hour() {
     // No ASN table: IPv4 clients are grouped by /24; 2000 scans need 8 /24s, so use a table.
-    let dir = tempfile::tempdir().unwrap();
-    let table = dir.path().join("asn.txt");
-    std::fs::write(&table, "198.18.0.0/15 64512\n").unwrap();
-    let h = Harness::with(|c| c.asn_table = Some(table)).await;
-    for i in 0..2000u32 {
-        let ip = format!("198.18.{}.{}", i / 250, 1 + i % 250);
-        let r = h.post("/v1/fast", &ip).await;
-        assert_eq!(r.status, StatusCode::OK, "scan {i}: {}", r.text);
-    }
-    let r = h.post("/v1/fast", "198.19.0.1").await;
-    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(
-        r.body["message"],
-        "rate limit reached: 2000 fast scans per network (ASN) per hour"
-    );
-    assert_eq!(r.header("retry-after"), Some("3600"));
+    let (h, _dir) = one_asn("198.18.0.0/15 64512\n").await;
+    hit_the_asn_limit(&h, "fast", 2000, 0, "198.19.0.1").await;
     // Coalescing onto a live scan still answers.
     assert_eq!(
         h.post("/v1/fast", "198.18.0.1").await.status,
