@@ -783,20 +783,14 @@ async fn results_expire_after_24_hours_and_are_purged() {
 #[tokio::test]
 async fn engine_rejections_map_to_errors() {
     let h = Harness::new().await;
-    h.engine.on_submit(OnSubmit::Reject {
-        code: "policy".into(),
-        message: "198.18.0.35 is denied".into(),
-    });
+    h.engine_rejects("policy", "198.18.0.35 is denied");
     let r = h.post("/v1/fast", "198.18.0.35").await;
     r.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_target");
     let r = h.get("/v1/fast", "198.18.0.35").await;
     assert_eq!(r.body["status"], "failed");
     assert_eq!(r.body["fail_reason"], "rejected_policy");
 
-    h.engine.on_submit(OnSubmit::Reject {
-        code: "busy".into(),
-        message: "queue full".into(),
-    });
+    h.engine_rejects("busy", "queue full");
     let r = h.post("/v1/fast", "198.18.0.36").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
@@ -808,10 +802,7 @@ async fn engine_rejections_map_to_errors() {
 #[tokio::test]
 async fn a_deep_scan_the_engine_refused_does_not_count_against_the_limit() {
     let h = Harness::new().await;
-    h.engine.on_submit(OnSubmit::Reject {
-        code: "busy".into(),
-        message: "queue full".into(),
-    });
+    h.engine_rejects("busy", "queue full");
     let r = h.post("/v1/deep", "198.18.0.37").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     // The engine has room again: the same requester may retry at once (1 deep per 5 min
@@ -828,10 +819,7 @@ async fn a_deep_scan_the_engine_refused_does_not_count_against_the_limit() {
 #[tokio::test]
 async fn a_duplicate_rejection_reattaches_with_status() {
     let h = Harness::new().await;
-    h.engine.on_submit(OnSubmit::Reject {
-        code: "duplicate".into(),
-        message: "a scan with this id exists".into(),
-    });
+    h.engine_rejects("duplicate", "a scan with this id exists");
     let r = h.post("/v1/fast", "198.18.0.39").await;
     assert_eq!(r.status, StatusCode::OK);
     let id = h.submit_id(0);

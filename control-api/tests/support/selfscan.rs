@@ -7,7 +7,7 @@ use axum::http::{Method, Request};
 use axum::Router;
 use portscope_control_api::clock::{Clock, ManualClock};
 use portscope_control_api::config::Config;
-use portscope_control_api::engine::fake::FakeEngine;
+use portscope_control_api::engine::fake::{FakeEngine, OnSubmit};
 use portscope_control_api::model::ScanType;
 use portscope_control_api::{app, start, AppState, Services};
 use std::net::IpAddr;
@@ -106,6 +106,14 @@ impl Harness {
 
     pub async fn post(&self, path: &str, from: &str) -> Reply {
         self.call(Method::POST, path, from, &[]).await
+    }
+
+    /// The fake engine rejects the next submits with `code` and `message`.
+    pub fn engine_rejects(&self, code: &str, message: &str) {
+        self.engine.on_submit(OnSubmit::Reject {
+            code: code.into(),
+            message: message.into(),
+        });
     }
 
     /// The id of the n-th submit the engine saw.
