@@ -1,7 +1,8 @@
 //! Repository invariants as plain tests (as rust-analyzer's `tidy`), so `cargo test
 //! --workspace` keeps the house tidy: `//!` headers, file-size ceilings, `unsafe` fenced in
 //! `engine/transport/src/sys/`, the crate dependency rules of ARCHITECTURE.md, SQL only in
-//! store modules, and status/reason words spelled only by their enum's module.
+//! store modules, status/reason words spelled only by their enum's module, and `nft` run only
+//! by the lab's nftables module.
 //!
 //! ARCHITECTURE.md ("Enforced rules") names each rule next to the invariant it protects.
 //! The allow-lists below may only shrink: a test fails when a listed file no longer needs its
@@ -30,6 +31,9 @@ const OVERSIZED: &[&str] = &[
 
 /// The only folder whose files may contain `unsafe`.
 const UNSAFE_DIR: &str = "engine/transport/src/sys/";
+
+/// The only file that may run `nft` (always through `ip netns exec` into a lab namespace).
+const NFT_MODULE: &str = "xtask/src/lab/nft.rs";
 
 /// The store modules: the only files whose non-test code may call `sqlx::query*`.
 const STORE_MODULES: &[&str] = &[
@@ -506,6 +510,27 @@ fn status_and_reason_words_only_in_their_enum_module() {
     );
     report(
         "status and reason words are spelled only by their enum's module (VOCABULARIES)",
+        problems,
+    );
+}
+
+#[test]
+fn nft_runs_only_through_lab_nft() {
+    let mut problems = Vec::new();
+    for s in sources().iter().filter(|s| s.rel != NFT_MODULE) {
+        visit_all(tokens(s), &mut |tt| {
+            if matches!(tt, TokenTree::Literal(l) if l.to_string() == "\"nft\"") {
+                problems.push(format!(
+                    "{}:{}: runs `nft` directly: use `lab::nft::apply` (a script) or \
+                     `lab::nft::query` (a listing), which run it inside a lab namespace",
+                    s.rel,
+                    line(tt)
+                ));
+            }
+        });
+    }
+    report(
+        "nftables is run only by xtask/src/lab/nft.rs, inside a lab namespace",
         problems,
     );
 }

@@ -33,8 +33,8 @@
 //! protocol), `http` (its HTTP/1.1 client and message parsing), `webhook` (its webhook
 //! receiver), `handle` (the parent's side of the agent), `metrics` (Prometheus and softnet
 //! parsing, sampling), `session` (lab + stack + agent), `phases` and `load` (the phase
-//! drivers), `results` (what is recorded), `render` (the table). Each child module starts
-//! with `use super::*`, sharing this file's imports, constants and its siblings' items.
+//! drivers), `results` (what is recorded), `render` (the table). The bench's constants are
+//! here; each module imports what it uses from its siblings.
 
 mod agent;
 mod handle;
@@ -50,33 +50,24 @@ mod session;
 mod tests;
 mod webhook;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt::Write as _;
+use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::Command;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use hdrhistogram::Histogram;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::lab::{truth, xtask_bin, Expected, Lab, LabConfig, LabGuard, Truth};
-use crate::stack::{Stack, StackOptions, API_PORT};
+use crate::lab::truth;
+use crate::stack::API_PORT;
 
 pub use self::agent::agent;
-use self::{
-    agent::*, handle::*, http::*, load::*, metrics::*, options::*, phases::*, render::*,
-    results::*, session::*, webhook::*,
-};
+use self::options::{Options, USAGE};
+use self::phases::{burst, main_lab, phase1};
+use self::render::{notes, render, rows};
+use self::results::Report;
+use self::session::{hosts, Session};
 
 /// The hidden flag that turns `xtask bench` into the in-namespace agent.
 pub const AGENT: &str = "--service-agent";

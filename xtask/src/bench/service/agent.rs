@@ -2,7 +2,18 @@
 //! the API requests the parent asks for over stdin and reports replies and webhooks on stdout,
 //! timed by its own monotonic clock.
 
-use super::*;
+use std::io::{BufRead, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::thread;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+use crate::lab::truth;
+
+use super::http::http_call;
+use super::webhook::serve_hooks;
 
 /// One request the parent asks the agent to make.
 #[derive(Debug, Serialize, Deserialize)]

@@ -1,7 +1,24 @@
 //! The parent's handle on the agent: starts it in the target namespace, sends it requests,
 //! and collects its replies and webhooks in an inbox the phases wait on.
 
-use super::*;
+use std::collections::HashMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+
+use crate::lab::{xtask_bin, Lab};
+
+use super::agent::{AgentMsg, AgentReq};
+use super::{AGENT, API_ADDR, REQUEST_LIMIT};
 
 /// One reply as the parent sees it.
 #[derive(Debug, Clone, Default)]

@@ -1,7 +1,21 @@
 //! The agent's HTTP/1.1 client: one `Connection: close` request bound to a lab host address,
 //! and the response parsing it shares with the webhook receiver.
+//!
+//! Hand-written on purpose: every request must leave from its own lab host address (the
+//! requester the API rate-limits and scans), chosen per request. `ureq` 2 cannot bind a
+//! source address and `ureq` 3 only through its unversioned `Connector` API; `reqwest` binds
+//! per client (a client and a runtime per source, up to a thousand). What it implements is
+//! the small subset the bench sends and the API answers: no keep-alive, no TLS, no redirects.
 
-use super::*;
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+
+use anyhow::{bail, Context};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::agent::AgentReq;
+use super::{CONNECT_TIMEOUT, IO_TIMEOUT};
 
 /// One HTTP/1.1 request (`Connection: close`) from `req.src` to the API; (status, body).
 pub(super) fn http_call(api: SocketAddr, req: &AgentReq) -> anyhow::Result<(u16, String)> {

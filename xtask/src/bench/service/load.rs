@@ -1,7 +1,23 @@
 //! Phase 3, the load phase: scanning hosts poll and re-POST, pollers GET, every client paced
 //! under the edge limit; latencies in histograms.
 
-use super::*;
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::lab::Lab;
+use crate::stack::Stack;
+
+use super::handle::{Agent, Reply};
+use super::metrics::{engine_sample, sample_until};
+use super::phases::summarize;
+use super::results::{latency, new_hist, Load};
+use super::{BURST_LIMIT, ENGINE_MAX_RUNNING_DEFAULT, IDLE_REQUESTS, LOAD_INTERVAL, MAX_QUEUED};
 
 /// Latency histograms of the load phase.
 #[derive(Debug)]

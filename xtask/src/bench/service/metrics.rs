@@ -1,7 +1,18 @@
 //! Engine and kernel counters: the engine's Prometheus text (read with curl inside the scanner
 //! namespace), `/proc/net/softnet_stat` backlog drops, and a 500 ms sampler.
 
-use super::*;
+use std::collections::BTreeMap;
+use std::fs;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use crate::lab::Lab;
+
+use super::METRICS_LISTEN;
 
 /// One reading of the engine's metrics.
 #[derive(Debug, Clone, Default, Serialize)]

@@ -1,6 +1,10 @@
 //! Options of `cargo xtask bench --service`: the usage text and the flag parser.
 
-use super::*;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+
+use crate::lab::truth;
 
 pub(super) const USAGE: &str = "\
 usage: cargo xtask bench --service [--repeats N] [--concurrent N] [--pollers N]

@@ -1,7 +1,26 @@
 //! Phase drivers: the main lab (phases 1-3), single scans and the concurrent deep-scan burst,
 //! and the burst's summary.
 
-use super::*;
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+
+use crate::lab::{truth, Lab, Truth};
+use crate::stack::Stack;
+
+use super::handle::{Agent, Hook, Reply};
+use super::load::load;
+use super::metrics::{engine_sample, sample_until, EngineSample};
+use super::options::Options;
+use super::results::{latency, median, new_hist, scan_run, secs, Burst, Load, Phase1, ScanRun};
+use super::session::hosts;
+use super::{
+    BURST_LIMIT, DEEP_LIMIT, ENGINE_MAX_RUNNING_DEFAULT, FAST_LIMIT, HOST, MAX_QUEUED, SETTLE,
+};
 
 /// Phases 1-3 in the main lab.
 pub(super) fn main_lab(

@@ -1,7 +1,13 @@
 //! The report as a table: rows by section with their same-run references, notes, and the
 //! rendered text.
 
-use super::*;
+use std::fmt::Write as _;
+
+use super::options::Options;
+use super::results::{median, Burst, Latency, Load, Phase1, Report, Row, ScanRun};
+use super::{
+    ENGINE_DEFAULT_RATE, ENGINE_MAX_RUNNING_DEFAULT, ENGINE_RATE, LOAD_INTERVAL, MAX_QUEUED,
+};
 
 pub(super) fn f_s(x: Option<f64>) -> String {
     x.map_or_else(|| "-".into(), |v| format!("{v:.3} s"))

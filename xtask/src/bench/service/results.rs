@@ -1,7 +1,18 @@
 //! What the benchmark records: latency percentiles, scan runs checked against the lab's truth,
 //! bursts, the load phase and the report that `service.json` holds.
 
-use super::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::lab::{Expected, Truth};
+
+use super::handle::{Hook, Reply};
+use super::metrics::EngineSample;
+use super::FAST_PORTS;
 
 /// Latency percentiles of one kind of request, client side.
 #[derive(Debug, Clone, Serialize)]

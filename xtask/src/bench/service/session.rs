@@ -1,7 +1,19 @@
 //! A lab with the stack and the agent in it, one per phase group; dropping it saves the logs
 //! and tears everything down.
 
-use super::*;
+use std::fmt::Write as _;
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::lab::{truth, LabConfig, LabGuard};
+use crate::stack::{Stack, StackOptions};
+
+use super::handle::Agent;
+use super::{HOOK_PORT, MAX_QUEUED, METRICS_LISTEN};
 
 /// Extra hosts `first..first+count` (198.19.0.0 + k).
 pub(super) fn hosts(first: u32, count: u32) -> Vec<Ipv4Addr> {

@@ -1,6 +1,12 @@
 //! Unit tests of the service benchmark's parsers, options and truth checks.
 
+use super::agent::in_lab;
+use super::http::parse_response;
+use super::metrics::{parse_metrics, parse_softnet};
+use super::results::{median, want};
+use super::session::asn_table;
 use super::*;
+use crate::lab::Truth;
 
 fn args(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| s.to_string()).collect()

@@ -1,7 +1,15 @@
 //! The agent's webhook receiver: accepts the API's completion POSTs, timestamps each on arrival
 //! and answers 204.
 
-use super::*;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+
+use super::agent::{emit, micros_since, AgentMsg};
+use super::http::split_message;
 
 pub(super) fn serve_hooks(listener: &TcpListener, t0: Instant) {
     for conn in listener.incoming() {
