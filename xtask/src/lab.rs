@@ -12,9 +12,11 @@
 //! - `/run/portscope-lab/N/`: truth.json, listener.pid, listener.log.
 
 pub mod cli;
-mod nft;
+mod exec;
+pub(crate) mod nft;
 pub mod probe;
 pub mod serve;
+mod teardown;
 pub mod truth;
 
 use std::ffi::OsStr;
@@ -28,7 +30,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+pub(crate) use exec::run;
+pub use exec::xtask_bin;
+use exec::{ip, netns_exec, ns_exists};
 pub use probe::{Outcome, ProbeResult};
+use teardown::{is_listener, process_alive, teardown};
 pub use truth::{Expected, HostTruth, Truth};
 
 /// Where the state directories of all labs live.
@@ -54,6 +60,8 @@ pub struct LabConfig {
     /// ports open, the rest closed), not only the listed extra hosts: for scans of the whole
     /// range (`Truth::wide`).
     pub wide: bool,
+    /// 198.19.255.254 answers SYN-ACK on every TCP port, like a SYN proxy (`nft::syn_proxy`).
+    pub syn_proxy: bool,
 }
 
 impl Default for LabConfig {
@@ -65,6 +73,7 @@ impl Default for LabConfig {
             rst_limit: None,
             offloads: true,
             wide: false,
+            syn_proxy: false,
         }
     }
 }
@@ -233,7 +242,10 @@ impl Lab {
                     .args(["-K", dev, "tso", "off", "gso", "off", "gro", "off"]))?;
             }
         }
-        nft(t, &nft::ruleset(&self.truth))?;
+        nft::apply(t, &nft::ruleset(&self.truth))?;
+        if cfg.syn_proxy {
+            nft::apply(t, &nft::syn_proxy())?;
+        }
         let defaults = self.default_routes()?;
         if !defaults.is_empty() {
             bail!("the lab has default routes, refusing to go on: {defaults:?}");
@@ -390,7 +402,7 @@ impl Lab {
     /// at most `rst_limit` RSTs a second leaving the target (`None` = unlimited).
     pub fn set_impairments(&self, loss_pct: f64, rst_limit: Option<u32>) -> anyhow::Result<()> {
         validate_loss(loss_pct)?;
-        nft(
+        nft::apply(
             &self.target_ns,
             &nft::impairments(&self.target_if, loss_pct, rst_limit),
         )
@@ -536,188 +548,6 @@ pub fn list_labs() -> Vec<String> {
     names
 }
 
-/// Kill the listener(s), delete the namespaces and the state directory of lab `name`.
-fn teardown(name: &str, child: Option<Child>) -> anyhow::Result<()> {
-    let state = Lab::state_dir_for(name);
-    let truth_path = state.join("truth.json");
-    // The listener first: a namespace lives on while a process is inside it.
-    if let Some(mut child) = child {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    let mut pids: Vec<u32> = fs::read_to_string(state.join("listener.pid"))
-        .ok()
-        .and_then(|p| p.trim().parse().ok())
-        .into_iter()
-        .collect();
-    pids.extend(find_listeners(&truth_path));
-    pids.sort_unstable();
-    pids.dedup();
-    for pid in pids {
-        if is_listener(pid, &truth_path) {
-            kill(pid)?;
-        }
-    }
-    for ns in [format!("{name}-s"), format!("{name}-t")] {
-        if !ns_exists(&ns) {
-            continue;
-        }
-        if let Ok(pids) = ip(&["netns", "pids", &ns]) {
-            let pids: Vec<&str> = pids.split_whitespace().collect();
-            if !pids.is_empty() {
-                eprintln!(
-                    "lab {name}: processes {pids:?} are still in {ns}; it lives on until they exit"
-                );
-            }
-        }
-        ip(&["netns", "del", &ns])?;
-    }
-    if state.exists() {
-        fs::remove_dir_all(&state).with_context(|| format!("removing {}", state.display()))?;
-    }
-    Ok(())
-}
-
-/// The arguments of process `pid`, empty if it is gone (or a zombie).
-fn cmdline(pid: u32) -> Vec<String> {
-    let raw = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    raw.split(|&b| b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect()
-}
-
-/// Whether `pid` runs `lab serve --truth <truth_path>` (possibly still as `ip netns exec ...`).
-fn is_listener(pid: u32, truth_path: &Path) -> bool {
-    let args = cmdline(pid);
-    let want = ["lab", "serve", "--truth", &truth_path.to_string_lossy()];
-    args.windows(4)
-        .any(|w| w.iter().zip(want).all(|(a, b)| a == b))
-}
-
-/// Every process that is this lab's listener, found through /proc.
-fn find_listeners(truth_path: &Path) -> Vec<u32> {
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|&pid| is_listener(pid, truth_path))
-        .collect()
-}
-
-/// Alive and not a zombie.
-fn process_alive(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name, which may contain spaces.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
-/// SIGTERM, then SIGKILL after 2 s.
-fn kill(pid: u32) -> anyhow::Result<()> {
-    for (signal, wait) in [
-        ("-TERM", Duration::from_secs(2)),
-        ("-KILL", Duration::from_secs(2)),
-    ] {
-        let _ = Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .stderr(Stdio::null())
-            .status();
-        let start = Instant::now();
-        while start.elapsed() < wait {
-            if !process_alive(pid) {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-    bail!("listener {pid} survived SIGKILL")
-}
-
-fn ns_exists(ns: &str) -> bool {
-    Path::new("/run/netns").join(ns).exists()
-}
-
-fn netns_exec(ns: &str, program: impl AsRef<OsStr>) -> Command {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns]).arg(program);
-    cmd
-}
-
-/// Run `cmd`, returning stdout; a failure carries the command line and its stderr.
-fn run(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn ip(args: &[&str]) -> anyhow::Result<String> {
-    run(Command::new("ip").args(args))
-}
-
-/// Feed `script` to `nft -f -` inside namespace `ns`.
-fn nft(ns: &str, script: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut child = netns_exec(ns, "nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("running nft")?;
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(script.as_bytes())?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "nft in {ns} failed: {}\nscript:\n{script}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-/// The xtask binary, which runs `lab serve` and `lab probe` inside the namespaces.
-///
-/// In order: `$XTASK_BIN`; this process if it is xtask; `xtask` next to this executable or
-/// one directory up (a test binary in `target/<profile>/deps/`). Tests of other crates that
-/// depend on this library must make sure `cargo build -p xtask` ran (a workspace `cargo test`
-/// builds it), or set `XTASK_BIN`.
-pub fn xtask_bin() -> anyhow::Result<PathBuf> {
-    if let Some(path) = std::env::var_os("XTASK_BIN") {
-        return Ok(path.into());
-    }
-    let exe = std::env::current_exe().context("finding the current executable")?;
-    if exe.file_stem() == Some(OsStr::new("xtask")) {
-        return Ok(exe);
-    }
-    let dir = exe.parent().context("executable without a directory")?;
-    for candidate in [dir.join("xtask"), dir.join("../xtask")] {
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-    }
-    bail!(
-        "cannot find the xtask binary near {}: run `cargo build -p xtask` or set XTASK_BIN",
-        exe.display()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -747,14 +577,5 @@ mod tests {
             ..LabConfig::default()
         };
         assert!(cfg.validate().is_err());
-    }
-
-    #[test]
-    fn this_process_is_not_a_listener() {
-        assert!(!is_listener(
-            std::process::id(),
-            Path::new("/run/portscope-lab/x/truth.json")
-        ));
-        assert!(process_alive(std::process::id()));
     }
 }

@@ -5,4 +5,5 @@
 pub mod bench;
 pub mod demo;
 pub mod lab;
+pub mod soak;
 pub mod stack;

@@ -1,4 +1,5 @@
-//! The whole service inside the lab: the engine daemon (root, CAP_NET_RAW only) and the
+//! The whole service inside the lab: the engine daemon (started as root, confined to `nobody`
+//! with CAP_NET_RAW only, seccomp and Landlock) and the
 //! control API (an unprivileged user, no capabilities) in the scanner namespace, clients
 //! (curl) in the target namespace, so the requester address the API sees is a lab host.
 //!
@@ -94,6 +95,11 @@ impl Stack {
         s.start_engine()?;
         s.start_api()?;
         Ok(s)
+    }
+
+    /// The API's process id (`setpriv` and `ip netns exec` exec in place).
+    pub fn api_pid(&self) -> Option<u32> {
+        self.api.as_ref().map(Child::id)
     }
 
     /// The engine's Unix socket.
@@ -233,6 +239,11 @@ impl Stack {
     /// Stops the API.
     pub fn stop_api(&mut self, kill: bool) {
         stop(&mut self.api, kill);
+    }
+
+    /// The engine process's pid, while it runs (for reading `/proc/PID/status`).
+    pub fn engine_pid(&self) -> Option<u32> {
+        self.engine.as_ref().map(Child::id)
     }
 
     /// Whether the engine process is still running.

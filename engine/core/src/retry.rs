@@ -11,7 +11,7 @@
 
 /// Retry rounds stop once fewer than this many pairs are expected to be still wrongly
 /// reported as filtered (per scan).
-pub const EXPECTED_WRONG_BOUND: f64 = 0.01;
+pub const EXPECTED_WRONG_BOUND: f64 = 0.001;
 
 /// The default cap on adaptive retries (`--max-retries`).
 pub const DEFAULT_MAX_RETRIES: u8 = 10;

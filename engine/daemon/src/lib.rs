@@ -44,14 +44,32 @@
 //! [`Engine`]: portscope_engine::Engine
 
 mod chunks;
+mod clients;
+mod codes;
 mod config;
 mod metrics;
 mod peer;
 mod runner;
+pub mod sandbox;
+mod scans;
 mod server;
 mod state;
+mod validate;
 
 pub use chunks::{chunk_ranges, port_spec_size, CHUNK_THRESHOLD, DEEP_CHUNKS};
 pub use config::{DaemonConfig, RouteFn, ScanSettings};
 pub use peer::{PeerPolicy, PeerRefused};
-pub use server::{bind, shutdown_signal, BindError, Daemon, SocketListener};
+/// Logs the daemon's `tracing` events to stderr, filtered by `RUST_LOG` (default `info`).
+/// Call once, from the binary.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+pub use server::{bind, bind_metrics, shutdown_signal, BindError, Daemon, SocketListener};

@@ -49,9 +49,12 @@ fn target(probes: Arc<AtomicU64>) -> impl memory::Responder {
     }
 }
 
+/// The lab's ranges, both families (the route table below has no IPv6, so an allowed IPv6
+/// target is refused as "no route", a denied one by the policy).
 fn lab_policy() -> TargetPolicy {
     let mut p = TargetPolicy::default_deny();
     p.allow(parse_net("198.18.0.0/15").unwrap());
+    p.allow(parse_net("2001:2::/48").unwrap());
     p
 }
 
@@ -586,6 +589,9 @@ async fn policy_refusals_send_nothing() {
         "127.0.0.1",
         "192.168.1.0/24",
         "198.18.0.2,10.1.2.3",
+        // No route to IPv6 in this lab: the policy must answer before the route lookup.
+        "fd00::1",
+        "198.18.0.2,fe80::1",
     ]
     .into_iter()
     .enumerate()
@@ -653,6 +659,28 @@ async fn invalid_requests_are_rejected() {
         match c.next().await {
             Event::Rejected { code, .. } if code == "invalid" => {}
             other => panic!("{req:?}: expected invalid, got {other:?}"),
+        }
+    }
+    // 2^128 + 1 addresses: refused by the size check (the count saturates, it never wraps
+    // to a small number), before the policy and the route lookup get to see it.
+    for (i, targets) in [
+        &[HOST, "::/0"][..],
+        &["::/0"],
+        &["0.0.0.0/0", "::/0"],
+        &["::/1", "8000::/1", HOST],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        c.send(&base(&format!("big{i}"), targets, "80", 0)).await;
+        match c.next().await {
+            Event::Rejected { code, message, .. } if code == "invalid" => {
+                assert!(
+                    message.starts_with("scan too large"),
+                    "{targets:?}: {message}"
+                );
+            }
+            other => panic!("{targets:?}: expected a size refusal, got {other:?}"),
         }
     }
     assert_eq!(h.probes.load(Relaxed), 0);
@@ -764,6 +792,54 @@ async fn malformed_frames_get_an_error_and_the_daemon_keeps_serving() {
     c.send(&submit("after", "22", ScanKind::Fast, 0)).await;
     let ev = c.until_finished("after").await;
     assert_eq!(finished(&ev, "after").0, Outcome::Complete);
+}
+
+/// A truncated frame holds its connection only until the frame deadline; silence between
+/// frames is not limited, and a frame dribbled in within the deadline is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_frame_is_dropped_at_the_frame_deadline() {
+    let mut cfg = config();
+    cfg.frame_timeout = Duration::from_millis(300);
+    cfg.max_connections = 2;
+    let h = Harness::start(cfg).await;
+    // Idle between frames for longer than the deadline: still served.
+    let mut idle = h.client().await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    idle.send(&Request::Status { id: None }).await;
+    assert!(matches!(idle.next().await, Event::Status(_)));
+    // A frame sent in pieces, each within the deadline: served.
+    let frame = encode(&Request::Status { id: None });
+    let (head, tail) = frame.split_at(5);
+    idle.raw(head).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    idle.raw(tail).await;
+    assert!(matches!(idle.next().await, Event::Status(_)));
+    // A header promising 50 bytes, then nothing: Error, then the connection closes.
+    let mut stuck = h.client().await;
+    let started = std::time::Instant::now();
+    stuck.raw(&[0, 0, 0, 50, VERSION, b'{']).await;
+    match stuck.next().await {
+        Event::Error { message } => {
+            assert!(
+                message.starts_with("incomplete frame: 6 bytes"),
+                "{message}"
+            )
+        }
+        other => panic!("expected Error, got {other:?}"),
+    }
+    assert!(
+        stuck.try_next().await.is_none(),
+        "closed after the deadline"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    // Its slot is free again (max_connections is 2: `idle` and one more).
+    let mut next = h.client().await;
+    next.send(&Request::Status { id: None }).await;
+    assert!(matches!(next.next().await, Event::Status(_)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,7 @@ use crossbeam_channel::Sender;
 use portscope_core::classify::{ScanSpace, SpaceError, SLOTS};
 use portscope_core::cookie::CookieKey;
 use portscope_core::policy::{PolicyError, TargetPolicy};
+use portscope_core::results::PortResult;
 use portscope_transport::{PacketSink, PacketSource};
 use rand::Rng;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -29,6 +30,8 @@ pub struct EngineConfig {
     pub max_scans: usize,
     /// Which targets may be probed.
     pub policy: TargetPolicy,
+    /// IPv4 TTL / IPv6 hop limit of every probe (the CLI's `--ttl`).
+    pub probe_ttl: u8,
     /// Pin the send thread to this CPU (`None`: the scheduler decides).
     pub send_cpu: Option<usize>,
     /// Pin the receive thread to this CPU.
@@ -70,6 +73,7 @@ impl Default for EngineConfig {
             batch: 64,
             max_scans: 64,
             policy: TargetPolicy::default_deny(),
+            probe_ttl: portscope_core::probe::PROBE_TTL,
             send_cpu: None,
             recv_cpu: None,
         }
@@ -144,6 +148,7 @@ impl Engine {
             shutdown: Arc::clone(&shutdown),
             max_rate: config.max_rate,
             batch: config.batch,
+            probe_ttl: config.probe_ttl,
         };
         let (send_cpu, recv_cpu) = (config.send_cpu, config.recv_cpu);
         let threads = vec![
@@ -187,6 +192,16 @@ impl Engine {
 
     /// Starts a scan. The target policy is checked here, before any packet goes out.
     pub fn submit(&self, plan: ScanPlan) -> Result<ScanHandle, SubmitError> {
+        self.submit_preseeded(plan, Vec::new())
+    }
+
+    /// Starts a resumed scan: `answered` are results an interrupted run already got. Their
+    /// pairs are never probed again and the handle reports them first (see `scan.rs`).
+    pub fn submit_preseeded(
+        &self,
+        plan: ScanPlan,
+        answered: Vec<PortResult>,
+    ) -> Result<ScanHandle, SubmitError> {
         self.config.policy.check(&plan.targets)?;
         let limit = self.config.max_scans.min(usize::from(SLOTS));
         let slot = self.slots.take(limit).ok_or(SubmitError::Busy(limit))?;
@@ -213,6 +228,7 @@ impl Engine {
             plan.wait,
             tx,
         ));
+        let answered = shared.preseed(answered);
         // Receiver first, and wait until it is live, so no early reply finds the slot empty.
         let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
         let _ = self
@@ -220,7 +236,7 @@ impl Engine {
             .send(RecvCtl::Add(Arc::clone(&shared), ack_tx));
         let _ = ack_rx.recv_timeout(std::time::Duration::from_secs(1));
         let _ = self.send_ctl.send(SendCtl::Add(Arc::clone(&shared)));
-        Ok(ScanHandle::new(shared, rx, Arc::clone(&self.clock)))
+        Ok(ScanHandle::new(shared, rx, Arc::clone(&self.clock)).with_preseeded(answered))
     }
 }
 

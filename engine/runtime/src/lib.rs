@@ -29,10 +29,10 @@ mod stats;
 
 pub use clock::{Clock, SimClock, SystemClock};
 pub use engine::{pick_cpus, Engine, EngineConfig, SubmitError};
+pub use plan::{PlanError, PlanLimits, ScanPlan, ScanRequest};
 pub use portscope_core::retry::{RetryPolicy, DEFAULT_MAX_RETRIES, MIN_RETRIES};
 
 /// The most retry rounds a scan can send (its source-port block has this many more ports).
 pub const MAX_RETRIES: u8 = (portscope_core::classify::ROUNDS - 1) as u8;
-pub use plan::{PlanError, ScanPlan, ScanRequest};
 pub use scan::{Outcome, Progress, ScanEvent, ScanHandle, ScanSummary};
 pub use stats::EngineStats;

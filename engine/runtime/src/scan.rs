@@ -8,10 +8,11 @@
 use crate::clock::Clock;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use portscope_core::classify::{Observation, ScanSpace, ROUNDS};
-use portscope_core::results::{AnsweredSet, PortResult, PortState};
+use portscope_core::results::{AnsweredSet, PortResult, PortState, Reason};
 use portscope_core::retry::RetryPolicy;
 use portscope_core::rtt::WaitBounds;
 use portscope_core::Nanos;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +46,8 @@ pub struct Progress {
     pub answered: u64,
     /// Current send round (0 = first pass).
     pub round: u8,
-    /// Most rounds the scan may send (1 + retries, or 1 + the adaptive cap).
+    /// Rounds planned so far: 1 + retries for a fixed count; for adaptive retries 1 + the
+    /// minimum, growing with the current round once the loss estimate asks for more.
     pub rounds: u8,
 }
 
@@ -222,10 +224,14 @@ pub struct ScanHandle {
     clock: Arc<dyn Clock>,
     started: Nanos,
     counts: [u64; 3],
+    /// Answers by the send round whose probe they answer, by state (open, closed, filtered).
+    by_round: [[u64; 3]; ROUNDS as usize],
     /// Set once the engine has released the scan: the outcome, and the next pair index to
     /// check for silence (`u64::MAX` when silent pairs are not reported).
     ended: Option<(Outcome, u64)>,
     done: bool,
+    /// Results of a previous run of this scan (resume), reported before any new one.
+    preseeded: VecDeque<PortResult>,
 }
 
 impl std::fmt::Debug for ScanHandle {
@@ -245,8 +251,10 @@ impl ScanHandle {
             started: clock.now(),
             clock,
             counts: [0; 3],
+            by_round: [[0; 3]; ROUNDS as usize],
             ended: None,
             done: false,
+            preseeded: VecDeque::new(),
         }
     }
 
@@ -269,23 +277,38 @@ impl ScanHandle {
             sent: s.sent.load(Relaxed),
             answered: s.replies.load(Relaxed),
             round: s.round.load(Relaxed),
-            rounds: s.retry.max_retries() + 1,
+            rounds: match s.retry {
+                RetryPolicy::Fixed(n) => n + 1,
+                RetryPolicy::Adaptive { min, .. } => min.max(s.round.load(Relaxed)) + 1,
+            },
         }
     }
 
-    fn count(&mut self, r: &PortResult) {
+    fn count(&mut self, r: &PortResult) -> usize {
         let i = match r.state {
             PortState::Open => 0,
             PortState::Closed => 1,
             PortState::Filtered => 2,
         };
         self.counts[i] += 1;
+        i
+    }
+
+    /// Answers so far by the send round whose probe they answer (index 0 = first round),
+    /// each as `[open, closed, filtered]`. Silent pairs and a resumed scan's earlier answers
+    /// are not counted. Shows targets that limit their answer rate: their answers come late.
+    pub fn answers_by_round(&self) -> &[[u64; 3]] {
+        &self.by_round
     }
 
     /// The next event, waiting at most `timeout`. `None` on timeout or after `Finished`.
     pub fn next_event(&mut self, timeout: Duration) -> Option<ScanEvent> {
         if self.done {
             return None;
+        }
+        if let Some(r) = self.preseeded.pop_front() {
+            self.count(&r);
+            return Some(ScanEvent::Port(r));
         }
         if let Some((outcome, next)) = &mut self.ended {
             let pairs = self.shared.space.pairs();
@@ -305,7 +328,8 @@ impl ScanHandle {
         match self.rx.recv_timeout(timeout) {
             Ok(Msg::Port(o)) => {
                 let r = self.shared.space.result(&o);
-                self.count(&r);
+                let i = self.count(&r);
+                self.by_round[usize::from(o.round).min(ROUNDS as usize - 1)][i] += 1;
                 Some(ScanEvent::Port(r))
             }
             Ok(Msg::Ended(outcome)) => {
@@ -358,5 +382,40 @@ impl Iterator for ScanHandle {
             }
         }
         None
+    }
+}
+
+// --- Pre-answered pairs: the hook for resumed scans -------------------------------------
+//
+// A resumed scan is submitted with the results an interrupted run already got. Before any
+// probe goes out their pairs are marked answered (the send thread skips answered pairs, and
+// a late reply to one counts as a duplicate), and the handle reports them first, so the
+// resumed scan's events are exactly those of one uninterrupted scan.
+
+impl ScanShared {
+    /// Marks the pairs of `results` answered and returns the results that belong to this
+    /// scan, each pair once. Silent (`no-response`) results are dropped: those pairs are
+    /// probed again.
+    pub(crate) fn preseed(&self, results: Vec<PortResult>) -> Vec<PortResult> {
+        let (targets, ports) = (self.space.targets(), self.space.ports());
+        let kept: Vec<PortResult> = results
+            .into_iter()
+            .filter(|r| {
+                let (Some(t), Some(p)) = (targets.index_of(r.ip), ports.index_of(r.port)) else {
+                    return false;
+                };
+                r.reason != Reason::NoResponse && self.answered.insert(t * ports.len() + p)
+            })
+            .collect();
+        self.replies.fetch_add(kept.len() as u64, Relaxed);
+        kept
+    }
+}
+
+impl ScanHandle {
+    /// Queues a previous run's results to be reported before any new one.
+    pub(crate) fn with_preseeded(mut self, results: Vec<PortResult>) -> Self {
+        self.preseeded = results.into();
+        self
     }
 }

@@ -66,16 +66,19 @@ pub(crate) struct Schedule {
     batch: usize,
     rr: usize,
     groups: Vec<u64>,
+    /// TTL / hop limit written into every probe template.
+    probe_ttl: u8,
 }
 
 impl Schedule {
-    pub(crate) fn new(max_rate: u64, batch: usize, now: Nanos) -> Self {
+    pub(crate) fn new(max_rate: u64, batch: usize, probe_ttl: u8, now: Nanos) -> Self {
         Schedule {
             active: Vec::new(),
             global: Pacer::new(max_rate, (batch * 2) as u32, now),
             batch,
             rr: 0,
             groups: Vec::new(),
+            probe_ttl,
         }
     }
 
@@ -91,8 +94,12 @@ impl Schedule {
             pos: 0,
             phase: Phase::Sending,
             in_batch: 0,
-            v4: sources.v4.map(ProbeTemplate::new),
-            v6: sources.v6.map(ProbeTemplate::new),
+            v4: sources
+                .v4
+                .map(|s| ProbeTemplate::with_ttl(s, self.probe_ttl)),
+            v6: sources
+                .v6
+                .map(|s| ProbeTemplate::with_ttl(s, self.probe_ttl)),
             shared,
         });
     }
@@ -324,7 +331,7 @@ mod tests {
     /// Drives the schedule on simulated time until the scan ends; returns the probes sent
     /// per round and the time it ended.
     fn drive(s: &Arc<ScanShared>, max_rate: u64) -> (Vec<u64>, Nanos) {
-        let mut sched = Schedule::new(max_rate, 64, Nanos(0));
+        let mut sched = Schedule::new(max_rate, 64, portscope_core::probe::PROBE_TTL, Nanos(0));
         sched.add(Arc::clone(s), Nanos(0));
         let mut batch = SendBatch::new(64);
         let mut rng = SmallRng::seed_from_u64(1);

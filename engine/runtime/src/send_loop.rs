@@ -34,11 +34,14 @@ pub(crate) struct SendLoop {
     pub shutdown: Arc<AtomicBool>,
     pub max_rate: u64,
     pub batch: usize,
+    /// TTL / hop limit written into every probe template.
+    pub probe_ttl: u8,
 }
 
 impl SendLoop {
     pub(crate) fn run(mut self) {
-        let mut schedule = Schedule::new(self.max_rate, self.batch, self.clock.now());
+        let mut schedule =
+            Schedule::new(self.max_rate, self.batch, self.probe_ttl, self.clock.now());
         let mut batch = SendBatch::new(self.batch);
         let mut rng = SmallRng::from_rng(&mut rand::rng());
         let mut ended: Vec<(u16, Outcome)> = Vec::new();

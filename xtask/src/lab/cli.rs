@@ -198,9 +198,10 @@ fn status(mut args: Args) -> anyhow::Result<i32> {
         Some(pid) => println!("listener: pid {pid}, alive"),
         None => println!("listener: NOT running"),
     }
-    let mut nft = lab.target_cmd("nft");
-    nft.args(["list", "table", "inet", super::nft::TABLE]);
-    let rules = super::run(&mut nft)?;
+    let rules = super::nft::query(
+        lab.target_ns(),
+        &["list", "table", "inet", super::nft::TABLE],
+    )?;
     let impair: Vec<&str> = rules
         .lines()
         .map(str::trim)

@@ -1,4 +1,5 @@
-//! nftables scripts for the target namespace: the filter derived from the truth, and the impairments. Text only; running `nft` is `lab.rs`'s job.
+//! nftables for the lab's namespaces: the target's filter derived from the truth, the
+//! impairments, and the only two ways `nft` is run (`apply` a script, `query` a listing).
 //!
 //! One table, `inet pslab`, holds everything. Only TCP is filtered or impaired, except that
 //! addresses in the extra-host ranges which are not hosts of the lab drop everything (they do
@@ -6,6 +7,9 @@
 
 use std::fmt::Write;
 use std::net::IpAddr;
+use std::process::Stdio;
+
+use anyhow::{bail, Context};
 
 use super::truth::Truth;
 
@@ -125,6 +129,52 @@ pub(crate) fn impairments(veth: &str, loss_pct: f64, rst_limit: Option<u32>) -> 
     s
 }
 
+/// Feed `script` to `nft -f -` inside namespace `ns`. Every nftables change of the lab and
+/// the benchmarks goes through here.
+pub(crate) fn apply(ns: &str, script: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut child = super::netns_exec(ns, "nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running nft")?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(script.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "nft in {ns} failed: {}\nscript:\n{script}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// `nft ARGS` inside namespace `ns` (listing a table, resetting counters); its stdout.
+pub(crate) fn query(ns: &str, args: &[&str]) -> anyhow::Result<String> {
+    super::run(super::netns_exec(ns, "nft").args(args))
+}
+
+// --- SYN-proxy host (`LabConfig::syn_proxy`) -------------------------------------------
+
+/// The lab's SYN-proxy host: every TCP port of this address answers SYN-ACK, as a SYN proxy
+/// or tarpit in front of a network does. It is not in the truth.
+pub(crate) const SYN_PROXY_V4: &str = "198.19.255.254";
+
+/// A NAT redirect of every TCP port of [`SYN_PROXY_V4`] to the wildcard listener's port 80
+/// (the reply is translated back, so each port answers for itself).
+pub(crate) fn syn_proxy() -> String {
+    format!(
+        "add chain inet {TABLE} syn_proxy {{ type nat hook prerouting priority dstnat; policy accept; }}\n\
+         add rule inet {TABLE} syn_proxy ip daddr {SYN_PROXY_V4} tcp dport 1-65535 redirect to :80\n"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +201,16 @@ mod tests {
             "{wide}"
         );
         assert!(wide.contains("198.19.0.2 . 30002"), "{wide}");
+    }
+
+    #[test]
+    fn syn_proxy_redirects_every_port_of_one_address() {
+        let s = syn_proxy();
+        assert!(s.contains("type nat hook prerouting"), "{s}");
+        assert!(
+            s.contains("ip daddr 198.19.255.254 tcp dport 1-65535 redirect to :80"),
+            "{s}"
+        );
     }
 
     #[test]
