@@ -500,6 +500,16 @@ impl Lab {
         netns_exec(&self.target_ns, program)
     }
 
+    /// Applies an nftables `script` inside the target namespace (a test's own counters).
+    pub fn target_nft(&self, script: &str) -> anyhow::Result<()> {
+        nft::apply(&self.target_ns, script)
+    }
+
+    /// `nft ARGS` inside the target namespace; its stdout (listing a test's counters).
+    pub fn target_nft_query(&self, args: &[&str]) -> anyhow::Result<String> {
+        nft::query(&self.target_ns, args)
+    }
+
     /// `/run/portscope-lab/<name>/`.
     pub fn state_dir(&self) -> PathBuf {
         Lab::state_dir_for(&self.name)

@@ -145,7 +145,6 @@ const DEP_RULES: &[(&str, Deps, &str)] = &[
             "portscope-engine",
             "portscope-transport",
             "portscope-daemon",
-            "caps",
             "pnet",
             "pnet_datalink",
         ]),
@@ -510,6 +509,43 @@ fn status_and_reason_words_only_in_their_enum_module() {
     );
     report(
         "status and reason words are spelled only by their enum's module (VOCABULARIES)",
+        problems,
+    );
+}
+
+/// The API may name `caps` only in `control-api/src/privs.rs`, and there only to clear
+/// sets: it drops every capability at start and never raises one.
+#[test]
+fn the_api_only_drops_capabilities() {
+    let mut problems = Vec::new();
+    for s in sources() {
+        if !s.rel.starts_with("control-api/src/") {
+            continue;
+        }
+        let mut uses = Vec::new();
+        visit_all(tokens(s), &mut |tt| {
+            if matches!(tt, TokenTree::Ident(id) if id == "caps") {
+                uses.push(line(tt));
+            }
+        });
+        if s.rel != "control-api/src/privs.rs" && !uses.is_empty() {
+            problems.push(format!(
+                "{}: names `caps` (lines {uses:?}); capability handling of the API lives in \
+                 control-api/src/privs.rs",
+                s.rel
+            ));
+        }
+        for raise in ["caps::raise", "caps::set"] {
+            if s.text.contains(raise) {
+                problems.push(format!(
+                    "{}: calls `{raise}`: the API only clears sets",
+                    s.rel
+                ));
+            }
+        }
+    }
+    report(
+        "the API holds no capability: `caps` only in control-api/src/privs.rs, only to clear",
         problems,
     );
 }

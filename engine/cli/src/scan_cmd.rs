@@ -17,7 +17,8 @@ use portscope_core::policy::TargetPolicy;
 use portscope_core::results::{PortResult, PortState};
 use portscope_core::targets::parse_net;
 use portscope_engine::{
-    Engine, EngineConfig, Outcome, PlanLimits, ScanEvent, ScanPlan, ScanRequest, ScanSummary, SubmitError,
+    Engine, EngineConfig, Outcome, PlanLimits, ScanEvent, ScanPlan, ScanRequest, ScanSummary,
+    SubmitError,
 };
 use portscope_transport::sys::{self, OpenError, SysConfig};
 use portscope_transport::{privs, PacketSink, PacketSource};
