@@ -580,110 +580,108 @@ async fn duplicate_ids_are_rejected_while_known() {
     assert!(matches!(c.next().await, Event::Rejected { code, .. } if code == "duplicate"));
 }
 
+/// A refused submit: what is sent, the code expected back, and words its message must
+/// contain (a policy refusal names the range and the `--allow` that opens it).
+struct Refused<'a> {
+    id: &'a str,
+    targets: &'a [&'a str],
+    ports: &'a str,
+    kind: ScanKind,
+    priority: u8,
+    code: &'a str,
+    says: &'a str,
+}
+
+const fn policy<'a>(id: &'a str, targets: &'a [&'a str]) -> Refused<'a> {
+    Refused {
+        id,
+        targets,
+        ports: "80",
+        kind: ScanKind::Fast,
+        priority: 0,
+        code: "policy",
+        says: "refusing to scan",
+    }
+}
+
+const fn invalid<'a>(id: &'a str, targets: &'a [&'a str], ports: &'a str) -> Refused<'a> {
+    Refused {
+        id,
+        targets,
+        ports,
+        kind: ScanKind::Custom,
+        priority: 0,
+        code: "invalid",
+        says: "",
+    }
+}
+
+/// 2^128 + 1 addresses: refused by the size check (the count saturates, it never wraps to a
+/// small number), before the policy and the route lookup get to see it.
+const fn too_large<'a>(id: &'a str, targets: &'a [&'a str]) -> Refused<'a> {
+    Refused {
+        says: "scan too large",
+        ..invalid(id, targets, "80")
+    }
+}
+
+/// Every refusal is answered to the asker with its code, and not one probe is sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn policy_refusals_send_nothing() {
+async fn refusals_get_their_code_and_send_nothing() {
     let h = Harness::start(config()).await;
     let mut c = h.client().await;
-    for (i, t) in [
-        "10.0.0.1",
-        "127.0.0.1",
-        "192.168.1.0/24",
-        "198.18.0.2,10.1.2.3",
+    let bomb = vec!["1-65535"; 100].join(",");
+    let long_id = "x".repeat(129);
+    let cases = [
+        policy("p0", &["10.0.0.1"]),
+        policy("p1", &["127.0.0.1"]),
+        policy("p2", &["192.168.1.0/24"]),
+        policy("p3", &["198.18.0.2", "10.1.2.3"]),
         // No route to IPv6 in this lab: the policy must answer before the route lookup.
-        "fd00::1",
-        "198.18.0.2,fe80::1",
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let id = format!("p{i}");
-        c.send(&Request::Submit {
-            id: id.clone(),
-            targets: t.split(',').map(String::from).collect(),
-            ports: "80".into(),
-            kind: ScanKind::Fast,
-            priority: 0,
-        })
-        .await;
+        policy("p4", &["fd00::1"]),
+        policy("p5", &["198.18.0.2", "fe80::1"]),
+        invalid("i0", &[HOST], "0"),
+        invalid("i1", &[HOST], "70000"),
+        invalid("i2", &[HOST], "abc"),
+        invalid("i3", &[HOST], ""),
+        invalid("i4", &[HOST], "90-10"),
+        invalid("i5", &["not-an-ip"], "80"),
+        invalid("i6", &[], "80"),
+        Refused {
+            priority: 10,
+            ..invalid("i7", &[HOST], "80")
+        },
+        invalid("", &[HOST], "80"),
+        invalid(&long_id, &[HOST], "80"),
+        // 131,072 addresses x 65,535 ports: far above 2^24 pairs.
+        invalid("i8", &["198.18.0.0/15"], "-"),
+        invalid("i9", &[HOST], &bomb),
+        invalid("i10", &["2001:2::1"], "80"), // no route in this lab
+        too_large("big0", &[HOST, "::/0"]),
+        too_large("big1", &["::/0"]),
+        too_large("big2", &["0.0.0.0/0", "::/0"]),
+        too_large("big3", &["::/1", "8000::/1", HOST]),
+    ];
+    for r in &cases {
+        let req = Request::Submit {
+            id: r.id.into(),
+            targets: r.targets.iter().map(|s| s.to_string()).collect(),
+            ports: r.ports.into(),
+            kind: r.kind,
+            priority: r.priority,
+        };
+        c.send(&req).await;
         match c.next().await {
-            Event::Rejected {
-                id: got,
-                code,
-                message,
-            } => {
-                assert_eq!(
-                    (got.as_str(), code.as_str()),
-                    (id.as_str(), "policy"),
-                    "{t}"
-                );
-                assert!(message.contains("refusing to scan"), "{message}");
+            Event::Rejected { id, code, message } => {
+                assert_eq!((id.as_str(), code.as_str()), (r.id, r.code), "{req:?}");
+                assert!(message.contains(r.says), "{req:?}: {message}");
             }
-            other => panic!("{t}: expected a policy refusal, got {other:?}"),
+            other => panic!("{req:?}: expected {}, got {other:?}", r.code),
         }
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(h.probes.load(Relaxed), 0);
     assert_eq!(h.daemon.engine().stats().sent.load(Relaxed), 0);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_requests_are_rejected() {
-    let h = Harness::start(config()).await;
-    let mut c = h.client().await;
-    let base = |id: &str, targets: &[&str], ports: &str, priority: u8| Request::Submit {
-        id: id.into(),
-        targets: targets.iter().map(|s| s.to_string()).collect(),
-        ports: ports.into(),
-        kind: ScanKind::Custom,
-        priority,
-    };
-    let bomb = vec!["1-65535"; 100].join(",");
-    let cases = [
-        base("i0", &[HOST], "0", 0),
-        base("i1", &[HOST], "70000", 0),
-        base("i2", &[HOST], "abc", 0),
-        base("i3", &[HOST], "", 0),
-        base("i4", &[HOST], "90-10", 0),
-        base("i5", &["not-an-ip"], "80", 0),
-        base("i6", &[], "80", 0),
-        base("i7", &[HOST], "80", 10),
-        base("", &[HOST], "80", 0),
-        base(&"x".repeat(129), &[HOST], "80", 0),
-        // 131,072 addresses x 65,535 ports: far above 2^24 pairs.
-        base("i8", &["198.18.0.0/15"], "-", 0),
-        base("i9", &[HOST], &bomb, 0),
-        base("i10", &["2001:2::1"], "80", 0), // no route in this lab
-    ];
-    for req in cases {
-        c.send(&req).await;
-        match c.next().await {
-            Event::Rejected { code, .. } if code == "invalid" => {}
-            other => panic!("{req:?}: expected invalid, got {other:?}"),
-        }
-    }
-    // 2^128 + 1 addresses: refused by the size check (the count saturates, it never wraps
-    // to a small number), before the policy and the route lookup get to see it.
-    for (i, targets) in [
-        &[HOST, "::/0"][..],
-        &["::/0"],
-        &["0.0.0.0/0", "::/0"],
-        &["::/1", "8000::/1", HOST],
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        c.send(&base(&format!("big{i}"), targets, "80", 0)).await;
-        match c.next().await {
-            Event::Rejected { code, message, .. } if code == "invalid" => {
-                assert!(
-                    message.starts_with("scan too large"),
-                    "{targets:?}: {message}"
-                );
-            }
-            other => panic!("{targets:?}: expected a size refusal, got {other:?}"),
-        }
-    }
-    assert_eq!(h.probes.load(Relaxed), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -926,6 +924,17 @@ async fn unknown_or_expired_ids_report_engine_restarted() {
     assert!(restarted(&c.next().await, "gone"));
 }
 
+/// The samples of a Prometheus exposition, by name and labels.
+fn samples_of(text: &str) -> HashMap<&str, u64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').unwrap();
+            (k, v.parse().unwrap())
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_report_exact_counts_after_a_scripted_scan() {
     let h = Harness::start(config()).await;
@@ -969,25 +978,11 @@ async fn metrics_report_exact_counts_after_a_scripted_scan() {
             .contains("content-type: text/plain; version=0.0.4"),
         "{head}"
     );
-    let samples: HashMap<&str, u64> = body
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (k, v) = l.rsplit_once(' ').unwrap();
-            (k, v.parse().unwrap())
-        })
-        .collect();
+    let samples = samples_of(body);
+    let rendered = h.daemon.metrics();
     assert_eq!(
         samples,
-        h.daemon
-            .metrics()
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .map(|l| {
-                let (k, v) = l.rsplit_once(' ').unwrap();
-                (k, v.parse().unwrap())
-            })
-            .collect::<HashMap<&str, u64>>(),
+        samples_of(&rendered),
         "the endpoint serves the rendering"
     );
     let get = |k: &str| *samples.get(k).unwrap_or_else(|| panic!("{k} missing"));
@@ -1175,35 +1170,17 @@ async fn peers_are_checked_by_their_credentials() {
         eprintln!("skipped: needs root, setpriv and /usr/bin/python3 to connect as another uid");
         return;
     }
+    let peers = |uids: &[u32], gids: &[u32]| PeerPolicy {
+        uids: uids.to_vec(),
+        gids: gids.to_vec(),
+        ..PeerPolicy::default()
+    };
+    // (allowed uids, allowed gids, the peer's uid and gid, whether it gets in)
     for (peers, uid, gid, allowed) in [
-        (PeerPolicy::default(), 65534, 65534, false),
-        (
-            PeerPolicy {
-                uids: vec![65534],
-                ..PeerPolicy::default()
-            },
-            65534,
-            65534,
-            true,
-        ),
-        (
-            PeerPolicy {
-                gids: vec![65533],
-                ..PeerPolicy::default()
-            },
-            65534,
-            65533,
-            true,
-        ),
-        (
-            PeerPolicy {
-                gids: vec![65533],
-                ..PeerPolicy::default()
-            },
-            65534,
-            65534,
-            false,
-        ),
+        (peers(&[], &[]), 65534, 65534, false),
+        (peers(&[65534], &[]), 65534, 65534, true),
+        (peers(&[], &[65533]), 65534, 65533, true),
+        (peers(&[], &[65533]), 65534, 65534, false),
     ] {
         let cfg = DaemonConfig { peers, ..config() };
         // 0666 so that only the credential check stands between the peer and the engine.
