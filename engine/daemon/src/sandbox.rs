@@ -218,6 +218,7 @@ pub const ALLOWED: &[(&str, libc::c_long)] = &[
 #[cfg(target_arch = "x86_64")]
 const ALLOWED_X86_64: &[(&str, libc::c_long)] = &[
     ("epoll_wait", libc::SYS_epoll_wait),
+    ("fstat", libc::SYS_fstat),
     ("poll", libc::SYS_poll),
     ("unlink", libc::SYS_unlink),
 ];
