@@ -207,6 +207,25 @@ async fn a_scan_past_its_timeout_fails_with_timeout() {
     assert!(counts.sent > 0);
 }
 
+/// Timeouts too large to add to a clock (`--scan-timeout 1000000y`) mean no deadline; they
+/// must not panic the scan task or the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unbounded_timeouts_mean_no_deadline() {
+    let mut cfg = config();
+    cfg.scan_timeout = Duration::MAX;
+    cfg.frame_timeout = Duration::MAX;
+    let h = Harness::start(cfg).await;
+    let mut c = h.client().await;
+    let frame = encode(&submit("u1", "22,80", ScanKind::Fast, 0));
+    let (head, tail) = frame.split_at(7);
+    c.raw(head).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    c.raw(tail).await;
+    let ev = c.until_finished("u1").await;
+    assert_eq!(finished(&ev, "u1").0, Outcome::Complete);
+    assert_truth(&ports_of(&ev), [22, 80].into_iter());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_ids_are_rejected_while_known() {
     let h = Harness::start(config()).await;
