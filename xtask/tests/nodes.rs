@@ -125,7 +125,8 @@ fn assert_exact(report: &Report, host: &HostTruth) {
 #[test]
 fn two_engines_in_two_scanner_namespaces_scan_two_hosts_at_once_exactly() {
     let lab = LabGuard::up(&LabConfig {
-        name: format!("n{}1", std::process::id() % 1000),
+        // `n`: no other test binary names its labs so.
+        name: format!("n{}1", std::process::id() % 10_000),
         hosts: 3,
         scanners: 2,
         ..LabConfig::default()

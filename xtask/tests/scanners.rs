@@ -15,9 +15,10 @@ use xtask::lab::{Expected, HostTruth, Lab, LabConfig, LabGuard, Outcome, Scanner
 
 const ALLOW: [&str; 4] = ["--allow", "198.18.0.0/15", "--allow", "2001:2::/48"];
 
-/// A lab name unique to this test process and test: `m<pid % 1000><n>`.
+/// A lab name unique to this test process and test: `k<pid % 10000><n>` (`k`: no other
+/// test binary names its labs so).
 fn lab_name(n: u32) -> String {
-    format!("m{}{n}", std::process::id() % 1000)
+    format!("k{}{n}", std::process::id() % 10_000)
 }
 
 fn up(n: u32, scanners: u32, hosts: u32) -> LabGuard {
