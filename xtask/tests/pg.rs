@@ -1,10 +1,12 @@
 //! The test PostgreSQL server (`xtask::pg::PgGuard`): it starts from Debian's binaries with no
 //! system service, answers over TCP on 127.0.0.1 and over its Unix socket, keeps data, and
-//! leaves no process and no directory behind when dropped.
+//! leaves no process and no directory behind when dropped; a lab namespace reaches it through
+//! its socket.
 
 use std::net::TcpStream;
 use std::path::Path;
 
+use xtask::lab::{LabConfig, LabGuard};
 use xtask::pg::{PgGuard, DATABASE, USER};
 
 fn alive(pid: u32) -> bool {
@@ -100,4 +102,31 @@ fn a_server_starts_keeps_data_and_leaves_nothing_behind() {
         TcpStream::connect(("127.0.0.1", port)).is_err(),
         "port {port} still answers"
     );
+}
+
+#[test]
+fn a_lab_namespace_reaches_the_server_over_its_socket_not_over_tcp() {
+    let pg = PgGuard::start().unwrap_or_else(|e| panic!("PgGuard::start: {e:#}"));
+    let lab = LabGuard::up(&LabConfig {
+        // `q`: no other test binary names its labs so.
+        name: format!("q{}", std::process::id() % 10_000),
+        hosts: 0,
+        ..LabConfig::default()
+    })
+    .expect("lab up (needs root)");
+    let psql = xtask::pg::bin_dir().unwrap().join("psql");
+    let query = |host: &str| {
+        lab.scanner_cmd(&psql)
+            .args(["-X", "-A", "-t", "-h", host, "-p", &pg.port().to_string()])
+            .args(["-U", USER, "-d", DATABASE, "-c", "SELECT 40 + 2"])
+            .env("PGCONNECT_TIMEOUT", "3")
+            .output()
+            .unwrap()
+    };
+    let out = query(&pg.socket_dir().to_string_lossy());
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
+    // 127.0.0.1 in the lab is the namespace's own loopback: no server there.
+    let out = query("127.0.0.1");
+    assert!(!out.status.success(), "{out:?}");
 }
