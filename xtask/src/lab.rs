@@ -9,12 +9,15 @@
 //! - `N-t` (target): `Nt0`, 198.18.0.2/24, 2001:2::2/64; `local` routes make every address of
 //!   198.19.0.0/16 and 2001:2:0:1::/64 its own; the nftables table `inet pslab` filters and
 //!   impairs; `xtask lab serve` listens on the open ports.
+//! - `N-s2` ... `N-sK` (more scanners, `LabConfig::scanners`): one veth each into the target,
+//!   own addresses 198.18.(k-1).1/24, 2001:2:0:(100+k-1)::1/64 (see `scanners`).
 //! - `/run/portscope-lab/N/`: truth.json, listener.pid, listener.log.
 
 pub mod cli;
 mod exec;
 pub(crate) mod nft;
 pub mod probe;
+pub mod scanners;
 pub mod serve;
 mod teardown;
 pub mod truth;
@@ -34,6 +37,7 @@ pub(crate) use exec::run;
 pub use exec::xtask_bin;
 use exec::{ip, netns_exec, ns_exists};
 pub use probe::{Outcome, ProbeResult};
+pub use scanners::{Scanner, MAX_SCANNERS};
 use teardown::{is_listener, process_alive, teardown};
 pub use truth::{Expected, HostTruth, Truth};
 
@@ -62,6 +66,9 @@ pub struct LabConfig {
     pub wide: bool,
     /// 198.19.255.254 answers SYN-ACK on every TCP port, like a SYN proxy (`nft::syn_proxy`).
     pub syn_proxy: bool,
+    /// Scanner namespaces, 1 to `MAX_SCANNERS`, each with its own veth into the target and
+    /// its own source addresses; scanner 1 is the lab's usual `N-s`.
+    pub scanners: u32,
 }
 
 impl Default for LabConfig {
@@ -74,6 +81,7 @@ impl Default for LabConfig {
             offloads: true,
             wide: false,
             syn_proxy: false,
+            scanners: 1,
         }
     }
 }
@@ -87,6 +95,12 @@ impl LabConfig {
                 "--hosts {} is more than {}",
                 self.hosts,
                 truth::MAX_EXTRA_HOSTS
+            );
+        }
+        if !(1..=MAX_SCANNERS).contains(&self.scanners) {
+            bail!(
+                "--scanners {} is not between 1 and {MAX_SCANNERS}",
+                self.scanners
             );
         }
         validate_loss(self.loss_pct)
@@ -115,10 +129,9 @@ fn validate_loss(loss_pct: f64) -> anyhow::Result<()> {
 #[derive(Debug)]
 pub struct Lab {
     name: String,
-    scanner_ns: String,
+    /// Scanner 1 (the lab's usual scanner namespace) first; never empty.
+    scanners: Vec<Scanner>,
     target_ns: String,
-    scanner_if: String,
-    target_if: String,
     truth: Truth,
     /// The xtask binary that runs `lab serve` and `lab probe` inside the namespaces.
     xtask: PathBuf,
@@ -136,7 +149,7 @@ impl Lab {
         let xtask = xtask_bin()?;
         teardown(&cfg.name, None).context("removing the leftovers of an earlier lab")?;
         let truth = Truth::compute(&cfg.name, cfg.hosts).with_wide(cfg.wide);
-        let mut lab = Lab::handle(&cfg.name, truth, xtask);
+        let mut lab = Lab::handle(&cfg.name, truth, xtask, cfg.scanners);
         match lab.build(cfg) {
             Ok(()) => Ok(lab),
             Err(e) => {
@@ -150,7 +163,7 @@ impl Lab {
     pub fn open(name: &str) -> anyhow::Result<Lab> {
         validate_name(name)?;
         let truth = Truth::load(name)?;
-        let lab = Lab::handle(name, truth, xtask_bin()?);
+        let lab = Lab::handle(name, truth, xtask_bin()?, scanners::count_up(name));
         for ns in [lab.scanner_ns(), lab.target_ns()] {
             if !ns_exists(ns) {
                 bail!("namespace {ns} does not exist: is lab {name} up?");
@@ -159,13 +172,11 @@ impl Lab {
         Ok(lab)
     }
 
-    fn handle(name: &str, truth: Truth, xtask: PathBuf) -> Lab {
+    fn handle(name: &str, truth: Truth, xtask: PathBuf, scanners: u32) -> Lab {
         Lab {
             name: name.to_owned(),
-            scanner_ns: truth.scanner_ns.clone(),
+            scanners: scanners::layouts(name, scanners),
             target_ns: truth.target_ns.clone(),
-            scanner_if: format!("{name}s0"),
-            target_if: format!("{name}t0"),
             truth,
             xtask,
             listener: Mutex::new(None),
@@ -178,21 +189,11 @@ impl Lab {
         fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
         self.truth.save_to(&state.join("truth.json"))?;
 
-        let (s, t) = (self.scanner_ns.as_str(), self.target_ns.as_str());
-        let (sif, tif) = (self.scanner_if.as_str(), self.target_if.as_str());
-        ip(&["netns", "add", s])?;
+        let t = self.target_ns.as_str();
         ip(&["netns", "add", t])?;
-        ip(&[
-            "-n", s, "link", "add", sif, "type", "veth", "peer", "name", tif, "netns", t,
-        ])?;
-        for (ns, dev, v4, v6) in [
-            (s, sif, "198.18.0.1/24", "2001:2::1/64"),
-            (t, tif, "198.18.0.2/24", "2001:2::2/64"),
-        ] {
-            ip(&["-n", ns, "link", "set", "lo", "up"])?;
-            ip(&["-n", ns, "addr", "add", v4, "dev", dev])?;
-            ip(&["-n", ns, "addr", "add", v6, "dev", dev, "nodad"])?;
-            ip(&["-n", ns, "link", "set", dev, "up"])?;
+        ip(&["-n", t, "link", "set", "lo", "up"])?;
+        for scanner in &self.scanners {
+            scanner.build(t)?;
         }
         ip(&[
             "-n",
@@ -215,31 +216,14 @@ impl Lab {
             "dev",
             "lo",
         ])?;
-        ip(&[
-            "-n",
-            s,
-            "route",
-            "add",
-            "198.19.0.0/16",
-            "via",
-            "198.18.0.2",
-        ])?;
-        ip(&[
-            "-n",
-            s,
-            "-6",
-            "route",
-            "add",
-            "2001:2:0:1::/64",
-            "via",
-            "2001:2::2",
-        ])?;
 
         self.skipped_sysctls = self.tune_target()?;
         if !cfg.offloads {
-            for (ns, dev) in [(s, sif), (t, tif)] {
-                run(netns_exec(ns, "ethtool")
-                    .args(["-K", dev, "tso", "off", "gso", "off", "gro", "off"]))?;
+            for sc in &self.scanners {
+                for (ns, dev) in [(sc.ns.as_str(), &sc.iface), (t, &sc.peer_iface)] {
+                    run(netns_exec(ns, "ethtool")
+                        .args(["-K", dev, "tso", "off", "gso", "off", "gro", "off"]))?;
+                }
             }
         }
         nft::apply(t, &nft::ruleset(&self.truth))?;
@@ -355,9 +339,16 @@ impl Lab {
                 addrs.push(SocketAddr::new(addr.into(), 80));
             }
         }
+        for k in 1..=self.scanners.len() as u32 {
+            self.check_reachable_from(k, &addrs)?;
+        }
+        Ok(())
+    }
+
+    fn check_reachable_from(&self, k: u32, addrs: &[SocketAddr]) -> anyhow::Result<()> {
         let start = Instant::now();
         loop {
-            let results = self.probe(&addrs, Duration::from_secs(1))?;
+            let results = self.probe_from(k, addrs, Duration::from_secs(1))?;
             let bad: Vec<_> = results
                 .iter()
                 .filter(|r| r.outcome != Outcome::Open)
@@ -366,7 +357,8 @@ impl Lab {
                 return Ok(());
             }
             if start.elapsed() > Duration::from_secs(5) {
-                bail!("the target is not reachable from the scanner namespace: {bad:?}");
+                let ns = &self.scanner(k).ns;
+                bail!("the target is not reachable from scanner namespace {ns}: {bad:?}");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -404,7 +396,7 @@ impl Lab {
         validate_loss(loss_pct)?;
         nft::apply(
             &self.target_ns,
-            &nft::impairments(&self.target_if, loss_pct, rst_limit),
+            &nft::impairments(&self.target_ifs(), loss_pct, rst_limit),
         )
     }
 
@@ -414,7 +406,20 @@ impl Lab {
         addrs: &[SocketAddr],
         timeout: Duration,
     ) -> anyhow::Result<Vec<ProbeResult>> {
-        let mut cmd = self.scanner_cmd(&self.xtask);
+        self.probe_from(1, addrs, timeout)
+    }
+
+    /// Like `probe`, from scanner `k` (1-based).
+    ///
+    /// # Panics
+    /// If the lab has no scanner `k`.
+    pub fn probe_from(
+        &self,
+        k: u32,
+        addrs: &[SocketAddr],
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<ProbeResult>> {
+        let mut cmd = self.scanner(k).cmd(&self.xtask);
         cmd.args([
             "lab",
             "probe",
@@ -434,10 +439,11 @@ impl Lab {
         Ok(results)
     }
 
-    /// Routes named `default` in either namespace, any table, either family (empty in a good lab).
+    /// Routes named `default` in any of the lab's namespaces, any table, either family
+    /// (empty in a good lab).
     pub fn default_routes(&self) -> anyhow::Result<Vec<String>> {
         let mut found = Vec::new();
-        for ns in [&self.scanner_ns, &self.target_ns] {
+        for ns in self.namespaces() {
             for family in ["-4", "-6"] {
                 let routes = ip(&["-n", ns, family, "route", "show", "table", "all"])?;
                 found.extend(
@@ -463,8 +469,9 @@ impl Lab {
         &self.name
     }
 
+    /// Scanner 1's namespace (`<name>-s`).
     pub fn scanner_ns(&self) -> &str {
-        &self.scanner_ns
+        &self.scanners[0].ns
     }
 
     pub fn target_ns(&self) -> &str {
@@ -473,12 +480,41 @@ impl Lab {
 
     /// The scanner's veth interface (`<name>s0`), inside `scanner_ns`.
     pub fn scanner_if(&self) -> &str {
-        &self.scanner_if
+        &self.scanners[0].iface
     }
 
     /// The target's veth interface (`<name>t0`), inside `target_ns`.
     pub fn target_if(&self) -> &str {
-        &self.target_if
+        &self.scanners[0].peer_iface
+    }
+
+    /// Every scanner namespace with its veth and addresses, scanner 1 first.
+    pub fn scanners(&self) -> &[Scanner] {
+        &self.scanners
+    }
+
+    /// Scanner `k` (1-based).
+    ///
+    /// # Panics
+    /// If the lab has no scanner `k` (see `scanners` for the count).
+    pub fn scanner(&self, k: u32) -> &Scanner {
+        let i = k.checked_sub(1).and_then(|i| usize::try_from(i).ok());
+        i.and_then(|i| self.scanners.get(i))
+            .unwrap_or_else(|| panic!("lab {} has no scanner {k}", self.name))
+    }
+
+    /// The target ends of every scanner's veth, inside `target_ns`.
+    pub fn target_ifs(&self) -> Vec<&str> {
+        self.scanners
+            .iter()
+            .map(|s| s.peer_iface.as_str())
+            .collect()
+    }
+
+    /// Every namespace of the lab: the scanners' in order, then the target's.
+    pub fn namespaces(&self) -> Vec<&str> {
+        let scanners = self.scanners.iter().map(|s| s.ns.as_str());
+        scanners.chain([self.target_ns.as_str()]).collect()
     }
 
     pub fn truth(&self) -> &Truth {
@@ -490,14 +526,24 @@ impl Lab {
         &self.skipped_sysctls
     }
 
-    /// `ip netns exec <scanner-ns> program`.
+    /// `ip netns exec <scanner-ns> program` (scanner 1; `scanner(k).cmd` for the others).
     pub fn scanner_cmd(&self, program: impl AsRef<OsStr>) -> Command {
-        netns_exec(&self.scanner_ns, program)
+        self.scanners[0].cmd(program)
     }
 
     /// `ip netns exec <target-ns> program`.
     pub fn target_cmd(&self, program: impl AsRef<OsStr>) -> Command {
         netns_exec(&self.target_ns, program)
+    }
+
+    /// Applies an nftables `script` inside the target namespace (a test's own counters).
+    pub fn target_nft(&self, script: &str) -> anyhow::Result<()> {
+        nft::apply(&self.target_ns, script)
+    }
+
+    /// `nft ARGS` inside the target namespace; its stdout (listing a test's counters).
+    pub fn target_nft_query(&self, args: &[&str]) -> anyhow::Result<String> {
+        nft::query(&self.target_ns, args)
     }
 
     /// `/run/portscope-lab/<name>/`.
@@ -577,5 +623,12 @@ mod tests {
             ..LabConfig::default()
         };
         assert!(cfg.validate().is_err());
+        for scanners in [0, MAX_SCANNERS + 1] {
+            let cfg = LabConfig {
+                scanners,
+                ..LabConfig::default()
+            };
+            assert!(cfg.validate().is_err(), "{scanners} scanners accepted");
+        }
     }
 }

@@ -582,21 +582,14 @@ fn ttl_sets_the_probes_ttl_and_hop_limit() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = Scratch::new("ttl");
     // Count, in the target, SYNs from the scanner that arrive with TTL / hop limit 33.
-    let nft = |script: &str| {
-        let out = lab
-            .0
-            .target_cmd("nft")
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .spawn();
-        let mut child = out.expect("nft");
-        std::io::Write::write_all(&mut child.stdin.take().unwrap(), script.as_bytes()).unwrap();
-        assert!(child.wait().unwrap().success(), "nft: {script}");
-    };
-    nft("table inet clittl {\n\
+    lab.0
+        .target_nft(
+            "table inet clittl {\n\
          chain c { type filter hook prerouting priority -300; policy accept;\n\
          ip saddr 198.18.0.1 tcp flags syn ip ttl 33 counter\n\
-         ip6 saddr 2001:2::1 tcp flags syn ip6 hoplimit 33 counter\n}\n}\n");
+         ip6 saddr 2001:2::1 tcp flags syn ip6 hoplimit 33 counter\n}\n}\n",
+        )
+        .expect("nft counters in the target");
     let r = run_bounded(
         portscope(
             &lab,
@@ -617,13 +610,10 @@ fn ttl_sets_the_probes_ttl_and_hop_limit() {
         Duration::from_secs(30),
     );
     ok(&r);
-    let listed = lab
+    let text = lab
         .0
-        .target_cmd("nft")
-        .args(["list", "chain", "inet", "clittl", "c"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&listed.stdout);
+        .target_nft_query(&["list", "chain", "inet", "clittl", "c"])
+        .expect("list the counters");
     let counts: Vec<&str> = text
         .lines()
         .filter_map(|l| l.split("counter packets ").nth(1))

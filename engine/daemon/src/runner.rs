@@ -88,7 +88,8 @@ impl Runner {
         mut on_chunk: impl FnMut(u32, Vec<PortResult>, u64) + Send,
     ) -> Ended {
         let started = Instant::now();
-        let deadline = tokio::time::Instant::now() + self.scan_timeout;
+        // Checked: an absurd `--scan-timeout` (`1000000y`) means no deadline, not a panic.
+        let deadline = tokio::time::Instant::now().checked_add(self.scan_timeout);
         let in_flight = self.chunks_in_flight.max(1);
         let cancel = Arc::new(AtomicBool::new(false));
         let plan = Arc::new(plan);
@@ -120,7 +121,7 @@ impl Runner {
                         Err(_) => FailReason::Shutdown,
                     });
                 }
-                _ = tokio::time::sleep_until(deadline) => break Some(FailReason::Timeout),
+                _ = sleep_until(deadline) => break Some(FailReason::Timeout),
                 joined = jobs.join_next() => match joined {
                     Some(Ok((chunk, Ok(done)))) => {
                         sent += done.sent;
@@ -151,6 +152,14 @@ impl Runner {
             sent,
             took: started.elapsed(),
         }
+    }
+}
+
+/// Sleeps until `deadline`, forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,7 +1,7 @@
 //! Confining the engine daemon once its sockets are open: an unprivileged uid keeping only
 //! `CAP_NET_RAW` (when started as root), an empty bounding set, `no_new_privs`, a Landlock
-//! rule set (no file access but removing its own socket, no TCP bind or connect) where the
-//! kernel has Landlock, and a seccomp filter allowing only the system calls the daemon
+//! rule set (no file access but removing its own socket, no TCP bind or connect, no signals
+//! beyond itself) where the kernel has Landlock, and a seccomp filter allowing only the system calls the daemon
 //! makes (the list in [`ALLOWED`], taken with `strace -f` from a lab run).
 //!
 //! Call [`confine`] on the main thread before any other thread starts (the async runtime,
@@ -118,16 +118,20 @@ pub fn confine(sandbox: &Sandbox) -> Result<Confined, SandboxError> {
 }
 
 /// Landlock: every file-system right and TCP bind/connect handled, nothing granted but
-/// removing a file in the socket's directory. Best effort on older kernels.
+/// removing a file in the socket's directory; signals and abstract Unix sockets scoped to
+/// the process. Best effort on older kernels.
 fn restrict_files_and_tcp(sandbox: &Sandbox) -> Result<&'static str, SandboxError> {
     use landlock::{
         Access, AccessFs, AccessNet, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr,
-        RulesetStatus, ABI,
+        RulesetStatus, Scope, ABI,
     };
-    let abi = ABI::V5;
+    let abi = ABI::V6;
+    // Scopes: no signals to processes outside the sandbox (the API may share the uid),
+    // no connecting to abstract Unix sockets.
     let mut ruleset = Ruleset::default()
         .handle_access(AccessFs::from_all(abi))?
         .handle_access(AccessNet::from_all(abi))?
+        .scope(Scope::from_all(abi))?
         .create()?;
     if let Some(dir) = &sandbox.socket_dir {
         let fd = PathFd::new(dir).map_err(|e| SandboxError::LandlockPath(dir.clone(), e))?;
@@ -182,6 +186,7 @@ pub const ALLOWED: &[(&str, libc::c_long)] = &[
     ("writev", libc::SYS_writev),
     ("close", libc::SYS_close),
     ("fcntl", libc::SYS_fcntl),
+    // Only FIONBIO and FIOCLEX (see `ioctl_rules`).
     ("ioctl", libc::SYS_ioctl),
     ("eventfd2", libc::SYS_eventfd2),
     // The runtime's signal pipe.
@@ -218,6 +223,7 @@ pub const ALLOWED: &[(&str, libc::c_long)] = &[
 #[cfg(target_arch = "x86_64")]
 const ALLOWED_X86_64: &[(&str, libc::c_long)] = &[
     ("epoll_wait", libc::SYS_epoll_wait),
+    ("fstat", libc::SYS_fstat),
     ("poll", libc::SYS_poll),
     ("unlink", libc::SYS_unlink),
 ];
@@ -233,6 +239,18 @@ fn socket_rules() -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
     [libc::AF_INET, libc::AF_INET6]
         .into_iter()
         .map(|family| SeccompRule::new(vec![cond(0, SeccompCmpOp::Eq, family)?, dgram.clone()]))
+        .collect()
+}
+
+/// `ioctl` only to make a descriptor non-blocking or close-on-exec (what the standard
+/// library and the runtime use): no device, interface or terminal requests.
+fn ioctl_rules() -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
+    [libc::FIONBIO, libc::FIOCLEX]
+        .into_iter()
+        .map(|request| {
+            let cond = SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, request);
+            SeccompRule::new(vec![cond?])
+        })
         .collect()
 }
 
@@ -257,6 +275,7 @@ pub fn seccomp_program(mode: SeccompMode) -> Result<BpfProgram, SandboxError> {
         .collect();
     rules.insert(libc::SYS_socket, socket_rules().map_err(|e| fail(&e))?);
     rules.insert(libc::SYS_prctl, prctl_rules().map_err(|e| fail(&e))?);
+    rules.insert(libc::SYS_ioctl, ioctl_rules().map_err(|e| fail(&e))?);
     let mismatch = match mode {
         SeccompMode::Log => SeccompAction::Log,
         _ => SeccompAction::KillProcess,

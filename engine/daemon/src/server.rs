@@ -373,7 +373,10 @@ async fn read_requests(shared: &Arc<Shared>, client: u64, mut rd: OwnedReadHalf)
         if buf.is_empty() {
             due = None;
         } else {
-            due.get_or_insert_with(|| tokio::time::Instant::now() + limit);
+            // Checked: a frame timeout too large to add means no deadline, not a panic.
+            if due.is_none() {
+                due = tokio::time::Instant::now().checked_add(limit);
+            }
         }
         buf.reserve(8192);
         let read = rd.read_buf(&mut buf);

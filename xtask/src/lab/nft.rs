@@ -87,9 +87,15 @@ pub(crate) fn loss_threshold(loss_pct: f64) -> u32 {
     (loss_pct.clamp(0.0, 100.0) * 100.0).round() as u32
 }
 
-/// Replace the impairment chains' rules: TCP loss each way on the veth, and a cap on RSTs
-/// leaving the target (`Some(0)` drops every RST).
-pub(crate) fn impairments(veth: &str, loss_pct: f64, rst_limit: Option<u32>) -> String {
+/// Replace the impairment chains' rules: TCP loss each way on the target's veths (one per
+/// scanner), and a cap on RSTs leaving the target over all of them (`Some(0)` drops every RST).
+pub(crate) fn impairments(veths: &[&str], loss_pct: f64, rst_limit: Option<u32>) -> String {
+    // One veth is matched as `"x"`, several as the anonymous set `{ "x", "y" }`.
+    let quoted: Vec<String> = veths.iter().map(|v| format!("\"{v}\"")).collect();
+    let veth = match quoted.as_slice() {
+        [one] => one.clone(),
+        all => format!("{{ {} }}", all.join(", ")),
+    };
     let mut s =
         format!("flush chain inet {TABLE} impair_in\nflush chain inet {TABLE} impair_out\n");
     let loss = loss_threshold(loss_pct);
@@ -103,7 +109,7 @@ pub(crate) fn impairments(veth: &str, loss_pct: f64, rst_limit: Option<u32>) -> 
         for (chain, dir) in [("impair_in", "iifname"), ("impair_out", "oifname")] {
             writeln!(
                 s,
-                "add rule inet {TABLE} {chain} {dir} \"{veth}\" meta l4proto tcp{sample} drop"
+                "add rule inet {TABLE} {chain} {dir} {veth} meta l4proto tcp{sample} drop"
             )
             .unwrap();
         }
@@ -114,14 +120,14 @@ pub(crate) fn impairments(veth: &str, loss_pct: f64, rst_limit: Option<u32>) -> 
         Some(0) => {
             writeln!(
                 s,
-                "add rule inet {TABLE} impair_out oifname \"{veth}\" tcp flags rst drop"
+                "add rule inet {TABLE} impair_out oifname {veth} tcp flags rst drop"
             )
             .unwrap();
         }
         Some(n) => {
             writeln!(
                 s,
-                "add rule inet {TABLE} impair_out oifname \"{veth}\" tcp flags rst limit rate over {n}/second burst 10 packets drop"
+                "add rule inet {TABLE} impair_out oifname {veth} tcp flags rst limit rate over {n}/second burst 10 packets drop"
             )
             .unwrap();
         }
@@ -218,19 +224,24 @@ mod tests {
         assert_eq!(loss_threshold(0.0), 0);
         assert_eq!(loss_threshold(2.5), 250);
         assert_eq!(loss_threshold(100.0), 10000);
-        let none = impairments("pst0", 0.0, None);
+        let none = impairments(&["pst0"], 0.0, None);
         assert_eq!(none.lines().count(), 2, "{none}");
-        let both = impairments("pst0", 1.0, Some(50));
+        let both = impairments(&["pst0"], 1.0, Some(50));
         assert!(
             both.contains("iifname \"pst0\" meta l4proto tcp numgen random mod 10000 < 100 drop")
         );
         assert!(both.contains("limit rate over 50/second burst 10 packets drop"));
-        assert!(impairments("pst0", 0.0, Some(0)).contains("tcp flags rst drop"));
-        let all = impairments("pst0", 100.0, None);
+        assert!(impairments(&["pst0"], 0.0, Some(0)).contains("tcp flags rst drop"));
+        let all = impairments(&["pst0"], 100.0, None);
         assert!(
             all.contains("oifname \"pst0\" meta l4proto tcp drop"),
             "{all}"
         );
         assert!(!all.contains("numgen"), "{all}");
+        let two = impairments(&["pst0", "pst1"], 0.0, Some(0));
+        assert!(
+            two.contains("oifname { \"pst0\", \"pst1\" } tcp flags rst drop"),
+            "{two}"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! Tearing a lab down: stopping its listeners (found by PID file and through /proc, only
-//! processes that run this lab's `lab serve`), deleting its namespaces and its state.
+//! processes that run this lab's `lab serve`), deleting its namespaces (every scanner's and
+//! the target's) and its state.
 
 use std::fs;
 use std::path::Path;
@@ -32,7 +33,9 @@ pub(super) fn teardown(name: &str, child: Option<Child>) -> anyhow::Result<()> {
             kill(pid)?;
         }
     }
-    for ns in [format!("{name}-s"), format!("{name}-t")] {
+    let mut namespaces = super::scanners::existing_namespaces(name);
+    namespaces.push(format!("{name}-t"));
+    for ns in namespaces {
         if !ns_exists(&ns) {
             continue;
         }

@@ -17,7 +17,7 @@ use super::{
     nmap_reason, proto_str, summary, timestr, HostAcc, HostFlag, HostTable, Out, Report,
     ReportFilter, ScanEnd, ScanMeta,
 };
-use portscope_core::results::PortResult;
+use portscope_core::results::{PortResult, Reason};
 use portscope_core::services::tcp_service;
 use std::fmt::Write as _;
 use std::io::{self, Write};
@@ -118,7 +118,7 @@ fn host_xml(s: &mut String, ip: &IpAddr, host: &HostAcc, end: &ScanEnd) {
     // Writing into a String cannot fail; the results are ignored below for that reason.
     let (reason, ttl) = match host.status {
         Some(st) => (nmap_reason(v6, st.reason, st.icmp), st.ttl),
-        None => ("syn-ack", 0), // flagged: its SYN-ACKs are the replies
+        None => (Reason::SynAck.as_str(), 0), // flagged: its SYN-ACKs are the replies
     };
     let _ = writeln!(
         s,
