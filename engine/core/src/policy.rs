@@ -37,6 +37,7 @@ pub const DEFAULT_DENY: &[(&str, &str)] = &[
     ("255.255.255.255/32", "limited broadcast (RFC 919)"),
     ("::/128", "unspecified address (RFC 4291)"),
     ("::1/128", "loopback address (RFC 4291)"),
+    ("::/96", "IPv4-compatible address, deprecated (RFC 4291)"),
     ("::ffff:0:0/96", "IPv4-mapped address (RFC 4291)"),
     ("64:ff9b::/96", "IPv4-IPv6 translation (RFC 6052)"),
     ("64:ff9b:1::/48", "IPv4-IPv6 translation (RFC 8215)"),
@@ -46,6 +47,7 @@ pub const DEFAULT_DENY: &[(&str, &str)] = &[
     ("2001::/23", "IETF protocol assignments (RFC 2928)"),
     ("2001:db8::/32", "documentation (RFC 3849)"),
     ("2002::/16", "6to4 (RFC 3056)"),
+    ("2620:4f:8000::/48", "AS112-v6 direct delegation (RFC 7534)"),
     ("3fff::/20", "documentation (RFC 9637)"),
     ("5f00::/16", "segment routing SIDs (RFC 9602)"),
     ("fc00::/7", "unique-local (RFC 4193)"),
@@ -205,6 +207,8 @@ mod tests {
             "2001:2::1",
             "fd00::1",
             "::ffff:8.8.8.8",
+            "::127.0.0.1",
+            "2620:4f:8000::1",
         ] {
             assert!(p.permits(a.parse().unwrap()).is_err(), "{a} must be denied");
         }
