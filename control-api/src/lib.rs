@@ -10,7 +10,8 @@
 //! - [`store`]: sqlx + SQLite, portable SQL, embedded migrations.
 //! - [`model`]: response shapes and scan types. [`error`]: the one error type.
 //! - [`netaddr`]: client address, CIDR sets, ASN table. [`ratelimit`]: fixed windows.
-//! - [`webhook`], [`enrich`] (banners, PTR), [`metrics`], [`openapi`], [`clock`], [`config`].
+//! - [`webhook`], [`enrich`] (banners, PTR), [`metrics`], [`openapi`], [`clock`], [`config`],
+//!   [`util`] (random hex, locking).
 //! - [`managed`]: the token-authenticated managed-scan API (`/api/v1`, `/report/{id}`).
 //!
 //! **Invariant:** a self-scan's target is always the requesting connection's address (or
@@ -32,6 +33,7 @@ pub mod openapi;
 pub mod ratelimit;
 pub mod scans;
 pub mod store;
+pub mod util;
 pub mod webhook;
 
 pub use http::{app, AppState};

@@ -1,8 +1,9 @@
 //! The OpenAPI document of the managed-scan API, served at `GET /api/v1/openapi.json`
-//! (utoipa, from the handlers' annotations). Response bodies are described in words and
-//! in the README; the request bodies have schemas.
+//! (utoipa, from the handlers' annotations). Request bodies have schemas from their types;
+//! response bodies from [`super::schema`], attached by its modifier.
 
 use super::api;
+use super::schema::{self as s, TypedResponses};
 use crate::error::ErrorBody;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -31,7 +32,7 @@ impl Modify for Bearer {
             Errors are JSON `{\"error\": CODE, \"message\": TEXT}`. Every response carries \
             RateLimit-Limit / -Remaining / -Reset (60 requests per IP per minute)."
     ),
-    modifiers(&Bearer),
+    modifiers(&Bearer, &TypedResponses),
     paths(
         api::post_scan,
         api::get_scan,
@@ -53,6 +54,22 @@ impl Modify for Bearer {
         api::resolve,
         api::report_page
     ),
-    components(schemas(api::ScanBody, api::TargetBody, ErrorBody))
+    components(schemas(
+        api::ScanBody,
+        api::TargetBody,
+        ErrorBody,
+        s::ManagedErrorBody,
+        s::ScanQueued,
+        s::ScanView,
+        s::ScanList,
+        s::Cancelled,
+        s::ResultsView,
+        s::SummaryView,
+        s::TriggerAll,
+        s::TargetView,
+        s::TargetList,
+        s::AlertView,
+        s::AlertList
+    ))
 )]
 pub struct ManagedApiDoc;

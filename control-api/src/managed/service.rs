@@ -3,7 +3,7 @@
 //! scans (banners, grade, alerts against the previous scan, monitor webhooks), and runs
 //! scheduled targets. It does not parse HTTP: handlers pass a checked [`Token`].
 
-use super::demux::MANAGED_ID_PREFIX;
+use super::demux::new_managed_id;
 use super::error::ManagedError;
 use super::findings::{self, OpenPort, Severity};
 use super::scope::{Resolver, TargetSpec};
@@ -15,6 +15,7 @@ use crate::engine::{EngineClient, EngineError, EngineNotice};
 use crate::enrich::BannerGrabber;
 use crate::model::ScanType;
 use crate::netaddr::CidrSet;
+use crate::util::lock;
 use crate::webhook::Webhooks;
 use ipnet::IpNet;
 use portscope_core::policy::TargetPolicy;
@@ -123,10 +124,6 @@ pub fn profile_ports(
         return Err(bad("no ports to scan".into()));
     }
     Ok((name.to_string(), spec, set.len()))
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The service.
@@ -327,7 +324,7 @@ impl ManagedService {
             now_ms.max(prev + 1)
         };
         let row = MScanRow {
-            id: format!("{MANAGED_ID_PREFIX}{}", random_hex(16)),
+            id: new_managed_id(),
             token_id: token.id.clone(),
             target_id: order.target_id.clone(),
             target,
