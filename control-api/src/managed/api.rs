@@ -32,6 +32,11 @@ pub const MAX_LIMIT: i64 = 100;
 pub const DEFAULT_LIMIT: i64 = 50;
 /// Shortest schedule interval, seconds.
 pub const MIN_INTERVAL: i64 = 300;
+/// Longest schedule interval, seconds (366 days): larger values would push the next run
+/// past any useful horizon and, unchecked, overflow the time arithmetic.
+pub const MAX_INTERVAL: i64 = 366 * 86_400;
+/// Largest `offset` of a page.
+pub const MAX_OFFSET: i64 = 1_000_000_000;
 
 /// The `/api/v1` routes (nested by the caller).
 pub fn routes() -> Router<S> {
@@ -421,7 +426,13 @@ fn page(p: &Page) -> Result<(i64, i64), ManagedError> {
             "limit must be between 1 and {MAX_LIMIT}"
         )));
     }
-    Ok((limit, num(&p.offset, "offset", 0)?))
+    let offset = num(&p.offset, "offset", 0)?;
+    if offset > MAX_OFFSET {
+        return Err(ManagedError::BadRequest(format!(
+            "offset must be at most {MAX_OFFSET}"
+        )));
+    }
+    Ok((limit, offset))
 }
 
 /// The token's scans, newest first, with the total.
@@ -553,13 +564,18 @@ async fn apply_target(
     let (profile, _, _) = profile_ports(Some(&row.profile), row.ports.as_deref())?;
     row.profile = profile;
     if let Some(i) = b.interval {
-        if i != 0 && i < MIN_INTERVAL {
+        if i != 0 && !(MIN_INTERVAL..=MAX_INTERVAL).contains(&i) {
             return Err(ManagedError::BadRequest(format!(
-                "interval must be 0 (none) or at least {MIN_INTERVAL} seconds"
+                "interval must be 0 (none) or between {MIN_INTERVAL} and {MAX_INTERVAL} seconds"
             )));
         }
         row.interval_secs = (i > 0).then_some(i);
-        row.next_run_at = row.interval_secs.map(|i| now + i);
+        row.next_run_at = match row.interval_secs {
+            None => None,
+            Some(i) => Some(now.checked_add(i).ok_or_else(|| {
+                ManagedError::BadRequest("interval puts the next run out of range".into())
+            })?),
+        };
     }
     if let Some(e) = b.enabled {
         row.enabled = i64::from(e);
