@@ -6,6 +6,8 @@
 //! - [`store`]: the tables. [`findings`]: the severity rubric and grade.
 //! - [`api`]: handlers and JSON shapes; [`schema`]: their OpenAPI schemas. [`report`]:
 //!   `SECURITY-FIX.md` and the HTML page.
+//! - [`seed002`]: seed 002's `/v1/scan`, `/v1/runs`, `/v1/targets`, `/api/monitors`
+//!   over the same service and tokens, with its error shapes.
 //! - [`demux`]: shares the engine connection with the self-scan service. [`mail`]: alert
 //!   e-mail (optional SMTP).
 //!
@@ -23,6 +25,7 @@ pub mod openapi;
 pub mod report;
 pub mod schema;
 pub mod scope;
+pub mod seed002;
 pub mod service;
 pub mod store;
 pub mod tokens;
@@ -79,9 +82,11 @@ pub fn router<S: Clone + Send + Sync + 'static>(
     inner(
         Router::new()
             .nest("/api/v1", api::routes())
-            .merge(api::public_routes()),
+            .merge(api::public_routes())
+            .merge(seed002::routes()),
     )
     .layer(from_fn_with_state(m.clone(), limit))
+    .layer(axum::middleware::from_fn(seed002::reshape))
     .with_state(m)
 }
 
