@@ -128,6 +128,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/fast", get(get_fast).post(post_fast))
         .route("/v1/deep", get(get_deep).post(post_deep))
         .route("/v1/openapi.json", get(openapi))
+        .merge(crate::sse::self_scan_routes())
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);

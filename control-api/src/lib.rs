@@ -12,6 +12,7 @@
 //! - [`netaddr`]: client address, CIDR sets, ASN table. [`ratelimit`]: fixed windows.
 //! - [`webhook`], [`enrich`] (banners, PTR), [`metrics`], [`openapi`], [`clock`], [`config`],
 //!   [`util`] (random hex, locking).
+//! - [`sse`]: live results (Server-Sent Events) of self-scans and managed scans.
 //! - [`managed`]: the token-authenticated managed-scan API (`/api/v1`, `/report/{id}`).
 //!
 //! **Invariant:** a self-scan's target is always the requesting connection's address (or
@@ -32,6 +33,7 @@ pub mod netaddr;
 pub mod openapi;
 pub mod ratelimit;
 pub mod scans;
+pub mod sse;
 pub mod store;
 pub mod util;
 pub mod webhook;

@@ -143,7 +143,7 @@ pub(super) fn open_ports(ports: &[MPortRow], new: &[(String, i64)]) -> Vec<OpenP
 }
 
 /// The (host, port) pairs a scan found newly open (from its alerts).
-pub(super) async fn newly_open(s: &S, scan: &str) -> Result<Vec<(String, i64)>, ManagedError> {
+pub(crate) async fn newly_open(s: &S, scan: &str) -> Result<Vec<(String, i64)>, ManagedError> {
     Ok(s.service
         .store()
         .alerts_of_scan(scan)
@@ -252,7 +252,7 @@ fn target_json(t: &TargetRow) -> Value {
     })
 }
 
-pub(super) async fn owned(s: &S, token: &Token, id: &str) -> Result<MScanRow, ManagedError> {
+pub(crate) async fn owned(s: &S, token: &Token, id: &str) -> Result<MScanRow, ManagedError> {
     s.service
         .store()
         .owned_scan(&token.id, id)

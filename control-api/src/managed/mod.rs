@@ -81,7 +81,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(
 ) -> Router<S> {
     inner(
         Router::new()
-            .nest("/api/v1", api::routes())
+            .nest("/api/v1", api::routes().merge(crate::sse::managed_routes()))
             .merge(api::public_routes())
             .merge(seed002::routes()),
     )

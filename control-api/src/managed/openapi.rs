@@ -203,6 +203,9 @@ impl Modify for TypedResponses {
         doc.paths
             .paths
             .insert("/api/v1/openapi.json".into(), openapi_path());
+        doc.paths
+            .paths
+            .insert("/api/v1/scan/{id}/events".into(), events_path());
         tighten_requests(doc);
         add_links(doc);
         for (path, item) in doc.paths.paths.iter_mut() {
@@ -383,6 +386,42 @@ fn openapi_path() -> PathItem {
     )
 }
 
+/// GET `/api/v1/scan/{id}/events` ([`crate::sse`]).
+fn events_path() -> PathItem {
+    use utoipa::openapi::path::{OperationBuilder, ParameterBuilder, ParameterIn};
+    use utoipa::openapi::security::SecurityRequirement;
+    use utoipa::openapi::ResponseBuilder;
+    let stream = ResponseBuilder::new()
+        .description(
+            "Server-Sent Events: `progress` ({status, chunksComplete, totalChunks}) on each \
+             change, `port` ({host, port, state, service}) per open or filtered port as it \
+             is recorded, then one `result` (the GET document) when the scan is final; the \
+             stream then ends",
+        )
+        .content("text/event-stream", Content::new(None::<RefOr<_>>))
+        .build();
+    PathItem::new(
+        HttpMethod::Get,
+        OperationBuilder::new()
+            .operation_id(Some("scan_events"))
+            .tag("managed scans")
+            .summary(Some("Live progress and ports of a scan"))
+            .parameter(
+                ParameterBuilder::new()
+                    .name("id")
+                    .parameter_in(ParameterIn::Path)
+                    .required(utoipa::openapi::Required::True)
+                    .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                    .description(Some("Scan id")),
+            )
+            .security(SecurityRequirement::new("bearer", Vec::<String>::new()))
+            .response("200", stream)
+            .response("401", Response::new("`unauthorized`"))
+            .response("404", Response::new("`not_found` (or not this token's)"))
+            .build(),
+    )
+}
+
 fn for_each_operation(item: &mut PathItem, mut f: impl FnMut(HttpMethod, &mut Operation)) {
     let slots = [
         (HttpMethod::Get, &mut item.get),
@@ -436,8 +475,9 @@ mod tests {
                 }
             });
         }
-        // 18 operations under /api/v1 (the 19th is /report), 2 aliases, PUT, the document.
-        assert_eq!(ops, 22);
+        // 18 operations under /api/v1 (the 19th is /report), 2 aliases, PUT, the document,
+        // the event stream.
+        assert_eq!(ops, 23);
         assert!(doc.paths.paths.contains_key("/api/v1/scans/{id}"));
         assert!(doc.paths.paths.contains_key("/api/v1/scans/{id}/fix"));
     }
