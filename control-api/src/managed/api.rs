@@ -804,7 +804,8 @@ pub async fn report_page(
     let ports = s.service.store().ports(&row.id).await?;
     let alerts = s.service.store().alerts_of_scan(&row.id).await?;
     let new = newly_open(&s, &row.id).await?;
-    let html = report::html(&row, &ports, &open_ports(&ports, &new), &alerts);
+    let history = super::chart::history(s.service.store(), &row).await?;
+    let html = report::html(&row, &ports, &open_ports(&ports, &new), &alerts, &history);
     Ok((
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),

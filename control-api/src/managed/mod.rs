@@ -5,7 +5,7 @@
 //! - [`service`]: checks, quotas, engine events, completion, alerts, monitors, scheduler.
 //! - [`store`]: the tables. [`findings`]: the severity rubric and grade.
 //! - [`api`]: handlers and JSON shapes; [`schema`]: their OpenAPI schemas. [`report`]:
-//!   `SECURITY-FIX.md` and the HTML page.
+//!   `SECURITY-FIX.md` and the HTML page; [`chart`]: its exposure chart (inline SVG).
 //! - [`seed002`]: seed 002's `/v1/scan`, `/v1/runs`, `/v1/targets`, `/api/monitors`
 //!   over the same service and tokens, with its error shapes.
 //! - [`demux`]: shares the engine connection with the self-scan service. [`mail`]: alert
@@ -17,6 +17,7 @@
 //! the self-scan API and does not change it.
 
 pub mod api;
+pub mod chart;
 pub mod demux;
 pub mod error;
 pub mod findings;
