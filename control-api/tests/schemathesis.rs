@@ -135,6 +135,16 @@ async fn self_scan_api_conforms_to_its_openapi_document() {
         },
     )
     .await;
+    // Seed 002's surface is in this document too, behind a bearer token.
+    let token = m
+        .token(
+            "fuzz",
+            &["198.18.0.0/15", "2001:2::/48"],
+            1_000_000,
+            100_000,
+        )
+        .await;
     let base = serve(&m).await;
-    run(&base, "/v1/openapi.json", &[]).await;
+    let auth = format!("Authorization: Bearer {token}");
+    run(&base, "/v1/openapi.json", &["-H", &auth]).await;
 }

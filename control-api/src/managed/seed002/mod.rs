@@ -3,11 +3,15 @@
 //! "started", target, check_status_url}`, `GET /v1/scan/{run_id}` (status `running` /
 //! `completed` / `aborted` / `failed`, `summary.total`, `findings`, `fix_url`),
 //! `GET /v1/scan/{run_id}/fix`, `GET|POST /v1/targets`, `DELETE /api/targets/{id}`,
-//! `GET /v1/runs`, `GET|POST /api/monitors`, and seed 002's error shapes ([`reshape`]).
+//! `GET /v1/runs`, `GET|POST /api/monitors`, and seed 002's error shapes ([`errors`]).
+//! [`doc`] describes them in the `/v1/openapi.json` document.
 //!
 //! Thin: every scan goes through [`ManagedService::submit`] with the same bearer token, so
 //! scope, quotas, 409 and the per-IP limit are the `/api/v1` ones. A run is a managed
 //! scan; its `run_id` is the scan's UUID (the same id works on `/api/v1/scan/{id}`).
+
+pub mod doc;
+pub mod errors;
 
 use super::api::{newly_open, open_ports, owned, Authed};
 use super::error::ManagedError;
@@ -17,14 +21,13 @@ use super::service::{ManagedService, ScanOrder};
 use super::store::{MScanRow, TargetRow};
 use super::tokens::Token;
 use super::{random_hex, report, Managed};
-use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::Next;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+pub use errors::{is_seed002_path, reshape};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -45,16 +48,6 @@ pub fn routes() -> Router<S> {
         .route("/api/targets/{id}", delete(delete_target))
         .route("/v1/runs", get(runs))
         .route("/api/monitors", get(list_monitors).post(add_monitor))
-}
-
-/// Whether a path belongs to this surface (its errors get seed 002's shapes).
-pub fn is_seed002_path(path: &str) -> bool {
-    path == "/v1/scan"
-        || path.starts_with("/v1/scan/")
-        || path == "/v1/targets"
-        || path == "/v1/runs"
-        || path == "/api/monitors"
-        || path.starts_with("/api/targets/")
 }
 
 /// Seed 002's status words for a managed scan status.
@@ -124,8 +117,9 @@ fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ManagedError> {
 }
 
 /// `POST /v1/scan` and `POST /v1/targets` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"host": "198.18.0.5", "label": "production"}))]
 pub struct HostBody {
     /// URL or host name, with or without scheme (an IP or CIDR too).
     pub host: String,
@@ -163,7 +157,9 @@ async fn find_target(s: &S, t: &Token, target: &str) -> Result<Option<TargetRow>
 }
 
 /// Scans a host (scope-checked); creates its target first when it has none.
-async fn start(
+#[utoipa::path(post, path = "/v1/scan", tag = "seed 002", request_body = HostBody, security(("bearer" = [])),
+    responses((status = 201, description = "Started", body = doc::RunStarted), (status = 400, description = "Invalid input", body = doc::Seed002Error), (status = 401, description = "`unauthorized`", body = doc::Seed002Error), (status = 402, description = "Monthly scan quota reached", body = doc::Seed002Error), (status = 403, description = "Outside the token's scope", body = doc::Seed002Error), (status = 409, description = "Conflict", body = doc::Seed002Error), (status = 429, description = "`rate limit` with `retry_after`", body = doc::Seed002Error), (status = 503, description = "Engine unavailable", body = doc::Seed002Error)))]
+pub async fn start(
     State(s): State<S>,
     Authed(t): Authed,
     headers: HeaderMap,
@@ -243,7 +239,9 @@ fn run_json(
 }
 
 /// Status, summary and every finding so far (partial while running).
-async fn status(
+#[utoipa::path(get, path = "/v1/scan/{run_id}", tag = "seed 002", params(("run_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, description = "Status, summary, findings so far", body = doc::RunView), (status = 400, description = "Invalid input", body = doc::Seed002Error), (status = 401, description = "`unauthorized`", body = doc::Seed002Error), (status = 404, description = "`not found`", body = doc::Seed002Error), (status = 429, description = "`rate limit` with `retry_after`", body = doc::Seed002Error)))]
+pub async fn status(
     State(s): State<S>,
     Authed(t): Authed,
     headers: HeaderMap,
@@ -257,16 +255,20 @@ async fn status(
 }
 
 /// `GET /v1/scan/{run_id}/fix` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FixQuery {
     /// One target's findings only.
     pub target: Option<String>,
     /// `auto` (default) or `legacy`: both are security-fix/v1 here.
+    #[param(pattern = "^(auto|legacy)$")]
     pub format: Option<String>,
 }
 
 /// SECURITY-FIX.md of a run.
-async fn fix(
+#[utoipa::path(get, path = "/v1/scan/{run_id}/fix", tag = "seed 002", params(("run_id" = String, Path), FixQuery), security(("bearer" = [])),
+    responses((status = 200, description = "SECURITY-FIX.md", body = String, content_type = "text/markdown"), (status = 400, description = "Invalid input", body = doc::Seed002Error), (status = 401, description = "`unauthorized`", body = doc::Seed002Error), (status = 404, description = "`not found`", body = doc::Seed002Error), (status = 429, description = "`rate limit` with `retry_after`", body = doc::Seed002Error)))]
+pub async fn fix(
     State(s): State<S>,
     Authed(t): Authed,
     Path(run_id): Path<String>,
@@ -311,7 +313,9 @@ fn target_json(t: &TargetRow) -> Value {
 }
 
 /// The token's targets.
-async fn list_targets(State(s): State<S>, Authed(t): Authed) -> R {
+#[utoipa::path(get, path = "/v1/targets", tag = "seed 002", security(("bearer" = [])),
+    responses((status = 200, description = "The token's targets", body = doc::HostTargetList), (status = 400, description = "Invalid input", body = doc::Seed002Error), (status = 401, description = "`unauthorized`", body = doc::Seed002Error), (status = 429, description = "`rate limit` with `retry_after`", body = doc::Seed002Error)))]
+pub async fn list_targets(State(s): State<S>, Authed(t): Authed) -> R {
     let rows = s.service.store().targets(&t.id).await?;
     Ok(Json(json!({
         "targets": rows.iter().map(target_json).collect::<Vec<_>>(),
@@ -321,7 +325,9 @@ async fn list_targets(State(s): State<S>, Authed(t): Authed) -> R {
 }
 
 /// Adds a target (scope-checked); 409 `target exists` with its id.
-async fn add_target(
+#[utoipa::path(post, path = "/v1/targets", tag = "seed 002", request_body = HostBody, security(("bearer" = [])),
+    responses((status = 201, description = "Added", body = doc::HostTarget), (status = 400, description = "Invalid input", body = doc::Seed002Error), (status = 401, description = "`unauthorized`", body = doc::Seed002Error), (status = 403, description = "Outside the token's scope", body = doc::Seed002Error), (status = 409, description = "Conflict", body = doc::Seed002Error), (status = 429, description = "`rate limit` with `retry_after`", body = doc::Seed002Error)))]
+pub async fn add_target(
     State(s): State<S>,
     Authed(t): Authed,
     b: Result<Json<HostBody>, JsonRejection>,
@@ -343,7 +349,9 @@ async fn add_target(
 }
 
 /// Removes a target (its past runs stay).
-async fn delete_target(State(s): State<S>, Authed(t): Authed, Path(id): Path<String>) -> R {
+#[utoipa::path(delete, path = "/api/targets/{id}", tag = "seed 002", params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 204, description = "Deleted"), (status = 400, description = "Invalid input", body = doc::Seed002Error), (status = 401, description = "`unauthorized`", body = doc::Seed002Error), (status = 404, description = "`not found`", body = doc::Seed002Error), (status = 429, description = "`rate limit` with `retry_after`", body = doc::Seed002Error)))]
+pub async fn delete_target(State(s): State<S>, Authed(t): Authed, Path(id): Path<String>) -> R {
     if !s.service.store().delete_target(&t.id, &id).await? {
         return Err(ManagedError::not_found("target"));
     }
@@ -351,7 +359,9 @@ async fn delete_target(State(s): State<S>, Authed(t): Authed, Path(id): Path<Str
 }
 
 /// The last 50 runs, most recent first, with summary counts.
-async fn runs(State(s): State<S>, Authed(t): Authed, headers: HeaderMap) -> R {
+#[utoipa::path(get, path = "/v1/runs", tag = "seed 002", security(("bearer" = [])),
+    responses((status = 200, description = "The last 50 runs", body = doc::RunList), (status = 400, description = "Invalid input", body = doc::Seed002Error), (status = 401, description = "`unauthorized`", body = doc::Seed002Error), (status = 429, description = "`rate limit` with `retry_after`", body = doc::Seed002Error)))]
+pub async fn runs(State(s): State<S>, Authed(t): Authed, headers: HeaderMap) -> R {
     let (rows, _) = s
         .service
         .store()
@@ -367,8 +377,9 @@ async fn runs(State(s): State<S>, Authed(t): Authed, headers: HeaderMap) -> R {
 }
 
 /// `POST /api/monitors` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"target": "198.18.0.6", "frequency": "daily"}))]
 pub struct MonitorBody {
     /// URL or host.
     pub target: String,
@@ -378,8 +389,9 @@ pub struct MonitorBody {
     pub alert_email: Option<String>,
     /// Webhook for CRITICAL/HIGH alerts (public HTTPS).
     pub alert_webhook: Option<String>,
-    /// Accepted for compatibility; Portscope checks ports, not certificates.
-    pub alert_on_cert_expiry_days: Option<u32>,
+    /// Accepted for compatibility (1 to 3650); Portscope checks ports, not certificates.
+    #[schema(minimum = 1, maximum = 3650)]
+    pub alert_on_cert_expiry_days: Option<u16>,
 }
 
 fn monitor_json(t: &TargetRow) -> Value {
@@ -399,7 +411,9 @@ fn monitor_json(t: &TargetRow) -> Value {
 
 /// Schedules a target daily or weekly with CRITICAL/HIGH alerts (creates the target if
 /// needed, scope-checked; an existing target's schedule and alerts are replaced).
-async fn add_monitor(
+#[utoipa::path(post, path = "/api/monitors", tag = "seed 002", request_body = MonitorBody, security(("bearer" = [])),
+    responses((status = 201, description = "Scheduled", body = doc::Monitor), (status = 400, description = "Invalid input", body = doc::Seed002Error), (status = 401, description = "`unauthorized`", body = doc::Seed002Error), (status = 403, description = "Outside the token's scope", body = doc::Seed002Error), (status = 429, description = "`rate limit` with `retry_after`", body = doc::Seed002Error)))]
+pub async fn add_monitor(
     State(s): State<S>,
     Authed(t): Authed,
     b: Result<Json<MonitorBody>, JsonRejection>,
@@ -414,6 +428,13 @@ async fn add_monitor(
             )))
         }
     };
+    if b.alert_on_cert_expiry_days
+        .is_some_and(|d| !(1..=3650).contains(&d))
+    {
+        return Err(ManagedError::BadRequest(
+            "alert_on_cert_expiry_days must be between 1 and 3650".into(),
+        ));
+    }
     let spec = host_of(&b.target)?;
     s.service.authorize(&t, &spec).await?;
     let webhook = match b.alert_webhook.as_deref().filter(|u| !u.is_empty()) {
@@ -446,7 +467,9 @@ async fn add_monitor(
 }
 
 /// The token's scheduled targets.
-async fn list_monitors(State(s): State<S>, Authed(t): Authed) -> R {
+#[utoipa::path(get, path = "/api/monitors", tag = "seed 002", security(("bearer" = [])),
+    responses((status = 200, description = "Scheduled targets", body = doc::MonitorList), (status = 400, description = "Invalid input", body = doc::Seed002Error), (status = 401, description = "`unauthorized`", body = doc::Seed002Error), (status = 429, description = "`rate limit` with `retry_after`", body = doc::Seed002Error)))]
+pub async fn list_monitors(State(s): State<S>, Authed(t): Authed) -> R {
     let rows = s.service.store().targets(&t.id).await?;
     let monitors: Vec<Value> = rows
         .iter()
@@ -454,64 +477,6 @@ async fn list_monitors(State(s): State<S>, Authed(t): Authed) -> R {
         .map(monitor_json)
         .collect();
     Ok(Json(json!({"monitors": monitors})).into_response())
-}
-
-/// Seed 002's error shapes for this surface, from the managed errors (`{error: CODE,
-/// message}`) every layer produces: 400/403 `{"error": MESSAGE}`, 401
-/// `{"error": "unauthorized"}`, 404 `{"error": "not found"}`, 409 on a live scan
-/// `{"error": "scan in progress", "run_id"}`, a monthly quota 402 `{"error": MESSAGE}`,
-/// other 429s `{"error": "rate limit", "retry_after": SECONDS}`, 5xx `{"error":
-/// "internal"}` (503 keeps its message). Headers (`Retry-After`, `RateLimit-*`) stay.
-pub async fn reshape(req: Request, next: Next) -> Response {
-    if !is_seed002_path(req.uri().path()) {
-        return next.run(req).await;
-    }
-    let resp = next.run(req).await;
-    let status = resp.status();
-    if !(status.is_client_error() || status.is_server_error()) {
-        return resp;
-    }
-    let (mut parts, b) = resp.into_parts();
-    let bytes = axum::body::to_bytes(b, 64 * 1024).await.unwrap_or_default();
-    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    if v.get("target_id").is_some() {
-        // Already seed 002's (`target exists`).
-        parts.headers.remove(header::CONTENT_LENGTH);
-        return Response::from_parts(parts, Body::from(bytes));
-    }
-    let code = v.get("error").and_then(Value::as_str).unwrap_or_default();
-    let message = v.get("message").and_then(Value::as_str).unwrap_or(code);
-    let retry_after = parts
-        .headers
-        .get(header::RETRY_AFTER)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.parse::<u64>().ok())
-        .unwrap_or(60);
-    let (status, body) = match (status, code) {
-        (StatusCode::UNAUTHORIZED, _) => (status, json!({"error": "unauthorized"})),
-        (StatusCode::NOT_FOUND, _) => (status, json!({"error": "not found"})),
-        (StatusCode::CONFLICT, _) => (
-            status,
-            json!({"error": "scan in progress", "run_id": v.get("existingId")}),
-        ),
-        (StatusCode::TOO_MANY_REQUESTS, "monthly_limit") => {
-            (StatusCode::PAYMENT_REQUIRED, json!({"error": message}))
-        }
-        (StatusCode::TOO_MANY_REQUESTS, _) => (
-            status,
-            json!({"error": "rate limit", "retry_after": retry_after}),
-        ),
-        (StatusCode::SERVICE_UNAVAILABLE, _) => (status, json!({"error": message})),
-        (s, _) if s.is_server_error() => (s, json!({"error": "internal"})),
-        (s, _) => (s, json!({"error": message})),
-    };
-    parts.status = status;
-    parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Response::from_parts(parts, Body::from(body.to_string()))
 }
 
 #[cfg(test)]
