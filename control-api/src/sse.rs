@@ -8,6 +8,7 @@
 //! A follower task per stream reads the scan's rows every [`TICK`] and sends what is new;
 //! it ends when the scan is final, the client goes away, or after [`MAX_STREAM`]. The
 //! database stays the one source of truth: a stream opened late replays the ports so far.
+//! At most [`MAX_STREAMS`] streams are open at once (429 beyond).
 
 use crate::error::ApiError;
 use crate::http::{AppState, ClientIp};
@@ -30,6 +31,18 @@ use tokio::sync::mpsc;
 pub const TICK: Duration = Duration::from_millis(100);
 /// Longest stream (a deep scan well past its expected time has failed by then).
 pub const MAX_STREAM: Duration = Duration::from_secs(2 * 3600);
+/// Streams open at once over the whole API; one more is refused with 429 (each stream
+/// holds a follower task reading the database).
+pub const MAX_STREAMS: usize = 256;
+
+static STREAMS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_STREAMS);
+
+/// A stream slot, or `None` when [`MAX_STREAMS`] are open.
+fn slot() -> Option<tokio::sync::SemaphorePermit<'static>> {
+    STREAMS.try_acquire().ok()
+}
+
+const BUSY: &str = "too many event streams are open; try again later or poll the scan";
 
 /// What a follower sends: SSE events, then the channel closes.
 type Tx = mpsc::Sender<Event>;
@@ -86,6 +99,10 @@ async fn deep_events(
 
 async fn self_scan(s: AppState, ip: std::net::IpAddr, t: ScanType) -> Result<Response, ApiError> {
     s.check_target(ip)?;
+    let permit = slot().ok_or_else(|| ApiError::RateLimited {
+        retry_after: 30,
+        message: BUSY.into(),
+    })?;
     let (tx, rx) = mpsc::channel(256);
     let Some(row) = s.scans().latest(ip, t).await? else {
         let none = ScanResponse {
@@ -97,11 +114,12 @@ async fn self_scan(s: AppState, ip: std::net::IpAddr, t: ScanType) -> Result<Res
         return Ok(stream(rx));
     };
     tokio::spawn(async move {
+        let _permit = permit;
         let start = Instant::now();
         let mut seen = HashSet::new();
         let mut last = None;
         let host = ip.to_string();
-        while start.elapsed() < MAX_STREAM {
+        while start.elapsed() < MAX_STREAM && !tx.is_closed() {
             let Ok(Some(row)) = s.scans().get(&row.id).await else {
                 return;
             };
@@ -152,12 +170,18 @@ async fn managed_events(
     Path(id): Path<String>,
 ) -> Result<Response, ManagedError> {
     let row = owned(&s, &t, &id).await?;
+    let permit = slot().ok_or_else(|| ManagedError::Limited {
+        code: "too_many_streams",
+        message: BUSY.into(),
+        retry_after: 30,
+    })?;
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(async move {
+        let _permit = permit;
         let start = Instant::now();
         let mut seen = HashSet::new();
         let mut last = None;
-        while start.elapsed() < MAX_STREAM {
+        while start.elapsed() < MAX_STREAM && !tx.is_closed() {
             let store = s.service.store();
             let Ok(Some(row)) = store.scan(&row.id).await else {
                 return;
