@@ -4,6 +4,8 @@
 //! snippet's host, resolves to a lab host through the scanner namespace's own
 //! `/etc/netns/<ns>/hosts` (which `ip netns exec` mounts over `/etc/hosts` for the API).
 //! The findings it prints must be the lab's ground truth: one per open fast-profile port.
+//! Then an `httpx-sse` client reads a managed scan's live event stream from the real
+//! engine; the ports streamed must be the ground truth too.
 //! Needs root and the workspace binaries.
 
 use serde_json::Value;
@@ -184,8 +186,78 @@ fn seed_002_python_quick_start_against_the_lab_stack() {
     let fix = std::fs::read_to_string(dir.join("SECURITY-FIX.md")).unwrap();
     assert!(fix.starts_with("---\nformat: security-fix/v1\n"), "{fix}");
     assert!(fix.contains("myapp.com"), "{fix}");
+
+    // Live results from the real engine: an httpx-sse client starts a scan of another
+    // host and reads its event stream to the end; the ports it was sent are the truth.
+    std::fs::write(dir.join("events.py"), EVENTS).unwrap();
+    let out = s
+        .lab
+        .target_cmd(python())
+        .arg("events.py")
+        .args([&s.url_v4(), &key, EVENTS_HOST])
+        .current_dir(&dir)
+        .env("NO_PROXY", "*")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "result", "{stdout}");
+    assert_eq!(last["data"]["status"], "complete", "{stdout}");
+    let streamed = |state: &str| -> BTreeSet<u16> {
+        events
+            .iter()
+            .filter(|e| e["event"] == "port" && e["data"]["state"] == state)
+            .map(|e| e["data"]["port"].as_u64().unwrap() as u16)
+            .collect()
+    };
+    let host = s.lab.truth().host(EVENTS_HOST.parse().unwrap()).unwrap();
+    let truth = |f: &dyn Fn(Expected) -> bool| -> BTreeSet<u16> {
+        (1..=EVENTS_PORTS)
+            .filter(|p| f(host.expected(*p)))
+            .collect()
+    };
+    assert_eq!(
+        streamed("open"),
+        truth(&|e| e == Expected::Open),
+        "{stdout}"
+    );
+    assert_eq!(
+        streamed("filtered"),
+        truth(&|e| matches!(e, Expected::FilteredSilent | Expected::FilteredIcmp)),
+        "{stdout}"
+    );
+    assert!(!streamed("open").is_empty());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The host and port range of the event-stream scan.
+const EVENTS_HOST: &str = "198.19.0.21";
+const EVENTS_PORTS: u16 = 4000;
+
+/// Starts a scan and prints its event stream, one JSON line per event.
+const EVENTS: &str = r#"
+import json, sys, httpx
+from httpx_sse import connect_sse
+base, key, host = sys.argv[1], sys.argv[2], sys.argv[3]
+h = {"Authorization": f"Bearer {key}"}
+r = httpx.post(f"{base}/api/v1/scan", headers=h,
+               json={"target": host, "profile": "custom", "ports": "1-4000"})
+assert r.status_code == 201, r.text
+sid = r.json()["id"]
+with httpx.Client(timeout=120) as c:
+    with connect_sse(c, "GET", f"{base}/api/v1/scan/{sid}/events", headers=h) as es:
+        for sse in es.iter_sse():
+            print(json.dumps({"event": sse.event, "data": sse.json()}), flush=True)
+"#;
 
 fn tempfile_dir() -> PathBuf {
     let d = std::env::temp_dir().join(format!("portscope-seed002-{}", std::process::id()));
