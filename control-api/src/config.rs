@@ -107,6 +107,25 @@ pub struct Config {
     /// Sender of alert e-mail, e.g. `Portscope <alerts@example.com>`.
     #[serde(alias = "smtp_from")]
     pub smtp_from: Option<String>,
+    /// Serve `GET /metrics` on this separate address (no edge limit); none = not served.
+    #[serde(alias = "metrics_listen")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// A request head must arrive within this, seconds (also the keep-alive idle wait).
+    #[serde(alias = "header_read_timeout_secs")]
+    pub header_read_timeout_secs: u64,
+    /// A connection with no bytes moving either way this long is closed, seconds.
+    #[serde(alias = "idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+    /// Open connections per client address (429 `too_many_connections` beyond).
+    #[serde(alias = "max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// Open connections in all (503 `overloaded` beyond; also kept below the fd limit).
+    #[serde(alias = "max_connections")]
+    pub max_connections: usize,
+    /// File of the server secret report keys are derived from (created, mode 0600, when
+    /// missing); default: the database path with `.secret` appended. Never in the database.
+    #[serde(alias = "secret_file")]
+    pub secret_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -139,6 +158,12 @@ impl Default for Config {
             webhook_backoff_ms: 1000,
             smtp_url: None,
             smtp_from: None,
+            metrics_listen: None,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_connections_per_ip: 64,
+            max_connections: 4096,
+            secret_file: None,
         }
     }
 }
@@ -179,6 +204,25 @@ impl Config {
         Self::from_toml(&text).map_err(|source| ConfigError::Toml {
             path: path.display().to_string(),
             source,
+        })
+    }
+
+    /// The listener's connection limits.
+    pub fn conn_limits(&self) -> crate::serve::ConnLimits {
+        crate::serve::ConnLimits {
+            header_read: Duration::from_secs(self.header_read_timeout_secs.clamp(1, 3600)),
+            idle: Duration::from_secs(self.idle_timeout_secs.clamp(1, 86_400)),
+            per_ip: self.max_connections_per_ip.max(1),
+            total: self.max_connections.max(1),
+        }
+    }
+
+    /// The secret file: `secret-file`, or the database path with `.secret` appended.
+    pub fn secret_path(&self) -> PathBuf {
+        self.secret_file.clone().unwrap_or_else(|| {
+            let mut p = self.db.clone().into_os_string();
+            p.push(".secret");
+            PathBuf::from(p)
         })
     }
 

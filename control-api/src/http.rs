@@ -112,7 +112,8 @@ fn request_limits<S: Clone + Send + Sync + 'static>(
     limits: HttpLimits,
     concurrency: &GlobalConcurrencyLimitLayer,
 ) -> Router<S> {
-    r.layer(RequestBodyLimitLayer::new(limits.body_bytes))
+    r.layer(from_fn_with_state(limits.body_bytes, read_body))
+        .layer(RequestBodyLimitLayer::new(limits.body_bytes))
         .layer(concurrency.clone())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -129,7 +130,6 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/deep", get(get_deep).post(post_deep))
         .route("/v1/openapi.json", get(openapi))
         .merge(crate::sse::self_scan_routes())
-        .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     // Innermost first: each `layer` call wraps everything added before it. The self-scan
@@ -144,6 +144,31 @@ pub fn app(state: AppState) -> Router {
         .merge(managed)
         .layer(from_fn(json_errors))
         .layer(from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Reads the whole body up to `limit` bytes before any handler runs, so a chunked body
+/// (no `Content-Length` for the layer above to check) over the limit gets the same 413 on
+/// every route, whether or not its handler reads a body.
+async fn read_body(State(limit): State<usize>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Err(_) => StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+    }
+}
+
+/// `GET /metrics` alone, for its own listener (`metrics-listen`): not on the public
+/// address, and not counted against any client's edge limit.
+pub fn metrics_app(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(from_fn(json_errors))
         .with_state(state)
 }
 
@@ -381,9 +406,7 @@ pub async fn openapi() -> Response {
     Json(ApiDoc::openapi()).into_response()
 }
 
-/// Prometheus metrics (OpenMetrics text).
-#[utoipa::path(get, path = "/metrics", tag = "meta",
-    responses((status = 200, description = "OpenMetrics text exposition", content_type = "application/openmetrics-text")))]
+/// Prometheus metrics (OpenMetrics text), served by [`metrics_app`] only.
 pub async fn metrics(State(s): State<AppState>) -> Response {
     s.0.scans.refresh_gauges().await;
     (

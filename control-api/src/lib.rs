@@ -12,6 +12,8 @@
 //! - [`netaddr`]: client address, CIDR sets, ASN table. [`ratelimit`]: fixed windows.
 //! - [`webhook`], [`enrich`] (banners, PTR), [`metrics`], [`openapi`], [`clock`], [`config`],
 //!   [`util`] (random hex, locking).
+//! - [`serve`]: the listener (connection caps, header-read and idle timeouts, JSON for
+//!   hyper's own errors). [`privs`]: no-new-privs and no capabilities, at start.
 //! - [`sse`]: live results (Server-Sent Events) of self-scans and managed scans.
 //! - [`managed`]: the token-authenticated managed-scan API (`/api/v1`, `/report/{id}`).
 //!
@@ -31,8 +33,11 @@ pub mod metrics;
 pub mod model;
 pub mod netaddr;
 pub mod openapi;
+pub mod privs;
 pub mod ratelimit;
 pub mod scans;
+pub mod secret;
+pub mod serve;
 pub mod sse;
 pub mod store;
 pub mod util;
@@ -77,6 +82,9 @@ pub enum StartError {
     /// The opt-out list or ASN table could not be loaded.
     #[error(transparent)]
     Load(#[from] LoadError),
+    /// The secret file could not be read or created.
+    #[error(transparent)]
+    Secret(#[from] secret::SecretError),
     /// `smtp-url` / `smtp-from` are not usable.
     #[error("{0}")]
     Smtp(String),
@@ -150,11 +158,26 @@ pub async fn start_with(
             }
             (None, None) => None,
         };
+    let secret = secret::ServerSecret::load_or_create(&config.secret_path())?;
+    let mstore = managed::store::MStore::with_secret(store.pool().clone(), secret);
+    let forgotten = mstore
+        .forget_stored_report_keys()
+        .await
+        .map_err(|source| StartError::Db {
+            path: config.db.display().to_string(),
+            source,
+        })?;
+    if forgotten > 0 {
+        tracing::info!(
+            scans = forgotten,
+            "report keys no longer stored; derived from the secret file"
+        );
+    }
     let demux_stop = tokio_util::sync::CancellationToken::new();
     let (self_side, managed_side) = managed::demux::split(services.engine, demux_stop.clone());
     let managed_service = managed::service::ManagedService::start(
         managed::service::ManagedDeps {
-            store: managed::store::MStore::new(store.pool().clone()),
+            store: mstore,
             engine: managed_side,
             clock: services.clock.clone(),
             resolver: managed_opts.resolver,
@@ -171,6 +194,7 @@ pub async fn start_with(
         },
         managed::service::ManagedSettings {
             grace_ms: config.engine_grace_secs.saturating_mul(1000),
+            grace_check_interval: Duration::from_millis(config.maintenance_interval_ms.max(10)),
             ..managed_opts.settings
         },
     )

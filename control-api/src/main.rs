@@ -10,6 +10,7 @@ use portscope_control_api::engine::unix::{Backoff, UnixEngineClient};
 use portscope_control_api::engine::EngineClient;
 use portscope_control_api::enrich::{HickoryPtr, NoBanners, NoPtr, TcpBanners};
 use portscope_control_api::netaddr::Cidr;
+use portscope_control_api::serve::serve;
 use portscope_control_api::{app, start, Services};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -81,11 +82,13 @@ enum TokenCmd {
         /// comma-separated.
         #[arg(long, required = true, value_delimiter = ',')]
         scope: Vec<String>,
-        /// New scans per calendar month (UTC).
-        #[arg(long, default_value_t = 1000)]
+        /// New scans per calendar month (UTC), 0 to 10^9.
+        #[arg(long, default_value_t = 1000,
+              value_parser = clap::value_parser!(i64).range(0..=1_000_000_000))]
         monthly_scans: i64,
-        /// Queued + running scans at once.
-        #[arg(long, default_value_t = portscope_control_api::managed::tokens::DEFAULT_CONCURRENT)]
+        /// Queued + running scans at once, 1 to 10,000.
+        #[arg(long, default_value_t = portscope_control_api::managed::tokens::DEFAULT_CONCURRENT,
+              value_parser = clap::value_parser!(i64).range(1..=10_000))]
         concurrent: i64,
     },
     /// List tokens (never their secrets).
@@ -240,8 +243,37 @@ async fn shutdown_signal(token: CancellationToken) {
     token.cancel();
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Before the runtime starts a thread, so every thread inherits it.
+    let hardened = portscope_control_api::privs::harden().map_err(anyhow::Error::msg)?;
+    raise_fd_limit();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(run(hardened))
+}
+
+/// Raises the soft open-file limit to the hard one (connections are capped below it).
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
+/// The connection limit, kept below the open-file limit (room for the database, the
+/// engine socket, webhooks and banner connections).
+fn connection_limit(configured: usize) -> usize {
+    use nix::sys::resource::{getrlimit, Resource};
+    let fds = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+    let room = usize::try_from(fds.saturating_sub(256).max(64)).unwrap_or(usize::MAX);
+    configured.min(room)
+}
+
+async fn run(hardened: portscope_control_api::privs::Hardened) -> anyhow::Result<()> {
     let mut args = Args::parse();
     let command = args.command.take();
     let config = merge(args)?;
@@ -249,6 +281,11 @@ async fn main() -> anyhow::Result<()> {
         return token_command(&config, cmd).await;
     }
     init_logging(config.log_file.as_ref())?;
+    tracing::info!(
+        no_new_privs = hardened.no_new_privs,
+        bounding_set_empty = hardened.bounding_empty,
+        "no capabilities held"
+    );
 
     let engine = Arc::new(UnixEngineClient::spawn(
         config.engine_socket.clone(),
@@ -289,19 +326,30 @@ async fn main() -> anyhow::Result<()> {
     let token = CancellationToken::new();
     tokio::spawn(shutdown_signal(token.clone()));
     let mut servers = tokio::task::JoinSet::new();
-    for addr in &config.listen {
+    let mut limits = config.conn_limits();
+    limits.total = connection_limit(limits.total);
+    let listens = config
+        .listen
+        .iter()
+        .map(|a| (*a, app(state.clone())))
+        .chain(
+            config
+                .metrics_listen
+                .map(|a| (a, portscope_control_api::http::metrics_app(state.clone()))),
+        );
+    for (addr, router) in listens {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         tracing::info!(%addr, "listening");
-        let router = app(state.clone());
         let token = token.clone();
         servers.spawn(async move {
-            axum::serve(
+            serve(
                 listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
+                router,
+                limits,
+                async move { token.cancelled().await },
             )
-            .with_graceful_shutdown(async move { token.cancelled().await })
             .await
         });
     }

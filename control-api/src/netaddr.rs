@@ -119,6 +119,18 @@ impl<V> PrefixMap<V> {
         self.map.len()
     }
 
+    /// Every prefix.
+    fn nets(&self) -> impl Iterator<Item = IpNet> + '_ {
+        self.map.keys().filter_map(|&(v6, len, x)| {
+            let ip = if v6 {
+                IpAddr::V6(x.into())
+            } else {
+                IpAddr::V4(u32::try_from(x).ok()?.into())
+            };
+            IpNet::new(ip, len).ok()
+        })
+    }
+
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
@@ -142,6 +154,16 @@ impl CidrSet {
     /// Whether `ip` is in any range.
     pub fn contains(&self, ip: IpAddr) -> bool {
         self.0.lookup(ip).is_some()
+    }
+
+    /// A range of the set that shares at least one address with `net`, or `None` when
+    /// every address of `net` is outside the set. Unlike checking the ends of `net`, this
+    /// sees a range strictly inside it. Linear in the set's size (one scan per submit).
+    pub fn overlapping(&self, net: IpNet) -> Option<IpNet> {
+        let net = canonical_net(net.trunc());
+        self.0
+            .nets()
+            .find(|n| n.contains(&net.network()) || net.contains(&n.network()))
     }
 
     /// Number of ranges.

@@ -24,8 +24,7 @@ use utoipa::OpenApi;
         http::get_fast,
         http::post_deep,
         http::get_deep,
-        http::openapi,
-        http::metrics
+        http::openapi
     ),
     components(schemas(ScanResponse, ScanState, ScanType, PortEntry, ErrorBody))
 )]

@@ -188,7 +188,9 @@ impl ScanService {
     }
 
     fn expiry(&self) -> i64 {
-        self.now_secs() + self.settings.ttl_secs as i64
+        // Checked: a huge `result-ttl-secs` saturates instead of wrapping into the past.
+        self.now_secs()
+            .saturating_add(i64::try_from(self.settings.ttl_secs).unwrap_or(i64::MAX))
     }
 
     /// Whether the engine has been unreachable for longer than the grace period.
@@ -211,7 +213,13 @@ impl ScanService {
         let guard = self.submit_lock.lock().await;
         if let Some(live) = store.active(&ip_s, t).await? {
             if let Some(url) = callback {
-                store.add_callback(&live.id, url).await?;
+                if !store.add_callback(&live.id, url).await? {
+                    return Err(ApiError::InvalidCallback(format!(
+                        "the live scan of this address already has {} callback URLs, the \
+                         most one scan carries; poll GET instead, or reuse one of its URLs",
+                        crate::store::MAX_CALLBACKS
+                    )));
+                }
             }
             return Ok(live.id);
         }

@@ -90,6 +90,23 @@ pub const MAX_CALLBACKS: i64 = 8;
 
 const ACTIVE: &str = "status IN ('queued', 'running')";
 
+/// Creates the database file readable and writable by its owner only (mode 0600), or
+/// narrows an existing one to that; SQLite gives its `-wal` and `-shm` files the same mode.
+/// Scan results, token hashes and webhook URLs are nobody else's business.
+fn owner_only(path: &Path) -> Result<(), sqlx::Error> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" {
+        return Ok(());
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|f| f.set_permissions(std::fs::Permissions::from_mode(0o600)))
+        .map_err(sqlx::Error::Io)
+}
+
 /// The database.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -99,6 +116,7 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the SQLite file at `path` and runs the migrations.
     pub async fn open(path: &Path) -> Result<Store, sqlx::Error> {
+        owner_only(path)?;
         let opts = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -258,7 +276,7 @@ impl Store {
             "UPDATE scans SET status = 'running', engine_done = 1, queue_position = 0, \
              chunks_complete = total_chunks, duration_ms = $1 WHERE id = $2 AND {ACTIVE}"
         ))
-        .bind(duration_ms as i64)
+        .bind(i64::try_from(duration_ms).unwrap_or(i64::MAX))
         .bind(id)
         .execute(&self.pool)
         .await?;
@@ -328,14 +346,21 @@ impl Store {
         .await
     }
 
-    /// Adds a callback URL to a scan (ignored past [`MAX_CALLBACKS`] or if present).
-    pub async fn add_callback(&self, id: &str, url: &str) -> Result<(), sqlx::Error> {
-        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM callbacks WHERE scan_id = $1")
-            .bind(id)
-            .fetch_one(&self.pool)
-            .await?;
+    /// Adds a callback URL to a scan. `false` (nothing added) when the scan already has
+    /// [`MAX_CALLBACKS`] other URLs; `true` when added or already present.
+    pub async fn add_callback(&self, id: &str, url: &str) -> Result<bool, sqlx::Error> {
+        let (n, present): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(url = $2), 0) FROM callbacks WHERE scan_id = $1",
+        )
+        .bind(id)
+        .bind(url)
+        .fetch_one(&self.pool)
+        .await?;
+        if present > 0 {
+            return Ok(true);
+        }
         if n >= MAX_CALLBACKS {
-            return Ok(());
+            return Ok(false);
         }
         sqlx::query(
             "INSERT INTO callbacks (scan_id, url, state) VALUES ($1, $2, 'pending') \
@@ -345,7 +370,7 @@ impl Store {
         .bind(url)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Pending callback URLs of a scan.

@@ -62,14 +62,24 @@ impl CallbackPolicy {
         }
     }
 
-    /// Whether a callback may connect to `ip`.
+    /// Whether a callback may connect to `ip`: an allowed range, or else an address the
+    /// engine's special-purpose table (`portscope_core::policy::DEFAULT_DENY`, the IANA
+    /// registries of both families) does not deny and that, for IPv6, lies in the global
+    /// unicast space 2000::/3 (the IANA IPv6 address-space registry reserves the rest,
+    /// e.g. the deprecated IPv4-compatible `::a.b.c.d`).
     pub fn permitted(&self, ip: IpAddr) -> bool {
         let ip = normalise(ip);
-        self.allow.contains(ip) || self.deny.permits(ip).is_ok()
+        self.allow.contains(ip) || (global_unicast(ip) && self.deny.permits(ip).is_ok())
     }
 
     /// Parses and checks a URL; the message says what is wrong.
     pub async fn check(&self, raw: &str) -> Result<Destination, CallbackError> {
+        self.resolve(Self::parse(raw)?).await
+    }
+
+    /// The syntactic half of [`CallbackPolicy::check`] (no DNS): length, URL syntax,
+    /// scheme, host and port.
+    pub fn parse(raw: &str) -> Result<Url, CallbackError> {
         use CallbackError::Invalid;
         if raw.len() > MAX_URL_LEN {
             return Err(Invalid(format!(
@@ -81,7 +91,22 @@ impl CallbackPolicy {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(Invalid("callback URL must be http or https".into()));
         }
-        self.resolve(url).await
+        if url.host_str().is_none() {
+            return Err(Invalid("callback URL has no host".into()));
+        }
+        if url.port_or_known_default().is_none() {
+            return Err(Invalid("callback URL has no port".into()));
+        }
+        Ok(url)
+    }
+
+    /// The address of a URL whose host is an IP literal (checked without DNS).
+    pub fn literal(url: &Url) -> Option<IpAddr> {
+        let host = url.host_str()?;
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok()
     }
 
     /// Resolves the URL's host and checks every address; returns the first.
@@ -122,6 +147,14 @@ impl CallbackPolicy {
             domain,
             addr: first,
         })
+    }
+}
+
+/// IPv4 (the table decides), or IPv6 inside 2000::/3.
+fn global_unicast(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(_) => true,
+        IpAddr::V6(v6) => v6.segments()[0] & 0xe000 == 0x2000,
     }
 }
 
@@ -226,12 +259,19 @@ mod tests {
             "http://[::ffff:127.0.0.1]/hook",
             "http://10.0.0.1/hook",
             "http://169.254.169.254/latest",
+            // IPv4-compatible (::/96), NAT64 and 6to4 forms of loopback; reserved ::/8.
+            "http://[::127.0.0.1]/",
+            "http://[64:ff9b::127.0.0.1]/",
+            "http://[2002:7f00:1::]/",
+            "http://[::1:2:3]/",
+            "http://[4000::1]/",
             "not a url",
         ] {
             assert!(p.check(bad).await.is_err(), "{bad} must be refused");
         }
         // IP literals resolve without DNS.
         let ok = p.check("https://93.184.216.34/hook").await.unwrap();
+        assert!(p.check("http://[2606:4700::1111]/hook").await.is_ok());
         assert_eq!(ok.addr, "93.184.216.34:443".parse().unwrap());
         let lab = CallbackPolicy::new(CidrSet::new([parse_net("127.0.0.0/8").unwrap()]));
         assert!(lab.check("http://127.0.0.1:9/hook").await.is_ok());

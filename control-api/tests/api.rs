@@ -9,9 +9,8 @@ use portscope_control_api::engine::fake::{FakeEngine, OnSubmit};
 use portscope_control_api::model::ScanType;
 use portscope_core::results::PortState::{Closed, Filtered, Open};
 use portscope_proto::{Request as EngineRequest, ScanKind};
-use serde_json::{json, Value};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use serde_json::json;
+use std::sync::Arc;
 use std::time::Duration;
 use support::{Harness, T0};
 
@@ -203,8 +202,7 @@ async fn edge_limit_is_30_per_minute_on_every_endpoint_and_resets() {
         assert_eq!(r.header_u64("x-ratelimit-remaining"), 29 - i);
     }
     let r = h.get("/v1/fast", ip).await;
-    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(r.body["error"], "rate_limited");
+    r.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     assert!(r.body["message"]
         .as_str()
         .unwrap()
@@ -242,8 +240,7 @@ async fn deep_scans_are_limited_to_one_per_ip_per_5_minutes() {
     h.wait_status(ip, ScanType::Deep, "failed").await;
 
     let r = h.post("/v1/deep", ip).await;
-    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(r.body["error"], "rate_limited");
+    r.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     assert_eq!(
         r.body["message"],
         "rate limit reached: 1 deep scan per IP per 5 minutes"
@@ -264,24 +261,37 @@ async fn deep_scans_are_limited_to_one_per_ip_per_5_minutes() {
     assert_eq!(h.engine.submitted_ids().len(), 3);
 }
 
-#[tokio::test]
-async fn deep_scans_are_limited_to_200_per_asn_per_hour() {
+/// A harness whose ASN table (`table`, one line) puts the whole lab in one network; the
+/// table's folder lives as long as the harness is used.
+async fn one_asn(table: &str) -> (Harness, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let table = dir.path().join("asn.txt");
-    std::fs::write(&table, "# lab\n198.18.0.0/15 AS64512\n").unwrap();
-    let h = Harness::with(|c| c.asn_table = Some(table)).await;
-    for i in 0..200u32 {
-        let ip = format!("198.18.{}.{}", 1 + i / 250, 1 + i % 250);
-        let r = h.post("/v1/deep", &ip).await;
+    let path = dir.path().join("asn.txt");
+    std::fs::write(&path, table).unwrap();
+    (Harness::with(|c| c.asn_table = Some(path)).await, dir)
+}
+
+/// `n` `kind` scans from as many lab addresses (third octet from `octet0`), all 200; one more
+/// from `over` is refused with the per-ASN message and `retry-after: 3600`.
+async fn hit_the_asn_limit(h: &Harness, kind: &str, n: u32, octet0: u32, over: &str) {
+    let path = format!("/v1/{kind}");
+    for i in 0..n {
+        let ip = format!("198.18.{}.{}", octet0 + i / 250, 1 + i % 250);
+        let r = h.post(&path, &ip).await;
         assert_eq!(r.status, StatusCode::OK, "scan {i}: {}", r.text);
     }
-    let r = h.post("/v1/deep", "198.19.200.1").await;
+    let r = h.post(&path, over).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(
         r.body["message"],
-        "rate limit reached: 200 deep scans per network (ASN) per hour"
+        format!("rate limit reached: {n} {kind} scans per network (ASN) per hour")
     );
     assert_eq!(r.header("retry-after"), Some("3600"));
+}
+
+#[tokio::test]
+async fn deep_scans_are_limited_to_200_per_asn_per_hour() {
+    let (h, _dir) = one_asn("# lab\n198.18.0.0/15 AS64512\n").await;
+    hit_the_asn_limit(&h, "deep", 200, 1, "198.19.200.1").await;
     // Another network (not in the table: grouped by /48) is not limited.
     assert_eq!(h.post("/v1/deep", "2001:2::1").await.status, StatusCode::OK);
     h.clock.advance(Duration::from_secs(3600));
@@ -294,22 +304,8 @@ async fn deep_scans_are_limited_to_200_per_asn_per_hour() {
 #[tokio::test]
 async fn fast_scans_are_limited_to_2000_per_asn_per_hour() {
     // No ASN table: IPv4 clients are grouped by /24; 2000 scans need 8 /24s, so use a table.
-    let dir = tempfile::tempdir().unwrap();
-    let table = dir.path().join("asn.txt");
-    std::fs::write(&table, "198.18.0.0/15 64512\n").unwrap();
-    let h = Harness::with(|c| c.asn_table = Some(table)).await;
-    for i in 0..2000u32 {
-        let ip = format!("198.18.{}.{}", i / 250, 1 + i % 250);
-        let r = h.post("/v1/fast", &ip).await;
-        assert_eq!(r.status, StatusCode::OK, "scan {i}: {}", r.text);
-    }
-    let r = h.post("/v1/fast", "198.19.0.1").await;
-    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(
-        r.body["message"],
-        "rate limit reached: 2000 fast scans per network (ASN) per hour"
-    );
-    assert_eq!(r.header("retry-after"), Some("3600"));
+    let (h, _dir) = one_asn("198.18.0.0/15 64512\n").await;
+    hit_the_asn_limit(&h, "fast", 2000, 0, "198.19.0.1").await;
     // Coalescing onto a live scan still answers.
     assert_eq!(
         h.post("/v1/fast", "198.18.0.1").await.status,
@@ -415,36 +411,33 @@ async fn ipv6_and_ipv4_mapped_requesters() {
 #[tokio::test]
 async fn x_forwarded_for_is_honoured_only_from_trusted_proxies() {
     let h = Harness::with(|c| c.trusted_proxy = vec!["127.0.0.1".parse().unwrap()]).await;
-    // Trusted proxy: the right-most untrusted hop is the client.
-    let r = h
-        .call(
+    // (method, peer, X-Forwarded-For, the client the API sees).
+    for (method, peer, xff, client) in [
+        // Trusted proxy: the right-most untrusted hop is the client.
+        (
             Method::GET,
-            "/v1/fast",
             "127.0.0.1",
-            &[("x-forwarded-for", "203.0.113.5, 198.18.0.20")],
-        )
-        .await;
-    assert_eq!(r.body["ip"], "198.18.0.20");
-    let r = h
-        .call(
+            "203.0.113.5, 198.18.0.20",
+            "198.18.0.20",
+        ),
+        (
             Method::POST,
-            "/v1/fast",
             "::ffff:127.0.0.1",
-            &[("x-forwarded-for", "198.18.0.21, 127.0.0.1")],
-        )
-        .await;
-    assert_eq!(r.body["ip"], "198.18.0.21");
-    assert_eq!(r.body["status"], "queued");
-    // Untrusted peer: the header is ignored.
-    let r = h
-        .call(
-            Method::GET,
-            "/v1/fast",
-            "198.18.0.30",
-            &[("x-forwarded-for", "198.18.0.40")],
-        )
-        .await;
-    assert_eq!(r.body["ip"], "198.18.0.30");
+            "198.18.0.21, 127.0.0.1",
+            "198.18.0.21",
+        ),
+        // Untrusted peer: the header is ignored.
+        (Method::GET, "198.18.0.30", "198.18.0.40", "198.18.0.30"),
+    ] {
+        let post = method == Method::POST;
+        let r = h
+            .call(method, "/v1/fast", peer, &[("x-forwarded-for", xff)])
+            .await;
+        assert_eq!(r.body["ip"], client, "{peer} {xff}");
+        if post {
+            assert_eq!(r.body["status"], "queued");
+        }
+    }
     // The proxy without a header is itself the client (and loopback is refused).
     let r = h.get("/v1/fast", "127.0.0.1").await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -457,8 +450,7 @@ async fn x_forwarded_for_is_honoured_only_from_trusted_proxies() {
             &[("x-forwarded-for", "198.18.0.1, bogus")],
         )
         .await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert_eq!(r.body["error"], "bad_request");
+    r.assert_error(StatusCode::BAD_REQUEST, "bad_request");
     assert_ratelimit_headers(&r);
     // The edge limit counts the forwarded client, not the proxy.
     let r = h
@@ -522,36 +514,9 @@ async fn callback_urls_must_be_public_http_unless_allowed() {
     assert_eq!(r.body["status"], "queued");
 }
 
-/// A loopback webhook receiver: answers 500 to the first `fail_first` requests.
-async fn receiver(fail_first: usize) -> (String, Arc<Mutex<Vec<Value>>>) {
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let hits = Arc::new(AtomicUsize::new(0));
-    let (g, n) = (got.clone(), hits.clone());
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |body: axum::body::Bytes| {
-            let (g, n) = (g.clone(), n.clone());
-            async move {
-                g.lock()
-                    .unwrap()
-                    .push(serde_json::from_slice(&body).unwrap());
-                if n.fetch_add(1, Ordering::SeqCst) < fail_first {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                } else {
-                    StatusCode::OK
-                }
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}/hook"), got)
-}
-
 #[tokio::test]
 async fn webhook_posts_the_final_result_and_retries_after_a_500() {
-    let (url, got) = receiver(1).await;
+    let (url, got) = support::webhook_receiver(1).await;
     let h = Harness::with(|c| c.allow_callback = vec!["127.0.0.0/8".parse().unwrap()]).await;
     let ip = "198.18.0.24";
     let r = h
@@ -582,7 +547,7 @@ async fn webhook_posts_the_final_result_and_retries_after_a_500() {
 
 #[tokio::test]
 async fn webhook_fires_on_failure_too() {
-    let (url, got) = receiver(0).await;
+    let (url, got) = support::webhook_receiver(0).await;
     let h = Harness::with(|c| c.allow_callback = vec!["127.0.0.0/8".parse().unwrap()]).await;
     let ip = "198.18.0.25";
     h.call(
@@ -764,8 +729,7 @@ async fn an_unreachable_engine_fails_live_scans_after_the_grace_period() {
     assert_eq!(r.body["status"], "failed");
     assert_eq!(r.body["fail_reason"], "engine_unavailable");
     let r = h.post("/v1/fast", "198.18.0.32").await;
-    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(r.body["error"], "engine_unavailable");
+    r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "engine_unavailable");
     assert_eq!(r.header("retry-after"), Some("30"));
     assert_ratelimit_headers(&r);
 }
@@ -819,21 +783,14 @@ async fn results_expire_after_24_hours_and_are_purged() {
 #[tokio::test]
 async fn engine_rejections_map_to_errors() {
     let h = Harness::new().await;
-    h.engine.on_submit(OnSubmit::Reject {
-        code: "policy".into(),
-        message: "198.18.0.35 is denied".into(),
-    });
+    h.engine_rejects("policy", "198.18.0.35 is denied");
     let r = h.post("/v1/fast", "198.18.0.35").await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(r.body["error"], "invalid_target");
+    r.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_target");
     let r = h.get("/v1/fast", "198.18.0.35").await;
     assert_eq!(r.body["status"], "failed");
     assert_eq!(r.body["fail_reason"], "rejected_policy");
 
-    h.engine.on_submit(OnSubmit::Reject {
-        code: "busy".into(),
-        message: "queue full".into(),
-    });
+    h.engine_rejects("busy", "queue full");
     let r = h.post("/v1/fast", "198.18.0.36").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
@@ -845,10 +802,7 @@ async fn engine_rejections_map_to_errors() {
 #[tokio::test]
 async fn a_deep_scan_the_engine_refused_does_not_count_against_the_limit() {
     let h = Harness::new().await;
-    h.engine.on_submit(OnSubmit::Reject {
-        code: "busy".into(),
-        message: "queue full".into(),
-    });
+    h.engine_rejects("busy", "queue full");
     let r = h.post("/v1/deep", "198.18.0.37").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     // The engine has room again: the same requester may retry at once (1 deep per 5 min
@@ -865,10 +819,7 @@ async fn a_deep_scan_the_engine_refused_does_not_count_against_the_limit() {
 #[tokio::test]
 async fn a_duplicate_rejection_reattaches_with_status() {
     let h = Harness::new().await;
-    h.engine.on_submit(OnSubmit::Reject {
-        code: "duplicate".into(),
-        message: "a scan with this id exists".into(),
-    });
+    h.engine_rejects("duplicate", "a scan with this id exists");
     let r = h.post("/v1/fast", "198.18.0.39").await;
     assert_eq!(r.status, StatusCode::OK);
     let id = h.submit_id(0);
@@ -895,9 +846,23 @@ async fn openapi_document_and_metrics() {
     assert!(schemas["ScanResponse"].is_object());
     assert!(schemas["ErrorBody"].is_object());
 
+    // Not on the public router; its own listener serves it.
     let r = h.get("/metrics", ip).await;
-    assert_eq!(r.status, StatusCode::OK);
-    let text = r.text;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let resp = tower::ServiceExt::oneshot(
+        portscope_control_api::http::metrics_app(h.state.clone()),
+        axum::http::Request::get("/metrics")
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let bytes = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
     for needle in [
         r#"portscope_api_request_duration_seconds_count{route="/v1/fast",method="POST",status="200"} 1"#,
         r#"portscope_api_request_duration_seconds_count{route="/v1/openapi.json",method="GET",status="200"} 1"#,

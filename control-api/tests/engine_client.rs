@@ -172,7 +172,7 @@ async fn the_api_over_the_unix_socket_completes_and_survives_an_engine_restart()
         Services {
             engine: engine.clone(),
             clock: Arc::new(clock.clone()),
-            banners: Arc::new(support::FakeBanners::default()),
+            banners: Arc::new(support::Banners::ssh()),
             ptr: Arc::new(support::FakePtr),
         },
     )
@@ -183,7 +183,7 @@ async fn the_api_over_the_unix_socket_completes_and_survives_an_engine_restart()
         state,
         engine: Arc::new(portscope_control_api::engine::fake::FakeEngine::new()),
         clock,
-        banners: Arc::new(support::FakeBanners::default()),
+        banners: Arc::new(support::Banners::ssh()),
         config,
         dir,
     };

@@ -3,16 +3,16 @@
 //! limit and its headers, the scan lifecycle with partial results, pagination, targets,
 //! alerts, findings, SECURITY-FIX.md, the report page and monitor webhooks.
 
-mod managed_support;
+mod support;
 
 use axum::http::{Method, StatusCode};
-use managed_support::{M, T0_MS};
 use portscope_control_api::managed::service::ManagedSettings;
 use portscope_core::results::PortState::{Filtered, Open};
 use portscope_proto::Request as EngineRequest;
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::managed::M;
+use support::T0_MS;
 
 const SCOPE: &[&str] = &[
     "198.18.0.0/24",
@@ -97,8 +97,7 @@ async fn per_ip_limit_is_60_per_minute_with_ratelimit_headers() {
     let r = m
         .send(Method::GET, "/api/v1/nope", None, None, "127.0.0.9")
         .await;
-    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(r.body["error"], "rate_limited");
+    r.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     assert_eq!(r.header("retry-after"), Some("40"));
     assert_eq!(r.header("ratelimit-remaining"), Some("0"));
     assert_eq!(r.header("ratelimit-reset"), Some("40"));
@@ -115,12 +114,10 @@ async fn per_ip_limit_is_60_per_minute_with_ratelimit_headers() {
     assert_eq!(r.header("ratelimit-remaining"), Some("59"));
     // Unknown paths under /api/v1 are JSON 404 with the headers.
     let r = m.get("/api/v1/nope", &t).await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
-    assert_eq!(r.body["error"], "not_found");
+    r.assert_error(StatusCode::NOT_FOUND, "not_found");
     assert!(r.header("ratelimit-limit").is_some());
     let r = m.call(Method::DELETE, "/api/v1/scans", &t, None).await;
-    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(r.body["error"], "method_not_allowed");
+    r.assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
     assert!(r.header("ratelimit-limit").is_some());
     // The self-scan API keeps its own headers.
     let r = m
@@ -140,8 +137,7 @@ async fn scan_lifecycle_with_partial_results_grade_and_summary() {
             Some(json!({"target": "198.18.0.5", "domain": "app.example.com"})),
         )
         .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    let id = r.body["id"].as_str().unwrap().to_string();
+    let id = r.created_id();
     // Seed 003: a UUID, in its hyphenated form.
     let uuid = uuid::Uuid::parse_str(&id).expect("scan id is a UUID");
     assert_eq!(uuid.hyphenated().to_string(), id);
@@ -263,13 +259,7 @@ async fn scan_lifecycle_with_partial_results_grade_and_summary() {
 #[tokio::test]
 async fn failed_and_cancelled_scans() {
     let (m, t) = setup().await;
-    let a = m
-        .post("/api/v1/scan", &t, scan_body("198.18.0.6"))
-        .await
-        .body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let a = m.scan(&t, "198.18.0.6").await;
     m.engine.fail(&a, "timeout");
     m.wait_status(&a, "failed").await;
     let r = m.get(&format!("/api/v1/scan/{a}"), &t).await;
@@ -278,13 +268,7 @@ async fn failed_and_cancelled_scans() {
         (Some("failed"), Some("timeout"))
     );
 
-    let b = m
-        .post("/api/v1/scan", &t, scan_body("198.18.0.7"))
-        .await
-        .body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let b = m.scan(&t, "198.18.0.7").await;
     let r = m.post(&format!("/api/v1/scan/{b}/cancel"), &t, None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body, json!({"id": b, "status": "cancelled"}));
@@ -415,13 +399,7 @@ async fn scope_is_enforced_before_anything_is_queued() {
 async fn retest_rechecks_the_scope_when_dns_moves() {
     let (m, t) = setup().await;
     m.dns.set("app.example.com", &["198.18.0.30"]);
-    let id = m
-        .post("/api/v1/scan", &t, scan_body("app.example.com"))
-        .await
-        .body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = m.scan(&t, "app.example.com").await;
     m.complete_with(&id, &[("198.18.0.30", 443)]).await;
     // The name now points outside the scope: the retest is refused.
     m.dns.set("app.example.com", &["203.0.113.9"]);
@@ -452,8 +430,7 @@ async fn a_cidr_target_is_one_multi_host_engine_scan_with_per_host_summary() {
             Some(json!({"target": "198.18.0.64/26", "ports": "22,80,443"})),
         )
         .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    let id = r.body["id"].as_str().unwrap().to_string();
+    let id = r.created_id();
     let s = m.submits();
     assert_eq!(s.len(), 1);
     assert_eq!(s[0].1, vec!["198.18.0.64/26".to_string()]);
@@ -497,23 +474,16 @@ async fn quotas_monthly_concurrent_and_queue() {
     assert_eq!(a.status, StatusCode::CREATED);
     // One live scan at a time.
     let r = m.post("/api/v1/scan", &t, scan_body("198.18.0.41")).await;
-    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(r.body["error"], "concurrent_limit");
+    r.assert_error(StatusCode::TOO_MANY_REQUESTS, "concurrent_limit");
     assert!(r.header("retry-after").is_some());
     let id = a.body["id"].as_str().unwrap().to_string();
     m.complete_with(&id, &[]).await;
-    assert_eq!(
-        m.post("/api/v1/scan", &t, scan_body("198.18.0.41"))
-            .await
-            .status,
-        StatusCode::CREATED
-    );
+    m.scan(&t, "198.18.0.41").await;
     m.engine.fail(m.submits()[1].0.as_str(), "timeout");
     m.wait_status(&m.submits()[1].0, "failed").await;
     // Two scans this month: the third is refused until next month.
     let r = m.post("/api/v1/scan", &t, scan_body("198.18.0.42")).await;
-    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(r.body["error"], "monthly_limit");
+    r.assert_error(StatusCode::TOO_MANY_REQUESTS, "monthly_limit");
     assert!(r.body["message"]
         .as_str()
         .unwrap()
@@ -524,23 +494,14 @@ async fn quotas_monthly_concurrent_and_queue() {
         Some((1_714_521_600 - T0_MS / 1000).to_string().as_str())
     );
     m.clock.set_ms(1_714_521_600_000);
-    assert_eq!(
-        m.post("/api/v1/scan", &t, scan_body("198.18.0.42"))
-            .await
-            .status,
-        StatusCode::CREATED
-    );
+    m.scan(&t, "198.18.0.42").await;
     // The queue (all tokens) holds 3 queued scans.
     let big = m.token("big", SCOPE, 100, 100).await;
     for ip in ["198.18.0.43", "198.18.0.44"] {
-        assert_eq!(
-            m.post("/api/v1/scan", &big, scan_body(ip)).await.status,
-            StatusCode::CREATED
-        );
+        m.scan(&big, ip).await;
     }
     let r = m.post("/api/v1/scan", &big, scan_body("198.18.0.45")).await;
-    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(r.body["error"], "queue_full");
+    r.assert_error(StatusCode::TOO_MANY_REQUESTS, "queue_full");
 }
 
 #[tokio::test]
@@ -554,8 +515,7 @@ async fn list_paginates_with_total_and_filters_by_target() {
             "198.18.0.51"
         };
         let r = m.post("/api/v1/scan", &t, scan_body(target)).await;
-        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-        let id = r.body["id"].as_str().unwrap().to_string();
+        let id = r.created_id();
         m.complete_with(&id, &[]).await;
         ids.push(id);
         m.clock.advance(Duration::from_secs(1));
@@ -613,8 +573,7 @@ async fn targets_crud_scan_and_trigger_all_recheck_the_scope() {
     let r = m
         .post("/api/v1/targets", &t, Some(json!({"target": "web.lab.example", "label": "web", "profile": "deep", "interval": 3600})))
         .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    let web = r.body["id"].as_str().unwrap().to_string();
+    let web = r.created_id();
     assert_eq!(r.body["profile"], "deep");
     assert_eq!(r.body["interval"], 3600);
     assert_eq!(r.body["nextRunAt"], "2024-04-01T04:06:40.000Z");
@@ -746,6 +705,9 @@ async fn targets_crud_scan_and_trigger_all_recheck_the_scope() {
     );
 }
 
+/// One scenario for the scheduler and a schedule missed during downtime: due runs by
+/// `run_due`, then the API down for ten intervals and restarted with its scheduler ticking:
+/// one run, the next an interval from then; scheduled scans re-check the token's scope.
 #[tokio::test]
 async fn scheduler_runs_due_targets_once_after_downtime() {
     let (m, t) = setup().await;
@@ -767,23 +729,44 @@ async fn scheduler_runs_due_targets_once_after_downtime() {
         0,
         "next run is an interval later"
     );
-    // Ten missed intervals (downtime): one run, and the next is an interval from now.
+    // Down for ten intervals, then started again with the scheduler ticking (a new engine).
     m.clock.advance(Duration::from_secs(36_000));
-    assert_eq!(m.state.managed().run_due().await, 1);
+    let m = m
+        .restart(ManagedSettings {
+            scheduler_interval: Duration::from_millis(20),
+            ..ManagedSettings::default()
+        })
+        .await;
+    for _ in 0..200 {
+        if !m.submits().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Many more ticks, same clock: one run, nothing else is due.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(m.submits().len(), 1);
     assert_eq!(m.state.managed().run_due().await, 0);
-    assert_eq!(m.submits().len(), 2);
     let r = m.get(&format!("/api/v1/targets/{tid}"), &t).await;
     assert_eq!(
         r.body["nextRunAt"],
         super_iso(T0_MS / 1000 + 3600 + 36_000 + 3600)
     );
+    let scans = m.get("/api/v1/scans", &t).await;
+    assert_eq!(scans.body["total"], 2);
     // Scheduled scans are re-checked against the token's scope too (revoked: nothing).
     portscope_control_api::managed::tokens::revoke(m.state.managed().store().pool(), "ci", 1)
         .await
         .unwrap();
-    m.engine.fail(&m.submits()[1].0, "timeout");
+    m.engine.fail(&m.submits()[0].0, "timeout");
     m.clock.advance(Duration::from_secs(7200));
     assert_eq!(m.state.managed().run_due().await, 0);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        m.submits().len(),
+        1,
+        "the ticking scheduler started nothing either"
+    );
 }
 
 fn super_iso(secs: u64) -> String {
@@ -798,13 +781,7 @@ async fn alerts_on_changes_with_acknowledge_and_resolve() {
         .lock()
         .unwrap()
         .insert(22, "SSH-2.0-OpenSSH_9.6".into());
-    let first = m
-        .post("/api/v1/scan", &t, scan_body("198.18.0.80"))
-        .await
-        .body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let first = m.scan(&t, "198.18.0.80").await;
     m.complete_with(&first, &[("198.18.0.80", 22), ("198.18.0.80", 80)])
         .await;
     assert_eq!(
@@ -912,13 +889,7 @@ async fn alerts_on_changes_with_acknowledge_and_resolve() {
 #[tokio::test]
 async fn security_fix_md_in_the_seed_shape() {
     let (m, t) = setup().await;
-    let id = m
-        .post("/api/v1/scan", &t, scan_body("198.18.0.90"))
-        .await
-        .body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = m.scan(&t, "198.18.0.90").await;
     m.complete_with(
         &id,
         &[
@@ -983,27 +954,6 @@ async fn report_page_needs_the_scan_key() {
     }
 }
 
-async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let g = got.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |body: axum::body::Bytes| {
-            let g = g.clone();
-            async move {
-                g.lock()
-                    .unwrap()
-                    .push(serde_json::from_slice(&body).unwrap());
-                StatusCode::OK
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}/hook"), got)
-}
-
 #[tokio::test]
 async fn monitors_post_new_alerts_at_or_above_the_threshold() {
     let m = M::with(
@@ -1016,7 +966,7 @@ async fn monitors_post_new_alerts_at_or_above_the_threshold() {
     )
     .await;
     let t = m.token("ci", SCOPE, 100, 10).await;
-    let (url, got) = receiver().await;
+    let (url, got) = support::webhook_receiver(0).await;
     let r = m
         .post(
             "/api/v1/targets",
@@ -1096,13 +1046,7 @@ async fn monitors_post_new_alerts_at_or_above_the_threshold() {
 #[tokio::test]
 async fn engine_outages_resubmit_then_fail_after_the_grace_period() {
     let (m, t) = setup().await;
-    let live = m
-        .post("/api/v1/scan", &t, scan_body("198.18.0.110"))
-        .await
-        .body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let live = m.scan(&t, "198.18.0.110").await;
     m.engine.disconnect();
     tokio::time::sleep(Duration::from_millis(30)).await;
     // Queued while away: not sent now, sent on reconnect; the submitted one is re-asked.
@@ -1132,43 +1076,8 @@ async fn engine_outages_resubmit_then_fail_after_the_grace_period() {
     );
     assert_eq!(m.row(&later).await.status, "failed");
     let r = m.post("/api/v1/scan", &t, scan_body("198.18.0.112")).await;
-    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(r.body["error"], "engine_unavailable");
+    r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "engine_unavailable");
     assert_eq!(r.header("retry-after"), Some("30"));
-}
-
-#[tokio::test]
-async fn a_schedule_missed_during_downtime_runs_once_on_start() {
-    let (m, t) = setup().await;
-    let r = m
-        .post(
-            "/api/v1/targets",
-            &t,
-            Some(json!({"target": "198.18.0.120", "interval": 600})),
-        )
-        .await;
-    let tid = r.body["id"].as_str().unwrap().to_string();
-    // Down for 50 intervals.
-    m.clock.advance(Duration::from_secs(30_000));
-    let m = m
-        .restart(ManagedSettings {
-            scheduler_interval: Duration::from_millis(20),
-            ..ManagedSettings::default()
-        })
-        .await;
-    for _ in 0..200 {
-        if !m.submits().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    // Many more ticks, same clock: nothing else is due.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(m.submits().len(), 1);
-    let r = m.get(&format!("/api/v1/targets/{tid}"), &t).await;
-    assert_eq!(r.body["nextRunAt"], super_iso(T0_MS / 1000 + 30_000 + 600));
-    let scan = m.get("/api/v1/scans", &t).await;
-    assert_eq!(scan.body["total"], 1);
 }
 
 #[tokio::test]

@@ -2,12 +2,12 @@
 //! API serving that same database: the printed secret works once created and gets 401
 //! once revoked. Runs the real binary; no network.
 
-mod managed_support;
+mod support;
 
 use axum::http::{Method, StatusCode};
-use managed_support::M;
 use std::process::Command;
 use std::time::Duration;
+use support::managed::M;
 
 /// Runs the binary off the runtime thread: the API under test keeps running meanwhile
 /// (blocking the test's only runtime thread would stall its open transactions).

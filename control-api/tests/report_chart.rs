@@ -4,15 +4,15 @@
 //! exposure chart (one bar per scan, the grade line), log nothing to the console (no CSP
 //! violation, no error), and write a screenshot under `target/`.
 
-mod managed_support;
+mod support;
 
-use managed_support::M;
 use portscope_control_api::managed::service::ManagedSettings;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
+use support::managed::M;
 
 fn chromium() -> PathBuf {
     let p = std::env::var_os("PORTSCOPE_CHROMIUM")

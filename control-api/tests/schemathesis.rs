@@ -6,13 +6,13 @@
 //! fails the test. The example count and seed are fixed, so a run is bounded and
 //! repeatable.
 
-mod managed_support;
+mod support;
 
-use managed_support::M;
 use portscope_control_api::managed::service::ManagedSettings;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use support::managed::M;
 
 /// Examples per operation and phase.
 const MAX_EXAMPLES: &str = "25";

@@ -7,9 +7,8 @@
 //! Python quick start runs against the real engine in the lab in
 //! `xtask/tests/seed002_lab.rs`.
 
-mod managed_support;
+mod support;
 
-use managed_support::M;
 use portscope_control_api::managed::service::ManagedSettings;
 use serde_json::Value;
 use std::collections::HashSet;
@@ -17,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use support::managed::M;
 
 const SNIPPETS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/seed_clients");
 /// What a finished fake scan found on the host of `myapp.com`.

@@ -4,10 +4,9 @@
 //! progress and each port as the engine reports it, while the scan runs, and end with the
 //! final document.
 
-mod managed_support;
+mod support;
 
 use axum::http::{Method, StatusCode};
-use managed_support::M;
 use portscope_control_api::managed::service::ManagedSettings;
 use portscope_core::results::PortState;
 use serde_json::{json, Value};
@@ -15,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
+use support::managed::M;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout};
 

@@ -2,16 +2,16 @@
 //! `too_many_streams`, and closing one frees its slot. (Its own test binary: the slot count
 //! is per process.)
 
-mod managed_support;
+mod support;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
-use managed_support::M;
 use portscope_control_api::sse::MAX_STREAMS;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::time::Duration;
+use support::managed::M;
 use tower::ServiceExt;
 
 #[tokio::test]

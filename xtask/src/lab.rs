@@ -9,12 +9,17 @@
 //! - `N-t` (target): `Nt0`, 198.18.0.2/24, 2001:2::2/64; `local` routes make every address of
 //!   198.19.0.0/16 and 2001:2:0:1::/64 its own; the nftables table `inet pslab` filters and
 //!   impairs; `xtask lab serve` listens on the open ports.
+//! - `N-s2` ... `N-sK` (more scanners, `LabConfig::scanners`): one veth each into the target,
+//!   own addresses 198.18.(k-1).1/24, 2001:2:0:(100+k-1)::1/64 (see `scanners`).
 //! - `/run/portscope-lab/N/`: truth.json, listener.pid, listener.log.
 
 pub mod cli;
-mod nft;
+mod exec;
+pub(crate) mod nft;
 pub mod probe;
+pub mod scanners;
 pub mod serve;
+mod teardown;
 pub mod truth;
 
 use std::ffi::OsStr;
@@ -28,7 +33,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+pub(crate) use exec::run;
+pub use exec::xtask_bin;
+use exec::{ip, netns_exec, ns_exists};
 pub use probe::{Outcome, ProbeResult};
+pub use scanners::{Scanner, MAX_SCANNERS};
+use teardown::{is_listener, process_alive, teardown};
 pub use truth::{Expected, HostTruth, Truth};
 
 /// Where the state directories of all labs live.
@@ -54,6 +64,11 @@ pub struct LabConfig {
     /// ports open, the rest closed), not only the listed extra hosts: for scans of the whole
     /// range (`Truth::wide`).
     pub wide: bool,
+    /// 198.19.255.254 answers SYN-ACK on every TCP port, like a SYN proxy (`nft::syn_proxy`).
+    pub syn_proxy: bool,
+    /// Scanner namespaces, 1 to `MAX_SCANNERS`, each with its own veth into the target and
+    /// its own source addresses; scanner 1 is the lab's usual `N-s`.
+    pub scanners: u32,
 }
 
 impl Default for LabConfig {
@@ -65,6 +80,8 @@ impl Default for LabConfig {
             rst_limit: None,
             offloads: true,
             wide: false,
+            syn_proxy: false,
+            scanners: 1,
         }
     }
 }
@@ -78,6 +95,12 @@ impl LabConfig {
                 "--hosts {} is more than {}",
                 self.hosts,
                 truth::MAX_EXTRA_HOSTS
+            );
+        }
+        if !(1..=MAX_SCANNERS).contains(&self.scanners) {
+            bail!(
+                "--scanners {} is not between 1 and {MAX_SCANNERS}",
+                self.scanners
             );
         }
         validate_loss(self.loss_pct)
@@ -106,10 +129,9 @@ fn validate_loss(loss_pct: f64) -> anyhow::Result<()> {
 #[derive(Debug)]
 pub struct Lab {
     name: String,
-    scanner_ns: String,
+    /// Scanner 1 (the lab's usual scanner namespace) first; never empty.
+    scanners: Vec<Scanner>,
     target_ns: String,
-    scanner_if: String,
-    target_if: String,
     truth: Truth,
     /// The xtask binary that runs `lab serve` and `lab probe` inside the namespaces.
     xtask: PathBuf,
@@ -127,7 +149,7 @@ impl Lab {
         let xtask = xtask_bin()?;
         teardown(&cfg.name, None).context("removing the leftovers of an earlier lab")?;
         let truth = Truth::compute(&cfg.name, cfg.hosts).with_wide(cfg.wide);
-        let mut lab = Lab::handle(&cfg.name, truth, xtask);
+        let mut lab = Lab::handle(&cfg.name, truth, xtask, cfg.scanners);
         match lab.build(cfg) {
             Ok(()) => Ok(lab),
             Err(e) => {
@@ -141,7 +163,7 @@ impl Lab {
     pub fn open(name: &str) -> anyhow::Result<Lab> {
         validate_name(name)?;
         let truth = Truth::load(name)?;
-        let lab = Lab::handle(name, truth, xtask_bin()?);
+        let lab = Lab::handle(name, truth, xtask_bin()?, scanners::count_up(name));
         for ns in [lab.scanner_ns(), lab.target_ns()] {
             if !ns_exists(ns) {
                 bail!("namespace {ns} does not exist: is lab {name} up?");
@@ -150,13 +172,11 @@ impl Lab {
         Ok(lab)
     }
 
-    fn handle(name: &str, truth: Truth, xtask: PathBuf) -> Lab {
+    fn handle(name: &str, truth: Truth, xtask: PathBuf, scanners: u32) -> Lab {
         Lab {
             name: name.to_owned(),
-            scanner_ns: truth.scanner_ns.clone(),
+            scanners: scanners::layouts(name, scanners),
             target_ns: truth.target_ns.clone(),
-            scanner_if: format!("{name}s0"),
-            target_if: format!("{name}t0"),
             truth,
             xtask,
             listener: Mutex::new(None),
@@ -169,21 +189,11 @@ impl Lab {
         fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
         self.truth.save_to(&state.join("truth.json"))?;
 
-        let (s, t) = (self.scanner_ns.as_str(), self.target_ns.as_str());
-        let (sif, tif) = (self.scanner_if.as_str(), self.target_if.as_str());
-        ip(&["netns", "add", s])?;
+        let t = self.target_ns.as_str();
         ip(&["netns", "add", t])?;
-        ip(&[
-            "-n", s, "link", "add", sif, "type", "veth", "peer", "name", tif, "netns", t,
-        ])?;
-        for (ns, dev, v4, v6) in [
-            (s, sif, "198.18.0.1/24", "2001:2::1/64"),
-            (t, tif, "198.18.0.2/24", "2001:2::2/64"),
-        ] {
-            ip(&["-n", ns, "link", "set", "lo", "up"])?;
-            ip(&["-n", ns, "addr", "add", v4, "dev", dev])?;
-            ip(&["-n", ns, "addr", "add", v6, "dev", dev, "nodad"])?;
-            ip(&["-n", ns, "link", "set", dev, "up"])?;
+        ip(&["-n", t, "link", "set", "lo", "up"])?;
+        for scanner in &self.scanners {
+            scanner.build(t)?;
         }
         ip(&[
             "-n",
@@ -205,35 +215,21 @@ impl Lab {
             "2001:2:0:1::/64",
             "dev",
             "lo",
-        ])?;
-        ip(&[
-            "-n",
-            s,
-            "route",
-            "add",
-            "198.19.0.0/16",
-            "via",
-            "198.18.0.2",
-        ])?;
-        ip(&[
-            "-n",
-            s,
-            "-6",
-            "route",
-            "add",
-            "2001:2:0:1::/64",
-            "via",
-            "2001:2::2",
         ])?;
 
         self.skipped_sysctls = self.tune_target()?;
         if !cfg.offloads {
-            for (ns, dev) in [(s, sif), (t, tif)] {
-                run(netns_exec(ns, "ethtool")
-                    .args(["-K", dev, "tso", "off", "gso", "off", "gro", "off"]))?;
+            for sc in &self.scanners {
+                for (ns, dev) in [(sc.ns.as_str(), &sc.iface), (t, &sc.peer_iface)] {
+                    run(netns_exec(ns, "ethtool")
+                        .args(["-K", dev, "tso", "off", "gso", "off", "gro", "off"]))?;
+                }
             }
         }
-        nft(t, &nft::ruleset(&self.truth))?;
+        nft::apply(t, &nft::ruleset(&self.truth))?;
+        if cfg.syn_proxy {
+            nft::apply(t, &nft::syn_proxy())?;
+        }
         let defaults = self.default_routes()?;
         if !defaults.is_empty() {
             bail!("the lab has default routes, refusing to go on: {defaults:?}");
@@ -343,9 +339,16 @@ impl Lab {
                 addrs.push(SocketAddr::new(addr.into(), 80));
             }
         }
+        for k in 1..=self.scanners.len() as u32 {
+            self.check_reachable_from(k, &addrs)?;
+        }
+        Ok(())
+    }
+
+    fn check_reachable_from(&self, k: u32, addrs: &[SocketAddr]) -> anyhow::Result<()> {
         let start = Instant::now();
         loop {
-            let results = self.probe(&addrs, Duration::from_secs(1))?;
+            let results = self.probe_from(k, addrs, Duration::from_secs(1))?;
             let bad: Vec<_> = results
                 .iter()
                 .filter(|r| r.outcome != Outcome::Open)
@@ -354,7 +357,8 @@ impl Lab {
                 return Ok(());
             }
             if start.elapsed() > Duration::from_secs(5) {
-                bail!("the target is not reachable from the scanner namespace: {bad:?}");
+                let ns = &self.scanner(k).ns;
+                bail!("the target is not reachable from scanner namespace {ns}: {bad:?}");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -390,9 +394,9 @@ impl Lab {
     /// at most `rst_limit` RSTs a second leaving the target (`None` = unlimited).
     pub fn set_impairments(&self, loss_pct: f64, rst_limit: Option<u32>) -> anyhow::Result<()> {
         validate_loss(loss_pct)?;
-        nft(
+        nft::apply(
             &self.target_ns,
-            &nft::impairments(&self.target_if, loss_pct, rst_limit),
+            &nft::impairments(&self.target_ifs(), loss_pct, rst_limit),
         )
     }
 
@@ -402,7 +406,20 @@ impl Lab {
         addrs: &[SocketAddr],
         timeout: Duration,
     ) -> anyhow::Result<Vec<ProbeResult>> {
-        let mut cmd = self.scanner_cmd(&self.xtask);
+        self.probe_from(1, addrs, timeout)
+    }
+
+    /// Like `probe`, from scanner `k` (1-based).
+    ///
+    /// # Panics
+    /// If the lab has no scanner `k`.
+    pub fn probe_from(
+        &self,
+        k: u32,
+        addrs: &[SocketAddr],
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<ProbeResult>> {
+        let mut cmd = self.scanner(k).cmd(&self.xtask);
         cmd.args([
             "lab",
             "probe",
@@ -422,10 +439,11 @@ impl Lab {
         Ok(results)
     }
 
-    /// Routes named `default` in either namespace, any table, either family (empty in a good lab).
+    /// Routes named `default` in any of the lab's namespaces, any table, either family
+    /// (empty in a good lab).
     pub fn default_routes(&self) -> anyhow::Result<Vec<String>> {
         let mut found = Vec::new();
-        for ns in [&self.scanner_ns, &self.target_ns] {
+        for ns in self.namespaces() {
             for family in ["-4", "-6"] {
                 let routes = ip(&["-n", ns, family, "route", "show", "table", "all"])?;
                 found.extend(
@@ -451,8 +469,9 @@ impl Lab {
         &self.name
     }
 
+    /// Scanner 1's namespace (`<name>-s`).
     pub fn scanner_ns(&self) -> &str {
-        &self.scanner_ns
+        &self.scanners[0].ns
     }
 
     pub fn target_ns(&self) -> &str {
@@ -461,12 +480,41 @@ impl Lab {
 
     /// The scanner's veth interface (`<name>s0`), inside `scanner_ns`.
     pub fn scanner_if(&self) -> &str {
-        &self.scanner_if
+        &self.scanners[0].iface
     }
 
     /// The target's veth interface (`<name>t0`), inside `target_ns`.
     pub fn target_if(&self) -> &str {
-        &self.target_if
+        &self.scanners[0].peer_iface
+    }
+
+    /// Every scanner namespace with its veth and addresses, scanner 1 first.
+    pub fn scanners(&self) -> &[Scanner] {
+        &self.scanners
+    }
+
+    /// Scanner `k` (1-based).
+    ///
+    /// # Panics
+    /// If the lab has no scanner `k` (see `scanners` for the count).
+    pub fn scanner(&self, k: u32) -> &Scanner {
+        let i = k.checked_sub(1).and_then(|i| usize::try_from(i).ok());
+        i.and_then(|i| self.scanners.get(i))
+            .unwrap_or_else(|| panic!("lab {} has no scanner {k}", self.name))
+    }
+
+    /// The target ends of every scanner's veth, inside `target_ns`.
+    pub fn target_ifs(&self) -> Vec<&str> {
+        self.scanners
+            .iter()
+            .map(|s| s.peer_iface.as_str())
+            .collect()
+    }
+
+    /// Every namespace of the lab: the scanners' in order, then the target's.
+    pub fn namespaces(&self) -> Vec<&str> {
+        let scanners = self.scanners.iter().map(|s| s.ns.as_str());
+        scanners.chain([self.target_ns.as_str()]).collect()
     }
 
     pub fn truth(&self) -> &Truth {
@@ -478,14 +526,24 @@ impl Lab {
         &self.skipped_sysctls
     }
 
-    /// `ip netns exec <scanner-ns> program`.
+    /// `ip netns exec <scanner-ns> program` (scanner 1; `scanner(k).cmd` for the others).
     pub fn scanner_cmd(&self, program: impl AsRef<OsStr>) -> Command {
-        netns_exec(&self.scanner_ns, program)
+        self.scanners[0].cmd(program)
     }
 
     /// `ip netns exec <target-ns> program`.
     pub fn target_cmd(&self, program: impl AsRef<OsStr>) -> Command {
         netns_exec(&self.target_ns, program)
+    }
+
+    /// Applies an nftables `script` inside the target namespace (a test's own counters).
+    pub fn target_nft(&self, script: &str) -> anyhow::Result<()> {
+        nft::apply(&self.target_ns, script)
+    }
+
+    /// `nft ARGS` inside the target namespace; its stdout (listing a test's counters).
+    pub fn target_nft_query(&self, args: &[&str]) -> anyhow::Result<String> {
+        nft::query(&self.target_ns, args)
     }
 
     /// `/run/portscope-lab/<name>/`.
@@ -536,188 +594,6 @@ pub fn list_labs() -> Vec<String> {
     names
 }
 
-/// Kill the listener(s), delete the namespaces and the state directory of lab `name`.
-fn teardown(name: &str, child: Option<Child>) -> anyhow::Result<()> {
-    let state = Lab::state_dir_for(name);
-    let truth_path = state.join("truth.json");
-    // The listener first: a namespace lives on while a process is inside it.
-    if let Some(mut child) = child {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    let mut pids: Vec<u32> = fs::read_to_string(state.join("listener.pid"))
-        .ok()
-        .and_then(|p| p.trim().parse().ok())
-        .into_iter()
-        .collect();
-    pids.extend(find_listeners(&truth_path));
-    pids.sort_unstable();
-    pids.dedup();
-    for pid in pids {
-        if is_listener(pid, &truth_path) {
-            kill(pid)?;
-        }
-    }
-    for ns in [format!("{name}-s"), format!("{name}-t")] {
-        if !ns_exists(&ns) {
-            continue;
-        }
-        if let Ok(pids) = ip(&["netns", "pids", &ns]) {
-            let pids: Vec<&str> = pids.split_whitespace().collect();
-            if !pids.is_empty() {
-                eprintln!(
-                    "lab {name}: processes {pids:?} are still in {ns}; it lives on until they exit"
-                );
-            }
-        }
-        ip(&["netns", "del", &ns])?;
-    }
-    if state.exists() {
-        fs::remove_dir_all(&state).with_context(|| format!("removing {}", state.display()))?;
-    }
-    Ok(())
-}
-
-/// The arguments of process `pid`, empty if it is gone (or a zombie).
-fn cmdline(pid: u32) -> Vec<String> {
-    let raw = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    raw.split(|&b| b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect()
-}
-
-/// Whether `pid` runs `lab serve --truth <truth_path>` (possibly still as `ip netns exec ...`).
-fn is_listener(pid: u32, truth_path: &Path) -> bool {
-    let args = cmdline(pid);
-    let want = ["lab", "serve", "--truth", &truth_path.to_string_lossy()];
-    args.windows(4)
-        .any(|w| w.iter().zip(want).all(|(a, b)| a == b))
-}
-
-/// Every process that is this lab's listener, found through /proc.
-fn find_listeners(truth_path: &Path) -> Vec<u32> {
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|&pid| is_listener(pid, truth_path))
-        .collect()
-}
-
-/// Alive and not a zombie.
-fn process_alive(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name, which may contain spaces.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
-/// SIGTERM, then SIGKILL after 2 s.
-fn kill(pid: u32) -> anyhow::Result<()> {
-    for (signal, wait) in [
-        ("-TERM", Duration::from_secs(2)),
-        ("-KILL", Duration::from_secs(2)),
-    ] {
-        let _ = Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .stderr(Stdio::null())
-            .status();
-        let start = Instant::now();
-        while start.elapsed() < wait {
-            if !process_alive(pid) {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-    bail!("listener {pid} survived SIGKILL")
-}
-
-fn ns_exists(ns: &str) -> bool {
-    Path::new("/run/netns").join(ns).exists()
-}
-
-fn netns_exec(ns: &str, program: impl AsRef<OsStr>) -> Command {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns]).arg(program);
-    cmd
-}
-
-/// Run `cmd`, returning stdout; a failure carries the command line and its stderr.
-fn run(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn ip(args: &[&str]) -> anyhow::Result<String> {
-    run(Command::new("ip").args(args))
-}
-
-/// Feed `script` to `nft -f -` inside namespace `ns`.
-fn nft(ns: &str, script: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut child = netns_exec(ns, "nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("running nft")?;
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(script.as_bytes())?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "nft in {ns} failed: {}\nscript:\n{script}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-/// The xtask binary, which runs `lab serve` and `lab probe` inside the namespaces.
-///
-/// In order: `$XTASK_BIN`; this process if it is xtask; `xtask` next to this executable or
-/// one directory up (a test binary in `target/<profile>/deps/`). Tests of other crates that
-/// depend on this library must make sure `cargo build -p xtask` ran (a workspace `cargo test`
-/// builds it), or set `XTASK_BIN`.
-pub fn xtask_bin() -> anyhow::Result<PathBuf> {
-    if let Some(path) = std::env::var_os("XTASK_BIN") {
-        return Ok(path.into());
-    }
-    let exe = std::env::current_exe().context("finding the current executable")?;
-    if exe.file_stem() == Some(OsStr::new("xtask")) {
-        return Ok(exe);
-    }
-    let dir = exe.parent().context("executable without a directory")?;
-    for candidate in [dir.join("xtask"), dir.join("../xtask")] {
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-    }
-    bail!(
-        "cannot find the xtask binary near {}: run `cargo build -p xtask` or set XTASK_BIN",
-        exe.display()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -747,14 +623,12 @@ mod tests {
             ..LabConfig::default()
         };
         assert!(cfg.validate().is_err());
-    }
-
-    #[test]
-    fn this_process_is_not_a_listener() {
-        assert!(!is_listener(
-            std::process::id(),
-            Path::new("/run/portscope-lab/x/truth.json")
-        ));
-        assert!(process_alive(std::process::id()));
+        for scanners in [0, MAX_SCANNERS + 1] {
+            let cfg = LabConfig {
+                scanners,
+                ..LabConfig::default()
+            };
+            assert!(cfg.validate().is_err(), "{scanners} scanners accepted");
+        }
     }
 }

@@ -7,7 +7,8 @@ usage: cargo xtask <command>
 
   bench   Portscope vs masscan, zmap and nmap on the same lab scenarios (cargo xtask bench --help)
   demo    build, bring the lab up, deep-scan a lab host, check it against ground truth
-  lab     the network lab: up, down, status, impair, exec (cargo xtask lab help)";
+  lab     the network lab: up, down, status, impair, exec (cargo xtask lab help)
+  soak    the service under an hour of mixed clients compressed into minutes, in the lab";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -15,6 +16,7 @@ fn main() -> ExitCode {
         Some("lab") => xtask::lab::cli::run(&args[1..]),
         Some("demo") => xtask::demo::run(&args[1..]),
         Some("bench") => xtask::bench::run(&args[1..]),
+        Some("soak") => xtask::soak::run(&args[1..]),
         Some("help" | "--help" | "-h") => {
             println!("{USAGE}");
             Ok(0)

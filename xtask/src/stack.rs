@@ -1,4 +1,5 @@
-//! The whole service inside the lab: the engine daemon (root, CAP_NET_RAW only) and the
+//! The whole service inside the lab: the engine daemon (started as root, confined to `nobody`
+//! with CAP_NET_RAW only, seccomp and Landlock) and the
 //! control API (an unprivileged user, no capabilities) in the scanner namespace, clients
 //! (curl) in the target namespace, so the requester address the API sees is a lab host.
 //!
@@ -96,6 +97,11 @@ impl Stack {
         Ok(s)
     }
 
+    /// The API's process id (`setpriv` and `ip netns exec` exec in place).
+    pub fn api_pid(&self) -> Option<u32> {
+        self.api.as_ref().map(Child::id)
+    }
+
     /// The engine's Unix socket.
     pub fn socket(&self) -> PathBuf {
         self.dir.join("engine.sock")
@@ -141,25 +147,16 @@ impl Stack {
         let log = self.log(&self.dir.join("engine.log"))?;
         let sock = self.socket();
         let _ = std::fs::remove_file(&sock);
-        let child = self
-            .lab
-            .scanner_cmd(self.bins.join("portscope"))
-            .arg("engine")
-            .arg("--socket")
-            .arg(&sock)
-            .args(["--socket-mode", "0666", "--allow-uid", &API_UID.to_string()])
-            .args(["--allow", "198.18.0.0/15", "--allow", "2001:2::/48"])
-            .args(if self.opts.engine_args.iter().any(|a| a == "--rate") {
-                &[][..]
-            } else {
-                &["--rate", "250000"][..]
-            })
-            .args(&self.opts.engine_args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting the engine")?;
+        let child = engine_command(
+            self.lab.scanner_cmd(self.bins.join("portscope")),
+            &sock,
+            &self.opts.engine_args,
+        )
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting the engine")?;
         self.engine = Some(child);
         wait_for(Duration::from_secs(10), || sock.exists())
             .with_context(|| format!("engine socket never appeared\n{}", self.logs()))
@@ -233,6 +230,11 @@ impl Stack {
     /// Stops the API.
     pub fn stop_api(&mut self, kill: bool) {
         stop(&mut self.api, kill);
+    }
+
+    /// The engine process's pid, while it runs (for reading `/proc/PID/status`).
+    pub fn engine_pid(&self) -> Option<u32> {
+        self.engine.as_ref().map(Child::id)
     }
 
     /// Whether the engine process is still running.
@@ -324,7 +326,27 @@ impl HttpReply {
     }
 }
 
-fn stop(child: &mut Option<Child>, kill: bool) {
+/// `<program> engine` as the stack runs it: socket `sock` (mode 0666, the API's uid allowed),
+/// the lab ranges allowed, 250,000 packets a second unless `extra` names a `--rate`, then
+/// `extra`. `cmd` is `portscope` inside a scanner namespace (`Lab::scanner_cmd`,
+/// `Scanner::cmd`).
+pub(crate) fn engine_command(mut cmd: Command, sock: &Path, extra: &[String]) -> Command {
+    cmd.arg("engine")
+        .arg("--socket")
+        .arg(sock)
+        .args(["--socket-mode", "0666", "--allow-uid", &API_UID.to_string()])
+        .args(["--allow", "198.18.0.0/15", "--allow", "2001:2::/48"])
+        .args(if extra.iter().any(|a| a == "--rate") {
+            &[][..]
+        } else {
+            &["--rate", "250000"][..]
+        })
+        .args(extra);
+    cmd
+}
+
+/// Stops a child we started, by PID: SIGTERM (or SIGKILL when `kill`), reaped within 10 s.
+pub(crate) fn stop(child: &mut Option<Child>, kill: bool) {
     if let Some(mut c) = child.take() {
         let sig = if kill { "-KILL" } else { "-TERM" };
         // Only the process we started, by PID (`ip netns exec` execs in place).
@@ -343,7 +365,8 @@ fn stop(child: &mut Option<Child>, kill: bool) {
     }
 }
 
-fn wait_for(limit: Duration, mut ready: impl FnMut() -> bool) -> anyhow::Result<()> {
+/// Polls `ready` every 50 ms until it holds or `limit` passes.
+pub(crate) fn wait_for(limit: Duration, mut ready: impl FnMut() -> bool) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if ready() {

@@ -142,6 +142,47 @@ fn deep_scan_of_the_requester_matches_truth_ipv4() {
         last.header("x-scan-duration-ms").is_some(),
         "X-Scan-Duration-Ms on completed results"
     );
+    assert_engine_confined(&s);
+}
+
+/// The engine, started as root, scanned exactly the truth above as `nobody` with only
+/// CAP_NET_RAW (bit 13), an empty bounding set, no_new_privs and a seccomp filter.
+fn assert_engine_confined(s: &Stack) {
+    let pid = s.engine_pid().expect("engine running");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:\t")))
+            .unwrap_or_else(|| panic!("no {name} in\n{status}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    let nobody = xtask::stack::API_UID.to_string();
+    assert_eq!(
+        field("Uid"),
+        [nobody.as_str(); 4],
+        "real, effective, saved, fs uid"
+    );
+    assert_eq!(field("Gid")[..3], [nobody.as_str(); 3]);
+    let net_raw = format!("{:016x}", 1u64 << 13);
+    for set in ["CapEff", "CapPrm"] {
+        assert_eq!(field(set), [net_raw.as_str()], "{set}: CAP_NET_RAW only");
+    }
+    for (name, want) in [
+        ("CapInh", "0000000000000000"),
+        ("CapAmb", "0000000000000000"),
+        ("CapBnd", "0000000000000000"),
+        ("NoNewPrivs", "1"),
+        ("Seccomp", "2"),
+    ] {
+        assert_eq!(field(name), [want], "{name}");
+    }
+    let log = std::fs::read_to_string(s.log_paths().0).unwrap();
+    assert!(
+        log.contains("confined: CAP_NET_RAW only") && log.contains("seccomp=Enforce"),
+        "{log}"
+    );
 }
 
 #[test]

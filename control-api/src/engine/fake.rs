@@ -50,6 +50,25 @@ struct State {
     scans: HashMap<String, Scan>,
 }
 
+/// The result a real scan reports for `ip`:`port` in `state` (the reason follows the state:
+/// syn-ack, reset, or no-response). Tests build `Ports` events with it.
+pub fn port_result(ip: IpAddr, port: u16, state: PortState) -> PortResult {
+    PortResult {
+        ip,
+        port,
+        proto: Proto::Tcp,
+        state,
+        reason: match state {
+            PortState::Open => Reason::SynAck,
+            PortState::Closed => Reason::Reset,
+            PortState::Filtered => Reason::NoResponse,
+        },
+        ttl: None,
+        icmp_type: None,
+        icmp_code: None,
+    }
+}
+
 /// The fake engine.
 #[derive(Debug)]
 pub struct FakeEngine {
@@ -148,20 +167,7 @@ impl FakeEngine {
             .unwrap_or(IpAddr::from([198, 18, 0, 1]));
         let results = ports
             .iter()
-            .map(|&(port, state)| PortResult {
-                ip: target,
-                port,
-                proto: Proto::Tcp,
-                state,
-                reason: match state {
-                    PortState::Open => Reason::SynAck,
-                    PortState::Closed => Reason::Reset,
-                    PortState::Filtered => Reason::NoResponse,
-                },
-                ttl: None,
-                icmp_type: None,
-                icmp_code: None,
-            })
+            .map(|&(port, state)| port_result(target, port, state))
             .collect();
         let e = Event::Ports {
             id: id.into(),

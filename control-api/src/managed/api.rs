@@ -561,7 +561,11 @@ async fn apply_target(
         }
         (None, None) => {}
     }
-    let (profile, _, _) = profile_ports(Some(&row.profile), row.ports.as_deref())?;
+    let (profile, _, port_count) = profile_ports(Some(&row.profile), row.ports.as_deref())?;
+    if let Ok(TargetSpec::Net(n)) = TargetSpec::parse(&row.target) {
+        // Refused now rather than failing at every scheduled run.
+        super::service::check_size(&[n.to_string()], port_count)?;
+    }
     row.profile = profile;
     if let Some(i) = b.interval {
         if i != 0 && !(MIN_INTERVAL..=MAX_INTERVAL).contains(&i) {

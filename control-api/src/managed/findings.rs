@@ -260,6 +260,15 @@ pub struct OpenPort {
     pub new: bool,
 }
 
+/// The severity of a port that is newly open since the previous scan: its rubric
+/// severity, at least MEDIUM. The one rule for both the finding and the
+/// `new_open_port` alert, so they never disagree.
+pub fn new_port_severity(port: u16) -> Severity {
+    rule_for(port)
+        .map_or(Severity::Info, |r| r.severity)
+        .max(Severity::Medium)
+}
+
 /// The finding an open port produces.
 pub fn finding(p: &OpenPort) -> Finding {
     let (severity, service, why) = match rule_for(p.port) {
@@ -270,9 +279,9 @@ pub fn finding(p: &OpenPort) -> Finding {
             "open port; make sure it is meant to be reachable",
         ),
     };
-    let (severity, why) = if p.new && severity < Severity::Medium {
+    let (severity, why) = if p.new && severity < new_port_severity(p.port) {
         (
-            Severity::Medium,
+            new_port_severity(p.port),
             "it was not open in the previous scan of this target; close it unless the change was intended",
         )
     } else {

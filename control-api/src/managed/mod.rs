@@ -117,8 +117,27 @@ async fn limit(State(m): State<Arc<Managed>>, req: Request, next: Next) -> Respo
     {
         m.limiter.prune(now);
     }
-    let w = m.limiter.hit(&key.to_string(), now);
+    // A request to an authenticated route without any `Authorization` gets 401 first and
+    // is not counted (it costs no token lookup); one with a token, right or wrong, counts.
+    let unauthenticated = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .is_some_and(|p| {
+            p.as_str().starts_with("/api/v1/") && p.as_str() != "/api/v1/openapi.json"
+        })
+        && !req
+            .headers()
+            .contains_key(axum::http::header::AUTHORIZATION);
+    let w = if unauthenticated {
+        m.limiter.peek(&key.to_string(), now)
+    } else {
+        m.limiter.hit(&key.to_string(), now)
+    };
     let mut resp = match client {
+        _ if unauthenticated => ManagedError::Unauthorized(
+            "missing API token: send `Authorization: Bearer <token>`".into(),
+        )
+        .into_response(),
         _ if !w.allowed => ManagedError::Limited {
             code: "rate_limited",
             message: format!(

@@ -31,6 +31,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// Most target x port pairs of one managed scan: the engine daemon's default `max_pairs`
+/// (it refuses larger submits), so such scans get 400 here instead of a failed row.
+pub const MAX_SCAN_PAIRS: u128 = 1 << 24;
+
 /// Engine queue priority of managed scans (between deep self-scans and fast ones).
 pub const PRIORITY: u8 = 3;
 /// Most hosts of one scan whose banners are grabbed.
@@ -70,6 +74,10 @@ pub struct ManagedSettings {
     /// How long the engine may be unreachable before live scans fail with
     /// `engine_unavailable` and new ones get 503 (set from `engine-grace-secs`).
     pub grace_ms: u64,
+    /// How often the grace period is checked (0 = only in `maintain`), independent of
+    /// the scheduler period, so live scans fail right after the grace period as
+    /// self-scans do (set from `maintenance-interval-ms`).
+    pub grace_check_interval: Duration,
 }
 
 impl Default for ManagedSettings {
@@ -78,6 +86,7 @@ impl Default for ManagedSettings {
             queue_limit: 1000,
             scheduler_interval: Duration::from_secs(30),
             grace_ms: 30_000,
+            grace_check_interval: Duration::from_secs(1),
         }
     }
 }
@@ -126,6 +135,64 @@ pub fn profile_ports(
     Ok((name.to_string(), spec, set.len()))
 }
 
+/// The (host, port) pairs a scan probed: its ports on its addresses.
+#[derive(Debug)]
+struct Coverage(Vec<(Vec<IpNet>, PortSet)>);
+
+impl Coverage {
+    fn of(row: &MScanRow) -> Coverage {
+        let nets = row
+            .addresses
+            .split(',')
+            .filter_map(|a| {
+                a.parse::<IpNet>()
+                    .ok()
+                    .or_else(|| a.parse::<IpAddr>().ok().map(IpNet::from))
+            })
+            .collect();
+        // An unparsable spec covers nothing: no alert rather than a false one.
+        let ports = PortSet::parse(&row.ports).unwrap_or_else(|_| PortSet::from_ports([]));
+        Coverage(vec![(nets, ports)])
+    }
+
+    /// Covered by both.
+    fn and(mut self, other: Coverage) -> Coverage {
+        self.0.extend(other.0);
+        self
+    }
+
+    fn covers(&self, host: &str, port: u16) -> bool {
+        let Ok(ip) = host.parse::<IpAddr>() else {
+            return false;
+        };
+        let ip = crate::netaddr::normalise(ip);
+        self.0.iter().all(|(nets, ports)| {
+            ports.index_of(port).is_some() && nets.iter().any(|n| n.contains(&ip))
+        })
+    }
+}
+
+/// 400 when `addrs` x `ports` is more than the engine accepts in one scan.
+pub fn check_size(addrs: &[String], ports: u64) -> Result<(), ManagedError> {
+    let hosts: u128 = addrs
+        .iter()
+        .map(|a| match a.parse::<IpNet>() {
+            Ok(n) => 1u128
+                .checked_shl(u32::from(n.max_prefix_len() - n.prefix_len()))
+                .unwrap_or(u128::MAX),
+            Err(_) => 1,
+        })
+        .fold(0u128, u128::saturating_add);
+    let pairs = hosts.saturating_mul(u128::from(ports));
+    if pairs > MAX_SCAN_PAIRS {
+        return Err(ManagedError::BadRequest(format!(
+            "scan too large: {hosts} addresses x {ports} ports = {pairs} pairs; at most \
+             {MAX_SCAN_PAIRS} pairs per scan (e.g. a deep scan of at most a /24, or fewer ports)"
+        )));
+    }
+    Ok(())
+}
+
 /// The service.
 #[derive(Debug)]
 pub struct ManagedService {
@@ -168,6 +235,17 @@ impl ManagedService {
                 me.handle(n).await;
             }
         });
+        if !svc.settings.grace_check_interval.is_zero() {
+            let me = svc.clone();
+            svc.spawn(async move {
+                let mut tick = tokio::time::interval(me.settings.grace_check_interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    me.fail_if_engine_gone().await;
+                }
+            });
+        }
         if !svc.settings.scheduler_interval.is_zero() {
             let me = svc.clone();
             svc.spawn(async move {
@@ -232,12 +310,19 @@ impl ManagedService {
                     .parse()
                     .map_err(|_| ManagedError::Internal(format!("bad address {a}")))?,
             };
-            if self.deps.opt_out.contains(net.network())
-                || self.deps.opt_out.contains(net.broadcast())
-            {
-                return Err(ManagedError::OutOfScope(format!(
-                    "{a} is opted out of scanning"
-                )));
+            // Every address, not only the ends: an opted-out host inside a CIDR refuses
+            // the whole scan (nothing is subtracted silently).
+            if let Some(out) = self.deps.opt_out.overlapping(net) {
+                return Err(ManagedError::OutOfScope(
+                    if net.prefix_len() == net.max_prefix_len() {
+                        format!("{a} is opted out of scanning")
+                    } else {
+                        format!(
+                            "{a} includes {out}, which is opted out of scanning; scan the \
+                         addresses around it as separate targets"
+                        )
+                    },
+                ));
             }
             let set = TargetSet::new(&[net], &[])
                 .map_err(|e| ManagedError::BadRequest(format!("{a}: {e}")))?;
@@ -265,6 +350,7 @@ impl ManagedService {
         let (profile, ports, port_count) =
             profile_ports(order.profile.as_deref(), order.ports.as_deref())?;
         let addrs = self.authorize(token, &spec).await?;
+        check_size(&addrs, port_count)?;
         if self.engine_gone() {
             return Err(ManagedError::EngineUnavailable);
         }
@@ -323,8 +409,10 @@ impl ManagedService {
                 .unwrap_or(now_ms);
             now_ms.max(prev + 1)
         };
+        let id = new_managed_id();
         let row = MScanRow {
-            id: new_managed_id(),
+            report_key: store.report_key(&id),
+            id,
             token_id: token.id.clone(),
             target_id: order.target_id.clone(),
             target,
@@ -338,7 +426,6 @@ impl ManagedService {
             chunks_complete: 0,
             total_chunks: 0,
             error: None,
-            report_key: random_hex(24),
             grade: None,
             grade_score: None,
             duration_ms: None,
@@ -607,16 +694,21 @@ impl ManagedService {
         else {
             return Ok(Vec::new());
         };
+        // Only what both scans probed is compared: a fast scan after a deep one says
+        // nothing about the ports it did not probe.
+        let covered = Coverage::of(&prev).and(Coverage::of(row));
         let before: BTreeMap<(String, u16), Option<String>> = store
             .ports(&prev.id)
             .await?
             .into_iter()
             .filter(|p| p.state == "open")
             .map(|p| ((p.host, u16::try_from(p.port).unwrap_or(0)), p.banner))
+            .filter(|((h, port), _)| covered.covers(h, *port))
             .collect();
         let now: BTreeMap<(String, u16), Option<String>> = open
             .iter()
             .map(|p| ((p.host.clone(), p.port), p.banner.clone()))
+            .filter(|((h, port), _)| covered.covers(h, *port))
             .collect();
         let at = self.now_secs();
         let mk =
@@ -643,7 +735,7 @@ impl ManagedService {
         for ((host, port), banner) in &now {
             match before.get(&(host.clone(), *port)) {
                 None => {
-                    let sev = findings::rule_for(*port).map_or(Severity::Info, |r| r.severity);
+                    let sev = findings::new_port_severity(*port);
                     out.push(mk(
                         host,
                         *port,
@@ -798,6 +890,15 @@ impl ManagedService {
     /// Periodic work: fail live scans once the engine has been gone past the grace
     /// period, then run due scheduled targets.
     pub async fn maintain(&self) -> usize {
+        if self.fail_if_engine_gone().await {
+            return 0;
+        }
+        self.run_due().await
+    }
+
+    /// Fails every live scan with `engine_unavailable` once the engine has been gone past
+    /// the grace period; `true` when it has.
+    pub async fn fail_if_engine_gone(&self) -> bool {
         if self.engine_gone() {
             match self.deps.store.live().await {
                 Ok(rows) => {
@@ -815,9 +916,9 @@ impl ManagedService {
                 }
                 Err(e) => tracing::error!(error = %e, "cannot list live managed scans"),
             }
-            return 0;
+            return true;
         }
-        self.run_due().await
+        false
     }
 
     /// Runs every due scheduled target once, then sets its next run to now + interval, so
@@ -833,7 +934,13 @@ impl ManagedService {
         };
         let mut started = 0;
         for t in due {
-            let next = now + t.interval_secs.unwrap_or(0).max(60);
+            // Checked: a stored interval is bounded by the API, but a row is not trusted
+            // to be (an overflow would put the next run in the past: a scan every tick).
+            let interval = t
+                .interval_secs
+                .unwrap_or(0)
+                .clamp(super::api::MIN_INTERVAL, super::api::MAX_INTERVAL);
+            let next = now.saturating_add(interval);
             if let Err(e) = self.deps.store.set_next_run(&t.id, next).await {
                 tracing::error!(error = %e, "cannot schedule target");
                 continue;

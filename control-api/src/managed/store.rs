@@ -151,12 +151,43 @@ pub struct AlertRow {
 #[derive(Debug, Clone)]
 pub struct MStore {
     pool: SqlitePool,
+    /// Report keys are derived from it, never stored.
+    secret: crate::secret::ServerSecret,
 }
 
 impl MStore {
-    /// On an open, migrated pool.
+    /// On an open, migrated pool, with a fresh random secret (report links do not survive
+    /// a restart: tests; the server uses [`MStore::with_secret`]).
     pub fn new(pool: SqlitePool) -> Self {
-        MStore { pool }
+        Self::with_secret(
+            pool,
+            crate::secret::ServerSecret::from_bytes(rand::random()),
+        )
+    }
+
+    /// On an open, migrated pool, deriving report keys from `secret`.
+    pub fn with_secret(pool: SqlitePool, secret: crate::secret::ServerSecret) -> Self {
+        MStore { pool, secret }
+    }
+
+    /// The report key of a scan (derived from the server secret).
+    pub fn report_key(&self, id: &str) -> String {
+        self.secret.report_key(id)
+    }
+
+    /// A row as read, with its derived report key.
+    fn keyed(&self, mut r: MScanRow) -> MScanRow {
+        r.report_key = self.report_key(&r.id);
+        r
+    }
+
+    /// Blanks report keys stored in the clear by earlier versions (their links now use the
+    /// derived key). Run at start.
+    pub async fn forget_stored_report_keys(&self) -> Result<u64, sqlx::Error> {
+        let r = sqlx::query("UPDATE managed_scans SET report_key = '' WHERE report_key <> ''")
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
     }
 
     /// The pool.
@@ -180,7 +211,7 @@ impl MStore {
         .bind(&r.ports)
         .bind(r.port_count)
         .bind(&r.profile)
-        .bind(&r.report_key)
+        .bind("") // report_key: derived, never stored
         .bind(r.created_at_ms)
         .execute(&self.pool)
         .await?;
@@ -193,6 +224,7 @@ impl MStore {
             .bind(id)
             .fetch_optional(&self.pool)
             .await
+            .map(|o| o.map(|r| self.keyed(r)))
     }
 
     /// A scan by id, if it belongs to the token.
@@ -202,6 +234,7 @@ impl MStore {
             .bind(token)
             .fetch_optional(&self.pool)
             .await
+            .map(|o| o.map(|r| self.keyed(r)))
     }
 
     /// The live scan of a token's target.
@@ -218,6 +251,7 @@ impl MStore {
         .bind(target)
         .fetch_optional(&self.pool)
         .await
+        .map(|o| o.map(|r| self.keyed(r)))
     }
 
     /// The newest complete scan of a token's target created before `before_ms`.
@@ -236,12 +270,15 @@ impl MStore {
         .bind(before_ms)
         .fetch_optional(&self.pool)
         .await
+        .map(|o| o.map(|r| self.keyed(r)))
     }
 
     /// Counts: scans created since `since_ms`, live scans of the token, queued scans of all.
     pub async fn usage(&self, token: &str, since_ms: i64) -> Result<(i64, i64, i64), sqlx::Error> {
         let (month,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM managed_scans WHERE token_id = $1 AND created_at_ms >= $2",
+            // Scans the engine refused (`rejected_*`) cost no quota.
+            "SELECT COUNT(*) FROM managed_scans WHERE token_id = $1 AND created_at_ms >= $2 \
+             AND COALESCE(error, '') NOT LIKE 'rejected\\_%' ESCAPE '\\'",
         )
         .bind(token)
         .bind(since_ms)
@@ -291,7 +328,7 @@ impl MStore {
         }
         let (total,) = count.fetch_one(&self.pool).await?;
         let rows = page.bind(limit).bind(offset).fetch_all(&self.pool).await?;
-        Ok((rows, total))
+        Ok((rows.into_iter().map(|r| self.keyed(r)).collect(), total))
     }
 
     /// Every live scan, oldest first.
@@ -301,6 +338,7 @@ impl MStore {
         ))
         .fetch_all(&self.pool)
         .await
+        .map(|v: Vec<MScanRow>| v.into_iter().map(|r| self.keyed(r)).collect())
     }
 
     /// Marks the submit sent.
@@ -400,7 +438,7 @@ impl MStore {
         ))
         .bind(grade)
         .bind(score)
-        .bind(duration_ms as i64)
+        .bind(i64::try_from(duration_ms).unwrap_or(i64::MAX))
         .bind(now)
         .bind(id)
         .execute(&mut *tx)

@@ -1,47 +1,63 @@
-//! Test harness: the router in-process (`oneshot`) over a temp SQLite file, the fake
-//! engine, a manual clock and fake banner / PTR sources. Nothing here touches a network
-//! address other than loopback.
+//! The control-api tests' one harness. Shared here: the start time, the lab config, fake
+//! banner and PTR sources, the reply of an in-process request (`oneshot`: the router, no
+//! socket). `selfscan` drives the self-scan API (`Harness`), `managed` the managed-scan API
+//! (`M`, a changeable resolver, an outbox). Every test binary compiles all of it (hence
+//! `allow(dead_code, unused_imports)`). Nothing here touches a network address other than loopback; scan
+//! targets only ever reach the fake engine.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
+
+pub mod managed;
+mod selfscan;
 
 use async_trait::async_trait;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::http::{HeaderMap, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
-use portscope_control_api::clock::{Clock, ManualClock};
 use portscope_control_api::config::Config;
-use portscope_control_api::engine::fake::FakeEngine;
 use portscope_control_api::enrich::{BannerGrabber, PtrResolver};
-use portscope_control_api::model::ScanType;
-use portscope_control_api::{app, start, AppState, Services};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tower::ServiceExt;
+
+pub use selfscan::Harness;
 
 /// 2024-04-01T03:06:40Z.
 pub const T0_MS: u64 = 1_711_940_800_000;
 pub const T0: u64 = T0_MS / 1000;
 
-/// Banners: port 22 says hello, nothing else does. Records what it was asked.
+/// Banners by port, changeable; records what it was asked.
 #[derive(Debug, Default)]
-pub struct FakeBanners {
+pub struct Banners {
+    pub by_port: Mutex<HashMap<u16, String>>,
     pub asked: Mutex<Vec<(IpAddr, Vec<u16>)>>,
 }
 
+impl Banners {
+    /// Port 22 says hello, nothing else does (the self-scan tests' banner source).
+    pub fn ssh() -> Banners {
+        let b = Banners::default();
+        b.set(22, "SSH-2.0-OpenSSH_9.6");
+        b
+    }
+
+    pub fn set(&self, port: u16, banner: &str) {
+        self.by_port.lock().unwrap().insert(port, banner.into());
+    }
+}
+
 #[async_trait]
-impl BannerGrabber for FakeBanners {
+impl BannerGrabber for Banners {
     async fn grab(&self, ip: IpAddr, ports: &[u16]) -> HashMap<u16, String> {
         self.asked.lock().unwrap().push((ip, ports.to_vec()));
+        let m = self.by_port.lock().unwrap();
         ports
             .iter()
-            .filter(|&&p| p == 22)
-            .map(|&p| (p, "SSH-2.0-OpenSSH_9.6".to_string()))
+            .filter_map(|p| m.get(p).map(|b| (*p, b.clone())))
             .collect()
     }
 }
@@ -74,19 +90,11 @@ pub fn lab_config(dir: &std::path::Path) -> Config {
     }
 }
 
-pub struct Harness {
-    pub state: AppState,
-    pub router: Router,
-    pub engine: Arc<FakeEngine>,
-    pub clock: ManualClock,
-    pub banners: Arc<FakeBanners>,
-    pub config: Config,
-    pub dir: Arc<tempfile::TempDir>,
-}
-
+/// One response, read whole.
 pub struct Reply {
     pub status: StatusCode,
     pub headers: HeaderMap,
+    /// The body as JSON; a non-JSON body as a JSON string, an empty one as null.
     pub body: Value,
     /// The raw body text (field order).
     pub text: String,
@@ -103,163 +111,66 @@ impl Reply {
             .parse()
             .unwrap()
     }
+
+    /// Asserts 201 Created and returns the created resource's `id`.
+    pub fn created_id(&self) -> String {
+        assert_eq!(self.status, StatusCode::CREATED, "{}", self.text);
+        self.body["id"].as_str().unwrap().to_string()
+    }
+
+    /// Asserts a JSON error reply: this status and this `error` code.
+    pub fn assert_error(&self, status: StatusCode, error: &str) {
+        assert_eq!(self.status, status, "{}", self.text);
+        assert_eq!(self.body["error"], error, "{}", self.text);
+    }
 }
 
-impl Harness {
-    pub async fn new() -> Harness {
-        Self::with(|_| {}).await
+/// `req` through the router in-process, as if from `from` (port 40000).
+pub async fn oneshot(router: &Router, mut req: Request<Body>, from: &str) -> Reply {
+    let ip: IpAddr = from.parse().unwrap();
+    req.extensions_mut()
+        .insert(ConnectInfo(SocketAddr::new(ip, 40_000)));
+    let resp = router.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or(Value::String(text.clone()))
+    };
+    Reply {
+        status,
+        headers,
+        body,
+        text,
     }
+}
 
-    pub async fn with(tweak: impl FnOnce(&mut Config)) -> Harness {
-        let dir = Arc::new(tempfile::tempdir().unwrap());
-        let mut config = lab_config(dir.path());
-        tweak(&mut config);
-        Self::build(
-            config,
-            Arc::new(FakeEngine::new()),
-            ManualClock::at(T0_MS),
-            dir,
-        )
-        .await
-    }
-
-    pub async fn build(
-        config: Config,
-        engine: Arc<FakeEngine>,
-        clock: ManualClock,
-        dir: Arc<tempfile::TempDir>,
-    ) -> Harness {
-        let banners = Arc::new(FakeBanners::default());
-        let state = start(
-            &config,
-            Services {
-                engine: engine.clone(),
-                clock: Arc::new(clock.clone()),
-                banners: banners.clone(),
-                ptr: Arc::new(FakePtr),
-            },
-        )
-        .await
-        .unwrap();
-        Harness {
-            router: app(state.clone()),
-            state,
-            engine,
-            clock,
-            banners,
-            config,
-            dir,
-        }
-    }
-
-    /// A new app on the same database (the old one shut down first).
-    pub async fn restart(self, engine: Arc<FakeEngine>) -> Harness {
-        self.state.shutdown().await;
-        Self::build(self.config, engine, self.clock, self.dir).await
-    }
-
-    pub fn db_path(&self) -> PathBuf {
-        self.config.db.clone()
-    }
-
-    pub async fn send(&self, req: Request<Body>, from: &str) -> Reply {
-        let mut req = req;
-        let ip: IpAddr = from.parse().unwrap();
-        req.extensions_mut()
-            .insert(ConnectInfo(SocketAddr::new(ip, 40_000)));
-        let resp = self.router.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
-        };
-        Reply {
-            status,
-            headers,
-            body,
-            text: String::from_utf8_lossy(&bytes).into_owned(),
-        }
-    }
-
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        from: &str,
-        headers: &[(&str, &str)],
-    ) -> Reply {
-        let mut b = Request::builder().method(method).uri(path);
-        for (k, v) in headers {
-            b = b.header(*k, *v);
-        }
-        self.send(b.body(Body::empty()).unwrap(), from).await
-    }
-
-    pub async fn get(&self, path: &str, from: &str) -> Reply {
-        self.call(Method::GET, path, from, &[]).await
-    }
-
-    pub async fn post(&self, path: &str, from: &str) -> Reply {
-        self.call(Method::POST, path, from, &[]).await
-    }
-
-    /// The id of the n-th submit the engine saw.
-    pub fn submit_id(&self, n: usize) -> String {
-        self.engine.submitted_ids()[n].clone()
-    }
-
-    /// Waits (without HTTP, so no rate limit is spent) until the newest scan of `ip`/`t`
-    /// has `status`.
-    pub async fn wait_status(&self, ip: &str, t: ScanType, status: &str) {
-        let ip: IpAddr = ip.parse().unwrap();
-        for _ in 0..500 {
-            if let Some(row) = self.state.scans().latest(ip, t).await.unwrap() {
-                if row.status == status {
-                    return;
+/// A loopback webhook receiver: answers 500 to the first `fail_first` requests.
+pub async fn webhook_receiver(fail_first: usize) -> (String, Arc<Mutex<Vec<Value>>>) {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (g, n) = (got.clone(), hits.clone());
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let (g, n) = (g.clone(), n.clone());
+            async move {
+                g.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap());
+                if n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < fail_first {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::OK
                 }
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let row = self.state.scans().latest(ip, t).await.unwrap();
-        panic!("scan of {ip} never reached {status}: {row:?}");
-    }
-
-    /// Waits until the newest scan row of `ip`/`t` satisfies `f`.
-    pub async fn wait_row(
-        &self,
-        ip: &str,
-        t: ScanType,
-        f: impl Fn(&portscope_control_api::store::ScanRow) -> bool,
-    ) {
-        let ip: IpAddr = ip.parse().unwrap();
-        for _ in 0..500 {
-            if let Some(row) = self.state.scans().latest(ip, t).await.unwrap() {
-                if f(&row) {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let row = self.state.scans().latest(ip, t).await.unwrap();
-        panic!("scan of {ip} never reached the expected state: {row:?}");
-    }
-
-    /// Waits until `f` holds.
-    pub async fn wait_for(&self, what: &str, mut f: impl FnMut() -> bool) {
-        for _ in 0..500 {
-            if f() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("timed out waiting for {what}");
-    }
-
-    pub fn now(&self) -> u64 {
-        self.clock.now_secs()
-    }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/hook"), got)
 }

@@ -1,6 +1,8 @@
-//! `portscope engine`: the long-running engine daemon. Opens the raw sockets, keeps only
-//! CAP_NET_RAW, and then (threads start only after the drop) serves the engine protocol on
-//! a Unix socket with `portscope-daemon`. It holds no daemon logic of its own.
+//! `portscope engine`: the long-running engine daemon. Opens the raw sockets and its
+//! listeners, confines itself (`portscope_daemon::sandbox`: as root it becomes `--user`
+//! keeping only CAP_NET_RAW, then no_new_privs, Landlock, seccomp), and then (threads start
+//! only after that) serves the engine protocol on a Unix socket with `portscope-daemon`.
+//! It holds no daemon logic of its own.
 
 use crate::Refusal;
 use anyhow::{Context, Result};
@@ -8,10 +10,11 @@ use clap::Args;
 use portscope_core::classify::{SLOTS, SRC_PORT_BASE};
 use portscope_core::policy::TargetPolicy;
 use portscope_core::targets::parse_net;
+use portscope_daemon::sandbox::{self, Sandbox, SeccompMode};
 use portscope_daemon::{DaemonConfig, PeerPolicy, ScanSettings};
 use portscope_engine::{Engine, EngineConfig};
 use portscope_transport::sys::{self, OpenError, SysConfig};
-use portscope_transport::{privs, PacketSink, PacketSource};
+use portscope_transport::{PacketSink, PacketSource};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,6 +65,14 @@ pub(crate) struct EngineArgs {
     /// Capture replies on this interface only (default: all).
     #[arg(long)]
     interface: Option<String>,
+    /// Started as root, run as this user (name or uid) once the sockets are open, keeping
+    /// only CAP_NET_RAW.
+    #[arg(long, default_value = "nobody")]
+    user: String,
+    /// A system call outside the engine's list: `enforce` kills the process (SIGSYS, named
+    /// in the kernel audit log), `log` only logs it, `off` installs no filter.
+    #[arg(long, default_value = "enforce")]
+    seccomp: SeccompMode,
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -73,6 +84,7 @@ fn parse_mode(s: &str) -> Result<u32, String> {
 }
 
 pub(crate) fn run(args: EngineArgs) -> Result<ExitCode> {
+    portscope_daemon::init_logging();
     let usage = |e: &dyn std::fmt::Display| Refusal::Usage(e.to_string());
     let mut policy = TargetPolicy::default_deny();
     for a in &args.allow {
@@ -87,10 +99,26 @@ pub(crate) fn run(args: EngineArgs) -> Result<ExitCode> {
         OpenError::Permission { .. } => anyhow::Error::new(Refusal::NoPermission(e.to_string())),
         other => anyhow::Error::new(other).context("opening raw sockets"),
     })?;
-    // Before any thread exists: threads inherit the reduced sets.
-    privs::drop_all_but_net_raw().context("dropping capabilities")?;
     let socket = portscope_daemon::bind(&args.socket, args.socket_mode)
         .context("creating the control socket")?;
+    let metrics = args
+        .metrics_listen
+        .map(portscope_daemon::bind_metrics)
+        .transpose()
+        .context("binding the metrics listener")?;
+    // Before any thread exists: threads inherit the credentials and the filters.
+    let confined = sandbox::confine(&Sandbox {
+        user: args.user.clone(),
+        seccomp: args.seccomp,
+        socket_dir: args.socket.parent().map(PathBuf::from),
+    })
+    .context("confining the engine")?;
+    tracing::info!(
+        uid = confined.uid,
+        landlock = confined.landlock,
+        seccomp = ?confined.seccomp,
+        "confined: CAP_NET_RAW only, no_new_privs"
+    );
 
     let config = DaemonConfig {
         max_running: args.max_running as usize,
@@ -129,21 +157,17 @@ pub(crate) fn run(args: EngineArgs) -> Result<ExitCode> {
             engine_config,
         );
         let daemon = portscope_daemon::Daemon::new(engine, Arc::new(sys::route_source), config);
-        eprintln!(
-            "portscope engine: serving on {} (mode {:04o})",
+        tracing::info!(
+            "serving on {} (mode {:04o})",
             socket.path().display(),
             args.socket_mode
         );
         daemon
-            .run(
-                socket,
-                args.metrics_listen,
-                portscope_daemon::shutdown_signal(),
-            )
+            .run(socket, metrics, portscope_daemon::shutdown_signal())
             .await
             .context("serving the control socket")
     })?;
-    eprintln!("portscope engine: stopped");
+    tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -3,7 +3,7 @@
 //! **Architecture invariant:** nothing in this crate does I/O, reads a clock or draws
 //! randomness. Time ([`Nanos`]), keys and buffers are arguments, so every decision the
 //! engine makes can be replayed in a unit test. The per-packet paths
-//! ([`probe::ProbeTemplate::stamp`], [`reply::parse`], [`classify::Scan::handle_reply`])
+//! ([`probe::ProbeTemplate::stamp`], [`reply::parse`], [`classify::ScanSpace::classify`])
 //! do not allocate.
 
 pub mod classify;

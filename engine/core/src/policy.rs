@@ -41,10 +41,9 @@ pub const DEFAULT_DENY: &[(&str, &str)] = &[
     ("64:ff9b::/96", "IPv4-IPv6 translation (RFC 6052)"),
     ("64:ff9b:1::/48", "IPv4-IPv6 translation (RFC 8215)"),
     ("100::/64", "discard-only address block (RFC 6666)"),
-    (
-        "2001::/23",
-        "IETF protocol assignments (RFC 2928), incl. benchmarking 2001:2::/48",
-    ),
+    // Before its enclosing 2001::/23, so a refusal suggests the narrowest --allow.
+    ("2001:2::/48", "benchmarking (RFC 5180)"),
+    ("2001::/23", "IETF protocol assignments (RFC 2928)"),
     ("2001:db8::/32", "documentation (RFC 3849)"),
     ("2002::/16", "6to4 (RFC 3056)"),
     ("3fff::/20", "documentation (RFC 9637)"),
@@ -212,6 +211,14 @@ mod tests {
         let err = p.check(&set(&["198.18.0.0/24"])).unwrap_err();
         assert_eq!(err.range.to_string(), "198.18.0.0/15");
         assert!(err.to_string().contains("--allow 198.18.0.0/15"), "{err}");
+        // IPv6 lab hosts get the benchmarking /48, not the whole IETF /23.
+        let err = p.check(&set(&["2001:2::2"])).unwrap_err();
+        assert!(err.to_string().contains("--allow 2001:2::/48"), "{err}");
+        let err = p.check(&set(&["2001:3::1"])).unwrap_err();
+        assert!(err.to_string().contains("--allow 2001::/23"), "{err}");
+        let mut q = TargetPolicy::default_deny();
+        q.allow(parse_net("2001:2::/48").unwrap());
+        assert!(q.check(&set(&["2001:2::2"])).is_ok());
     }
 
     #[test]

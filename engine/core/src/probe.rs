@@ -42,13 +42,18 @@ pub struct ProbeTemplate {
 impl ProbeTemplate {
     /// A template for probes sent from `src`.
     pub fn new(src: IpAddr) -> Self {
+        Self::with_ttl(src, PROBE_TTL)
+    }
+
+    /// A template for probes sent from `src` with IPv4 TTL / IPv6 hop limit `ttl`.
+    pub fn with_ttl(src: IpAddr, ttl: u8) -> Self {
         let mut b = [0u8; MAX_PROBE_LEN];
         let (tcp, len, v6) = match src {
             IpAddr::V4(s) => {
                 b[0] = 0x45;
                 b[2..4].copy_from_slice(&(V4_PROBE_LEN as u16).to_be_bytes());
                 b[6] = 0x40; // DF
-                b[8] = PROBE_TTL;
+                b[8] = ttl;
                 b[9] = PROTO_TCP;
                 b[12..16].copy_from_slice(&s.octets());
                 (20, V4_PROBE_LEN, false)
@@ -57,7 +62,7 @@ impl ProbeTemplate {
                 b[0] = 0x60;
                 b[4..6].copy_from_slice(&(TCP_LEN as u16).to_be_bytes());
                 b[6] = PROTO_TCP;
-                b[7] = PROBE_TTL;
+                b[7] = ttl;
                 b[8..24].copy_from_slice(&s.octets());
                 (40, V6_PROBE_LEN, true)
             }

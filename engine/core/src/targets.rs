@@ -20,12 +20,38 @@ pub enum SpecError {
     /// Not a port list.
     #[error("invalid port spec `{0}`: expected a list like 22,80,1000-2000 or - for 1-65535")]
     BadPorts(String),
+    /// A port outside 1-65535 (`-p 0`, `-p 70000`).
+    #[error("port {port} in `{spec}` is out of range: ports are 1-65535")]
+    PortOutOfRange {
+        /// The whole spec.
+        spec: String,
+        /// The offending number.
+        port: u64,
+    },
+    /// A range written high to low (`-p 80-20`).
+    #[error("port range {hi}-{lo} is backwards: did you mean {lo}-{hi}?")]
+    PortsBackwards {
+        /// The smaller port.
+        lo: u16,
+        /// The larger port.
+        hi: u16,
+    },
     /// Nothing left to scan.
     #[error("no targets left to scan after exclusions")]
     Empty,
-    /// The space is too large.
-    #[error("scan too large: {0} target x port pairs (at most {MAX_PAIRS})")]
+    /// The space is too large. The count saturates at `u128::MAX` (`::/0` alone holds
+    /// 2^128 addresses), so it is a lower bound when it reads `u128::MAX`.
+    #[error("scan too large: {} target x port pairs (at most {MAX_PAIRS})", shown(*.0))]
     TooLarge(u128),
+}
+
+/// A pair count for messages: exact, or "at least 2^128 - 1" once saturated.
+fn shown(count: u128) -> String {
+    if count == u128::MAX {
+        format!("at least {count}")
+    } else {
+        count.to_string()
+    }
 }
 
 /// Parses a target: an address, a CIDR (host bits cleared) or an inclusive range
@@ -145,7 +171,9 @@ impl TargetSet {
         let mut total: u128 = 0;
         for r in &merged {
             first_index.push(u64::try_from(total).map_err(|_| SpecError::TooLarge(total))?);
-            total += r.end - r.start + 1;
+            // `::/0` holds 2^128 addresses, one more than a u128 counts: saturate rather
+            // than wrap, so an absurd set is refused as too large and never looks small.
+            total = total.saturating_add((r.end - r.start).saturating_add(1));
             if total > u128::from(MAX_PAIRS) {
                 return Err(SpecError::TooLarge(total));
             }
@@ -244,18 +272,22 @@ impl PortSet {
                 Some((a, b)) => (a.trim(), b.trim()),
                 None => (part, part),
             };
-            let lo: u16 = if lo.is_empty() {
-                1
-            } else {
-                lo.parse().map_err(|_| bad())?
+            let num = |s: &str, empty: u16| -> Result<u16, SpecError> {
+                if s.is_empty() {
+                    return Ok(empty);
+                }
+                let n: u64 = s.parse().map_err(|_| bad())?;
+                match u16::try_from(n) {
+                    Ok(p) if p > 0 => Ok(p),
+                    _ => Err(SpecError::PortOutOfRange {
+                        spec: spec.to_string(),
+                        port: n,
+                    }),
+                }
             };
-            let hi: u16 = if hi.is_empty() {
-                65535
-            } else {
-                hi.parse().map_err(|_| bad())?
-            };
-            if lo == 0 || lo > hi {
-                return Err(bad());
+            let (lo, hi) = (num(lo, 1)?, num(hi, 65535)?);
+            if lo > hi {
+                return Err(SpecError::PortsBackwards { lo: hi, hi: lo });
             }
             ports.extend(lo..=hi);
         }
@@ -328,6 +360,16 @@ mod tests {
         for bad in ["", "0", "a", "5-4", "70000", "1,,2"] {
             assert!(PortSet::parse(bad).is_err(), "{bad}");
         }
+        let msg = |s: &str| PortSet::parse(s).unwrap_err().to_string();
+        assert_eq!(msg("0"), "port 0 in `0` is out of range: ports are 1-65535");
+        assert_eq!(
+            msg("22,70000"),
+            "port 70000 in `22,70000` is out of range: ports are 1-65535"
+        );
+        assert_eq!(
+            msg("80-20"),
+            "port range 80-20 is backwards: did you mean 20-80?"
+        );
         let p = PortSet::parse("443,22").unwrap();
         assert_eq!(p.index_of(443), Some(1));
         assert_eq!(p.index_of(80), None);
@@ -400,5 +442,43 @@ mod tests {
             TargetSet::new(&nets(&["2001:2::/48"]), &[]),
             Err(SpecError::TooLarge(_))
         ));
+    }
+
+    /// `::/0` alone is 2^128 addresses: the count must saturate, never wrap to a small
+    /// number (one address plus `::/0` used to wrap to 1 and pass the size check).
+    #[test]
+    fn whole_address_space_is_too_large_not_wrapped() {
+        for set in [
+            &["198.18.0.2", "::/0"][..],
+            &["::/0"],
+            &["::/0", "2001:2::1"],
+            &["::/1", "8000::/1"],
+            &["0.0.0.0/0", "::/0"],
+        ] {
+            let err = TargetSet::new(&nets(set), &[]).unwrap_err();
+            assert!(
+                matches!(err, SpecError::TooLarge(n) if n > u128::from(MAX_PAIRS)),
+                "{set:?}: {err:?}"
+            );
+            assert!(err.to_string().starts_with("scan too large"), "{err}");
+        }
+        let err = TargetSet::new(&nets(&["198.18.0.2", "::/0"]), &[]).unwrap_err();
+        assert_eq!(err, SpecError::TooLarge(u128::MAX));
+        assert!(
+            err.to_string()
+                .contains("at least 340282366920938463463374607431768211455"),
+            "{err}"
+        );
+        // The same through the range form.
+        let all = parse_target("::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff").unwrap();
+        assert_eq!(
+            TargetSet::from_ranges(&[all], &[]),
+            Err(SpecError::TooLarge(u128::MAX))
+        );
+        // The largest set that fits is still accepted.
+        assert_eq!(
+            TargetSet::new(&nets(&["2001:2::/92"]), &[]).unwrap().len(),
+            MAX_PAIRS
+        );
     }
 }

@@ -61,6 +61,10 @@ pub struct DaemonConfig {
     pub max_id_len: usize,
     /// Connections served at once; more are answered with an error and closed.
     pub max_connections: usize,
+    /// Once a frame's first byte arrives, the whole frame must arrive within this; a client
+    /// that leaves a frame truncated gets an `Error` and is disconnected. Silence between
+    /// frames is not limited (clients wait for events).
+    pub frame_timeout: Duration,
     /// Frames queued for one client; a client that falls this far behind is disconnected
     /// (it can reconnect and replay with `Status`).
     pub client_queue: usize,
@@ -84,6 +88,7 @@ impl Default for DaemonConfig {
             max_targets: 4096,
             max_id_len: 128,
             max_connections: 64,
+            frame_timeout: Duration::from_secs(10),
             client_queue: 8192,
             peers: PeerPolicy::default(),
             scan: ScanSettings::default(),

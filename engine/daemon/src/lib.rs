@@ -1,8 +1,17 @@
 //! The engine daemon: serves the engine protocol (`portscope-proto`) over a Unix socket to
 //! allowed peers, queues scans, runs each as chunks on one shared [`Engine`], streams their
 //! events to every connected client, keeps finished scans for replay, and renders
-//! Prometheus metrics. It does not open raw sockets or drop privileges (the `portscope
-//! engine` command does, before any thread starts) and it never sends a packet itself.
+//! Prometheus metrics. It does not open raw sockets (the `portscope engine` command does,
+//! then calls [`sandbox::confine`] before any thread starts) and it never sends a packet
+//! itself.
+//!
+//! Modules by job: `server` (socket, accept loop, connections, per-frame read deadline),
+//! `state` (the lock and request handling), `validate` (a submit into a plan: size,
+//! policy, then route), `scans` (the scan book: queue, phases, replay, retention),
+//! `clients` (per-client bounded queues), `runner` (one scan's chunks on the engine; it
+//! knows nothing of `state`, which hands it closures), `codes` (rejection codes and
+//! failure reasons), `chunks`, `peer`, `config`, `metrics`, and `sandbox` (uid switch,
+//! capabilities, no_new_privs, Landlock, seccomp).
 //!
 //! ```text
 //!  client ──frames──> connection task ──Request──> Shared (one Mutex<State>)
@@ -44,14 +53,32 @@
 //! [`Engine`]: portscope_engine::Engine
 
 mod chunks;
+mod clients;
+mod codes;
 mod config;
 mod metrics;
 mod peer;
 mod runner;
+pub mod sandbox;
+mod scans;
 mod server;
 mod state;
+mod validate;
 
 pub use chunks::{chunk_ranges, port_spec_size, CHUNK_THRESHOLD, DEEP_CHUNKS};
 pub use config::{DaemonConfig, RouteFn, ScanSettings};
 pub use peer::{PeerPolicy, PeerRefused};
-pub use server::{bind, shutdown_signal, BindError, Daemon, SocketListener};
+/// Logs the daemon's `tracing` events to stderr, filtered by `RUST_LOG` (default `info`).
+/// Call once, from the binary.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+pub use server::{bind, bind_metrics, shutdown_signal, BindError, Daemon, SocketListener};

@@ -1,6 +1,7 @@
 //! Prometheus text exposition (format 0.0.4) of the engine's counters and the daemon's
 //! scan states, and the one-route axum app serving it. Hand-written lines: no registry.
 
+use crate::codes::RejectCode;
 use crate::state::Shared;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
@@ -126,21 +127,13 @@ pub(crate) fn render(shared: &Shared) -> String {
         "Scans waiting for a running slot.",
         &plain(snap.queued as u64),
     );
-    let [policy, invalid, busy, duplicate] = snap.totals.rejected;
+    let rejected = RejectCode::ALL.map(|c| (c.as_str(), snap.totals.rejected[c.index()]));
     family(
         &mut out,
         "portscope_engine_rejected_total",
         "counter",
         "Submits refused, by code.",
-        &labelled(
-            "code",
-            [
-                ("policy", policy),
-                ("invalid", invalid),
-                ("busy", busy),
-                ("duplicate", duplicate),
-            ],
-        ),
+        &labelled("code", rejected),
     );
     family(
         &mut out,

@@ -2,10 +2,11 @@
 //! on drop), the accept loop, one task per connection (peer check, framing, a writer task
 //! draining the client's queue), graceful shutdown, and the metrics endpoint.
 
+use crate::clients::Frame;
 use crate::config::{DaemonConfig, RouteFn};
 use crate::metrics;
 use crate::peer::PeerPolicy;
-use crate::state::{Frame, Shared};
+use crate::state::Shared;
 use portscope_engine::Engine;
 use portscope_proto::{decode, encode, EngineStatus, Event, Request};
 use std::future::Future;
@@ -120,6 +121,13 @@ pub fn bind(path: &Path, mode: u32) -> Result<SocketListener, BindError> {
     })
 }
 
+/// Binds the metrics listener (non-blocking, for [`Daemon::run`]). Needs no runtime.
+pub fn bind_metrics(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let l = std::net::TcpListener::bind(addr)?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
@@ -186,29 +194,27 @@ impl Daemon {
             .await
     }
 
-    /// Serves the control socket and, if `metrics_listen` is given, the metrics endpoint,
-    /// until `shutdown` resolves (see [`Daemon::serve`]).
+    /// Serves the control socket and, if a listener is given, the metrics endpoint on it,
+    /// until `shutdown` resolves (see [`Daemon::serve`]). Both sockets are bound before
+    /// the call (see [`bind_metrics`]), so the daemon can be confined first.
     pub async fn run(
         &self,
         socket: SocketListener,
-        metrics_listen: Option<SocketAddr>,
+        metrics: Option<std::net::TcpListener>,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
         let (stop_tx, mut stop_rx) = watch::channel(false);
-        let metrics = match metrics_listen {
-            Some(addr) => {
-                let l = TcpListener::bind(addr).await?;
-                eprintln!(
-                    "portscope engine: metrics on http://{}/metrics",
-                    l.local_addr()?
-                );
+        let metrics = match metrics {
+            Some(l) => {
+                let l = TcpListener::from_std(l)?;
+                tracing::info!("metrics on http://{}/metrics", l.local_addr()?);
                 let d = self.clone();
                 Some(tokio::spawn(async move {
                     let stop = async move {
                         let _ = stop_rx.wait_for(|s| *s).await;
                     };
                     if let Err(e) = d.serve_metrics(l, stop).await {
-                        eprintln!("portscope engine: metrics server failed: {e}");
+                        tracing::error!("metrics server failed: {e}");
                     }
                 }))
             }
@@ -262,7 +268,7 @@ impl Daemon {
                     },
                     Err(e) => {
                         // Out of descriptors and the like: back off instead of spinning.
-                        eprintln!("portscope engine: accept failed: {e}");
+                        tracing::warn!("accept failed: {e}");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },
@@ -308,7 +314,7 @@ async fn connection(
         }
     };
     if let Err(e) = peers.check(cred.uid(), cred.gid()) {
-        eprintln!("portscope engine: refused a connection: {e}");
+        tracing::warn!("refused a connection: {e}");
         return refuse(stream, e.to_string()).await;
     }
     let (rd, wr) = stream.into_split();
@@ -338,15 +344,22 @@ async fn kicked_or_closed(kicked: &Notify, close: &mut watch::Receiver<bool>) {
     }
 }
 
-/// Reads frames and hands requests to the state, until EOF, a read error or a bad frame
-/// (answered with `Error`; the byte stream cannot be trusted after it).
+/// Reads frames and hands requests to the state, until EOF, a read error, a bad frame or a
+/// frame left incomplete past `frame_timeout` (both answered with `Error`; the byte stream
+/// cannot be trusted after them). Between frames a client may stay silent as long as it
+/// likes (it is waiting for events); once a frame's first byte arrives, the rest must
+/// follow within the deadline, so a truncated frame cannot hold a connection slot forever.
 async fn read_requests(shared: &Arc<Shared>, client: u64, mut rd: OwnedReadHalf) {
     let mut buf: Vec<u8> = Vec::with_capacity(8192);
+    let limit = shared.config.frame_timeout;
+    // When the frame now in `buf` is due complete (`None` while `buf` is empty).
+    let mut due: Option<tokio::time::Instant> = None;
     loop {
         loop {
             match decode::<Request>(&buf) {
                 Ok(Some((req, used))) => {
                     buf.drain(..used);
+                    due = None;
                     shared.handle(client, req);
                 }
                 Ok(None) => break,
@@ -357,8 +370,33 @@ async fn read_requests(shared: &Arc<Shared>, client: u64, mut rd: OwnedReadHalf)
                 }
             }
         }
+        if buf.is_empty() {
+            due = None;
+        } else {
+            // Checked: a frame timeout too large to add means no deadline, not a panic.
+            if due.is_none() {
+                due = tokio::time::Instant::now().checked_add(limit);
+            }
+        }
         buf.reserve(8192);
-        match rd.read_buf(&mut buf).await {
+        let read = rd.read_buf(&mut buf);
+        let got = match due {
+            None => read.await,
+            Some(at) => match tokio::time::timeout_at(at, read).await {
+                Ok(r) => r,
+                Err(_) => {
+                    let message = format!(
+                        "incomplete frame: {} bytes received, the rest did not arrive within {} ms",
+                        buf.len(),
+                        limit.as_millis()
+                    );
+                    tracing::debug!(client, "{message}");
+                    shared.send_to(client, &Event::Error { message });
+                    return;
+                }
+            },
+        };
+        match got {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }

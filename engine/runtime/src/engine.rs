@@ -10,6 +10,7 @@ use crossbeam_channel::Sender;
 use portscope_core::classify::{ScanSpace, SpaceError, SLOTS};
 use portscope_core::cookie::CookieKey;
 use portscope_core::policy::{PolicyError, TargetPolicy};
+use portscope_core::results::PortResult;
 use portscope_core::Nanos;
 use portscope_transport::{PacketSink, PacketSource};
 use rand::Rng;
@@ -60,6 +61,8 @@ pub struct EngineConfig {
     pub max_scans: usize,
     /// Which targets may be probed.
     pub policy: TargetPolicy,
+    /// IPv4 TTL / IPv6 hop limit of every probe (the CLI's `--ttl`).
+    pub probe_ttl: u8,
 }
 
 impl Default for EngineConfig {
@@ -69,6 +72,7 @@ impl Default for EngineConfig {
             batch: 64,
             max_scans: 64,
             policy: TargetPolicy::default_deny(),
+            probe_ttl: portscope_core::probe::PROBE_TTL,
         }
     }
 }
@@ -131,6 +135,7 @@ impl Engine {
             shutdown: Arc::clone(&shutdown),
             max_rate: config.max_rate,
             batch: config.batch,
+            probe_ttl: config.probe_ttl,
         };
         let threads = vec![
             std::thread::Builder::new()
@@ -166,6 +171,16 @@ impl Engine {
 
     /// Starts a scan. The target policy is checked here, before any packet goes out.
     pub fn submit(&self, plan: ScanPlan) -> Result<ScanHandle, SubmitError> {
+        self.submit_preseeded(plan, Vec::new())
+    }
+
+    /// Starts a resumed scan: `answered` are results an interrupted run already got. Their
+    /// pairs are never probed again and the handle reports them first (see `scan.rs`).
+    pub fn submit_preseeded(
+        &self,
+        plan: ScanPlan,
+        answered: Vec<PortResult>,
+    ) -> Result<ScanHandle, SubmitError> {
         self.config.policy.check(&plan.targets)?;
         let limit = self.config.max_scans.min(usize::from(SLOTS));
         let slot = self.slots.take(limit).ok_or(SubmitError::Busy(limit))?;
@@ -192,6 +207,7 @@ impl Engine {
             plan.wait,
             tx,
         ));
+        let answered = shared.preseed(answered);
         // Receiver first, and wait until it is live, so no early reply finds the slot empty.
         let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
         let _ = self
@@ -199,7 +215,7 @@ impl Engine {
             .send(RecvCtl::Add(Arc::clone(&shared), ack_tx));
         let _ = ack_rx.recv_timeout(std::time::Duration::from_secs(1));
         let _ = self.send_ctl.send(SendCtl::Add(Arc::clone(&shared)));
-        Ok(ScanHandle::new(shared, rx))
+        Ok(ScanHandle::new(shared, rx).with_preseeded(answered))
     }
 }
 

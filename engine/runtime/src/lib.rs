@@ -21,6 +21,6 @@ mod sender;
 mod stats;
 
 pub use engine::{Engine, EngineConfig, SubmitError};
-pub use plan::{PlanError, ScanPlan, ScanRequest};
+pub use plan::{PlanError, PlanLimits, ScanPlan, ScanRequest};
 pub use scan::{Outcome, Progress, ScanEvent, ScanHandle, ScanSummary};
 pub use stats::EngineStats;

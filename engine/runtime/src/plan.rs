@@ -1,10 +1,13 @@
 //! Validates what an operator or API client asks for (`ScanRequest`, strings) into a
 //! `ScanPlan` (typed, checked) once, so nothing downstream re-parses or re-checks shapes.
-//! Policy (which targets may be probed at all) is the engine's, checked on submit.
+//! Policy (which targets may be probed at all) is the engine's, checked on submit; a caller
+//! that has the policy at hand checks it here too ([`ScanRequest::plan_within`]), before any
+//! route lookup, so a denied target is refused as such and never reaches the routing table.
 
 use portscope_core::classify::{Sources, ROUNDS};
+use portscope_core::policy::{PolicyError, TargetPolicy};
 use portscope_core::rtt::WaitBounds;
-use portscope_core::targets::{parse_target, PortSet, SpecError, TargetSet};
+use portscope_core::targets::{parse_target, PortSet, SpecError, TargetSet, MAX_PAIRS};
 use portscope_core::Nanos;
 use std::io;
 use std::net::IpAddr;
@@ -63,6 +66,17 @@ pub enum PlanError {
         /// Maximum.
         max: Duration,
     },
+    /// More (target x port) pairs than the caller's limit.
+    #[error("scan too large: {pairs} target x port pairs (at most {max})")]
+    TooLarge {
+        /// Pairs asked for.
+        pairs: u128,
+        /// The limit.
+        max: u64,
+    },
+    /// A target the policy denies.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     /// No route to a family of targets.
     #[error("no route to {target}: {err}")]
     NoRoute {
@@ -93,11 +107,41 @@ pub struct ScanPlan {
     pub group: Option<u64>,
 }
 
+/// What [`ScanRequest::plan_within`] checks a request against before any route lookup.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanLimits<'a> {
+    /// Targets this policy refuses fail with [`PlanError::Policy`].
+    pub policy: &'a TargetPolicy,
+    /// At most this many (target x port) pairs ([`PlanError::TooLarge`] beyond).
+    pub max_pairs: u64,
+}
+
 impl ScanRequest {
     /// Validates the request. `route` says which local address reaches a target (the
-    /// transport's `route_source`; a fixed map in tests).
+    /// transport's `route_source`; a fixed map in tests). The target policy is not checked
+    /// here (the engine checks it on submit); see [`ScanRequest::plan_within`].
     pub fn plan(
         &self,
+        route: &dyn Fn(IpAddr) -> io::Result<IpAddr>,
+    ) -> Result<ScanPlan, PlanError> {
+        self.plan_checked(None, MAX_PAIRS, route)
+    }
+
+    /// Validates the request in the order that makes each refusal the right one: shapes,
+    /// then size (counted without overflow), then the policy, and only then the route
+    /// lookup, so `10.0.0.1` is refused by the policy rather than as "no route".
+    pub fn plan_within(
+        &self,
+        limits: PlanLimits<'_>,
+        route: &dyn Fn(IpAddr) -> io::Result<IpAddr>,
+    ) -> Result<ScanPlan, PlanError> {
+        self.plan_checked(Some(limits.policy), limits.max_pairs, route)
+    }
+
+    fn plan_checked(
+        &self,
+        policy: Option<&TargetPolicy>,
+        max_pairs: u64,
         route: &dyn Fn(IpAddr) -> io::Result<IpAddr>,
     ) -> Result<ScanPlan, PlanError> {
         let include = self
@@ -124,6 +168,16 @@ impl ScanRequest {
                 max: self.max_wait,
             });
         }
+        let pairs = u128::from(targets.len()) * u128::from(ports.len());
+        if pairs > u128::from(max_pairs) {
+            return Err(PlanError::TooLarge {
+                pairs,
+                max: max_pairs,
+            });
+        }
+        if let Some(policy) = policy {
+            policy.check(&targets)?;
+        }
         let mut sources = Sources::default();
         for v6 in [false, true] {
             if let Some(t) = targets.first_of_family(v6) {
@@ -143,5 +197,84 @@ impl ScanRequest {
             },
             group: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    fn request(targets: &[&str], ports: &str) -> ScanRequest {
+        ScanRequest {
+            targets: targets.iter().map(|t| t.to_string()).collect(),
+            ports: ports.into(),
+            ..ScanRequest::default()
+        }
+    }
+
+    /// Plans with the default-deny policy (lab ranges allowed) and a route table that
+    /// has no route at all, counting lookups: a refusal must come before any lookup.
+    fn plan(targets: &[&str], ports: &str, max_pairs: u64) -> (Result<ScanPlan, PlanError>, u32) {
+        let mut policy = TargetPolicy::default_deny();
+        policy.allow("198.18.0.0/15".parse().unwrap());
+        let lookups = Cell::new(0);
+        let route = |_: IpAddr| {
+            lookups.set(lookups.get() + 1);
+            Err(io::Error::other("network unreachable"))
+        };
+        let limits = PlanLimits {
+            policy: &policy,
+            max_pairs,
+        };
+        (
+            request(targets, ports).plan_within(limits, &route),
+            lookups.get(),
+        )
+    }
+
+    #[test]
+    fn policy_refuses_before_the_route_lookup() {
+        let (r, lookups) = plan(&["10.0.0.1"], "80", 1 << 24);
+        let err = r.unwrap_err();
+        assert!(
+            matches!(&err, PlanError::Policy(p) if p.addr.to_string() == "10.0.0.1"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("--allow 10.0.0.0/8"), "{err}");
+        assert_eq!(lookups, 0);
+        // An allowed target gets as far as the route lookup.
+        let (r, lookups) = plan(&["198.18.0.2"], "80", 1 << 24);
+        assert!(matches!(r, Err(PlanError::NoRoute { .. })), "{r:?}");
+        assert_eq!(lookups, 1);
+    }
+
+    #[test]
+    fn size_refuses_before_policy_and_never_wraps() {
+        // One address plus the whole IPv6 space: 2^128 + 1 addresses.
+        let (r, lookups) = plan(&["198.18.0.2", "::/0"], "80", 1 << 24);
+        assert!(
+            matches!(r, Err(PlanError::Spec(SpecError::TooLarge(u128::MAX)))),
+            "{r:?}"
+        );
+        assert_eq!(lookups, 0);
+        // Within the engine's MAX_PAIRS but over the caller's limit, and denied too.
+        let (r, lookups) = plan(&["10.0.0.0/16"], "1-1000", 1 << 24);
+        let err = r.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PlanError::TooLarge {
+                    pairs: 65_536_000,
+                    max: 16_777_216
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "scan too large: 65536000 target x port pairs (at most 16777216)"
+        );
+        assert_eq!(lookups, 0);
     }
 }

@@ -7,9 +7,10 @@
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use portscope_core::classify::{Observation, ScanSpace, ROUNDS};
-use portscope_core::results::{AnsweredSet, PortResult, PortState};
+use portscope_core::results::{AnsweredSet, PortResult, PortState, Reason};
 use portscope_core::rtt::WaitBounds;
 use portscope_core::Nanos;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -203,10 +204,14 @@ pub struct ScanHandle {
     rx: Receiver<Msg>,
     started: Instant,
     counts: [u64; 3],
+    /// Answers by the send round whose probe they answer, by state (open, closed, filtered).
+    by_round: [[u64; 3]; ROUNDS as usize],
     /// Set once the engine has released the scan: the outcome, and the next pair index to
     /// check for silence (`u64::MAX` when silent pairs are not reported).
     ended: Option<(Outcome, u64)>,
     done: bool,
+    /// Results of a previous run of this scan (resume), reported before any new one.
+    preseeded: VecDeque<PortResult>,
 }
 
 impl std::fmt::Debug for ScanHandle {
@@ -225,8 +230,10 @@ impl ScanHandle {
             rx,
             started: Instant::now(),
             counts: [0; 3],
+            by_round: [[0; 3]; ROUNDS as usize],
             ended: None,
             done: false,
+            preseeded: VecDeque::new(),
         }
     }
 
@@ -253,19 +260,31 @@ impl ScanHandle {
         }
     }
 
-    fn count(&mut self, r: &PortResult) {
+    fn count(&mut self, r: &PortResult) -> usize {
         let i = match r.state {
             PortState::Open => 0,
             PortState::Closed => 1,
             PortState::Filtered => 2,
         };
         self.counts[i] += 1;
+        i
+    }
+
+    /// Answers so far by the send round whose probe they answer (index 0 = first round),
+    /// each as `[open, closed, filtered]`. Silent pairs and a resumed scan's earlier answers
+    /// are not counted. Shows targets that limit their answer rate: their answers come late.
+    pub fn answers_by_round(&self) -> &[[u64; 3]] {
+        &self.by_round
     }
 
     /// The next event, waiting at most `timeout`. `None` on timeout or after `Finished`.
     pub fn next_event(&mut self, timeout: Duration) -> Option<ScanEvent> {
         if self.done {
             return None;
+        }
+        if let Some(r) = self.preseeded.pop_front() {
+            self.count(&r);
+            return Some(ScanEvent::Port(r));
         }
         if let Some((outcome, next)) = &mut self.ended {
             let pairs = self.shared.space.pairs();
@@ -285,7 +304,8 @@ impl ScanHandle {
         match self.rx.recv_timeout(timeout) {
             Ok(Msg::Port(o)) => {
                 let r = self.shared.space.result(&o);
-                self.count(&r);
+                let i = self.count(&r);
+                self.by_round[usize::from(o.round).min(ROUNDS as usize - 1)][i] += 1;
                 Some(ScanEvent::Port(r))
             }
             Ok(Msg::Ended(outcome)) => {
@@ -337,5 +357,40 @@ impl Iterator for ScanHandle {
             }
         }
         None
+    }
+}
+
+// --- Pre-answered pairs: the hook for resumed scans -------------------------------------
+//
+// A resumed scan is submitted with the results an interrupted run already got. Before any
+// probe goes out their pairs are marked answered (the send thread skips answered pairs, and
+// a late reply to one counts as a duplicate), and the handle reports them first, so the
+// resumed scan's events are exactly those of one uninterrupted scan.
+
+impl ScanShared {
+    /// Marks the pairs of `results` answered and returns the results that belong to this
+    /// scan, each pair once. Silent (`no-response`) results are dropped: those pairs are
+    /// probed again.
+    pub(crate) fn preseed(&self, results: Vec<PortResult>) -> Vec<PortResult> {
+        let (targets, ports) = (self.space.targets(), self.space.ports());
+        let kept: Vec<PortResult> = results
+            .into_iter()
+            .filter(|r| {
+                let (Some(t), Some(p)) = (targets.index_of(r.ip), ports.index_of(r.port)) else {
+                    return false;
+                };
+                r.reason != Reason::NoResponse && self.answered.insert(t * ports.len() + p)
+            })
+            .collect();
+        self.replies.fetch_add(kept.len() as u64, Relaxed);
+        kept
+    }
+}
+
+impl ScanHandle {
+    /// Queues a previous run's results to be reported before any new one.
+    pub(crate) fn with_preseeded(mut self, results: Vec<PortResult>) -> Self {
+        self.preseeded = results.into();
+        self
     }
 }

@@ -62,6 +62,8 @@ pub(crate) struct Sender_ {
     pub shutdown: Arc<AtomicBool>,
     pub max_rate: u64,
     pub batch: usize,
+    /// TTL / hop limit written into every probe template.
+    pub probe_ttl: u8,
 }
 
 impl Sender_ {
@@ -194,8 +196,12 @@ impl Sender_ {
             retry: None,
             pos: 0,
             phase: Phase::Sending,
-            v4: sources.v4.map(ProbeTemplate::new),
-            v6: sources.v6.map(ProbeTemplate::new),
+            v4: sources
+                .v4
+                .map(|s| ProbeTemplate::with_ttl(s, self.probe_ttl)),
+            v6: sources
+                .v6
+                .map(|s| ProbeTemplate::with_ttl(s, self.probe_ttl)),
             shared,
         }
     }
@@ -280,7 +286,7 @@ fn fill(a: &mut Active, batch: &mut SendBatch, budget: u32, now: Nanos, rng: &mu
         let pos = a.pos;
         a.pos += 1;
         let pair = s.space.pair_at(pos);
-        if a.round > 0 && s.answered.contains(pair) {
+        if s.answered.contains(pair) {
             continue;
         }
         let p = s.space.probe(pair, a.round);

@@ -308,3 +308,47 @@ fn a_group_of_scans_gets_one_fair_share() {
         h.cancel();
     }
 }
+
+#[test]
+fn a_preseeded_scan_skips_answered_pairs_and_reports_them_first() {
+    // A resumed scan: the answers of ports 1-500 are handed in at submit.
+    let (e, probes, _) = engine(0.0, false, 11);
+    let (earlier, _) = collect(
+        e.submit(request(&["198.18.0.2"], "1-500", 0).plan(&route).unwrap())
+            .unwrap(),
+    );
+    let answered: Vec<PortResult> = earlier
+        .into_values()
+        .filter(|r| r.reason != Reason::NoResponse)
+        .collect();
+    let silent = 500 - answered.len() as u64;
+    let before = probes.load(Ordering::Relaxed);
+    let handle = e
+        .submit_preseeded(
+            request(&["198.18.0.2"], "1-2000", 1).plan(&route).unwrap(),
+            answered.clone(),
+        )
+        .unwrap();
+    let mut events = Vec::new();
+    let mut summary = None;
+    for ev in handle {
+        match ev {
+            ScanEvent::Port(r) => events.push(r),
+            ScanEvent::Finished(s) => summary = Some(s),
+        }
+    }
+    let summary = summary.unwrap();
+    // The preseeded answers come first, in the order given.
+    assert_eq!(&events[..answered.len()], &answered[..]);
+    let results: BTreeMap<_, _> = events.into_iter().map(|r| ((r.ip, r.port), r)).collect();
+    assert_eq!(results.len(), 2000, "every pair once");
+    assert_matches_truth(&results, &["198.18.0.2"], 1..=2000);
+    // Only the 1,500 new pairs and the silent old ones were probed, silent ones twice.
+    let new_silent = (501..=2000u16)
+        .filter(|&p| standard_answer("198.18.0.2".parse().unwrap(), p) == Answer::Silent)
+        .count() as u64;
+    let want = 1500 + silent + (silent + new_silent); // retries 1: one resend each
+    assert_eq!(summary.sent, want);
+    assert_eq!(probes.load(Ordering::Relaxed) - before, want);
+    assert_eq!(summary.outcome, Outcome::Complete);
+}

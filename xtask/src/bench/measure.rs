@@ -9,7 +9,6 @@
 //! the CPU at the time, usually the scanner, so it lands in the scanner's system time.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -18,7 +17,7 @@ use anyhow::{bail, Context};
 use nix::sys::resource::{getrusage, UsageWho};
 use serde::Serialize;
 
-use crate::lab::Lab;
+use crate::lab::{nft, Lab};
 
 /// How often the child is polled for exit: the resolution of the wall time.
 const POLL: Duration = Duration::from_millis(1);
@@ -116,46 +115,16 @@ pub fn install_wire_counters(lab: &Lab) -> anyhow::Result<()> {
          \t\ttcp flags & (syn | ack) == (syn | ack) counter name \"synack_out\"\n\
          \t\ttcp flags & rst == rst counter name \"rst_out\"\n\t}}\n}}\n"
     );
-    let mut child = lab
-        .target_cmd("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("running nft")?;
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(script.as_bytes())?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "nft in {}: {}",
-            lab.target_ns(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    nft::apply(lab.target_ns(), &script)
 }
 
 /// Read the counters and zero them in one step (`nft reset` prints the values it resets).
 pub fn take_wire(lab: &Lab) -> anyhow::Result<Wire> {
-    let out = lab
-        .target_cmd("nft")
-        .args(["reset", "counters", "table", "inet", TABLE])
-        .stdin(Stdio::null())
-        .output()
-        .context("running nft reset counters")?;
-    if !out.status.success() {
-        bail!(
-            "nft reset counters in {}: {}",
-            lab.target_ns(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    parse_counters(&String::from_utf8_lossy(&out.stdout))
+    let out = nft::query(
+        lab.target_ns(),
+        &["reset", "counters", "table", "inet", TABLE],
+    )?;
+    parse_counters(&out)
 }
 
 /// Parse `nft list counters` text: `counter NAME {` followed by `packets N bytes M`.

@@ -13,16 +13,19 @@ const USAGE: &str = "\
 usage: cargo xtask lab <command>
 
   up      [--name N] [--hosts N] [--loss PCT] [--rst-limit N] [--offloads on|off] [--wide]
+          [--scanners N]
           build the lab (tearing down a lab of the same name first); --wide makes every
-          address of 198.19.0.0/16 answer (port 80 open), not only the extra hosts
+          address of 198.19.0.0/16 answer (port 80 open), not only the extra hosts;
+          --scanners N gives N scanner namespaces (N-s, N-s2, ...), each with its own veth
+          into the target and its own source addresses
   down    [--name N | --all]
           kill the listener, delete the namespaces and the state directory
   status  [--name N]
           namespaces, addresses, routes, listener, impairments, truth summary
   impair  [--name N] [--loss PCT] [--rst-limit N]
           replace the impairments (omitted = none)
-  exec    [--name N] [--target] -- CMD ARGS...
-          run CMD in the scanner namespace (or the target's), exit with its code
+  exec    [--name N] [--target | --scanner K] -- CMD ARGS...
+          run CMD in scanner namespace K (default 1) or the target's, exit with its code
 
 The default name is pslab. State lives in /run/portscope-lab/<name>/.";
 
@@ -122,6 +125,7 @@ fn up(mut args: Args) -> anyhow::Result<i32> {
         Some(other) => bail!("--offloads takes on or off, not {other:?}"),
     };
     cfg.wide = args.switch("--wide");
+    cfg.scanners = args.parsed("--scanners")?.unwrap_or(cfg.scanners);
     args.finish()?;
     let start = Instant::now();
     let lab = Lab::up(&cfg)?;
@@ -140,6 +144,18 @@ fn up(mut args: Args) -> anyhow::Result<i32> {
         truth.hosts.len(),
         lab.listener_pid().map_or("?".into(), |p| p.to_string()),
     );
+    for sc in &lab.scanners()[1..] {
+        println!(
+            "scanner {}: {} ({}, {}, {}) via {} in {}",
+            sc.number,
+            sc.ns,
+            sc.iface,
+            sc.v4,
+            sc.v6,
+            sc.peer_iface,
+            lab.target_ns()
+        );
+    }
     println!("truth: {}", lab.state_dir().join("truth.json").display());
     Ok(0)
 }
@@ -173,7 +189,13 @@ fn status(mut args: Args) -> anyhow::Result<i32> {
         }
     };
     println!("lab {name}: state {}", lab.state_dir().display());
-    for (role, ns) in [("scanner", lab.scanner_ns()), ("target", lab.target_ns())] {
+    let mut namespaces: Vec<(String, &str)> = lab
+        .scanners()
+        .iter()
+        .map(|sc| (format!("scanner {}", sc.number), sc.ns.as_str()))
+        .collect();
+    namespaces.push(("target".into(), lab.target_ns()));
+    for (role, ns) in namespaces {
         println!("\n{role} namespace {ns}");
         for (what, args) in [
             ("addresses", &["-br", "addr"][..]),
@@ -198,9 +220,10 @@ fn status(mut args: Args) -> anyhow::Result<i32> {
         Some(pid) => println!("listener: pid {pid}, alive"),
         None => println!("listener: NOT running"),
     }
-    let mut nft = lab.target_cmd("nft");
-    nft.args(["list", "table", "inet", super::nft::TABLE]);
-    let rules = super::run(&mut nft)?;
+    let rules = super::nft::query(
+        lab.target_ns(),
+        &["list", "table", "inet", super::nft::TABLE],
+    )?;
     let impair: Vec<&str> = rules
         .lines()
         .map(str::trim)
@@ -263,21 +286,29 @@ fn impair(mut args: Args) -> anyhow::Result<i32> {
 
 fn exec(rest: &[String]) -> anyhow::Result<i32> {
     let Some(split) = rest.iter().position(|a| a == "--") else {
-        bail!("usage: cargo xtask lab exec [--name N] [--target] -- CMD ARGS...");
+        bail!("usage: cargo xtask lab exec [--name N] [--target | --scanner K] -- CMD ARGS...");
     };
     let (flags, command) = (&rest[..split], &rest[split + 1..]);
     let mut args = Args(flags.to_vec());
     let name = args.name()?;
     let target = args.switch("--target");
+    let scanner: Option<u32> = args.parsed("--scanner")?;
     args.finish()?;
     let Some((program, program_args)) = command.split_first() else {
         bail!("lab exec: no command after --");
     };
     let lab = Lab::open(&name)?;
-    let mut cmd = if target {
-        lab.target_cmd(program)
-    } else {
-        lab.scanner_cmd(program)
+    let mut cmd = match (target, scanner) {
+        (true, Some(_)) => bail!("lab exec: --target and --scanner exclude each other"),
+        (true, None) => lab.target_cmd(program),
+        (false, None) => lab.scanner_cmd(program),
+        (false, Some(k)) => {
+            let count = lab.scanners().len();
+            if k == 0 || k as usize > count {
+                bail!("lab {name} has scanners 1 to {count}, not {k}");
+            }
+            lab.scanner(k).cmd(program)
+        }
     };
     let status = cmd
         .args(program_args)

@@ -1,4 +1,5 @@
-//! nftables scripts for the target namespace: the filter derived from the truth, and the impairments. Text only; running `nft` is `lab.rs`'s job.
+//! nftables for the lab's namespaces: the target's filter derived from the truth, the
+//! impairments, and the only two ways `nft` is run (`apply` a script, `query` a listing).
 //!
 //! One table, `inet pslab`, holds everything. Only TCP is filtered or impaired, except that
 //! addresses in the extra-host ranges which are not hosts of the lab drop everything (they do
@@ -6,6 +7,9 @@
 
 use std::fmt::Write;
 use std::net::IpAddr;
+use std::process::Stdio;
+
+use anyhow::{bail, Context};
 
 use super::truth::Truth;
 
@@ -83,9 +87,15 @@ pub(crate) fn loss_threshold(loss_pct: f64) -> u32 {
     (loss_pct.clamp(0.0, 100.0) * 100.0).round() as u32
 }
 
-/// Replace the impairment chains' rules: TCP loss each way on the veth, and a cap on RSTs
-/// leaving the target (`Some(0)` drops every RST).
-pub(crate) fn impairments(veth: &str, loss_pct: f64, rst_limit: Option<u32>) -> String {
+/// Replace the impairment chains' rules: TCP loss each way on the target's veths (one per
+/// scanner), and a cap on RSTs leaving the target over all of them (`Some(0)` drops every RST).
+pub(crate) fn impairments(veths: &[&str], loss_pct: f64, rst_limit: Option<u32>) -> String {
+    // One veth is matched as `"x"`, several as the anonymous set `{ "x", "y" }`.
+    let quoted: Vec<String> = veths.iter().map(|v| format!("\"{v}\"")).collect();
+    let veth = match quoted.as_slice() {
+        [one] => one.clone(),
+        all => format!("{{ {} }}", all.join(", ")),
+    };
     let mut s =
         format!("flush chain inet {TABLE} impair_in\nflush chain inet {TABLE} impair_out\n");
     let loss = loss_threshold(loss_pct);
@@ -99,7 +109,7 @@ pub(crate) fn impairments(veth: &str, loss_pct: f64, rst_limit: Option<u32>) -> 
         for (chain, dir) in [("impair_in", "iifname"), ("impair_out", "oifname")] {
             writeln!(
                 s,
-                "add rule inet {TABLE} {chain} {dir} \"{veth}\" meta l4proto tcp{sample} drop"
+                "add rule inet {TABLE} {chain} {dir} {veth} meta l4proto tcp{sample} drop"
             )
             .unwrap();
         }
@@ -110,19 +120,65 @@ pub(crate) fn impairments(veth: &str, loss_pct: f64, rst_limit: Option<u32>) -> 
         Some(0) => {
             writeln!(
                 s,
-                "add rule inet {TABLE} impair_out oifname \"{veth}\" tcp flags rst drop"
+                "add rule inet {TABLE} impair_out oifname {veth} tcp flags rst drop"
             )
             .unwrap();
         }
         Some(n) => {
             writeln!(
                 s,
-                "add rule inet {TABLE} impair_out oifname \"{veth}\" tcp flags rst limit rate over {n}/second burst 10 packets drop"
+                "add rule inet {TABLE} impair_out oifname {veth} tcp flags rst limit rate over {n}/second burst 10 packets drop"
             )
             .unwrap();
         }
     }
     s
+}
+
+/// Feed `script` to `nft -f -` inside namespace `ns`. Every nftables change of the lab and
+/// the benchmarks goes through here.
+pub(crate) fn apply(ns: &str, script: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut child = super::netns_exec(ns, "nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running nft")?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(script.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "nft in {ns} failed: {}\nscript:\n{script}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// `nft ARGS` inside namespace `ns` (listing a table, resetting counters); its stdout.
+pub(crate) fn query(ns: &str, args: &[&str]) -> anyhow::Result<String> {
+    super::run(super::netns_exec(ns, "nft").args(args))
+}
+
+// --- SYN-proxy host (`LabConfig::syn_proxy`) -------------------------------------------
+
+/// The lab's SYN-proxy host: every TCP port of this address answers SYN-ACK, as a SYN proxy
+/// or tarpit in front of a network does. It is not in the truth.
+pub(crate) const SYN_PROXY_V4: &str = "198.19.255.254";
+
+/// A NAT redirect of every TCP port of [`SYN_PROXY_V4`] to the wildcard listener's port 80
+/// (the reply is translated back, so each port answers for itself).
+pub(crate) fn syn_proxy() -> String {
+    format!(
+        "add chain inet {TABLE} syn_proxy {{ type nat hook prerouting priority dstnat; policy accept; }}\n\
+         add rule inet {TABLE} syn_proxy ip daddr {SYN_PROXY_V4} tcp dport 1-65535 redirect to :80\n"
+    )
 }
 
 #[cfg(test)]
@@ -154,23 +210,38 @@ mod tests {
     }
 
     #[test]
+    fn syn_proxy_redirects_every_port_of_one_address() {
+        let s = syn_proxy();
+        assert!(s.contains("type nat hook prerouting"), "{s}");
+        assert!(
+            s.contains("ip daddr 198.19.255.254 tcp dport 1-65535 redirect to :80"),
+            "{s}"
+        );
+    }
+
+    #[test]
     fn impairments_scale_and_limit() {
         assert_eq!(loss_threshold(0.0), 0);
         assert_eq!(loss_threshold(2.5), 250);
         assert_eq!(loss_threshold(100.0), 10000);
-        let none = impairments("pst0", 0.0, None);
+        let none = impairments(&["pst0"], 0.0, None);
         assert_eq!(none.lines().count(), 2, "{none}");
-        let both = impairments("pst0", 1.0, Some(50));
+        let both = impairments(&["pst0"], 1.0, Some(50));
         assert!(
             both.contains("iifname \"pst0\" meta l4proto tcp numgen random mod 10000 < 100 drop")
         );
         assert!(both.contains("limit rate over 50/second burst 10 packets drop"));
-        assert!(impairments("pst0", 0.0, Some(0)).contains("tcp flags rst drop"));
-        let all = impairments("pst0", 100.0, None);
+        assert!(impairments(&["pst0"], 0.0, Some(0)).contains("tcp flags rst drop"));
+        let all = impairments(&["pst0"], 100.0, None);
         assert!(
             all.contains("oifname \"pst0\" meta l4proto tcp drop"),
             "{all}"
         );
         assert!(!all.contains("numgen"), "{all}");
+        let two = impairments(&["pst0", "pst1"], 0.0, Some(0));
+        assert!(
+            two.contains("oifname { \"pst0\", \"pst1\" } tcp flags rst drop"),
+            "{two}"
+        );
     }
 }

@@ -3,10 +3,13 @@
 //! Results are held per host and written at the end, up hosts in address order and ports
 //! ascending; down hosts are only counted, as nmap does without `-v`. Closed ports that are
 //! not shown are summed into `Ignored State: closed (N)`. An interrupted scan gets a
-//! `# Scan interrupted` comment before the final `# Portscope done` line.
+//! `# Scan interrupted` comment before the final `# Portscope done` line. A host flagged as
+//! a SYN proxy gets a `# syn-proxy: ...` comment line before its lines, and its open
+//! answers are not listed.
 
 use super::{
-    proto_str, summary, timestr, HostAcc, HostTable, Out, Report, ReportFilter, ScanEnd, ScanMeta,
+    proto_str, summary, timestr, HostAcc, HostFlag, HostTable, Out, Report, ReportFilter, ScanEnd,
+    ScanMeta,
 };
 use portscope_core::results::PortResult;
 use portscope_core::services::tcp_service;
@@ -51,6 +54,11 @@ impl Report for GrepableReport {
         Ok(())
     }
 
+    fn host_flag(&mut self, flag: &HostFlag) -> io::Result<()> {
+        self.hosts.flag(flag);
+        Ok(())
+    }
+
     fn end(&mut self, end: &ScanEnd) -> io::Result<()> {
         let up = self.hosts.up();
         for (ip, host) in self.hosts.sorted_up() {
@@ -73,6 +81,9 @@ impl Report for GrepableReport {
 /// Writes one up host's two lines. A host whose ports are all hidden gets only the status
 /// line, as in nmap.
 fn write_host(out: &mut Out, ip: &IpAddr, host: &HostAcc) -> io::Result<()> {
+    if let Some(f) = &host.flag {
+        writeln!(out, "# {}: {}", f.flag.as_str(), f.describe())?;
+    }
     writeln!(out, "Host: {ip} ()\tStatus: Up")?;
     if host.shown.is_empty() {
         return Ok(());

@@ -2,9 +2,10 @@
 //!
 //! `[` is written at the start, `,\n` between objects and `]` at the end, so the output is
 //! a valid JSON document once [`Report::end`] has run, interrupted or not. Scan metadata is
-//! not printed; use xml for that.
+//! not printed; use xml for that. A host flagged as a SYN proxy is one flag object (as in
+//! ndjson) instead of its open ports.
 
-use super::{Out, Report, ReportFilter, ScanEnd, ScanMeta};
+use super::{HostFlag, Out, Report, ReportFilter, ScanEnd, ScanMeta};
 use portscope_core::results::PortResult;
 use std::io::{self, Write};
 
@@ -39,6 +40,14 @@ impl Report for JsonReport {
         let sep: &[u8] = if self.written == 0 { b"\n" } else { b",\n" };
         self.out.write_all(sep)?;
         serde_json::to_writer(&mut self.out, r)?;
+        self.written += 1;
+        Ok(())
+    }
+
+    fn host_flag(&mut self, flag: &HostFlag) -> io::Result<()> {
+        let sep: &[u8] = if self.written == 0 { b"\n" } else { b",\n" };
+        self.out.write_all(sep)?;
+        serde_json::to_writer(&mut self.out, flag)?;
         self.written += 1;
         Ok(())
     }

@@ -3,9 +3,10 @@
 //!
 //! The time on each line is the wall-clock second the result reached the writer (masscan
 //! prints when it saw the reply). Lines are flushed as written, so a `tail -f` sees them.
-//! An interrupted scan gets a `# interrupted` comment line before `# end`.
+//! An interrupted scan gets a `# interrupted` comment line before `# end`; a host flagged as
+//! a SYN proxy gets a `# syn-proxy: ...` comment line instead of its open ports.
 
-use super::{proto_str, Out, Report, ReportFilter, ScanEnd, ScanMeta};
+use super::{proto_str, HostFlag, Out, Report, ReportFilter, ScanEnd, ScanMeta};
 use portscope_core::results::PortResult;
 use std::io::{self, Write};
 
@@ -42,6 +43,11 @@ impl Report for ListReport {
             r.ip,
             (self.clock)()
         )?;
+        self.out.flush()
+    }
+
+    fn host_flag(&mut self, flag: &HostFlag) -> io::Result<()> {
+        writeln!(self.out, "# {}: {}", flag.flag.as_str(), flag.describe())?;
         self.out.flush()
     }
 

@@ -17,7 +17,10 @@ mod json;
 mod list;
 mod ndjson;
 mod table;
+mod tee;
 mod xml;
+
+pub use tee::Tee;
 
 use portscope_core::results::{PortResult, PortState, Proto, Reason};
 use std::collections::BTreeMap;
@@ -135,12 +138,67 @@ pub struct ScanMeta {
 /// How the scan ended, known after the last result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScanEnd {
+    /// Wall-clock start, Unix seconds (nmap's per-host `starttime`).
+    pub start_unix: u64,
     /// Wall-clock end, Unix seconds.
     pub end_unix: u64,
     /// Scan duration in seconds.
     pub elapsed_secs: f64,
     /// The operator stopped the scan before every pair had its answer.
     pub interrupted: bool,
+    /// Round-trip times measured, if any reply came (nmap's `<times>`).
+    pub times: Option<Times>,
+}
+
+/// nmap's `<times srtt rttvar to>`, in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Times {
+    /// Smoothed RTT: the median measured.
+    pub srtt_us: u64,
+    /// RTT variation: 99th percentile minus median.
+    pub rttvar_us: u64,
+    /// The reply timeout the scan used after each round.
+    pub timeout_us: u64,
+}
+
+/// Why a host's answers are reported as one flag instead of port by port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FlagKind {
+    /// SYN-ACK on nearly every port: a SYN proxy, tarpit or SYN cookie front, not open ports.
+    SynProxy,
+}
+
+impl FlagKind {
+    /// The name printed in every format.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlagKind::SynProxy => "syn-proxy",
+        }
+    }
+}
+
+/// A host whose open answers are not believable one by one.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HostFlag {
+    /// The host.
+    pub ip: IpAddr,
+    /// What it looks like.
+    pub flag: FlagKind,
+    /// SYN-ACK answers received from it (not reported as open ports).
+    pub open_answers: u64,
+    /// Ports probed on it.
+    pub ports: u64,
+}
+
+impl HostFlag {
+    /// One human sentence, the same in every format.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} answered SYN-ACK on {} of {} ports probed: a SYN proxy or tarpit, its open ports are not listed",
+            self.ip, self.open_answers, self.ports
+        )
+    }
 }
 
 /// A result writer in one format.
@@ -153,6 +211,8 @@ pub trait Report {
     fn begin(&mut self, meta: &ScanMeta) -> io::Result<()>;
     /// Takes one pair's final answer (closed ones too); prints it now, later, or never.
     fn result(&mut self, r: &PortResult) -> io::Result<()>;
+    /// Takes a flagged host: its open answers are withheld and this stands for them.
+    fn host_flag(&mut self, flag: &HostFlag) -> io::Result<()>;
     /// Writes what was held back and the trailer, then flushes.
     fn end(&mut self, end: &ScanEnd) -> io::Result<()>;
 }
@@ -196,38 +256,14 @@ fn proto_str(p: Proto) -> &'static str {
 /// Formats Unix seconds as UTC the way C's `ctime` does, as nmap prints times:
 /// `Sun Nov 22 12:21:37 2026`, `Thu Jan  1 00:00:00 1970` (day padded with a space).
 fn timestr(unix: u64) -> String {
-    const WEEKDAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = unix / 86_400;
-    let secs = unix % 86_400;
-    // 1970-01-01 was a Thursday.
-    let weekday = WEEKDAYS[((days + 4) % 7) as usize];
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{weekday} {} {day:>2} {:02}:{:02}:{:02} {year}",
-        MONTHS[month as usize - 1],
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
-/// (year, month 1..=12, day 1..=31) of the proleptic Gregorian calendar for days since
-/// 1970-01-01 (Howard Hinnant's `civil_from_days`, for non-negative days).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    // Shift the epoch to 0000-03-01 so leap days fall at the end of a year.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097; // [0, 146096]
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
-    let mp = (5 * doy + 2) / 153; // [0, 11], March = 0
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    const CTIME: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
+        "[weekday repr:short] [month repr:short] [day padding:space] [hour]:[minute]:[second] [year]"
+    );
+    i64::try_from(unix)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|t| t.format(CTIME).ok())
+        .unwrap_or_else(|| unix.to_string())
 }
 
 /// nmap's `reason` word for a port answer (`reason.cc`'s singular names).
@@ -326,17 +362,19 @@ impl PortEntry {
 /// What the buffering formats know about one host.
 #[derive(Debug, Default)]
 struct HostAcc {
-    /// The ports to print, in arrival order until [`HostTable::sorted`].
+    /// The ports to print, in arrival order until [`HostTable::sorted_up`].
     shown: Vec<PortEntry>,
     /// Closed ports not printed (nmap's "Ignored State" / `extraports`).
     hidden_closed: u64,
-    /// The best reply from this host; `None` means the host is down.
+    /// The best reply from this host; `None` (and no flag) means the host is down.
     status: Option<PortEntry>,
+    /// Set when the host's open answers were withheld as a SYN proxy.
+    flag: Option<HostFlag>,
 }
 
 impl HostAcc {
     fn is_up(&self) -> bool {
-        self.status.is_some()
+        self.status.is_some() || self.flag.is_some()
     }
 }
 
@@ -366,6 +404,10 @@ impl HostTable {
         }
     }
 
+    fn flag(&mut self, flag: &HostFlag) {
+        self.hosts.entry(flag.ip).or_default().flag = Some(flag.clone());
+    }
+
     /// Hosts with at least one reply.
     fn up(&self) -> u64 {
         self.hosts.values().filter(|h| h.is_up()).count() as u64
@@ -381,130 +423,7 @@ impl HostTable {
 }
 
 #[cfg(test)]
-mod testdata {
-    //! The fixed scan every format's tests print.
-
-    use super::*;
-    use portscope_core::results::{PortResult, PortState, Proto, Reason};
-
-    fn r(
-        ip: &str,
-        port: u16,
-        state: PortState,
-        reason: Reason,
-        ttl: Option<u8>,
-        icmp: Option<(u8, u8)>,
-    ) -> PortResult {
-        PortResult {
-            ip: ip.parse().unwrap(),
-            port,
-            proto: Proto::Tcp,
-            state,
-            reason,
-            ttl,
-            icmp_type: icmp.map(|i| i.0),
-            icmp_code: icmp.map(|i| i.1),
-        }
-    }
-
-    /// 3 addresses x 5 ports, in scrambled order: 198.18.0.2 (open, 2 closed, ICMP 3/13,
-    /// no-response), 198.18.0.3 (down: all no-response) and 2001:db8::1 (open, 2 closed,
-    /// ICMPv6 1/1, no-response).
-    pub(crate) fn results() -> Vec<PortResult> {
-        use PortState::*;
-        use Reason::*;
-        vec![
-            r("2001:db8::1", 443, Open, SynAck, Some(57), None),
-            r("198.18.0.2", 80, Closed, Reset, Some(64), None),
-            r("198.18.0.3", 22, Filtered, NoResponse, None, None),
-            r("198.18.0.2", 9000, Filtered, NoResponse, None, None),
-            r("2001:db8::1", 22, Closed, Reset, Some(58), None),
-            r(
-                "198.18.0.2",
-                443,
-                Filtered,
-                IcmpUnreachable,
-                Some(63),
-                Some((3, 13)),
-            ),
-            r("198.18.0.3", 9000, Filtered, NoResponse, None, None),
-            r(
-                "2001:db8::1",
-                80,
-                Filtered,
-                IcmpUnreachable,
-                Some(60),
-                Some((1, 1)),
-            ),
-            r("198.18.0.2", 22, Open, SynAck, Some(64), None),
-            r("198.18.0.3", 80, Filtered, NoResponse, None, None),
-            r("2001:db8::1", 9000, Filtered, NoResponse, None, None),
-            r("198.18.0.2", 81, Closed, Reset, Some(64), None),
-            r("198.18.0.3", 443, Filtered, NoResponse, None, None),
-            r("2001:db8::1", 81, Closed, Reset, Some(58), None),
-            r("198.18.0.3", 81, Filtered, NoResponse, None, None),
-        ]
-    }
-
-    pub(crate) fn meta() -> ScanMeta {
-        ScanMeta {
-            args:
-                r#"portscope -p 22,80,81,443,9000 --note "a<b&c" 198.18.0.2-198.18.0.3 2001:db8::1"#
-                    .to_owned(),
-            start_unix: 1_795_350_097,
-            ports: 5,
-            port_spec: "22,80,81,443,9000".to_owned(),
-            targets: 3,
-            version: "0.1.0",
-        }
-    }
-
-    pub(crate) fn end(interrupted: bool) -> ScanEnd {
-        ScanEnd {
-            end_unix: 1_795_350_098,
-            elapsed_secs: 0.523,
-            interrupted,
-        }
-    }
-
-    /// A cloneable in-memory sink, so a test can read what a boxed report wrote.
-    #[derive(Debug, Clone, Default)]
-    pub(crate) struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl Sink {
-        pub(crate) fn text(&self) -> String {
-            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-        }
-    }
-
-    impl Write for Sink {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    /// Runs a whole scan through `new_report` and returns the text written.
-    pub(crate) fn run(
-        format: Format,
-        show_closed: bool,
-        results: &[PortResult],
-        interrupted: bool,
-    ) -> String {
-        let sink = Sink::default();
-        let mut report = new_report(format, ReportFilter { show_closed }, Box::new(sink.clone()));
-        report.begin(&meta()).unwrap();
-        for r in results {
-            report.result(r).unwrap();
-        }
-        report.end(&end(interrupted)).unwrap();
-        sink.text()
-    }
-}
+mod testdata;
 
 #[cfg(test)]
 mod tests {
@@ -542,28 +461,6 @@ mod tests {
         ];
         for (unix, want) in cases {
             assert_eq!(timestr(unix), want, "{unix}");
-        }
-    }
-
-    #[test]
-    fn civil_from_days_walks_the_calendar() {
-        // Day by day from 1970 to 2400: the date always advances by exactly one day.
-        let mut prev = civil_from_days(0);
-        assert_eq!(prev, (1970, 1, 1));
-        for days in 1..157_000 {
-            let (y, m, d) = prev;
-            let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
-            let feb = if leap { 29 } else { 28 };
-            let month_len = [31, feb, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-            let next = if d < month_len[m as usize - 1] {
-                (y, m, d + 1)
-            } else if m < 12 {
-                (y, m + 1, 1)
-            } else {
-                (y + 1, 1, 1)
-            };
-            assert_eq!(civil_from_days(days), next, "day {days}");
-            prev = next;
         }
     }
 
@@ -628,6 +525,31 @@ mod tests {
         let v4: IpAddr = "198.18.0.2".parse().unwrap();
         assert_eq!(a.hosts[&v4].status.map(|s| s.port), Some(22));
         assert_eq!(a.hosts[&v4].hidden_closed, 2);
+    }
+
+    #[test]
+    fn a_flagged_host_shows_in_every_format() {
+        let want = [
+            (Format::Ndjson, r#"{"ip":"198.18.0.9","flag":"syn-proxy","open_answers":5,"ports":5}"#),
+            (Format::Json, r#"{"ip":"198.18.0.9","flag":"syn-proxy","open_answers":5,"ports":5}"#),
+            (Format::List, "# syn-proxy: 198.18.0.9 answered SYN-ACK on 5 of 5 ports probed"),
+            (Format::Grepable, "# syn-proxy: 198.18.0.9 answered SYN-ACK on 5 of 5 ports probed: a SYN proxy or tarpit, its open ports are not listed\nHost: 198.18.0.9 ()\tStatus: Up\n"),
+            (Format::Xml, r#"<extraports state="open" count="5">"#),
+            (Format::Xml, r#"<hostscript><script id="portscope-syn-proxy" output="198.18.0.9 answered SYN-ACK on 5 of 5 ports probed"#),
+            (Format::Table, "Scan report for 198.18.0.9\nNot shown: 5 open tcp ports (syn-ack): SYN proxy or tarpit\n"),
+        ];
+        for (format, text) in want {
+            let out = testdata::run_flagged(format);
+            assert!(out.contains(text), "{format}: {out}");
+        }
+        let json: serde_json::Value =
+            serde_json::from_str(&testdata::run_flagged(Format::Json)).unwrap();
+        assert_eq!(json.as_array().unwrap().len(), 12);
+        let xml = testdata::run_flagged(Format::Xml);
+        assert!(
+            xml.contains(r#"<hosts up="3" down="1" total="4"/>"#),
+            "{xml}"
+        );
     }
 
     #[test]

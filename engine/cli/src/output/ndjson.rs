@@ -1,9 +1,11 @@
 //! NDJSON output: one `PortResult` JSON object per printed port per line, nothing else.
 //!
 //! Each line is flushed as it is written, so the output is valid NDJSON at any interrupt.
-//! No header, no trailer: scan metadata and the end of the scan are not printed.
+//! No header, no trailer: scan metadata and the end of the scan are not printed. A host
+//! flagged as a SYN proxy is one `{"ip":..,"flag":"syn-proxy","open_answers":N,"ports":M}`
+//! line instead of its open ports.
 
-use super::{Out, Report, ReportFilter, ScanEnd, ScanMeta};
+use super::{HostFlag, Out, Report, ReportFilter, ScanEnd, ScanMeta};
 use portscope_core::results::PortResult;
 use std::io::{self, Write};
 
@@ -29,6 +31,12 @@ impl Report for NdjsonReport {
             return Ok(());
         }
         serde_json::to_writer(&mut self.out, r)?;
+        self.out.write_all(b"\n")?;
+        self.out.flush()
+    }
+
+    fn host_flag(&mut self, flag: &HostFlag) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, flag)?;
         self.out.write_all(b"\n")?;
         self.out.flush()
     }

@@ -1,13 +1,15 @@
 //! Human-readable result table (nmap's normal output shape), the default on a terminal.
 //!
-//! Results are held per host and printed at the end: up hosts in address order, one line
+//! Open ports are announced as found (`Discovered open port 22/tcp on 198.18.0.2`, as
+//! nmap -v prints them). Results are held per host and printed at the end: up hosts in address order, one line
 //! per shown port (`PORT STATE SERVICE REASON`), closed ports that are not shown summed in
 //! a `Not shown:` line. Not meant for parsing: use ndjson, json, xml or grepable for that.
 
 use super::{
-    nmap_reason, proto_str, summary, HostTable, Out, Report, ReportFilter, ScanEnd, ScanMeta,
+    nmap_reason, proto_str, summary, HostFlag, HostTable, Out, Report, ReportFilter, ScanEnd,
+    ScanMeta,
 };
-use portscope_core::results::PortResult;
+use portscope_core::results::{PortResult, PortState};
 use portscope_core::services::tcp_service;
 use std::io::{self, Write};
 
@@ -43,13 +45,42 @@ impl Report for TableReport {
 
     fn result(&mut self, r: &PortResult) -> io::Result<()> {
         self.hosts.record(self.filter, r);
+        if r.state == PortState::Open {
+            // As nmap -v does: open ports show up the moment they are found.
+            writeln!(
+                self.out,
+                "Discovered open port {}/{} on {}",
+                r.port,
+                proto_str(r.proto),
+                r.ip
+            )?;
+            self.out.flush()?;
+        }
         Ok(())
+    }
+
+    fn host_flag(&mut self, flag: &HostFlag) -> io::Result<()> {
+        self.hosts.flag(flag);
+        writeln!(
+            self.out,
+            "Flagged {}: {}",
+            flag.flag.as_str(),
+            flag.describe()
+        )?;
+        self.out.flush()
     }
 
     fn end(&mut self, end: &ScanEnd) -> io::Result<()> {
         let up = self.hosts.up();
         for (ip, host) in self.hosts.sorted_up() {
             writeln!(self.out, "\nScan report for {ip}")?;
+            if let Some(f) = &host.flag {
+                writeln!(
+                    self.out,
+                    "Not shown: {} open tcp ports (syn-ack): SYN proxy or tarpit",
+                    f.open_answers
+                )?;
+            }
             if host.hidden_closed > 0 {
                 writeln!(
                     self.out,

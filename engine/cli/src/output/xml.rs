@@ -1,16 +1,23 @@
 //! nmap `-oX` XML output (`nmaprun`, xmloutputversion 1.05), for tools that read nmap XML.
+//! It validates against nmap's DTD (`xmllint --dtdvalid nmap.dtd`).
 //!
 //! Results are held per host and written at the end: up hosts in address order, ports
 //! ascending. A host is up when any of its ports got a reply (open, closed or ICMP); down
 //! hosts are counted in `runstats` but not listed, as nmap does without `-v`. Closed ports
-//! that are not shown become one `extraports` element. Text is written directly with
-//! [`escape`]d attribute values; no XML library is involved.
+//! that are not shown become one `extraports` element. Each host carries the scan's start
+//! and end as `starttime`/`endtime` and the measured RTT as `<times>`, as nmap writes them.
+//! A host flagged as a SYN proxy gets its open answers as `extraports state="open"` and a
+//! `portscope-syn-proxy` host script saying why.
+//!
+//! `scanner` is `nmap`: the DTD allows no other value, and tools that read nmap XML check
+//! it. Portscope names itself in a leading comment (as nmap does), in `args` and `version`.
+//! Text is written directly with [`escape`]d attribute values; no XML library is involved.
 
 use super::{
-    nmap_reason, proto_str, summary, timestr, HostAcc, HostTable, Out, Report, ReportFilter,
-    ScanEnd, ScanMeta,
+    nmap_reason, proto_str, summary, timestr, HostAcc, HostFlag, HostTable, Out, Report,
+    ReportFilter, ScanEnd, ScanMeta,
 };
-use portscope_core::results::PortResult;
+use portscope_core::results::{PortResult, Reason};
 use portscope_core::services::tcp_service;
 use std::fmt::Write as _;
 use std::io::{self, Write};
@@ -43,11 +50,15 @@ impl Report for XmlReport {
             self.out,
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
              <!DOCTYPE nmaprun>\n\
-             <nmaprun scanner=\"portscope\" args=\"{}\" start=\"{}\" startstr=\"{}\" \
+             <!-- Portscope {} scan initiated {} as: {} -->\n\
+             <nmaprun scanner=\"nmap\" args=\"{}\" start=\"{}\" startstr=\"{}\" \
              version=\"{}\" xmloutputversion=\"1.05\">\n\
              <scaninfo type=\"syn\" protocol=\"tcp\" numservices=\"{}\" services=\"{}\"/>\n\
              <verbose level=\"0\"/>\n\
              <debugging level=\"0\"/>\n",
+            comment(meta.version),
+            timestr(meta.start_unix),
+            comment(&meta.args),
             escape(&meta.args),
             meta.start_unix,
             timestr(meta.start_unix),
@@ -63,11 +74,16 @@ impl Report for XmlReport {
         Ok(())
     }
 
+    fn host_flag(&mut self, flag: &HostFlag) -> io::Result<()> {
+        self.hosts.flag(flag);
+        Ok(())
+    }
+
     fn end(&mut self, end: &ScanEnd) -> io::Result<()> {
         let up = self.hosts.up();
         let mut text = String::new();
         for (ip, host) in self.hosts.sorted_up() {
-            host_xml(&mut text, ip, host);
+            host_xml(&mut text, ip, host, end);
             self.out.write_all(text.as_bytes())?;
             text.clear();
         }
@@ -97,22 +113,33 @@ impl Report for XmlReport {
 }
 
 /// Appends one up host's `<host>` element.
-fn host_xml(s: &mut String, ip: &IpAddr, host: &HostAcc) {
+fn host_xml(s: &mut String, ip: &IpAddr, host: &HostAcc, end: &ScanEnd) {
     let v6 = ip.is_ipv6();
     // Writing into a String cannot fail; the results are ignored below for that reason.
-    if let Some(st) = host.status {
-        let _ = writeln!(
-            s,
-            "<host><status state=\"up\" reason=\"{}\" reason_ttl=\"{}\"/>",
-            nmap_reason(v6, st.reason, st.icmp),
-            st.ttl
-        );
-    }
+    let (reason, ttl) = match host.status {
+        Some(st) => (nmap_reason(v6, st.reason, st.icmp), st.ttl),
+        None => (Reason::SynAck.as_str(), 0), // flagged: its SYN-ACKs are the replies
+    };
+    let _ = writeln!(
+        s,
+        "<host starttime=\"{}\" endtime=\"{}\"><status state=\"up\" reason=\"{reason}\" \
+         reason_ttl=\"{ttl}\"/>",
+        end.start_unix, end.end_unix
+    );
     let _ = write!(
         s,
         "<address addr=\"{ip}\" addrtype=\"{}\"/>\n<ports>",
         if v6 { "ipv6" } else { "ipv4" }
     );
+    if let Some(f) = &host.flag {
+        let n = f.open_answers;
+        let _ = write!(
+            s,
+            "<extraports state=\"open\" count=\"{n}\">\n\
+             <extrareasons reason=\"syn-ack\" count=\"{n}\"/>\n\
+             </extraports>\n"
+        );
+    }
     if host.hidden_closed > 0 {
         let n = host.hidden_closed;
         let _ = write!(
@@ -142,7 +169,32 @@ fn host_xml(s: &mut String, ip: &IpAddr, host: &HostAcc) {
         }
         s.push_str("</port>\n");
     }
-    s.push_str("</ports>\n</host>\n");
+    s.push_str("</ports>\n");
+    if let Some(f) = &host.flag {
+        let _ = writeln!(
+            s,
+            "<hostscript><script id=\"portscope-{}\" output=\"{}\"/></hostscript>",
+            f.flag.as_str(),
+            escape(&f.describe())
+        );
+    }
+    if let Some(t) = end.times {
+        let _ = writeln!(
+            s,
+            "<times srtt=\"{}\" rttvar=\"{}\" to=\"{}\"/>",
+            t.srtt_us, t.rttvar_us, t.timeout_us
+        );
+    }
+    s.push_str("</host>\n");
+}
+
+/// Text safe inside an XML comment: no control characters, and `--` written `-&#45;` as
+/// nmap writes it.
+fn comment(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .replace("--", "-&#45;")
 }
 
 /// Escapes text for a double-quoted XML attribute value.
@@ -177,7 +229,8 @@ mod tests {
 
     const HEADER: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 <!DOCTYPE nmaprun>
-<nmaprun scanner="portscope" args="portscope -p 22,80,81,443,9000 --note &quot;a&lt;b&amp;c&quot; 198.18.0.2-198.18.0.3 2001:db8::1" start="1795350097" startstr="Sun Nov 22 12:21:37 2026" version="0.1.0" xmloutputversion="1.05">
+<!-- Portscope 0.1.0 scan initiated Sun Nov 22 12:21:37 2026 as: portscope -p 22,80,81,443,9000 -&#45;note "a<b&c" 198.18.0.2-198.18.0.3 2001:db8::1 -->
+<nmaprun scanner="nmap" args="portscope -p 22,80,81,443,9000 --note &quot;a&lt;b&amp;c&quot; 198.18.0.2-198.18.0.3 2001:db8::1" start="1795350097" startstr="Sun Nov 22 12:21:37 2026" version="0.1.0" xmloutputversion="1.05">
 <scaninfo type="syn" protocol="tcp" numservices="5" services="22,80,81,443,9000"/>
 <verbose level="0"/>
 <debugging level="0"/>
@@ -188,7 +241,7 @@ mod tests {
 </nmaprun>
 "#;
 
-    const HOSTS_CLOSED_HIDDEN: &str = r#"<host><status state="up" reason="syn-ack" reason_ttl="64"/>
+    const HOSTS_CLOSED_HIDDEN: &str = r#"<host starttime="1795350097" endtime="1795350098"><status state="up" reason="syn-ack" reason_ttl="64"/>
 <address addr="198.18.0.2" addrtype="ipv4"/>
 <ports><extraports state="closed" count="2">
 <extrareasons reason="reset" count="2"/>
@@ -197,8 +250,9 @@ mod tests {
 <port protocol="tcp" portid="443"><state state="filtered" reason="admin-prohibited" reason_ttl="63"/><service name="https" method="table" conf="3"/></port>
 <port protocol="tcp" portid="9000"><state state="filtered" reason="no-response" reason_ttl="0"/><service name="cslistener" method="table" conf="3"/></port>
 </ports>
+<times srtt="310" rttvar="95" to="10000"/>
 </host>
-<host><status state="up" reason="syn-ack" reason_ttl="57"/>
+<host starttime="1795350097" endtime="1795350098"><status state="up" reason="syn-ack" reason_ttl="57"/>
 <address addr="2001:db8::1" addrtype="ipv6"/>
 <ports><extraports state="closed" count="2">
 <extrareasons reason="reset" count="2"/>
@@ -207,10 +261,11 @@ mod tests {
 <port protocol="tcp" portid="443"><state state="open" reason="syn-ack" reason_ttl="57"/><service name="https" method="table" conf="3"/></port>
 <port protocol="tcp" portid="9000"><state state="filtered" reason="no-response" reason_ttl="0"/><service name="cslistener" method="table" conf="3"/></port>
 </ports>
+<times srtt="310" rttvar="95" to="10000"/>
 </host>
 "#;
 
-    const HOSTS_CLOSED_SHOWN: &str = r#"<host><status state="up" reason="syn-ack" reason_ttl="64"/>
+    const HOSTS_CLOSED_SHOWN: &str = r#"<host starttime="1795350097" endtime="1795350098"><status state="up" reason="syn-ack" reason_ttl="64"/>
 <address addr="198.18.0.2" addrtype="ipv4"/>
 <ports><port protocol="tcp" portid="22"><state state="open" reason="syn-ack" reason_ttl="64"/><service name="ssh" method="table" conf="3"/></port>
 <port protocol="tcp" portid="80"><state state="closed" reason="reset" reason_ttl="64"/><service name="http" method="table" conf="3"/></port>
@@ -218,8 +273,9 @@ mod tests {
 <port protocol="tcp" portid="443"><state state="filtered" reason="admin-prohibited" reason_ttl="63"/><service name="https" method="table" conf="3"/></port>
 <port protocol="tcp" portid="9000"><state state="filtered" reason="no-response" reason_ttl="0"/><service name="cslistener" method="table" conf="3"/></port>
 </ports>
+<times srtt="310" rttvar="95" to="10000"/>
 </host>
-<host><status state="up" reason="syn-ack" reason_ttl="57"/>
+<host starttime="1795350097" endtime="1795350098"><status state="up" reason="syn-ack" reason_ttl="57"/>
 <address addr="2001:db8::1" addrtype="ipv6"/>
 <ports><port protocol="tcp" portid="22"><state state="closed" reason="reset" reason_ttl="58"/><service name="ssh" method="table" conf="3"/></port>
 <port protocol="tcp" portid="80"><state state="filtered" reason="admin-prohibited" reason_ttl="60"/><service name="http" method="table" conf="3"/></port>
@@ -227,6 +283,7 @@ mod tests {
 <port protocol="tcp" portid="443"><state state="open" reason="syn-ack" reason_ttl="57"/><service name="https" method="table" conf="3"/></port>
 <port protocol="tcp" portid="9000"><state state="filtered" reason="no-response" reason_ttl="0"/><service name="cslistener" method="table" conf="3"/></port>
 </ports>
+<times srtt="310" rttvar="95" to="10000"/>
 </host>
 "#;
 
@@ -292,17 +349,19 @@ mod tests {
         let text = run(Format::Xml, false, &rs, false);
         check_well_formed(&text);
         // Address order is numeric, not textual: .9 before .10.
-        let hosts = r#"<host><status state="up" reason="reset" reason_ttl="64"/>
+        let hosts = r#"<host starttime="1795350097" endtime="1795350098"><status state="up" reason="reset" reason_ttl="64"/>
 <address addr="10.0.0.9" addrtype="ipv4"/>
 <ports><extraports state="closed" count="1">
 <extrareasons reason="reset" count="1"/>
 </extraports>
 </ports>
+<times srtt="310" rttvar="95" to="10000"/>
 </host>
-<host><status state="up" reason="host-unreach" reason_ttl="250"/>
+<host starttime="1795350097" endtime="1795350098"><status state="up" reason="host-unreach" reason_ttl="250"/>
 <address addr="10.0.0.10" addrtype="ipv4"/>
 <ports><port protocol="tcp" portid="31337"><state state="filtered" reason="host-unreach" reason_ttl="250"/></port>
 </ports>
+<times srtt="310" rttvar="95" to="10000"/>
 </host>
 "#;
         assert!(text.contains(hosts), "{text}");
@@ -310,6 +369,43 @@ mod tests {
             text.contains(r#"<hosts up="2" down="1" total="3"/>"#),
             "{text}"
         );
+    }
+
+    /// nmap's DTD, from Debian's nmap-common (installed by `.ci/setup`).
+    const NMAP_DTD: &str = "/usr/share/nmap/nmap.dtd";
+
+    /// Runs `xmllint --dtdvalid` on `doc`; panics with its complaint if invalid.
+    fn assert_valid_against_nmap_dtd(doc: &str) {
+        assert!(
+            std::path::Path::new(NMAP_DTD).exists(),
+            "{NMAP_DTD} is missing: apt-get install nmap libxml2-utils (.ci/setup does)"
+        );
+        let mut child = std::process::Command::new("xmllint")
+            .args(["--noout", "--dtdvalid", NMAP_DTD, "-"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("xmllint runs (apt-get install libxml2-utils)");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(doc.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "xmllint: {}\n{doc}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn every_shape_validates_against_nmaps_dtd() {
+        assert_valid_against_nmap_dtd(&run(Format::Xml, false, &results(), false));
+        assert_valid_against_nmap_dtd(&run(Format::Xml, true, &results(), false));
+        assert_valid_against_nmap_dtd(&run(Format::Xml, false, &[], true));
+        assert_valid_against_nmap_dtd(&super::super::testdata::run_flagged(Format::Xml));
     }
 
     #[test]

@@ -1,0 +1,306 @@
+//! The managed-scan API's harness (`M`): the whole router, the fake engine, a temp SQLite
+//! file, a manual clock, a resolver and banners the test can change, and an outbox for alert
+//! mail.
+
+use super::{lab_config, oneshot, Banners, Reply, T0_MS};
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{Method, Request};
+use axum::Router;
+use portscope_control_api::clock::ManualClock;
+use portscope_control_api::config::Config;
+use portscope_control_api::engine::fake::{port_result, FakeEngine};
+use portscope_control_api::enrich::NoPtr;
+use portscope_control_api::managed::scope::{Resolver, Scope};
+use portscope_control_api::managed::service::ManagedSettings;
+use portscope_control_api::managed::store::MScanRow;
+use portscope_control_api::managed::tokens;
+use portscope_control_api::{app, start_with, AppState, ManagedOptions, Services};
+use portscope_core::results::PortState;
+use portscope_proto::{Event, Request as EngineRequest};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A resolver the test can change (DNS moving a name out of scope).
+#[derive(Debug, Default)]
+pub struct Dns(pub Mutex<HashMap<String, Vec<IpAddr>>>);
+
+impl Dns {
+    pub fn set(&self, name: &str, addrs: &[&str]) {
+        self.0.lock().unwrap().insert(
+            name.to_string(),
+            addrs.iter().map(|a| a.parse().unwrap()).collect(),
+        );
+    }
+}
+
+#[async_trait]
+impl Resolver for Dns {
+    async fn resolve(&self, name: &str) -> Result<Vec<IpAddr>, String> {
+        self.0
+            .lock()
+            .unwrap()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("{name} does not resolve"))
+    }
+}
+
+/// Alert e-mail that is recorded, not sent.
+#[derive(Debug, Default)]
+pub struct Outbox(pub Mutex<Vec<(String, String, String)>>);
+
+#[async_trait]
+impl portscope_control_api::managed::mail::Mailer for Outbox {
+    async fn send(&self, to: &str, subject: &str, body: &str) -> Result<(), String> {
+        self.0
+            .lock()
+            .unwrap()
+            .push((to.into(), subject.into(), body.into()));
+        Ok(())
+    }
+}
+
+pub struct M {
+    pub outbox: Arc<Outbox>,
+    pub state: AppState,
+    pub router: Router,
+    pub engine: Arc<FakeEngine>,
+    pub clock: ManualClock,
+    pub dns: Arc<Dns>,
+    pub banners: Arc<Banners>,
+    pub dir: tempfile::TempDir,
+    /// Rotates the client address so tests do not hit the per-IP limit by accident.
+    next_client: AtomicU32,
+}
+
+/// The self-scan lab config, with the default engine-submit wait.
+pub fn config(dir: &std::path::Path) -> Config {
+    Config {
+        submit_wait_ms: Config::default().submit_wait_ms,
+        ..lab_config(dir)
+    }
+}
+
+impl M {
+    pub async fn new() -> M {
+        Self::with(
+            |_| {},
+            ManagedSettings {
+                queue_limit: 1000,
+                scheduler_interval: Duration::ZERO,
+                ..ManagedSettings::default()
+            },
+        )
+        .await
+    }
+
+    pub async fn with(tweak: impl FnOnce(&mut Config), settings: ManagedSettings) -> M {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(dir.path());
+        tweak(&mut c);
+        Self::build(
+            dir,
+            c,
+            ManualClock::at(T0_MS),
+            Arc::new(Dns::default()),
+            Arc::new(Banners::default()),
+            settings,
+        )
+        .await
+    }
+
+    async fn build(
+        dir: tempfile::TempDir,
+        c: Config,
+        clock: ManualClock,
+        dns: Arc<Dns>,
+        banners: Arc<Banners>,
+        settings: ManagedSettings,
+    ) -> M {
+        let engine = Arc::new(FakeEngine::new());
+        let outbox = Arc::new(Outbox::default());
+        let state = start_with(
+            &c,
+            Services {
+                engine: engine.clone(),
+                clock: Arc::new(clock.clone()),
+                banners: banners.clone(),
+                ptr: Arc::new(NoPtr),
+            },
+            ManagedOptions {
+                resolver: dns.clone(),
+                settings,
+                mailer: Some(outbox.clone()),
+            },
+        )
+        .await
+        .unwrap();
+        M {
+            outbox,
+            router: app(state.clone()),
+            state,
+            engine,
+            clock,
+            dns,
+            banners,
+            dir,
+            next_client: AtomicU32::new(1),
+        }
+    }
+
+    /// Shuts this API down and starts a new one on the same database and clock, with a new
+    /// fake engine and these settings.
+    pub async fn restart(self, settings: ManagedSettings) -> M {
+        self.state.shutdown().await;
+        let c = config(self.dir.path());
+        Self::build(self.dir, c, self.clock, self.dns, self.banners, settings).await
+    }
+
+    /// Creates a token directly in the database (as the CLI does); returns the secret.
+    pub async fn token(&self, name: &str, scope: &[&str], monthly: i64, concurrent: i64) -> String {
+        let (_, secret) = tokens::create(
+            self.state.managed().store().pool(),
+            &tokens::NewToken {
+                name: name.into(),
+                scope: Scope::parse(scope.iter().copied()).unwrap(),
+                monthly_scans: monthly,
+                max_concurrent: concurrent,
+            },
+            0,
+        )
+        .await
+        .unwrap();
+        secret
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        from: &str,
+    ) -> Reply {
+        let mut b = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        let body = match body {
+            Some(v) => {
+                b = b.header("content-type", "application/json");
+                Body::from(serde_json::to_vec(&v).unwrap())
+            }
+            None => Body::empty(),
+        };
+        oneshot(&self.router, b.body(body).unwrap(), from).await
+    }
+
+    fn client(&self) -> String {
+        let n = self.next_client.fetch_add(1, Ordering::SeqCst);
+        format!("127.0.{}.{}", (n / 250) % 250, n % 250 + 1)
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        let from = self.client();
+        self.send(Method::GET, path, Some(token), None, &from).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Option<Value>) -> Reply {
+        let from = self.client();
+        self.send(Method::POST, path, Some(token), body, &from)
+            .await
+    }
+
+    /// POSTs a scan of `target` with `token`, asserts 201, returns the scan's id.
+    pub async fn scan(&self, token: &str, target: &str) -> String {
+        let body = serde_json::json!({ "target": target });
+        self.post("/api/v1/scan", token, Some(body))
+            .await
+            .created_id()
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> Reply {
+        let from = self.client();
+        self.send(method, path, Some(token), body, &from).await
+    }
+
+    /// Every managed `Submit` the engine saw: (id, targets, ports).
+    pub fn submits(&self) -> Vec<(String, Vec<String>, String)> {
+        self.engine
+            .requests()
+            .into_iter()
+            .filter_map(|r| match r {
+                EngineRequest::Submit {
+                    id, targets, ports, ..
+                } if portscope_control_api::managed::demux::is_managed_id(&id) => {
+                    Some((id, targets, ports))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub async fn row(&self, id: &str) -> MScanRow {
+        self.state
+            .managed()
+            .store()
+            .scan(id)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Waits until the scan row satisfies `f`.
+    pub async fn wait(&self, id: &str, f: impl Fn(&MScanRow) -> bool) {
+        for _ in 0..500 {
+            if f(&self.row(id).await) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "scan {id} never reached the expected state: {:?}",
+            self.row(id).await
+        );
+    }
+
+    pub async fn wait_status(&self, id: &str, status: &str) {
+        self.wait(id, |r| r.status == status).await;
+    }
+
+    /// Emits `Ports` for several hosts (multi-host chunk).
+    pub fn ports(&self, id: &str, chunk: u32, results: &[(&str, u16, PortState)]) {
+        let results = results
+            .iter()
+            .map(|&(ip, port, state)| port_result(ip.parse().unwrap(), port, state))
+            .collect();
+        self.engine.emit(Event::Ports {
+            id: id.into(),
+            chunk,
+            results,
+            closed: 0,
+        });
+    }
+
+    /// Runs a scan to completion with these open ports on `host`.
+    pub async fn complete_with(&self, id: &str, open: &[(&str, u16)]) {
+        self.engine.progress(id, 0, 0, 1);
+        let r: Vec<(&str, u16, PortState)> =
+            open.iter().map(|&(h, p)| (h, p, PortState::Open)).collect();
+        self.ports(id, 0, &r);
+        self.engine.progress(id, 0, 1, 1);
+        self.engine.complete(id, 1234);
+        self.wait_status(id, "complete").await;
+    }
+}

@@ -1,0 +1,174 @@
+//! The self-scan API's harness: the router over a temp SQLite file, the fake engine, a
+//! manual clock, port 22's banner and a fixed PTR.
+
+use super::{lab_config, oneshot, Banners, FakePtr, Reply, T0_MS};
+use axum::body::Body;
+use axum::http::{Method, Request};
+use axum::Router;
+use portscope_control_api::clock::{Clock, ManualClock};
+use portscope_control_api::config::Config;
+use portscope_control_api::engine::fake::{FakeEngine, OnSubmit};
+use portscope_control_api::model::ScanType;
+use portscope_control_api::{app, start, AppState, Services};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct Harness {
+    pub state: AppState,
+    pub router: Router,
+    pub engine: Arc<FakeEngine>,
+    pub clock: ManualClock,
+    pub banners: Arc<Banners>,
+    pub config: Config,
+    pub dir: Arc<tempfile::TempDir>,
+}
+
+impl Harness {
+    pub async fn new() -> Harness {
+        Self::with(|_| {}).await
+    }
+
+    pub async fn with(tweak: impl FnOnce(&mut Config)) -> Harness {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let mut config = lab_config(dir.path());
+        tweak(&mut config);
+        Self::build(
+            config,
+            Arc::new(FakeEngine::new()),
+            ManualClock::at(T0_MS),
+            dir,
+        )
+        .await
+    }
+
+    pub async fn build(
+        config: Config,
+        engine: Arc<FakeEngine>,
+        clock: ManualClock,
+        dir: Arc<tempfile::TempDir>,
+    ) -> Harness {
+        let banners = Arc::new(Banners::ssh());
+        let state = start(
+            &config,
+            Services {
+                engine: engine.clone(),
+                clock: Arc::new(clock.clone()),
+                banners: banners.clone(),
+                ptr: Arc::new(FakePtr),
+            },
+        )
+        .await
+        .unwrap();
+        Harness {
+            router: app(state.clone()),
+            state,
+            engine,
+            clock,
+            banners,
+            config,
+            dir,
+        }
+    }
+
+    /// A new app on the same database (the old one shut down first).
+    pub async fn restart(self, engine: Arc<FakeEngine>) -> Harness {
+        self.state.shutdown().await;
+        Self::build(self.config, engine, self.clock, self.dir).await
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.config.db.clone()
+    }
+
+    pub async fn send(&self, req: Request<Body>, from: &str) -> Reply {
+        oneshot(&self.router, req, from).await
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        from: &str,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut b = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        self.send(b.body(Body::empty()).unwrap(), from).await
+    }
+
+    pub async fn get(&self, path: &str, from: &str) -> Reply {
+        self.call(Method::GET, path, from, &[]).await
+    }
+
+    pub async fn post(&self, path: &str, from: &str) -> Reply {
+        self.call(Method::POST, path, from, &[]).await
+    }
+
+    /// The fake engine rejects the next submits with `code` and `message`.
+    pub fn engine_rejects(&self, code: &str, message: &str) {
+        self.engine.on_submit(OnSubmit::Reject {
+            code: code.into(),
+            message: message.into(),
+        });
+    }
+
+    /// The id of the n-th submit the engine saw.
+    pub fn submit_id(&self, n: usize) -> String {
+        self.engine.submitted_ids()[n].clone()
+    }
+
+    /// Waits (without HTTP, so no rate limit is spent) until the newest scan of `ip`/`t`
+    /// has `status`.
+    pub async fn wait_status(&self, ip: &str, t: ScanType, status: &str) {
+        let ip: IpAddr = ip.parse().unwrap();
+        for _ in 0..500 {
+            if let Some(row) = self.state.scans().latest(ip, t).await.unwrap() {
+                if row.status == status {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let row = self.state.scans().latest(ip, t).await.unwrap();
+        panic!("scan of {ip} never reached {status}: {row:?}");
+    }
+
+    /// Waits until the newest scan row of `ip`/`t` satisfies `f`.
+    pub async fn wait_row(
+        &self,
+        ip: &str,
+        t: ScanType,
+        f: impl Fn(&portscope_control_api::store::ScanRow) -> bool,
+    ) {
+        let ip: IpAddr = ip.parse().unwrap();
+        for _ in 0..500 {
+            if let Some(row) = self.state.scans().latest(ip, t).await.unwrap() {
+                if f(&row) {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let row = self.state.scans().latest(ip, t).await.unwrap();
+        panic!("scan of {ip} never reached the expected state: {row:?}");
+    }
+
+    /// Waits until `f` holds.
+    pub async fn wait_for(&self, what: &str, mut f: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    pub fn now(&self) -> u64 {
+        self.clock.now_secs()
+    }
+}

@@ -1,0 +1,629 @@
+//! The real `portscope` binary in the network lab, used with nmap and masscan habits: stops
+//! by SIGTERM (`timeout`) and SIGHUP, nmap output flags and target lists, nmap XML checked
+//! with `xmllint --dtdvalid` against nmap's own DTD, resume after an interrupt, live status
+//! lines, a SYN-proxy host and a target that rate-limits its RSTs. Needs root (namespaces,
+//! raw sockets) and `.ci/setup`'s nmap and libxml2-utils. Scans run one at a time.
+
+use portscope_core::results::{PortResult, PortState, Reason};
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use xtask::lab::{Expected, LabConfig, LabGuard};
+
+/// One scan at a time: the machine has two cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const ALLOW: [&str; 4] = ["--allow", "198.18.0.0/15", "--allow", "2001:2::/48"];
+const NMAP_DTD: &str = "/usr/share/nmap/nmap.dtd";
+/// `nft::SYN_PROXY_V4` of the lab: answers SYN-ACK on every port.
+const SYN_PROXY: &str = "198.19.255.254";
+
+fn lab_with(tag: &str, cfg: LabConfig) -> LabGuard {
+    let name = format!("h{}{}", std::process::id() % 10_000, tag);
+    LabGuard::up(&LabConfig {
+        name,
+        hosts: 0,
+        ..cfg
+    })
+    .expect("bring the lab up (needs root)")
+}
+
+/// A scratch directory for one test's files, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Self {
+        let d = std::env::temp_dir().join(format!("ps-habits-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Scratch(d)
+    }
+    fn path(&self, name: &str) -> String {
+        self.0.join(name).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `cmd` with a hard deadline; kills (only) that child on timeout.
+fn run_bounded(mut cmd: Command, limit: Duration) -> Run {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    finish(&mut child, limit)
+}
+
+fn finish(child: &mut std::process::Child, limit: Duration) -> Run {
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        out.read_to_string(&mut s).unwrap();
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        err.read_to_string(&mut s).unwrap();
+        s
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("command exceeded {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Run {
+        status,
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+    }
+}
+
+/// `portscope scan ARGS --allow ...` inside the lab, working directory `dir`.
+fn portscope(lab: &LabGuard, dir: &Scratch, args: &[&str]) -> Command {
+    let mut c = lab.0.scanner_cmd(env!("CARGO_BIN_EXE_portscope"));
+    c.arg("scan")
+        .args(args)
+        .args(ALLOW)
+        .arg("--no-progress")
+        .current_dir(&dir.0);
+    c
+}
+
+fn ok(r: &Run) {
+    assert!(
+        r.status.success(),
+        "portscope failed: {}\n{}",
+        r.status,
+        r.stderr
+    );
+}
+
+fn parse_ndjson(text: &str) -> Vec<PortResult> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
+        .collect()
+}
+
+fn assert_valid_nmap_xml(path: &str) {
+    let out = Command::new("xmllint")
+        .args(["--noout", "--dtdvalid", NMAP_DTD, path])
+        .output()
+        .expect("xmllint (apt-get install libxml2-utils nmap; .ci/setup does)");
+    assert!(
+        out.status.success(),
+        "{path} is not valid nmap XML: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(path).unwrap_or_default()
+    );
+}
+
+/// Every result is a true answer for 198.18.0.2 (never a guessed no-response).
+fn assert_true_answers(lab: &LabGuard, results: &[PortResult]) {
+    let host = lab
+        .0
+        .truth()
+        .host("198.18.0.2".parse().unwrap())
+        .unwrap()
+        .clone();
+    for r in results {
+        assert_ne!(
+            r.reason,
+            Reason::NoResponse,
+            "an interrupted scan does not guess filtered"
+        );
+        let ok = matches!(
+            (host.expected(r.port), r.state),
+            (Expected::Open, PortState::Open)
+                | (Expected::Closed, PortState::Closed)
+                | (Expected::FilteredIcmp, PortState::Filtered)
+        );
+        assert!(ok, "{}:{} is {:?}", r.ip, r.port, r.state);
+    }
+}
+
+/// "N probes sent" from the summary line.
+fn probes_sent(stderr: &str) -> u64 {
+    let at = stderr.find(" probes sent").expect("summary line");
+    stderr[..at].rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn sigterm_and_sighup_stop_as_cleanly_as_ctrl_c() {
+    let lab = lab_with("a", LabConfig::default());
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for (sig, code) in [("TERM", 143), ("HUP", 129)] {
+        let dir = Scratch::new(&format!("sig{sig}"));
+        let (json, resume) = (dir.path("out.json"), dir.path("scan.resume"));
+        let args = [
+            "198.18.0.2",
+            "-p",
+            "-",
+            "--rate",
+            "5000",
+            "--show",
+            "closed",
+            "--format",
+            "xml",
+            "-oJ",
+            &json,
+            "--resume-file",
+            &resume,
+        ];
+        let run = if sig == "TERM" {
+            // As `timeout` (and systemd, container runtimes) stop a process.
+            let mut c = lab.0.scanner_cmd("timeout");
+            c.args(["--preserve-status", "-s", "TERM", "1.5"])
+                .arg(env!("CARGO_BIN_EXE_portscope"))
+                .arg("scan")
+                .args(args)
+                .args(ALLOW)
+                .arg("--no-progress")
+                .current_dir(&dir.0);
+            run_bounded(c, Duration::from_secs(30))
+        } else {
+            // As a dropped SSH session does (ip netns exec execs portscope in place).
+            let mut child = portscope(&lab, &dir, &args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(1500));
+            let kill = Command::new("kill")
+                .args([&format!("-{sig}"), &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(kill.success());
+            finish(&mut child, Duration::from_secs(30))
+        };
+        assert_eq!(run.status.code(), Some(code), "SIG{sig}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("portscope: interrupted in"),
+            "SIG{sig}: {}",
+            run.stderr
+        );
+        // The XML on stdout is complete and valid.
+        let xml = dir.path("stdout.xml");
+        std::fs::write(&xml, &run.stdout).unwrap();
+        assert_valid_nmap_xml(&xml);
+        assert!(run
+            .stdout
+            .contains(r#"exit="error" errormsg="interrupted""#));
+        // The JSON file is a complete array of true answers.
+        let v: Vec<PortResult> =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).expect("JSON array");
+        assert!(
+            v.len() > 1000 && v.len() < 65_535,
+            "SIG{sig}: {} results",
+            v.len()
+        );
+        assert_true_answers(&lab, &v);
+        assert!(Path::new(&resume).exists(), "SIG{sig}: resume file written");
+    }
+}
+
+#[test]
+fn resume_finishes_without_reprobing_and_matches_an_uninterrupted_scan() {
+    let lab = lab_with("b", LabConfig::default());
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = Scratch::new("resume");
+    let (gnmap, xml, resume) = (dir.path("r.gnmap"), dir.path("r.xml"), dir.path("r.resume"));
+    let args = |g: &str, x: &str| -> Vec<String> {
+        [
+            "198.18.0.2",
+            "-p",
+            "1-20000",
+            "--rate",
+            "5000",
+            "--show",
+            "closed",
+            "-oG",
+            g,
+            "-oX",
+            x,
+            "--resume-file",
+            &resume,
+            "--format",
+            "ndjson",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    // Interrupted after about 1.5 s: about 7,500 of 20,000 pairs sent.
+    let mut first = portscope(
+        &lab,
+        &dir,
+        &args(&gnmap, &xml)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(Command::new("kill")
+        .args(["-INT", &first.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let first = finish(&mut first, Duration::from_secs(30));
+    assert_eq!(first.status.code(), Some(130), "{}", first.stderr);
+    let saved = parse_ndjson(&first.stdout).len() as u64;
+    assert!(
+        saved > 1000 && saved < 20_000,
+        "{saved} answers before the interrupt"
+    );
+    assert!(
+        first
+            .stderr
+            .contains(&format!("saved {saved} answers to {resume}")),
+        "{}",
+        first.stderr
+    );
+
+    let mut c = lab.0.scanner_cmd(env!("CARGO_BIN_EXE_portscope"));
+    c.args(["scan", "--resume", &resume, "--no-progress"])
+        .current_dir(&dir.0);
+    let resumed = run_bounded(c, Duration::from_secs(60));
+    ok(&resumed);
+    // Exactly the unanswered pairs went out: round 0 for the rest, and two retries for each
+    // of the 8 silently filtered ports in 1-20000.
+    assert_eq!(
+        probes_sent(&resumed.stderr),
+        20_000 - saved + 8 * 2,
+        "{}",
+        resumed.stderr
+    );
+    assert_eq!(
+        parse_ndjson(&resumed.stdout).len(),
+        20_000,
+        "every pair once, merged"
+    );
+    assert!(
+        !Path::new(&resume).exists(),
+        "a finished resume removes its file"
+    );
+    assert_valid_nmap_xml(&xml);
+
+    // The same scan, uninterrupted, writes the same hosts and ports.
+    let (gnmap2, xml2) = (dir.path("u.gnmap"), dir.path("u.xml"));
+    let mut fast = args(&gnmap2, &xml2);
+    fast[4] = "100000".into();
+    let whole = run_bounded(
+        portscope(
+            &lab,
+            &dir,
+            &fast.iter().map(String::as_str).collect::<Vec<_>>(),
+        ),
+        Duration::from_secs(60),
+    );
+    ok(&whole);
+    let body = |p: &str, keep: &dyn Fn(&str) -> bool| -> Vec<String> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .filter(|l| keep(l))
+            .map(str::to_owned)
+            .collect()
+    };
+    let hosts = |l: &str| l.starts_with("Host: ");
+    let ports = |l: &str| l.contains("<port ") || l.contains("<extraports");
+    assert_eq!(body(&gnmap, &hosts), body(&gnmap2, &hosts));
+    assert_eq!(body(&xml, &ports), body(&xml2, &ports));
+    assert_eq!(body(&xml, &ports).len(), 20_000);
+}
+
+#[test]
+fn nmap_flags_target_lists_and_status_lines_on_a_real_scan() {
+    let lab = lab_with("c", LabConfig::default());
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = Scratch::new("flags");
+    let list = dir.path("targets.txt");
+    std::fs::write(&list, "# lab hosts\n198.18.0.2\n2001:2::2 198.18.0.3\n").unwrap();
+    let exclude = dir.path("exclude.txt");
+    std::fs::write(&exclude, "198.18.0.3\n").unwrap();
+    let base = dir.path("web");
+    let r = run_bounded(
+        portscope(
+            &lab,
+            &dir,
+            &[
+                "-iL",
+                &list,
+                "--exclude-file",
+                &exclude,
+                "-F",
+                "--exclude-ports",
+                "80",
+                "-oA",
+                &base,
+                "--format",
+                "ndjson",
+                "--rate",
+                "200",
+                "--stats-every",
+                "100ms",
+            ],
+        ),
+        Duration::from_secs(60),
+    );
+    ok(&r);
+    // Exactly the truth on nmap's 100 most common ports but 80, for both hosts.
+    let truth = lab.0.truth().clone();
+    let mut want = BTreeSet::new();
+    let top: Vec<u16> = include_str!("../data/top-ports-tcp.txt")
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .flat_map(str::split_whitespace)
+        .map(|p| p.parse().unwrap())
+        .take(100)
+        .filter(|p| *p != 80)
+        .collect();
+    for addr in ["198.18.0.2", "2001:2::2"] {
+        let h = truth.host(addr.parse().unwrap()).unwrap();
+        for &p in &top {
+            let state = match h.expected(p) {
+                Expected::Open => "open",
+                Expected::Closed => continue,
+                Expected::FilteredIcmp | Expected::FilteredSilent => "filtered",
+            };
+            want.insert((addr.to_owned(), p, state.to_owned()));
+        }
+    }
+    let got: BTreeSet<_> = parse_ndjson(&r.stdout)
+        .into_iter()
+        .map(|x| (x.ip.to_string(), x.port, x.state.as_str().to_owned()))
+        .collect();
+    assert_eq!(got, want);
+    // -oA wrote all three, and the XML validates against nmap's DTD.
+    assert_valid_nmap_xml(&format!("{base}.xml"));
+    let xml = std::fs::read_to_string(format!("{base}.xml")).unwrap();
+    assert!(
+        xml.contains(r#"<nmaprun scanner="nmap""#) && xml.contains("<times srtt="),
+        "{xml}"
+    );
+    assert!(xml.contains(r#"<host starttime=""#), "{xml}");
+    let gnmap = std::fs::read_to_string(format!("{base}.gnmap")).unwrap();
+    assert!(
+        gnmap.contains(
+            "Host: 198.18.0.2 ()\tPorts: 22/open/tcp//ssh///, 23/filtered/tcp//telnet///"
+        ),
+        "{gnmap}"
+    );
+    let normal = std::fs::read_to_string(format!("{base}.nmap")).unwrap();
+    assert!(
+        normal.contains("Discovered open port 22/tcp on 198.18.0.2"),
+        "{normal}"
+    );
+    assert!(normal.contains("Scan report for 2001:2::2"), "{normal}");
+    // About 200 probes at 200/s: at least one status line, each within 80 columns.
+    let status: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("portscope: status ["))
+        .collect();
+    assert!(!status.is_empty(), "{}", r.stderr);
+    for l in &status {
+        assert!(
+            l.len() - "portscope: status ".len() <= 79 && l.contains(" open, "),
+            "{l}"
+        );
+    }
+}
+
+#[test]
+fn a_syn_proxy_is_one_flag_not_thousands_of_open_ports() {
+    let lab = lab_with(
+        "d",
+        LabConfig {
+            syn_proxy: true,
+            ..LabConfig::default()
+        },
+    );
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = Scratch::new("proxy");
+    let xml = dir.path("p.xml");
+    let r = run_bounded(
+        portscope(
+            &lab,
+            &dir,
+            &[
+                SYN_PROXY,
+                "198.18.0.2",
+                "-p",
+                "1-5000",
+                "--rate",
+                "20000",
+                "-oX",
+                &xml,
+                "--format",
+                "ndjson",
+            ],
+        ),
+        Duration::from_secs(60),
+    );
+    ok(&r);
+    let lines: Vec<serde_json::Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let proxy: Vec<_> = lines.iter().filter(|v| v["ip"] == SYN_PROXY).collect();
+    assert_eq!(proxy.len(), 1, "one flag line, no open ports: {proxy:?}");
+    assert_eq!(proxy[0]["flag"], "syn-proxy");
+    assert_eq!(proxy[0]["ports"], 5000);
+    assert!(
+        proxy[0]["open_answers"].as_u64().unwrap() >= 4900,
+        "{proxy:?}"
+    );
+    // The real host's open ports still come through.
+    let real_open = lines
+        .iter()
+        .filter(|v| v["ip"] == "198.18.0.2" && v["state"] == "open")
+        .count();
+    assert_eq!(
+        real_open, 5,
+        "22 25 80 443 3306: BASE_OPEN below 5000: {}",
+        r.stdout
+    );
+    assert!(
+        r.stderr.contains(&format!(
+            "flagged syn-proxy: {SYN_PROXY} answered SYN-ACK on"
+        )),
+        "{}",
+        r.stderr
+    );
+    assert_valid_nmap_xml(&xml);
+    let text = std::fs::read_to_string(&xml).unwrap();
+    assert!(
+        text.contains(r#"<script id="portscope-syn-proxy""#),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&format!(
+            r#"<address addr="{SYN_PROXY}" addrtype="ipv4"/>
+<ports><port "#
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn rate_limited_rsts_are_reported_with_the_measured_rate() {
+    let lab = lab_with(
+        "e",
+        LabConfig {
+            rst_limit: Some(20_000),
+            ..LabConfig::default()
+        },
+    );
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = Scratch::new("rst");
+    let r = run_bounded(
+        portscope(
+            &lab,
+            &dir,
+            &[
+                "198.18.0.2",
+                "-p",
+                "-",
+                "--rate",
+                "250000",
+                "--retries",
+                "3",
+                "--format",
+                "ndjson",
+            ],
+        ),
+        Duration::from_secs(120),
+    );
+    ok(&r);
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("portscope: RST answers are rate-limited by the target: "))
+        .unwrap_or_else(|| panic!("no rate-limit line: {}", r.stderr));
+    let rate: f64 = line
+        .split(": ")
+        .nth(2)
+        .and_then(|s| s.split('/').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    // The lab lets 20,000 RSTs a second out; the first round measures about that.
+    assert!((10_000.0..=30_000.0).contains(&rate), "{line}");
+}
+
+#[test]
+fn ttl_sets_the_probes_ttl_and_hop_limit() {
+    let lab = lab_with("f", LabConfig::default());
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = Scratch::new("ttl");
+    // Count, in the target, SYNs from the scanner that arrive with TTL / hop limit 33.
+    lab.0
+        .target_nft(
+            "table inet clittl {\n\
+         chain c { type filter hook prerouting priority -300; policy accept;\n\
+         ip saddr 198.18.0.1 tcp flags syn ip ttl 33 counter\n\
+         ip6 saddr 2001:2::1 tcp flags syn ip6 hoplimit 33 counter\n}\n}\n",
+        )
+        .expect("nft counters in the target");
+    let r = run_bounded(
+        portscope(
+            &lab,
+            &dir,
+            &[
+                "198.18.0.2",
+                "2001:2::2",
+                "-p",
+                "1-100",
+                "--ttl",
+                "33",
+                "--retries",
+                "0",
+                "--format",
+                "ndjson",
+            ],
+        ),
+        Duration::from_secs(30),
+    );
+    ok(&r);
+    let text = lab
+        .0
+        .target_nft_query(&["list", "chain", "inet", "clittl", "c"])
+        .expect("list the counters");
+    let counts: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split("counter packets ").nth(1))
+        .map(|rest| rest.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(counts, ["100", "100"], "{text}");
+    // Nothing else may ask for a TTL of 0.
+    let zero = run_bounded(
+        portscope(&lab, &dir, &["198.18.0.2", "-p", "80", "--ttl", "0"]),
+        Duration::from_secs(10),
+    );
+    assert_eq!(zero.status.code(), Some(64), "{}", zero.stderr);
+}
