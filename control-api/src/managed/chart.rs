@@ -5,6 +5,8 @@
 
 use super::report::esc;
 use super::store::{MScanRow, MStore};
+use crate::model::Status;
+use portscope_core::results::PortState;
 use std::fmt::Write;
 
 /// Scans shown at most (the most recent ones).
@@ -33,14 +35,14 @@ pub async fn history(store: &MStore, row: &MScanRow) -> Result<Vec<ExposurePoint
     let mut points = Vec::new();
     for r in rows
         .iter()
-        .filter(|r| r.status == "complete" && r.created_at_ms <= row.created_at_ms)
+        .filter(|r| r.status == Status::Complete.as_str() && r.created_at_ms <= row.created_at_ms)
         .take(MAX_POINTS as usize)
     {
         let open = store
             .ports(&r.id)
             .await?
             .iter()
-            .filter(|p| p.state == "open")
+            .filter(|p| p.state == PortState::Open.as_str())
             .count() as u64;
         points.push(ExposurePoint {
             id: r.id.clone(),

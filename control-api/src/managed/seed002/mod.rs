@@ -21,6 +21,7 @@ use super::service::{ManagedService, ScanOrder};
 use super::store::{MScanRow, TargetRow};
 use super::tokens::Token;
 use super::{random_hex, report, Managed};
+use crate::model::Status;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -50,13 +51,13 @@ pub fn routes() -> Router<S> {
         .route("/api/monitors", get(list_monitors).post(add_monitor))
 }
 
-/// Seed 002's status words for a managed scan status.
-fn run_status(status: &str) -> &'static str {
-    match status {
-        "complete" => "completed",
-        "cancelled" => "aborted",
-        "failed" => "failed",
-        _ => "running",
+/// Seed 002's status word for a managed scan status (queued and running are `running`).
+fn run_status(status: &str) -> doc::RunStatus {
+    match Status::parse(status) {
+        Some(Status::Complete) => doc::RunStatus::Completed,
+        Some(Status::Cancelled) => doc::RunStatus::Aborted,
+        Some(Status::Failed) => doc::RunStatus::Failed,
+        _ => doc::RunStatus::Running,
     }
 }
 
@@ -226,7 +227,7 @@ fn run_json(
     if let Some(done) = row.completed_at {
         v["finished_at"] = json!(stamp(done));
     }
-    if row.status == "complete" {
+    if row.status == Status::Complete.as_str() {
         v["fix_url"] = json!(format!("{base}/v1/scan/{}/fix", row.id));
     }
     if let Some(e) = &row.error {
@@ -496,7 +497,7 @@ mod tests {
         assert!(h("").is_err());
         assert!(h("ftp://myapp.com").is_err());
         assert_eq!(stamp(1_775_988_000), "2026-04-12T10:00:00+00:00");
-        assert_eq!(run_status("queued"), "running");
-        assert_eq!(run_status("cancelled"), "aborted");
+        assert_eq!(json!(run_status("queued")), json!("running"));
+        assert_eq!(json!(run_status("cancelled")), json!("aborted"));
     }
 }
