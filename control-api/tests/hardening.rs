@@ -2,19 +2,20 @@
 //! real router (or a real socket, or the real binary) and asserts the exact refusal.
 //! Scan targets only ever reach the fake engine; sockets are on loopback only.
 
-mod managed_support;
+mod support;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use managed_support::{Reply, M};
 use portscope_control_api::managed::service::ManagedSettings;
 use portscope_control_api::serve::{serve, ConnLimits};
 use portscope_proto::Event;
 use serde_json::{json, Value};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
+use support::managed::M;
+use support::Reply;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tower::ServiceExt;

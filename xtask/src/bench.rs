@@ -10,12 +10,13 @@
 //! **Architecture Invariant:** every scanner process is started through `Lab::scanner_cmd`,
 //! is bounded by a timeout, and on timeout only that process is killed, by its PID.
 
+pub mod ceiling;
 pub mod measure;
+mod render;
 pub mod scenario;
 pub mod service;
 pub mod tools;
 
-use std::fmt::Write as _;
 use std::fs;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -27,23 +28,31 @@ use serde::Serialize;
 
 use crate::lab::{truth, Lab, LabConfig, LabGuard};
 use measure::{End, Wire};
+use render::{render, thousands};
 use scenario::{Scenario, Score};
 use tools::{Env, Files, Texts, Tool};
 
 const USAGE: &str = "\
-usage: cargo xtask bench [--quick] [--only portscope|masscan|zmap|nmap] [--runs N] [--nmap-cap SECS]
+usage: cargo xtask bench [--quick] [--big] [--loss PCT] [--only portscope|masscan|zmap|nmap] [--runs N] [--nmap-cap SECS]
        cargo xtask bench --service [...]   the service (engine daemon + API) instead: see --service --help
 
   --quick         scenario 1 only (one host x 65,535 ports)
+  --big           add scenario 4: 256 hosts x 65,535 ports (16.8 M probes; minutes)
+  --loss PCT      add scenario 5: scenario 1 through PCT% random loss in both directions
   --only TOOL     run one scanner (both nmap configurations for nmap)
   --runs N        run each scanner N times and report the run with the median wall time (default 1)
   --nmap-cap S    kill an nmap run after S seconds and report a timeout (default 300)
 
-Scenarios: 1 = 198.18.0.2 x ports 1-65535; 2 = 198.19.0.1-16 x 1-65535; 3 = 198.19.0.0/16 x 80.
+Scenarios: 1 = 198.18.0.2 x ports 1-65535; 2 = 198.19.0.1-16 x 1-65535; 3 = 198.19.0.0/16 x 80;
+4 = 198.19.0.1-198.19.1.0 x 1-65535; 5 = scenario 1 with loss.
+Every run also measures the lab's ceiling (ps-blast into the answering target and into a black
+hole); each scanner's probes/s is reported as a fraction of it, with CPU-seconds per million probes.
 Writes target/bench/results.json and the scanners' raw output to target/bench/raw/.";
 
-/// The lab every scenario runs in.
-const LAB: &str = "bench";
+/// The lab every scenario runs in: named per process, so two benches never share one.
+fn lab_name() -> String {
+    format!("bn{}", std::process::id() % 10_000_000)
+}
 /// Packets per second for Portscope, masscan and zmap.
 const RATE: u64 = 250_000;
 /// Pause between runs, so one run's late replies and the target's softirq backlog are gone
@@ -80,6 +89,10 @@ struct Options {
     only: Option<String>,
     runs: usize,
     nmap_cap: Duration,
+    /// Add the 256-host scenario (minutes).
+    big: bool,
+    /// Add the loss scenario at this percentage (both directions).
+    loss: Option<f64>,
 }
 
 impl Options {
@@ -89,6 +102,8 @@ impl Options {
             only: None,
             runs: 1,
             nmap_cap: Duration::from_secs(300),
+            big: false,
+            loss: None,
         };
         let mut it = args.iter();
         while let Some(arg) = it.next() {
@@ -99,6 +114,15 @@ impl Options {
             };
             match arg.as_str() {
                 "--quick" => opts.quick = true,
+                "--big" => opts.big = true,
+                "--loss" => {
+                    let pct: f64 = value("--loss")?
+                        .parse()
+                        .ok()
+                        .filter(|p: &f64| (0.0..50.0).contains(p))
+                        .context("--loss takes a percentage below 50")?;
+                    opts.loss = Some(pct);
+                }
                 "--only" => {
                     let tool = value("--only")?;
                     if !Tool::ALL.iter().any(|t| t.family() == tool) {
@@ -175,6 +199,10 @@ struct Row {
     wire: Option<Wire>,
     /// Wall time of this row / wall time of Portscope in the same scenario.
     wall_vs_portscope: Option<f64>,
+    /// Probes per second / the answering ceiling measured in the same run.
+    of_ceiling: Option<f64>,
+    /// CPU-seconds per million probes.
+    cpu_s_per_m: Option<f64>,
     note: Option<String>,
 }
 
@@ -198,6 +226,8 @@ impl Row {
             three_state_pct: None,
             wire: None,
             wall_vs_portscope: None,
+            of_ceiling: None,
+            cpu_s_per_m: None,
             note: None,
         }
     }
@@ -222,6 +252,8 @@ struct Report {
     runs: usize,
     nmap_cap_s: u64,
     lab: String,
+    /// The lab's ceiling measured in this run (`None` when ps-blast could not run).
+    ceiling: Option<ceiling::Ceiling>,
     scenarios: Vec<ScenarioInfo>,
     rows: Vec<Row>,
     notes: Vec<String>,
@@ -244,7 +276,7 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let opts = Options::parse(args)?;
-    let scenarios = Scenario::all(opts.quick);
+    let scenarios = Scenario::select(opts.quick, opts.big, opts.loss.is_some());
     for s in &scenarios {
         check_in_lab(s)?;
     }
@@ -257,6 +289,7 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
     eprintln!("bench: building the release scanner ...");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "--release", "--quiet", "-p", "portscope"])
+        .args(["-p", "portscope-benches", "--bin", "ps-blast"])
         .current_dir(&root)
         .status()
         .context("running cargo build")?;
@@ -265,7 +298,7 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
     }
 
     let lab = LabGuard::up(&LabConfig {
-        name: LAB.into(),
+        name: lab_name(),
         hosts: 16,
         wide: true,
         ..LabConfig::default()
@@ -290,13 +323,31 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
         .join(" ");
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     eprintln!(
-        "bench: lab {LAB} up (no default route); next hop {}; load average {loadavg_before} on {cpus} CPUs",
+        "bench: lab {} up (no default route); next hop {}; load average {loadavg_before} on {cpus} CPUs",
+        lab.name(),
         env.router_mac
     );
+
+    let ceiling = match ceiling::measure(&lab, &root.join("target/release/ps-blast"), &raw) {
+        Ok(c) => {
+            eprintln!(
+                "bench: ceiling {:.0} probes/s answered, {:.0} into a black hole",
+                c.answering.pps, c.black_hole.pps
+            );
+            Some(c)
+        }
+        Err(e) => {
+            eprintln!("bench: no ceiling: {e:#}");
+            None
+        }
+    };
 
     let mut rows = Vec::new();
     let mut infos = Vec::new();
     for s in &scenarios {
+        if s.id == scenario::LOSS_ID {
+            lab.set_impairments(opts.loss.unwrap_or(0.0), None)?;
+        }
         let open_expected = scenario::Answer::new(s)
             .score(lab.truth(), false)
             .open_expected;
@@ -318,8 +369,12 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
             .and_then(|r| r.wall_s);
         for row in &mut rows[first_row..] {
             row.wall_vs_portscope = base.zip(row.wall_s).map(|(b, w)| w / b);
+            row.of_ceiling = ceiling
+                .zip(row.probes_per_s)
+                .map(|(c, p)| p / c.answering.pps);
         }
     }
+    let lab_name = lab.name().to_owned();
     drop(lab);
 
     let report = Report {
@@ -331,7 +386,8 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
         rate_pps: RATE,
         runs: opts.runs,
         nmap_cap_s: opts.nmap_cap.as_secs(),
-        lab: format!("{LAB} (16 extra hosts; wide: every 198.19.0.0/16 address answers)"),
+        lab: format!("{lab_name} (16 extra hosts; wide: every 198.19.0.0/16 address answers)"),
+        ceiling,
         scenarios: infos,
         notes: notes(&opts, cpus),
         rows,
@@ -402,7 +458,7 @@ fn bench_tool(
         lab.scanner_ns(),
         args.join(" ")
     );
-    let timeout = tool.timeout(opts.nmap_cap);
+    let timeout = tool.timeout(opts.nmap_cap, s);
     let mut runs = Vec::new();
     for i in 0..opts.runs {
         std::thread::sleep(SETTLE);
@@ -493,6 +549,7 @@ fn median_row(s: &Scenario, tool: Tool, mut runs: Vec<Run>) -> Row {
     row.probes_source = Some(source);
     row.probes_per_s = Some(probes as f64 / wall.max(1e-9));
     row.cpu_s = Some(cpu);
+    row.cpu_s_per_m = Some(cpu / (probes.max(1) as f64 / 1e6));
     row.cpu_user_s = Some(r.user.as_secs_f64());
     row.cpu_sys_s = Some(r.sys.as_secs_f64());
     row.three_state_pct = r.score.exact_pct();
@@ -509,7 +566,8 @@ fn notes(opts: &Options, cpus: usize) -> Vec<String> {
             "rates: Portscope, masscan and zmap at {RATE} pps; nmap has no fixed rate: -T5 (initial/max RTT timeout 250/300 ms, \
              at most 2 retries, scan delay at most 5 ms) and a second row adding --min-rate 100000 --max-retries 2"
         ),
-        "waits: Portscope defaults (--retries 2 for silent ports only, per-round wait from the measured RTT, at most 1 s); \
+        "waits: Portscope defaults (silent ports only retried: at least 2 retries, more while the loss measured from them says \
+         a port may still be wrong, at most 10; per-round wait from the measured RTT, at most 1 s); \
          masscan --wait 1 (default 10) and no retries (default; a retry would re-probe every pair); \
          zmap --cooldown-time 1 (default 8), one probe per target (default); nmap by its timing template"
             .into(),
@@ -539,149 +597,6 @@ fn notes(opts: &Options, cpus: usize) -> Vec<String> {
             opts.nmap_cap.as_secs()
         ),
     ]
-}
-
-/// Columns of the table; the last one, the note, is free text.
-const COLUMNS: usize = 11;
-const NOTE: usize = COLUMNS - 1;
-
-/// The table, the notes and the command lines, as printed.
-fn render(report: &Report) -> String {
-    let mut out = String::new();
-    writeln!(
-        out,
-        "\nPortscope vs peers in lab {}; load average before: {}\n",
-        report.lab, report.loadavg_before
-    )
-    .unwrap();
-    for s in &report.scenarios {
-        writeln!(
-            out,
-            "  scenario {} = {}: {}, {} pairs, {} open in the truth",
-            s.id,
-            s.short,
-            s.title,
-            thousands(s.pairs),
-            thousands(s.open_expected)
-        )
-        .unwrap();
-    }
-    let header = [
-        "scenario",
-        "tool",
-        "wall s",
-        "probes/s",
-        "CPU s",
-        "open found/exp",
-        "false opens",
-        "3-state ok",
-        "vs portscope",
-        "SYN-ACKs sent",
-        "note",
-    ];
-    let mut lines: Vec<[String; COLUMNS]> = vec![header.map(str::to_owned)];
-    for r in &report.rows {
-        let dash = || "-".to_owned();
-        let timeout = r.status == "timeout";
-        let wall = r.wall_s.map_or_else(
-            || r.status.clone(),
-            |w| {
-                if timeout {
-                    format!(">{w:.0}")
-                } else {
-                    format!("{w:.2}")
-                }
-            },
-        );
-        let pps = r.probes_per_s.map_or_else(dash, |p| {
-            let star = if r.probes_source == Some("target") {
-                "*"
-            } else {
-                ""
-            };
-            format!("{}{star}", thousands(p.round() as u64))
-        });
-        let (found, false_open, exact) = match &r.score {
-            Some(sc) => (
-                format!("{}/{}", sc.open_found, sc.open_expected),
-                sc.false_open.to_string(),
-                r.three_state_pct
-                    .map_or_else(|| "open only".to_owned(), |p| format!("{p:.3}%")),
-            ),
-            None => (dash(), dash(), dash()),
-        };
-        let ratio = r.wall_vs_portscope.map_or_else(dash, |x| {
-            if timeout {
-                format!(">{x:.1}x")
-            } else {
-                format!("{x:.2}x")
-            }
-        });
-        let mut note = r.note.clone().unwrap_or_default();
-        if r.status != "ok" && r.status != "skipped" && !note.starts_with(&r.status) {
-            note = format!("{}: {note}", r.status);
-        }
-        lines.push([
-            r.scenario_short.to_owned(),
-            r.tool.to_owned(),
-            wall,
-            pps,
-            r.cpu_s.map_or_else(dash, |c| format!("{c:.2}")),
-            found,
-            false_open,
-            exact,
-            ratio,
-            r.wire.map_or_else(dash, |w| w.synack_out.to_string()),
-            note,
-        ]);
-    }
-    let mut widths = [0usize; COLUMNS];
-    for line in &lines {
-        for (w, cell) in widths.iter_mut().zip(line) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    out.push('\n');
-    for line in &lines {
-        let mut text = String::new();
-        for (i, cell) in line.iter().enumerate() {
-            let pad = widths[i] - cell.chars().count();
-            // Text columns left-aligned, numbers right-aligned.
-            if matches!(i, 0 | 1 | NOTE) {
-                text += cell;
-                if i != NOTE {
-                    text += &" ".repeat(pad);
-                }
-            } else {
-                text += &" ".repeat(pad);
-                text += cell;
-            }
-            text += "  ";
-        }
-        writeln!(out, "{}", text.trim_end()).unwrap();
-    }
-    out.push('\n');
-    for n in &report.notes {
-        writeln!(out, "- {n}").unwrap();
-    }
-    writeln!(out, "\ncommands:").unwrap();
-    for r in &report.rows {
-        if let Some(c) = &r.command {
-            writeln!(out, "  [{} {}] {c}", r.scenario_short, r.tool).unwrap();
-        }
-    }
-    out
-}
-
-/// `1234567` -> `1,234,567`.
-fn thousands(n: u64) -> String {
-    let digits = n.to_string().into_bytes();
-    let groups: Vec<&str> = digits
-        .rchunks(3)
-        .rev()
-        .map(|g| std::str::from_utf8(g).expect("ASCII digits"))
-        .collect();
-    groups.join(",")
 }
 
 fn workspace_root() -> PathBuf {
@@ -778,6 +693,7 @@ mod tests {
             runs: 3,
             nmap_cap_s: 300,
             lab: "x".into(),
+            ceiling: None,
             scenarios: Vec::new(),
             rows: vec![row],
             notes: Vec::new(),

@@ -163,11 +163,21 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
         bins.clone(),
     )?;
     let pid = stack.api_pid().context("API not running")?;
-    // Warm-up: one scan, so the start sample has the pools and caches of a working API.
-    let mut warm = Counts::default();
-    scan_once(&truth, truth.hosts[0].addr, &mut warm);
-    if warm.correct != 1 {
-        bail!("warm-up scan failed: {warm:?}\n{}", stack.logs());
+    // Warm-up: one scan (curl from the target namespace), so the start sample has the
+    // pools and caches of a working API.
+    let warm = truth.hosts[0].addr.to_string();
+    let url = format!("{}/v1/fast", stack.url_v4());
+    stack.http(&warm, "POST", &url, &[])?;
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        std::thread::sleep(Duration::from_secs(2));
+        let r = stack.http(&warm, "GET", &url, &[])?;
+        if r.json()?["status"] == "complete" {
+            break;
+        }
+        if Instant::now() > until {
+            bail!("warm-up scan not complete: {}\n{}", r.body, stack.logs());
+        }
     }
     let (rss0, fds0) = sample(pid)?;
     eprintln!("soak: {secs} s, {hosts} scanning hosts, 1 slow, 1 malformed; API pid {pid}");

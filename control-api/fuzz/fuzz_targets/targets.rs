@@ -19,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(scope) = Scope::parse(s.split(',')) {
         let text = scope.to_text();
-        assert_eq!(Scope::parse_text(&text).expect("stored scope re-parses"), scope);
+        assert_eq!(
+            Scope::parse_text(&text).expect("stored scope re-parses"),
+            scope
+        );
         if let Ok(t) = TargetSpec::parse(s) {
             if let TargetSpec::Ip(ip) = t {
                 let _ = scope.contains_ip(ip);

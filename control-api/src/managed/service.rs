@@ -671,14 +671,20 @@ impl ManagedService {
         }
         let (grade, score) = findings::grade(&findings::findings(&open));
         if !store
-            .complete(id, &banners, &grade, score, duration_ms, self.now_secs())
+            .complete(
+                id,
+                &banners,
+                (&grade, score),
+                duration_ms,
+                self.now_secs(),
+                &alerts,
+            )
             .await?
         {
             return Ok(());
         }
         tracing::info!(%id, open = open.len(), %grade, "managed scan complete");
         if !alerts.is_empty() {
-            store.insert_alerts(&alerts).await?;
             self.notify(&row, alerts).await;
         }
         Ok(())

@@ -409,15 +409,16 @@ impl MStore {
         .await
     }
 
-    /// Completes a live scan with banners and grade. Returns whether it changed.
+    /// Completes a live scan with banners, grade and score, and its alerts, in one
+    /// transaction. Returns whether it changed.
     pub async fn complete(
         &self,
         id: &str,
         banners: &[(String, u16, String)],
-        grade: &str,
-        score: i64,
+        (grade, score): (&str, i64),
         duration_ms: u64,
         now: i64,
+        alerts: &[AlertRow],
     ) -> Result<bool, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         for (host, port, banner) in banners {
@@ -443,8 +444,16 @@ impl MStore {
         .bind(id)
         .execute(&mut *tx)
         .await?;
+        if r.rows_affected() != 1 {
+            return Ok(false); // no longer live: nothing changes (rolled back on drop)
+        }
+        // The alerts commit with the completion: whoever sees `complete` sees its alerts
+        // (and the findings they mark as new).
+        for a in alerts {
+            insert_alert(&mut tx, a).await?;
+        }
         tx.commit().await?;
-        Ok(r.rows_affected() == 1)
+        Ok(true)
     }
 
     /// Ends a live scan as `failed` or `cancelled`. Returns whether it changed.
@@ -585,26 +594,7 @@ impl MStore {
     pub async fn insert_alerts(&self, alerts: &[AlertRow]) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         for a in alerts {
-            sqlx::query(
-                "INSERT INTO managed_alerts (id, token_id, scan_id, target_id, target, host, port, \
-                 kind, severity, message, old_value, new_value, status, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'open', $13)",
-            )
-            .bind(&a.id)
-            .bind(&a.token_id)
-            .bind(&a.scan_id)
-            .bind(&a.target_id)
-            .bind(&a.target)
-            .bind(&a.host)
-            .bind(a.port)
-            .bind(&a.kind)
-            .bind(&a.severity)
-            .bind(&a.message)
-            .bind(&a.old_value)
-            .bind(&a.new_value)
-            .bind(a.created_at)
-            .execute(&mut *tx)
-            .await?;
+            insert_alert(&mut tx, a).await?;
         }
         tx.commit().await
     }
@@ -695,4 +685,32 @@ impl MStore {
         }
         Ok(())
     }
+}
+
+/// Inserts one alert inside a transaction.
+async fn insert_alert(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    a: &AlertRow,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO managed_alerts (id, token_id, scan_id, target_id, target, host, port, \
+         kind, severity, message, old_value, new_value, status, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'open', $13)",
+    )
+    .bind(&a.id)
+    .bind(&a.token_id)
+    .bind(&a.scan_id)
+    .bind(&a.target_id)
+    .bind(&a.target)
+    .bind(&a.host)
+    .bind(a.port)
+    .bind(&a.kind)
+    .bind(&a.severity)
+    .bind(&a.message)
+    .bind(&a.old_value)
+    .bind(&a.new_value)
+    .bind(a.created_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

@@ -61,9 +61,19 @@ pub(crate) struct ScanArgs {
     /// Packets per second (global ceiling).
     #[arg(long, default_value_t = 100_000)]
     pub rate: u64,
-    /// Retransmissions for ports that stayed silent.
-    #[arg(long, default_value_t = 2)]
-    pub retries: u8,
+    /// Retransmit silent ports exactly N times [default: adaptive, see --max-retries].
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u8>,
+    /// Without --retries, silent ports are retried at least twice, then while the loss
+    /// measured from the retries says some may still be wrong, at most this many times.
+    #[arg(long, value_name = "N", default_value_t = portscope_engine::DEFAULT_MAX_RETRIES)]
+    pub max_retries: u8,
+    /// Pin the send thread to this CPU [default: the first CPU this process may use].
+    #[arg(long, value_name = "CPU")]
+    pub send_cpu: Option<usize>,
+    /// Pin the receive thread to this CPU [default: another one].
+    #[arg(long, value_name = "CPU")]
+    pub recv_cpu: Option<usize>,
     /// Upper bound on the wait for replies after each round (the wait itself follows the
     /// measured RTT), e.g. 500ms, 2s.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]

@@ -17,8 +17,8 @@ use portscope_core::policy::TargetPolicy;
 use portscope_core::results::{PortResult, PortState};
 use portscope_core::targets::parse_net;
 use portscope_engine::{
-    Engine, EngineConfig, Outcome, PlanLimits, ScanEvent, ScanPlan, ScanRequest, ScanSummary,
-    SubmitError,
+    pick_cpus, Engine, EngineConfig, Outcome, PlanLimits, RetryPolicy, ScanEvent, ScanPlan,
+    ScanRequest, ScanSummary, SubmitError, MIN_RETRIES,
 };
 use portscope_transport::sys::{self, OpenError, SysConfig};
 use portscope_transport::{privs, PacketSink, PacketSource};
@@ -72,7 +72,7 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
         ports: scan.ports.clone(),
         exclude: scan.exclude.clone(),
         rate: args.rate,
-        retries: args.retries,
+        retries: args.retries.unwrap_or(MIN_RETRIES).min(args.max_retries),
         max_wait: args.max_wait,
         min_wait: args.min_wait,
     };
@@ -90,14 +90,24 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
         policy: &policy,
         max_pairs: portscope_core::targets::MAX_PAIRS,
     };
-    let plan = request.plan_within(limits(), &dry_route).map_err(usage)?;
+    for cpu in [args.send_cpu, args.recv_cpu].into_iter().flatten() {
+        if !sys::allowed_cpus().is_ok_and(|c| c.contains(&cpu)) {
+            return Err(usage(format!(
+                "CPU {cpu} is not one this process may run on"
+            )));
+        }
+    }
+    let retry = retry_policy(args.retries, args.max_retries).map_err(usage)?;
+    let mut plan = request.plan_within(limits(), &dry_route).map_err(usage)?;
+    plan.retries = retry;
     if args.dry_run {
         print_dry_run(&plan, &args, answered.len());
         return Ok(ExitCode::SUCCESS);
     }
-    let plan = request
+    let mut plan = request
         .plan_within(limits(), &sys::route_source)
         .map_err(usage)?;
+    plan.retries = retry;
 
     let (sink, source) = sys::open(&SysConfig {
         port_lo: portscope_core::classify::SRC_PORT_BASE,
@@ -126,6 +136,7 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
         targets: plan.targets.len(),
         version: env!("CARGO_PKG_VERSION"),
     };
+    let (send_cpu, recv_cpu) = pick_cpus(args.send_cpu, args.recv_cpu);
     let engine = Engine::start(
         Box::new(sink) as Box<dyn PacketSink>,
         Box::new(source) as Box<dyn PacketSource>,
@@ -133,6 +144,8 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
             max_rate: args.rate,
             policy,
             probe_ttl: args.ttl,
+            send_cpu,
+            recv_cpu,
             ..EngineConfig::default()
         },
     );
@@ -356,17 +369,35 @@ fn print_dry_run(plan: &ScanPlan, args: &ScanArgs, answered: usize) {
     }
     let _ = writeln!(
         o,
-        "probes: {pairs} in the first round{}, up to {} retry round(s) for silent ports, at {} per second (first round about {:.1}s)",
+        "probes: {pairs} in the first round{}, {} for silent ports, at {} per second (first round about {:.1}s)",
         if answered > 0 {
             format!(" less {answered} already answered")
         } else {
             String::new()
         },
-        args.retries,
+        match plan.retries {
+            RetryPolicy::Fixed(n) => format!("{n} retry round(s)"),
+            RetryPolicy::Adaptive { min, max } =>
+                format!("{min} to {max} retry rounds (as the measured loss asks)"),
+        },
         args.rate,
         pairs.saturating_sub(answered as u64) as f64 / args.rate.max(1) as f64
     );
     let _ = writeln!(o, "policy: every target is allowed");
+}
+
+/// `--retries N` is a fixed count; without it, adaptive up to `--max-retries`.
+fn retry_policy(retries: Option<u8>, max: u8) -> Result<RetryPolicy, String> {
+    let limit = portscope_engine::MAX_RETRIES;
+    match retries {
+        Some(n) if n > limit => Err(format!("--retries {n} is too many: at most {limit}")),
+        Some(n) => Ok(RetryPolicy::Fixed(n)),
+        None if max > limit => Err(format!("--max-retries {max} is too many: at most {limit}")),
+        None => Ok(RetryPolicy::Adaptive {
+            min: MIN_RETRIES.min(max),
+            max,
+        }),
+    }
 }
 
 fn print_summary(s: &ScanSummary, engine: &Engine, flags: &[HostFlag], rate_limits: &[String]) {
@@ -390,6 +421,9 @@ fn print_summary(s: &ScanSummary, engine: &Engine, flags: &[HostFlag], rate_limi
     );
     if s.unknown > 0 {
         line.push_str(&format!(", {} ports not classified", s.unknown));
+    }
+    if let Some(q) = s.est_loss {
+        line.push_str(&format!("; estimated loss per try {:.2}%", q * 100.0));
     }
     if let (Some(p50), Some(p99)) = (s.rtt_p50, s.rtt_p99) {
         line.push_str(&format!("; rtt p50 {p50:?} p99 {p99:?}"));

@@ -213,25 +213,27 @@ fn deep_scan_ipv6_host_matches_truth_on_all_65535_ports() {
     assert_deep_scan(&lab, "2001:2::2");
 }
 
-#[test]
-fn one_percent_loss_is_recovered_by_retries() {
-    let lab = lab("c", 0, 1.0);
+/// Scans every port of the lab's host through `loss_pct` random loss in both directions
+/// with default flags: the retries adapt to the measured loss and every state is exact.
+fn assert_exact_through_loss(tag: &str, loss_pct: f64) {
+    let lab = lab(tag, 0, loss_pct);
     let host = truth_of(&lab, "198.18.0.2");
-    let (results, stderr) = scan_ndjson(
-        &lab,
-        &[
-            "198.18.0.2",
-            "-p",
-            "-",
-            "--rate",
-            "150000",
-            "--retries",
-            "6",
-        ],
-    );
+    let (results, stderr) = scan_ndjson(&lab, &["198.18.0.2", "-p", "-"]);
+    eprintln!("{loss_pct}% loss: {stderr}");
     assert_exact(&results, &[&host], &all_ports(), false);
-    // Loss really happened: retries were needed.
+    // Loss really happened, was measured, and retries went past the old fixed two.
     assert!(!stderr.contains("in 1 round(s)"), "{stderr}");
+    assert!(stderr.contains("estimated loss per try"), "{stderr}");
+}
+
+#[test]
+fn one_percent_loss_is_exact_with_default_flags() {
+    assert_exact_through_loss("c", 1.0);
+}
+
+#[test]
+fn five_percent_loss_is_exact_with_default_flags() {
+    assert_exact_through_loss("l", 5.0);
 }
 
 #[test]
@@ -352,6 +354,29 @@ fn policy_refuses_lab_range_without_allow_and_sends_nothing() {
         );
         assert_eq!(r.status.code(), Some(64), "{t}: {}", r.stderr);
     }
+}
+
+#[test]
+fn retry_and_cpu_flags_are_checked_before_any_packet() {
+    let lab = lab("m", 0, 0.0);
+    for (args, says) in [
+        (&["--max-retries", "16"][..], "--max-retries 16 is too many"),
+        (&["--retries", "16"], "--retries 16 is too many"),
+        (&["--send-cpu", "100000"], "CPU 100000"),
+        (&["--recv-cpu", "100000"], "CPU 100000"),
+    ] {
+        let mut c = portscope(&lab, &["198.18.0.2", "-p", "80"]);
+        c.args(args).args(ALLOW);
+        let r = run_bounded(c, Duration::from_secs(20));
+        assert_eq!(r.status.code(), Some(64), "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains(says), "{args:?}: {}", r.stderr);
+        assert!(r.stdout.is_empty());
+    }
+    // A fixed count is exactly that: a silent port probed 1 + 5 times.
+    let (results, stderr) = scan_ndjson(&lab, &["198.18.0.2", "-p", "135", "--retries", "5"]);
+    assert_eq!(results.len(), 1, "{stderr}");
+    assert!(stderr.contains("6 probes sent"), "{stderr}");
+    assert!(stderr.contains("in 6 round(s)"), "{stderr}");
 }
 
 #[test]

@@ -14,6 +14,7 @@ pub mod policy;
 pub mod probe;
 pub mod reply;
 pub mod results;
+pub mod retry;
 pub mod rtt;
 pub mod services;
 pub mod targets;

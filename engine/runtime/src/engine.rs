@@ -1,54 +1,23 @@
 //! The engine: starts the send and receive threads over a transport, enforces the target
 //! policy, assigns each scan a slot (its source-port block), fresh cookie key and order seed.
 
+use crate::clock::{Clock, SystemClock};
 use crate::plan::ScanPlan;
-use crate::receiver::{Receiver_, RecvCtl};
+use crate::recv_loop::{RecvCtl, RecvLoop};
 use crate::scan::{ScanHandle, ScanShared};
-use crate::sender::{SendCtl, Sender_};
+use crate::send_loop::{SendCtl, SendLoop};
+use crate::slots::Slots;
 use crate::stats::EngineStats;
 use crossbeam_channel::Sender;
 use portscope_core::classify::{ScanSpace, SpaceError, SLOTS};
 use portscope_core::cookie::CookieKey;
 use portscope_core::policy::{PolicyError, TargetPolicy};
 use portscope_core::results::PortResult;
-use portscope_core::Nanos;
 use portscope_transport::{PacketSink, PacketSource};
 use rand::Rng;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
-
-/// The engine's monotonic clock: nanoseconds since the engine started.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Clock(Instant);
-
-impl Clock {
-    pub(crate) fn now(&self) -> Nanos {
-        Nanos::from(self.0.elapsed())
-    }
-}
-
-/// Free/used scan slots.
-#[derive(Debug)]
-pub(crate) struct Slots(Mutex<Vec<bool>>);
-
-impl Slots {
-    fn take(&self, limit: usize) -> Option<u16> {
-        let mut used = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if used.iter().filter(|u| **u).count() >= limit {
-            return None;
-        }
-        let i = used.iter().position(|u| !*u)?;
-        used[i] = true;
-        Some(i as u16)
-    }
-
-    pub(crate) fn free(&self, slot: u16) {
-        let mut used = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        used[usize::from(slot)] = false;
-    }
-}
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -63,6 +32,38 @@ pub struct EngineConfig {
     pub policy: TargetPolicy,
     /// IPv4 TTL / IPv6 hop limit of every probe (the CLI's `--ttl`).
     pub probe_ttl: u8,
+    /// Pin the send thread to this CPU (`None`: the scheduler decides).
+    pub send_cpu: Option<usize>,
+    /// Pin the receive thread to this CPU.
+    pub recv_cpu: Option<usize>,
+}
+
+/// CPUs for the send and receive threads: the given ones, and for each one not given a
+/// CPU this process may use that the other thread does not have (the first two allowed
+/// CPUs when neither is given). `None` where there is no such CPU (one-CPU machines).
+pub fn pick_cpus(send: Option<usize>, recv: Option<usize>) -> (Option<usize>, Option<usize>) {
+    #[cfg(target_os = "linux")]
+    let allowed = portscope_transport::sys::allowed_cpus().unwrap_or_default();
+    #[cfg(not(target_os = "linux"))]
+    let allowed: Vec<usize> = Vec::new();
+    if allowed.len() < 2 {
+        return (send, recv);
+    }
+    let other = |taken: Option<usize>| allowed.iter().copied().find(|c| Some(*c) != taken);
+    let send = send.or_else(|| other(recv));
+    let recv = recv.or_else(|| other(send));
+    (send, recv)
+}
+
+/// Pins the calling thread to `cpu`, if given; a refusal is logged, not fatal.
+fn pin(cpu: Option<usize>, thread: &str) {
+    let Some(cpu) = cpu else { return };
+    #[cfg(target_os = "linux")]
+    if let Err(e) = portscope_transport::sys::pin_current_thread(cpu) {
+        tracing::warn!(thread, cpu, error = %e, "could not pin thread");
+    }
+    #[cfg(not(target_os = "linux"))]
+    tracing::warn!(thread, cpu, "CPU pinning is only supported on Linux");
 }
 
 impl Default for EngineConfig {
@@ -73,6 +74,8 @@ impl Default for EngineConfig {
             max_scans: 64,
             policy: TargetPolicy::default_deny(),
             probe_ttl: portscope_core::probe::PROBE_TTL,
+            send_cpu: None,
+            recv_cpu: None,
         }
     }
 }
@@ -97,6 +100,7 @@ pub struct Engine {
     send_ctl: Sender<SendCtl>,
     recv_ctl: Sender<RecvCtl>,
     slots: Arc<Slots>,
+    clock: Arc<dyn Clock>,
     stats: Arc<EngineStats>,
     shutdown: Arc<AtomicBool>,
     next_id: AtomicU64,
@@ -111,46 +115,63 @@ impl Engine {
         source: Box<dyn PacketSource>,
         config: EngineConfig,
     ) -> Engine {
-        let clock = Clock(Instant::now());
+        Self::start_with_clock(sink, source, config, Arc::new(SystemClock::new()))
+    }
+
+    /// [`Engine::start`] on the given clock (a [`crate::SimClock`] in tests).
+    pub fn start_with_clock(
+        sink: Box<dyn PacketSink>,
+        source: Box<dyn PacketSource>,
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Engine {
         let stats = Arc::new(EngineStats::default());
         let shutdown = Arc::new(AtomicBool::new(false));
-        let slots = Arc::new(Slots(Mutex::new(vec![false; usize::from(SLOTS)])));
+        let slots = Arc::new(Slots::new(usize::from(SLOTS)));
         let (send_ctl, send_rx) = crossbeam_channel::unbounded();
         let (recv_ctl, recv_rx) = crossbeam_channel::unbounded();
-        let receiver = Receiver_ {
+        let receiver = RecvLoop {
             source,
             ctl: recv_rx,
             stats: Arc::clone(&stats),
-            clock,
+            clock: Arc::clone(&clock),
             shutdown: Arc::clone(&shutdown),
             slots: Arc::clone(&slots),
-            batch: config.batch.max(64),
+            batch: config.batch.max(64) * 4,
         };
-        let sender = Sender_ {
+        let sender = SendLoop {
             sink,
             ctl: send_rx,
             recv_ctl: recv_ctl.clone(),
             stats: Arc::clone(&stats),
-            clock,
+            clock: Arc::clone(&clock),
             shutdown: Arc::clone(&shutdown),
             max_rate: config.max_rate,
             batch: config.batch,
             probe_ttl: config.probe_ttl,
         };
+        let (send_cpu, recv_cpu) = (config.send_cpu, config.recv_cpu);
         let threads = vec![
             std::thread::Builder::new()
                 .name("ps-recv".into())
-                .spawn(move || receiver.run())
+                .spawn(move || {
+                    pin(recv_cpu, "receive");
+                    receiver.run()
+                })
                 .expect("spawn receive thread"),
             std::thread::Builder::new()
                 .name("ps-send".into())
-                .spawn(move || sender.run())
+                .spawn(move || {
+                    pin(send_cpu, "send");
+                    sender.run()
+                })
                 .expect("spawn send thread"),
         ];
         Engine {
             send_ctl,
             recv_ctl,
             slots,
+            clock,
             stats,
             shutdown,
             next_id: AtomicU64::new(1),
@@ -215,7 +236,7 @@ impl Engine {
             .send(RecvCtl::Add(Arc::clone(&shared), ack_tx));
         let _ = ack_rx.recv_timeout(std::time::Duration::from_secs(1));
         let _ = self.send_ctl.send(SendCtl::Add(Arc::clone(&shared)));
-        Ok(ScanHandle::new(shared, rx).with_preseeded(answered))
+        Ok(ScanHandle::new(shared, rx, Arc::clone(&self.clock)).with_preseeded(answered))
     }
 }
 

@@ -6,6 +6,7 @@
 
 use portscope_core::classify::{Sources, ROUNDS};
 use portscope_core::policy::{PolicyError, TargetPolicy};
+use portscope_core::retry::{RetryPolicy, DEFAULT_MAX_RETRIES};
 use portscope_core::rtt::WaitBounds;
 use portscope_core::targets::{parse_target, PortSet, SpecError, TargetSet, MAX_PAIRS};
 use portscope_core::Nanos;
@@ -98,8 +99,9 @@ pub struct ScanPlan {
     pub sources: Sources,
     /// Packets per second.
     pub rate: u64,
-    /// Retransmissions of silent pairs.
-    pub retries: u8,
+    /// Retransmissions of silent pairs: adaptive by default (at least the request's
+    /// `retries`); set [`RetryPolicy::Fixed`] for an exact count.
+    pub retries: RetryPolicy,
     /// Wait bounds.
     pub wait: WaitBounds,
     /// Scans with the same group share one fair share of the engine's rate (the engine
@@ -190,7 +192,10 @@ impl ScanRequest {
             ports,
             sources,
             rate: self.rate,
-            retries: self.retries,
+            retries: RetryPolicy::Adaptive {
+                min: self.retries,
+                max: self.retries.max(DEFAULT_MAX_RETRIES),
+            },
             wait: WaitBounds {
                 min: Nanos::from(self.min_wait),
                 max: Nanos::from(self.max_wait),

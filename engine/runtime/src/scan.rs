@@ -5,15 +5,17 @@
 //! and, once the engine has released the scan, reports every never-answered pair as
 //! filtered / no-response, so each pair of a complete scan gets exactly one result.
 
+use crate::clock::Clock;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use portscope_core::classify::{Observation, ScanSpace, ROUNDS};
 use portscope_core::results::{AnsweredSet, PortResult, PortState, Reason};
+use portscope_core::retry::RetryPolicy;
 use portscope_core::rtt::WaitBounds;
 use portscope_core::Nanos;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How a scan ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +46,8 @@ pub struct Progress {
     pub answered: u64,
     /// Current send round (0 = first pass).
     pub round: u8,
-    /// Number of rounds planned (1 + retries).
+    /// Rounds planned so far: 1 + retries for a fixed count; for adaptive retries 1 + the
+    /// minimum, growing with the current round once the loss estimate asks for more.
     pub rounds: u8,
 }
 
@@ -69,7 +72,10 @@ pub struct ScanSummary {
     pub duplicates: u64,
     /// Rounds actually sent.
     pub rounds: u8,
-    /// Wall time from submit to end.
+    /// Estimated per-try loss (probe or reply), from the answers of the retry rounds;
+    /// `None` when no retry round was judged.
+    pub est_loss: Option<f64>,
+    /// Time from submit to end (on the engine's clock).
     pub elapsed: Duration,
     /// Median RTT measured, if any.
     pub rtt_p50: Option<Duration>,
@@ -142,7 +148,7 @@ pub(crate) struct ScanShared {
     pub space: ScanSpace,
     pub answered: AnsweredSet,
     pub log: SendLog,
-    pub retries: u8,
+    pub retry: RetryPolicy,
     pub rate: u64,
     pub bounds: WaitBounds,
     /// The RTT-derived wait, published by the receive thread (ns).
@@ -156,6 +162,8 @@ pub(crate) struct ScanShared {
     /// First valid replies per send round (which round's probe they answer).
     pub round_replies: [AtomicU64; ROUNDS as usize],
     pub round: AtomicU8,
+    /// The latest per-try loss estimate in parts per million (`u64::MAX`: none yet).
+    pub loss_ppm: AtomicU64,
     pub cancel: AtomicBool,
     pub events: Sender<Msg>,
 }
@@ -165,7 +173,7 @@ impl ScanShared {
         id: u64,
         group: u64,
         space: ScanSpace,
-        retries: u8,
+        retry: RetryPolicy,
         rate: u64,
         bounds: WaitBounds,
         events: Sender<Msg>,
@@ -177,7 +185,7 @@ impl ScanShared {
             answered: AnsweredSet::new(pairs),
             log: SendLog::new(pairs),
             space,
-            retries,
+            retry,
             rate,
             bounds,
             wait_ns: AtomicU64::new(bounds.max.0),
@@ -188,6 +196,7 @@ impl ScanShared {
             duplicates: AtomicU64::new(0),
             round_replies: std::array::from_fn(|_| AtomicU64::new(0)),
             round: AtomicU8::new(0),
+            loss_ppm: AtomicU64::new(u64::MAX),
             cancel: AtomicBool::new(false),
             events,
         }
@@ -196,13 +205,24 @@ impl ScanShared {
     pub(crate) fn wait(&self) -> Nanos {
         Nanos(self.wait_ns.load(Relaxed))
     }
+
+    pub(crate) fn set_loss(&self, loss: Option<f64>) {
+        let ppm = loss.map_or(u64::MAX, |q| (q * 1e6).round() as u64);
+        self.loss_ppm.store(ppm, Relaxed);
+    }
+
+    fn loss(&self) -> Option<f64> {
+        let ppm = self.loss_ppm.load(Relaxed);
+        (ppm != u64::MAX).then(|| ppm as f64 / 1e6)
+    }
 }
 
 /// The submitter's side of a scan: progress, cancel, and the event stream.
 pub struct ScanHandle {
     shared: Arc<ScanShared>,
     rx: Receiver<Msg>,
-    started: Instant,
+    clock: Arc<dyn Clock>,
+    started: Nanos,
     counts: [u64; 3],
     /// Answers by the send round whose probe they answer, by state (open, closed, filtered).
     by_round: [[u64; 3]; ROUNDS as usize],
@@ -224,11 +244,12 @@ impl std::fmt::Debug for ScanHandle {
 }
 
 impl ScanHandle {
-    pub(crate) fn new(shared: Arc<ScanShared>, rx: Receiver<Msg>) -> Self {
+    pub(crate) fn new(shared: Arc<ScanShared>, rx: Receiver<Msg>, clock: Arc<dyn Clock>) -> Self {
         ScanHandle {
             shared,
             rx,
-            started: Instant::now(),
+            started: clock.now(),
+            clock,
             counts: [0; 3],
             by_round: [[0; 3]; ROUNDS as usize],
             ended: None,
@@ -256,7 +277,10 @@ impl ScanHandle {
             sent: s.sent.load(Relaxed),
             answered: s.replies.load(Relaxed),
             round: s.round.load(Relaxed),
-            rounds: s.retries + 1,
+            rounds: match s.retry {
+                RetryPolicy::Fixed(n) => n + 1,
+                RetryPolicy::Adaptive { min, .. } => min.max(s.round.load(Relaxed)) + 1,
+            },
         }
     }
 
@@ -339,7 +363,8 @@ impl ScanHandle {
             sent: s.sent.load(Relaxed),
             duplicates: s.duplicates.load(Relaxed),
             rounds: s.round.load(Relaxed) + 1,
-            elapsed: self.started.elapsed(),
+            est_loss: s.loss(),
+            elapsed: self.clock.now().since(self.started).as_duration(),
             rtt_p50: ns(s.rtt_p50_ns.load(Relaxed)),
             rtt_p99: ns(s.rtt_p99_ns.load(Relaxed)),
         }

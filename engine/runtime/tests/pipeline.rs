@@ -1,14 +1,17 @@
 //! The whole engine pipeline (plan -> send thread -> responder -> receive thread -> handle)
 //! over the in-memory transport with a scripted target: no privileges, exact states.
+//! Most tests run on simulated time (`SimClock`): waits and pacing cost no real time and
+//! the outcome does not depend on how busy the machine is.
 
 use etherparse::PacketBuilder;
 use portscope_core::policy::TargetPolicy;
 use portscope_core::results::{PortResult, PortState, Reason};
 use portscope_core::targets::parse_net;
 use portscope_engine::{
-    Engine, EngineConfig, Outcome, ScanEvent, ScanRequest, ScanSummary, SubmitError,
+    Clock, Engine, EngineConfig, Outcome, ScanEvent, ScanRequest, ScanSummary, SimClock,
+    SubmitError, SystemClock,
 };
-use portscope_transport::memory;
+use portscope_transport::memory::{self, Injector};
 use portscope_transport::scripted::{standard_answer, Answer, ScriptedTarget};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -37,24 +40,37 @@ fn lab_policy() -> TargetPolicy {
     p
 }
 
-fn engine(
+/// An engine over the scripted target on simulated time.
+fn engine(loss: f64, dup: bool, seed: u64) -> (Engine, Arc<AtomicU64>, Injector) {
+    engine_on(loss, dup, seed, true, 2_000_000)
+}
+
+fn engine_on(
     loss: f64,
     dup: bool,
     seed: u64,
-) -> (Engine, Arc<AtomicU64>, crossbeam_channel::Sender<Vec<u8>>) {
+    simulated: bool,
+    max_rate: u64,
+) -> (Engine, Arc<AtomicU64>, Injector) {
     let mut target = ScriptedTarget::standard().with_loss(loss, seed);
     if dup {
         target = target.with_duplicates();
     }
     let probes = target.probe_counter();
     let (sink, source, inject) = memory::pair(target);
+    let quiet = source.quiet();
+    let clock: Arc<dyn Clock> = if simulated {
+        Arc::new(SimClock::new(move || quiet.is_quiet()))
+    } else {
+        Arc::new(SystemClock::new())
+    };
     let cfg = EngineConfig {
-        max_rate: 2_000_000,
+        max_rate,
         policy: lab_policy(),
         ..EngineConfig::default()
     };
     (
-        Engine::start(Box::new(sink), Box::new(source), cfg),
+        Engine::start_with_clock(Box::new(sink), Box::new(source), cfg, clock),
         probes,
         inject,
     )
@@ -142,8 +158,36 @@ fn every_pair_gets_exactly_its_true_state() {
     // Round 0 probes every pair; rounds 1 and 2 only the 4 silent pairs.
     assert_eq!(s.sent, 6000 + 2 * 4);
     assert_eq!(probes.load(Ordering::Relaxed), 6008);
-    assert_eq!(s.rounds, 3);
+    assert_eq!(
+        s.rounds, 3,
+        "a clean scan stops after the usual two retries"
+    );
+    assert_eq!(s.est_loss, Some(0.0));
     assert!(s.rtt_p50.is_some(), "RTT measured from replies");
+}
+
+#[test]
+fn default_retries_adapt_to_loss_and_stay_exact() {
+    // 5% of probes lost, default retries: the scan measures the loss and keeps going.
+    for seed in [11, 12, 13] {
+        let (e, _, _) = engine(0.05, false, seed);
+        let h = e
+            .submit(
+                request(&["198.18.0.2", "2001:2::2"], "1-6000", 2)
+                    .plan(&route)
+                    .unwrap(),
+            )
+            .unwrap();
+        let (results, s) = collect(h);
+        assert_matches_truth(&results, &["198.18.0.2", "2001:2::2"], 1..=6000u16);
+        let q = s.est_loss.expect("loss estimated");
+        assert!((0.03..0.07).contains(&q), "estimated loss {q}");
+        assert!(
+            (5..=11).contains(&s.rounds),
+            "{} rounds for 5% loss",
+            s.rounds
+        );
+    }
 }
 
 #[test]
@@ -223,7 +267,8 @@ fn concurrent_scans_do_not_cross_talk() {
 
 #[test]
 fn cancel_reports_only_what_was_found() {
-    let (e, _, _) = engine(0.0, false, 5);
+    // Real time: the cancel comes from this thread while the scan runs.
+    let (e, _, _) = engine_on(0.0, false, 5, false, 2_000_000);
     let mut req = request(&["198.18.0.2"], "-", 2);
     req.rate = 20_000; // ~3 s for all ports: cancel long before
     let h = e.submit(req.plan(&route).unwrap()).unwrap();
@@ -262,28 +307,23 @@ fn rate_is_respected() {
     let (e, _, _) = engine(0.0, false, 7);
     let mut req = request(&["198.18.0.2"], "1-2000", 0);
     req.rate = 10_000;
-    let t0 = std::time::Instant::now();
     let (_, s) = collect(e.submit(req.plan(&route).unwrap()).unwrap());
-    let secs = t0.elapsed().as_secs_f64();
-    // 2000 probes at 10k/s take 0.2 s (plus the final wait); far less would mean no pacing.
-    assert!(secs >= 0.18, "2000 probes at 10k pps took only {secs:.3}s");
+    let secs = s.elapsed.as_secs_f64();
+    // 2000 probes at 10k/s take 0.2 s (plus the final wait) of simulated time: exactly
+    // paced, less would mean no pacing, much more a pacer that idles.
+    assert!(
+        (0.199..0.25).contains(&secs),
+        "2000 probes at 10k pps took {secs:.3}s"
+    );
     assert_eq!(s.sent, 2000);
 }
 
 #[test]
 fn a_group_of_scans_gets_one_fair_share() {
     // A "daemon scan" of 4 chunks (one group) against a lone scan, under a global ceiling:
-    // each should get about half of the probes, not 4/5 and 1/5.
-    let (sink, source, _inject) = memory::pair(ScriptedTarget::standard());
-    let e = Engine::start(
-        Box::new(sink),
-        Box::new(source),
-        EngineConfig {
-            max_rate: 100_000,
-            policy: lab_policy(),
-            ..EngineConfig::default()
-        },
-    );
+    // each should get about half of the probes, not 4/5 and 1/5. Real time: the test
+    // samples progress while the scans run.
+    let (e, _, _) = engine_on(0.0, false, 8, false, 100_000);
     let mut chunks = Vec::new();
     for c in 0..4u16 {
         let lo = 1 + c * 15_000;

@@ -212,6 +212,12 @@ pub trait PacketSource: Send {
     fn kernel_stats(&mut self) -> KernelStats {
         KernelStats::default()
     }
+
+    /// How long a receiver should let packets gather after a thin batch, so the next call
+    /// reads many per wake-up (a kernel socket); zero where a call costs nothing (memory).
+    fn gather_time(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 impl<T: PacketSink + ?Sized> PacketSink for Box<T> {
@@ -226,5 +232,8 @@ impl<T: PacketSource + ?Sized> PacketSource for Box<T> {
     }
     fn kernel_stats(&mut self) -> KernelStats {
         (**self).kernel_stats()
+    }
+    fn gather_time(&self) -> Duration {
+        (**self).gather_time()
     }
 }

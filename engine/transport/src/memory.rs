@@ -1,10 +1,48 @@
 //! An in-memory transport: probes go to a scripted responder, its replies come back through
 //! a channel. Lets the whole engine pipeline run in unit tests without privileges.
+//! [`Quiet`] tells a simulated clock when every reply has been processed.
 
 use crate::{PacketSink, PacketSource, RecvBatch, SendBatch, SendReport};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendError, Sender};
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
 use std::time::Duration;
+
+/// A frame in the channel; `counted` frames are the responder's replies (not injected).
+#[derive(Debug)]
+struct Frame {
+    bytes: Vec<u8>,
+    counted: bool,
+}
+
+/// Whether the pipeline is quiet: every reply the responder produced has been received
+/// *and* the receiver has come back for more (so it finished processing it).
+#[derive(Debug, Clone)]
+pub struct Quiet(Arc<AtomicU64>);
+
+impl Quiet {
+    /// True when no reply is in flight or in processing.
+    pub fn is_quiet(&self) -> bool {
+        self.0.load(SeqCst) == 0
+    }
+}
+
+/// Injects arbitrary frames (forgeries, garbage) into the receive side.
+#[derive(Debug, Clone)]
+pub struct Injector(Sender<Frame>);
+
+impl Injector {
+    /// Queues one frame for the source.
+    pub fn send(&self, bytes: Vec<u8>) -> Result<(), SendError<Vec<u8>>> {
+        self.0
+            .send(Frame {
+                bytes,
+                counted: false,
+            })
+            .map_err(|e| SendError(e.0.bytes))
+    }
+}
 
 /// A responder: given one sent packet, pushes zero or more reply packets through `reply`.
 pub trait Responder: Send {
@@ -21,7 +59,8 @@ impl<F: FnMut(&[u8], &mut dyn FnMut(Vec<u8>)) + Send> Responder for F {
 /// Sending half.
 pub struct MemorySink {
     responder: Box<dyn Responder>,
-    tx: Sender<Vec<u8>>,
+    tx: Sender<Frame>,
+    pending: Arc<AtomicU64>,
     /// Every packet sent, if recording was asked for.
     pub sent_log: Option<Vec<Vec<u8>>>,
 }
@@ -35,22 +74,39 @@ impl std::fmt::Debug for MemorySink {
 /// Receiving half.
 #[derive(Debug)]
 pub struct MemorySource {
-    rx: Receiver<Vec<u8>>,
+    rx: Receiver<Frame>,
     received: u64,
+    pending: Arc<AtomicU64>,
+    /// Replies handed out by the last `recv`, settled when the receiver comes back.
+    handed: u64,
 }
 
-/// Builds a connected sink/source pair around `responder`. Also returns a sender that can
-/// inject arbitrary frames (forgeries, garbage) into the receive side.
-pub fn pair(responder: impl Responder + 'static) -> (MemorySink, MemorySource, Sender<Vec<u8>>) {
+impl MemorySource {
+    /// A handle telling when every reply so far has been processed.
+    pub fn quiet(&self) -> Quiet {
+        Quiet(Arc::clone(&self.pending))
+    }
+}
+
+/// Builds a connected sink/source pair around `responder`. Also returns an [`Injector`] for
+/// arbitrary frames (forgeries, garbage) into the receive side.
+pub fn pair(responder: impl Responder + 'static) -> (MemorySink, MemorySource, Injector) {
     let (tx, rx) = crossbeam_channel::unbounded();
+    let pending = Arc::new(AtomicU64::new(0));
     (
         MemorySink {
             responder: Box::new(responder),
             tx: tx.clone(),
+            pending: Arc::clone(&pending),
             sent_log: None,
         },
-        MemorySource { rx, received: 0 },
-        tx,
+        MemorySource {
+            rx,
+            received: 0,
+            pending,
+            handed: 0,
+        },
+        Injector(tx),
     )
 }
 
@@ -60,9 +116,18 @@ impl PacketSink for MemorySink {
             if let Some(log) = &mut self.sent_log {
                 log.push(pkt.to_vec());
             }
-            let tx = &self.tx;
-            self.responder.respond(pkt, &mut |r| {
-                let _ = tx.send(r);
+            let (tx, pending) = (&self.tx, &self.pending);
+            self.responder.respond(pkt, &mut |bytes| {
+                pending.fetch_add(1, SeqCst);
+                if tx
+                    .send(Frame {
+                        bytes,
+                        counted: true,
+                    })
+                    .is_err()
+                {
+                    pending.fetch_sub(1, SeqCst);
+                }
             });
         }
         SendReport {
@@ -72,13 +137,21 @@ impl PacketSink for MemorySink {
     }
 }
 
+impl MemorySource {
+    fn take(&mut self, batch: &mut RecvBatch, f: Frame) {
+        batch.push_copy(&f.bytes);
+        self.handed += u64::from(f.counted);
+    }
+}
+
 impl PacketSource for MemorySource {
     fn recv(&mut self, batch: &mut RecvBatch, timeout: Duration) -> io::Result<()> {
         batch.clear();
+        // Coming back for more: the previous batch has been processed.
+        self.pending
+            .fetch_sub(std::mem::take(&mut self.handed), SeqCst);
         match self.rx.recv_timeout(timeout) {
-            Ok(p) => {
-                batch.push_copy(&p);
-            }
+            Ok(p) => self.take(batch, p),
             Err(RecvTimeoutError::Timeout) => return Ok(()),
             // All senders gone: behave like an idle link.
             Err(RecvTimeoutError::Disconnected) => {
@@ -88,9 +161,7 @@ impl PacketSource for MemorySource {
         }
         while batch.len() < batch.capacity() {
             match self.rx.try_recv() {
-                Ok(p) => {
-                    batch.push_copy(&p);
-                }
+                Ok(p) => self.take(batch, p),
                 Err(_) => break,
             }
         }
@@ -119,13 +190,18 @@ mod tests {
             buf[..3].copy_from_slice(&[1, 2, 3]);
             3
         });
+        let quiet = src.quiet();
+        assert!(quiet.is_quiet());
         assert_eq!(sink.send(&b).sent, 1);
         inject.send(vec![9]).unwrap();
+        assert!(!quiet.is_quiet(), "a reply is in flight");
         let mut r = RecvBatch::new(8);
         src.recv(&mut r, Duration::from_millis(10)).unwrap();
         let got: Vec<&[u8]> = r.iter().collect();
         assert_eq!(got, vec![&[3u8, 2, 1][..], &[9u8][..]]);
+        assert!(!quiet.is_quiet(), "received but not yet processed");
         src.recv(&mut r, Duration::from_millis(1)).unwrap();
         assert!(r.is_empty());
+        assert!(quiet.is_quiet());
     }
 }

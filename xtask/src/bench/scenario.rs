@@ -10,6 +10,9 @@ use serde::Serialize;
 
 use crate::lab::{Expected, Truth};
 
+/// The id of the loss scenario (the bench impairs the lab before it).
+pub const LOSS_ID: u8 = 5;
+
 /// One benchmark scenario: every port of `ports` on every address from `first` to `last`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scenario {
@@ -57,6 +60,31 @@ impl Scenario {
             all.truncate(1);
         }
         all
+    }
+
+    /// The scenarios of a bench run: [`Self::all`], plus the 256-host one (`big`) and the
+    /// loss one (`loss`, scenario 1 again, run last with the lab impaired).
+    pub fn select(quick: bool, big: bool, loss: bool) -> Vec<Scenario> {
+        let mut s = Self::all(quick);
+        if big {
+            s.push(Scenario {
+                id: 4,
+                short: "256x65535",
+                title: "256 hosts x 65,535 ports (198.19.0.1-198.19.1.0, ports 1-65535)",
+                first: Ipv4Addr::new(198, 19, 0, 1),
+                last: Ipv4Addr::new(198, 19, 1, 0),
+                ports: 1..=65535,
+            });
+        }
+        if loss {
+            s.push(Scenario {
+                id: LOSS_ID,
+                short: "1x65535+loss",
+                title: "scenario 1 through random loss in both directions (--loss)",
+                ..Self::all(true).remove(0)
+            });
+        }
+        s
     }
 
     pub fn hosts(&self) -> u64 {

@@ -80,11 +80,13 @@ impl Tool {
         })
     }
 
-    /// How long a run may take before it is killed. masscan gets room for its exit hang.
-    pub fn timeout(self, nmap_cap: Duration) -> Duration {
+    /// How long a run may take before it is killed. masscan gets room for its exit hang;
+    /// big scenarios get a second per 50,000 pairs (a fifth of the bench rate) at least.
+    pub fn timeout(self, nmap_cap: Duration, scenario: &Scenario) -> Duration {
+        let floor = Duration::from_secs(scenario.pairs() / 50_000);
         match self {
-            Tool::Portscope | Tool::Zmap => Duration::from_secs(60),
-            Tool::Masscan => Duration::from_secs(120),
+            Tool::Portscope | Tool::Zmap => Duration::from_secs(60).max(floor),
+            Tool::Masscan => Duration::from_secs(120).max(floor),
             Tool::Nmap | Tool::NmapMinRate => nmap_cap,
         }
     }
@@ -223,6 +225,7 @@ pub fn parse(tool: Tool, scenario: &Scenario, texts: &Texts) -> anyhow::Result<P
     let probes = match tool {
         Tool::Portscope => {
             parse_portscope(&texts.result, &mut answer)?;
+            note = portscope_rounds(&texts.stderr);
             portscope_probes(&texts.stderr)
         }
         Tool::Masscan => {
@@ -274,6 +277,20 @@ fn portscope_probes(stderr: &str) -> Option<u64> {
     let line = stderr.lines().rev().find(|l| l.contains(" probes sent"))?;
     let before = &line[..line.find(" probes sent")?];
     before.rsplit(' ').next()?.parse().ok()
+}
+
+/// `... in 5 round(s); estimated loss per try 2.00%; ...` -> `5 rounds, est. loss 2.00%/try`.
+fn portscope_rounds(stderr: &str) -> Option<String> {
+    let line = stderr.lines().rev().find(|l| l.contains(" round(s)"))?;
+    let rounds = line[..line.find(" round(s)")?].rsplit(' ').next()?;
+    let loss = line
+        .split("estimated loss per try ")
+        .nth(1)
+        .and_then(|r| r.split(';').next());
+    Some(match loss {
+        Some(l) => format!("{rounds} rounds, est. loss {l}/try"),
+        None => format!("{rounds} rounds"),
+    })
 }
 
 /// masscan `-oL`: `open tcp PORT ADDR TIMESTAMP`.
@@ -414,6 +431,18 @@ mod tests {
 
     fn scenario(id: u8) -> Scenario {
         Scenario::all(false).remove(usize::from(id - 1))
+    }
+
+    #[test]
+    fn portscope_rounds_and_loss_are_read_from_the_summary() {
+        let line = "portscope: done in 1.2s: 13 open, 65509 closed, 13 filtered of 65535 ports; \
+                    66892 probes sent (55388/s) in 4 round(s); estimated loss per try 2.00%; rtt p50 1ms p99 7ms";
+        assert_eq!(
+            portscope_rounds(line).as_deref(),
+            Some("4 rounds, est. loss 2.00%/try")
+        );
+        assert_eq!(portscope_probes(line), Some(66892));
+        assert_eq!(portscope_rounds("nothing"), None);
     }
 
     fn env() -> Env {

@@ -7,9 +7,11 @@
 //! is sound. It moves bytes and reports errnos; it does not build or parse packets, pace,
 //! or decide anything about a scan.
 
+mod cpu;
 mod sink;
 mod source;
 
+pub use cpu::{allowed_cpus, pin_current_thread};
 pub use sink::RawSink;
 pub use source::PacketSocketSource;
 

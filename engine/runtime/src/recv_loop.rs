@@ -4,8 +4,9 @@
 //! Everything that is not a valid first reply is counted by reason and dropped. This thread
 //! is the only writer of `AnsweredSet`s and RTT estimates.
 
-use crate::engine::{Clock, Slots};
+use crate::clock::Clock;
 use crate::scan::{Msg, Outcome, ScanShared};
+use crate::slots::Slots;
 use crate::stats::EngineStats;
 use crossbeam_channel::Receiver;
 use portscope_core::classify::{split_port, Discard, DiscardCounts, SLOTS};
@@ -32,19 +33,38 @@ struct Entry {
     shared: Arc<ScanShared>,
     rtt: RttEstimator,
     dirty: bool,
+    /// When the RTT figures were last published (quantiles cost more than a batch).
+    published: Nanos,
 }
 
-pub(crate) struct Receiver_ {
+impl Entry {
+    /// Publishes the RTT-derived wait and quantiles to the scan.
+    fn publish(&mut self, now: Nanos) {
+        self.dirty = false;
+        self.published = now;
+        let s = &self.shared;
+        s.wait_ns.store(self.rtt.wait(s.bounds).0, Relaxed);
+        if let (Some(p50), Some(p99)) = (self.rtt.quantile(0.5), self.rtt.quantile(0.99)) {
+            s.rtt_p50_ns.store(p50.0, Relaxed);
+            s.rtt_p99_ns.store(p99.0, Relaxed);
+        }
+    }
+}
+
+/// How often a scan's RTT figures are recomputed while replies arrive.
+const PUBLISH_EVERY: Nanos = Nanos::from_micros(500);
+
+pub(crate) struct RecvLoop {
     pub source: Box<dyn PacketSource>,
     pub ctl: Receiver<RecvCtl>,
     pub stats: Arc<EngineStats>,
-    pub clock: Clock,
+    pub clock: Arc<dyn Clock>,
     pub shutdown: Arc<AtomicBool>,
     pub slots: Arc<Slots>,
     pub batch: usize,
 }
 
-impl Receiver_ {
+impl RecvLoop {
     pub(crate) fn run(mut self) {
         let mut table: Vec<Option<Entry>> = (0..SLOTS).map(|_| None).collect();
         // Scans the send thread has ended, finished once the capture socket is drained.
@@ -61,6 +81,7 @@ impl Receiver_ {
                             shared: s,
                             rtt: RttEstimator::new(),
                             dirty: false,
+                            published: Nanos(0),
                         });
                         let _ = ack.send(());
                     }
@@ -75,7 +96,7 @@ impl Receiver_ {
             };
             if let Err(e) = self.source.recv(&mut batch, wait) {
                 // A broken capture socket cannot recover by retrying fast.
-                eprintln!("portscope: receive error: {e}");
+                tracing::error!(error = %e, "receive error");
                 std::thread::sleep(Duration::from_millis(10));
                 continue;
             }
@@ -103,6 +124,12 @@ impl Receiver_ {
                 finish(&mut closing, &mut table, &self.slots);
             }
             self.publish(&mut table, &mut discards, &mut last_kstats);
+            // A thin batch: replies trickle in one wake-up each. Let them gather for a
+            // moment, so the next call reads many per syscall (waits are >= 10 ms anyway).
+            let gather = self.source.gather_time();
+            if !gather.is_zero() && batch.len() < batch.capacity() / 8 && closing.is_empty() {
+                std::thread::sleep(gather);
+            }
         }
     }
 
@@ -113,16 +140,12 @@ impl Receiver_ {
         last: &mut Nanos,
     ) {
         self.stats.add_discards(discards);
-        for e in table.iter_mut().flatten().filter(|e| e.dirty) {
-            e.dirty = false;
-            let s = &e.shared;
-            s.wait_ns.store(e.rtt.wait(s.bounds).0, Relaxed);
-            if let (Some(p50), Some(p99)) = (e.rtt.quantile(0.5), e.rtt.quantile(0.99)) {
-                s.rtt_p50_ns.store(p50.0, Relaxed);
-                s.rtt_p99_ns.store(p99.0, Relaxed);
+        let now = self.clock.now();
+        for e in table.iter_mut().flatten() {
+            if e.dirty && now.since(e.published) >= PUBLISH_EVERY {
+                e.publish(now);
             }
         }
-        let now = self.clock.now();
         if now.since(*last) > Nanos::from_millis(100) {
             *last = now;
             let k = self.source.kernel_stats();
@@ -135,7 +158,10 @@ impl Receiver_ {
 /// free for a new scan (whose fresh key rejects any late reply to the old one).
 fn finish(closing: &mut Vec<(u16, Outcome)>, table: &mut [Option<Entry>], slots: &Slots) {
     for (slot, outcome) in closing.drain(..) {
-        if let Some(e) = table[usize::from(slot)].take() {
+        if let Some(mut e) = table[usize::from(slot)].take() {
+            if e.dirty {
+                e.publish(e.published);
+            }
             let _ = e.shared.events.send(Msg::Ended(outcome));
         }
         slots.free(slot);

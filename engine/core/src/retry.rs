@@ -1,0 +1,207 @@
+//! When to stop retrying silent pairs: a fixed count, or loss-adaptive from the answers the
+//! rounds themselves brought back. Pure: the caller passes the per-round answer counts.
+//!
+//! The model: each try of an answerable pair succeeds independently with probability
+//! `1 - q` (`q` is the per-try failure, probe or reply lost); genuinely filtered pairs never
+//! answer. Then the pairs first answered in round `k` form a geometric series
+//! `a_k = A (1 - q) q^k`, so the share of last round's answers that reappear in the next
+//! round (`a_k / a_{k-1}`) estimates `q` without knowing how many silent pairs are filtered.
+//! After round `K` the pairs still silent but answerable number `a_K q / (1 - q)` in
+//! expectation; retries go on while that exceeds [`EXPECTED_WRONG_BOUND`].
+
+/// Retry rounds stop once fewer than this many pairs are expected to be still wrongly
+/// reported as filtered (per scan).
+pub const EXPECTED_WRONG_BOUND: f64 = 0.001;
+
+/// The default cap on adaptive retries (`--max-retries`).
+pub const DEFAULT_MAX_RETRIES: u8 = 10;
+
+/// The retries every adaptive scan sends at least (today's fixed default): a scan whose
+/// retries bring nothing back stops after these.
+pub const MIN_RETRIES: u8 = 2;
+
+/// How many times silent pairs are probed again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryPolicy {
+    /// Exactly this many retry rounds (`--retries N`).
+    Fixed(u8),
+    /// At least `min`, then while the loss estimate says pairs may still be wrong, at most
+    /// `max` retry rounds.
+    Adaptive {
+        /// Retry rounds always sent.
+        min: u8,
+        /// Cap.
+        max: u8,
+    },
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy::Adaptive {
+            min: MIN_RETRIES,
+            max: DEFAULT_MAX_RETRIES,
+        }
+    }
+}
+
+/// What the answers so far say about the path.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossEstimate {
+    /// Estimated per-try failure probability (probe or reply lost), when any retry round
+    /// has been judged; `None` before.
+    pub per_try_loss: Option<f64>,
+    /// Expected number of answerable pairs still silent after the rounds so far.
+    pub expected_wrong: f64,
+}
+
+impl RetryPolicy {
+    /// The most retry rounds this policy can send.
+    pub fn max_retries(self) -> u8 {
+        match self {
+            RetryPolicy::Fixed(n) => n,
+            RetryPolicy::Adaptive { min, max } => max.max(min),
+        }
+    }
+
+    /// Whether to send another retry round, given the first replies per round so far
+    /// (`answers[k]` = pairs first answered by round `k`'s probe; `answers.len()` rounds
+    /// were sent). Silent pairs left is `silent`: nothing to retry when it is 0.
+    pub fn another_round(self, answers: &[u64], silent: u64) -> bool {
+        let retries_done = answers.len().saturating_sub(1);
+        if silent == 0 || retries_done >= usize::from(self.max_retries()) {
+            return false;
+        }
+        match self {
+            RetryPolicy::Fixed(_) => true,
+            RetryPolicy::Adaptive { min, .. } => {
+                retries_done < usize::from(min)
+                    || estimate(answers).expected_wrong > EXPECTED_WRONG_BOUND
+            }
+        }
+    }
+}
+
+/// Estimates the per-try loss and the pairs still wrong from per-round first replies.
+///
+/// `q` is pooled over every retry round (`sum a_k / sum a_{k-1}`, k >= 1), so a handful of
+/// answers in a late round does not swing it. The answers expected from the next round are
+/// `q` times the larger of the last round's answers and what the round before predicted
+/// (`q a_{K-1}`): a last round that happened to bring nothing back is not taken as proof
+/// that nothing is left, but two quiet rounds are. Rate-limited targets (answers that come
+/// back late in bulk, not lost) look like high loss for a round, then stop answering, and
+/// the estimate falls to zero with them.
+pub fn estimate(answers: &[u64]) -> LossEstimate {
+    let Some((&last, earlier)) = answers.split_last() else {
+        return LossEstimate {
+            per_try_loss: None,
+            expected_wrong: 0.0,
+        };
+    };
+    if earlier.is_empty() {
+        return LossEstimate {
+            per_try_loss: None,
+            expected_wrong: 0.0,
+        };
+    }
+    let later: u64 = answers[1..].iter().sum();
+    let before: u64 = earlier.iter().sum();
+    if before == 0 {
+        // Nothing ever answered: no answerable pair to lose (a silent host).
+        return LossEstimate {
+            per_try_loss: Some(0.0),
+            expected_wrong: 0.0,
+        };
+    }
+    let q = (later as f64 / before as f64).min(0.99);
+    let prev = earlier[earlier.len() - 1] as f64;
+    let next = q * (last as f64).max(q * prev);
+    LossEstimate {
+        per_try_loss: Some(q),
+        expected_wrong: next / (1.0 - q),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs a scan of `answerable` pairs with per-try failure `q`, deterministically (each
+    /// round answers the expected share, rounded), until the policy stops; returns rounds.
+    fn rounds_until_stop(policy: RetryPolicy, counts: impl Fn(usize) -> u64) -> usize {
+        let mut answers = Vec::new();
+        loop {
+            answers.push(counts(answers.len()));
+            if !policy.another_round(&answers, 100) {
+                return answers.len();
+            }
+        }
+    }
+
+    #[test]
+    fn silent_host_stops_after_the_usual_rounds() {
+        // Nothing ever answers: 1 + MIN_RETRIES rounds, as with the old fixed default.
+        assert_eq!(rounds_until_stop(RetryPolicy::default(), |_| 0), 3);
+        // A clean host: everything in round 0, retries bring nothing back.
+        assert_eq!(
+            rounds_until_stop(RetryPolicy::default(), |k| if k == 0 { 65_000 } else { 0 }),
+            3
+        );
+        let e = estimate(&[65_000, 0, 0]);
+        assert_eq!(e.per_try_loss, Some(0.0));
+        assert_eq!(e.expected_wrong, 0.0);
+    }
+
+    #[test]
+    fn lossy_host_keeps_going() {
+        // 1% loss each way: q ~ 2%. 65,000 answerable pairs: 63,700, 1,274, 25, 0 (or 1).
+        let one = [63_700u64, 1_274, 25, 0, 0, 0];
+        assert_eq!(rounds_until_stop(RetryPolicy::default(), |k| one[k]), 5);
+        let e = estimate(&one[..3]);
+        let q = e.per_try_loss.unwrap();
+        assert!((0.019..0.021).contains(&q), "q {q}");
+        assert!(e.expected_wrong > 0.4, "{e:?}");
+        // 5% loss each way: q ~ 9.75%.
+        let five = [58_662u64, 5_720, 558, 54, 5, 1, 0, 0, 0, 0, 0];
+        assert_eq!(rounds_until_stop(RetryPolicy::default(), |k| five[k]), 8);
+        let q = estimate(&five[..4]).per_try_loss.unwrap();
+        assert!((0.09..0.105).contains(&q), "q {q}");
+    }
+
+    #[test]
+    fn a_lucky_quiet_round_is_not_proof() {
+        // Round 3 happened to bring nothing although ~0.5 were expected: one more round.
+        assert!(RetryPolicy::default().another_round(&[63_700, 1_274, 25, 0], 10));
+        assert!(!RetryPolicy::default().another_round(&[63_700, 1_274, 25, 0, 0], 10));
+    }
+
+    #[test]
+    fn rate_limited_target_stops_when_answers_stop() {
+        // Round 0 at full speed met an RST limit; paced retries then got the rest.
+        let rl = [5_000u64, 40_000, 20_000, 3, 0, 0, 0, 0];
+        let n = rounds_until_stop(RetryPolicy::default(), |k| rl[k]);
+        assert!(n <= 6, "{n} rounds");
+    }
+
+    #[test]
+    fn cap_holds() {
+        // Heavy, steady loss: the estimate never clears, the cap ends it.
+        let heavy = |k: usize| 100_000u64 >> k;
+        assert_eq!(
+            rounds_until_stop(RetryPolicy::Adaptive { min: 2, max: 10 }, heavy),
+            11
+        );
+        assert_eq!(
+            rounds_until_stop(RetryPolicy::Adaptive { min: 2, max: 4 }, heavy),
+            5
+        );
+        // A fixed count is exactly that, answers or not.
+        assert_eq!(rounds_until_stop(RetryPolicy::Fixed(6), |_| 0), 7);
+        assert_eq!(rounds_until_stop(RetryPolicy::Fixed(0), heavy), 1);
+    }
+
+    #[test]
+    fn nothing_silent_nothing_to_retry() {
+        assert!(!RetryPolicy::default().another_round(&[100], 0));
+        assert!(!RetryPolicy::Fixed(3).another_round(&[100], 0));
+    }
+}
