@@ -129,6 +129,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/fast", get(get_fast).post(post_fast))
         .route("/v1/deep", get(get_deep).post(post_deep))
         .route("/v1/openapi.json", get(openapi))
+        .merge(crate::sse::self_scan_routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     // Innermost first: each `layer` call wraps everything added before it. The self-scan

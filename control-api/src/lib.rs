@@ -10,9 +10,11 @@
 //! - [`store`]: sqlx + SQLite, portable SQL, embedded migrations.
 //! - [`model`]: response shapes and scan types. [`error`]: the one error type.
 //! - [`netaddr`]: client address, CIDR sets, ASN table. [`ratelimit`]: fixed windows.
-//! - [`webhook`], [`enrich`] (banners, PTR), [`metrics`], [`openapi`], [`clock`], [`config`].
+//! - [`webhook`], [`enrich`] (banners, PTR), [`metrics`], [`openapi`], [`clock`], [`config`],
+//!   [`util`] (random hex, locking).
 //! - [`serve`]: the listener (connection caps, header-read and idle timeouts, JSON for
 //!   hyper's own errors). [`privs`]: no-new-privs and no capabilities, at start.
+//! - [`sse`]: live results (Server-Sent Events) of self-scans and managed scans.
 //! - [`managed`]: the token-authenticated managed-scan API (`/api/v1`, `/report/{id}`).
 //!
 //! **Invariant:** a self-scan's target is always the requesting connection's address (or
@@ -36,7 +38,9 @@ pub mod ratelimit;
 pub mod scans;
 pub mod secret;
 pub mod serve;
+pub mod sse;
 pub mod store;
+pub mod util;
 pub mod webhook;
 
 pub use http::{app, AppState};

@@ -81,6 +81,47 @@ impl ScanType {
     }
 }
 
+/// A scan's status word as stored and served, self-scan and managed alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Waiting for the engine.
+    Queued,
+    /// Probing.
+    Running,
+    /// Finished with results.
+    Complete,
+    /// Ended with an error.
+    Failed,
+    /// Cancelled (managed scans).
+    Cancelled,
+}
+
+impl Status {
+    /// `queued`, `running`, `complete`, `failed`, `cancelled`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Running => "running",
+            Status::Complete => "complete",
+            Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses the stored word.
+    pub fn parse(s: &str) -> Option<Status> {
+        [
+            Status::Queued,
+            Status::Running,
+            Status::Complete,
+            Status::Failed,
+            Status::Cancelled,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+}
+
 /// The service name shown for a port: the bundled table's name in upper case.
 pub fn service_name(port: u16) -> Option<String> {
     tcp_service(port).map(str::to_uppercase)

@@ -3,6 +3,7 @@
 
 use crate::error::ErrorBody;
 use crate::http;
+use crate::managed::seed002::doc::Seed002Paths;
 use crate::model::{PortEntry, ScanResponse, ScanState, ScanType};
 use utoipa::OpenApi;
 
@@ -17,6 +18,7 @@ use utoipa::OpenApi;
             X-RateLimit-Limit / -Remaining / -Reset of the edge limit (30 requests per IP \
             per minute). Results expire 24 hours after completion."
     ),
+    modifiers(&Seed002Paths),
     paths(
         http::post_fast,
         http::get_fast,

@@ -22,6 +22,7 @@ use crate::model::{service_name, PortEntry, ScanResponse, ScanState, ScanType};
 use crate::netaddr::AsnTable;
 use crate::ratelimit::{Limits, Window};
 use crate::store::{NewScan, ScanRow, Store};
+use crate::util::lock;
 use crate::webhook::Webhooks;
 use portscope_core::results::PortState;
 use portscope_proto::{Event, Outcome, Request};
@@ -104,10 +105,6 @@ pub struct ScanService {
     last_created: AtomicI64,
     tasks: TaskTracker,
     cancel: CancellationToken,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn new_id() -> String {

@@ -84,11 +84,13 @@ async fn per_ip_limit_is_60_per_minute_with_ratelimit_headers() {
             Some((59 - i).to_string().as_str())
         );
         assert_eq!(r.header("ratelimit-reset"), Some("60"));
+        // Seed 001's spelling of the same numbers.
+        assert_eq!(r.header("x-ratelimit-limit"), Some("60"));
         assert_eq!(
-            r.header("x-ratelimit-limit"),
-            None,
-            "not the self-scan headers"
+            r.header("x-ratelimit-remaining"),
+            r.header("ratelimit-remaining")
         );
+        assert_eq!(r.header("x-ratelimit-reset"), Some("60"));
     }
     m.clock.advance(Duration::from_secs(20));
     // 401s and 404s count too; the 61st is refused.
@@ -136,6 +138,10 @@ async fn scan_lifecycle_with_partial_results_grade_and_summary() {
         )
         .await;
     let id = r.created_id();
+    // Seed 003: a UUID, in its hyphenated form.
+    let uuid = uuid::Uuid::parse_str(&id).expect("scan id is a UUID");
+    assert_eq!(uuid.hyphenated().to_string(), id);
+    assert_eq!(uuid.get_version_num(), 4);
     assert_eq!(r.body["status"], "queued");
     let report = r.body["reportUrl"].as_str().unwrap().to_string();
     assert!(report.starts_with(&format!("/report/{id}?key=")));

@@ -25,8 +25,6 @@ const OVERSIZED: &[&str] = &[
     "control-api/src/managed/service.rs", // 906 lines
     "control-api/src/managed/store.rs",   // 660 lines
     "control-api/src/scans.rs",           // 744 lines
-    "engine/cli/src/output/mod.rs",       // 644 lines
-    "engine/daemon/src/state.rs",         // 690 lines
 ];
 
 /// The only folder whose files may contain `unsafe`.
@@ -87,12 +85,12 @@ const SCATTERED_WORDS: &[(&str, usize)] = &[
     ("control-api/src/engine/fake.rs", 1),      // "cancelled"
     ("control-api/src/managed/api.rs", 13),     // port states, scan statuses, finding "open"
     ("control-api/src/managed/report.rs", 1),   // "complete"
+    ("control-api/src/managed/openapi.rs", 1),  // alert status "open" (not a port state)
     ("control-api/src/managed/service.rs", 12), // port states, scan statuses
     ("control-api/src/managed/store.rs", 4),    // scan statuses
     ("control-api/src/scans.rs", 11),           // scan statuses, "open"
     ("control-api/src/store.rs", 4),            // scan statuses
     ("engine/daemon/src/metrics.rs", 4),        // scan outcome labels
-    ("engine/daemon/src/state.rs", 1),          // "cancelled"
 ];
 
 /// What a crate may (or may never) depend on, read from its `Cargo.toml`.

@@ -129,7 +129,7 @@ fn opt_iso(secs: Option<i64>) -> Value {
 
 /// Open ports of a scan; `new` lists the (host, port) pairs that opened since the previous
 /// scan of the target (its `new_open_port` alerts).
-fn open_ports(ports: &[MPortRow], new: &[(String, i64)]) -> Vec<OpenPort> {
+pub(super) fn open_ports(ports: &[MPortRow], new: &[(String, i64)]) -> Vec<OpenPort> {
     ports
         .iter()
         .filter(|p| p.state == "open")
@@ -143,7 +143,7 @@ fn open_ports(ports: &[MPortRow], new: &[(String, i64)]) -> Vec<OpenPort> {
 }
 
 /// The (host, port) pairs a scan found newly open (from its alerts).
-async fn newly_open(s: &S, scan: &str) -> Result<Vec<(String, i64)>, ManagedError> {
+pub(crate) async fn newly_open(s: &S, scan: &str) -> Result<Vec<(String, i64)>, ManagedError> {
     Ok(s.service
         .store()
         .alerts_of_scan(scan)
@@ -252,7 +252,7 @@ fn target_json(t: &TargetRow) -> Value {
     })
 }
 
-async fn owned(s: &S, token: &Token, id: &str) -> Result<MScanRow, ManagedError> {
+pub(crate) async fn owned(s: &S, token: &Token, id: &str) -> Result<MScanRow, ManagedError> {
     s.service
         .store()
         .owned_scan(&token.id, id)
@@ -660,7 +660,7 @@ pub async fn list_targets(State(s): State<S>, Authed(t): Authed) -> R {
     .into_response())
 }
 
-async fn owned_target(s: &S, t: &Token, id: &str) -> Result<TargetRow, ManagedError> {
+pub(super) async fn owned_target(s: &S, t: &Token, id: &str) -> Result<TargetRow, ManagedError> {
     s.service
         .store()
         .target(&t.id, id)
@@ -808,7 +808,8 @@ pub async fn report_page(
     let ports = s.service.store().ports(&row.id).await?;
     let alerts = s.service.store().alerts_of_scan(&row.id).await?;
     let new = newly_open(&s, &row.id).await?;
-    let html = report::html(&row, &ports, &open_ports(&ports, &new), &alerts);
+    let history = super::chart::history(s.service.store(), &row).await?;
+    let html = report::html(&row, &ports, &open_ports(&ports, &new), &alerts, &history);
     Ok((
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),

@@ -1,7 +1,7 @@
 //! Splits one engine connection between the self-scan service and the managed-scan
 //! service. Both send through the same client; events are routed by scan id (managed ids
-//! start with [`MANAGED_ID_PREFIX`]) and connection changes go to both. It does not
-//! interpret events.
+//! are hyphenated UUIDs, see [`is_managed_id`]; self-scan ids are bare hex) and connection
+//! changes go to both. It does not interpret events.
 
 use crate::engine::{EngineClient, EngineError, EngineNotice};
 use async_trait::async_trait;
@@ -10,8 +10,16 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Scan ids of managed scans start with this (self-scan ids are bare hex).
-pub const MANAGED_ID_PREFIX: &str = "m-";
+/// A new managed scan id: a random (v4) UUID in its hyphenated form (seed 003).
+pub fn new_managed_id() -> String {
+    uuid::Uuid::new_v4().hyphenated().to_string()
+}
+
+/// Whether a scan id is a managed one: a hyphenated UUID. Self-scan ids are 32 bare hex
+/// digits, which `Uuid::try_parse` would also accept, hence the length.
+pub fn is_managed_id(id: &str) -> bool {
+    id.len() == uuid::fmt::Hyphenated::LENGTH && uuid::Uuid::try_parse(id).is_ok()
+}
 
 /// The id an event is about, if any.
 fn event_id(e: &Event) -> Option<&str> {
@@ -68,9 +76,7 @@ pub fn split(inner: Arc<dyn EngineClient>, stop: CancellationToken) -> (Arc<Side
                 },
             };
             match &n {
-                EngineNotice::Event(e)
-                    if event_id(e).is_some_and(|id| id.starts_with(MANAGED_ID_PREFIX)) =>
-                {
+                EngineNotice::Event(e) if event_id(e).is_some_and(is_managed_id) => {
                     let _ = man_tx.send(n);
                 }
                 EngineNotice::Event(_) => {

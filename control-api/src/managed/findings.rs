@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 /// Finding severity, lowest first (so `>=` means "at least as severe").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Severity {
     /// Informational: an open port with no known special risk.
@@ -226,7 +226,7 @@ pub fn rule_for(port: u16) -> Option<&'static Rule> {
 }
 
 /// A finding (seed 002's fields, plus host and port).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Finding {
     /// The host.
     pub target: String,
@@ -323,7 +323,7 @@ pub fn findings(open: &[OpenPort]) -> Vec<Finding> {
 }
 
 /// Counts by severity (seed 002's `summary`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SeverityCounts {
     /// All.
     pub total: u64,

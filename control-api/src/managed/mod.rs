@@ -4,7 +4,10 @@
 //! - [`tokens`]: bearer tokens (hashed, CLI-managed). [`scope`]: what a token may scan.
 //! - [`service`]: checks, quotas, engine events, completion, alerts, monitors, scheduler.
 //! - [`store`]: the tables. [`findings`]: the severity rubric and grade.
-//! - [`api`]: handlers and JSON shapes. [`report`]: `SECURITY-FIX.md` and the HTML page.
+//! - [`api`]: handlers and JSON shapes; [`schema`]: their OpenAPI schemas. [`report`]:
+//!   `SECURITY-FIX.md` and the HTML page; [`chart`]: its exposure chart (inline SVG).
+//! - [`seed002`]: seed 002's `/v1/scan`, `/v1/runs`, `/v1/targets`, `/api/monitors`
+//!   over the same service and tokens, with its error shapes.
 //! - [`demux`]: shares the engine connection with the self-scan service. [`mail`]: alert
 //!   e-mail (optional SMTP).
 //!
@@ -14,13 +17,16 @@
 //! the self-scan API and does not change it.
 
 pub mod api;
+pub mod chart;
 pub mod demux;
 pub mod error;
 pub mod findings;
 pub mod mail;
 pub mod openapi;
 pub mod report;
+pub mod schema;
 pub mod scope;
+pub mod seed002;
 pub mod service;
 pub mod store;
 pub mod tokens;
@@ -76,14 +82,17 @@ pub fn router<S: Clone + Send + Sync + 'static>(
 ) -> Router<S> {
     inner(
         Router::new()
-            .nest("/api/v1", api::routes())
-            .merge(api::public_routes()),
+            .nest("/api/v1", api::routes().merge(crate::sse::managed_routes()))
+            .merge(api::public_routes())
+            .merge(seed002::routes()),
     )
     .layer(from_fn_with_state(m.clone(), limit))
+    .layer(axum::middleware::from_fn(seed002::reshape))
     .with_state(m)
 }
 
-/// The per-IP limit with `RateLimit-*` on every response (429 when exceeded).
+/// The per-IP limit with `RateLimit-*` and `X-RateLimit-*` on every response (429 when
+/// exceeded).
 async fn limit(State(m): State<Arc<Managed>>, req: Request, next: Next) -> Response {
     let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() else {
         return ManagedError::Internal("no peer address on the connection".into()).into_response();
@@ -140,78 +149,71 @@ async fn limit(State(m): State<Arc<Managed>>, req: Request, next: Next) -> Respo
         Err(e) => ManagedError::BadRequest(e.to_string()).into_response(),
         Ok(_) => next.run(req).await,
     };
+    // Seed 003's `RateLimit-*` and, for clients written against seed 001, the same
+    // numbers as `X-RateLimit-*`.
     let h = resp.headers_mut();
-    h.insert(RATELIMIT_LIMIT, HeaderValue::from(w.limit));
-    h.insert(RATELIMIT_REMAINING, HeaderValue::from(w.remaining));
-    h.insert(
-        RATELIMIT_RESET,
-        HeaderValue::from(w.reset.saturating_sub(now)),
-    );
+    let reset = w.reset.saturating_sub(now);
+    for (limit, remaining, reset_name) in [
+        (RATELIMIT_LIMIT, RATELIMIT_REMAINING, RATELIMIT_RESET),
+        (
+            crate::http::RATELIMIT_LIMIT,
+            crate::http::RATELIMIT_REMAINING,
+            crate::http::RATELIMIT_RESET,
+        ),
+    ] {
+        h.insert(limit, HeaderValue::from(w.limit));
+        h.insert(remaining, HeaderValue::from(w.remaining));
+        h.insert(reset_name, HeaderValue::from(reset));
+    }
     resp
 }
 
-/// `n` random bytes as lower-case hex.
-pub fn random_hex(n: usize) -> String {
-    (0..n)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect()
-}
+pub use crate::util::random_hex;
 
-/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Civil date of a day number.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+/// The UTC date of Unix seconds (clamped to the calendar `time` supports).
+fn utc_date(secs: i64) -> time::Date {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .unwrap_or(if secs < 0 {
+            time::OffsetDateTime::UNIX_EPOCH
+        } else {
+            time::PrimitiveDateTime::MAX.assume_utc()
+        })
+        .date()
 }
 
 /// `2026-04-03T12:00:00.000Z` from Unix ms.
 pub fn iso_ms(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
-    let s = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        s / 3600,
-        s % 3600 / 60,
-        s % 60,
-        ms.rem_euclid(1000)
-    )
+    const FMT: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        + time::Duration::milliseconds(ms.rem_euclid(1000));
+    t.format(FMT).unwrap_or_default()
 }
 
 /// `2026-04-03` from Unix seconds.
 pub fn date(secs: i64) -> String {
-    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
-    format!("{y:04}-{m:02}-{d:02}")
+    let d = utc_date(secs);
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
 
 /// Unix seconds of the first instant of the UTC month containing `secs`.
 pub fn month_start_secs(secs: i64) -> i64 {
-    let (y, m, _) = civil_from_days(secs.div_euclid(86_400));
-    days_from_civil(y, m, 1) * 86_400
+    let d = utc_date(secs);
+    let first = d.replace_day(1).unwrap_or(d);
+    first.midnight().assume_utc().unix_timestamp()
 }
 
 /// Unix seconds of the first instant of the next UTC month.
 pub fn next_month_start_secs(secs: i64) -> i64 {
-    let (y, m, _) = civil_from_days(secs.div_euclid(86_400));
-    let (y, m) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-    days_from_civil(y, m, 1) * 86_400
+    let d = utc_date(secs);
+    let (y, m) = match d.month() {
+        time::Month::December => (d.year() + 1, time::Month::January),
+        m => (d.year(), m.next()),
+    };
+    time::Date::from_calendar_date(y, m, 1)
+        .map_or(i64::MAX, |f| f.midnight().assume_utc().unix_timestamp())
 }
 
 #[cfg(test)]

@@ -145,8 +145,15 @@ pub fn esc(s: &str) -> String {
     o
 }
 
-/// The report page: grade, open ports, findings, changes since the previous scan.
-pub fn html(row: &MScanRow, ports: &[MPortRow], open: &[OpenPort], alerts: &[AlertRow]) -> String {
+/// The report page: grade, the exposure chart over the target's scans, open ports,
+/// findings, changes since the previous scan.
+pub fn html(
+    row: &MScanRow,
+    ports: &[MPortRow],
+    open: &[OpenPort],
+    alerts: &[AlertRow],
+    history: &[super::chart::ExposurePoint],
+) -> String {
     let found = findings::findings(open);
     let mut h = String::new();
     let _ = write!(
@@ -171,6 +178,8 @@ pub fn html(row: &MScanRow, ports: &[MPortRow], open: &[OpenPort], alerts: &[Ale
             iso_ms(c * 1000)
         ))
     );
+    h.push_str("<h2>Exposure over time</h2>");
+    h.push_str(&super::chart::exposure_svg(history));
     h.push_str("<h2>Open and filtered ports</h2>");
     if ports.is_empty() {
         h.push_str("<p>None found.</p>");
@@ -298,7 +307,7 @@ mod tests {
             state: "open".into(),
             banner: Some("<img src=x onerror=alert(1)>".into()),
         }];
-        let page = html(&r, &ports, &[open("2001:2::5", 22, Some("<b>"))], &[]);
+        let page = html(&r, &ports, &[open("2001:2::5", 22, Some("<b>"))], &[], &[]);
         assert!(!page.contains("<script>x"));
         assert!(!page.contains("<img"));
         assert!(page.contains("&lt;img src=x onerror=alert(1)&gt;"));

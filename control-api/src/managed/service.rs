@@ -3,7 +3,7 @@
 //! scans (banners, grade, alerts against the previous scan, monitor webhooks), and runs
 //! scheduled targets. It does not parse HTTP: handlers pass a checked [`Token`].
 
-use super::demux::MANAGED_ID_PREFIX;
+use super::demux::new_managed_id;
 use super::error::ManagedError;
 use super::findings::{self, OpenPort, Severity};
 use super::scope::{Resolver, TargetSpec};
@@ -15,6 +15,7 @@ use crate::engine::{EngineClient, EngineError, EngineNotice};
 use crate::enrich::BannerGrabber;
 use crate::model::ScanType;
 use crate::netaddr::CidrSet;
+use crate::util::lock;
 use crate::webhook::Webhooks;
 use ipnet::IpNet;
 use portscope_core::policy::TargetPolicy;
@@ -190,10 +191,6 @@ pub fn check_size(addrs: &[String], ports: u64) -> Result<(), ManagedError> {
         )));
     }
     Ok(())
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The service.
@@ -412,7 +409,7 @@ impl ManagedService {
                 .unwrap_or(now_ms);
             now_ms.max(prev + 1)
         };
-        let id = format!("{MANAGED_ID_PREFIX}{}", random_hex(16));
+        let id = new_managed_id();
         let row = MScanRow {
             report_key: store.report_key(&id),
             id,

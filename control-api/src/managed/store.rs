@@ -11,7 +11,7 @@ pub const LIVE: &str = "status IN ('queued', 'running')";
 /// A `managed_scans` row.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct MScanRow {
-    /// Id (`m-...`), also the engine's.
+    /// Id (a hyphenated UUID), also the engine's.
     pub id: String,
     /// Owner.
     pub token_id: String,

@@ -4,6 +4,7 @@
 //! query. Not an account system: tokens are made and revoked by the operator's CLI.
 
 use super::scope::Scope;
+use crate::util::random_hex;
 use sha2::{Digest, Sha256};
 use sqlx::{FromRow, SqlitePool};
 
@@ -85,12 +86,6 @@ pub enum TokenError {
 pub fn hash_secret(secret: &str) -> String {
     let d = Sha256::digest(secret.as_bytes());
     d.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn random_hex(bytes: usize) -> String {
-    (0..bytes)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect()
 }
 
 /// Creates a token; returns the row and the secret (shown once, never stored).

@@ -243,7 +243,9 @@ impl M {
             .filter_map(|r| match r {
                 EngineRequest::Submit {
                     id, targets, ports, ..
-                } if id.starts_with("m-") => Some((id, targets, ports)),
+                } if portscope_control_api::managed::demux::is_managed_id(&id) => {
+                    Some((id, targets, ports))
+                }
                 _ => None,
             })
             .collect()

@@ -1,0 +1,150 @@
+//! Both OpenAPI documents against the live API: schemathesis (PyPI, installed by
+//! `.ci/setup` into `/opt/portscope-pytools`) generates requests from `/v1/openapi.json`
+//! and `/api/v1/openapi.json`, sends them to the API on 127.0.0.1 (fake engine: nothing is
+//! probed), and checks every answer against the document (status codes, headers, content
+//! types, response schemas, `Allow`, negative data rejected, auth enforced). Any failure
+//! fails the test. The example count and seed are fixed, so a run is bounded and
+//! repeatable.
+
+mod support;
+
+use portscope_control_api::managed::service::ManagedSettings;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use support::managed::M;
+
+/// Examples per operation and phase.
+const MAX_EXAMPLES: &str = "25";
+/// Hypothesis seed (repeatable runs).
+const SEED: &str = "20261201";
+
+fn schemathesis() -> PathBuf {
+    let p = std::env::var_os("PORTSCOPE_SCHEMATHESIS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/portscope-pytools/bin/schemathesis"));
+    assert!(
+        p.exists(),
+        "schemathesis not found at {} (run .ci/setup, or set PORTSCOPE_SCHEMATHESIS)",
+        p.display()
+    );
+    p
+}
+
+/// Serves `m`'s router on 127.0.0.1 and returns the base URL. The test clock runs a
+/// minute per 100 ms so the per-IP limits (tested exactly elsewhere) do not turn the
+/// fuzzer's requests into 429s; scans and quotas are unaffected by it here.
+async fn serve(m: &M) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = m.router.clone();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap()
+    });
+    let clock = m.clock.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            clock.advance(Duration::from_secs(61));
+        }
+    });
+    format!("http://{addr}")
+}
+
+async fn run(base: &str, doc: &str, extra: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis.toml");
+    let out = tokio::process::Command::new(schemathesis())
+        .current_dir(dir.path())
+        .args(["--config-file", config])
+        .env("NO_COLOR", "1")
+        .env("SCHEMATHESIS_HOOKS", "")
+        .args(["run", &format!("{base}{doc}"), "--url", base])
+        .args([
+            "--checks",
+            "all",
+            "--max-examples",
+            MAX_EXAMPLES,
+            "--seed",
+            SEED,
+        ])
+        .args(["--workers", "1", "--request-timeout", "10", "--no-shrink"])
+        .args(["--max-failures", "20"])
+        .args(extra)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(600), out)
+        .await
+        .expect("schemathesis ran over 10 minutes")
+        .expect("schemathesis starts");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(
+        out.status.success(),
+        "schemathesis found problems in {doc}:\n{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_api_conforms_to_its_openapi_document() {
+    let m = M::with(
+        |_| {},
+        ManagedSettings {
+            queue_limit: 100_000,
+            scheduler_interval: Duration::ZERO,
+            ..ManagedSettings::default()
+        },
+    )
+    .await;
+    let token = m
+        .token(
+            "fuzz",
+            &["198.18.0.0/15", "2001:2::/48"],
+            1_000_000,
+            100_000,
+        )
+        .await;
+    let base = serve(&m).await;
+    let auth = format!("Authorization: Bearer {token}");
+    // The event stream lasts as long as its scan, which the fake engine never finishes:
+    // tests/sse.rs reads it with a real SSE client instead.
+    let events = ["--exclude-path", "/api/v1/scan/{id}/events"];
+    run(
+        &base,
+        "/api/v1/openapi.json",
+        &[&["-H", auth.as_str()][..], &events[..]].concat(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_scan_api_conforms_to_its_openapi_document() {
+    let m = M::with(
+        |c| c.allow_target.push("127.0.0.0/8".parse().unwrap()),
+        ManagedSettings {
+            scheduler_interval: Duration::ZERO,
+            ..ManagedSettings::default()
+        },
+    )
+    .await;
+    // Seed 002's surface is in this document too, behind a bearer token.
+    let token = m
+        .token(
+            "fuzz",
+            &["198.18.0.0/15", "2001:2::/48"],
+            1_000_000,
+            100_000,
+        )
+        .await;
+    let base = serve(&m).await;
+    let auth = format!("Authorization: Bearer {token}");
+    run(&base, "/v1/openapi.json", &["-H", &auth]).await;
+}
