@@ -16,10 +16,10 @@
 
 use crate::output::{FlagKind, HostFlag, Tee};
 use portscope_core::results::{PortResult, PortState};
-use portscope_engine::Progress;
+use portscope_engine::AnswerSpan;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Hosts probed on fewer ports are never flagged.
 pub(crate) const MIN_PORTS: u64 = 200;
@@ -111,58 +111,28 @@ impl ProxyGuard {
     }
 }
 
-/// When the first round was sent, to turn its answer count into a rate.
-#[derive(Debug)]
-pub(crate) struct AnswerRates {
-    started: Instant,
-    /// First seen with probes sent / first seen with the first round all sent.
-    sending: Option<Duration>,
-    sent: Option<Duration>,
-}
-
-impl AnswerRates {
-    pub(crate) fn new() -> Self {
-        AnswerRates {
-            started: Instant::now(),
-            sending: None,
-            sent: None,
+/// Summary lines for each kind of answer (RST, ICMP) that looks rate-limited: at least 100
+/// of them and 5% answered only a retry. `by_round` is the engine's count of answers per
+/// round as `[open, closed, filtered]`, `spans` when the first and last of them arrived. A
+/// limiter drops what exceeds its rate, so the first round's answers over the time they took
+/// to arrive are the rate it lets out (timed by the receive thread, not by this loop).
+pub(crate) fn rate_limit_lines(by_round: &[[u64; 3]], spans: &[[AnswerSpan; 3]]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (name, i) in [("RST", 1), ("ICMP unreachable", 2)] {
+        let a = by_round.first().map_or(0, |r| r[i]);
+        let b: u64 = by_round.iter().skip(1).map(|r| r[i]).sum();
+        let span = spans
+            .first()
+            .map_or(Duration::ZERO, |r| r[i].length().as_duration());
+        if b >= 100 && b * 20 >= a + b {
+            lines.push(format!(
+                "{name} answers are rate-limited by the target: {:.0}/s measured in the first round, {b} of {} answered only a retry",
+                a as f64 / span.as_secs_f64().max(1e-3),
+                a + b
+            ));
         }
     }
-
-    /// Notes the first round's start and end from live progress.
-    pub(crate) fn observe(&mut self, p: &Progress) {
-        let now = self.started.elapsed();
-        if p.sent > 0 {
-            self.sending.get_or_insert(now);
-        }
-        if p.sent >= p.pairs || p.round > 0 {
-            self.sent.get_or_insert(now);
-        }
-    }
-
-    /// Summary lines for each kind of answer (RST, ICMP) that looks rate-limited: at least
-    /// 100 of them and 5% answered only a retry. `by_round` is the engine's count of answers
-    /// per round as `[open, closed, filtered]`. A limiter drops what exceeds its rate, so the
-    /// first round's answers over the time it took to send are the rate it lets out.
-    pub(crate) fn report(&self, by_round: &[[u64; 3]]) -> Vec<String> {
-        let span = match (self.sending, self.sent) {
-            (Some(a), Some(b)) => (b - a).as_secs_f64().max(1e-3),
-            _ => return Vec::new(),
-        };
-        let mut lines = Vec::new();
-        for (name, i) in [("RST", 1), ("ICMP unreachable", 2)] {
-            let a = by_round.first().map_or(0, |r| r[i]);
-            let b: u64 = by_round.iter().skip(1).map(|r| r[i]).sum();
-            if b >= 100 && b * 20 >= a + b {
-                lines.push(format!(
-                    "{name} answers are rate-limited by the target: {:.0}/s measured in the first round, {b} of {} answered only a retry",
-                    a as f64 / span,
-                    a + b
-                ));
-            }
-        }
-        lines
-    }
+    lines
 }
 
 #[cfg(test)]
@@ -170,6 +140,7 @@ mod tests {
     use super::*;
     use crate::output::{new_report, Format, ReportFilter};
     use portscope_core::results::{Proto, Reason};
+    use portscope_core::Nanos;
     use std::sync::{Arc, Mutex};
 
     #[derive(Clone, Default)]
@@ -267,38 +238,38 @@ mod tests {
 
     #[test]
     fn rate_limited_resets_are_reported_with_their_rate() {
-        let p = |sent, round| Progress {
-            pairs: 1000,
-            sent,
-            answered: 0,
-            round,
-            rounds: 2,
+        let mut spans = vec![[AnswerSpan::default(); 3]; 16];
+        // The first round's RSTs arrived over 0.1 s, its ICMP errors over 0.2 s.
+        spans[0][1] = AnswerSpan {
+            first: Some(Nanos::from_millis(5)),
+            last: Nanos::from_millis(105),
         };
-        let mut a = AnswerRates::new();
-        a.observe(&p(10, 0));
-        std::thread::sleep(Duration::from_millis(100));
-        a.observe(&p(1000, 0));
+        spans[0][2] = AnswerSpan {
+            first: Some(Nanos::from_millis(5)),
+            last: Nanos::from_millis(205),
+        };
+        let a = |by_round: &[[u64; 3]]| rate_limit_lines(by_round, &spans);
         let mut by_round = vec![[0u64; 3]; 16];
         by_round[0] = [5, 900, 0];
-        assert!(a.report(&by_round).is_empty(), "no late answers");
+        assert!(a(&by_round).is_empty(), "no late answers");
         by_round[1] = [0, 95, 300];
-        let lines = a.report(&by_round);
+        let lines = a(&by_round);
         assert_eq!(lines.len(), 1, "{lines:?}");
         assert!(
             lines[0].starts_with("ICMP unreachable answers are rate-limited"),
             "{lines:?}"
         );
         by_round[2] = [0, 5, 0];
-        let lines = a.report(&by_round);
+        let lines = a(&by_round);
         assert_eq!(lines.len(), 2, "{lines:?}");
-        // 900 answers in about 0.1 s.
+        // 900 answers over exactly 0.1 s of the receive clock.
         let rate: f64 = lines[0]["RST answers are rate-limited by the target: ".len()..]
             .split('/')
             .next()
             .unwrap()
             .parse()
             .unwrap();
-        assert!((6_000.0..=9_000.0).contains(&rate), "{lines:?}");
+        assert_eq!(rate, 9_000.0, "{lines:?}");
         assert!(
             lines[0].contains("100 of 1000 answered only a retry"),
             "{lines:?}"

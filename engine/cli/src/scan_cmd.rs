@@ -7,7 +7,7 @@
 //! 128 + the signal number.
 
 use crate::args::{ScanArgs, Show};
-use crate::guard::{AnswerRates, ProxyGuard};
+use crate::guard::{rate_limit_lines, ProxyGuard};
 use crate::output::{self, Format, HostFlag, ReportFilter, ScanEnd, ScanMeta, Tee, Times};
 use crate::progress::Live;
 use crate::resume::{Resolved, ResumeFile, DEFAULT_FILE};
@@ -161,7 +161,6 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
     out.begin(&meta);
     let mut live = Live::new(args.no_progress, args.stats_every, args.max_wait);
     let mut guard = ProxyGuard::new(ports_per_host);
-    let mut rates = AnswerRates::new();
     let mut answers: Vec<PortResult> = Vec::new();
     let mut open = 0u64;
     let mut summary: Option<ScanSummary> = None;
@@ -195,7 +194,6 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
             Some(ScanEvent::Finished(s)) => summary = Some(s),
             None => {}
         }
-        rates.observe(&p);
         live.tick(&p, open);
     }
     live.finish();
@@ -215,7 +213,7 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
         interrupted,
         times: times(&summary, args.max_wait),
     });
-    let rate_limits = rates.report(handle.answers_by_round());
+    let rate_limits = rate_limit_lines(handle.answers_by_round(), handle.answer_spans_by_round());
     print_summary(&summary, &engine, &flags, &rate_limits);
     for f in out.failures() {
         note(&format!("portscope: output failed: {f}"));

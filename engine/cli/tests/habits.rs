@@ -572,11 +572,9 @@ fn rate_limited_rsts_are_reported_with_the_measured_rate() {
         .and_then(|s| s.split('/').next())
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("{line}"));
-    // The lab lets 20,000 RSTs a second out; the first round measures about that. The span
-    // is read by the CLI's sampling loop, which lags on a starved machine (a busy 2-core box
-    // measured 9,966/s), so the band is 0.4x to 1.5x of the limit: an unlimited target
-    // (250k/s probes) or a wrong unit still fails it.
-    assert!((8_000.0..=30_000.0).contains(&rate), "{line}");
+    // The lab lets 20,000 RSTs a second out; the first round measures about that (timed by
+    // the engine's receive thread, so a starved CLI loop cannot skew it).
+    assert!((10_000.0..=30_000.0).contains(&rate), "{line}");
 }
 
 #[test]

@@ -34,5 +34,5 @@ pub use portscope_core::retry::{RetryPolicy, DEFAULT_MAX_RETRIES, MIN_RETRIES};
 
 /// The most retry rounds a scan can send (its source-port block has this many more ports).
 pub const MAX_RETRIES: u8 = (portscope_core::classify::ROUNDS - 1) as u8;
-pub use scan::{Outcome, Progress, ScanEvent, ScanHandle, ScanSummary};
+pub use scan::{AnswerSpan, Outcome, Progress, ScanEvent, ScanHandle, ScanSummary};
 pub use stats::EngineStats;

@@ -186,6 +186,6 @@ fn handle(frame: &[u8], table: &mut [Option<Entry>], now: Nanos) -> Result<(), D
         e.rtt.record(now.since(sent));
         e.dirty = true;
     }
-    let _ = s.events.send(Msg::Port(o));
+    let _ = s.events.send(Msg::Port(o, now));
     Ok(())
 }

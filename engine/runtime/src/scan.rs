@@ -135,7 +135,8 @@ impl SendLog {
 /// Messages on a scan's event channel (engine -> handle).
 #[derive(Debug)]
 pub(crate) enum Msg {
-    Port(Observation),
+    /// A first valid reply and when the receive thread took it.
+    Port(Observation, Nanos),
     Ended(Outcome),
 }
 
@@ -217,6 +218,27 @@ impl ScanShared {
     }
 }
 
+/// When the first and the last answer of one kind arrived (receive-thread clock).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AnswerSpan {
+    /// The first answer's arrival; `None` before any.
+    pub first: Option<Nanos>,
+    /// The last answer's arrival.
+    pub last: Nanos,
+}
+
+impl AnswerSpan {
+    fn note(&mut self, at: Nanos) {
+        self.first.get_or_insert(at);
+        self.last = self.last.max(at);
+    }
+
+    /// The time from the first to the last answer.
+    pub fn length(&self) -> Nanos {
+        self.first.map_or(Nanos(0), |f| self.last.since(f))
+    }
+}
+
 /// The submitter's side of a scan: progress, cancel, and the event stream.
 pub struct ScanHandle {
     shared: Arc<ScanShared>,
@@ -226,6 +248,8 @@ pub struct ScanHandle {
     counts: [u64; 3],
     /// Answers by the send round whose probe they answer, by state (open, closed, filtered).
     by_round: [[u64; 3]; ROUNDS as usize],
+    /// When the first and the last of those answers arrived, by round and state.
+    spans: [[AnswerSpan; 3]; ROUNDS as usize],
     /// Set once the engine has released the scan: the outcome, and the next pair index to
     /// check for silence (`u64::MAX` when silent pairs are not reported).
     ended: Option<(Outcome, u64)>,
@@ -252,6 +276,7 @@ impl ScanHandle {
             clock,
             counts: [0; 3],
             by_round: [[0; 3]; ROUNDS as usize],
+            spans: [[AnswerSpan::default(); 3]; ROUNDS as usize],
             ended: None,
             done: false,
             preseeded: VecDeque::new(),
@@ -301,6 +326,13 @@ impl ScanHandle {
         &self.by_round
     }
 
+    /// When the first and the last of [`ScanHandle::answers_by_round`]'s answers arrived,
+    /// by the same round and state. A target that limits its answer rate lets `count / span`
+    /// answers a second through in the first round, whatever the submitter's own timing.
+    pub fn answer_spans_by_round(&self) -> &[[AnswerSpan; 3]] {
+        &self.spans
+    }
+
     /// The next event, waiting at most `timeout`. `None` on timeout or after `Finished`.
     pub fn next_event(&mut self, timeout: Duration) -> Option<ScanEvent> {
         if self.done {
@@ -326,10 +358,12 @@ impl ScanHandle {
             return Some(ScanEvent::Finished(self.summary(outcome)));
         }
         match self.rx.recv_timeout(timeout) {
-            Ok(Msg::Port(o)) => {
+            Ok(Msg::Port(o, at)) => {
                 let r = self.shared.space.result(&o);
                 let i = self.count(&r);
-                self.by_round[usize::from(o.round).min(ROUNDS as usize - 1)][i] += 1;
+                let round = usize::from(o.round).min(ROUNDS as usize - 1);
+                self.by_round[round][i] += 1;
+                self.spans[round][i].note(at);
                 Some(ScanEvent::Port(r))
             }
             Ok(Msg::Ended(outcome)) => {
