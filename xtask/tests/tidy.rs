@@ -21,10 +21,10 @@ const XTASK_CEILING: usize = 800;
 /// Files allowed over their ceiling until they are cut by job. May only shrink: the test
 /// fails when a listed file is back under its ceiling (delete its line then).
 const OVERSIZED: &[&str] = &[
-    "control-api/src/managed/api.rs",     // 805 lines
-    "control-api/src/managed/service.rs", // 906 lines
-    "control-api/src/managed/store.rs",   // 660 lines
-    "control-api/src/scans.rs",           // 744 lines
+    "control-api/src/managed/api.rs",     // 826 lines
+    "control-api/src/managed/service.rs", // 1016 lines
+    "control-api/src/managed/store.rs",   // 716 lines
+    "control-api/src/scans.rs",           // 749 lines
 ];
 
 /// The only folder whose files may contain `unsafe`.
