@@ -263,6 +263,24 @@ async fn edge(State(s): State<AppState>, mut req: Request, next: Next) -> Respon
     resp
 }
 
+/// The edge limit's `X-RateLimit-*` lines for `ip`, peeked (not counted), for the protocol
+/// errors hyper answers before a request reaches [`edge`] (see `serve::ProtocolHeaders`).
+pub fn protocol_headers(state: &AppState) -> crate::serve::ProtocolHeaders {
+    let state = state.clone();
+    Arc::new(move |ip: IpAddr| {
+        let now = state.0.clock.now_secs();
+        let w = state
+            .0
+            .limits
+            .edge
+            .peek(&ip.to_canonical().to_string(), now);
+        format!(
+            "{RATELIMIT_LIMIT}: {}\r\n{RATELIMIT_REMAINING}: {}\r\n{RATELIMIT_RESET}: {}\r\n",
+            w.limit, w.remaining, w.reset
+        )
+    })
+}
+
 async fn submit(
     s: AppState,
     ip: IpAddr,

@@ -10,7 +10,7 @@ use portscope_control_api::engine::unix::{Backoff, UnixEngineClient};
 use portscope_control_api::engine::EngineClient;
 use portscope_control_api::enrich::{HickoryPtr, NoBanners, NoPtr, TcpBanners};
 use portscope_control_api::netaddr::Cidr;
-use portscope_control_api::serve::serve;
+use portscope_control_api::serve::serve_with_headers;
 use portscope_control_api::{app, start, Services};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -331,25 +331,24 @@ async fn run(hardened: portscope_control_api::privs::Hardened) -> anyhow::Result
     let listens = config
         .listen
         .iter()
-        .map(|a| (*a, app(state.clone())))
-        .chain(
-            config
-                .metrics_listen
-                .map(|a| (a, portscope_control_api::http::metrics_app(state.clone()))),
-        );
-    for (addr, router) in listens {
+        .map(|a| {
+            let headers = portscope_control_api::http::protocol_headers(&state);
+            (*a, app(state.clone()), Some(headers))
+        })
+        .chain(config.metrics_listen.map(|a| {
+            let router = portscope_control_api::http::metrics_app(state.clone());
+            (a, router, None)
+        }));
+    for (addr, router, headers) in listens {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         tracing::info!(%addr, "listening");
         let token = token.clone();
         servers.spawn(async move {
-            serve(
-                listener,
-                router,
-                limits,
-                async move { token.cancelled().await },
-            )
+            serve_with_headers(listener, router, limits, headers, async move {
+                token.cancelled().await
+            })
             .await
         });
     }

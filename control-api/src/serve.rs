@@ -151,12 +151,28 @@ fn refusal_bytes(r: Refusal, limits: &ConnLimits) -> Vec<u8> {
     }
 }
 
+/// The rate-limit header lines (each ending in `\r\n`) for a client address, added to the
+/// protocol errors hyper answers itself: such a request never reaches the router's limiter,
+/// so it is not counted, but the client still learns where it stands.
+pub type ProtocolHeaders = Arc<dyn Fn(IpAddr) -> String + Send + Sync>;
+
 /// Serves `router` on `listener` until `shutdown` completes; open connections then finish
 /// their current request (bounded by the timeouts) before this returns.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnLimits,
+    shutdown: impl Future<Output = ()> + Send,
+) -> io::Result<()> {
+    serve_with_headers(listener, router, limits, None, shutdown).await
+}
+
+/// [`serve`], with `headers` added to the protocol errors hyper answers itself.
+pub async fn serve_with_headers(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnLimits,
+    headers: Option<ProtocolHeaders>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
     let counts = Arc::new(Counts::default());
@@ -191,8 +207,9 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let stop = stop.clone();
+        let headers = headers.clone().map(|h| (h, ip));
         tasks.spawn(async move {
-            connection(stream, peer, router, limits, stop).await;
+            connection(stream, peer, router, limits, headers, stop).await;
             drop(slot);
         });
     }
@@ -207,11 +224,14 @@ async fn connection(
     peer: SocketAddr,
     router: Router,
     limits: ConnLimits,
+    headers: Option<(ProtocolHeaders, IpAddr)>,
     stop: tokio_util::sync::CancellationToken,
 ) {
     let start = Instant::now();
     let last = Arc::new(AtomicU64::new(0));
-    let io = TokioIo::new(JsonErrorsIo::new(stream, start, last.clone()));
+    let mut io = JsonErrorsIo::new(stream, start, last.clone());
+    io.headers = headers;
+    let io = TokioIo::new(io);
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
         router.clone().oneshot(req.map(Body::new))
@@ -257,6 +277,8 @@ pub struct JsonErrorsIo<T> {
     last: Arc<AtomicU64>,
     /// A replacement answer being written, and how much of it is written.
     replacement: Option<(Vec<u8>, usize)>,
+    /// Rate-limit headers for the replacement, and the client they are for.
+    headers: Option<(ProtocolHeaders, IpAddr)>,
 }
 
 impl<T> JsonErrorsIo<T> {
@@ -267,6 +289,7 @@ impl<T> JsonErrorsIo<T> {
             start,
             last,
             replacement: None,
+            headers: None,
         }
     }
 
@@ -278,7 +301,8 @@ impl<T> JsonErrorsIo<T> {
 
 /// The JSON answer replacing a response head hyper wrote itself, if `buf` is one: a 4xx
 /// status line whose head has no `content-type` (every answer of the router has one).
-pub fn rewrite_protocol_error(buf: &[u8]) -> Option<Vec<u8>> {
+/// `extra` are header lines to add, each ending in `\r\n`.
+pub fn rewrite_protocol_error(buf: &[u8], extra: &str) -> Option<Vec<u8>> {
     let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&buf[..head_end]).ok()?;
     let status: u16 = head.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
@@ -302,7 +326,7 @@ pub fn rewrite_protocol_error(buf: &[u8]) -> Option<Vec<u8>> {
             (e.code(), e.to_string())
         }
     };
-    Some(error_response(status, code, &message, ""))
+    Some(error_response(status, code, &message, extra))
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for JsonErrorsIo<T> {
@@ -353,7 +377,12 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for JsonErrorsIo<T> {
             };
         }
         if buf.starts_with(b"HTTP/1.1 4") {
-            if let Some(json) = rewrite_protocol_error(buf) {
+            let extra = self
+                .headers
+                .as_ref()
+                .map(|(h, ip)| h(*ip))
+                .unwrap_or_default();
+            if let Some(json) = rewrite_protocol_error(buf, &extra) {
                 self.replacement = Some((json, 0));
                 self.touch();
                 return match self.drain(cx) {
@@ -392,13 +421,19 @@ mod tests {
     fn hyper_error_heads_become_json_and_router_answers_stay() {
         let hyper_431 =
             b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
-        let out = String::from_utf8(rewrite_protocol_error(hyper_431).unwrap()).unwrap();
+        let out = String::from_utf8(
+            rewrite_protocol_error(hyper_431, "x-ratelimit-limit: 30\r\n").unwrap(),
+        )
+        .unwrap();
         assert!(out.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
         assert!(out.contains("content-type: application/json\r\n"));
+        assert!(out.contains("x-ratelimit-limit: 30\r\n"), "{out}");
         assert!(out.ends_with(r#"{"error":"header_fields_too_large","message":"request header fields too large or too many"}"#));
         let ours = b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
-        assert!(rewrite_protocol_error(ours).is_none());
-        assert!(rewrite_protocol_error(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").is_none());
+        assert!(rewrite_protocol_error(ours, "").is_none());
+        assert!(
+            rewrite_protocol_error(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", "").is_none()
+        );
     }
 
     #[test]

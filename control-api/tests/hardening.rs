@@ -9,7 +9,7 @@ use axum::extract::ConnectInfo;
 use axum::http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use portscope_control_api::managed::service::ManagedSettings;
-use portscope_control_api::serve::{serve, ConnLimits};
+use portscope_control_api::serve::{serve_with_headers, ConnLimits};
 use portscope_proto::Event;
 use serde_json::{json, Value};
 use std::net::{IpAddr, SocketAddr};
@@ -71,7 +71,14 @@ async fn serve_on_loopback(m: &M, limits: ConnLimits) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = m.router.clone();
-    tokio::spawn(serve(listener, router, limits, std::future::pending()));
+    let headers = portscope_control_api::http::protocol_headers(&m.state);
+    tokio::spawn(serve_with_headers(
+        listener,
+        router,
+        limits,
+        Some(headers),
+        std::future::pending(),
+    ));
     addr
 }
 
@@ -198,6 +205,13 @@ async fn protocol_errors_hyper_answers_itself_are_json() {
         assert!(
             text.contains("content-type: application/json\r\n"),
             "{text:.300}"
+        );
+        // Not counted (the router never saw it), but the client learns its edge budget.
+        assert!(
+            text.contains(
+                "x-ratelimit-limit: 30\r\nx-ratelimit-remaining: 30\r\nx-ratelimit-reset: "
+            ),
+            "{text:.400}"
         );
         let body: Value = serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
         assert_eq!(body["error"], code, "{text:.300}");
