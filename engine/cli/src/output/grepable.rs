@@ -18,27 +18,22 @@ use std::net::IpAddr;
 
 /// Writes nmap-grepable lines.
 pub(super) struct GrepableReport {
-    filter: ReportFilter,
     out: Out,
     hosts: HostTable,
-    /// Addresses in the scan, for the final line's count.
-    targets: u64,
 }
 
 impl GrepableReport {
     pub(super) fn new(filter: ReportFilter, out: Out) -> Self {
         GrepableReport {
-            filter,
             out,
-            hosts: HostTable::default(),
-            targets: 0,
+            hosts: HostTable::new(filter),
         }
     }
 }
 
 impl Report for GrepableReport {
     fn begin(&mut self, meta: &ScanMeta) -> io::Result<()> {
-        self.targets = meta.targets;
+        self.hosts.targets = meta.targets;
         writeln!(
             self.out,
             "# Nmap-style grepable output: portscope {} scan initiated {} as: {}",
@@ -50,7 +45,7 @@ impl Report for GrepableReport {
     }
 
     fn result(&mut self, r: &PortResult) -> io::Result<()> {
-        self.hosts.record(self.filter, r);
+        self.hosts.record(r);
         Ok(())
     }
 
@@ -64,7 +59,7 @@ impl Report for GrepableReport {
         for (ip, host) in self.hosts.sorted_up() {
             write_host(&mut self.out, ip, host)?;
         }
-        let total = self.targets.max(self.hosts.hosts.len() as u64);
+        let total = self.hosts.total();
         if end.interrupted {
             writeln!(self.out, "# Scan interrupted: results are incomplete")?;
         }

@@ -15,26 +15,22 @@ use std::io::{self, Write};
 
 /// Writes the table.
 pub(super) struct TableReport {
-    filter: ReportFilter,
     out: Out,
     hosts: HostTable,
-    targets: u64,
 }
 
 impl TableReport {
     pub(super) fn new(filter: ReportFilter, out: Out) -> Self {
         TableReport {
-            filter,
             out,
-            hosts: HostTable::default(),
-            targets: 0,
+            hosts: HostTable::new(filter),
         }
     }
 }
 
 impl Report for TableReport {
     fn begin(&mut self, meta: &ScanMeta) -> io::Result<()> {
-        self.targets = meta.targets;
+        self.hosts.targets = meta.targets;
         writeln!(
             self.out,
             "Portscope {} SYN scan: {} ports on {} address(es)",
@@ -44,7 +40,7 @@ impl Report for TableReport {
     }
 
     fn result(&mut self, r: &PortResult) -> io::Result<()> {
-        self.hosts.record(self.filter, r);
+        self.hosts.record(r);
         if r.state == PortState::Open {
             // As nmap -v does: open ports show up the moment they are found.
             writeln!(
@@ -112,7 +108,7 @@ impl Report for TableReport {
                 )?;
             }
         }
-        let total = self.targets.max(self.hosts.hosts.len() as u64);
+        let total = self.hosts.total();
         if end.interrupted {
             writeln!(self.out, "\nScan interrupted: results are incomplete.")?;
         }

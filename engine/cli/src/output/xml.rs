@@ -25,27 +25,22 @@ use std::net::IpAddr;
 
 /// Writes an nmap-shaped XML document.
 pub(super) struct XmlReport {
-    filter: ReportFilter,
     out: Out,
     hosts: HostTable,
-    /// Addresses in the scan, for `runstats`' down and total counts.
-    targets: u64,
 }
 
 impl XmlReport {
     pub(super) fn new(filter: ReportFilter, out: Out) -> Self {
         XmlReport {
-            filter,
             out,
-            hosts: HostTable::default(),
-            targets: 0,
+            hosts: HostTable::new(filter),
         }
     }
 }
 
 impl Report for XmlReport {
     fn begin(&mut self, meta: &ScanMeta) -> io::Result<()> {
-        self.targets = meta.targets;
+        self.hosts.targets = meta.targets;
         write!(
             self.out,
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
@@ -70,7 +65,7 @@ impl Report for XmlReport {
     }
 
     fn result(&mut self, r: &PortResult) -> io::Result<()> {
-        self.hosts.record(self.filter, r);
+        self.hosts.record(r);
         Ok(())
     }
 
@@ -87,7 +82,7 @@ impl Report for XmlReport {
             self.out.write_all(text.as_bytes())?;
             text.clear();
         }
-        let total = self.targets.max(self.hosts.hosts.len() as u64);
+        let total = self.hosts.total();
         let when = timestr(end.end_unix);
         let exit = if end.interrupted {
             "exit=\"error\" errormsg=\"interrupted\""
