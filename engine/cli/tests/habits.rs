@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::{
     assert_true_answers, finish, lab_named, ok, parse_ndjson, run_bounded, serial, truth_of, Run,
-    ALLOW,
+    ALLOW, RST_LIMITED_SCAN,
 };
 use xtask::lab::{Expected, LabConfig, LabGuard};
 
@@ -453,17 +453,7 @@ fn rate_limited_rsts_are_reported_with_the_measured_rate() {
     let r = scan_ok(
         &lab,
         &dir,
-        &[
-            "198.18.0.2",
-            "-p",
-            "-",
-            "--rate",
-            "250000",
-            "--retries",
-            "3",
-            "--format",
-            "ndjson",
-        ],
+        &[&RST_LIMITED_SCAN[..], &["--format", "ndjson"]].concat(),
         Duration::from_secs(120),
     );
     let line = r

@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::{
     assert_true_answers, lab_named, ok, parse_ndjson, run_bounded, serial, truth_of, ALLOW,
+    RST_LIMITED_SCAN,
 };
 use xtask::lab::{Expected, HostTruth, LabConfig, LabGuard};
 
@@ -186,18 +187,7 @@ fn rst_rate_limited_target_is_classified_by_adaptive_retries() {
         },
     );
     let host = truth_of(&lab, "198.18.0.2");
-    let (results, stderr) = scan_ndjson(
-        &lab,
-        &[
-            "198.18.0.2",
-            "-p",
-            "-",
-            "--rate",
-            "250000",
-            "--retries",
-            "3",
-        ],
-    );
+    let (results, stderr) = scan_ndjson(&lab, &RST_LIMITED_SCAN);
     assert_exact(&results, &[&host], &all_ports(), false);
     assert!(
         !stderr.contains("in 1 round(s)"),

@@ -21,6 +21,19 @@ pub fn serial() -> MutexGuard<'static, ()> {
 
 pub const ALLOW: [&str; 4] = ["--allow", "198.18.0.0/15", "--allow", "2001:2::/48"];
 
+/// All ports of 198.18.0.2 at 250,000 probes a second, far above a target that rate-limits
+/// its RSTs to 20,000 a second: one retry more than the default leaves room for a
+/// descheduled send thread on a busy two-core machine.
+pub const RST_LIMITED_SCAN: [&str; 7] = [
+    "198.18.0.2",
+    "-p",
+    "-",
+    "--rate",
+    "250000",
+    "--retries",
+    "3",
+];
+
 /// A lab named `prefix` + this process + `tag`, so parallel test binaries never collide.
 pub fn lab_named(prefix: &str, tag: &str, cfg: LabConfig) -> LabGuard {
     let name = format!("{prefix}{}{}", std::process::id() % 10_000, tag);
