@@ -27,7 +27,7 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 
 use crate::lab::{truth, Lab, LabConfig, LabGuard};
-use crate::release::{cargo_build_release, cpus, loadavg, unix_now, workspace_root};
+use crate::release::{cargo_build_release, cpus, loadavg, unix_now, wants_help, workspace_root};
 use measure::{End, Wire};
 use render::{render, thousands};
 use scenario::{Scenario, Score};
@@ -269,10 +269,7 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
         let rest: Vec<String> = args.iter().filter(|a| *a != "--service").cloned().collect();
         return service::run(&rest);
     }
-    if args
-        .iter()
-        .any(|a| matches!(a.as_str(), "help" | "--help" | "-h"))
-    {
+    if wants_help(args) {
         println!("{USAGE}");
         return Ok(0);
     }

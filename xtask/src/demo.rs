@@ -7,7 +7,7 @@
 //! no default route) is taken down. No packet leaves the lab.
 
 use crate::lab::{Expected, LabConfig, LabGuard};
-use crate::release::{cargo_build_release, workspace_root};
+use crate::release::{build_service, workspace_root};
 use crate::stack::{ports_of, Stack, StackOptions, FAST_PORTS};
 use anyhow::{bail, Context};
 use std::collections::HashMap;
@@ -26,19 +26,7 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
         bail!("unknown demo argument {a:?} (usage: cargo xtask demo)");
     }
     let root = workspace_root();
-    eprintln!("demo: building the release binaries ...");
-    cargo_build_release(
-        &root,
-        &[
-            "-p",
-            "portscope",
-            "-p",
-            "portscope-control-api",
-            "-p",
-            "xtask",
-        ],
-    )?;
-    let bins = root.join("target/release");
+    let bins = build_service(&root, "demo")?;
     let lab = LabGuard::up(&LabConfig {
         name: "demo".into(),
         ..LabConfig::default()

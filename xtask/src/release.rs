@@ -30,6 +30,30 @@ pub fn cargo_build_release(root: &Path, args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Builds what the service tasks run (the CLI and engine, the API, and xtask itself for the
+/// clients in the lab), saying so as `task`; returns the directory of the binaries.
+pub fn build_service(root: &Path, task: &str) -> anyhow::Result<PathBuf> {
+    eprintln!("{task}: building the release binaries ...");
+    cargo_build_release(
+        root,
+        &[
+            "-p",
+            "portscope",
+            "-p",
+            "portscope-control-api",
+            "-p",
+            "xtask",
+        ],
+    )?;
+    Ok(root.join("target/release"))
+}
+
+/// Whether `args` ask for the usage text.
+pub fn wants_help(args: &[String]) -> bool {
+    args.iter()
+        .any(|a| matches!(a.as_str(), "help" | "--help" | "-h"))
+}
+
 /// Wall-clock now in Unix seconds (0 if the clock is before 1970).
 pub fn unix_now() -> u64 {
     SystemTime::now()

@@ -19,7 +19,7 @@
 //! is killed by PID 60 s after; the lab (no default route) is torn down on exit.
 
 use crate::lab::{LabConfig, LabGuard, Truth};
-use crate::release::{cargo_build_release, workspace_root};
+use crate::release::{build_service, workspace_root};
 use crate::stack::{ports_of, Stack, StackOptions, API_PORT, FAST_PORTS};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
@@ -119,19 +119,7 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
         }
     }
     let root = workspace_root();
-    eprintln!("soak: building the release binaries ...");
-    cargo_build_release(
-        &root,
-        &[
-            "-p",
-            "portscope",
-            "-p",
-            "portscope-control-api",
-            "-p",
-            "xtask",
-        ],
-    )?;
-    let bins = root.join("target/release");
+    let bins = build_service(&root, "soak")?;
     let lab = LabGuard::up(&LabConfig {
         name: format!("soak{}", std::process::id() % 100_000),
         hosts: hosts + 2,

@@ -57,7 +57,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::release::{cargo_build_release, cpus, loadavg, unix_now, workspace_root};
+use crate::release::{cargo_build_release, cpus, loadavg, unix_now, wants_help, workspace_root};
 use crate::stack::FAST_PORTS;
 
 use crate::lab::truth;
@@ -109,10 +109,7 @@ const IDLE_REQUESTS: usize = 100;
 
 /// `cargo xtask bench --service`; `args` without `--service`.
 pub fn run(args: &[String]) -> anyhow::Result<i32> {
-    if args
-        .iter()
-        .any(|a| matches!(a.as_str(), "help" | "--help" | "-h"))
-    {
+    if wants_help(args) {
         println!("{USAGE}");
         return Ok(0);
     }
