@@ -27,7 +27,9 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 
 use crate::lab::{truth, Lab, LabConfig, LabGuard};
-use crate::release::{cargo_build_release, cpus, loadavg, unix_now, wants_help, workspace_root};
+use crate::release::{
+    cargo_build_release, cpus, loadavg, publish, unix_now, wants_help, workspace_root,
+};
 use measure::{End, Wire};
 use render::{render, thousands};
 use scenario::{Scenario, Score};
@@ -384,11 +386,12 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
         notes: notes(&opts, cpus),
         rows,
     };
-    print!("{}", render(&report));
-    let json = out_dir.join("results.json");
-    fs::write(&json, serde_json::to_string_pretty(&report)? + "\n")
-        .with_context(|| format!("writing {}", json.display()))?;
-    eprintln!("bench: wrote {}", json.display());
+    publish(
+        "bench",
+        &render(&report),
+        &out_dir.join("results.json"),
+        &report,
+    )?;
     Ok(0)
 }
 

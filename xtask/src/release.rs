@@ -1,8 +1,9 @@
 //! What the tasks that run the release binaries (demo, soak, bench) share: the workspace
 //! root, `cargo build --release` of the packages they drive, and the clock and load figures
-//! their reports open with.
+//! their reports open with, and writing those reports.
 
 use anyhow::{bail, Context};
+use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -46,6 +47,16 @@ pub fn build_service(root: &Path, task: &str) -> anyhow::Result<PathBuf> {
         ],
     )?;
     Ok(root.join("target/release"))
+}
+
+/// Prints a report's `text` and writes the report as pretty JSON to `json`, saying so as
+/// `task`.
+pub fn publish(task: &str, text: &str, json: &Path, report: &impl Serialize) -> anyhow::Result<()> {
+    print!("{text}");
+    std::fs::write(json, serde_json::to_string_pretty(report)? + "\n")
+        .with_context(|| format!("writing {}", json.display()))?;
+    eprintln!("{task}: wrote {}", json.display());
+    Ok(())
 }
 
 /// Whether `args` ask for the usage text.

@@ -57,7 +57,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::release::{cargo_build_release, cpus, loadavg, unix_now, wants_help, workspace_root};
+use crate::release::{
+    cargo_build_release, cpus, loadavg, publish, unix_now, wants_help, workspace_root,
+};
 use crate::stack::FAST_PORTS;
 
 use crate::lab::truth;
@@ -219,10 +221,11 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
         bursts,
         load,
     };
-    print!("{}", render(&report));
-    let json = out_dir.join("service.json");
-    fs::write(&json, serde_json::to_string_pretty(&report)? + "\n")
-        .with_context(|| format!("writing {}", json.display()))?;
-    eprintln!("bench --service: wrote {}", json.display());
+    publish(
+        "bench --service",
+        &render(&report),
+        &out_dir.join("service.json"),
+        &report,
+    )?;
     Ok(0)
 }
