@@ -13,6 +13,7 @@
 //! per-line time of the list format, as masscan does.
 
 mod grepable;
+mod held;
 mod json;
 mod list;
 mod ndjson;
