@@ -7,22 +7,14 @@
 //! a SYN proxy gets a `# syn-proxy: ...` comment line before its lines, and its open
 //! answers are not listed.
 
-use super::held::{Held, HeldFormat};
-use super::{
-    proto_str, summary, timestr, HostAcc, HostTable, Out, ReportFilter, ScanEnd, ScanMeta,
-};
+use super::held::HeldFormat;
+use super::{proto_str, summary, timestr, HostAcc, HostTable, Out, ScanEnd, ScanMeta};
 use portscope_core::services::tcp_service;
 use std::io::{self, Write};
 use std::net::IpAddr;
 
 /// Writes nmap-grepable lines.
 pub(super) struct GrepableReport;
-
-impl GrepableReport {
-    pub(super) fn new(filter: ReportFilter, out: Out) -> Held<Self> {
-        Held::new(GrepableReport, filter, out)
-    }
-}
 
 impl HeldFormat for GrepableReport {
     fn begin(&mut self, out: &mut Out, meta: &ScanMeta) -> io::Result<()> {

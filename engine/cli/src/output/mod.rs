@@ -231,9 +231,9 @@ pub fn new_report(
         Format::Ndjson => Box::new(ndjson::NdjsonReport::new(filter, out)),
         Format::Json => Box::new(json::JsonReport::new(filter, out)),
         Format::List => Box::new(list::ListReport::new(filter, out, unix_now)),
-        Format::Xml => Box::new(xml::XmlReport::new(filter, out)),
-        Format::Grepable => Box::new(grepable::GrepableReport::new(filter, out)),
-        Format::Table => Box::new(table::TableReport::new(filter, out)),
+        Format::Xml => Box::new(held::Held::new(xml::XmlReport, filter, out)),
+        Format::Grepable => Box::new(held::Held::new(grepable::GrepableReport, filter, out)),
+        Format::Table => Box::new(held::Held::new(table::TableReport, filter, out)),
     }
 }
 

@@ -5,22 +5,14 @@
 //! per shown port (`PORT STATE SERVICE REASON`), closed ports that are not shown summed in
 //! a `Not shown:` line. Not meant for parsing: use ndjson, json, xml or grepable for that.
 
-use super::held::{Held, HeldFormat};
-use super::{
-    nmap_reason, proto_str, summary, HostFlag, HostTable, Out, ReportFilter, ScanEnd, ScanMeta,
-};
+use super::held::HeldFormat;
+use super::{nmap_reason, proto_str, summary, HostFlag, HostTable, Out, ScanEnd, ScanMeta};
 use portscope_core::results::{PortResult, PortState};
 use portscope_core::services::tcp_service;
 use std::io::{self, Write};
 
 /// Writes the table.
 pub(super) struct TableReport;
-
-impl TableReport {
-    pub(super) fn new(filter: ReportFilter, out: Out) -> Held<Self> {
-        Held::new(TableReport, filter, out)
-    }
-}
 
 impl HeldFormat for TableReport {
     fn begin(&mut self, out: &mut Out, meta: &ScanMeta) -> io::Result<()> {
@@ -105,7 +97,8 @@ impl HeldFormat for TableReport {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{testdata, Report};
+    use super::super::held::Held;
+    use super::super::{testdata, Report, ReportFilter};
     use super::*;
 
     fn render(show_closed: bool) -> String {
@@ -121,7 +114,7 @@ mod tests {
             }
         }
         let out: Out = io::BufWriter::new(Box::new(W(buf.clone())));
-        let mut t = TableReport::new(ReportFilter { show_closed }, out);
+        let mut t = Held::new(TableReport, ReportFilter { show_closed }, out);
         t.begin(&testdata::meta()).unwrap();
         for r in testdata::results() {
             t.result(&r).unwrap();

@@ -13,11 +13,8 @@
 //! it. Portscope names itself in a leading comment (as nmap does), in `args` and `version`.
 //! Text is written directly with [`escape`]d attribute values; no XML library is involved.
 
-use super::held::{Held, HeldFormat};
-use super::{
-    nmap_reason, proto_str, summary, timestr, HostAcc, HostTable, Out, ReportFilter, ScanEnd,
-    ScanMeta,
-};
+use super::held::HeldFormat;
+use super::{nmap_reason, proto_str, summary, timestr, HostAcc, HostTable, Out, ScanEnd, ScanMeta};
 use portscope_core::results::Reason;
 use portscope_core::services::tcp_service;
 use std::fmt::Write as _;
@@ -26,12 +23,6 @@ use std::net::IpAddr;
 
 /// Writes an nmap-shaped XML document.
 pub(super) struct XmlReport;
-
-impl XmlReport {
-    pub(super) fn new(filter: ReportFilter, out: Out) -> Held<Self> {
-        Held::new(XmlReport, filter, out)
-    }
-}
 
 impl HeldFormat for XmlReport {
     fn begin(&mut self, out: &mut Out, meta: &ScanMeta) -> io::Result<()> {
