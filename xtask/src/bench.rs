@@ -19,14 +19,17 @@ pub mod tools;
 
 use std::fs;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::Serialize;
 
 use crate::lab::{truth, Lab, LabConfig, LabGuard};
+use crate::release::{
+    cargo_build_release, cpus, loadavg, publish, unix_now, wants_help, workspace_root,
+};
 use measure::{End, Wire};
 use render::{render, thousands};
 use scenario::{Scenario, Score};
@@ -268,10 +271,7 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
         let rest: Vec<String> = args.iter().filter(|a| *a != "--service").cloned().collect();
         return service::run(&rest);
     }
-    if args
-        .iter()
-        .any(|a| matches!(a.as_str(), "help" | "--help" | "-h"))
-    {
+    if wants_help(args) {
         println!("{USAGE}");
         return Ok(0);
     }
@@ -287,15 +287,17 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
     fs::write(out_dir.join("blocklist.conf"), BLOCKLIST)?;
 
     eprintln!("bench: building the release scanner ...");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--quiet", "-p", "portscope"])
-        .args(["-p", "portscope-benches", "--bin", "ps-blast"])
-        .current_dir(&root)
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("cargo build failed");
-    }
+    cargo_build_release(
+        &root,
+        &[
+            "-p",
+            "portscope",
+            "-p",
+            "portscope-benches",
+            "--bin",
+            "ps-blast",
+        ],
+    )?;
 
     let lab = LabGuard::up(&LabConfig {
         name: lab_name(),
@@ -315,13 +317,7 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
         router_mac: router_mac(&lab)?,
         blocklist: "../blocklist.conf".into(),
     };
-    let loadavg_before = fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ");
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (loadavg_before, cpus) = (loadavg(), cpus());
     eprintln!(
         "bench: lab {} up (no default route); next hop {}; load average {loadavg_before} on {cpus} CPUs",
         lab.name(),
@@ -378,9 +374,7 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
     drop(lab);
 
     let report = Report {
-        generated_unix: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        generated_unix: unix_now(),
         cpus,
         loadavg_before,
         rate_pps: RATE,
@@ -392,11 +386,12 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
         notes: notes(&opts, cpus),
         rows,
     };
-    print!("{}", render(&report));
-    let json = out_dir.join("results.json");
-    fs::write(&json, serde_json::to_string_pretty(&report)? + "\n")
-        .with_context(|| format!("writing {}", json.display()))?;
-    eprintln!("bench: wrote {}", json.display());
+    publish(
+        "bench",
+        &render(&report),
+        &out_dir.join("results.json"),
+        &report,
+    )?;
     Ok(0)
 }
 
@@ -597,13 +592,6 @@ fn notes(opts: &Options, cpus: usize) -> Vec<String> {
             opts.nmap_cap.as_secs()
         ),
     ]
-}
-
-fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
 }
 
 #[cfg(test)]

@@ -7,11 +7,12 @@
 //! no default route) is taken down. No packet leaves the lab.
 
 use crate::lab::{Expected, LabConfig, LabGuard};
-use crate::stack::{Stack, StackOptions};
+use crate::release::{build_service, workspace_root};
+use crate::stack::{ports_of, Stack, StackOptions, FAST_PORTS};
 use anyhow::{bail, Context};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -25,27 +26,7 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
         bail!("unknown demo argument {a:?} (usage: cargo xtask demo)");
     }
     let root = workspace_root();
-    eprintln!("demo: building the release binaries ...");
-    let status =
-        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args([
-                "build",
-                "--release",
-                "--quiet",
-                "-p",
-                "portscope",
-                "-p",
-                "portscope-control-api",
-                "-p",
-                "xtask",
-            ])
-            .current_dir(&root)
-            .status()
-            .context("running cargo build")?;
-    if !status.success() {
-        bail!("cargo build failed");
-    }
-    let bins = root.join("target/release");
+    let bins = build_service(&root, "demo")?;
     let lab = LabGuard::up(&LabConfig {
         name: "demo".into(),
         ..LabConfig::default()
@@ -154,34 +135,11 @@ fn quick_start(stack: &Stack, kind: &str) -> anyhow::Result<usize> {
     } else {
         FAST_PORTS.to_vec()
     };
-    let got = |key: &str| -> BTreeSet<u16> {
-        v[key]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|p| p["port"].as_u64())
-                    .map(|p| p as u16)
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let want_open: BTreeSet<u16> = scanned
-        .iter()
-        .copied()
-        .filter(|p| host.expected(*p) == Expected::Open)
-        .collect();
-    let want_filtered: BTreeSet<u16> = scanned
-        .iter()
-        .copied()
-        .filter(|p| {
-            matches!(
-                host.expected(*p),
-                Expected::FilteredSilent | Expected::FilteredIcmp
-            )
-        })
-        .collect();
-    let wrong = got("ports_open").symmetric_difference(&want_open).count()
-        + got("ports_filtered")
+    let (want_open, want_filtered) = host.open_and_filtered(&scanned);
+    let wrong = ports_of(&v, "ports_open")
+        .symmetric_difference(&want_open)
+        .count()
+        + ports_of(&v, "ports_filtered")
             .symmetric_difference(&want_filtered)
             .count();
     if wrong == 0 {
@@ -191,12 +149,6 @@ fn quick_start(stack: &Stack, kind: &str) -> anyhow::Result<usize> {
     }
     Ok(wrong)
 }
-
-/// The API's fast-scan ports (control-api/README.md).
-const FAST_PORTS: [u16; 32] = [
-    21, 22, 23, 25, 53, 80, 110, 111, 135, 139, 143, 443, 445, 465, 587, 993, 995, 1433, 1521,
-    2049, 3306, 3389, 5432, 5900, 6379, 8080, 8443, 9000, 9200, 11211, 27017, 50000,
-];
 
 /// Scans `target` with the CLI as NDJSON (closed shown) and compares every port with the
 /// ground truth. Returns the number of wrong ports.
@@ -244,11 +196,4 @@ fn verify_cli(lab: &LabGuard, bin: &Path, target: &str) -> anyhow::Result<usize>
         eprintln!("demo: {target}: {wrong} ports differ from the lab's ground truth");
     }
     Ok(wrong)
-}
-
-fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
 }

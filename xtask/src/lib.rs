@@ -8,5 +8,6 @@ pub mod demo;
 pub mod lab;
 pub mod nodes;
 pub mod pg;
+pub mod release;
 pub mod soak;
 pub mod stack;

@@ -19,24 +19,17 @@
 //! is killed by PID 60 s after; the lab (no default route) is torn down on exit.
 
 use crate::lab::{LabConfig, LabGuard, Truth};
-use crate::stack::{Stack, StackOptions, API_PORT};
+use crate::release::{build_service, workspace_root};
+use crate::stack::{ports_of, Stack, StackOptions, API_PORT, FAST_PORTS};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// Hidden flag: run as the client inside the target namespace.
 pub const CLIENT: &str = "--soak-client";
-
-/// The self-scan API's fast ports (`control-api`'s `FAST_PORTS`).
-const FAST_PORTS: [u16; 32] = [
-    21, 22, 23, 25, 53, 80, 110, 111, 135, 139, 143, 443, 445, 465, 587, 993, 995, 1433, 1521,
-    2049, 3306, 3389, 5432, 5900, 6379, 8080, 8443, 9000, 9200, 11211, 27017, 50000,
-];
 
 /// The API's connection limits in the soak (small, so the slow client hits them).
 const PER_IP: usize = 16;
@@ -101,13 +94,6 @@ fn sample(pid: u32) -> anyhow::Result<(u64, usize)> {
     Ok((rss, fds))
 }
 
-fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
-}
-
 /// Runs the soak; returns the exit code.
 pub fn run(args: &[String]) -> anyhow::Result<i32> {
     if args.first().map(String::as_str) == Some(CLIENT) {
@@ -133,17 +119,7 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
         }
     }
     let root = workspace_root();
-    eprintln!("soak: building the release binaries ...");
-    let st = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--quiet", "-p", "portscope", "-p"])
-        .args(["portscope-control-api", "-p", "xtask"])
-        .current_dir(&root)
-        .status()
-        .context("running cargo build")?;
-    if !st.success() {
-        bail!("cargo build failed");
-    }
-    let bins = root.join("target/release");
+    let bins = build_service(&root, "soak")?;
     let lab = LabGuard::up(&LabConfig {
         name: format!("soak{}", std::process::id() % 100_000),
         hosts: hosts + 2,
@@ -266,17 +242,6 @@ fn request(method: &str, path: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn port_set(v: &serde_json::Value, key: &str) -> BTreeSet<u16> {
-    v[key]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|e| e["port"].as_u64().and_then(|p| u16::try_from(p).ok()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// One fast self-scan of `src`, polled to the end and checked against the truth.
 fn scan_once(truth: &Truth, src: IpAddr, c: &mut Counts) {
     match call(src, &request("POST", "/v1/fast")) {
@@ -299,16 +264,7 @@ fn scan_once(truth: &Truth, src: IpAddr, c: &mut Counts) {
         c.lost += 1;
         return;
     };
-    let want_open: BTreeSet<u16> = FAST_PORTS
-        .iter()
-        .copied()
-        .filter(|p| host.open.contains(p))
-        .collect();
-    let want_filtered: BTreeSet<u16> = FAST_PORTS
-        .iter()
-        .copied()
-        .filter(|p| host.filtered_silent.contains(p) || host.filtered_icmp.contains(p))
-        .collect();
+    let (want_open, want_filtered) = host.open_and_filtered(&FAST_PORTS);
     let until = Instant::now() + Duration::from_secs(90);
     while Instant::now() < until {
         std::thread::sleep(Duration::from_millis(2500));
@@ -331,8 +287,8 @@ fn scan_once(truth: &Truth, src: IpAddr, c: &mut Counts) {
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         match v["status"].as_str() {
             Some("complete") => {
-                if port_set(&v, "ports_open") == want_open
-                    && port_set(&v, "ports_filtered") == want_filtered
+                if ports_of(&v, "ports_open") == want_open
+                    && ports_of(&v, "ports_filtered") == want_filtered
                 {
                     c.correct += 1;
                 } else {

@@ -8,6 +8,7 @@
 
 use crate::lab::LabGuard;
 use anyhow::{bail, Context};
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,26 @@ use std::time::{Duration, Instant};
 pub const API_UID: u32 = 65534;
 /// The API's port on the scanner's lab addresses.
 pub const API_PORT: u16 = 8080;
+
+/// The self-scan API's fast-scan ports (control-api/README.md; 25 always included).
+pub const FAST_PORTS: [u16; 32] = [
+    21, 22, 23, 25, 53, 80, 110, 111, 135, 139, 143, 443, 445, 465, 587, 993, 995, 1433, 1521,
+    2049, 3306, 3389, 5432, 5900, 6379, 8080, 8443, 9000, 9200, 11211, 27017, 50000,
+];
+
+/// The ports listed under `key` (`ports_open`, `ports_filtered`) of a self-scan result; none
+/// when the key is absent.
+pub fn ports_of(v: &serde_json::Value, key: &str) -> BTreeSet<u16> {
+    v[key]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p["port"].as_u64())
+                .filter_map(|p| u16::try_from(p).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
 
 /// Extra arguments for the two processes.
 #[derive(Debug, Clone, Default)]

@@ -4,10 +4,12 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
+use support::{all_routes, up_lab, CliLab};
 use xtask::lab::{Expected, Lab, LabConfig, LabGuard, Outcome};
+
+mod support;
 
 /// A lab name unique to this test process and test: `t<pid % 1000><n>`.
 fn lab_name(n: u32) -> String {
@@ -19,8 +21,7 @@ fn up(n: u32, cfg: LabConfig) -> LabGuard {
         name: lab_name(n),
         ..cfg
     };
-    LabGuard::up(&cfg)
-        .unwrap_or_else(|e| panic!("lab {} up (needs root and netns): {e:#}", cfg.name))
+    up_lab(&cfg)
 }
 
 fn with_hosts(hosts: u32) -> LabConfig {
@@ -32,20 +33,6 @@ fn with_hosts(hosts: u32) -> LabConfig {
 
 fn sock(addr: &str, port: u16) -> SocketAddr {
     SocketAddr::new(addr.parse().unwrap(), port)
-}
-
-/// Routes of both families in every table of `ns`, read with `ip` directly.
-fn all_routes(ns: &str) -> String {
-    let mut text = String::new();
-    for family in ["-4", "-6"] {
-        let out = Command::new("ip")
-            .args(["-n", ns, family, "route", "show", "table", "all"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "ip route in {ns}: {out:?}");
-        text += &String::from_utf8(out.stdout).unwrap();
-    }
-    text
 }
 
 fn assert_no_default_route(lab: &Lab) {
@@ -265,25 +252,9 @@ fn offloads_off_turns_off_segmentation_offloads() {
 
 #[test]
 fn cli_up_status_exec_impair_down() {
-    /// Tears the CLI's lab down if an assertion fails half way.
-    struct Cleanup(String);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            Lab::down_by_name(&self.0);
-        }
-    }
     let name = lab_name(7);
-    let _cleanup = Cleanup(name.clone());
-    let xtask = |args: &[&str]| -> (i32, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .arg("lab")
-            .args(args)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        (out.status.code().unwrap_or(-1), text)
-    };
+    let cli = CliLab(name.clone());
+    let xtask = |args: &[&str]| cli.xtask(args);
     let (code, text) = xtask(&["up", "--name", &name, "--hosts", "2", "--offloads", "on"]);
     assert_eq!(code, 0, "{text}");
     let (code, text) = xtask(&["status", "--name", &name]);

@@ -11,7 +11,10 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
+use support::{all_routes, up_lab, CliLab};
 use xtask::lab::{Expected, HostTruth, Lab, LabConfig, LabGuard, Outcome, Scanner};
+
+mod support;
 
 const ALLOW: [&str; 4] = ["--allow", "198.18.0.0/15", "--allow", "2001:2::/48"];
 
@@ -28,8 +31,7 @@ fn up(n: u32, scanners: u32, hosts: u32) -> LabGuard {
         scanners,
         ..LabConfig::default()
     };
-    LabGuard::up(&cfg)
-        .unwrap_or_else(|e| panic!("lab {} up (needs root and netns): {e:#}", cfg.name))
+    up_lab(&cfg)
 }
 
 fn portscope_bin() -> PathBuf {
@@ -40,20 +42,6 @@ fn portscope_bin() -> PathBuf {
         bin.display()
     );
     bin
-}
-
-/// Routes of both families in every table of `ns`, read with `ip` directly.
-fn all_routes(ns: &str) -> String {
-    let mut text = String::new();
-    for family in ["-4", "-6"] {
-        let out = Command::new("ip")
-            .args(["-n", ns, family, "route", "show", "table", "all"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "ip route in {ns}: {out:?}");
-        text += &String::from_utf8(out.stdout).unwrap();
-    }
-    text
 }
 
 /// The source address the kernel of scanner `s` picks towards `dst`.
@@ -261,25 +249,9 @@ fn teardown_removes_every_scanner_namespace_and_open_counts_them() {
 
 #[test]
 fn cli_up_with_scanners_and_exec_in_one() {
-    /// Tears the CLI's lab down if an assertion fails half way.
-    struct Cleanup(String);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            Lab::down_by_name(&self.0);
-        }
-    }
     let name = lab_name(3);
-    let _cleanup = Cleanup(name.clone());
-    let xtask = |args: &[&str]| -> (i32, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .arg("lab")
-            .args(args)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        (out.status.code().unwrap_or(-1), text)
-    };
+    let cli = CliLab(name.clone());
+    let xtask = |args: &[&str]| cli.xtask(args);
     let (code, text) = xtask(&["up", "--name", &name, "--hosts", "1", "--scanners", "17"]);
     assert_ne!(code, 0, "{text}");
     assert!(

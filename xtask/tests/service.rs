@@ -9,14 +9,8 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use xtask::lab::{Expected, LabConfig, LabGuard};
-use xtask::stack::{Stack, StackOptions};
-
-/// The fast scan's 32 ports, as documented in control-api/README.md (25 always included).
-const FAST_PORTS: [u16; 32] = [
-    21, 22, 23, 25, 53, 80, 110, 111, 135, 139, 143, 443, 445, 465, 587, 993, 995, 1433, 1521,
-    2049, 3306, 3389, 5432, 5900, 6379, 8080, 8443, 9000, 9200, 11211, 27017, 50000,
-];
+use xtask::lab::{LabConfig, LabGuard};
+use xtask::stack::{Stack, StackOptions, FAST_PORTS};
 
 /// One stack at a time: two cores.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -74,21 +68,7 @@ fn assert_result_matches_truth(s: &Stack, v: &Value, addr: &str, ports: &[u16]) 
         .host(addr.parse::<IpAddr>().unwrap())
         .unwrap()
         .clone();
-    let want_open: BTreeSet<u16> = ports
-        .iter()
-        .copied()
-        .filter(|p| host.expected(*p) == Expected::Open)
-        .collect();
-    let want_filtered: BTreeSet<u16> = ports
-        .iter()
-        .copied()
-        .filter(|p| {
-            matches!(
-                host.expected(*p),
-                Expected::FilteredSilent | Expected::FilteredIcmp
-            )
-        })
-        .collect();
+    let (want_open, want_filtered) = host.open_and_filtered(ports);
     assert_eq!(ports_of(v, "ports_open"), want_open, "open ports");
     assert_eq!(
         ports_of(v, "ports_filtered"),

@@ -4,16 +4,16 @@
 //! only after that) serves the engine protocol on a Unix socket with `portscope-daemon`.
 //! It holds no daemon logic of its own.
 
-use crate::Refusal;
+use crate::{open_sockets, Refusal};
 use anyhow::{Context, Result};
 use clap::Args;
-use portscope_core::classify::{SLOTS, SRC_PORT_BASE};
+use portscope_core::classify::SLOTS;
 use portscope_core::policy::TargetPolicy;
 use portscope_core::targets::parse_net;
 use portscope_daemon::sandbox::{self, Sandbox, SeccompMode};
 use portscope_daemon::{DaemonConfig, PeerPolicy, ScanSettings};
 use portscope_engine::{Engine, EngineConfig};
-use portscope_transport::sys::{self, OpenError, SysConfig};
+use portscope_transport::sys;
 use portscope_transport::{PacketSink, PacketSource};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -90,15 +90,7 @@ pub(crate) fn run(args: EngineArgs) -> Result<ExitCode> {
     for a in &args.allow {
         policy.allow(parse_net(a).map_err(|e| usage(&e))?);
     }
-    let (sink, source) = sys::open(&SysConfig {
-        port_lo: SRC_PORT_BASE,
-        port_hi: u16::MAX,
-        interface: args.interface.clone(),
-    })
-    .map_err(|e| match e {
-        OpenError::Permission { .. } => anyhow::Error::new(Refusal::NoPermission(e.to_string())),
-        other => anyhow::Error::new(other).context("opening raw sockets"),
-    })?;
+    let (sink, source) = open_sockets(args.interface.clone())?;
     let socket = portscope_daemon::bind(&args.socket, args.socket_mode)
         .context("creating the control socket")?;
     let metrics = args

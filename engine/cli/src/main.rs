@@ -15,6 +15,8 @@ mod scan_cmd;
 
 use args::{Cli, Command};
 use clap::Parser;
+use portscope_core::classify::SRC_PORT_BASE;
+use portscope_transport::sys::{self, OpenError, PacketSocketSource, RawSink, SysConfig};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -64,6 +66,20 @@ enum Refusal {
     Usage(String),
     #[error("{0}")]
     NoPermission(String),
+}
+
+/// Opens the raw sockets (replies to any of our source ports, on `interface` or on all);
+/// a missing CAP_NET_RAW becomes [`Refusal::NoPermission`].
+fn open_sockets(interface: Option<String>) -> anyhow::Result<(RawSink, PacketSocketSource)> {
+    sys::open(&SysConfig {
+        port_lo: SRC_PORT_BASE,
+        port_hi: u16::MAX,
+        interface,
+    })
+    .map_err(|e| match e {
+        OpenError::Permission { .. } => anyhow::Error::new(Refusal::NoPermission(e.to_string())),
+        other => anyhow::Error::new(other).context("opening raw sockets"),
+    })
 }
 
 fn exit_code_for(e: &anyhow::Error) -> u8 {

@@ -11,7 +11,7 @@ use crate::guard::{rate_limit_lines, ProxyGuard};
 use crate::output::{self, Format, HostFlag, ReportFilter, ScanEnd, ScanMeta, Tee, Times};
 use crate::progress::Live;
 use crate::resume::{Resolved, ResumeFile, DEFAULT_FILE};
-use crate::{note, Refusal};
+use crate::{note, open_sockets, Refusal};
 use anyhow::{bail, Context, Result};
 use portscope_core::policy::TargetPolicy;
 use portscope_core::results::{PortResult, PortState};
@@ -20,7 +20,7 @@ use portscope_engine::{
     pick_cpus, Engine, EngineConfig, Outcome, PlanLimits, RetryPolicy, ScanEvent, ScanPlan,
     ScanRequest, ScanSummary, SubmitError, MIN_RETRIES,
 };
-use portscope_transport::sys::{self, OpenError, SysConfig};
+use portscope_transport::sys;
 use portscope_transport::{privs, PacketSink, PacketSource};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -109,15 +109,7 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
         .map_err(usage)?;
     plan.retries = retry;
 
-    let (sink, source) = sys::open(&SysConfig {
-        port_lo: portscope_core::classify::SRC_PORT_BASE,
-        port_hi: u16::MAX,
-        interface: args.interface.clone(),
-    })
-    .map_err(|e| match e {
-        OpenError::Permission { .. } => anyhow::Error::new(Refusal::NoPermission(e.to_string())),
-        other => anyhow::Error::new(other).context("opening raw sockets"),
-    })?;
+    let (sink, source) = open_sockets(args.interface.clone())?;
     privs::drop_all_but_net_raw().context("dropping capabilities")?;
 
     // From here on a stop signal is only noted; the loop below acts on it, so even one that

@@ -4,31 +4,25 @@
 //! lines, a SYN-proxy host and a target that rate-limits its RSTs. Needs root (namespaces,
 //! raw sockets) and `.ci/setup`'s nmap and libxml2-utils. Scans run one at a time.
 
-use portscope_core::results::{PortResult, PortState, Reason};
+use portscope_core::results::PortResult;
 use std::collections::BTreeSet;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use support::{
+    assert_true_answers, finish, lab_named, ok, parse_ndjson, run_bounded, serial, truth_of, Run,
+    ALLOW, RST_LIMITED_SCAN,
+};
 use xtask::lab::{Expected, LabConfig, LabGuard};
 
-/// One scan at a time: the machine has two cores.
-static SERIAL: Mutex<()> = Mutex::new(());
+mod support;
 
-const ALLOW: [&str; 4] = ["--allow", "198.18.0.0/15", "--allow", "2001:2::/48"];
 const NMAP_DTD: &str = "/usr/share/nmap/nmap.dtd";
 /// `nft::SYN_PROXY_V4` of the lab: answers SYN-ACK on every port.
 const SYN_PROXY: &str = "198.19.255.254";
 
 fn lab_with(tag: &str, cfg: LabConfig) -> LabGuard {
-    let name = format!("h{}{}", std::process::id() % 10_000, tag);
-    LabGuard::up(&LabConfig {
-        name,
-        hosts: 0,
-        ..cfg
-    })
-    .expect("bring the lab up (needs root)")
+    lab_named("h", tag, LabConfig { hosts: 0, ..cfg })
 }
 
 /// A scratch directory for one test's files, removed on drop.
@@ -52,54 +46,6 @@ impl Drop for Scratch {
     }
 }
 
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `cmd` with a hard deadline; kills (only) that child on timeout.
-fn run_bounded(mut cmd: Command, limit: Duration) -> Run {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    finish(&mut child, limit)
-}
-
-fn finish(child: &mut std::process::Child, limit: Duration) -> Run {
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let t_out = std::thread::spawn(move || {
-        let mut s = String::new();
-        out.read_to_string(&mut s).unwrap();
-        s
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut s = String::new();
-        err.read_to_string(&mut s).unwrap();
-        s
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("command exceeded {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Run {
-        status,
-        stdout: t_out.join().unwrap(),
-        stderr: t_err.join().unwrap(),
-    }
-}
-
 /// `portscope scan ARGS --allow ...` inside the lab, working directory `dir`.
 fn portscope(lab: &LabGuard, dir: &Scratch, args: &[&str]) -> Command {
     let mut c = lab.0.scanner_cmd(env!("CARGO_BIN_EXE_portscope"));
@@ -111,19 +57,11 @@ fn portscope(lab: &LabGuard, dir: &Scratch, args: &[&str]) -> Command {
     c
 }
 
-fn ok(r: &Run) {
-    assert!(
-        r.status.success(),
-        "portscope failed: {}\n{}",
-        r.status,
-        r.stderr
-    );
-}
-
-fn parse_ndjson(text: &str) -> Vec<PortResult> {
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
-        .collect()
+/// Runs `portscope scan ARGS` in the lab under `limit` and asserts that it succeeded.
+fn scan_ok(lab: &LabGuard, dir: &Scratch, args: &[&str], limit: Duration) -> Run {
+    let r = run_bounded(portscope(lab, dir, args), limit);
+    ok(&r);
+    r
 }
 
 fn assert_valid_nmap_xml(path: &str) {
@@ -139,30 +77,6 @@ fn assert_valid_nmap_xml(path: &str) {
     );
 }
 
-/// Every result is a true answer for 198.18.0.2 (never a guessed no-response).
-fn assert_true_answers(lab: &LabGuard, results: &[PortResult]) {
-    let host = lab
-        .0
-        .truth()
-        .host("198.18.0.2".parse().unwrap())
-        .unwrap()
-        .clone();
-    for r in results {
-        assert_ne!(
-            r.reason,
-            Reason::NoResponse,
-            "an interrupted scan does not guess filtered"
-        );
-        let ok = matches!(
-            (host.expected(r.port), r.state),
-            (Expected::Open, PortState::Open)
-                | (Expected::Closed, PortState::Closed)
-                | (Expected::FilteredIcmp, PortState::Filtered)
-        );
-        assert!(ok, "{}:{} is {:?}", r.ip, r.port, r.state);
-    }
-}
-
 /// "N probes sent" from the summary line.
 fn probes_sent(stderr: &str) -> u64 {
     let at = stderr.find(" probes sent").expect("summary line");
@@ -172,7 +86,7 @@ fn probes_sent(stderr: &str) -> u64 {
 #[test]
 fn sigterm_and_sighup_stop_as_cleanly_as_ctrl_c() {
     let lab = lab_with("a", LabConfig::default());
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     for (sig, code) in [("TERM", 143), ("HUP", 129)] {
         let dir = Scratch::new(&format!("sig{sig}"));
         let (json, resume) = (dir.path("out.json"), dir.path("scan.resume"));
@@ -238,7 +152,7 @@ fn sigterm_and_sighup_stop_as_cleanly_as_ctrl_c() {
             "SIG{sig}: {} results",
             v.len()
         );
-        assert_true_answers(&lab, &v);
+        assert_true_answers(&truth_of(&lab, "198.18.0.2"), &v);
         assert!(Path::new(&resume).exists(), "SIG{sig}: resume file written");
     }
 }
@@ -246,7 +160,7 @@ fn sigterm_and_sighup_stop_as_cleanly_as_ctrl_c() {
 #[test]
 fn resume_finishes_without_reprobing_and_matches_an_uninterrupted_scan() {
     let lab = lab_with("b", LabConfig::default());
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let dir = Scratch::new("resume");
     let (gnmap, xml, resume) = (dir.path("r.gnmap"), dir.path("r.xml"), dir.path("r.resume"));
     let args = |g: &str, x: &str| -> Vec<String> {
@@ -359,38 +273,35 @@ fn resume_finishes_without_reprobing_and_matches_an_uninterrupted_scan() {
 #[test]
 fn nmap_flags_target_lists_and_status_lines_on_a_real_scan() {
     let lab = lab_with("c", LabConfig::default());
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let dir = Scratch::new("flags");
     let list = dir.path("targets.txt");
     std::fs::write(&list, "# lab hosts\n198.18.0.2\n2001:2::2 198.18.0.3\n").unwrap();
     let exclude = dir.path("exclude.txt");
     std::fs::write(&exclude, "198.18.0.3\n").unwrap();
     let base = dir.path("web");
-    let r = run_bounded(
-        portscope(
-            &lab,
-            &dir,
-            &[
-                "-iL",
-                &list,
-                "--exclude-file",
-                &exclude,
-                "-F",
-                "--exclude-ports",
-                "80",
-                "-oA",
-                &base,
-                "--format",
-                "ndjson",
-                "--rate",
-                "200",
-                "--stats-every",
-                "100ms",
-            ],
-        ),
+    let r = scan_ok(
+        &lab,
+        &dir,
+        &[
+            "-iL",
+            &list,
+            "--exclude-file",
+            &exclude,
+            "-F",
+            "--exclude-ports",
+            "80",
+            "-oA",
+            &base,
+            "--format",
+            "ndjson",
+            "--rate",
+            "200",
+            "--stats-every",
+            "100ms",
+        ],
         Duration::from_secs(60),
     );
-    ok(&r);
     // Exactly the truth on nmap's 100 most common ports but 80, for both hosts.
     let truth = lab.0.truth().clone();
     let mut want = BTreeSet::new();
@@ -463,29 +374,26 @@ fn a_syn_proxy_is_one_flag_not_thousands_of_open_ports() {
             ..LabConfig::default()
         },
     );
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let dir = Scratch::new("proxy");
     let xml = dir.path("p.xml");
-    let r = run_bounded(
-        portscope(
-            &lab,
-            &dir,
-            &[
-                SYN_PROXY,
-                "198.18.0.2",
-                "-p",
-                "1-5000",
-                "--rate",
-                "20000",
-                "-oX",
-                &xml,
-                "--format",
-                "ndjson",
-            ],
-        ),
+    let r = scan_ok(
+        &lab,
+        &dir,
+        &[
+            SYN_PROXY,
+            "198.18.0.2",
+            "-p",
+            "1-5000",
+            "--rate",
+            "20000",
+            "-oX",
+            &xml,
+            "--format",
+            "ndjson",
+        ],
         Duration::from_secs(60),
     );
-    ok(&r);
     let lines: Vec<serde_json::Value> = r
         .stdout
         .lines()
@@ -540,27 +448,14 @@ fn rate_limited_rsts_are_reported_with_the_measured_rate() {
             ..LabConfig::default()
         },
     );
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let dir = Scratch::new("rst");
-    let r = run_bounded(
-        portscope(
-            &lab,
-            &dir,
-            &[
-                "198.18.0.2",
-                "-p",
-                "-",
-                "--rate",
-                "250000",
-                "--retries",
-                "3",
-                "--format",
-                "ndjson",
-            ],
-        ),
+    let r = scan_ok(
+        &lab,
+        &dir,
+        &[&RST_LIMITED_SCAN[..], &["--format", "ndjson"]].concat(),
         Duration::from_secs(120),
     );
-    ok(&r);
     let line = r
         .stderr
         .lines()
@@ -580,7 +475,7 @@ fn rate_limited_rsts_are_reported_with_the_measured_rate() {
 #[test]
 fn ttl_sets_the_probes_ttl_and_hop_limit() {
     let lab = lab_with("f", LabConfig::default());
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let dir = Scratch::new("ttl");
     // Count, in the target, SYNs from the scanner that arrive with TTL / hop limit 33.
     lab.0
@@ -591,26 +486,23 @@ fn ttl_sets_the_probes_ttl_and_hop_limit() {
          ip6 saddr 2001:2::1 tcp flags syn ip6 hoplimit 33 counter\n}\n}\n",
         )
         .expect("nft counters in the target");
-    let r = run_bounded(
-        portscope(
-            &lab,
-            &dir,
-            &[
-                "198.18.0.2",
-                "2001:2::2",
-                "-p",
-                "1-100",
-                "--ttl",
-                "33",
-                "--retries",
-                "0",
-                "--format",
-                "ndjson",
-            ],
-        ),
+    scan_ok(
+        &lab,
+        &dir,
+        &[
+            "198.18.0.2",
+            "2001:2::2",
+            "-p",
+            "1-100",
+            "--ttl",
+            "33",
+            "--retries",
+            "0",
+            "--format",
+            "ndjson",
+        ],
         Duration::from_secs(30),
     );
-    ok(&r);
     let text = lab
         .0
         .target_nft_query(&["list", "chain", "inet", "clittl", "c"])

@@ -5,17 +5,16 @@
 
 use portscope_core::results::{PortResult, PortState, Reason};
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::net::IpAddr;
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use support::{
+    assert_true_answers, lab_named, ok, parse_ndjson, run_bounded, serial, truth_of, ALLOW,
+    RST_LIMITED_SCAN,
+};
 use xtask::lab::{Expected, HostTruth, LabConfig, LabGuard};
 
-/// One scan at a time: parallel scans on two cores would measure contention, not us.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-const ALLOW: [&str; 4] = ["--allow", "198.18.0.0/15", "--allow", "2001:2::/48"];
+mod support;
 
 fn lab(tag: &str, hosts: u32, loss_pct: f64) -> LabGuard {
     lab_with(tag, hosts, loss_pct, true)
@@ -23,59 +22,16 @@ fn lab(tag: &str, hosts: u32, loss_pct: f64) -> LabGuard {
 
 /// A lab named after this process and `tag`, so parallel test binaries never collide.
 fn lab_with(tag: &str, hosts: u32, loss_pct: f64, offloads: bool) -> LabGuard {
-    let name = format!("e{}{}", std::process::id() % 10_000, tag);
-    LabGuard::up(&LabConfig {
-        name,
-        hosts,
-        loss_pct,
-        offloads,
-        ..LabConfig::default()
-    })
-    .expect("bring the lab up (needs root)")
-}
-
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `cmd` with a hard deadline; kills (only) that child on timeout.
-fn run_bounded(mut cmd: Command, limit: Duration) -> Run {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let t_out = std::thread::spawn(move || {
-        let mut s = String::new();
-        out.read_to_string(&mut s).unwrap();
-        s
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut s = String::new();
-        err.read_to_string(&mut s).unwrap();
-        s
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("command exceeded {limit:?}: {cmd:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Run {
-        status,
-        stdout: t_out.join().unwrap(),
-        stderr: t_err.join().unwrap(),
-    }
+    lab_named(
+        "e",
+        tag,
+        LabConfig {
+            hosts,
+            loss_pct,
+            offloads,
+            ..LabConfig::default()
+        },
+    )
 }
 
 fn portscope(lab: &LabGuard, args: &[&str]) -> Command {
@@ -85,25 +41,13 @@ fn portscope(lab: &LabGuard, args: &[&str]) -> Command {
 }
 
 fn scan_ndjson(lab: &LabGuard, args: &[&str]) -> (Vec<PortResult>, String) {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let mut full: Vec<&str> = args.to_vec();
     full.extend(ALLOW);
     full.extend(["--format", "ndjson"]);
     let r = run_bounded(portscope(lab, &full), Duration::from_secs(120));
-    assert!(
-        r.status.success(),
-        "portscope failed: {}\n{}",
-        r.status,
-        r.stderr
-    );
-    let results = r
-        .stdout
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<PortResult>(l)
-                .unwrap_or_else(|e| panic!("bad ndjson line {l:?}: {e}"))
-        })
-        .collect();
+    ok(&r);
+    let results = parse_ndjson(&r.stdout);
     (results, r.stderr)
 }
 
@@ -167,15 +111,6 @@ fn assert_exact(results: &[PortResult], hosts: &[&HostTruth], ports: &[u16], clo
 
 fn all_ports() -> Vec<u16> {
     (1..=65535).collect()
-}
-
-/// The lab's ground truth for one address.
-fn truth_of(lab: &LabGuard, addr: &str) -> HostTruth {
-    lab.0
-        .truth()
-        .host(addr.parse().unwrap())
-        .expect("address is a lab host")
-        .clone()
 }
 
 /// Scans every port of `addr` with closed ports shown and asserts the exact truth.
@@ -242,27 +177,17 @@ fn rst_rate_limited_target_is_classified_by_adaptive_retries() {
     // second. Round 0 leaves most closed ports silent; retry rounds pace at the measured
     // answer rate, so every port still gets its true state. One retry more than the default
     // leaves room for a descheduled send thread on a busy two-core machine.
-    let name = format!("e{}k", std::process::id() % 10_000);
-    let lab = LabGuard::up(&LabConfig {
-        name,
-        hosts: 0,
-        rst_limit: Some(20_000),
-        ..LabConfig::default()
-    })
-    .expect("lab up");
-    let host = truth_of(&lab, "198.18.0.2");
-    let (results, stderr) = scan_ndjson(
-        &lab,
-        &[
-            "198.18.0.2",
-            "-p",
-            "-",
-            "--rate",
-            "250000",
-            "--retries",
-            "3",
-        ],
+    let lab = lab_named(
+        "e",
+        "k",
+        LabConfig {
+            hosts: 0,
+            rst_limit: Some(20_000),
+            ..LabConfig::default()
+        },
     );
+    let host = truth_of(&lab, "198.18.0.2");
+    let (results, stderr) = scan_ndjson(&lab, &RST_LIMITED_SCAN);
     assert_exact(&results, &[&host], &all_ports(), false);
     assert!(
         !stderr.contains("in 1 round(s)"),
@@ -303,7 +228,7 @@ fn two_concurrent_scanner_processes_do_not_cross_talk() {
     // other's replies: only the cookie keeps them apart.
     let lab = lab("e", 2, 0.0);
     let truth = lab.0.truth().clone();
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let spawn = |target: &str, ports: &str| {
         let mut c = portscope(
             &lab,
@@ -404,7 +329,7 @@ fn without_cap_net_raw_it_says_what_to_grant() {
 #[test]
 fn interrupt_still_writes_valid_json() {
     let lab = lab("h", 0, 0.0);
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let host = truth_of(&lab, "198.18.0.2");
     let mut c = portscope(
         &lab,
@@ -444,27 +369,14 @@ fn interrupt_still_writes_valid_json() {
     let v: Vec<PortResult> = serde_json::from_slice(&out.stdout).expect("a complete JSON array");
     // ~7,500 probes went out in 1.5 s at 5,000/s: thousands of answers, all true.
     assert!(v.len() > 1000 && v.len() < 65_535, "{} results", v.len());
-    for r in &v {
-        assert_ne!(
-            r.reason,
-            Reason::NoResponse,
-            "an interrupted scan does not guess filtered"
-        );
-        let ok = matches!(
-            (host.expected(r.port), r.state),
-            (Expected::Open, PortState::Open)
-                | (Expected::Closed, PortState::Closed)
-                | (Expected::FilteredIcmp, PortState::Filtered)
-        );
-        assert!(ok, "{}:{} is {:?}", r.ip, r.port, r.state);
-    }
+    assert_true_answers(&host, &v);
     assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
 }
 
 #[test]
 fn nmap_and_masscan_formats_on_a_real_scan() {
     let lab = lab("i", 0, 0.0);
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let run = |fmt: &str| {
         let mut c = portscope(
             &lab,

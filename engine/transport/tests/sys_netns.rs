@@ -169,20 +169,14 @@ fn collect(source: &mut PacketSocketSource, want: usize, batch_cap: usize) -> Ve
     got
 }
 
-fn free_tcp_port(addr: IpAddr) -> u16 {
-    TcpListener::bind((addr, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_udp_port(addr: IpAddr) -> u16 {
-    UdpSocket::bind((addr, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A port of `addr` that the kernel just handed out and that nothing holds any more.
+fn free_port(addr: IpAddr, udp: bool) -> u16 {
+    let local = if udp {
+        UdpSocket::bind((addr, 0)).unwrap().local_addr()
+    } else {
+        TcpListener::bind((addr, 0)).unwrap().local_addr()
+    };
+    local.unwrap().port()
 }
 
 fn syn_ack_roundtrip(addr: IpAddr, interface: Option<&str>) {
@@ -228,7 +222,7 @@ fn syn_ack_roundtrip(addr: IpAddr, interface: Option<&str>) {
 }
 
 fn rst_roundtrip(addr: IpAddr) {
-    let port = free_tcp_port(addr);
+    let port = free_port(addr, false);
     let (mut sink, mut source) = open();
     let mut batch = SendBatch::new(1);
     push_syn(&mut batch, addr, 61501, addr, port);
@@ -289,8 +283,8 @@ fn port_unreachable_icmp_v4_v6() {
     in_netns("port_unreachable_icmp_v4_v6", || {
         let (mut sink, mut source) = open();
         let mut batch = SendBatch::new(2);
-        push_udp(&mut batch, LO4, 61502, LO4, free_udp_port(LO4));
-        push_udp(&mut batch, LO6, 61502, LO6, free_udp_port(LO6));
+        push_udp(&mut batch, LO4, 61502, LO4, free_port(LO4, true));
+        push_udp(&mut batch, LO6, 61502, LO6, free_port(LO6, true));
         assert_eq!(sink.send(&batch).sent, 2);
         let got = collect(&mut source, 2, 8);
         assert_eq!(got.len(), 2, "{got:?}");
@@ -310,7 +304,8 @@ fn long_packets_are_truncated_with_their_length_reported() {
             let payload = [0x5a; 1000];
             for addr in [LO4, LO6] {
                 let sock = UdpSocket::bind((addr, 0)).unwrap();
-                sock.send_to(&payload, (addr, free_udp_port(addr))).unwrap();
+                sock.send_to(&payload, (addr, free_port(addr, true)))
+                    .unwrap();
             }
             let got = collect(&mut source, 2, 8);
             assert_eq!(got.len(), 2, "{got:?}");

@@ -53,11 +53,14 @@ mod webhook;
 use std::collections::BTreeMap;
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::Command;
-use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
+
+use crate::release::{
+    cargo_build_release, cpus, loadavg, publish, unix_now, wants_help, workspace_root,
+};
+use crate::stack::FAST_PORTS;
 
 use crate::lab::truth;
 use crate::stack::API_PORT;
@@ -106,23 +109,14 @@ const IO_TIMEOUT: Duration = Duration::from_secs(20);
 /// Idle GETs before the load phase (at most one per poller address).
 const IDLE_REQUESTS: usize = 100;
 
-/// The API's fast-scan ports (control-api/README.md).
-const FAST_PORTS: [u16; 32] = [
-    21, 22, 23, 25, 53, 80, 110, 111, 135, 139, 143, 443, 445, 465, 587, 993, 995, 1433, 1521,
-    2049, 3306, 3389, 5432, 5900, 6379, 8080, 8443, 9000, 9200, 11211, 27017, 50000,
-];
-
 /// `cargo xtask bench --service`; `args` without `--service`.
 pub fn run(args: &[String]) -> anyhow::Result<i32> {
-    if args
-        .iter()
-        .any(|a| matches!(a.as_str(), "help" | "--help" | "-h"))
-    {
+    if wants_help(args) {
         println!("{USAGE}");
         return Ok(0);
     }
     let opts = Options::parse(args)?;
-    let root = super::workspace_root();
+    let root = workspace_root();
     let out_dir = root.join("target/bench");
     let logs = out_dir.join("service");
     fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
@@ -131,32 +125,11 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
         Some(dir) => dir.clone(),
         None => {
             eprintln!("bench --service: building the release binaries ...");
-            let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                .args([
-                    "build",
-                    "--release",
-                    "--quiet",
-                    "-p",
-                    "portscope",
-                    "-p",
-                    "portscope-control-api",
-                ])
-                .current_dir(&root)
-                .status()
-                .context("running cargo build")?;
-            if !status.success() {
-                bail!("cargo build failed");
-            }
+            cargo_build_release(&root, &["-p", "portscope", "-p", "portscope-control-api"])?;
             root.join("target/release")
         }
     };
-    let loadavg_before = fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ");
-    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+    let (loadavg_before, cpus) = (loadavg(), cpus());
 
     // Main lab: phase 1 on 198.18.0.2; extra hosts 1..=N burst, N+1 single, N+2..=2N+1 load
     // scans, then the pollers, then the webhook receiver.
@@ -225,9 +198,7 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
     }
 
     let report = Report {
-        generated_unix: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        generated_unix: unix_now(),
         cpus,
         loadavg_before,
         engine_rate_pps: ENGINE_RATE,
@@ -250,10 +221,11 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
         bursts,
         load,
     };
-    print!("{}", render(&report));
-    let json = out_dir.join("service.json");
-    fs::write(&json, serde_json::to_string_pretty(&report)? + "\n")
-        .with_context(|| format!("writing {}", json.display()))?;
-    eprintln!("bench --service: wrote {}", json.display());
+    publish(
+        "bench --service",
+        &render(&report),
+        &out_dir.join("service.json"),
+        &report,
+    )?;
     Ok(0)
 }

@@ -433,6 +433,16 @@ mod tests {
         Scenario::all(false).remove(usize::from(id - 1))
     }
 
+    /// What `tool` made of `result` and `stderr` in scenario `s`.
+    fn parsed(tool: Tool, s: &Scenario, result: &str, stderr: &str) -> Parsed {
+        let texts = Texts {
+            result: result.into(),
+            stderr: stderr.into(),
+            ..Texts::default()
+        };
+        parse(tool, s, &texts).unwrap()
+    }
+
     #[test]
     fn portscope_rounds_and_loss_are_read_from_the_summary() {
         let line = "portscope: done in 1.2s: 13 open, 65509 closed, 13 filtered of 65535 ports; \
@@ -508,16 +518,7 @@ mod tests {
         let stderr =
             "portscope: done in 0.341s: 13 open, 65509 closed, 13 filtered of 65535 ports; \
                       65551 probes sent (192170/s) in 3 round(s); rtt p50 477µs p99 2.079ms\n";
-        let p = parse(
-            Tool::Portscope,
-            &s,
-            &Texts {
-                result: text.into(),
-                stderr: stderr.into(),
-                ..Texts::default()
-            },
-        )
-        .unwrap();
+        let p = parsed(Tool::Portscope, &s, text, stderr);
         let a: IpAddr = "198.18.0.2".parse().unwrap();
         assert_eq!(p.answer.get(a, 22), State::Open);
         assert_eq!(p.answer.get(a, 135), State::Filtered);
@@ -533,16 +534,7 @@ mod tests {
         let text = "#masscan\nopen tcp 20003 198.19.0.3 1795344365\nopen tcp 80 198.19.0.16 1795344365\n# end\n";
         let stderr = "rate:  0.00-kpps, 100.00% done, waiting 0-secs, found=2       \r\
                       rate:  0.00-kpps, 100.00% done, waiting -41-secs, found=2       \r";
-        let p = parse(
-            Tool::Masscan,
-            &s,
-            &Texts {
-                result: text.into(),
-                stderr: stderr.into(),
-                ..Texts::default()
-            },
-        )
-        .unwrap();
+        let p = parsed(Tool::Masscan, &s, text, stderr);
         assert_eq!(
             p.answer.get("198.19.0.3".parse().unwrap(), 20003),
             State::Open
@@ -562,16 +554,12 @@ mod tests {
         let stderr = " 0:00 0%; send: 1 5.71 Kp/s (137 p/s avg); recv: 0 0 p/s (0 p/s avg)\n \
                       0:01 72%; send: 65536 done (163 Kp/s avg); recv: 65533 65.5 Kp/s (65.1 Kp/s avg); drops: 0 p/s\n\
                       Nov 22 10:46:15.059 [INFO] zmap: completed\n";
-        let p = parse(
+        let p = parsed(
             Tool::Zmap,
             &s,
-            &Texts {
-                result: "saddr\n198.19.162.139\n198.19.0.0\n".into(),
-                stderr: stderr.into(),
-                ..Texts::default()
-            },
-        )
-        .unwrap();
+            "saddr\n198.19.162.139\n198.19.0.0\n",
+            stderr,
+        );
         assert_eq!(p.answer.get("198.19.0.0".parse().unwrap(), 80), State::Open);
         assert_eq!(
             p.answer.get("198.19.162.139".parse().unwrap(), 80),

@@ -3,6 +3,7 @@
 //! The truth is computed from the lab name and host count alone, so the listener process, the
 //! nftables ruleset and the tests all derive their behaviour from the same value.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
@@ -94,6 +95,22 @@ impl HostTruth {
     /// Number of closed ports in 1..=65535.
     pub fn closed_count(&self) -> usize {
         65535 - self.open.len() - self.filtered_silent.len() - self.filtered_icmp.len()
+    }
+
+    /// Of `ports`, those a scan should report open and those it should report filtered
+    /// (silent or ICMP); the rest are closed.
+    pub fn open_and_filtered(&self, ports: &[u16]) -> (BTreeSet<u16>, BTreeSet<u16>) {
+        let of = |f: fn(Expected) -> bool| -> BTreeSet<u16> {
+            ports
+                .iter()
+                .copied()
+                .filter(|p| f(self.expected(*p)))
+                .collect()
+        };
+        (
+            of(|e| e == Expected::Open),
+            of(|e| matches!(e, Expected::FilteredSilent | Expected::FilteredIcmp)),
+        )
     }
 
     fn base(addr: IpAddr) -> HostTruth {

@@ -7,74 +7,43 @@
 //! a SYN proxy gets a `# syn-proxy: ...` comment line before its lines, and its open
 //! answers are not listed.
 
-use super::{
-    proto_str, summary, timestr, HostAcc, HostFlag, HostTable, Out, Report, ReportFilter, ScanEnd,
-    ScanMeta,
-};
-use portscope_core::results::PortResult;
+use super::held::HeldFormat;
+use super::{proto_str, summary, timestr, HostAcc, HostTable, Out, ScanEnd, ScanMeta};
 use portscope_core::services::tcp_service;
 use std::io::{self, Write};
 use std::net::IpAddr;
 
 /// Writes nmap-grepable lines.
-pub(super) struct GrepableReport {
-    filter: ReportFilter,
-    out: Out,
-    hosts: HostTable,
-    /// Addresses in the scan, for the final line's count.
-    targets: u64,
-}
+pub(super) struct GrepableReport;
 
-impl GrepableReport {
-    pub(super) fn new(filter: ReportFilter, out: Out) -> Self {
-        GrepableReport {
-            filter,
-            out,
-            hosts: HostTable::default(),
-            targets: 0,
-        }
-    }
-}
-
-impl Report for GrepableReport {
-    fn begin(&mut self, meta: &ScanMeta) -> io::Result<()> {
-        self.targets = meta.targets;
+impl HeldFormat for GrepableReport {
+    fn begin(&mut self, out: &mut Out, meta: &ScanMeta) -> io::Result<()> {
         writeln!(
-            self.out,
+            out,
             "# Nmap-style grepable output: portscope {} scan initiated {} as: {}",
             one_line(meta.version),
             timestr(meta.start_unix),
             one_line(&meta.args)
         )?;
-        self.out.flush()
+        out.flush()
     }
 
-    fn result(&mut self, r: &PortResult) -> io::Result<()> {
-        self.hosts.record(self.filter, r);
-        Ok(())
-    }
-
-    fn host_flag(&mut self, flag: &HostFlag) -> io::Result<()> {
-        self.hosts.flag(flag);
-        Ok(())
-    }
-
-    fn end(&mut self, end: &ScanEnd) -> io::Result<()> {
-        let up = self.hosts.up();
-        for (ip, host) in self.hosts.sorted_up() {
-            write_host(&mut self.out, ip, host)?;
+    fn end(&mut self, out: &mut Out, hosts: &mut HostTable, end: &ScanEnd) -> io::Result<()> {
+        let up = hosts.up();
+        for (ip, host) in hosts.sorted_up() {
+            write_host(out, ip, host)?;
         }
-        let total = self.targets.max(self.hosts.hosts.len() as u64);
+        let total = hosts.total();
         if end.interrupted {
-            writeln!(self.out, "# Scan interrupted: results are incomplete")?;
+            writeln!(out, "# Scan interrupted: results are incomplete")?;
         }
         writeln!(
-            self.out,
+            out,
             "# Portscope done at {} -- {}",
             timestr(end.end_unix),
             summary(total, up, end.elapsed_secs)
         )?;
-        self.out.flush()
+        out.flush()
     }
 }
 
@@ -120,6 +89,7 @@ mod tests {
     use super::super::testdata::{results, run};
     use super::super::Format;
     use super::*;
+    use portscope_core::results::PortResult;
 
     const HEADER: &str = "# Nmap-style grepable output: portscope 0.1.0 scan initiated Sun Nov 22 12:21:37 2026 as: portscope -p 22,80,81,443,9000 --note \"a<b&c\" 198.18.0.2-198.18.0.3 2001:db8::1\n";
     const DONE: &str = "# Portscope done at Sun Nov 22 12:21:38 2026 -- 3 IP addresses (2 hosts up) scanned in 0.52 seconds\n";

@@ -13,6 +13,7 @@
 //! per-line time of the list format, as masscan does.
 
 mod grepable;
+mod held;
 mod json;
 mod list;
 mod ndjson;
@@ -230,9 +231,9 @@ pub fn new_report(
         Format::Ndjson => Box::new(ndjson::NdjsonReport::new(filter, out)),
         Format::Json => Box::new(json::JsonReport::new(filter, out)),
         Format::List => Box::new(list::ListReport::new(filter, out, unix_now)),
-        Format::Xml => Box::new(xml::XmlReport::new(filter, out)),
-        Format::Grepable => Box::new(grepable::GrepableReport::new(filter, out)),
-        Format::Table => Box::new(table::TableReport::new(filter, out)),
+        Format::Xml => Box::new(held::Held::new(xml::XmlReport, filter, out)),
+        Format::Grepable => Box::new(held::Held::new(grepable::GrepableReport, filter, out)),
+        Format::Table => Box::new(held::Held::new(table::TableReport, filter, out)),
     }
 }
 
@@ -384,10 +385,21 @@ impl HostAcc {
 #[derive(Debug, Default)]
 struct HostTable {
     hosts: BTreeMap<IpAddr, HostAcc>,
+    /// Which states are listed; the others are counted per host.
+    filter: ReportFilter,
+    /// Addresses in the scan ([`ScanMeta::targets`]), for the down and total counts.
+    targets: u64,
 }
 
 impl HostTable {
-    fn record(&mut self, filter: ReportFilter, r: &PortResult) {
+    fn new(filter: ReportFilter) -> Self {
+        HostTable {
+            filter,
+            ..HostTable::default()
+        }
+    }
+
+    fn record(&mut self, r: &PortResult) {
         let entry = PortEntry::of(r);
         let host = self.hosts.entry(r.ip).or_default();
         if entry.is_reply()
@@ -397,7 +409,7 @@ impl HostTable {
         {
             host.status = Some(entry);
         }
-        if filter.shows(entry.state) {
+        if self.filter.shows(entry.state) {
             host.shown.push(entry);
         } else {
             host.hidden_closed += 1;
@@ -411,6 +423,11 @@ impl HostTable {
     /// Hosts with at least one reply.
     fn up(&self) -> u64 {
         self.hosts.values().filter(|h| h.is_up()).count() as u64
+    }
+
+    /// Addresses scanned: the scan's count, or the hosts heard from if that is more.
+    fn total(&self) -> u64 {
+        self.targets.max(self.hosts.len() as u64)
     }
 
     /// Up hosts in address order, each with its ports in ascending order.
@@ -509,15 +526,14 @@ mod tests {
     #[test]
     fn host_status_does_not_depend_on_arrival_order() {
         let mut rs = testdata::results();
-        let mut a = HostTable::default();
-        let mut b = HostTable::default();
-        let filter = ReportFilter::default();
+        let mut a = HostTable::new(ReportFilter::default());
+        let mut b = HostTable::new(ReportFilter::default());
         for r in &rs {
-            a.record(filter, r);
+            a.record(r);
         }
         rs.reverse();
         for r in &rs {
-            b.record(filter, r);
+            b.record(r);
         }
         let status = |t: &HostTable| -> Vec<_> { t.hosts.values().map(|h| h.status).collect() };
         assert_eq!(status(&a), status(&b));

@@ -5,85 +5,59 @@
 //! per shown port (`PORT STATE SERVICE REASON`), closed ports that are not shown summed in
 //! a `Not shown:` line. Not meant for parsing: use ndjson, json, xml or grepable for that.
 
-use super::{
-    nmap_reason, proto_str, summary, HostFlag, HostTable, Out, Report, ReportFilter, ScanEnd,
-    ScanMeta,
-};
+use super::held::HeldFormat;
+use super::{nmap_reason, proto_str, summary, HostFlag, HostTable, Out, ScanEnd, ScanMeta};
 use portscope_core::results::{PortResult, PortState};
 use portscope_core::services::tcp_service;
 use std::io::{self, Write};
 
 /// Writes the table.
-pub(super) struct TableReport {
-    filter: ReportFilter,
-    out: Out,
-    hosts: HostTable,
-    targets: u64,
-}
+pub(super) struct TableReport;
 
-impl TableReport {
-    pub(super) fn new(filter: ReportFilter, out: Out) -> Self {
-        TableReport {
-            filter,
-            out,
-            hosts: HostTable::default(),
-            targets: 0,
-        }
-    }
-}
-
-impl Report for TableReport {
-    fn begin(&mut self, meta: &ScanMeta) -> io::Result<()> {
-        self.targets = meta.targets;
+impl HeldFormat for TableReport {
+    fn begin(&mut self, out: &mut Out, meta: &ScanMeta) -> io::Result<()> {
         writeln!(
-            self.out,
+            out,
             "Portscope {} SYN scan: {} ports on {} address(es)",
             meta.version, meta.ports, meta.targets
         )?;
-        self.out.flush()
+        out.flush()
     }
 
-    fn result(&mut self, r: &PortResult) -> io::Result<()> {
-        self.hosts.record(self.filter, r);
+    fn result(&mut self, out: &mut Out, r: &PortResult) -> io::Result<()> {
         if r.state == PortState::Open {
             // As nmap -v does: open ports show up the moment they are found.
             writeln!(
-                self.out,
+                out,
                 "Discovered open port {}/{} on {}",
                 r.port,
                 proto_str(r.proto),
                 r.ip
             )?;
-            self.out.flush()?;
+            out.flush()?;
         }
         Ok(())
     }
 
-    fn host_flag(&mut self, flag: &HostFlag) -> io::Result<()> {
-        self.hosts.flag(flag);
-        writeln!(
-            self.out,
-            "Flagged {}: {}",
-            flag.flag.as_str(),
-            flag.describe()
-        )?;
-        self.out.flush()
+    fn host_flag(&mut self, out: &mut Out, flag: &HostFlag) -> io::Result<()> {
+        writeln!(out, "Flagged {}: {}", flag.flag.as_str(), flag.describe())?;
+        out.flush()
     }
 
-    fn end(&mut self, end: &ScanEnd) -> io::Result<()> {
-        let up = self.hosts.up();
-        for (ip, host) in self.hosts.sorted_up() {
-            writeln!(self.out, "\nScan report for {ip}")?;
+    fn end(&mut self, out: &mut Out, hosts: &mut HostTable, end: &ScanEnd) -> io::Result<()> {
+        let up = hosts.up();
+        for (ip, host) in hosts.sorted_up() {
+            writeln!(out, "\nScan report for {ip}")?;
             if let Some(f) = &host.flag {
                 writeln!(
-                    self.out,
+                    out,
                     "Not shown: {} open tcp ports (syn-ack): SYN proxy or tarpit",
                     f.open_answers
                 )?;
             }
             if host.hidden_closed > 0 {
                 writeln!(
-                    self.out,
+                    out,
                     "Not shown: {} closed tcp ports (reset)",
                     host.hidden_closed
                 )?;
@@ -92,7 +66,7 @@ impl Report for TableReport {
                 continue;
             }
             writeln!(
-                self.out,
+                out,
                 "{:<11} {:<9} {:<16} REASON",
                 "PORT", "STATE", "SERVICE"
             )?;
@@ -105,25 +79,26 @@ impl Report for TableReport {
                     reason.to_string()
                 };
                 writeln!(
-                    self.out,
+                    out,
                     "{port:<11} {:<9} {:<16} {reason}",
                     e.state.as_str(),
                     tcp_service(e.port).unwrap_or("unknown"),
                 )?;
             }
         }
-        let total = self.targets.max(self.hosts.hosts.len() as u64);
+        let total = hosts.total();
         if end.interrupted {
-            writeln!(self.out, "\nScan interrupted: results are incomplete.")?;
+            writeln!(out, "\nScan interrupted: results are incomplete.")?;
         }
-        writeln!(self.out, "\n{}", summary(total, up, end.elapsed_secs))?;
-        self.out.flush()
+        writeln!(out, "\n{}", summary(total, up, end.elapsed_secs))?;
+        out.flush()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::testdata;
+    use super::super::held::Held;
+    use super::super::{testdata, Report, ReportFilter};
     use super::*;
 
     fn render(show_closed: bool) -> String {
@@ -139,7 +114,7 @@ mod tests {
             }
         }
         let out: Out = io::BufWriter::new(Box::new(W(buf.clone())));
-        let mut t = TableReport::new(ReportFilter { show_closed }, out);
+        let mut t = Held::new(TableReport, ReportFilter { show_closed }, out);
         t.begin(&testdata::meta()).unwrap();
         for r in testdata::results() {
             t.result(&r).unwrap();

@@ -13,41 +13,21 @@
 //! it. Portscope names itself in a leading comment (as nmap does), in `args` and `version`.
 //! Text is written directly with [`escape`]d attribute values; no XML library is involved.
 
-use super::{
-    nmap_reason, proto_str, summary, timestr, HostAcc, HostFlag, HostTable, Out, Report,
-    ReportFilter, ScanEnd, ScanMeta,
-};
-use portscope_core::results::{PortResult, Reason};
+use super::held::HeldFormat;
+use super::{nmap_reason, proto_str, summary, timestr, HostAcc, HostTable, Out, ScanEnd, ScanMeta};
+use portscope_core::results::Reason;
 use portscope_core::services::tcp_service;
 use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::net::IpAddr;
 
 /// Writes an nmap-shaped XML document.
-pub(super) struct XmlReport {
-    filter: ReportFilter,
-    out: Out,
-    hosts: HostTable,
-    /// Addresses in the scan, for `runstats`' down and total counts.
-    targets: u64,
-}
+pub(super) struct XmlReport;
 
-impl XmlReport {
-    pub(super) fn new(filter: ReportFilter, out: Out) -> Self {
-        XmlReport {
-            filter,
-            out,
-            hosts: HostTable::default(),
-            targets: 0,
-        }
-    }
-}
-
-impl Report for XmlReport {
-    fn begin(&mut self, meta: &ScanMeta) -> io::Result<()> {
-        self.targets = meta.targets;
+impl HeldFormat for XmlReport {
+    fn begin(&mut self, out: &mut Out, meta: &ScanMeta) -> io::Result<()> {
         write!(
-            self.out,
+            out,
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
              <!DOCTYPE nmaprun>\n\
              <!-- Portscope {} scan initiated {} as: {} -->\n\
@@ -66,28 +46,18 @@ impl Report for XmlReport {
             meta.ports,
             escape(&meta.port_spec),
         )?;
-        self.out.flush()
+        out.flush()
     }
 
-    fn result(&mut self, r: &PortResult) -> io::Result<()> {
-        self.hosts.record(self.filter, r);
-        Ok(())
-    }
-
-    fn host_flag(&mut self, flag: &HostFlag) -> io::Result<()> {
-        self.hosts.flag(flag);
-        Ok(())
-    }
-
-    fn end(&mut self, end: &ScanEnd) -> io::Result<()> {
-        let up = self.hosts.up();
+    fn end(&mut self, out: &mut Out, hosts: &mut HostTable, end: &ScanEnd) -> io::Result<()> {
+        let up = hosts.up();
         let mut text = String::new();
-        for (ip, host) in self.hosts.sorted_up() {
+        for (ip, host) in hosts.sorted_up() {
             host_xml(&mut text, ip, host, end);
-            self.out.write_all(text.as_bytes())?;
+            out.write_all(text.as_bytes())?;
             text.clear();
         }
-        let total = self.targets.max(self.hosts.hosts.len() as u64);
+        let total = hosts.total();
         let when = timestr(end.end_unix);
         let exit = if end.interrupted {
             "exit=\"error\" errormsg=\"interrupted\""
@@ -95,7 +65,7 @@ impl Report for XmlReport {
             "exit=\"success\""
         };
         write!(
-            self.out,
+            out,
             "<runstats><finished time=\"{}\" timestr=\"{when}\" elapsed=\"{:.2}\" \
              summary=\"{}\" {exit}/><hosts up=\"{up}\" down=\"{}\" total=\"{total}\"/>\n\
              </runstats>\n\
@@ -108,7 +78,7 @@ impl Report for XmlReport {
             )),
             total.saturating_sub(up),
         )?;
-        self.out.flush()
+        out.flush()
     }
 }
 
@@ -225,7 +195,7 @@ mod tests {
     use super::super::testdata::{results, run};
     use super::super::Format;
     use super::*;
-    use portscope_core::results::{PortState, Proto, Reason};
+    use portscope_core::results::{PortResult, PortState, Proto, Reason};
 
     const HEADER: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 <!DOCTYPE nmaprun>

@@ -170,51 +170,34 @@ fn wrong_slot_target_and_port_are_discarded() {
 fn reflect(probe: &Probe, probe_bytes: &[u8], kind: u8) -> Vec<u8> {
     let mut out = Vec::new();
     let ttl = 61;
-    match (probe.dst, probe.src) {
-        (IpAddr::V4(d), IpAddr::V4(s)) => {
-            let b = PacketBuilder::ipv4(d.octets(), s.octets(), ttl);
-            match kind {
-                0 => b
-                    .tcp(probe.dst_port, probe.src_port, 12345, 64240)
-                    .syn()
-                    .ack(probe.seq.wrapping_add(1))
-                    .write(&mut out, &[]),
-                1 => b
-                    .tcp(probe.dst_port, probe.src_port, 0, 0)
-                    .rst()
-                    .ack(probe.seq.wrapping_add(1))
-                    .write(&mut out, &[]),
-                _ => b
-                    .icmpv4(Icmpv4Type::DestinationUnreachable(
-                        etherparse::icmpv4::DestUnreachableHeader::FilterProhibited,
-                    ))
-                    .write(&mut out, probe_bytes),
-            }
-            .unwrap();
-        }
-        (IpAddr::V6(d), IpAddr::V6(s)) => {
-            let b = PacketBuilder::ipv6(d.octets(), s.octets(), ttl);
-            match kind {
-                0 => b
-                    .tcp(probe.dst_port, probe.src_port, 12345, 64240)
-                    .syn()
-                    .ack(probe.seq.wrapping_add(1))
-                    .write(&mut out, &[]),
-                1 => b
-                    .tcp(probe.dst_port, probe.src_port, 0, 0)
-                    .rst()
-                    .ack(probe.seq.wrapping_add(1))
-                    .write(&mut out, &[]),
-                _ => b
-                    .icmpv6(Icmpv6Type::DestinationUnreachable(
-                        etherparse::icmpv6::DestUnreachableCode::Prohibited,
-                    ))
-                    .write(&mut out, probe_bytes),
-            }
-            .unwrap();
-        }
+    let b = match (probe.dst, probe.src) {
+        (IpAddr::V4(d), IpAddr::V4(s)) => PacketBuilder::ipv4(d.octets(), s.octets(), ttl),
+        (IpAddr::V6(d), IpAddr::V6(s)) => PacketBuilder::ipv6(d.octets(), s.octets(), ttl),
         _ => unreachable!(),
+    };
+    match kind {
+        0 => b
+            .tcp(probe.dst_port, probe.src_port, 12345, 64240)
+            .syn()
+            .ack(probe.seq.wrapping_add(1))
+            .write(&mut out, &[]),
+        1 => b
+            .tcp(probe.dst_port, probe.src_port, 0, 0)
+            .rst()
+            .ack(probe.seq.wrapping_add(1))
+            .write(&mut out, &[]),
+        _ if probe.dst.is_ipv4() => b
+            .icmpv4(Icmpv4Type::DestinationUnreachable(
+                etherparse::icmpv4::DestUnreachableHeader::FilterProhibited,
+            ))
+            .write(&mut out, probe_bytes),
+        _ => b
+            .icmpv6(Icmpv6Type::DestinationUnreachable(
+                etherparse::icmpv6::DestUnreachableCode::Prohibited,
+            ))
+            .write(&mut out, probe_bytes),
     }
+    .unwrap();
     let _ = IcmpEchoHeader { id: 0, seq: 0 };
     out
 }

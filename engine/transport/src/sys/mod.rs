@@ -124,3 +124,28 @@ fn set_buffer(fd: RawFd, force: libc::c_int, plain: libc::c_int, bytes: usize) -
     set_int_opt(fd, libc::SOL_SOCKET, force, bytes)
         .or_else(|_| set_int_opt(fd, libc::SOL_SOCKET, plain, bytes))
 }
+
+/// `n` empty iovecs and `n` message headers for `sendmmsg`/`recvmmsg`, header `i` pointing
+/// at iovec `i`. The pointers stay valid while the iovec vector is neither resized nor
+/// dropped (moving the `Vec` does not move its heap buffer).
+fn mmsg_vectors(n: usize) -> (Vec<libc::iovec>, Vec<libc::mmsghdr>) {
+    let mut iovs = vec![
+        libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        n
+    ];
+    let hdrs = iovs
+        .iter_mut()
+        .map(|iov| {
+            // SAFETY: mmsghdr is a plain C struct (pointers, lengths, flags) for which
+            // all-zero bytes are a valid value: null pointers and zero lengths.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+            h
+        })
+        .collect();
+    (iovs, hdrs)
+}

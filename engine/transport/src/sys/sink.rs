@@ -1,7 +1,7 @@
 //! [`RawSink`]: sends complete IP packets (header included) through one raw socket per
 //! address family, many per `sendmmsg` call. It does not build packets or pace them.
 
-use super::{set_buffer, set_int_opt, OpenError};
+use super::{mmsg_vectors, set_buffer, set_int_opt, OpenError};
 use crate::{PacketSink, SendBatch, SendReport};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
@@ -96,24 +96,7 @@ impl RawSink {
             Err(e) => return Err(OpenError::new("IPv6 raw socket", e)),
         };
 
-        let mut iovs = vec![
-            libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            };
-            CHUNK
-        ];
-        let hdrs = iovs
-            .iter_mut()
-            .map(|iov| {
-                // SAFETY: mmsghdr is a plain C struct (pointers, lengths, flags) for which
-                // all-zero bytes are a valid value: null pointers and zero lengths.
-                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                h.msg_hdr.msg_iov = iov;
-                h.msg_hdr.msg_iovlen = 1;
-                h
-            })
-            .collect();
+        let (iovs, hdrs) = mmsg_vectors(CHUNK);
         let sin = vec![sockaddr_v4(Ipv4Addr::UNSPECIFIED); CHUNK];
         let sin6 = vec![sockaddr_v6(Ipv6Addr::UNSPECIFIED); CHUNK];
         Ok(RawSink {

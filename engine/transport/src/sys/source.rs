@@ -3,7 +3,7 @@
 //! [`crate::bpf::reply_filter`], many per `recvmmsg` call, straight into a [`RecvBatch`].
 //! It does not parse or validate what it receives; the core's classifier does.
 
-use super::{cvt, set_buffer, set_int_opt, OpenError, SysConfig};
+use super::{cvt, mmsg_vectors, set_buffer, set_int_opt, OpenError, SysConfig};
 use crate::{bpf, KernelStats, PacketSource, RecvBatch, RECV_SLOT};
 use socket2::{Domain, Socket, Type};
 use std::io;
@@ -98,24 +98,7 @@ impl PacketSocketSource {
             .map_err(|e| OpenError::new("SO_RCVBUF", e))?;
         bind_all_protocols(fd, ifindex).map_err(|e| OpenError::new("AF_PACKET bind", e))?;
 
-        let mut iovs = vec![
-            libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            };
-            CHUNK
-        ];
-        let hdrs = iovs
-            .iter_mut()
-            .map(|iov| {
-                // SAFETY: mmsghdr is a plain C struct (pointers, lengths, flags) for which
-                // all-zero bytes are a valid value: null pointers and zero lengths.
-                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                h.msg_hdr.msg_iov = iov;
-                h.msg_hdr.msg_iovlen = 1;
-                h
-            })
-            .collect();
+        let (iovs, hdrs) = mmsg_vectors(CHUNK);
         let mut src = PacketSocketSource {
             sock,
             ignores_outgoing,

@@ -68,38 +68,38 @@ pub(super) fn main_lab(
     Ok((phase1, single, b, load))
 }
 
-pub(super) fn phase1(stack: &mut Stack, agent: &Agent, repeats: usize) -> anyhow::Result<Phase1> {
-    let mut fast = Vec::new();
+/// `repeats` `kind` scans of [`HOST`] one after the other, each after the settle time.
+fn repeated_scans(
+    stack: &mut Stack,
+    agent: &Agent,
+    kind: &str,
+    limit: Duration,
+    repeats: usize,
+) -> anyhow::Result<Vec<ScanRun>> {
+    let mut runs = Vec::new();
     for i in 0..repeats {
-        thread::sleep(SETTLE);
-        let r = single_scan(stack, agent, HOST, "fast", &format!("fast{i}"), FAST_LIMIT)?;
-        eprintln!(
-            "bench --service:   fast {}/{repeats}: POST->complete {:.3} s, duration_ms {:?}, {} probes",
-            i + 1,
-            r.post_to_complete_s.unwrap_or(f64::NAN),
-            r.duration_ms,
-            r.probes.unwrap_or(0)
-        );
-        fast.push(r);
-    }
-    let mut deep = Vec::new();
-    for i in 0..repeats {
-        if i > 0 {
+        if kind == "deep" && i > 0 {
             // The 1-deep-scan-per-IP-per-5-minutes window lives in the API's memory.
             stack.stop_api(false);
             stack.start_api()?;
         }
         thread::sleep(SETTLE);
-        let r = single_scan(stack, agent, HOST, "deep", &format!("deep{i}"), DEEP_LIMIT)?;
+        let r = single_scan(stack, agent, HOST, kind, &format!("{kind}{i}"), limit)?;
         eprintln!(
-            "bench --service:   deep {}/{repeats}: POST->complete {:.3} s, duration_ms {:?}, {} probes",
+            "bench --service:   {kind} {}/{repeats}: POST->complete {:.3} s, duration_ms {:?}, {} probes",
             i + 1,
             r.post_to_complete_s.unwrap_or(f64::NAN),
             r.duration_ms,
             r.probes.unwrap_or(0)
         );
-        deep.push(r);
+        runs.push(r);
     }
+    Ok(runs)
+}
+
+pub(super) fn phase1(stack: &mut Stack, agent: &Agent, repeats: usize) -> anyhow::Result<Phase1> {
+    let fast = repeated_scans(stack, agent, "fast", FAST_LIMIT, repeats)?;
+    let deep = repeated_scans(stack, agent, "deep", DEEP_LIMIT, repeats)?;
     let med = |runs: &[ScanRun]| median(runs.iter().filter_map(|r| r.post_to_complete_s));
     let med_d =
         |runs: &[ScanRun]| median(runs.iter().filter_map(|r| r.duration_ms.map(|d| d as f64)));

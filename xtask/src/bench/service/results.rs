@@ -8,7 +8,8 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::lab::{Expected, Truth};
+use crate::lab::Truth;
+use crate::stack::ports_of;
 
 use super::handle::{Hook, Reply};
 use super::metrics::EngineSample;
@@ -79,18 +80,6 @@ impl ScanRun {
     }
 }
 
-pub(super) fn ports_of(v: &Value, key: &str) -> BTreeSet<u16> {
-    v[key]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|p| p["port"].as_u64())
-                .filter_map(|p| u16::try_from(p).ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// The open and filtered ports of `ip` a `kind` scan should report.
 pub(super) fn want(
     truth: &Truth,
@@ -108,17 +97,7 @@ pub(super) fn want(
     } else {
         FAST_PORTS.to_vec()
     };
-    let of = |f: fn(Expected) -> bool| -> BTreeSet<u16> {
-        scanned
-            .iter()
-            .copied()
-            .filter(|p| f(host.expected(*p)))
-            .collect()
-    };
-    Some((
-        of(|e| e == Expected::Open),
-        of(|e| matches!(e, Expected::FilteredSilent | Expected::FilteredIcmp)),
-    ))
+    Some(host.open_and_filtered(&scanned))
 }
 
 pub(super) fn secs(us: u64) -> f64 {
