@@ -270,7 +270,6 @@ async fn connection(
 /// The stream of one connection: records when bytes last moved (idle timeout) and turns
 /// hyper's own body-less 4xx answers into JSON errors. Writes are not vectored, so hyper
 /// hands each response head over in one buffer.
-#[derive(Debug)]
 pub struct JsonErrorsIo<T> {
     inner: T,
     start: Instant,
@@ -279,6 +278,16 @@ pub struct JsonErrorsIo<T> {
     replacement: Option<(Vec<u8>, usize)>,
     /// Rate-limit headers for the replacement, and the client they are for.
     headers: Option<(ProtocolHeaders, IpAddr)>,
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for JsonErrorsIo<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonErrorsIo")
+            .field("inner", &self.inner)
+            .field("replacing", &self.replacement.is_some())
+            .field("client", &self.headers.as_ref().map(|(_, ip)| ip))
+            .finish_non_exhaustive()
+    }
 }
 
 impl<T> JsonErrorsIo<T> {
