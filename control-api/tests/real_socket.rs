@@ -7,24 +7,12 @@ mod support;
 use axum::http::StatusCode;
 use portscope_control_api::app;
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 
 #[tokio::test]
 async fn serves_over_a_real_socket_with_the_peer_as_target() {
     let h = support::Harness::with(|c| c.allow_target.push("127.0.0.0/8".parse().unwrap())).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = app(h.state.clone());
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap()
-    });
+    let base = support::serve_on_loopback(app(h.state.clone())).await;
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let base = format!("http://{addr}");
 
     let r = client.get(format!("{base}/v1/fast")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);

@@ -8,7 +8,6 @@ mod support;
 
 use portscope_control_api::managed::service::ManagedSettings;
 use serde_json::json;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
@@ -85,17 +84,10 @@ async fn report_page_renders_the_exposure_chart_in_chromium() {
         report = r.body["reportUrl"].as_str().unwrap().to_string();
         m.clock.advance(Duration::from_secs(86_400));
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}{report}", listener.local_addr().unwrap());
-    let router = m.router.clone();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap()
-    });
+    let url = format!(
+        "{}{report}",
+        support::serve_on_loopback(m.router.clone()).await
+    );
 
     let profile = tempfile::tempdir().unwrap();
     let dom = browse(profile.path(), &["--dump-dom"], &url).await;

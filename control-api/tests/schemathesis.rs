@@ -9,7 +9,6 @@
 mod support;
 
 use portscope_control_api::managed::service::ManagedSettings;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use support::managed::M;
@@ -20,32 +19,14 @@ const MAX_EXAMPLES: &str = "25";
 const SEED: &str = "20261201";
 
 fn schemathesis() -> PathBuf {
-    let p = std::env::var_os("PORTSCOPE_SCHEMATHESIS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/opt/portscope-pytools/bin/schemathesis"));
-    assert!(
-        p.exists(),
-        "schemathesis not found at {} (run .ci/setup, or set PORTSCOPE_SCHEMATHESIS)",
-        p.display()
-    );
-    p
+    support::pytool("schemathesis", "PORTSCOPE_SCHEMATHESIS")
 }
 
 /// Serves `m`'s router on 127.0.0.1 and returns the base URL. The test clock runs a
 /// minute per 100 ms so the per-IP limits (tested exactly elsewhere) do not turn the
 /// fuzzer's requests into 429s; scans and quotas are unaffected by it here.
 async fn serve(m: &M) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = m.router.clone();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap()
-    });
+    let base = support::serve_on_loopback(m.router.clone()).await;
     let clock = m.clock.clone();
     tokio::spawn(async move {
         loop {
@@ -53,7 +34,7 @@ async fn serve(m: &M) -> String {
             clock.advance(Duration::from_secs(61));
         }
     });
-    format!("http://{addr}")
+    base
 }
 
 async fn run(base: &str, doc: &str, extra: &[&str]) {

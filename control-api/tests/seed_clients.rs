@@ -12,7 +12,6 @@ mod support;
 use portscope_control_api::managed::service::ManagedSettings;
 use serde_json::Value;
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,15 +22,7 @@ const SNIPPETS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/seed_clients"
 const OPEN: [u16; 3] = [22, 443, 6379];
 
 fn python() -> PathBuf {
-    let p = std::env::var_os("PORTSCOPE_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/opt/portscope-pytools/bin/python"));
-    assert!(
-        p.exists(),
-        "no Python with httpx at {} (run .ci/setup, or set PORTSCOPE_PYTHON)",
-        p.display()
-    );
-    p
+    support::pytool("python", "PORTSCOPE_PYTHON")
 }
 
 /// A snippet with the seeds' base URLs, keys and example ids replaced.
@@ -126,17 +117,7 @@ async fn api() -> (Arc<M>, String, String) {
             10,
         )
         .await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = m.router.clone();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap()
-    });
+    let base = support::serve_on_loopback(m.router.clone()).await;
     (Arc::new(m), base, key)
 }
 

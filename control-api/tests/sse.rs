@@ -10,7 +10,6 @@ use axum::http::{Method, StatusCode};
 use portscope_control_api::managed::service::ManagedSettings;
 use portscope_core::results::PortState;
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -33,30 +32,11 @@ print(json.dumps({"event": "closed"}), flush=True)
 "#;
 
 fn python() -> PathBuf {
-    let p = std::env::var_os("PORTSCOPE_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/opt/portscope-pytools/bin/python"));
-    assert!(
-        p.exists(),
-        "no Python with httpx-sse at {} (run .ci/setup)",
-        p.display()
-    );
-    p
+    support::pytool("python", "PORTSCOPE_PYTHON")
 }
 
 async fn serve(m: &M) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = m.router.clone();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap()
-    });
-    base
+    support::serve_on_loopback(m.router.clone()).await
 }
 
 struct Sse {

@@ -174,3 +174,34 @@ pub async fn webhook_receiver(fail_first: usize) -> (String, Arc<Mutex<Vec<Value
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (format!("http://{addr}/hook"), got)
 }
+
+/// Serves `router` with the real axum server (peer addresses included) on a fresh port of
+/// 127.0.0.1, for clients that need a socket (reqwest, schemathesis, Python, node,
+/// Chromium); returns `http://ADDR`.
+pub async fn serve_on_loopback(router: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .unwrap()
+    });
+    base
+}
+
+/// A tool of `.ci/setup`'s PyPI venv (`/opt/portscope-pytools/bin/NAME`), or the path in the
+/// environment variable `env` when set; fails with what to run when it is missing.
+pub fn pytool(name: &str, env: &str) -> std::path::PathBuf {
+    let p = std::env::var_os(env)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new("/opt/portscope-pytools/bin").join(name));
+    assert!(
+        p.exists(),
+        "{name} not found at {} (run .ci/setup, or set {env})",
+        p.display()
+    );
+    p
+}
