@@ -264,7 +264,8 @@ async fn edge(State(s): State<AppState>, mut req: Request, next: Next) -> Respon
 }
 
 /// The edge limit's `X-RateLimit-*` lines for `ip`, peeked (not counted), for the protocol
-/// errors hyper answers before a request reaches [`edge`] (see `serve::ProtocolHeaders`).
+/// errors hyper answers before a request reaches the edge middleware
+/// (see [`crate::serve::ProtocolHeaders`]).
 pub fn protocol_headers(state: &AppState) -> crate::serve::ProtocolHeaders {
     let state = state.clone();
     Arc::new(move |ip: IpAddr| {
