@@ -9,7 +9,7 @@ use super::scope::TargetSpec;
 use super::service::{profile_ports, ManagedService, ScanOrder};
 use super::store::{AlertRow, MPortRow, MScanRow, TargetRow};
 use super::tokens::Token;
-use super::{iso_ms, random_hex, report, Managed};
+use super::{iso_ms, report, Managed};
 use crate::error::ErrorBody;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequestParts, Path, Query, State};
@@ -625,22 +625,7 @@ pub async fn create_target(
         return Err(ManagedError::BadRequest("target is required".into()));
     }
     let now = s.service.now_secs();
-    let row = TargetRow {
-        id: format!("tg-{}", random_hex(12)),
-        token_id: t.id.clone(),
-        target: String::new(),
-        label: None,
-        profile: "fast".into(),
-        ports: None,
-        interval_secs: None,
-        enabled: 1,
-        next_run_at: None,
-        webhook_url: None,
-        alert_min_severity: None,
-        alert_email: None,
-        created_at: now,
-        updated_at: now,
-    };
+    let row = TargetRow::new(&t.id, String::new(), now);
     let row = apply_target(&s, &t, row, b, now).await?;
     s.service.store().insert_target(&row).await?;
     Ok((StatusCode::CREATED, Json(target_json(&row))).into_response())

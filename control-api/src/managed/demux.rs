@@ -5,7 +5,7 @@
 
 use crate::engine::{EngineClient, EngineError, EngineNotice};
 use async_trait::async_trait;
-use portscope_proto::{Event, Request};
+use portscope_proto::Request;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -19,18 +19,6 @@ pub fn new_managed_id() -> String {
 /// digits, which `Uuid::try_parse` would also accept, hence the length.
 pub fn is_managed_id(id: &str) -> bool {
     id.len() == uuid::fmt::Hyphenated::LENGTH && uuid::Uuid::try_parse(id).is_ok()
-}
-
-/// The id an event is about, if any.
-fn event_id(e: &Event) -> Option<&str> {
-    match e {
-        Event::Accepted { id, .. }
-        | Event::Rejected { id, .. }
-        | Event::Progress { id, .. }
-        | Event::Ports { id, .. }
-        | Event::Finished { id, .. } => Some(id),
-        Event::Hello { .. } | Event::Status(_) | Event::Error { .. } => None,
-    }
 }
 
 /// One side of the split: sends through the shared client, receives its own notices.
@@ -76,7 +64,7 @@ pub fn split(inner: Arc<dyn EngineClient>, stop: CancellationToken) -> (Arc<Side
                 },
             };
             match &n {
-                EngineNotice::Event(e) if event_id(e).is_some_and(is_managed_id) => {
+                EngineNotice::Event(e) if e.scan_id().is_some_and(is_managed_id) => {
                     let _ = man_tx.send(n);
                 }
                 EngineNotice::Event(_) => {

@@ -108,6 +108,28 @@ pub struct TargetRow {
     pub updated_at: i64,
 }
 
+impl TargetRow {
+    /// A new enabled `fast` target of `token_id`, with no label, schedule or monitor yet.
+    pub fn new(token_id: &str, target: String, now: i64) -> Self {
+        TargetRow {
+            id: format!("tg-{}", crate::util::random_hex(12)),
+            token_id: token_id.to_string(),
+            target,
+            label: None,
+            profile: "fast".into(),
+            ports: None,
+            interval_secs: None,
+            enabled: 1,
+            next_run_at: None,
+            webhook_url: None,
+            alert_min_severity: None,
+            alert_email: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 /// A `managed_alerts` row.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct AlertRow {

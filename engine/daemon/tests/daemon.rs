@@ -388,7 +388,7 @@ async fn a_full_queue_is_busy() {
     // (q0's live events may come first: it is running.)
     let replay = loop {
         let e = other.next().await;
-        if id_of(&e) == Some("q1") {
+        if e.scan_id() == Some("q1") {
             break e;
         }
     };
@@ -882,6 +882,6 @@ async fn events_go_to_every_client_and_scans_outlive_their_submitter() {
     assert!(matches!(&ev[0], Event::Accepted { id, .. } if id == "g1"));
     assert_truth(&ports_of(&ev), 1..=100);
     assert_eq!(finished(&ev, "g1").0, Outcome::Complete);
-    let ids: BTreeSet<&str> = ev.iter().filter_map(id_of).collect();
+    let ids: BTreeSet<&str> = ev.iter().filter_map(Event::scan_id).collect();
     assert_eq!(ids, BTreeSet::from(["g1"]));
 }

@@ -208,6 +208,20 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The scan this event is about (`None` for hello, status and connection errors).
+    pub fn scan_id(&self) -> Option<&str> {
+        match self {
+            Event::Accepted { id, .. }
+            | Event::Rejected { id, .. }
+            | Event::Progress { id, .. }
+            | Event::Ports { id, .. }
+            | Event::Finished { id, .. } => Some(id),
+            Event::Hello { .. } | Event::Status(_) | Event::Error { .. } => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,7 +20,7 @@ use super::scope::TargetSpec;
 use super::service::{ManagedService, ScanOrder};
 use super::store::{MScanRow, TargetRow};
 use super::tokens::Token;
-use super::{random_hex, report, Managed};
+use super::{report, Managed};
 use crate::model::Status;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
@@ -130,20 +130,8 @@ pub struct HostBody {
 
 fn new_target(token: &Token, target: String, label: Option<String>, now: i64) -> TargetRow {
     TargetRow {
-        id: format!("tg-{}", random_hex(12)),
-        token_id: token.id.clone(),
-        target,
         label: label.filter(|l| !l.is_empty()),
-        profile: "fast".into(),
-        ports: None,
-        interval_secs: None,
-        enabled: 1,
-        next_run_at: None,
-        webhook_url: None,
-        alert_min_severity: None,
-        alert_email: None,
-        created_at: now,
-        updated_at: now,
+        ..TargetRow::new(&token.id, target, now)
     }
 }
 

@@ -241,19 +241,8 @@ pub fn deep(id: &str) -> Request {
     submit(id, "-", ScanKind::Deep, 0)
 }
 
-pub fn id_of(e: &Event) -> Option<&str> {
-    match e {
-        Event::Accepted { id, .. }
-        | Event::Rejected { id, .. }
-        | Event::Progress { id, .. }
-        | Event::Ports { id, .. }
-        | Event::Finished { id, .. } => Some(id),
-        _ => None,
-    }
-}
-
 pub fn of<'a>(events: &'a [Event], id: &'a str) -> impl Iterator<Item = &'a Event> + 'a {
-    events.iter().filter(move |e| id_of(e) == Some(id))
+    events.iter().filter(move |e| e.scan_id() == Some(id))
 }
 
 /// Everything the `Ports` events of one scan say: results by port, closed count, and the
