@@ -128,7 +128,7 @@ impl Store {
             .max_connections(4)
             .connect_with(opts)
             .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(Store { pool })
     }
 

@@ -1,4 +1,4 @@
-//! The managed-scan tables (`migrations/0002_managed.sql`) through sqlx: scans and their
+//! The managed-scan tables (`migrations/sqlite/0002_managed.sql`) through sqlx: scans and their
 //! per-host ports, saved targets, alerts. Portable SQL as in [`crate::store`]; engine
 //! updates only touch live rows (`queued`, `running`), so replays are idempotent and a
 //! cancelled scan stays cancelled.
