@@ -58,6 +58,12 @@ pub struct LabConfig {
     pub loss_pct: f64,
     /// Most RSTs per second leaving the target; `None` = unlimited, `Some(0)` = none at all.
     pub rst_limit: Option<u32>,
+    /// Ports `truth::ICMP_RANGE` of every host answer ICMP administratively prohibited too
+    /// (1,000 ports, enough to measure an ICMP rate limit on).
+    pub icmp_range: bool,
+    /// Most ICMP/ICMPv6 destination unreachables per second leaving the target; `None` =
+    /// unlimited, `Some(0)` = none at all.
+    pub icmp_limit: Option<u32>,
     /// Leave TSO/GSO/GRO on the veth as the kernel sets them; `false` turns them off.
     pub offloads: bool,
     /// Every address of 198.19.0.0/16 answers like a host (port 80 and the other `BASE_OPEN`
@@ -78,6 +84,8 @@ impl Default for LabConfig {
             hosts: 16,
             loss_pct: 0.0,
             rst_limit: None,
+            icmp_range: false,
+            icmp_limit: None,
             offloads: true,
             wide: false,
             syn_proxy: false,
@@ -148,7 +156,9 @@ impl Lab {
         cfg.validate()?;
         let xtask = xtask_bin()?;
         teardown(&cfg.name, None).context("removing the leftovers of an earlier lab")?;
-        let truth = Truth::compute(&cfg.name, cfg.hosts).with_wide(cfg.wide);
+        let truth = Truth::compute(&cfg.name, cfg.hosts)
+            .with_wide(cfg.wide)
+            .with_icmp_range(cfg.icmp_range);
         let mut lab = Lab::handle(&cfg.name, truth, xtask, cfg.scanners);
         match lab.build(cfg) {
             Ok(()) => Ok(lab),
@@ -238,7 +248,8 @@ impl Lab {
         self.start_listener()?;
         self.check_reachable()?;
         // Last, so the reachability check above is not subject to loss.
-        self.set_impairments(cfg.loss_pct, cfg.rst_limit)
+        self.set_impairments(cfg.loss_pct, cfg.rst_limit)?;
+        self.set_icmp_limit(cfg.icmp_limit)
     }
 
     /// Target sysctls: no ICMP rate limits, deep accept and SYN queues. Returns the ones this
@@ -398,6 +409,13 @@ impl Lab {
             &self.target_ns,
             &nft::impairments(&self.target_ifs(), loss_pct, rst_limit),
         )
+    }
+
+    /// At most `limit` ICMP and ICMPv6 destination unreachables a second leaving the target
+    /// (`None` = unlimited, `Some(0)` = none). Kept apart from `set_impairments`, which
+    /// leaves it as it is.
+    pub fn set_icmp_limit(&self, limit: Option<u32>) -> anyhow::Result<()> {
+        nft::apply(&self.target_ns, &nft::icmp_limit(&self.target_ifs(), limit))
     }
 
     /// Connect from the scanner namespace to each address in turn (`xtask lab probe`).

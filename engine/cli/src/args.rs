@@ -120,6 +120,10 @@ pub(crate) struct ScanArgs {
     /// IPv4 TTL / IPv6 hop limit of the probes.
     #[arg(long, default_value_t = portscope_core::probe::PROBE_TTL, value_parser = clap::value_parser!(u8).range(1..))]
     pub ttl: u8,
+    /// Send every probe from this TCP source port, e.g. 53 (nmap's and masscan's
+    /// --source-port, nmap's -g) [default: the engine's own ports, 61440-65535].
+    #[arg(short = 'g', long = "source-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub source_port: Option<u16>,
     /// Capture replies on this interface only (default: all).
     #[arg(long)]
     pub interface: Option<String>,
@@ -279,6 +283,22 @@ mod tests {
         assert_eq!(a.input_list, Some("-".into()));
         assert!(a.targets.is_empty());
         assert!(parse("portscope scan -p 80").is_err());
+    }
+
+    #[test]
+    fn source_port_is_one_to_65535() {
+        assert_eq!(
+            parse("portscope scan 198.18.0.2 -g 53")
+                .unwrap()
+                .source_port,
+            Some(53)
+        );
+        let a = parse("portscope scan 198.18.0.2 --source-port 65535").unwrap();
+        assert_eq!(a.source_port, Some(65535));
+        for bad in ["0", "65536", "70000", "dns", "-1"] {
+            let err = parse(&format!("portscope scan 198.18.0.2 --source-port={bad}")).unwrap_err();
+            assert!(err.contains("--source-port"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -90,7 +90,7 @@ pub(crate) fn run(args: EngineArgs) -> Result<ExitCode> {
     for a in &args.allow {
         policy.allow(parse_net(a).map_err(|e| usage(&e))?);
     }
-    let (sink, source) = open_sockets(args.interface.clone())?;
+    let (sink, source) = open_sockets(args.interface.clone(), None)?;
     let socket = portscope_daemon::bind(&args.socket, args.socket_mode)
         .context("creating the control socket")?;
     let metrics = args

@@ -69,10 +69,15 @@ enum Refusal {
 }
 
 /// Opens the raw sockets (replies to any of our source ports, on `interface` or on all);
-/// a missing CAP_NET_RAW becomes [`Refusal::NoPermission`].
-fn open_sockets(interface: Option<String>) -> anyhow::Result<(RawSink, PacketSocketSource)> {
+/// a missing CAP_NET_RAW becomes [`Refusal::NoPermission`]. A fixed `source_port` below the
+/// engine's block widens the capture filter down to it (the classifier still rejects
+/// everything that is not a reply to this scan).
+fn open_sockets(
+    interface: Option<String>,
+    source_port: Option<u16>,
+) -> anyhow::Result<(RawSink, PacketSocketSource)> {
     sys::open(&SysConfig {
-        port_lo: SRC_PORT_BASE,
+        port_lo: source_port.map_or(SRC_PORT_BASE, |p| p.min(SRC_PORT_BASE)),
         port_hi: u16::MAX,
         interface,
     })

@@ -75,6 +75,7 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
         retries: args.retries.unwrap_or(MIN_RETRIES).min(args.max_retries),
         max_wait: args.max_wait,
         min_wait: args.min_wait,
+        source_port: args.source_port,
     };
     // Policy first, routes second: a refused target is refused the same way whether or not
     // this machine has a route to it, and a dry run only says when there is none.
@@ -109,7 +110,7 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
         .map_err(usage)?;
     plan.retries = retry;
 
-    let (sink, source) = open_sockets(args.interface.clone())?;
+    let (sink, source) = open_sockets(args.interface.clone(), args.source_port)?;
     privs::drop_all_but_net_raw().context("dropping capabilities")?;
 
     // From here on a stop signal is only noted; the loop below acts on it, so even one that
@@ -357,6 +358,10 @@ fn print_dry_run(plan: &ScanPlan, args: &ScanArgs, answered: usize) {
             None => {}
         }
     }
+    let _ = match plan.source_port {
+        Some(p) => writeln!(o, "source port: {p} (every probe and retry)"),
+        None => writeln!(o, "source port: one per round, from 61440-65535"),
+    };
     let _ = writeln!(
         o,
         "probes: {pairs} in the first round{}, {} for silent ports, at {} per second (first round about {:.1}s)",

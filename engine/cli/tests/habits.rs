@@ -1,10 +1,10 @@
 //! The real `portscope` binary in the network lab, used with nmap and masscan habits: stops
 //! by SIGTERM (`timeout`) and SIGHUP, nmap output flags and target lists, nmap XML checked
 //! with `xmllint --dtdvalid` against nmap's own DTD, resume after an interrupt, live status
-//! lines, a SYN-proxy host and a target that rate-limits its RSTs. Needs root (namespaces,
+//! lines, a SYN-proxy host and targets that rate-limit their RSTs or ICMP errors. Needs root (namespaces,
 //! raw sockets) and `.ci/setup`'s nmap and libxml2-utils. Scans run one at a time.
 
-use portscope_core::results::PortResult;
+use portscope_core::results::{PortResult, Reason};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -519,4 +519,75 @@ fn ttl_sets_the_probes_ttl_and_hop_limit() {
         Duration::from_secs(10),
     );
     assert_eq!(zero.status.code(), Some(64), "{}", zero.stderr);
+}
+
+#[test]
+fn rate_limited_icmp_is_retried_until_answered_and_reported_with_its_rate() {
+    // Ports 40000-40999 answer ICMP admin-prohibited, at most 2,000 a second; the scan asks
+    // 20,000 probes a second of them. Each must still come out filtered by its ICMP answer
+    // (not guessed from silence), and the summary names the rate the target lets out.
+    let lab = lab_with(
+        "i",
+        LabConfig {
+            icmp_range: true,
+            icmp_limit: Some(2_000),
+            ..LabConfig::default()
+        },
+    );
+    let host = truth_of(&lab, "198.18.0.2");
+    let _serial = serial();
+    let dir = Scratch::new("icmp");
+    let r = scan_ok(
+        &lab,
+        &dir,
+        &[
+            "198.18.0.2",
+            "-p",
+            "39990-41009",
+            "--rate",
+            "20000",
+            "--format",
+            "ndjson",
+        ],
+        Duration::from_secs(60),
+    );
+    let results = parse_ndjson(&r.stdout);
+    assert_true_answers(&host, &results);
+    let icmp: BTreeSet<u16> = results
+        .iter()
+        .filter(|p| p.reason == Reason::IcmpUnreachable && p.icmp_code == Some(13))
+        .map(|p| p.port)
+        .collect();
+    assert_eq!(
+        icmp,
+        xtask::lab::truth::ICMP_RANGE.collect(),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        results.len(),
+        1000,
+        "closed ports are not shown: {}",
+        r.stderr
+    );
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| {
+            l.starts_with("portscope: ICMP unreachable answers are rate-limited by the target: ")
+        })
+        .unwrap_or_else(|| panic!("no rate-limit line: {}", r.stderr));
+    let rate: f64 = line
+        .split(": ")
+        .nth(2)
+        .and_then(|s| s.split('/').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    // 2,000 a second, plus the limiter's burst of 10 over a first round of about 50 ms.
+    assert!((1_000.0..=3_500.0).contains(&rate), "{line}");
+    assert!(
+        !r.stderr.contains("RST answers are rate-limited"),
+        "{}",
+        r.stderr
+    );
 }

@@ -415,3 +415,97 @@ fn nmap_and_masscan_formats_on_a_real_scan() {
         "{table}"
     );
 }
+
+/// `nft` counters in the target for the scanner's SYNs, per family: from `sport`, and from
+/// any other source port.
+fn count_syns_by_source_port(lab: &LabGuard, table: &str, sport: u16) {
+    lab.0
+        .target_nft(&format!(
+            "table inet {table} {{\n\
+             chain c {{ type filter hook prerouting priority -300; policy accept;\n\
+             ip saddr 198.18.0.1 tcp flags syn tcp sport {sport} counter\n\
+             ip saddr 198.18.0.1 tcp flags syn tcp sport != {sport} counter\n\
+             ip6 saddr 2001:2::1 tcp flags syn tcp sport {sport} counter\n\
+             ip6 saddr 2001:2::1 tcp flags syn tcp sport != {sport} counter\n}}\n}}\n"
+        ))
+        .expect("nft counters in the target");
+}
+
+fn read_syn_counters(lab: &LabGuard, table: &str) -> [u64; 4] {
+    let text = lab
+        .0
+        .target_nft_query(&["list", "chain", "inet", table, "c"])
+        .expect("list the counters");
+    let counts: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.split("counter packets ").nth(1))
+        .map(|rest| rest.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    counts
+        .try_into()
+        .unwrap_or_else(|c| panic!("{c:?}: {text}"))
+}
+
+#[test]
+fn fixed_source_port_scan_of_several_hosts_is_exact_and_every_syn_uses_it() {
+    let lab = lab("g", 2, 0.0);
+    let truth = lab.0.truth().clone();
+    count_syns_by_source_port(&lab, "srcport", 53);
+    let targets = [
+        "198.18.0.2",
+        "198.19.0.1",
+        "198.19.0.2",
+        "2001:2::2",
+        "2001:2:0:1::1",
+        "2001:2:0:1::2",
+    ];
+    let hosts: Vec<&HostTruth> = targets
+        .iter()
+        .map(|t| truth.host(t.parse().unwrap()).unwrap())
+        .collect();
+    let spec = "1-1000,20001-20002,30001-30002";
+    let ports: Vec<u16> = (1..=1000).chain([20001, 20002, 30001, 30002]).collect();
+    let mut args: Vec<&str> = targets.to_vec();
+    args.extend(["-p", spec, "--source-port", "53", "--retries", "2"]);
+    let (results, stderr) = scan_ndjson(&lab, &args);
+    assert_exact(&results, &hosts, &ports, false);
+    assert!(stderr.contains("in 3 round(s)"), "{stderr}");
+    // Every pair once, and every silent pair twice more (--retries 2), all from port 53.
+    let syns = |v6: bool| -> u64 {
+        hosts
+            .iter()
+            .filter(|h| h.addr.is_ipv6() == v6)
+            .map(|h| {
+                let silent = ports
+                    .iter()
+                    .filter(|p| h.expected(**p) == Expected::FilteredSilent)
+                    .count() as u64;
+                ports.len() as u64 + 2 * silent
+            })
+            .sum()
+    };
+    assert_eq!(
+        read_syn_counters(&lab, "srcport"),
+        [syns(false), 0, syns(true), 0],
+        "SYNs from port 53 / from other ports, IPv4 then IPv6"
+    );
+}
+
+#[test]
+fn fixed_source_port_scan_through_loss_is_exact_with_adaptive_retries() {
+    // A retry from a fixed port repeats the 4-tuple and the sequence number, as a TCP
+    // stack retransmits: a target whose SYN-ACK was lost answers the retry at once.
+    let lab = lab("m", 0, 3.0);
+    let host = truth_of(&lab, "198.18.0.2");
+    count_syns_by_source_port(&lab, "srcport", 20);
+    let (results, stderr) =
+        scan_ndjson(&lab, &["198.18.0.2", "-p", "1-6000", "--source-port", "20"]);
+    eprintln!("{stderr}");
+    let ports: Vec<u16> = (1..=6000).collect();
+    assert_exact(&results, &[&host], &ports, false);
+    assert!(!stderr.contains("in 1 round(s)"), "{stderr}");
+    assert!(stderr.contains("estimated loss per try"), "{stderr}");
+    let [from20, other, _, _] = read_syn_counters(&lab, "srcport");
+    // The counter is ahead of the lab's loss: every pair once, retries on top.
+    assert!(from20 > 6000 && other == 0, "{from20} {other}");
+}

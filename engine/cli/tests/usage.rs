@@ -86,6 +86,26 @@ fn each_bad_port_spec_has_its_own_message() {
 }
 
 #[test]
+fn bad_source_ports_are_refused_before_any_socket() {
+    let scan = |v: &str| ["scan", "198.18.0.2", "-p", "80", "--source-port", v].map(str::to_owned);
+    for (v, want) in [
+        (
+            "0",
+            "invalid value '0' for '--source-port <PORT>': 0 is not in 1..=65535",
+        ),
+        ("65536", "65536 is not in 1..=65535"),
+        ("70000", "70000 is not in 1..=65535"),
+        ("dns", "invalid value 'dns' for '--source-port <PORT>'"),
+    ] {
+        refused(&scan(v).each_ref().map(String::as_str), want);
+    }
+    refused(
+        &["scan", "198.18.0.2", "-p", "80", "-g", "-5"],
+        "'-g <PORT>'",
+    );
+}
+
+#[test]
 fn ipv6_refusal_suggests_the_narrowest_allow() {
     refused(
         &["scan", "2001:2::2", "-p", "80"],
@@ -144,6 +164,10 @@ fn dry_run_needs_no_privilege_and_lists_the_probes() {
         "{text}"
     );
     assert!(text.contains("probes: 396 in the first round"), "{text}");
+    assert!(
+        text.contains("source port: one per round, from 61440-65535"),
+        "{text}"
+    );
 }
 
 /// Whether this process runs as root (read from /proc, no libc call needed).

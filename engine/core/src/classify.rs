@@ -12,6 +12,14 @@
 //! range, cut into [`SLOTS`] blocks of [`ROUNDS`] ports. A scan owns one block (its slot) and
 //! sends retry round `r` from `base + r`, so the port a reply comes back to says which scan
 //! and which round it answers.
+//!
+//! A scan with a fixed source port ([`ScanSpace::with_source_port`], nmap's `-g`) sends
+//! every round from that one port with the same sequence number, exactly as a TCP stack
+//! retransmits a SYN, so the cookie keeps all 32 keyed bits. The port then says nothing
+//! about scan or round: the caller tries each scan sending from that port (the cookie
+//! picks the right one), and [`Observation::round`] of such a scan is only a placeholder
+//! (0) that the caller replaces with the last round the pair was sent in (see
+//! ARCHITECTURE.md, "Fixed source port").
 
 use crate::cookie::CookieKey;
 use crate::order::Permutation;
@@ -138,7 +146,7 @@ pub struct Probe {
     pub src: IpAddr,
     /// Target address.
     pub dst: IpAddr,
-    /// Source port (slot + round).
+    /// Source port (slot + round, or the fixed port).
     pub src_port: u16,
     /// Target port.
     pub dst_port: u16,
@@ -196,6 +204,8 @@ pub struct ScanSpace {
     sources: Sources,
     slot: u16,
     pairs: u64,
+    /// Every round's source port when fixed; `None`: the slot's block.
+    fixed_port: Option<u16>,
 }
 
 impl ScanSpace {
@@ -231,7 +241,21 @@ impl ScanSpace {
             sources,
             slot,
             pairs,
+            fixed_port: None,
         })
+    }
+
+    /// The same space sending every round from `port` (`None`: the slot's own ports).
+    pub fn with_source_port(self, port: Option<u16>) -> Self {
+        ScanSpace {
+            fixed_port: port,
+            ..self
+        }
+    }
+
+    /// The fixed source port, if the scan has one.
+    pub fn fixed_port(&self) -> Option<u16> {
+        self.fixed_port
     }
 
     /// Number of (target x port) pairs.
@@ -287,7 +311,9 @@ impl ScanSpace {
             IpAddr::V6(_) => self.sources.v6,
         }
         .expect("source presence checked in ScanSpace::new");
-        let src_port = source_port(self.slot, round);
+        let src_port = self
+            .fixed_port
+            .unwrap_or_else(|| source_port(self.slot, round));
         Probe {
             pair,
             src,
@@ -298,13 +324,21 @@ impl ScanSpace {
         }
     }
 
-    /// Validates a reply against this scan and says what it proves.
+    /// Validates a reply against this scan and says what it proves. For a scan with a fixed
+    /// source port the observation's `round` is 0: the port does not carry it.
     #[inline]
     pub fn classify(&self, r: &Reply) -> Result<Observation, Discard> {
-        let (slot, round) = split_port(r.local_port).ok_or(Discard::NoScan)?;
-        if slot != self.slot {
-            return Err(Discard::NoScan);
-        }
+        let round = match self.fixed_port {
+            None => {
+                let (slot, round) = split_port(r.local_port).ok_or(Discard::NoScan)?;
+                if slot != self.slot {
+                    return Err(Discard::NoScan);
+                }
+                round
+            }
+            Some(p) if p == r.local_port => 0,
+            Some(_) => return Err(Discard::NoScan),
+        };
         let cookie = self
             .key
             .cookie(r.local, r.remote, r.local_port, r.remote_port);

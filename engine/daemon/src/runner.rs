@@ -183,6 +183,7 @@ fn run_chunk(
         // All chunks of a scan share one fair share of the engine, so a deep scan with
         // several chunks in flight does not crowd out a fast scan.
         group: base.group,
+        source_port: base.source_port,
     };
     let mut handle = loop {
         if cancel.load(Relaxed) {

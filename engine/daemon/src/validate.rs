@@ -68,6 +68,7 @@ pub(crate) fn plan(
         retries: settings.retries,
         max_wait: settings.max_wait,
         min_wait: settings.min_wait,
+        source_port: None,
     };
     // Size (counted without overflow), then policy, then routes: each refusal is the right
     // one. The engine checks the policy again on every chunk.

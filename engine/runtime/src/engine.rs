@@ -1,5 +1,6 @@
 //! The engine: starts the send and receive threads over a transport, enforces the target
-//! policy, assigns each scan a slot (its source-port block), fresh cookie key and order seed.
+//! policy, assigns each scan a slot (its source-port block, unless the plan fixes one source
+//! port), fresh cookie key and order seed.
 
 use crate::clock::{Clock, SystemClock};
 use crate::plan::ScanPlan;
@@ -209,7 +210,7 @@ impl Engine {
         let key = CookieKey::from_bytes(rng.random());
         let seed: u64 = rng.random();
         let space = match ScanSpace::new(key, seed, plan.targets, plan.ports, plan.sources, slot) {
-            Ok(s) => s,
+            Ok(s) => s.with_source_port(plan.source_port),
             Err(e) => {
                 self.slots.free(slot);
                 return Err(e.into());

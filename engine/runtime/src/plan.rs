@@ -31,6 +31,9 @@ pub struct ScanRequest {
     pub max_wait: Duration,
     /// Lower bound on that wait.
     pub min_wait: Duration,
+    /// Send every probe from this source port (nmap's `-g`); `None`: the engine's per-scan
+    /// ports.
+    pub source_port: Option<u16>,
 }
 
 impl Default for ScanRequest {
@@ -43,6 +46,7 @@ impl Default for ScanRequest {
             retries: 2,
             max_wait: Duration::from_secs(1),
             min_wait: Duration::from_millis(10),
+            source_port: None,
         }
     }
 }
@@ -67,6 +71,9 @@ pub enum PlanError {
         /// Maximum.
         max: Duration,
     },
+    /// Source port 0.
+    #[error("--source-port 0 is not a port: give 1 to 65535")]
+    SourcePort,
     /// More (target x port) pairs than the caller's limit.
     #[error("scan too large: {pairs} target x port pairs (at most {max})")]
     TooLarge {
@@ -107,6 +114,8 @@ pub struct ScanPlan {
     /// Scans with the same group share one fair share of the engine's rate (the engine
     /// daemon puts all chunks of one scan in one group); `None` is a group of its own.
     pub group: Option<u64>,
+    /// Every probe's source port, when fixed (see [`ScanRequest::source_port`]).
+    pub source_port: Option<u16>,
 }
 
 /// What [`ScanRequest::plan_within`] checks a request against before any route lookup.
@@ -164,6 +173,9 @@ impl ScanRequest {
         if self.rate == 0 {
             return Err(PlanError::Rate);
         }
+        if self.source_port == Some(0) {
+            return Err(PlanError::SourcePort);
+        }
         if self.min_wait > self.max_wait {
             return Err(PlanError::Wait {
                 min: self.min_wait,
@@ -201,6 +213,7 @@ impl ScanRequest {
                 max: Nanos::from(self.max_wait),
             },
             group: None,
+            source_port: self.source_port,
         })
     }
 }

@@ -3,13 +3,19 @@
 //!
 //! Everything that is not a valid first reply is counted by reason and dropped. This thread
 //! is the only writer of `AnsweredSet`s and RTT estimates.
+//!
+//! A reply's destination port names its scan (the slot's block), except for scans with a
+//! fixed source port: a reply to such a port is tried against each of them, and the cookie
+//! picks the one that sent it. Their replies do not say which round they answer either: the
+//! round the pair was last sent in stands in, and RTT samples are taken only from pairs
+//! sent once (Karn's rule), so a reply to an earlier send never shortens the wait.
 
 use crate::clock::Clock;
 use crate::scan::{Msg, Outcome, ScanShared};
 use crate::slots::Slots;
 use crate::stats::EngineStats;
 use crossbeam_channel::Receiver;
-use portscope_core::classify::{split_port, Discard, DiscardCounts, SLOTS};
+use portscope_core::classify::{split_port, Discard, DiscardCounts, Observation, SLOTS};
 use portscope_core::reply;
 use portscope_core::rtt::RttEstimator;
 use portscope_core::Nanos;
@@ -67,6 +73,8 @@ pub(crate) struct RecvLoop {
 impl RecvLoop {
     pub(crate) fn run(mut self) {
         let mut table: Vec<Option<Entry>> = (0..SLOTS).map(|_| None).collect();
+        // (fixed source port, slot) of the scans that have one.
+        let mut fixed: Vec<(u16, u16)> = Vec::new();
         // Scans the send thread has ended, finished once the capture socket is drained.
         let mut closing: Vec<(u16, Outcome)> = Vec::new();
         let mut batch = RecvBatch::new(self.batch);
@@ -77,6 +85,9 @@ impl RecvLoop {
                 match m {
                     RecvCtl::Add(s, ack) => {
                         let slot = usize::from(s.space.slot());
+                        if let Some(port) = s.space.fixed_port() {
+                            fixed.push((port, s.space.slot()));
+                        }
                         table[slot] = Some(Entry {
                             shared: s,
                             rtt: RttEstimator::new(),
@@ -105,7 +116,7 @@ impl RecvLoop {
             let drained = batch.len() < batch.capacity();
             if batch.is_empty() {
                 if drained {
-                    finish(&mut closing, &mut table, &self.slots);
+                    finish(&mut closing, &mut table, &mut fixed, &self.slots);
                 }
                 self.publish(&mut table, &mut discards, &mut last_kstats);
                 continue;
@@ -113,7 +124,7 @@ impl RecvLoop {
             let now = self.clock.now();
             let mut accepted = 0;
             for frame in batch.iter() {
-                match handle(frame, &mut table, now) {
+                match handle(frame, &mut table, &fixed, now) {
                     Ok(()) => accepted += 1,
                     Err(d) => discards.record(d),
                 }
@@ -121,7 +132,7 @@ impl RecvLoop {
             self.stats.received.fetch_add(batch.len() as u64, Relaxed);
             self.stats.accepted.fetch_add(accepted, Relaxed);
             if drained {
-                finish(&mut closing, &mut table, &self.slots);
+                finish(&mut closing, &mut table, &mut fixed, &self.slots);
             }
             self.publish(&mut table, &mut discards, &mut last_kstats);
             // A thin batch: replies trickle in one wake-up each. Let them gather for a
@@ -156,8 +167,14 @@ impl RecvLoop {
 
 /// Ends the closing scans: no more replies are accepted, the handle is told, the slot is
 /// free for a new scan (whose fresh key rejects any late reply to the old one).
-fn finish(closing: &mut Vec<(u16, Outcome)>, table: &mut [Option<Entry>], slots: &Slots) {
+fn finish(
+    closing: &mut Vec<(u16, Outcome)>,
+    table: &mut [Option<Entry>],
+    fixed: &mut Vec<(u16, u16)>,
+    slots: &Slots,
+) {
     for (slot, outcome) in closing.drain(..) {
+        fixed.retain(|&(_, s)| s != slot);
         if let Some(mut e) = table[usize::from(slot)].take() {
             if e.dirty {
                 e.publish(e.published);
@@ -170,22 +187,67 @@ fn finish(closing: &mut Vec<(u16, Outcome)>, table: &mut [Option<Entry>], slots:
 
 /// Validates one frame and, if it is a first valid reply, records and emits it.
 #[inline]
-fn handle(frame: &[u8], table: &mut [Option<Entry>], now: Nanos) -> Result<(), Discard> {
+fn handle(
+    frame: &[u8],
+    table: &mut [Option<Entry>],
+    fixed: &[(u16, u16)],
+    now: Nanos,
+) -> Result<(), Discard> {
     let r = reply::parse(frame)?;
-    let (slot, _) = split_port(r.local_port).ok_or(Discard::NoScan)?;
-    let e = table[usize::from(slot)].as_mut().ok_or(Discard::NoScan)?;
+    let (slot, mut o) = owner(&r, table, fixed)?;
+    let Some(e) = table[usize::from(slot)].as_mut() else {
+        return Err(Discard::NoScan);
+    };
     let s = &e.shared;
-    let o = s.space.classify(&r)?;
+    let once = s.space.fixed_port().is_some();
+    if once {
+        o.round = s.log.last_round(s.space.position_of(o.pair));
+    }
     if !s.answered.insert(o.pair) {
         s.duplicates.fetch_add(1, Relaxed);
         return Err(Discard::Duplicate);
     }
     s.replies.fetch_add(1, Relaxed);
     s.round_replies[usize::from(o.round)].fetch_add(1, Relaxed);
-    if let Some(sent) = s.log.sent_at(s.space.position_of(o.pair), o.round) {
+    // A fixed-port pair sent in a later round may answer an earlier send: no sample.
+    let sample = !once || o.round == 0;
+    if let Some(sent) = s
+        .log
+        .sent_at(s.space.position_of(o.pair), o.round)
+        .filter(|_| sample)
+    {
         e.rtt.record(now.since(sent));
         e.dirty = true;
     }
     let _ = s.events.send(Msg::Port(o, now));
     Ok(())
+}
+
+/// The scan a reply belongs to and what it proves: the scans sending from a fixed port equal
+/// to the reply's first (the cookie decides), then the scan whose slot owns the port.
+#[inline]
+fn owner(
+    r: &reply::Reply,
+    table: &[Option<Entry>],
+    fixed: &[(u16, u16)],
+) -> Result<(u16, Observation), Discard> {
+    let mut why = Discard::NoScan;
+    for &(port, slot) in fixed {
+        if port != r.local_port {
+            continue;
+        }
+        if let Some(e) = &table[usize::from(slot)] {
+            match e.shared.space.classify(r) {
+                Ok(o) => return Ok((slot, o)),
+                Err(d) => why = d,
+            }
+        }
+    }
+    match split_port(r.local_port) {
+        Some((slot, _)) => match &table[usize::from(slot)] {
+            Some(e) => e.shared.space.classify(r).map(|o| (slot, o)),
+            None => Err(why),
+        },
+        None => Err(why),
+    }
 }

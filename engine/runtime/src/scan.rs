@@ -124,6 +124,18 @@ impl SendLog {
         }
     }
 
+    /// The round `pos` was last sent in (for a fixed source port, whose replies do not say;
+    /// per entry, so with more than 65,536 pairs a neighbour's later round can stand in).
+    #[inline]
+    pub(crate) fn last_round(&self, pos: u64) -> u8 {
+        let v = self.entries[(pos >> self.shift) as usize].load(Relaxed);
+        if v == u64::MAX {
+            0
+        } else {
+            (v & 0xff) as u8
+        }
+    }
+
     /// The send time of `pos` if it was last sent in `round`.
     #[inline]
     pub(crate) fn sent_at(&self, pos: u64, round: u8) -> Option<Nanos> {

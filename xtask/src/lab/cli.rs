@@ -13,16 +13,18 @@ const USAGE: &str = "\
 usage: cargo xtask lab <command>
 
   up      [--name N] [--hosts N] [--loss PCT] [--rst-limit N] [--offloads on|off] [--wide]
-          [--scanners N]
+          [--scanners N] [--icmp-range] [--icmp-limit N]
           build the lab (tearing down a lab of the same name first); --wide makes every
           address of 198.19.0.0/16 answer (port 80 open), not only the extra hosts;
+          --icmp-range makes ports 40000-40999 of every host answer ICMP unreachable too;
+          --icmp-limit N lets at most N ICMP unreachables a second leave the target;
           --scanners N gives N scanner namespaces (N-s, N-s2, ...), each with its own veth
           into the target and its own source addresses
   down    [--name N | --all]
           kill the listener, delete the namespaces and the state directory
   status  [--name N]
           namespaces, addresses, routes, listener, impairments, truth summary
-  impair  [--name N] [--loss PCT] [--rst-limit N]
+  impair  [--name N] [--loss PCT] [--rst-limit N] [--icmp-limit N]
           replace the impairments (omitted = none)
   exec    [--name N] [--target | --scanner K] -- CMD ARGS...
           run CMD in scanner namespace K (default 1) or the target's, exit with its code
@@ -119,6 +121,8 @@ fn up(mut args: Args) -> anyhow::Result<i32> {
     cfg.hosts = args.parsed("--hosts")?.unwrap_or(cfg.hosts);
     cfg.loss_pct = args.parsed("--loss")?.unwrap_or(cfg.loss_pct);
     cfg.rst_limit = args.parsed("--rst-limit")?;
+    cfg.icmp_limit = args.parsed("--icmp-limit")?;
+    cfg.icmp_range = args.switch("--icmp-range");
     cfg.offloads = match args.value("--offloads")?.as_deref() {
         None | Some("on") => true,
         Some("off") => false,
@@ -227,7 +231,11 @@ fn status(mut args: Args) -> anyhow::Result<i32> {
     let impair: Vec<&str> = rules
         .lines()
         .map(str::trim)
-        .filter(|l| l.contains("numgen") || l.contains("tcp flags rst"))
+        .filter(|l| {
+            l.contains("numgen")
+                || l.contains("tcp flags rst")
+                || l.contains("type destination-unreachable")
+        })
         .collect();
     println!(
         "impairments: {}",
@@ -277,10 +285,17 @@ fn impair(mut args: Args) -> anyhow::Result<i32> {
     let name = args.name()?;
     let loss = args.parsed("--loss")?.unwrap_or(0.0);
     let rst_limit = args.parsed("--rst-limit")?;
+    let icmp_limit: Option<u32> = args.parsed("--icmp-limit")?;
     args.finish()?;
-    Lab::open(&name)?.set_impairments(loss, rst_limit)?;
-    let rst = rst_limit.map_or("unlimited".to_owned(), |n| format!("{n}/s"));
-    println!("lab {name}: loss {loss}% each way, RSTs {rst}");
+    let lab = Lab::open(&name)?;
+    lab.set_impairments(loss, rst_limit)?;
+    lab.set_icmp_limit(icmp_limit)?;
+    let per_s = |l: Option<u32>| l.map_or("unlimited".to_owned(), |n| format!("{n}/s"));
+    println!(
+        "lab {name}: loss {loss}% each way, RSTs {}, ICMP unreachables {}",
+        per_s(rst_limit),
+        per_s(icmp_limit)
+    );
     Ok(0)
 }
 

@@ -56,6 +56,7 @@ pub(crate) fn ruleset(truth: &Truth) -> String {
     s.push_str(
         "\tchain impair_in {\n\t\ttype filter hook input priority filter - 10; policy accept;\n\t}\n\
          \tchain impair_out {\n\t\ttype filter hook output priority filter - 10; policy accept;\n\t}\n\
+         \tchain impair_icmp {\n\t\ttype filter hook output priority filter - 10; policy accept;\n\t}\n\
          \tchain filter_in {\n\t\ttype filter hook input priority filter; policy accept;\n",
     );
     // A wide lab lets every address of 198.19.0.0/16 answer (`Truth::wide`).
@@ -135,6 +136,34 @@ pub(crate) fn impairments(veths: &[&str], loss_pct: f64, rst_limit: Option<u32>)
     s
 }
 
+/// Replace the ICMP impairment chain's rules: at most `limit` ICMP and ICMPv6 destination
+/// unreachables a second leave the target over `veths` (each family its own limiter;
+/// `Some(0)` drops them all). Neighbour discovery and echo are never touched.
+pub(crate) fn icmp_limit(veths: &[&str], limit: Option<u32>) -> String {
+    let quoted: Vec<String> = veths.iter().map(|v| format!("\"{v}\"")).collect();
+    let veth = match quoted.as_slice() {
+        [one] => one.clone(),
+        all => format!("{{ {} }}", all.join(", ")),
+    };
+    let mut s = format!("flush chain inet {TABLE} impair_icmp\n");
+    let action = match limit {
+        None => return s,
+        Some(0) => "drop".to_owned(),
+        Some(n) => format!("limit rate over {n}/second burst 10 packets drop"),
+    };
+    for m in [
+        "icmp type destination-unreachable",
+        "icmpv6 type destination-unreachable",
+    ] {
+        writeln!(
+            s,
+            "add rule inet {TABLE} impair_icmp oifname {veth} {m} {action}"
+        )
+        .unwrap();
+    }
+    s
+}
+
 /// Feed `script` to `nft -f -` inside namespace `ns`. Every nftables change of the lab and
 /// the benchmarks goes through here.
 pub(crate) fn apply(ns: &str, script: &str) -> anyhow::Result<()> {
@@ -207,6 +236,23 @@ mod tests {
             "{wide}"
         );
         assert!(wide.contains("198.19.0.2 . 30002"), "{wide}");
+    }
+
+    #[test]
+    fn icmp_limit_touches_only_destination_unreachables() {
+        let none = icmp_limit(&["pst0"], None);
+        assert_eq!(none, "flush chain inet pslab impair_icmp\n");
+        let some = icmp_limit(&["pst0", "pst1"], Some(1500));
+        assert!(
+            some.contains("impair_icmp oifname { \"pst0\", \"pst1\" } icmp type destination-unreachable limit rate over 1500/second burst 10 packets drop"),
+            "{some}"
+        );
+        assert!(
+            some.contains("icmpv6 type destination-unreachable limit rate over 1500/second"),
+            "{some}"
+        );
+        assert!(icmp_limit(&["pst0"], Some(0)).contains("destination-unreachable drop"));
+        assert!(ruleset(&Truth::compute("x", 0)).contains("chain impair_icmp {"));
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub const BASE_OPEN: [u16; 13] = [
 pub const BASE_FILTERED_SILENT: [u16; 8] = [135, 139, 445, 1433, 3389, 5900, 9000, 9001];
 /// Ports every host answers with ICMP administratively prohibited (3/13, ICMPv6 1/1).
 pub const BASE_FILTERED_ICMP: [u16; 5] = [23, 111, 2049, 6000, 11211];
+/// With `LabConfig::icmp_range`, these ports of every host answer ICMP administratively
+/// prohibited as well (clear of every other list: 20000 + k, 30000 + k, `BASE_*`).
+pub const ICMP_RANGE: std::ops::RangeInclusive<u16> = 40000..=40999;
 /// Extra host `k` also has port `PER_HOST_OPEN_BASE + k` open.
 pub const PER_HOST_OPEN_BASE: u16 = 20000;
 /// Extra host `k` also has port `PER_HOST_SILENT_BASE + k` silently filtered.
@@ -192,6 +195,18 @@ impl Truth {
         Truth { wide, ..self }
     }
 
+    /// The same truth, with `ICMP_RANGE` answered by ICMP on every host when `on`.
+    pub fn with_icmp_range(mut self, on: bool) -> Truth {
+        if on {
+            for h in &mut self.hosts {
+                h.filtered_icmp.extend(ICMP_RANGE);
+                h.filtered_icmp.sort_unstable();
+                h.filtered_icmp.dedup();
+            }
+        }
+        self
+    }
+
     /// The host with address `addr`, if the lab lists one (a wide lab's unlisted addresses
     /// are not listed: see `expected`).
     pub fn host(&self, addr: IpAddr) -> Option<&HostTruth> {
@@ -312,6 +327,21 @@ mod tests {
             None,
             "a narrow lab's unlisted addresses stay silent"
         );
+    }
+
+    #[test]
+    fn icmp_range_is_icmp_on_every_host_and_clear_of_the_rest() {
+        let plain = Truth::compute("x", 3);
+        let truth = plain.clone().with_icmp_range(true);
+        assert_eq!(plain.clone().with_icmp_range(false), plain);
+        for (h, p) in truth.hosts.iter().zip(&plain.hosts) {
+            for port in ICMP_RANGE {
+                assert_eq!(p.expected(port), Expected::Closed, "{port}");
+                assert_eq!(h.expected(port), Expected::FilteredIcmp, "{port}");
+            }
+            assert_eq!(h.expected(23), Expected::FilteredIcmp);
+            assert_eq!(h.closed_count(), p.closed_count() - ICMP_RANGE.len());
+        }
     }
 
     #[test]

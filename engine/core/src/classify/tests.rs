@@ -166,6 +166,37 @@ fn wrong_slot_target_and_port_are_discarded() {
     );
 }
 
+#[test]
+fn fixed_source_port_keeps_port_and_sequence_across_rounds() {
+    let s = space(&["198.18.0.2"], "22,81").with_source_port(Some(53));
+    assert_eq!(s.fixed_port(), Some(53));
+    let first = s.probe(0, 0);
+    for round in 1..ROUNDS as u8 {
+        // A retry is a true retransmission: same 4-tuple, same sequence number.
+        assert_eq!(s.probe(0, round), first);
+    }
+    assert_eq!(first.src_port, 53);
+    assert_eq!(first.seq, cookie("198.18.0.1", "198.18.0.2", 53, 22));
+    // A SYN-ACK to port 53 with the cookie is open (round unknown: 0); the same answer to
+    // any other port, or with the cookie of another port, is not this scan's.
+    let mut frame = real_syn_ack(first.seq.wrapping_add(1));
+    frame[22..24].copy_from_slice(&53u16.to_be_bytes());
+    let r = reply::parse(&frame).unwrap();
+    let o = s.classify(&r).unwrap();
+    assert_eq!((o.pair, o.round, o.state), (0, 0, PortState::Open));
+    let mut other = r;
+    other.local_port = source_port(0, 0);
+    assert_eq!(s.classify(&other), Err(Discard::NoScan));
+    let mut forged = r;
+    forged.check = cookie("198.18.0.1", "198.18.0.2", 54, 22).wrapping_add(1);
+    assert_eq!(s.classify(&forged), Err(Discard::BadCookie));
+    // The slot-port space of the same key rejects the fixed-port reply.
+    assert_eq!(
+        space(&["198.18.0.2"], "22").classify(&r),
+        Err(Discard::NoScan)
+    );
+}
+
 /// Builds the reply a target would send to `probe_bytes`, with etherparse.
 fn reflect(probe: &Probe, probe_bytes: &[u8], kind: u8) -> Vec<u8> {
     let mut out = Vec::new();
@@ -218,6 +249,12 @@ proptest! {
         prop_assert_eq!(o.pair, pair);
         prop_assert_eq!(o.round, round);
         prop_assert_eq!(o.ttl, 61);
+        // The same answer to the same probe from a fixed source port.
+        let fixed = s.clone().with_source_port(Some(20 + kind as u16));
+        let probe = fixed.probe(pair, round);
+        let n = t.stamp(&mut buf, probe.dst, probe.src_port, probe.dst_port, probe.seq, 7);
+        let f = fixed.classify(&reply::parse(&reflect(&probe, &buf[..n], kind)).unwrap()).unwrap();
+        prop_assert_eq!((f.pair, f.round, f.state), (pair, 0, o.state));
         let want = [PortState::Open, PortState::Closed, PortState::Filtered][kind as usize];
         prop_assert_eq!(o.state, want);
         if kind == 2 {
