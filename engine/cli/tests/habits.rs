@@ -523,14 +523,14 @@ fn ttl_sets_the_probes_ttl_and_hop_limit() {
 
 #[test]
 fn rate_limited_icmp_is_retried_until_answered_and_reported_with_its_rate() {
-    // Ports 40000-40999 answer ICMP admin-prohibited, at most 2,000 a second; the scan asks
-    // 20,000 probes a second of them. Each must still come out filtered by its ICMP answer
+    // Ports 40000-40999 answer ICMP admin-prohibited, at most 1,000 a second; the scan asks
+    // 4,000 probes a second of them, so most answer only a retry. Each must still come out filtered by its ICMP answer
     // (not guessed from silence), and the summary names the rate the target lets out.
     let lab = lab_with(
         "i",
         LabConfig {
             icmp_range: true,
-            icmp_limit: Some(2_000),
+            icmp_limit: Some(1_000),
             ..LabConfig::default()
         },
     );
@@ -545,7 +545,7 @@ fn rate_limited_icmp_is_retried_until_answered_and_reported_with_its_rate() {
             "-p",
             "39990-41009",
             "--rate",
-            "20000",
+            "4000",
             "--format",
             "ndjson",
         ],
@@ -583,8 +583,9 @@ fn rate_limited_icmp_is_retried_until_answered_and_reported_with_its_rate() {
         .and_then(|s| s.split('/').next())
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("{line}"));
-    // 2,000 a second, plus the limiter's burst of 10 over a first round of about 50 ms.
-    assert!((1_000.0..=3_500.0).contains(&rate), "{line}");
+    eprintln!("{line}");
+    // 1,000 a second, plus the limiter's burst of 50 over a first round of about 0.25 s.
+    assert!((600.0..=1_800.0).contains(&rate), "{line}");
     assert!(
         !r.stderr.contains("RST answers are rate-limited"),
         "{}",

@@ -100,8 +100,12 @@ fn bad_source_ports_are_refused_before_any_socket() {
         refused(&scan(v).each_ref().map(String::as_str), want);
     }
     refused(
+        &["scan", "198.18.0.2", "-p", "80", "-g", "99999"],
+        "invalid value '99999' for '--source-port <PORT>': 99999 is not in 1..=65535",
+    );
+    refused(
         &["scan", "198.18.0.2", "-p", "80", "-g", "-5"],
-        "'-g <PORT>'",
+        "unexpected argument '-5'",
     );
 }
 

@@ -149,7 +149,9 @@ pub(crate) fn icmp_limit(veths: &[&str], limit: Option<u32>) -> String {
     let action = match limit {
         None => return s,
         Some(0) => "drop".to_owned(),
-        Some(n) => format!("limit rate over {n}/second burst 10 packets drop"),
+        // A burst room of 50: replies come in the scanner's send batches, and a room smaller
+        // than one batch's share would cap the rate below `n`.
+        Some(n) => format!("limit rate over {n}/second burst 50 packets drop"),
     };
     for m in [
         "icmp type destination-unreachable",
@@ -244,7 +246,7 @@ mod tests {
         assert_eq!(none, "flush chain inet pslab impair_icmp\n");
         let some = icmp_limit(&["pst0", "pst1"], Some(1500));
         assert!(
-            some.contains("impair_icmp oifname { \"pst0\", \"pst1\" } icmp type destination-unreachable limit rate over 1500/second burst 10 packets drop"),
+            some.contains("impair_icmp oifname { \"pst0\", \"pst1\" } icmp type destination-unreachable limit rate over 1500/second burst 50 packets drop"),
             "{some}"
         );
         assert!(
