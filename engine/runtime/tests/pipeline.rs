@@ -266,6 +266,39 @@ fn concurrent_scans_do_not_cross_talk() {
 }
 
 #[test]
+fn scans_sharing_a_fixed_source_port_stay_exact_through_loss() {
+    // Two scans send every probe from port 53 to overlapping targets and ports, next to a
+    // scan on the engine's own ports, through 20% loss with duplicated replies: the
+    // cookie alone tells their replies apart, and retries recover the losses.
+    let (e, _, _) = engine(0.2, true, 6);
+    let fixed = |targets: &[&str], ports: &str| {
+        let mut r = request(targets, ports, 10);
+        r.source_port = Some(53);
+        e.submit(r.plan(&route).unwrap()).unwrap()
+    };
+    let a = fixed(&["198.18.0.2"], "1-3000");
+    let b = fixed(&["198.18.0.2", "198.19.0.7"], "10-2000");
+    let c = e
+        .submit(request(&["198.18.0.2"], "1-1000", 10).plan(&route).unwrap())
+        .unwrap();
+    let ta = std::thread::spawn(move || collect(a));
+    let tb = std::thread::spawn(move || collect(b));
+    let (rc, _) = collect(c);
+    let (ra, sa) = ta.join().unwrap();
+    let (rb, sb) = tb.join().unwrap();
+    assert_matches_truth(&ra, &["198.18.0.2"], 1..=3000u16);
+    assert_matches_truth(&rb, &["198.18.0.2", "198.19.0.7"], 10..=2000u16);
+    assert_matches_truth(&rc, &["198.18.0.2"], 1..=1000u16);
+    assert!(sa.rounds > 1 && sb.rounds > 1, "{sa:?} {sb:?}");
+    assert!(
+        sa.est_loss.is_some(),
+        "loss is estimated from the retries: {sa:?}"
+    );
+    assert!(sa.duplicates + sb.duplicates > 0);
+    assert!(sa.rtt_p50.is_some(), "RTT is sampled from pairs sent once");
+}
+
+#[test]
 fn cancel_reports_only_what_was_found() {
     // Real time: the cancel comes from this thread while the scan runs.
     let (e, _, _) = engine_on(0.0, false, 5, false, 2_000_000);
