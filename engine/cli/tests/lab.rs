@@ -226,7 +226,18 @@ fn multi_host_scan_ipv4_and_ipv6_matches_truth() {
 fn two_concurrent_scanner_processes_do_not_cross_talk() {
     // Both processes use the same source ports on the same interface, so each sees the
     // other's replies: only the cookie keeps them apart.
-    let lab = lab("e", 2, 0.0);
+    assert_no_cross_talk("e", &[]);
+}
+
+#[test]
+fn two_concurrent_scans_from_one_fixed_source_port_do_not_cross_talk() {
+    assert_no_cross_talk("n", &["--source-port", "53"]);
+}
+
+/// Two scanner processes, with `extra` flags each, scan two hosts at once; each result is
+/// exact and each process saw and rejected the other's replies.
+fn assert_no_cross_talk(tag: &str, extra: &[&str]) {
+    let lab = lab(tag, 2, 0.0);
     let truth = lab.0.truth().clone();
     let _serial = serial();
     let spawn = |target: &str, ports: &str| {
@@ -234,7 +245,7 @@ fn two_concurrent_scanner_processes_do_not_cross_talk() {
             &lab,
             &[target, "-p", ports, "--rate", "60000", "--format", "ndjson"],
         );
-        c.args(ALLOW);
+        c.args(ALLOW).args(extra);
         std::thread::spawn(move || run_bounded(c, Duration::from_secs(60)))
     };
     let a = spawn("198.18.0.2", "1-40000");
@@ -448,7 +459,7 @@ fn read_syn_counters(lab: &LabGuard, table: &str) -> [u64; 4] {
 
 #[test]
 fn fixed_source_port_scan_of_several_hosts_is_exact_and_every_syn_uses_it() {
-    let lab = lab("g", 2, 0.0);
+    let lab = lab("p", 2, 0.0);
     let truth = lab.0.truth().clone();
     count_syns_by_source_port(&lab, "srcport", 53);
     let targets = [
@@ -495,7 +506,7 @@ fn fixed_source_port_scan_of_several_hosts_is_exact_and_every_syn_uses_it() {
 fn fixed_source_port_scan_through_loss_is_exact_with_adaptive_retries() {
     // A retry from a fixed port repeats the 4-tuple and the sequence number, as a TCP
     // stack retransmits: a target whose SYN-ACK was lost answers the retry at once.
-    let lab = lab("m", 0, 3.0);
+    let lab = lab("q", 0, 3.0);
     let host = truth_of(&lab, "198.18.0.2");
     count_syns_by_source_port(&lab, "srcport", 20);
     let (results, stderr) =
