@@ -516,6 +516,10 @@ fn fixed_source_port_scan_through_loss_is_exact_with_adaptive_retries() {
     assert_exact(&results, &[&host], &ports, false);
     assert!(!stderr.contains("in 1 round(s)"), "{stderr}");
     assert!(stderr.contains("estimated loss per try"), "{stderr}");
+    assert!(
+        !stderr.contains("rate-limited"),
+        "random loss is not a limit: {stderr}"
+    );
     let [from20, other, _, _] = read_syn_counters(&lab, "srcport");
     // The counter is ahead of the lab's loss: every pair once, retries on top.
     assert!(from20 > 6000 && other == 0, "{from20} {other}");
