@@ -218,6 +218,19 @@ fn impairments_apply_and_clear() {
     lab.set_impairments(0.0, None).unwrap();
     assert_eq!(outcomes(&lab), [Outcome::Open, Outcome::Refused]);
     assert!(lab.set_impairments(101.0, None).is_err());
+    // ICMP errors: stopped, then let through again; `set_impairments` leaves the limit be.
+    let icmp = [sock("198.18.0.2", 23), sock("2001:2::2", 111)];
+    let icmp_outcomes = |lab: &Lab| -> Vec<Outcome> {
+        let results = lab.probe(&icmp, Duration::from_millis(300)).unwrap();
+        results.iter().map(|r| r.outcome).collect()
+    };
+    assert_eq!(icmp_outcomes(&lab), [Outcome::Unreachable; 2]);
+    lab.set_icmp_limit(Some(0)).unwrap();
+    lab.set_impairments(0.0, None).unwrap();
+    assert_eq!(icmp_outcomes(&lab), [Outcome::Timeout; 2]);
+    assert_eq!(outcomes(&lab), [Outcome::Open, Outcome::Refused]);
+    lab.set_icmp_limit(None).unwrap();
+    assert_eq!(icmp_outcomes(&lab), [Outcome::Unreachable; 2]);
 }
 
 #[test]
@@ -285,11 +298,17 @@ fn cli_up_status_exec_impair_down() {
         "1.5",
         "--rst-limit",
         "100",
+        "--icmp-limit",
+        "300",
     ]);
     assert_eq!(code, 0, "{text}");
     let (_, text) = xtask(&["status", "--name", &name]);
     assert!(
         text.contains("< 150 drop") && text.contains("over 100/second"),
+        "{text}"
+    );
+    assert!(
+        text.contains("icmpv6 type destination-unreachable limit rate over 300/second"),
         "{text}"
     );
     let lab = Lab::open(&name).unwrap();
