@@ -110,6 +110,31 @@ fn bad_source_ports_are_refused_before_any_socket() {
 }
 
 #[test]
+fn dry_run_names_a_fixed_source_port() {
+    let out = portscope(&[
+        "scan",
+        "198.18.0.2",
+        "-p",
+        "80",
+        "-g",
+        "53",
+        "--allow",
+        "198.18.0.0/15",
+        "--dry-run",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("source port: 53 (every probe and retry)"),
+        "{text}"
+    );
+}
+
+#[test]
 fn ipv6_refusal_suggests_the_narrowest_allow() {
     refused(
         &["scan", "2001:2::2", "-p", "80"],
