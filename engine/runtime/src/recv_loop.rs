@@ -199,9 +199,10 @@ fn handle(
         return Err(Discard::NoScan);
     };
     let s = &e.shared;
+    let pos = s.space.position_of(o.pair);
     let once = s.space.fixed_port().is_some();
     if once {
-        o.round = s.log.last_round(s.space.position_of(o.pair));
+        o.round = s.log.last_round(pos);
     }
     if !s.answered.insert(o.pair) {
         s.duplicates.fetch_add(1, Relaxed);
@@ -211,11 +212,7 @@ fn handle(
     s.round_replies[usize::from(o.round)].fetch_add(1, Relaxed);
     // A fixed-port pair sent in a later round may answer an earlier send: no sample.
     let sample = !once || o.round == 0;
-    if let Some(sent) = s
-        .log
-        .sent_at(s.space.position_of(o.pair), o.round)
-        .filter(|_| sample)
-    {
+    if let Some(sent) = s.log.sent_at(pos, o.round).filter(|_| sample) {
         e.rtt.record(now.since(sent));
         e.dirty = true;
     }
