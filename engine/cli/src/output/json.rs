@@ -25,6 +25,15 @@ impl JsonReport {
             written: 0,
         }
     }
+
+    /// One element of the array, after its separator.
+    fn element(&mut self, value: &impl serde::Serialize) -> io::Result<()> {
+        let sep: &[u8] = if self.written == 0 { b"\n" } else { b",\n" };
+        self.out.write_all(sep)?;
+        serde_json::to_writer(&mut self.out, value)?;
+        self.written += 1;
+        Ok(())
+    }
 }
 
 impl Report for JsonReport {
@@ -37,19 +46,11 @@ impl Report for JsonReport {
         if !self.filter.shows(r.state) {
             return Ok(());
         }
-        let sep: &[u8] = if self.written == 0 { b"\n" } else { b",\n" };
-        self.out.write_all(sep)?;
-        serde_json::to_writer(&mut self.out, r)?;
-        self.written += 1;
-        Ok(())
+        self.element(r)
     }
 
     fn host_flag(&mut self, flag: &HostFlag) -> io::Result<()> {
-        let sep: &[u8] = if self.written == 0 { b"\n" } else { b",\n" };
-        self.out.write_all(sep)?;
-        serde_json::to_writer(&mut self.out, flag)?;
-        self.written += 1;
-        Ok(())
+        self.element(flag)
     }
 
     fn end(&mut self, _end: &ScanEnd) -> io::Result<()> {

@@ -487,31 +487,29 @@ mod tests {
         assert_eq!(nmap_reason(false, SynAck, None), "syn-ack");
         assert_eq!(nmap_reason(false, Reset, None), "reset");
         assert_eq!(nmap_reason(true, NoResponse, None), "no-response");
-        let v4 = [
-            (0, "net-unreach"),
-            (1, "host-unreach"),
-            (2, "proto-unreach"),
-            (3, "port-unreach"),
-            (9, "net-prohibited"),
-            (10, "host-prohibited"),
-            (13, "admin-prohibited"),
-            (4, "dest-unreach"),
+        // (IPv6?, ICMP code, nmap's name); the type is 3 for IPv4, 1 for IPv6.
+        let cases = [
+            (false, 0, "net-unreach"),
+            (false, 1, "host-unreach"),
+            (false, 2, "proto-unreach"),
+            (false, 3, "port-unreach"),
+            (false, 9, "net-prohibited"),
+            (false, 10, "host-prohibited"),
+            (false, 13, "admin-prohibited"),
+            (false, 4, "dest-unreach"),
+            (true, 0, "no-route"),
+            (true, 1, "admin-prohibited"),
+            (true, 2, "beyond-scope"),
+            (true, 3, "host-unreach"),
+            (true, 4, "port-unreach"),
+            (true, 5, "admin-prohibited"),
+            (true, 6, "reject-route"),
+            (true, 7, "dest-unreach"),
         ];
-        for (code, want) in v4 {
-            assert_eq!(nmap_reason(false, IcmpUnreachable, Some((3, code))), want);
-        }
-        let v6 = [
-            (0, "no-route"),
-            (1, "admin-prohibited"),
-            (2, "beyond-scope"),
-            (3, "host-unreach"),
-            (4, "port-unreach"),
-            (5, "admin-prohibited"),
-            (6, "reject-route"),
-            (7, "dest-unreach"),
-        ];
-        for (code, want) in v6 {
-            assert_eq!(nmap_reason(true, IcmpUnreachable, Some((1, code))), want);
+        for (v6, code, want) in cases {
+            let icmp_type = if v6 { 1 } else { 3 };
+            let got = nmap_reason(v6, IcmpUnreachable, Some((icmp_type, code)));
+            assert_eq!(got, want, "v6 {v6} code {code}");
         }
         assert_eq!(
             nmap_reason(false, IcmpUnreachable, None),
