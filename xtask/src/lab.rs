@@ -87,6 +87,15 @@ impl Default for LabConfig {
 }
 
 impl LabConfig {
+    /// Lab `name` with `hosts` extra hosts, the rest default.
+    pub fn new(name: impl Into<String>, hosts: u32) -> Self {
+        LabConfig {
+            name: name.into(),
+            hosts,
+            ..LabConfig::default()
+        }
+    }
+
     /// Check every field; `up` calls this first.
     pub fn validate(&self) -> anyhow::Result<()> {
         validate_name(&self.name)?;

@@ -13,56 +13,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use serde_json::Value;
 
 use crate::lab::{xtask_bin, Lab};
 
-use super::agent::{AgentMsg, AgentReq};
+use super::agent::{AgentMsg, AgentReq, Reply};
 use super::{AGENT, API_ADDR, REQUEST_LIMIT};
-
-/// One reply as the parent sees it.
-#[derive(Debug, Clone, Default)]
-pub(super) struct Reply {
-    pub(super) t_start_us: u64,
-    pub(super) t_end_us: u64,
-    pub(super) status: u16,
-    pub(super) body: String,
-    pub(super) error: Option<String>,
-}
-
-impl Reply {
-    pub(super) fn failed(e: impl Into<String>) -> Reply {
-        Reply {
-            error: Some(e.into()),
-            ..Reply::default()
-        }
-    }
-
-    pub(super) fn latency_us(&self) -> u64 {
-        self.t_end_us.saturating_sub(self.t_start_us)
-    }
-
-    pub(super) fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or(Value::Null)
-    }
-
-    /// `404`, `429 rate limit reached: ...`, `error: connect ...`, for counting outcomes.
-    pub(super) fn outcome(&self) -> String {
-        match (&self.error, self.status) {
-            (Some(e), _) => format!("error: {e}"),
-            (None, 200) => "200".into(),
-            (None, s) => {
-                let v = self.json();
-                let what = v["message"]
-                    .as_str()
-                    .or(v["error"].as_str())
-                    .unwrap_or("")
-                    .to_owned();
-                format!("{s} {what}").trim().to_owned()
-            }
-        }
-    }
-}
 
 /// A webhook as received.
 #[derive(Debug, Clone)]
@@ -245,24 +200,8 @@ pub(super) fn read_agent(stdout: ChildStdout, inbox: &Inbox) {
         let mut st = inbox.lock();
         match msg {
             AgentMsg::Ready => st.ready = true,
-            AgentMsg::Resp {
-                id,
-                t_start_us,
-                t_end_us,
-                status,
-                body,
-                error,
-            } => {
-                st.replies.insert(
-                    id,
-                    Reply {
-                        t_start_us,
-                        t_end_us,
-                        status,
-                        body,
-                        error,
-                    },
-                );
+            AgentMsg::Resp { id, reply } => {
+                st.replies.insert(id, reply);
             }
             AgentMsg::Hook { t_us, path, body } => {
                 let tag = path.strip_prefix("/hook/").unwrap_or(&path).to_owned();
