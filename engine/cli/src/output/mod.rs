@@ -17,9 +17,12 @@ mod held;
 mod json;
 mod list;
 mod ndjson;
+mod shown;
 mod table;
 mod tee;
 mod xml;
+
+use shown::Shown;
 
 pub use tee::Tee;
 
@@ -228,9 +231,9 @@ pub fn new_report(
 ) -> Box<dyn Report + Send> {
     let out = io::BufWriter::new(out);
     match format {
-        Format::Ndjson => Box::new(ndjson::NdjsonReport::new(filter, out)),
-        Format::Json => Box::new(json::JsonReport::new(filter, out)),
-        Format::List => Box::new(list::ListReport::new(filter, out, unix_now)),
+        Format::Ndjson => Box::new(Shown::new(filter, ndjson::NdjsonReport::new(out))),
+        Format::Json => Box::new(Shown::new(filter, json::JsonReport::new(out))),
+        Format::List => Box::new(Shown::new(filter, list::ListReport::new(out, unix_now))),
         Format::Xml => Box::new(held::Held::new(xml::XmlReport, filter, out)),
         Format::Grepable => Box::new(held::Held::new(grepable::GrepableReport, filter, out)),
         Format::Table => Box::new(held::Held::new(table::TableReport, filter, out)),
