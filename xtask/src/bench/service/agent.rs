@@ -161,7 +161,7 @@ pub(super) fn emit(msg: &AgentMsg) {
     let _ = out.flush();
 }
 
-pub(super) fn handle_request(api: SocketAddr, req: &AgentReq, t0: Instant) -> AgentMsg {
+fn handle_request(api: SocketAddr, req: &AgentReq, t0: Instant) -> AgentMsg {
     let start = Instant::now();
     let result = http_call(api, req);
     let end = Instant::now();

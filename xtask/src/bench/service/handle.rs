@@ -27,22 +27,22 @@ pub(super) struct Hook {
 }
 
 #[derive(Debug, Default)]
-pub(super) struct InboxState {
-    pub(super) ready: bool,
-    pub(super) closed: bool,
-    pub(super) replies: HashMap<u64, Reply>,
+struct InboxState {
+    ready: bool,
+    closed: bool,
+    replies: HashMap<u64, Reply>,
     /// By tag (`/hook/<tag>`).
-    pub(super) hooks: HashMap<String, Hook>,
+    hooks: HashMap<String, Hook>,
 }
 
 #[derive(Debug, Default)]
-pub(super) struct Inbox {
-    pub(super) state: Mutex<InboxState>,
-    pub(super) cv: Condvar,
+struct Inbox {
+    state: Mutex<InboxState>,
+    cv: Condvar,
 }
 
 impl Inbox {
-    pub(super) fn lock(&self) -> MutexGuard<'_, InboxState> {
+    fn lock(&self) -> MutexGuard<'_, InboxState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -50,14 +50,14 @@ impl Inbox {
 /// The agent process in the target namespace. Dropping it kills it (by PID) and reaps it.
 #[derive(Debug)]
 pub(super) struct Agent {
-    pub(super) child: Child,
-    pub(super) stdin: Mutex<ChildStdin>,
-    pub(super) inbox: Arc<Inbox>,
-    pub(super) next: AtomicU64,
-    pub(super) reader: Option<thread::JoinHandle<()>>,
-    pub(super) log: PathBuf,
+    child: Child,
+    stdin: Mutex<ChildStdin>,
+    inbox: Arc<Inbox>,
+    next: AtomicU64,
+    reader: Option<thread::JoinHandle<()>>,
+    log: PathBuf,
     /// Where the agent receives webhooks.
-    pub(super) hook: SocketAddr,
+    hook: SocketAddr,
 }
 
 impl Agent {
@@ -103,7 +103,7 @@ impl Agent {
     }
 
     /// Waits until `f` returns something, the agent is gone, or `deadline`.
-    pub(super) fn wait<T>(
+    fn wait<T>(
         &self,
         deadline: Instant,
         mut f: impl FnMut(&mut InboxState) -> Option<T>,
@@ -191,7 +191,7 @@ impl Drop for Agent {
     }
 }
 
-pub(super) fn read_agent(stdout: ChildStdout, inbox: &Inbox) {
+fn read_agent(stdout: ChildStdout, inbox: &Inbox) {
     for line in BufReader::new(stdout).lines() {
         let Ok(line) = line else { break };
         let Ok(msg) = serde_json::from_str::<AgentMsg>(&line) else {
