@@ -6,7 +6,7 @@
 //! [`Connector`] instead (that API is outside ureq's semver promise: Cargo.lock pins the
 //! version, and a ureq update that changes it fails to compile here, nowhere else). The
 //! connector opens the socket with `socket2`, binds it, connects, and hands the stream to
-//! [`BoundTcp`], which only moves bytes between the socket and ureq's buffers: ureq writes
+//! `BoundTcp`, which only moves bytes between the socket and ureq's buffers: ureq writes
 //! the requests and parses the responses. Agents keep no idle connections, so every request
 //! is its own connection (and its latency includes the connect), as with curl. URLs name
 //! the API by address: no name is looked up.
