@@ -39,7 +39,7 @@ use exec::{ip, netns_exec, ns_exists};
 pub use probe::{Outcome, ProbeResult};
 pub use scanners::{Scanner, MAX_SCANNERS};
 use teardown::{is_listener, process_alive, teardown};
-pub use truth::{Expected, HostTruth, Truth};
+pub use truth::{assert_reports_match, Expected, HostTruth, Truth};
 
 /// Where the state directories of all labs live.
 pub const STATE_ROOT: &str = "/run/portscope-lab";
