@@ -39,7 +39,7 @@ use exec::{ip, netns_exec, ns_exists};
 pub use probe::{Outcome, ProbeResult};
 pub use scanners::{Scanner, MAX_SCANNERS};
 use teardown::{is_listener, process_alive, teardown};
-pub use truth::{Expected, HostTruth, Truth};
+pub use truth::{assert_reports_match, Expected, HostTruth, Truth};
 
 /// Where the state directories of all labs live.
 pub const STATE_ROOT: &str = "/run/portscope-lab";
@@ -95,6 +95,15 @@ impl Default for LabConfig {
 }
 
 impl LabConfig {
+    /// Lab `name` with `hosts` extra hosts, the rest default.
+    pub fn new(name: impl Into<String>, hosts: u32) -> Self {
+        LabConfig {
+            name: name.into(),
+            hosts,
+            ..LabConfig::default()
+        }
+    }
+
     /// Check every field; `up` calls this first.
     pub fn validate(&self) -> anyhow::Result<()> {
         validate_name(&self.name)?;

@@ -18,6 +18,7 @@
 //! did not come back to their start. Bounded: the client stops itself at the deadline and
 //! is killed by PID 60 s after; the lab (no default route) is torn down on exit.
 
+use crate::http::{connect_from, Timeouts};
 use crate::lab::{LabConfig, LabGuard, Truth};
 use crate::release::{build_service, workspace_root};
 use crate::stack::{ports_of, Stack, StackOptions, API_PORT, FAST_PORTS};
@@ -120,11 +121,10 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
     }
     let root = workspace_root();
     let bins = build_service(&root, "soak")?;
-    let lab = LabGuard::up(&LabConfig {
-        name: format!("soak{}", std::process::id() % 100_000),
-        hosts: hosts + 2,
-        ..LabConfig::default()
-    })?;
+    let lab = LabGuard::up(&LabConfig::new(
+        format!("soak{}", std::process::id() % 100_000),
+        hosts + 2,
+    ))?;
     let name = lab.name().to_string();
     let truth = lab.truth().clone();
     let stack = Stack::up_with(
@@ -215,12 +215,9 @@ fn api_addr() -> SocketAddr {
     SocketAddr::new(IpAddr::from([198, 18, 0, 1]), API_PORT)
 }
 
-/// One request from `src` with `Connection: close`; (status, body).
-fn call(src: IpAddr, raw: &[u8]) -> anyhow::Result<(u16, String)> {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-    sock.bind(&SocketAddr::new(src, 0).into())?;
-    sock.connect_timeout(&api_addr().into(), Duration::from_secs(3))?;
-    let mut s: TcpStream = sock.into();
+/// One raw request from `src` (the malformed ones: no client writes them); (status, body).
+fn call_raw(src: IpAddr, raw: &[u8]) -> anyhow::Result<(u16, String)> {
+    let mut s = connect_from(src, api_addr(), Duration::from_secs(3))?;
     s.set_read_timeout(Some(Duration::from_secs(20)))?;
     s.write_all(raw)?;
     let mut out = Vec::new();
@@ -242,24 +239,42 @@ fn request(method: &str, path: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// One fast self-scan of `src`, polled to the end and checked against the truth.
-fn scan_once(truth: &Truth, src: IpAddr, c: &mut Counts) {
-    match call(src, &request("POST", "/v1/fast")) {
-        Ok((200, _)) => c.posted += 1,
+/// `method /v1/fast` from `src`: the body of a 200; a 429 or another answer is counted in
+/// `c` (`limited`, `problems`) and gives `None`.
+fn fast(src: IpAddr, method: &str, c: &mut Counts) -> Option<String> {
+    let timeouts = Timeouts {
+        connect: Duration::from_secs(3),
+        io: Duration::from_secs(20),
+    };
+    let url = format!("http://{}/v1/fast", api_addr());
+    match crate::http::call(src, timeouts, method, &url, &[]) {
+        Ok((200, body)) => Some(body),
         Ok((429, _)) => {
             c.limited += 1;
-            std::thread::sleep(Duration::from_secs(5));
-            return;
+            None
         }
         Ok((s, b)) => {
-            c.problems.push(format!("{src}: POST answered {s}: {b}"));
-            return;
+            c.problems
+                .push(format!("{src}: {method} answered {s}: {b}"));
+            None
         }
         Err(e) => {
-            c.problems.push(format!("{src}: POST: {e}"));
-            return;
+            c.problems.push(format!("{src}: {method}: {e:#}"));
+            None
         }
     }
+}
+
+/// One fast self-scan of `src`, polled to the end and checked against the truth.
+fn scan_once(truth: &Truth, src: IpAddr, c: &mut Counts) {
+    let limited = c.limited;
+    if fast(src, "POST", c).is_none() {
+        if c.limited > limited {
+            std::thread::sleep(Duration::from_secs(5));
+        }
+        return;
+    }
+    c.posted += 1;
     let Some(host) = truth.host(src) else {
         c.lost += 1;
         return;
@@ -269,20 +284,8 @@ fn scan_once(truth: &Truth, src: IpAddr, c: &mut Counts) {
     while Instant::now() < until {
         std::thread::sleep(Duration::from_millis(2500));
         c.requests += 1;
-        let body = match call(src, &request("GET", "/v1/fast")) {
-            Ok((200, b)) => b,
-            Ok((429, _)) => {
-                c.limited += 1;
-                continue;
-            }
-            Ok((s, b)) => {
-                c.problems.push(format!("{src}: GET answered {s}: {b}"));
-                continue;
-            }
-            Err(e) => {
-                c.problems.push(format!("{src}: GET: {e}"));
-                continue;
-            }
+        let Some(body) = fast(src, "GET", c) else {
+            continue;
         };
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         match v["status"].as_str() {
@@ -312,18 +315,9 @@ fn slow(src: IpAddr, end: Instant) -> Counts {
     let mut conns: Vec<TcpStream> = Vec::new();
     while Instant::now() < end {
         while conns.len() < 2 * PER_IP {
-            let Ok(sock) = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            else {
+            let Ok(mut s) = connect_from(src, api_addr(), Duration::from_secs(3)) else {
                 break;
             };
-            if sock.bind(&SocketAddr::new(src, 0).into()).is_err()
-                || sock
-                    .connect_timeout(&api_addr().into(), Duration::from_secs(3))
-                    .is_err()
-            {
-                break;
-            }
-            let mut s: TcpStream = sock.into();
             let _ = s.write_all(b"GET /v1/fast HTTP/1.1\r\nHost: api\r\n");
             let _ = s.set_read_timeout(Some(Duration::from_millis(5)));
             c.slow_opened += 1;
@@ -389,7 +383,7 @@ fn malformed(src: IpAddr, end: Instant) -> Counts {
         let raw = &kinds[i % kinds.len()];
         i += 1;
         c.bad_sent += 1;
-        match call(src, raw) {
+        match call_raw(src, raw) {
             Ok((s, body)) if s >= 400 => {
                 let v: Option<serde_json::Value> = serde_json::from_str(&body).ok();
                 if v.as_ref().is_some_and(|v| v["error"].is_string()) {

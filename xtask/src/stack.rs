@@ -40,6 +40,15 @@ pub fn ports_of(v: &serde_json::Value, key: &str) -> BTreeSet<u16> {
         .unwrap_or_default()
 }
 
+/// `setpriv` arguments that run what follows as the API's user, with no supplementary groups.
+fn as_api_user(setpriv: &mut Command) -> &mut Command {
+    setpriv.args([
+        &format!("--reuid={API_UID}"),
+        &format!("--regid={API_UID}"),
+        "--clear-groups",
+    ])
+}
+
 /// Extra arguments for the two processes.
 #[derive(Debug, Clone, Default)]
 pub struct StackOptions {
@@ -183,52 +192,77 @@ impl Stack {
             .with_context(|| format!("engine socket never appeared\n{}", self.logs()))
     }
 
+    /// Creates an API token with the API's own CLI, as the API's user, on the API's
+    /// database; returns its secret.
+    pub fn create_token(
+        &self,
+        name: &str,
+        scopes: &[&str],
+        monthly_scans: u32,
+    ) -> anyhow::Result<String> {
+        let mut cmd = Command::new("setpriv");
+        as_api_user(&mut cmd)
+            .arg(self.bins.join("portscope-api"))
+            .arg("--db")
+            .arg(self.db())
+            .args(["token", "create", "--name", name, "--monthly-scans"])
+            .arg(monthly_scans.to_string());
+        for scope in scopes {
+            cmd.args(["--scope", scope]);
+        }
+        let out = cmd.output().context("running portscope-api token create")?;
+        if !out.status.success() {
+            bail!("token create: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("token:").map(|t| t.trim().to_string()))
+            .with_context(|| format!("no token in {stdout}"))
+    }
+
     /// Starts the API as an unprivileged user and waits until it answers.
     pub fn start_api(&mut self) -> anyhow::Result<()> {
         let log = self.log(&self.dir.join("api/api.log"))?;
         let mut cmd = self.lab.scanner_cmd("setpriv");
-        cmd.args([
-            &format!("--reuid={API_UID}"),
-            &format!("--regid={API_UID}"),
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(self.bins.join("portscope-api"))
-        .args([
-            "--listen",
-            &format!("198.18.0.1:{API_PORT}"),
-            "--listen",
-            &format!("[2001:2::1]:{API_PORT}"),
-        ])
-        .arg("--db")
-        .arg(self.db())
-        .arg("--engine-socket")
-        .arg(self.socket())
-        .args(match &self.opts.api_config {
-            Some(toml) => {
-                let path = self.dir.join("api/api.toml");
-                std::fs::write(&path, toml)?;
-                vec!["--config".into(), path.into_os_string()]
-            }
-            None => vec![],
-        })
-        .args([
-            "--allow-target",
-            "198.18.0.0/15",
-            "--allow-target",
-            "2001:2::/48",
-        ])
-        .args([
-            "--allow-callback",
-            "198.18.0.0/15",
-            "--allow-callback",
-            "2001:2::/48",
-        ])
-        .args(&self.opts.api_args)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
+        as_api_user(&mut cmd)
+            .arg("--inh-caps=-all")
+            .arg(self.bins.join("portscope-api"))
+            .args([
+                "--listen",
+                &format!("198.18.0.1:{API_PORT}"),
+                "--listen",
+                &format!("[2001:2::1]:{API_PORT}"),
+            ])
+            .arg("--db")
+            .arg(self.db())
+            .arg("--engine-socket")
+            .arg(self.socket())
+            .args(match &self.opts.api_config {
+                Some(toml) => {
+                    let path = self.dir.join("api/api.toml");
+                    std::fs::write(&path, toml)?;
+                    vec!["--config".into(), path.into_os_string()]
+                }
+                None => vec![],
+            })
+            .args([
+                "--allow-target",
+                "198.18.0.0/15",
+                "--allow-target",
+                "2001:2::/48",
+            ])
+            .args([
+                "--allow-callback",
+                "198.18.0.0/15",
+                "--allow-callback",
+                "2001:2::/48",
+            ])
+            .args(&self.opts.api_args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
         self.api = Some(cmd.spawn().context("starting the API")?);
         let url = format!("{}/v1/openapi.json", self.url_v4());
         wait_for(Duration::from_secs(15), || {
@@ -296,6 +330,30 @@ impl Stack {
             bail!("curl failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         HttpReply::parse(&String::from_utf8_lossy(&out.stdout))
+    }
+}
+
+impl Stack {
+    /// `method path` on the API over IPv4 from `source` with `Authorization: Bearer
+    /// token` (and a JSON `body`): the status and the body as JSON (a JSON string when the
+    /// body is not JSON).
+    pub fn bearer(
+        &self,
+        source: &str,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
+        let url = format!("{}{path}", self.url_v4());
+        let auth = format!("Authorization: Bearer {token}");
+        let mut extra = vec!["-H", auth.as_str()];
+        if let Some(b) = body {
+            extra.extend(["-H", "Content-Type: application/json", "--data", b]);
+        }
+        let r = self.http(source, method, &url, &extra)?;
+        let v = serde_json::from_str(&r.body).unwrap_or(serde_json::Value::String(r.body));
+        Ok((r.status, v))
     }
 }
 

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use support::{all_routes, up_lab, CliLab};
+use support::{all_routes, assert_probe_matches_truth, up_lab, CliLab, Exit};
 use xtask::lab::{Expected, Lab, LabConfig, LabGuard, Outcome};
 
 mod support;
@@ -55,11 +55,7 @@ fn assert_no_default_route(lab: &Lab) {
 fn assert_matches_truth(lab: &Lab, addrs: &[SocketAddr]) {
     let results = lab.probe(addrs, Duration::from_millis(300)).unwrap();
     for r in &results {
-        let want = lab
-            .truth()
-            .expected(r.addr.ip(), r.addr.port())
-            .unwrap_or(Expected::FilteredSilent);
-        assert_eq!(r.outcome.as_expected(), Some(want), "{r:?}");
+        let want = assert_probe_matches_truth(lab, r, "scanner");
         // v4 ICMP errors reach connect() at once; see probe.rs for why v6 ones show at the timeout.
         if want == Expected::FilteredIcmp && r.addr.is_ipv4() {
             assert!(
@@ -74,36 +70,40 @@ fn assert_matches_truth(lab: &Lab, addrs: &[SocketAddr]) {
     }
 }
 
-#[test]
-fn ipv4_primary_and_extra_hosts_match_the_truth() {
-    let lab = up(1, with_hosts(3));
+/// A lab with 3 extra hosts (`n` names it) has no default route, and `ports` of every one of
+/// `hosts` and the one port of each `outsiders` answer as the truth says.
+fn hosts_match_the_truth(n: u32, hosts: &[&str], ports: &[u16], outsiders: &[(&str, u16)]) {
+    let lab = up(n, with_hosts(3));
     assert_no_default_route(&lab);
-    let mut addrs = Vec::new();
-    for host in ["198.18.0.2", "198.19.0.2", "198.19.0.3"] {
-        for port in [
-            22, 80, 65535, 21, 20001, 20002, 20003, 135, 9001, 30002, 30003, 23, 11211,
-        ] {
-            addrs.push(sock(host, port));
-        }
-    }
-    // Not hosts of the lab: beyond N inside the local range.
-    addrs.push(sock("198.19.0.4", 22));
-    addrs.push(sock("198.19.1.1", 80));
+    let mut addrs: Vec<SocketAddr> = hosts
+        .iter()
+        .flat_map(|h| ports.iter().map(move |p| sock(h, *p)))
+        .collect();
+    addrs.extend(outsiders.iter().map(|(a, p)| sock(a, *p)));
     assert_matches_truth(&lab, &addrs);
 }
 
 #[test]
+fn ipv4_primary_and_extra_hosts_match_the_truth() {
+    hosts_match_the_truth(
+        1,
+        &["198.18.0.2", "198.19.0.2", "198.19.0.3"],
+        &[
+            22, 80, 65535, 21, 20001, 20002, 20003, 135, 9001, 30002, 30003, 23, 11211,
+        ],
+        // Not hosts of the lab: beyond N inside the local range.
+        &[("198.19.0.4", 22), ("198.19.1.1", 80)],
+    );
+}
+
+#[test]
 fn ipv6_primary_and_extra_hosts_match_the_truth() {
-    let lab = up(2, with_hosts(3));
-    assert_no_default_route(&lab);
-    let mut addrs = Vec::new();
-    for host in ["2001:2::2", "2001:2:0:1::1", "2001:2:0:1::3"] {
-        for port in [22, 443, 21, 20001, 20003, 135, 30001, 30003, 23, 2049] {
-            addrs.push(sock(host, port));
-        }
-    }
-    addrs.push(sock("2001:2:0:1::4", 22));
-    assert_matches_truth(&lab, &addrs);
+    hosts_match_the_truth(
+        2,
+        &["2001:2::2", "2001:2:0:1::1", "2001:2:0:1::3"],
+        &[22, 443, 21, 20001, 20003, 135, 30001, 30003, 23, 2049],
+        &[("2001:2:0:1::4", 22)],
+    );
 }
 
 #[test]
@@ -171,11 +171,7 @@ fn truth_round_trips_and_down_removes_everything() {
 
 #[test]
 fn up_replaces_leftovers_of_the_same_name() {
-    let cfg = LabConfig {
-        name: lab_name(4),
-        hosts: 1,
-        ..LabConfig::default()
-    };
+    let cfg = LabConfig::new(lab_name(4), 1);
     let first = Lab::up(&cfg).unwrap();
     let first_pid = first.listener_pid().unwrap();
     // Forget the first handle, as a crashed `up` would, except for reaping its child.
@@ -267,42 +263,29 @@ fn offloads_off_turns_off_segmentation_offloads() {
 fn cli_up_status_exec_impair_down() {
     let name = lab_name(7);
     let cli = CliLab(name.clone());
-    let xtask = |args: &[&str]| cli.xtask(args);
-    let (code, text) = xtask(&["up", "--name", &name, "--hosts", "2", "--offloads", "on"]);
-    assert_eq!(code, 0, "{text}");
-    let (code, text) = xtask(&["status", "--name", &name]);
-    assert_eq!(code, 0, "{text}");
-    assert!(text.contains("default routes: none"), "{text}");
-    assert!(text.contains("alive"), "{text}");
-    assert!(text.contains("2001:2:0:1::2"), "{text}");
-    let (code, text) = xtask(&["exec", "--name", &name, "--", "ip", "-br", "addr"]);
-    assert_eq!(code, 0, "{text}");
-    assert!(text.contains("198.18.0.1/24"), "{text}");
-    let (code, text) = xtask(&[
+    cli.step(
+        "up",
+        &["--hosts", "2", "--offloads", "on"],
+        Exit::Is(0),
+        &[],
+    );
+    cli.step(
+        "status",
+        &[],
+        Exit::Is(0),
+        &["default routes: none", "alive", "2001:2:0:1::2"],
+    );
+    cli.step(
         "exec",
-        "--name",
-        &name,
-        "--target",
-        "--",
-        "sh",
-        "-c",
-        "ip -br addr; exit 7",
-    ]);
-    assert_eq!(code, 7, "{text}");
-    assert!(text.contains("198.18.0.2/24"), "{text}");
-    let (code, text) = xtask(&[
-        "impair",
-        "--name",
-        &name,
-        "--loss",
-        "1.5",
-        "--rst-limit",
-        "100",
-        "--icmp-limit",
-        "300",
-    ]);
-    assert_eq!(code, 0, "{text}");
-    let (_, text) = xtask(&["status", "--name", &name]);
+        &["--", "ip", "-br", "addr"],
+        Exit::Is(0),
+        &["198.18.0.1/24"],
+    );
+    let exec_target = ["--target", "--", "sh", "-c", "ip -br addr; exit 7"];
+    cli.step("exec", &exec_target, Exit::Is(7), &["198.18.0.2/24"]);
+    let impair = ["--loss", "1.5", "--rst-limit", "100", "--icmp-limit", "300"];
+    cli.step("impair", &impair, Exit::Is(0), &[]);
+    let (_, text) = cli.xtask(&["status", "--name", &name]);
     assert!(
         text.contains("< 150 drop") && text.contains("over 100/second"),
         "{text}"
@@ -314,9 +297,7 @@ fn cli_up_status_exec_impair_down() {
     let lab = Lab::open(&name).unwrap();
     let target: IpAddr = "198.18.0.2".parse().unwrap();
     assert_eq!(lab.truth().expected(target, 22), Some(Expected::Open));
-    let (code, text) = xtask(&["down", "--name", &name]);
-    assert_eq!(code, 0, "{text}");
-    let (code, text) = xtask(&["status", "--name", &name]);
-    assert_eq!(code, 1, "{text}");
+    cli.step("down", &[], Exit::Is(0), &[]);
+    cli.step("status", &[], Exit::Is(1), &[]);
     assert!(Lab::open(&name).is_err());
 }

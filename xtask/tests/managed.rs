@@ -6,61 +6,18 @@
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 use xtask::lab::{Expected, LabConfig, LabGuard};
-use xtask::stack::{Stack, StackOptions, API_UID};
+use xtask::stack::{Stack, StackOptions};
 
 const NET: &str = "198.19.0.16/28";
 const CLIENT: &str = "198.18.0.2";
 const NEW_HOST: &str = "198.19.0.20";
 const NEW_PORT: u16 = 4444;
 
-/// Creates a token with the API's own CLI, as the API's user, on the API's database.
-fn create_token(s: &Stack, scope: &str) -> String {
-    let out = Command::new("setpriv")
-        .args([
-            &format!("--reuid={API_UID}"),
-            &format!("--regid={API_UID}"),
-            "--clear-groups",
-        ])
-        .arg(xtask::stack::bin_dir().unwrap().join("portscope-api"))
-        .arg("--db")
-        .arg(s.db())
-        .args([
-            "token",
-            "create",
-            "--name",
-            "e2e",
-            "--scope",
-            scope,
-            "--monthly-scans",
-            "100",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("token:").map(|t| t.trim().to_string()))
-        .unwrap_or_else(|| panic!("no token in {stdout}"))
-}
-
 fn api(s: &Stack, token: &str, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-    let url = format!("{}{path}", s.url_v4());
-    let auth = format!("Authorization: Bearer {token}");
-    let mut extra = vec!["-H", auth.as_str()];
-    if let Some(b) = body {
-        extra.extend(["-H", "Content-Type: application/json", "--data", b]);
-    }
-    let r = s.http(CLIENT, method, &url, &extra).unwrap();
-    let v = serde_json::from_str(&r.body).unwrap_or(Value::String(r.body.clone()));
-    (r.status, v)
+    s.bearer(CLIENT, token, method, path, body).unwrap()
 }
 
 /// Polls a managed scan until it is final, within the 60 requests/minute limit.
@@ -104,14 +61,13 @@ fn by_host(v: &Value) -> BTreeMap<IpAddr, (BTreeSet<u16>, BTreeSet<u16>)> {
 
 #[test]
 fn token_scoped_deep_scan_of_a_slash_28_alerts_and_fix_file() {
-    let lab = LabGuard::up(&LabConfig {
-        name: format!("m{}", std::process::id() % 10_000),
-        hosts: 32,
-        ..LabConfig::default()
-    })
+    let lab = LabGuard::up(&LabConfig::new(
+        format!("m{}", std::process::id() % 10_000),
+        32,
+    ))
     .expect("lab up (needs root)");
     let s = Stack::up(lab, StackOptions::default()).expect("engine and API up");
-    let token = create_token(&s, NET);
+    let token = s.create_token("e2e", &[NET], 100).unwrap();
 
     // Outside the scope: refused before anything is queued.
     let (code, v) = api(

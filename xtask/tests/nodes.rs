@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use portscope_core::results::{PortState, Reason};
 use portscope_proto::{decode, encode, Event, Outcome, Request, ScanKind};
-use xtask::lab::{Expected, HostTruth, LabConfig, LabGuard};
+use xtask::lab::{assert_reports_match, Expected, HostTruth, LabConfig, LabGuard};
 use xtask::nodes::Engines;
 
 /// What one engine reported for one deep scan.
@@ -87,37 +87,20 @@ fn deep_scan(socket: &Path, id: &str, target: &str) -> Report {
 fn assert_exact(report: &Report, host: &HostTruth) {
     assert_eq!(report.outcome, Outcome::Complete);
     assert_eq!(report.chunks, 32, "a deep scan is 32 chunks");
-    let mut found = report.found.clone();
-    let mut wrong = Vec::new();
-    for port in 1..=65535u16 {
-        let got = found.remove(&(host.addr, port));
-        let ok = match (host.expected(port), got) {
-            (Expected::Open, Some(g)) => g == (PortState::Open, Reason::SynAck),
-            (Expected::FilteredSilent, Some(g)) => g == (PortState::Filtered, Reason::NoResponse),
+    let all: Vec<u16> = (1..=65535).collect();
+    assert_reports_match(
+        &[host],
+        &all,
+        report.found.clone(),
+        |_, _, want, got| match (want, got) {
+            (Expected::Open, Some(g)) => *g == (PortState::Open, Reason::SynAck),
+            (Expected::FilteredSilent, Some(g)) => *g == (PortState::Filtered, Reason::NoResponse),
             (Expected::FilteredIcmp, Some(g)) => {
-                g == (PortState::Filtered, Reason::IcmpUnreachable)
+                *g == (PortState::Filtered, Reason::IcmpUnreachable)
             }
             (Expected::Closed, None) => true,
             _ => false,
-        };
-        if !ok {
-            wrong.push(format!(
-                "{}:{port} want {:?}, got {got:?}",
-                host.addr,
-                host.expected(port)
-            ));
-        }
-    }
-    assert!(
-        found.is_empty(),
-        "results for other pairs: {:?}",
-        found.keys().take(5).collect::<Vec<_>>()
-    );
-    assert!(
-        wrong.is_empty(),
-        "{} ports wrong: {:#?}",
-        wrong.len(),
-        &wrong[..wrong.len().min(10)]
+        },
     );
     assert_eq!(report.closed, host.closed_count() as u64);
 }

@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{all_routes, up_lab, CliLab};
+use support::{all_routes, assert_probe_matches_truth, up_lab, CliLab, Exit};
 use xtask::lab::{Expected, HostTruth, Lab, LabConfig, LabGuard, Outcome, Scanner};
 
 mod support;
@@ -195,11 +195,7 @@ fn three_scanners_reach_the_targets_from_their_own_addresses_and_scan_exactly() 
             .probe_from(k, &addrs, Duration::from_millis(300))
             .unwrap();
         for r in &results {
-            let want = lab
-                .truth()
-                .expected(r.addr.ip(), r.addr.port())
-                .unwrap_or(Expected::FilteredSilent);
-            assert_eq!(r.outcome.as_expected(), Some(want), "scanner {k}: {r:?}");
+            assert_probe_matches_truth(&lab, r, &format!("scanner {k}"));
         }
         assert_eq!(results[0].outcome, Outcome::Open);
     }
@@ -251,42 +247,33 @@ fn teardown_removes_every_scanner_namespace_and_open_counts_them() {
 fn cli_up_with_scanners_and_exec_in_one() {
     let name = lab_name(3);
     let cli = CliLab(name.clone());
-    let xtask = |args: &[&str]| cli.xtask(args);
-    let (code, text) = xtask(&["up", "--name", &name, "--hosts", "1", "--scanners", "17"]);
-    assert_ne!(code, 0, "{text}");
-    assert!(
-        text.contains("--scanners 17 is not between 1 and 16"),
-        "{text}"
+    cli.step(
+        "up",
+        &["--hosts", "1", "--scanners", "17"],
+        Exit::Fails,
+        &["--scanners 17 is not between 1 and 16"],
     );
-    let (code, text) = xtask(&["up", "--name", &name, "--hosts", "1", "--scanners", "2"]);
-    assert_eq!(code, 0, "{text}");
-    assert!(text.contains(&format!("scanner 2: {name}-s2")), "{text}");
-    let (code, text) = xtask(&[
+    let s2 = format!("{name}-s2");
+    cli.step(
+        "up",
+        &["--hosts", "1", "--scanners", "2"],
+        Exit::Is(0),
+        &[&format!("scanner 2: {s2}")],
+    );
+    let exec2 = ["--scanner", "2", "--", "ip", "-br", "addr"];
+    cli.step("exec", &exec2, Exit::Is(0), &["198.18.1.1/24"]);
+    cli.step(
         "exec",
-        "--name",
-        &name,
-        "--scanner",
-        "2",
-        "--",
-        "ip",
-        "-br",
-        "addr",
-    ]);
-    assert_eq!(code, 0, "{text}");
-    assert!(text.contains("198.18.1.1/24"), "{text}");
-    let (code, text) = xtask(&["exec", "--name", &name, "--scanner", "3", "--", "true"]);
-    assert_ne!(code, 0, "{text}");
-    assert!(text.contains("has scanners 1 to 2, not 3"), "{text}");
-    let (code, text) = xtask(&["status", "--name", &name]);
-    assert_eq!(code, 0, "{text}");
-    assert!(
-        text.contains(&format!("scanner 2 namespace {name}-s2")),
-        "{text}"
+        &["--scanner", "3", "--", "true"],
+        Exit::Fails,
+        &["has scanners 1 to 2, not 3"],
     );
-    assert!(text.contains("default routes: none"), "{text}");
-    let (code, text) = xtask(&["down", "--name", &name]);
-    assert_eq!(code, 0, "{text}");
-    assert!(!std::path::Path::new("/run/netns")
-        .join(format!("{name}-s2"))
-        .exists());
+    cli.step(
+        "status",
+        &[],
+        Exit::Is(0),
+        &[&format!("scanner 2 namespace {s2}"), "default routes: none"],
+    );
+    cli.step("down", &[], Exit::Is(0), &[]);
+    assert!(!std::path::Path::new("/run/netns").join(&s2).exists());
 }

@@ -11,10 +11,9 @@
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
 use xtask::lab::{Expected, LabConfig, LabGuard};
-use xtask::stack::{Stack, StackOptions, API_UID};
+use xtask::stack::{Stack, StackOptions};
 
 /// The lab host `myapp.com` names.
 const HOST: &str = "198.19.0.20";
@@ -41,73 +40,16 @@ fn python() -> PathBuf {
     p
 }
 
-fn create_token(s: &Stack, scope: &[&str]) -> String {
-    let mut cmd = Command::new("setpriv");
-    cmd.args([
-        &format!("--reuid={API_UID}"),
-        &format!("--regid={API_UID}"),
-        "--clear-groups",
-    ])
-    .arg(xtask::stack::bin_dir().unwrap().join("portscope-api"))
-    .arg("--db")
-    .arg(s.db())
-    .args([
-        "token",
-        "create",
-        "--name",
-        "seed002",
-        "--monthly-scans",
-        "10",
-    ]);
-    for e in scope {
-        cmd.args(["--scope", e]);
-    }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("token:").map(|t| t.trim().to_string()))
-        .unwrap_or_else(|| panic!("no token in {stdout}"))
-}
-
-#[test]
-fn seed_002_python_quick_start_against_the_lab_stack() {
-    let lab = LabGuard::up(&LabConfig {
-        name: format!("q{}", std::process::id() % 10_000),
-        hosts: 32,
-        ..LabConfig::default()
-    })
-    .expect("lab up (needs root)");
-    let etc = PathBuf::from("/etc/netns").join(lab.scanner_ns());
-    std::fs::create_dir_all(&etc).unwrap();
-    let _etc = NetnsEtc(etc.clone());
-    std::fs::write(
-        etc.join("hosts"),
-        format!("127.0.0.1 localhost\n{HOST} myapp.com\n"),
-    )
-    .unwrap();
-    let s = Stack::up(lab, StackOptions::default()).expect("engine and API up");
-    let key = create_token(&s, &["198.19.0.16/28", "myapp.com"]);
-
-    let seed = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../control-api/tests/seed_clients/002_quickstart.py"
-    ))
-    .unwrap()
-    .replace("https://securityscanner.dev", &s.url_v4())
-    .replace("sk-sec-YOUR_KEY", &key);
-    let dir = tempfile_dir();
-    std::fs::write(dir.join("quickstart.py"), seed).unwrap();
+/// Writes `script` (name, text) into `dir` and runs it there with the venv's Python in the
+/// target namespace, with `args` and no proxy; its stdout, once it has exited 0.
+fn run_python(s: &Stack, dir: &Path, (name, script): (&str, &str), args: &[&str]) -> String {
+    std::fs::write(dir.join(name), script).unwrap();
     let out = s
         .lab
         .target_cmd(python())
-        .arg("quickstart.py")
-        .current_dir(&dir)
+        .arg(name)
+        .args(args)
+        .current_dir(dir)
         .env("NO_PROXY", "*")
         .env_remove("HTTP_PROXY")
         .env_remove("HTTPS_PROXY")
@@ -118,33 +60,52 @@ fn seed_002_python_quick_start_against_the_lab_stack() {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "{stdout}\n{}\n{}",
+        "{name}: {stdout}\n{}\n{}",
         String::from_utf8_lossy(&out.stderr),
         s.logs()
     );
+    stdout
+}
+
+#[test]
+fn seed_002_python_quick_start_against_the_lab_stack() {
+    let lab = LabGuard::up(&LabConfig::new(
+        format!("q{}", std::process::id() % 10_000),
+        32,
+    ))
+    .expect("lab up (needs root)");
+    let etc = PathBuf::from("/etc/netns").join(lab.scanner_ns());
+    std::fs::create_dir_all(&etc).unwrap();
+    let _etc = NetnsEtc(etc.clone());
+    std::fs::write(
+        etc.join("hosts"),
+        format!("127.0.0.1 localhost\n{HOST} myapp.com\n"),
+    )
+    .unwrap();
+    let s = Stack::up(lab, StackOptions::default()).expect("engine and API up");
+    let key = s
+        .create_token("seed002", &["198.19.0.16/28", "myapp.com"], 10)
+        .unwrap();
+
+    let seed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../control-api/tests/seed_clients/002_quickstart.py"
+    ))
+    .unwrap()
+    .replace("https://securityscanner.dev", &s.url_v4())
+    .replace("sk-sec-YOUR_KEY", &key);
+    let dir = tempfile_dir();
+    let stdout = run_python(&s, &dir, ("quickstart.py", &seed), &[]);
 
     // Ground truth: one finding per open port of the host among the fast profile's.
-    let runs = s
-        .http(
-            CLIENT,
-            "GET",
-            &format!("{}/v1/runs", s.url_v4()),
-            &["-H", &format!("Authorization: Bearer {key}")],
-        )
-        .unwrap()
-        .json()
-        .unwrap();
+    let get = |path: &str| {
+        let (status, v) = s.bearer(CLIENT, &key, "GET", path, None).unwrap();
+        assert_eq!(status, 200, "GET {path}: {v}");
+        v
+    };
+    let runs = get("/v1/runs");
     let run_id = runs["runs"][0]["run_id"].as_str().unwrap().to_string();
-    let scan: Value = s
-        .http(
-            CLIENT,
-            "GET",
-            &format!("{}/api/v1/scan/{run_id}", s.url_v4()),
-            &["-H", &format!("Authorization: Bearer {key}")],
-        )
-        .unwrap()
-        .json()
-        .unwrap();
+    let scan = get(&format!("/api/v1/scan/{run_id}"));
     assert_eq!(scan["addresses"], serde_json::json!([HOST]), "{scan}");
     let probed: BTreeSet<u16> = scan["ports"]
         .as_str()
@@ -189,21 +150,11 @@ fn seed_002_python_quick_start_against_the_lab_stack() {
 
     // Live results from the real engine: an httpx-sse client starts a scan of another
     // host and reads its event stream to the end; the ports it was sent are the truth.
-    std::fs::write(dir.join("events.py"), EVENTS).unwrap();
-    let out = s
-        .lab
-        .target_cmd(python())
-        .arg("events.py")
-        .args([&s.url_v4(), &key, EVENTS_HOST])
-        .current_dir(&dir)
-        .env("NO_PROXY", "*")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = run_python(
+        &s,
+        &dir,
+        ("events.py", EVENTS),
+        &[&s.url_v4(), &key, EVENTS_HOST],
     );
     let events: Vec<Value> = stdout
         .lines()

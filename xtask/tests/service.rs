@@ -7,23 +7,36 @@
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use xtask::lab::{LabConfig, LabGuard};
-use xtask::stack::{Stack, StackOptions, FAST_PORTS};
+use xtask::stack::{HttpReply, Stack, StackOptions, FAST_PORTS};
 
 /// One stack at a time: two cores.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn stack(tag: &str, hosts: u32, opts: StackOptions) -> Stack {
+/// The stack in a lab of its own, with the lock that keeps it the only one (hold both to the
+/// end of the test: the stack drops first).
+fn stack(tag: &str, hosts: u32, opts: StackOptions) -> (MutexGuard<'static, ()>, Stack) {
+    let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let name = format!("s{}{}", std::process::id() % 10_000, tag);
-    let lab = LabGuard::up(&LabConfig {
-        name,
-        hosts,
-        ..LabConfig::default()
-    })
-    .expect("lab up (needs root)");
-    Stack::up(lab, opts).expect("engine and API up")
+    let lab = LabGuard::up(&LabConfig::new(name, hosts)).expect("lab up (needs root)");
+    (serial, Stack::up(lab, opts).expect("engine and API up"))
+}
+
+/// The engine at `rate` probes per second.
+fn engine_rate(rate: u32) -> StackOptions {
+    StackOptions {
+        engine_args: vec!["--rate".into(), rate.to_string()],
+        ..StackOptions::default()
+    }
+}
+
+/// `POST url` from `source`, which must be accepted (200).
+fn post_ok(s: &Stack, source: &str, url: &str) -> HttpReply {
+    let r = s.http(source, "POST", url, &[]).unwrap();
+    assert_eq!(r.status, 200, "{}\n{}", r.body, s.logs());
+    r
 }
 
 /// Polls `GET url` from `source` until the scan is complete or failed (bounded), every
@@ -93,11 +106,9 @@ fn assert_result_matches_truth(s: &Stack, v: &Value, addr: &str, ports: &[u16]) 
 
 #[test]
 fn deep_scan_of_the_requester_matches_truth_ipv4() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let s = stack("a", 0, StackOptions::default());
+    let (_serial, s) = stack("a", 0, StackOptions::default());
     let url = format!("{}/v1/deep", s.url_v4());
-    let r = s.http("198.18.0.2", "POST", &url, &[]).unwrap();
-    assert_eq!(r.status, 200, "{}\n{}", r.body, s.logs());
+    let r = post_ok(&s, "198.18.0.2", &url);
     let v = r.json().unwrap();
     assert_eq!(
         (v["ip"].as_str(), v["scan_type"].as_str()),
@@ -167,17 +178,15 @@ fn assert_engine_confined(s: &Stack) {
 
 #[test]
 fn fast_scan_ipv6_and_the_other_hosts_view() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let s = stack("b", 2, StackOptions::default());
+    let (_serial, s) = stack("b", 2, StackOptions::default());
     // IPv6 requester: the target is its own address.
     let url6 = format!("{}/v1/fast", s.url_v6());
-    let r = s.http("2001:2::2", "POST", &url6, &[]).unwrap();
-    assert_eq!(r.status, 200, "{}\n{}", r.body, s.logs());
+    post_ok(&s, "2001:2::2", &url6);
     let v = poll_until_final(&s, "2001:2::2", &url6, Duration::from_secs(60));
     assert_result_matches_truth(&s, &v, "2001:2::2", &FAST_PORTS);
     // An extra host asking for its own fast scan gets its own address scanned.
     let url = format!("{}/v1/fast", s.url_v4());
-    assert_eq!(s.http("198.19.0.1", "POST", &url, &[]).unwrap().status, 200);
+    post_ok(&s, "198.19.0.1", &url);
     let v = poll_until_final(&s, "198.19.0.1", &url, Duration::from_secs(60));
     assert_eq!(v["ip"], "198.19.0.1");
     // Nobody else's scan: 198.19.0.2 has none.
@@ -191,20 +200,18 @@ fn fast_scan_ipv6_and_the_other_hosts_view() {
 
 #[test]
 fn engine_killed_mid_scan_fails_the_scan_and_a_restarted_engine_serves_again() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut s = stack(
+    let (_serial, mut s) = stack(
         "c",
         0,
         StackOptions {
-            // Slow enough that the scan is still running when the engine dies.
-            engine_args: vec!["--rate".into(), "5000".into()],
             // Give up on a vanished engine after 5 s instead of 30.
             api_config: Some("engine-grace-secs = 5\n".into()),
-            ..StackOptions::default()
+            // Slow enough that the scan is still running when the engine dies.
+            ..engine_rate(5000)
         },
     );
     let url = format!("{}/v1/deep", s.url_v4());
-    assert_eq!(s.http("198.18.0.2", "POST", &url, &[]).unwrap().status, 200);
+    post_ok(&s, "198.18.0.2", &url);
     std::thread::sleep(Duration::from_millis(1500));
     s.stop_engine(true);
     let v = poll_until_final(&s, "198.18.0.2", &url, Duration::from_secs(60));
@@ -241,17 +248,9 @@ fn engine_killed_mid_scan_fails_the_scan_and_a_restarted_engine_serves_again() {
 
 #[test]
 fn api_restarted_mid_scan_loses_nothing() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut s = stack(
-        "d",
-        0,
-        StackOptions {
-            engine_args: vec!["--rate".into(), "20000".into()],
-            ..StackOptions::default()
-        },
-    );
+    let (_serial, mut s) = stack("d", 0, engine_rate(20_000));
     let url = format!("{}/v1/deep", s.url_v4());
-    assert_eq!(s.http("198.18.0.2", "POST", &url, &[]).unwrap().status, 200);
+    post_ok(&s, "198.18.0.2", &url);
     std::thread::sleep(Duration::from_millis(800));
     s.stop_api(true);
     std::thread::sleep(Duration::from_millis(500));
@@ -263,8 +262,7 @@ fn api_restarted_mid_scan_loses_nothing() {
 
 #[test]
 fn malformed_frame_on_the_engine_socket_does_not_crash_it() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut s = stack("e", 0, StackOptions::default());
+    let (_serial, mut s) = stack("e", 0, StackOptions::default());
     let out = std::process::Command::new("/usr/bin/python3")
         .arg("-c")
         .arg(
@@ -281,18 +279,14 @@ fn malformed_frame_on_the_engine_socket_does_not_crash_it() {
     );
     assert!(s.engine_running(), "the engine survived\n{}", s.logs());
     let fast = format!("{}/v1/fast", s.url_v4());
-    assert_eq!(
-        s.http("198.18.0.2", "POST", &fast, &[]).unwrap().status,
-        200
-    );
+    post_ok(&s, "198.18.0.2", &fast);
     let v = poll_until_final(&s, "198.18.0.2", &fast, Duration::from_secs(60));
     assert_eq!(v["status"], "complete", "{v}");
 }
 
 #[test]
 fn webhook_is_received_by_a_receiver_in_the_lab() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let s = stack("f", 0, StackOptions::default());
+    let (_serial, s) = stack("f", 0, StackOptions::default());
     // A one-shot HTTP receiver on the lab host, bounded to 60 s, printing the body it got.
     let receiver = s
         .lab

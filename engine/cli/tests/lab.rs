@@ -12,7 +12,7 @@ use support::{
     assert_true_answers, lab_named, ok, parse_ndjson, run_bounded, serial, truth_of, ALLOW,
     RST_LIMITED_SCAN,
 };
-use xtask::lab::{Expected, HostTruth, LabConfig, LabGuard};
+use xtask::lab::{assert_reports_match, Expected, HostTruth, LabConfig, LabGuard};
 
 mod support;
 
@@ -64,49 +64,23 @@ fn assert_exact(results: &[PortResult], hosts: &[&HostTruth], ports: &[u16], clo
             r.port
         );
     }
-    let mut wrong = Vec::new();
-    for h in hosts {
-        for &port in ports {
-            let want = h.expected(port);
-            let got = seen.remove(&(h.addr, port));
-            let ok = match (want, got) {
-                (Expected::Open, Some(r)) => {
-                    r.state == PortState::Open && r.reason == Reason::SynAck
-                }
-                (Expected::Closed, Some(r)) => {
-                    closed_shown && r.state == PortState::Closed && r.reason == Reason::Reset
-                }
-                (Expected::Closed, None) => !closed_shown,
-                (Expected::FilteredSilent, Some(r)) => {
-                    r.state == PortState::Filtered && r.reason == Reason::NoResponse
-                }
-                (Expected::FilteredIcmp, Some(r)) => {
-                    let code = if h.addr.is_ipv6() { (1, 1) } else { (3, 13) };
-                    r.state == PortState::Filtered
-                        && r.reason == Reason::IcmpUnreachable
-                        && (r.icmp_type, r.icmp_code) == (Some(code.0), Some(code.1))
-                }
-                (_, None) => false,
-            };
-            if !ok {
-                wrong.push(format!(
-                    "{}:{port} expected {want:?}, got {:?}",
-                    h.addr, got
-                ));
-            }
+    assert_reports_match(hosts, ports, seen, |h, _, want, got| match (want, got) {
+        (Expected::Open, Some(r)) => r.state == PortState::Open && r.reason == Reason::SynAck,
+        (Expected::Closed, Some(r)) => {
+            closed_shown && r.state == PortState::Closed && r.reason == Reason::Reset
         }
-    }
-    assert!(
-        seen.is_empty(),
-        "results for pairs outside the scan: {:?}",
-        seen.keys().take(5).collect::<Vec<_>>()
-    );
-    assert!(
-        wrong.is_empty(),
-        "{} ports wrong, first: {:#?}",
-        wrong.len(),
-        &wrong[..wrong.len().min(10)]
-    );
+        (Expected::Closed, None) => !closed_shown,
+        (Expected::FilteredSilent, Some(r)) => {
+            r.state == PortState::Filtered && r.reason == Reason::NoResponse
+        }
+        (Expected::FilteredIcmp, Some(r)) => {
+            let code = if h.addr.is_ipv6() { (1, 1) } else { (3, 13) };
+            r.state == PortState::Filtered
+                && r.reason == Reason::IcmpUnreachable
+                && (r.icmp_type, r.icmp_code) == (Some(code.0), Some(code.1))
+        }
+        (_, None) => false,
+    });
 }
 
 fn all_ports() -> Vec<u16> {

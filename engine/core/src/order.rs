@@ -80,22 +80,26 @@ impl Permutation {
     #[inline]
     pub fn at(&self, i: u64) -> u64 {
         debug_assert!(i < self.len);
-        let mut x = self.encrypt(i);
-        while x >= self.len {
-            x = self.encrypt(x);
-        }
-        x
+        self.walk(i, |x| self.encrypt(x))
     }
 
     /// The position at which `x` is visited (`x < len`): the inverse of [`Self::at`].
     #[inline]
     pub fn position_of(&self, x: u64) -> u64 {
         debug_assert!(x < self.len);
-        let mut i = self.decrypt(x);
-        while i >= self.len {
-            i = self.decrypt(i);
+        self.walk(x, |y| self.decrypt(y))
+    }
+
+    /// Cycle-walking: `step` applied to `v` until the result falls below `len`. The cipher
+    /// permutes `[0, 2^bits)`, so the walk from a value below `len` ends, and encrypting
+    /// and decrypting walk the same cycle in opposite directions.
+    #[inline]
+    fn walk(&self, v: u64, step: impl Fn(u64) -> u64) -> u64 {
+        let mut x = step(v);
+        while x >= self.len {
+            x = step(x);
         }
-        i
+        x
     }
 }
 

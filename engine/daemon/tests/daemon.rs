@@ -106,9 +106,7 @@ async fn fast_scan_is_one_chunk() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_positions_follow_priority_then_arrival() {
-    let mut cfg = slow(50_000);
-    cfg.max_running = 1;
-    let h = Harness::start(cfg).await;
+    let h = Harness::start(one_at_a_time(50_000)).await;
     let mut c = h.client().await;
     c.send(&deep("a")).await;
     c.send(&submit("b", "22,80", ScanKind::Fast, 0)).await;
@@ -158,9 +156,7 @@ async fn queue_positions_follow_priority_then_arrival() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_running_and_queued_scans() {
-    let mut cfg = slow(5_000);
-    cfg.max_running = 1;
-    let h = Harness::start(cfg).await;
+    let h = Harness::start(one_at_a_time(5_000)).await;
     let mut c = h.client().await;
     c.send(&deep("run")).await;
     c.send(&deep("wait")).await;
@@ -195,9 +191,11 @@ async fn cancel_stops_running_and_queued_scans() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scan_past_its_timeout_fails_with_timeout() {
-    let mut cfg = slow(5_000);
-    cfg.scan_timeout = Duration::from_millis(300);
-    let h = Harness::start(cfg).await;
+    let h = Harness::start(DaemonConfig {
+        scan_timeout: Duration::from_millis(300),
+        ..slow(5_000)
+    })
+    .await;
     let mut c = h.client().await;
     c.send(&deep("t1")).await;
     let ev = c.until_finished("t1").await;
@@ -211,10 +209,12 @@ async fn a_scan_past_its_timeout_fails_with_timeout() {
 /// must not panic the scan task or the connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unbounded_timeouts_mean_no_deadline() {
-    let mut cfg = config();
-    cfg.scan_timeout = Duration::MAX;
-    cfg.frame_timeout = Duration::MAX;
-    let h = Harness::start(cfg).await;
+    let h = Harness::start(DaemonConfig {
+        scan_timeout: Duration::MAX,
+        frame_timeout: Duration::MAX,
+        ..config()
+    })
+    .await;
     let mut c = h.client().await;
     let frame = encode(&submit("u1", "22,80", ScanKind::Fast, 0));
     let (head, tail) = frame.split_at(7);
@@ -352,10 +352,11 @@ async fn refusals_get_their_code_and_send_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_is_busy() {
-    let mut cfg = slow(5_000);
-    cfg.max_running = 1;
-    cfg.max_queued = 1;
-    let h = Harness::start(cfg).await;
+    let h = Harness::start(DaemonConfig {
+        max_queued: 1,
+        ..one_at_a_time(5_000)
+    })
+    .await;
     let mut c = h.client().await;
     c.send(&deep("q0")).await;
     c.send(&deep("q1")).await;
@@ -462,10 +463,12 @@ async fn malformed_frames_get_an_error_and_the_daemon_keeps_serving() {
 /// frames is not limited, and a frame dribbled in within the deadline is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_truncated_frame_is_dropped_at_the_frame_deadline() {
-    let mut cfg = config();
-    cfg.frame_timeout = Duration::from_millis(300);
-    cfg.max_connections = 2;
-    let h = Harness::start(cfg).await;
+    let h = Harness::start(DaemonConfig {
+        frame_timeout: Duration::from_millis(300),
+        max_connections: 2,
+        ..config()
+    })
+    .await;
     // Idle between frames for longer than the deadline: still served.
     let mut idle = h.client().await;
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -565,9 +568,11 @@ async fn a_reconnecting_client_gets_every_result_by_replay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_or_expired_ids_report_engine_restarted() {
-    let mut cfg = config();
-    cfg.retention = Duration::ZERO;
-    let h = Harness::start(cfg).await;
+    let h = Harness::start(DaemonConfig {
+        retention: Duration::ZERO,
+        ..config()
+    })
+    .await;
     let mut c = h.client().await;
     let restarted = |e: &Event, want: &str| {
         matches!(e, Event::Finished { id, outcome: Outcome::Failed(r), counts, .. }
@@ -708,9 +713,7 @@ async fn metrics_report_exact_counts_after_a_scripted_scan() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_fails_scans_with_engine_shutdown_and_removes_the_socket() {
-    let mut cfg = slow(5_000);
-    cfg.max_running = 1;
-    let mut h = Harness::start(cfg).await;
+    let mut h = Harness::start(one_at_a_time(5_000)).await;
     let mut c = h.client().await;
     c.send(&deep("x1")).await;
     c.send(&deep("x2")).await;

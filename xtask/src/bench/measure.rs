@@ -1,4 +1,4 @@
-//! Measuring one scanner run: wall time, CPU time, and the probes and replies counted on the wire at the target. Knows nothing about any scanner.
+//! Measuring one scanner run: wall time, CPU time, and the probes and replies counted on the wire at the target; and sampling counters while something runs (`sample_during`, the service benchmark's engine timeline). Knows nothing about any scanner.
 //!
 //! CPU time is `getrusage(RUSAGE_CHILDREN)` before and after reaping the child (through
 //! `nix`'s safe wrapper; the workspace denies `unsafe`). The scanner is a direct child: `ip
@@ -11,6 +11,7 @@
 use std::fs::File;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -83,6 +84,33 @@ pub fn run_timed(
         user: user1.saturating_sub(user0),
         sys: sys1.saturating_sub(sys0),
         end,
+    })
+}
+
+/// Runs `work` while another thread calls `sample` every `every` with the time since the
+/// start, until `work` returns: `work`'s result and the samples (`None`s left out).
+pub fn sample_during<S: Send, T>(
+    every: Duration,
+    sample: impl Fn(Duration) -> Option<S> + Sync,
+    work: impl FnOnce() -> T,
+) -> (T, Vec<S>) {
+    let stop = AtomicBool::new(false);
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        let sampler = s.spawn(|| {
+            let mut out = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                out.extend(sample(t0.elapsed()));
+                let next = Instant::now() + every;
+                while Instant::now() < next && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(every.min(Duration::from_millis(20)));
+                }
+            }
+            out
+        });
+        let result = work();
+        stop.store(true, Ordering::Relaxed);
+        (result, sampler.join().unwrap_or_default())
     })
 }
 
@@ -171,6 +199,22 @@ mod tests {
             }
         );
         assert!(parse_counters("table inet psbench {\n}\n").is_err());
+    }
+
+    #[test]
+    fn samples_are_taken_until_the_work_ends() {
+        let (got, samples) = sample_during(
+            Duration::from_millis(10),
+            |t| (t < Duration::from_secs(60)).then_some(t),
+            || {
+                std::thread::sleep(Duration::from_millis(200));
+                7
+            },
+        );
+        assert_eq!(got, 7);
+        assert!(samples.len() >= 3, "{samples:?}");
+        assert!(samples.windows(2).all(|w| w[0] < w[1]), "{samples:?}");
+        assert!(*samples.last().unwrap() < Duration::from_secs(5));
     }
 
     #[test]

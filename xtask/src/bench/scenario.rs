@@ -28,33 +28,53 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// Scenario `id`: `first..=last` x `ports`.
+    fn new(
+        id: u8,
+        (short, title): (&'static str, &'static str),
+        (first, last): ([u8; 4], [u8; 4]),
+        ports: RangeInclusive<u16>,
+    ) -> Scenario {
+        Scenario {
+            id,
+            short,
+            title,
+            first: first.into(),
+            last: last.into(),
+            ports,
+        }
+    }
+
     /// The three scenarios; `quick` keeps only the first.
     pub fn all(quick: bool) -> Vec<Scenario> {
         let mut all = vec![
-            Scenario {
-                id: 1,
-                short: "1x65535",
-                title: "one host x 65,535 ports (198.18.0.2, ports 1-65535)",
-                first: Ipv4Addr::new(198, 18, 0, 2),
-                last: Ipv4Addr::new(198, 18, 0, 2),
-                ports: 1..=65535,
-            },
-            Scenario {
-                id: 2,
-                short: "16x65535",
-                title: "16 hosts x 65,535 ports (198.19.0.1-198.19.0.16, ports 1-65535)",
-                first: Ipv4Addr::new(198, 19, 0, 1),
-                last: Ipv4Addr::new(198, 19, 0, 16),
-                ports: 1..=65535,
-            },
-            Scenario {
-                id: 3,
-                short: "65536x1",
-                title: "65,536 hosts x one port (198.19.0.0/16, port 80)",
-                first: Ipv4Addr::new(198, 19, 0, 0),
-                last: Ipv4Addr::new(198, 19, 255, 255),
-                ports: 80..=80,
-            },
+            Self::new(
+                1,
+                (
+                    "1x65535",
+                    "one host x 65,535 ports (198.18.0.2, ports 1-65535)",
+                ),
+                ([198, 18, 0, 2], [198, 18, 0, 2]),
+                1..=65535,
+            ),
+            Self::new(
+                2,
+                (
+                    "16x65535",
+                    "16 hosts x 65,535 ports (198.19.0.1-198.19.0.16, ports 1-65535)",
+                ),
+                ([198, 19, 0, 1], [198, 19, 0, 16]),
+                1..=65535,
+            ),
+            Self::new(
+                3,
+                (
+                    "65536x1",
+                    "65,536 hosts x one port (198.19.0.0/16, port 80)",
+                ),
+                ([198, 19, 0, 0], [198, 19, 255, 255]),
+                80..=80,
+            ),
         ];
         if quick {
             all.truncate(1);
@@ -67,14 +87,15 @@ impl Scenario {
     pub fn select(quick: bool, big: bool, loss: bool) -> Vec<Scenario> {
         let mut s = Self::all(quick);
         if big {
-            s.push(Scenario {
-                id: 4,
-                short: "256x65535",
-                title: "256 hosts x 65,535 ports (198.19.0.1-198.19.1.0, ports 1-65535)",
-                first: Ipv4Addr::new(198, 19, 0, 1),
-                last: Ipv4Addr::new(198, 19, 1, 0),
-                ports: 1..=65535,
-            });
+            s.push(Self::new(
+                4,
+                (
+                    "256x65535",
+                    "256 hosts x 65,535 ports (198.19.0.1-198.19.1.0, ports 1-65535)",
+                ),
+                ([198, 19, 0, 1], [198, 19, 1, 0]),
+                1..=65535,
+            ));
         }
         if loss {
             s.push(Scenario {

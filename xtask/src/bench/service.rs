@@ -29,16 +29,16 @@
 //! child process is bounded; only processes started here are stopped, by PID; the labs are
 //! torn down on every exit path (`LabGuard`, `Stack` and `Agent` drop in that order).
 //!
-//! One module per job: `options` (flags), `agent` (the in-namespace agent and its line
-//! protocol), `http` (its HTTP/1.1 client and message parsing), `webhook` (its webhook
-//! receiver), `handle` (the parent's side of the agent), `metrics` (Prometheus and softnet
-//! parsing, sampling), `session` (lab + stack + agent), `phases` and `load` (the phase
-//! drivers), `results` (what is recorded), `render` (the table). The bench's constants are
-//! here; each module imports what it uses from its siblings.
+//! One module per job: `options` (flags), `agent` (the in-namespace agent, its line protocol
+//! and its requests, made with `crate::http`: ureq bound to the lab host address), `webhook`
+//! (its webhook receiver), `handle` (the parent's side of the agent), `metrics` (Prometheus
+//! and softnet parsing; the timeline is sampled by `measure::sample_during`), `session` (the
+//! lab, the stack and the agent), `phases` and `load` (the phase drivers), `results` (what is recorded),
+//! `render` (the table). The bench's constants are here; each module imports what it uses
+//! from its siblings.
 
 mod agent;
 mod handle;
-mod http;
 mod load;
 mod metrics;
 mod options;

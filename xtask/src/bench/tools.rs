@@ -443,6 +443,14 @@ mod tests {
         parse(tool, s, &texts).unwrap()
     }
 
+    /// Asserts the state `a` holds for each (address, port).
+    fn assert_states(a: &Answer, want: &[(&str, u16, State)]) {
+        for &(ip, port, state) in want {
+            let addr: IpAddr = ip.parse().unwrap();
+            assert_eq!(a.get(addr, port), state, "{ip} port {port}");
+        }
+    }
+
     #[test]
     fn portscope_rounds_and_loss_are_read_from_the_summary() {
         let line = "portscope: done in 1.2s: 13 open, 65509 closed, 13 filtered of 65535 ports; \
@@ -519,11 +527,16 @@ mod tests {
             "portscope: done in 0.341s: 13 open, 65509 closed, 13 filtered of 65535 ports; \
                       65551 probes sent (192170/s) in 3 round(s); rtt p50 477µs p99 2.079ms\n";
         let p = parsed(Tool::Portscope, &s, text, stderr);
-        let a: IpAddr = "198.18.0.2".parse().unwrap();
-        assert_eq!(p.answer.get(a, 22), State::Open);
-        assert_eq!(p.answer.get(a, 135), State::Filtered);
-        assert_eq!(p.answer.get(a, 1), State::Closed);
-        assert_eq!(p.answer.get(a, 2), State::Missing);
+        let a = "198.18.0.2";
+        assert_states(
+            &p.answer,
+            &[
+                (a, 22, State::Open),
+                (a, 135, State::Filtered),
+                (a, 1, State::Closed),
+                (a, 2, State::Missing),
+            ],
+        );
         assert_eq!(p.probes, Some(65551));
         assert!(parse_portscope("{not json", &mut Answer::new(&s)).is_err());
     }
@@ -535,13 +548,12 @@ mod tests {
         let stderr = "rate:  0.00-kpps, 100.00% done, waiting 0-secs, found=2       \r\
                       rate:  0.00-kpps, 100.00% done, waiting -41-secs, found=2       \r";
         let p = parsed(Tool::Masscan, &s, text, stderr);
-        assert_eq!(
-            p.answer.get("198.19.0.3".parse().unwrap(), 20003),
-            State::Open
-        );
-        assert_eq!(
-            p.answer.get("198.19.0.16".parse().unwrap(), 80),
-            State::Open
+        assert_states(
+            &p.answer,
+            &[
+                ("198.19.0.3", 20003, State::Open),
+                ("198.19.0.16", 80, State::Open),
+            ],
         );
         assert_eq!(p.probes, None);
         assert!(p.note.unwrap().contains("41 s"));
@@ -560,14 +572,13 @@ mod tests {
             "saddr\n198.19.162.139\n198.19.0.0\n",
             stderr,
         );
-        assert_eq!(p.answer.get("198.19.0.0".parse().unwrap(), 80), State::Open);
-        assert_eq!(
-            p.answer.get("198.19.162.139".parse().unwrap(), 80),
-            State::Open
-        );
-        assert_eq!(
-            p.answer.get("198.19.0.1".parse().unwrap(), 80),
-            State::Missing
+        assert_states(
+            &p.answer,
+            &[
+                ("198.19.0.0", 80, State::Open),
+                ("198.19.162.139", 80, State::Open),
+                ("198.19.0.1", 80, State::Missing),
+            ],
         );
         assert_eq!(p.probes, Some(65536));
     }
@@ -611,22 +622,26 @@ mod tests {
         };
         let mut a = Answer::new(&s);
         parse_nmap_xml(NMAP_XML, &mut a);
-        let h: IpAddr = "198.18.0.2".parse().unwrap();
-        assert_eq!(a.get(h, 22), State::Open);
-        assert_eq!(a.get(h, 65535), State::Open);
-        assert_eq!(a.get(h, 23), State::Filtered);
-        assert_eq!(a.get(h, 135), State::Filtered);
-        assert_eq!(a.get(h, 1), State::Closed);
-        assert_eq!(a.get(h, 65534), State::Closed);
-        assert_eq!(a.get(h, 60000), State::Closed);
-        // In no list: nmap said nothing about it.
-        assert_eq!(a.get(h, 60001), State::Missing);
-        // The host hint is not a host.
-        assert_eq!(a.get("198.18.0.9".parse().unwrap(), 22), State::Missing);
-        // No port lists: the one extraports state covers every unlisted port.
-        let h3: IpAddr = "198.18.0.3".parse().unwrap();
-        assert_eq!(a.get(h3, 1), State::Closed);
-        assert_eq!(a.get(h3, 80), State::Other);
+        let (h, h3) = ("198.18.0.2", "198.18.0.3");
+        assert_states(
+            &a,
+            &[
+                (h, 22, State::Open),
+                (h, 65535, State::Open),
+                (h, 23, State::Filtered),
+                (h, 135, State::Filtered),
+                (h, 1, State::Closed),
+                (h, 65534, State::Closed),
+                (h, 60000, State::Closed),
+                // In no list: nmap said nothing about it.
+                (h, 60001, State::Missing),
+                // The host hint is not a host.
+                ("198.18.0.9", 22, State::Missing),
+                // No port lists: the one extraports state covers every unlisted port.
+                (h3, 1, State::Closed),
+                (h3, 80, State::Other),
+            ],
+        );
         assert_eq!(
             nmap_probes(
                 "Nmap done\n           Raw packets sent: 65544 (2.884MB) | Rcvd: 65528 (2.621MB)\n"

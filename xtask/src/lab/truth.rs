@@ -3,7 +3,8 @@
 //! The truth is computed from the lab name and host count alone, so the listener process, the
 //! nftables ruleset and the tests all derive their behaviour from the same value.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
@@ -145,6 +146,39 @@ impl HostTruth {
         host.filtered_silent.sort_unstable();
         host
     }
+}
+
+/// Asserts a scan's `reported` answers, by (address, port), are the truth of `hosts` x
+/// `ports`: `judge(host, port, truth, answer)` says whether one pair's answer (or its
+/// absence) is right. Panics with the first wrong pairs, or with reported pairs outside
+/// `hosts` x `ports`. For the end-to-end tests of the engine and its daemons.
+pub fn assert_reports_match<G: Debug>(
+    hosts: &[&HostTruth],
+    ports: &[u16],
+    mut reported: BTreeMap<(IpAddr, u16), G>,
+    judge: impl Fn(&HostTruth, u16, Expected, Option<&G>) -> bool,
+) {
+    let mut wrong = Vec::new();
+    for h in hosts {
+        for &port in ports {
+            let want = h.expected(port);
+            let got = reported.remove(&(h.addr, port));
+            if !judge(h, port, want, got.as_ref()) {
+                wrong.push(format!("{}:{port} expected {want:?}, got {got:?}", h.addr));
+            }
+        }
+    }
+    assert!(
+        reported.is_empty(),
+        "results for pairs outside the scan: {:?}",
+        reported.keys().take(5).collect::<Vec<_>>()
+    );
+    assert!(
+        wrong.is_empty(),
+        "{} ports wrong, first: {:#?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(10)]
+    );
 }
 
 /// Everything a test needs to judge a scan of the lab.

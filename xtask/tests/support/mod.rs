@@ -5,12 +5,23 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::process::Command;
-use xtask::lab::{Lab, LabConfig, LabGuard};
+use xtask::lab::{Expected, Lab, LabConfig, LabGuard, ProbeResult};
 
 /// Brings the lab `cfg` up, or fails the test saying what it needs.
 pub fn up_lab(cfg: &LabConfig) -> LabGuard {
     LabGuard::up(cfg)
         .unwrap_or_else(|e| panic!("lab {} up (needs root and netns): {e:#}", cfg.name))
+}
+
+/// Asserts a probe saw what the lab's truth says (an address that is not a lab host must
+/// stay silent); the truth's answer. `ctx` names the prober in the message.
+pub fn assert_probe_matches_truth(lab: &Lab, r: &ProbeResult, ctx: &str) -> Expected {
+    let want = lab
+        .truth()
+        .expected(r.addr.ip(), r.addr.port())
+        .unwrap_or(Expected::FilteredSilent);
+    assert_eq!(r.outcome.as_expected(), Some(want), "{ctx}: {r:?}");
+    want
 }
 
 /// Routes of both families in every table of `ns`, read with `ip` directly.
@@ -31,6 +42,15 @@ pub fn all_routes(ns: &str) -> String {
 /// failing half way leaves nothing behind.
 pub struct CliLab(pub String);
 
+/// The exit code a `CliLab::step` must end with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Exit {
+    /// Exactly this code.
+    Is(i32),
+    /// Any code but 0.
+    Fails,
+}
+
 impl CliLab {
     /// `xtask lab ARGS`: its exit code (-1 if killed) and stdout followed by stderr.
     pub fn xtask(&self, args: &[&str]) -> (i32, String) {
@@ -42,6 +62,22 @@ impl CliLab {
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
         (out.status.code().unwrap_or(-1), text)
+    }
+
+    /// `xtask lab COMMAND --name <this lab> ARGS`, which must exit as `exit` and print every
+    /// one of `wants`; its output.
+    pub fn step(&self, command: &str, args: &[&str], exit: Exit, wants: &[&str]) -> String {
+        let mut all = vec![command, "--name", &self.0];
+        all.extend(args);
+        let (code, text) = self.xtask(&all);
+        match exit {
+            Exit::Is(want) => assert_eq!(code, want, "lab {all:?}: {text}"),
+            Exit::Fails => assert_ne!(code, 0, "lab {all:?}: {text}"),
+        }
+        for want in wants {
+            assert!(text.contains(want), "lab {all:?}: no {want:?} in {text}");
+        }
+        text
     }
 }
 

@@ -5,25 +5,29 @@
 //! not printed; use xml for that. A host flagged as a SYN proxy is one flag object (as in
 //! ndjson) instead of its open ports.
 
-use super::{HostFlag, Out, Report, ReportFilter, ScanEnd, ScanMeta};
+use super::{HostFlag, Out, Report, ScanEnd, ScanMeta};
 use portscope_core::results::PortResult;
 use std::io::{self, Write};
 
-/// Writes printed [`PortResult`]s as elements of one JSON array.
+/// Writes printed [`PortResult`]s as elements of one JSON array (behind `Shown`).
 pub(super) struct JsonReport {
-    filter: ReportFilter,
     out: Out,
     /// Objects written so far: decides between `\n` and `,\n` before the next one.
     written: u64,
 }
 
 impl JsonReport {
-    pub(super) fn new(filter: ReportFilter, out: Out) -> Self {
-        JsonReport {
-            filter,
-            out,
-            written: 0,
-        }
+    pub(super) fn new(out: Out) -> Self {
+        JsonReport { out, written: 0 }
+    }
+
+    /// One element of the array, after its separator.
+    fn element(&mut self, value: &impl serde::Serialize) -> io::Result<()> {
+        let sep: &[u8] = if self.written == 0 { b"\n" } else { b",\n" };
+        self.out.write_all(sep)?;
+        serde_json::to_writer(&mut self.out, value)?;
+        self.written += 1;
+        Ok(())
     }
 }
 
@@ -34,22 +38,11 @@ impl Report for JsonReport {
     }
 
     fn result(&mut self, r: &PortResult) -> io::Result<()> {
-        if !self.filter.shows(r.state) {
-            return Ok(());
-        }
-        let sep: &[u8] = if self.written == 0 { b"\n" } else { b",\n" };
-        self.out.write_all(sep)?;
-        serde_json::to_writer(&mut self.out, r)?;
-        self.written += 1;
-        Ok(())
+        self.element(r)
     }
 
     fn host_flag(&mut self, flag: &HostFlag) -> io::Result<()> {
-        let sep: &[u8] = if self.written == 0 { b"\n" } else { b",\n" };
-        self.out.write_all(sep)?;
-        serde_json::to_writer(&mut self.out, flag)?;
-        self.written += 1;
-        Ok(())
+        self.element(flag)
     }
 
     fn end(&mut self, _end: &ScanEnd) -> io::Result<()> {

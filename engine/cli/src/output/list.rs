@@ -6,21 +6,20 @@
 //! An interrupted scan gets a `# interrupted` comment line before `# end`; a host flagged as
 //! a SYN proxy gets a `# syn-proxy: ...` comment line instead of its open ports.
 
-use super::{proto_str, HostFlag, Out, Report, ReportFilter, ScanEnd, ScanMeta};
+use super::{proto_str, HostFlag, Out, Report, ScanEnd, ScanMeta};
 use portscope_core::results::PortResult;
 use std::io::{self, Write};
 
-/// Writes printed results as masscan list lines.
+/// Writes printed results as masscan list lines (behind `Shown`).
 pub(super) struct ListReport {
-    filter: ReportFilter,
     out: Out,
     /// Wall clock in Unix seconds; a fixed function in tests.
     clock: fn() -> u64,
 }
 
 impl ListReport {
-    pub(super) fn new(filter: ReportFilter, out: Out, clock: fn() -> u64) -> Self {
-        ListReport { filter, out, clock }
+    pub(super) fn new(out: Out, clock: fn() -> u64) -> Self {
+        ListReport { out, clock }
     }
 }
 
@@ -31,9 +30,6 @@ impl Report for ListReport {
     }
 
     fn result(&mut self, r: &PortResult) -> io::Result<()> {
-        if !self.filter.shows(r.state) {
-            return Ok(());
-        }
         writeln!(
             self.out,
             "{} {} {} {} {}",
@@ -62,6 +58,7 @@ impl Report for ListReport {
 
 #[cfg(test)]
 mod tests {
+    use super::super::shown::Shown;
     use super::super::testdata::{end, meta, results, Sink};
     use super::super::ReportFilter;
     use super::*;
@@ -69,7 +66,8 @@ mod tests {
     fn run(show_closed: bool, results: &[PortResult], interrupted: bool) -> String {
         let sink = Sink::default();
         let out = io::BufWriter::new(Box::new(sink.clone()) as Box<dyn Write + Send>);
-        let mut report = ListReport::new(ReportFilter { show_closed }, out, || 1_795_350_098);
+        let list = ListReport::new(out, || 1_795_350_098);
+        let mut report = Shown::new(ReportFilter { show_closed }, list);
         report.begin(&meta()).unwrap();
         for r in results {
             report.result(r).unwrap();

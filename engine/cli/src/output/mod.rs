@@ -17,9 +17,12 @@ mod held;
 mod json;
 mod list;
 mod ndjson;
+mod shown;
 mod table;
 mod tee;
 mod xml;
+
+use shown::Shown;
 
 pub use tee::Tee;
 
@@ -228,9 +231,9 @@ pub fn new_report(
 ) -> Box<dyn Report + Send> {
     let out = io::BufWriter::new(out);
     match format {
-        Format::Ndjson => Box::new(ndjson::NdjsonReport::new(filter, out)),
-        Format::Json => Box::new(json::JsonReport::new(filter, out)),
-        Format::List => Box::new(list::ListReport::new(filter, out, unix_now)),
+        Format::Ndjson => Box::new(Shown::new(filter, ndjson::NdjsonReport::new(out))),
+        Format::Json => Box::new(Shown::new(filter, json::JsonReport::new(out))),
+        Format::List => Box::new(Shown::new(filter, list::ListReport::new(out, unix_now))),
         Format::Xml => Box::new(held::Held::new(xml::XmlReport, filter, out)),
         Format::Grepable => Box::new(held::Held::new(grepable::GrepableReport, filter, out)),
         Format::Table => Box::new(held::Held::new(table::TableReport, filter, out)),
@@ -487,31 +490,29 @@ mod tests {
         assert_eq!(nmap_reason(false, SynAck, None), "syn-ack");
         assert_eq!(nmap_reason(false, Reset, None), "reset");
         assert_eq!(nmap_reason(true, NoResponse, None), "no-response");
-        let v4 = [
-            (0, "net-unreach"),
-            (1, "host-unreach"),
-            (2, "proto-unreach"),
-            (3, "port-unreach"),
-            (9, "net-prohibited"),
-            (10, "host-prohibited"),
-            (13, "admin-prohibited"),
-            (4, "dest-unreach"),
+        // (IPv6?, ICMP code, nmap's name); the type is 3 for IPv4, 1 for IPv6.
+        let cases = [
+            (false, 0, "net-unreach"),
+            (false, 1, "host-unreach"),
+            (false, 2, "proto-unreach"),
+            (false, 3, "port-unreach"),
+            (false, 9, "net-prohibited"),
+            (false, 10, "host-prohibited"),
+            (false, 13, "admin-prohibited"),
+            (false, 4, "dest-unreach"),
+            (true, 0, "no-route"),
+            (true, 1, "admin-prohibited"),
+            (true, 2, "beyond-scope"),
+            (true, 3, "host-unreach"),
+            (true, 4, "port-unreach"),
+            (true, 5, "admin-prohibited"),
+            (true, 6, "reject-route"),
+            (true, 7, "dest-unreach"),
         ];
-        for (code, want) in v4 {
-            assert_eq!(nmap_reason(false, IcmpUnreachable, Some((3, code))), want);
-        }
-        let v6 = [
-            (0, "no-route"),
-            (1, "admin-prohibited"),
-            (2, "beyond-scope"),
-            (3, "host-unreach"),
-            (4, "port-unreach"),
-            (5, "admin-prohibited"),
-            (6, "reject-route"),
-            (7, "dest-unreach"),
-        ];
-        for (code, want) in v6 {
-            assert_eq!(nmap_reason(true, IcmpUnreachable, Some((1, code))), want);
+        for (v6, code, want) in cases {
+            let icmp_type = if v6 { 1 } else { 3 };
+            let got = nmap_reason(v6, IcmpUnreachable, Some((icmp_type, code)));
+            assert_eq!(got, want, "v6 {v6} code {code}");
         }
         assert_eq!(
             nmap_reason(false, IcmpUnreachable, None),

@@ -5,19 +5,18 @@
 //! flagged as a SYN proxy is one `{"ip":..,"flag":"syn-proxy","open_answers":N,"ports":M}`
 //! line instead of its open ports.
 
-use super::{HostFlag, Out, Report, ReportFilter, ScanEnd, ScanMeta};
+use super::{HostFlag, Out, Report, ScanEnd, ScanMeta};
 use portscope_core::results::PortResult;
 use std::io::{self, Write};
 
-/// Writes [`PortResult`]s in serde's shape, one per line.
+/// Writes [`PortResult`]s in serde's shape, one per line (behind `Shown`).
 pub(super) struct NdjsonReport {
-    filter: ReportFilter,
     out: Out,
 }
 
 impl NdjsonReport {
-    pub(super) fn new(filter: ReportFilter, out: Out) -> Self {
-        NdjsonReport { filter, out }
+    pub(super) fn new(out: Out) -> Self {
+        NdjsonReport { out }
     }
 }
 
@@ -27,9 +26,6 @@ impl Report for NdjsonReport {
     }
 
     fn result(&mut self, r: &PortResult) -> io::Result<()> {
-        if !self.filter.shows(r.state) {
-            return Ok(());
-        }
         serde_json::to_writer(&mut self.out, r)?;
         self.out.write_all(b"\n")?;
         self.out.flush()

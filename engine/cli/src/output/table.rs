@@ -97,31 +97,10 @@ impl HeldFormat for TableReport {
 
 #[cfg(test)]
 mod tests {
-    use super::super::held::Held;
-    use super::super::{testdata, Report, ReportFilter};
-    use super::*;
+    use super::super::{testdata, Format};
 
     fn render(show_closed: bool) -> String {
-        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        struct W(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-        impl Write for W {
-            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
-        let out: Out = io::BufWriter::new(Box::new(W(buf.clone())));
-        let mut t = Held::new(TableReport, ReportFilter { show_closed }, out);
-        t.begin(&testdata::meta()).unwrap();
-        for r in testdata::results() {
-            t.result(&r).unwrap();
-        }
-        t.end(&testdata::end(false)).unwrap();
-        let s = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
-        s
+        testdata::run(Format::Table, show_closed, &testdata::results(), false)
     }
 
     #[test]

@@ -211,63 +211,59 @@ mod tests {
 </nmaprun>
 "#;
 
-    const HOSTS_CLOSED_HIDDEN: &str = r#"<host starttime="1795350097" endtime="1795350098"><status state="up" reason="syn-ack" reason_ttl="64"/>
-<address addr="198.18.0.2" addrtype="ipv4"/>
-<ports><extraports state="closed" count="2">
-<extrareasons reason="reset" count="2"/>
-</extraports>
-<port protocol="tcp" portid="22"><state state="open" reason="syn-ack" reason_ttl="64"/><service name="ssh" method="table" conf="3"/></port>
-<port protocol="tcp" portid="443"><state state="filtered" reason="admin-prohibited" reason_ttl="63"/><service name="https" method="table" conf="3"/></port>
-<port protocol="tcp" portid="9000"><state state="filtered" reason="no-response" reason_ttl="0"/><service name="cslistener" method="table" conf="3"/></port>
-</ports>
-<times srtt="310" rttvar="95" to="10000"/>
-</host>
-<host starttime="1795350097" endtime="1795350098"><status state="up" reason="syn-ack" reason_ttl="57"/>
-<address addr="2001:db8::1" addrtype="ipv6"/>
-<ports><extraports state="closed" count="2">
-<extrareasons reason="reset" count="2"/>
-</extraports>
-<port protocol="tcp" portid="80"><state state="filtered" reason="admin-prohibited" reason_ttl="60"/><service name="http" method="table" conf="3"/></port>
-<port protocol="tcp" portid="443"><state state="open" reason="syn-ack" reason_ttl="57"/><service name="https" method="table" conf="3"/></port>
-<port protocol="tcp" portid="9000"><state state="filtered" reason="no-response" reason_ttl="0"/><service name="cslistener" method="table" conf="3"/></port>
-</ports>
-<times srtt="310" rttvar="95" to="10000"/>
-</host>
-"#;
+    /// The port lines of the two hosts of `testdata::results` that answer, by port.
+    const V4_PORTS: [&str; 5] = [
+        r#"<port protocol="tcp" portid="22"><state state="open" reason="syn-ack" reason_ttl="64"/><service name="ssh" method="table" conf="3"/></port>"#,
+        r#"<port protocol="tcp" portid="80"><state state="closed" reason="reset" reason_ttl="64"/><service name="http" method="table" conf="3"/></port>"#,
+        r#"<port protocol="tcp" portid="81"><state state="closed" reason="reset" reason_ttl="64"/><service name="hosts2-ns" method="table" conf="3"/></port>"#,
+        r#"<port protocol="tcp" portid="443"><state state="filtered" reason="admin-prohibited" reason_ttl="63"/><service name="https" method="table" conf="3"/></port>"#,
+        r#"<port protocol="tcp" portid="9000"><state state="filtered" reason="no-response" reason_ttl="0"/><service name="cslistener" method="table" conf="3"/></port>"#,
+    ];
+    const V6_PORTS: [&str; 5] = [
+        r#"<port protocol="tcp" portid="22"><state state="closed" reason="reset" reason_ttl="58"/><service name="ssh" method="table" conf="3"/></port>"#,
+        r#"<port protocol="tcp" portid="80"><state state="filtered" reason="admin-prohibited" reason_ttl="60"/><service name="http" method="table" conf="3"/></port>"#,
+        r#"<port protocol="tcp" portid="81"><state state="closed" reason="reset" reason_ttl="58"/><service name="hosts2-ns" method="table" conf="3"/></port>"#,
+        r#"<port protocol="tcp" portid="443"><state state="open" reason="syn-ack" reason_ttl="57"/><service name="https" method="table" conf="3"/></port>"#,
+        r#"<port protocol="tcp" portid="9000"><state state="filtered" reason="no-response" reason_ttl="0"/><service name="cslistener" method="table" conf="3"/></port>"#,
+    ];
 
-    const HOSTS_CLOSED_SHOWN: &str = r#"<host starttime="1795350097" endtime="1795350098"><status state="up" reason="syn-ack" reason_ttl="64"/>
-<address addr="198.18.0.2" addrtype="ipv4"/>
-<ports><port protocol="tcp" portid="22"><state state="open" reason="syn-ack" reason_ttl="64"/><service name="ssh" method="table" conf="3"/></port>
-<port protocol="tcp" portid="80"><state state="closed" reason="reset" reason_ttl="64"/><service name="http" method="table" conf="3"/></port>
-<port protocol="tcp" portid="81"><state state="closed" reason="reset" reason_ttl="64"/><service name="hosts2-ns" method="table" conf="3"/></port>
-<port protocol="tcp" portid="443"><state state="filtered" reason="admin-prohibited" reason_ttl="63"/><service name="https" method="table" conf="3"/></port>
-<port protocol="tcp" portid="9000"><state state="filtered" reason="no-response" reason_ttl="0"/><service name="cslistener" method="table" conf="3"/></port>
-</ports>
-<times srtt="310" rttvar="95" to="10000"/>
-</host>
-<host starttime="1795350097" endtime="1795350098"><status state="up" reason="syn-ack" reason_ttl="57"/>
-<address addr="2001:db8::1" addrtype="ipv6"/>
-<ports><port protocol="tcp" portid="22"><state state="closed" reason="reset" reason_ttl="58"/><service name="ssh" method="table" conf="3"/></port>
-<port protocol="tcp" portid="80"><state state="filtered" reason="admin-prohibited" reason_ttl="60"/><service name="http" method="table" conf="3"/></port>
-<port protocol="tcp" portid="81"><state state="closed" reason="reset" reason_ttl="58"/><service name="hosts2-ns" method="table" conf="3"/></port>
-<port protocol="tcp" portid="443"><state state="open" reason="syn-ack" reason_ttl="57"/><service name="https" method="table" conf="3"/></port>
-<port protocol="tcp" portid="9000"><state state="filtered" reason="no-response" reason_ttl="0"/><service name="cslistener" method="table" conf="3"/></port>
-</ports>
-<times srtt="310" rttvar="95" to="10000"/>
-</host>
-"#;
+    /// The `<host>` block of one of those hosts: the closed ports listed when `shown`, else
+    /// folded into `<extraports>` (two each).
+    fn host(ttl: u8, addr: &str, family: &str, ports: &[&str], shown: bool) -> String {
+        let mut s = format!(
+            r#"<host starttime="1795350097" endtime="1795350098"><status state="up" reason="syn-ack" reason_ttl="{ttl}"/>
+<address addr="{addr}" addrtype="{family}"/>
+<ports>"#
+        );
+        if !shown {
+            s += "<extraports state=\"closed\" count=\"2\">\n<extrareasons reason=\"reset\" count=\"2\"/>\n</extraports>\n";
+        }
+        for p in ports {
+            if shown || !p.contains(r#"<state state="closed""#) {
+                s += p;
+                s += "\n";
+            }
+        }
+        s + "</ports>\n<times srtt=\"310\" rttvar=\"95\" to=\"10000\"/>\n</host>\n"
+    }
+
+    /// Both hosts' blocks.
+    fn hosts(shown: bool) -> String {
+        host(64, "198.18.0.2", "ipv4", &V4_PORTS, shown)
+            + &host(57, "2001:db8::1", "ipv6", &V6_PORTS, shown)
+    }
 
     #[test]
     fn closed_hidden() {
         let text = run(Format::Xml, false, &results(), false);
-        assert_eq!(text, format!("{HEADER}{HOSTS_CLOSED_HIDDEN}{RUNSTATS}"));
+        assert_eq!(text, format!("{HEADER}{}{RUNSTATS}", hosts(false)));
         check_well_formed(&text);
     }
 
     #[test]
     fn closed_shown() {
         let text = run(Format::Xml, true, &results(), false);
-        assert_eq!(text, format!("{HEADER}{HOSTS_CLOSED_SHOWN}{RUNSTATS}"));
+        assert_eq!(text, format!("{HEADER}{}{RUNSTATS}", hosts(true)));
         check_well_formed(&text);
     }
 

@@ -84,6 +84,14 @@ pub fn slow(rate: u64) -> DaemonConfig {
     c
 }
 
+/// [`slow`] with one scan running at a time: the others queue.
+pub fn one_at_a_time(rate: u64) -> DaemonConfig {
+    DaemonConfig {
+        max_running: 1,
+        ..slow(rate)
+    }
+}
+
 /// A daemon on a temp socket, served by a task until [`Harness::shutdown`].
 pub struct Harness {
     pub dir: tempfile::TempDir,

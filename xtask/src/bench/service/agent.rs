@@ -9,11 +9,13 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
+use crate::http::Timeouts;
 use crate::lab::truth;
 
-use super::http::http_call;
 use super::webhook::serve_hooks;
+use super::{CONNECT_TIMEOUT, IO_TIMEOUT};
 
 /// One request the parent asks the agent to make.
 #[derive(Debug, Serialize, Deserialize)]
@@ -26,6 +28,53 @@ pub(super) struct AgentReq {
     pub(super) headers: Vec<(String, String)>,
 }
 
+/// The answer to one request. Times are microseconds of the agent's monotonic clock.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(super) struct Reply {
+    /// Just before connecting.
+    pub(super) t_start_us: u64,
+    /// When the whole response had been read.
+    pub(super) t_end_us: u64,
+    /// 0 when no response came (see `error`).
+    pub(super) status: u16,
+    pub(super) body: String,
+    pub(super) error: Option<String>,
+}
+
+impl Reply {
+    pub(super) fn failed(e: impl Into<String>) -> Reply {
+        Reply {
+            error: Some(e.into()),
+            ..Reply::default()
+        }
+    }
+
+    pub(super) fn latency_us(&self) -> u64 {
+        self.t_end_us.saturating_sub(self.t_start_us)
+    }
+
+    pub(super) fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// `404`, `429 rate limit reached: ...`, `error: connect ...`, for counting outcomes.
+    pub(super) fn outcome(&self) -> String {
+        match (&self.error, self.status) {
+            (Some(e), _) => format!("error: {e}"),
+            (None, 200) => "200".into(),
+            (None, s) => {
+                let v = self.json();
+                let what = v["message"]
+                    .as_str()
+                    .or(v["error"].as_str())
+                    .unwrap_or("")
+                    .to_owned();
+                format!("{s} {what}").trim().to_owned()
+            }
+        }
+    }
+}
+
 /// A line the agent writes to stdout. Times are microseconds of the agent's monotonic clock.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -33,14 +82,7 @@ pub(super) enum AgentMsg {
     Ready,
     Resp {
         id: u64,
-        /// Just before connecting.
-        t_start_us: u64,
-        /// When the whole response had been read.
-        t_end_us: u64,
-        /// 0 when no response came (see `error`).
-        status: u16,
-        body: String,
-        error: Option<String>,
+        reply: Reply,
     },
     Hook {
         /// When the webhook's body had been read (before the 204 is sent back).
@@ -99,11 +141,7 @@ pub fn agent(args: &[String]) -> anyhow::Result<i32> {
                 Ok(req) => handle_request(api, &req, t0),
                 Err(e) => AgentMsg::Resp {
                     id: u64::MAX,
-                    t_start_us: 0,
-                    t_end_us: 0,
-                    status: 0,
-                    body: String::new(),
-                    error: Some(format!("bad request line: {e}")),
+                    reply: Reply::failed(format!("bad request line: {e}")),
                 },
             };
             emit(&msg);
@@ -123,20 +161,32 @@ pub(super) fn emit(msg: &AgentMsg) {
     let _ = out.flush();
 }
 
-pub(super) fn handle_request(api: SocketAddr, req: &AgentReq, t0: Instant) -> AgentMsg {
+fn handle_request(api: SocketAddr, req: &AgentReq, t0: Instant) -> AgentMsg {
     let start = Instant::now();
     let result = http_call(api, req);
     let end = Instant::now();
-    let (status, body, error) = match result {
-        Ok((status, body)) => (status, body, None),
-        Err(e) => (0, String::new(), Some(format!("{e:#}"))),
+    let mut reply = match result {
+        Ok((status, body)) => Reply {
+            status,
+            body,
+            ..Reply::default()
+        },
+        Err(e) => Reply::failed(format!("{e:#}")),
     };
-    AgentMsg::Resp {
-        id: req.id,
-        t_start_us: micros_since(t0, start),
-        t_end_us: micros_since(t0, end),
-        status,
-        body,
-        error,
+    reply.t_start_us = micros_since(t0, start);
+    reply.t_end_us = micros_since(t0, end);
+    AgentMsg::Resp { id: req.id, reply }
+}
+
+/// One request from `req.src` to the API on a connection of its own; (status, body).
+fn http_call(api: SocketAddr, req: &AgentReq) -> anyhow::Result<(u16, String)> {
+    if !matches!(req.method.as_str(), "GET" | "POST") || !req.path.starts_with("/v1/") {
+        bail!("refusing {} {}", req.method, req.path);
     }
+    let timeouts = Timeouts {
+        connect: CONNECT_TIMEOUT,
+        io: IO_TIMEOUT,
+    };
+    let url = format!("http://{api}{}", req.path);
+    crate::http::call(req.src, timeouts, &req.method, &url, &req.headers)
 }

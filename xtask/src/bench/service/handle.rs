@@ -13,56 +13,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use serde_json::Value;
 
 use crate::lab::{xtask_bin, Lab};
 
-use super::agent::{AgentMsg, AgentReq};
+use super::agent::{AgentMsg, AgentReq, Reply};
 use super::{AGENT, API_ADDR, REQUEST_LIMIT};
-
-/// One reply as the parent sees it.
-#[derive(Debug, Clone, Default)]
-pub(super) struct Reply {
-    pub(super) t_start_us: u64,
-    pub(super) t_end_us: u64,
-    pub(super) status: u16,
-    pub(super) body: String,
-    pub(super) error: Option<String>,
-}
-
-impl Reply {
-    pub(super) fn failed(e: impl Into<String>) -> Reply {
-        Reply {
-            error: Some(e.into()),
-            ..Reply::default()
-        }
-    }
-
-    pub(super) fn latency_us(&self) -> u64 {
-        self.t_end_us.saturating_sub(self.t_start_us)
-    }
-
-    pub(super) fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or(Value::Null)
-    }
-
-    /// `404`, `429 rate limit reached: ...`, `error: connect ...`, for counting outcomes.
-    pub(super) fn outcome(&self) -> String {
-        match (&self.error, self.status) {
-            (Some(e), _) => format!("error: {e}"),
-            (None, 200) => "200".into(),
-            (None, s) => {
-                let v = self.json();
-                let what = v["message"]
-                    .as_str()
-                    .or(v["error"].as_str())
-                    .unwrap_or("")
-                    .to_owned();
-                format!("{s} {what}").trim().to_owned()
-            }
-        }
-    }
-}
 
 /// A webhook as received.
 #[derive(Debug, Clone)]
@@ -72,22 +27,22 @@ pub(super) struct Hook {
 }
 
 #[derive(Debug, Default)]
-pub(super) struct InboxState {
-    pub(super) ready: bool,
-    pub(super) closed: bool,
-    pub(super) replies: HashMap<u64, Reply>,
+struct InboxState {
+    ready: bool,
+    closed: bool,
+    replies: HashMap<u64, Reply>,
     /// By tag (`/hook/<tag>`).
-    pub(super) hooks: HashMap<String, Hook>,
+    hooks: HashMap<String, Hook>,
 }
 
 #[derive(Debug, Default)]
-pub(super) struct Inbox {
-    pub(super) state: Mutex<InboxState>,
-    pub(super) cv: Condvar,
+struct Inbox {
+    state: Mutex<InboxState>,
+    cv: Condvar,
 }
 
 impl Inbox {
-    pub(super) fn lock(&self) -> MutexGuard<'_, InboxState> {
+    fn lock(&self) -> MutexGuard<'_, InboxState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -95,14 +50,14 @@ impl Inbox {
 /// The agent process in the target namespace. Dropping it kills it (by PID) and reaps it.
 #[derive(Debug)]
 pub(super) struct Agent {
-    pub(super) child: Child,
-    pub(super) stdin: Mutex<ChildStdin>,
-    pub(super) inbox: Arc<Inbox>,
-    pub(super) next: AtomicU64,
-    pub(super) reader: Option<thread::JoinHandle<()>>,
-    pub(super) log: PathBuf,
+    child: Child,
+    stdin: Mutex<ChildStdin>,
+    inbox: Arc<Inbox>,
+    next: AtomicU64,
+    reader: Option<thread::JoinHandle<()>>,
+    log: PathBuf,
     /// Where the agent receives webhooks.
-    pub(super) hook: SocketAddr,
+    hook: SocketAddr,
 }
 
 impl Agent {
@@ -148,7 +103,7 @@ impl Agent {
     }
 
     /// Waits until `f` returns something, the agent is gone, or `deadline`.
-    pub(super) fn wait<T>(
+    fn wait<T>(
         &self,
         deadline: Instant,
         mut f: impl FnMut(&mut InboxState) -> Option<T>,
@@ -236,7 +191,7 @@ impl Drop for Agent {
     }
 }
 
-pub(super) fn read_agent(stdout: ChildStdout, inbox: &Inbox) {
+fn read_agent(stdout: ChildStdout, inbox: &Inbox) {
     for line in BufReader::new(stdout).lines() {
         let Ok(line) = line else { break };
         let Ok(msg) = serde_json::from_str::<AgentMsg>(&line) else {
@@ -245,24 +200,8 @@ pub(super) fn read_agent(stdout: ChildStdout, inbox: &Inbox) {
         let mut st = inbox.lock();
         match msg {
             AgentMsg::Ready => st.ready = true,
-            AgentMsg::Resp {
-                id,
-                t_start_us,
-                t_end_us,
-                status,
-                body,
-                error,
-            } => {
-                st.replies.insert(
-                    id,
-                    Reply {
-                        t_start_us,
-                        t_end_us,
-                        status,
-                        body,
-                        error,
-                    },
-                );
+            AgentMsg::Resp { id, reply } => {
+                st.replies.insert(id, reply);
             }
             AgentMsg::Hook { t_us, path, body } => {
                 let tag = path.strip_prefix("/hook/").unwrap_or(&path).to_owned();

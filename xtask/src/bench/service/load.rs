@@ -10,12 +10,14 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use crate::bench::measure::sample_during;
 use crate::lab::Lab;
 use crate::stack::Stack;
 
-use super::handle::{Agent, Reply};
-use super::metrics::{engine_sample, sample_until};
-use super::phases::summarize;
+use super::agent::Reply;
+use super::handle::Agent;
+use super::metrics::{engine_sample, sample_at, SAMPLE_EVERY};
+use super::phases::{accepted, join_replies, summarize};
 use super::results::{latency, new_hist, Load};
 use super::{BURST_LIMIT, ENGINE_MAX_RUNNING_DEFAULT, IDLE_REQUESTS, LOAD_INTERVAL, MAX_QUEUED};
 
@@ -98,93 +100,88 @@ pub(super) fn load(
     let deadline = t0 + BURST_LIMIT;
     let tags: Vec<String> = (0..scan_hosts.len()).map(|i| format!("load{i}")).collect();
     let spread = |i: usize, n: usize| LOAD_INTERVAL.mul_f64(i as f64 / n.max(1) as f64);
-    let (posts, hooks, timeline, duration_s) = thread::scope(|s| {
-        let sampler = s.spawn(|| sample_until(lab, &stop, t0));
-        let (record, remaining, stop, requests) = (&record, &remaining, &stop, &requests);
-        let clients: Vec<_> = scan_hosts
-            .iter()
-            .zip(&tags)
-            .enumerate()
-            .map(|(i, (h, tag))| {
-                s.spawn(move || {
-                    let post = agent.request(*h, "POST", "/v1/deep", Some(tag));
-                    requests.fetch_add(1, Ordering::Relaxed);
-                    record("POST new", &post);
-                    if post.status == 200 {
-                        let start = Instant::now() + spread(i, scan_hosts.len());
-                        for k in 1u32.. {
-                            if !sleep_until(start + LOAD_INTERVAL * k, stop)
-                                || Instant::now() > deadline
-                            {
-                                break;
-                            }
-                            // Re-POST only while the scan is live: after it, a POST would be
-                            // a new deep scan (429 for 5 minutes).
-                            let join = k % 2 == 0 && !agent.has_hook(tag);
-                            let (what, method) = if join {
-                                ("POST join", "POST")
-                            } else {
-                                ("GET", "GET")
-                            };
-                            let r = agent.request(*h, method, "/v1/deep", None);
+    let ((posts, hooks, duration_s), timeline) = sample_during(
+        SAMPLE_EVERY,
+        |t| sample_at(lab, t),
+        || {
+            thread::scope(|s| {
+                let (record, remaining, stop, requests) = (&record, &remaining, &stop, &requests);
+                let clients: Vec<_> = scan_hosts
+                    .iter()
+                    .zip(&tags)
+                    .enumerate()
+                    .map(|(i, (h, tag))| {
+                        s.spawn(move || {
+                            let post = agent.request(*h, "POST", "/v1/deep", Some(tag));
                             requests.fetch_add(1, Ordering::Relaxed);
-                            record(what, &r);
-                            let st = r.json()["status"].as_str().unwrap_or("").to_owned();
-                            if !join && (st == "complete" || st == "failed") {
-                                break;
+                            record("POST new", &post);
+                            if post.status == 200 {
+                                let start = Instant::now() + spread(i, scan_hosts.len());
+                                for k in 1u32.. {
+                                    if !sleep_until(start + LOAD_INTERVAL * k, stop)
+                                        || Instant::now() > deadline
+                                    {
+                                        break;
+                                    }
+                                    // Re-POST only while the scan is live: after it, a POST would be
+                                    // a new deep scan (429 for 5 minutes).
+                                    let join = k % 2 == 0 && !agent.has_hook(tag);
+                                    let (what, method) = if join {
+                                        ("POST join", "POST")
+                                    } else {
+                                        ("GET", "GET")
+                                    };
+                                    let r = agent.request(*h, method, "/v1/deep", None);
+                                    requests.fetch_add(1, Ordering::Relaxed);
+                                    record(what, &r);
+                                    let st = r.json()["status"].as_str().unwrap_or("").to_owned();
+                                    if !join && (st == "complete" || st == "failed") {
+                                        break;
+                                    }
+                                }
                             }
-                        }
-                    }
-                    remaining.fetch_sub(1, Ordering::Relaxed);
-                    post
-                })
+                            remaining.fetch_sub(1, Ordering::Relaxed);
+                            post
+                        })
+                    })
+                    .collect();
+                let n_pollers = poller_addrs.len();
+                let polls: Vec<_> = poller_addrs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| {
+                        s.spawn(move || {
+                            let start = Instant::now() + spread(i, n_pollers);
+                            for k in 0u32.. {
+                                if remaining.load(Ordering::Relaxed) == 0
+                                    || !sleep_until(start + LOAD_INTERVAL * k, stop)
+                                    || Instant::now() > deadline
+                                {
+                                    break;
+                                }
+                                let r = agent.request(*a, "GET", "/v1/deep", None);
+                                requests.fetch_add(1, Ordering::Relaxed);
+                                record("GET", &r);
+                            }
+                        })
+                    })
+                    .collect();
+                let posts = join_replies(clients);
+                for p in polls {
+                    let _ = p.join();
+                }
+                let duration_s = t0.elapsed().as_secs_f64();
+                // The webhooks of the scans (sent when a scan completes, so around the GET that
+                // saw it complete).
+                let hooks = agent.hooks(
+                    &accepted(&posts, &tags),
+                    Instant::now() + Duration::from_secs(30),
+                );
+                stop.store(true, Ordering::Relaxed);
+                (posts, hooks, duration_s)
             })
-            .collect();
-        let n_pollers = poller_addrs.len();
-        let polls: Vec<_> = poller_addrs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| {
-                s.spawn(move || {
-                    let start = Instant::now() + spread(i, n_pollers);
-                    for k in 0u32.. {
-                        if remaining.load(Ordering::Relaxed) == 0
-                            || !sleep_until(start + LOAD_INTERVAL * k, stop)
-                            || Instant::now() > deadline
-                        {
-                            break;
-                        }
-                        let r = agent.request(*a, "GET", "/v1/deep", None);
-                        requests.fetch_add(1, Ordering::Relaxed);
-                        record("GET", &r);
-                    }
-                })
-            })
-            .collect();
-        let posts: Vec<Reply> = clients
-            .into_iter()
-            .map(|c| {
-                c.join()
-                    .unwrap_or_else(|_| Reply::failed("thread panicked"))
-            })
-            .collect();
-        for p in polls {
-            let _ = p.join();
-        }
-        let duration_s = t0.elapsed().as_secs_f64();
-        // The webhooks of the scans (sent when a scan completes, so around the GET that
-        // saw it complete).
-        let accepted: Vec<String> = posts
-            .iter()
-            .zip(&tags)
-            .filter(|(r, _)| r.status == 200)
-            .map(|(_, t)| t.clone())
-            .collect();
-        let hooks = agent.hooks(&accepted, Instant::now() + Duration::from_secs(30));
-        stop.store(true, Ordering::Relaxed);
-        let timeline = sampler.join().unwrap_or_default();
-        (posts, hooks, timeline, duration_s)
-    });
+        },
+    );
     let after = engine_sample(lab)?;
     let h = hists.into_inner().unwrap_or_else(|e| e.into_inner());
     let requests = requests.load(Ordering::Relaxed);

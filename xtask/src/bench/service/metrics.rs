@@ -1,11 +1,9 @@
 //! Engine and kernel counters: the engine's Prometheus text (read with curl inside the scanner
-//! namespace), `/proc/net/softnet_stat` backlog drops, and a 500 ms sampler.
+//! namespace), `/proc/net/softnet_stat` backlog drops, and a timed reading for `measure::sample_during`.
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::Serialize;
@@ -93,18 +91,12 @@ pub(super) fn engine_sample(lab: &Lab) -> anyhow::Result<EngineSample> {
     Ok(s)
 }
 
-/// Samples the engine every 500 ms until `stop`.
-pub(super) fn sample_until(lab: &Lab, stop: &AtomicBool, t0: Instant) -> Vec<EngineSample> {
-    let mut out = Vec::new();
-    while !stop.load(Ordering::Relaxed) {
-        if let Ok(mut s) = engine_sample(lab) {
-            s.t_s = t0.elapsed().as_secs_f64();
-            out.push(s);
-        }
-        let next = Instant::now() + Duration::from_millis(500);
-        while Instant::now() < next && !stop.load(Ordering::Relaxed) {
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-    out
+/// How often the engine is sampled during a burst.
+pub(super) const SAMPLE_EVERY: Duration = Duration::from_millis(500);
+
+/// A reading taken `t` after the phase started (`None` when the engine did not answer).
+pub(super) fn sample_at(lab: &Lab, t: Duration) -> Option<EngineSample> {
+    let mut s = engine_sample(lab).ok()?;
+    s.t_s = t.as_secs_f64();
+    Some(s)
 }

@@ -3,18 +3,19 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
+use crate::bench::measure::sample_during;
 use crate::lab::{truth, Lab, Truth};
 use crate::stack::Stack;
 
-use super::handle::{Agent, Hook, Reply};
+use super::agent::Reply;
+use super::handle::{Agent, Hook};
 use super::load::load;
-use super::metrics::{engine_sample, sample_until, EngineSample};
+use super::metrics::{engine_sample, sample_at, EngineSample, SAMPLE_EVERY};
 use super::options::Options;
 use super::results::{latency, median, new_hist, scan_run, secs, Burst, Load, Phase1, ScanRun};
 use super::session::hosts;
@@ -165,34 +166,23 @@ pub(super) fn burst(
 ) -> anyhow::Result<Burst> {
     let lab: &Lab = &stack.lab;
     let before = engine_sample(lab)?;
-    let stop = AtomicBool::new(false);
-    let t0 = Instant::now();
     let tags: Vec<String> = (0..hosts.len()).map(|i| format!("{tag}{i}")).collect();
-    let (replies, hooks, timeline) = thread::scope(|s| {
-        let sampler = s.spawn(|| sample_until(lab, &stop, t0));
-        let posts: Vec<_> = hosts
-            .iter()
-            .zip(&tags)
-            .map(|(h, t)| s.spawn(move || agent.request(*h, "POST", "/v1/deep", Some(t))))
-            .collect();
-        let replies: Vec<Reply> = posts
-            .into_iter()
-            .map(|p| {
-                p.join()
-                    .unwrap_or_else(|_| Reply::failed("thread panicked"))
-            })
-            .collect();
-        let accepted: Vec<String> = replies
-            .iter()
-            .zip(&tags)
-            .filter(|(r, _)| r.status == 200)
-            .map(|(_, t)| t.clone())
-            .collect();
-        let hooks = agent.hooks(&accepted, Instant::now() + BURST_LIMIT);
-        stop.store(true, Ordering::Relaxed);
-        let timeline = sampler.join().unwrap_or_default();
-        (replies, hooks, timeline)
-    });
+    let ((replies, hooks), timeline) = sample_during(
+        SAMPLE_EVERY,
+        |t| sample_at(lab, t),
+        || {
+            let replies = thread::scope(|s| {
+                let posts: Vec<_> = hosts
+                    .iter()
+                    .zip(&tags)
+                    .map(|(h, t)| s.spawn(move || agent.request(*h, "POST", "/v1/deep", Some(t))))
+                    .collect();
+                join_replies(posts)
+            });
+            let hooks = agent.hooks(&accepted(&replies, &tags), Instant::now() + BURST_LIMIT);
+            (replies, hooks)
+        },
+    );
     let after = engine_sample(lab)?;
     Ok(summarize(
         lab.truth(),
@@ -206,6 +196,27 @@ pub(super) fn burst(
         (before, after),
         timeline,
     ))
+}
+
+/// The replies of request threads, in order (a panicked thread's as a failed request).
+pub(super) fn join_replies(threads: Vec<thread::ScopedJoinHandle<'_, Reply>>) -> Vec<Reply> {
+    threads
+        .into_iter()
+        .map(|t| {
+            t.join()
+                .unwrap_or_else(|_| Reply::failed("thread panicked"))
+        })
+        .collect()
+}
+
+/// The tags of the scans whose POST was accepted.
+pub(super) fn accepted(replies: &[Reply], tags: &[String]) -> Vec<String> {
+    replies
+        .iter()
+        .zip(tags)
+        .filter(|(r, _)| r.status == 200)
+        .map(|(_, t)| t.clone())
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]

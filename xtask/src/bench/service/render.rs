@@ -313,8 +313,9 @@ pub(super) fn notes(opts: &Options, cpus: usize) -> Vec<String> {
          from before the POST(s) to after the last webhook, divided by first POST sent -> last webhook"
             .into(),
         "latency: client side, from connect() to the last byte of the response, one new TCP connection per \
-         request (Connection: close), like curl's time_total; recorded in hdrhistogram (3 significant digits); \
-         only 200s are in the histograms, the rest are counted"
+         request (ureq bound to the lab host address, no connection kept), like curl's time_total; \
+         recorded in hdrhistogram (3 significant digits); only 200s are in the histograms, the rest are \
+         counted"
             .into(),
         format!(
             "rate limits: every lab host is its own ASN (--asn-table); every client address sends at most one \

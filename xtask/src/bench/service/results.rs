@@ -11,7 +11,8 @@ use serde_json::Value;
 use crate::lab::Truth;
 use crate::stack::ports_of;
 
-use super::handle::{Hook, Reply};
+use super::agent::Reply;
+use super::handle::Hook;
 use super::metrics::EngineSample;
 use super::FAST_PORTS;
 

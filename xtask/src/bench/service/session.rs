@@ -29,11 +29,7 @@ pub(super) fn up(
     bins: &Path,
 ) -> anyhow::Result<Stack> {
     eprintln!("bench --service: lab {name} up ({n_hosts} extra hosts) ...");
-    let lab = LabGuard::up(&LabConfig {
-        name: name.into(),
-        hosts: n_hosts,
-        ..LabConfig::default()
-    })?;
+    let lab = LabGuard::up(&LabConfig::new(name, n_hosts))?;
     // Readable by the API's unprivileged user.
     let dir = lab.state_dir().join("svcbench");
     fs::create_dir_all(&dir)?;

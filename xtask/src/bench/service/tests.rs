@@ -1,7 +1,6 @@
 //! Unit tests of the service benchmark's parsers, options and truth checks.
 
 use super::agent::in_lab;
-use super::http::parse_response;
 use super::metrics::{parse_metrics, parse_softnet};
 use super::results::{median, want};
 use super::session::asn_table;
@@ -35,22 +34,6 @@ fn options() {
     ] {
         assert!(Options::parse(&args(bad)).is_err(), "{bad:?}");
     }
-}
-
-#[test]
-fn responses_are_parsed() {
-    let (s, b) = parse_response(
-        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
-    )
-    .unwrap();
-    assert_eq!((s, b.as_str()), (200, "{}"));
-    let (s, b) = parse_response(
-        b"HTTP/1.1 429 Too Many Requests\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x\r\nde\r\n0\r\n\r\n",
-    )
-    .unwrap();
-    assert_eq!((s, b.as_str()), (429, "abcde"));
-    assert!(parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nab").is_err());
-    assert!(parse_response(b"garbage").is_err());
 }
 
 #[test]
