@@ -36,6 +36,28 @@ pub(crate) enum Show {
     Closed,
 }
 
+/// How replies are read (`--rx-ring`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub(crate) enum RxRing {
+    /// The memory-mapped TPACKET_V3 ring, or recvmmsg if the kernel refuses it.
+    #[default]
+    Auto,
+    /// The ring; fail if it cannot be set up.
+    On,
+    /// recvmmsg on the capture socket.
+    Off,
+}
+
+impl From<RxRing> for portscope_transport::sys::RxRing {
+    fn from(r: RxRing) -> Self {
+        match r {
+            RxRing::Auto => Self::Auto,
+            RxRing::On => Self::On,
+            RxRing::Off => Self::Off,
+        }
+    }
+}
+
 /// `portscope scan`.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct ScanArgs {
@@ -123,6 +145,9 @@ pub(crate) struct ScanArgs {
     /// Capture replies on this interface only (default: all).
     #[arg(long)]
     pub interface: Option<String>,
+    /// Read replies through a memory-mapped ring (one wake-up per block) or recvmmsg.
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    pub rx_ring: RxRing,
     /// Never draw a progress bar.
     #[arg(long)]
     pub no_progress: bool,

@@ -65,6 +65,9 @@ pub(crate) struct EngineArgs {
     /// Capture replies on this interface only (default: all).
     #[arg(long)]
     interface: Option<String>,
+    /// Read replies through a memory-mapped ring (one wake-up per block) or recvmmsg.
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    rx_ring: crate::args::RxRing,
     /// Started as root, run as this user (name or uid) once the sockets are open, keeping
     /// only CAP_NET_RAW.
     #[arg(long, default_value = "nobody")]
@@ -90,7 +93,8 @@ pub(crate) fn run(args: EngineArgs) -> Result<ExitCode> {
     for a in &args.allow {
         policy.allow(parse_net(a).map_err(|e| usage(&e))?);
     }
-    let (sink, source) = open_sockets(args.interface.clone())?;
+    let (sink, source) = open_sockets(args.interface.clone(), args.rx_ring)?;
+    tracing::info!(receive = source.kind(), ring_error = ?source.ring_error().map(ToString::to_string), "capture opened");
     let socket = portscope_daemon::bind(&args.socket, args.socket_mode)
         .context("creating the control socket")?;
     let metrics = args

@@ -16,7 +16,7 @@ mod scan_cmd;
 use args::{Cli, Command};
 use clap::Parser;
 use portscope_core::classify::SRC_PORT_BASE;
-use portscope_transport::sys::{self, OpenError, PacketSocketSource, RawSink, SysConfig};
+use portscope_transport::sys::{self, OpenError, RawSink, SysConfig, SysSource};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -68,13 +68,17 @@ enum Refusal {
     NoPermission(String),
 }
 
-/// Opens the raw sockets (replies to any of our source ports, on `interface` or on all);
-/// a missing CAP_NET_RAW becomes [`Refusal::NoPermission`].
-fn open_sockets(interface: Option<String>) -> anyhow::Result<(RawSink, PacketSocketSource)> {
+/// Opens the raw sockets (replies to any of our source ports, on `interface` or on all,
+/// read as `rx_ring` says); a missing CAP_NET_RAW becomes [`Refusal::NoPermission`].
+fn open_sockets(
+    interface: Option<String>,
+    rx_ring: args::RxRing,
+) -> anyhow::Result<(RawSink, SysSource)> {
     sys::open(&SysConfig {
         port_lo: SRC_PORT_BASE,
         port_hi: u16::MAX,
         interface,
+        rx_ring: rx_ring.into(),
     })
     .map_err(|e| match e {
         OpenError::Permission { .. } => anyhow::Error::new(Refusal::NoPermission(e.to_string())),

@@ -109,7 +109,10 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
         .map_err(usage)?;
     plan.retries = retry;
 
-    let (sink, source) = open_sockets(args.interface.clone())?;
+    let (sink, source) = open_sockets(args.interface.clone(), args.rx_ring)?;
+    if let Some(e) = source.ring_error() {
+        note(&format!("portscope: no receive ring ({e}), using recvmmsg"));
+    }
     privs::drop_all_but_net_raw().context("dropping capabilities")?;
 
     // From here on a stop signal is only noted; the loop below acts on it, so even one that

@@ -47,6 +47,8 @@ fn scan_ndjson(lab: &LabGuard, args: &[&str]) -> (Vec<PortResult>, String) {
     full.extend(["--format", "ndjson"]);
     let r = run_bounded(portscope(lab, &full), Duration::from_secs(120));
     ok(&r);
+    // By default replies come through the TPACKET_V3 ring; a fallback would say so here.
+    assert!(!r.stderr.contains("no receive ring"), "{}", r.stderr);
     let results = parse_ndjson(&r.stdout);
     (results, r.stderr)
 }
@@ -140,6 +142,27 @@ fn deep_scan_with_veth_offloads_off_matches_truth() {
     // TSO/GSO/GRO off changes what the capture sees (no coalescing, full checksums).
     let lab = lab_with("j", 0, 0.0, false);
     assert_deep_scan(&lab, "198.18.0.2");
+}
+
+#[test]
+fn deep_scan_through_recvmmsg_matches_truth() {
+    // The fallback receive path (no ring) stays exact.
+    let lab = lab("n", 0, 0.0);
+    let host = truth_of(&lab, "198.18.0.2");
+    let (results, stderr) = scan_ndjson(
+        &lab,
+        &[
+            "198.18.0.2",
+            "-p",
+            "-",
+            "--show",
+            "closed",
+            "--rx-ring",
+            "off",
+        ],
+    );
+    assert_eq!(results.len(), 65_535, "{stderr}");
+    assert_exact(&results, &[&host], &all_ports(), true);
 }
 
 #[test]
