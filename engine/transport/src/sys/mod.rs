@@ -3,18 +3,21 @@
 //! from an `AF_PACKET` socket filtered in the kernel by [`crate::bpf::reply_filter`], with
 //! `recvmmsg`, or [`RingSource`] from the same socket through a `TPACKET_V3` ring
 //! ([`SysSource`] is whichever [`RxRing`] chose). Also [`route_source`], the local address
-//! the kernel would use for a target.
+//! the kernel would use for a target. [`LinkSink`] sends through `AF_PACKET` to a known
+//! next hop, optionally with `PACKET_QDISC_BYPASS`.
 //!
 //! **This is the only place in the project with `unsafe` code**; every block says why it
 //! is sound. It moves bytes and reports errnos; it does not build or parse packets, pace,
 //! or decide anything about a scan.
 
 mod cpu;
+mod link;
 mod ring;
 mod sink;
 mod source;
 
 pub use cpu::{allowed_cpus, pin_current_thread};
+pub use link::LinkSink;
 pub use ring::RingSource;
 pub use sink::RawSink;
 pub use source::PacketSocketSource;
