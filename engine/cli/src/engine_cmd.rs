@@ -14,7 +14,7 @@ use portscope_daemon::sandbox::{self, Sandbox, SeccompMode};
 use portscope_daemon::{DaemonConfig, PeerPolicy, ScanSettings};
 use portscope_engine::{Engine, EngineConfig};
 use portscope_transport::sys;
-use portscope_transport::{PacketSink, PacketSource};
+use portscope_transport::PacketSource;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -93,7 +93,7 @@ pub(crate) fn run(args: EngineArgs) -> Result<ExitCode> {
     for a in &args.allow {
         policy.allow(parse_net(a).map_err(|e| usage(&e))?);
     }
-    let (sink, source) = open_sockets(args.interface.clone(), args.rx_ring)?;
+    let (sink, source) = open_sockets(args.interface.clone(), args.rx_ring, crate::SendVia::Ip)?;
     tracing::info!(receive = source.kind(), ring_error = ?source.ring_error().map(ToString::to_string), "capture opened");
     let socket = portscope_daemon::bind(&args.socket, args.socket_mode)
         .context("creating the control socket")?;
@@ -148,7 +148,7 @@ pub(crate) fn run(args: EngineArgs) -> Result<ExitCode> {
         .context("starting the async runtime")?;
     rt.block_on(async {
         let engine = Engine::start(
-            Box::new(sink) as Box<dyn PacketSink>,
+            sink,
             Box::new(source) as Box<dyn PacketSource>,
             engine_config,
         );

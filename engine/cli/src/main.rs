@@ -16,7 +16,8 @@ mod scan_cmd;
 use args::{Cli, Command};
 use clap::Parser;
 use portscope_core::classify::SRC_PORT_BASE;
-use portscope_transport::sys::{self, OpenError, RawSink, SysConfig, SysSource};
+use portscope_transport::sys::{self, LinkSink, OpenError, SysConfig, SysSource};
+use portscope_transport::PacketSink;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -68,19 +69,45 @@ enum Refusal {
     NoPermission(String),
 }
 
+/// How probes leave: raw IP sockets (the kernel routes each), or frames on `interface` to
+/// one next-hop MAC.
+#[derive(Debug, Clone, Copy)]
+enum SendVia {
+    Ip,
+    Link {
+        next_hop: [u8; 6],
+        qdisc_bypass: bool,
+    },
+}
+
 /// Opens the raw sockets (replies to any of our source ports, on `interface` or on all,
-/// read as `rx_ring` says); a missing CAP_NET_RAW becomes [`Refusal::NoPermission`].
+/// read as `rx_ring` says; probes sent as `via` says); a missing CAP_NET_RAW becomes
+/// [`Refusal::NoPermission`].
 fn open_sockets(
     interface: Option<String>,
     rx_ring: args::RxRing,
-) -> anyhow::Result<(RawSink, SysSource)> {
-    sys::open(&SysConfig {
+    via: SendVia,
+) -> anyhow::Result<(Box<dyn PacketSink>, SysSource)> {
+    let cfg = SysConfig {
         port_lo: SRC_PORT_BASE,
         port_hi: u16::MAX,
         interface,
         rx_ring: rx_ring.into(),
-    })
-    .map_err(|e| match e {
+    };
+    let opened = match (via, &cfg.interface) {
+        (
+            SendVia::Link {
+                next_hop,
+                qdisc_bypass,
+            },
+            Some(ifname),
+        ) => SysSource::open(&cfg).and_then(|src| {
+            let sink = LinkSink::open(ifname, next_hop, qdisc_bypass)?;
+            Ok((Box::new(sink) as Box<dyn PacketSink>, src))
+        }),
+        _ => sys::open(&cfg).map(|(sink, src)| (Box::new(sink) as Box<dyn PacketSink>, src)),
+    };
+    opened.map_err(|e| match e {
         OpenError::Permission { .. } => anyhow::Error::new(Refusal::NoPermission(e.to_string())),
         other => anyhow::Error::new(other).context("opening raw sockets"),
     })

@@ -166,6 +166,42 @@ fn deep_scan_through_recvmmsg_matches_truth() {
 }
 
 #[test]
+fn deep_scan_through_link_frames_matches_truth() {
+    // --router-mac: probes leave as AF_PACKET frames (qdisc bypassed), IPv4 and IPv6.
+    let lab = lab("o", 0, 0.0);
+    let out = Command::new("ip")
+        .args(["-n", lab.0.target_ns(), "link", "show", lab.0.target_if()])
+        .output()
+        .expect("ip link show");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mac = text
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .expect("the target's MAC")
+        .to_owned();
+    for addr in ["198.18.0.2", "2001:2::2"] {
+        let host = truth_of(&lab, addr);
+        let (results, stderr) = scan_ndjson(
+            &lab,
+            &[
+                addr,
+                "-p",
+                "-",
+                "--show",
+                "closed",
+                "--interface",
+                lab.0.scanner_if(),
+                "--router-mac",
+                &mac,
+            ],
+        );
+        assert_eq!(results.len(), 65_535, "{stderr}");
+        assert_exact(&results, &[&host], &all_ports(), true);
+    }
+}
+
+#[test]
 fn deep_scan_ipv6_host_matches_truth_on_all_65535_ports() {
     let lab = lab("b", 0, 0.0);
     assert_deep_scan(&lab, "2001:2::2");
