@@ -37,6 +37,7 @@ use tools::{Env, Files, Texts, Tool};
 
 const USAGE: &str = "\
 usage: cargo xtask bench [--quick] [--big] [--loss PCT] [--only portscope|masscan|zmap|nmap] [--runs N] [--nmap-cap SECS]
+                         [--portscope-arg ARG]...
        cargo xtask bench --service [...]   the service (engine daemon + API) instead: see --service --help
 
   --quick         scenario 1 only (one host x 65,535 ports)
@@ -45,6 +46,7 @@ usage: cargo xtask bench [--quick] [--big] [--loss PCT] [--only portscope|massca
   --only TOOL     run one scanner (both nmap configurations for nmap)
   --runs N        run each scanner N times and report the run with the median wall time (default 1)
   --nmap-cap S    kill an nmap run after S seconds and report a timeout (default 300)
+  --portscope-arg ARG  append ARG to Portscope's command line (repeatable), e.g. --rx-ring=off
 
 Scenarios: 1 = 198.18.0.2 x ports 1-65535; 2 = 198.19.0.1-16 x 1-65535; 3 = 198.19.0.0/16 x 80;
 4 = 198.19.0.1-198.19.1.0 x 1-65535; 5 = scenario 1 with loss.
@@ -96,6 +98,8 @@ struct Options {
     big: bool,
     /// Add the loss scenario at this percentage (both directions).
     loss: Option<f64>,
+    /// Extra arguments for Portscope (A/B runs of an engine option).
+    portscope_args: Vec<String>,
 }
 
 impl Options {
@@ -107,6 +111,7 @@ impl Options {
             nmap_cap: Duration::from_secs(300),
             big: false,
             loss: None,
+            portscope_args: Vec::new(),
         };
         let mut it = args.iter();
         while let Some(arg) = it.next() {
@@ -148,6 +153,7 @@ impl Options {
                         .context("--nmap-cap takes whole seconds, at least 1")?;
                     opts.nmap_cap = Duration::from_secs(secs);
                 }
+                "--portscope-arg" => opts.portscope_args.push(value("--portscope-arg")?),
                 other => bail!("unknown bench flag {other:?}\n\n{USAGE}"),
             }
         }
@@ -316,6 +322,7 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
         },
         router_mac: router_mac(&lab)?,
         blocklist: "../blocklist.conf".into(),
+        portscope_args: opts.portscope_args.clone(),
     };
     let (loadavg_before, cpus) = (loadavg(), cpus());
     eprintln!(
@@ -610,6 +617,8 @@ mod tests {
         let o = Options::parse(&args(&["--quick", "--only", "nmap", "--runs", "3"])).unwrap();
         assert!(o.quick);
         assert_eq!(o.runs, 3);
+        let o = Options::parse(&args(&["--portscope-arg", "--rx-ring=off"])).unwrap();
+        assert_eq!(o.portscope_args, ["--rx-ring=off"]);
         assert_eq!(
             o.tools().collect::<Vec<_>>(),
             [Tool::Nmap, Tool::NmapMinRate]

@@ -4,10 +4,12 @@
 //! target it measures what the machine can push through the lab; into silent ports (a black
 //! hole) what sending alone costs. Run only inside a lab namespace, as the bench does.
 //!
-//! usage: ps-blast SRC DST PORTS COUNT   (PORTS: `lo-hi` or `p1,p2,...`)
+//! usage: ps-blast SRC DST PORTS COUNT [IFACE NEXT-HOP-MAC [bypass]]
+//! (PORTS: `lo-hi` or `p1,p2,...`). With an interface and MAC it sends through the
+//! `AF_PACKET` `LinkSink` instead (with `bypass`: `PACKET_QDISC_BYPASS`), to measure those.
 
 use portscope_core::probe::ProbeTemplate;
-use portscope_transport::sys::RawSink;
+use portscope_transport::sys::{LinkSink, OpenError, RawSink};
 use portscope_transport::{PacketSink, SendBatch};
 use std::net::IpAddr;
 use std::process::ExitCode;
@@ -21,8 +23,17 @@ fn parse_ports(spec: &str) -> Option<Vec<u16>> {
     spec.split(',').map(|p| p.parse().ok()).collect()
 }
 
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let v: Vec<u8> = s
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16).ok())
+        .collect::<Option<_>>()?;
+    v.try_into().ok()
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let link = (args.len() > 4).then(|| args.split_off(4));
     let parsed = match args.as_slice() {
         [src, dst, ports, count] => (|| {
             Some((
@@ -38,7 +49,28 @@ fn main() -> ExitCode {
         eprintln!("usage: ps-blast SRC DST PORTS COUNT");
         return ExitCode::from(64);
     };
-    let mut sink = match RawSink::open() {
+    let opened: Result<Box<dyn PacketSink>, OpenError> = match link.as_deref() {
+        None => RawSink::open().map(|s| Box::new(s) as Box<dyn PacketSink>),
+        Some([iface, mac, rest @ ..]) if rest.len() <= 1 => {
+            let Some(mac) = parse_mac(mac) else {
+                eprintln!("ps-blast: bad MAC {mac:?}");
+                return ExitCode::from(64);
+            };
+            let bypass = rest.first().map(String::as_str) == Some("bypass");
+            LinkSink::open(iface, mac, bypass).map(|s| {
+                eprintln!(
+                    "ps-blast: AF_PACKET on {iface}, qdisc bypass {}",
+                    s.qdisc_bypass()
+                );
+                Box::new(s) as Box<dyn PacketSink>
+            })
+        }
+        Some(_) => {
+            eprintln!("usage: ps-blast SRC DST PORTS COUNT [IFACE NEXT-HOP-MAC [bypass]]");
+            return ExitCode::from(64);
+        }
+    };
+    let mut sink = match opened {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ps-blast: {e}");

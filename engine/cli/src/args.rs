@@ -36,6 +36,51 @@ pub(crate) enum Show {
     Closed,
 }
 
+/// How replies are read (`--rx-ring`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub(crate) enum RxRing {
+    /// The memory-mapped TPACKET_V3 ring, or recvmmsg if the kernel refuses it.
+    #[default]
+    Auto,
+    /// The ring; fail if it cannot be set up.
+    On,
+    /// recvmmsg on the capture socket.
+    Off,
+}
+
+impl From<RxRing> for portscope_transport::sys::RxRing {
+    fn from(r: RxRing) -> Self {
+        match r {
+            RxRing::Auto => Self::Auto,
+            RxRing::On => Self::On,
+            RxRing::Off => Self::Off,
+        }
+    }
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let bytes: Option<Vec<u8>> = s
+        .split(':')
+        .map(|h| {
+            (h.len() == 2)
+                .then(|| u8::from_str_radix(h, 16).ok())
+                .flatten()
+        })
+        .collect();
+    bytes
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| format!("{s:?} is not a MAC address like 02:00:00:00:00:01"))
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{s:?}: say on or off")),
+    }
+}
+
 /// `portscope scan`.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct ScanArgs {
@@ -127,6 +172,16 @@ pub(crate) struct ScanArgs {
     /// Capture replies on this interface only (default: all).
     #[arg(long)]
     pub interface: Option<String>,
+    /// Read replies through a memory-mapped ring (one wake-up per block) or recvmmsg.
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    pub rx_ring: RxRing,
+    /// Send link-layer frames on --interface to this next-hop MAC (as masscan's
+    /// --router-mac): skips the kernel's IP output path; every probe goes to that hop.
+    #[arg(long, value_name = "MAC", requires = "interface", value_parser = parse_mac)]
+    pub router_mac: Option<[u8; 6]>,
+    /// With --router-mac: bypass the interface's queueing discipline (PACKET_QDISC_BYPASS).
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off)]
+    pub qdisc_bypass: bool,
     /// Never draw a progress bar.
     #[arg(long)]
     pub no_progress: bool,

@@ -14,7 +14,7 @@ use portscope_daemon::sandbox::{self, Sandbox, SeccompMode};
 use portscope_daemon::{DaemonConfig, PeerPolicy, ScanSettings};
 use portscope_engine::{Engine, EngineConfig};
 use portscope_transport::sys;
-use portscope_transport::{PacketSink, PacketSource};
+use portscope_transport::PacketSource;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -65,6 +65,9 @@ pub(crate) struct EngineArgs {
     /// Capture replies on this interface only (default: all).
     #[arg(long)]
     interface: Option<String>,
+    /// Read replies through a memory-mapped ring (one wake-up per block) or recvmmsg.
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    rx_ring: crate::args::RxRing,
     /// Started as root, run as this user (name or uid) once the sockets are open, keeping
     /// only CAP_NET_RAW.
     #[arg(long, default_value = "nobody")]
@@ -90,7 +93,13 @@ pub(crate) fn run(args: EngineArgs) -> Result<ExitCode> {
     for a in &args.allow {
         policy.allow(parse_net(a).map_err(|e| usage(&e))?);
     }
-    let (sink, source) = open_sockets(args.interface.clone(), None)?;
+    let (sink, source) = open_sockets(
+        args.interface.clone(),
+        None,
+        args.rx_ring,
+        crate::SendVia::Ip,
+    )?;
+    tracing::info!(receive = source.kind(), ring_error = ?source.ring_error().map(ToString::to_string), "capture opened");
     let socket = portscope_daemon::bind(&args.socket, args.socket_mode)
         .context("creating the control socket")?;
     let metrics = args
@@ -144,7 +153,7 @@ pub(crate) fn run(args: EngineArgs) -> Result<ExitCode> {
         .context("starting the async runtime")?;
     rt.block_on(async {
         let engine = Engine::start(
-            Box::new(sink) as Box<dyn PacketSink>,
+            sink,
             Box::new(source) as Box<dyn PacketSource>,
             engine_config,
         );

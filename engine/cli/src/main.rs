@@ -16,7 +16,8 @@ mod scan_cmd;
 use args::{Cli, Command};
 use clap::Parser;
 use portscope_core::classify::SRC_PORT_BASE;
-use portscope_transport::sys::{self, OpenError, PacketSocketSource, RawSink, SysConfig};
+use portscope_transport::sys::{self, LinkSink, OpenError, SysConfig, SysSource};
+use portscope_transport::PacketSink;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -68,20 +69,48 @@ enum Refusal {
     NoPermission(String),
 }
 
-/// Opens the raw sockets (replies to any of our source ports, on `interface` or on all);
-/// a missing CAP_NET_RAW becomes [`Refusal::NoPermission`]. A fixed `source_port` below the
-/// engine's block widens the capture filter down to it (the classifier still rejects
-/// everything that is not a reply to this scan).
+/// How probes leave: raw IP sockets (the kernel routes each), or frames on `interface` to
+/// one next-hop MAC.
+#[derive(Debug, Clone, Copy)]
+enum SendVia {
+    Ip,
+    Link {
+        next_hop: [u8; 6],
+        qdisc_bypass: bool,
+    },
+}
+
+/// Opens the raw sockets (replies to any of our source ports, on `interface` or on all,
+/// read as `rx_ring` says; probes sent as `via` says); a missing CAP_NET_RAW becomes
+/// [`Refusal::NoPermission`]. A fixed `source_port` below the engine's block widens the
+/// capture filter down to it (the classifier still rejects everything that is not a reply
+/// to this scan).
 fn open_sockets(
     interface: Option<String>,
     source_port: Option<u16>,
-) -> anyhow::Result<(RawSink, PacketSocketSource)> {
-    sys::open(&SysConfig {
+    rx_ring: args::RxRing,
+    via: SendVia,
+) -> anyhow::Result<(Box<dyn PacketSink>, SysSource)> {
+    let cfg = SysConfig {
         port_lo: source_port.map_or(SRC_PORT_BASE, |p| p.min(SRC_PORT_BASE)),
         port_hi: u16::MAX,
         interface,
-    })
-    .map_err(|e| match e {
+        rx_ring: rx_ring.into(),
+    };
+    let opened = match (via, &cfg.interface) {
+        (
+            SendVia::Link {
+                next_hop,
+                qdisc_bypass,
+            },
+            Some(ifname),
+        ) => SysSource::open(&cfg).and_then(|src| {
+            let sink = LinkSink::open(ifname, next_hop, qdisc_bypass)?;
+            Ok((Box::new(sink) as Box<dyn PacketSink>, src))
+        }),
+        _ => sys::open(&cfg).map(|(sink, src)| (Box::new(sink) as Box<dyn PacketSink>, src)),
+    };
+    opened.map_err(|e| match e {
         OpenError::Permission { .. } => anyhow::Error::new(Refusal::NoPermission(e.to_string())),
         other => anyhow::Error::new(other).context("opening raw sockets"),
     })

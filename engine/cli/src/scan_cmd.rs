@@ -11,7 +11,7 @@ use crate::guard::{rate_limit_lines, ProxyGuard};
 use crate::output::{self, Format, HostFlag, ReportFilter, ScanEnd, ScanMeta, Tee, Times};
 use crate::progress::Live;
 use crate::resume::{Resolved, ResumeFile, DEFAULT_FILE};
-use crate::{note, open_sockets, Refusal};
+use crate::{note, open_sockets, Refusal, SendVia};
 use anyhow::{bail, Context, Result};
 use portscope_core::policy::TargetPolicy;
 use portscope_core::results::{PortResult, PortState};
@@ -21,7 +21,7 @@ use portscope_engine::{
     ScanRequest, ScanSummary, SubmitError, MIN_RETRIES,
 };
 use portscope_transport::sys;
-use portscope_transport::{privs, PacketSink, PacketSource};
+use portscope_transport::{privs, PacketSource};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -110,7 +110,17 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
         .map_err(usage)?;
     plan.retries = retry;
 
-    let (sink, source) = open_sockets(args.interface.clone(), args.source_port)?;
+    let via = match args.router_mac {
+        Some(next_hop) => SendVia::Link {
+            next_hop,
+            qdisc_bypass: args.qdisc_bypass,
+        },
+        None => SendVia::Ip,
+    };
+    let (sink, source) = open_sockets(args.interface.clone(), args.source_port, args.rx_ring, via)?;
+    if let Some(e) = source.ring_error() {
+        note(&format!("portscope: no receive ring ({e}), using recvmmsg"));
+    }
     privs::drop_all_but_net_raw().context("dropping capabilities")?;
 
     // From here on a stop signal is only noted; the loop below acts on it, so even one that
@@ -131,7 +141,7 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
     };
     let (send_cpu, recv_cpu) = pick_cpus(args.send_cpu, args.recv_cpu);
     let engine = Engine::start(
-        Box::new(sink) as Box<dyn PacketSink>,
+        sink,
         Box::new(source) as Box<dyn PacketSource>,
         EngineConfig {
             max_rate: args.rate,

@@ -47,6 +47,8 @@ fn scan_ndjson(lab: &LabGuard, args: &[&str]) -> (Vec<PortResult>, String) {
     full.extend(["--format", "ndjson"]);
     let r = run_bounded(portscope(lab, &full), Duration::from_secs(120));
     ok(&r);
+    // By default replies come through the TPACKET_V3 ring; a fallback would say so here.
+    assert!(!r.stderr.contains("no receive ring"), "{}", r.stderr);
     let results = parse_ndjson(&r.stdout);
     (results, r.stderr)
 }
@@ -114,6 +116,63 @@ fn deep_scan_with_veth_offloads_off_matches_truth() {
     // TSO/GSO/GRO off changes what the capture sees (no coalescing, full checksums).
     let lab = lab_with("j", 0, 0.0, false);
     assert_deep_scan(&lab, "198.18.0.2");
+}
+
+#[test]
+fn deep_scan_through_recvmmsg_matches_truth() {
+    // The fallback receive path (no ring) stays exact.
+    let lab = lab("n", 0, 0.0);
+    let host = truth_of(&lab, "198.18.0.2");
+    let (results, stderr) = scan_ndjson(
+        &lab,
+        &[
+            "198.18.0.2",
+            "-p",
+            "-",
+            "--show",
+            "closed",
+            "--rx-ring",
+            "off",
+        ],
+    );
+    assert_eq!(results.len(), 65_535, "{stderr}");
+    assert_exact(&results, &[&host], &all_ports(), true);
+}
+
+#[test]
+fn deep_scan_through_link_frames_matches_truth() {
+    // --router-mac: probes leave as AF_PACKET frames (qdisc bypassed), IPv4 and IPv6.
+    let lab = lab("o", 0, 0.0);
+    let out = Command::new("ip")
+        .args(["-n", lab.0.target_ns(), "link", "show", lab.0.target_if()])
+        .output()
+        .expect("ip link show");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mac = text
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .expect("the target's MAC")
+        .to_owned();
+    for addr in ["198.18.0.2", "2001:2::2"] {
+        let host = truth_of(&lab, addr);
+        let (results, stderr) = scan_ndjson(
+            &lab,
+            &[
+                addr,
+                "-p",
+                "-",
+                "--show",
+                "closed",
+                "--interface",
+                lab.0.scanner_if(),
+                "--router-mac",
+                &mac,
+            ],
+        );
+        assert_eq!(results.len(), 65_535, "{stderr}");
+        assert_exact(&results, &[&host], &all_ports(), true);
+    }
 }
 
 #[test]

@@ -75,8 +75,10 @@ impl RecvLoop {
         let mut table: Vec<Option<Entry>> = (0..SLOTS).map(|_| None).collect();
         // (fixed source port, slot) of the scans that have one.
         let mut fixed: Vec<(u16, u16)> = Vec::new();
-        // Scans the send thread has ended, finished once the capture socket is drained.
-        let mut closing: Vec<(u16, Outcome)> = Vec::new();
+        // Scans the send thread has ended, finished once the capture socket is drained and
+        // the source's settle time has passed (replies in a ring block not yet handed over).
+        let mut closing: Vec<(u16, Outcome, Nanos)> = Vec::new();
+        let settle = Nanos(u64::try_from(self.source.settle_time().as_nanos()).unwrap_or(u64::MAX));
         let mut batch = RecvBatch::new(self.batch);
         let mut discards = DiscardCounts::default();
         let mut last_kstats = self.clock.now();
@@ -97,13 +99,14 @@ impl RecvLoop {
                         let _ = ack.send(());
                     }
                     // Not yet: replies already queued in the capture socket still count.
-                    RecvCtl::Remove(slot, outcome) => closing.push((slot, outcome)),
+                    RecvCtl::Remove(slot, outcome) => {
+                        closing.push((slot, outcome, self.clock.now().add(settle)));
+                    }
                 }
             }
-            let wait = if closing.is_empty() {
-                Duration::from_millis(2)
-            } else {
-                Duration::ZERO
+            let wait = match closing.iter().map(|c| c.2).min() {
+                None => Duration::from_millis(2),
+                Some(due) => due.since(self.clock.now()).as_duration(),
             };
             if let Err(e) = self.source.recv(&mut batch, wait) {
                 // A broken capture socket cannot recover by retrying fast.
@@ -116,7 +119,13 @@ impl RecvLoop {
             let drained = batch.len() < batch.capacity();
             if batch.is_empty() {
                 if drained {
-                    finish(&mut closing, &mut table, &mut fixed, &self.slots);
+                    finish(
+                        &mut closing,
+                        &mut table,
+                        &mut fixed,
+                        &self.slots,
+                        self.clock.now(),
+                    );
                 }
                 self.publish(&mut table, &mut discards, &mut last_kstats);
                 continue;
@@ -132,7 +141,13 @@ impl RecvLoop {
             self.stats.received.fetch_add(batch.len() as u64, Relaxed);
             self.stats.accepted.fetch_add(accepted, Relaxed);
             if drained {
-                finish(&mut closing, &mut table, &mut fixed, &self.slots);
+                finish(
+                    &mut closing,
+                    &mut table,
+                    &mut fixed,
+                    &self.slots,
+                    self.clock.now(),
+                );
             }
             self.publish(&mut table, &mut discards, &mut last_kstats);
             // A thin batch: replies trickle in one wake-up each. Let them gather for a
@@ -165,15 +180,19 @@ impl RecvLoop {
     }
 }
 
-/// Ends the closing scans: no more replies are accepted, the handle is told, the slot is
-/// free for a new scan (whose fresh key rejects any late reply to the old one).
+/// Ends the closing scans that have settled by `now`: no more replies are accepted, the
+/// handle is told, the slot is free for a new scan (whose fresh key rejects any late reply
+/// to the old one).
 fn finish(
-    closing: &mut Vec<(u16, Outcome)>,
+    closing: &mut Vec<(u16, Outcome, Nanos)>,
     table: &mut [Option<Entry>],
     fixed: &mut Vec<(u16, u16)>,
     slots: &Slots,
+    now: Nanos,
 ) {
-    for (slot, outcome) in closing.drain(..) {
+    let (due, wait): (Vec<_>, Vec<_>) = closing.drain(..).partition(|c| c.2 <= now);
+    *closing = wait;
+    for (slot, outcome, _) in due {
         fixed.retain(|&(_, s)| s != slot);
         if let Some(mut e) = table[usize::from(slot)].take() {
             if e.dirty {

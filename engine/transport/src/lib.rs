@@ -1,8 +1,8 @@
 //! Packet I/O behind two small traits: [`PacketSink`] sends a batch of IP packets,
 //! [`PacketSource`] receives a batch. Backends: [`memory`] (in-process, a scripted
 //! responder, no privileges: for tests) and [`sys`] (Linux raw IP sockets with `sendmmsg`
-//! for sending, an `AF_PACKET` socket with a kernel BPF filter and `recvmmsg` for
-//! receiving). This crate does not know what a scan is; it moves bytes.
+//! for sending, an `AF_PACKET` socket with a kernel BPF filter and a `TPACKET_V3` ring or
+//! `recvmmsg` for receiving). This crate does not know what a scan is; it moves bytes.
 //!
 //! **Architecture invariant:** all `unsafe` code of the project lives in `sys/`.
 
@@ -18,6 +18,7 @@ pub mod scripted;
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod tpacket;
 
 /// Bytes reserved per packet in a [`SendBatch`].
 pub const SEND_SLOT: usize = 128;
@@ -218,6 +219,13 @@ pub trait PacketSource: Send {
     fn gather_time(&self) -> Duration {
         Duration::ZERO
     }
+
+    /// The longest a packet the kernel has received may stay invisible to [`Self::recv`]
+    /// (a ring block not yet handed over): a receiver that ends a scan once a batch comes
+    /// back short must keep reading this long after the scan's end. Zero for sockets.
+    fn settle_time(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 impl<T: PacketSink + ?Sized> PacketSink for Box<T> {
@@ -235,5 +243,8 @@ impl<T: PacketSource + ?Sized> PacketSource for Box<T> {
     }
     fn gather_time(&self) -> Duration {
         (**self).gather_time()
+    }
+    fn settle_time(&self) -> Duration {
+        (**self).settle_time()
     }
 }

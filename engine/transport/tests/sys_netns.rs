@@ -1,14 +1,18 @@
 //! End-to-end tests of the Linux backend against the real kernel, over loopback inside
 //! fresh network namespaces (see `support`): probes built by hand go out through
-//! [`RawSink`], the kernel's TCP/UDP stack answers, and [`PacketSocketSource`] must deliver
-//! exactly the replies its BPF filter is meant to let through. Needs root; fails without.
+//! [`RawSink`], the kernel's TCP/UDP stack answers, and the receive half must deliver
+//! exactly the replies its BPF filter is meant to let through, through `recvmmsg`
+//! ([`PacketSocketSource`]) and through the `TPACKET_V3` ring alike: the receiving tests run
+//! once per [`RxRing`] mode. Needs root; fails without.
 //!
 //! Not a test of scan logic: packets are built with etherparse, not the engine.
 
 mod support;
 
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
-use portscope_transport::sys::{self, OpenError, PacketSocketSource, RawSink, SysConfig};
+use portscope_transport::sys::{
+    self, OpenError, PacketSocketSource, RawSink, RingSource, RxRing, SysConfig, SysSource,
+};
 use portscope_transport::{PacketSink, PacketSource, RecvBatch, SendBatch};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener, UdpSocket};
 use std::time::{Duration, Instant};
@@ -18,20 +22,35 @@ const LO4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const LO6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
 const SEQ: u32 = 0x1234_5678;
 
+/// Both receive paths, each required (no fallback).
+const MODES: [RxRing; 2] = [RxRing::Off, RxRing::On];
+
 fn config() -> SysConfig {
     SysConfig {
         port_lo: 61440,
         port_hi: 65535,
         interface: None,
+        rx_ring: RxRing::Off,
     }
 }
 
-fn open() -> (RawSink, PacketSocketSource) {
-    let (sink, source) = sys::open(&config()).expect("open the sys backend");
+fn open(rx_ring: RxRing) -> (RawSink, SysSource) {
+    let (sink, source) = sys::open(&SysConfig {
+        rx_ring,
+        ..config()
+    })
+    .expect("open the sys backend");
     println!(
-        "PACKET_IGNORE_OUTGOING in effect: {}",
+        "{rx_ring:?}: {}, PACKET_IGNORE_OUTGOING in effect: {}",
+        source.kind(),
         source.ignores_outgoing()
     );
+    let want = if rx_ring == RxRing::On {
+        "tpacket-v3 ring"
+    } else {
+        "recvmmsg"
+    };
+    assert_eq!(source.kind(), want);
     (sink, source)
 }
 
@@ -142,7 +161,7 @@ fn parse(p: &[u8], full_len: usize) -> Got {
 
 /// Receives until `want` packets arrived (then listens `linger` more, to catch extras) or
 /// `limit` passed. Uses small batches so several `recv` calls are needed.
-fn collect(source: &mut PacketSocketSource, want: usize, batch_cap: usize) -> Vec<Got> {
+fn collect(source: &mut SysSource, want: usize, batch_cap: usize) -> Vec<Got> {
     let limit = Instant::now() + Duration::from_secs(5);
     let linger = Duration::from_millis(300);
     let mut batch = RecvBatch::new(batch_cap);
@@ -179,18 +198,16 @@ fn free_port(addr: IpAddr, udp: bool) -> u16 {
     local.unwrap().port()
 }
 
-fn syn_ack_roundtrip(addr: IpAddr, interface: Option<&str>) {
+fn syn_ack_roundtrip(addr: IpAddr, interface: Option<&str>, rx_ring: RxRing) {
     let listener = TcpListener::bind((addr, 0)).unwrap();
     let port = listener.local_addr().unwrap().port();
     let cfg = SysConfig {
         interface: interface.map(str::to_owned),
+        rx_ring,
         ..config()
     };
     let (mut sink, mut source) = sys::open(&cfg).expect("open");
-    println!(
-        "PACKET_IGNORE_OUTGOING in effect: {}",
-        source.ignores_outgoing()
-    );
+    println!("{rx_ring:?}: {}", source.kind());
     let mut batch = SendBatch::new(4);
     push_syn(&mut batch, addr, 61500, addr, port);
     let report = sink.send(&batch);
@@ -221,9 +238,9 @@ fn syn_ack_roundtrip(addr: IpAddr, interface: Option<&str>) {
     drop(listener);
 }
 
-fn rst_roundtrip(addr: IpAddr) {
+fn rst_roundtrip(addr: IpAddr, rx_ring: RxRing) {
     let port = free_port(addr, false);
-    let (mut sink, mut source) = open();
+    let (mut sink, mut source) = open(rx_ring);
     let mut batch = SendBatch::new(1);
     push_syn(&mut batch, addr, 61501, addr, port);
     assert_eq!(sink.send(&batch).sent, 1);
@@ -245,51 +262,70 @@ fn rst_roundtrip(addr: IpAddr) {
 
 #[test]
 fn syn_ack_v4() {
-    in_netns("syn_ack_v4", || syn_ack_roundtrip(LO4, None));
+    in_netns("syn_ack_v4", || {
+        MODES
+            .into_iter()
+            .for_each(|m| syn_ack_roundtrip(LO4, None, m));
+    });
 }
 
 #[test]
 fn syn_ack_v6() {
-    in_netns("syn_ack_v6", || syn_ack_roundtrip(LO6, None));
+    in_netns("syn_ack_v6", || {
+        MODES
+            .into_iter()
+            .for_each(|m| syn_ack_roundtrip(LO6, None, m));
+    });
 }
 
 #[test]
 fn syn_ack_on_named_interface() {
     in_netns("syn_ack_on_named_interface", || {
-        syn_ack_roundtrip(LO4, Some("lo"));
-        let cfg = SysConfig {
-            interface: Some("nosuch0".into()),
-            ..config()
-        };
-        match sys::open(&cfg) {
-            Err(OpenError::UnknownInterface(name)) => assert_eq!(name, "nosuch0"),
-            other => panic!("expected UnknownInterface, got {other:?}"),
+        for m in MODES {
+            syn_ack_roundtrip(LO4, Some("lo"), m);
+        }
+        for rx_ring in [RxRing::Off, RxRing::On, RxRing::Auto] {
+            let cfg = SysConfig {
+                interface: Some("nosuch0".into()),
+                rx_ring,
+                ..config()
+            };
+            match sys::open(&cfg) {
+                Err(OpenError::UnknownInterface(name)) => assert_eq!(name, "nosuch0"),
+                other => panic!("expected UnknownInterface, got {other:?}"),
+            }
         }
     });
 }
 
 #[test]
 fn rst_from_closed_port_v4() {
-    in_netns("rst_from_closed_port_v4", || rst_roundtrip(LO4));
+    in_netns("rst_from_closed_port_v4", || {
+        MODES.into_iter().for_each(|m| rst_roundtrip(LO4, m));
+    });
 }
 
 #[test]
 fn rst_from_closed_port_v6() {
-    in_netns("rst_from_closed_port_v6", || rst_roundtrip(LO6));
+    in_netns("rst_from_closed_port_v6", || {
+        MODES.into_iter().for_each(|m| rst_roundtrip(LO6, m));
+    });
 }
 
 #[test]
 fn port_unreachable_icmp_v4_v6() {
     in_netns("port_unreachable_icmp_v4_v6", || {
-        let (mut sink, mut source) = open();
-        let mut batch = SendBatch::new(2);
-        push_udp(&mut batch, LO4, 61502, LO4, free_port(LO4, true));
-        push_udp(&mut batch, LO6, 61502, LO6, free_port(LO6, true));
-        assert_eq!(sink.send(&batch).sent, 2);
-        let got = collect(&mut source, 2, 8);
-        assert_eq!(got.len(), 2, "{got:?}");
-        assert!(got.contains(&Got::Icmp4 { kind: 3, len: 56 }), "{got:?}");
-        assert!(got.contains(&Got::Icmp6 { kind: 1, len: 96 }), "{got:?}");
+        for m in MODES {
+            let (mut sink, mut source) = open(m);
+            let mut batch = SendBatch::new(2);
+            push_udp(&mut batch, LO4, 61502, LO4, free_port(LO4, true));
+            push_udp(&mut batch, LO6, 61502, LO6, free_port(LO6, true));
+            assert_eq!(sink.send(&batch).sent, 2);
+            let got = collect(&mut source, 2, 8);
+            assert_eq!(got.len(), 2, "{got:?}");
+            assert!(got.contains(&Got::Icmp4 { kind: 3, len: 56 }), "{got:?}");
+            assert!(got.contains(&Got::Icmp6 { kind: 1, len: 96 }), "{got:?}");
+        }
     });
 }
 
@@ -298,26 +334,28 @@ fn long_packets_are_truncated_with_their_length_reported() {
     in_netns(
         "long_packets_are_truncated_with_their_length_reported",
         || {
-            let (_sink, mut source) = open();
-            // A 1000-byte datagram to a closed port: the ICMPv4 error quotes up to 576 bytes,
-            // the ICMPv6 one up to 1280, both more than a RECV_SLOT.
-            let payload = [0x5a; 1000];
-            for addr in [LO4, LO6] {
-                let sock = UdpSocket::bind((addr, 0)).unwrap();
-                sock.send_to(&payload, (addr, free_port(addr, true)))
-                    .unwrap();
+            for m in MODES {
+                let (_sink, mut source) = open(m);
+                // A 1000-byte datagram to a closed port: the ICMPv4 error quotes up to 576 bytes,
+                // the ICMPv6 one up to 1280, both more than a RECV_SLOT.
+                let payload = [0x5a; 1000];
+                for addr in [LO4, LO6] {
+                    let sock = UdpSocket::bind((addr, 0)).unwrap();
+                    sock.send_to(&payload, (addr, free_port(addr, true)))
+                        .unwrap();
+                }
+                let got = collect(&mut source, 2, 8);
+                assert_eq!(got.len(), 2, "{got:?}");
+                let ip6_quote = 40 + 8 + 1000;
+                assert!(got.contains(&Got::Icmp4 { kind: 3, len: 576 }), "{got:?}");
+                assert!(
+                    got.contains(&Got::Icmp6 {
+                        kind: 1,
+                        len: 40 + 8 + ip6_quote
+                    }),
+                    "{got:?}"
+                );
             }
-            let got = collect(&mut source, 2, 8);
-            assert_eq!(got.len(), 2, "{got:?}");
-            let ip6_quote = 40 + 8 + 1000;
-            assert!(got.contains(&Got::Icmp4 { kind: 3, len: 576 }), "{got:?}");
-            assert!(
-                got.contains(&Got::Icmp6 {
-                    kind: 1,
-                    len: 40 + 8 + ip6_quote
-                }),
-                "{got:?}"
-            );
         },
     );
 }
@@ -325,80 +363,86 @@ fn long_packets_are_truncated_with_their_length_reported() {
 #[test]
 fn mixed_batch_with_a_refused_packet() {
     in_netns("mixed_batch_with_a_refused_packet", || {
-        let l4 = TcpListener::bind((LO4, 0)).unwrap();
-        let l6 = TcpListener::bind((LO6, 0)).unwrap();
-        let (p4, p6) = (
-            l4.local_addr().unwrap().port(),
-            l6.local_addr().unwrap().port(),
-        );
-        let (mut sink, mut source) = open();
-        let bcast = IpAddr::V4(Ipv4Addr::new(127, 255, 255, 255));
-        let mut batch = SendBatch::new(8);
-        push_syn(&mut batch, LO4, 61600, LO4, p4);
-        push_syn(&mut batch, LO6, 61601, LO6, p6);
-        // Loopback's broadcast address without SO_BROADCAST: the kernel refuses (EACCES).
-        push_syn(&mut batch, LO4, 61602, bcast, p4);
-        push_syn(&mut batch, LO4, 61603, LO4, p4);
-        push_syn(&mut batch, LO6, 61604, LO6, p6);
-        push_syn(&mut batch, LO6, 61605, LO6, p6);
-        let report = sink.send(&batch);
-        assert_eq!(report.sent, 5, "{report:?}");
-        assert_eq!(report.failed, 1, "{report:?}");
-        assert_eq!(report.last_errno, Some(libc::EACCES), "{report:?}");
-        let got = collect(&mut source, 5, 8);
-        let mut ports: Vec<u16> = got
-            .iter()
-            .map(|g| match g {
-                Got::Tcp(s) if s.syn && s.ack => s.dport,
-                other => panic!("unexpected {other:?}"),
-            })
-            .collect();
-        ports.sort_unstable();
-        assert_eq!(ports, [61600, 61601, 61603, 61604, 61605]);
+        for m in MODES {
+            let l4 = TcpListener::bind((LO4, 0)).unwrap();
+            let l6 = TcpListener::bind((LO6, 0)).unwrap();
+            let (p4, p6) = (
+                l4.local_addr().unwrap().port(),
+                l6.local_addr().unwrap().port(),
+            );
+            let (mut sink, mut source) = open(m);
+            let bcast = IpAddr::V4(Ipv4Addr::new(127, 255, 255, 255));
+            let mut batch = SendBatch::new(8);
+            push_syn(&mut batch, LO4, 61600, LO4, p4);
+            push_syn(&mut batch, LO6, 61601, LO6, p6);
+            // Loopback's broadcast address without SO_BROADCAST: the kernel refuses (EACCES).
+            push_syn(&mut batch, LO4, 61602, bcast, p4);
+            push_syn(&mut batch, LO4, 61603, LO4, p4);
+            push_syn(&mut batch, LO6, 61604, LO6, p6);
+            push_syn(&mut batch, LO6, 61605, LO6, p6);
+            let report = sink.send(&batch);
+            assert_eq!(report.sent, 5, "{report:?}");
+            assert_eq!(report.failed, 1, "{report:?}");
+            assert_eq!(report.last_errno, Some(libc::EACCES), "{report:?}");
+            let got = collect(&mut source, 5, 8);
+            let mut ports: Vec<u16> = got
+                .iter()
+                .map(|g| match g {
+                    Got::Tcp(s) if s.syn && s.ack => s.dport,
+                    other => panic!("unexpected {other:?}"),
+                })
+                .collect();
+            ports.sort_unstable();
+            assert_eq!(ports, [61600, 61601, 61603, 61604, 61605]);
+        }
     });
 }
 
 #[test]
 fn many_replies_through_small_batches() {
     in_netns("many_replies_through_small_batches", || {
-        const N: u16 = 300;
-        let listener = TcpListener::bind((LO4, 0)).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (mut sink, mut source) = open();
-        let mut batch = SendBatch::new(usize::from(N));
-        for i in 0..N {
-            push_syn(&mut batch, LO4, 61440 + i, LO4, port);
+        for m in MODES {
+            const N: u16 = 300;
+            let listener = TcpListener::bind((LO4, 0)).unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let (mut sink, mut source) = open(m);
+            let mut batch = SendBatch::new(usize::from(N));
+            for i in 0..N {
+                push_syn(&mut batch, LO4, 61440 + i, LO4, port);
+            }
+            let report = sink.send(&batch);
+            assert_eq!((report.sent, report.failed), (usize::from(N), 0));
+            let got = collect(&mut source, usize::from(N), 16);
+            let mut ports: Vec<u16> = got
+                .iter()
+                .map(|g| match g {
+                    Got::Tcp(s) if s.syn && s.ack && s.ack_no == SEQ.wrapping_add(1) => s.dport,
+                    other => panic!("unexpected {other:?}"),
+                })
+                .collect();
+            ports.sort_unstable();
+            assert_eq!(ports, (61440..61440 + N).collect::<Vec<_>>());
+            let stats = source.kernel_stats();
+            assert_eq!((stats.received, stats.dropped), (u64::from(N), 0));
         }
-        let report = sink.send(&batch);
-        assert_eq!((report.sent, report.failed), (usize::from(N), 0));
-        let got = collect(&mut source, usize::from(N), 16);
-        let mut ports: Vec<u16> = got
-            .iter()
-            .map(|g| match g {
-                Got::Tcp(s) if s.syn && s.ack && s.ack_no == SEQ.wrapping_add(1) => s.dport,
-                other => panic!("unexpected {other:?}"),
-            })
-            .collect();
-        ports.sort_unstable();
-        assert_eq!(ports, (61440..61440 + N).collect::<Vec<_>>());
-        let stats = source.kernel_stats();
-        assert_eq!((stats.received, stats.dropped), (u64::from(N), 0));
     });
 }
 
 #[test]
 fn recv_times_out_empty() {
     in_netns("recv_times_out_empty", || {
-        let (_sink, mut source) = open();
-        let mut batch = RecvBatch::new(4);
-        let start = Instant::now();
-        source.recv(&mut batch, Duration::from_millis(100)).unwrap();
-        let waited = start.elapsed();
-        assert!(batch.is_empty());
-        assert!(waited >= Duration::from_millis(95), "{waited:?}");
-        assert!(waited < Duration::from_secs(2), "{waited:?}");
-        source.recv(&mut batch, Duration::ZERO).unwrap();
-        assert!(batch.is_empty());
+        for m in MODES {
+            let (_sink, mut source) = open(m);
+            let mut batch = RecvBatch::new(4);
+            let start = Instant::now();
+            source.recv(&mut batch, Duration::from_millis(100)).unwrap();
+            let waited = start.elapsed();
+            assert!(batch.is_empty());
+            assert!(waited >= Duration::from_millis(95), "{waited:?}");
+            assert!(waited < Duration::from_secs(2), "{waited:?}");
+            source.recv(&mut batch, Duration::ZERO).unwrap();
+            assert!(batch.is_empty());
+        }
     });
 }
 
@@ -426,6 +470,7 @@ fn open_without_cap_net_raw_is_a_permission_error() {
             sys::open(&config()).map(drop),
             RawSink::open().map(drop),
             PacketSocketSource::open(&config()).map(drop),
+            RingSource::open(&config()).map(drop),
         ] {
             match result {
                 Err(e @ OpenError::Permission { .. }) => {
@@ -457,7 +502,7 @@ fn shape(rate: &str) {
 fn full_device_queue_is_retried_then_reported() {
     in_netns_pair("full_device_queue_is_retried_then_reported", || {
         let (a, b) = (IpAddr::from(PAIR_A), IpAddr::from(PAIR_B));
-        let (mut sink, _source) = open();
+        let (mut sink, _source) = open(RxRing::Off);
         // Burst and queue take ~60 packets, drained at ~18000 packets/s: the back-off
         // waits the rest out.
         shape("10mbit");

@@ -106,6 +106,8 @@ pub struct Env {
     pub router_mac: String,
     /// The benchmark's blocklist for masscan and zmap, relative to the run directory.
     pub blocklist: String,
+    /// Extra arguments appended to Portscope's command line.
+    pub portscope_args: Vec<String>,
 }
 
 /// Output file names of one run, relative to the run directory.
@@ -161,6 +163,7 @@ pub fn command(tool: Tool, scenario: &Scenario, env: &Env, files: &Files) -> (St
                 ]
                 .map(s),
             );
+            args.extend(env.portscope_args.iter().cloned());
             env.portscope.to_string_lossy().into_owned()
         }
         Tool::Masscan => {
@@ -471,6 +474,7 @@ mod tests {
             scanner_ip: Ipv4Addr::new(198, 18, 0, 1),
             router_mac: "02:00:00:00:00:02".into(),
             blocklist: "../blocklist.conf".into(),
+            portscope_args: Vec::new(),
         }
     }
 

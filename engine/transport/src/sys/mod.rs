@@ -1,26 +1,35 @@
 //! The Linux backend: [`RawSink`] sends hand-built IPv4/IPv6 packets through raw
 //! `IPPROTO_RAW` sockets with `sendmmsg`; [`PacketSocketSource`] receives candidate replies
 //! from an `AF_PACKET` socket filtered in the kernel by [`crate::bpf::reply_filter`], with
-//! `recvmmsg`. Also [`route_source`], the local address the kernel would use for a target.
+//! `recvmmsg`, or [`RingSource`] from the same socket through a `TPACKET_V3` ring
+//! ([`SysSource`] is whichever [`RxRing`] chose). Also [`route_source`], the local address
+//! the kernel would use for a target. [`LinkSink`] sends through `AF_PACKET` to a known
+//! next hop, optionally with `PACKET_QDISC_BYPASS`.
 //!
 //! **This is the only place in the project with `unsafe` code**; every block says why it
 //! is sound. It moves bytes and reports errnos; it does not build or parse packets, pace,
 //! or decide anything about a scan.
 
 mod cpu;
+mod link;
+mod ring;
 mod sink;
 mod source;
 
 pub use cpu::{allowed_cpus, pin_current_thread};
+pub use link::LinkSink;
+pub use ring::RingSource;
 pub use sink::RawSink;
 pub use source::PacketSocketSource;
 
 use crate::privs::NEED_NET_RAW;
+use crate::{KernelStats, PacketSource, RecvBatch};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io;
 use std::mem::size_of;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
 
 /// What to open.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +40,99 @@ pub struct SysConfig {
     pub port_hi: u16,
     /// Receive only on this interface; `None` receives on all of them.
     pub interface: Option<String>,
+    /// How replies are received.
+    pub rx_ring: RxRing,
+}
+
+/// How the receive side reads replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RxRing {
+    /// The `TPACKET_V3` ring, or `recvmmsg` if the ring cannot be set up.
+    #[default]
+    Auto,
+    /// The ring; opening fails if it cannot be set up.
+    On,
+    /// `recvmmsg` on the capture socket.
+    Off,
+}
+
+/// The receive half [`open`] chose.
+#[derive(Debug)]
+pub enum SysSource {
+    /// A `TPACKET_V3` ring.
+    Ring(RingSource),
+    /// `recvmmsg` (the ring was off or could not be set up: the error says why).
+    Socket(PacketSocketSource, Option<OpenError>),
+}
+
+impl SysSource {
+    /// Opens the receive half as `cfg.rx_ring` says.
+    pub fn open(cfg: &SysConfig) -> Result<Self, OpenError> {
+        match cfg.rx_ring {
+            RxRing::Off => Ok(SysSource::Socket(PacketSocketSource::open(cfg)?, None)),
+            RxRing::On => Ok(SysSource::Ring(RingSource::open(cfg)?)),
+            RxRing::Auto => match RingSource::open(cfg) {
+                Ok(r) => Ok(SysSource::Ring(r)),
+                Err(e @ OpenError::UnknownInterface(_)) => Err(e),
+                Err(e) => Ok(SysSource::Socket(PacketSocketSource::open(cfg)?, Some(e))),
+            },
+        }
+    }
+
+    /// `"tpacket-v3 ring"` or `"recvmmsg"`, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SysSource::Ring(_) => "tpacket-v3 ring",
+            SysSource::Socket(..) => "recvmmsg",
+        }
+    }
+
+    /// Why the ring was not used although it was allowed (`RxRing::Auto`).
+    pub fn ring_error(&self) -> Option<&OpenError> {
+        match self {
+            SysSource::Socket(_, e) => e.as_ref(),
+            SysSource::Ring(_) => None,
+        }
+    }
+
+    /// Whether the kernel's `PACKET_IGNORE_OUTGOING` is in effect.
+    pub fn ignores_outgoing(&self) -> bool {
+        match self {
+            SysSource::Ring(r) => r.ignores_outgoing(),
+            SysSource::Socket(s, _) => s.ignores_outgoing(),
+        }
+    }
+
+    fn inner(&mut self) -> &mut dyn PacketSource {
+        match self {
+            SysSource::Ring(r) => r,
+            SysSource::Socket(s, _) => s,
+        }
+    }
+}
+
+impl PacketSource for SysSource {
+    fn recv(&mut self, batch: &mut RecvBatch, timeout: Duration) -> io::Result<()> {
+        self.inner().recv(batch, timeout)
+    }
+
+    fn kernel_stats(&mut self) -> KernelStats {
+        self.inner().kernel_stats()
+    }
+
+    fn gather_time(&self) -> Duration {
+        match self {
+            SysSource::Ring(r) => r.gather_time(),
+            SysSource::Socket(s, _) => s.gather_time(),
+        }
+    }
+
+    fn settle_time(&self) -> Duration {
+        match self {
+            SysSource::Ring(r) => r.settle_time(),
+            SysSource::Socket(s, _) => s.settle_time(),
+        }
+    }
 }
 
 /// Opening the backend failed.
@@ -69,8 +171,8 @@ impl OpenError {
 
 /// Opens the sending and receiving halves. Fails with [`OpenError::Permission`] without
 /// `CAP_NET_RAW`.
-pub fn open(cfg: &SysConfig) -> Result<(RawSink, PacketSocketSource), OpenError> {
-    let source = PacketSocketSource::open(cfg)?;
+pub fn open(cfg: &SysConfig) -> Result<(RawSink, SysSource), OpenError> {
+    let source = SysSource::open(cfg)?;
     let sink = RawSink::open()?;
     Ok((sink, source))
 }
@@ -148,4 +250,43 @@ fn mmsg_vectors(n: usize) -> (Vec<libc::iovec>, Vec<libc::mmsghdr>) {
         })
         .collect();
     (iovs, hdrs)
+}
+
+/// Waits until `fd` is readable or `timeout` passes (forever if it overflows an `Instant`);
+/// `Ok(false)` on timeout.
+fn poll_in(fd: RawFd, timeout: Duration) -> io::Result<bool> {
+    let deadline = Instant::now().checked_add(timeout);
+    loop {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ts = deadline.map(|d| {
+            let rest = d.saturating_duration_since(Instant::now());
+            libc::timespec {
+                tv_sec: libc::time_t::try_from(rest.as_secs()).unwrap_or(libc::time_t::MAX),
+                tv_nsec: rest.subsec_nanos().into(),
+            }
+        });
+        let ts_ptr = ts
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: `pfd` is a live local and we pass a count of 1; `ts_ptr` is null (wait
+        // forever) or points at the live local `ts`; a null signal mask is allowed.
+        let ret = unsafe { libc::ppoll(&mut pfd, 1, ts_ptr, std::ptr::null()) };
+        match ret {
+            0 => return Ok(false),
+            1.. => return Ok(true),
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::EINTR) {
+                    return Err(e);
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Ok(false);
+                }
+            }
+        }
+    }
 }

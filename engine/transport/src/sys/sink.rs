@@ -139,46 +139,7 @@ impl RawSink {
 
     /// Sends messages `0..n` (already filled) on `fd`.
     fn send_run(&mut self, fd: RawFd, n: usize, report: &mut SendReport) {
-        let mut k = 0;
-        // When the current packet first met back-pressure.
-        let mut stalled_since: Option<Instant> = None;
-        while k < n {
-            let rest = &mut self.hdrs[k..n];
-            // SAFETY: `rest` is a live, exclusively borrowed slice of `n - k` initialised
-            // mmsghdr entries; each points at its own iovec and sockaddr in `self` (with the
-            // matching length) and through the iovec at a packet of the batch borrowed by
-            // `send`, all alive for this call. The kernel reads those and writes only
-            // `msg_len` of the entries it sent.
-            let ret =
-                unsafe { libc::sendmmsg(fd, rest.as_mut_ptr(), rest.len() as libc::c_uint, 0) };
-            if ret > 0 {
-                k += ret as usize;
-                report.sent += ret as usize;
-                stalled_since = None;
-                continue;
-            }
-            // ret == 0 should not happen with n > k; treat it like a full buffer.
-            let errno = if ret == 0 {
-                libc::EAGAIN
-            } else {
-                io::Error::last_os_error().raw_os_error().unwrap_or(0)
-            };
-            match errno {
-                libc::EINTR => {}
-                libc::EAGAIN | libc::ENOBUFS
-                    if stalled_since.get_or_insert_with(Instant::now).elapsed() < MAX_STALL =>
-                {
-                    back_off(fd, errno);
-                }
-                _ => {
-                    // The first remaining message was refused: count it, skip it.
-                    report.failed += 1;
-                    report.last_errno = Some(errno);
-                    k += 1;
-                    stalled_since = None;
-                }
-            }
-        }
+        send_all(fd, &mut self.hdrs[..n], report);
     }
 }
 
@@ -258,5 +219,50 @@ fn sockaddr_v6(a: Ipv6Addr) -> libc::sockaddr_in6 {
             s6_addr: a.octets(),
         },
         sin6_scope_id: 0,
+    }
+}
+
+/// Sends every message of `hdrs` on `fd` with `sendmmsg`, waiting out back-pressure
+/// (`EAGAIN`, `ENOBUFS`) for at most `MAX_STALL` per packet and counting refusals.
+/// Each header must point at a live iovec (and address, if any) for the whole call.
+pub(super) fn send_all(fd: RawFd, hdrs: &mut [libc::mmsghdr], report: &mut SendReport) {
+    let n = hdrs.len();
+    let mut k = 0;
+    // When the current packet first met back-pressure.
+    let mut stalled_since: Option<Instant> = None;
+    while k < n {
+        let rest = &mut hdrs[k..n];
+        // SAFETY: `rest` is a live, exclusively borrowed slice of `n - k` initialised
+        // mmsghdr entries; the caller guarantees each points at its own live iovec and
+        // address (with the matching length) and through the iovec at a live packet. The
+        // kernel reads those and writes only `msg_len` of the entries it sent.
+        let ret = unsafe { libc::sendmmsg(fd, rest.as_mut_ptr(), rest.len() as libc::c_uint, 0) };
+        if ret > 0 {
+            k += ret as usize;
+            report.sent += ret as usize;
+            stalled_since = None;
+            continue;
+        }
+        // ret == 0 should not happen with n > k; treat it like a full buffer.
+        let errno = if ret == 0 {
+            libc::EAGAIN
+        } else {
+            io::Error::last_os_error().raw_os_error().unwrap_or(0)
+        };
+        match errno {
+            libc::EINTR => {}
+            libc::EAGAIN | libc::ENOBUFS
+                if stalled_since.get_or_insert_with(Instant::now).elapsed() < MAX_STALL =>
+            {
+                back_off(fd, errno);
+            }
+            _ => {
+                // The first remaining message was refused: count it, skip it.
+                report.failed += 1;
+                report.last_errno = Some(errno);
+                k += 1;
+                stalled_since = None;
+            }
+        }
     }
 }

@@ -3,13 +3,13 @@
 //! [`crate::bpf::reply_filter`], many per `recvmmsg` call, straight into a [`RecvBatch`].
 //! It does not parse or validate what it receives; the core's classifier does.
 
-use super::{cvt, mmsg_vectors, set_buffer, set_int_opt, OpenError, SysConfig};
+use super::{cvt, mmsg_vectors, poll_in, set_buffer, set_int_opt, OpenError, SysConfig};
 use crate::{bpf, KernelStats, PacketSource, RecvBatch, RECV_SLOT};
 use socket2::{Domain, Socket, Type};
 use std::io;
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Messages per `recvmmsg` call.
 const CHUNK: usize = 256;
@@ -20,6 +20,8 @@ const DRAIN_MAX: usize = 1 << 16;
 
 /// `PACKET_IGNORE_OUTGOING` (linux/if_packet.h, Linux 4.20+).
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+/// `ret #k` (linux/filter.h `BPF_RET | BPF_K`): the accepting returns carry the snap length.
+const BPF_RET_K: u16 = 0x06;
 /// `PACKET_STATISTICS` (linux/if_packet.h).
 const PACKET_STATISTICS: libc::c_int = 6;
 
@@ -65,35 +67,13 @@ impl PacketSocketSource {
     /// Opens the socket, attaches the reply filter for `cfg.port_lo..=cfg.port_hi`, then
     /// binds it (to `cfg.interface` or to all interfaces) and drains anything queued.
     pub fn open(cfg: &SysConfig) -> Result<Self, OpenError> {
-        let ifindex = match &cfg.interface {
-            None => 0,
-            Some(name) => pnet_datalink::interfaces()
-                .into_iter()
-                .find(|i| i.name == *name)
-                .map(|i| i.index)
-                .ok_or_else(|| OpenError::UnknownInterface(name.clone()))?,
-        };
+        let ifindex = interface_index(cfg)?;
         // Protocol 0: the socket receives nothing until `bind` names ETH_P_ALL, so no
         // packet can be queued before the filter is in place.
         let sock = Socket::new(Domain::PACKET, Type::DGRAM, None)
             .map_err(|e| OpenError::new("AF_PACKET socket", e))?;
         let fd = sock.as_raw_fd();
-        let ignores_outgoing = set_int_opt(fd, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1).is_ok();
-        let mut prog = bpf::reply_filter(cfg.port_lo, cfg.port_hi);
-        if !ignores_outgoing {
-            prog = bpf::reject_outgoing(&prog);
-        }
-        let prog: Vec<libc::sock_filter> = prog
-            .iter()
-            .map(|f| libc::sock_filter {
-                code: f.code,
-                jt: f.jt,
-                jf: f.jf,
-                k: f.k,
-            })
-            .collect();
-        sock.attach_filter(&prog)
-            .map_err(|e| OpenError::new("SO_ATTACH_FILTER", e))?;
+        let ignores_outgoing = attach_reply_filter(&sock, cfg, bpf::ACCEPT)?;
         set_buffer(fd, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, RCVBUF)
             .map_err(|e| OpenError::new("SO_RCVBUF", e))?;
         bind_all_protocols(fd, ifindex).map_err(|e| OpenError::new("AF_PACKET bind", e))?;
@@ -155,50 +135,12 @@ impl PacketSocketSource {
         };
         cvt(ret).map(|_| st)
     }
-
-    /// Waits until the socket is readable or `timeout` passes; `Ok(false)` on timeout.
-    fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
-        let deadline = Instant::now().checked_add(timeout);
-        loop {
-            let mut pfd = libc::pollfd {
-                fd: self.sock.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            let ts = deadline.map(|d| {
-                let rest = d.saturating_duration_since(Instant::now());
-                libc::timespec {
-                    tv_sec: libc::time_t::try_from(rest.as_secs()).unwrap_or(libc::time_t::MAX),
-                    tv_nsec: rest.subsec_nanos().into(),
-                }
-            });
-            let ts_ptr = ts
-                .as_ref()
-                .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-            // SAFETY: `pfd` is a live local and we pass a count of 1; `ts_ptr` is null (wait
-            // forever) or points at the live local `ts`; a null signal mask is allowed.
-            let ret = unsafe { libc::ppoll(&mut pfd, 1, ts_ptr, std::ptr::null()) };
-            match ret {
-                0 => return Ok(false),
-                1.. => return Ok(true),
-                _ => {
-                    let e = io::Error::last_os_error();
-                    if e.raw_os_error() != Some(libc::EINTR) {
-                        return Err(e);
-                    }
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
-                        return Ok(false);
-                    }
-                }
-            }
-        }
-    }
 }
 
 impl PacketSource for PacketSocketSource {
     fn recv(&mut self, batch: &mut RecvBatch, timeout: Duration) -> io::Result<()> {
         batch.clear();
-        if !self.wait_readable(timeout)? {
+        if !poll_in(self.sock.as_raw_fd(), timeout)? {
             return Ok(());
         }
         let fd = self.sock.as_raw_fd();
@@ -274,7 +216,7 @@ impl PacketSource for PacketSocketSource {
 
 /// Binds an `AF_PACKET` socket to every protocol (`ETH_P_ALL`) on interface `ifindex`
 /// (0 = all interfaces).
-fn bind_all_protocols(fd: RawFd, ifindex: u32) -> io::Result<()> {
+pub(super) fn bind_all_protocols(fd: RawFd, ifindex: u32) -> io::Result<()> {
     let addr = libc::sockaddr_ll {
         sll_family: libc::AF_PACKET as libc::c_ushort,
         sll_protocol: (libc::ETH_P_ALL as u16).to_be(),
@@ -295,4 +237,54 @@ fn bind_all_protocols(fd: RawFd, ifindex: u32) -> io::Result<()> {
         )
     };
     cvt(ret).map(drop)
+}
+
+/// The index of `cfg.interface` (0 = all interfaces).
+pub(super) fn interface_index(cfg: &SysConfig) -> Result<u32, OpenError> {
+    match &cfg.interface {
+        None => Ok(0),
+        Some(name) => pnet_datalink::interfaces()
+            .into_iter()
+            .find(|i| i.name == *name)
+            .map(|i| i.index)
+            .ok_or_else(|| OpenError::UnknownInterface(name.clone())),
+    }
+}
+
+/// Skips our own outgoing packets (`PACKET_IGNORE_OUTGOING`, or in the filter on kernels
+/// before 4.20) and attaches [`bpf::reply_filter`], accepting `snap` bytes of each packet.
+/// Returns whether the socket option is in effect.
+pub(super) fn attach_reply_filter(
+    sock: &Socket,
+    cfg: &SysConfig,
+    snap: u32,
+) -> Result<bool, OpenError> {
+    let ignores_outgoing = set_int_opt(
+        sock.as_raw_fd(),
+        libc::SOL_PACKET,
+        PACKET_IGNORE_OUTGOING,
+        1,
+    )
+    .is_ok();
+    let mut prog = bpf::reply_filter(cfg.port_lo, cfg.port_hi);
+    if !ignores_outgoing {
+        prog = bpf::reject_outgoing(&prog);
+    }
+    let prog: Vec<libc::sock_filter> = prog
+        .iter()
+        .map(|f| libc::sock_filter {
+            code: f.code,
+            jt: f.jt,
+            jf: f.jf,
+            // Accepting returns the bytes to capture.
+            k: if f.code == BPF_RET_K && f.k == bpf::ACCEPT {
+                snap
+            } else {
+                f.k
+            },
+        })
+        .collect();
+    sock.attach_filter(&prog)
+        .map_err(|e| OpenError::new("SO_ATTACH_FILTER", e))?;
+    Ok(ignores_outgoing)
 }

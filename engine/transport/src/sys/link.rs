@@ -1,0 +1,117 @@
+//! [`LinkSink`]: sends complete IP packets on one interface to one next-hop MAC through an
+//! `AF_PACKET`/`SOCK_DGRAM` socket (the kernel adds the Ethernet header), skipping the IP
+//! output path (route lookup, neighbour table, netfilter) and, with `PACKET_QDISC_BYPASS`,
+//! the interface's queueing discipline too. For measurements and for links where the
+//! caller knows the next hop (as masscan's `--router-mac`); [`super::RawSink`] is the
+//! default.
+
+use super::sink::send_all;
+use super::{mmsg_vectors, set_buffer, set_int_opt, source, OpenError, SysConfig};
+use crate::{PacketSink, SendBatch, SendReport};
+use socket2::{Domain, Socket, Type};
+use std::mem::size_of;
+use std::os::fd::AsRawFd;
+
+/// Messages per `sendmmsg` call.
+const CHUNK: usize = 256;
+/// Requested send buffer.
+const SNDBUF: usize = 4 << 20;
+
+/// Sends IP packets as link-layer frames to one next hop.
+pub struct LinkSink {
+    sock: Socket,
+    /// The message array; entry `i` always points at `iovs[i]`, and its name at `to[0]`
+    /// (IPv4) or `to[1]` (IPv6).
+    hdrs: Vec<libc::mmsghdr>,
+    iovs: Vec<libc::iovec>,
+    /// Next-hop addresses for IPv4 and IPv6 frames (boxed: the headers point into it).
+    to: Box<[libc::sockaddr_ll; 2]>,
+    qdisc_bypass: bool,
+}
+
+// SAFETY: the raw pointers inside `hdrs`/`iovs` point only into this struct's own heap
+// buffers (`iovs`, `to`, never resized or moved) or, during `send`, into the borrowed
+// batch; they are only dereferenced (by the kernel) inside `send`, which takes `&mut self`.
+unsafe impl Send for LinkSink {}
+
+impl std::fmt::Debug for LinkSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkSink")
+            .field("sock", &self.sock)
+            .field("qdisc_bypass", &self.qdisc_bypass)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LinkSink {
+    /// Opens a sender on `interface` to `next_hop`, asking for `PACKET_QDISC_BYPASS` if
+    /// `qdisc_bypass` (see [`Self::qdisc_bypass`] for whether the kernel agreed).
+    pub fn open(interface: &str, next_hop: [u8; 6], qdisc_bypass: bool) -> Result<Self, OpenError> {
+        let ifindex = source::interface_index(&SysConfig {
+            port_lo: 0,
+            port_hi: 0,
+            interface: Some(interface.to_owned()),
+            rx_ring: super::RxRing::Off,
+        })?;
+        // Protocol 0: a send-only socket, it never queues received packets.
+        let sock = Socket::new(Domain::PACKET, Type::DGRAM, None)
+            .map_err(|e| OpenError::new("AF_PACKET socket (send)", e))?;
+        let fd = sock.as_raw_fd();
+        set_buffer(fd, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, SNDBUF)
+            .map_err(|e| OpenError::new("SO_SNDBUF (AF_PACKET)", e))?;
+        let qdisc_bypass =
+            qdisc_bypass && set_int_opt(fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1).is_ok();
+        let ifindex = i32::try_from(ifindex)
+            .map_err(|_| OpenError::UnknownInterface(interface.to_owned()))?;
+        let mut addr = [0u8; 8];
+        addr[..6].copy_from_slice(&next_hop);
+        let ll = |proto: libc::c_int| libc::sockaddr_ll {
+            sll_family: libc::AF_PACKET as libc::c_ushort,
+            sll_protocol: (proto as u16).to_be(),
+            sll_ifindex: ifindex,
+            sll_hatype: 0,
+            sll_pkttype: 0,
+            sll_halen: 6,
+            sll_addr: addr,
+        };
+        let (iovs, hdrs) = mmsg_vectors(CHUNK);
+        Ok(LinkSink {
+            sock,
+            hdrs,
+            iovs,
+            to: Box::new([ll(libc::ETH_P_IP), ll(libc::ETH_P_IPV6)]),
+            qdisc_bypass,
+        })
+    }
+
+    /// Whether `PACKET_QDISC_BYPASS` is in effect.
+    pub fn qdisc_bypass(&self) -> bool {
+        self.qdisc_bypass
+    }
+}
+
+impl PacketSink for LinkSink {
+    fn send(&mut self, batch: &SendBatch) -> SendReport {
+        let mut report = SendReport::default();
+        let len = batch.len();
+        let to: *mut libc::sockaddr_ll = self.to.as_mut_ptr();
+        let mut i = 0;
+        while i < len {
+            let n = (len - i).min(CHUNK);
+            for k in 0..n {
+                let (dst, pkt) = batch.get(i + k);
+                self.iovs[k] = libc::iovec {
+                    // The kernel only reads through this pointer (sendmmsg).
+                    iov_base: pkt.as_ptr().cast_mut().cast(),
+                    iov_len: pkt.len(),
+                };
+                let hdr = &mut self.hdrs[k].msg_hdr;
+                hdr.msg_name = to.wrapping_add(usize::from(dst.is_ipv6())).cast();
+                hdr.msg_namelen = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+            }
+            send_all(self.sock.as_raw_fd(), &mut self.hdrs[..n], &mut report);
+            i += n;
+        }
+        report
+    }
+}

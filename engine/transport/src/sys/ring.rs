@@ -1,0 +1,275 @@
+//! [`RingSource`]: receives candidate replies through a memory-mapped `TPACKET_V3` ring on an
+//! `AF_PACKET`/`SOCK_DGRAM` socket with the same kernel filter as [`super::PacketSocketSource`].
+//! The kernel writes packets into fixed-size blocks and hands a block over when it is full
+//! or `RETIRE_MS` after its first packet, so a burst of replies costs one wake-up per block
+//! instead of a `recvmmsg` per burst. Frames are copied out into the [`RecvBatch`] (the
+//! walk itself is [`crate::tpacket`]) and the block is handed back at once.
+
+use super::{cvt, poll_in, set_int_opt, source, OpenError, SysConfig};
+use crate::tpacket::{Cursor, BLOCK_STATUS_AT};
+use crate::{KernelStats, PacketSource, RecvBatch, RECV_SLOT};
+use socket2::{Domain, Socket, Type};
+use std::io;
+use std::mem::size_of;
+use std::os::fd::AsRawFd;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// Bytes per block (a power-of-two number of pages; the kernel allocates each separately).
+const BLOCK_SIZE: usize = 128 << 10;
+/// Blocks in the ring: 16 MiB, room for about 100,000 replies.
+const BLOCK_NR: usize = 128;
+/// The kernel's `tp_frame_size` (only checked for consistency by `TPACKET_V3`).
+const FRAME_SIZE: usize = 2048;
+/// A block holding at least one packet is handed over at most this long after it opened.
+const RETIRE_MS: u32 = 1;
+
+/// Receives IP packets that passed the reply filter through a `TPACKET_V3` ring.
+pub struct RingSource {
+    sock: Socket,
+    /// Start of the mapping (`BLOCK_SIZE * BLOCK_NR` bytes, page-aligned).
+    map: NonNull<u8>,
+    /// The block to read next (blocks are handed over in ring order).
+    cur: usize,
+    /// The walk through `cur` when it is user-owned and partly read.
+    cursor: Option<Cursor>,
+    ignores_outgoing: bool,
+    totals: KernelStats,
+}
+
+// SAFETY: the mapping is owned by this struct alone (nothing else holds a pointer into it)
+// and is only read or written through `&mut self` (or `&self` reads of the status words,
+// which are atomics), so moving the source to another thread cannot create shared access.
+unsafe impl Send for RingSource {}
+
+impl std::fmt::Debug for RingSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RingSource")
+            .field("sock", &self.sock)
+            .field("cur", &self.cur)
+            .field("ignores_outgoing", &self.ignores_outgoing)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RingSource {
+    /// Opens the socket with the reply filter for `cfg.port_lo..=cfg.port_hi`, sets up and
+    /// maps the ring, binds (to `cfg.interface` or all interfaces) and hands back anything
+    /// captured meanwhile.
+    pub fn open(cfg: &SysConfig) -> Result<Self, OpenError> {
+        let ifindex = source::interface_index(cfg)?;
+        // Protocol 0: nothing is captured before `bind`, i.e. before the filter and ring.
+        let sock = Socket::new(Domain::PACKET, Type::DGRAM, None)
+            .map_err(|e| OpenError::new("AF_PACKET socket", e))?;
+        let fd = sock.as_raw_fd();
+        let ignores_outgoing = source::attach_reply_filter(&sock, cfg, RECV_SLOT as u32)?;
+        set_int_opt(
+            fd,
+            libc::SOL_PACKET,
+            libc::PACKET_VERSION,
+            libc::tpacket_versions::TPACKET_V3 as libc::c_int,
+        )
+        .map_err(|e| OpenError::new("PACKET_VERSION TPACKET_V3", e))?;
+        let req = libc::tpacket_req3 {
+            tp_block_size: BLOCK_SIZE as libc::c_uint,
+            tp_block_nr: BLOCK_NR as libc::c_uint,
+            tp_frame_size: FRAME_SIZE as libc::c_uint,
+            tp_frame_nr: (BLOCK_SIZE / FRAME_SIZE * BLOCK_NR) as libc::c_uint,
+            tp_retire_blk_tov: RETIRE_MS,
+            tp_sizeof_priv: 0,
+            tp_feature_req_word: 0,
+        };
+        // SAFETY: `req` is a live, fully initialised tpacket_req3 and we pass its exact size;
+        // the kernel only reads it.
+        let ret = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_PACKET,
+                libc::PACKET_RX_RING,
+                (&req as *const libc::tpacket_req3).cast(),
+                size_of::<libc::tpacket_req3>() as libc::socklen_t,
+            )
+        };
+        cvt(ret).map_err(|e| OpenError::new("PACKET_RX_RING", e))?;
+        // SAFETY: a fresh shared mapping of the ring the kernel just allocated for `fd`, at
+        // an address of the kernel's choosing; nothing else in the process refers to it.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                BLOCK_SIZE * BLOCK_NR,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(OpenError::new(
+                "mmap of the RX ring",
+                io::Error::last_os_error(),
+            ));
+        }
+        let map = NonNull::new(ptr.cast::<u8>())
+            .ok_or_else(|| OpenError::new("mmap of the RX ring", io::Error::other("null")))?;
+        let mut src = RingSource {
+            sock,
+            map,
+            cur: 0,
+            cursor: None,
+            ignores_outgoing,
+            totals: KernelStats::default(),
+        };
+        source::bind_all_protocols(src.sock.as_raw_fd(), ifindex)
+            .map_err(|e| OpenError::new("AF_PACKET bind", e))?;
+        src.drain();
+        let _ = src.read_stats();
+        Ok(src)
+    }
+
+    /// Whether the kernel's `PACKET_IGNORE_OUTGOING` is in effect.
+    pub fn ignores_outgoing(&self) -> bool {
+        self.ignores_outgoing
+    }
+
+    /// The status word of block `i`, shared with the kernel.
+    fn status(&self, i: usize) -> &AtomicU32 {
+        debug_assert!(i < BLOCK_NR);
+        // SAFETY: block `i` lies inside the mapping (i < BLOCK_NR), whose blocks start at
+        // page-aligned offsets, so the word at +8 is in bounds and 4-byte aligned. It lives
+        // as long as `self` (unmapped only in Drop). The kernel and we only ever access it
+        // atomically (the kernel with barriers around plain stores; we with acquire/release).
+        unsafe {
+            AtomicU32::from_ptr(
+                self.map
+                    .as_ptr()
+                    .add(i * BLOCK_SIZE + BLOCK_STATUS_AT)
+                    .cast::<u32>(),
+            )
+        }
+    }
+
+    /// Whether block `i` is handed to user space (acquire: its contents are then visible).
+    fn ready(&self, i: usize) -> bool {
+        self.status(i).load(Ordering::Acquire) & libc::TP_STATUS_USER != 0
+    }
+
+    /// Block `i`'s bytes. Only call while [`Self::ready`] is true for it.
+    fn block(&self, i: usize) -> &[u8] {
+        debug_assert!(i < BLOCK_NR);
+        // SAFETY: in bounds as in `status`. The kernel does not write a block it has handed
+        // over (status TP_STATUS_USER, observed with acquire ordering) until we store
+        // TP_STATUS_KERNEL in `release`, which takes `&mut self` and so cannot overlap the
+        // lifetime of this shared borrow.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(i * BLOCK_SIZE), BLOCK_SIZE) }
+    }
+
+    /// Hands block `cur` back to the kernel and moves on to the next one.
+    fn release(&mut self) {
+        self.status(self.cur)
+            .store(libc::TP_STATUS_KERNEL, Ordering::Release);
+        self.cur = (self.cur + 1) % BLOCK_NR;
+        self.cursor = None;
+    }
+
+    /// Copies frames from the ready blocks into `buf`/`lens` from slot `got` until the
+    /// batch is full or no block is ready; returns the new count.
+    fn fill(&mut self, buf: &mut [u8], lens: &mut [usize], mut got: usize) -> usize {
+        let cap = lens.len();
+        while got < cap {
+            if self.cursor.is_none() {
+                if !self.ready(self.cur) {
+                    break;
+                }
+                self.cursor = Some(Cursor::start(self.block(self.cur)));
+            }
+            let mut cursor = self.cursor.take().unwrap_or(Cursor::start(&[]));
+            let block = self.block(self.cur);
+            while got < cap {
+                let Some(f) = cursor.next(block) else { break };
+                let n = f.data.len().min(RECV_SLOT);
+                let at = got * RECV_SLOT;
+                buf[at..at + n].copy_from_slice(&f.data[..n]);
+                lens[got] = f.wire_len;
+                got += 1;
+            }
+            if cursor.left() == 0 {
+                self.release();
+            } else {
+                self.cursor = Some(cursor);
+            }
+        }
+        got
+    }
+
+    /// Hands back every ready block unread (at open time).
+    fn drain(&mut self) {
+        for _ in 0..BLOCK_NR {
+            if !self.ready(self.cur) {
+                break;
+            }
+            self.release();
+        }
+    }
+
+    /// Reads (and so resets) the kernel's counters.
+    fn read_stats(&self) -> io::Result<libc::tpacket_stats_v3> {
+        let mut st = libc::tpacket_stats_v3 {
+            tp_packets: 0,
+            tp_drops: 0,
+            tp_freeze_q_cnt: 0,
+        };
+        let mut len = size_of::<libc::tpacket_stats_v3>() as libc::socklen_t;
+        // SAFETY: `st` and `len` are live locals and `len` holds the size of `st`, so the
+        // kernel writes at most that many bytes into it.
+        let ret = unsafe {
+            libc::getsockopt(
+                self.sock.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                (&mut st as *mut libc::tpacket_stats_v3).cast(),
+                &mut len,
+            )
+        };
+        cvt(ret).map(|_| st)
+    }
+}
+
+impl Drop for RingSource {
+    fn drop(&mut self) {
+        // SAFETY: `map` is the mapping of exactly this length made in `open`; no borrow of
+        // it outlives `&mut self`, so nothing refers to it after this. The socket is closed
+        // after (field drop), which frees the ring.
+        unsafe {
+            libc::munmap(self.map.as_ptr().cast(), BLOCK_SIZE * BLOCK_NR);
+        }
+    }
+}
+
+impl PacketSource for RingSource {
+    fn recv(&mut self, batch: &mut RecvBatch, timeout: Duration) -> io::Result<()> {
+        batch.clear();
+        let (buf, lens) = batch.raw_parts();
+        let mut got = self.fill(buf, lens, 0);
+        // Our next block is the kernel's open one: wait for it to be handed over.
+        if got == 0 && !timeout.is_zero() && poll_in(self.sock.as_raw_fd(), timeout)? {
+            got = self.fill(buf, lens, 0);
+        }
+        batch.set_len(got);
+        Ok(())
+    }
+
+    fn kernel_stats(&mut self) -> KernelStats {
+        if let Ok(st) = self.read_stats() {
+            self.totals.received += u64::from(st.tp_packets);
+            self.totals.dropped += u64::from(st.tp_drops);
+        }
+        self.totals
+    }
+
+    /// A packet in the kernel's open block is not visible until the block is handed over,
+    /// at most `RETIRE_MS` after it opened (plus timer slack).
+    fn settle_time(&self) -> Duration {
+        Duration::from_millis(u64::from(RETIRE_MS) + 1)
+    }
+}
