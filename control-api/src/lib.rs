@@ -3,18 +3,19 @@
 //! and needs no capabilities: the engine does the probing.
 //!
 //! Code map:
-//! - [`http`]: `app(state) -> Router`, handlers, layers (edge limit, JSON errors, limits).
-//! - [`scans`]: the scan service (coalescing, per-type limits, engine events, results,
-//!   enrichment, webhooks, expiry, engine grace).
+//! - [`http`]: `app(state) -> Router`, one module per API surface, the OpenAPI documents,
+//!   the one error type, layers (edge limit, JSON errors, limits).
+//! - [`lifecycle`]: the one engine conversation of both services.
+//! - [`selfscan`]: the self-scan service (coalescing, per-type limits, enrichment,
+//!   webhooks, expiry).
 //! - [`engine`]: the `EngineClient` trait, the Unix-socket client and a scripted fake.
 //! - [`store`]: sqlx + SQLite, portable SQL, embedded migrations.
-//! - [`model`]: response shapes and scan types. [`error`]: the one error type.
+//! - [`model`]: response shapes and scan types.
 //! - [`netaddr`]: client address, CIDR sets, ASN table. [`ratelimit`]: fixed windows.
-//! - [`webhook`], [`enrich`] (banners, PTR), [`metrics`], [`openapi`], [`clock`], [`config`],
+//! - [`webhook`], [`enrich`] (banners, PTR), [`metrics`], [`clock`], [`config`],
 //!   [`util`] (random hex, locking).
 //! - [`serve`]: the listener (connection caps, header-read and idle timeouts, JSON for
 //!   hyper's own errors). [`privs`]: no-new-privs and no capabilities, at start.
-//! - [`sse`]: live results (Server-Sent Events) of self-scans and managed scans.
 //! - [`managed`]: the token-authenticated managed-scan API (`/api/v1`, `/report/{id}`).
 //!
 //! **Invariant:** a self-scan's target is always the requesting connection's address (or
@@ -26,19 +27,17 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod enrich;
-pub mod error;
 pub mod http;
+pub mod lifecycle;
 pub mod managed;
 pub mod metrics;
 pub mod model;
 pub mod netaddr;
-pub mod openapi;
 pub mod privs;
 pub mod ratelimit;
-pub mod scans;
 pub mod secret;
+pub mod selfscan;
 pub mod serve;
-pub mod sse;
 pub mod store;
 pub mod util;
 pub mod webhook;
@@ -174,7 +173,7 @@ pub async fn start_with(
         );
     }
     let demux_stop = tokio_util::sync::CancellationToken::new();
-    let (self_side, managed_side) = managed::demux::split(services.engine, demux_stop.clone());
+    let (self_side, managed_side) = lifecycle::demux::split(services.engine, demux_stop.clone());
     let managed_service = managed::service::ManagedService::start(
         managed::service::ManagedDeps {
             store: mstore,
@@ -191,6 +190,7 @@ pub async fn start_with(
             policy: policy.clone(),
             opt_out: opt_out.clone(),
             mailer,
+            monitor_body: http::managed::monitor_body,
         },
         managed::service::ManagedSettings {
             grace_ms: config.engine_grace_secs.saturating_mul(1000),
@@ -199,16 +199,19 @@ pub async fn start_with(
         },
     )
     .await;
-    let managed = Arc::new(managed::Managed {
+    let managed = Arc::new(http::managed::router::Managed {
         service: managed_service,
-        limiter: ratelimit::FixedWindow::new(managed::API_LIMIT, managed::API_WINDOW),
+        limiter: ratelimit::FixedWindow::new(
+            http::managed::router::API_LIMIT,
+            http::managed::router::API_WINDOW,
+        ),
         trusted: CidrSet::new(config.trusted_proxy.iter().map(|c| c.0)),
         clock: services.clock.clone(),
         last_prune: std::sync::atomic::AtomicU64::new(0),
         demux_stop,
     });
-    let scans = scans::ScanService::start(
-        scans::ScanDeps {
+    let scans = selfscan::ScanService::start(
+        selfscan::ScanDeps {
             store,
             engine: self_side,
             clock: services.clock.clone(),
@@ -224,7 +227,7 @@ pub async fn start_with(
             limits: limits.clone(),
             asn,
         },
-        scans::ScanSettings {
+        selfscan::ScanSettings {
             ttl_secs: config.result_ttl_secs,
             grace_ms: config.engine_grace_secs.saturating_mul(1000),
             submit_wait: Duration::from_millis(config.submit_wait_ms),

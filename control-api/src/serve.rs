@@ -17,7 +17,7 @@
 //! Accept errors (`EMFILE`, ...) are logged and retried after a short pause, never a busy
 //! loop.
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::StatusCode;

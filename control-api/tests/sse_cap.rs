@@ -7,7 +7,7 @@ mod support;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
-use portscope_control_api::sse::MAX_STREAMS;
+use portscope_control_api::http::sse::MAX_STREAMS;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::time::Duration;

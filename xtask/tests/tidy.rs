@@ -21,10 +21,7 @@ const XTASK_CEILING: usize = 800;
 /// Files allowed over their ceiling until they are cut by job. May only shrink: the test
 /// fails when a listed file is back under its ceiling (delete its line then).
 const OVERSIZED: &[&str] = &[
-    "control-api/src/managed/api.rs",     // 826 lines
-    "control-api/src/managed/service.rs", // 1016 lines
-    "control-api/src/managed/store.rs",   // 716 lines
-    "control-api/src/scans.rs",           // 749 lines
+    "control-api/src/managed/store.rs", // 716 lines
 ];
 
 /// The only folder whose files may contain `unsafe`.
@@ -74,23 +71,60 @@ const VOCABULARIES: &[Vocabulary] = &[
         what: "scan status, control-api model::ScanState",
         // The engine daemon's own fail reasons (`codes::FailReason`) share the word
         // "cancelled" with the API's scan status.
-        owners: &["control-api/src/model.rs", "engine/daemon/src/codes.rs"],
+        owners: &[
+            "control-api/src/model.rs",
+            "engine/daemon/src/codes.rs",
+            "engine/proto/src/codes.rs",
+        ],
         words: &["queued", "running", "complete", "failed", "cancelled"],
+    },
+    Vocabulary {
+        what: "engine reject code, proto::RejectCode",
+        // The daemon keeps its own copy until it uses the protocol's enum.
+        owners: &["engine/proto/src/codes.rs", "engine/daemon/src/codes.rs"],
+        words: &["invalid", "busy"],
+    },
+    Vocabulary {
+        what: "scan fail reason, proto::FailReason and control-api lifecycle::reason",
+        owners: &[
+            "engine/proto/src/codes.rs",
+            "engine/daemon/src/codes.rs",
+            "control-api/src/lifecycle/reason.rs",
+        ],
+        words: &[
+            "engine_shutdown",
+            "engine_restarted",
+            "engine_error",
+            "engine_unavailable",
+        ],
+    },
+    Vocabulary {
+        what: "managed alert kind and status, control-api managed::alerts",
+        owners: &["control-api/src/managed/alerts.rs"],
+        words: &[
+            "new_open_port",
+            "port_closed",
+            "banner_changed",
+            "acknowledged",
+            "resolved",
+        ],
     },
 ];
 
 /// Files that still spell status/reason words as literals, with how many. May only shrink:
 /// use the enum (`as_str`, serde) and lower or delete the entry.
 const SCATTERED_WORDS: &[(&str, usize)] = &[
-    ("control-api/src/engine/fake.rs", 1),      // "cancelled"
-    ("control-api/src/managed/api.rs", 13),     // port states, scan statuses, finding "open"
-    ("control-api/src/managed/report.rs", 1),   // "complete"
-    ("control-api/src/managed/openapi.rs", 1),  // alert status "open" (not a port state)
-    ("control-api/src/managed/service.rs", 12), // port states, scan statuses
-    ("control-api/src/managed/store.rs", 4),    // scan statuses
-    ("control-api/src/scans.rs", 11),           // scan statuses, "open"
-    ("control-api/src/store.rs", 4),            // scan statuses
-    ("engine/daemon/src/metrics.rs", 4),        // scan outcome labels
+    ("control-api/src/engine/fake.rs", 2), // "cancelled", "engine_restarted"
+    ("control-api/src/http/error.rs", 1),  // error code "engine_unavailable"
+    ("control-api/src/http/managed/error.rs", 1), // error code "engine_unavailable"
+    ("control-api/src/http/managed/json.rs", 5), // JSON keys "open", "filtered", "closed"
+    ("control-api/src/http/managed/openapi.rs", 3), // alert status enum in the schema
+    ("control-api/src/managed/alerts.rs", 1), // AlertStatus::Open (not a port state)
+    ("control-api/src/managed/report.rs", 1), // "complete"
+    ("control-api/src/managed/store.rs", 5), // scan and alert statuses (the store's SQL)
+    ("control-api/src/selfscan/webhooks.rs", 1), // delivery outcome "failed" (not a scan)
+    ("control-api/src/store.rs", 4),       // scan statuses
+    ("engine/daemon/src/metrics.rs", 4),   // scan outcome labels
 ];
 
 /// What a crate may (or may never) depend on, read from its `Cargo.toml`.

@@ -12,7 +12,7 @@
 //! Resolution goes through [`Resolver`], so tests need no DNS. This is not the engine's
 //! target policy: that still applies underneath.
 
-use super::error::ManagedError;
+use crate::http::managed::error::ManagedError;
 use crate::netaddr::normalise;
 use async_trait::async_trait;
 use ipnet::IpNet;

@@ -243,7 +243,7 @@ impl M {
             .filter_map(|r| match r {
                 EngineRequest::Submit {
                     id, targets, ports, ..
-                } if portscope_control_api::managed::demux::is_managed_id(&id) => {
+                } if portscope_control_api::lifecycle::demux::is_managed_id(&id) => {
                     Some((id, targets, ports))
                 }
                 _ => None,

@@ -6,6 +6,9 @@
 //! Lengths above [`MAX_FRAME`] and unknown versions are errors, never panics; an incomplete
 //! frame is `Ok(None)` (as in mini-redis: an expected condition, not an error).
 
+pub mod codes;
+
+pub use codes::{FailReason, RejectCode};
 use portscope_core::results::PortResult;
 use serde::{Deserialize, Serialize};
 

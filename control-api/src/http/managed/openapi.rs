@@ -5,9 +5,9 @@
 //! headers, the single-field request constraints the handlers enforce and the links
 //! between operations.
 
-use super::api;
+use super as api;
 use super::schema as s;
-use crate::error::ErrorBody;
+use crate::http::error::ErrorBody;
 use utoipa::openapi::path::{HttpMethod, Operation, PathItem};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, HeaderBuilder, ObjectBuilder, RefOr, Response, Type};
@@ -264,8 +264,8 @@ fn tighten_requests(doc: &mut utoipa::openapi::OpenApi) {
         for_each_operation(item, |_, op| {
             for p in op.parameters.iter_mut().flatten() {
                 match p.name.as_str() {
-                    "limit" => p.schema = Some(int_schema(1, Some(super::api::MAX_LIMIT), false)),
-                    "offset" => p.schema = Some(int_schema(0, Some(super::api::MAX_OFFSET), false)),
+                    "limit" => p.schema = Some(int_schema(1, Some(api::MAX_LIMIT), false)),
+                    "offset" => p.schema = Some(int_schema(0, Some(api::MAX_OFFSET), false)),
                     "status" => {
                         p.schema = Some(enum_schema(&["open", "acknowledged", "resolved"], false))
                     }
@@ -281,7 +281,7 @@ fn tighten_requests(doc: &mut utoipa::openapi::OpenApi) {
         if let Some(prop) = o.properties.get_mut("interval") {
             // 0 or null: no schedule; otherwise MIN_INTERVAL..=MAX_INTERVAL (in words:
             // JSON Schema cannot say "0 or at least 300" without a oneOf).
-            *prop = int_schema(0, Some(super::api::MAX_INTERVAL), true);
+            *prop = int_schema(0, Some(api::MAX_INTERVAL), true);
         }
     }
     let profiles = ["fast", "deep", "custom"];
@@ -386,7 +386,7 @@ fn openapi_path() -> PathItem {
     )
 }
 
-/// GET `/api/v1/scan/{id}/events` ([`crate::sse`]).
+/// GET `/api/v1/scan/{id}/events` ([`crate::http::sse`]).
 fn events_path() -> PathItem {
     use utoipa::openapi::path::{OperationBuilder, ParameterBuilder, ParameterIn};
     use utoipa::openapi::security::SecurityRequirement;

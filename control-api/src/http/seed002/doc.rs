@@ -2,7 +2,7 @@
 //! "import /v1/openapi.json into Postman"): the response shapes as types, and the
 //! modifier that merges the handlers' paths into the self-scan document.
 
-use super::super::findings::{Finding, SeverityCounts};
+use crate::managed::findings::{Finding, SeverityCounts};
 use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};

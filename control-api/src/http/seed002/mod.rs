@@ -13,14 +13,14 @@
 pub mod doc;
 pub mod errors;
 
-use super::api::{newly_open, open_ports, owned, Authed};
-use super::error::ManagedError;
-use super::findings::{self, Severity};
-use super::scope::TargetSpec;
-use super::service::{ManagedService, ScanOrder};
-use super::store::{MScanRow, TargetRow};
-use super::tokens::Token;
-use super::{report, Managed};
+use super::managed::error::ManagedError;
+use super::managed::{newly_open, open_ports, owned, router::Managed, Authed};
+use crate::managed::findings::{self, Severity};
+use crate::managed::report;
+use crate::managed::scope::TargetSpec;
+use crate::managed::service::{ManagedService, ScanOrder};
+use crate::managed::store::{MScanRow, TargetRow};
+use crate::managed::tokens::Token;
 use crate::model::Status;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};

@@ -7,14 +7,18 @@
 //! (200, not counted) -> per-type limits (429) -> new scan (200 `queued`). GETs pass the
 //! same address checks. No endpoint reads a request body; bodies above the limit get 413.
 
+pub mod error;
+pub mod managed;
+pub mod openapi;
+pub mod seed002;
+pub mod sse;
+
 use crate::clock::Clock;
-use crate::error::{ApiError, ErrorBody};
 use crate::metrics::{Metrics, RequestLabels};
 use crate::model::{ScanResponse, ScanState, ScanType};
 use crate::netaddr::{client_ip, CidrSet};
-use crate::openapi::ApiDoc;
 use crate::ratelimit::Limits;
-use crate::scans::ScanService;
+use crate::selfscan::ScanService;
 use crate::webhook::CallbackPolicy;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
@@ -22,6 +26,8 @@ use axum::middleware::{from_fn, from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
+use error::{ApiError, ErrorBody};
+use openapi::ApiDoc;
 use portscope_core::policy::TargetPolicy;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -63,7 +69,7 @@ pub struct Shared {
     /// The scan service.
     pub scans: Arc<ScanService>,
     /// The managed-scan API (`/api/v1`, `/report/{id}`), with its own limit and errors.
-    pub managed: Arc<crate::managed::Managed>,
+    pub managed: Arc<managed::router::Managed>,
     /// Rate limiters.
     pub limits: Arc<Limits>,
     /// Which addresses may be scanned.
@@ -129,7 +135,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/fast", get(get_fast).post(post_fast))
         .route("/v1/deep", get(get_deep).post(post_deep))
         .route("/v1/openapi.json", get(openapi))
-        .merge(crate::sse::self_scan_routes())
+        .merge(sse::self_scan_routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     // Innermost first: each `layer` call wraps everything added before it. The self-scan
@@ -137,7 +143,7 @@ pub fn app(state: AppState) -> Router {
     // have their own (60/min on /api/v1, RateLimit-*).
     let self_scan = request_limits(self_scan, limits, &concurrency)
         .layer(from_fn_with_state(state.clone(), edge));
-    let managed = crate::managed::router(state.0.managed.clone(), |r| {
+    let managed = managed::router::router(state.0.managed.clone(), |r| {
         request_limits(r, limits, &concurrency)
     });
     self_scan

@@ -1,10 +1,10 @@
 //! The response schemas of the managed-scan OpenAPI document: one type per JSON shape the
-//! handlers of [`super::api`] answer with (field for field, names as sent). The modifier
-//! in [`super::openapi`] attaches them to every operation's answers. The document is
+//! handlers of [`super`] answer with (field for field, names as sent). The modifier
+//! in [`mod@super::openapi`] attaches them to every operation's answers. The document is
 //! checked against the live API by schemathesis (`tests/schemathesis.rs`), so a shape
 //! that drifts from its schema fails the suite.
 
-use super::findings::{Finding, SeverityCounts};
+use crate::managed::findings::{Finding, SeverityCounts};
 use serde::Serialize;
 use utoipa::ToSchema;
 

@@ -1,8 +1,8 @@
 //! The errors of the managed-scan API (`/api/v1`): the same JSON body as the rest of the
 //! API, `{"error": CODE, "message": TEXT}`, plus `existingId` on 409. Not the self-scan
-//! errors: those keep their own codes in [`crate::error`].
+//! errors: those keep their own codes in [`crate::http::error`].
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;

@@ -10,11 +10,11 @@
 //! database stays the one source of truth: a stream opened late replays the ports so far.
 //! At most [`MAX_STREAMS`] streams are open at once (429 beyond).
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
+use crate::http::managed::error::ManagedError;
+use crate::http::managed::router::Managed;
+use crate::http::managed::{newly_open, owned, scan_json, Authed};
 use crate::http::{AppState, ClientIp};
-use crate::managed::api::{newly_open, owned, scan_json, Authed};
-use crate::managed::error::ManagedError;
-use crate::managed::Managed;
 use crate::model::{service_name, ScanResponse, ScanState, ScanType};
 use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};

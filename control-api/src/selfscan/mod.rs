@@ -1,0 +1,8 @@
+//! What only the self-scan API (seed 000) has: the service that coalesces POSTs of one
+//! address and type, its per-IP and per-ASN limits, enrichment (banners, PTR) and webhooks.
+
+pub mod limits;
+pub mod service;
+pub mod webhooks;
+
+pub use service::{ScanDeps, ScanService, ScanSettings};
