@@ -7,7 +7,7 @@
 //! - [`scans`]: the scan service (coalescing, per-type limits, engine events, results,
 //!   enrichment, webhooks, expiry, engine grace).
 //! - [`engine`]: the `EngineClient` trait, the Unix-socket client and a scripted fake.
-//! - [`store`]: sqlx + SQLite, portable SQL, embedded migrations.
+//! - [`store`]: sqlx on SQLite (embedded default) or PostgreSQL, one module per table group.
 //! - [`model`]: response shapes and scan types. [`error`]: the one error type.
 //! - [`netaddr`]: client address, CIDR sets, ASN table. [`ratelimit`]: fixed windows.
 //! - [`webhook`], [`enrich`] (banners, PTR), [`metrics`], [`openapi`], [`clock`], [`config`],
@@ -142,7 +142,11 @@ pub async fn start_with(
     }
     let callbacks =
         webhook::CallbackPolicy::new(CidrSet::new(config.allow_callback.iter().map(|c| c.0)));
-    let limits = Arc::new(ratelimit::Limits::default());
+    // Several API nodes share one PostgreSQL: their limits count there (see `ratelimit`).
+    let shared_limits = (store.pool().backend() == store::Backend::Postgres).then(|| store.pool());
+    let limits = Arc::new(
+        shared_limits.map_or_else(ratelimit::Limits::default, ratelimit::Limits::in_store),
+    );
     let metrics = metrics::Metrics::new();
     // One engine connection, two consumers: events are routed by scan id.
     let mailer: Option<Arc<dyn managed::mail::Mailer>> =
@@ -201,7 +205,11 @@ pub async fn start_with(
     .await;
     let managed = Arc::new(managed::Managed {
         service: managed_service,
-        limiter: ratelimit::FixedWindow::new(managed::API_LIMIT, managed::API_WINDOW),
+        limiter: match shared_limits {
+            Some(db) => ratelimit::FixedWindow::new(managed::API_LIMIT, managed::API_WINDOW)
+                .in_store(db.clone(), "managed_api"),
+            None => ratelimit::FixedWindow::new(managed::API_LIMIT, managed::API_WINDOW),
+        },
         trusted: CidrSet::new(config.trusted_proxy.iter().map(|c| c.0)),
         clock: services.clock.clone(),
         last_prune: std::sync::atomic::AtomicU64::new(0),

@@ -226,7 +226,7 @@ impl ScanService {
         if self.engine_gone() {
             return Err(ApiError::EngineUnavailable);
         }
-        self.check_limits(ip, t)?;
+        self.check_limits(ip, t).await?;
         let id = new_id();
         let now_ms = self.deps.clock.now_ms() as i64;
         let prev = self
@@ -261,13 +261,13 @@ impl ScanService {
         match answer {
             Ok(Ok(Answer::Rejected { code, message })) => match code.as_str() {
                 "policy" => {
-                    self.refund_limits(ip, t);
+                    self.refund_limits(ip, t).await;
                     Err(ApiError::InvalidTarget(format!(
                         "the engine refused to scan {ip_s}: {message}"
                     )))
                 }
                 "busy" => {
-                    self.refund_limits(ip, t);
+                    self.refund_limits(ip, t).await;
                     Err(ApiError::EngineBusy(message))
                 }
                 _ => Ok(id),
@@ -278,20 +278,20 @@ impl ScanService {
 
     /// Takes back what [`Self::check_limits`] counted, for a scan the engine refused: the
     /// requester may try again (after `Retry-After`) without waiting out a scan limit.
-    fn refund_limits(&self, ip: IpAddr, t: ScanType) {
+    async fn refund_limits(&self, ip: IpAddr, t: ScanType) {
         let l = &self.deps.limits;
         let group = self.deps.asn.group(ip);
         match t {
-            ScanType::Fast => l.fast_asn.unhit(&group),
+            ScanType::Fast => l.fast_asn.unhit(&group).await,
             ScanType::Deep => {
-                l.deep_ip.unhit(&ip.to_string());
-                l.deep_asn.unhit(&group);
+                l.deep_ip.unhit(&ip.to_string()).await;
+                l.deep_asn.unhit(&group).await;
             }
         }
     }
 
     /// Checks and counts the per-type limits of a new scan (not for coalesced POSTs).
-    fn check_limits(&self, ip: IpAddr, t: ScanType) -> Result<(), ApiError> {
+    async fn check_limits(&self, ip: IpAddr, t: ScanType) -> Result<(), ApiError> {
         let now = self.deps.clock.now_secs();
         let l = &self.deps.limits;
         let group = self.deps.asn.group(ip);
@@ -315,11 +315,13 @@ impl ScanService {
                 ),
             ],
         };
-        let over: Vec<(Window, &str)> = checks
-            .iter()
-            .map(|(lim, key, what)| (lim.peek(key, now), *what))
-            .filter(|(w, _)| !w.allowed)
-            .collect();
+        let mut over: Vec<(Window, &str)> = Vec::new();
+        for (lim, key, what) in &checks {
+            let w = lim.peek(key, now).await;
+            if !w.allowed {
+                over.push((w, *what));
+            }
+        }
         if let Some(retry_after) = over.iter().map(|(w, _)| w.retry_after(now)).max() {
             let what: Vec<&str> = over.iter().map(|(_, w)| *w).collect();
             return Err(ApiError::RateLimited {
@@ -328,7 +330,7 @@ impl ScanService {
             });
         }
         for (lim, key, _) in checks {
-            lim.hit(key, now);
+            lim.hit(key, now).await;
         }
         Ok(())
     }
@@ -684,7 +686,7 @@ impl ScanService {
     /// the engine has been gone past the grace period, refresh gauges.
     pub async fn maintain(self: &Arc<Self>) {
         let now = self.deps.clock.now_secs();
-        self.deps.limits.prune(now);
+        self.deps.limits.prune(now).await;
         match self.deps.store.purge(now as i64).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(purged = n, "expired scans deleted"),
