@@ -76,9 +76,9 @@ const SCATTERED_WORDS: &[(&str, usize)] = &[
     ("control-api/src/managed/report.rs", 1),   // "complete"
     ("control-api/src/managed/openapi.rs", 1),  // alert status "open" (not a port state)
     ("control-api/src/managed/service.rs", 12), // port states, scan statuses
-    ("control-api/src/managed/store.rs", 4),    // scan statuses
     ("control-api/src/scans.rs", 11),           // scan statuses, "open"
-    ("control-api/src/store.rs", 4),            // scan statuses
+    ("control-api/src/store/managed.rs", 4),    // scan statuses
+    ("control-api/src/store/scans.rs", 4),      // scan statuses
     ("engine/daemon/src/metrics.rs", 4),        // scan outcome labels
 ];
 
