@@ -286,18 +286,6 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_a_free_loopback_port() {
-        let port = free_port().unwrap();
-        assert_ne!(port, 0);
-        TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
-    }
-}
-
 /// `cargo xtask pg -- COMMAND...`: runs COMMAND with `PORTSCOPE_TEST_PG` set to the URL of a
 /// throwaway server (the control-api tests then keep every database there: one fresh
 /// database per test), and stops the server after it. Exits with COMMAND's status.
@@ -319,4 +307,16 @@ pub fn with_server(args: &[String]) -> anyhow::Result<i32> {
         .with_context(|| format!("running {program}"))?;
     drop(pg);
     Ok(status.code().unwrap_or(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_a_free_loopback_port() {
+        let port = free_port().unwrap();
+        assert_ne!(port, 0);
+        TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
+    }
 }
