@@ -318,3 +318,42 @@ async fn limits_and_quotas_hold_across_two_nodes() {
         .count();
     assert_eq!((created, refused), (3, 2), "{statuses:?}");
 }
+
+/// Fast self-scan POST-to-complete (through HTTP, scripted engine, banners and PTR off) on
+/// a SQLite node and a PostgreSQL node in the same run: medians of 25 and their ratio.
+/// A figure, not a check: `cargo test -p portscope-control-api --test cluster_pg -- --ignored
+/// --nocapture post_to_complete`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn post_to_complete_sqlite_vs_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_pg, url) = pg().await;
+    let lite_db = dir.path().join("lite.db").display().to_string();
+    let lite = node(dir.path(), "lite", &lite_db).await;
+    let pgn = node(dir.path(), "pg", &url).await;
+    let mut times: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+    for i in 0..50u32 {
+        let (n, slot) = if i % 2 == 0 { (&lite, 0) } else { (&pgn, 1) };
+        let ip = format!("198.18.{}.{}", 10 + i / 200, 1 + i % 200);
+        let t = Instant::now();
+        assert_eq!(post(n, "/v1/fast", &ip).await.0, StatusCode::OK);
+        loop {
+            let (s, body) = get(n, "/v1/fast", &ip).await;
+            assert_eq!(s, StatusCode::OK, "{body}");
+            if body["status"] == "complete" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        times[slot].push(t.elapsed());
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (l, p) = (median(&mut times[0]), median(&mut times[1]));
+    println!(
+        "fast POST-to-complete, median of 25: SQLite {l:?}, PostgreSQL {p:?}, ratio {:.2}",
+        p.as_secs_f64() / l.as_secs_f64()
+    );
+}
