@@ -2,10 +2,10 @@
 //! One module per table group; each runs the same statements on both backends:
 //!
 //! - [`scans`]: self-scan rows and their ports ([`Store`]);
-//! - [`callbacks`]: `X-Callback-Url` deliveries of self-scans;
+//! - `callbacks`: `X-Callback-Url` deliveries of self-scans;
 //! - [`managed`]: managed scans and their per-host ports ([`MStore`]);
-//! - [`targets`]: saved managed targets and their schedules;
-//! - [`alerts`]: alerts (changes between two complete scans) and their status;
+//! - `targets`: saved managed targets and their schedules;
+//! - `alerts`: alerts (changes between two complete scans) and their status;
 //! - [`tokens`]: bearer API tokens (hashes only);
 //! - [`limits`]: rate-limit windows shared by every API node (PostgreSQL).
 //!
@@ -13,7 +13,7 @@
 //! path) or PostgreSQL (a `postgres://` URL), with the same schema from
 //! `migrations/sqlite/` and `migrations/postgres/` (same tables and numbers; PostgreSQL
 //! uses BIGINT for every integer and `COLLATE "C"` text so orders match SQLite's). A method
-//! is written once with [`on_db!`], which expands its body per backend, so each statement
+//! is written once with `on_db!`, which expands its body per backend, so each statement
 //! is type-checked against both drivers. Why not `sqlx::Any`: see control-api/README.md.
 
 mod alerts;
