@@ -19,7 +19,8 @@ use std::time::Duration;
 pub struct Config {
     /// Addresses to listen on (one per family, e.g. `127.0.0.1:8080` and `[::1]:8080`).
     pub listen: Vec<SocketAddr>,
-    /// SQLite database file.
+    /// The database: a SQLite file (the default, embedded) or a `postgres://` URL (a
+    /// server any number of API nodes share).
     pub db: PathBuf,
     /// The engine daemon's Unix socket.
     #[serde(alias = "engine_socket")]
@@ -123,7 +124,8 @@ pub struct Config {
     #[serde(alias = "max_connections")]
     pub max_connections: usize,
     /// File of the server secret report keys are derived from (created, mode 0600, when
-    /// missing); default: the database path with `.secret` appended. Never in the database.
+    /// missing); default: the database path with `.secret` appended (a PostgreSQL `db`:
+    /// `portscope-api.secret`). Never in the database.
     #[serde(alias = "secret_file")]
     pub secret_file: Option<PathBuf>,
 }
@@ -217,9 +219,14 @@ impl Config {
         }
     }
 
-    /// The secret file: `secret-file`, or the database path with `.secret` appended.
+    /// The secret file: `secret-file`, or the database path with `.secret` appended
+    /// (`portscope-api.secret` in the working directory when the database is a
+    /// PostgreSQL URL; API nodes of one database need the same secret file).
     pub fn secret_path(&self) -> PathBuf {
         self.secret_file.clone().unwrap_or_else(|| {
+            if self.db.to_str().is_some_and(crate::store::is_postgres_url) {
+                return PathBuf::from("portscope-api.secret");
+            }
             let mut p = self.db.clone().into_os_string();
             p.push(".secret");
             PathBuf::from(p)

@@ -9,7 +9,7 @@
 //! - [`selfscan`]: the self-scan service (coalescing, per-type limits, enrichment,
 //!   webhooks, expiry).
 //! - [`engine`]: the `EngineClient` trait, the Unix-socket client and a scripted fake.
-//! - [`store`]: sqlx + SQLite, portable SQL, embedded migrations.
+//! - [`store`]: sqlx on SQLite (embedded default) or PostgreSQL, one module per table group.
 //! - [`model`]: response shapes and scan types.
 //! - [`netaddr`]: client address, CIDR sets, ASN table. [`ratelimit`]: fixed windows.
 //! - [`webhook`], [`enrich`] (banners, PTR), [`metrics`], [`clock`], [`config`],
@@ -141,7 +141,11 @@ pub async fn start_with(
     }
     let callbacks =
         webhook::CallbackPolicy::new(CidrSet::new(config.allow_callback.iter().map(|c| c.0)));
-    let limits = Arc::new(ratelimit::Limits::default());
+    // Several API nodes share one PostgreSQL: their limits count there (see `ratelimit`).
+    let shared_limits = (store.pool().backend() == store::Backend::Postgres).then(|| store.pool());
+    let limits = Arc::new(
+        shared_limits.map_or_else(ratelimit::Limits::default, ratelimit::Limits::in_store),
+    );
     let metrics = metrics::Metrics::new();
     // One engine connection, two consumers: events are routed by scan id.
     let mailer: Option<Arc<dyn managed::mail::Mailer>> =
@@ -201,10 +205,18 @@ pub async fn start_with(
     .await;
     let managed = Arc::new(http::managed::router::Managed {
         service: managed_service,
-        limiter: ratelimit::FixedWindow::new(
-            http::managed::router::API_LIMIT,
-            http::managed::router::API_WINDOW,
-        ),
+        limiter: {
+            let (limit, window) = (
+                http::managed::router::API_LIMIT,
+                http::managed::router::API_WINDOW,
+            );
+            match shared_limits {
+                Some(db) => {
+                    ratelimit::FixedWindow::new(limit, window).in_store(db.clone(), "managed_api")
+                }
+                None => ratelimit::FixedWindow::new(limit, window),
+            }
+        },
         trusted: CidrSet::new(config.trusted_proxy.iter().map(|c| c.0)),
         clock: services.clock.clone(),
         last_prune: std::sync::atomic::AtomicU64::new(0),

@@ -33,7 +33,7 @@ struct Args {
     /// Address to listen on; give twice for IPv4 and IPv6 [default: 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR")]
     listen: Vec<SocketAddr>,
-    /// SQLite database file [default: portscope.db].
+    /// Database: a SQLite file, or a postgres:// URL shared by API nodes [default: portscope.db].
     #[arg(long, value_name = "PATH", global = true)]
     db: Option<PathBuf>,
     /// The engine daemon's Unix socket [default: /run/portscope/engine.sock].

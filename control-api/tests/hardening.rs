@@ -618,11 +618,15 @@ async fn report_keys_are_derived_not_stored_and_files_are_private() {
     let id = r.body["id"].as_str().unwrap().to_string();
     let key = url.split("key=").nth(1).unwrap().to_string();
     assert_eq!(key.len(), 48);
-    let stored: Vec<(String,)> = sqlx::query_as("SELECT report_key FROM managed_scans")
-        .fetch_all(m.state.managed().store().pool())
+    let stored = m
+        .state
+        .managed()
+        .store()
+        .pool()
+        .fetch_strings("SELECT report_key FROM managed_scans")
         .await
         .unwrap();
-    assert_eq!(stored, vec![(String::new(),)]);
+    assert_eq!(stored, vec![String::new()]);
     let g = m.get(&format!("/api/v1/scan/{id}"), &token).await;
     assert_eq!(g.body["reportUrl"], url.as_str());
     let page = m.send(Method::GET, &url, None, None, "198.18.0.77").await;

@@ -62,10 +62,15 @@ async fn missing_invalid_and_revoked_tokens_get_401_json() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(r.body["message"], "invalid or revoked API token");
     // Only the hash is stored.
-    let (stored,): (String,) = sqlx::query_as("SELECT token_hash FROM api_tokens")
-        .fetch_one(m.state.managed().store().pool())
+    let stored = m
+        .state
+        .managed()
+        .store()
+        .pool()
+        .fetch_strings("SELECT token_hash FROM api_tokens")
         .await
-        .unwrap();
+        .unwrap()
+        .remove(0);
     assert_ne!(stored, t);
     assert_eq!(stored.len(), 64);
 }

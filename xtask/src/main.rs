@@ -8,6 +8,7 @@ usage: cargo xtask <command>
   bench   Portscope vs masscan, zmap and nmap on the same lab scenarios (cargo xtask bench --help)
   demo    build, bring the lab up, deep-scan a lab host, check it against ground truth
   lab     the network lab: up, down, status, impair, exec (cargo xtask lab help)
+  pg      run a command beside a throwaway PostgreSQL (PORTSCOPE_TEST_PG): cargo xtask pg -- cargo test
   soak    the service under an hour of mixed clients compressed into minutes, in the lab";
 
 fn main() -> ExitCode {
@@ -17,6 +18,7 @@ fn main() -> ExitCode {
         Some("demo") => xtask::demo::run(&args[1..]),
         Some("bench") => xtask::bench::run(&args[1..]),
         Some("soak") => xtask::soak::run(&args[1..]),
+        Some("pg") => xtask::pg::with_server(&args[1..]),
         Some("help" | "--help" | "-h") => {
             println!("{USAGE}");
             Ok(0)

@@ -286,6 +286,29 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// `cargo xtask pg -- COMMAND...`: runs COMMAND with `PORTSCOPE_TEST_PG` set to the URL of a
+/// throwaway server (the control-api tests then keep every database there: one fresh
+/// database per test), and stops the server after it. Exits with COMMAND's status.
+pub fn with_server(args: &[String]) -> anyhow::Result<i32> {
+    let cmd = match args.first().map(String::as_str) {
+        Some("--") => &args[1..],
+        _ => args,
+    };
+    let Some((program, rest)) = cmd.split_first() else {
+        eprintln!("usage: cargo xtask pg -- COMMAND [ARGS...]");
+        return Ok(64);
+    };
+    let pg = PgGuard::start()?;
+    eprintln!("PORTSCOPE_TEST_PG={}", pg.url());
+    let status = Command::new(program)
+        .args(rest)
+        .env("PORTSCOPE_TEST_PG", pg.url())
+        .status()
+        .with_context(|| format!("running {program}"))?;
+    drop(pg);
+    Ok(status.code().unwrap_or(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -249,7 +249,7 @@ async fn edge(State(s): State<AppState>, mut req: Request, next: Next) -> Respon
     let client = client_ip(peer.ip(), req.headers(), &s.0.trusted);
     let key = client.as_ref().copied().unwrap_or(peer.ip().to_canonical());
     let now = s.0.clock.now_secs();
-    let w = s.0.limits.edge.hit(&key.to_string(), now);
+    let w = s.0.limits.edge.hit(&key.to_string(), now).await;
     let mut resp = match client {
         _ if !w.allowed => ApiError::RateLimited {
             retry_after: w.retry_after(now),
@@ -280,7 +280,7 @@ pub fn protocol_headers(state: &AppState) -> crate::serve::ProtocolHeaders {
             .0
             .limits
             .edge
-            .peek(&ip.to_canonical().to_string(), now);
+            .peek_local(&ip.to_canonical().to_string(), now);
         format!(
             "{RATELIMIT_LIMIT}: {}\r\n{RATELIMIT_REMAINING}: {}\r\n{RATELIMIT_RESET}: {}\r\n",
             w.limit, w.remaining, w.reset

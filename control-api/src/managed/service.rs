@@ -399,11 +399,7 @@ impl ManagedService {
 
     /// A live (not revoked) token by id.
     pub async fn token_by_id(&self, id: &str) -> Result<Option<Token>, sqlx::Error> {
-        let row: Option<tokens::TokenRow> =
-            sqlx::query_as("SELECT * FROM api_tokens WHERE id = $1 AND revoked_at IS NULL")
-                .bind(id)
-                .fetch_optional(self.deps.store.pool())
-                .await?;
+        let row = crate::store::tokens::live_by_id(self.deps.store.pool(), id).await?;
         Ok(row.and_then(|r| {
             Some(Token {
                 scope: super::scope::Scope::parse_text(&r.scope).ok()?,

@@ -4,36 +4,17 @@
 //! query. Not an account system: tokens are made and revoked by the operator's CLI.
 
 use super::scope::Scope;
+use crate::store::{tokens as sql, Db};
 use crate::util::random_hex;
 use sha2::{Digest, Sha256};
-use sqlx::{FromRow, SqlitePool};
+
+pub use crate::store::TokenRow;
 
 /// Prefix of every secret (easy to spot in leaks and logs).
 pub const SECRET_PREFIX: &str = "pst_";
 
 /// Default most active (queued + running) scans per token.
 pub const DEFAULT_CONCURRENT: i64 = 5;
-
-/// An `api_tokens` row.
-#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
-pub struct TokenRow {
-    /// Public id (`tok_...`).
-    pub id: String,
-    /// Operator's name for it, unique.
-    pub name: String,
-    /// SHA-256 of the secret, hex.
-    pub token_hash: String,
-    /// Scope entries, one per line.
-    pub scope: String,
-    /// New scans per calendar month (UTC).
-    pub monthly_scans: i64,
-    /// Queued + running scans at once.
-    pub max_concurrent: i64,
-    /// Unix seconds.
-    pub created_at: i64,
-    /// Unix seconds, when revoked.
-    pub revoked_at: Option<i64>,
-}
 
 /// A checked, live token as the handlers see it.
 #[derive(Debug, Clone)]
@@ -89,11 +70,7 @@ pub fn hash_secret(secret: &str) -> String {
 }
 
 /// Creates a token; returns the row and the secret (shown once, never stored).
-pub async fn create(
-    pool: &SqlitePool,
-    t: &NewToken,
-    now: i64,
-) -> Result<(TokenRow, String), TokenError> {
+pub async fn create(db: &Db, t: &NewToken, now: i64) -> Result<(TokenRow, String), TokenError> {
     if t.name.trim().is_empty() || t.name.len() > 64 {
         return Err(TokenError::Invalid(
             "token name must be 1 to 64 characters".into(),
@@ -120,20 +97,7 @@ pub async fn create(
         created_at: now,
         revoked_at: None,
     };
-    sqlx::query(
-        "INSERT INTO api_tokens (id, name, token_hash, scope, monthly_scans, max_concurrent, \
-         created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(&row.id)
-    .bind(&row.name)
-    .bind(&row.token_hash)
-    .bind(&row.scope)
-    .bind(row.monthly_scans)
-    .bind(row.max_concurrent)
-    .bind(row.created_at)
-    .execute(pool)
-    .await
-    .map_err(|e| match &e {
+    sql::insert(db, &row).await.map_err(|e| match &e {
         // One statement, no read-then-write: safe next to a running API (WAL).
         sqlx::Error::Database(d) if d.is_unique_violation() => {
             TokenError::NameTaken(t.name.clone())
@@ -144,41 +108,22 @@ pub async fn create(
 }
 
 /// Every token, oldest first (revoked ones included).
-pub async fn list(pool: &SqlitePool) -> Result<Vec<TokenRow>, sqlx::Error> {
-    sqlx::query_as("SELECT * FROM api_tokens ORDER BY created_at, id")
-        .fetch_all(pool)
-        .await
+pub async fn list(db: &Db) -> Result<Vec<TokenRow>, sqlx::Error> {
+    sql::list(db).await
 }
 
 /// Revokes a token by id or name. Returns the row.
-pub async fn revoke(pool: &SqlitePool, which: &str, now: i64) -> Result<TokenRow, TokenError> {
-    // Write first, then read: a read transaction upgraded to a write can fail at once with
-    // "database is locked" while the API writes to the same file.
-    sqlx::query(
-        "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 OR name = $2",
-    )
-    .bind(now)
-    .bind(which)
-    .execute(pool)
-    .await?;
-    let row: Option<TokenRow> =
-        sqlx::query_as("SELECT * FROM api_tokens WHERE id = $1 OR name = $1")
-            .bind(which)
-            .fetch_optional(pool)
-            .await?;
+pub async fn revoke(db: &Db, which: &str, now: i64) -> Result<TokenRow, TokenError> {
+    let row = sql::revoke(db, which, now).await?;
     row.ok_or_else(|| TokenError::Unknown(which.to_string()))
 }
 
 /// The live token a presented secret belongs to, if any.
-pub async fn authenticate(pool: &SqlitePool, secret: &str) -> Result<Option<Token>, sqlx::Error> {
+pub async fn authenticate(db: &Db, secret: &str) -> Result<Option<Token>, sqlx::Error> {
     if !secret.starts_with(SECRET_PREFIX) || secret.len() > 128 {
         return Ok(None);
     }
-    let row: Option<TokenRow> =
-        sqlx::query_as("SELECT * FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL")
-            .bind(hash_secret(secret))
-            .fetch_optional(pool)
-            .await?;
+    let row = sql::live_by_hash(db, &hash_secret(secret)).await?;
     Ok(row.and_then(|r| {
         let scope = match Scope::parse_text(&r.scope) {
             Ok(s) => s,

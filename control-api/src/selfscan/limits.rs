@@ -11,20 +11,20 @@ use std::net::IpAddr;
 impl ScanService {
     /// Takes back what [`Self::check_limits`] counted, for a scan the engine refused: the
     /// requester may try again (after `Retry-After`) without waiting out a scan limit.
-    pub(super) fn refund_limits(&self, ip: IpAddr, t: ScanType) {
+    pub(super) async fn refund_limits(&self, ip: IpAddr, t: ScanType) {
         let l = &self.deps.limits;
         let group = self.deps.asn.group(ip);
         match t {
-            ScanType::Fast => l.fast_asn.unhit(&group),
+            ScanType::Fast => l.fast_asn.unhit(&group).await,
             ScanType::Deep => {
-                l.deep_ip.unhit(&ip.to_string());
-                l.deep_asn.unhit(&group);
+                l.deep_ip.unhit(&ip.to_string()).await;
+                l.deep_asn.unhit(&group).await;
             }
         }
     }
 
     /// Checks and counts the per-type limits of a new scan (not for coalesced POSTs).
-    pub(super) fn check_limits(&self, ip: IpAddr, t: ScanType) -> Result<(), ApiError> {
+    pub(super) async fn check_limits(&self, ip: IpAddr, t: ScanType) -> Result<(), ApiError> {
         let now = self.deps.clock.now_secs();
         let l = &self.deps.limits;
         let group = self.deps.asn.group(ip);
@@ -48,11 +48,13 @@ impl ScanService {
                 ),
             ],
         };
-        let over: Vec<(Window, &str)> = checks
-            .iter()
-            .map(|(lim, key, what)| (lim.peek(key, now), *what))
-            .filter(|(w, _)| !w.allowed)
-            .collect();
+        let mut over: Vec<(Window, &str)> = Vec::new();
+        for (lim, key, what) in &checks {
+            let w = lim.peek(key, now).await;
+            if !w.allowed {
+                over.push((w, *what));
+            }
+        }
         if let Some(retry_after) = over.iter().map(|(w, _)| w.retry_after(now)).max() {
             let what: Vec<&str> = over.iter().map(|(_, w)| *w).collect();
             return Err(ApiError::RateLimited {
@@ -61,7 +63,7 @@ impl ScanService {
             });
         }
         for (lim, key, _) in checks {
-            lim.hit(key, now);
+            lim.hit(key, now).await;
         }
         Ok(())
     }

@@ -176,7 +176,7 @@ impl ScanService {
         if self.lifecycle.engine_gone() {
             return Err(ApiError::EngineUnavailable);
         }
-        self.check_limits(ip, t)?;
+        self.check_limits(ip, t).await?;
         let id = new_id();
         let created = self.lifecycle.next_created_ms();
         store
@@ -196,13 +196,13 @@ impl ScanService {
             Lifecycle::submit_and_wait(self, &id, req, guard, self.settings.submit_wait).await;
         match answer.as_ref().and_then(lifecycle::Answer::rejected) {
             Some((RejectCode::Policy, message)) => {
-                self.refund_limits(ip, t);
+                self.refund_limits(ip, t).await;
                 Err(ApiError::InvalidTarget(format!(
                     "the engine refused to scan {ip_s}: {message}"
                 )))
             }
             Some((RejectCode::Busy, message)) => {
-                self.refund_limits(ip, t);
+                self.refund_limits(ip, t).await;
                 Err(ApiError::EngineBusy(message.to_string()))
             }
             _ => Ok(id),
@@ -324,7 +324,7 @@ impl ScanService {
     /// the engine has been gone past the grace period, refresh gauges.
     pub async fn maintain(self: &Arc<Self>) {
         let now = self.deps.clock.now_secs();
-        self.deps.limits.prune(now);
+        self.deps.limits.prune(now).await;
         match self.deps.store.purge(now as i64).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(purged = n, "expired scans deleted"),

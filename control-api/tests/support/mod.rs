@@ -77,7 +77,9 @@ impl PtrResolver for FakePtr {
 /// background maintenance is effectively off (tests call `maintain`).
 pub fn lab_config(dir: &std::path::Path) -> Config {
     Config {
-        db: dir.join("portscope.db"),
+        db: test_db(dir),
+        // The default secret path derives from a SQLite file's path.
+        secret_file: Some(dir.join("portscope.db.secret")),
         allow_target: vec![
             "198.18.0.0/15".parse().unwrap(),
             "2001:2::/48".parse().unwrap(),
@@ -88,6 +90,48 @@ pub fn lab_config(dir: &std::path::Path) -> Config {
         webhook_timeout_ms: 2000,
         ..Config::default()
     }
+}
+
+/// The database of one test: a SQLite file in `dir`, or, when `PORTSCOPE_TEST_PG` names a
+/// PostgreSQL server (`cargo xtask pg -- cargo test ...`), a fresh database on it.
+pub fn test_db(dir: &std::path::Path) -> std::path::PathBuf {
+    match std::env::var("PORTSCOPE_TEST_PG") {
+        Ok(server) if !server.is_empty() => fresh_pg_database(&server).into(),
+        _ => dir.join("portscope.db"),
+    }
+}
+
+/// Creates an empty database on the PostgreSQL server of `server_url`; its URL. On its
+/// own thread and runtime, so a config can be built anywhere (sync code, any runtime).
+pub fn fresh_pg_database(server_url: &str) -> String {
+    use sqlx::{Connection, Executor};
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let name = format!(
+        "t_{}_{}",
+        std::process::id(),
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let server = server_url.to_string();
+    let create = format!("CREATE DATABASE {name}");
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let mut c = sqlx::PgConnection::connect(&server).await.unwrap();
+                c.execute(create.as_str()).await.unwrap();
+                c.close().await.unwrap();
+            })
+    })
+    .join()
+    .unwrap();
+    let (base, query) = match server_url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (server_url, String::new()),
+    };
+    let (server, _) = base.rsplit_once('/').unwrap();
+    format!("{server}/{name}{query}")
 }
 
 /// One response, read whole.

@@ -47,7 +47,7 @@ pub async fn list_alerts(
     .into_response())
 }
 
-async fn set_alert(s: &S, t: &Token, id: &str, status: &str) -> R {
+async fn set_alert(s: &S, t: &Token, id: &str, status: AlertStatus) -> R {
     let row = s
         .service
         .store()
@@ -63,7 +63,7 @@ async fn set_alert(s: &S, t: &Token, id: &str, status: &str) -> R {
     responses((status = 200, description = "The alert"), (status = 401, description = "`unauthorized`", body = ErrorBody), (status = 404, description = "`not_found` (or not this token's)", body = ErrorBody))
 )]
 pub async fn acknowledge(State(s): State<S>, Authed(t): Authed, Path(id): Path<String>) -> R {
-    set_alert(&s, &t, &id, AlertStatus::Acknowledged.as_str()).await
+    set_alert(&s, &t, &id, AlertStatus::Acknowledged).await
 }
 
 /// Resolve an alert.
@@ -72,7 +72,7 @@ pub async fn acknowledge(State(s): State<S>, Authed(t): Authed, Path(id): Path<S
     responses((status = 200, description = "The alert"), (status = 401, description = "`unauthorized`", body = ErrorBody), (status = 404, description = "`not_found` (or not this token's)", body = ErrorBody))
 )]
 pub async fn resolve(State(s): State<S>, Authed(t): Authed, Path(id): Path<String>) -> R {
-    set_alert(&s, &t, &id, AlertStatus::Resolved.as_str()).await
+    set_alert(&s, &t, &id, AlertStatus::Resolved).await
 }
 
 /// Report query.

@@ -88,7 +88,7 @@ async fn limit(State(m): State<Arc<Managed>>, req: Request, next: Next) -> Respo
             )
             .is_ok()
     {
-        m.limiter.prune(now);
+        m.limiter.prune(now).await;
     }
     // A request to an authenticated route without any `Authorization` gets 401 first and
     // is not counted (it costs no token lookup); one with a token, right or wrong, counts.
@@ -102,9 +102,9 @@ async fn limit(State(m): State<Arc<Managed>>, req: Request, next: Next) -> Respo
             .headers()
             .contains_key(axum::http::header::AUTHORIZATION);
     let w = if unauthenticated {
-        m.limiter.peek(&key.to_string(), now)
+        m.limiter.peek(&key.to_string(), now).await
     } else {
-        m.limiter.hit(&key.to_string(), now)
+        m.limiter.hit(&key.to_string(), now).await
     };
     let mut resp = match client {
         _ if unauthenticated => ManagedError::Unauthorized(

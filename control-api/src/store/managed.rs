@@ -1,0 +1,442 @@
+//! The managed-scan tables (`migrations/sqlite/0002_managed.sql`) through sqlx: scans and their
+//! per-host ports, saved targets, alerts. Portable SQL as in [`crate::store`]; engine
+//! updates only touch live rows (`queued`, `running`), so replays are idempotent and a
+//! cancelled scan stays cancelled.
+
+use super::{on_db, Db};
+use sqlx::{FromRow, QueryBuilder};
+
+pub use super::alerts::AlertRow;
+pub use super::targets::TargetRow;
+
+/// Live statuses.
+pub const LIVE: &str = "status IN ('queued', 'running')";
+
+/// A `managed_scans` row.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct MScanRow {
+    /// Id (a hyphenated UUID), also the engine's.
+    pub id: String,
+    /// Owner.
+    pub token_id: String,
+    /// Saved target it was run for.
+    pub target_id: Option<String>,
+    /// As requested (IP, CIDR or name), normalised.
+    pub target: String,
+    /// Domain label.
+    pub domain: Option<String>,
+    /// What the engine was given, comma-separated.
+    pub addresses: String,
+    /// Engine port spec.
+    pub ports: String,
+    /// Ports per host.
+    pub port_count: i64,
+    /// `fast`, `deep`, `custom`.
+    pub profile: String,
+    /// `queued|running|complete|failed|cancelled`.
+    pub status: String,
+    /// Submit sent.
+    pub submitted: i64,
+    /// Chunks done.
+    pub chunks_complete: i64,
+    /// Chunks.
+    pub total_chunks: i64,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Report page key.
+    pub report_key: String,
+    /// Grade when complete.
+    pub grade: Option<String>,
+    /// Score when complete.
+    pub grade_score: Option<i64>,
+    /// Engine time.
+    pub duration_ms: Option<i64>,
+    /// Unix ms.
+    pub created_at_ms: i64,
+    /// Unix seconds.
+    pub started_at: Option<i64>,
+    /// Unix seconds.
+    pub completed_at: Option<i64>,
+}
+
+impl MScanRow {
+    /// Whether the scan can still change.
+    pub fn is_live(&self) -> bool {
+        self.status == "queued" || self.status == "running"
+    }
+}
+
+/// A `managed_ports` row.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct MPortRow {
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: i64,
+    /// `open` / `filtered`.
+    pub state: String,
+    /// Banner.
+    pub banner: Option<String>,
+}
+
+/// The tables.
+#[derive(Debug, Clone)]
+pub struct MStore {
+    pub(super) pool: Db,
+    /// Report keys are derived from it, never stored.
+    secret: crate::secret::ServerSecret,
+}
+
+impl MStore {
+    /// On an open, migrated pool, with a fresh random secret (report links do not survive
+    /// a restart: tests; the server uses [`MStore::with_secret`]).
+    pub fn new(pool: Db) -> Self {
+        Self::with_secret(
+            pool,
+            crate::secret::ServerSecret::from_bytes(rand::random()),
+        )
+    }
+
+    /// On an open, migrated pool, deriving report keys from `secret`.
+    pub fn with_secret(pool: Db, secret: crate::secret::ServerSecret) -> Self {
+        MStore { pool, secret }
+    }
+
+    /// The report key of a scan (derived from the server secret).
+    pub fn report_key(&self, id: &str) -> String {
+        self.secret.report_key(id)
+    }
+
+    /// A row as read, with its derived report key.
+    fn keyed(&self, mut r: MScanRow) -> MScanRow {
+        r.report_key = self.report_key(&r.id);
+        r
+    }
+
+    /// Blanks report keys stored in the clear by earlier versions (their links now use the
+    /// derived key). Run at start.
+    pub async fn forget_stored_report_keys(&self) -> Result<u64, sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            let r = sqlx::query("UPDATE managed_scans SET report_key = '' WHERE report_key <> ''")
+                .execute(p)
+                .await?;
+            Ok(r.rows_affected())
+        })
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &Db {
+        &self.pool
+    }
+
+    /// Inserts a queued scan.
+    pub async fn insert_scan(&self, r: &MScanRow) -> Result<(), sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            sqlx::query(
+                "INSERT INTO managed_scans (id, token_id, target_id, target, domain, addresses, \
+                 ports, port_count, profile, status, report_key, created_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $11)",
+            )
+            .bind(&r.id)
+            .bind(&r.token_id)
+            .bind(&r.target_id)
+            .bind(&r.target)
+            .bind(&r.domain)
+            .bind(&r.addresses)
+            .bind(&r.ports)
+            .bind(r.port_count)
+            .bind(&r.profile)
+            .bind("") // report_key: derived, never stored
+            .bind(r.created_at_ms)
+            .execute(p)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// A scan by id.
+    pub async fn scan(&self, id: &str) -> Result<Option<MScanRow>, sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            sqlx::query_as("SELECT * FROM managed_scans WHERE id = $1")
+                .bind(id)
+                .fetch_optional(p)
+                .await
+                .map(|o| o.map(|r| self.keyed(r)))
+        })
+    }
+
+    /// A scan by id, if it belongs to the token.
+    pub async fn owned_scan(&self, token: &str, id: &str) -> Result<Option<MScanRow>, sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            sqlx::query_as("SELECT * FROM managed_scans WHERE id = $1 AND token_id = $2")
+                .bind(id)
+                .bind(token)
+                .fetch_optional(p)
+                .await
+                .map(|o| o.map(|r| self.keyed(r)))
+        })
+    }
+
+    /// The live scan of a token's target.
+    pub async fn live_for(
+        &self,
+        token: &str,
+        target: &str,
+    ) -> Result<Option<MScanRow>, sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            sqlx::query_as(&format!(
+                "SELECT * FROM managed_scans WHERE token_id = $1 AND target = $2 AND {LIVE} \
+                 ORDER BY created_at_ms DESC LIMIT 1"
+            ))
+            .bind(token)
+            .bind(target)
+            .fetch_optional(p)
+            .await
+            .map(|o| o.map(|r| self.keyed(r)))
+        })
+    }
+
+    /// The newest complete scan of a token's target created before `before_ms`.
+    pub async fn previous_complete(
+        &self,
+        token: &str,
+        target: &str,
+        before_ms: i64,
+    ) -> Result<Option<MScanRow>, sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            sqlx::query_as(
+                "SELECT * FROM managed_scans WHERE token_id = $1 AND target = $2 \
+                 AND status = 'complete' AND created_at_ms < $3 ORDER BY created_at_ms DESC LIMIT 1",
+            )
+            .bind(token)
+            .bind(target)
+            .bind(before_ms)
+            .fetch_optional(p)
+            .await
+            .map(|o| o.map(|r| self.keyed(r)))
+        })
+    }
+
+    /// Counts: scans created since `since_ms`, live scans of the token, queued scans of all.
+    pub async fn usage(&self, token: &str, since_ms: i64) -> Result<(i64, i64, i64), sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            let (month,): (i64,) = sqlx::query_as(
+                // Scans the engine refused (`rejected_*`) cost no quota.
+                "SELECT COUNT(*) FROM managed_scans WHERE token_id = $1 AND created_at_ms >= $2 \
+                 AND COALESCE(error, '') NOT LIKE 'rejected\\_%' ESCAPE '\\'",
+            )
+            .bind(token)
+            .bind(since_ms)
+            .fetch_one(p)
+            .await?;
+            let (live,): (i64,) = sqlx::query_as(&format!(
+                "SELECT COUNT(*) FROM managed_scans WHERE token_id = $1 AND {LIVE}"
+            ))
+            .bind(token)
+            .fetch_one(p)
+            .await?;
+            let (queued,): (i64,) =
+                sqlx::query_as("SELECT COUNT(*) FROM managed_scans WHERE status = 'queued'")
+                    .fetch_one(p)
+                    .await?;
+            Ok((month, live, queued))
+        })
+    }
+
+    /// A page of a token's scans, newest first, and the total.
+    pub async fn list_scans(
+        &self,
+        token: &str,
+        target: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<MScanRow>, i64), sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            let filter = if target.is_some() {
+                " AND target = $2"
+            } else {
+                ""
+            };
+            let count_sql =
+                format!("SELECT COUNT(*) FROM managed_scans WHERE token_id = $1{filter}");
+            let (lim, off) = if target.is_some() {
+                ("$3", "$4")
+            } else {
+                ("$2", "$3")
+            };
+            let page_sql = format!(
+                "SELECT * FROM managed_scans WHERE token_id = $1{filter} \
+                 ORDER BY created_at_ms DESC, id LIMIT {lim} OFFSET {off}"
+            );
+            let mut count = sqlx::query_as::<_, (i64,)>(&count_sql).bind(token);
+            let mut page = sqlx::query_as::<_, MScanRow>(&page_sql).bind(token);
+            if let Some(t) = target {
+                count = count.bind(t);
+                page = page.bind(t);
+            }
+            let (total,) = count.fetch_one(p).await?;
+            let rows = page.bind(limit).bind(offset).fetch_all(p).await?;
+            Ok((rows.into_iter().map(|r| self.keyed(r)).collect(), total))
+        })
+    }
+
+    /// Every live scan, oldest first.
+    pub async fn live(&self) -> Result<Vec<MScanRow>, sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            sqlx::query_as(&format!(
+                "SELECT * FROM managed_scans WHERE {LIVE} ORDER BY created_at_ms"
+            ))
+            .fetch_all(p)
+            .await
+            .map(|v: Vec<MScanRow>| v.into_iter().map(|r| self.keyed(r)).collect())
+        })
+    }
+
+    /// Marks the submit sent.
+    pub async fn mark_submitted(&self, id: &str) -> Result<(), sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            sqlx::query("UPDATE managed_scans SET submitted = 1 WHERE id = $1")
+                .bind(id)
+                .execute(p)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// Engine progress; queue position 0 with a chunk count means running.
+    pub async fn progress(
+        &self,
+        id: &str,
+        running: bool,
+        chunks_complete: Option<u32>,
+        total_chunks: u32,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            let status = if running { "running" } else { "queued" };
+            sqlx::query(&format!(
+                "UPDATE managed_scans SET status = $1, submitted = 1, \
+                 chunks_complete = COALESCE($2, chunks_complete), total_chunks = $3, \
+                 started_at = CASE WHEN $1 = 'running' THEN COALESCE(started_at, $4) ELSE started_at END \
+                 WHERE id = $5 AND {LIVE}"
+            ))
+            .bind(status)
+            .bind(chunks_complete.map(i64::from))
+            .bind(i64::from(total_chunks))
+            .bind(now)
+            .bind(id)
+            .execute(p)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// Records open / filtered ports of a live scan (idempotent).
+    pub async fn add_ports(
+        &self,
+        id: &str,
+        ports: &[(String, u16, &str)],
+    ) -> Result<(), sqlx::Error> {
+        on_db!(&self.pool, |p, DB| {
+            let mut tx = p.begin().await?;
+            for batch in ports.chunks(300) {
+                let mut q: QueryBuilder<'_, DB> =
+                    QueryBuilder::new("INSERT INTO managed_ports (scan_id, host, port, state) ");
+                q.push_values(batch, |mut b, (host, port, state)| {
+                    b.push_bind(id)
+                        .push_bind(host.clone())
+                        .push_bind(i64::from(*port))
+                        .push_bind(*state);
+                });
+                q.push(" ON CONFLICT (scan_id, host, port) DO NOTHING");
+                q.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        })
+    }
+
+    /// A scan's ports by host and port.
+    pub async fn ports(&self, id: &str) -> Result<Vec<MPortRow>, sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            sqlx::query_as(
+                "SELECT host, port, state, banner FROM managed_ports WHERE scan_id = $1 \
+                 ORDER BY host, port",
+            )
+            .bind(id)
+            .fetch_all(p)
+            .await
+        })
+    }
+
+    /// Completes a live scan with banners, grade and score, and its alerts, in one
+    /// transaction. Returns whether it changed.
+    pub async fn complete(
+        &self,
+        id: &str,
+        banners: &[(String, u16, String)],
+        (grade, score): (&str, i64),
+        duration_ms: u64,
+        now: i64,
+        alerts: &[AlertRow],
+    ) -> Result<bool, sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            let mut tx = p.begin().await?;
+            for (host, port, banner) in banners {
+                sqlx::query(
+                    "UPDATE managed_ports SET banner = $1 WHERE scan_id = $2 AND host = $3 AND port = $4",
+                )
+                .bind(banner)
+                .bind(id)
+                .bind(host)
+                .bind(i64::from(*port))
+                .execute(&mut *tx)
+                .await?;
+            }
+            let r = sqlx::query(&format!(
+                "UPDATE managed_scans SET status = 'complete', grade = $1, grade_score = $2, \
+                 duration_ms = $3, completed_at = $4, chunks_complete = total_chunks, \
+                 started_at = COALESCE(started_at, $4) WHERE id = $5 AND {LIVE}"
+            ))
+            .bind(grade)
+            .bind(score)
+            .bind(i64::try_from(duration_ms).unwrap_or(i64::MAX))
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            if r.rows_affected() != 1 {
+                return Ok(false); // no longer live: nothing changes (rolled back on drop)
+            }
+            // The alerts commit with the completion: whoever sees `complete` sees its alerts
+            // (and the findings they mark as new).
+            for a in alerts {
+                super::alerts::insert_alert!(&mut *tx, a)?;
+            }
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    /// Ends a live scan as `failed` or `cancelled`. Returns whether it changed.
+    pub async fn end(
+        &self,
+        id: &str,
+        status: &str,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<bool, sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            let r = sqlx::query(&format!(
+                "UPDATE managed_scans SET status = $1, error = $2, completed_at = $3 \
+                 WHERE id = $4 AND {LIVE}"
+            ))
+            .bind(status)
+            .bind(error)
+            .bind(now)
+            .bind(id)
+            .execute(p)
+            .await?;
+            Ok(r.rows_affected() == 1)
+        })
+    }
+}

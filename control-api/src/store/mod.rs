@@ -1,0 +1,177 @@
+//! The store: every table of the control API through sqlx, and the only SQL in the crate.
+//! One module per table group; each runs the same statements on both backends:
+//!
+//! - [`scans`]: self-scan rows and their ports ([`Store`]);
+//! - `callbacks`: `X-Callback-Url` deliveries of self-scans;
+//! - [`managed`]: managed scans and their per-host ports ([`MStore`]);
+//! - `targets`: saved managed targets and their schedules;
+//! - `alerts`: alerts (changes between two complete scans) and their status;
+//! - [`tokens`]: bearer API tokens (hashes only);
+//! - [`limits`]: rate-limit windows shared by every API node (PostgreSQL).
+//!
+//! **Backends.** [`Db`] is an enum of typed pools: SQLite (the embedded default: a file
+//! path) or PostgreSQL (a `postgres://` URL), with the same schema from
+//! `migrations/sqlite/` and `migrations/postgres/` (same tables and numbers; PostgreSQL
+//! uses BIGINT for every integer and `COLLATE "C"` text so orders match SQLite's). A method
+//! is written once with `on_db!`, which expands its body per backend, so each statement
+//! is type-checked against both drivers. Why not `sqlx::Any`: see control-api/README.md.
+
+mod alerts;
+mod callbacks;
+pub mod limits;
+pub mod managed;
+pub mod scans;
+mod targets;
+pub mod tokens;
+
+pub use callbacks::MAX_CALLBACKS;
+pub use managed::{AlertRow, MPortRow, MScanRow, MStore, TargetRow, LIVE};
+pub use scans::{NewScan, PortRow, ScanRow, Store};
+pub use tokens::TokenRow;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+use std::path::Path;
+use std::time::Duration;
+
+/// Runs `$body` with `$p` bound to the typed pool of `$db` (and the type `$DB` to its
+/// `sqlx::Database`), once per backend: the same statements, checked against both drivers.
+macro_rules! on_db {
+    ($db:expr, |$p:ident, $DB:ident| $body:expr) => {
+        match $db {
+            $crate::store::Db::Sqlite($p) => {
+                #[allow(dead_code)]
+                type $DB = sqlx::Sqlite;
+                $body
+            }
+            $crate::store::Db::Postgres($p) => {
+                #[allow(dead_code)]
+                type $DB = sqlx::Postgres;
+                $body
+            }
+        }
+    };
+    ($db:expr, |$p:ident| $body:expr) => {
+        match $db {
+            $crate::store::Db::Sqlite($p) => $body,
+            $crate::store::Db::Postgres($p) => $body,
+        }
+    };
+}
+pub(crate) use on_db;
+
+/// Which database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An embedded SQLite file (the default).
+    Sqlite,
+    /// A PostgreSQL server, shared by any number of API nodes.
+    Postgres,
+}
+
+/// A connection pool of either backend.
+#[derive(Debug, Clone)]
+pub enum Db {
+    /// SQLite.
+    Sqlite(SqlitePool),
+    /// PostgreSQL.
+    Postgres(PgPool),
+}
+
+/// Whether `db` (the `db` setting) names a PostgreSQL server rather than a SQLite file.
+pub fn is_postgres_url(db: &str) -> bool {
+    db.starts_with("postgres://") || db.starts_with("postgresql://")
+}
+
+impl Db {
+    /// Opens `db`, a SQLite file path (created if missing, mode 0600) or a `postgres://`
+    /// URL, and runs that backend's migrations.
+    pub async fn open(db: &Path) -> Result<Db, sqlx::Error> {
+        match db.to_str() {
+            Some(url) if is_postgres_url(url) => {
+                let pool = PgPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(url)
+                    .await?;
+                sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+                Ok(Db::Postgres(pool))
+            }
+            _ => {
+                owner_only(db)?;
+                let opts = SqliteConnectOptions::new()
+                    .filename(db)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(5));
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(4)
+                    .connect_with(opts)
+                    .await?;
+                sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+                Ok(Db::Sqlite(pool))
+            }
+        }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// The SQLite pool, if that is the backend (a job queue's SQLite storage).
+    pub fn sqlite(&self) -> Option<&SqlitePool> {
+        match self {
+            Db::Sqlite(p) => Some(p),
+            Db::Postgres(_) => None,
+        }
+    }
+
+    /// The PostgreSQL pool, if that is the backend (a job queue's PostgreSQL storage).
+    pub fn postgres(&self) -> Option<&PgPool> {
+        match self {
+            Db::Postgres(p) => Some(p),
+            Db::Sqlite(_) => None,
+        }
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        on_db!(self, |p| p.close().await)
+    }
+
+    /// Runs one statement with no parameters and returns its first column as text, for
+    /// tests and diagnostics (`SELECT token_hash FROM api_tokens`).
+    pub async fn fetch_strings(&self, sql: &str) -> Result<Vec<String>, sqlx::Error> {
+        on_db!(self, |p| {
+            let rows: Vec<(String,)> = sqlx::query_as(sql).fetch_all(p).await?;
+            Ok(rows.into_iter().map(|(s,)| s).collect())
+        })
+    }
+}
+
+/// Creates the database file readable and writable by its owner only (mode 0600), or
+/// narrows an existing one to that; SQLite gives its `-wal` and `-shm` files the same mode.
+/// Scan results, token hashes and webhook URLs are nobody else's business.
+fn owner_only(path: &Path) -> Result<(), sqlx::Error> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" {
+        return Ok(());
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|f| f.set_permissions(std::fs::Permissions::from_mode(0o600)))
+        .map_err(sqlx::Error::Io)
+}
+
+#[cfg(test)]
+pub(crate) mod testdb;

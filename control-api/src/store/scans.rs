@@ -1,0 +1,491 @@
+//! Self-scan rows and their ports (`scans`, `scan_ports`): [`Store`], on either backend.
+//!
+//! Status values: `queued`, `running`, `complete`, `failed`. A scan whose engine part is
+//! done but whose banners / PTR are still being fetched stays `running` with
+//! `engine_done = 1`, so a restart can finish it without the engine. Every update from an
+//! engine event only touches non-final rows, which makes event replays idempotent.
+
+use super::{on_db, Db};
+use crate::model::ScanType;
+use sqlx::{FromRow, QueryBuilder};
+use std::path::Path;
+
+/// A `scans` row.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct ScanRow {
+    /// API-chosen id, also the engine's scan id.
+    pub id: String,
+    /// Target (normalised client address).
+    pub ip: String,
+    /// `fast` / `deep`.
+    pub scan_type: String,
+    /// `queued` / `running` / `complete` / `failed`.
+    pub status: String,
+    /// Whether the engine has been sent the `Submit`.
+    pub submitted: i64,
+    /// Whether the engine reported it complete (banners / PTR may be pending).
+    pub engine_done: i64,
+    /// Scans ahead, as last reported by the engine.
+    pub queue_position: Option<i64>,
+    /// Chunks done.
+    pub chunks_complete: i64,
+    /// Chunks in all (0 until accepted).
+    pub total_chunks: i64,
+    /// Why it failed.
+    pub fail_reason: Option<String>,
+    /// Reverse DNS name.
+    pub ptr_record: Option<String>,
+    /// Engine scan time.
+    pub duration_ms: Option<i64>,
+    /// Creation, Unix ms.
+    pub created_at_ms: i64,
+    /// Completion or failure, Unix seconds.
+    pub completed_at: Option<i64>,
+    /// Expiry, Unix seconds.
+    pub expires_at: i64,
+}
+
+impl ScanRow {
+    /// The scan type.
+    pub fn scan_type(&self) -> ScanType {
+        ScanType::parse(&self.scan_type).unwrap_or(ScanType::Fast)
+    }
+
+    /// Whether the status is final.
+    pub fn is_final(&self) -> bool {
+        self.status == "complete" || self.status == "failed"
+    }
+}
+
+/// A `scan_ports` row.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct PortRow {
+    /// TCP port.
+    pub port: i64,
+    /// `open` / `filtered`.
+    pub state: String,
+    /// Grabbed banner.
+    pub banner: Option<String>,
+}
+
+/// A new scan.
+#[derive(Debug, Clone)]
+pub struct NewScan<'a> {
+    /// Id.
+    pub id: &'a str,
+    /// Target.
+    pub ip: &'a str,
+    /// Type.
+    pub scan_type: ScanType,
+    /// Unix ms.
+    pub created_at_ms: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+const ACTIVE: &str = "status IN ('queued', 'running')";
+
+/// The database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub(super) pool: Db,
+}
+
+impl Store {
+    /// Opens `db`, a SQLite file path (the default; created if missing) or a
+    /// `postgres://` URL, and runs the migrations.
+    pub async fn open(db: &Path) -> Result<Store, sqlx::Error> {
+        Ok(Store {
+            pool: Db::open(db).await?,
+        })
+    }
+
+    /// On an open, migrated pool.
+    pub fn new(pool: Db) -> Store {
+        Store { pool }
+    }
+
+    /// The connection pool (every table group shares the database).
+    pub fn pool(&self) -> &Db {
+        &self.pool
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Inserts a queued scan.
+    pub async fn insert(&self, s: &NewScan<'_>) -> Result<(), sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            sqlx::query(
+                "INSERT INTO scans (id, ip, scan_type, status, created_at_ms, expires_at) \
+                 VALUES ($1, $2, $3, 'queued', $4, $5)",
+            )
+            .bind(s.id)
+            .bind(s.ip)
+            .bind(s.scan_type.as_str())
+            .bind(s.created_at_ms)
+            .bind(s.expires_at)
+            .execute(p)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// One scan by id.
+    pub async fn get(&self, id: &str) -> Result<Option<ScanRow>, sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            sqlx::query_as("SELECT * FROM scans WHERE id = $1")
+                .bind(id)
+                .fetch_optional(p)
+                .await
+        })
+    }
+
+    /// The queued or running scan of this target and type, if any.
+    pub async fn active(&self, ip: &str, t: ScanType) -> Result<Option<ScanRow>, sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            sqlx::query_as(&format!(
+                "SELECT * FROM scans WHERE ip = $1 AND scan_type = $2 AND {ACTIVE} \
+                 ORDER BY created_at_ms DESC LIMIT 1"
+            ))
+            .bind(ip)
+            .bind(t.as_str())
+            .fetch_optional(p)
+            .await
+        })
+    }
+
+    /// The newest unexpired scan of this target and type.
+    pub async fn latest(
+        &self,
+        ip: &str,
+        t: ScanType,
+        now_secs: i64,
+    ) -> Result<Option<ScanRow>, sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            sqlx::query_as(
+                "SELECT * FROM scans WHERE ip = $1 AND scan_type = $2 AND expires_at > $3 \
+                 ORDER BY created_at_ms DESC LIMIT 1",
+            )
+            .bind(ip)
+            .bind(t.as_str())
+            .bind(now_secs)
+            .fetch_optional(p)
+            .await
+        })
+    }
+
+    /// All queued and running scans, oldest first.
+    pub async fn non_final(&self) -> Result<Vec<ScanRow>, sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            sqlx::query_as(&format!(
+                "SELECT * FROM scans WHERE {ACTIVE} ORDER BY created_at_ms"
+            ))
+            .fetch_all(p)
+            .await
+        })
+    }
+
+    /// Queued scans created before `created_at_ms` (a local queue estimate).
+    pub async fn queued_before(&self, created_at_ms: i64) -> Result<i64, sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            let (n,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM scans WHERE status = 'queued' AND created_at_ms < $1",
+            )
+            .bind(created_at_ms)
+            .fetch_one(p)
+            .await?;
+            Ok(n)
+        })
+    }
+
+    /// Marks the `Submit` as sent.
+    pub async fn mark_submitted(&self, id: &str) -> Result<(), sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            sqlx::query("UPDATE scans SET submitted = 1 WHERE id = $1")
+                .bind(id)
+                .execute(p)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// Engine progress: queue position and chunks. Position 0 means running.
+    pub async fn progress(
+        &self,
+        id: &str,
+        queue_position: u32,
+        chunks_complete: Option<u32>,
+        total_chunks: u32,
+    ) -> Result<(), sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            let status = if queue_position == 0 && chunks_complete.is_some() {
+                "running"
+            } else {
+                "queued"
+            };
+            sqlx::query(&format!(
+                "UPDATE scans SET status = $1, queue_position = $2, \
+                 chunks_complete = COALESCE($3, chunks_complete), total_chunks = $4, submitted = 1 \
+                 WHERE id = $5 AND {ACTIVE} AND engine_done = 0"
+            ))
+            .bind(status)
+            .bind(i64::from(queue_position))
+            .bind(chunks_complete.map(i64::from))
+            .bind(i64::from(total_chunks))
+            .bind(id)
+            .execute(p)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// Records open / filtered ports (idempotent: replays add nothing).
+    pub async fn add_ports(&self, id: &str, ports: &[(u16, &str)]) -> Result<(), sqlx::Error> {
+        on_db!(&self.pool, |p, DB| {
+            let mut tx = p.begin().await?;
+            for batch in ports.chunks(500) {
+                let mut q: QueryBuilder<'_, DB> =
+                    QueryBuilder::new("INSERT INTO scan_ports (scan_id, port, state) ");
+                q.push_values(batch, |mut b, (port, state)| {
+                    b.push_bind(id)
+                        .push_bind(i64::from(*port))
+                        .push_bind(*state);
+                });
+                q.push(" ON CONFLICT (scan_id, port) DO NOTHING");
+                q.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        })
+    }
+
+    /// The engine finished the scan completely; banners / PTR follow.
+    pub async fn engine_done(&self, id: &str, duration_ms: u64) -> Result<bool, sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            let r = sqlx::query(&format!(
+                "UPDATE scans SET status = 'running', engine_done = 1, queue_position = 0, \
+                 chunks_complete = total_chunks, duration_ms = $1 WHERE id = $2 AND {ACTIVE}"
+            ))
+            .bind(i64::try_from(duration_ms).unwrap_or(i64::MAX))
+            .bind(id)
+            .execute(p)
+            .await?;
+            Ok(r.rows_affected() == 1)
+        })
+    }
+
+    /// Completes a scan with its banners and PTR name. Returns whether it changed.
+    pub async fn complete(
+        &self,
+        id: &str,
+        ptr: Option<&str>,
+        banners: &[(u16, String)],
+        completed_at: i64,
+        expires_at: i64,
+    ) -> Result<bool, sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            let mut tx = p.begin().await?;
+            for (port, banner) in banners {
+                sqlx::query("UPDATE scan_ports SET banner = $1 WHERE scan_id = $2 AND port = $3")
+                    .bind(banner)
+                    .bind(id)
+                    .bind(i64::from(*port))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let r = sqlx::query(&format!(
+                "UPDATE scans SET status = 'complete', ptr_record = $1, completed_at = $2, \
+                 expires_at = $3, queue_position = 0 WHERE id = $4 AND {ACTIVE}"
+            ))
+            .bind(ptr)
+            .bind(completed_at)
+            .bind(expires_at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(r.rows_affected() == 1)
+        })
+    }
+
+    /// Fails a non-final scan. Returns whether it changed.
+    pub async fn fail(
+        &self,
+        id: &str,
+        reason: &str,
+        completed_at: i64,
+        expires_at: i64,
+    ) -> Result<bool, sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            let r = sqlx::query(&format!(
+                "UPDATE scans SET status = 'failed', fail_reason = $1, completed_at = $2, \
+                 expires_at = $3 WHERE id = $4 AND {ACTIVE}"
+            ))
+            .bind(reason)
+            .bind(completed_at)
+            .bind(expires_at)
+            .bind(id)
+            .execute(p)
+            .await?;
+            Ok(r.rows_affected() == 1)
+        })
+    }
+
+    /// A scan's ports, by port.
+    pub async fn ports(&self, id: &str) -> Result<Vec<PortRow>, sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            sqlx::query_as(
+                "SELECT port, state, banner FROM scan_ports WHERE scan_id = $1 ORDER BY port",
+            )
+            .bind(id)
+            .fetch_all(p)
+            .await
+        })
+    }
+
+    /// Unexpired scans per status.
+    pub async fn count_by_status(&self, now_secs: i64) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            sqlx::query_as(
+                "SELECT status, COUNT(*) FROM scans WHERE expires_at > $1 GROUP BY status",
+            )
+            .bind(now_secs)
+            .fetch_all(p)
+            .await
+        })
+    }
+
+    /// Number of scans (any state).
+    pub async fn count(&self) -> Result<i64, sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM scans")
+                .fetch_one(p)
+                .await?;
+            Ok(n)
+        })
+    }
+
+    /// Deletes every scan expired at `now_secs`, with its ports and callbacks. Returns the
+    /// number of scans deleted.
+    pub async fn purge(&self, now_secs: i64) -> Result<u64, sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            let mut tx = p.begin().await?;
+            for table in ["scan_ports", "callbacks"] {
+                sqlx::query(&format!(
+                    "DELETE FROM {table} WHERE scan_id IN \
+                     (SELECT id FROM scans WHERE expires_at <= $1)"
+                ))
+                .bind(now_secs)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let r = sqlx::query("DELETE FROM scans WHERE expires_at <= $1")
+                .bind(now_secs)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(r.rows_affected())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::store::testdb::both_backends;
+
+    both_backends!(lifecycle_and_numbered_placeholders, |db| async move {
+        let s = Store::new(db);
+        s.insert(&NewScan {
+            id: "a",
+            ip: "198.18.0.7",
+            scan_type: ScanType::Fast,
+            created_at_ms: 1_000,
+            expires_at: 100,
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            s.active("198.18.0.7", ScanType::Fast)
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            "a"
+        );
+        assert!(s
+            .active("198.18.0.7", ScanType::Deep)
+            .await
+            .unwrap()
+            .is_none());
+        s.progress("a", 0, Some(1), 4).await.unwrap();
+        let r = s.get("a").await.unwrap().unwrap();
+        assert_eq!(
+            (r.status.as_str(), r.chunks_complete, r.total_chunks),
+            ("running", 1, 4)
+        );
+        s.add_ports("a", &[(22, "open"), (80, "open")])
+            .await
+            .unwrap();
+        s.add_ports("a", &[(22, "open"), (81, "filtered")])
+            .await
+            .unwrap();
+        assert_eq!(s.ports("a").await.unwrap().len(), 3);
+        assert!(s.engine_done("a", 55).await.unwrap());
+        assert!(s
+            .complete("a", Some("x.example"), &[(22, "SSH-2.0".into())], 10, 50)
+            .await
+            .unwrap());
+        assert!(
+            !s.fail("a", "late", 11, 51).await.unwrap(),
+            "final rows stay final"
+        );
+        let r = s.get("a").await.unwrap().unwrap();
+        assert_eq!((r.status.as_str(), r.expires_at), ("complete", 50));
+        assert_eq!(
+            s.ports("a").await.unwrap()[0].banner.as_deref(),
+            Some("SSH-2.0")
+        );
+        assert!(s
+            .latest("198.18.0.7", ScanType::Fast, 49)
+            .await
+            .unwrap()
+            .is_some());
+        assert!(s
+            .latest("198.18.0.7", ScanType::Fast, 50)
+            .await
+            .unwrap()
+            .is_none());
+        assert_eq!(s.purge(50).await.unwrap(), 1);
+        assert_eq!(s.count().await.unwrap(), 0);
+        // Callbacks: at most MAX_CALLBACKS, a repeat is no new one.
+        s.insert(&NewScan {
+            id: "b",
+            ip: "198.18.0.8",
+            scan_type: ScanType::Deep,
+            created_at_ms: 2_000,
+            expires_at: 100,
+        })
+        .await
+        .unwrap();
+        for n in 0..crate::store::MAX_CALLBACKS {
+            assert!(s.add_callback("b", &format!("http://h/{n}")).await.unwrap());
+        }
+        assert!(s.add_callback("b", "http://h/0").await.unwrap());
+        assert!(!s.add_callback("b", "http://h/new").await.unwrap());
+        s.set_callback("b", "http://h/1", "delivered", 1)
+            .await
+            .unwrap();
+        assert_eq!(s.pending_callbacks("b").await.unwrap().len(), 7);
+        assert!(s.final_with_pending_callbacks().await.unwrap().is_empty());
+        assert!(s.fail("b", "timeout", 5, 60).await.unwrap());
+        assert_eq!(s.final_with_pending_callbacks().await.unwrap(), vec!["b"]);
+        assert_eq!(
+            s.count_by_status(0).await.unwrap(),
+            vec![("failed".to_string(), 1)]
+        );
+    });
+}

@@ -1,0 +1,188 @@
+//! Saved managed targets (`managed_targets`) with their schedules and monitor settings.
+
+use super::{on_db, MStore};
+use sqlx::FromRow;
+
+/// A `managed_targets` row.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct TargetRow {
+    /// Id.
+    pub id: String,
+    /// Owner.
+    pub token_id: String,
+    /// IP, CIDR or name.
+    pub target: String,
+    /// Label.
+    pub label: Option<String>,
+    /// `fast`, `deep`, `custom`.
+    pub profile: String,
+    /// Custom port spec.
+    pub ports: Option<String>,
+    /// Re-scan interval.
+    pub interval_secs: Option<i64>,
+    /// Scheduled and included in trigger-all.
+    pub enabled: i64,
+    /// Next scheduled run, Unix seconds.
+    pub next_run_at: Option<i64>,
+    /// Monitor webhook.
+    pub webhook_url: Option<String>,
+    /// Monitor threshold.
+    pub alert_min_severity: Option<String>,
+    /// Monitor e-mail recipient.
+    pub alert_email: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+impl TargetRow {
+    /// A new enabled `fast` target of `token_id`, with no label, schedule or monitor yet.
+    pub fn new(token_id: &str, target: String, now: i64) -> Self {
+        TargetRow {
+            id: format!("tg-{}", crate::util::random_hex(12)),
+            token_id: token_id.to_string(),
+            target,
+            label: None,
+            profile: "fast".into(),
+            ports: None,
+            interval_secs: None,
+            enabled: 1,
+            next_run_at: None,
+            webhook_url: None,
+            alert_min_severity: None,
+            alert_email: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
+impl MStore {
+    /// Inserts a target.
+    pub async fn insert_target(&self, t: &TargetRow) -> Result<(), sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            sqlx::query(
+                "INSERT INTO managed_targets (id, token_id, target, label, profile, ports, \
+                 interval_secs, enabled, next_run_at, webhook_url, alert_min_severity, created_at, \
+                 updated_at, alert_email) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            )
+            .bind(&t.id)
+            .bind(&t.token_id)
+            .bind(&t.target)
+            .bind(&t.label)
+            .bind(&t.profile)
+            .bind(&t.ports)
+            .bind(t.interval_secs)
+            .bind(t.enabled)
+            .bind(t.next_run_at)
+            .bind(&t.webhook_url)
+            .bind(&t.alert_min_severity)
+            .bind(t.created_at)
+            .bind(t.updated_at)
+            .bind(&t.alert_email)
+            .execute(p)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// Replaces a target's settings.
+    pub async fn update_target(&self, t: &TargetRow) -> Result<(), sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            sqlx::query(
+                "UPDATE managed_targets SET target = $1, label = $2, profile = $3, ports = $4, \
+                 interval_secs = $5, enabled = $6, next_run_at = $7, webhook_url = $8, \
+                 alert_min_severity = $9, updated_at = $10, alert_email = $13 \
+                 WHERE id = $11 AND token_id = $12",
+            )
+            .bind(&t.target)
+            .bind(&t.label)
+            .bind(&t.profile)
+            .bind(&t.ports)
+            .bind(t.interval_secs)
+            .bind(t.enabled)
+            .bind(t.next_run_at)
+            .bind(&t.webhook_url)
+            .bind(&t.alert_min_severity)
+            .bind(t.updated_at)
+            .bind(&t.id)
+            .bind(&t.token_id)
+            .bind(&t.alert_email)
+            .execute(p)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// A token's target.
+    pub async fn target(&self, token: &str, id: &str) -> Result<Option<TargetRow>, sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            sqlx::query_as("SELECT * FROM managed_targets WHERE id = $1 AND token_id = $2")
+                .bind(id)
+                .bind(token)
+                .fetch_optional(p)
+                .await
+        })
+    }
+
+    /// A target by id (any token).
+    pub async fn target_any(&self, id: &str) -> Result<Option<TargetRow>, sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            sqlx::query_as("SELECT * FROM managed_targets WHERE id = $1")
+                .bind(id)
+                .fetch_optional(p)
+                .await
+        })
+    }
+
+    /// A token's targets, oldest first.
+    pub async fn targets(&self, token: &str) -> Result<Vec<TargetRow>, sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            sqlx::query_as(
+                "SELECT * FROM managed_targets WHERE token_id = $1 ORDER BY created_at, id",
+            )
+            .bind(token)
+            .fetch_all(p)
+            .await
+        })
+    }
+
+    /// Deletes a token's target. Returns whether it existed.
+    pub async fn delete_target(&self, token: &str, id: &str) -> Result<bool, sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            let r = sqlx::query("DELETE FROM managed_targets WHERE id = $1 AND token_id = $2")
+                .bind(id)
+                .bind(token)
+                .execute(p)
+                .await?;
+            Ok(r.rows_affected() == 1)
+        })
+    }
+
+    /// Enabled targets with a schedule due at `now`.
+    pub async fn due_targets(&self, now: i64) -> Result<Vec<TargetRow>, sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            sqlx::query_as(
+                "SELECT * FROM managed_targets WHERE enabled = 1 AND interval_secs IS NOT NULL \
+                 AND next_run_at IS NOT NULL AND next_run_at <= $1 ORDER BY next_run_at, id",
+            )
+            .bind(now)
+            .fetch_all(p)
+            .await
+        })
+    }
+
+    /// Sets the next run.
+    pub async fn set_next_run(&self, id: &str, at: i64) -> Result<(), sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            sqlx::query("UPDATE managed_targets SET next_run_at = $1 WHERE id = $2")
+                .bind(at)
+                .bind(id)
+                .execute(p)
+                .await?;
+            Ok(())
+        })
+    }
+}
