@@ -6,6 +6,8 @@
 //! `engine_done = 1`, so a restart can finish it without the engine. Every update from an
 //! engine event only touches non-final rows, which makes event replays idempotent.
 
+pub mod jobs;
+
 use crate::model::ScanType;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{FromRow, QueryBuilder, Sqlite, SqlitePool};
@@ -128,7 +130,10 @@ impl Store {
             .max_connections(4)
             .connect_with(opts)
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        // The job queue's migrations (apalis) share `_sqlx_migrations`: ignore theirs.
+        let mut migrator = sqlx::migrate!("./migrations/sqlite");
+        migrator.set_ignore_missing(true);
+        migrator.run(&pool).await?;
         Ok(Store { pool })
     }
 

@@ -4,6 +4,7 @@
 //! `pg` runs a throwaway PostgreSQL server for tests, `nodes` an engine per scanner namespace.
 
 pub mod bench;
+pub mod cluster;
 pub mod demo;
 pub mod lab;
 pub mod nodes;
