@@ -6,7 +6,7 @@
 
 mod jobs_support;
 
-use jobs_support::{assert_exact, Worker};
+use jobs_support::{assert_exact, Worker, WORKER_UID};
 use portscope_control_api::jobs::plan::plan_deep;
 use portscope_control_api::jobs::queue::{Queue, QueueTiming};
 use portscope_control_api::jobs::submit::{submit, wait_finished};
@@ -132,6 +132,10 @@ async fn one_worker_on_sqlite_runs_a_deep_scan_exactly() {
     let dir = jobs_support::shared_tempdir();
     let db = DbUrl::parse(&dir.path().join("embedded.db").to_string_lossy()).unwrap();
     let (mut queue, store) = open(&db).await;
+    // The worker runs unprivileged: it must write the file (and its WAL) the test made.
+    for f in std::fs::read_dir(dir.path()).unwrap() {
+        std::os::unix::fs::chown(f.unwrap().path(), Some(WORKER_UID), Some(WORKER_UID)).unwrap();
+    }
     let worker = Worker::start(&bins, &db.url, &engines.node(1).socket, "solo");
     let targets = hosts(&lab, 2);
     let chunks = plan_deep(&targets, 32_768);

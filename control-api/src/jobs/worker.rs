@@ -109,7 +109,8 @@ pub async fn run(opts: WorkerOptions, shutdown: CancellationToken) -> anyhow::Re
                 .concurrency(concurrency)
                 .data(ctx.clone())
                 .backend(s)
-                .build_fn(handle);
+                .build_fn(handle)
+                .on_event(log_event);
             let runnable = w.run();
             let handle = runnable.get_handle();
             drive(runnable, handle, stop.clone()).await;
@@ -119,7 +120,8 @@ pub async fn run(opts: WorkerOptions, shutdown: CancellationToken) -> anyhow::Re
                 .concurrency(concurrency)
                 .data(ctx.clone())
                 .backend(s)
-                .build_fn(handle);
+                .build_fn(handle)
+                .on_event(log_event);
             let runnable = w.run();
             let handle = runnable.get_handle();
             drive(runnable, handle, stop.clone()).await;
@@ -130,6 +132,13 @@ pub async fn run(opts: WorkerOptions, shutdown: CancellationToken) -> anyhow::Re
         Ok(())
     } else {
         anyhow::bail!("the database stayed unreachable; stopping so other nodes take the claims")
+    }
+}
+
+/// Logs the queue's errors (a failed heartbeat, poll or ack).
+fn log_event(e: apalis::prelude::Worker<apalis::prelude::Event>) {
+    if let apalis::prelude::Event::Error(err) = e.inner() {
+        tracing::warn!(worker = %e.id(), error = %err, "queue error");
     }
 }
 

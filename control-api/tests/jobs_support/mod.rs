@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use xtask::lab::{Expected, Truth};
 
 /// The uid and gid workers run as (the lab stack's API user).
-const WORKER_UID: u32 = xtask::stack::API_UID;
+pub const WORKER_UID: u32 = xtask::stack::API_UID;
 
 /// A temporary directory every user may write (workers run unprivileged).
 pub fn shared_tempdir() -> tempfile::TempDir {
