@@ -8,7 +8,7 @@ use portscope_control_api::jobs::plan::ChunkSpec;
 use portscope_control_api::jobs::queue::{Queue, QueueTiming};
 use portscope_control_api::jobs::submit::submit;
 use portscope_control_api::jobs::{ChunkStatus, DbUrl, JobScanStatus};
-use portscope_control_api::store::jobs::{Commit, JobStore};
+use portscope_control_api::store::jobs::{ChunkDone, Commit, JobStore};
 use portscope_core::results::{PortResult, PortState, Proto, Reason};
 use portscope_proto::ScanKind;
 use std::time::Duration;
@@ -26,6 +26,22 @@ fn result(ip: &str, port: u16, state: PortState, reason: Reason) -> PortResult {
         ttl: Some(64),
         icmp_type: None,
         icmp_code: None,
+    }
+}
+
+fn done<'a>(
+    node: &'a str,
+    results: &'a [PortResult],
+    closed: u64,
+    sent: u64,
+    now_ms: i64,
+) -> ChunkDone<'a> {
+    ChunkDone {
+        node,
+        results,
+        closed,
+        sent,
+        now_ms,
     }
 }
 
@@ -70,7 +86,7 @@ async fn exercise(db: &DbUrl) -> (JobStore, String) {
         result("198.18.0.2", 81, PortState::Filtered, Reason::NoResponse),
     ];
     let c = store
-        .commit_chunk(&id, 0, "n1", &first, 98, 100, 1)
+        .commit_chunk(&id, 0, done("n1", &first, 98, 100, 1))
         .await
         .unwrap();
     assert_eq!(
@@ -92,7 +108,7 @@ async fn exercise(db: &DbUrl) -> (JobStore, String) {
     )];
     assert_eq!(
         store
-            .commit_chunk(&id, 0, "n2", &again, 99, 100, 2)
+            .commit_chunk(&id, 0, done("n2", &again, 99, 100, 2))
             .await
             .unwrap(),
         Commit::AlreadyDone
@@ -100,7 +116,7 @@ async fn exercise(db: &DbUrl) -> (JobStore, String) {
     let last = [result("2001:2::2", 150, PortState::Open, Reason::SynAck)];
     assert_eq!(
         store
-            .commit_chunk(&id, 1, "n2", &last, 99, 100, 3)
+            .commit_chunk(&id, 1, done("n2", &last, 99, 100, 3))
             .await
             .unwrap(),
         Commit::Committed {

@@ -12,7 +12,7 @@
 use crate::jobs::engine_run::{run_chunk, RunLimits};
 use crate::jobs::queue::{Queue, QueueTiming};
 use crate::jobs::{now_ms, ChunkError, ChunkJob, ChunkStatus, DbUrl};
-use crate::store::jobs::{Commit, JobStore};
+use crate::store::jobs::{ChunkDone, Commit, JobStore};
 use apalis::prelude::{
     Data, Error as QueueError, WorkerBuilder, WorkerBuilderExt, WorkerFactoryFn,
 };
@@ -198,11 +198,13 @@ impl Ctx {
                 self.store.commit_chunk(
                     &job.scan_id,
                     job.chunk,
-                    &self.node,
-                    &found.results,
-                    found.closed,
-                    found.sent,
-                    now_ms(),
+                    ChunkDone {
+                        node: &self.node,
+                        results: &found.results,
+                        closed: found.closed,
+                        sent: found.sent,
+                        now_ms: now_ms(),
+                    },
                 )
             })
             .await?;

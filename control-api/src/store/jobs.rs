@@ -102,6 +102,21 @@ pub struct ChunkRow {
     pub sent: Option<u64>,
 }
 
+/// One finished run of a chunk, to commit: who ran it, what it found, when.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkDone<'a> {
+    /// The node that ran it.
+    pub node: &'a str,
+    /// Open and filtered ports.
+    pub results: &'a [PortResult],
+    /// Closed ports (counted).
+    pub closed: u64,
+    /// Probes sent.
+    pub sent: u64,
+    /// Commit time, Unix ms.
+    pub now_ms: i64,
+}
+
 /// What a commit did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Commit {
@@ -194,12 +209,15 @@ impl JobStore {
         &self,
         scan_id: &str,
         chunk: u32,
-        node: &str,
-        results: &[PortResult],
-        closed: u64,
-        sent: u64,
-        now_ms: i64,
+        done: ChunkDone<'_>,
     ) -> Result<Commit, sqlx::Error> {
+        let ChunkDone {
+            node,
+            results,
+            closed,
+            sent,
+            now_ms,
+        } = done;
         let mut tx = self.pool.begin().await?;
         let flipped = sqlx::query(
             "UPDATE scan_chunks SET status = $1, node = $2, closed = $3, sent = $4, done_at_ms = $5
