@@ -5,15 +5,15 @@
 //! Claims and orphans, as apalis-sql 0.7 does them: a worker heartbeats `last_seen` every
 //! `keep_alive`; every `poll_interval` each worker re-enqueues the `Running` jobs of workers
 //! silent for `reenqueue_orphaned_after`. PostgreSQL claims with `FOR UPDATE SKIP LOCKED`
-//! and wakes workers with LISTEN/NOTIFY on inserts (polling stays as the fallback). SQLite
-//! polls, and its heartbeat is fixed at 30 s by apalis, so orphans move after 90 s there:
+//! and polls every 100 ms (its LISTEN/NOTIFY path is not used: see `Queue::open`). SQLite
+//! polls too, and its heartbeat is fixed at 30 s by apalis, so orphans move after 90 s there:
 //! SQLite is the one-node embedded default, where a dead worker is the whole node.
 
 use crate::jobs::{Backend, ChunkJob, DbUrl};
 use crate::store::jobs::{migrate_postgres, migrate_sqlite};
 use apalis::prelude::Storage;
 use apalis_sql::context::SqlContext;
-use apalis_sql::postgres::{PgListen, PostgresStorage};
+use apalis_sql::postgres::PostgresStorage;
 use apalis_sql::sqlite::SqliteStorage;
 use apalis_sql::Config;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -40,13 +40,13 @@ pub struct QueueTiming {
 
 impl QueueTiming {
     /// The defaults for `backend`: PostgreSQL 1 s heartbeats, orphans after 4 s, polling
-    /// every 250 ms besides NOTIFY; SQLite polls every 100 ms, orphans after 90 s.
+    /// every 100 ms; SQLite polls every 100 ms, orphans after 90 s.
     pub fn for_backend(backend: Backend) -> QueueTiming {
         match backend {
             Backend::Postgres => QueueTiming {
                 keep_alive: Duration::from_secs(1),
                 orphaned_after: Duration::from_secs(4),
-                poll: Duration::from_millis(250),
+                poll: Duration::from_millis(100),
             },
             Backend::Sqlite => QueueTiming {
                 keep_alive: Duration::from_secs(30),
@@ -76,8 +76,7 @@ pub enum Queue {
 }
 
 impl Queue {
-    /// Opens the database at `db`, runs the migrations (apalis's and ours), and for
-    /// PostgreSQL starts the NOTIFY listener (a background task for this process). Connects
+    /// Opens the database at `db` and runs the migrations (apalis's and ours). Connects
     /// wait at most `acquire_timeout`.
     pub async fn open(
         db: &DbUrl,
@@ -107,14 +106,11 @@ impl Queue {
                     .connect_with(opts)
                     .await?;
                 migrate_postgres(&pool).await?;
-                let mut storage = PostgresStorage::new_with_config(pool.clone(), config);
-                let mut listen = PgListen::new(pool).await?;
-                listen.subscribe_with(&mut storage);
-                tokio::spawn(async move {
-                    if let Err(e) = listen.listen().await {
-                        tracing::warn!(error = %e, "queue NOTIFY listener ended; polling only");
-                    }
-                });
+                // No `PgListen` subscription: apalis 0.7 fetches on every NOTIFY whether or
+                // not the worker is ready, then blocks its heartbeat loop handing the claim
+                // over; busy workers hoarded chunks and missed heartbeats, and 16 of 64 chunks
+                // ran twice in `xtask cluster`. Polling checks readiness first.
+                let storage = PostgresStorage::new_with_config(pool, config);
                 Ok(Queue::Postgres(storage))
             }
         }
