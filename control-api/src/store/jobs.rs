@@ -43,11 +43,15 @@ pub async fn migrate_postgres(pool: &PgPool) -> Result<(), sqlx::Error> {
     ours.set_ignore_missing(true);
     ours.run(pool).await?;
     sqlx::raw_sql(
-        "CREATE OR REPLACE FUNCTION apalis.portscope_notify_job_type() RETURNS trigger AS $$
+        // Workers starting together would race on the catalog ("tuple concurrently
+        // updated"): one transaction under an advisory lock.
+        "BEGIN; SELECT pg_advisory_xact_lock(7285001);
+         CREATE OR REPLACE FUNCTION apalis.portscope_notify_job_type() RETURNS trigger AS $$
          BEGIN PERFORM pg_notify('apalis::job', NEW.job_type); RETURN NEW; END;
          $$ LANGUAGE plpgsql;
          CREATE OR REPLACE TRIGGER portscope_notify_job_type AFTER INSERT ON apalis.jobs
-         FOR EACH ROW EXECUTE FUNCTION apalis.portscope_notify_job_type();",
+         FOR EACH ROW EXECUTE FUNCTION apalis.portscope_notify_job_type();
+         COMMIT;",
     )
     .execute(pool)
     .await?;
