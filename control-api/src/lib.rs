@@ -17,6 +17,7 @@
 //! - [`serve`]: the listener (connection caps, header-read and idle timeouts, JSON for
 //!   hyper's own errors). [`privs`]: no-new-privs and no capabilities, at start.
 //! - [`managed`]: the token-authenticated managed-scan API (`/api/v1`, `/report/{id}`).
+//! - [`jobs`]: scans as durable chunk jobs on a queue (apalis), the `worker` subcommand.
 //!
 //! **Invariant:** a self-scan's target is always the requesting connection's address (or
 //! the right-most untrusted `X-Forwarded-For` hop behind a trusted proxy); no self-scan
@@ -28,6 +29,7 @@ pub mod config;
 pub mod engine;
 pub mod enrich;
 pub mod http;
+pub mod jobs;
 pub mod lifecycle;
 pub mod managed;
 pub mod metrics;

@@ -69,6 +69,14 @@ enum Command {
         #[command(subcommand)]
         cmd: TokenCmd,
     },
+    /// Claim chunk jobs from the database (`--db`: a SQLite file or `postgres://...`) and run
+    /// them on the local engine (unprivileged, beside the engine).
+    Worker(portscope_control_api::jobs::cli::WorkerArgs),
+    /// Job scans (chunk jobs) in the database given by `--db`.
+    Jobs {
+        #[command(subcommand)]
+        cmd: portscope_control_api::jobs::cli::JobsCmd,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -277,8 +285,17 @@ async fn run(hardened: portscope_control_api::privs::Hardened) -> anyhow::Result
     let mut args = Args::parse();
     let command = args.command.take();
     let config = merge(args)?;
-    if let Some(Command::Token { cmd }) = command {
-        return token_command(&config, cmd).await;
+    use portscope_control_api::jobs::cli;
+    match command {
+        Some(Command::Token { cmd }) => return token_command(&config, cmd).await,
+        Some(Command::Jobs { cmd }) => return cli::jobs_command(&config.db, cmd).await,
+        Some(Command::Worker(w)) => {
+            init_logging(config.log_file.as_ref())?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(shutdown_signal(shutdown.clone()));
+            return cli::worker_command(&config.db, w, shutdown).await;
+        }
+        None => {}
     }
     init_logging(config.log_file.as_ref())?;
     tracing::info!(

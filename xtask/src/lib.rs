@@ -5,6 +5,7 @@
 //! `http` makes HTTP requests from a chosen lab address.
 
 pub mod bench;
+pub mod cluster;
 pub mod demo;
 pub mod http;
 pub mod lab;

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 const USAGE: &str = "\
 usage: cargo xtask <command>
 
+  cluster N nodes (engine + worker each) on one PostgreSQL run a deep scan of 16 lab hosts
+          as chunk jobs, optionally killing one node (cargo xtask cluster --help)
   bench   Portscope vs masscan, zmap and nmap on the same lab scenarios (cargo xtask bench --help)
   demo    build, bring the lab up, deep-scan a lab host, check it against ground truth
   lab     the network lab: up, down, status, impair, exec (cargo xtask lab help)
@@ -17,6 +19,7 @@ fn main() -> ExitCode {
         Some("lab") => xtask::lab::cli::run(&args[1..]),
         Some("demo") => xtask::demo::run(&args[1..]),
         Some("bench") => xtask::bench::run(&args[1..]),
+        Some("cluster") => xtask::cluster::run(&args[1..]),
         Some("soak") => xtask::soak::run(&args[1..]),
         Some("pg") => xtask::pg::with_server(&args[1..]),
         Some("help" | "--help" | "-h") => {

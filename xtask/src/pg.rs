@@ -128,6 +128,26 @@ impl PgGuard {
         fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default()
     }
 
+    /// Stop the server (fast shutdown: clients are disconnected) and keep its data, to
+    /// simulate a database outage; [`PgGuard::start_server`] brings it back on the same port.
+    pub fn stop_server(&mut self) -> anyhow::Result<()> {
+        let mut cmd = self.cmd("pg_ctl");
+        cmd.arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-w", "-t", &PG_CTL_WAIT.as_secs().to_string()])
+            .args(["-m", "fast", "stop"]);
+        run(&mut cmd).context("pg_ctl stop")?;
+        Ok(())
+    }
+
+    /// Start the server again after [`PgGuard::stop_server`], on the same port.
+    pub fn start_server(&mut self) -> anyhow::Result<()> {
+        self.pg_ctl_start()
+            .map_err(|e| e.context(format!("server log:\n{}", self.log())))?;
+        self.pid = self.read_pid()?;
+        Ok(())
+    }
+
     /// Run `sql` with `psql` in database `db` (stops at the first error); rows unaligned,
     /// `|`-separated, one a line.
     pub fn psql(&self, db: &str, sql: &str) -> anyhow::Result<String> {

@@ -18,6 +18,7 @@
 
 mod alerts;
 mod callbacks;
+pub mod jobs;
 pub mod limits;
 pub mod managed;
 pub mod scans;
@@ -84,6 +85,18 @@ pub fn is_postgres_url(db: &str) -> bool {
     db.starts_with("postgres://") || db.starts_with("postgresql://")
 }
 
+/// Runs our migrations; the job queue's own (apalis) share `_sqlx_migrations`, so versions
+/// we do not know are theirs and are ignored.
+async fn run_migrations<'a, A>(mut m: sqlx::migrate::Migrator, pool: A) -> Result<(), sqlx::Error>
+where
+    A: sqlx::Acquire<'a>,
+    <A::Connection as std::ops::Deref>::Target: sqlx::migrate::Migrate,
+{
+    m.set_ignore_missing(true);
+    m.run(pool).await?;
+    Ok(())
+}
+
 impl Db {
     /// Opens `db`, a SQLite file path (created if missing, mode 0600) or a `postgres://`
     /// URL, and runs that backend's migrations.
@@ -95,7 +108,7 @@ impl Db {
                     .acquire_timeout(Duration::from_secs(10))
                     .connect(url)
                     .await?;
-                sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+                run_migrations(sqlx::migrate!("./migrations/postgres"), &pool).await?;
                 Ok(Db::Postgres(pool))
             }
             _ => {
@@ -111,7 +124,7 @@ impl Db {
                     .max_connections(4)
                     .connect_with(opts)
                     .await?;
-                sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+                run_migrations(sqlx::migrate!("./migrations/sqlite"), &pool).await?;
                 Ok(Db::Sqlite(pool))
             }
         }

@@ -1,0 +1,135 @@
+//! Running one chunk on the local engine: a fresh `UnixEngineClient` connection per chunk,
+//! one `Submit`, the `Ports` events collected until `Finished`. Bounded: the connection
+//! must come up within the connect timeout and the scan must finish within its own bound,
+//! else the scan is cancelled and the run fails (the queue retries the job). A dropped
+//! connection fails the run at once: the engine may be dead, and another node can run it.
+
+use crate::engine::unix::{Backoff, UnixEngineClient};
+use crate::engine::{EngineClient, EngineNotice};
+use crate::jobs::{ChunkError, ChunkJob};
+use portscope_core::results::PortResult;
+use portscope_proto::{Event, Outcome, Request, ScanKind};
+use std::path::Path;
+use std::time::Duration;
+use tokio::time::{timeout_at, Instant};
+
+/// What one chunk found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChunkResult {
+    /// Open and filtered ports.
+    pub results: Vec<PortResult>,
+    /// Closed ports (counted by the engine, not listed).
+    pub closed: u64,
+    /// Probes sent.
+    pub sent: u64,
+}
+
+/// Bounds of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct RunLimits {
+    /// Longest wait for the engine connection.
+    pub connect: Duration,
+    /// Longest a chunk may take once submitted.
+    pub scan: Duration,
+}
+
+/// Submits `job` to the engine at `socket` as scan `engine_id` and collects its results.
+pub async fn run_chunk(
+    socket: &Path,
+    engine_id: &str,
+    job: &ChunkJob,
+    limits: RunLimits,
+) -> Result<ChunkResult, ChunkError> {
+    let client = UnixEngineClient::spawn(
+        socket.to_path_buf(),
+        Backoff {
+            min: Duration::from_millis(50),
+            max: Duration::from_millis(500),
+        },
+    );
+    let out = run_on(&client, socket, engine_id, job, limits).await;
+    client.close();
+    out
+}
+
+async fn run_on(
+    client: &UnixEngineClient,
+    socket: &Path,
+    engine_id: &str,
+    job: &ChunkJob,
+    limits: RunLimits,
+) -> Result<ChunkResult, ChunkError> {
+    let connect_by = Instant::now() + limits.connect;
+    loop {
+        match timeout_at(connect_by, client.recv()).await {
+            Ok(Some(EngineNotice::Connected)) => break,
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(ChunkError::EngineLost),
+            Err(_) => {
+                return Err(ChunkError::EngineUnreachable(format!(
+                    "{} not reachable in {} s",
+                    socket.display(),
+                    limits.connect.as_secs()
+                )))
+            }
+        }
+    }
+    client
+        .send(Request::Submit {
+            id: engine_id.to_owned(),
+            targets: job.targets.clone(),
+            ports: job.ports.clone(),
+            kind: ScanKind::Custom,
+            priority: 1,
+        })
+        .await
+        .map_err(|_| ChunkError::EngineLost)?;
+    let deadline = Instant::now() + limits.scan;
+    let mut found = ChunkResult::default();
+    loop {
+        let notice = match timeout_at(deadline, client.recv()).await {
+            Ok(Some(n)) => n,
+            Ok(None) => return Err(ChunkError::EngineLost),
+            Err(_) => {
+                let _ = client
+                    .send(Request::Cancel {
+                        id: engine_id.to_owned(),
+                    })
+                    .await;
+                return Err(ChunkError::Timeout(limits.scan.as_secs()));
+            }
+        };
+        let event = match notice {
+            EngineNotice::Event(e) => e,
+            EngineNotice::Disconnected => return Err(ChunkError::EngineLost),
+            EngineNotice::Connected => continue,
+        };
+        if event.scan_id().is_some_and(|id| id != engine_id) {
+            continue;
+        }
+        match event {
+            Event::Rejected { code, message, .. } => {
+                return Err(ChunkError::EngineRejected { code, message })
+            }
+            Event::Ports {
+                results, closed, ..
+            } => {
+                found.results.extend(results);
+                found.closed += closed;
+            }
+            Event::Finished {
+                outcome, counts, ..
+            } => {
+                return match outcome {
+                    Outcome::Complete => {
+                        found.sent = counts.sent;
+                        Ok(found)
+                    }
+                    Outcome::Failed(reason) => Err(ChunkError::EngineFailed(reason)),
+                };
+            }
+            Event::Error { message } => return Err(ChunkError::EngineFailed(message)),
+            _ => {}
+        }
+    }
+}

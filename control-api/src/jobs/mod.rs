@@ -1,0 +1,216 @@
+//! Scans as durable chunk jobs that any worker node can run (issue 8).
+//!
+//! A job scan is a row plus chunk rows in the store (`store::jobs`) and one queue job per
+//! chunk in apalis's SQL storage ([`queue`]). `portscope-api worker` ([`worker`]) claims
+//! chunk jobs, runs each on its local engine over the Unix socket ([`engine_run`]) and
+//! commits the chunk's results and its completion in one transaction, keyed by (scan,
+//! address, port); apalis then acks the job. A node that dies stops heartbeating; apalis
+//! re-enqueues its claimed jobs and other workers re-run them. [`plan`] cuts a scan into
+//! chunks; [`submit`] creates a scan (the small submit path until the HTTP APIs move onto
+//! these jobs).
+
+pub mod cli;
+pub mod engine_run;
+pub mod plan;
+pub mod queue;
+pub mod submit;
+pub mod worker;
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// The queue payload of one chunk: which scan, which chunk, and what to send (a copy of the
+/// chunk row, so a worker needs no read before it starts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkJob {
+    /// The job scan's id.
+    pub scan_id: String,
+    /// The chunk's number within the scan.
+    pub chunk: u32,
+    /// Addresses to scan.
+    pub targets: Vec<String>,
+    /// Port spec (e.g. `1-16384`).
+    pub ports: String,
+}
+
+/// Status of a job scan, stored as text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobScanStatus {
+    /// Chunks are queued or running.
+    Running,
+    /// Every chunk committed.
+    Complete,
+    /// Given up.
+    Failed,
+}
+
+/// Status of one chunk, stored as text (a chunk being run is `pending` here and `Running`
+/// in the queue: the queue owns claims).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChunkStatus {
+    /// Not committed yet.
+    Pending,
+    /// Results committed.
+    Done,
+}
+
+/// Why one run of a chunk failed (the queue retries the job), as its `last_error` text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChunkError {
+    /// No engine connection within the connect timeout.
+    #[error("engine_unreachable: {0}")]
+    EngineUnreachable(String),
+    /// The engine refused the submit (`busy`, `policy`, ...).
+    #[error("engine_rejected: {code}: {message}")]
+    EngineRejected {
+        /// The engine's reject code.
+        code: String,
+        /// Its message.
+        message: String,
+    },
+    /// The engine ended the scan without completing it.
+    #[error("engine_failed: {0}")]
+    EngineFailed(String),
+    /// The engine connection dropped mid-chunk.
+    #[error("engine_lost")]
+    EngineLost,
+    /// The chunk took longer than its bound.
+    #[error("timeout after {0} s")]
+    Timeout(u64),
+    /// The database stayed unreachable past the retry bound.
+    #[error("database: {0}")]
+    Database(String),
+    /// The chunk is not in the store.
+    #[error("no such chunk")]
+    NoSuchChunk,
+}
+
+macro_rules! text_enum {
+    ($t:ty { $($v:ident => $s:literal),* $(,)? }) => {
+        impl $t {
+            /// The stored word.
+            pub fn as_str(self) -> &'static str {
+                match self { $(<$t>::$v => $s),* }
+            }
+        }
+        impl FromStr for $t {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($s => Ok(<$t>::$v),)*
+                    other => Err(format!("unknown {} {other:?}", stringify!($t))),
+                }
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum!(JobScanStatus { Running => "running", Complete => "complete", Failed => "failed" });
+text_enum!(ChunkStatus { Pending => "pending", Done => "done" });
+
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `sqlite://...` (or a bare file path).
+    Sqlite,
+    /// `postgres://...` / `postgresql://...`.
+    Postgres,
+}
+
+/// A database URL: `postgres://` / `postgresql://` URLs, `sqlite:` URLs, or a bare path
+/// (a SQLite file, created if missing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbUrl {
+    /// The backend.
+    pub backend: Backend,
+    /// The URL sqlx opens.
+    pub url: String,
+}
+
+impl DbUrl {
+    /// Reads `s`.
+    pub fn parse(s: &str) -> Result<DbUrl, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("empty database URL".into());
+        }
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            return Ok(DbUrl {
+                backend: Backend::Postgres,
+                url: s.to_owned(),
+            });
+        }
+        if s.starts_with("sqlite:") {
+            return Ok(DbUrl {
+                backend: Backend::Sqlite,
+                url: s.to_owned(),
+            });
+        }
+        if s.contains("://") {
+            return Err(format!(
+                "unsupported database URL {s:?} (postgres://, sqlite: or a file path)"
+            ));
+        }
+        Ok(DbUrl {
+            backend: Backend::Sqlite,
+            url: format!("sqlite://{s}?mode=rwc"),
+        })
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_their_backend() {
+        let pg = DbUrl::parse("postgres://u@127.0.0.1:5/db").unwrap();
+        assert_eq!(pg.backend, Backend::Postgres);
+        let file = DbUrl::parse("/tmp/x.db").unwrap();
+        assert_eq!(
+            file,
+            DbUrl {
+                backend: Backend::Sqlite,
+                url: "sqlite:///tmp/x.db?mode=rwc".into()
+            }
+        );
+        assert_eq!(
+            DbUrl::parse("sqlite::memory:").unwrap().backend,
+            Backend::Sqlite
+        );
+        assert!(DbUrl::parse("mysql://x").is_err());
+        assert!(DbUrl::parse(" ").is_err());
+    }
+
+    #[test]
+    fn statuses_round_trip_as_text() {
+        for s in [
+            JobScanStatus::Running,
+            JobScanStatus::Complete,
+            JobScanStatus::Failed,
+        ] {
+            assert_eq!(s.as_str().parse::<JobScanStatus>().unwrap(), s);
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        for s in [ChunkStatus::Pending, ChunkStatus::Done] {
+            assert_eq!(s.as_str().parse::<ChunkStatus>().unwrap(), s);
+        }
+        assert!("Done".parse::<ChunkStatus>().is_err());
+    }
+}

@@ -1,0 +1,137 @@
+//! The chunk-job queue: apalis-sql's `SqliteStorage` or `PostgresStorage` for [`ChunkJob`]s,
+//! opened from a database URL, migrated (apalis's tables and ours, see `store::jobs`), and
+//! configured so that a dead node's claims move within seconds.
+//!
+//! Claims and orphans, as apalis-sql 0.7 does them: a worker heartbeats `last_seen` every
+//! `keep_alive`; every `poll_interval` each worker re-enqueues the `Running` jobs of workers
+//! silent for `reenqueue_orphaned_after`. PostgreSQL claims with `FOR UPDATE SKIP LOCKED`
+//! and polls every 100 ms (its LISTEN/NOTIFY path is not used: see `Queue::open`). SQLite
+//! polls too, and its heartbeat is fixed at 30 s by apalis, so orphans move after 90 s there:
+//! SQLite is the one-node embedded default, where a dead worker is the whole node.
+
+use crate::jobs::{Backend, ChunkJob, DbUrl};
+use crate::store::jobs::{migrate_postgres, migrate_sqlite};
+use apalis::prelude::Storage;
+use apalis_sql::context::SqlContext;
+use apalis_sql::postgres::PostgresStorage;
+use apalis_sql::sqlite::SqliteStorage;
+use apalis_sql::Config;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The queue's namespace (apalis `job_type`) for chunk jobs.
+pub const NAMESPACE: &str = "portscope::chunk";
+
+/// How often a chunk may fail on engines before the queue gives it up.
+pub const MAX_ATTEMPTS: i32 = 10;
+
+/// Heartbeat and re-enqueue timing.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueTiming {
+    /// Worker heartbeat interval (PostgreSQL; SQLite's is apalis's fixed 30 s).
+    pub keep_alive: Duration,
+    /// A worker silent this long has its claimed jobs re-enqueued.
+    pub orphaned_after: Duration,
+    /// Poll interval (and re-enqueue check interval).
+    pub poll: Duration,
+}
+
+impl QueueTiming {
+    /// The defaults for `backend`: PostgreSQL 1 s heartbeats, orphans after 4 s, polling
+    /// every 100 ms; SQLite polls every 100 ms, orphans after 90 s.
+    pub fn for_backend(backend: Backend) -> QueueTiming {
+        match backend {
+            Backend::Postgres => QueueTiming {
+                keep_alive: Duration::from_secs(1),
+                orphaned_after: Duration::from_secs(4),
+                poll: Duration::from_millis(100),
+            },
+            Backend::Sqlite => QueueTiming {
+                keep_alive: Duration::from_secs(30),
+                orphaned_after: Duration::from_secs(90),
+                poll: Duration::from_millis(100),
+            },
+        }
+    }
+
+    fn config(self) -> Config {
+        Config::new(NAMESPACE)
+            .set_keep_alive(self.keep_alive)
+            .set_reenqueue_orphaned_after(self.orphaned_after)
+            .set_poll_interval(self.poll)
+            // One claim at a time: a busy worker does not hoard chunks other nodes could run.
+            .set_buffer_size(1)
+    }
+}
+
+/// The chunk-job storage of either backend.
+#[derive(Debug, Clone)]
+pub enum Queue {
+    /// Embedded.
+    Sqlite(SqliteStorage<ChunkJob>),
+    /// Cluster.
+    Postgres(PostgresStorage<ChunkJob>),
+}
+
+impl Queue {
+    /// Opens the database at `db` and runs the migrations (apalis's and ours). Connects
+    /// wait at most `acquire_timeout`.
+    pub async fn open(
+        db: &DbUrl,
+        timing: QueueTiming,
+        acquire_timeout: Duration,
+    ) -> Result<Queue, sqlx::Error> {
+        let config = timing.config();
+        match db.backend {
+            Backend::Sqlite => {
+                let opts = SqliteConnectOptions::from_str(&db.url)?
+                    .create_if_missing(true)
+                    .busy_timeout(Duration::from_secs(5));
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(4)
+                    .acquire_timeout(acquire_timeout)
+                    .connect_with(opts)
+                    .await?;
+                migrate_sqlite(&pool).await?;
+                Ok(Queue::Sqlite(SqliteStorage::new_with_config(pool, config)))
+            }
+            Backend::Postgres => {
+                // apalis compares `last_seen` with a `::timestamp` cast: keep sessions in UTC.
+                let opts = PgConnectOptions::from_str(&db.url)?.options([("timezone", "UTC")]);
+                let pool = PgPoolOptions::new()
+                    .max_connections(4)
+                    .acquire_timeout(acquire_timeout)
+                    .connect_with(opts)
+                    .await?;
+                migrate_postgres(&pool).await?;
+                // No `PgListen` subscription: apalis 0.7 fetches on every NOTIFY whether or
+                // not the worker is ready, then blocks its heartbeat loop handing the claim
+                // over; busy workers hoarded chunks and missed heartbeats, and 16 of 64 chunks
+                // ran twice in `xtask cluster`. Polling checks readiness first.
+                let storage = PostgresStorage::new_with_config(pool, config);
+                Ok(Queue::Postgres(storage))
+            }
+        }
+    }
+
+    /// A queue job id for a job not pushed yet (pushed later with [`Queue::push_with_id`]).
+    pub fn new_id() -> String {
+        apalis::prelude::TaskId::new().to_string()
+    }
+
+    /// Queues `job` under the id `id` (from [`Queue::new_id`]).
+    pub async fn push_with_id(&mut self, id: &str, job: ChunkJob) -> Result<(), sqlx::Error> {
+        let mut ctx = SqlContext::new();
+        ctx.set_max_attempts(MAX_ATTEMPTS);
+        let mut req = apalis::prelude::Request::new_with_ctx(job, ctx);
+        req.parts.task_id = apalis::prelude::TaskId::from_str(id)
+            .map_err(|e| sqlx::Error::Protocol(format!("bad queue id {id:?}: {e}")))?;
+        match self {
+            Queue::Sqlite(s) => s.push_request(req).await?,
+            Queue::Postgres(s) => s.push_request(req).await?,
+        };
+        Ok(())
+    }
+}

@@ -1,0 +1,260 @@
+//! `portscope-api worker`: an apalis worker that claims chunk jobs, runs each on the local
+//! engine and commits it.
+//!
+//! Per chunk job: (1) count the run in `scan_chunks`; a chunk already done (a run that
+//! committed but died before its ack) is just acked; (2) run it on the engine
+//! (`engine_run`, bounded); (3) commit the results and the chunk's completion in one
+//! transaction (`JobStore::commit_chunk`), then return, and apalis acks the job. An engine
+//! failure fails the run: the queue retries the job (on any node). A database that goes away
+//! is retried with backoff for `db_retry`; past that the run fails and the worker stops, so
+//! its heartbeat stops and its claims move to other nodes.
+
+use crate::jobs::engine_run::{run_chunk, RunLimits};
+use crate::jobs::queue::{Queue, QueueTiming};
+use crate::jobs::{now_ms, ChunkError, ChunkJob, ChunkStatus, DbUrl};
+use crate::store::jobs::{ChunkDone, Commit, JobStore};
+use apalis::prelude::{
+    Data, Error as QueueError, WorkerBuilder, WorkerBuilderExt, WorkerFactoryFn,
+};
+use serde::Serialize;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// What a worker needs.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// The database (queue and job tables).
+    pub db: DbUrl,
+    /// The local engine's socket.
+    pub engine_socket: PathBuf,
+    /// This node's name, recorded on the chunks it runs.
+    pub node: String,
+    /// Chunks run at once.
+    pub concurrency: usize,
+    /// Queue heartbeat and re-enqueue timing.
+    pub timing: QueueTiming,
+    /// How long database errors are retried within one chunk.
+    pub db_retry: Duration,
+}
+
+impl WorkerOptions {
+    /// Defaults for `db`: one chunk at a time, the backend's queue timing, 30 s of
+    /// database retries.
+    pub fn new(db: DbUrl, engine_socket: PathBuf, node: String) -> WorkerOptions {
+        let timing = QueueTiming::for_backend(db.backend);
+        WorkerOptions {
+            db,
+            engine_socket,
+            node,
+            concurrency: 1,
+            timing,
+            db_retry: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How a chunk job ended (the job's result in the queue).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChunkOutcome {
+    /// This run committed the chunk.
+    Committed,
+    /// Another run had committed it.
+    AlreadyDone,
+}
+
+/// Longest wait for a database connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest wait for the engine connection.
+const ENGINE_CONNECT: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
+struct Ctx {
+    store: JobStore,
+    socket: PathBuf,
+    node: String,
+    db_retry: Duration,
+    /// Cancelled when the worker must stop (shutdown, or the database lost for good).
+    stop: CancellationToken,
+}
+
+/// Runs a worker until `shutdown` is cancelled (or the database stays unreachable past
+/// `db_retry` within a chunk: then it returns an error, and a supervisor restarts it).
+pub async fn run(opts: WorkerOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let queue = Queue::open(&opts.db, opts.timing, ACQUIRE_TIMEOUT).await?;
+    let store = JobStore::open(&opts.db.url, ACQUIRE_TIMEOUT).await?;
+    let stop = shutdown.child_token();
+    let ctx = Arc::new(Ctx {
+        store: store.clone(),
+        socket: opts.engine_socket.clone(),
+        node: opts.node.clone(),
+        db_retry: opts.db_retry,
+        stop: stop.clone(),
+    });
+    // Unique per process: a restarted node must not inherit its dead predecessor's claims.
+    let id = format!(
+        "{}-{}",
+        opts.node,
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    tracing::info!(worker = %id, backend = ?opts.db.backend, "chunk worker started");
+    let concurrency = opts.concurrency.max(1);
+    match queue {
+        Queue::Sqlite(s) => {
+            let w = WorkerBuilder::new(&id)
+                .concurrency(concurrency)
+                .data(ctx.clone())
+                .backend(s)
+                .build_fn(handle)
+                .on_event(log_event);
+            let runnable = w.run();
+            let handle = runnable.get_handle();
+            drive(runnable, handle, stop.clone()).await;
+        }
+        Queue::Postgres(s) => {
+            let w = WorkerBuilder::new(&id)
+                .concurrency(concurrency)
+                .data(ctx.clone())
+                .backend(s)
+                .build_fn(handle)
+                .on_event(log_event);
+            let runnable = w.run();
+            let handle = runnable.get_handle();
+            drive(runnable, handle, stop.clone()).await;
+        }
+    }
+    store.close().await;
+    if shutdown.is_cancelled() {
+        Ok(())
+    } else {
+        anyhow::bail!("the database stayed unreachable; stopping so other nodes take the claims")
+    }
+}
+
+/// Logs the queue's errors (a failed heartbeat, poll or ack).
+fn log_event(e: apalis::prelude::Worker<apalis::prelude::Event>) {
+    if let apalis::prelude::Event::Error(err) = e.inner() {
+        tracing::warn!(worker = %e.id(), error = %err, "queue error");
+    }
+}
+
+/// Runs `runnable` until `stop`, then stops it and waits (at most 10 s) for it to end.
+async fn drive(
+    runnable: impl Future<Output = ()>,
+    handle: apalis::prelude::Worker<apalis::prelude::Context>,
+    stop: CancellationToken,
+) {
+    let mut runnable = Box::pin(runnable);
+    tokio::select! {
+        _ = &mut runnable => return,
+        _ = stop.cancelled() => {}
+    }
+    handle.stop();
+    let _ = tokio::time::timeout(Duration::from_secs(10), runnable).await;
+}
+
+/// The job handler apalis calls.
+async fn handle(job: ChunkJob, ctx: Data<Arc<Ctx>>) -> Result<ChunkOutcome, QueueError> {
+    let ctx: Arc<Ctx> = (*ctx).clone();
+    match ctx.run(&job).await {
+        Ok(outcome) => Ok(outcome),
+        Err(e) => {
+            tracing::warn!(scan = %job.scan_id, chunk = job.chunk, error = %e, "chunk run failed");
+            if matches!(e, ChunkError::Database(_)) {
+                ctx.stop.cancel();
+            }
+            Err(QueueError::Failed(Arc::new(Box::new(e))))
+        }
+    }
+}
+
+impl Ctx {
+    async fn run(&self, job: &ChunkJob) -> Result<ChunkOutcome, ChunkError> {
+        let status = self
+            .with_db(|| self.store.start_chunk(&job.scan_id, job.chunk, &self.node))
+            .await?;
+        match status {
+            None => return Err(ChunkError::NoSuchChunk),
+            Some(ChunkStatus::Done) => {
+                tracing::info!(scan = %job.scan_id, chunk = job.chunk, "chunk already done");
+                return Ok(ChunkOutcome::AlreadyDone);
+            }
+            Some(ChunkStatus::Pending) => {}
+        }
+        let started = Instant::now();
+        let engine_id = format!(
+            "{}/{}/{}",
+            job.scan_id,
+            job.chunk,
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let found = run_chunk(&self.socket, &engine_id, job, limits_for(job)).await?;
+        let commit = self
+            .with_db(|| {
+                self.store.commit_chunk(
+                    &job.scan_id,
+                    job.chunk,
+                    ChunkDone {
+                        node: &self.node,
+                        results: &found.results,
+                        closed: found.closed,
+                        sent: found.sent,
+                        now_ms: now_ms(),
+                    },
+                )
+            })
+            .await?;
+        tracing::info!(scan = %job.scan_id, chunk = job.chunk, ms = started.elapsed().as_millis() as u64,
+            results = found.results.len(), closed = found.closed, ?commit, "chunk run");
+        Ok(match commit {
+            Commit::Committed { .. } => ChunkOutcome::Committed,
+            Commit::AlreadyDone => ChunkOutcome::AlreadyDone,
+        })
+    }
+
+    /// Runs `op` until it succeeds, retrying database errors with backoff (100 ms doubling
+    /// to 1 s) for at most `db_retry`.
+    async fn with_db<T, F, Fut>(&self, op: F) -> Result<T, ChunkError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        let deadline = Instant::now() + self.db_retry;
+        let mut delay = Duration::from_millis(100);
+        let mut warned = false;
+        loop {
+            match op().await {
+                Ok(v) => {
+                    if warned {
+                        tracing::info!("database reachable again");
+                    }
+                    return Ok(v);
+                }
+                Err(e) if Instant::now() + delay < deadline => {
+                    if !warned {
+                        tracing::warn!(error = %e, "database error; retrying");
+                        warned = true;
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(ChunkError::Database(e.to_string())),
+            }
+        }
+    }
+}
+
+/// A chunk's bounds: 5 s to reach the engine; 20 s plus 1 s per 5,000 probes to finish
+/// (the engine sends 250,000/s in the lab; retries and waits are the rest).
+fn limits_for(job: &ChunkJob) -> RunLimits {
+    let ports = crate::jobs::plan::spec_ports(&job.ports);
+    let probes = ports * job.targets.len() as u64;
+    RunLimits {
+        connect: ENGINE_CONNECT,
+        scan: Duration::from_secs(20 + probes / 5_000),
+    }
+}

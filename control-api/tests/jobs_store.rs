@@ -1,0 +1,207 @@
+//! The chunk-job store and queue on both backends, without engines: apalis's migrations and
+//! ours share `_sqlx_migrations` (either order, repeated), a scan's chunks are queued as
+//! apalis jobs, and a chunk commit is one idempotent transaction keyed by (scan, address,
+//! port). PostgreSQL is a throwaway server (`xtask::pg::PgGuard`, needs Debian's
+//! `postgresql` package).
+
+use portscope_control_api::jobs::plan::ChunkSpec;
+use portscope_control_api::jobs::queue::{Queue, QueueTiming};
+use portscope_control_api::jobs::submit::submit;
+use portscope_control_api::jobs::{ChunkStatus, DbUrl, JobScanStatus};
+use portscope_control_api::store::jobs::{ChunkDone, Commit, JobStore};
+use portscope_core::results::{PortResult, PortState, Proto, Reason};
+use portscope_proto::ScanKind;
+use std::time::Duration;
+use xtask::pg::PgGuard;
+
+const ACQUIRE: Duration = Duration::from_secs(5);
+
+fn result(ip: &str, port: u16, state: PortState, reason: Reason) -> PortResult {
+    PortResult {
+        ip: ip.parse().unwrap(),
+        port,
+        proto: Proto::Tcp,
+        state,
+        reason,
+        ttl: Some(64),
+        icmp_type: None,
+        icmp_code: None,
+    }
+}
+
+fn done<'a>(
+    node: &'a str,
+    results: &'a [PortResult],
+    closed: u64,
+    sent: u64,
+    now_ms: i64,
+) -> ChunkDone<'a> {
+    ChunkDone {
+        node,
+        results,
+        closed,
+        sent,
+        now_ms,
+    }
+}
+
+/// Opens the queue twice (migrations are idempotent next to each other), submits a scan of
+/// two chunks and commits them, one twice.
+async fn exercise(db: &DbUrl) -> (JobStore, String) {
+    let timing = QueueTiming::for_backend(db.backend);
+    let _first = Queue::open(db, timing, ACQUIRE).await.expect("queue open");
+    let mut queue = Queue::open(db, timing, ACQUIRE)
+        .await
+        .expect("queue open again");
+    let store = JobStore::open(&db.url, ACQUIRE).await.expect("store open");
+    let chunks = vec![
+        ChunkSpec {
+            targets: vec!["198.18.0.2".into()],
+            ports: "1-100".into(),
+            probes: 100,
+        },
+        ChunkSpec {
+            targets: vec!["198.18.0.2".into()],
+            ports: "101-200".into(),
+            probes: 100,
+        },
+    ];
+    let id = submit(&mut queue, &store, ScanKind::Deep, &chunks)
+        .await
+        .unwrap();
+    let scan = store.scan(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (scan.status, scan.chunks_total, scan.chunks_done),
+        (JobScanStatus::Running, 2, 0)
+    );
+    assert_eq!(scan.kind, "deep");
+
+    assert_eq!(
+        store.start_chunk(&id, 0, "n1").await.unwrap(),
+        Some(ChunkStatus::Pending)
+    );
+    assert_eq!(store.start_chunk(&id, 7, "n1").await.unwrap(), None);
+    let first = [
+        result("198.18.0.2", 22, PortState::Open, Reason::SynAck),
+        result("198.18.0.2", 81, PortState::Filtered, Reason::NoResponse),
+    ];
+    let c = store
+        .commit_chunk(&id, 0, done("n1", &first, 98, 100, 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        c,
+        Commit::Committed {
+            scan_complete: false
+        }
+    );
+    // A re-run of the same chunk (its node died after the commit): nothing written.
+    assert_eq!(
+        store.start_chunk(&id, 0, "n2").await.unwrap(),
+        Some(ChunkStatus::Done)
+    );
+    let again = [result(
+        "198.18.0.2",
+        22,
+        PortState::Filtered,
+        Reason::NoResponse,
+    )];
+    assert_eq!(
+        store
+            .commit_chunk(&id, 0, done("n2", &again, 99, 100, 2))
+            .await
+            .unwrap(),
+        Commit::AlreadyDone
+    );
+    let last = [result("2001:2::2", 150, PortState::Open, Reason::SynAck)];
+    assert_eq!(
+        store
+            .commit_chunk(&id, 1, done("n2", &last, 99, 100, 3))
+            .await
+            .unwrap(),
+        Commit::Committed {
+            scan_complete: true
+        }
+    );
+    let scan = store.scan(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (scan.status, scan.chunks_done, scan.finished_at_ms),
+        (JobScanStatus::Complete, 2, Some(3))
+    );
+    let rows = store.chunks(&id).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].status, ChunkStatus::Done);
+    assert_eq!(
+        (
+            rows[0].runs,
+            rows[0].first_node.as_deref(),
+            rows[0].node.as_deref()
+        ),
+        (2, Some("n1"), Some("n1"))
+    );
+    assert_eq!((rows[0].closed, rows[0].sent), (Some(98), Some(100)));
+    assert_eq!((rows[1].runs, rows[1].node.as_deref()), (0, Some("n2")));
+    assert!(rows.iter().all(|r| r.job_id.is_some()));
+    let mut want = first.to_vec();
+    want.extend(last);
+    assert_eq!(store.results(&id).await.unwrap(), want);
+    (store, id)
+}
+
+#[tokio::test]
+async fn chunk_jobs_on_sqlite_share_migrations_with_the_api_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("jobs.db");
+    // The API's store first, then the queue (apalis's migrations + ours), then the API again.
+    portscope_control_api::store::Store::open(&file)
+        .await
+        .expect("api store on a fresh file")
+        .close()
+        .await;
+    let db = DbUrl::parse(&file.to_string_lossy()).unwrap();
+    let (store, _) = exercise(&db).await;
+    store.close().await;
+    portscope_control_api::store::Store::open(&file)
+        .await
+        .expect("api store after the queue's migrations")
+        .close()
+        .await;
+}
+
+#[tokio::test]
+async fn chunk_jobs_on_postgres_queue_notify_and_commit_once() {
+    let pg = PgGuard::start().expect("PostgreSQL (needs the postgresql package)");
+    let db = DbUrl::parse(&pg.url()).unwrap();
+    let (store, id) = exercise(&db).await;
+    store.close().await;
+    // The queue holds one pending apalis job per chunk, with the ids the chunk rows name.
+    let jobs = pg
+        .psql(
+            xtask::pg::DATABASE,
+            &format!(
+                "SELECT count(*) FROM apalis.jobs j JOIN scan_chunks c ON c.job_id = j.id \
+                 WHERE c.scan_id = '{id}' AND j.status = 'Pending' \
+                 AND j.job_type = 'portscope::chunk'"
+            ),
+        )
+        .unwrap();
+    assert_eq!(jobs.trim(), "2");
+    // Our trigger names the job type in the NOTIFY payload apalis's listener matches.
+    let trig = pg
+        .psql(
+            xtask::pg::DATABASE,
+            "SELECT count(*) FROM pg_trigger WHERE tgname = 'portscope_notify_job_type'",
+        )
+        .unwrap();
+    assert_eq!(trig.trim(), "1");
+    let versions = pg
+        .psql(
+            xtask::pg::DATABASE,
+            "SELECT count(*) FILTER (WHERE version < 1000), count(*) FILTER (WHERE version > 1000) \
+             FROM _sqlx_migrations",
+        )
+        .unwrap();
+    let (ours, apalis) = versions.trim().split_once('|').unwrap();
+    assert!(ours.parse::<u32>().unwrap() >= 1, "{versions}");
+    assert_eq!(apalis, "10", "apalis-sql 0.7's PostgreSQL migrations");
+}

@@ -1,0 +1,166 @@
+//! Helpers of the chunk-job lab tests: `portscope-api worker` processes (unprivileged, by
+//! PID), a temporary directory they can write, and the exactness check of a job scan
+//! against the lab truth.
+
+use portscope_control_api::store::jobs::ChunkRow;
+use portscope_core::results::{PortResult, PortState, Reason};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use xtask::lab::{Expected, Truth};
+
+/// The uid and gid workers run as (the lab stack's API user).
+pub const WORKER_UID: u32 = xtask::stack::API_UID;
+
+/// A temporary directory every user may write (workers run unprivileged).
+pub fn shared_tempdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    dir
+}
+
+/// One `portscope-api worker` process; SIGTERM (then SIGKILL) by PID on drop.
+#[derive(Debug)]
+pub struct Worker {
+    child: Option<Child>,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Worker {
+    /// Starts `portscope-api worker` as an unprivileged user against `db_url` and the
+    /// engine at `socket`, named `node`.
+    pub fn start(bins: &Path, db_url: &str, socket: &Path, node: &str) -> Worker {
+        let dir = shared_tempdir();
+        let log = dir.path().join(format!("{node}.log"));
+        let out = File::create(&log).unwrap();
+        let child = Command::new("setpriv")
+            .args([
+                &format!("--reuid={WORKER_UID}"),
+                &format!("--regid={WORKER_UID}"),
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
+            .arg(bins.join("portscope-api"))
+            .args(["worker", "--db", db_url, "--node", node, "--engine-socket"])
+            .arg(socket)
+            .env("RUST_LOG", "info,sqlx=warn")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start portscope-api worker");
+        Worker {
+            child: Some(child),
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// SIGKILL, as a dying node.
+    pub fn kill(&mut self) {
+        self.stop("-KILL");
+    }
+
+    /// Whether it still runs.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        format!(
+            "--- {} ---\n{}",
+            self.log.display(),
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        )
+    }
+
+    fn stop(&mut self, sig: &str) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args([sig, &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.stop("-TERM");
+    }
+}
+
+/// Every (host, port) pair of `hosts` x 1..=65535 has exactly one answer equal to the truth:
+/// every chunk done, open and filtered ports stored once with the right state and reason,
+/// nothing stored for other pairs, and the chunks' closed counts adding up to the truth's.
+pub fn assert_exact(truth: &Truth, hosts: &[IpAddr], chunks: &[ChunkRow], results: &[PortResult]) {
+    assert!(chunks
+        .iter()
+        .all(|c| c.status == portscope_control_api::jobs::ChunkStatus::Done));
+    let probes: u64 = chunks.iter().map(|c| c.probes).sum();
+    assert_eq!(
+        probes,
+        hosts.len() as u64 * 65_535,
+        "chunks cover every pair once"
+    );
+    let mut stored = BTreeMap::new();
+    for r in results {
+        let dup = stored.insert((r.ip, r.port), (r.state, r.reason));
+        assert!(dup.is_none(), "{}:{} stored twice", r.ip, r.port);
+    }
+    let mut wrong = Vec::new();
+    let mut closed_want = 0u64;
+    for &addr in hosts {
+        let host = truth.host(addr).expect("a lab host");
+        closed_want += host.closed_count() as u64;
+        for port in 1..=65535u16 {
+            let got = stored.remove(&(addr, port));
+            let ok = match (host.expected(port), got) {
+                (Expected::Open, Some(g)) => g == (PortState::Open, Reason::SynAck),
+                (Expected::FilteredSilent, Some(g)) => {
+                    g == (PortState::Filtered, Reason::NoResponse)
+                }
+                (Expected::FilteredIcmp, Some(g)) => {
+                    g == (PortState::Filtered, Reason::IcmpUnreachable)
+                }
+                (Expected::Closed, None) => true,
+                _ => false,
+            };
+            if !ok {
+                wrong.push(format!(
+                    "{addr}:{port} want {:?} got {got:?}",
+                    host.expected(port)
+                ));
+            }
+        }
+    }
+    assert!(
+        stored.is_empty(),
+        "results for other pairs: {:?}",
+        stored.keys().take(5).collect::<Vec<_>>()
+    );
+    assert!(
+        wrong.is_empty(),
+        "{} pairs wrong: {:#?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(10)]
+    );
+    let closed: u64 = chunks.iter().map(|c| c.closed.unwrap_or(0)).sum();
+    assert_eq!(closed, closed_want, "closed ports counted");
+}

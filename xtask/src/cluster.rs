@@ -1,0 +1,385 @@
+//! `cargo xtask cluster --nodes N [--kill-one AT%]`: the multi-node scan of issue 8 in the
+//! lab. Brings up a lab with N scanner namespaces, a throwaway PostgreSQL (`pg`), an engine
+//! per namespace (`nodes`) and a `portscope-api worker` beside each (unprivileged, its
+//! engine's socket), creates a deep scan of 16 lab hosts as chunk jobs
+//! (`portscope-api jobs submit`), optionally SIGKILLs one node's worker and engine when
+//! that share of chunks is done, and prints per-node chunk counts, wall time, database
+//! writes per million probes and the exactness against the lab truth. Exits 1 unless every
+//! (host, port) pair has exactly one answer equal to the truth. Bounded: the scan must end
+//! within 5 minutes; every process is stopped by PID and the lab taken down.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::lab::{Expected, LabConfig, LabGuard};
+use crate::nodes::Engines;
+use crate::pg::{PgGuard, DATABASE};
+use crate::stack::{stop, API_UID};
+
+const USAGE: &str = "\
+usage: cargo xtask cluster --nodes N [--kill-one AT%] [--hosts N] [--chunk-probes N]
+                           [--bins DIR] [--name NAME]
+
+  --nodes N          scanning nodes (engine + worker each), 1 to 16
+  --kill-one AT%     SIGKILL the last node's worker and engine when AT% of chunks are done
+  --hosts N          lab hosts in the deep scan (default 16, at most 34)
+  --chunk-probes N   most probes per chunk (default 16384: 4 chunks a host)
+  --bins DIR         use the binaries in DIR (default: build the release binaries)
+  --name NAME        lab name (default cl<pid>)";
+
+/// Longest a scan may take.
+const SCAN_LIMIT: Duration = Duration::from_secs(300);
+
+struct Opts {
+    nodes: u32,
+    kill_at: Option<u32>,
+    hosts: usize,
+    chunk_probes: u32,
+    bins: Option<PathBuf>,
+    name: String,
+}
+
+fn parse(args: &[String]) -> anyhow::Result<Opts> {
+    let mut o = Opts {
+        nodes: 0,
+        kill_at: None,
+        hosts: 16,
+        chunk_probes: 16_384,
+        bins: None,
+        name: format!("cl{}", std::process::id() % 100_000),
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--nodes" => o.nodes = value()?.parse().context("--nodes")?,
+            "--kill-one" => {
+                let v = value()?;
+                let pct: u32 = v.trim_end_matches('%').parse().context("--kill-one AT%")?;
+                if !(1..=99).contains(&pct) {
+                    bail!("--kill-one takes 1% to 99%");
+                }
+                o.kill_at = Some(pct);
+            }
+            "--hosts" => o.hosts = value()?.parse().context("--hosts")?,
+            "--chunk-probes" => o.chunk_probes = value()?.parse().context("--chunk-probes")?,
+            "--bins" => o.bins = Some(PathBuf::from(value()?)),
+            "--name" => o.name = value()?.clone(),
+            other => bail!("unknown cluster argument {other:?}\n\n{USAGE}"),
+        }
+    }
+    if !(1..=crate::lab::MAX_SCANNERS).contains(&o.nodes) {
+        bail!(
+            "--nodes N is required, 1 to {}\n\n{USAGE}",
+            crate::lab::MAX_SCANNERS
+        );
+    }
+    if o.kill_at.is_some() && o.nodes < 2 {
+        bail!("--kill-one needs at least 2 nodes");
+    }
+    if !(1..=34).contains(&o.hosts) || o.chunk_probes == 0 {
+        bail!("--hosts is 1 to 34 and --chunk-probes at least 1");
+    }
+    Ok(o)
+}
+
+/// One worker process, stopped by PID on drop.
+struct WorkerProc {
+    node: u32,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        stop(&mut self.child, false);
+    }
+}
+
+/// Runs the command; returns the exit code.
+pub fn run(args: &[String]) -> anyhow::Result<i32> {
+    if crate::release::wants_help(args) {
+        println!("{USAGE}");
+        return Ok(0);
+    }
+    let o = parse(args)?;
+    let bins = match &o.bins {
+        Some(b) => b.clone(),
+        None => crate::release::build_service(&crate::release::workspace_root(), "cluster")?,
+    };
+    let lab = LabGuard::up(&LabConfig {
+        name: o.name.clone(),
+        hosts: (o.hosts as u32).div_ceil(2).max(1),
+        scanners: o.nodes,
+        ..LabConfig::default()
+    })?;
+    let pg = PgGuard::start()?;
+    let mut engines = Engines::start(&lab, &bins, &[])?;
+    let url = pg.url();
+    let mut workers = Vec::new();
+    for node in engines.nodes() {
+        let log = node.log.with_file_name("worker.log");
+        let out = File::create(&log)?;
+        let child = Command::new("setpriv")
+            .args([
+                &format!("--reuid={API_UID}"),
+                &format!("--regid={API_UID}"),
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
+            .arg(bins.join("portscope-api"))
+            .args(["worker", "--db", &url, "--engine-socket"])
+            .arg(&node.socket)
+            .args(["--node", &format!("node{}", node.number)])
+            .env("RUST_LOG", "info,sqlx=warn")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("starting portscope-api worker")?;
+        workers.push(WorkerProc {
+            node: node.number,
+            child: Some(child),
+            log,
+        });
+    }
+    let hosts: Vec<IpAddr> = lab
+        .truth()
+        .hosts
+        .iter()
+        .take(o.hosts)
+        .map(|h| h.addr)
+        .collect();
+    let host_list: Vec<String> = hosts.iter().map(IpAddr::to_string).collect();
+    // Let the workers reach the queue before the clock starts.
+    std::thread::sleep(Duration::from_secs(1));
+    let q = |sql: &str| pg.psql(DATABASE, sql);
+    let wal0 = q("SELECT pg_current_wal_lsn()")?;
+    let rows0 = written_rows(&pg)?;
+    let started = Instant::now();
+    let submit = Command::new(bins.join("portscope-api"))
+        .args([
+            "jobs",
+            "submit",
+            "--db",
+            &url,
+            "--deep",
+            &host_list.join(","),
+        ])
+        .args(["--chunk-probes", &o.chunk_probes.to_string()])
+        .output()
+        .context("portscope-api jobs submit")?;
+    if !submit.status.success() {
+        bail!("jobs submit: {}", String::from_utf8_lossy(&submit.stderr));
+    }
+    let id = String::from_utf8(submit.stdout)?.trim().to_owned();
+    if id.len() != 36 || !id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        bail!("jobs submit printed {id:?}, not a scan id");
+    }
+    let mut killed = None;
+    let wall = loop {
+        let line = q(&format!(
+            "SELECT s.status, (SELECT count(*) FROM scan_chunks c WHERE c.scan_id = s.id \
+             AND c.status = 'done'), s.chunks_total FROM job_scans s WHERE s.id = '{id}'"
+        ))?;
+        let f: Vec<&str> = line.trim().split('|').collect();
+        let (status, done, total): (&str, u64, u64) = match f.as_slice() {
+            [s, d, t] => (s, d.parse()?, t.parse()?),
+            _ => bail!("unexpected scan row {line:?}"),
+        };
+        if status != "running" {
+            if status != "complete" {
+                bail!("scan ended {status}");
+            }
+            break started.elapsed();
+        }
+        if let Some(at) = o.kill_at {
+            if killed.is_none() && done * 100 >= u64::from(at) * total {
+                let victim = o.nodes;
+                if let Some(w) = workers.iter_mut().find(|w| w.node == victim) {
+                    stop(&mut w.child, true);
+                }
+                engines.node_mut(victim).stop(true);
+                eprintln!(
+                    "cluster: killed node{victim} (worker and engine) at {done}/{total} chunks"
+                );
+                killed = Some(victim);
+            }
+        }
+        if started.elapsed() > SCAN_LIMIT {
+            for w in &workers {
+                eprintln!("--- node{} worker log ---\n{}", w.node, read(&w.log));
+            }
+            bail!(
+                "scan {id} not finished in {} s ({done}/{total})",
+                SCAN_LIMIT.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Statistics reach pg_stat_* when a backend goes idle; give them a moment.
+    std::thread::sleep(Duration::from_millis(1500));
+    let wal = q(&format!(
+        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{}')",
+        wal0.trim()
+    ))?;
+    let wal: f64 = wal.trim().parse()?;
+    let rows = written_rows(&pg)? - rows0;
+    let sizes = q("SELECT pg_total_relation_size('port_results'), \
+                   pg_total_relation_size('scan_chunks') + pg_total_relation_size('job_scans'), \
+                   pg_total_relation_size('apalis.jobs') + pg_total_relation_size('apalis.workers')")?;
+    let per_node = q(&format!(
+        "SELECT node, count(*), sum(runs) FROM scan_chunks WHERE scan_id = '{id}' \
+         GROUP BY node ORDER BY node"
+    ))?;
+    let reruns = q(&format!(
+        "SELECT count(*) FROM scan_chunks WHERE scan_id = '{id}' AND runs > 1"
+    ))?;
+    let sent: u64 = q(&format!(
+        "SELECT sum(sent) FROM scan_chunks WHERE scan_id = '{id}'"
+    ))?
+    .trim()
+    .parse()?;
+    let wrong = exactness(&pg, &lab, &id, &hosts)?;
+    let pairs = hosts.len() as u64 * 65_535;
+    let mprobes = sent as f64 / 1e6;
+
+    println!(
+        "cluster: {} nodes, deep scan of {} hosts ({pairs} pairs)",
+        o.nodes,
+        hosts.len()
+    );
+    if let Some(k) = killed {
+        println!(
+            "  node{k} killed with SIGKILL at {}% of chunks",
+            o.kill_at.unwrap_or(0)
+        );
+    }
+    println!(
+        "  wall time: {:.2} s ({:.0} pairs/s)",
+        wall.as_secs_f64(),
+        pairs as f64 / wall.as_secs_f64()
+    );
+    for line in per_node.lines() {
+        let f: Vec<&str> = line.split('|').collect();
+        if let [node, chunks, runs] = f.as_slice() {
+            println!("  {node}: {chunks} chunks committed ({runs} runs started)");
+        }
+    }
+    println!("  chunks run more than once: {}", reruns.trim());
+    println!(
+        "  database: {:.0} WAL bytes and {:.0} rows written per million probes ({sent} probes); \
+         sizes (results | scans+chunks | queue): {}",
+        wal / mprobes,
+        rows as f64 / mprobes,
+        sizes.trim().replace('|', " | ")
+    );
+    if wrong.is_empty() {
+        println!("  exact: every (host, port) pair has exactly one answer equal to the truth");
+        Ok(0)
+    } else {
+        println!("  NOT exact: {} problems, e.g.:", wrong.len());
+        for w in wrong.iter().take(10) {
+            println!("    {w}");
+        }
+        Ok(1)
+    }
+}
+
+/// Rows inserted, updated or deleted in every user table so far.
+fn written_rows(pg: &PgGuard) -> anyhow::Result<i64> {
+    let n = pg.psql(
+        DATABASE,
+        "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) FROM pg_stat_user_tables",
+    )?;
+    Ok(n.trim().parse()?)
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+/// Every problem with scan `id` against the truth: a stored pair that should not be, one
+/// missing or different, a chunk not done, closed counts that do not add up.
+fn exactness(
+    pg: &PgGuard,
+    lab: &LabGuard,
+    id: &str,
+    hosts: &[IpAddr],
+) -> anyhow::Result<Vec<String>> {
+    let mut wrong = Vec::new();
+    let mut stored: BTreeMap<(IpAddr, u16), (String, String)> = BTreeMap::new();
+    let rows = pg.psql(
+        DATABASE,
+        &format!("SELECT address, port, state, reason FROM port_results WHERE scan_id = '{id}'"),
+    )?;
+    for line in rows.lines().filter(|l| !l.is_empty()) {
+        let f: Vec<&str> = line.split('|').collect();
+        let [addr, port, state, reason] = f.as_slice() else {
+            bail!("unexpected result row {line:?}");
+        };
+        let key = (addr.parse()?, port.parse()?);
+        if stored
+            .insert(key, (state.to_string(), reason.to_string()))
+            .is_some()
+        {
+            wrong.push(format!("{addr}:{port} stored twice"));
+        }
+    }
+    let mut closed_want = 0u64;
+    for &addr in hosts {
+        let host = lab.truth().host(addr).context("a lab host")?;
+        closed_want += host.closed_count() as u64;
+        for port in 1..=65535u16 {
+            let got = stored.remove(&(addr, port));
+            let got = got.as_ref().map(|(s, r)| (s.as_str(), r.as_str()));
+            let ok = match host.expected(port) {
+                Expected::Open => got == Some(("open", "syn-ack")),
+                Expected::FilteredSilent => got == Some(("filtered", "no-response")),
+                Expected::FilteredIcmp => got == Some(("filtered", "icmp-unreachable")),
+                Expected::Closed => got.is_none(),
+            };
+            if !ok {
+                wrong.push(format!(
+                    "{addr}:{port} want {:?} got {got:?}",
+                    host.expected(port)
+                ));
+            }
+        }
+    }
+    for ((addr, port), _) in stored {
+        wrong.push(format!("{addr}:{port} stored but not scanned"));
+    }
+    let chunks = pg.psql(
+        DATABASE,
+        &format!(
+            "SELECT count(*) FILTER (WHERE status <> 'done'), coalesce(sum(closed), 0), \
+             sum(probes) FROM scan_chunks WHERE scan_id = '{id}'"
+        ),
+    )?;
+    let f: Vec<u64> = chunks
+        .trim()
+        .split('|')
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    if let [undone, closed, probes] = f.as_slice() {
+        if *undone != 0 {
+            wrong.push(format!("{undone} chunks not done"));
+        }
+        if *closed != closed_want {
+            wrong.push(format!(
+                "closed ports counted {closed}, truth {closed_want}"
+            ));
+        }
+        if *probes != hosts.len() as u64 * 65_535 {
+            wrong.push(format!("chunks cover {probes} pairs"));
+        }
+    }
+    Ok(wrong)
+}
