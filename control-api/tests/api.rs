@@ -842,6 +842,8 @@ async fn openapi_document_and_metrics() {
             assert!(r.body["paths"][path][m].is_object(), "{m} {path}");
         }
     }
+    let events = &r.body["paths"]["/v1/{kind}/events"]["get"]["responses"]["200"]["content"];
+    assert!(events["text/event-stream"].is_object(), "{events}");
     let schemas = &r.body["components"]["schemas"];
     assert!(schemas["ScanResponse"].is_object());
     assert!(schemas["ErrorBody"].is_object());

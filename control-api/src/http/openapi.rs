@@ -24,6 +24,7 @@ use utoipa::OpenApi;
         http::get_fast,
         http::post_deep,
         http::get_deep,
+        http::sse::self_scan_events_doc,
         http::openapi
     ),
     components(schemas(ScanResponse, ScanState, ScanType, PortEntry, ErrorBody))

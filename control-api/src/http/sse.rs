@@ -77,6 +77,22 @@ async fn send_ports(tx: &Tx, seen: &mut HashSet<(String, i64)>, ports: Vec<Value
 }
 
 /// `GET /v1/{fast,deep}/events` routes (self-scan; behind the edge limit).
+#[utoipa::path(
+    get, path = "/v1/{kind}/events", tag = "self-scan",
+    params(("kind" = String, Path, description = "`fast` or `deep`")),
+    responses(
+        (status = 200, description = "Server-Sent Events of the requesting address's latest scan of this type: \
+            `progress` (status, percent, counts), `port` (each open or filtered port as it is classified; closed \
+            ports are counted in `progress`), then one `result` event with the final document (the GET body); \
+            a `result` with status `none` at once when there is no scan", content_type = "text/event-stream", body = String),
+        (status = 403, description = "`not_available`", body = crate::http::error::ErrorBody),
+        (status = 422, description = "`invalid_target`", body = crate::http::error::ErrorBody),
+        (status = 429, description = "`rate_limited`: too many event streams are open", body = crate::http::error::ErrorBody),
+    )
+)]
+#[allow(dead_code)] // documents the two routes below; never routed itself
+pub(crate) fn self_scan_events_doc() {}
+
 pub fn self_scan_routes() -> Router<AppState> {
     Router::new()
         .route("/v1/fast/events", get(fast_events))
