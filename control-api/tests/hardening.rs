@@ -641,7 +641,14 @@ async fn report_keys_are_derived_not_stored_and_files_are_private() {
         )
         .await;
     assert_eq!(wrong.status, StatusCode::NOT_FOUND);
-    for f in ["portscope.db", "portscope.db.secret"] {
+    // On PostgreSQL (`cargo xtask pg`) there is no database file, only the secret file.
+    let on_pg = std::env::var("PORTSCOPE_TEST_PG").is_ok_and(|v| !v.is_empty());
+    let files: &[&str] = if on_pg {
+        &["portscope.db.secret"]
+    } else {
+        &["portscope.db", "portscope.db.secret"]
+    };
+    for f in files {
         let mode = std::fs::metadata(m.dir.path().join(f))
             .unwrap()
             .permissions()

@@ -93,10 +93,19 @@ pub fn lab_config(dir: &std::path::Path) -> Config {
 }
 
 /// The database of one test: a SQLite file in `dir`, or, when `PORTSCOPE_TEST_PG` names a
-/// PostgreSQL server (`cargo xtask pg -- cargo test ...`), a fresh database on it.
+/// PostgreSQL server (`cargo xtask pg -- cargo test ...`), a fresh database on it, the same
+/// one for every call with this `dir` (a restarted API must find its data again).
 pub fn test_db(dir: &std::path::Path) -> std::path::PathBuf {
     match std::env::var("PORTSCOPE_TEST_PG") {
-        Ok(server) if !server.is_empty() => fresh_pg_database(&server).into(),
+        Ok(server) if !server.is_empty() => {
+            let remembered = dir.join("postgres-database-url");
+            if let Ok(url) = std::fs::read_to_string(&remembered) {
+                return url.into();
+            }
+            let url = fresh_pg_database(&server);
+            std::fs::write(&remembered, &url).expect("remembering the test database");
+            url.into()
+        }
         _ => dir.join("portscope.db"),
     }
 }
