@@ -4,7 +4,7 @@
 //! target it measures what the machine can push through the lab; into silent ports (a black
 //! hole) what sending alone costs. Run only inside a lab namespace, as the bench does.
 //!
-//! usage: ps-blast SRC DST PORTS COUNT [IFACE NEXT-HOP-MAC [bypass]]
+//! usage: `ps-blast SRC DST PORTS COUNT [IFACE NEXT-HOP-MAC [bypass]]`
 //! (PORTS: `lo-hi` or `p1,p2,...`). With an interface and MAC it sends through the
 //! `AF_PACKET` `LinkSink` instead (with `bypass`: `PACKET_QDISC_BYPASS`), to measure those.
 
