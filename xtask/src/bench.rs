@@ -617,12 +617,12 @@ mod tests {
         let o = Options::parse(&args(&["--quick", "--only", "nmap", "--runs", "3"])).unwrap();
         assert!(o.quick);
         assert_eq!(o.runs, 3);
-        let o = Options::parse(&args(&["--portscope-arg", "--rx-ring=off"])).unwrap();
-        assert_eq!(o.portscope_args, ["--rx-ring=off"]);
         assert_eq!(
             o.tools().collect::<Vec<_>>(),
             [Tool::Nmap, Tool::NmapMinRate]
         );
+        let o = Options::parse(&args(&["--portscope-arg", "--rx-ring=off"])).unwrap();
+        assert_eq!(o.portscope_args, ["--rx-ring=off"]);
         for bad in [
             &["--only", "unicornscan"][..],
             &["--runs", "0"],
