@@ -103,29 +103,23 @@ pub async fn run(opts: WorkerOptions, shutdown: CancellationToken) -> anyhow::Re
     );
     tracing::info!(worker = %id, backend = ?opts.db.backend, "chunk worker started");
     let concurrency = opts.concurrency.max(1);
+    // One builder for both storages (their types differ, so a macro rather than a function).
+    macro_rules! run_worker {
+        ($storage:expr) => {{
+            let runnable = WorkerBuilder::new(&id)
+                .concurrency(concurrency)
+                .data(ctx.clone())
+                .backend($storage)
+                .build_fn(handle)
+                .on_event(log_event)
+                .run();
+            let handle = runnable.get_handle();
+            drive(runnable, handle, stop.clone()).await;
+        }};
+    }
     match queue {
-        Queue::Sqlite(s) => {
-            let w = WorkerBuilder::new(&id)
-                .concurrency(concurrency)
-                .data(ctx.clone())
-                .backend(s)
-                .build_fn(handle)
-                .on_event(log_event);
-            let runnable = w.run();
-            let handle = runnable.get_handle();
-            drive(runnable, handle, stop.clone()).await;
-        }
-        Queue::Postgres(s) => {
-            let w = WorkerBuilder::new(&id)
-                .concurrency(concurrency)
-                .data(ctx.clone())
-                .backend(s)
-                .build_fn(handle)
-                .on_event(log_event);
-            let runnable = w.run();
-            let handle = runnable.get_handle();
-            drive(runnable, handle, stop.clone()).await;
-        }
+        Queue::Sqlite(s) => run_worker!(s),
+        Queue::Postgres(s) => run_worker!(s),
     }
     store.close().await;
     if shutdown.is_cancelled() {

@@ -190,9 +190,15 @@ fn finish(
     slots: &Slots,
     now: Nanos,
 ) {
-    let (due, wait): (Vec<_>, Vec<_>) = closing.drain(..).partition(|c| c.2 <= now);
-    *closing = wait;
-    for (slot, outcome, _) in due {
+    // In place: called after every drained batch, so no allocation and no work when nothing
+    // is closing.
+    let mut i = 0;
+    while i < closing.len() {
+        if closing[i].2 > now {
+            i += 1;
+            continue;
+        }
+        let (slot, outcome, _) = closing.swap_remove(i);
         fixed.retain(|&(_, s)| s != slot);
         if let Some(mut e) = table[usize::from(slot)].take() {
             if e.dirty {
