@@ -104,7 +104,6 @@ const VOCABULARIES: &[Vocabulary] = &[
 const SCATTERED_WORDS: &[(&str, usize)] = &[
     ("control-api/src/engine/fake.rs", 2), // "cancelled", "engine_restarted"
     ("control-api/src/http/error.rs", 1),  // error code "engine_unavailable"
-    ("control-api/src/http/managed/error.rs", 1), // error code "engine_unavailable"
     ("control-api/src/http/managed/json.rs", 5), // JSON keys "open", "filtered", "closed"
     ("control-api/src/http/managed/openapi.rs", 3), // alert status enum in the schema
     ("control-api/src/jobs/mod.rs", 3),    // JobScanStatus: one Status once the APIs run on jobs

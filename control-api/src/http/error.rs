@@ -1,7 +1,9 @@
-//! The one error type of the HTTP API and its JSON body `{"error": CODE, "message": TEXT}`.
+//! The one error type of the HTTP API, self-scan and managed surfaces alike, and its JSON
+//! body `{"error": CODE, "message": TEXT}` (plus `existingId` on a managed 409).
 //!
-//! User errors carry their status, a stable code (the seed's `not_available`,
-//! `invalid_target`, `rate_limited`, plus ours) and a message saying what to do. Internal
+//! User errors carry their status, a stable code (the seeds' `not_available`,
+//! `invalid_target`, `rate_limited`, `out_of_scope`, plus ours) and a message saying what to
+//! do. Seed 002's routes reshape these bodies in [`crate::http::seed002::errors`]. Internal
 //! errors are logged and answered with a generic body; nothing internal leaks.
 
 use axum::http::{header, HeaderValue, StatusCode};
@@ -20,7 +22,8 @@ pub struct ErrorBody {
     pub message: String,
 }
 
-/// Every way a request can fail.
+/// Every way a request can fail, on both surfaces: the self-scan API (`/v1`, `/metrics`) and
+/// the managed API (`/api/v1`, `/report`, seed 002's routes).
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// 403: the address is on the opt-out list.
@@ -32,7 +35,7 @@ pub enum ApiError {
     /// 422: the `X-Callback-Url` is not acceptable.
     #[error("{0}")]
     InvalidCallback(String),
-    /// 429: a limit was hit; retry after that many seconds.
+    /// 429 `rate_limited`: a rate limit was hit; retry after that many seconds.
     #[error("{message}")]
     RateLimited {
         /// Seconds until the limiting window resets.
@@ -40,15 +43,41 @@ pub enum ApiError {
         /// Which limit.
         message: String,
     },
-    /// 400: malformed request (e.g. an untrusted `X-Forwarded-For` chain).
+    /// 429: a managed quota or cap was hit (`monthly_limit`, `concurrent_limit`,
+    /// `queue_full`, `too_many_streams`).
+    #[error("{message}")]
+    Limited {
+        /// The quota's code.
+        code: &'static str,
+        /// What and how to proceed.
+        message: String,
+        /// Seconds until retrying makes sense.
+        retry_after: u64,
+    },
+    /// 400: malformed request (invalid body, target, port list or query, or an untrusted
+    /// `X-Forwarded-For` chain).
     #[error("{0}")]
     BadRequest(String),
-    /// 404: no such path.
-    #[error("no such endpoint; see /v1/openapi.json")]
-    NotFound,
+    /// 401: no bearer token, or an unknown or revoked one.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: the target is outside the token's scope.
+    #[error("{0}")]
+    OutOfScope(String),
+    /// 404: no such path, or no such resource (or not this token's).
+    #[error("{0}")]
+    NotFound(String),
     /// 405: the path exists, the method does not.
-    #[error("method not allowed on this endpoint; see /v1/openapi.json")]
-    MethodNotAllowed,
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// 409: a scan of this target is already queued or running.
+    #[error("a scan of {target} is already in progress")]
+    InProgress {
+        /// The target.
+        target: String,
+        /// The live scan (`existingId` in the body).
+        existing_id: String,
+    },
     /// 413: the body is larger than allowed.
     #[error("request body too large")]
     PayloadTooLarge,
@@ -70,17 +99,38 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// 404 of the self-scan API: no such path.
+    pub fn no_endpoint() -> Self {
+        ApiError::NotFound("no such endpoint; see /v1/openapi.json".into())
+    }
+
+    /// 405 of the self-scan API.
+    pub fn no_method() -> Self {
+        ApiError::MethodNotAllowed(
+            "method not allowed on this endpoint; see /v1/openapi.json".into(),
+        )
+    }
+
+    /// 404 for a kind of resource (`scan not found`).
+    pub fn not_found(what: &str) -> Self {
+        ApiError::NotFound(format!("{what} not found"))
+    }
+
     /// HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::NotAvailable => StatusCode::FORBIDDEN,
+            ApiError::NotAvailable | ApiError::OutOfScope(_) => StatusCode::FORBIDDEN,
             ApiError::InvalidTarget(_) | ApiError::InvalidCallback(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::Limited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::InProgress { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
@@ -98,9 +148,13 @@ impl ApiError {
             ApiError::InvalidTarget(_) => "invalid_target",
             ApiError::InvalidCallback(_) => "invalid_callback",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Limited { code, .. } => code,
             ApiError::BadRequest(_) => "bad_request",
-            ApiError::NotFound => "not_found",
-            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::OutOfScope(_) => "out_of_scope",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::InProgress { .. } => "scan_in_progress",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Timeout => "timeout",
@@ -113,8 +167,8 @@ impl ApiError {
     /// The error a bare status from a layer or axum's defaults stands for.
     pub fn from_status(status: StatusCode) -> ApiError {
         match status {
-            StatusCode::NOT_FOUND => ApiError::NotFound,
-            StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
+            StatusCode::NOT_FOUND => ApiError::no_endpoint(),
+            StatusCode::METHOD_NOT_ALLOWED => ApiError::no_method(),
             StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
             StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
             StatusCode::REQUEST_TIMEOUT => ApiError::Timeout,
@@ -124,7 +178,7 @@ impl ApiError {
         }
     }
 
-    /// The JSON body.
+    /// The JSON body's code and message (`existingId` goes with [`ApiError::json`]).
     pub fn body(&self) -> ErrorBody {
         let message = match self {
             ApiError::Internal(_) => "internal error".to_string(),
@@ -135,6 +189,27 @@ impl ApiError {
             message,
         }
     }
+
+    /// The JSON body: `{"error", "message"}`, plus `existingId` on 409.
+    pub fn json(&self) -> serde_json::Value {
+        let ErrorBody { error, message } = self.body();
+        let mut body = serde_json::json!({ "error": error, "message": message });
+        if let ApiError::InProgress { existing_id, .. } = self {
+            body["existingId"] = serde_json::json!(existing_id);
+        }
+        body
+    }
+
+    /// Seconds for `Retry-After`, where retrying later makes sense.
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::RateLimited { retry_after, .. } | ApiError::Limited { retry_after, .. } => {
+                Some(*retry_after)
+            }
+            ApiError::EngineUnavailable | ApiError::EngineBusy(_) => Some(30),
+            _ => None,
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -142,15 +217,16 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(detail) = &self {
             tracing::error!(%detail, "internal error");
         }
-        let mut resp = (self.status(), Json(self.body())).into_response();
-        let retry = match &self {
-            ApiError::RateLimited { retry_after, .. } => Some(*retry_after),
-            ApiError::EngineUnavailable | ApiError::EngineBusy(_) => Some(30),
-            _ => None,
-        };
-        if let Some(secs) = retry {
+        let mut resp = (self.status(), Json(self.json())).into_response();
+        if let Some(secs) = self.retry_after() {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let ApiError::Unauthorized(_) = &self {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"portscope\""),
+            );
         }
         resp
     }

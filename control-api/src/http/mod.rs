@@ -179,11 +179,11 @@ pub fn metrics_app(state: AppState) -> Router {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::NotFound
+    ApiError::no_endpoint()
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::MethodNotAllowed
+    ApiError::no_method()
 }
 
 /// Records latency per route, method and status.

@@ -11,7 +11,6 @@
 //! At most [`MAX_STREAMS`] streams are open at once (429 beyond).
 
 use crate::http::error::ApiError;
-use crate::http::managed::error::ManagedError;
 use crate::http::managed::router::Managed;
 use crate::http::managed::{newly_open, owned, scan_json, Authed};
 use crate::http::{AppState, ClientIp};
@@ -184,9 +183,9 @@ async fn managed_events(
     State(s): State<Arc<Managed>>,
     Authed(t): Authed,
     Path(id): Path<String>,
-) -> Result<Response, ManagedError> {
+) -> Result<Response, ApiError> {
     let row = owned(&s, &t, &id).await?;
-    let permit = slot().ok_or_else(|| ManagedError::Limited {
+    let permit = slot().ok_or_else(|| ApiError::Limited {
         code: "too_many_streams",
         message: BUSY.into(),
         retry_after: 30,

@@ -1,7 +1,7 @@
 //! What a managed scan order is before it is queued: the profile and its port spec, and
 //! the size check (target x port pairs the engine accepts in one scan).
 
-use crate::http::managed::error::ManagedError;
+use crate::http::error::ApiError;
 use crate::model::ScanType;
 use ipnet::IpNet;
 use portscope_core::targets::PortSet;
@@ -29,8 +29,8 @@ pub struct ScanOrder {
 pub fn profile_ports(
     profile: Option<&str>,
     ports: Option<&str>,
-) -> Result<(String, String, u64), ManagedError> {
-    let bad = |m: String| ManagedError::BadRequest(m);
+) -> Result<(String, String, u64), ApiError> {
+    let bad = |m: String| ApiError::BadRequest(m);
     let (name, spec) = match (profile, ports) {
         (Some("custom") | None, Some(p)) => ("custom", p.trim().to_string()),
         (Some("custom"), None) => return Err(bad("profile custom needs `ports`".into())),
@@ -55,7 +55,7 @@ pub fn profile_ports(
 }
 
 /// 400 when `addrs` x `ports` is more than the engine accepts in one scan.
-pub fn check_size(addrs: &[String], ports: u64) -> Result<(), ManagedError> {
+pub fn check_size(addrs: &[String], ports: u64) -> Result<(), ApiError> {
     let hosts: u128 = addrs
         .iter()
         .map(|a| match a.parse::<IpNet>() {
@@ -67,7 +67,7 @@ pub fn check_size(addrs: &[String], ports: u64) -> Result<(), ManagedError> {
         .fold(0u128, u128::saturating_add);
     let pairs = hosts.saturating_mul(u128::from(ports));
     if pairs > MAX_SCAN_PAIRS {
-        return Err(ManagedError::BadRequest(format!(
+        return Err(ApiError::BadRequest(format!(
             "scan too large: {hosts} addresses x {ports} ports = {pairs} pairs; at most \
              {MAX_SCAN_PAIRS} pairs per scan (e.g. a deep scan of at most a /24, or fewer ports)"
         )));

@@ -12,7 +12,7 @@
 //! Resolution goes through [`Resolver`], so tests need no DNS. This is not the engine's
 //! target policy: that still applies underneath.
 
-use crate::http::managed::error::ManagedError;
+use crate::http::error::ApiError;
 use crate::netaddr::normalise;
 use async_trait::async_trait;
 use ipnet::IpNet;
@@ -257,29 +257,26 @@ impl Scope {
         &self,
         target: &TargetSpec,
         resolver: &dyn Resolver,
-    ) -> Result<Vec<String>, ManagedError> {
+    ) -> Result<Vec<String>, ApiError> {
         match target {
             TargetSpec::Ip(ip) if self.contains_ip(*ip) => Ok(vec![ip.to_string()]),
             TargetSpec::Net(net) if self.contains_net(net) => Ok(vec![net.to_string()]),
-            TargetSpec::Ip(_) | TargetSpec::Net(_) => Err(ManagedError::OutOfScope(format!(
+            TargetSpec::Ip(_) | TargetSpec::Net(_) => Err(ApiError::OutOfScope(format!(
                 "{target} is outside this token's scope"
             ))),
             TargetSpec::Domain(name) => {
                 if !self.contains_name(name) {
-                    return Err(ManagedError::OutOfScope(format!(
+                    return Err(ApiError::OutOfScope(format!(
                         "{name} is not in this token's scope (add the name to the token's scope)"
                     )));
                 }
-                let addrs = resolver
-                    .resolve(name)
-                    .await
-                    .map_err(ManagedError::BadRequest)?;
+                let addrs = resolver.resolve(name).await.map_err(ApiError::BadRequest)?;
                 if addrs.is_empty() {
-                    return Err(ManagedError::BadRequest(format!("{name} has no addresses")));
+                    return Err(ApiError::BadRequest(format!("{name} has no addresses")));
                 }
                 let addrs: BTreeSet<IpAddr> = addrs.into_iter().map(normalise).collect();
                 if let Some(bad) = addrs.iter().find(|a| !self.contains_ip(**a)) {
-                    return Err(ManagedError::OutOfScope(format!(
+                    return Err(ApiError::OutOfScope(format!(
                         "{name} resolves to {bad}, which is outside this token's scope"
                     )));
                 }
@@ -353,12 +350,12 @@ mod tests {
         // Name in scope, one address outside.
         assert!(matches!(
             s.authorize(&ok("a.lab.test"), &r).await,
-            Err(ManagedError::OutOfScope(_))
+            Err(ApiError::OutOfScope(_))
         ));
         // Address in scope, name not.
         assert!(matches!(
             s.authorize(&ok("evil.com"), &r).await,
-            Err(ManagedError::OutOfScope(_))
+            Err(ApiError::OutOfScope(_))
         ));
         assert!(!s.contains_name("lab.test"));
         assert!(!s.contains_name("xlab.test"));

@@ -14,7 +14,7 @@ use super::tokens::{self, Token};
 use crate::clock::Clock;
 use crate::engine::EngineClient;
 use crate::enrich::BannerGrabber;
-use crate::http::managed::error::ManagedError;
+use crate::http::error::ApiError;
 use crate::lifecycle::demux::new_managed_id;
 use crate::lifecycle::reason::FailReason;
 use crate::lifecycle::{send_submit, Book, Lifecycle, Live, Step};
@@ -171,7 +171,7 @@ impl ManagedService {
         &self,
         token: &Token,
         spec: &TargetSpec,
-    ) -> Result<Vec<String>, ManagedError> {
+    ) -> Result<Vec<String>, ApiError> {
         let addrs = token
             .scope
             .authorize(spec, self.deps.resolver.as_ref())
@@ -181,12 +181,12 @@ impl ManagedService {
                 Ok(ip) => IpNet::from(ip),
                 Err(_) => a
                     .parse()
-                    .map_err(|_| ManagedError::Internal(format!("bad address {a}")))?,
+                    .map_err(|_| ApiError::Internal(format!("bad address {a}")))?,
             };
             // Every address, not only the ends: an opted-out host inside a CIDR refuses
             // the whole scan (nothing is subtracted silently).
             if let Some(out) = self.deps.opt_out.overlapping(net) {
-                return Err(ManagedError::OutOfScope(
+                return Err(ApiError::OutOfScope(
                     if net.prefix_len() == net.max_prefix_len() {
                         format!("{a} is opted out of scanning")
                     } else {
@@ -198,9 +198,9 @@ impl ManagedService {
                 ));
             }
             let set = TargetSet::new(&[net], &[])
-                .map_err(|e| ManagedError::BadRequest(format!("{a}: {e}")))?;
+                .map_err(|e| ApiError::BadRequest(format!("{a}: {e}")))?;
             self.deps.policy.check(&set).map_err(|e| {
-                ManagedError::BadRequest(format!(
+                ApiError::BadRequest(format!(
                     "{a} cannot be scanned: it overlaps {} ({})",
                     e.range, e.name
                 ))
@@ -211,27 +211,28 @@ impl ManagedService {
 
     /// Checks and queues a scan for `token`. Every way in (POST scan, retest, target scan,
     /// trigger-all, scheduler) goes through here, so the scope is always re-checked.
-    pub async fn submit(&self, token: &Token, order: &ScanOrder) -> Result<MScanRow, ManagedError> {
-        let spec = TargetSpec::parse(&order.target).map_err(ManagedError::BadRequest)?;
-        let domain = match (&order.domain, &spec) {
-            (Some(d), _) => Some(super::scope::parse_domain(d).ok_or_else(|| {
-                ManagedError::BadRequest(format!("{d} is not a valid domain name"))
-            })?),
-            (None, TargetSpec::Domain(d)) => Some(d.clone()),
-            (None, _) => None,
-        };
+    pub async fn submit(&self, token: &Token, order: &ScanOrder) -> Result<MScanRow, ApiError> {
+        let spec = TargetSpec::parse(&order.target).map_err(ApiError::BadRequest)?;
+        let domain =
+            match (&order.domain, &spec) {
+                (Some(d), _) => Some(super::scope::parse_domain(d).ok_or_else(|| {
+                    ApiError::BadRequest(format!("{d} is not a valid domain name"))
+                })?),
+                (None, TargetSpec::Domain(d)) => Some(d.clone()),
+                (None, _) => None,
+            };
         let (profile, ports, port_count) =
             profile_ports(order.profile.as_deref(), order.ports.as_deref())?;
         let addrs = self.authorize(token, &spec).await?;
         check_size(&addrs, port_count)?;
         if self.lifecycle.engine_gone() {
-            return Err(ManagedError::EngineUnavailable);
+            return Err(ApiError::EngineUnavailable);
         }
         let target = spec.to_string();
         let store = &self.deps.store;
         let guard = self.lifecycle.submit_lock().await;
         if let Some(live) = store.live_for(&token.id, &target).await? {
-            return Err(ManagedError::InProgress {
+            return Err(ApiError::InProgress {
                 target,
                 existing_id: live.id,
             });
@@ -242,7 +243,7 @@ impl ManagedService {
             .await?;
         let next_month = super::next_month_start_secs(now_ms / 1000);
         if month >= token.monthly_scans {
-            return Err(ManagedError::Limited {
+            return Err(ApiError::Limited {
                 code: "monthly_limit",
                 message: format!(
                     "monthly scan limit reached: {} scans this month for token {}; it resets on \
@@ -253,7 +254,7 @@ impl ManagedService {
             });
         }
         if live >= token.max_concurrent {
-            return Err(ManagedError::Limited {
+            return Err(ApiError::Limited {
                 code: "concurrent_limit",
                 message: format!(
                     "concurrent scan limit reached: {} scans queued or running for this token; \
@@ -264,7 +265,7 @@ impl ManagedService {
             });
         }
         if queued >= self.settings.queue_limit {
-            return Err(ManagedError::Limited {
+            return Err(ApiError::Limited {
                 code: "queue_full",
                 message: format!(
                     "the scan queue is full ({} queued scans); try again later",
@@ -305,7 +306,7 @@ impl ManagedService {
     }
 
     /// Cancels a live scan (400 when final).
-    pub async fn cancel(&self, row: &MScanRow) -> Result<(), ManagedError> {
+    pub async fn cancel(&self, row: &MScanRow) -> Result<(), ApiError> {
         if !row.is_live()
             || !self
                 .deps
@@ -313,7 +314,7 @@ impl ManagedService {
                 .end(&row.id, Status::Cancelled.as_str(), None, self.now_secs())
                 .await?
         {
-            return Err(ManagedError::BadRequest(format!(
+            return Err(ApiError::BadRequest(format!(
                 "scan {} is already {} and cannot be cancelled",
                 row.id, row.status
             )));
@@ -412,15 +413,15 @@ impl ManagedService {
     }
 
     /// Checks a monitor e-mail address (400 when invalid or when no SMTP is configured).
-    pub fn check_email(&self, to: &str) -> Result<String, ManagedError> {
+    pub fn check_email(&self, to: &str) -> Result<String, ApiError> {
         if self.deps.mailer.is_none() {
-            return Err(ManagedError::BadRequest(
+            return Err(ApiError::BadRequest(
                 "alert e-mail is not configured on this server (smtp-url)".into(),
             ));
         }
         let to = to.trim();
         if !super::mail::valid_address(to) {
-            return Err(ManagedError::BadRequest(format!(
+            return Err(ApiError::BadRequest(format!(
                 "alertEmail {to:?} is not an e-mail address"
             )));
         }
@@ -428,14 +429,14 @@ impl ManagedService {
     }
 
     /// Checks a monitor webhook URL (same rules as self-scan callbacks).
-    pub async fn check_webhook(&self, url: &str) -> Result<String, ManagedError> {
+    pub async fn check_webhook(&self, url: &str) -> Result<String, ApiError> {
         self.deps
             .webhooks
             .policy
             .check(url.trim())
             .await
             .map(|d| d.url.to_string())
-            .map_err(|e| ManagedError::BadRequest(format!("invalid webhookUrl: {e}")))
+            .map_err(|e| ApiError::BadRequest(format!("invalid webhookUrl: {e}")))
     }
 }
 

@@ -216,6 +216,11 @@ impl M {
             .await
     }
 
+    /// POSTs a JSON body.
+    pub async fn post_json(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.post(path, token, Some(body)).await
+    }
+
     /// POSTs a scan of `target` with `token`, asserts 201, returns the scan's id.
     pub async fn scan(&self, token: &str, target: &str) -> String {
         let body = serde_json::json!({ "target": target });

@@ -171,6 +171,13 @@ impl Reply {
         self.body["id"].as_str().unwrap().to_string()
     }
 
+    /// Asserts this status and a JSON `message` containing `needle`.
+    pub fn assert_message(&self, status: StatusCode, needle: &str) {
+        assert_eq!(self.status, status, "{}", self.text);
+        let message = self.body["message"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "{needle:?} not in {}", self.text);
+    }
+
     /// Asserts a JSON error reply: this status and this `error` code.
     pub fn assert_error(&self, status: StatusCode, error: &str) {
         assert_eq!(self.status, status, "{}", self.text);

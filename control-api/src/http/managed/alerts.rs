@@ -1,9 +1,9 @@
 //! `/api/v1/alerts...` and the public `/report/{id}` page.
 
-use super::error::ManagedError;
 use super::scans::{page, Page};
 use super::*;
-use super::{Authed, R, S};
+use super::{Authed, ScanView, R, S};
+use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
 use crate::managed::alerts::AlertStatus;
 use crate::managed::report;
@@ -26,11 +26,10 @@ pub async fn list_alerts(
     Authed(t): Authed,
     q: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
 ) -> R {
-    let Query(q) = q.map_err(|e| ManagedError::BadRequest(e.body_text()))?;
-    let (limit, offset) = page(&q)?;
+    let (q, limit, offset) = page(q)?;
     if let Some(st) = &q.status {
         if AlertStatus::parse(st).is_none() {
-            return Err(ManagedError::BadRequest(
+            return Err(ApiError::BadRequest(
                 "status must be open, acknowledged or resolved".into(),
             ));
         }
@@ -53,7 +52,7 @@ async fn set_alert(s: &S, t: &Token, id: &str, status: AlertStatus) -> R {
         .store()
         .set_alert(&t.id, id, status, s.service.now_secs())
         .await?
-        .ok_or_else(|| ManagedError::not_found("alert"))?;
+        .ok_or_else(|| ApiError::not_found("alert"))?;
     Ok(Json(alert_json(&row)).into_response())
 }
 
@@ -93,17 +92,16 @@ pub async fn report_page(
     Query(q): Query<KeyQuery>,
 ) -> R {
     use subtle::ConstantTimeEq;
-    let missing = || ManagedError::NotFound("report not found (wrong or missing key)".into());
+    let missing = || ApiError::NotFound("report not found (wrong or missing key)".into());
     let row = s.service.store().scan(&id).await?.ok_or_else(missing)?;
     let key = q.key.unwrap_or_default();
     if !bool::from(key.as_bytes().ct_eq(row.report_key.as_bytes())) {
         return Err(missing());
     }
-    let ports = s.service.store().ports(&row.id).await?;
     let alerts = s.service.store().alerts_of_scan(&row.id).await?;
-    let new = newly_open(&s, &row.id).await?;
     let history = crate::managed::chart::history(s.service.store(), &row).await?;
-    let html = report::html(&row, &ports, &open_ports(&ports, &new), &alerts, &history);
+    let v = ScanView::of(&s, row).await?;
+    let html = report::html(&v.row, &v.ports, &v.open(), &alerts, &history);
     Ok((
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),

@@ -1,8 +1,8 @@
 //! The JSON shapes of `/api/v1` (seed 003 names: `reportUrl`, `gradeScore`, camelCase
 //! timestamps) and of the monitor webhook: the only place managed rows become JSON.
 
-use super::error::ManagedError;
 use super::S;
+use crate::http::error::ApiError;
 use crate::managed::alerts::AlertKind;
 use crate::managed::findings::{self, OpenPort};
 use crate::managed::iso_ms;
@@ -40,7 +40,7 @@ pub(crate) fn open_ports(ports: &[MPortRow], new: &[(String, i64)]) -> Vec<OpenP
 }
 
 /// The (host, port) pairs a scan found newly open (from its alerts).
-pub(crate) async fn newly_open(s: &S, scan: &str) -> Result<Vec<(String, i64)>, ManagedError> {
+pub(crate) async fn newly_open(s: &S, scan: &str) -> Result<Vec<(String, i64)>, ApiError> {
     Ok(s.service
         .store()
         .alerts_of_scan(scan)

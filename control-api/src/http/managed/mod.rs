@@ -4,7 +4,6 @@
 //! Authentication is the [`Authed`] extractor; every handler only sees its token's rows.
 
 mod alerts;
-pub mod error;
 mod json;
 pub mod openapi;
 pub mod router;
@@ -17,21 +16,23 @@ pub use json::*;
 pub use scans::*;
 pub use targets::*;
 
-use self::error::ManagedError;
-use crate::managed::store::MScanRow;
+use crate::http::error::ApiError;
+use crate::managed::store::{MPortRow, MScanRow, TargetRow};
 use crate::managed::tokens::Token;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::FromRequestParts;
+use axum::extract::Query;
 use axum::http::header;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use router::Managed;
+use serde_json::Value;
 use std::sync::Arc;
 
 pub(super) type S = Arc<Managed>;
-pub(super) type R = Result<Response, ManagedError>;
+pub(super) type R = Result<Response, ApiError>;
 
 /// Largest page.
 pub const MAX_LIMIT: i64 = 100;
@@ -68,8 +69,10 @@ pub fn routes() -> Router<S> {
         .route("/alerts/{id}/acknowledge", post(acknowledge))
         .route("/alerts/{id}/resolve", post(resolve))
         .route("/openapi.json", get(openapi))
-        .fallback(|| async { ManagedError::NotFound("no such endpoint under /api/v1".into()) })
-        .method_not_allowed_fallback(|| async { ManagedError::MethodNotAllowed })
+        .fallback(|| async { ApiError::NotFound("no such endpoint under /api/v1".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError::MethodNotAllowed("method not allowed on this endpoint".into())
+        })
 }
 
 /// The OpenAPI document of the managed-scan API (no token needed).
@@ -88,22 +91,22 @@ pub fn public_routes() -> Router<S> {
 pub struct Authed(pub Token);
 
 impl FromRequestParts<S> for Authed {
-    type Rejection = ManagedError;
+    type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let raw = parts
             .headers
             .get(header::AUTHORIZATION)
             .ok_or_else(|| {
-                ManagedError::Unauthorized(
+                ApiError::Unauthorized(
                     "missing API token: send `Authorization: Bearer <token>`".into(),
                 )
             })?
             .to_str()
-            .map_err(|_| ManagedError::Unauthorized("invalid API token".into()))?;
+            .map_err(|_| ApiError::Unauthorized("invalid API token".into()))?;
         let (scheme, secret) = raw.trim().split_once(' ').unwrap_or((raw, ""));
         if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(ManagedError::Unauthorized(
+            return Err(ApiError::Unauthorized(
                 "unsupported authorization scheme: use `Bearer <token>`".into(),
             ));
         }
@@ -112,19 +115,89 @@ impl FromRequestParts<S> for Authed {
             .authenticate(secret.trim())
             .await?
             .map(Authed)
-            .ok_or_else(|| ManagedError::Unauthorized("invalid or revoked API token".into()))
+            .ok_or_else(|| ApiError::Unauthorized("invalid or revoked API token".into()))
     }
 }
 
-pub(super) fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ManagedError> {
+/// A JSON body, or 400 saying why it is not one.
+pub(crate) fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     b.map(|Json(v)| v)
-        .map_err(|e| ManagedError::BadRequest(format!("invalid JSON body: {}", e.body_text())))
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {}", e.body_text())))
 }
 
-pub(crate) async fn owned(s: &S, token: &Token, id: &str) -> Result<MScanRow, ManagedError> {
+/// A query string, or 400 saying why it does not parse.
+pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(v)| v)
+        .map_err(|e| ApiError::BadRequest(e.body_text()))
+}
+
+pub(crate) async fn owned(s: &S, token: &Token, id: &str) -> Result<MScanRow, ApiError> {
     s.service
         .store()
         .owned_scan(&token.id, id)
         .await?
-        .ok_or_else(|| ManagedError::not_found("scan"))
+        .ok_or_else(|| ApiError::not_found("scan"))
+}
+
+/// A scan of the token with its ports and the (host, port) pairs it found newly open.
+pub(crate) struct ScanView {
+    /// The scan.
+    pub row: MScanRow,
+    /// Its ports so far.
+    pub ports: Vec<MPortRow>,
+    /// Newly open since the previous scan of the target.
+    pub new: Vec<(String, i64)>,
+}
+
+impl ScanView {
+    /// The token's scan `id` (404 otherwise) with its ports and new ports.
+    pub(crate) async fn owned(s: &S, token: &Token, id: &str) -> Result<ScanView, ApiError> {
+        let row = owned(s, token, id).await?;
+        Self::of(s, row).await
+    }
+
+    /// `row` with its ports and new ports.
+    pub(crate) async fn of(s: &S, row: MScanRow) -> Result<ScanView, ApiError> {
+        let ports = s.service.store().ports(&row.id).await?;
+        let new = newly_open(s, &row.id).await?;
+        Ok(ScanView { row, ports, new })
+    }
+
+    /// The open ports, new ones marked.
+    pub(crate) fn open(&self) -> Vec<crate::managed::findings::OpenPort> {
+        open_ports(&self.ports, &self.new)
+    }
+}
+
+/// SECURITY-FIX.md as an attachment.
+pub(crate) fn fix_file(text: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/markdown; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"SECURITY-FIX.md\"",
+            ),
+        ],
+        text,
+    )
+        .into_response()
+}
+
+/// Deletes the token's target `id` (404 when it has none such).
+pub(crate) async fn delete_owned_target(s: &S, token: &Token, id: &str) -> R {
+    if !s.service.store().delete_target(&token.id, id).await? {
+        return Err(ApiError::not_found("target"));
+    }
+    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+}
+
+/// The token's targets as `{targets, total}`, each shaped by `shape`.
+pub(crate) async fn target_list(s: &S, token: &Token, shape: fn(&TargetRow) -> Value) -> R {
+    let rows = s.service.store().targets(&token.id).await?;
+    Ok(Json(serde_json::json!({
+        "targets": rows.iter().map(shape).collect::<Vec<_>>(),
+        "total": rows.len(),
+    }))
+    .into_response())
 }

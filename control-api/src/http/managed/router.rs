@@ -1,8 +1,8 @@
 //! The managed API's router and its per-IP limit: `/api/v1/...`, `/report/{id}` and seed
 //! 002's routes, with `RateLimit-*` and `X-RateLimit-*` on every response (seed 003).
 
-use super::error::ManagedError;
 use crate::clock::Clock;
+use crate::http::error::ApiError;
 use crate::managed::service::ManagedService;
 use crate::netaddr::{client_ip, CidrSet};
 use crate::ratelimit::FixedWindow;
@@ -68,7 +68,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(
 /// exceeded).
 async fn limit(State(m): State<Arc<Managed>>, req: Request, next: Next) -> Response {
     let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() else {
-        return ManagedError::Internal("no peer address on the connection".into()).into_response();
+        return ApiError::Internal("no peer address on the connection".into()).into_response();
     };
     let client = client_ip(peer.ip(), req.headers(), &m.trusted);
     let key = client
@@ -107,19 +107,18 @@ async fn limit(State(m): State<Arc<Managed>>, req: Request, next: Next) -> Respo
         m.limiter.hit(&key.to_string(), now).await
     };
     let mut resp = match client {
-        _ if unauthenticated => ManagedError::Unauthorized(
-            "missing API token: send `Authorization: Bearer <token>`".into(),
-        )
-        .into_response(),
-        _ if !w.allowed => ManagedError::Limited {
-            code: "rate_limited",
+        _ if unauthenticated => {
+            ApiError::Unauthorized("missing API token: send `Authorization: Bearer <token>`".into())
+                .into_response()
+        }
+        _ if !w.allowed => ApiError::RateLimited {
+            retry_after: w.retry_after(now),
             message: format!(
                 "rate limit reached: {API_LIMIT} requests per minute per IP on /api/v1"
             ),
-            retry_after: w.retry_after(now),
         }
         .into_response(),
-        Err(e) => ManagedError::BadRequest(e.to_string()).into_response(),
+        Err(e) => ApiError::BadRequest(e.to_string()).into_response(),
         Ok(_) => next.run(req).await,
     };
     // Seed 003's `RateLimit-*` and, for clients written against seed 001, the same

@@ -1,10 +1,10 @@
 //! `/api/v1/scan...` and `/api/v1/scans...`: start, read, retest, cancel, fix file, list,
 //! trigger-all.
 
-use super::error::ManagedError;
 use super::json::*;
 use super::*;
-use super::{body, owned, Authed, R, S};
+use super::{body, owned, query, Authed, ScanView, R, S};
+use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
 use crate::managed::findings::{self};
 use crate::managed::scope::TargetSpec;
@@ -13,7 +13,6 @@ use crate::managed::{iso_ms, report};
 use crate::model::Status;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
@@ -67,10 +66,8 @@ pub async fn post_scan(
     responses((status = 200, description = "Status, timestamps, grade, summary, results and findings so far"), (status = 401, description = "`unauthorized`", body = ErrorBody), (status = 404, description = "`not_found` (or not this token's)", body = ErrorBody))
 )]
 pub async fn get_scan(State(s): State<S>, Authed(t): Authed, Path(id): Path<String>) -> R {
-    let row = owned(&s, &t, &id).await?;
-    let ports = s.service.store().ports(&row.id).await?;
-    let new = newly_open(&s, &row.id).await?;
-    Ok(Json(scan_json(&row, &ports, &new)).into_response())
+    let v = ScanView::owned(&s, &t, &id).await?;
+    Ok(Json(scan_json(&v.row, &v.ports, &v.new)).into_response())
 }
 
 /// The ports found so far, per host.
@@ -94,14 +91,12 @@ pub async fn results(State(s): State<S>, Authed(t): Authed, Path(id): Path<Strin
     responses((status = 200, description = "Per host: open, filtered, closed; findings by severity"), (status = 401, description = "`unauthorized`", body = ErrorBody), (status = 404, description = "`not_found` (or not this token's)", body = ErrorBody))
 )]
 pub async fn summary(State(s): State<S>, Authed(t): Authed, Path(id): Path<String>) -> R {
-    let row = owned(&s, &t, &id).await?;
-    let ports = s.service.store().ports(&row.id).await?;
-    let new = newly_open(&s, &row.id).await?;
-    let found = findings::findings(&open_ports(&ports, &new));
+    let v = ScanView::owned(&s, &t, &id).await?;
+    let (row, found) = (&v.row, findings::findings(&v.open()));
     Ok(Json(json!({
         "id": row.id, "target": row.target, "status": row.status,
         "portsPerHost": row.port_count,
-        "hosts": host_summary(&row, &ports),
+        "hosts": host_summary(row, &v.ports),
         "findings": findings::counts(&found),
     }))
     .into_response())
@@ -142,21 +137,8 @@ pub async fn cancel(State(s): State<S>, Authed(t): Authed, Path(id): Path<String
     responses((status = 200, description = "SECURITY-FIX.md (security-fix/v1)", content_type = "text/markdown"), (status = 401, description = "`unauthorized`", body = ErrorBody), (status = 404, description = "`not_found` (or not this token's)", body = ErrorBody))
 )]
 pub async fn fix(State(s): State<S>, Authed(t): Authed, Path(id): Path<String>) -> R {
-    let row = owned(&s, &t, &id).await?;
-    let ports = s.service.store().ports(&row.id).await?;
-    let new = newly_open(&s, &row.id).await?;
-    let text = report::security_fix(&row, &open_ports(&ports, &new));
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/markdown; charset=utf-8"),
-            (
-                header::CONTENT_DISPOSITION,
-                "attachment; filename=\"SECURITY-FIX.md\"",
-            ),
-        ],
-        text,
-    )
-        .into_response())
+    let v = ScanView::owned(&s, &t, &id).await?;
+    Ok(fix_file(report::security_fix(&v.row, &v.open())))
 }
 
 /// Pagination query.
@@ -172,26 +154,31 @@ pub struct Page {
     pub status: Option<String>,
 }
 
-pub(super) fn page(p: &Page) -> Result<(i64, i64), ManagedError> {
-    let num = |v: &Option<String>, name: &str, default: i64| match v {
-        None => Ok(default),
-        Some(x) => x.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-            ManagedError::BadRequest(format!("{name} must be a non-negative integer"))
-        }),
-    };
+/// The query of a list and its page: `(query, limit, offset)`.
+pub(super) fn page(
+    q: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
+) -> Result<(Page, i64, i64), ApiError> {
+    let p = query(q)?;
+    let num =
+        |v: &Option<String>, name: &str, default: i64| match v {
+            None => Ok(default),
+            Some(x) => x.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                ApiError::BadRequest(format!("{name} must be a non-negative integer"))
+            }),
+        };
     let limit = num(&p.limit, "limit", DEFAULT_LIMIT)?;
     if limit == 0 || limit > MAX_LIMIT {
-        return Err(ManagedError::BadRequest(format!(
+        return Err(ApiError::BadRequest(format!(
             "limit must be between 1 and {MAX_LIMIT}"
         )));
     }
     let offset = num(&p.offset, "offset", 0)?;
     if offset > MAX_OFFSET {
-        return Err(ManagedError::BadRequest(format!(
+        return Err(ApiError::BadRequest(format!(
             "offset must be at most {MAX_OFFSET}"
         )));
     }
-    Ok((limit, offset))
+    Ok((p, limit, offset))
 }
 
 /// The token's scans, newest first, with the total.
@@ -205,12 +192,11 @@ pub async fn list_scans(
     Authed(t): Authed,
     q: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
 ) -> R {
-    let Query(q) = q.map_err(|e| ManagedError::BadRequest(e.body_text()))?;
-    let (limit, offset) = page(&q)?;
+    let (q, limit, offset) = page(q)?;
     let target = match &q.target {
         Some(x) => Some(
             TargetSpec::parse(x)
-                .map_err(|e| ManagedError::BadRequest(format!("invalid target filter: {e}")))?
+                .map_err(|e| ApiError::BadRequest(format!("invalid target filter: {e}")))?
                 .to_string(),
         ),
         None => None,
@@ -259,7 +245,7 @@ pub async fn trigger_all(State(s): State<S>, Authed(t): Authed) -> R {
                     "targetId": target.id, "status": e.status().as_u16(),
                     "error": e.code(), "message": e.to_string(),
                 });
-                if let ManagedError::InProgress { existing_id, .. } = &e {
+                if let ApiError::InProgress { existing_id, .. } = &e {
                     v["existingId"] = json!(existing_id);
                 }
                 skipped.push(v);

@@ -1,9 +1,9 @@
 //! `/api/v1/targets...`: saved targets with profile, schedule and monitor.
 
-use super::error::ManagedError;
 use super::json::*;
 use super::*;
-use super::{body, Authed, R, S};
+use super::{body, delete_owned_target, target_list, Authed, R, S};
+use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
 use crate::managed::findings::Severity;
 use crate::managed::scope::TargetSpec;
@@ -16,7 +16,6 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
-use serde_json::json;
 
 /// Target create / update body (every field optional on update).
 #[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
@@ -48,10 +47,10 @@ async fn apply_target(
     mut row: TargetRow,
     b: TargetBody,
     now: i64,
-) -> Result<TargetRow, ManagedError> {
+) -> Result<TargetRow, ApiError> {
     if let Some(x) = b.target {
         // Scope when the target is set (and again at every scan of it).
-        let spec = TargetSpec::parse(&x).map_err(ManagedError::BadRequest)?;
+        let spec = TargetSpec::parse(&x).map_err(ApiError::BadRequest)?;
         s.service.authorize(t, &spec).await?;
         row.target = spec.to_string();
     }
@@ -77,7 +76,7 @@ async fn apply_target(
     row.profile = profile;
     if let Some(i) = b.interval {
         if i != 0 && !(MIN_INTERVAL..=MAX_INTERVAL).contains(&i) {
-            return Err(ManagedError::BadRequest(format!(
+            return Err(ApiError::BadRequest(format!(
                 "interval must be 0 (none) or between {MIN_INTERVAL} and {MAX_INTERVAL} seconds"
             )));
         }
@@ -85,7 +84,7 @@ async fn apply_target(
         row.next_run_at = match row.interval_secs {
             None => None,
             Some(i) => Some(now.checked_add(i).ok_or_else(|| {
-                ManagedError::BadRequest("interval puts the next run out of range".into())
+                ApiError::BadRequest("interval puts the next run out of range".into())
             })?),
         };
     }
@@ -108,7 +107,7 @@ async fn apply_target(
     }
     if let Some(sev) = b.alert_min_severity {
         let v = Severity::parse(&sev).ok_or_else(|| {
-            ManagedError::BadRequest(
+            ApiError::BadRequest(
                 "alertMinSeverity must be CRITICAL, HIGH, MEDIUM, LOW or INFO".into(),
             )
         })?;
@@ -130,7 +129,7 @@ pub async fn create_target(
 ) -> R {
     let b = body(b)?;
     if b.target.is_none() {
-        return Err(ManagedError::BadRequest("target is required".into()));
+        return Err(ApiError::BadRequest("target is required".into()));
     }
     let now = s.service.now_secs();
     let row = TargetRow::new(&t.id, String::new(), now);
@@ -145,20 +144,15 @@ pub async fn create_target(
     responses((status = 200, description = "`{targets, total}`"), (status = 401, description = "`unauthorized`", body = ErrorBody))
 )]
 pub async fn list_targets(State(s): State<S>, Authed(t): Authed) -> R {
-    let rows = s.service.store().targets(&t.id).await?;
-    Ok(Json(json!({
-        "targets": rows.iter().map(target_json).collect::<Vec<_>>(),
-        "total": rows.len(),
-    }))
-    .into_response())
+    target_list(&s, &t, target_json).await
 }
 
-pub(super) async fn owned_target(s: &S, t: &Token, id: &str) -> Result<TargetRow, ManagedError> {
+pub(super) async fn owned_target(s: &S, t: &Token, id: &str) -> Result<TargetRow, ApiError> {
     s.service
         .store()
         .target(&t.id, id)
         .await?
-        .ok_or_else(|| ManagedError::not_found("target"))
+        .ok_or_else(|| ApiError::not_found("target"))
 }
 
 /// A target.
@@ -194,10 +188,7 @@ pub async fn update_target(
     responses((status = 204, description = "Deleted"), (status = 401, description = "`unauthorized`", body = ErrorBody), (status = 404, description = "`not_found` (or not this token's)", body = ErrorBody))
 )]
 pub async fn delete_target(State(s): State<S>, Authed(t): Authed, Path(id): Path<String>) -> R {
-    if !s.service.store().delete_target(&t.id, &id).await? {
-        return Err(ManagedError::not_found("target"));
-    }
-    Ok(StatusCode::NO_CONTENT.into_response())
+    delete_owned_target(&s, &t, &id).await
 }
 
 /// Scan a saved target now.

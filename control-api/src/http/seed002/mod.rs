@@ -13,8 +13,11 @@
 pub mod doc;
 pub mod errors;
 
-use super::managed::error::ManagedError;
-use super::managed::{newly_open, open_ports, owned, router::Managed, Authed};
+use super::error::ApiError;
+use super::managed::{
+    body, delete_owned_target, fix_file, newly_open, open_ports, owned, query, router::Managed,
+    target_list, Authed, ScanView,
+};
 use crate::managed::findings::{self, Severity};
 use crate::managed::report;
 use crate::managed::scope::TargetSpec;
@@ -34,7 +37,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 type S = Arc<Managed>;
-type R = Result<Response, ManagedError>;
+type R = Result<Response, ApiError>;
 
 /// Runs `GET /v1/runs` returns at most (seed 002: "up to the last 50 runs").
 pub const RUNS_LIMIT: i64 = 50;
@@ -72,10 +75,10 @@ fn stamp(secs: i64) -> String {
 }
 
 /// The host of `https://myapp.com/path`, `myapp.com:8443`, `198.18.0.5` or a CIDR.
-pub fn host_of(raw: &str) -> Result<TargetSpec, ManagedError> {
+pub fn host_of(raw: &str) -> Result<TargetSpec, ApiError> {
     let raw = raw.trim();
     if raw.is_empty() {
-        return Err(ManagedError::BadRequest("host is required".into()));
+        return Err(ApiError::BadRequest("host is required".into()));
     }
     if let Ok(spec) = TargetSpec::parse(raw) {
         return Ok(spec);
@@ -86,17 +89,17 @@ pub fn host_of(raw: &str) -> Result<TargetSpec, ManagedError> {
         format!("http://{raw}")
     };
     let url = reqwest::Url::parse(&with_scheme)
-        .map_err(|e| ManagedError::BadRequest(format!("invalid host {raw}: {e}")))?;
+        .map_err(|e| ApiError::BadRequest(format!("invalid host {raw}: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(ManagedError::BadRequest(format!(
+        return Err(ApiError::BadRequest(format!(
             "invalid host {raw}: only http and https URLs name a host"
         )));
     }
     let host = url
         .host_str()
-        .ok_or_else(|| ManagedError::BadRequest(format!("invalid host {raw}: no host")))?;
+        .ok_or_else(|| ApiError::BadRequest(format!("invalid host {raw}: no host")))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    TargetSpec::parse(host).map_err(ManagedError::BadRequest)
+    TargetSpec::parse(host).map_err(ApiError::BadRequest)
 }
 
 fn base_url(headers: &HeaderMap) -> String {
@@ -110,11 +113,6 @@ fn base_url(headers: &HeaderMap) -> String {
         .filter(|p| *p == "https")
         .unwrap_or("http");
     host.map_or(String::new(), |h| format!("{proto}://{h}"))
-}
-
-fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ManagedError> {
-    b.map(|Json(v)| v)
-        .map_err(|e| ManagedError::BadRequest(format!("invalid JSON body: {}", e.body_text())))
 }
 
 /// `POST /v1/scan` and `POST /v1/targets` body.
@@ -136,7 +134,7 @@ fn new_target(token: &Token, target: String, label: Option<String>, now: i64) ->
 }
 
 /// The token's saved target for `target`, if any.
-async fn find_target(s: &S, t: &Token, target: &str) -> Result<Option<TargetRow>, ManagedError> {
+async fn find_target(s: &S, t: &Token, target: &str) -> Result<Option<TargetRow>, ApiError> {
     Ok(s.service
         .store()
         .targets(&t.id)
@@ -188,7 +186,7 @@ async fn findings_of(
     s: &S,
     row: &MScanRow,
     host: Option<&str>,
-) -> Result<(findings::SeverityCounts, Vec<findings::Finding>), ManagedError> {
+) -> Result<(findings::SeverityCounts, Vec<findings::Finding>), ApiError> {
     let ports = s.service.store().ports(&row.id).await?;
     let new = newly_open(s, &row.id).await?;
     let mut open = open_ports(&ports, &new);
@@ -263,35 +261,23 @@ pub async fn fix(
     Path(run_id): Path<String>,
     q: Result<Query<FixQuery>, axum::extract::rejection::QueryRejection>,
 ) -> R {
-    let Query(q) = q.map_err(|e| ManagedError::BadRequest(e.body_text()))?;
+    let q = query(q)?;
     if let Some(f) = q
         .format
         .as_deref()
         .filter(|f| !matches!(*f, "auto" | "legacy"))
     {
-        return Err(ManagedError::BadRequest(format!(
+        return Err(ApiError::BadRequest(format!(
             "format must be auto or legacy, not {f}"
         )));
     }
-    let row = owned(&s, &t, &run_id).await?;
-    let ports = s.service.store().ports(&row.id).await?;
-    let new = newly_open(&s, &row.id).await?;
-    let mut open = open_ports(&ports, &new);
+    let v = ScanView::owned(&s, &t, &run_id).await?;
+    let mut open = v.open();
     if let Some(h) = q.target.as_deref() {
         let h = host_of(h)?.to_string();
         open.retain(|p| p.host == h);
     }
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/markdown; charset=utf-8"),
-            (
-                header::CONTENT_DISPOSITION,
-                "attachment; filename=\"SECURITY-FIX.md\"",
-            ),
-        ],
-        report::security_fix(&row, &open),
-    )
-        .into_response())
+    Ok(fix_file(report::security_fix(&v.row, &open)))
 }
 
 fn target_json(t: &TargetRow) -> Value {
@@ -305,12 +291,7 @@ fn target_json(t: &TargetRow) -> Value {
 #[utoipa::path(get, path = "/v1/targets", tag = "seed 002", security(("bearer" = [])),
     responses((status = 200, description = "The token's targets", body = doc::HostTargetList), (status = 400, description = "Invalid input", body = doc::Seed002Error), (status = 401, description = "`unauthorized`", body = doc::Seed002Error), (status = 429, description = "`rate limit` with `retry_after`", body = doc::Seed002Error)))]
 pub async fn list_targets(State(s): State<S>, Authed(t): Authed) -> R {
-    let rows = s.service.store().targets(&t.id).await?;
-    Ok(Json(json!({
-        "targets": rows.iter().map(target_json).collect::<Vec<_>>(),
-        "total": rows.len(),
-    }))
-    .into_response())
+    target_list(&s, &t, target_json).await
 }
 
 /// Adds a target (scope-checked); 409 `target exists` with its id.
@@ -341,10 +322,7 @@ pub async fn add_target(
 #[utoipa::path(delete, path = "/api/targets/{id}", tag = "seed 002", params(("id" = String, Path)), security(("bearer" = [])),
     responses((status = 204, description = "Deleted"), (status = 400, description = "Invalid input", body = doc::Seed002Error), (status = 401, description = "`unauthorized`", body = doc::Seed002Error), (status = 404, description = "`not found`", body = doc::Seed002Error), (status = 429, description = "`rate limit` with `retry_after`", body = doc::Seed002Error)))]
 pub async fn delete_target(State(s): State<S>, Authed(t): Authed, Path(id): Path<String>) -> R {
-    if !s.service.store().delete_target(&t.id, &id).await? {
-        return Err(ManagedError::not_found("target"));
-    }
-    Ok(StatusCode::NO_CONTENT.into_response())
+    delete_owned_target(&s, &t, &id).await
 }
 
 /// The last 50 runs, most recent first, with summary counts.
@@ -412,7 +390,7 @@ pub async fn add_monitor(
         "daily" => 86_400,
         "weekly" => 604_800,
         f => {
-            return Err(ManagedError::BadRequest(format!(
+            return Err(ApiError::BadRequest(format!(
                 "frequency must be daily or weekly, not {f}"
             )))
         }
@@ -420,7 +398,7 @@ pub async fn add_monitor(
     if b.alert_on_cert_expiry_days
         .is_some_and(|d| !(1..=3650).contains(&d))
     {
-        return Err(ManagedError::BadRequest(
+        return Err(ApiError::BadRequest(
             "alert_on_cert_expiry_days must be between 1 and 3650".into(),
         ));
     }

@@ -1,0 +1,554 @@
+//! The managed API's saved targets and what hangs off them: CRUD and trigger-all with the
+//! scope re-checked, the scheduler, alerts, SECURITY-FIX.md, the report page, monitor
+//! webhooks, engine outages and the OpenAPI document.
+
+use super::*;
+
+#[tokio::test]
+async fn targets_crud_scan_and_trigger_all_recheck_the_scope() {
+    let (m, t) = setup().await;
+    m.dns.set("web.lab.example", &["198.18.0.60"]);
+    let r = m
+        .post_json("/api/v1/targets", &t, json!({"target": "web.lab.example", "label": "web", "profile": "deep", "interval": 3600}))
+        .await;
+    let web = r.created_id();
+    assert_eq!(r.body["profile"], "deep");
+    assert_eq!(r.body["interval"], 3600);
+    assert_eq!(r.body["nextRunAt"], "2024-04-01T04:06:40.000Z");
+    let r = m
+        .post_json(
+            "/api/v1/targets",
+            &t,
+            json!({"target": "198.18.0.0/28", "ports": "22,443"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let net = r.body["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        (r.body["profile"].as_str(), r.body["ports"].as_str()),
+        (Some("custom"), Some("22,443"))
+    );
+    // Out of scope at creation: 403; bad fields: 400.
+    assert_eq!(
+        m.post_json("/api/v1/targets", &t, json!({"target": "198.18.9.9"}))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    for bad in [
+        json!({}),
+        json!({"target": "198.18.0.61", "interval": 5}),
+        json!({"target": "198.18.0.61", "alertMinSeverity": "SEVERE"}),
+        json!({"target": "198.18.0.61", "webhookUrl": "http://127.0.0.1:9/x"}),
+    ] {
+        assert_eq!(
+            m.post("/api/v1/targets", &t, Some(bad.clone()))
+                .await
+                .status,
+            StatusCode::BAD_REQUEST,
+            "{bad}"
+        );
+    }
+    let r = m.get("/api/v1/targets", &t).await;
+    assert_eq!(r.body["total"], 2);
+    assert_eq!(
+        m.get(&format!("/api/v1/targets/{web}"), &t).await.body["label"],
+        "web"
+    );
+    let r = m
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/targets/{web}"),
+            &t,
+            Some(json!({"label": "www", "profile": "fast"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        (r.body["label"].as_str(), r.body["profile"].as_str()),
+        (Some("www"), Some("fast"))
+    );
+    let r = m
+        .call(
+            Method::PUT,
+            &format!("/api/v1/targets/{web}"),
+            &t,
+            Some(json!({"target": "198.18.7.7"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "update out of scope");
+
+    // Per-target scan: through the same checks, linked to the target.
+    let r = m
+        .post(&format!("/api/v1/targets/{net}/scan"), &t, None)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let net_scan = r.body["id"].as_str().unwrap().to_string();
+    assert_eq!(m.submits()[0].1, vec!["198.18.0.0/28".to_string()]);
+    assert_eq!(m.submits()[0].2, "22,443");
+
+    // DNS moves web out of scope: trigger-all skips it with 403 and the live net scan with
+    // 409; nothing new reaches the engine.
+    m.dns.set("web.lab.example", &["203.0.113.7"]);
+    let r = m.post("/api/v1/scans/trigger-all", &t, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["triggered"], json!([]));
+    let skipped = r.body["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 2);
+    let of = |id: &str| {
+        skipped
+            .iter()
+            .find(|s| s["targetId"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(of(&web)["status"], 403);
+    assert_eq!(of(&web)["error"], "out_of_scope");
+    assert_eq!(of(&net)["status"], 409);
+    assert_eq!(of(&net)["existingId"], net_scan.as_str());
+    assert_eq!(m.submits().len(), 1);
+    // Back in scope: trigger-all starts web.
+    m.dns.set("web.lab.example", &["198.18.0.60"]);
+    let r = m.post("/api/v1/scans/trigger-all", &t, None).await;
+    assert_eq!(r.body["triggered"][0]["targetId"], web.as_str());
+    assert_eq!(m.submits()[1].1, vec!["198.18.0.60".to_string()]);
+    // Delete.
+    let r = m
+        .call(Method::DELETE, &format!("/api/v1/targets/{web}"), &t, None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        m.get(&format!("/api/v1/targets/{web}"), &t).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        m.call(Method::DELETE, &format!("/api/v1/targets/{web}"), &t, None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    // Other tokens cannot see or scan it.
+    let other = m.token("other", SCOPE, 10, 5).await;
+    assert_eq!(
+        m.get(&format!("/api/v1/targets/{net}"), &other)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        m.post(&format!("/api/v1/targets/{net}/scan"), &other, None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+/// One scenario for the scheduler and a schedule missed during downtime: due runs by
+/// `run_due`, then the API down for ten intervals and restarted with its scheduler ticking:
+/// one run, the next an interval from then; scheduled scans re-check the token's scope.
+#[tokio::test]
+async fn scheduler_runs_due_targets_once_after_downtime() {
+    let (m, t) = setup().await;
+    let r = m
+        .post_json(
+            "/api/v1/targets",
+            &t,
+            json!({"target": "198.18.0.70", "interval": 3600}),
+        )
+        .await;
+    let tid = r.body["id"].as_str().unwrap().to_string();
+    assert_eq!(m.state.managed().run_due().await, 0, "not due yet");
+    m.clock.advance(Duration::from_secs(3600));
+    assert_eq!(m.state.managed().run_due().await, 1);
+    let id = m.submits()[0].0.clone();
+    m.complete_with(&id, &[]).await;
+    assert_eq!(
+        m.state.managed().run_due().await,
+        0,
+        "next run is an interval later"
+    );
+    // Down for ten intervals, then started again with the scheduler ticking (a new engine).
+    m.clock.advance(Duration::from_secs(36_000));
+    let m = m
+        .restart(ManagedSettings {
+            scheduler_interval: Duration::from_millis(20),
+            ..ManagedSettings::default()
+        })
+        .await;
+    for _ in 0..200 {
+        if !m.submits().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Many more ticks, same clock: one run, nothing else is due.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(m.submits().len(), 1);
+    assert_eq!(m.state.managed().run_due().await, 0);
+    let r = m.get(&format!("/api/v1/targets/{tid}"), &t).await;
+    assert_eq!(
+        r.body["nextRunAt"],
+        super_iso(T0_MS / 1000 + 3600 + 36_000 + 3600)
+    );
+    let scans = m.get("/api/v1/scans", &t).await;
+    assert_eq!(scans.body["total"], 2);
+    // Scheduled scans are re-checked against the token's scope too (revoked: nothing).
+    portscope_control_api::managed::tokens::revoke(m.state.managed().store().pool(), "ci", 1)
+        .await
+        .unwrap();
+    m.engine.fail(&m.submits()[0].0, "timeout");
+    m.clock.advance(Duration::from_secs(7200));
+    assert_eq!(m.state.managed().run_due().await, 0);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        m.submits().len(),
+        1,
+        "the ticking scheduler started nothing either"
+    );
+}
+
+fn super_iso(secs: u64) -> String {
+    portscope_control_api::managed::iso_ms(secs as i64 * 1000)
+}
+
+#[tokio::test]
+async fn alerts_on_changes_with_acknowledge_and_resolve() {
+    let (m, t) = setup().await;
+    m.banners
+        .by_port
+        .lock()
+        .unwrap()
+        .insert(22, "SSH-2.0-OpenSSH_9.6".into());
+    let first = m.scan(&t, "198.18.0.80").await;
+    m.complete_with(&first, &[("198.18.0.80", 22), ("198.18.0.80", 80)])
+        .await;
+    assert_eq!(
+        m.get("/api/v1/alerts", &t).await.body["total"],
+        0,
+        "no baseline, no alerts"
+    );
+    m.banners
+        .by_port
+        .lock()
+        .unwrap()
+        .insert(22, "SSH-2.0-OpenSSH_9.7".into());
+    m.clock.advance(Duration::from_secs(60));
+    let second = m
+        .post(&format!("/api/v1/scan/{first}/retest"), &t, None)
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    m.complete_with(&second, &[("198.18.0.80", 22), ("198.18.0.80", 3306)])
+        .await;
+    let r = m.get("/api/v1/alerts", &t).await;
+    assert_eq!(r.body["total"], 3);
+    let mut kinds: Vec<(String, u64, String)> = r.body["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["type"].as_str().unwrap().into(),
+                a["port"].as_u64().unwrap(),
+                a["severity"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        vec![
+            ("banner_changed".into(), 22, "LOW".into()),
+            ("new_open_port".into(), 3306, "HIGH".into()),
+            ("port_closed".into(), 80, "INFO".into()),
+        ]
+    );
+    let banner = r.body["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["type"] == "banner_changed")
+        .unwrap();
+    assert_eq!(
+        (banner["oldValue"].as_str(), banner["newValue"].as_str()),
+        (Some("SSH-2.0-OpenSSH_9.6"), Some("SSH-2.0-OpenSSH_9.7"))
+    );
+    assert_eq!(banner["scanId"], second.as_str());
+    let aid = banner["id"].as_str().unwrap().to_string();
+    let r = m
+        .post(&format!("/api/v1/alerts/{aid}/acknowledge"), &t, None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["status"], "acknowledged");
+    assert!(r.body["acknowledgedAt"].is_string());
+    let r = m
+        .post(&format!("/api/v1/alerts/{aid}/resolve"), &t, None)
+        .await;
+    assert_eq!(r.body["status"], "resolved");
+    let r = m
+        .post(&format!("/api/v1/alerts/{aid}/acknowledge"), &t, None)
+        .await;
+    assert_eq!(r.body["status"], "resolved", "resolved stays resolved");
+    assert_eq!(
+        m.get("/api/v1/alerts?status=open", &t).await.body["total"],
+        2
+    );
+    assert_eq!(
+        m.get("/api/v1/alerts?status=resolved&limit=1", &t)
+            .await
+            .body["alerts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        m.get("/api/v1/alerts?status=weird", &t).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        m.post("/api/v1/alerts/al-nope/resolve", &t, None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let other = m.token("other", SCOPE, 10, 5).await;
+    assert_eq!(
+        m.post(&format!("/api/v1/alerts/{aid}/resolve"), &other, None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(m.get("/api/v1/alerts", &other).await.body["total"], 0);
+}
+
+#[tokio::test]
+async fn security_fix_md_in_the_seed_shape() {
+    let (m, t) = setup().await;
+    let id = m.scan(&t, "198.18.0.90").await;
+    m.complete_with(
+        &id,
+        &[
+            ("198.18.0.90", 6379),
+            ("198.18.0.90", 3389),
+            ("198.18.0.90", 443),
+        ],
+    )
+    .await;
+    let r = m.get(&format!("/api/v1/scan/{id}/fix"), &t).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/markdown; charset=utf-8")
+    );
+    let expected_head = format!(
+        "---\nformat: security-fix/v1\nscanner: portscope\nscan_id: {id}\nscan_date: \"2024-04-01\"\n\
+         targets:\n  - host: 198.18.0.90\n    risk_grade: D\n    severity_counts: {{critical: 1, high: 1, info: 1}}\n---\n\n\
+         # Security Fixes: 198.18.0.90\n\n## FIX-1: Close Redis (6379/tcp) on 198.18.0.90 [CRITICAL]\n"
+    );
+    assert!(r.text.starts_with(&expected_head), "{}", r.text);
+    assert!(r
+        .text
+        .contains("## FIX-2: Close RDP (3389/tcp) on 198.18.0.90 [HIGH]"));
+    assert!(!r.text.contains("FIX-3"), "INFO findings are not fixes");
+    assert!(r
+        .text
+        .contains("\niptables -I INPUT -p tcp --dport 6379 -j DROP\n"));
+    assert!(r
+        .text
+        .contains("nft insert rule inet filter input tcp dport 3389 drop"));
+    assert!(r.text.contains("ufw deny 6379/tcp"));
+    assert_eq!(
+        m.get("/api/v1/scan/m-nope/fix", &t).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn report_page_needs_the_scan_key() {
+    let (m, t) = setup().await;
+    let r = m.post("/api/v1/scan", &t, scan_body("198.18.0.95")).await;
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let url = r.body["reportUrl"].as_str().unwrap().to_string();
+    m.complete_with(&id, &[("198.18.0.95", 23)]).await;
+    let r = m.send(Method::GET, &url, None, None, "127.0.0.1").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    assert!(r.text.contains("<h1>Port scan report: 198.18.0.95</h1>"));
+    assert!(r.text.contains("Telnet (23/tcp) exposed on 198.18.0.95"));
+    assert!(r.text.contains("Grade: <b>C</b> (60/100)"));
+    assert!(r.header("ratelimit-limit").is_some());
+    for bad in [
+        format!("/report/{id}"),
+        format!("/report/{id}?key=wrong"),
+        format!("{url}x"),
+        "/report/m-nope?key=x".to_string(),
+    ] {
+        let r = m.send(Method::GET, &bad, None, None, "127.0.0.1").await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{bad}");
+        assert_eq!(r.body["error"], "not_found");
+    }
+}
+
+#[tokio::test]
+async fn monitors_post_new_alerts_at_or_above_the_threshold() {
+    let m = M::with(
+        |c| c.allow_callback = vec!["127.0.0.0/8".parse().unwrap()],
+        ManagedSettings {
+            queue_limit: 100,
+            scheduler_interval: Duration::ZERO,
+            ..ManagedSettings::default()
+        },
+    )
+    .await;
+    let t = m.token("ci", SCOPE, 100, 10).await;
+    let (url, got) = support::webhook_receiver(0).await;
+    let r = m
+        .post(
+            "/api/v1/targets",
+            &t,
+            Some(
+                json!({"target": "198.18.0.99", "webhookUrl": url, "alertMinSeverity": "high",
+                        "alertEmail": "ops@example.com"}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["alertMinSeverity"], "HIGH");
+    assert_eq!(r.body["alertEmail"], "ops@example.com");
+    let bad = m
+        .post_json(
+            "/api/v1/targets",
+            &t,
+            json!({"target": "198.18.0.98", "alertEmail": "ops@example.com\r\nBcc: x@y.z"}),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let tid = r.body["id"].as_str().unwrap().to_string();
+    let a = m
+        .post(&format!("/api/v1/targets/{tid}/scan"), &t, None)
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    m.complete_with(&a, &[("198.18.0.99", 80)]).await;
+    let b = m
+        .post(&format!("/api/v1/targets/{tid}/scan"), &t, None)
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // New: 27017 (CRITICAL) and 22 (LOW); closed: 80 (INFO). Only 27017 is sent.
+    m.complete_with(&b, &[("198.18.0.99", 22), ("198.18.0.99", 27017)])
+        .await;
+    for _ in 0..300 {
+        if !got.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let got = got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["event"], "alerts");
+    assert_eq!(got[0]["scanId"], b.as_str());
+    let alerts = got[0]["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(
+        (alerts[0]["port"].as_u64(), alerts[0]["severity"].as_str()),
+        (Some(27017), Some("CRITICAL"))
+    );
+    // The same alerts by e-mail.
+    for _ in 0..300 {
+        if !m.outbox.0.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mail = m.outbox.0.lock().unwrap().clone();
+    assert_eq!(mail.len(), 1);
+    assert_eq!(mail[0].0, "ops@example.com");
+    assert_eq!(
+        mail[0].1,
+        "[portscope] 1 alert(s) on 198.18.0.99 (CRITICAL)"
+    );
+    assert!(mail[0]
+        .2
+        .contains("- [CRITICAL] port 27017/tcp is newly open on 198.18.0.99"));
+    assert!(mail[0].2.contains(&format!("/report/{b}?key=")));
+}
+
+#[tokio::test]
+async fn engine_outages_resubmit_then_fail_after_the_grace_period() {
+    let (m, t) = setup().await;
+    let live = m.scan(&t, "198.18.0.110").await;
+    m.engine.disconnect();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    // Queued while away: not sent now, sent on reconnect; the submitted one is re-asked.
+    let r = m.post("/api/v1/scan", &t, scan_body("198.18.0.111")).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let later = r.body["id"].as_str().unwrap().to_string();
+    assert_eq!(m.submits().len(), 1);
+    m.engine.connect();
+    for _ in 0..200 {
+        if m.submits().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(m.submits()[1].0, later);
+    assert!(m.engine.requests().contains(&EngineRequest::Status {
+        id: Some(live.clone())
+    }));
+    // Gone past the grace period (30 s): live scans fail, new ones get 503.
+    m.engine.disconnect();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    m.clock.advance(Duration::from_secs(31));
+    m.state.maintain().await;
+    assert_eq!(
+        m.row(&live).await.error.as_deref(),
+        Some("engine_unavailable")
+    );
+    assert_eq!(m.row(&later).await.status, "failed");
+    let r = m.post("/api/v1/scan", &t, scan_body("198.18.0.112")).await;
+    r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "engine_unavailable");
+    assert_eq!(r.header("retry-after"), Some("30"));
+}
+
+#[tokio::test]
+async fn openapi_document_lists_the_managed_routes() {
+    let m = M::new().await;
+    let r = m
+        .send(Method::GET, "/api/v1/openapi.json", None, None, "127.0.0.1")
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body["openapi"].as_str().unwrap().starts_with("3."));
+    for p in [
+        "/api/v1/scan",
+        "/api/v1/scan/{id}",
+        "/api/v1/scans",
+        "/api/v1/scan/{id}/retest",
+        "/api/v1/scan/{id}/cancel",
+        "/api/v1/scan/{id}/fix",
+        "/api/v1/scans/{id}/results",
+        "/api/v1/scans/{id}/summary",
+        "/api/v1/scans/trigger-all",
+        "/api/v1/targets",
+        "/api/v1/targets/{id}",
+        "/api/v1/targets/{id}/scan",
+        "/api/v1/alerts",
+        "/api/v1/alerts/{id}/acknowledge",
+        "/api/v1/alerts/{id}/resolve",
+        "/report/{id}",
+    ] {
+        assert!(r.body["paths"][p].is_object(), "{p}");
+    }
+    assert_eq!(
+        r.body["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    assert!(r.header("ratelimit-limit").is_some());
+}
