@@ -11,8 +11,9 @@
 
 use crate::jobs::engine_run::{run_chunk, RunLimits};
 use crate::jobs::queue::{Queue, QueueTiming};
-use crate::jobs::{now_ms, ChunkError, ChunkJob, ChunkStatus, DbUrl};
+use crate::jobs::{now_ms, ChunkError, ChunkJob, ChunkStatus};
 use crate::store::jobs::{ChunkDone, Commit, JobStore};
+use crate::store::Db;
 use apalis::prelude::{
     Data, Error as QueueError, WorkerBuilder, WorkerBuilderExt, WorkerFactoryFn,
 };
@@ -27,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 /// What a worker needs.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
-    /// The database (queue and job tables).
-    pub db: DbUrl,
+    /// The database (queue and job tables), opened and migrated by the store.
+    pub db: Db,
     /// The local engine's socket.
     pub engine_socket: PathBuf,
     /// This node's name, recorded on the chunks it runs.
@@ -44,8 +45,8 @@ pub struct WorkerOptions {
 impl WorkerOptions {
     /// Defaults for `db`: one chunk at a time, the backend's queue timing, 30 s of
     /// database retries.
-    pub fn new(db: DbUrl, engine_socket: PathBuf, node: String) -> WorkerOptions {
-        let timing = QueueTiming::for_backend(db.backend);
+    pub fn new(db: Db, engine_socket: PathBuf, node: String) -> WorkerOptions {
+        let timing = QueueTiming::for_backend(db.backend());
         WorkerOptions {
             db,
             engine_socket,
@@ -67,8 +68,6 @@ pub enum ChunkOutcome {
     AlreadyDone,
 }
 
-/// Longest wait for a database connection.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest wait for the engine connection.
 const ENGINE_CONNECT: Duration = Duration::from_secs(5);
 
@@ -83,10 +82,11 @@ struct Ctx {
 }
 
 /// Runs a worker until `shutdown` is cancelled (or the database stays unreachable past
-/// `db_retry` within a chunk: then it returns an error, and a supervisor restarts it).
+/// `db_retry` within a chunk: then it returns an error, and a supervisor restarts it). The
+/// database stays open (it may be the API's own pool).
 pub async fn run(opts: WorkerOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let queue = Queue::open(&opts.db, opts.timing, ACQUIRE_TIMEOUT).await?;
-    let store = JobStore::open(&opts.db.url, ACQUIRE_TIMEOUT).await?;
+    let queue = Queue::open(&opts.db, opts.timing).await?;
+    let store = JobStore::new(opts.db.clone());
     let stop = shutdown.child_token();
     let ctx = Arc::new(Ctx {
         store: store.clone(),
@@ -101,7 +101,7 @@ pub async fn run(opts: WorkerOptions, shutdown: CancellationToken) -> anyhow::Re
         opts.node,
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
-    tracing::info!(worker = %id, backend = ?opts.db.backend, "chunk worker started");
+    tracing::info!(worker = %id, backend = ?opts.db.backend(), "chunk worker started");
     let concurrency = opts.concurrency.max(1);
     // One builder for both storages (their types differ, so a macro rather than a function).
     macro_rules! run_worker {
@@ -121,7 +121,6 @@ pub async fn run(opts: WorkerOptions, shutdown: CancellationToken) -> anyhow::Re
         Queue::Sqlite(s) => run_worker!(s),
         Queue::Postgres(s) => run_worker!(s),
     }
-    store.close().await;
     if shutdown.is_cancelled() {
         Ok(())
     } else {
