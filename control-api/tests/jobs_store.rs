@@ -267,3 +267,70 @@ async fn chunk_jobs_on_postgres_queue_notify_and_commit_once() {
     assert!(ours.parse::<u32>().unwrap() >= 1, "{versions}");
     assert_eq!(apalis, "10", "apalis-sql 0.7's PostgreSQL migrations");
 }
+
+/// A chunk that fails its last attempt (here the only one: no engine behind the socket)
+/// fails its scan with `chunk_failed`, once; the queue gives the job up.
+#[tokio::test]
+async fn a_chunk_failing_its_last_attempt_fails_the_scan() {
+    use portscope_control_api::jobs::now_ms;
+    use portscope_control_api::jobs::queue::NAMESPACE;
+    use portscope_control_api::jobs::worker::{run, WorkerOptions};
+    use portscope_control_api::store::jobs::{migrate_queue, NewChunk, NewScan, QueueSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&dir.path().join("fail.db"), ACQUIRE)
+        .await
+        .unwrap();
+    migrate_queue(&db).await.unwrap();
+    let store = JobStore::new(db.clone());
+    let job = ChunkJob {
+        scan_id: "s1".into(),
+        chunk: 0,
+        targets: vec!["198.18.0.2".into()],
+        ports: "1-10".into(),
+    };
+    store
+        .create_scan(
+            &NewScan {
+                id: "s1",
+                kind: "deep",
+                created_at_ms: now_ms(),
+            },
+            &[NewChunk {
+                chunk: 0,
+                targets: job.targets.clone(),
+                ports: job.ports.clone(),
+                probes: 10,
+                job_id: Queue::new_id(),
+                payload: serde_json::to_string(&job).unwrap(),
+            }],
+            QueueSpec {
+                job_type: NAMESPACE,
+                max_attempts: 1,
+            },
+        )
+        .await
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let opts = WorkerOptions::new(db.clone(), dir.path().join("no-engine.sock"), "n1".into());
+    let worker = tokio::spawn(run(opts, stop.clone()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let row = loop {
+        let row = store.scan("s1").await.unwrap().unwrap();
+        if row.status != Status::Running || std::time::Instant::now() > deadline {
+            break row;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (row.status, row.fail_reason.as_deref()),
+        (Status::Failed, Some("chunk_failed"))
+    );
+    assert_eq!(store.chunks("s1").await.unwrap()[0].runs, 1);
+    assert!(
+        !store.fail_scan("s1", "again", 1).await.unwrap(),
+        "failed once"
+    );
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+    db.close().await;
+}

@@ -5,18 +5,21 @@
 //! committed but died before its ack) is just acked; (2) run it on the engine
 //! (`engine_run`, bounded); (3) commit the results and the chunk's completion in one
 //! transaction (`JobStore::commit_chunk`), then return, and apalis acks the job. An engine
-//! failure fails the run: the queue retries the job (on any node). A database that goes away
+//! failure fails the run: the queue retries the job (on any node); the last allowed attempt
+//! failing fails the scan (`chunk_failed`). A database that goes away
 //! is retried with backoff for `db_retry`; past that the run fails and the worker stops, so
 //! its heartbeat stops and its claims move to other nodes.
 
 use crate::jobs::engine_run::{run_chunk, RunLimits};
 use crate::jobs::queue::{Queue, QueueTiming};
 use crate::jobs::{now_ms, ChunkError, ChunkJob, ChunkStatus};
+use crate::lifecycle::reason::FailReason;
 use crate::store::jobs::{ChunkDone, Commit, JobStore};
 use crate::store::Db;
 use apalis::prelude::{
-    Data, Error as QueueError, WorkerBuilder, WorkerBuilderExt, WorkerFactoryFn,
+    Attempt, Data, Error as QueueError, WorkerBuilder, WorkerBuilderExt, WorkerFactoryFn,
 };
+use apalis_sql::context::SqlContext;
 use serde::Serialize;
 use std::future::Future;
 use std::path::PathBuf;
@@ -150,15 +153,30 @@ async fn drive(
     let _ = tokio::time::timeout(Duration::from_secs(10), runnable).await;
 }
 
-/// The job handler apalis calls.
-async fn handle(job: ChunkJob, ctx: Data<Arc<Ctx>>) -> Result<ChunkOutcome, QueueError> {
+/// The job handler apalis calls. A run that fails its last attempt (the queue gives the
+/// job up after it) fails the scan with `chunk_failed`.
+async fn handle(
+    job: ChunkJob,
+    ctx: Data<Arc<Ctx>>,
+    attempt: Attempt,
+    queue: SqlContext,
+) -> Result<ChunkOutcome, QueueError> {
     let ctx: Arc<Ctx> = (*ctx).clone();
     match ctx.run(&job).await {
         Ok(outcome) => Ok(outcome),
         Err(e) => {
-            tracing::warn!(scan = %job.scan_id, chunk = job.chunk, error = %e, "chunk run failed");
+            tracing::warn!(scan = %job.scan_id, chunk = job.chunk, attempt = attempt.current(),
+                error = %e, "chunk run failed");
             if matches!(e, ChunkError::Database(_)) {
                 ctx.stop.cancel();
+            } else if attempt.current() >= usize::try_from(queue.max_attempts()).unwrap_or(0) {
+                let reason = FailReason::ChunkFailed.code();
+                match ctx.store.fail_scan(&job.scan_id, &reason, now_ms()).await {
+                    Ok(true) => tracing::warn!(scan = %job.scan_id, chunk = job.chunk,
+                        "chunk failed on its last attempt; scan failed"),
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(scan = %job.scan_id, error = %e, "cannot fail scan"),
+                }
             }
             Err(QueueError::Failed(Arc::new(Box::new(e))))
         }

@@ -356,6 +356,30 @@ impl JobStore {
         })
     }
 
+    /// Fails a running scan with `reason` (a chunk failed for good); `true` when it was
+    /// running. A later commit of another chunk leaves it failed.
+    pub async fn fail_scan(
+        &self,
+        scan_id: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<bool, sqlx::Error> {
+        on_db!(&self.db, |p| {
+            let r = sqlx::query(
+                "UPDATE job_scans SET status = $1, fail_reason = $2, finished_at_ms = $3
+                 WHERE id = $4 AND status = $5",
+            )
+            .bind(Status::Failed.as_str())
+            .bind(reason)
+            .bind(now_ms)
+            .bind(scan_id)
+            .bind(Status::Running.as_str())
+            .execute(p)
+            .await?;
+            Ok(r.rows_affected() == 1)
+        })
+    }
+
     /// The scan, if it exists.
     pub async fn scan(&self, id: &str) -> Result<Option<ScanRow>, sqlx::Error> {
         let raw: Option<RawScan> = on_db!(&self.db, |p| {
