@@ -76,6 +76,10 @@ pub struct Config {
     /// How often expiry purge, grace checks and limiter pruning run, ms.
     #[serde(alias = "maintenance_interval_ms")]
     pub maintenance_interval_ms: u64,
+    /// Run a chunk worker in this process against `engine-socket` (the embedded default:
+    /// one process serves the API and runs the chunk jobs); `false` for an API node of a
+    /// cluster whose workers run beside their engines (`portscope-api worker`).
+    pub worker: bool,
     /// Grab banners of open ports after a scan.
     pub banners: bool,
     /// Banner connect+read deadline per port, ms.
@@ -149,6 +153,7 @@ impl Default for Config {
             body_limit_bytes: 16 * 1024,
             max_concurrent_requests: 1024,
             maintenance_interval_ms: 1000,
+            worker: true,
             banners: true,
             banner_timeout_ms: 1500,
             banner_concurrency: 16,

@@ -57,6 +57,10 @@ struct Args {
     /// Also write logs to this file.
     #[arg(long, value_name = "FILE")]
     log_file: Option<PathBuf>,
+    /// Serve the API only: run no chunk worker in this process (a cluster's API node; its
+    /// workers run beside their engines as `portscope-api worker`).
+    #[arg(long)]
+    no_worker: bool,
     /// Without a command: serve HTTP.
     #[command(subcommand)]
     command: Option<Command>,
@@ -186,6 +190,9 @@ fn merge(args: Args) -> anyhow::Result<Config> {
     }
     if let Some(v) = args.engine_socket {
         c.engine_socket = v;
+    }
+    if args.no_worker {
+        c.worker = false;
     }
     c.allow_target.extend(args.allow_target);
     c.trusted_proxy.extend(args.trusted_proxy);
@@ -342,6 +349,13 @@ async fn run(hardened: portscope_control_api::privs::Hardened) -> anyhow::Result
 
     let token = CancellationToken::new();
     tokio::spawn(shutdown_signal(token.clone()));
+    let worker = config.worker.then(|| {
+        cli::spawn_in_process_worker(
+            state.scans().store().pool().clone(),
+            config.engine_socket.clone(),
+            token.child_token(),
+        )
+    });
     let mut servers = tokio::task::JoinSet::new();
     let mut limits = config.conn_limits();
     limits.total = connection_limit(limits.total);
@@ -374,6 +388,9 @@ async fn run(hardened: portscope_control_api::privs::Hardened) -> anyhow::Result
             tracing::error!(error = %e, "server failed");
             token.cancel();
         }
+    }
+    if let Some(w) = worker {
+        let _ = w.await;
     }
     state.shutdown().await;
     engine.close();

@@ -1,16 +1,20 @@
 //! The chunk-job store and queue on both backends, without engines: apalis's migrations and
-//! ours share `_sqlx_migrations` (either order, repeated), a scan's chunks are queued as
-//! apalis jobs, and a chunk commit is one idempotent transaction keyed by (scan, address,
-//! port). PostgreSQL is a throwaway server (`xtask::pg::PgGuard`, needs Debian's
+//! ours share `_sqlx_migrations` (either order, repeated), a scan's chunks and their apalis
+//! jobs are written in one transaction and an apalis worker claims them at once, and a
+//! chunk commit is one idempotent transaction keyed by (scan, address, port). PostgreSQL is a throwaway server (`xtask::pg::PgGuard`, needs Debian's
 //! `postgresql` package).
 
 use portscope_control_api::jobs::plan::ChunkSpec;
 use portscope_control_api::jobs::queue::{Queue, QueueTiming};
 use portscope_control_api::jobs::submit::submit;
-use portscope_control_api::jobs::{ChunkStatus, DbUrl, JobScanStatus};
+use portscope_control_api::jobs::{ChunkJob, ChunkStatus};
+use portscope_control_api::model::Status;
 use portscope_control_api::store::jobs::{ChunkDone, Commit, JobStore};
+use portscope_control_api::store::Db;
 use portscope_core::results::{PortResult, PortState, Proto, Reason};
 use portscope_proto::ScanKind;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use xtask::pg::PgGuard;
 
@@ -45,15 +49,49 @@ fn done<'a>(
     }
 }
 
+/// An apalis worker on `queue` that only reports the jobs it is handed (no engine), until
+/// `n` came or 10 s passed; the jobs in the order claimed.
+async fn claim(queue: Queue, n: usize) -> Vec<ChunkJob> {
+    use apalis::prelude::{Data, WorkerBuilder, WorkerFactoryFn};
+    type Seen = Arc<Mutex<Vec<ChunkJob>>>;
+    async fn seen(job: ChunkJob, got: Data<Seen>) {
+        got.lock().unwrap().push(job);
+    }
+    let got: Seen = Arc::default();
+    macro_rules! run {
+        ($storage:expr) => {{
+            let worker = WorkerBuilder::new("claim-test")
+                .data(got.clone())
+                .backend($storage)
+                .build_fn(seen)
+                .run();
+            let until = async {
+                while got.lock().unwrap().len() < n {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            tokio::select! {
+                _ = worker => {}
+                _ = tokio::time::timeout(Duration::from_secs(10), until) => {}
+            }
+        }};
+    }
+    match queue {
+        Queue::Sqlite(s) => run!(s),
+        Queue::Postgres(s) => run!(s),
+    }
+    let out = got.lock().unwrap().clone();
+    out
+}
+
 /// Opens the queue twice (migrations are idempotent next to each other), submits a scan of
-/// two chunks and commits them, one twice.
-async fn exercise(db: &DbUrl) -> (JobStore, String) {
-    let timing = QueueTiming::for_backend(db.backend);
-    let _first = Queue::open(db, timing, ACQUIRE).await.expect("queue open");
-    let mut queue = Queue::open(db, timing, ACQUIRE)
-        .await
-        .expect("queue open again");
-    let store = JobStore::open(&db.url, ACQUIRE).await.expect("store open");
+/// two chunks, lets an apalis worker claim both jobs, and commits the chunks, one twice.
+async fn exercise(path: &Path) -> (JobStore, String) {
+    let db = Db::connect(path, ACQUIRE).await.expect("store open");
+    let timing = QueueTiming::for_backend(db.backend());
+    let _first = Queue::open(&db, timing).await.expect("queue open");
+    let queue = Queue::open(&db, timing).await.expect("queue open again");
+    let store = JobStore::new(db);
     let chunks = vec![
         ChunkSpec {
             targets: vec!["198.18.0.2".into()],
@@ -66,15 +104,40 @@ async fn exercise(db: &DbUrl) -> (JobStore, String) {
             probes: 100,
         },
     ];
-    let id = submit(&mut queue, &store, ScanKind::Deep, &chunks)
-        .await
-        .unwrap();
+    let id = submit(&store, ScanKind::Deep, &chunks).await.unwrap();
     let scan = store.scan(&id).await.unwrap().unwrap();
     assert_eq!(
         (scan.status, scan.chunks_total, scan.chunks_done),
-        (JobScanStatus::Running, 2, 0)
+        (Status::Running, 2, 0)
     );
     assert_eq!(scan.kind, "deep");
+    // The queue rows the submit transaction wrote are apalis jobs its worker claims at once
+    // (SQLite's whole-second `run_at` included), with the payload the chunk rows describe.
+    let claimed_at = std::time::Instant::now();
+    let mut claimed = claim(queue, 2).await;
+    assert!(
+        claimed_at.elapsed() < Duration::from_secs(3),
+        "claimed after {:?}",
+        claimed_at.elapsed()
+    );
+    claimed.sort_by_key(|j| j.chunk);
+    assert_eq!(
+        claimed,
+        vec![
+            ChunkJob {
+                scan_id: id.clone(),
+                chunk: 0,
+                targets: vec!["198.18.0.2".into()],
+                ports: "1-100".into(),
+            },
+            ChunkJob {
+                scan_id: id.clone(),
+                chunk: 1,
+                targets: vec!["198.18.0.2".into()],
+                ports: "101-200".into(),
+            },
+        ]
+    );
 
     assert_eq!(
         store.start_chunk(&id, 0, "n1").await.unwrap(),
@@ -126,7 +189,7 @@ async fn exercise(db: &DbUrl) -> (JobStore, String) {
     let scan = store.scan(&id).await.unwrap().unwrap();
     assert_eq!(
         (scan.status, scan.chunks_done, scan.finished_at_ms),
-        (JobScanStatus::Complete, 2, Some(3))
+        (Status::Complete, 2, Some(3))
     );
     let rows = store.chunks(&id).await.unwrap();
     assert_eq!(rows.len(), 2);
@@ -158,8 +221,7 @@ async fn chunk_jobs_on_sqlite_share_migrations_with_the_api_store() {
         .expect("api store on a fresh file")
         .close()
         .await;
-    let db = DbUrl::parse(&file.to_string_lossy()).unwrap();
-    let (store, _) = exercise(&db).await;
+    let (store, _) = exercise(&file).await;
     store.close().await;
     portscope_control_api::store::Store::open(&file)
         .await
@@ -171,16 +233,16 @@ async fn chunk_jobs_on_sqlite_share_migrations_with_the_api_store() {
 #[tokio::test]
 async fn chunk_jobs_on_postgres_queue_notify_and_commit_once() {
     let pg = PgGuard::start().expect("PostgreSQL (needs the postgresql package)");
-    let db = DbUrl::parse(&pg.url()).unwrap();
-    let (store, id) = exercise(&db).await;
+    let (store, id) = exercise(Path::new(&pg.url())).await;
     store.close().await;
-    // The queue holds one pending apalis job per chunk, with the ids the chunk rows name.
+    // The queue holds one apalis job per chunk (claimed above, handed back when the test's
+    // worker stopped or still running), with the ids the chunk rows name.
     let jobs = pg
         .psql(
             xtask::pg::DATABASE,
             &format!(
                 "SELECT count(*) FROM apalis.jobs j JOIN scan_chunks c ON c.job_id = j.id \
-                 WHERE c.scan_id = '{id}' AND j.status = 'Pending' \
+                 WHERE c.scan_id = '{id}' \
                  AND j.job_type = 'portscope::chunk'"
             ),
         )
@@ -204,4 +266,71 @@ async fn chunk_jobs_on_postgres_queue_notify_and_commit_once() {
     let (ours, apalis) = versions.trim().split_once('|').unwrap();
     assert!(ours.parse::<u32>().unwrap() >= 1, "{versions}");
     assert_eq!(apalis, "10", "apalis-sql 0.7's PostgreSQL migrations");
+}
+
+/// A chunk that fails its last attempt (here the only one: no engine behind the socket)
+/// fails its scan with `chunk_failed`, once; the queue gives the job up.
+#[tokio::test]
+async fn a_chunk_failing_its_last_attempt_fails_the_scan() {
+    use portscope_control_api::jobs::now_ms;
+    use portscope_control_api::jobs::queue::NAMESPACE;
+    use portscope_control_api::jobs::worker::{run, WorkerOptions};
+    use portscope_control_api::store::jobs::{migrate_queue, NewChunk, NewScan, QueueSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&dir.path().join("fail.db"), ACQUIRE)
+        .await
+        .unwrap();
+    migrate_queue(&db).await.unwrap();
+    let store = JobStore::new(db.clone());
+    let job = ChunkJob {
+        scan_id: "s1".into(),
+        chunk: 0,
+        targets: vec!["198.18.0.2".into()],
+        ports: "1-10".into(),
+    };
+    store
+        .create_scan(
+            &NewScan {
+                id: "s1",
+                kind: "deep",
+                created_at_ms: now_ms(),
+            },
+            &[NewChunk {
+                chunk: 0,
+                targets: job.targets.clone(),
+                ports: job.ports.clone(),
+                probes: 10,
+                job_id: Queue::new_id(),
+                payload: serde_json::to_string(&job).unwrap(),
+            }],
+            QueueSpec {
+                job_type: NAMESPACE,
+                max_attempts: 1,
+            },
+        )
+        .await
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let opts = WorkerOptions::new(db.clone(), dir.path().join("no-engine.sock"), "n1".into());
+    let worker = tokio::spawn(run(opts, stop.clone()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let row = loop {
+        let row = store.scan("s1").await.unwrap().unwrap();
+        if row.status != Status::Running || std::time::Instant::now() > deadline {
+            break row;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (row.status, row.fail_reason.as_deref()),
+        (Status::Failed, Some("chunk_failed"))
+    );
+    assert_eq!(store.chunks("s1").await.unwrap()[0].runs, 1);
+    assert!(
+        !store.fail_scan("s1", "again", 1).await.unwrap(),
+        "failed once"
+    );
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+    db.close().await;
 }

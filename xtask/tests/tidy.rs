@@ -106,10 +106,8 @@ const SCATTERED_WORDS: &[(&str, usize)] = &[
     ("control-api/src/http/error.rs", 1),  // error code "engine_unavailable"
     ("control-api/src/http/managed/json.rs", 5), // JSON keys "open", "filtered", "closed"
     ("control-api/src/http/managed/openapi.rs", 3), // alert status enum in the schema
-    ("control-api/src/jobs/mod.rs", 3),    // JobScanStatus: one Status once the APIs run on jobs
     ("control-api/src/managed/alerts.rs", 1), // AlertStatus::Open (not a port state)
     ("control-api/src/managed/report.rs", 1), // "complete"
-    ("control-api/src/store/jobs.rs", 1),  // the column "closed" (a count)
     ("control-api/src/store/managed.rs", 4), // scan statuses
     ("control-api/src/selfscan/webhooks.rs", 1), // delivery outcome "failed" (not a scan)
     ("control-api/src/store/scans.rs", 4), // scan statuses

@@ -1,12 +1,12 @@
 //! The `worker` and `jobs` subcommands of `portscope-api` (their flags and what they run),
-//! so `main.rs` only dispatches. Bad input exits 64 with a message.
+//! and the in-process worker of `portscope-api` serving, so `main.rs` only dispatches. Bad input exits 64 with a message.
 
 use crate::jobs::plan::{plan_deep, DEFAULT_CHUNK_PROBES};
-use crate::jobs::queue::{Queue, QueueTiming};
 use crate::jobs::submit::{submit, wait_finished};
 use crate::jobs::worker::{run, WorkerOptions};
-use crate::jobs::{DbUrl, JobScanStatus};
+use crate::model::Status;
 use crate::store::jobs::JobStore;
+use crate::store::Db;
 use portscope_proto::ScanKind;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -54,15 +54,55 @@ pub enum JobsCmd {
     },
 }
 
-/// The database URL from `--db` (exit 64 when unreadable).
-pub fn db_url(db: &Path) -> DbUrl {
-    match DbUrl::parse(&db.to_string_lossy()) {
-        Ok(u) => u,
-        Err(e) => {
-            eprintln!("portscope-api: --db: {e}");
-            std::process::exit(64);
-        }
+/// Longest wait for a database connection (a worker retries on its own terms after that).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Opens `--db` (a SQLite file or a `postgres://` URL) and runs the store's and the
+/// queue's migrations.
+pub async fn open_db(db: &Path) -> anyhow::Result<Db> {
+    if db.as_os_str().is_empty() {
+        eprintln!("portscope-api: --db: empty database path");
+        std::process::exit(64);
     }
+    let pool = Db::connect(db, ACQUIRE_TIMEOUT)
+        .await
+        .map_err(|e| anyhow::anyhow!("database {}: {e}", db.display()))?;
+    // A submit writes the queue's rows too: its tables must exist.
+    crate::store::jobs::migrate_queue(&pool).await?;
+    Ok(pool)
+}
+
+/// This host's name (a worker's default node name).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into())
+}
+
+/// `portscope-api` serving with `worker = true` (the default): the same worker as
+/// `portscope-api worker`, in this process, on the API's own database pool and its engine
+/// socket, until `shutdown`. A worker that stopped on a lost database is started again
+/// after a second.
+pub fn spawn_in_process_worker(
+    db: Db,
+    engine_socket: PathBuf,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let node = host_name();
+        while !shutdown.is_cancelled() {
+            let opts = WorkerOptions::new(db.clone(), engine_socket.clone(), node.clone());
+            if let Err(e) = run(opts, shutdown.clone()).await {
+                tracing::error!(error = %e, "in-process chunk worker stopped; restarting");
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    })
 }
 
 /// Runs the worker until `shutdown`.
@@ -71,54 +111,49 @@ pub async fn worker_command(
     args: WorkerArgs,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let node = args.node.unwrap_or_else(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "node".into())
-    });
-    let mut opts = WorkerOptions::new(db_url(db), args.engine_socket, node);
+    let node = args.node.unwrap_or_else(host_name);
+    let db = open_db(db).await?;
+    let mut opts = WorkerOptions::new(db.clone(), args.engine_socket, node);
     opts.concurrency = usize::from(args.concurrency);
-    run(opts, shutdown).await
+    let out = run(opts, shutdown).await;
+    db.close().await;
+    out
 }
 
 /// Runs a `jobs` command.
 pub async fn jobs_command(db: &Path, cmd: JobsCmd) -> anyhow::Result<()> {
-    let db = db_url(db);
-    let acquire = Duration::from_secs(5);
+    let store = JobStore::new(open_db(db).await?);
     match cmd {
         JobsCmd::Submit {
             deep,
             chunk_probes,
             wait,
         } => {
-            let mut queue = Queue::open(&db, QueueTiming::for_backend(db.backend), acquire).await?;
-            let store = JobStore::open(&db.url, acquire).await?;
             let chunks = plan_deep(&deep, chunk_probes);
-            let id = submit(&mut queue, &store, ScanKind::Deep, &chunks).await?;
+            let id = submit(&store, ScanKind::Deep, &chunks).await?;
             println!("{id}");
             if let Some(secs) = wait {
                 let row = wait_finished(&store, &id, Duration::from_secs(secs)).await?;
                 match row {
-                    Some(r) if r.status == JobScanStatus::Complete => {
+                    Some(r) if r.status == Status::Complete => {
                         eprintln!("complete: {} chunks", r.chunks_done);
                     }
-                    Some(r) => anyhow::bail!("scan {id} ended {}", r.status),
+                    Some(r) => anyhow::bail!("scan {id} ended {}", r.status.as_str()),
                     None => anyhow::bail!("scan {id} not finished in {secs} s"),
                 }
             }
-            store.close().await;
         }
         JobsCmd::Status { id } => {
-            let store = JobStore::open(&db.url, acquire).await?;
             let Some(scan) = store.scan(&id).await? else {
                 eprintln!("portscope-api: no job scan {id}");
                 std::process::exit(64);
             };
             println!(
                 "{}\t{}\t{}/{} chunks",
-                scan.id, scan.status, scan.chunks_done, scan.chunks_total
+                scan.id,
+                scan.status.as_str(),
+                scan.chunks_done,
+                scan.chunks_total
             );
             for c in store.chunks(&id).await? {
                 println!(
@@ -130,8 +165,8 @@ pub async fn jobs_command(db: &Path, cmd: JobsCmd) -> anyhow::Result<()> {
                     c.node.as_deref().unwrap_or("-")
                 );
             }
-            store.close().await;
         }
     }
+    store.close().await;
     Ok(())
 }

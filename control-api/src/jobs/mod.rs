@@ -6,8 +6,9 @@
 //! commits the chunk's results and its completion in one transaction, keyed by (scan,
 //! address, port); apalis then acks the job. A node that dies stops heartbeating; apalis
 //! re-enqueues its claimed jobs and other workers re-run them. [`plan`] cuts a scan into
-//! chunks; [`submit`] creates a scan (the small submit path until the HTTP APIs move onto
-//! these jobs).
+//! chunks; [`submit`] creates a scan, its chunks and their queue jobs in one transaction.
+//! A job scan's status is the API's [`crate::model::Status`] (`running`, `complete`,
+//! `failed`); the database is the store's [`crate::store::Db`].
 
 pub mod cli;
 pub mod engine_run;
@@ -32,18 +33,6 @@ pub struct ChunkJob {
     pub targets: Vec<String>,
     /// Port spec (e.g. `1-16384`).
     pub ports: String,
-}
-
-/// Status of a job scan, stored as text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobScanStatus {
-    /// Chunks are queued or running.
-    Running,
-    /// Every chunk committed.
-    Complete,
-    /// Given up.
-    Failed,
 }
 
 /// Status of one chunk, stored as text (a chunk being run is `pending` here and `Running`
@@ -113,58 +102,7 @@ macro_rules! text_enum {
     };
 }
 
-text_enum!(JobScanStatus { Running => "running", Complete => "complete", Failed => "failed" });
 text_enum!(ChunkStatus { Pending => "pending", Done => "done" });
-
-/// Which database a URL names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// `sqlite://...` (or a bare file path).
-    Sqlite,
-    /// `postgres://...` / `postgresql://...`.
-    Postgres,
-}
-
-/// A database URL: `postgres://` / `postgresql://` URLs, `sqlite:` URLs, or a bare path
-/// (a SQLite file, created if missing).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DbUrl {
-    /// The backend.
-    pub backend: Backend,
-    /// The URL sqlx opens.
-    pub url: String,
-}
-
-impl DbUrl {
-    /// Reads `s`.
-    pub fn parse(s: &str) -> Result<DbUrl, String> {
-        let s = s.trim();
-        if s.is_empty() {
-            return Err("empty database URL".into());
-        }
-        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-            return Ok(DbUrl {
-                backend: Backend::Postgres,
-                url: s.to_owned(),
-            });
-        }
-        if s.starts_with("sqlite:") {
-            return Ok(DbUrl {
-                backend: Backend::Sqlite,
-                url: s.to_owned(),
-            });
-        }
-        if s.contains("://") {
-            return Err(format!(
-                "unsupported database URL {s:?} (postgres://, sqlite: or a file path)"
-            ));
-        }
-        Ok(DbUrl {
-            backend: Backend::Sqlite,
-            url: format!("sqlite://{s}?mode=rwc"),
-        })
-    }
-}
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -179,35 +117,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_name_their_backend() {
-        let pg = DbUrl::parse("postgres://u@127.0.0.1:5/db").unwrap();
-        assert_eq!(pg.backend, Backend::Postgres);
-        let file = DbUrl::parse("/tmp/x.db").unwrap();
-        assert_eq!(
-            file,
-            DbUrl {
-                backend: Backend::Sqlite,
-                url: "sqlite:///tmp/x.db?mode=rwc".into()
-            }
-        );
-        assert_eq!(
-            DbUrl::parse("sqlite::memory:").unwrap().backend,
-            Backend::Sqlite
-        );
-        assert!(DbUrl::parse("mysql://x").is_err());
-        assert!(DbUrl::parse(" ").is_err());
-    }
-
-    #[test]
     fn statuses_round_trip_as_text() {
-        for s in [
-            JobScanStatus::Running,
-            JobScanStatus::Complete,
-            JobScanStatus::Failed,
-        ] {
-            assert_eq!(s.as_str().parse::<JobScanStatus>().unwrap(), s);
-            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
-        }
         for s in [ChunkStatus::Pending, ChunkStatus::Done] {
             assert_eq!(s.as_str().parse::<ChunkStatus>().unwrap(), s);
         }

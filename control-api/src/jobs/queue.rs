@@ -1,5 +1,5 @@
 //! The chunk-job queue: apalis-sql's `SqliteStorage` or `PostgresStorage` for [`ChunkJob`]s,
-//! opened from a database URL, migrated (apalis's tables and ours, see `store::jobs`), and
+//! on the store's database ([`Db`]) with apalis's tables migrated (see `store::jobs`), and
 //! configured so that a dead node's claims move within seconds.
 //!
 //! Claims and orphans, as apalis-sql 0.7 does them: a worker heartbeats `last_seen` every
@@ -9,16 +9,12 @@
 //! polls too, and its heartbeat is fixed at 30 s by apalis, so orphans move after 90 s there:
 //! SQLite is the one-node embedded default, where a dead worker is the whole node.
 
-use crate::jobs::{Backend, ChunkJob, DbUrl};
-use crate::store::jobs::{migrate_postgres, migrate_sqlite};
-use apalis::prelude::Storage;
-use apalis_sql::context::SqlContext;
+use crate::jobs::ChunkJob;
+use crate::store::jobs::{migrate_queue, QueueSpec};
+use crate::store::{Backend, Db};
 use apalis_sql::postgres::PostgresStorage;
 use apalis_sql::sqlite::SqliteStorage;
 use apalis_sql::Config;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-use std::str::FromStr;
 use std::time::Duration;
 
 /// The queue's namespace (apalis `job_type`) for chunk jobs.
@@ -76,62 +72,33 @@ pub enum Queue {
 }
 
 impl Queue {
-    /// Opens the database at `db` and runs the migrations (apalis's and ours). Connects
-    /// wait at most `acquire_timeout`.
-    pub async fn open(
-        db: &DbUrl,
-        timing: QueueTiming,
-        acquire_timeout: Duration,
-    ) -> Result<Queue, sqlx::Error> {
+    /// The chunk-job storage on `db` (already opened and migrated by the store), after
+    /// running the queue's own migrations.
+    pub async fn open(db: &Db, timing: QueueTiming) -> Result<Queue, sqlx::Error> {
+        migrate_queue(db).await?;
         let config = timing.config();
-        match db.backend {
-            Backend::Sqlite => {
-                let opts = SqliteConnectOptions::from_str(&db.url)?
-                    .create_if_missing(true)
-                    .busy_timeout(Duration::from_secs(5));
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(4)
-                    .acquire_timeout(acquire_timeout)
-                    .connect_with(opts)
-                    .await?;
-                migrate_sqlite(&pool).await?;
-                Ok(Queue::Sqlite(SqliteStorage::new_with_config(pool, config)))
+        Ok(match db {
+            Db::Sqlite(pool) => Queue::Sqlite(SqliteStorage::new_with_config(pool.clone(), config)),
+            // No `PgListen` subscription: apalis 0.7 fetches on every NOTIFY whether or not
+            // the worker is ready, then blocks its heartbeat loop handing the claim over;
+            // busy workers hoarded chunks and missed heartbeats, and 16 of 64 chunks ran
+            // twice in `xtask cluster`. Polling checks readiness first.
+            Db::Postgres(pool) => {
+                Queue::Postgres(PostgresStorage::new_with_config(pool.clone(), config))
             }
-            Backend::Postgres => {
-                // apalis compares `last_seen` with a `::timestamp` cast: keep sessions in UTC.
-                let opts = PgConnectOptions::from_str(&db.url)?.options([("timezone", "UTC")]);
-                let pool = PgPoolOptions::new()
-                    .max_connections(4)
-                    .acquire_timeout(acquire_timeout)
-                    .connect_with(opts)
-                    .await?;
-                migrate_postgres(&pool).await?;
-                // No `PgListen` subscription: apalis 0.7 fetches on every NOTIFY whether or
-                // not the worker is ready, then blocks its heartbeat loop handing the claim
-                // over; busy workers hoarded chunks and missed heartbeats, and 16 of 64 chunks
-                // ran twice in `xtask cluster`. Polling checks readiness first.
-                let storage = PostgresStorage::new_with_config(pool, config);
-                Ok(Queue::Postgres(storage))
-            }
-        }
+        })
     }
 
-    /// A queue job id for a job not pushed yet (pushed later with [`Queue::push_with_id`]).
+    /// A queue job id for a new job (written by `store::jobs::JobStore::create_scan`).
     pub fn new_id() -> String {
         apalis::prelude::TaskId::new().to_string()
     }
 
-    /// Queues `job` under the id `id` (from [`Queue::new_id`]).
-    pub async fn push_with_id(&mut self, id: &str, job: ChunkJob) -> Result<(), sqlx::Error> {
-        let mut ctx = SqlContext::new();
-        ctx.set_max_attempts(MAX_ATTEMPTS);
-        let mut req = apalis::prelude::Request::new_with_ctx(job, ctx);
-        req.parts.task_id = apalis::prelude::TaskId::from_str(id)
-            .map_err(|e| sqlx::Error::Protocol(format!("bad queue id {id:?}: {e}")))?;
-        match self {
-            Queue::Sqlite(s) => s.push_request(req).await?,
-            Queue::Postgres(s) => s.push_request(req).await?,
-        };
-        Ok(())
+    /// What the store writes into the queue's table for a new chunk job.
+    pub fn spec() -> QueueSpec<'static> {
+        QueueSpec {
+            job_type: NAMESPACE,
+            max_attempts: MAX_ATTEMPTS,
+        }
     }
 }

@@ -1,21 +1,18 @@
-//! Creating a job scan: plan the chunks, write the scan and chunk rows in one transaction,
-//! then queue one job per chunk. The small submit path of `portscope-api jobs submit` and
-//! `cargo xtask cluster`, until the HTTP APIs create their scans here.
-//!
-//! Rows first, then jobs: a worker never claims a job whose chunk row is missing. A
-//! submitter that dies between the two leaves a scan whose unqueued chunks stay pending
-//! (visible in `scan_chunks`, not lost).
+//! Creating a job scan: plan the chunks, then write the scan row, its chunk rows and one
+//! queue job per chunk in one transaction (`JobStore::create_scan`), so a submitter that
+//! dies half-way leaves nothing behind and a worker never claims a job whose chunk row is
+//! missing. The submit path of `portscope-api jobs submit` and `cargo xtask cluster`.
 
 use crate::jobs::plan::ChunkSpec;
 use crate::jobs::queue::Queue;
 use crate::jobs::{now_ms, ChunkJob};
-use crate::store::jobs::{JobStore, NewChunk, NewScan};
+use crate::model::Status;
+use crate::store::jobs::{JobStore, NewChunk, NewScan, ScanRow};
 use portscope_proto::ScanKind;
 use std::time::Duration;
 
-/// Creates a scan of `kind` made of `chunks` and queues its jobs; returns the scan id.
+/// Creates a scan of `kind` made of `chunks` with its queue jobs; returns the scan id.
 pub async fn submit(
-    queue: &mut Queue,
     store: &JobStore,
     kind: ScanKind,
     chunks: &[ChunkSpec],
@@ -25,17 +22,27 @@ pub async fn submit(
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_else(|| "custom".into());
-    let rows: Vec<NewChunk> = chunks
+    let rows = chunks
         .iter()
         .zip(0u32..)
-        .map(|(c, n)| NewChunk {
-            chunk: n,
-            targets: c.targets.clone(),
-            ports: c.ports.clone(),
-            probes: c.probes,
-            job_id: Queue::new_id(),
+        .map(|(c, n)| {
+            let job = ChunkJob {
+                scan_id: scan_id.clone(),
+                chunk: n,
+                targets: c.targets.clone(),
+                ports: c.ports.clone(),
+            };
+            Ok(NewChunk {
+                chunk: n,
+                targets: c.targets.clone(),
+                ports: c.ports.clone(),
+                probes: c.probes,
+                job_id: Queue::new_id(),
+                payload: serde_json::to_string(&job)
+                    .map_err(|e| sqlx::Error::Encode(Box::new(e)))?,
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
     store
         .create_scan(
             &NewScan {
@@ -44,17 +51,9 @@ pub async fn submit(
                 created_at_ms: now_ms(),
             },
             &rows,
+            Queue::spec(),
         )
         .await?;
-    for row in rows {
-        let job = ChunkJob {
-            scan_id: scan_id.clone(),
-            chunk: row.chunk,
-            targets: row.targets,
-            ports: row.ports,
-        };
-        queue.push_with_id(&row.job_id, job).await?;
-    }
     Ok(scan_id)
 }
 
@@ -64,11 +63,11 @@ pub async fn wait_finished(
     store: &JobStore,
     id: &str,
     limit: Duration,
-) -> Result<Option<crate::store::jobs::ScanRow>, sqlx::Error> {
+) -> Result<Option<ScanRow>, sqlx::Error> {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         if let Some(row) = store.scan(id).await? {
-            if row.status != crate::jobs::JobScanStatus::Running {
+            if row.status != Status::Running {
                 return Ok(Some(row));
             }
         }

@@ -5,17 +5,21 @@
 //! committed but died before its ack) is just acked; (2) run it on the engine
 //! (`engine_run`, bounded); (3) commit the results and the chunk's completion in one
 //! transaction (`JobStore::commit_chunk`), then return, and apalis acks the job. An engine
-//! failure fails the run: the queue retries the job (on any node). A database that goes away
+//! failure fails the run: the queue retries the job (on any node); the last allowed attempt
+//! failing fails the scan (`chunk_failed`). A database that goes away
 //! is retried with backoff for `db_retry`; past that the run fails and the worker stops, so
 //! its heartbeat stops and its claims move to other nodes.
 
 use crate::jobs::engine_run::{run_chunk, RunLimits};
 use crate::jobs::queue::{Queue, QueueTiming};
-use crate::jobs::{now_ms, ChunkError, ChunkJob, ChunkStatus, DbUrl};
+use crate::jobs::{now_ms, ChunkError, ChunkJob, ChunkStatus};
+use crate::lifecycle::reason::FailReason;
 use crate::store::jobs::{ChunkDone, Commit, JobStore};
+use crate::store::Db;
 use apalis::prelude::{
-    Data, Error as QueueError, WorkerBuilder, WorkerBuilderExt, WorkerFactoryFn,
+    Attempt, Data, Error as QueueError, WorkerBuilder, WorkerBuilderExt, WorkerFactoryFn,
 };
+use apalis_sql::context::SqlContext;
 use serde::Serialize;
 use std::future::Future;
 use std::path::PathBuf;
@@ -27,8 +31,8 @@ use tokio_util::sync::CancellationToken;
 /// What a worker needs.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
-    /// The database (queue and job tables).
-    pub db: DbUrl,
+    /// The database (queue and job tables), opened and migrated by the store.
+    pub db: Db,
     /// The local engine's socket.
     pub engine_socket: PathBuf,
     /// This node's name, recorded on the chunks it runs.
@@ -44,8 +48,8 @@ pub struct WorkerOptions {
 impl WorkerOptions {
     /// Defaults for `db`: one chunk at a time, the backend's queue timing, 30 s of
     /// database retries.
-    pub fn new(db: DbUrl, engine_socket: PathBuf, node: String) -> WorkerOptions {
-        let timing = QueueTiming::for_backend(db.backend);
+    pub fn new(db: Db, engine_socket: PathBuf, node: String) -> WorkerOptions {
+        let timing = QueueTiming::for_backend(db.backend());
         WorkerOptions {
             db,
             engine_socket,
@@ -67,8 +71,6 @@ pub enum ChunkOutcome {
     AlreadyDone,
 }
 
-/// Longest wait for a database connection.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest wait for the engine connection.
 const ENGINE_CONNECT: Duration = Duration::from_secs(5);
 
@@ -83,10 +85,11 @@ struct Ctx {
 }
 
 /// Runs a worker until `shutdown` is cancelled (or the database stays unreachable past
-/// `db_retry` within a chunk: then it returns an error, and a supervisor restarts it).
+/// `db_retry` within a chunk: then it returns an error, and a supervisor restarts it). The
+/// database stays open (it may be the API's own pool).
 pub async fn run(opts: WorkerOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let queue = Queue::open(&opts.db, opts.timing, ACQUIRE_TIMEOUT).await?;
-    let store = JobStore::open(&opts.db.url, ACQUIRE_TIMEOUT).await?;
+    let queue = Queue::open(&opts.db, opts.timing).await?;
+    let store = JobStore::new(opts.db.clone());
     let stop = shutdown.child_token();
     let ctx = Arc::new(Ctx {
         store: store.clone(),
@@ -101,7 +104,7 @@ pub async fn run(opts: WorkerOptions, shutdown: CancellationToken) -> anyhow::Re
         opts.node,
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
-    tracing::info!(worker = %id, backend = ?opts.db.backend, "chunk worker started");
+    tracing::info!(worker = %id, backend = ?opts.db.backend(), "chunk worker started");
     let concurrency = opts.concurrency.max(1);
     // One builder for both storages (their types differ, so a macro rather than a function).
     macro_rules! run_worker {
@@ -121,7 +124,6 @@ pub async fn run(opts: WorkerOptions, shutdown: CancellationToken) -> anyhow::Re
         Queue::Sqlite(s) => run_worker!(s),
         Queue::Postgres(s) => run_worker!(s),
     }
-    store.close().await;
     if shutdown.is_cancelled() {
         Ok(())
     } else {
@@ -151,15 +153,30 @@ async fn drive(
     let _ = tokio::time::timeout(Duration::from_secs(10), runnable).await;
 }
 
-/// The job handler apalis calls.
-async fn handle(job: ChunkJob, ctx: Data<Arc<Ctx>>) -> Result<ChunkOutcome, QueueError> {
+/// The job handler apalis calls. A run that fails its last attempt (the queue gives the
+/// job up after it) fails the scan with `chunk_failed`.
+async fn handle(
+    job: ChunkJob,
+    ctx: Data<Arc<Ctx>>,
+    attempt: Attempt,
+    queue: SqlContext,
+) -> Result<ChunkOutcome, QueueError> {
     let ctx: Arc<Ctx> = (*ctx).clone();
     match ctx.run(&job).await {
         Ok(outcome) => Ok(outcome),
         Err(e) => {
-            tracing::warn!(scan = %job.scan_id, chunk = job.chunk, error = %e, "chunk run failed");
+            tracing::warn!(scan = %job.scan_id, chunk = job.chunk, attempt = attempt.current(),
+                error = %e, "chunk run failed");
             if matches!(e, ChunkError::Database(_)) {
                 ctx.stop.cancel();
+            } else if attempt.current() >= usize::try_from(queue.max_attempts()).unwrap_or(0) {
+                let reason = FailReason::ChunkFailed.code();
+                match ctx.store.fail_scan(&job.scan_id, &reason, now_ms()).await {
+                    Ok(true) => tracing::warn!(scan = %job.scan_id, chunk = job.chunk,
+                        "chunk failed on its last attempt; scan failed"),
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(scan = %job.scan_id, error = %e, "cannot fail scan"),
+                }
             }
             Err(QueueError::Failed(Arc::new(Box::new(e))))
         }

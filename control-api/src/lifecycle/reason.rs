@@ -1,13 +1,17 @@
 //! Why a scan failed, as the API stores and serves it: the engine's reason
 //! ([`portscope_proto::FailReason`], or a word a newer engine sends), `engine_unavailable`
 //! (the engine was unreachable past the grace period), or `rejected_<code>` (the engine
-//! refused the submit). Both services store the same words; a managed scan's `error`
+//! refused the submit), or `chunk_failed` (a job scan's chunk failed on every attempt the
+//! queue allows). Both services store the same words; a managed scan's `error`
 //! adds the engine's message to a rejection (`rejected_<code>: <message>`).
 
 use std::fmt;
 
 /// The API's own reason: the engine was unreachable for longer than the grace period.
 pub const ENGINE_UNAVAILABLE: &str = "engine_unavailable";
+
+/// A job scan's reason: one of its chunks failed on every attempt the queue allows.
+pub const CHUNK_FAILED: &str = "chunk_failed";
 
 /// Why a scan failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +27,8 @@ pub enum FailReason {
         /// The engine's message.
         message: String,
     },
+    /// A chunk job failed its last attempt (the queue gives it up).
+    ChunkFailed,
 }
 
 /// The engine's reason: a known word, or one a newer engine sends (kept as sent).
@@ -50,6 +56,7 @@ impl FailReason {
             FailReason::Engine(EngineReason::Other(r)) => r.clone(),
             FailReason::EngineUnavailable => ENGINE_UNAVAILABLE.to_string(),
             FailReason::Rejected { code, .. } => format!("rejected_{code}"),
+            FailReason::ChunkFailed => CHUNK_FAILED.to_string(),
         }
     }
 

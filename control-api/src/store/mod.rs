@@ -30,10 +30,11 @@ pub use managed::{AlertRow, MPortRow, MScanRow, MStore, TargetRow, LIVE};
 pub use scans::{NewScan, PortRow, ScanRow, Store};
 pub use tokens::TokenRow;
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 use std::path::Path;
+use std::str::FromStr;
 use std::time::Duration;
 
 /// Runs `$body` with `$p` bound to the typed pool of `$db` (and the type `$DB` to its
@@ -101,12 +102,20 @@ impl Db {
     /// Opens `db`, a SQLite file path (created if missing, mode 0600) or a `postgres://`
     /// URL, and runs that backend's migrations.
     pub async fn open(db: &Path) -> Result<Db, sqlx::Error> {
+        Db::connect(db, Duration::from_secs(10)).await
+    }
+
+    /// [`Db::open`], waiting at most `acquire_timeout` for a connection (a worker gives a
+    /// lost database a few seconds, then retries on its own terms).
+    pub async fn connect(db: &Path, acquire_timeout: Duration) -> Result<Db, sqlx::Error> {
         match db.to_str() {
             Some(url) if is_postgres_url(url) => {
                 let pool = PgPoolOptions::new()
                     .max_connections(8)
-                    .acquire_timeout(Duration::from_secs(10))
-                    .connect(url)
+                    .acquire_timeout(acquire_timeout)
+                    // The job queue (apalis) compares `last_seen` through a `::timestamp`
+                    // cast: sessions in UTC.
+                    .connect_with(PgConnectOptions::from_str(url)?.options([("timezone", "UTC")]))
                     .await?;
                 run_migrations(sqlx::migrate!("./migrations/postgres"), &pool).await?;
                 Ok(Db::Postgres(pool))
@@ -122,6 +131,7 @@ impl Db {
                     .busy_timeout(Duration::from_secs(5));
                 let pool = SqlitePoolOptions::new()
                     .max_connections(4)
+                    .acquire_timeout(acquire_timeout)
                     .connect_with(opts)
                     .await?;
                 run_migrations(sqlx::migrate!("./migrations/sqlite"), &pool).await?;

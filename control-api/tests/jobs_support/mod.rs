@@ -1,4 +1,4 @@
-//! Helpers of the chunk-job lab tests: `portscope-api worker` processes (unprivileged, by
+//! Helpers of the chunk-job lab tests: `portscope-api worker` (or serving) processes (unprivileged, by
 //! PID), a temporary directory they can write, and the exactness check of a job scan
 //! against the lab truth.
 
@@ -35,6 +35,19 @@ impl Worker {
     /// Starts `portscope-api worker` as an unprivileged user against `db_url` and the
     /// engine at `socket`, named `node`.
     pub fn start(bins: &Path, db_url: &str, socket: &Path, node: &str) -> Worker {
+        let args = ["worker", "--db", db_url, "--node", node, "--engine-socket"];
+        Self::spawn(bins, &args, socket, node)
+    }
+
+    /// Starts `portscope-api` serving as the embedded default does (its in-process chunk
+    /// worker on, on loopback port 0), unprivileged, against `db` and the engine at `socket`.
+    /// Its node name is the host name.
+    pub fn embedded_api(bins: &Path, db: &str, socket: &Path) -> Worker {
+        let args = ["--db", db, "--listen", "127.0.0.1:0", "--engine-socket"];
+        Self::spawn(bins, &args, socket, "api")
+    }
+
+    fn spawn(bins: &Path, args: &[&str], socket: &Path, node: &str) -> Worker {
         let dir = shared_tempdir();
         let log = dir.path().join(format!("{node}.log"));
         let out = File::create(&log).unwrap();
@@ -46,7 +59,7 @@ impl Worker {
                 "--inh-caps=-all",
             ])
             .arg(bins.join("portscope-api"))
-            .args(["worker", "--db", db_url, "--node", node, "--engine-socket"])
+            .args(args)
             .arg(socket)
             .env("RUST_LOG", "info,sqlx=warn")
             .stdin(Stdio::null())
