@@ -278,6 +278,9 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
             "portscope",
             "-p",
             "portscope-benches",
+            // `--bin` filters every package named: name both binaries.
+            "--bin",
+            "portscope",
             "--bin",
             "ps-blast",
         ],
