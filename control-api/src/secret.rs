@@ -80,10 +80,7 @@ impl ServerSecret {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("any key length");
         mac.update(b"portscope report key\0");
         mac.update(scan_id.as_bytes());
-        mac.finalize().into_bytes()[..24]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        crate::util::hex(&mac.finalize().into_bytes()[..24])
     }
 }
 

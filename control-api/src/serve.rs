@@ -78,7 +78,7 @@ struct Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.counts.total.fetch_sub(1, Ordering::Relaxed);
-        let mut m = self.counts.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = crate::util::lock(&self.counts.per_ip);
         if let Some(n) = m.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
@@ -97,7 +97,7 @@ enum Refusal {
 
 impl Counts {
     fn admit(self: &Arc<Self>, ip: IpAddr, limits: &ConnLimits) -> Result<Slot, Refusal> {
-        let mut m = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = crate::util::lock(&self.per_ip);
         let n = m.get(&ip).copied().unwrap_or(0);
         if n >= limits.per_ip {
             return Err(Refusal::PerIp);

@@ -27,26 +27,15 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 
 use crate::lab::{truth, Lab, LabConfig, LabGuard};
-use crate::release::{
-    cargo_build_release, cpus, loadavg, publish, unix_now, wants_help, workspace_root,
-};
+use crate::release::{cargo_build_release, cpus, loadavg, publish, unix_now, workspace_root};
 use measure::{End, Wire};
 use render::{render, thousands};
 use scenario::{Scenario, Score};
 use tools::{Env, Files, Texts, Tool};
 
-const USAGE: &str = "\
-usage: cargo xtask bench [--quick] [--big] [--loss PCT] [--only portscope|masscan|zmap|nmap] [--runs N] [--nmap-cap SECS]
-                         [--portscope-arg ARG]...
-       cargo xtask bench --service [...]   the service (engine daemon + API) instead: see --service --help
-
-  --quick         scenario 1 only (one host x 65,535 ports)
-  --big           add scenario 4: 256 hosts x 65,535 ports (16.8 M probes; minutes)
-  --loss PCT      add scenario 5: scenario 1 through PCT% random loss in both directions
-  --only TOOL     run one scanner (both nmap configurations for nmap)
-  --runs N        run each scanner N times and report the run with the median wall time (default 1)
-  --nmap-cap S    kill an nmap run after S seconds and report a timeout (default 300)
-  --portscope-arg ARG  append ARG to Portscope's command line (repeatable), e.g. --rx-ring=off
+/// What `cargo xtask bench --help` prints after the options.
+const AFTER_HELP: &str = "\
+The service (engine daemon + API) instead: cargo xtask bench --service [...] (see --service --help).
 
 Scenarios: 1 = 198.18.0.2 x ports 1-65535; 2 = 198.19.0.1-16 x 1-65535; 3 = 198.19.0.0/16 x 80;
 4 = 198.19.0.1-198.19.1.0 x 1-65535; 5 = scenario 1 with loss.
@@ -87,77 +76,70 @@ const BLOCKLIST: &str = "\
 255.255.255.255/32
 ";
 
-#[derive(Debug, Clone, PartialEq)]
+/// `cargo xtask bench`: Portscope vs masscan, zmap and nmap on the same lab scenarios.
+#[derive(Debug, Clone, PartialEq, clap::Parser)]
+#[command(after_help = AFTER_HELP)]
 struct Options {
+    /// Scenario 1 only (one host x 65,535 ports).
+    #[arg(long)]
     quick: bool,
-    /// A `Tool::family`, or every tool.
+    /// Run one scanner (both nmap configurations for nmap): portscope, masscan, zmap or nmap.
+    #[arg(long, value_name = "TOOL", value_parser = tool_family)]
     only: Option<String>,
+    /// Run each scanner N times and report the run with the median wall time.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = at_least_one)]
     runs: usize,
+    /// Kill an nmap run after S seconds and report a timeout.
+    #[arg(long = "nmap-cap", value_name = "S", default_value = "300", value_parser = whole_seconds)]
     nmap_cap: Duration,
-    /// Add the 256-host scenario (minutes).
+    /// Add scenario 4: 256 hosts x 65,535 ports (16.8 M probes; minutes).
+    #[arg(long)]
     big: bool,
-    /// Add the loss scenario at this percentage (both directions).
+    /// Add scenario 5: scenario 1 through PCT% random loss in both directions.
+    #[arg(long, value_name = "PCT", value_parser = loss_pct)]
     loss: Option<f64>,
-    /// Extra arguments for Portscope (A/B runs of an engine option).
+    /// Append ARG to Portscope's command line (repeatable), e.g. --rx-ring=off.
+    #[arg(long = "portscope-arg", value_name = "ARG", allow_hyphen_values = true)]
     portscope_args: Vec<String>,
 }
 
+/// `--only`: a `Tool::family`.
+fn tool_family(s: &str) -> Result<String, String> {
+    if Tool::ALL.iter().any(|t| t.family() == s) {
+        Ok(s.to_owned())
+    } else {
+        Err("takes portscope, masscan, zmap or nmap".into())
+    }
+}
+
+/// `--runs`: a number of at least 1.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    s.parse()
+        .ok()
+        .filter(|&n| n >= 1)
+        .ok_or_else(|| "takes a number of at least 1".into())
+}
+
+/// `--nmap-cap`: whole seconds, at least 1.
+fn whole_seconds(s: &str) -> Result<Duration, String> {
+    s.parse()
+        .ok()
+        .filter(|&n| n >= 1)
+        .map(Duration::from_secs)
+        .ok_or_else(|| "takes whole seconds, at least 1".into())
+}
+
+/// `--loss`: a percentage below 50.
+fn loss_pct(s: &str) -> Result<f64, String> {
+    s.parse()
+        .ok()
+        .filter(|p: &f64| (0.0..50.0).contains(p))
+        .ok_or_else(|| "takes a percentage below 50".into())
+}
+
 impl Options {
-    fn parse(args: &[String]) -> anyhow::Result<Options> {
-        let mut opts = Options {
-            quick: false,
-            only: None,
-            runs: 1,
-            nmap_cap: Duration::from_secs(300),
-            big: false,
-            loss: None,
-            portscope_args: Vec::new(),
-        };
-        let mut it = args.iter();
-        while let Some(arg) = it.next() {
-            let mut value = |flag: &str| {
-                it.next()
-                    .cloned()
-                    .with_context(|| format!("{flag} needs a value\n\n{USAGE}"))
-            };
-            match arg.as_str() {
-                "--quick" => opts.quick = true,
-                "--big" => opts.big = true,
-                "--loss" => {
-                    let pct: f64 = value("--loss")?
-                        .parse()
-                        .ok()
-                        .filter(|p: &f64| (0.0..50.0).contains(p))
-                        .context("--loss takes a percentage below 50")?;
-                    opts.loss = Some(pct);
-                }
-                "--only" => {
-                    let tool = value("--only")?;
-                    if !Tool::ALL.iter().any(|t| t.family() == tool) {
-                        bail!("--only takes portscope, masscan, zmap or nmap, not {tool:?}");
-                    }
-                    opts.only = Some(tool);
-                }
-                "--runs" => {
-                    opts.runs = value("--runs")?
-                        .parse()
-                        .ok()
-                        .filter(|&n| n >= 1)
-                        .context("--runs takes a number of at least 1")?;
-                }
-                "--nmap-cap" => {
-                    let secs: u64 = value("--nmap-cap")?
-                        .parse()
-                        .ok()
-                        .filter(|&n| n >= 1)
-                        .context("--nmap-cap takes whole seconds, at least 1")?;
-                    opts.nmap_cap = Duration::from_secs(secs);
-                }
-                "--portscope-arg" => opts.portscope_args.push(value("--portscope-arg")?),
-                other => bail!("unknown bench flag {other:?}\n\n{USAGE}"),
-            }
-        }
-        Ok(opts)
+    fn parse(args: &[String]) -> Result<Options, clap::Error> {
+        crate::args::try_parse("bench", args)
     }
 
     fn tools(&self) -> impl Iterator<Item = Tool> + '_ {
@@ -277,11 +259,7 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
         let rest: Vec<String> = args.iter().filter(|a| *a != "--service").cloned().collect();
         return service::run(&rest);
     }
-    if wants_help(args) {
-        println!("{USAGE}");
-        return Ok(0);
-    }
-    let opts = Options::parse(args)?;
+    let opts = Options::parse(args).unwrap_or_else(|e| e.exit());
     let scenarios = Scenario::select(opts.quick, opts.big, opts.loss.is_some());
     for s in &scenarios {
         check_in_lab(s)?;
@@ -300,6 +278,9 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
             "portscope",
             "-p",
             "portscope-benches",
+            // `--bin` filters every package named: name both binaries.
+            "--bin",
+            "portscope",
             "--bin",
             "ps-blast",
         ],

@@ -4,6 +4,7 @@
 //! `pg` runs a throwaway PostgreSQL server for tests, `nodes` an engine per scanner namespace,
 //! `http` makes HTTP requests from a chosen lab address.
 
+pub mod args;
 pub mod bench;
 pub mod cluster;
 pub mod demo;

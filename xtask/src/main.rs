@@ -1,4 +1,5 @@
-//! `cargo xtask`: project tasks. Dispatches to one module per command; parsing is by hand to keep xtask light.
+//! `cargo xtask`: project tasks. Dispatches to one module per command; each command parses
+//! its own options with clap (`xtask::args`).
 
 use std::process::ExitCode;
 

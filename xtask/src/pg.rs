@@ -306,18 +306,25 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// `cargo xtask pg`: run a command beside a throwaway PostgreSQL server.
+#[derive(Debug, clap::Parser)]
+struct PgOptions {
+    /// The command and its arguments (after `--`); run with `PORTSCOPE_TEST_PG` set.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    command: Vec<String>,
+}
+
 /// `cargo xtask pg -- COMMAND...`: runs COMMAND with `PORTSCOPE_TEST_PG` set to the URL of a
 /// throwaway server (the control-api tests then keep every database there: one fresh
 /// database per test), and stops the server after it. Exits with COMMAND's status.
 pub fn with_server(args: &[String]) -> anyhow::Result<i32> {
-    let cmd = match args.first().map(String::as_str) {
-        Some("--") => &args[1..],
-        _ => args,
-    };
-    let Some((program, rest)) = cmd.split_first() else {
-        eprintln!("usage: cargo xtask pg -- COMMAND [ARGS...]");
-        return Ok(64);
-    };
+    let PgOptions { command } = crate::args::parse("pg", args);
+    let (program, rest) = command.split_first().context("clap requires a command")?;
     let pg = PgGuard::start()?;
     eprintln!("PORTSCOPE_TEST_PG={}", pg.url());
     let status = Command::new(program)

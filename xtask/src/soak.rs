@@ -95,30 +95,39 @@ fn sample(pid: u32) -> anyhow::Result<(u64, usize)> {
     Ok((rss, fds))
 }
 
+/// `cargo xtask soak`'s options.
+#[derive(Debug, clap::Parser)]
+struct Options {
+    /// How long the clients run, in seconds.
+    #[arg(long, value_name = "S", default_value_t = 180,
+          value_parser = clap::value_parser!(u64).range(10..=1800))]
+    secs: u64,
+    /// Lab hosts that scan themselves.
+    #[arg(long, value_name = "N", default_value_t = 12,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    hosts: u32,
+}
+
+/// The options of the client half (`soak client`), given by the driver.
+#[derive(Debug, clap::Parser)]
+struct ClientOptions {
+    /// The lab whose truth to load.
+    #[arg(long)]
+    lab: String,
+    /// When to stop, in seconds from the start.
+    #[arg(long)]
+    secs: u64,
+    /// Lab hosts that scan themselves.
+    #[arg(long)]
+    hosts: usize,
+}
+
 /// Runs the soak; returns the exit code.
 pub fn run(args: &[String]) -> anyhow::Result<i32> {
     if args.first().map(String::as_str) == Some(CLIENT) {
         return client(&args[1..]);
     }
-    let (mut secs, mut hosts) = (180u64, 12u32);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut num = |name: &str, lo: u64, hi: u64| -> anyhow::Result<u64> {
-            let v: u64 = it
-                .next()
-                .with_context(|| format!("{name} needs a value"))?
-                .parse()?;
-            if !(lo..=hi).contains(&v) {
-                bail!("{name} must be {lo} to {hi}");
-            }
-            Ok(v)
-        };
-        match a.as_str() {
-            "--secs" => secs = num("--secs", 10, 1800)?,
-            "--hosts" => hosts = num("--hosts", 1, 100)? as u32,
-            _ => bail!("usage: cargo xtask soak [--secs 10-1800] [--hosts 1-100]"),
-        }
-    }
+    let Options { secs, hosts } = crate::args::parse("soak", args);
     let root = workspace_root();
     let bins = build_service(&root, "soak")?;
     let lab = LabGuard::up(&LabConfig::new(
@@ -409,17 +418,8 @@ fn malformed(src: IpAddr, end: Instant) -> Counts {
 
 /// The client half, in the target namespace: prints its [`Counts`] as one JSON line.
 fn client(args: &[String]) -> anyhow::Result<i32> {
-    let get = |k: &str| -> anyhow::Result<&String> {
-        let i = args
-            .iter()
-            .position(|a| a == k)
-            .with_context(|| format!("{k} missing"))?;
-        args.get(i + 1)
-            .with_context(|| format!("{k} needs a value"))
-    };
-    let truth = Truth::load(get("--lab")?)?;
-    let secs: u64 = get("--secs")?.parse()?;
-    let hosts: usize = get("--hosts")?.parse()?;
+    let ClientOptions { lab, secs, hosts } = crate::args::parse("soak client", args);
+    let truth = Truth::load(&lab)?;
     let v4: Vec<IpAddr> = truth
         .hosts
         .iter()

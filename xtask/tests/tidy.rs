@@ -57,26 +57,20 @@ const VOCABULARIES: &[Vocabulary] = &[
     },
     Vocabulary {
         what: "scan status, control-api model::ScanState",
-        // The engine daemon's own fail reasons (`codes::FailReason`) share the word
-        // "cancelled" with the API's scan status.
-        owners: &[
-            "control-api/src/model.rs",
-            "engine/daemon/src/codes.rs",
-            "engine/proto/src/codes.rs",
-        ],
+        // The protocol's fail reasons (`proto::FailReason`) share the word "cancelled" with
+        // the API's scan status.
+        owners: &["control-api/src/model.rs", "engine/proto/src/codes.rs"],
         words: &["queued", "running", "complete", "failed", "cancelled"],
     },
     Vocabulary {
         what: "engine reject code, proto::RejectCode",
-        // The daemon keeps its own copy until it uses the protocol's enum.
-        owners: &["engine/proto/src/codes.rs", "engine/daemon/src/codes.rs"],
+        owners: &["engine/proto/src/codes.rs"],
         words: &["invalid", "busy"],
     },
     Vocabulary {
         what: "scan fail reason, proto::FailReason and control-api lifecycle::reason",
         owners: &[
             "engine/proto/src/codes.rs",
-            "engine/daemon/src/codes.rs",
             "control-api/src/lifecycle/reason.rs",
         ],
         words: &[

@@ -65,8 +65,7 @@ pub enum TokenError {
 
 /// SHA-256 of a secret, lower-case hex.
 pub fn hash_secret(secret: &str) -> String {
-    let d = Sha256::digest(secret.as_bytes());
-    d.iter().map(|b| format!("{b:02x}")).collect()
+    crate::util::hex(&Sha256::digest(secret.as_bytes()))
 }
 
 /// Creates a token; returns the row and the secret (shown once, never stored).

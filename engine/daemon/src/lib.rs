@@ -9,9 +9,9 @@
 //! `state` (the lock and request handling), `validate` (a submit into a plan: size,
 //! policy, then route), `scans` (the scan book: queue, phases, replay, retention),
 //! `clients` (per-client bounded queues), `runner` (one scan's chunks on the engine; it
-//! knows nothing of `state`, which hands it closures), `codes` (rejection codes and
-//! failure reasons), `chunks`, `peer`, `config`, `metrics`, and `sandbox` (uid switch,
-//! capabilities, no_new_privs, Landlock, seccomp).
+//! knows nothing of `state`, which hands it closures), `chunks`, `peer`, `config`,
+//! `metrics`, and `sandbox` (uid switch, capabilities, no_new_privs, Landlock, seccomp).
+//! Rejection codes and failure reasons are the protocol's enums (`portscope_proto::codes`).
 //!
 //! ```text
 //!  client ──frames──> connection task ──Request──> Shared (one Mutex<State>)
@@ -54,7 +54,6 @@
 
 mod chunks;
 mod clients;
-mod codes;
 mod config;
 mod metrics;
 mod peer;

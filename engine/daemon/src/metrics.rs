@@ -1,7 +1,6 @@
 //! Prometheus text exposition (format 0.0.4) of the engine's counters and the daemon's
 //! scan states, and the one-route axum app serving it. Hand-written lines: no registry.
 
-use crate::codes::RejectCode;
 use crate::state::Shared;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
@@ -9,6 +8,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use portscope_core::classify::Discard;
+use portscope_proto::RejectCode;
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -127,7 +127,7 @@ pub(crate) fn render(shared: &Shared) -> String {
         "Scans waiting for a running slot.",
         &plain(snap.queued as u64),
     );
-    let rejected = RejectCode::ALL.map(|c| (c.as_str(), snap.totals.rejected[c.index()]));
+    let rejected = RejectCode::ALL.map(|c| (c.as_str(), snap.totals.rejected[c as usize]));
     family(
         &mut out,
         "portscope_engine_rejected_total",

@@ -7,11 +7,11 @@
 //! async workers (`spawn_blocking`). It knows nothing of the daemon's state: the caller
 //! passes what to do with a chunk and records the end itself.
 
-use crate::codes::FailReason;
 use crate::scans::StopRx;
 use portscope_core::results::{PortResult, PortState, Reason};
 use portscope_core::targets::PortSet;
 use portscope_engine::{Engine, Outcome as EngineOutcome, ScanEvent, ScanPlan, SubmitError};
+use portscope_proto::FailReason;
 use portscope_proto::Outcome;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};

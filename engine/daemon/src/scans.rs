@@ -3,10 +3,10 @@
 //! returns the frames to broadcast and never does I/O or knows about clients.
 
 use crate::clients::{frame, Frame};
-use crate::codes::FailReason;
 use crate::config::DaemonConfig;
 use portscope_core::results::{PortResult, PortState};
 use portscope_engine::ScanPlan;
+use portscope_proto::FailReason;
 use portscope_proto::{Counts, Event, Outcome};
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;

@@ -6,7 +6,6 @@
 //! module.
 
 use crate::clients::{frame, Clients, Frame};
-use crate::codes::{FailReason, RejectCode};
 use crate::config::{DaemonConfig, RouteFn};
 use crate::runner::{Replies, Runner};
 use crate::scans::{Book, Cancelled, Started};
@@ -14,6 +13,7 @@ use crate::validate::{self, Refusal, Submit};
 use portscope_core::results::PortResult;
 use portscope_engine::Engine;
 use portscope_proto::{EngineStatus, Event, Outcome, Request};
+use portscope_proto::{FailReason, RejectCode};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -159,7 +159,7 @@ impl Shared {
 
     fn reject(&self, client: u64, id: &str, (code, message): Refusal) {
         let mut st = self.lock();
-        st.totals.rejected[code.index()] += 1;
+        st.totals.rejected[code as usize] += 1;
         let f = frame(&Event::Rejected {
             id: id.to_string(),
             code: code.as_str().to_string(),

@@ -4,10 +4,10 @@
 //! the route lookup. Touches no daemon state.
 
 use crate::chunks::{chunk_ranges, port_spec_size};
-use crate::codes::RejectCode;
 use crate::config::{DaemonConfig, RouteFn};
 use portscope_core::policy::TargetPolicy;
 use portscope_engine::{PlanError, PlanLimits, ScanPlan, ScanRequest};
+use portscope_proto::RejectCode;
 use portscope_proto::ScanKind;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

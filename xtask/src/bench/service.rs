@@ -57,16 +57,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::release::{
-    cargo_build_release, cpus, loadavg, publish, unix_now, wants_help, workspace_root,
-};
+use crate::release::{cargo_build_release, cpus, loadavg, publish, unix_now, workspace_root};
 use crate::stack::FAST_PORTS;
 
 use crate::lab::truth;
 use crate::stack::API_PORT;
 
 pub use self::agent::agent;
-use self::options::{Options, USAGE};
+use self::options::Options;
 use self::phases::{burst, main_lab, phase1};
 use self::render::{notes, render, rows};
 use self::results::Report;
@@ -111,11 +109,8 @@ const IDLE_REQUESTS: usize = 100;
 
 /// `cargo xtask bench --service`; `args` without `--service`.
 pub fn run(args: &[String]) -> anyhow::Result<i32> {
-    if wants_help(args) {
-        println!("{USAGE}");
-        return Ok(0);
-    }
-    let opts = Options::parse(args)?;
+    let opts: Options = crate::args::parse("bench --service", args);
+    opts.check()?;
     let root = workspace_root();
     let out_dir = root.join("target/bench");
     let logs = out_dir.join("service");

@@ -1,4 +1,4 @@
-//! `cargo xtask lab ...`: the command line over `Lab`. Hand-parsed flags, no lab logic of its own.
+//! `cargo xtask lab ...`: the command line over `Lab` (clap), no lab logic of its own.
 
 use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
@@ -6,131 +6,166 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use super::{list_labs, probe, serve, truth, Lab, LabConfig};
 
-const USAGE: &str = "\
-usage: cargo xtask lab <command>
+/// `cargo xtask lab`: the network lab.
+#[derive(Debug, Parser)]
+#[command(
+    arg_required_else_help = true,
+    after_help = "The default name is pslab. State lives in /run/portscope-lab/<name>/."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-  up      [--name N] [--hosts N] [--loss PCT] [--rst-limit N] [--offloads on|off] [--wide]
-          [--scanners N] [--icmp-range] [--icmp-limit N]
-          build the lab (tearing down a lab of the same name first); --wide makes every
-          address of 198.19.0.0/16 answer (port 80 open), not only the extra hosts;
-          --icmp-range makes ports 40000-40999 of every host answer ICMP unreachable too;
-          --icmp-limit N lets at most N ICMP unreachables a second leave the target;
-          --scanners N gives N scanner namespaces (N-s, N-s2, ...), each with its own veth
-          into the target and its own source addresses
-  down    [--name N | --all]
-          kill the listener, delete the namespaces and the state directory
-  status  [--name N]
-          namespaces, addresses, routes, listener, impairments, truth summary
-  impair  [--name N] [--loss PCT] [--rst-limit N] [--icmp-limit N]
-          replace the impairments (omitted = none)
-  exec    [--name N] [--target | --scanner K] -- CMD ARGS...
-          run CMD in scanner namespace K (default 1) or the target's, exit with its code
+/// The lab's name (`--name`).
+#[derive(Debug, clap::Args)]
+struct Name {
+    /// The lab's name.
+    #[arg(long, value_name = "N", default_value_t = LabConfig::default().name)]
+    name: String,
+}
 
-The default name is pslab. State lives in /run/portscope-lab/<name>/.";
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build the lab (tearing down a lab of the same name first).
+    Up(Up),
+    /// Kill the listener, delete the namespaces and the state directory.
+    Down {
+        #[command(flatten)]
+        lab: Name,
+        /// Every lab with state.
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
+    },
+    /// Namespaces, addresses, routes, listener, impairments, truth summary.
+    Status {
+        #[command(flatten)]
+        lab: Name,
+    },
+    /// Replace the impairments (omitted = none).
+    Impair {
+        #[command(flatten)]
+        lab: Name,
+        /// Random loss in percent, each way.
+        #[arg(long, value_name = "PCT", default_value_t = 0.0)]
+        loss: f64,
+        /// At most N RSTs a second leave the target.
+        #[arg(long, value_name = "N")]
+        rst_limit: Option<u32>,
+        /// At most N ICMP unreachables a second leave the target.
+        #[arg(long, value_name = "N")]
+        icmp_limit: Option<u32>,
+    },
+    /// Run CMD in scanner namespace K (default 1) or the target's, exit with its code.
+    Exec {
+        #[command(flatten)]
+        lab: Name,
+        /// In the target namespace.
+        #[arg(long, conflicts_with = "scanner")]
+        target: bool,
+        /// In scanner namespace K.
+        #[arg(long, value_name = "K")]
+        scanner: Option<u32>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// The listener inside the target namespace (started by `lab up`).
+    #[command(hide = true)]
+    Serve {
+        #[arg(long)]
+        truth: PathBuf,
+    },
+    /// Connect to each ADDR:PORT from this namespace and print the outcomes (`Lab::probe_from`).
+    #[command(hide = true)]
+    Probe {
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+        addrs: Vec<SocketAddr>,
+    },
+}
+
+/// `lab up`'s options.
+#[derive(Debug, clap::Args)]
+struct Up {
+    #[command(flatten)]
+    lab: Name,
+    /// Extra target hosts.
+    #[arg(long, value_name = "N", default_value_t = LabConfig::default().hosts)]
+    hosts: u32,
+    /// Random loss in percent, each way.
+    #[arg(long, value_name = "PCT", default_value_t = 0.0)]
+    loss: f64,
+    /// At most N RSTs a second leave the target.
+    #[arg(long, value_name = "N")]
+    rst_limit: Option<u32>,
+    /// NIC offloads of the veths.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    offloads: OnOff,
+    /// Every address of 198.19.0.0/16 answers (port 80 open), not only the extra hosts.
+    #[arg(long)]
+    wide: bool,
+    /// N scanner namespaces (N-s, N-s2, ...), each with its own veth into the target and its
+    /// own source addresses.
+    #[arg(long, value_name = "N", default_value_t = LabConfig::default().scanners)]
+    scanners: u32,
+    /// Ports 40000-40999 of every host answer ICMP unreachable too.
+    #[arg(long)]
+    icmp_range: bool,
+    /// At most N ICMP unreachables a second leave the target.
+    #[arg(long, value_name = "N")]
+    icmp_limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
 
 /// Run `lab <args>`; returns the process exit code.
 pub fn run(args: &[String]) -> anyhow::Result<i32> {
-    let Some((command, rest)) = args.split_first() else {
-        println!("{USAGE}");
-        return Ok(2);
-    };
-    let mut args = Args(rest.to_vec());
-    match command.as_str() {
-        "up" => up(args),
-        "down" => down(args),
-        "status" => status(args),
-        "impair" => impair(args),
-        "exec" => exec(rest),
-        "serve" => {
-            let truth = args
-                .value("--truth")?
-                .context("lab serve needs --truth FILE")?;
-            args.finish()?;
-            serve::run(&PathBuf::from(truth))?;
+    match crate::args::parse::<Cli>("lab", args).command {
+        Command::Up(o) => up(o),
+        Command::Down { lab, all } => down(lab.name, all),
+        Command::Status { lab } => status(lab.name),
+        Command::Impair {
+            lab,
+            loss,
+            rst_limit,
+            icmp_limit,
+        } => impair(lab.name, loss, rst_limit, icmp_limit),
+        Command::Exec {
+            lab,
+            target,
+            scanner,
+            command,
+        } => exec(lab.name, target, scanner, &command),
+        Command::Serve { truth } => {
+            serve::run(&truth)?;
             Ok(0)
         }
-        "probe" => probe_cmd(args),
-        "help" | "--help" | "-h" => {
-            println!("{USAGE}");
-            Ok(0)
-        }
-        other => bail!("unknown lab command {other:?}\n\n{USAGE}"),
+        Command::Probe { timeout_ms, addrs } => probe_cmd(timeout_ms, &addrs),
     }
 }
 
-/// Flags left to parse.
-struct Args(Vec<String>);
-
-impl Args {
-    /// Remove `flag VALUE` or `flag=VALUE`.
-    fn value(&mut self, flag: &str) -> anyhow::Result<Option<String>> {
-        let prefix = format!("{flag}=");
-        if let Some(i) = self.0.iter().position(|a| a.starts_with(&prefix)) {
-            return Ok(Some(self.0.remove(i)[prefix.len()..].to_owned()));
-        }
-        let Some(i) = self.0.iter().position(|a| a == flag) else {
-            return Ok(None);
-        };
-        if i + 1 >= self.0.len() {
-            bail!("{flag} needs a value");
-        }
-        self.0.remove(i);
-        Ok(Some(self.0.remove(i)))
-    }
-
-    fn parsed<T: std::str::FromStr>(&mut self, flag: &str) -> anyhow::Result<Option<T>>
-    where
-        T::Err: std::fmt::Display,
-    {
-        match self.value(flag)? {
-            None => Ok(None),
-            Some(v) => v
-                .parse()
-                .map(Some)
-                .map_err(|e| anyhow::anyhow!("{flag} {v:?}: {e}")),
-        }
-    }
-
-    fn switch(&mut self, flag: &str) -> bool {
-        let found = self.0.iter().position(|a| a == flag);
-        found.map(|i| self.0.remove(i)).is_some()
-    }
-
-    fn name(&mut self) -> anyhow::Result<String> {
-        Ok(self
-            .value("--name")?
-            .unwrap_or_else(|| LabConfig::default().name))
-    }
-
-    fn finish(self) -> anyhow::Result<()> {
-        if !self.0.is_empty() {
-            bail!("unexpected arguments {:?}\n\n{USAGE}", self.0);
-        }
-        Ok(())
-    }
-}
-
-fn up(mut args: Args) -> anyhow::Result<i32> {
-    let mut cfg = LabConfig {
-        name: args.name()?,
+fn up(o: Up) -> anyhow::Result<i32> {
+    let cfg = LabConfig {
+        name: o.lab.name,
+        hosts: o.hosts,
+        loss_pct: o.loss,
+        rst_limit: o.rst_limit,
+        icmp_limit: o.icmp_limit,
+        icmp_range: o.icmp_range,
+        offloads: o.offloads == OnOff::On,
+        wide: o.wide,
+        scanners: o.scanners,
         ..LabConfig::default()
     };
-    cfg.hosts = args.parsed("--hosts")?.unwrap_or(cfg.hosts);
-    cfg.loss_pct = args.parsed("--loss")?.unwrap_or(cfg.loss_pct);
-    cfg.rst_limit = args.parsed("--rst-limit")?;
-    cfg.icmp_limit = args.parsed("--icmp-limit")?;
-    cfg.icmp_range = args.switch("--icmp-range");
-    cfg.offloads = match args.value("--offloads")?.as_deref() {
-        None | Some("on") => true,
-        Some("off") => false,
-        Some(other) => bail!("--offloads takes on or off, not {other:?}"),
-    };
-    cfg.wide = args.switch("--wide");
-    cfg.scanners = args.parsed("--scanners")?.unwrap_or(cfg.scanners);
-    args.finish()?;
     let start = Instant::now();
     let lab = Lab::up(&cfg)?;
     let took = start.elapsed();
@@ -164,13 +199,8 @@ fn up(mut args: Args) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn down(mut args: Args) -> anyhow::Result<i32> {
-    let names = if args.switch("--all") {
-        list_labs()
-    } else {
-        vec![args.name()?]
-    };
-    args.finish()?;
+fn down(name: String, all: bool) -> anyhow::Result<i32> {
+    let names = if all { list_labs() } else { vec![name] };
     for name in names {
         Lab::try_down_by_name(&name)?;
         println!("lab {name} down");
@@ -178,9 +208,7 @@ fn down(mut args: Args) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn status(mut args: Args) -> anyhow::Result<i32> {
-    let name = args.name()?;
-    args.finish()?;
+fn status(name: String) -> anyhow::Result<i32> {
     let lab = match Lab::open(&name) {
         Ok(lab) => lab,
         Err(e) => {
@@ -281,12 +309,12 @@ fn status(mut args: Args) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn impair(mut args: Args) -> anyhow::Result<i32> {
-    let name = args.name()?;
-    let loss = args.parsed("--loss")?.unwrap_or(0.0);
-    let rst_limit = args.parsed("--rst-limit")?;
-    let icmp_limit: Option<u32> = args.parsed("--icmp-limit")?;
-    args.finish()?;
+fn impair(
+    name: String,
+    loss: f64,
+    rst_limit: Option<u32>,
+    icmp_limit: Option<u32>,
+) -> anyhow::Result<i32> {
     let lab = Lab::open(&name)?;
     lab.set_impairments(loss, rst_limit)?;
     lab.set_icmp_limit(icmp_limit)?;
@@ -299,16 +327,12 @@ fn impair(mut args: Args) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn exec(rest: &[String]) -> anyhow::Result<i32> {
-    let Some(split) = rest.iter().position(|a| a == "--") else {
-        bail!("usage: cargo xtask lab exec [--name N] [--target | --scanner K] -- CMD ARGS...");
-    };
-    let (flags, command) = (&rest[..split], &rest[split + 1..]);
-    let mut args = Args(flags.to_vec());
-    let name = args.name()?;
-    let target = args.switch("--target");
-    let scanner: Option<u32> = args.parsed("--scanner")?;
-    args.finish()?;
+fn exec(
+    name: String,
+    target: bool,
+    scanner: Option<u32>,
+    command: &[String],
+) -> anyhow::Result<i32> {
     let Some((program, program_args)) = command.split_first() else {
         bail!("lab exec: no command after --");
     };
@@ -334,15 +358,10 @@ fn exec(rest: &[String]) -> anyhow::Result<i32> {
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }
 
-fn probe_cmd(mut args: Args) -> anyhow::Result<i32> {
-    let timeout = Duration::from_millis(args.parsed("--timeout-ms")?.unwrap_or(1000));
-    let addrs: Vec<SocketAddr> = args
-        .0
-        .iter()
-        .map(|a| a.parse().with_context(|| format!("{a:?} is not ADDR:PORT")))
-        .collect::<anyhow::Result<_>>()?;
+fn probe_cmd(timeout_ms: u64, addrs: &[SocketAddr]) -> anyhow::Result<i32> {
+    let timeout = Duration::from_millis(timeout_ms);
     // Always exit 0: an `error` outcome is a result like the others.
-    for addr in addrs {
+    for &addr in addrs {
         println!("{}", probe::probe(addr, timeout).to_line());
     }
     Ok(0)

@@ -221,6 +221,24 @@ impl Client {
         self.try_next().await.expect("connection closed early")
     }
 
+    /// Reads events until one matches `pred`; that event.
+    pub async fn until(&mut self, pred: impl Fn(&Event) -> bool) -> Event {
+        loop {
+            let e = self.next().await;
+            if pred(&e) {
+                return e;
+            }
+        }
+    }
+
+    /// Asks for the engine's status and asserts that the answer is a `Status`: the daemon
+    /// still serves this connection.
+    pub async fn assert_serves_status(&mut self) {
+        self.send(&status(None)).await;
+        let e = self.next().await;
+        assert!(matches!(e, Event::Status(_)), "{e:?}");
+    }
+
     /// Events until (and including) the `Finished` of `id`.
     pub async fn until_finished(&mut self, id: &str) -> Vec<Event> {
         let mut out = Vec::new();
@@ -247,6 +265,17 @@ pub fn submit(id: &str, ports: &str, kind: ScanKind, priority: u8) -> Request {
 
 pub fn deep(id: &str) -> Request {
     submit(id, "-", ScanKind::Deep, 0)
+}
+
+/// `Request::Status` for the engine (`None`) or one scan.
+pub fn status(id: Option<&str>) -> Request {
+    Request::Status {
+        id: id.map(Into::into),
+    }
+}
+
+pub fn cancel(id: &str) -> Request {
+    Request::Cancel { id: id.into() }
 }
 
 pub fn of<'a>(events: &'a [Event], id: &'a str) -> impl Iterator<Item = &'a Event> + 'a {
@@ -288,6 +317,17 @@ pub fn ports_of<'a>(events: impl IntoIterator<Item = &'a Event>) -> Found {
         }
     }
     f
+}
+
+/// Every chunk `0..total` sent exactly one `Ports` event.
+pub fn assert_every_chunk(f: &Found, total: u32) {
+    let mut chunks = f.chunks.clone();
+    chunks.sort_unstable();
+    assert_eq!(
+        chunks,
+        (0..total).collect::<Vec<_>>(),
+        "one Ports event per chunk"
+    );
 }
 
 /// The results are exactly the truth for `ports` on [`HOST`]: every open and filtered
