@@ -160,8 +160,8 @@ mod tests {
         }
     }
 
-    both_backends!(admits_until_a_check_refuses, |db| async move {
-        let token = TokenRow {
+    fn token() -> TokenRow {
+        TokenRow {
             id: "tok_a".into(),
             name: "a".into(),
             token_hash: "h".into(),
@@ -170,8 +170,11 @@ mod tests {
             max_concurrent: 2,
             created_at: 0,
             revoked_at: None,
-        };
-        tokens::insert(&db, &token).await.unwrap();
+        }
+    }
+
+    both_backends!(admits_until_a_check_refuses, |db| async move {
+        tokens::insert(&db, &token()).await.unwrap();
         let s = MStore::new(db);
         let q = Quota {
             month_since_ms: 0,
@@ -199,4 +202,52 @@ mod tests {
         assert_eq!(admit("s6", "198.18.0.3", roomy).await, Admission::Admitted);
         assert_eq!(admit("s7", "198.18.0.4", roomy).await, Admission::Monthly);
     });
+
+    /// Deterministic: another node's admission of the same token holds the lock and has
+    /// inserted, not committed; this one must wait for it and then see its row (without
+    /// the lock it would read the old count and go over the quota).
+    #[tokio::test]
+    async fn an_admission_waits_for_another_nodes_on_postgres() {
+        let t = crate::store::testdb::postgres().await;
+        tokens::insert(&t.db, &token()).await.unwrap();
+        let pool = t.db.postgres().unwrap().clone();
+        let mut other = pool.begin().await.unwrap();
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind(QUOTA_LOCK)
+            .bind("tok_a")
+            .execute(&mut *other)
+            .await
+            .unwrap();
+        let r = row("s1", "198.18.0.1");
+        sqlx::query(INSERT_SCAN)
+            .bind(&r.id)
+            .bind(&r.token_id)
+            .bind(&r.target_id)
+            .bind(&r.target)
+            .bind(&r.domain)
+            .bind(&r.addresses)
+            .bind(&r.ports)
+            .bind(r.port_count)
+            .bind(&r.profile)
+            .bind("")
+            .bind(r.created_at_ms)
+            .execute(&mut *other)
+            .await
+            .unwrap();
+        let s = MStore::new(t.db.clone());
+        let q = Quota {
+            month_since_ms: 0,
+            monthly: 1,
+            concurrent: 9,
+            queue_limit: 100,
+        };
+        let mine = tokio::spawn(async move { s.admit(&row("s2", "198.18.0.2"), &q).await });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(
+            !mine.is_finished(),
+            "the admission did not wait for the lock"
+        );
+        other.commit().await.unwrap();
+        assert_eq!(mine.await.unwrap().unwrap(), Admission::Monthly);
+    }
 }
