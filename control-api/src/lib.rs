@@ -26,6 +26,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod delivery;
 pub mod engine;
 pub mod enrich;
 pub mod http;
@@ -178,6 +179,23 @@ pub async fn start_with(
             "report keys no longer stored; derived from the secret file"
         );
     }
+    let webhooks = webhook::Webhooks {
+        policy: callbacks.clone(),
+        attempts: config.webhook_attempts,
+        timeout: Duration::from_millis(config.webhook_timeout_ms),
+        backoff: Duration::from_millis(config.webhook_backoff_ms),
+    };
+    let deliveries = delivery::Deliveries::start(
+        store.pool(),
+        &config.db.to_string_lossy(),
+        webhooks.clone(),
+        mstore.clone(),
+    )
+    .await
+    .map_err(|source| StartError::Db {
+        path: config.db.display().to_string(),
+        source,
+    })?;
     let demux_stop = tokio_util::sync::CancellationToken::new();
     let (self_side, managed_side) = lifecycle::demux::split(services.engine, demux_stop.clone());
     let managed_service = managed::service::ManagedService::start(
@@ -187,16 +205,12 @@ pub async fn start_with(
             clock: services.clock.clone(),
             resolver: managed_opts.resolver,
             banners: services.banners.clone(),
-            webhooks: webhook::Webhooks {
-                policy: callbacks.clone(),
-                attempts: config.webhook_attempts,
-                timeout: Duration::from_millis(config.webhook_timeout_ms),
-                backoff: Duration::from_millis(config.webhook_backoff_ms),
-            },
+            webhooks: webhooks.clone(),
             policy: policy.clone(),
             opt_out: opt_out.clone(),
             mailer,
             monitor_body: http::managed::monitor_body,
+            deliveries: deliveries.clone(),
         },
         managed::service::ManagedSettings {
             grace_ms: config.engine_grace_secs.saturating_mul(1000),
@@ -231,12 +245,7 @@ pub async fn start_with(
             clock: services.clock.clone(),
             banners: services.banners,
             ptr: services.ptr,
-            webhooks: webhook::Webhooks {
-                policy: callbacks.clone(),
-                attempts: config.webhook_attempts,
-                timeout: Duration::from_millis(config.webhook_timeout_ms),
-                backoff: Duration::from_millis(config.webhook_backoff_ms),
-            },
+            webhooks,
             metrics: metrics.clone(),
             limits: limits.clone(),
             asn,
@@ -277,6 +286,7 @@ impl AppState {
     /// Stops background work and closes the database (the engine client is the caller's).
     pub async fn shutdown(&self) {
         self.0.managed.service.shutdown().await;
+        self.0.managed.service.deliveries().shutdown().await;
         self.0.scans.shutdown().await;
         self.0.managed.demux_stop.cancel();
         self.0.scans.store().close().await;

@@ -6,6 +6,9 @@
 //! and again at every delivery attempt, and the request is pinned to the address that was
 //! checked, so a DNS answer that changes in between (rebinding) cannot redirect it.
 //! Redirects are not followed and environment proxies are ignored.
+//!
+//! Every delivery carries a stable id in [`DELIVERY_HEADER`], the same on every attempt and
+//! after a restart resumes it (deliveries are at-least-once), so receivers can dedupe.
 
 use crate::netaddr::{normalise, CidrSet};
 use portscope_core::policy::TargetPolicy;
@@ -158,6 +161,19 @@ fn global_unicast(ip: IpAddr) -> bool {
     }
 }
 
+/// The header carrying a delivery's id.
+pub const DELIVERY_HEADER: &str = "x-portscope-delivery";
+
+/// The id of the delivery of `subject` (a scan id) of `kind` (`callback`, `monitor`) to
+/// `url`: derived, not stored, so a delivery resumed after a crash (on any node) has the
+/// same id. `dlv_` and 32 hex digits of SHA-256.
+pub fn delivery_id(kind: &str, subject: &str, url: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(format!("{kind}\n{subject}\n{url}").as_bytes());
+    let hex: String = d[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("dlv_{hex}")
+}
+
 /// Delivery settings.
 #[derive(Debug, Clone)]
 pub struct Webhooks {
@@ -181,9 +197,15 @@ pub struct Delivery {
 }
 
 impl Webhooks {
-    /// POSTs `body` (JSON) to `url`, retrying failures with backoff. `on_retry` is called
-    /// before each retry (for metrics).
-    pub async fn deliver(&self, url: &str, body: &[u8], mut on_retry: impl FnMut()) -> Delivery {
+    /// POSTs `body` (JSON) to `url` as delivery `id` ([`delivery_id`]), retrying failures
+    /// with backoff. `on_retry` is called before each retry (for metrics).
+    pub async fn deliver(
+        &self,
+        url: &str,
+        body: &[u8],
+        id: &str,
+        mut on_retry: impl FnMut(),
+    ) -> Delivery {
         let mut delay = self.backoff;
         let mut attempts = 0;
         for attempt in 1..=self.attempts.max(1) {
@@ -203,7 +225,7 @@ impl Webhooks {
                     break;
                 }
             };
-            match self.post(&dest, body).await {
+            match self.post(&dest, body, id).await {
                 Ok(status) if status.is_success() => {
                     return Delivery {
                         delivered: true,
@@ -224,6 +246,7 @@ impl Webhooks {
         &self,
         dest: &Destination,
         body: &[u8],
+        id: &str,
     ) -> Result<reqwest::StatusCode, reqwest::Error> {
         let mut b = reqwest::Client::builder()
             .no_proxy()
@@ -237,6 +260,7 @@ impl Webhooks {
         let resp = client
             .post(dest.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(DELIVERY_HEADER, id)
             .body(body.to_vec())
             .send()
             .await?;

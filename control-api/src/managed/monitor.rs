@@ -1,10 +1,12 @@
 //! Monitors of saved targets: the new alerts of a scan at or above the target's threshold,
-//! POSTed to its webhook (the body built by the HTTP layer's [`super::service::MonitorBody`])
-//! and e-mailed when SMTP is configured.
+//! POSTed to its webhook (the body built by the HTTP layer's [`super::service::MonitorBody`];
+//! a durable delivery job, [`crate::delivery`]) and e-mailed when SMTP is configured.
 
 use super::findings::Severity;
 use super::service::ManagedService;
 use super::store::{AlertRow, MScanRow};
+use crate::delivery::DeliveryJob;
+use crate::webhook::delivery_id;
 use std::sync::Arc;
 
 impl ManagedService {
@@ -34,18 +36,17 @@ impl ManagedService {
         }
         let ids: Vec<String> = picked.iter().map(|a| a.id.clone()).collect();
         if let Some(url) = target.webhook_url.clone() {
+            // A durable job: a crash mid-delivery resumes it (crate::delivery).
             let body = (self.deps().monitor_body)(row, &picked);
-            let me = self.clone();
-            let ids = ids.clone();
-            self.conversation().spawn(async move {
-                let d = me.deps().webhooks.deliver(&url, &body, || {}).await;
-                tracing::info!(%url, delivered = d.delivered, attempts = d.attempts, "monitor webhook");
-                if d.delivered {
-                    if let Err(e) = me.deps().store.mark_notified(&ids).await {
-                        tracing::error!(error = %e, "cannot record monitor delivery");
-                    }
-                }
-            });
+            let job = DeliveryJob {
+                id: delivery_id("monitor", &row.id, &url),
+                url,
+                body: String::from_utf8_lossy(&body).into_owned(),
+                alerts: ids.clone(),
+            };
+            if let Err(e) = self.deps().deliveries.push(job).await {
+                tracing::error!(error = %e, scan = %row.id, "cannot queue monitor webhook");
+            }
         }
         if let (Some(to), Some(mailer)) = (target.alert_email.clone(), self.deps().mailer.clone()) {
             let worst = picked

@@ -20,6 +20,7 @@ use crate::lifecycle::reason::FailReason;
 use crate::lifecycle::{send_submit, Book, Lifecycle, Live, Step};
 use crate::model::Status;
 use crate::netaddr::CidrSet;
+use crate::store::quota::{Admission, Quota};
 use crate::webhook::Webhooks;
 use async_trait::async_trait;
 use ipnet::IpNet;
@@ -66,6 +67,8 @@ pub struct ManagedDeps {
     pub mailer: Option<Arc<dyn super::mail::Mailer>>,
     /// A monitor webhook's body.
     pub monitor_body: MonitorBody,
+    /// The durable queue of monitor webhook deliveries.
+    pub deliveries: Arc<crate::delivery::Deliveries>,
 }
 
 /// Settings.
@@ -144,6 +147,11 @@ impl ManagedService {
     /// The engine conversation.
     pub(super) fn conversation(&self) -> &Lifecycle {
         &self.lifecycle
+    }
+
+    /// The monitor webhook queue.
+    pub fn deliveries(&self) -> &Arc<crate::delivery::Deliveries> {
+        &self.deps.deliveries
     }
 
     pub(super) fn deps(&self) -> &ManagedDeps {
@@ -231,49 +239,6 @@ impl ManagedService {
         let target = spec.to_string();
         let store = &self.deps.store;
         let guard = self.lifecycle.submit_lock().await;
-        if let Some(live) = store.live_for(&token.id, &target).await? {
-            return Err(ApiError::InProgress {
-                target,
-                existing_id: live.id,
-            });
-        }
-        let now_ms = self.deps.clock.now_ms() as i64;
-        let (month, live, queued) = store
-            .usage(&token.id, month_start_secs(now_ms / 1000) * 1000)
-            .await?;
-        let next_month = super::next_month_start_secs(now_ms / 1000);
-        if month >= token.monthly_scans {
-            return Err(ApiError::Limited {
-                code: "monthly_limit",
-                message: format!(
-                    "monthly scan limit reached: {} scans this month for token {}; it resets on \
-                     the 1st (UTC) or ask the operator for a larger plan",
-                    token.monthly_scans, token.name
-                ),
-                retry_after: (next_month - now_ms / 1000).max(1) as u64,
-            });
-        }
-        if live >= token.max_concurrent {
-            return Err(ApiError::Limited {
-                code: "concurrent_limit",
-                message: format!(
-                    "concurrent scan limit reached: {} scans queued or running for this token; \
-                     wait for one to finish or cancel one",
-                    token.max_concurrent
-                ),
-                retry_after: 30,
-            });
-        }
-        if queued >= self.settings.queue_limit {
-            return Err(ApiError::Limited {
-                code: "queue_full",
-                message: format!(
-                    "the scan queue is full ({} queued scans); try again later",
-                    self.settings.queue_limit
-                ),
-                retry_after: 30,
-            });
-        }
         let created = self.lifecycle.next_created_ms();
         let id = new_managed_id();
         let row = MScanRow {
@@ -299,7 +264,56 @@ impl ManagedService {
             started_at: None,
             completed_at: None,
         };
-        store.insert_scan(&row).await?;
+        // The 409 check, the quotas and the insert in one atomic step (across API nodes).
+        let now_ms = self.deps.clock.now_ms() as i64;
+        let quota = Quota {
+            month_since_ms: month_start_secs(now_ms / 1000) * 1000,
+            monthly: token.monthly_scans,
+            concurrent: token.max_concurrent,
+            queue_limit: self.settings.queue_limit,
+        };
+        match store.admit(&row, &quota).await? {
+            Admission::Admitted => {}
+            Admission::InProgress(existing_id) => {
+                return Err(ApiError::InProgress {
+                    target: row.target,
+                    existing_id,
+                })
+            }
+            Admission::Monthly => {
+                let next_month = super::next_month_start_secs(now_ms / 1000);
+                return Err(ApiError::Limited {
+                    code: "monthly_limit",
+                    message: format!(
+                        "monthly scan limit reached: {} scans this month for token {}; it \
+                         resets on the 1st (UTC) or ask the operator for a larger plan",
+                        token.monthly_scans, token.name
+                    ),
+                    retry_after: (next_month - now_ms / 1000).max(1) as u64,
+                });
+            }
+            Admission::Concurrent => {
+                return Err(ApiError::Limited {
+                    code: "concurrent_limit",
+                    message: format!(
+                        "concurrent scan limit reached: {} scans queued or running for this \
+                         token; wait for one to finish or cancel one",
+                        token.max_concurrent
+                    ),
+                    retry_after: 30,
+                })
+            }
+            Admission::QueueFull => {
+                return Err(ApiError::Limited {
+                    code: "queue_full",
+                    message: format!(
+                        "the scan queue is full ({} queued scans); try again later",
+                        self.settings.queue_limit
+                    ),
+                    retry_after: 30,
+                })
+            }
+        }
         send_submit(self, &row.id, submit_request(&row)).await;
         drop(guard);
         Ok(row)

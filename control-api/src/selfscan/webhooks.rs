@@ -1,9 +1,11 @@
 //! Self-scan webhooks: when a scan completes or fails, its GET body is POSTed to each
 //! callback URL it carries (the delivery rules are [`crate::webhook`]'s), and the outcome is
-//! recorded so a restart resumes what is still pending.
+//! recorded so a restart resumes what is still pending (a crash mid-delivery included: the
+//! callback stays `pending` until its outcome is recorded), with the same delivery id.
 
 use super::ScanService;
 use crate::http::error::ApiError;
+use crate::webhook::delivery_id;
 use std::sync::Arc;
 
 impl ScanService {
@@ -37,7 +39,9 @@ impl ScanService {
                 let d = me
                     .deps
                     .webhooks
-                    .deliver(&url, &body, || metrics.webhook("retried"))
+                    .deliver(&url, &body, &delivery_id("callback", &id, &url), || {
+                        metrics.webhook("retried")
+                    })
                     .await;
                 let state = if d.delivered { "delivered" } else { "failed" };
                 metrics.webhook(state);

@@ -12,6 +12,12 @@ pub use super::targets::TargetRow;
 /// Live statuses.
 pub const LIVE: &str = "status IN ('queued', 'running')";
 
+/// Inserts a queued `managed_scans` row (binds: id, token, target id, target, domain,
+/// addresses, ports, port count, profile, report key, created at).
+pub(super) const INSERT_SCAN: &str = "INSERT INTO managed_scans (id, token_id, target_id, \
+     target, domain, addresses, ports, port_count, profile, status, report_key, created_at_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $11)";
+
 /// A `managed_scans` row.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct MScanRow {
@@ -132,24 +138,20 @@ impl MStore {
     /// Inserts a queued scan.
     pub async fn insert_scan(&self, r: &MScanRow) -> Result<(), sqlx::Error> {
         on_db!(&self.pool, |p| {
-            sqlx::query(
-                "INSERT INTO managed_scans (id, token_id, target_id, target, domain, addresses, \
-                 ports, port_count, profile, status, report_key, created_at_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $11)",
-            )
-            .bind(&r.id)
-            .bind(&r.token_id)
-            .bind(&r.target_id)
-            .bind(&r.target)
-            .bind(&r.domain)
-            .bind(&r.addresses)
-            .bind(&r.ports)
-            .bind(r.port_count)
-            .bind(&r.profile)
-            .bind("") // report_key: derived, never stored
-            .bind(r.created_at_ms)
-            .execute(p)
-            .await?;
+            sqlx::query(INSERT_SCAN)
+                .bind(&r.id)
+                .bind(&r.token_id)
+                .bind(&r.target_id)
+                .bind(&r.target)
+                .bind(&r.domain)
+                .bind(&r.addresses)
+                .bind(&r.ports)
+                .bind(r.port_count)
+                .bind(&r.profile)
+                .bind("") // report_key: derived, never stored
+                .bind(r.created_at_ms)
+                .execute(p)
+                .await?;
             Ok(())
         })
     }
@@ -214,32 +216,6 @@ impl MStore {
             .fetch_optional(p)
             .await
             .map(|o| o.map(|r| self.keyed(r)))
-        })
-    }
-
-    /// Counts: scans created since `since_ms`, live scans of the token, queued scans of all.
-    pub async fn usage(&self, token: &str, since_ms: i64) -> Result<(i64, i64, i64), sqlx::Error> {
-        on_db!(&self.pool, |p| {
-            let (month,): (i64,) = sqlx::query_as(
-                // Scans the engine refused (`rejected_*`) cost no quota.
-                "SELECT COUNT(*) FROM managed_scans WHERE token_id = $1 AND created_at_ms >= $2 \
-                 AND COALESCE(error, '') NOT LIKE 'rejected\\_%' ESCAPE '\\'",
-            )
-            .bind(token)
-            .bind(since_ms)
-            .fetch_one(p)
-            .await?;
-            let (live,): (i64,) = sqlx::query_as(&format!(
-                "SELECT COUNT(*) FROM managed_scans WHERE token_id = $1 AND {LIVE}"
-            ))
-            .bind(token)
-            .fetch_one(p)
-            .await?;
-            let (queued,): (i64,) =
-                sqlx::query_as("SELECT COUNT(*) FROM managed_scans WHERE status = 'queued'")
-                    .fetch_one(p)
-                    .await?;
-            Ok((month, live, queued))
         })
     }
 

@@ -4,6 +4,7 @@
 //! - [`scans`]: self-scan rows and their ports ([`Store`]);
 //! - `callbacks`: `X-Callback-Url` deliveries of self-scans;
 //! - [`managed`]: managed scans and their per-host ports ([`MStore`]);
+//! - [`quota`]: admission of a managed scan (409, quotas, insert) in one atomic step;
 //! - `targets`: saved managed targets and their schedules;
 //! - `alerts`: alerts (changes between two complete scans) and their status;
 //! - [`tokens`]: bearer API tokens (hashes only);
@@ -21,6 +22,7 @@ mod callbacks;
 pub mod jobs;
 pub mod limits;
 pub mod managed;
+pub mod quota;
 pub mod scans;
 mod targets;
 pub mod tokens;

@@ -1,0 +1,102 @@
+//! Issue 8, the cluster held to its word on a real PostgreSQL with two real `portscope-api`
+//! processes (`tests/api_node`): a token's quota and the per-IP edge limit hold exactly
+//! under concurrent requests split over both nodes.
+
+mod api_node;
+
+use api_node::{node, pg, send, token};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_holds_exactly_under_concurrent_requests_on_two_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_pg, url) = pg().await;
+    let a = node(dir.path(), "a", &url, "").await;
+    let b = node(dir.path(), "b", &url, "").await;
+    // 5 scans a month; 24 simultaneous POSTs of distinct targets, half on each node, each
+    // from its own client address (so no per-IP limit interferes).
+    let secret = token(&url, "quota", 5, 100);
+    let posts = (0..24u8).map(|i| {
+        let base = if i % 2 == 0 { &a.base } else { &b.base };
+        let (url, ip, secret) = (
+            format!("{base}/api/v1/scan"),
+            format!("198.18.3.{}", 1 + i),
+            &secret,
+        );
+        async move {
+            let target = json!({ "target": format!("198.18.0.{}", 20 + i) });
+            send(Method::POST, url, &ip, Some(secret), Some(target)).await
+        }
+    });
+    let answers = futures_util::future::join_all(posts).await;
+    let created = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .count();
+    let refused: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::TOO_MANY_REQUESTS)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!((created, refused.len()), (5, 19), "{answers:?}");
+    for body in refused {
+        assert_eq!(
+            body,
+            &json!({
+                "error": "monthly_limit",
+                "message": "monthly scan limit reached: 5 scans this month for token quota; \
+                            it resets on the 1st (UTC) or ask the operator for a larger plan"
+            })
+        );
+    }
+    // Both nodes count the same five.
+    for n in [&a, &b] {
+        let (s, list) = send(
+            Method::GET,
+            format!("{}/api/v1/scans", n.base),
+            "198.18.4.1",
+            Some(&secret),
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{list}");
+        assert_eq!(list["total"], 5, "{list}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_limit_holds_exactly_under_concurrent_requests_on_two_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_pg, url) = pg().await;
+    let a = node(dir.path(), "a", &url, "").await;
+    let b = node(dir.path(), "b", &url, "").await;
+    // 30 requests per IP per minute: 44 simultaneous GETs from one client, half on each.
+    let gets = (0..44u8).map(|i| {
+        let base = if i % 2 == 0 { &a.base } else { &b.base };
+        send(
+            Method::GET,
+            format!("{base}/v1/fast"),
+            "198.18.5.5",
+            None,
+            None,
+        )
+    });
+    let answers = futures_util::future::join_all(gets).await;
+    let ok = answers.iter().filter(|(s, _)| *s == StatusCode::OK).count();
+    let refused: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::TOO_MANY_REQUESTS)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!((ok, refused.len()), (30, 14), "{answers:?}");
+    for body in refused {
+        assert_eq!(
+            body,
+            &json!({
+                "error": "rate_limited",
+                "message": "edge limit reached: 30 requests per IP per minute"
+            })
+        );
+    }
+}
