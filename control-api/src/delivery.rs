@@ -12,8 +12,8 @@
 //! retries it).
 
 use crate::jobs::queue::QueueTiming;
-use crate::store::jobs::{migrate_postgres, migrate_sqlite};
-use crate::store::{Backend, Db, MStore};
+use crate::store::jobs::migrate_queue;
+use crate::store::{Db, MStore};
 use crate::webhook::Webhooks;
 use apalis::prelude::WorkerFactoryFn;
 use apalis::prelude::{Data, Error as QueueError, Storage, WorkerBuilder, WorkerBuilderExt};
@@ -22,8 +22,6 @@ use apalis_sql::postgres::PostgresStorage;
 use apalis_sql::sqlite::SqliteStorage;
 use apalis_sql::Config;
 use serde::{Deserialize, Serialize};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -68,38 +66,25 @@ pub struct Deliveries {
 }
 
 impl Deliveries {
-    /// Opens the queue on the API's database (`db`, at `url`), runs the queue migrations
+    /// Opens the queue on the API's database `db`, runs the queue migrations
     /// and starts this process's delivery worker.
     pub async fn start(
         db: &Db,
-        url: &str,
         webhooks: Webhooks,
         store: MStore,
     ) -> Result<Arc<Deliveries>, sqlx::Error> {
-        let timing = QueueTiming::for_backend(match db.backend() {
-            Backend::Sqlite => crate::jobs::Backend::Sqlite,
-            Backend::Postgres => crate::jobs::Backend::Postgres,
-        });
+        let timing = QueueTiming::for_backend(db.backend());
         let config = Config::new(NAMESPACE)
             .set_keep_alive(timing.keep_alive)
             .set_reenqueue_orphaned_after(timing.orphaned_after)
             .set_poll_interval(timing.poll)
             .set_buffer_size(4);
+        migrate_queue(db).await?;
+        // The store's pools already run PostgreSQL sessions in UTC, as apalis needs.
         let queue = match db {
-            Db::Sqlite(pool) => {
-                migrate_sqlite(pool).await?;
-                Queue::Sqlite(SqliteStorage::new_with_config(pool.clone(), config))
-            }
-            Db::Postgres(_) => {
-                // apalis compares `last_seen` with a `::timestamp` cast: sessions in UTC.
-                let opts = PgConnectOptions::from_str(url)?.options([("timezone", "UTC")]);
-                let pool = PgPoolOptions::new()
-                    .max_connections(2)
-                    .acquire_timeout(Duration::from_secs(5))
-                    .connect_with(opts)
-                    .await?;
-                migrate_postgres(&pool).await?;
-                Queue::Postgres(PostgresStorage::new_with_config(pool, config))
+            Db::Sqlite(pool) => Queue::Sqlite(SqliteStorage::new_with_config(pool.clone(), config)),
+            Db::Postgres(pool) => {
+                Queue::Postgres(PostgresStorage::new_with_config(pool.clone(), config))
             }
         };
         let stop = CancellationToken::new();

@@ -185,17 +185,12 @@ pub async fn start_with(
         timeout: Duration::from_millis(config.webhook_timeout_ms),
         backoff: Duration::from_millis(config.webhook_backoff_ms),
     };
-    let deliveries = delivery::Deliveries::start(
-        store.pool(),
-        &config.db.to_string_lossy(),
-        webhooks.clone(),
-        mstore.clone(),
-    )
-    .await
-    .map_err(|source| StartError::Db {
-        path: config.db.display().to_string(),
-        source,
-    })?;
+    let deliveries = delivery::Deliveries::start(store.pool(), webhooks.clone(), mstore.clone())
+        .await
+        .map_err(|source| StartError::Db {
+            path: config.db.display().to_string(),
+            source,
+        })?;
     let demux_stop = tokio_util::sync::CancellationToken::new();
     let (self_side, managed_side) = lifecycle::demux::split(services.engine, demux_stop.clone());
     let managed_service = managed::service::ManagedService::start(
