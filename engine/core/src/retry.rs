@@ -114,8 +114,11 @@ pub fn estimate(answers: &[u64]) -> LossEstimate {
     }
     let before: u64 = answers[first..last_round].iter().sum();
     let later: u64 = answers[first + 1..].iter().sum();
-    if before == 0 {
-        // Nothing ever answered: no answerable pair to lose (a silent host).
+    if before == 0 || later == 0 {
+        // Nothing ever answered (a silent host: no answerable pair to lose), or no retry
+        // round brought anything back: no sign of loss, so the scan stops after the usual
+        // rounds, however few pairs answered (a bound alone would keep a 100-port scan of a
+        // clean host going for one more round).
         return LossEstimate {
             per_try_loss: Some(0.0),
             expected_wrong: 0.0,
@@ -160,7 +163,12 @@ mod tests {
         );
         let e = estimate(&[65_000, 0, 0]);
         assert_eq!(e.per_try_loss, Some(0.0));
-        assert!(e.expected_wrong < 1e-6, "{e:?}");
+        assert_eq!(e.expected_wrong, 0.0);
+        // However few pairs answered: a clean fast scan pays no extra round either.
+        assert_eq!(
+            rounds_until_stop(RetryPolicy::default(), |k| if k == 0 { 100 } else { 0 }),
+            3
+        );
     }
 
     #[test]
