@@ -533,6 +533,7 @@ fn rate_limited_rsts_are_reported_with_the_measured_rate() {
     let (t0, _, rst0) = samples[start];
     let (t1, _, rst1) = samples[end];
     let limiter = (rst1 - rst0) as f64 / t1.duration_since(t0).as_secs_f64();
+    eprintln!("{line}; target's counters over round 0: {limiter:.0}/s");
     // The scanner's figure (round-0 answers over the time they took to arrive, timed by the
     // engine's receive thread) is what the limiter let out, and never above its limit.
     assert!(rate <= 20_000.0 * 1.2, "{line}");
