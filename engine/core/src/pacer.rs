@@ -19,11 +19,13 @@ const UNIT: u128 = 1_000_000_000;
 
 /// The burst a slow pacer may still catch up with (when the `burst` asked for allows it).
 /// With a cap of one packet, every late wake-up of the send thread (timer slack, a busy
-/// CPU) was lost for good: at 1,000/s, 60 us late per packet is 6% below the rate, and a
-/// retry round paced at a target's RST limit then ran that much below the limit. A few
-/// packets of credit make the average rate hold; the bunch they allow is what any
-/// limiter's own burst absorbs (Linux's ICMP limiter: 50; the lab's RST limit: 10).
-pub const MIN_CATCH_UP: u64 = 4;
+/// CPU) was lost for good: at 1,000/s, 60 us late per packet is 6% below the rate, and on
+/// a loaded machine (a thread waiting several ms for a CPU) a retry round paced at a
+/// target's RST limit ran at 20-70% of it. 16 packets of credit make the average rate hold
+/// through 16 ms stalls at 1,000/s (4 packets were measured too few at load 16). Whatever
+/// of such a bunch a limiter drops (the lab's RST limit has a burst of 10, Linux's ICMP
+/// limiter 50) is asked again in a later round, while the limiter was kept busy.
+pub const MIN_CATCH_UP: u64 = 16;
 
 impl Pacer {
     /// A pacer allowing `rate` packets/s (at least 1) with bursts of up to `burst` packets,
@@ -248,9 +250,12 @@ mod tests {
         // Idle for 10 s: still only a burst of 10.
         assert_eq!(p.poll(Nanos(10 * Nanos::SECOND), 1000), 10);
         assert_eq!(p.poll(Nanos(10 * Nanos::SECOND), 1000), 0);
-        // At 5,000 pps a millisecond is 5 packets: that is the burst, whatever was asked.
-        let mut q = Pacer::new(5_000, 128, Nanos(0));
-        assert_eq!(q.poll(Nanos(Nanos::SECOND), 1000), 5);
+        // At 50,000 pps a millisecond is 50 packets: that is the burst, whatever was asked.
+        let mut q = Pacer::new(50_000, 128, Nanos(0));
+        assert_eq!(q.poll(Nanos(Nanos::SECOND), 1000), 50);
+        // Slower, the catch-up credit is the cap.
+        let mut r = Pacer::new(5_000, 128, Nanos(0));
+        assert_eq!(r.poll(Nanos(Nanos::SECOND), 1000), MIN_CATCH_UP as u32);
     }
 
     #[test]
@@ -283,16 +288,16 @@ mod tests {
     #[test]
     fn set_rate_starts_without_a_burst() {
         let mut p = Pacer::new(1_000_000, 128, Nanos(0));
-        p.set_rate(10_000, Nanos::from_millis(10));
+        p.set_rate(100_000, Nanos::from_millis(10));
         assert_eq!(p.poll(Nanos::from_millis(10), 128), 1, "no saved-up burst");
         assert_eq!(
             p.poll(Nanos::from_millis(11), 128),
-            10,
-            "one millisecond at 10k pps"
+            100,
+            "one millisecond at 100k pps"
         );
         assert_eq!(
             p.poll(Nanos::from_millis(20), 128),
-            10,
+            100,
             "capped at a millisecond's worth"
         );
     }
