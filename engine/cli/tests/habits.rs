@@ -491,6 +491,14 @@ fn rate_limited_rsts_are_reported_with_the_measured_rate() {
             }
             samples
         });
+        // Stops the sampler however the scan ends (a panic here must not hang the scope).
+        struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let _stop = StopOnDrop(&stop);
         std::thread::sleep(Duration::from_millis(50));
         let r = scan_ok(
             &lab,
@@ -506,7 +514,7 @@ fn rate_limited_rsts_are_reported_with_the_measured_rate() {
             ],
             Duration::from_secs(120),
         );
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        drop(_stop);
         (r, sampler.join().unwrap())
     });
     let line = r
