@@ -81,6 +81,32 @@ fn parse_on_off(s: &str) -> Result<bool, String> {
     }
 }
 
+/// How probes leave, for `portscope scan` and `portscope engine` alike: link-layer frames
+/// to a known next hop, or (without `--router-mac`) the kernel's IP output path.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct LinkArgs {
+    /// Send link-layer frames on --interface to this next-hop MAC (as masscan's
+    /// --router-mac): skips the kernel's IP output path; every probe goes to that hop.
+    #[arg(long, value_name = "MAC", requires = "interface", value_parser = parse_mac)]
+    pub router_mac: Option<[u8; 6]>,
+    /// With --router-mac: bypass the interface's queueing discipline (PACKET_QDISC_BYPASS).
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off)]
+    pub qdisc_bypass: bool,
+}
+
+impl LinkArgs {
+    /// The send path these flags choose.
+    pub(crate) fn via(&self) -> crate::SendVia {
+        match self.router_mac {
+            Some(next_hop) => crate::SendVia::Link {
+                next_hop,
+                qdisc_bypass: self.qdisc_bypass,
+            },
+            None => crate::SendVia::Ip,
+        }
+    }
+}
+
 /// `portscope scan`.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct ScanArgs {
@@ -175,13 +201,8 @@ pub(crate) struct ScanArgs {
     /// Read replies through a memory-mapped ring (one wake-up per block) or recvmmsg.
     #[arg(long, value_name = "MODE", default_value = "auto")]
     pub rx_ring: RxRing,
-    /// Send link-layer frames on --interface to this next-hop MAC (as masscan's
-    /// --router-mac): skips the kernel's IP output path; every probe goes to that hop.
-    #[arg(long, value_name = "MAC", requires = "interface", value_parser = parse_mac)]
-    pub router_mac: Option<[u8; 6]>,
-    /// With --router-mac: bypass the interface's queueing discipline (PACKET_QDISC_BYPASS).
-    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off)]
-    pub qdisc_bypass: bool,
+    #[command(flatten)]
+    pub link: LinkArgs,
     /// Never draw a progress bar.
     #[arg(long)]
     pub no_progress: bool,

@@ -68,6 +68,8 @@ pub(crate) struct EngineArgs {
     /// Read replies through a memory-mapped ring (one wake-up per block) or recvmmsg.
     #[arg(long, value_name = "MODE", default_value = "auto")]
     rx_ring: crate::args::RxRing,
+    #[command(flatten)]
+    link: crate::args::LinkArgs,
     /// Started as root, run as this user (name or uid) once the sockets are open, keeping
     /// only CAP_NET_RAW.
     #[arg(long, default_value = "nobody")]
@@ -93,12 +95,7 @@ pub(crate) fn run(args: EngineArgs) -> Result<ExitCode> {
     for a in &args.allow {
         policy.allow(parse_net(a).map_err(|e| usage(&e))?);
     }
-    let (sink, source) = open_sockets(
-        args.interface.clone(),
-        None,
-        args.rx_ring,
-        crate::SendVia::Ip,
-    )?;
+    let (sink, source) = open_sockets(args.interface.clone(), None, args.rx_ring, args.link.via())?;
     tracing::info!(receive = source.kind(), ring_error = ?source.ring_error().map(ToString::to_string), "capture opened");
     let socket = portscope_daemon::bind(&args.socket, args.socket_mode)
         .context("creating the control socket")?;

@@ -11,7 +11,7 @@ use crate::guard::{rate_limit_lines, ProxyGuard};
 use crate::output::{self, Format, HostFlag, ReportFilter, ScanEnd, ScanMeta, Tee, Times};
 use crate::progress::Live;
 use crate::resume::{Resolved, ResumeFile, DEFAULT_FILE};
-use crate::{note, open_sockets, Refusal, SendVia};
+use crate::{note, open_sockets, Refusal};
 use anyhow::{bail, Context, Result};
 use portscope_core::policy::TargetPolicy;
 use portscope_core::results::{PortResult, PortState};
@@ -110,14 +110,12 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
         .map_err(usage)?;
     plan.retries = retry;
 
-    let via = match args.router_mac {
-        Some(next_hop) => SendVia::Link {
-            next_hop,
-            qdisc_bypass: args.qdisc_bypass,
-        },
-        None => SendVia::Ip,
-    };
-    let (sink, source) = open_sockets(args.interface.clone(), args.source_port, args.rx_ring, via)?;
+    let (sink, source) = open_sockets(
+        args.interface.clone(),
+        args.source_port,
+        args.rx_ring,
+        args.link.via(),
+    )?;
     if let Some(e) = source.ring_error() {
         note(&format!("portscope: no receive ring ({e}), using recvmmsg"));
     }

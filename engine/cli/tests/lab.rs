@@ -9,8 +9,8 @@ use std::net::IpAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::{
-    assert_true_answers, lab_named, ok, parse_ndjson, run_bounded, serial, truth_of, ALLOW,
-    RST_LIMITED_SCAN,
+    assert_true_answers, lab_named, ok, parse_ndjson, run_bounded, serial, target_mac, truth_of,
+    ALLOW, RST_LIMITED_SCAN,
 };
 use xtask::lab::{assert_reports_match, Expected, HostTruth, LabConfig, LabGuard};
 
@@ -143,17 +143,7 @@ fn deep_scan_through_recvmmsg_matches_truth() {
 fn deep_scan_through_link_frames_matches_truth() {
     // --router-mac: probes leave as AF_PACKET frames (qdisc bypassed), IPv4 and IPv6.
     let lab = lab("o", 0, 0.0);
-    let out = Command::new("ip")
-        .args(["-n", lab.0.target_ns(), "link", "show", lab.0.target_if()])
-        .output()
-        .expect("ip link show");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mac = text
-        .split_whitespace()
-        .skip_while(|w| *w != "link/ether")
-        .nth(1)
-        .expect("the target's MAC")
-        .to_owned();
+    let mac = target_mac(&lab);
     for addr in ["198.18.0.2", "2001:2::2"] {
         let host = truth_of(&lab, addr);
         let (results, stderr) = scan_ndjson(

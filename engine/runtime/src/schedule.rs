@@ -250,6 +250,15 @@ fn step_rounds(a: &mut Active, now: Nanos) -> Option<Outcome> {
     let window = s.wait().max(Nanos::from_millis(30));
     let replies_now = s.round_replies[usize::from(a.round)].load(Relaxed);
     let rr = RetryRate::start(s.rate, answered, elapsed, window, now, replies_now);
+    tracing::debug!(
+        slot = s.space.slot(),
+        round = a.round,
+        answered_last = answered,
+        last_round_ms = elapsed.0 / 1_000_000,
+        silent = s.space.pairs() - replies,
+        rate = rr.rate(),
+        "retry round"
+    );
     a.pacer.set_rate(rr.rate(), now);
     a.retry = Some(rr);
     s.round.store(a.round, Relaxed);

@@ -114,6 +114,20 @@ pub fn truth_of(lab: &LabGuard, addr: &str) -> HostTruth {
         .clone()
 }
 
+/// The MAC address of the target's end of the lab's veth (the next hop for `--router-mac`).
+pub fn target_mac(lab: &LabGuard) -> String {
+    let out = Command::new("ip")
+        .args(["-n", lab.0.target_ns(), "link", "show", lab.0.target_if()])
+        .output()
+        .expect("ip link show");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .expect("the target's MAC")
+        .to_owned()
+}
+
 /// Every result of an interrupted scan is a true answer for `host` (never a guessed
 /// no-response).
 pub fn assert_true_answers(host: &HostTruth, results: &[PortResult]) {
