@@ -2,7 +2,7 @@
 //! a Unix socket (every `Submit` is accepted and completes at once with port 22 open on each
 //! target; no packet is sent anywhere), a config file, and a throwaway PostgreSQL
 //! (`xtask::pg::PgGuard`). Clients are told apart by `X-Forwarded-For` from the trusted
-//! loopback proxy. (The same scripted engine as `cluster_pg.rs`.)
+//! loopback proxy. Used by `cluster_pg.rs`, `durable_pg.rs` and `durable_webhooks.rs`.
 
 #![allow(dead_code)]
 
