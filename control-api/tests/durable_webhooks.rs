@@ -61,6 +61,39 @@ async fn wait_for(what: &str, secs: u64, f: impl Fn() -> bool, log: &api_node::N
     }
 }
 
+/// Waits for the first (stalled) delivery attempt, SIGKILLs the node, restarts it on the
+/// same config and waits for the resumed delivery; checks both carry the same delivery id.
+/// The restarted node and the two deliveries.
+async fn kill_mid_delivery_and_restart(
+    n: api_node::Node,
+    got: &Got,
+) -> (api_node::Node, Vec<(String, Value)>) {
+    wait_for(
+        "the first delivery attempt",
+        20,
+        || got.lock().unwrap().len() == 1,
+        &n,
+    )
+    .await;
+    let log = n.log.clone();
+    let config = n.kill();
+    let n = restart(&config, &log).await;
+    wait_for(
+        "the resumed delivery",
+        20,
+        || got.lock().unwrap().len() == 2,
+        &n,
+    )
+    .await;
+    let got = got.lock().unwrap().clone();
+    assert!(
+        got[0].0.starts_with("dlv_") && got[0].0.len() == 36,
+        "{got:?}"
+    );
+    assert_eq!(got[0].0, got[1].0, "the same delivery id after the restart");
+    (n, got)
+}
+
 /// Long attempts (the stall must outlast the kill), loopback callbacks allowed.
 const WEBHOOK_CONFIG: &str = "allow-callback = [\"127.0.0.0/8\"]\nwebhook-timeout-ms = 60000\n\
                               webhook-backoff-ms = 100\n";
@@ -79,32 +112,10 @@ async fn callback_resumes_after_a_kill(db: &str) {
         .await
         .unwrap();
     assert_eq!(r.status(), reqwest::StatusCode::OK);
-    wait_for(
-        "the first delivery attempt",
-        20,
-        || got.lock().unwrap().len() == 1,
-        &n,
-    )
-    .await;
-    let log = n.log.clone();
-    let config = n.kill();
-    let n = restart(&config, &log).await;
-    wait_for(
-        "the resumed delivery",
-        20,
-        || got.lock().unwrap().len() == 2,
-        &n,
-    )
-    .await;
+    let (n, got) = kill_mid_delivery_and_restart(n, &got).await;
     let (s, polled) = send(Method::GET, format!("{}/v1/fast", n.base), ip, None, None).await;
     assert_eq!(s, reqwest::StatusCode::OK);
     assert_eq!(polled["status"], "complete");
-    let got = got.lock().unwrap().clone();
-    assert!(
-        got[0].0.starts_with("dlv_") && got[0].0.len() == 36,
-        "{got:?}"
-    );
-    assert_eq!(got[0].0, got[1].0, "the same delivery id after the restart");
     assert_eq!(got[0].1, polled);
     assert_eq!(got[1].1, polled);
 }
@@ -180,29 +191,7 @@ async fn monitor_resumes_after_a_kill(db: &str) {
         assert!(s.is_success(), "{s} {scan}");
         wait_complete(&n.base, &token, scan["id"].as_str().unwrap()).await;
     }
-    wait_for(
-        "the first delivery attempt",
-        20,
-        || got.lock().unwrap().len() == 1,
-        &n,
-    )
-    .await;
-    let log = n.log.clone();
-    let config = n.kill();
-    let n = restart(&config, &log).await;
-    wait_for(
-        "the resumed delivery",
-        20,
-        || got.lock().unwrap().len() == 2,
-        &n,
-    )
-    .await;
-    let got = got.lock().unwrap().clone();
-    assert!(
-        got[0].0.starts_with("dlv_") && got[0].0.len() == 36,
-        "{got:?}"
-    );
-    assert_eq!(got[0].0, got[1].0, "the same delivery id after the restart");
+    let (_n, got) = kill_mid_delivery_and_restart(n, &got).await;
     assert_eq!(got[0].1, got[1].1, "the same body");
     assert!(got[0].1.to_string().contains("23/tcp"), "{}", got[0].1);
 }
