@@ -135,27 +135,6 @@ impl MStore {
         &self.pool
     }
 
-    /// Inserts a queued scan.
-    pub async fn insert_scan(&self, r: &MScanRow) -> Result<(), sqlx::Error> {
-        on_db!(&self.pool, |p| {
-            sqlx::query(INSERT_SCAN)
-                .bind(&r.id)
-                .bind(&r.token_id)
-                .bind(&r.target_id)
-                .bind(&r.target)
-                .bind(&r.domain)
-                .bind(&r.addresses)
-                .bind(&r.ports)
-                .bind(r.port_count)
-                .bind(&r.profile)
-                .bind("") // report_key: derived, never stored
-                .bind(r.created_at_ms)
-                .execute(p)
-                .await?;
-            Ok(())
-        })
-    }
-
     /// A scan by id.
     pub async fn scan(&self, id: &str) -> Result<Option<MScanRow>, sqlx::Error> {
         on_db!(&self.pool, |p| {
