@@ -47,7 +47,7 @@ Writes target/bench/results.json and the scanners' raw output to target/bench/ra
 fn lab_name() -> String {
     format!("bn{}", std::process::id() % 10_000_000)
 }
-/// Packets per second for Portscope, masscan and zmap.
+/// Packets per second for Portscope, masscan and zmap unless `--rate` says otherwise.
 const RATE: u64 = 250_000;
 /// Pause between runs, so one run's late replies and the target's softirq backlog are gone
 /// before the next starts.
@@ -101,6 +101,10 @@ struct Options {
     /// Append ARG to Portscope's command line (repeatable), e.g. --rx-ring=off.
     #[arg(long = "portscope-arg", value_name = "ARG", allow_hyphen_values = true)]
     portscope_args: Vec<String>,
+    /// Packets per second for Portscope, masscan and zmap. Set it above the same-run
+    /// ceiling to see how close each gets to it unthrottled.
+    #[arg(long, value_name = "PPS", default_value_t = RATE, value_parser = clap::value_parser!(u64).range(1..))]
+    rate: u64,
 }
 
 /// `--only`: a `Tool::family`.
@@ -295,7 +299,7 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
     measure::install_wire_counters(&lab)?;
     let env = Env {
         portscope: root.join("target/release/portscope"),
-        rate: RATE,
+        rate: opts.rate,
         iface: lab.scanner_if().to_owned(),
         scanner_ip: match lab.truth().scanner_v4 {
             std::net::IpAddr::V4(a) => a,
@@ -365,7 +369,7 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
         generated_unix: unix_now(),
         cpus,
         loadavg_before,
-        rate_pps: RATE,
+        rate_pps: opts.rate,
         runs: opts.runs,
         nmap_cap_s: opts.nmap_cap.as_secs(),
         lab: format!("{lab_name} (16 extra hosts; wide: every 198.19.0.0/16 address answers)"),
@@ -546,8 +550,9 @@ fn median_row(s: &Scenario, tool: Tool, mut runs: Vec<Run>) -> Row {
 fn notes(opts: &Options, cpus: usize) -> Vec<String> {
     vec![
         format!(
-            "rates: Portscope, masscan and zmap at {RATE} pps; nmap has no fixed rate: -T5 (initial/max RTT timeout 250/300 ms, \
-             at most 2 retries, scan delay at most 5 ms) and a second row adding --min-rate 100000 --max-retries 2"
+            "rates: Portscope, masscan and zmap at {} pps; nmap has no fixed rate: -T5 (initial/max RTT timeout 250/300 ms, \
+             at most 2 retries, scan delay at most 5 ms) and a second row adding --min-rate 100000 --max-retries 2",
+            opts.rate
         ),
         "waits: Portscope defaults (silent ports only retried: at least 2 retries, more while the loss measured from them says \
          a port may still be wrong, at most 10; per-round wait from the measured RTT, at most 1 s); \
@@ -593,8 +598,15 @@ mod tests {
     #[test]
     fn options() {
         let o = Options::parse(&[]).unwrap();
-        assert_eq!((o.quick, o.only.clone(), o.runs), (false, None, 1));
+        assert_eq!(
+            (o.quick, o.only.clone(), o.runs, o.rate),
+            (false, None, 1, RATE)
+        );
         assert_eq!(o.tools().count(), 5);
+        assert_eq!(
+            Options::parse(&args(&["--rate", "1000000"])).unwrap().rate,
+            1_000_000
+        );
         let o = Options::parse(&args(&["--quick", "--only", "nmap", "--runs", "3"])).unwrap();
         assert!(o.quick);
         assert_eq!(o.runs, 3);
@@ -610,6 +622,8 @@ mod tests {
             &["--runs"],
             &["--fast"],
             &["--nmap-cap", "x"],
+            &["--rate", "0"],
+            &["--rate", "fast"],
         ] {
             assert!(Options::parse(&args(bad)).is_err(), "{bad:?}");
         }

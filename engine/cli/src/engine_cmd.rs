@@ -95,7 +95,13 @@ pub(crate) fn run(args: EngineArgs) -> Result<ExitCode> {
     for a in &args.allow {
         policy.allow(parse_net(a).map_err(|e| usage(&e))?);
     }
-    let (sink, source) = open_sockets(args.interface.clone(), None, args.rx_ring, args.link.via())?;
+    let (sink, source) = open_sockets(
+        args.interface.clone(),
+        None,
+        args.rx_ring,
+        args.link.via(),
+        None,
+    )?;
     tracing::info!(receive = source.kind(), ring_error = ?source.ring_error().map(ToString::to_string), "capture opened");
     let socket = portscope_daemon::bind(&args.socket, args.socket_mode)
         .context("creating the control socket")?;

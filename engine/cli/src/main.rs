@@ -90,12 +90,14 @@ fn open_sockets(
     source_port: Option<u16>,
     rx_ring: args::RxRing,
     via: SendVia,
+    expected_replies: Option<u64>,
 ) -> anyhow::Result<(Box<dyn PacketSink>, SysSource)> {
     let cfg = SysConfig {
         port_lo: source_port.map_or(SRC_PORT_BASE, |p| p.min(SRC_PORT_BASE)),
         port_hi: u16::MAX,
         interface,
         rx_ring: rx_ring.into(),
+        expected_replies,
     };
     let opened = match (via, &cfg.interface) {
         (

@@ -110,11 +110,14 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
         .map_err(usage)?;
     plan.retries = retry;
 
+    // The ring is sized for this scan: every pair of the first round can answer once.
+    let pairs = plan.targets.len().saturating_mul(plan.ports.len() as u64);
     let (sink, source) = open_sockets(
         args.interface.clone(),
         args.source_port,
         args.rx_ring,
         args.link.via(),
+        Some(pairs),
     )?;
     if let Some(e) = source.ring_error() {
         note(&format!("portscope: no receive ring ({e}), using recvmmsg"));

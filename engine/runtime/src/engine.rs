@@ -244,6 +244,13 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.shutdown.store(true, Relaxed);
+        // Hang up the send thread's control channel: an idle send thread blocks on it for up
+        // to 50 ms at a time, and the shutdown flag alone would leave every one-shot scan
+        // waiting out that block before the process can exit.
+        drop(std::mem::replace(
+            &mut self.send_ctl,
+            crossbeam_channel::bounded(0).0,
+        ));
         for t in self.threads.drain(..) {
             let _ = t.join();
         }

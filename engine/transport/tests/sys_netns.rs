@@ -31,6 +31,7 @@ fn config() -> SysConfig {
         port_hi: 65535,
         interface: None,
         rx_ring: RxRing::Off,
+        expected_replies: None,
     }
 }
 

@@ -52,6 +52,7 @@ impl LinkSink {
             port_hi: 0,
             interface: Some(interface.to_owned()),
             rx_ring: super::RxRing::Off,
+            expected_replies: None,
         })?;
         // Protocol 0: a send-only socket, it never queues received packets.
         let sock = Socket::new(Domain::PACKET, Type::DGRAM, None)
