@@ -5,50 +5,31 @@
 mod support;
 
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use axum::http::{Method, Request, StatusCode};
-use http_body_util::BodyExt;
-use portscope_control_api::managed::service::ManagedSettings;
 use portscope_control_api::serve::{serve_with_headers, ConnLimits};
 use portscope_proto::Event;
 use serde_json::{json, Value};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use support::managed::M;
+use support::managed::{alert_kinds, unscheduled, M};
 use support::Reply;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tower::ServiceExt;
 
-/// Sends a request with extra headers and an optional raw body through the whole router.
-async fn raw(m: &M, method: Method, path: &str, headers: &[(&str, &str)], body: Body) -> Reply {
-    let mut b = Request::builder().method(method).uri(path);
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    let mut req = b.body(body).unwrap();
-    let ip: IpAddr = "198.18.7.7".parse().unwrap();
-    req.extensions_mut()
-        .insert(ConnectInfo(SocketAddr::new(ip, 40_000)));
-    let resp = m.router.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::String(text.clone()));
-    Reply {
-        status,
-        headers,
-        body,
-        text,
-    }
+/// An API with a token `t` for 198.18.0.0/24 (100 scans a month, 10 at once).
+async fn with_token() -> (M, String) {
+    let m = M::new().await;
+    let token = m.token("t", &["198.18.0.0/24"], 100, 10).await;
+    (m, token)
 }
 
-fn settings() -> ManagedSettings {
-    ManagedSettings {
-        scheduler_interval: Duration::ZERO,
-        ..ManagedSettings::default()
-    }
+/// POST `/v1/fast` with an `X-Callback-Url`, from 198.18.7.7.
+async fn fast_with_callback(m: &M, url: &str) -> Reply {
+    let req = Request::post("/v1/fast")
+        .header("x-callback-url", url)
+        .body(Body::empty())
+        .unwrap();
+    support::oneshot(&m.router, req, "198.18.7.7").await
 }
 
 // ---- 1: idle and slow connections -------------------------------------------------
@@ -281,7 +262,7 @@ async fn an_opted_out_host_inside_a_cidr_refuses_the_whole_scan() {
     let dir = tempfile::tempdir().unwrap();
     let list = dir.path().join("opt-out.txt");
     std::fs::write(&list, "198.19.0.16\n2001:2::40/126\n").unwrap();
-    let m = M::with(|c| c.opt_out = Some(list.clone()), settings()).await;
+    let m = M::with(|c| c.opt_out = Some(list.clone()), unscheduled(1000)).await;
     let token = m
         .token("t", &["198.19.0.0/16", "2001:2::/48"], 100, 10)
         .await;
@@ -314,42 +295,18 @@ async fn an_opted_out_host_inside_a_cidr_refuses_the_whole_scan() {
 
 #[tokio::test]
 async fn alerts_compare_only_ports_both_scans_covered_with_one_severity_rule() {
-    let m = M::new().await;
-    let token = m.token("t", &["198.18.0.0/24"], 100, 10).await;
+    let (m, token) = with_token().await;
     let host = "198.18.0.5";
-    let r = m
-        .post_json(
-            "/api/v1/scan",
-            &token,
-            json!({"target": host, "ports": "1-9000"}),
-        )
+    let deep = m
+        .scan_with(&token, json!({"target": host, "ports": "1-9000"}))
         .await;
-    let deep = r.body["id"].as_str().unwrap().to_string();
     m.complete_with(&deep, &[(host, 22), (host, 8080)]).await;
     // A narrower scan: 22 and 80 only. 22 closed, 80 newly open; 8080 was not probed.
-    let r = m
-        .post_json(
-            "/api/v1/scan",
-            &token,
-            json!({"target": host, "ports": "22,80"}),
-        )
+    let narrow = m
+        .scan_with(&token, json!({"target": host, "ports": "22,80"}))
         .await;
-    let narrow = r.body["id"].as_str().unwrap().to_string();
     m.complete_with(&narrow, &[(host, 80)]).await;
-    let r = m.get("/api/v1/alerts", &token).await;
-    let mut got: Vec<(String, i64, String)> = r.body["alerts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            (
-                a["type"].as_str().unwrap().to_string(),
-                a["port"].as_i64().unwrap(),
-                a["severity"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    got.sort();
+    let got = alert_kinds(&m.get("/api/v1/alerts", &token).await);
     let scan = m.get(&format!("/api/v1/scan/{narrow}"), &token).await;
     let finding = scan.body["findings"]
         .as_array()
@@ -374,8 +331,7 @@ async fn alerts_compare_only_ports_both_scans_covered_with_one_severity_rule() {
 
 #[tokio::test]
 async fn intervals_and_offsets_are_bounded() {
-    let m = M::new().await;
-    let token = m.token("t", &["198.18.0.0/24"], 100, 10).await;
+    let (m, token) = with_token().await;
     for bad in [i64::MAX, 366 * 86_400 + 1, 299, -1] {
         let r = m
             .post_json(
@@ -417,33 +373,19 @@ async fn intervals_and_offsets_are_bounded() {
 async fn oversized_scans_are_refused_up_front_and_engine_refusals_cost_no_quota() {
     let m = M::new().await;
     let token = m.token("t", &["198.18.0.0/15"], 1, 10).await;
-    let r = m
-        .post_json(
-            "/api/v1/scan",
-            &token,
-            json!({"target": "198.18.0.0/16", "profile": "deep"}),
-        )
-        .await;
+    let huge = json!({"target": "198.18.0.0/16", "profile": "deep"});
+    let r = m.post_json("/api/v1/scan", &token, huge.clone()).await;
     r.assert_message(StatusCode::BAD_REQUEST, "at most 16777216 pairs");
-    let r = m
-        .post_json(
-            "/api/v1/targets",
-            &token,
-            json!({"target": "198.18.0.0/16", "profile": "deep"}),
-        )
-        .await;
+    let r = m.post_json("/api/v1/targets", &token, huge).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
     assert!(m.submits().is_empty());
     // A deep /24 fits (256 x 65,535 pairs).
-    let r = m
-        .post_json(
-            "/api/v1/scan",
+    let id = m
+        .scan_with(
             &token,
             json!({"target": "198.18.1.0/24", "profile": "deep"}),
         )
         .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    let id = r.body["id"].as_str().unwrap().to_string();
     m.engine.emit(Event::Rejected {
         id: id.clone(),
         code: "invalid".into(),
@@ -466,8 +408,7 @@ async fn oversized_scans_are_refused_up_front_and_engine_refusals_cost_no_quota(
 
 #[tokio::test]
 async fn reserved_ipv6_forms_of_internal_addresses_are_refused_as_callbacks() {
-    let m = M::new().await;
-    let token = m.token("t", &["198.18.0.0/24"], 100, 10).await;
+    let (m, token) = with_token().await;
     for url in [
         "http://[::127.0.0.1]/",
         "http://[::10.0.0.1]/x",
@@ -475,14 +416,7 @@ async fn reserved_ipv6_forms_of_internal_addresses_are_refused_as_callbacks() {
         "http://[2002:a00:1::]/",
         "http://[100::1]/",
     ] {
-        let r = raw(
-            &m,
-            Method::POST,
-            "/v1/fast",
-            &[("x-callback-url", url)],
-            Body::empty(),
-        )
-        .await;
+        let r = fast_with_callback(&m, url).await;
         assert_eq!(
             r.status,
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -507,29 +441,15 @@ async fn reserved_ipv6_forms_of_internal_addresses_are_refused_as_callbacks() {
 async fn a_ninth_callback_on_a_coalesced_scan_is_refused_with_the_limit() {
     let m = M::with(
         |c| c.allow_callback.push("127.0.0.0/8".parse().unwrap()),
-        settings(),
+        unscheduled(1000),
     )
     .await;
     for i in 0..8 {
         let url = format!("http://127.0.0.1:9/hook{i}");
-        let r = raw(
-            &m,
-            Method::POST,
-            "/v1/fast",
-            &[("x-callback-url", &url)],
-            Body::empty(),
-        )
-        .await;
+        let r = fast_with_callback(&m, &url).await;
         assert_eq!(r.status, StatusCode::OK, "{i}: {}", r.text);
     }
-    let r = raw(
-        &m,
-        Method::POST,
-        "/v1/fast",
-        &[("x-callback-url", "http://127.0.0.1:9/hook8")],
-        Body::empty(),
-    )
-    .await;
+    let r = fast_with_callback(&m, "http://127.0.0.1:9/hook8").await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
     assert_eq!(r.body["error"], "invalid_callback");
     assert!(
@@ -541,14 +461,7 @@ async fn a_ninth_callback_on_a_coalesced_scan_is_refused_with_the_limit() {
         r.text
     );
     // A URL it already carries still joins.
-    let r = raw(
-        &m,
-        Method::POST,
-        "/v1/fast",
-        &[("x-callback-url", "http://127.0.0.1:9/hook3")],
-        Body::empty(),
-    )
-    .await;
+    let r = fast_with_callback(&m, "http://127.0.0.1:9/hook3").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(m.engine.submitted_ids().len(), 1);
 }
@@ -557,12 +470,9 @@ async fn a_ninth_callback_on_a_coalesced_scan_is_refused_with_the_limit() {
 
 #[tokio::test]
 async fn managed_scans_fail_at_the_engine_grace_period_without_a_scheduler_round() {
-    let m = M::with(|c| c.maintenance_interval_ms = 20, settings()).await;
+    let m = M::with(|c| c.maintenance_interval_ms = 20, unscheduled(1000)).await;
     let token = m.token("t", &["198.18.0.0/24"], 100, 10).await;
-    let r = m
-        .post_json("/api/v1/scan", &token, json!({"target": "198.18.0.5"}))
-        .await;
-    let id = r.body["id"].as_str().unwrap().to_string();
+    let id = m.scan(&token, "198.18.0.5").await;
     m.engine.disconnect();
     tokio::time::sleep(Duration::from_millis(100)).await;
     m.clock.advance(Duration::from_secs(29));
@@ -581,13 +491,12 @@ async fn managed_scans_fail_at_the_engine_grace_period_without_a_scheduler_round
 #[tokio::test]
 async fn report_keys_are_derived_not_stored_and_files_are_private() {
     use std::os::unix::fs::PermissionsExt;
-    let m = M::new().await;
-    let token = m.token("t", &["198.18.0.0/24"], 100, 10).await;
+    let (m, token) = with_token().await;
     let r = m
         .post_json("/api/v1/scan", &token, json!({"target": "198.18.0.5"}))
         .await;
     let url = r.body["reportUrl"].as_str().unwrap().to_string();
-    let id = r.body["id"].as_str().unwrap().to_string();
+    let id = r.created_id();
     let key = url.split("key=").nth(1).unwrap().to_string();
     assert_eq!(key.len(), 48);
     let stored = m
@@ -628,7 +537,7 @@ async fn report_keys_are_derived_not_stored_and_files_are_private() {
         assert_eq!(mode & 0o777, 0o600, "{f}");
     }
     // The same key after a restart (the secret is on disk, outside the database).
-    let m = m.restart(settings()).await;
+    let m = m.restart(unscheduled(1000)).await;
     let g = m.get(&format!("/api/v1/scan/{id}"), &token).await;
     assert_eq!(g.body["reportUrl"], url.as_str());
 }

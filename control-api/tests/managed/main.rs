@@ -14,7 +14,7 @@ use portscope_core::results::PortState::{Filtered, Open};
 use portscope_proto::Request as EngineRequest;
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::managed::M;
+use support::managed::{unscheduled, M};
 use support::T0_MS;
 
 const SCOPE: &[&str] = &[
@@ -431,14 +431,12 @@ async fn retest_rechecks_the_scope_when_dns_moves() {
 #[tokio::test]
 async fn a_cidr_target_is_one_multi_host_engine_scan_with_per_host_summary() {
     let (m, t) = setup().await;
-    let r = m
-        .post_json(
-            "/api/v1/scan",
+    let id = m
+        .scan_with(
             &t,
             json!({"target": "198.18.0.64/26", "ports": "22,80,443"}),
         )
         .await;
-    let id = r.created_id();
     let s = m.submits();
     assert_eq!(s.len(), 1);
     assert_eq!(s[0].1, vec!["198.18.0.64/26".to_string()]);
@@ -468,15 +466,7 @@ async fn a_cidr_target_is_one_multi_host_engine_scan_with_per_host_summary() {
 
 #[tokio::test]
 async fn quotas_monthly_concurrent_and_queue() {
-    let m = M::with(
-        |_| {},
-        ManagedSettings {
-            queue_limit: 3,
-            scheduler_interval: Duration::ZERO,
-            ..ManagedSettings::default()
-        },
-    )
-    .await;
+    let m = M::with(|_| {}, unscheduled(3)).await;
     let t = m.token("small", SCOPE, 2, 1).await;
     let a = m.post("/api/v1/scan", &t, scan_body("198.18.0.40")).await;
     assert_eq!(a.status, StatusCode::CREATED);
@@ -522,8 +512,7 @@ async fn list_paginates_with_total_and_filters_by_target() {
         } else {
             "198.18.0.51"
         };
-        let r = m.post("/api/v1/scan", &t, scan_body(target)).await;
-        let id = r.created_id();
+        let id = m.scan(&t, target).await;
         m.complete_with(&id, &[]).await;
         ids.push(id);
         m.clock.advance(Duration::from_secs(1));

@@ -22,8 +22,7 @@ async fn targets_crud_scan_and_trigger_all_recheck_the_scope() {
             json!({"target": "198.18.0.0/28", "ports": "22,443"}),
         )
         .await;
-    assert_eq!(r.status, StatusCode::CREATED);
-    let net = r.body["id"].as_str().unwrap().to_string();
+    let net = r.created_id();
     assert_eq!(
         (r.body["profile"].as_str(), r.body["ports"].as_str()),
         (Some("custom"), Some("22,443"))
@@ -82,8 +81,7 @@ async fn targets_crud_scan_and_trigger_all_recheck_the_scope() {
     let r = m
         .post(&format!("/api/v1/targets/{net}/scan"), &t, None)
         .await;
-    assert_eq!(r.status, StatusCode::CREATED);
-    let net_scan = r.body["id"].as_str().unwrap().to_string();
+    let net_scan = r.created_id();
     assert_eq!(m.submits()[0].1, vec!["198.18.0.0/28".to_string()]);
     assert_eq!(m.submits()[0].2, "22,443");
 
@@ -149,14 +147,14 @@ async fn targets_crud_scan_and_trigger_all_recheck_the_scope() {
 #[tokio::test]
 async fn scheduler_runs_due_targets_once_after_downtime() {
     let (m, t) = setup().await;
-    let r = m
+    let tid = m
         .post_json(
             "/api/v1/targets",
             &t,
             json!({"target": "198.18.0.70", "interval": 3600}),
         )
-        .await;
-    let tid = r.body["id"].as_str().unwrap().to_string();
+        .await
+        .created_id();
     assert_eq!(m.state.managed().run_due().await, 0, "not due yet");
     m.clock.advance(Duration::from_secs(3600));
     assert_eq!(m.state.managed().run_due().await, 1);
@@ -236,29 +234,13 @@ async fn alerts_on_changes_with_acknowledge_and_resolve() {
     let second = m
         .post(&format!("/api/v1/scan/{first}/retest"), &t, None)
         .await
-        .body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .created_id();
     m.complete_with(&second, &[("198.18.0.80", 22), ("198.18.0.80", 3306)])
         .await;
     let r = m.get("/api/v1/alerts", &t).await;
     assert_eq!(r.body["total"], 3);
-    let mut kinds: Vec<(String, u64, String)> = r.body["alerts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            (
-                a["type"].as_str().unwrap().into(),
-                a["port"].as_u64().unwrap(),
-                a["severity"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
-    kinds.sort();
     assert_eq!(
-        kinds,
+        support::managed::alert_kinds(&r),
         vec![
             ("banner_changed".into(), 22, "LOW".into()),
             ("new_open_port".into(), 3306, "HIGH".into()),
@@ -370,7 +352,7 @@ async fn security_fix_md_in_the_seed_shape() {
 async fn report_page_needs_the_scan_key() {
     let (m, t) = setup().await;
     let r = m.post("/api/v1/scan", &t, scan_body("198.18.0.95")).await;
-    let id = r.body["id"].as_str().unwrap().to_string();
+    let id = r.created_id();
     let url = r.body["reportUrl"].as_str().unwrap().to_string();
     m.complete_with(&id, &[("198.18.0.95", 23)]).await;
     let r = m.send(Method::GET, &url, None, None, "127.0.0.1").await;
@@ -396,11 +378,7 @@ async fn report_page_needs_the_scan_key() {
 async fn monitors_post_new_alerts_at_or_above_the_threshold() {
     let m = M::with(
         |c| c.allow_callback = vec!["127.0.0.0/8".parse().unwrap()],
-        ManagedSettings {
-            queue_limit: 100,
-            scheduler_interval: Duration::ZERO,
-            ..ManagedSettings::default()
-        },
+        unscheduled(100),
     )
     .await;
     let t = m.token("ci", SCOPE, 100, 10).await;
@@ -426,22 +404,16 @@ async fn monitors_post_new_alerts_at_or_above_the_threshold() {
         )
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
-    let tid = r.body["id"].as_str().unwrap().to_string();
+    let tid = r.created_id();
     let a = m
         .post(&format!("/api/v1/targets/{tid}/scan"), &t, None)
         .await
-        .body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .created_id();
     m.complete_with(&a, &[("198.18.0.99", 80)]).await;
     let b = m
         .post(&format!("/api/v1/targets/{tid}/scan"), &t, None)
         .await
-        .body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .created_id();
     // New: 27017 (CRITICAL) and 22 (LOW); closed: 80 (INFO). Only 27017 is sent.
     m.complete_with(&b, &[("198.18.0.99", 22), ("198.18.0.99", 27017)])
         .await;
@@ -488,9 +460,7 @@ async fn engine_outages_resubmit_then_fail_after_the_grace_period() {
     m.engine.disconnect();
     tokio::time::sleep(Duration::from_millis(30)).await;
     // Queued while away: not sent now, sent on reconnect; the submitted one is re-asked.
-    let r = m.post("/api/v1/scan", &t, scan_body("198.18.0.111")).await;
-    assert_eq!(r.status, StatusCode::CREATED);
-    let later = r.body["id"].as_str().unwrap().to_string();
+    let later = m.scan(&t, "198.18.0.111").await;
     assert_eq!(m.submits().len(), 1);
     m.engine.connect();
     for _ in 0..200 {
