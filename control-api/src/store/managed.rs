@@ -200,14 +200,7 @@ impl MStore {
 
     /// A scan by id, if it belongs to the token.
     pub async fn owned_scan(&self, token: &str, id: &str) -> Result<Option<MScanRow>, sqlx::Error> {
-        on_db!(&self.pool, |p| {
-            sqlx::query_as("SELECT * FROM managed_scans WHERE id = $1 AND token_id = $2")
-                .bind(id)
-                .bind(token)
-                .fetch_optional(p)
-                .await
-                .map(|o| o.map(|r| self.keyed(r)))
-        })
+        Ok(self.scan(id).await?.filter(|r| r.token_id == token))
     }
 
     /// The live scan of a token's target.

@@ -288,11 +288,7 @@ async fn failed_and_cancelled_scans() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(m.row(&b).await.status, "cancelled");
     let r = m.post(&format!("/api/v1/scan/{b}/cancel"), &t, None).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(r.body["message"]
-        .as_str()
-        .unwrap()
-        .contains("already cancelled"));
+    r.assert_message(StatusCode::BAD_REQUEST, "already cancelled");
 }
 
 #[tokio::test]
@@ -395,11 +391,7 @@ async fn scope_is_enforced_before_anything_is_queued() {
     // The API's own target policy still applies under the scope.
     let wide = m.token("wide", &["10.0.0.0/8"], 10, 5).await;
     let r = m.post("/api/v1/scan", &wide, scan_body("10.1.2.3")).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(r.body["message"]
-        .as_str()
-        .unwrap()
-        .contains("cannot be scanned"));
+    r.assert_message(StatusCode::BAD_REQUEST, "cannot be scanned");
     assert_eq!(m.submits().len(), 2);
 }
 
@@ -482,10 +474,7 @@ async fn quotas_monthly_concurrent_and_queue() {
     // Two scans this month: the third is refused until next month.
     let r = m.post("/api/v1/scan", &t, scan_body("198.18.0.42")).await;
     r.assert_error(StatusCode::TOO_MANY_REQUESTS, "monthly_limit");
-    assert!(r.body["message"]
-        .as_str()
-        .unwrap()
-        .contains("monthly scan limit"));
+    r.assert_message(StatusCode::TOO_MANY_REQUESTS, "monthly scan limit");
     // 2024-04-01T03:06:40Z -> 2024-05-01T00:00:00Z.
     assert_eq!(
         r.header("retry-after"),
