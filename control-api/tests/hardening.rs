@@ -278,9 +278,7 @@ async fn an_opted_out_host_inside_a_cidr_refuses_the_whole_scan() {
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{target}: {}", r.text);
         let msg = r.body["message"].as_str().unwrap();
         assert!(msg.contains(named), "{target}: {msg}");
-        let r = m
-            .post_json("/api/v1/targets", &token, json!({"target": target}))
-            .await;
+        let r = m.save_target(&token, json!({"target": target})).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{target}: {}", r.text);
     }
     assert!(m.submits().is_empty());
@@ -334,17 +332,12 @@ async fn intervals_and_offsets_are_bounded() {
     let (m, token) = with_token().await;
     for bad in [i64::MAX, 366 * 86_400 + 1, 299, -1] {
         let r = m
-            .post_json(
-                "/api/v1/targets",
-                &token,
-                json!({"target": "198.18.0.9", "interval": bad}),
-            )
+            .save_target(&token, json!({"target": "198.18.0.9", "interval": bad}))
             .await;
         r.assert_message(StatusCode::BAD_REQUEST, "between 300 and 31622400 seconds");
     }
     let r = m
-        .post_json(
-            "/api/v1/targets",
+        .save_target(
             &token,
             json!({"target": "198.18.0.9", "interval": 366 * 86_400}),
         )
@@ -368,7 +361,7 @@ async fn oversized_scans_are_refused_up_front_and_engine_refusals_cost_no_quota(
     let huge = json!({"target": "198.18.0.0/16", "profile": "deep"});
     let r = m.post_json("/api/v1/scan", &token, huge.clone()).await;
     r.assert_message(StatusCode::BAD_REQUEST, "at most 16777216 pairs");
-    let r = m.post_json("/api/v1/targets", &token, huge).await;
+    let r = m.save_target(&token, huge).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
     assert!(m.submits().is_empty());
     // A deep /24 fits (256 x 65,535 pairs).
@@ -417,11 +410,7 @@ async fn reserved_ipv6_forms_of_internal_addresses_are_refused_as_callbacks() {
         );
         assert_eq!(r.body["error"], "invalid_callback", "{url}");
         let r = m
-            .post_json(
-                "/api/v1/targets",
-                &token,
-                json!({"target": "198.18.0.9", "webhookUrl": url}),
-            )
+            .save_target(&token, json!({"target": "198.18.0.9", "webhookUrl": url}))
             .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{url}: {}", r.text);
         assert!(r.text.contains("not a public address"), "{url}: {}", r.text);

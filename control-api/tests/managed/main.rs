@@ -364,23 +364,12 @@ async fn scope_is_enforced_before_anything_is_queued() {
     }
     assert!(m.engine.requests().is_empty(), "nothing reached the engine");
     // Names in scope are scanned by address, never by name.
-    let r = m
-        .post("/api/v1/scan", &t, scan_body("APP.example.com"))
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED);
-    let r2 = m
-        .post("/api/v1/scan", &t, scan_body("v6.lab.example"))
-        .await;
-    assert_eq!(r2.status, StatusCode::CREATED);
+    let app = m.scan(&t, "APP.example.com").await;
+    m.scan(&t, "v6.lab.example").await;
     let s = m.submits();
     assert_eq!(s[0].1, vec!["198.18.0.20".to_string()]);
     assert_eq!(s[1].1, vec!["2001:2::5".to_string()]);
-    let got = m
-        .get(
-            &format!("/api/v1/scan/{}", r.body["id"].as_str().unwrap()),
-            &t,
-        )
-        .await;
+    let got = m.get(&format!("/api/v1/scan/{app}"), &t).await;
     assert_eq!(got.body["target"], "app.example.com");
     assert_eq!(got.body["addresses"], json!(["198.18.0.20"]));
     // A name that does not resolve: 400.

@@ -9,18 +9,14 @@ async fn targets_crud_scan_and_trigger_all_recheck_the_scope() {
     let (m, t) = setup().await;
     m.dns.set("web.lab.example", &["198.18.0.60"]);
     let r = m
-        .post_json("/api/v1/targets", &t, json!({"target": "web.lab.example", "label": "web", "profile": "deep", "interval": 3600}))
+        .save_target(&t, json!({"target": "web.lab.example", "label": "web", "profile": "deep", "interval": 3600}))
         .await;
     let web = r.created_id();
     assert_eq!(r.body["profile"], "deep");
     assert_eq!(r.body["interval"], 3600);
     assert_eq!(r.body["nextRunAt"], "2024-04-01T04:06:40.000Z");
     let r = m
-        .post_json(
-            "/api/v1/targets",
-            &t,
-            json!({"target": "198.18.0.0/28", "ports": "22,443"}),
-        )
+        .save_target(&t, json!({"target": "198.18.0.0/28", "ports": "22,443"}))
         .await;
     let net = r.created_id();
     assert_eq!(
@@ -29,7 +25,7 @@ async fn targets_crud_scan_and_trigger_all_recheck_the_scope() {
     );
     // Out of scope at creation: 403; bad fields: 400.
     assert_eq!(
-        m.post_json("/api/v1/targets", &t, json!({"target": "198.18.9.9"}))
+        m.save_target(&t, json!({"target": "198.18.9.9"}))
             .await
             .status,
         StatusCode::FORBIDDEN
@@ -41,9 +37,7 @@ async fn targets_crud_scan_and_trigger_all_recheck_the_scope() {
         json!({"target": "198.18.0.61", "webhookUrl": "http://127.0.0.1:9/x"}),
     ] {
         assert_eq!(
-            m.post("/api/v1/targets", &t, Some(bad.clone()))
-                .await
-                .status,
+            m.save_target(&t, bad.clone()).await.status,
             StatusCode::BAD_REQUEST,
             "{bad}"
         );
@@ -148,11 +142,7 @@ async fn targets_crud_scan_and_trigger_all_recheck_the_scope() {
 async fn scheduler_runs_due_targets_once_after_downtime() {
     let (m, t) = setup().await;
     let tid = m
-        .post_json(
-            "/api/v1/targets",
-            &t,
-            json!({"target": "198.18.0.70", "interval": 3600}),
-        )
+        .save_target(&t, json!({"target": "198.18.0.70", "interval": 3600}))
         .await
         .created_id();
     assert_eq!(m.state.managed().run_due().await, 0, "not due yet");
@@ -384,21 +374,17 @@ async fn monitors_post_new_alerts_at_or_above_the_threshold() {
     let t = m.token("ci", SCOPE, 100, 10).await;
     let (url, got) = support::webhook_receiver(0).await;
     let r = m
-        .post(
-            "/api/v1/targets",
+        .save_target(
             &t,
-            Some(
-                json!({"target": "198.18.0.99", "webhookUrl": url, "alertMinSeverity": "high",
+            json!({"target": "198.18.0.99", "webhookUrl": url, "alertMinSeverity": "high",
                         "alertEmail": "ops@example.com"}),
-            ),
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert_eq!(r.body["alertMinSeverity"], "HIGH");
     assert_eq!(r.body["alertEmail"], "ops@example.com");
     let bad = m
-        .post_json(
-            "/api/v1/targets",
+        .save_target(
             &t,
             json!({"target": "198.18.0.98", "alertEmail": "ops@example.com\r\nBcc: x@y.z"}),
         )

@@ -241,6 +241,11 @@ impl M {
         self.post(path, token, Some(body)).await
     }
 
+    /// POSTs a saved target (`/api/v1/targets`) with this body.
+    pub async fn save_target(&self, token: &str, body: Value) -> Reply {
+        self.post_json("/api/v1/targets", token, body).await
+    }
+
     /// POSTs a scan of `target` with `token`, asserts 201, returns the scan's id.
     pub async fn scan(&self, token: &str, target: &str) -> String {
         self.scan_with(token, serde_json::json!({ "target": target }))
