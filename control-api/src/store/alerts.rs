@@ -95,10 +95,11 @@ impl MStore {
         offset: i64,
     ) -> Result<(Vec<AlertRow>, i64), sqlx::Error> {
         on_db!(&self.pool, |p| {
-            Ok(
-                fetch_page!(p, AlertRow from "managed_alerts" newest by "created_at",
-                token, "status" = status, limit, offset),
-            )
+            let (rows, total) = fetch_page!(
+                p, AlertRow from "managed_alerts" newest by "created_at",
+                token, "status" = status, limit, offset
+            );
+            Ok((rows, total))
         })
     }
 

@@ -256,8 +256,10 @@ impl MStore {
         offset: i64,
     ) -> Result<(Vec<MScanRow>, i64), sqlx::Error> {
         on_db!(&self.pool, |p| {
-            let (rows, total) = fetch_page!(p, MScanRow from "managed_scans" newest by "created_at_ms",
-                token, "target" = target, limit, offset);
+            let (rows, total) = fetch_page!(
+                p, MScanRow from "managed_scans" newest by "created_at_ms",
+                token, "target" = target, limit, offset
+            );
             Ok((rows.into_iter().map(|r| self.keyed(r)).collect(), total))
         })
     }
