@@ -48,6 +48,16 @@ async fn read_all(s: &mut TcpStream, limit: Duration) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Asserts that a plain GET from `from` (one connection, closed after) is answered 200.
+async fn assert_served(from: &str, addr: SocketAddr) {
+    let mut s = connect_from(from, addr).await.unwrap();
+    s.write_all(b"GET /v1/openapi.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let text = read_all(&mut s, Duration::from_secs(5)).await;
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text:.200}");
+}
+
 async fn serve_on_loopback(m: &M, limits: ConnLimits) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -96,12 +106,7 @@ async fn idle_connections_are_capped_and_timed_out_while_real_clients_are_served
     // A legitimate client from another address is served meanwhile, promptly.
     let t = Instant::now();
     for _ in 0..5 {
-        let mut s = connect_from("127.0.0.3", addr).await.unwrap();
-        s.write_all(b"GET /v1/openapi.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let text = read_all(&mut s, Duration::from_secs(5)).await;
-        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text:.200}");
+        assert_served("127.0.0.3", addr).await;
     }
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
     // The 16 admitted slow connections are closed by the header-read timeout.
@@ -114,12 +119,7 @@ async fn idle_connections_are_capped_and_timed_out_while_real_clients_are_served
     assert!(waited < Duration::from_secs(4), "closed after {waited:?}");
     // Their slots are free again: the same address is admitted and served.
     drop(idle);
-    let mut s = connect_from("127.0.0.2", addr).await.unwrap();
-    s.write_all(b"GET /v1/openapi.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let text = read_all(&mut s, Duration::from_secs(5)).await;
-    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text:.200}");
+    assert_served("127.0.0.2", addr).await;
 }
 
 #[tokio::test]
