@@ -7,45 +7,20 @@
 
 mod api_node;
 
-use api_node::{node, pg, send, token, Node};
+use api_node::{node, pg, send, token, two_nodes};
 use reqwest::StatusCode;
-use serde_json::Value;
 use std::time::{Duration, Instant};
-
-async fn get(n: &Node, path: &str, ip: &str) -> (StatusCode, Value) {
-    send(
-        reqwest::Method::GET,
-        format!("{}{path}", n.base),
-        ip,
-        None,
-        None,
-    )
-    .await
-}
-
-async fn post(n: &Node, path: &str, ip: &str) -> (StatusCode, Value) {
-    send(
-        reqwest::Method::POST,
-        format!("{}{path}", n.base),
-        ip,
-        None,
-        None,
-    )
-    .await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scan_made_on_one_node_reads_the_same_on_the_other() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_pg, url) = pg().await;
-    let a = node(dir.path(), "a", &url, "").await;
-    let b = node(dir.path(), "b", &url, "").await;
+    let nodes = two_nodes().await;
+    let (a, b) = (&nodes.a, &nodes.b);
     let ip = "198.18.0.9";
-    let (s, body) = post(&a, "/v1/fast", ip).await;
+    let (s, body) = a.post("/v1/fast", ip).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     let deadline = Instant::now() + Duration::from_secs(20);
     let done = loop {
-        let (s, body) = get(&a, "/v1/fast", ip).await;
+        let (s, body) = a.get("/v1/fast", ip).await;
         assert_eq!(s, StatusCode::OK);
         if body["status"] == "complete" {
             break body;
@@ -54,32 +29,28 @@ async fn a_scan_made_on_one_node_reads_the_same_on_the_other() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(done["ports_open"][0]["port"], 22);
-    let (s, on_b) = get(&b, "/v1/fast", ip).await;
+    let (s, on_b) = b.get("/v1/fast", ip).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(on_b, done, "node B answers node A's scan identically");
     // Node B has no scan of another client, and neither has A.
-    assert_eq!(get(&b, "/v1/fast", "198.18.0.10").await.1["status"], "none");
+    assert_eq!(b.get("/v1/fast", "198.18.0.10").await.1["status"], "none");
     // A deep scan started on B is visible (and coalesced) on A: one scan, not two.
-    let (s, deep_b) = post(&b, "/v1/deep", ip).await;
+    let (s, deep_b) = b.post("/v1/deep", ip).await;
     assert_eq!(s, StatusCode::OK, "{deep_b}");
-    let (s, deep_a) = get(&a, "/v1/deep", ip).await;
+    let (s, deep_a) = a.get("/v1/deep", ip).await;
     assert_eq!(s, StatusCode::OK);
     assert_ne!(deep_a["status"], "none", "{deep_a}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_and_quotas_hold_across_two_nodes() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_pg, url) = pg().await;
-    let a = node(dir.path(), "a", &url, "").await;
-    let b = node(dir.path(), "b", &url, "").await;
+    let nodes = two_nodes().await;
 
     // Edge limit, 30 requests per IP per minute, every endpoint: 40 GETs alternating
     // between the nodes from one client give exactly 30 answers and 10 refusals.
     let (mut ok, mut limited) = (0, 0);
     for i in 0..40 {
-        let n = if i % 2 == 0 { &a } else { &b };
-        match get(n, "/v1/fast", "198.18.1.1").await.0 {
+        match nodes.alternate(i).get("/v1/fast", "198.18.1.1").await.0 {
             StatusCode::OK => ok += 1,
             StatusCode::TOO_MANY_REQUESTS => limited += 1,
             s => panic!("unexpected {s}"),
@@ -89,13 +60,12 @@ async fn limits_and_quotas_hold_across_two_nodes() {
 
     // A token with 3 scans a month: 5 new managed scans alternating between the nodes
     // give 3 created and 2 refused.
-    let token = token(&url, "ci", 3, 10);
+    let token = token(&nodes.url, "ci", 3, 10);
     let mut statuses = Vec::new();
     for i in 0..5u8 {
-        let n = if i % 2 == 0 { &a } else { &b };
         let (s, body) = send(
             reqwest::Method::POST,
-            format!("{}/api/v1/scan", n.base),
+            format!("{}/api/v1/scan", nodes.alternate(i).base),
             "198.18.2.1",
             Some(&token),
             Some(serde_json::json!({ "target": format!("198.18.0.{}", 20 + i) })),
@@ -128,9 +98,9 @@ async fn post_to_complete_sqlite_vs_postgres() {
         let (n, slot) = if i % 2 == 0 { (&lite, 0) } else { (&pgn, 1) };
         let ip = format!("198.18.{}.{}", 10 + i / 200, 1 + i % 200);
         let t = Instant::now();
-        assert_eq!(post(n, "/v1/fast", &ip).await.0, StatusCode::OK);
+        assert_eq!(n.post("/v1/fast", &ip).await.0, StatusCode::OK);
         loop {
-            let (s, body) = get(n, "/v1/fast", &ip).await;
+            let (s, body) = n.get("/v1/fast", &ip).await;
             assert_eq!(s, StatusCode::OK, "{body}");
             if body["status"] == "complete" {
                 break;

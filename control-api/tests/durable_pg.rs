@@ -4,23 +4,39 @@
 
 mod api_node;
 
-use api_node::{node, pg, send, token};
+use api_node::{send, token, two_nodes};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
+/// Asserts that `answers` are `want.0` of status `ok` and `want.1` refused with 429, each
+/// with the body `refusal`.
+fn assert_split(
+    answers: &[(StatusCode, Value)],
+    ok: StatusCode,
+    want: (usize, usize),
+    refusal: Value,
+) {
+    let count = answers.iter().filter(|(s, _)| *s == ok).count();
+    let refused: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::TOO_MANY_REQUESTS)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!((count, refused.len()), want, "{answers:?}");
+    for body in refused {
+        assert_eq!(body, &refusal);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quota_holds_exactly_under_concurrent_requests_on_two_nodes() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_pg, url) = pg().await;
-    let a = node(dir.path(), "a", &url, "").await;
-    let b = node(dir.path(), "b", &url, "").await;
+    let nodes = two_nodes().await;
     // 5 scans a month; 24 simultaneous POSTs of distinct targets, half on each node, each
     // from its own client address (so no per-IP limit interferes).
-    let secret = token(&url, "quota", 5, 100);
+    let secret = token(&nodes.url, "quota", 5, 100);
     let posts = (0..24u8).map(|i| {
-        let base = if i % 2 == 0 { &a.base } else { &b.base };
         let (url, ip, secret) = (
-            format!("{base}/api/v1/scan"),
+            format!("{}/api/v1/scan", nodes.alternate(i).base),
             format!("198.18.3.{}", 1 + i),
             &secret,
         );
@@ -30,28 +46,14 @@ async fn a_quota_holds_exactly_under_concurrent_requests_on_two_nodes() {
         }
     });
     let answers = futures_util::future::join_all(posts).await;
-    let created = answers
-        .iter()
-        .filter(|(s, _)| *s == StatusCode::CREATED)
-        .count();
-    let refused: Vec<&Value> = answers
-        .iter()
-        .filter(|(s, _)| *s == StatusCode::TOO_MANY_REQUESTS)
-        .map(|(_, b)| b)
-        .collect();
-    assert_eq!((created, refused.len()), (5, 19), "{answers:?}");
-    for body in refused {
-        assert_eq!(
-            body,
-            &json!({
-                "error": "monthly_limit",
-                "message": "monthly scan limit reached: 5 scans this month for token quota; \
-                            it resets on the 1st (UTC) or ask the operator for a larger plan"
-            })
-        );
-    }
+    let refusal = json!({
+        "error": "monthly_limit",
+        "message": "monthly scan limit reached: 5 scans this month for token quota; \
+                    it resets on the 1st (UTC) or ask the operator for a larger plan"
+    });
+    assert_split(&answers, StatusCode::CREATED, (5, 19), refusal);
     // Both nodes count the same five.
-    for n in [&a, &b] {
+    for n in [&nodes.a, &nodes.b] {
         let (s, list) = send(
             Method::GET,
             format!("{}/api/v1/scans", n.base),
@@ -67,36 +69,13 @@ async fn a_quota_holds_exactly_under_concurrent_requests_on_two_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_edge_limit_holds_exactly_under_concurrent_requests_on_two_nodes() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_pg, url) = pg().await;
-    let a = node(dir.path(), "a", &url, "").await;
-    let b = node(dir.path(), "b", &url, "").await;
+    let nodes = two_nodes().await;
     // 30 requests per IP per minute: 44 simultaneous GETs from one client, half on each.
-    let gets = (0..44u8).map(|i| {
-        let base = if i % 2 == 0 { &a.base } else { &b.base };
-        send(
-            Method::GET,
-            format!("{base}/v1/fast"),
-            "198.18.5.5",
-            None,
-            None,
-        )
-    });
+    let gets = (0..44u8).map(|i| nodes.alternate(i).get("/v1/fast", "198.18.5.5"));
     let answers = futures_util::future::join_all(gets).await;
-    let ok = answers.iter().filter(|(s, _)| *s == StatusCode::OK).count();
-    let refused: Vec<&Value> = answers
-        .iter()
-        .filter(|(s, _)| *s == StatusCode::TOO_MANY_REQUESTS)
-        .map(|(_, b)| b)
-        .collect();
-    assert_eq!((ok, refused.len()), (30, 14), "{answers:?}");
-    for body in refused {
-        assert_eq!(
-            body,
-            &json!({
-                "error": "rate_limited",
-                "message": "edge limit reached: 30 requests per IP per minute"
-            })
-        );
-    }
+    let refusal = json!({
+        "error": "rate_limited",
+        "message": "edge limit reached: 30 requests per IP per minute"
+    });
+    assert_split(&answers, StatusCode::OK, (30, 14), refusal);
 }

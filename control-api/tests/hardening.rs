@@ -5,50 +5,31 @@
 mod support;
 
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use axum::http::{Method, Request, StatusCode};
-use http_body_util::BodyExt;
-use portscope_control_api::managed::service::ManagedSettings;
 use portscope_control_api::serve::{serve_with_headers, ConnLimits};
 use portscope_proto::Event;
 use serde_json::{json, Value};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use support::managed::M;
+use support::managed::{alert_kinds, unscheduled, M};
 use support::Reply;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tower::ServiceExt;
 
-/// Sends a request with extra headers and an optional raw body through the whole router.
-async fn raw(m: &M, method: Method, path: &str, headers: &[(&str, &str)], body: Body) -> Reply {
-    let mut b = Request::builder().method(method).uri(path);
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    let mut req = b.body(body).unwrap();
-    let ip: IpAddr = "198.18.7.7".parse().unwrap();
-    req.extensions_mut()
-        .insert(ConnectInfo(SocketAddr::new(ip, 40_000)));
-    let resp = m.router.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::String(text.clone()));
-    Reply {
-        status,
-        headers,
-        body,
-        text,
-    }
+/// An API with a token `t` for 198.18.0.0/24 (100 scans a month, 10 at once).
+async fn with_token() -> (M, String) {
+    let m = M::new().await;
+    let token = m.token("t", &["198.18.0.0/24"], 100, 10).await;
+    (m, token)
 }
 
-fn settings() -> ManagedSettings {
-    ManagedSettings {
-        scheduler_interval: Duration::ZERO,
-        ..ManagedSettings::default()
-    }
+/// POST `/v1/fast` with an `X-Callback-Url`, from 198.18.7.7.
+async fn fast_with_callback(m: &M, url: &str) -> Reply {
+    let req = Request::post("/v1/fast")
+        .header("x-callback-url", url)
+        .body(Body::empty())
+        .unwrap();
+    support::oneshot(&m.router, req, "198.18.7.7").await
 }
 
 // ---- 1: idle and slow connections -------------------------------------------------
@@ -65,6 +46,16 @@ async fn read_all(s: &mut TcpStream, limit: Duration) -> String {
     let mut out = Vec::new();
     let _ = tokio::time::timeout(limit, s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Asserts that a plain GET from `from` (one connection, closed after) is answered 200.
+async fn assert_served(from: &str, addr: SocketAddr) {
+    let mut s = connect_from(from, addr).await.unwrap();
+    s.write_all(b"GET /v1/openapi.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let text = read_all(&mut s, Duration::from_secs(5)).await;
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text:.200}");
 }
 
 async fn serve_on_loopback(m: &M, limits: ConnLimits) -> SocketAddr {
@@ -115,12 +106,7 @@ async fn idle_connections_are_capped_and_timed_out_while_real_clients_are_served
     // A legitimate client from another address is served meanwhile, promptly.
     let t = Instant::now();
     for _ in 0..5 {
-        let mut s = connect_from("127.0.0.3", addr).await.unwrap();
-        s.write_all(b"GET /v1/openapi.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let text = read_all(&mut s, Duration::from_secs(5)).await;
-        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text:.200}");
+        assert_served("127.0.0.3", addr).await;
     }
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
     // The 16 admitted slow connections are closed by the header-read timeout.
@@ -133,12 +119,7 @@ async fn idle_connections_are_capped_and_timed_out_while_real_clients_are_served
     assert!(waited < Duration::from_secs(4), "closed after {waited:?}");
     // Their slots are free again: the same address is admitted and served.
     drop(idle);
-    let mut s = connect_from("127.0.0.2", addr).await.unwrap();
-    s.write_all(b"GET /v1/openapi.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let text = read_all(&mut s, Duration::from_secs(5)).await;
-    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text:.200}");
+    assert_served("127.0.0.2", addr).await;
 }
 
 #[tokio::test]
@@ -281,7 +262,7 @@ async fn an_opted_out_host_inside_a_cidr_refuses_the_whole_scan() {
     let dir = tempfile::tempdir().unwrap();
     let list = dir.path().join("opt-out.txt");
     std::fs::write(&list, "198.19.0.16\n2001:2::40/126\n").unwrap();
-    let m = M::with(|c| c.opt_out = Some(list.clone()), settings()).await;
+    let m = M::with(|c| c.opt_out = Some(list.clone()), unscheduled(1000)).await;
     let token = m
         .token("t", &["198.19.0.0/16", "2001:2::/48"], 100, 10)
         .await;
@@ -297,9 +278,7 @@ async fn an_opted_out_host_inside_a_cidr_refuses_the_whole_scan() {
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{target}: {}", r.text);
         let msg = r.body["message"].as_str().unwrap();
         assert!(msg.contains(named), "{target}: {msg}");
-        let r = m
-            .post_json("/api/v1/targets", &token, json!({"target": target}))
-            .await;
+        let r = m.save_target(&token, json!({"target": target})).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{target}: {}", r.text);
     }
     assert!(m.submits().is_empty());
@@ -314,42 +293,18 @@ async fn an_opted_out_host_inside_a_cidr_refuses_the_whole_scan() {
 
 #[tokio::test]
 async fn alerts_compare_only_ports_both_scans_covered_with_one_severity_rule() {
-    let m = M::new().await;
-    let token = m.token("t", &["198.18.0.0/24"], 100, 10).await;
+    let (m, token) = with_token().await;
     let host = "198.18.0.5";
-    let r = m
-        .post_json(
-            "/api/v1/scan",
-            &token,
-            json!({"target": host, "ports": "1-9000"}),
-        )
+    let deep = m
+        .scan_with(&token, json!({"target": host, "ports": "1-9000"}))
         .await;
-    let deep = r.body["id"].as_str().unwrap().to_string();
     m.complete_with(&deep, &[(host, 22), (host, 8080)]).await;
     // A narrower scan: 22 and 80 only. 22 closed, 80 newly open; 8080 was not probed.
-    let r = m
-        .post_json(
-            "/api/v1/scan",
-            &token,
-            json!({"target": host, "ports": "22,80"}),
-        )
+    let narrow = m
+        .scan_with(&token, json!({"target": host, "ports": "22,80"}))
         .await;
-    let narrow = r.body["id"].as_str().unwrap().to_string();
     m.complete_with(&narrow, &[(host, 80)]).await;
-    let r = m.get("/api/v1/alerts", &token).await;
-    let mut got: Vec<(String, i64, String)> = r.body["alerts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            (
-                a["type"].as_str().unwrap().to_string(),
-                a["port"].as_i64().unwrap(),
-                a["severity"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    got.sort();
+    let got = alert_kinds(&m.get("/api/v1/alerts", &token).await);
     let scan = m.get(&format!("/api/v1/scan/{narrow}"), &token).await;
     let finding = scan.body["findings"]
         .as_array()
@@ -374,29 +329,15 @@ async fn alerts_compare_only_ports_both_scans_covered_with_one_severity_rule() {
 
 #[tokio::test]
 async fn intervals_and_offsets_are_bounded() {
-    let m = M::new().await;
-    let token = m.token("t", &["198.18.0.0/24"], 100, 10).await;
+    let (m, token) = with_token().await;
     for bad in [i64::MAX, 366 * 86_400 + 1, 299, -1] {
         let r = m
-            .post_json(
-                "/api/v1/targets",
-                &token,
-                json!({"target": "198.18.0.9", "interval": bad}),
-            )
+            .save_target(&token, json!({"target": "198.18.0.9", "interval": bad}))
             .await;
-        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
-        assert!(
-            r.body["message"]
-                .as_str()
-                .unwrap()
-                .contains("between 300 and 31622400 seconds"),
-            "{}",
-            r.text
-        );
+        r.assert_message(StatusCode::BAD_REQUEST, "between 300 and 31622400 seconds");
     }
     let r = m
-        .post_json(
-            "/api/v1/targets",
+        .save_target(
             &token,
             json!({"target": "198.18.0.9", "interval": 366 * 86_400}),
         )
@@ -417,33 +358,19 @@ async fn intervals_and_offsets_are_bounded() {
 async fn oversized_scans_are_refused_up_front_and_engine_refusals_cost_no_quota() {
     let m = M::new().await;
     let token = m.token("t", &["198.18.0.0/15"], 1, 10).await;
-    let r = m
-        .post_json(
-            "/api/v1/scan",
-            &token,
-            json!({"target": "198.18.0.0/16", "profile": "deep"}),
-        )
-        .await;
+    let huge = json!({"target": "198.18.0.0/16", "profile": "deep"});
+    let r = m.post_json("/api/v1/scan", &token, huge.clone()).await;
     r.assert_message(StatusCode::BAD_REQUEST, "at most 16777216 pairs");
-    let r = m
-        .post_json(
-            "/api/v1/targets",
-            &token,
-            json!({"target": "198.18.0.0/16", "profile": "deep"}),
-        )
-        .await;
+    let r = m.save_target(&token, huge).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
     assert!(m.submits().is_empty());
     // A deep /24 fits (256 x 65,535 pairs).
-    let r = m
-        .post_json(
-            "/api/v1/scan",
+    let id = m
+        .scan_with(
             &token,
             json!({"target": "198.18.1.0/24", "profile": "deep"}),
         )
         .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    let id = r.body["id"].as_str().unwrap().to_string();
     m.engine.emit(Event::Rejected {
         id: id.clone(),
         code: "invalid".into(),
@@ -466,8 +393,7 @@ async fn oversized_scans_are_refused_up_front_and_engine_refusals_cost_no_quota(
 
 #[tokio::test]
 async fn reserved_ipv6_forms_of_internal_addresses_are_refused_as_callbacks() {
-    let m = M::new().await;
-    let token = m.token("t", &["198.18.0.0/24"], 100, 10).await;
+    let (m, token) = with_token().await;
     for url in [
         "http://[::127.0.0.1]/",
         "http://[::10.0.0.1]/x",
@@ -475,14 +401,7 @@ async fn reserved_ipv6_forms_of_internal_addresses_are_refused_as_callbacks() {
         "http://[2002:a00:1::]/",
         "http://[100::1]/",
     ] {
-        let r = raw(
-            &m,
-            Method::POST,
-            "/v1/fast",
-            &[("x-callback-url", url)],
-            Body::empty(),
-        )
-        .await;
+        let r = fast_with_callback(&m, url).await;
         assert_eq!(
             r.status,
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -491,11 +410,7 @@ async fn reserved_ipv6_forms_of_internal_addresses_are_refused_as_callbacks() {
         );
         assert_eq!(r.body["error"], "invalid_callback", "{url}");
         let r = m
-            .post_json(
-                "/api/v1/targets",
-                &token,
-                json!({"target": "198.18.0.9", "webhookUrl": url}),
-            )
+            .save_target(&token, json!({"target": "198.18.0.9", "webhookUrl": url}))
             .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{url}: {}", r.text);
         assert!(r.text.contains("not a public address"), "{url}: {}", r.text);
@@ -507,48 +422,19 @@ async fn reserved_ipv6_forms_of_internal_addresses_are_refused_as_callbacks() {
 async fn a_ninth_callback_on_a_coalesced_scan_is_refused_with_the_limit() {
     let m = M::with(
         |c| c.allow_callback.push("127.0.0.0/8".parse().unwrap()),
-        settings(),
+        unscheduled(1000),
     )
     .await;
     for i in 0..8 {
         let url = format!("http://127.0.0.1:9/hook{i}");
-        let r = raw(
-            &m,
-            Method::POST,
-            "/v1/fast",
-            &[("x-callback-url", &url)],
-            Body::empty(),
-        )
-        .await;
+        let r = fast_with_callback(&m, &url).await;
         assert_eq!(r.status, StatusCode::OK, "{i}: {}", r.text);
     }
-    let r = raw(
-        &m,
-        Method::POST,
-        "/v1/fast",
-        &[("x-callback-url", "http://127.0.0.1:9/hook8")],
-        Body::empty(),
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
-    assert_eq!(r.body["error"], "invalid_callback");
-    assert!(
-        r.body["message"]
-            .as_str()
-            .unwrap()
-            .contains("8 callback URLs"),
-        "{}",
-        r.text
-    );
+    let r = fast_with_callback(&m, "http://127.0.0.1:9/hook8").await;
+    r.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_callback");
+    r.assert_message(StatusCode::UNPROCESSABLE_ENTITY, "8 callback URLs");
     // A URL it already carries still joins.
-    let r = raw(
-        &m,
-        Method::POST,
-        "/v1/fast",
-        &[("x-callback-url", "http://127.0.0.1:9/hook3")],
-        Body::empty(),
-    )
-    .await;
+    let r = fast_with_callback(&m, "http://127.0.0.1:9/hook3").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(m.engine.submitted_ids().len(), 1);
 }
@@ -557,12 +443,9 @@ async fn a_ninth_callback_on_a_coalesced_scan_is_refused_with_the_limit() {
 
 #[tokio::test]
 async fn managed_scans_fail_at_the_engine_grace_period_without_a_scheduler_round() {
-    let m = M::with(|c| c.maintenance_interval_ms = 20, settings()).await;
+    let m = M::with(|c| c.maintenance_interval_ms = 20, unscheduled(1000)).await;
     let token = m.token("t", &["198.18.0.0/24"], 100, 10).await;
-    let r = m
-        .post_json("/api/v1/scan", &token, json!({"target": "198.18.0.5"}))
-        .await;
-    let id = r.body["id"].as_str().unwrap().to_string();
+    let id = m.scan(&token, "198.18.0.5").await;
     m.engine.disconnect();
     tokio::time::sleep(Duration::from_millis(100)).await;
     m.clock.advance(Duration::from_secs(29));
@@ -581,13 +464,12 @@ async fn managed_scans_fail_at_the_engine_grace_period_without_a_scheduler_round
 #[tokio::test]
 async fn report_keys_are_derived_not_stored_and_files_are_private() {
     use std::os::unix::fs::PermissionsExt;
-    let m = M::new().await;
-    let token = m.token("t", &["198.18.0.0/24"], 100, 10).await;
+    let (m, token) = with_token().await;
     let r = m
         .post_json("/api/v1/scan", &token, json!({"target": "198.18.0.5"}))
         .await;
     let url = r.body["reportUrl"].as_str().unwrap().to_string();
-    let id = r.body["id"].as_str().unwrap().to_string();
+    let id = r.created_id();
     let key = url.split("key=").nth(1).unwrap().to_string();
     assert_eq!(key.len(), 48);
     let stored = m
@@ -628,7 +510,7 @@ async fn report_keys_are_derived_not_stored_and_files_are_private() {
         assert_eq!(mode & 0o777, 0o600, "{f}");
     }
     // The same key after a restart (the secret is on disk, outside the database).
-    let m = m.restart(settings()).await;
+    let m = m.restart(unscheduled(1000)).await;
     let g = m.get(&format!("/api/v1/scan/{id}"), &token).await;
     assert_eq!(g.body["reportUrl"], url.as_str());
 }

@@ -6,8 +6,7 @@ mod support;
 
 use axum::http::{Method, StatusCode};
 use std::process::Command;
-use std::time::Duration;
-use support::managed::M;
+use support::managed::{unscheduled, M};
 
 /// Runs the binary off the runtime thread: the API under test keeps running meanwhile
 /// (blocking the test's only runtime thread would stall its open transactions).
@@ -31,18 +30,17 @@ async fn cli(db: &std::path::Path, args: &[&str]) -> (bool, String, String) {
 async fn token_cli_creates_lists_and_revokes_on_the_api_database() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("api.db");
+    let create_ci = [
+        "token",
+        "create",
+        "--name",
+        "ci",
+        "--scope",
+        "198.18.0.0/16",
+    ];
     let (ok, out, err) = cli(
         &db,
-        &[
-            "token",
-            "create",
-            "--name",
-            "ci",
-            "--scope",
-            "198.18.0.0/16",
-            "--monthly-scans",
-            "1000",
-        ],
+        &[&create_ci[..], &["--monthly-scans", "1000"]].concat(),
     )
     .await;
     assert!(ok, "{err}");
@@ -54,18 +52,7 @@ async fn token_cli_creates_lists_and_revokes_on_the_api_database() {
         .trim()
         .to_string();
     assert!(secret.starts_with("pst_") && secret.len() == 68, "{secret}");
-    let (ok, _, err) = cli(
-        &db,
-        &[
-            "token",
-            "create",
-            "--name",
-            "ci",
-            "--scope",
-            "198.18.0.0/16",
-        ],
-    )
-    .await;
+    let (ok, _, err) = cli(&db, &create_ci).await;
     assert!(!ok && err.contains("already exists"), "{err}");
     let (ok, _, err) = cli(
         &db,
@@ -79,15 +66,7 @@ async fn token_cli_creates_lists_and_revokes_on_the_api_database() {
     assert!(!out.contains(&secret), "secrets are never listed");
 
     let db2 = db.clone();
-    let m = M::with(
-        move |c| c.db = db2,
-        portscope_control_api::managed::service::ManagedSettings {
-            queue_limit: 10,
-            scheduler_interval: Duration::ZERO,
-            ..portscope_control_api::managed::service::ManagedSettings::default()
-        },
-    )
-    .await;
+    let m = M::with(move |c| c.db = db2, unscheduled(10)).await;
     let r = m.get("/api/v1/scans", &secret).await;
     assert_eq!(r.status, StatusCode::OK);
     let r = m

@@ -8,10 +8,9 @@
 
 mod support;
 
-use portscope_control_api::managed::service::ManagedSettings;
 use std::path::PathBuf;
 use std::time::Duration;
-use support::managed::M;
+use support::managed::{unscheduled, M};
 
 /// Examples per operation and phase.
 const MAX_EXAMPLES: &str = "25";
@@ -37,7 +36,20 @@ async fn serve(m: &M) -> String {
     base
 }
 
-async fn run(base: &str, doc: &str, extra: &[&str]) {
+/// Runs schemathesis over `m`'s document `doc` with a token that may scan the whole lab,
+/// leaving out the event stream `events`: a stream lasts as long as its scan, which the
+/// fake engine never finishes (tests/sse.rs reads it with a real SSE client instead).
+async fn run(m: &M, doc: &str, events: &str) {
+    let token = m
+        .token(
+            "fuzz",
+            &["198.18.0.0/15", "2001:2::/48"],
+            1_000_000,
+            100_000,
+        )
+        .await;
+    let base = serve(m).await;
+    let auth = format!("Authorization: Bearer {token}");
     let dir = tempfile::tempdir().unwrap();
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis.toml");
     let out = tokio::process::Command::new(schemathesis())
@@ -45,7 +57,7 @@ async fn run(base: &str, doc: &str, extra: &[&str]) {
         .args(["--config-file", config])
         .env("NO_COLOR", "1")
         .env("SCHEMATHESIS_HOOKS", "")
-        .args(["run", &format!("{base}{doc}"), "--url", base])
+        .args(["run", &format!("{base}{doc}"), "--url", &base])
         .args([
             "--checks",
             "all",
@@ -56,7 +68,7 @@ async fn run(base: &str, doc: &str, extra: &[&str]) {
         ])
         .args(["--workers", "1", "--request-timeout", "10", "--no-shrink"])
         .args(["--max-failures", "20"])
-        .args(extra)
+        .args(["-H", &auth, "--exclude-path", events])
         .output();
     let out = tokio::time::timeout(Duration::from_secs(600), out)
         .await
@@ -76,63 +88,17 @@ async fn run(base: &str, doc: &str, extra: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn managed_api_conforms_to_its_openapi_document() {
-    let m = M::with(
-        |_| {},
-        ManagedSettings {
-            queue_limit: 100_000,
-            scheduler_interval: Duration::ZERO,
-            ..ManagedSettings::default()
-        },
-    )
-    .await;
-    let token = m
-        .token(
-            "fuzz",
-            &["198.18.0.0/15", "2001:2::/48"],
-            1_000_000,
-            100_000,
-        )
-        .await;
-    let base = serve(&m).await;
-    let auth = format!("Authorization: Bearer {token}");
-    // The event stream lasts as long as its scan, which the fake engine never finishes:
-    // tests/sse.rs reads it with a real SSE client instead.
-    let events = ["--exclude-path", "/api/v1/scan/{id}/events"];
-    run(
-        &base,
-        "/api/v1/openapi.json",
-        &[&["-H", auth.as_str()][..], &events[..]].concat(),
-    )
-    .await;
+    let m = M::with(|_| {}, unscheduled(100_000)).await;
+    run(&m, "/api/v1/openapi.json", "/api/v1/scan/{id}/events").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn self_scan_api_conforms_to_its_openapi_document() {
     let m = M::with(
         |c| c.allow_target.push("127.0.0.0/8".parse().unwrap()),
-        ManagedSettings {
-            scheduler_interval: Duration::ZERO,
-            ..ManagedSettings::default()
-        },
+        unscheduled(1000),
     )
     .await;
     // Seed 002's surface is in this document too, behind a bearer token.
-    let token = m
-        .token(
-            "fuzz",
-            &["198.18.0.0/15", "2001:2::/48"],
-            1_000_000,
-            100_000,
-        )
-        .await;
-    let base = serve(&m).await;
-    let auth = format!("Authorization: Bearer {token}");
-    // As above: a stream lasts as long as its scan (tests/sse.rs reads it).
-    let events = ["--exclude-path", "/v1/{kind}/events"];
-    run(
-        &base,
-        "/v1/openapi.json",
-        &[&["-H", auth.as_str()][..], &events[..]].concat(),
-    )
-    .await;
+    run(&m, "/v1/openapi.json", "/v1/{kind}/events").await;
 }

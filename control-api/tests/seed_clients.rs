@@ -9,13 +9,12 @@
 
 mod support;
 
-use portscope_control_api::managed::service::ManagedSettings;
 use serde_json::Value;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use support::managed::M;
+use support::managed::{unscheduled, M};
 
 const SNIPPETS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/seed_clients");
 /// What a finished fake scan found on the host of `myapp.com`.
@@ -46,10 +45,12 @@ fn snippet(name: &str, base: &str, key: &str, id: Option<&str>) -> String {
     s
 }
 
-/// Runs a snippet (`sh`, `py` or `mjs`) in `dir`; returns stdout, panics on failure.
-async fn run(dir: &Path, name: &str, code: &str) -> String {
+/// Runs the snippet `name` (`sh`, `py` or `mjs`) in `dir` against `base` with `key` (and
+/// the example id replaced by `id`); returns stdout, panics on failure.
+async fn run(dir: &Path, name: &str, base: &str, key: &str, id: Option<&str>) -> String {
+    let code = snippet(name, base, key, id);
     let (program, file, text): (PathBuf, &str, String) = match name.rsplit('.').next() {
-        Some("py") => (python(), "snippet.py", code.to_string()),
+        Some("py") => (python(), "snippet.py", code),
         Some("mjs") => (
             PathBuf::from("node"),
             "snippet.mjs",
@@ -96,10 +97,7 @@ async fn api() -> (Arc<M>, String, String) {
             c.allow_target.push("192.168.1.0/24".parse().unwrap());
             c.allow_target.push("127.0.0.0/8".parse().unwrap());
         },
-        ManagedSettings {
-            scheduler_interval: Duration::ZERO,
-            ..ManagedSettings::default()
-        },
+        unscheduled(1000),
     )
     .await;
     m.dns.set("myapp.com", &["198.18.0.5"]);
@@ -146,7 +144,14 @@ fn check_fix_file(dir: &Path) {
     std::fs::remove_file(dir.join("SECURITY-FIX.md")).unwrap();
 }
 
-fn quickstart_output(out: &str) {
+/// The API with its scans finished, and seed 002's quick start in `ext` (`py`, `mjs`) run
+/// against it in a fresh directory: its printed findings and its SECURITY-FIX.md checked.
+async fn quickstart(ext: &str) -> (Arc<M>, String, String, tempfile::TempDir) {
+    let (m, base, key) = api().await;
+    finish_scans(&m);
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("002_quickstart.{ext}");
+    let out = run(dir.path(), &name, &base, &key, None).await;
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
         lines,
@@ -158,6 +163,8 @@ fn quickstart_output(out: &str) {
         ],
         "{out}"
     );
+    check_fix_file(dir.path());
+    (m, base, key, dir)
 }
 
 /// One request over real HTTP: (status, headers, JSON body or Null).
@@ -189,45 +196,19 @@ async fn runs(base: &str, key: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_002_python_and_curl_snippets_run_verbatim() {
-    let (m, base, key) = api().await;
-    finish_scans(&m);
-    let dir = tempfile::tempdir().unwrap();
-
-    let out = run(
-        dir.path(),
-        "002_quickstart.py",
-        &snippet("002_quickstart.py", &base, &key, None),
-    )
-    .await;
-    quickstart_output(&out);
-    check_fix_file(dir.path());
+    let (_m, base, key, dir) = quickstart("py").await;
     let first = runs(&base, &key).await["runs"][0].clone();
     let run_id = first["run_id"].as_str().unwrap().to_string();
     assert_eq!(first["status"], "completed");
     assert_eq!(first["target"], "myapp.com");
 
     // Targets: the scan created myapp.com; the snippet adds staging.
-    run(
-        dir.path(),
-        "002_targets.py",
-        &snippet("002_targets.py", &base, &key, None),
-    )
-    .await;
-    let out = run(
-        dir.path(),
-        "002_runs.py",
-        &snippet("002_runs.py", &base, &key, None),
-    )
-    .await;
+    run(dir.path(), "002_targets.py", &base, &key, None).await;
+    let out = run(dir.path(), "002_runs.py", &base, &key, None).await;
     assert_eq!(out, format!("{run_id} myapp.com 3\n"));
 
     // curl: trigger (a new run), poll the finished run, download its fix file.
-    let out = run(
-        dir.path(),
-        "002_quickstart.sh",
-        &snippet("002_quickstart.sh", &base, &key, Some(&run_id)),
-    )
-    .await;
+    let out = run(dir.path(), "002_quickstart.sh", &base, &key, Some(&run_id)).await;
     let (started, rest) = out.split_once('}').unwrap();
     let started: Value = serde_json::from_str(&format!("{started}}}")).unwrap();
     assert_eq!(started["status"], "started");
@@ -261,29 +242,9 @@ async fn seed_002_python_and_curl_snippets_run_verbatim() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_002_javascript_snippets_run_verbatim_in_node() {
-    let (m, base, key) = api().await;
-    finish_scans(&m);
-    let dir = tempfile::tempdir().unwrap();
-    let out = run(
-        dir.path(),
-        "002_quickstart.mjs",
-        &snippet("002_quickstart.mjs", &base, &key, None),
-    )
-    .await;
-    quickstart_output(&out);
-    check_fix_file(dir.path());
-    run(
-        dir.path(),
-        "002_targets.mjs",
-        &snippet("002_targets.mjs", &base, &key, None),
-    )
-    .await;
-    let out = run(
-        dir.path(),
-        "002_runs.mjs",
-        &snippet("002_runs.mjs", &base, &key, None),
-    )
-    .await;
+    let (_m, base, key, dir) = quickstart("mjs").await;
+    run(dir.path(), "002_targets.mjs", &base, &key, None).await;
+    let out = run(dir.path(), "002_runs.mjs", &base, &key, None).await;
     let run_id = runs(&base, &key).await["runs"][0]["id"].clone();
     assert_eq!(out, format!("{} myapp.com 3\n", run_id.as_str().unwrap()));
     let (_, _, targets) = call(
@@ -316,12 +277,7 @@ async fn seed_003_and_000_curl_examples_run_verbatim() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
 
-    let out = run(
-        d,
-        "003_submit.sh",
-        &snippet("003_submit.sh", &base, &key, None),
-    )
-    .await;
+    let out = run(d, "003_submit.sh", &base, &key, None).await;
     let submitted: Value = serde_json::from_str(&out).unwrap();
     let id = submitted["id"].as_str().unwrap().to_string();
     assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
@@ -332,12 +288,7 @@ async fn seed_003_and_000_curl_examples_run_verbatim() {
         .starts_with(&format!("/report/{id}?key=")));
     m.complete_with(&id, &[("192.168.1.1", 22)]).await;
 
-    let out = run(
-        d,
-        "003_status.sh",
-        &snippet("003_status.sh", &base, &key, Some(&id)),
-    )
-    .await;
+    let out = run(d, "003_status.sh", &base, &key, Some(&id)).await;
     let docs: Vec<Value> = out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -361,12 +312,7 @@ async fn seed_003_and_000_curl_examples_run_verbatim() {
     assert_ne!(new, id);
     assert_eq!(retest["status"], "queued");
 
-    let out = run(
-        d,
-        "003_cancel.sh",
-        &snippet("003_cancel.sh", &base, &key, Some(new)),
-    )
-    .await;
+    let out = run(d, "003_cancel.sh", &base, &key, Some(new)).await;
     let cancelled: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
         cancelled,
@@ -374,12 +320,7 @@ async fn seed_003_and_000_curl_examples_run_verbatim() {
     );
 
     // Seed 000: the requester (127.0.0.1, allowed here) is the target.
-    let out = run(
-        d,
-        "000_quickstart.sh",
-        &snippet("000_quickstart.sh", &base, &key, None),
-    )
-    .await;
+    let out = run(d, "000_quickstart.sh", &base, &key, None).await;
     let (post, get) = out.split_once('}').unwrap();
     let post: Value = serde_json::from_str(&format!("{post}}}")).unwrap();
     let get: Value = serde_json::from_str(get).unwrap();

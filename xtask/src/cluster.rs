@@ -22,71 +22,43 @@ use crate::nodes::Engines;
 use crate::pg::{PgGuard, DATABASE};
 use crate::stack::{stop, API_UID};
 
-const USAGE: &str = "\
-usage: cargo xtask cluster --nodes N [--kill-one AT%] [--hosts N] [--chunk-probes N]
-                           [--bins DIR] [--name NAME]
-
-  --nodes N          scanning nodes (engine + worker each), 1 to 16
-  --kill-one AT%     SIGKILL the last node's worker and engine when AT% of chunks are done
-  --hosts N          lab hosts in the deep scan (default 16, at most 34)
-  --chunk-probes N   most probes per chunk (default 16384: 4 chunks a host)
-  --bins DIR         use the binaries in DIR (default: build the release binaries)
-  --name NAME        lab name (default cl<pid>)";
-
 /// Longest a scan may take.
 const SCAN_LIMIT: Duration = Duration::from_secs(300);
 
-struct Opts {
+/// N nodes (engine + worker each) on one PostgreSQL run a deep scan of lab hosts as chunk
+/// jobs, optionally killing one node.
+#[derive(Debug, clap::Parser)]
+struct Options {
+    /// Scanning nodes (engine + worker each), 1 to 16.
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::lab::MAX_SCANNERS)))]
     nodes: u32,
+    /// SIGKILL the last node's worker and engine when AT% of chunks are done (1% to 99%).
+    #[arg(long = "kill-one", value_name = "AT%", value_parser = percent)]
     kill_at: Option<u32>,
-    hosts: usize,
+    /// Lab hosts in the deep scan, at most 34.
+    #[arg(long, value_name = "N", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=34))]
+    hosts: u32,
+    /// Most probes per chunk (the default makes 4 chunks a host).
+    #[arg(long = "chunk-probes", value_name = "N", default_value_t = 16_384,
+          value_parser = clap::value_parser!(u32).range(1..))]
     chunk_probes: u32,
+    /// Use the binaries in DIR (default: build the release binaries).
+    #[arg(long, value_name = "DIR")]
     bins: Option<PathBuf>,
+    /// Lab name.
+    #[arg(long, value_name = "NAME", default_value_t = format!("cl{}", std::process::id() % 100_000))]
     name: String,
 }
 
-fn parse(args: &[String]) -> anyhow::Result<Opts> {
-    let mut o = Opts {
-        nodes: 0,
-        kill_at: None,
-        hosts: 16,
-        chunk_probes: 16_384,
-        bins: None,
-        name: format!("cl{}", std::process::id() % 100_000),
-    };
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--nodes" => o.nodes = value()?.parse().context("--nodes")?,
-            "--kill-one" => {
-                let v = value()?;
-                let pct: u32 = v.trim_end_matches('%').parse().context("--kill-one AT%")?;
-                if !(1..=99).contains(&pct) {
-                    bail!("--kill-one takes 1% to 99%");
-                }
-                o.kill_at = Some(pct);
-            }
-            "--hosts" => o.hosts = value()?.parse().context("--hosts")?,
-            "--chunk-probes" => o.chunk_probes = value()?.parse().context("--chunk-probes")?,
-            "--bins" => o.bins = Some(PathBuf::from(value()?)),
-            "--name" => o.name = value()?.clone(),
-            other => bail!("unknown cluster argument {other:?}\n\n{USAGE}"),
-        }
-    }
-    if !(1..=crate::lab::MAX_SCANNERS).contains(&o.nodes) {
-        bail!(
-            "--nodes N is required, 1 to {}\n\n{USAGE}",
-            crate::lab::MAX_SCANNERS
-        );
-    }
-    if o.kill_at.is_some() && o.nodes < 2 {
-        bail!("--kill-one needs at least 2 nodes");
-    }
-    if !(1..=34).contains(&o.hosts) || o.chunk_probes == 0 {
-        bail!("--hosts is 1 to 34 and --chunk-probes at least 1");
-    }
-    Ok(o)
+/// `--kill-one`: a percentage from 1 to 99, with or without `%`.
+fn percent(s: &str) -> Result<u32, String> {
+    s.trim_end_matches('%')
+        .parse()
+        .ok()
+        .filter(|p| (1..=99).contains(p))
+        .ok_or_else(|| "takes 1% to 99%".into())
 }
 
 /// One worker process, stopped by PID on drop.
@@ -104,18 +76,17 @@ impl Drop for WorkerProc {
 
 /// Runs the command; returns the exit code.
 pub fn run(args: &[String]) -> anyhow::Result<i32> {
-    if crate::release::wants_help(args) {
-        println!("{USAGE}");
-        return Ok(0);
+    let o: Options = crate::args::parse("cluster", args);
+    if o.kill_at.is_some() && o.nodes < 2 {
+        bail!("--kill-one needs at least 2 nodes");
     }
-    let o = parse(args)?;
     let bins = match &o.bins {
         Some(b) => b.clone(),
         None => crate::release::build_service(&crate::release::workspace_root(), "cluster")?,
     };
     let lab = LabGuard::up(&LabConfig {
         name: o.name.clone(),
-        hosts: (o.hosts as u32).div_ceil(2).max(1),
+        hosts: o.hosts.div_ceil(2).max(1),
         scanners: o.nodes,
         ..LabConfig::default()
     })?;
@@ -153,7 +124,7 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
         .truth()
         .hosts
         .iter()
-        .take(o.hosts)
+        .take(o.hosts as usize)
         .map(|h| h.addr)
         .collect();
     let host_list: Vec<String> = hosts.iter().map(IpAddr::to_string).collect();
@@ -382,4 +353,35 @@ fn exactness(
         }
     }
     Ok(wrong)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Options;
+
+    fn parse(args: &[&str]) -> Result<Options, clap::Error> {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        crate::args::try_parse("cluster", &args)
+    }
+
+    #[test]
+    fn options_take_their_defaults_and_bounds() {
+        let o = parse(&["--nodes", "3", "--kill-one", "50%"]).unwrap();
+        assert_eq!(
+            (o.nodes, o.kill_at, o.hosts, o.chunk_probes),
+            (3, Some(50), 16, 16_384)
+        );
+        assert!(o.bins.is_none() && o.name.starts_with("cl"));
+        for bad in [
+            &["--hosts", "4"][..],
+            &["--nodes", "0"],
+            &["--nodes", "17"],
+            &["--nodes", "2", "--kill-one", "100"],
+            &["--nodes", "2", "--hosts", "35"],
+            &["--nodes", "2", "--chunk-probes", "0"],
+            &["--nodes", "2", "--frobnicate"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
 }

@@ -59,12 +59,6 @@ pub fn publish(task: &str, text: &str, json: &Path, report: &impl Serialize) -> 
     Ok(())
 }
 
-/// Whether `args` ask for the usage text.
-pub fn wants_help(args: &[String]) -> bool {
-    args.iter()
-        .any(|a| matches!(a.as_str(), "help" | "--help" | "-h"))
-}
-
 /// Wall-clock now in Unix seconds (0 if the clock is before 1970).
 pub fn unix_now() -> u64 {
     SystemTime::now()

@@ -241,27 +241,23 @@ mod tests {
 
     fn row() -> MScanRow {
         MScanRow {
-            id: "m-1".into(),
-            token_id: "tok".into(),
-            target_id: None,
-            target: "2001:2::/120".into(),
-            domain: None,
-            addresses: "2001:2::/120".into(),
             ports: "22,445".into(),
             port_count: 2,
-            profile: "custom".into(),
             status: "complete".into(),
             submitted: 1,
             chunks_complete: 1,
             total_chunks: 1,
-            error: None,
             report_key: "k".into(),
             grade: Some("B".into()),
             grade_score: Some(77),
             duration_ms: Some(1),
-            created_at_ms: 1_711_940_800_000,
-            started_at: None,
             completed_at: Some(1_711_940_900),
+            ..MScanRow::queued(
+                "m-1".into(),
+                "tok",
+                "2001:2::/120".into(),
+                1_711_940_800_000,
+            )
         }
     }
 

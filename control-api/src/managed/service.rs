@@ -243,26 +243,13 @@ impl ManagedService {
         let id = new_managed_id();
         let row = MScanRow {
             report_key: store.report_key(&id),
-            id,
-            token_id: token.id.clone(),
             target_id: order.target_id.clone(),
-            target,
             domain,
             addresses: addrs.join(","),
             ports,
             port_count: port_count as i64,
             profile,
-            status: Status::Queued.as_str().into(),
-            submitted: 0,
-            chunks_complete: 0,
-            total_chunks: 0,
-            error: None,
-            grade: None,
-            grade_score: None,
-            duration_ms: None,
-            created_at_ms: created,
-            started_at: None,
-            completed_at: None,
+            ..MScanRow::queued(id, &token.id, target, created)
         };
         // The 409 check, the quotas and the insert in one atomic step (across API nodes).
         let now_ms = self.deps.clock.now_ms() as i64;

@@ -1,7 +1,7 @@
 //! Alerts (`managed_alerts`): changes between two complete scans of one target, and their
 //! status (`open`, `acknowledged`, `resolved`).
 
-use super::{on_db, MStore};
+use super::{fetch_page, on_db, MStore};
 use crate::managed::alerts::AlertStatus;
 use sqlx::FromRow;
 
@@ -95,30 +95,11 @@ impl MStore {
         offset: i64,
     ) -> Result<(Vec<AlertRow>, i64), sqlx::Error> {
         on_db!(&self.pool, |p| {
-            let filter = if status.is_some() {
-                " AND status = $2"
-            } else {
-                ""
-            };
-            let (lim, off) = if status.is_some() {
-                ("$3", "$4")
-            } else {
-                ("$2", "$3")
-            };
-            let count_sql =
-                format!("SELECT COUNT(*) FROM managed_alerts WHERE token_id = $1{filter}");
-            let page_sql = format!(
-                "SELECT * FROM managed_alerts WHERE token_id = $1{filter} \
-                 ORDER BY created_at DESC, id LIMIT {lim} OFFSET {off}"
+            let (rows, total) = fetch_page!(
+                p, AlertRow from "managed_alerts" newest by "created_at",
+                token, "status" = status, limit, offset
             );
-            let mut count = sqlx::query_as::<_, (i64,)>(&count_sql).bind(token);
-            let mut page = sqlx::query_as::<_, AlertRow>(&page_sql).bind(token);
-            if let Some(s) = status {
-                count = count.bind(s);
-                page = page.bind(s);
-            }
-            let (total,) = count.fetch_one(p).await?;
-            Ok((page.bind(limit).bind(offset).fetch_all(p).await?, total))
+            Ok((rows, total))
         })
     }
 

@@ -3,7 +3,7 @@
 //! updates only touch live rows (`queued`, `running`), so replays are idempotent and a
 //! cancelled scan stays cancelled.
 
-use super::{on_db, Db};
+use super::{fetch_page, on_db, Db};
 use sqlx::{FromRow, QueryBuilder};
 
 pub use super::alerts::AlertRow;
@@ -12,11 +12,34 @@ pub use super::targets::TargetRow;
 /// Live statuses.
 pub const LIVE: &str = "status IN ('queued', 'running')";
 
-/// Inserts a queued `managed_scans` row (binds: id, token, target id, target, domain,
-/// addresses, ports, port count, profile, report key, created at).
+/// The statement of [`insert_scan!`].
 pub(super) const INSERT_SCAN: &str = "INSERT INTO managed_scans (id, token_id, target_id, \
      target, domain, addresses, ports, port_count, profile, status, report_key, created_at_ms) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $11)";
+
+/// Inserts a queued scan (`&MScanRow`) on an executor of either backend (a transaction).
+/// Its report key is derived from the server secret, never stored.
+macro_rules! insert_scan {
+    ($conn:expr, $row:expr) => {{
+        let r: &$crate::store::MScanRow = $row;
+        sqlx::query($crate::store::managed::INSERT_SCAN)
+            .bind(&r.id)
+            .bind(&r.token_id)
+            .bind(&r.target_id)
+            .bind(&r.target)
+            .bind(&r.domain)
+            .bind(&r.addresses)
+            .bind(&r.ports)
+            .bind(r.port_count)
+            .bind(&r.profile)
+            .bind("")
+            .bind(r.created_at_ms)
+            .execute($conn)
+            .await
+            .map(|_| ())
+    }};
+}
+pub(super) use insert_scan;
 
 /// A `managed_scans` row.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
@@ -66,6 +89,35 @@ pub struct MScanRow {
 }
 
 impl MScanRow {
+    /// A new queued scan `id` of `target` by `token_id`, created at `created_at_ms`: given
+    /// to the engine as is, no ports, profile `custom`, no saved target or domain (a submit
+    /// sets those with `..MScanRow::queued(..)`).
+    pub fn queued(id: String, token_id: &str, target: String, created_at_ms: i64) -> Self {
+        MScanRow {
+            id,
+            token_id: token_id.into(),
+            target_id: None,
+            addresses: target.clone(),
+            target,
+            domain: None,
+            ports: String::new(),
+            port_count: 0,
+            profile: "custom".into(),
+            status: crate::model::Status::Queued.as_str().into(),
+            submitted: 0,
+            chunks_complete: 0,
+            total_chunks: 0,
+            error: None,
+            report_key: String::new(),
+            grade: None,
+            grade_score: None,
+            duration_ms: None,
+            created_at_ms,
+            started_at: None,
+            completed_at: None,
+        }
+    }
+
     /// Whether the scan can still change.
     pub fn is_live(&self) -> bool {
         self.status == "queued" || self.status == "running"
@@ -148,14 +200,7 @@ impl MStore {
 
     /// A scan by id, if it belongs to the token.
     pub async fn owned_scan(&self, token: &str, id: &str) -> Result<Option<MScanRow>, sqlx::Error> {
-        on_db!(&self.pool, |p| {
-            sqlx::query_as("SELECT * FROM managed_scans WHERE id = $1 AND token_id = $2")
-                .bind(id)
-                .bind(token)
-                .fetch_optional(p)
-                .await
-                .map(|o| o.map(|r| self.keyed(r)))
-        })
+        Ok(self.scan(id).await?.filter(|r| r.token_id == token))
     }
 
     /// The live scan of a token's target.
@@ -164,17 +209,7 @@ impl MStore {
         token: &str,
         target: &str,
     ) -> Result<Option<MScanRow>, sqlx::Error> {
-        on_db!(&self.pool, |p| {
-            sqlx::query_as(&format!(
-                "SELECT * FROM managed_scans WHERE token_id = $1 AND target = $2 AND {LIVE} \
-                 ORDER BY created_at_ms DESC LIMIT 1"
-            ))
-            .bind(token)
-            .bind(target)
-            .fetch_optional(p)
-            .await
-            .map(|o| o.map(|r| self.keyed(r)))
-        })
+        self.newest(token, target, LIVE, i64::MAX).await
     }
 
     /// The newest complete scan of a token's target created before `before_ms`.
@@ -184,17 +219,31 @@ impl MStore {
         target: &str,
         before_ms: i64,
     ) -> Result<Option<MScanRow>, sqlx::Error> {
-        on_db!(&self.pool, |p| {
-            sqlx::query_as(
-                "SELECT * FROM managed_scans WHERE token_id = $1 AND target = $2 \
-                 AND status = 'complete' AND created_at_ms < $3 ORDER BY created_at_ms DESC LIMIT 1",
-            )
-            .bind(token)
-            .bind(target)
-            .bind(before_ms)
-            .fetch_optional(p)
+        self.newest(token, target, "status = 'complete'", before_ms)
             .await
-            .map(|o| o.map(|r| self.keyed(r)))
+    }
+
+    /// The newest scan of a token's target created before `before_ms` whose row meets
+    /// `condition` (SQL).
+    async fn newest(
+        &self,
+        token: &str,
+        target: &str,
+        condition: &str,
+        before_ms: i64,
+    ) -> Result<Option<MScanRow>, sqlx::Error> {
+        let sql = format!(
+            "SELECT * FROM managed_scans WHERE token_id = $1 AND target = $2 AND {condition} \
+             AND created_at_ms < $3 ORDER BY created_at_ms DESC LIMIT 1"
+        );
+        on_db!(&self.pool, |p| {
+            sqlx::query_as(&sql)
+                .bind(token)
+                .bind(target)
+                .bind(before_ms)
+                .fetch_optional(p)
+                .await
+                .map(|o| o.map(|r| self.keyed(r)))
         })
     }
 
@@ -207,30 +256,10 @@ impl MStore {
         offset: i64,
     ) -> Result<(Vec<MScanRow>, i64), sqlx::Error> {
         on_db!(&self.pool, |p| {
-            let filter = if target.is_some() {
-                " AND target = $2"
-            } else {
-                ""
-            };
-            let count_sql =
-                format!("SELECT COUNT(*) FROM managed_scans WHERE token_id = $1{filter}");
-            let (lim, off) = if target.is_some() {
-                ("$3", "$4")
-            } else {
-                ("$2", "$3")
-            };
-            let page_sql = format!(
-                "SELECT * FROM managed_scans WHERE token_id = $1{filter} \
-                 ORDER BY created_at_ms DESC, id LIMIT {lim} OFFSET {off}"
+            let (rows, total) = fetch_page!(
+                p, MScanRow from "managed_scans" newest by "created_at_ms",
+                token, "target" = target, limit, offset
             );
-            let mut count = sqlx::query_as::<_, (i64,)>(&count_sql).bind(token);
-            let mut page = sqlx::query_as::<_, MScanRow>(&page_sql).bind(token);
-            if let Some(t) = target {
-                count = count.bind(t);
-                page = page.bind(t);
-            }
-            let (total,) = count.fetch_one(p).await?;
-            let rows = page.bind(limit).bind(offset).fetch_all(p).await?;
             Ok((rows.into_iter().map(|r| self.keyed(r)).collect(), total))
         })
     }

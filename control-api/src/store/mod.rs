@@ -65,6 +65,35 @@ macro_rules! on_db {
 }
 pub(crate) use on_db;
 
+/// A page of a token's rows (`$Row` of `$table`), newest first by `$order` then id, only
+/// those whose `$column` equals `$value` when that is `Some`; evaluates to `(rows, total)`
+/// on the pool `$p` of [`on_db!`] and returns a database error with `?`.
+macro_rules! fetch_page {
+    ($p:ident, $Row:ident from $table:literal newest by $order:literal,
+     $token:expr, $column:literal = $value:expr, $limit:expr, $offset:expr) => {{
+        let value: Option<&str> = $value;
+        let (filter, lim, off) = match value {
+            Some(_) => (concat!(" AND ", $column, " = $2"), "$3", "$4"),
+            None => ("", "$2", "$3"),
+        };
+        let from = concat!("FROM ", $table, " WHERE token_id = $1");
+        let count_sql = format!("SELECT COUNT(*) {from}{filter}");
+        let page_sql = format!(
+            "SELECT * {from}{filter} ORDER BY {} DESC, id LIMIT {lim} OFFSET {off}",
+            $order
+        );
+        let mut count = sqlx::query_as::<_, (i64,)>(&count_sql).bind($token);
+        let mut page = sqlx::query_as::<_, $Row>(&page_sql).bind($token);
+        if let Some(v) = value {
+            count = count.bind(v);
+            page = page.bind(v);
+        }
+        let (total,) = count.fetch_one($p).await?;
+        (page.bind($limit).bind($offset).fetch_all($p).await?, total)
+    }};
+}
+pub(crate) use fetch_page;
+
 /// Which database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

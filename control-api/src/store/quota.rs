@@ -14,7 +14,7 @@
 //! The queue limit counts every token's queued scans, so on PostgreSQL (locked per token)
 //! two tokens admitted at once may pass it by one each: it is a load brake, not a quota.
 
-use super::managed::{INSERT_SCAN, LIVE};
+use super::managed::{insert_scan, LIVE};
 use super::{Db, MScanRow, MStore};
 
 /// First key of the advisory lock (the second is the token's hash): "quota".
@@ -82,20 +82,7 @@ macro_rules! admit_in {
         } else if queued >= q.queue_limit {
             Admission::QueueFull
         } else {
-            sqlx::query(INSERT_SCAN)
-                .bind(&row.id)
-                .bind(&row.token_id)
-                .bind(&row.target_id)
-                .bind(&row.target)
-                .bind(&row.domain)
-                .bind(&row.addresses)
-                .bind(&row.ports)
-                .bind(row.port_count)
-                .bind(&row.profile)
-                .bind("") // report_key: derived, never stored
-                .bind(row.created_at_ms)
-                .execute(&mut *$tx)
-                .await?;
+            insert_scan!(&mut *$tx, row)?;
             Admission::Admitted
         }
     }};
@@ -136,27 +123,9 @@ mod tests {
 
     fn row(id: &str, target: &str) -> MScanRow {
         MScanRow {
-            id: id.into(),
-            token_id: "tok_a".into(),
-            target_id: None,
-            target: target.into(),
-            domain: None,
-            addresses: target.into(),
             ports: "22".into(),
             port_count: 1,
-            profile: "custom".into(),
-            status: "queued".into(),
-            submitted: 0,
-            chunks_complete: 0,
-            total_chunks: 0,
-            error: None,
-            grade: None,
-            grade_score: None,
-            duration_ms: None,
-            created_at_ms: 1_000,
-            started_at: None,
-            completed_at: None,
-            report_key: String::new(),
+            ..MScanRow::queued(id.into(), "tok_a", target.into(), 1_000)
         }
     }
 
@@ -219,21 +188,7 @@ mod tests {
             .await
             .unwrap();
         let r = row("s1", "198.18.0.1");
-        sqlx::query(INSERT_SCAN)
-            .bind(&r.id)
-            .bind(&r.token_id)
-            .bind(&r.target_id)
-            .bind(&r.target)
-            .bind(&r.domain)
-            .bind(&r.addresses)
-            .bind(&r.ports)
-            .bind(r.port_count)
-            .bind(&r.profile)
-            .bind("")
-            .bind(r.created_at_ms)
-            .execute(&mut *other)
-            .await
-            .unwrap();
+        insert_scan!(&mut *other, &r).unwrap();
         let s = MStore::new(t.db.clone());
         let q = Quota {
             month_since_ms: 0,

@@ -58,32 +58,46 @@ impl TargetRow {
     }
 }
 
+/// Binds a target's settings, then its id and owner: `$1` to `$13` of [`INSERT_TARGET`]
+/// and [`UPDATE_TARGET`].
+macro_rules! bind_target {
+    ($q:expr, $t:expr) => {
+        $q.bind(&$t.target)
+            .bind(&$t.label)
+            .bind(&$t.profile)
+            .bind(&$t.ports)
+            .bind($t.interval_secs)
+            .bind($t.enabled)
+            .bind($t.next_run_at)
+            .bind(&$t.webhook_url)
+            .bind(&$t.alert_min_severity)
+            .bind(&$t.alert_email)
+            .bind($t.updated_at)
+            .bind(&$t.id)
+            .bind(&$t.token_id)
+    };
+}
+
+/// Inserts a target (`$14`: created at).
+const INSERT_TARGET: &str = "INSERT INTO managed_targets (target, label, profile, ports, \
+     interval_secs, enabled, next_run_at, webhook_url, alert_min_severity, alert_email, \
+     updated_at, id, token_id, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+
+/// Replaces a token's target's settings.
+const UPDATE_TARGET: &str = "UPDATE managed_targets SET target = $1, label = $2, profile = $3, \
+     ports = $4, interval_secs = $5, enabled = $6, next_run_at = $7, webhook_url = $8, \
+     alert_min_severity = $9, alert_email = $10, updated_at = $11 \
+     WHERE id = $12 AND token_id = $13";
+
 impl MStore {
     /// Inserts a target.
     pub async fn insert_target(&self, t: &TargetRow) -> Result<(), sqlx::Error> {
         on_db!(&self.pool, |p| {
-            sqlx::query(
-                "INSERT INTO managed_targets (id, token_id, target, label, profile, ports, \
-                 interval_secs, enabled, next_run_at, webhook_url, alert_min_severity, created_at, \
-                 updated_at, alert_email) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-            )
-            .bind(&t.id)
-            .bind(&t.token_id)
-            .bind(&t.target)
-            .bind(&t.label)
-            .bind(&t.profile)
-            .bind(&t.ports)
-            .bind(t.interval_secs)
-            .bind(t.enabled)
-            .bind(t.next_run_at)
-            .bind(&t.webhook_url)
-            .bind(&t.alert_min_severity)
-            .bind(t.created_at)
-            .bind(t.updated_at)
-            .bind(&t.alert_email)
-            .execute(p)
-            .await?;
+            bind_target!(sqlx::query(INSERT_TARGET), t)
+                .bind(t.created_at)
+                .execute(p)
+                .await?;
             Ok(())
         })
     }
@@ -91,27 +105,9 @@ impl MStore {
     /// Replaces a target's settings.
     pub async fn update_target(&self, t: &TargetRow) -> Result<(), sqlx::Error> {
         on_db!(&self.pool, |p| {
-            sqlx::query(
-                "UPDATE managed_targets SET target = $1, label = $2, profile = $3, ports = $4, \
-                 interval_secs = $5, enabled = $6, next_run_at = $7, webhook_url = $8, \
-                 alert_min_severity = $9, updated_at = $10, alert_email = $13 \
-                 WHERE id = $11 AND token_id = $12",
-            )
-            .bind(&t.target)
-            .bind(&t.label)
-            .bind(&t.profile)
-            .bind(&t.ports)
-            .bind(t.interval_secs)
-            .bind(t.enabled)
-            .bind(t.next_run_at)
-            .bind(&t.webhook_url)
-            .bind(&t.alert_min_severity)
-            .bind(t.updated_at)
-            .bind(&t.id)
-            .bind(&t.token_id)
-            .bind(&t.alert_email)
-            .execute(p)
-            .await?;
+            bind_target!(sqlx::query(UPDATE_TARGET), t)
+                .execute(p)
+                .await?;
             Ok(())
         })
     }

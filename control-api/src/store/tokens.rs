@@ -76,20 +76,23 @@ pub async fn revoke(db: &Db, which: &str, now: i64) -> Result<Option<TokenRow>, 
 
 /// The live (not revoked) token with this secret hash.
 pub async fn live_by_hash(db: &Db, hash: &str) -> Result<Option<TokenRow>, sqlx::Error> {
-    on_db!(db, |p| {
-        sqlx::query_as("SELECT * FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL")
-            .bind(hash)
-            .fetch_optional(p)
-            .await
-    })
+    live_where(db, "token_hash", hash).await
 }
 
 /// The live (not revoked) token with this id.
 pub async fn live_by_id(db: &Db, id: &str) -> Result<Option<TokenRow>, sqlx::Error> {
-    on_db!(db, |p| {
-        sqlx::query_as("SELECT * FROM api_tokens WHERE id = $1 AND revoked_at IS NULL")
-            .bind(id)
-            .fetch_optional(p)
-            .await
-    })
+    live_where(db, "id", id).await
+}
+
+/// The live token whose `column` (a unique one) is `value`.
+async fn live_where(
+    db: &Db,
+    column: &'static str,
+    value: &str,
+) -> Result<Option<TokenRow>, sqlx::Error> {
+    let sql = format!("SELECT * FROM api_tokens WHERE {column} = $1 AND revoked_at IS NULL");
+    on_db!(db, |p| sqlx::query_as(&sql)
+        .bind(value)
+        .fetch_optional(p)
+        .await)
 }

@@ -140,6 +140,52 @@ impl Node {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// A GET of `path` from `client_ip`, without a token.
+    pub async fn get(&self, path: &str, client_ip: &str) -> (StatusCode, Value) {
+        let url = format!("{}{path}", self.base);
+        send(reqwest::Method::GET, url, client_ip, None, None).await
+    }
+
+    /// A POST of `path` from `client_ip`, without a token or body.
+    pub async fn post(&self, path: &str, client_ip: &str) -> (StatusCode, Value) {
+        let url = format!("{}{path}", self.base);
+        send(reqwest::Method::POST, url, client_ip, None, None).await
+    }
+}
+
+/// Two nodes, `a` and `b`, on one throwaway PostgreSQL (stopped after them on drop).
+pub struct Pair {
+    pub a: Node,
+    pub b: Node,
+    /// The database URL.
+    pub url: String,
+    _pg: xtask::pg::PgGuard,
+    _dir: tempfile::TempDir,
+}
+
+impl Pair {
+    /// Node `a` for even `i`, `b` for odd: requests alternating between the nodes.
+    pub fn alternate(&self, i: u8) -> &Node {
+        if i.is_multiple_of(2) {
+            &self.a
+        } else {
+            &self.b
+        }
+    }
+}
+
+/// Starts [`Pair`]: PostgreSQL, then two nodes with no extra config.
+pub async fn two_nodes() -> Pair {
+    let dir = tempfile::tempdir().unwrap();
+    let (pg, url) = pg().await;
+    Pair {
+        a: node(dir.path(), "a", &url, "").await,
+        b: node(dir.path(), "b", &url, "").await,
+        url,
+        _pg: pg,
+        _dir: dir,
+    }
 }
 
 fn free_addr() -> SocketAddr {

@@ -14,7 +14,7 @@ use portscope_core::results::PortState::{Filtered, Open};
 use portscope_proto::Request as EngineRequest;
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::managed::M;
+use support::managed::{unscheduled, M};
 use support::T0_MS;
 
 const SCOPE: &[&str] = &[
@@ -288,11 +288,7 @@ async fn failed_and_cancelled_scans() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(m.row(&b).await.status, "cancelled");
     let r = m.post(&format!("/api/v1/scan/{b}/cancel"), &t, None).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(r.body["message"]
-        .as_str()
-        .unwrap()
-        .contains("already cancelled"));
+    r.assert_message(StatusCode::BAD_REQUEST, "already cancelled");
 }
 
 #[tokio::test]
@@ -368,23 +364,12 @@ async fn scope_is_enforced_before_anything_is_queued() {
     }
     assert!(m.engine.requests().is_empty(), "nothing reached the engine");
     // Names in scope are scanned by address, never by name.
-    let r = m
-        .post("/api/v1/scan", &t, scan_body("APP.example.com"))
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED);
-    let r2 = m
-        .post("/api/v1/scan", &t, scan_body("v6.lab.example"))
-        .await;
-    assert_eq!(r2.status, StatusCode::CREATED);
+    let app = m.scan(&t, "APP.example.com").await;
+    m.scan(&t, "v6.lab.example").await;
     let s = m.submits();
     assert_eq!(s[0].1, vec!["198.18.0.20".to_string()]);
     assert_eq!(s[1].1, vec!["2001:2::5".to_string()]);
-    let got = m
-        .get(
-            &format!("/api/v1/scan/{}", r.body["id"].as_str().unwrap()),
-            &t,
-        )
-        .await;
+    let got = m.get(&format!("/api/v1/scan/{app}"), &t).await;
     assert_eq!(got.body["target"], "app.example.com");
     assert_eq!(got.body["addresses"], json!(["198.18.0.20"]));
     // A name that does not resolve: 400.
@@ -395,11 +380,7 @@ async fn scope_is_enforced_before_anything_is_queued() {
     // The API's own target policy still applies under the scope.
     let wide = m.token("wide", &["10.0.0.0/8"], 10, 5).await;
     let r = m.post("/api/v1/scan", &wide, scan_body("10.1.2.3")).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(r.body["message"]
-        .as_str()
-        .unwrap()
-        .contains("cannot be scanned"));
+    r.assert_message(StatusCode::BAD_REQUEST, "cannot be scanned");
     assert_eq!(m.submits().len(), 2);
 }
 
@@ -431,14 +412,12 @@ async fn retest_rechecks_the_scope_when_dns_moves() {
 #[tokio::test]
 async fn a_cidr_target_is_one_multi_host_engine_scan_with_per_host_summary() {
     let (m, t) = setup().await;
-    let r = m
-        .post_json(
-            "/api/v1/scan",
+    let id = m
+        .scan_with(
             &t,
             json!({"target": "198.18.0.64/26", "ports": "22,80,443"}),
         )
         .await;
-    let id = r.created_id();
     let s = m.submits();
     assert_eq!(s.len(), 1);
     assert_eq!(s[0].1, vec!["198.18.0.64/26".to_string()]);
@@ -468,15 +447,7 @@ async fn a_cidr_target_is_one_multi_host_engine_scan_with_per_host_summary() {
 
 #[tokio::test]
 async fn quotas_monthly_concurrent_and_queue() {
-    let m = M::with(
-        |_| {},
-        ManagedSettings {
-            queue_limit: 3,
-            scheduler_interval: Duration::ZERO,
-            ..ManagedSettings::default()
-        },
-    )
-    .await;
+    let m = M::with(|_| {}, unscheduled(3)).await;
     let t = m.token("small", SCOPE, 2, 1).await;
     let a = m.post("/api/v1/scan", &t, scan_body("198.18.0.40")).await;
     assert_eq!(a.status, StatusCode::CREATED);
@@ -492,10 +463,7 @@ async fn quotas_monthly_concurrent_and_queue() {
     // Two scans this month: the third is refused until next month.
     let r = m.post("/api/v1/scan", &t, scan_body("198.18.0.42")).await;
     r.assert_error(StatusCode::TOO_MANY_REQUESTS, "monthly_limit");
-    assert!(r.body["message"]
-        .as_str()
-        .unwrap()
-        .contains("monthly scan limit"));
+    r.assert_message(StatusCode::TOO_MANY_REQUESTS, "monthly scan limit");
     // 2024-04-01T03:06:40Z -> 2024-05-01T00:00:00Z.
     assert_eq!(
         r.header("retry-after"),
@@ -522,8 +490,7 @@ async fn list_paginates_with_total_and_filters_by_target() {
         } else {
             "198.18.0.51"
         };
-        let r = m.post("/api/v1/scan", &t, scan_body(target)).await;
-        let id = r.created_id();
+        let id = m.scan(&t, target).await;
         m.complete_with(&id, &[]).await;
         ids.push(id);
         m.clock.advance(Duration::from_secs(1));

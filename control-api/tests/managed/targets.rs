@@ -9,28 +9,23 @@ async fn targets_crud_scan_and_trigger_all_recheck_the_scope() {
     let (m, t) = setup().await;
     m.dns.set("web.lab.example", &["198.18.0.60"]);
     let r = m
-        .post_json("/api/v1/targets", &t, json!({"target": "web.lab.example", "label": "web", "profile": "deep", "interval": 3600}))
+        .save_target(&t, json!({"target": "web.lab.example", "label": "web", "profile": "deep", "interval": 3600}))
         .await;
     let web = r.created_id();
     assert_eq!(r.body["profile"], "deep");
     assert_eq!(r.body["interval"], 3600);
     assert_eq!(r.body["nextRunAt"], "2024-04-01T04:06:40.000Z");
     let r = m
-        .post_json(
-            "/api/v1/targets",
-            &t,
-            json!({"target": "198.18.0.0/28", "ports": "22,443"}),
-        )
+        .save_target(&t, json!({"target": "198.18.0.0/28", "ports": "22,443"}))
         .await;
-    assert_eq!(r.status, StatusCode::CREATED);
-    let net = r.body["id"].as_str().unwrap().to_string();
+    let net = r.created_id();
     assert_eq!(
         (r.body["profile"].as_str(), r.body["ports"].as_str()),
         (Some("custom"), Some("22,443"))
     );
     // Out of scope at creation: 403; bad fields: 400.
     assert_eq!(
-        m.post_json("/api/v1/targets", &t, json!({"target": "198.18.9.9"}))
+        m.save_target(&t, json!({"target": "198.18.9.9"}))
             .await
             .status,
         StatusCode::FORBIDDEN
@@ -42,9 +37,7 @@ async fn targets_crud_scan_and_trigger_all_recheck_the_scope() {
         json!({"target": "198.18.0.61", "webhookUrl": "http://127.0.0.1:9/x"}),
     ] {
         assert_eq!(
-            m.post("/api/v1/targets", &t, Some(bad.clone()))
-                .await
-                .status,
+            m.save_target(&t, bad.clone()).await.status,
             StatusCode::BAD_REQUEST,
             "{bad}"
         );
@@ -82,8 +75,7 @@ async fn targets_crud_scan_and_trigger_all_recheck_the_scope() {
     let r = m
         .post(&format!("/api/v1/targets/{net}/scan"), &t, None)
         .await;
-    assert_eq!(r.status, StatusCode::CREATED);
-    let net_scan = r.body["id"].as_str().unwrap().to_string();
+    let net_scan = r.created_id();
     assert_eq!(m.submits()[0].1, vec!["198.18.0.0/28".to_string()]);
     assert_eq!(m.submits()[0].2, "22,443");
 
@@ -149,14 +141,10 @@ async fn targets_crud_scan_and_trigger_all_recheck_the_scope() {
 #[tokio::test]
 async fn scheduler_runs_due_targets_once_after_downtime() {
     let (m, t) = setup().await;
-    let r = m
-        .post_json(
-            "/api/v1/targets",
-            &t,
-            json!({"target": "198.18.0.70", "interval": 3600}),
-        )
-        .await;
-    let tid = r.body["id"].as_str().unwrap().to_string();
+    let tid = m
+        .save_target(&t, json!({"target": "198.18.0.70", "interval": 3600}))
+        .await
+        .created_id();
     assert_eq!(m.state.managed().run_due().await, 0, "not due yet");
     m.clock.advance(Duration::from_secs(3600));
     assert_eq!(m.state.managed().run_due().await, 1);
@@ -236,29 +224,13 @@ async fn alerts_on_changes_with_acknowledge_and_resolve() {
     let second = m
         .post(&format!("/api/v1/scan/{first}/retest"), &t, None)
         .await
-        .body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .created_id();
     m.complete_with(&second, &[("198.18.0.80", 22), ("198.18.0.80", 3306)])
         .await;
     let r = m.get("/api/v1/alerts", &t).await;
     assert_eq!(r.body["total"], 3);
-    let mut kinds: Vec<(String, u64, String)> = r.body["alerts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            (
-                a["type"].as_str().unwrap().into(),
-                a["port"].as_u64().unwrap(),
-                a["severity"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
-    kinds.sort();
     assert_eq!(
-        kinds,
+        support::managed::alert_kinds(&r),
         vec![
             ("banner_changed".into(), 22, "LOW".into()),
             ("new_open_port".into(), 3306, "HIGH".into()),
@@ -370,7 +342,7 @@ async fn security_fix_md_in_the_seed_shape() {
 async fn report_page_needs_the_scan_key() {
     let (m, t) = setup().await;
     let r = m.post("/api/v1/scan", &t, scan_body("198.18.0.95")).await;
-    let id = r.body["id"].as_str().unwrap().to_string();
+    let id = r.created_id();
     let url = r.body["reportUrl"].as_str().unwrap().to_string();
     m.complete_with(&id, &[("198.18.0.95", 23)]).await;
     let r = m.send(Method::GET, &url, None, None, "127.0.0.1").await;
@@ -396,52 +368,38 @@ async fn report_page_needs_the_scan_key() {
 async fn monitors_post_new_alerts_at_or_above_the_threshold() {
     let m = M::with(
         |c| c.allow_callback = vec!["127.0.0.0/8".parse().unwrap()],
-        ManagedSettings {
-            queue_limit: 100,
-            scheduler_interval: Duration::ZERO,
-            ..ManagedSettings::default()
-        },
+        unscheduled(100),
     )
     .await;
     let t = m.token("ci", SCOPE, 100, 10).await;
     let (url, got) = support::webhook_receiver(0).await;
     let r = m
-        .post(
-            "/api/v1/targets",
+        .save_target(
             &t,
-            Some(
-                json!({"target": "198.18.0.99", "webhookUrl": url, "alertMinSeverity": "high",
+            json!({"target": "198.18.0.99", "webhookUrl": url, "alertMinSeverity": "high",
                         "alertEmail": "ops@example.com"}),
-            ),
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert_eq!(r.body["alertMinSeverity"], "HIGH");
     assert_eq!(r.body["alertEmail"], "ops@example.com");
     let bad = m
-        .post_json(
-            "/api/v1/targets",
+        .save_target(
             &t,
             json!({"target": "198.18.0.98", "alertEmail": "ops@example.com\r\nBcc: x@y.z"}),
         )
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
-    let tid = r.body["id"].as_str().unwrap().to_string();
+    let tid = r.created_id();
     let a = m
         .post(&format!("/api/v1/targets/{tid}/scan"), &t, None)
         .await
-        .body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .created_id();
     m.complete_with(&a, &[("198.18.0.99", 80)]).await;
     let b = m
         .post(&format!("/api/v1/targets/{tid}/scan"), &t, None)
         .await
-        .body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .created_id();
     // New: 27017 (CRITICAL) and 22 (LOW); closed: 80 (INFO). Only 27017 is sent.
     m.complete_with(&b, &[("198.18.0.99", 22), ("198.18.0.99", 27017)])
         .await;
@@ -488,9 +446,7 @@ async fn engine_outages_resubmit_then_fail_after_the_grace_period() {
     m.engine.disconnect();
     tokio::time::sleep(Duration::from_millis(30)).await;
     // Queued while away: not sent now, sent on reconnect; the submitted one is re-asked.
-    let r = m.post("/api/v1/scan", &t, scan_body("198.18.0.111")).await;
-    assert_eq!(r.status, StatusCode::CREATED);
-    let later = r.body["id"].as_str().unwrap().to_string();
+    let later = m.scan(&t, "198.18.0.111").await;
     assert_eq!(m.submits().len(), 1);
     m.engine.connect();
     for _ in 0..200 {

@@ -86,17 +86,37 @@ pub fn config(dir: &std::path::Path) -> Config {
     }
 }
 
+/// Settings with no scheduler loop (a test runs its rounds with `run_due`) and at most
+/// `queue_limit` queued scans ([`M::new`]: 1000).
+pub fn unscheduled(queue_limit: i64) -> ManagedSettings {
+    ManagedSettings {
+        queue_limit,
+        scheduler_interval: Duration::ZERO,
+        ..ManagedSettings::default()
+    }
+}
+
+/// The alerts of a GET `/api/v1/alerts` reply as (type, port, severity), sorted.
+pub fn alert_kinds(r: &Reply) -> Vec<(String, i64, String)> {
+    let mut kinds: Vec<(String, i64, String)> = r.body["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["type"].as_str().unwrap().into(),
+                a["port"].as_i64().unwrap(),
+                a["severity"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    kinds.sort();
+    kinds
+}
+
 impl M {
     pub async fn new() -> M {
-        Self::with(
-            |_| {},
-            ManagedSettings {
-                queue_limit: 1000,
-                scheduler_interval: Duration::ZERO,
-                ..ManagedSettings::default()
-            },
-        )
-        .await
+        Self::with(|_| {}, unscheduled(1000)).await
     }
 
     pub async fn with(tweak: impl FnOnce(&mut Config), settings: ManagedSettings) -> M {
@@ -221,10 +241,20 @@ impl M {
         self.post(path, token, Some(body)).await
     }
 
+    /// POSTs a saved target (`/api/v1/targets`) with this body.
+    pub async fn save_target(&self, token: &str, body: Value) -> Reply {
+        self.post_json("/api/v1/targets", token, body).await
+    }
+
     /// POSTs a scan of `target` with `token`, asserts 201, returns the scan's id.
     pub async fn scan(&self, token: &str, target: &str) -> String {
-        let body = serde_json::json!({ "target": target });
-        self.post("/api/v1/scan", token, Some(body))
+        self.scan_with(token, serde_json::json!({ "target": target }))
+            .await
+    }
+
+    /// POSTs a scan with this body, asserts 201, returns the scan's id.
+    pub async fn scan_with(&self, token: &str, body: Value) -> String {
+        self.post_json("/api/v1/scan", token, body)
             .await
             .created_id()
     }

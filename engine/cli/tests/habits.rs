@@ -77,6 +77,19 @@ fn assert_valid_nmap_xml(path: &str) {
     );
 }
 
+/// The rate at the start of `s`, `N/s` as the CLI prints it.
+fn per_second(s: &str) -> Option<f64> {
+    s.split('/').next()?.parse().ok()
+}
+
+/// The measured rate of a rate-limit line (`portscope: ... by the target: N/s ...`).
+fn limited_rate(line: &str) -> f64 {
+    line.split(": ")
+        .nth(2)
+        .and_then(per_second)
+        .unwrap_or_else(|| panic!("{line}"))
+}
+
 /// "N probes sent" from the summary line.
 fn probes_sent(stderr: &str) -> u64 {
     let at = stderr.find(" probes sent").expect("summary line");
@@ -522,12 +535,7 @@ fn rate_limited_rsts_are_reported_with_the_measured_rate() {
         .lines()
         .find(|l| l.starts_with("portscope: RST answers are rate-limited by the target: "))
         .unwrap_or_else(|| panic!("no rate-limit line: {}", r.stderr));
-    let rate: f64 = line
-        .split(": ")
-        .nth(2)
-        .and_then(|s| s.split('/').next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("{line}"));
+    let rate = limited_rate(line);
     // Round 0 as the target saw it: from the last sample before its first SYN to the first
     // sample with all 65,535 in (so the interval is a little long, the rate a little low).
     let start = samples
@@ -657,8 +665,7 @@ fn rate_limited_icmp_is_retried_until_answered_and_reported_with_its_rate() {
         .stderr
         .lines()
         .find_map(|l| l.split("probes sent (").nth(1))
-        .and_then(|s| s.split('/').next())
-        .and_then(|s| s.parse().ok())
+        .and_then(per_second)
         .unwrap_or_else(|| panic!("no summary: {}", r.stderr));
     let line = r.stderr.lines().find(|l| {
         l.starts_with("portscope: ICMP unreachable answers are rate-limited by the target: ")
@@ -668,12 +675,7 @@ fn rate_limited_icmp_is_retried_until_answered_and_reported_with_its_rate() {
         eprintln!("sent at {sent_rate}/s only (a loaded machine): the limiter was not reached");
         return;
     };
-    let rate: f64 = line
-        .split(": ")
-        .nth(2)
-        .and_then(|s| s.split('/').next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("{line}"));
+    let rate = limited_rate(line);
     eprintln!("{line}");
     // 1,000 a second, plus the limiter's burst of 50 over a first round of about 0.25 s.
     assert!((600.0..=1_800.0).contains(&rate), "{line}");

@@ -11,6 +11,16 @@ fn portscope(args: &[&str]) -> Output {
         .expect("run portscope")
 }
 
+/// Asserts success and that stdout holds every line of `want`.
+fn prints(out: &Output, want: &[&str]) {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    for w in want {
+        assert!(text.contains(w), "{w:?} not in {text}");
+    }
+}
+
 /// Asserts exit 64, nothing on stdout, and `want` in the error.
 fn refused(args: &[&str], want: &str) {
     let out = portscope(args);
@@ -122,16 +132,7 @@ fn dry_run_names_a_fixed_source_port() {
         "198.18.0.0/15",
         "--dry-run",
     ]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        text.contains("source port: 53 (every probe and retry)"),
-        "{text}"
-    );
+    prints(&out, &["source port: 53 (every probe and retry)"]);
 }
 
 #[test]
@@ -178,24 +179,14 @@ fn dry_run_needs_no_privilege_and_lists_the_probes() {
         .output()
         .unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        text.contains("targets: 4 address(es): 198.18.0.0, 198.18.0.2-198.18.0.3, 198.18.0.9"),
-        "{text}"
-    );
-    assert!(
-        text.contains("ports: 99 port(s): 7,9,13,21-23,25-26,"),
-        "{text}"
-    );
-    assert!(text.contains("probes: 396 in the first round"), "{text}");
-    assert!(
-        text.contains("source port: one per round, from 61440-65535"),
-        "{text}"
+    prints(
+        &out,
+        &[
+            "targets: 4 address(es): 198.18.0.0, 198.18.0.2-198.18.0.3, 198.18.0.9",
+            "ports: 99 port(s): 7,9,13,21-23,25-26,",
+            "probes: 396 in the first round",
+            "source port: one per round, from 61440-65535",
+        ],
     );
 }
 

@@ -67,6 +67,22 @@ fn pin(cpu: Option<usize>, thread: &str) {
     tracing::warn!(thread, cpu, "CPU pinning is only supported on Linux");
 }
 
+/// Spawns the thread `name` pinned to `cpu` (if any), running `f`.
+fn spawn_pinned(
+    name: &str,
+    cpu: Option<usize>,
+    thread: &'static str,
+    f: impl FnOnce() + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            pin(cpu, thread);
+            f()
+        })
+        .unwrap_or_else(|e| panic!("spawn {thread} thread: {e}"))
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
@@ -151,22 +167,11 @@ impl Engine {
             batch: config.batch,
             probe_ttl: config.probe_ttl,
         };
-        let (send_cpu, recv_cpu) = (config.send_cpu, config.recv_cpu);
         let threads = vec![
-            std::thread::Builder::new()
-                .name("ps-recv".into())
-                .spawn(move || {
-                    pin(recv_cpu, "receive");
-                    receiver.run()
-                })
-                .expect("spawn receive thread"),
-            std::thread::Builder::new()
-                .name("ps-send".into())
-                .spawn(move || {
-                    pin(send_cpu, "send");
-                    sender.run()
-                })
-                .expect("spawn send thread"),
+            spawn_pinned("ps-recv", config.recv_cpu, "receive", move || {
+                receiver.run()
+            }),
+            spawn_pinned("ps-send", config.send_cpu, "send", move || sender.run()),
         ];
         Engine {
             send_ctl,

@@ -117,29 +117,18 @@ impl RecvLoop {
             // A batch that is not full means the socket was drained when it was read: every
             // reply that reached the kernel before the scan ended has now been seen.
             let drained = batch.len() < batch.capacity();
-            if batch.is_empty() {
-                if drained {
-                    finish(
-                        &mut closing,
-                        &mut table,
-                        &mut fixed,
-                        &self.slots,
-                        self.clock.now(),
-                    );
+            if !batch.is_empty() {
+                let now = self.clock.now();
+                let mut accepted = 0;
+                for frame in batch.iter() {
+                    match handle(frame, &mut table, &fixed, now) {
+                        Ok(()) => accepted += 1,
+                        Err(d) => discards.record(d),
+                    }
                 }
-                self.publish(&mut table, &mut discards, &mut last_kstats);
-                continue;
+                self.stats.received.fetch_add(batch.len() as u64, Relaxed);
+                self.stats.accepted.fetch_add(accepted, Relaxed);
             }
-            let now = self.clock.now();
-            let mut accepted = 0;
-            for frame in batch.iter() {
-                match handle(frame, &mut table, &fixed, now) {
-                    Ok(()) => accepted += 1,
-                    Err(d) => discards.record(d),
-                }
-            }
-            self.stats.received.fetch_add(batch.len() as u64, Relaxed);
-            self.stats.accepted.fetch_add(accepted, Relaxed);
             if drained {
                 finish(
                     &mut closing,
@@ -152,8 +141,13 @@ impl RecvLoop {
             self.publish(&mut table, &mut discards, &mut last_kstats);
             // A thin batch: replies trickle in one wake-up each. Let them gather for a
             // moment, so the next call reads many per syscall (waits are >= 10 ms anyway).
+            // (An empty batch has waited already.)
             let gather = self.source.gather_time();
-            if !gather.is_zero() && batch.len() < batch.capacity() / 8 && closing.is_empty() {
+            if !gather.is_zero()
+                && !batch.is_empty()
+                && batch.len() < batch.capacity() / 8
+                && closing.is_empty()
+            {
                 std::thread::sleep(gather);
             }
         }

@@ -95,6 +95,12 @@ fn request(targets: &[&str], ports: &str, retries: u8) -> ScanRequest {
     }
 }
 
+/// Submits [`request`]`(targets, ports, retries)` to `e`.
+fn submit(e: &Engine, targets: &[&str], ports: &str, retries: u8) -> portscope_engine::ScanHandle {
+    e.submit(request(targets, ports, retries).plan(&route).unwrap())
+        .unwrap()
+}
+
 fn collect(
     handle: portscope_engine::ScanHandle,
 ) -> (BTreeMap<(IpAddr, u16), PortResult>, ScanSummary) {
@@ -144,13 +150,7 @@ fn assert_matches_truth(
 #[test]
 fn every_pair_gets_exactly_its_true_state() {
     let (e, probes, _) = engine(0.0, false, 1);
-    let h = e
-        .submit(
-            request(&["198.18.0.2", "2001:2::2"], "1-3000", 2)
-                .plan(&route)
-                .unwrap(),
-        )
-        .unwrap();
+    let h = submit(&e, &["198.18.0.2", "2001:2::2"], "1-3000", 2);
     let (results, s) = collect(h);
     assert_matches_truth(&results, &["198.18.0.2", "2001:2::2"], 1..=3000u16);
     assert_eq!(s.outcome, Outcome::Complete);
@@ -171,13 +171,7 @@ fn default_retries_adapt_to_loss_and_stay_exact() {
     // 5% of probes lost, default retries: the scan measures the loss and keeps going.
     for seed in [11, 12, 13] {
         let (e, _, _) = engine(0.05, false, seed);
-        let h = e
-            .submit(
-                request(&["198.18.0.2", "2001:2::2"], "1-6000", 2)
-                    .plan(&route)
-                    .unwrap(),
-            )
-            .unwrap();
+        let h = submit(&e, &["198.18.0.2", "2001:2::2"], "1-6000", 2);
         let (results, s) = collect(h);
         assert_matches_truth(&results, &["198.18.0.2", "2001:2::2"], 1..=6000u16);
         let q = s.est_loss.expect("loss estimated");
@@ -194,13 +188,12 @@ fn default_retries_adapt_to_loss_and_stay_exact() {
 fn loss_is_recovered_by_retries_and_duplicates_are_dropped() {
     let (e, _, _) = engine(0.2, true, 2);
     let hosts = ["198.19.0.1", "198.19.0.2", "198.19.0.3", "198.19.0.4"];
-    let h = e
-        .submit(
-            request(&["198.19.0.1", "198.19.0.2/31", "198.19.0.4"], "1-1500", 10)
-                .plan(&route)
-                .unwrap(),
-        )
-        .unwrap();
+    let h = submit(
+        &e,
+        &["198.19.0.1", "198.19.0.2/31", "198.19.0.4"],
+        "1-1500",
+        10,
+    );
     let (results, s) = collect(h);
     assert_matches_truth(&results, &hosts, 1..=1500u16);
     assert!(s.duplicates > 0, "duplicates were sent and must be counted");
@@ -210,9 +203,7 @@ fn loss_is_recovered_by_retries_and_duplicates_are_dropped() {
 #[test]
 fn garbage_and_forgeries_are_counted_not_accepted() {
     let (e, _, inject) = engine(0.0, false, 3);
-    let h = e
-        .submit(request(&["198.18.0.2"], "1-500", 1).plan(&route).unwrap())
-        .unwrap();
+    let h = submit(&e, &["198.18.0.2"], "1-500", 1);
     // A SYN-ACK to our port range with a wrong cookie, an ICMP echo, and random bytes.
     let mut forged = Vec::new();
     PacketBuilder::ipv4([198, 18, 0, 2], [198, 18, 0, 1], 64)
@@ -246,16 +237,8 @@ fn garbage_and_forgeries_are_counted_not_accepted() {
 #[test]
 fn concurrent_scans_do_not_cross_talk() {
     let (e, _, _) = engine(0.0, false, 4);
-    let a = e
-        .submit(request(&["198.18.0.2"], "1-4000", 1).plan(&route).unwrap())
-        .unwrap();
-    let b = e
-        .submit(
-            request(&["198.18.0.2", "198.19.0.7"], "10-2000", 1)
-                .plan(&route)
-                .unwrap(),
-        )
-        .unwrap();
+    let a = submit(&e, &["198.18.0.2"], "1-4000", 1);
+    let b = submit(&e, &["198.18.0.2", "198.19.0.7"], "10-2000", 1);
     assert_ne!(a.id(), b.id());
     let ta = std::thread::spawn(move || collect(a));
     let (rb, sb) = collect(b);
@@ -278,9 +261,7 @@ fn scans_sharing_a_fixed_source_port_stay_exact_through_loss() {
     };
     let a = fixed(&["198.18.0.2"], "1-3000");
     let b = fixed(&["198.18.0.2", "198.19.0.7"], "10-2000");
-    let c = e
-        .submit(request(&["198.18.0.2"], "1-1000", 10).plan(&route).unwrap())
-        .unwrap();
+    let c = submit(&e, &["198.18.0.2"], "1-1000", 10);
     let ta = std::thread::spawn(move || collect(a));
     let tb = std::thread::spawn(move || collect(b));
     let (rc, _) = collect(c);
@@ -366,9 +347,7 @@ fn a_group_of_scans_gets_one_fair_share() {
         plan.group = Some(42);
         chunks.push(e.submit(plan).unwrap());
     }
-    let lone = e
-        .submit(request(&["198.18.0.3"], "1-60000", 0).plan(&route).unwrap())
-        .unwrap();
+    let lone = submit(&e, &["198.18.0.3"], "1-60000", 0);
     std::thread::sleep(Duration::from_millis(300));
     let group_sent: u64 = chunks.iter().map(|h| h.progress().sent).sum();
     let lone_sent = lone.progress().sent;
@@ -386,10 +365,7 @@ fn a_group_of_scans_gets_one_fair_share() {
 fn a_preseeded_scan_skips_answered_pairs_and_reports_them_first() {
     // A resumed scan: the answers of ports 1-500 are handed in at submit.
     let (e, probes, _) = engine(0.0, false, 11);
-    let (earlier, _) = collect(
-        e.submit(request(&["198.18.0.2"], "1-500", 0).plan(&route).unwrap())
-            .unwrap(),
-    );
+    let (earlier, _) = collect(submit(&e, &["198.18.0.2"], "1-500", 0));
     let answered: Vec<PortResult> = earlier
         .into_values()
         .filter(|r| r.reason != Reason::NoResponse)

@@ -236,6 +236,8 @@ impl Asm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use etherparse::icmpv4::DestUnreachableHeader as Unreach4;
+    use etherparse::icmpv6::DestUnreachableCode as Unreach6;
     use etherparse::{IcmpEchoHeader, Icmpv4Type, Icmpv6Type, PacketBuilder};
 
     const LO: u16 = 61440;
@@ -368,6 +370,15 @@ mod tests {
         tcp_flags!(b, flags)
     }
 
+    /// An ICMP message from the target quoting `quote`, over IPv4 or IPv6.
+    fn icmp4(t: Icmpv4Type, quote: &[u8]) -> Vec<u8> {
+        bytes!(PacketBuilder::ipv4(A4, B4, 64).icmpv4(t), quote)
+    }
+
+    fn icmp6(t: Icmpv6Type, quote: &[u8]) -> Vec<u8> {
+        bytes!(PacketBuilder::ipv6(A6, B6, 64).icmpv6(t), quote)
+    }
+
     /// A hand-written SYN-ACK, 192.0.2.7:80 -> 192.0.2.1:61500, with an MSS option (the
     /// checksums are not meaningful; the filter does not read them).
     const SYN_ACK_V4: [u8; 44] = [
@@ -464,18 +475,11 @@ mod tests {
         let udp = bytes!(PacketBuilder::ipv4(A4, B4, 64).udp(80, 61500), &[0; 8]);
         assert!(!accepts(&udp, V4));
         let quote = &SYN_ACK_V4[..28];
-        let unreach = bytes!(
-            PacketBuilder::ipv4(A4, B4, 64).icmpv4(Icmpv4Type::DestinationUnreachable(
-                etherparse::icmpv4::DestUnreachableHeader::Port
-            )),
-            quote
-        );
+        let unreach = icmp4(Icmpv4Type::DestinationUnreachable(Unreach4::Port), quote);
         assert!(accepts(&unreach, V4));
-        let admin = bytes!(
-            PacketBuilder::ipv4(A4, B4, 64).icmpv4(Icmpv4Type::DestinationUnreachable(
-                etherparse::icmpv4::DestUnreachableHeader::FilterProhibited
-            )),
-            quote
+        let admin = icmp4(
+            Icmpv4Type::DestinationUnreachable(Unreach4::FilterProhibited),
+            quote,
         );
         assert!(accepts(&admin, V4));
         let echo = bytes!(PacketBuilder::ipv4(A4, B4, 64).icmpv4_echo_reply(1, 2));
@@ -506,18 +510,11 @@ mod tests {
         let udp = bytes!(PacketBuilder::ipv6(A6, B6, 64).udp(80, 61500), &[0; 8]);
         assert!(!accepts(&udp, V6));
         let quote = &tcp6(80, "S")[..48];
-        let unreach = bytes!(
-            PacketBuilder::ipv6(A6, B6, 64).icmpv6(Icmpv6Type::DestinationUnreachable(
-                etherparse::icmpv6::DestUnreachableCode::Port
-            )),
-            quote
-        );
+        let unreach = icmp6(Icmpv6Type::DestinationUnreachable(Unreach6::Port), quote);
         assert!(accepts(&unreach, V6));
-        let exceeded = bytes!(
-            PacketBuilder::ipv6(A6, B6, 64).icmpv6(Icmpv6Type::TimeExceeded(
-                etherparse::icmpv6::TimeExceededCode::HopLimitExceeded
-            )),
-            quote
+        let exceeded = icmp6(
+            Icmpv6Type::TimeExceeded(etherparse::icmpv6::TimeExceededCode::HopLimitExceeded),
+            quote,
         );
         assert!(!accepts(&exceeded, V6));
         let echo = bytes!(PacketBuilder::ipv6(A6, B6, 64).icmpv6_echo_reply(1, 2));
@@ -551,17 +548,13 @@ mod tests {
                 assert!(!accepts(&pkt[..n], meta), "prefix of {n} bytes accepted");
             }
         }
-        let unreach4 = bytes!(
-            PacketBuilder::ipv4(A4, B4, 64).icmpv4(Icmpv4Type::DestinationUnreachable(
-                etherparse::icmpv4::DestUnreachableHeader::Host
-            )),
-            &SYN_ACK_V4[..28]
+        let unreach4 = icmp4(
+            Icmpv4Type::DestinationUnreachable(Unreach4::Host),
+            &SYN_ACK_V4[..28],
         );
         assert!(accepts(&unreach4[..21], V4));
         assert!(!accepts(&unreach4[..20], V4));
-        let unreach6 = bytes!(PacketBuilder::ipv6(A6, B6, 64).icmpv6(
-            Icmpv6Type::DestinationUnreachable(etherparse::icmpv6::DestUnreachableCode::Address)
-        ));
+        let unreach6 = icmp6(Icmpv6Type::DestinationUnreachable(Unreach6::Address), &[]);
         assert!(accepts(&unreach6[..41], V6));
         assert!(!accepts(&unreach6[..40], V6));
     }

@@ -109,6 +109,20 @@ struct Seg {
     ack_no: u32,
 }
 
+/// The answer of `addr`'s `port` to our SYN (sequence [`SEQ`]) from `dport`: a SYN-ACK, or
+/// a RST-ACK when nothing listens.
+fn answer(addr: IpAddr, port: u16, dport: u16, listening: bool) -> Got {
+    Got::Tcp(Seg {
+        src: addr,
+        sport: port,
+        dport,
+        syn: listening,
+        ack: true,
+        rst: !listening,
+        ack_no: SEQ.wrapping_add(1),
+    })
+}
+
 /// What a received packet is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Got {
@@ -220,18 +234,7 @@ fn syn_ack_roundtrip(addr: IpAddr, interface: Option<&str>, rx_ring: RxRing) {
     // Exactly one packet: the listener's SYN-ACK. Not our SYN (wrong flags, and outgoing),
     // not the outgoing copy of the SYN-ACK, not our kernel's RST (wrong port).
     let got = collect(&mut source, 1, 8);
-    assert_eq!(
-        got,
-        vec![Got::Tcp(Seg {
-            src: addr,
-            sport: port,
-            dport: 61500,
-            syn: true,
-            ack: true,
-            rst: false,
-            ack_no: SEQ.wrapping_add(1),
-        })]
-    );
+    assert_eq!(got, vec![answer(addr, port, 61500, true)]);
     let stats = source.kernel_stats();
     assert_eq!((stats.received, stats.dropped), (1, 0), "{stats:?}");
     // Reading resets the kernel's counters; ours accumulate.
@@ -246,18 +249,7 @@ fn rst_roundtrip(addr: IpAddr, rx_ring: RxRing) {
     push_syn(&mut batch, addr, 61501, addr, port);
     assert_eq!(sink.send(&batch).sent, 1);
     let got = collect(&mut source, 1, 8);
-    assert_eq!(
-        got,
-        vec![Got::Tcp(Seg {
-            src: addr,
-            sport: port,
-            dport: 61501,
-            syn: false,
-            ack: true,
-            rst: true,
-            ack_no: SEQ.wrapping_add(1),
-        })]
-    );
+    assert_eq!(got, vec![answer(addr, port, 61501, false)]);
     assert_eq!(source.kernel_stats().received, 1);
 }
 

@@ -1,6 +1,6 @@
 //! `/api/v1/alerts...` and the public `/report/{id}` page.
 
-use super::scans::{page, Page};
+use super::scans::Paged;
 use super::*;
 use super::{Authed, ScanView, R, S};
 use crate::http::error::ApiError;
@@ -13,7 +13,6 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
-use serde_json::json;
 
 /// Alerts raised by changes between scans, newest first.
 #[utoipa::path(
@@ -21,13 +20,8 @@ use serde_json::json;
     params(("status" = Option<String>, Query, description = "open, acknowledged, resolved"), ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)),
     responses((status = 200, description = "`{alerts, total, limit, offset}`"), (status = 400, description = "`bad_request`", body = ErrorBody), (status = 401, description = "`unauthorized`", body = ErrorBody))
 )]
-pub async fn list_alerts(
-    State(s): State<S>,
-    Authed(t): Authed,
-    q: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
-) -> R {
-    let (q, limit, offset) = page(q)?;
-    if let Some(st) = &q.status {
+pub async fn list_alerts(State(s): State<S>, Authed(t): Authed, p: Paged) -> R {
+    if let Some(st) = &p.filter.status {
         if AlertStatus::parse(st).is_none() {
             return Err(ApiError::BadRequest(
                 "status must be open, acknowledged or resolved".into(),
@@ -37,13 +31,9 @@ pub async fn list_alerts(
     let (rows, total) = s
         .service
         .store()
-        .alerts(&t.id, q.status.as_deref(), limit, offset)
+        .alerts(&t.id, p.filter.status.as_deref(), p.limit, p.offset)
         .await?;
-    Ok(Json(json!({
-        "alerts": rows.iter().map(alert_json).collect::<Vec<_>>(),
-        "total": total, "limit": limit, "offset": offset,
-    }))
-    .into_response())
+    Ok(p.reply("alerts", rows.iter().map(alert_json).collect(), total))
 }
 
 async fn set_alert(s: &S, t: &Token, id: &str, status: AlertStatus) -> R {

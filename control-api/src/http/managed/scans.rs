@@ -11,9 +11,10 @@ use crate::managed::scope::TargetSpec;
 use crate::managed::service::{ManagedService, ScanOrder};
 use crate::managed::{iso_ms, report};
 use crate::model::Status;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
-use axum::response::IntoResponse;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -154,10 +155,35 @@ pub struct Page {
     pub status: Option<String>,
 }
 
-/// The query of a list and its page: `(query, limit, offset)`.
-pub(super) fn page(
-    q: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
-) -> Result<(Page, i64, i64), ApiError> {
+/// A list route's query string, checked: its filters and its page (a 400 otherwise).
+#[derive(Debug)]
+pub struct Paged {
+    /// The filters (and the page as given).
+    pub filter: Page,
+    /// Page size, 1 to [`MAX_LIMIT`].
+    pub limit: i64,
+    /// Rows skipped, at most [`MAX_OFFSET`].
+    pub offset: i64,
+}
+
+impl FromRequestParts<S> for Paged {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        page(Query::from_request_parts(parts, state).await)
+    }
+}
+
+impl Paged {
+    /// The page as JSON: `{key: items, total, limit, offset}`.
+    pub(super) fn reply(&self, key: &str, items: Vec<Value>, total: i64) -> Response {
+        let (limit, offset) = (self.limit, self.offset);
+        Json(json!({key: items, "total": total, "limit": limit, "offset": offset})).into_response()
+    }
+}
+
+/// The query of a list, its page checked.
+fn page(q: Result<Query<Page>, QueryRejection>) -> Result<Paged, ApiError> {
     let p = query(q)?;
     let num =
         |v: &Option<String>, name: &str, default: i64| match v {
@@ -178,7 +204,11 @@ pub(super) fn page(
             "offset must be at most {MAX_OFFSET}"
         )));
     }
-    Ok((p, limit, offset))
+    Ok(Paged {
+        filter: p,
+        limit,
+        offset,
+    })
 }
 
 /// The token's scans, newest first, with the total.
@@ -187,13 +217,8 @@ pub(super) fn page(
     params(("limit" = Option<i64>, Query, description = "1-100, default 50"), ("offset" = Option<i64>, Query), ("target" = Option<String>, Query, description = "Exact target")),
     responses((status = 200, description = "`{scans, total, limit, offset}`, newest first"), (status = 400, description = "`bad_request`", body = ErrorBody), (status = 401, description = "`unauthorized`", body = ErrorBody))
 )]
-pub async fn list_scans(
-    State(s): State<S>,
-    Authed(t): Authed,
-    q: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
-) -> R {
-    let (q, limit, offset) = page(q)?;
-    let target = match &q.target {
+pub async fn list_scans(State(s): State<S>, Authed(t): Authed, p: Paged) -> R {
+    let target = match &p.filter.target {
         Some(x) => Some(
             TargetSpec::parse(x)
                 .map_err(|e| ApiError::BadRequest(format!("invalid target filter: {e}")))?
@@ -204,7 +229,7 @@ pub async fn list_scans(
     let (rows, total) = s
         .service
         .store()
-        .list_scans(&t.id, target.as_deref(), limit, offset)
+        .list_scans(&t.id, target.as_deref(), p.limit, p.offset)
         .await?;
     let scans: Vec<Value> = rows
         .iter()
@@ -213,10 +238,7 @@ pub async fn list_scans(
                    "grade": r.grade, "created_at": iso_ms(r.created_at_ms)})
         })
         .collect();
-    Ok(
-        Json(json!({"scans": scans, "total": total, "limit": limit, "offset": offset}))
-            .into_response(),
-    )
+    Ok(p.reply("scans", scans, total))
 }
 
 /// Scan every enabled target of the token.

@@ -143,6 +143,19 @@ async fn find_target(s: &S, t: &Token, target: &str) -> Result<Option<TargetRow>
         .find(|r| r.target == target))
 }
 
+/// The host `raw` as a target of the token's scope (400 unless a host, 403 outside the
+/// scope), with the token's saved target for it, if any.
+async fn scoped_target(
+    s: &S,
+    t: &Token,
+    raw: &str,
+) -> Result<(TargetSpec, Option<TargetRow>), ApiError> {
+    let spec = host_of(raw)?;
+    s.service.authorize(t, &spec).await?;
+    let saved = find_target(s, t, &spec.to_string()).await?;
+    Ok((spec, saved))
+}
+
 /// Scans a host (scope-checked); creates its target first when it has none.
 #[utoipa::path(post, path = "/v1/scan", tag = "seed 002", request_body = HostBody, security(("bearer" = [])),
     responses((status = 201, description = "Started", body = doc::RunStarted), (status = 400, description = "Invalid input", body = doc::Seed002Error), (status = 401, description = "`unauthorized`", body = doc::Seed002Error), (status = 402, description = "Monthly scan quota reached", body = doc::Seed002Error), (status = 403, description = "Outside the token's scope", body = doc::Seed002Error), (status = 409, description = "Conflict", body = doc::Seed002Error), (status = 429, description = "`rate limit` with `retry_after`", body = doc::Seed002Error), (status = 503, description = "Engine unavailable", body = doc::Seed002Error)))]
@@ -153,10 +166,9 @@ pub async fn start(
     b: Result<Json<HostBody>, JsonRejection>,
 ) -> R {
     let b = body(b)?;
-    let spec = host_of(&b.host)?;
-    s.service.authorize(&t, &spec).await?;
+    let (spec, saved) = scoped_target(&s, &t, &b.host).await?;
     let target = spec.to_string();
-    let saved = match find_target(&s, &t, &target).await? {
+    let saved = match saved {
         Some(row) => row,
         None => {
             let row = new_target(&t, target.clone(), b.label, s.service.now_secs());
@@ -303,17 +315,15 @@ pub async fn add_target(
     b: Result<Json<HostBody>, JsonRejection>,
 ) -> R {
     let b = body(b)?;
-    let spec = host_of(&b.host)?;
-    s.service.authorize(&t, &spec).await?;
-    let target = spec.to_string();
-    if let Some(existing) = find_target(&s, &t, &target).await? {
+    let (spec, saved) = scoped_target(&s, &t, &b.host).await?;
+    if let Some(existing) = saved {
         return Ok((
             StatusCode::CONFLICT,
             Json(json!({"error": "target exists", "target_id": existing.id})),
         )
             .into_response());
     }
-    let row = new_target(&t, target, b.label, s.service.now_secs());
+    let row = new_target(&t, spec.to_string(), b.label, s.service.now_secs());
     s.service.store().insert_target(&row).await?;
     Ok((StatusCode::CREATED, Json(target_json(&row))).into_response())
 }
@@ -402,8 +412,7 @@ pub async fn add_monitor(
             "alert_on_cert_expiry_days must be between 1 and 3650".into(),
         ));
     }
-    let spec = host_of(&b.target)?;
-    s.service.authorize(&t, &spec).await?;
+    let (spec, saved) = scoped_target(&s, &t, &b.target).await?;
     let webhook = match b.alert_webhook.as_deref().filter(|u| !u.is_empty()) {
         Some(u) => Some(s.service.check_webhook(u).await?),
         None => None,
@@ -413,10 +422,9 @@ pub async fn add_monitor(
         None => None,
     };
     let now = s.service.now_secs();
-    let target = spec.to_string();
-    let (mut row, existed) = match find_target(&s, &t, &target).await? {
+    let (mut row, existed) = match saved {
         Some(row) => (row, true),
-        None => (new_target(&t, target, None, now), false),
+        None => (new_target(&t, spec.to_string(), None, now), false),
     };
     row.interval_secs = Some(interval);
     row.next_run_at = Some(now.saturating_add(interval));
