@@ -128,14 +128,15 @@ impl PgGuard {
         fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default()
     }
 
-    /// Stop the server (fast shutdown: clients are disconnected) and keep its data, to
-    /// simulate a database outage; [`PgGuard::start_server`] brings it back on the same port.
+    /// Stop the server as a crash would (immediate shutdown: no checkpoint, clients cut off,
+    /// crash recovery on the next start) and keep its data, to simulate a database outage;
+    /// [`PgGuard::start_server`] brings it back on the same port.
     pub fn stop_server(&mut self) -> anyhow::Result<()> {
         let mut cmd = self.cmd("pg_ctl");
         cmd.arg("-D")
             .arg(self.dir.join("data"))
             .args(["-w", "-t", &PG_CTL_WAIT.as_secs().to_string()])
-            .args(["-m", "fast", "stop"]);
+            .args(["-m", "immediate", "stop"]);
         run(&mut cmd).context("pg_ctl stop")?;
         Ok(())
     }
@@ -236,7 +237,7 @@ impl PgGuard {
             cmd.arg("-D")
                 .arg(self.dir.join("data"))
                 .args(["-w", "-t", &PG_CTL_WAIT.as_secs().to_string()])
-                .args(["-m", "fast", "stop"]);
+                .args(["-m", "immediate", "stop"]);
             if let Err(e) = run(&mut cmd) {
                 eprintln!("pg: pg_ctl stop: {e:#}");
                 if self.pid != 0 {
