@@ -46,6 +46,7 @@ fn done<'a>(
         closed,
         sent,
         now_ms,
+        duration_ms: 0,
     }
 }
 
@@ -89,8 +90,8 @@ async fn claim(queue: Queue, n: usize) -> Vec<ChunkJob> {
 async fn exercise(path: &Path) -> (JobStore, String) {
     let db = Db::connect(path, ACQUIRE).await.expect("store open");
     let timing = QueueTiming::for_backend(db.backend());
-    let _first = Queue::open(&db, timing).await.expect("queue open");
-    let queue = Queue::open(&db, timing).await.expect("queue open again");
+    let _first = Queue::open(&db, timing, 1).await.expect("queue open");
+    let queue = Queue::open(&db, timing, 1).await.expect("queue open again");
     let store = JobStore::new(db);
     let chunks = vec![
         ChunkSpec {
@@ -129,12 +130,14 @@ async fn exercise(path: &Path) -> (JobStore, String) {
                 chunk: 0,
                 targets: vec!["198.18.0.2".into()],
                 ports: "1-100".into(),
+                priority: 1,
             },
             ChunkJob {
                 scan_id: id.clone(),
                 chunk: 1,
                 targets: vec!["198.18.0.2".into()],
                 ports: "101-200".into(),
+                priority: 1,
             },
         ]
     );
@@ -287,6 +290,7 @@ async fn a_chunk_failing_its_last_attempt_fails_the_scan() {
         chunk: 0,
         targets: vec!["198.18.0.2".into()],
         ports: "1-10".into(),
+        priority: 1,
     };
     store
         .create_scan(
@@ -294,6 +298,7 @@ async fn a_chunk_failing_its_last_attempt_fails_the_scan() {
                 id: "s1",
                 kind: "deep",
                 created_at_ms: now_ms(),
+                selfscan: None,
             },
             &[NewChunk {
                 chunk: 0,
@@ -311,7 +316,10 @@ async fn a_chunk_failing_its_last_attempt_fails_the_scan() {
         .await
         .unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
-    let opts = WorkerOptions::new(db.clone(), dir.path().join("no-engine.sock"), "n1".into());
+    let engines = std::sync::Arc::new(portscope_control_api::jobs::connector::UnixConnector {
+        socket: dir.path().join("no-engine.sock"),
+    });
+    let opts = WorkerOptions::new(db.clone(), engines, "n1".into());
     let worker = tokio::spawn(run(opts, stop.clone()));
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let row = loop {
@@ -327,7 +335,7 @@ async fn a_chunk_failing_its_last_attempt_fails_the_scan() {
     );
     assert_eq!(store.chunks("s1").await.unwrap()[0].runs, 1);
     assert!(
-        !store.fail_scan("s1", "again", 1).await.unwrap(),
+        !store.fail_scan("s1", "again", "again", 1).await.unwrap(),
         "failed once"
     );
     stop.cancel();
