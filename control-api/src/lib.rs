@@ -5,7 +5,7 @@
 //! Code map:
 //! - [`http`]: `app(state) -> Router`, one module per API surface, the OpenAPI documents,
 //!   the one error type, layers (edge limit, JSON errors, limits).
-//! - [`lifecycle`]: the one engine conversation of both services.
+//! - [`lifecycle`]: the managed service's engine conversation (self-scans are chunk jobs).
 //! - [`selfscan`]: the self-scan service (coalescing, per-type limits, enrichment,
 //!   webhooks, expiry).
 //! - [`engine`]: the `EngineClient` trait, the Unix-socket client and a scripted fake.
@@ -251,6 +251,7 @@ pub async fn start_with(
         let mut opts =
             jobs::worker::WorkerOptions::new(store.pool().clone(), engines, jobs::cli::host_name());
         opts.concurrency = config.worker_concurrency.clamp(1, 64);
+        opts.claims = opts.concurrency;
         opts.engine_connect = Duration::from_millis(config.worker_connect_ms.max(1));
         // One node's own queue: poll it often (a POST cannot wake apalis 0.7's stream).
         opts.timing.poll = IN_PROCESS_POLL;
