@@ -2,7 +2,7 @@
 //! `portscope-api` serving (the embedded default: its in-process worker runs the 32 chunks
 //! on the engine in a scanner namespace), every port of the lab host checked against the
 //! truth, and a second `portscope-api --no-worker` on the same database answering the same
-//! GET. The requester is the lab host, named by `X-Forwarded-For` from the trusted loopback
+//! GET; then a fast scan. On SQLite and on PostgreSQL. The requester is the lab host, named by `X-Forwarded-For` from the trusted loopback
 //! proxy. Needs root and the workspace binaries (`cargo test --workspace` builds them).
 
 mod jobs_support;
@@ -134,9 +134,28 @@ fn ports(body: &Value, key: &str) -> BTreeSet<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deep_self_scan_runs_on_the_in_process_worker_exactly_and_a_second_api_answers_it() {
+    let dir = jobs_support::shared_tempdir();
+    let db = dir.path().join("self.db").to_string_lossy().into_owned();
+    exercise(1, dir, db).await;
+}
+
+/// The same on PostgreSQL: two API nodes on one throwaway server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_on_postgres() {
+    let pg = tokio::task::spawn_blocking(xtask::pg::PgGuard::start)
+        .await
+        .unwrap()
+        .expect("PostgreSQL from /usr/lib/postgresql (.ci/setup installs it)");
+    exercise(2, jobs_support::shared_tempdir(), pg.url()).await;
+    drop(pg);
+}
+
+/// The test on database `db` (a SQLite file in `dir`, or a `postgres://` URL); `n` tells
+/// its lab apart.
+async fn exercise(n: u32, dir: tempfile::TempDir, db: String) {
     let lab = LabGuard::up(&LabConfig {
         // `s`: no other test binary names its labs so.
-        name: format!("s{}", std::process::id() % 100_000),
+        name: format!("s{}{n}", std::process::id() % 10_000),
         hosts: 0,
         scanners: 1,
         ..LabConfig::default()
@@ -144,9 +163,7 @@ async fn a_deep_self_scan_runs_on_the_in_process_worker_exactly_and_a_second_api
     .expect("lab up (needs root)");
     let bins = xtask::stack::bin_dir().unwrap();
     let engines = Engines::start(&lab, &bins, &[]).expect("engine");
-    let dir = jobs_support::shared_tempdir();
-    let db = dir.path().join("self.db").to_string_lossy().into_owned();
-    // Made (and migrated) here, then handed to the unprivileged API user.
+    // Made (and migrated) here, then (SQLite) handed to the unprivileged API user.
     let pool = Db::connect(Path::new(&db), Duration::from_secs(5))
         .await
         .unwrap();
@@ -154,15 +171,21 @@ async fn a_deep_self_scan_runs_on_the_in_process_worker_exactly_and_a_second_api
     for f in std::fs::read_dir(dir.path()).unwrap() {
         std::os::unix::fs::chown(f.unwrap().path(), Some(WORKER_UID), Some(WORKER_UID)).unwrap();
     }
+    let backend = if db.starts_with("postgres") {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
     let socket = &engines.node(1).socket;
     let (a1, a2) = (free_addr(), free_addr());
     let c1 = config(dir.path(), "api1", a1, &db, socket, "");
     let c2 = config(dir.path(), "api2", a2, &db, socket, "worker = false");
-    let api1 = Worker::api_with_config(&bins, &c1, "api1");
-    let api2 = Worker::api_with_config(&bins, &c2, "api2");
     let host = lab.truth().hosts[0].addr;
     let (b1, b2) = (format!("http://{a1}"), format!("http://{a2}"));
+    // One after the other: the first makes the shared secret file.
+    let api1 = Worker::api_with_config(&bins, &c1, "api1");
     wait_up(&b1, host, &api1).await;
+    let api2 = Worker::api_with_config(&bins, &c2, "api2");
     wait_up(&b2, host, &api2).await;
 
     let store = Store::new(pool.clone());
@@ -170,7 +193,7 @@ async fn a_deep_self_scan_runs_on_the_in_process_worker_exactly_and_a_second_api
     assert_eq!(body["status"], "complete", "{body}\n{}", api1.log());
     assert_eq!(body["ip"], host.to_string());
     eprintln!(
-        "deep self-scan POST -> complete: {} ms (engine time of its 32 chunks: {} ms)",
+        "{backend}: deep self-scan POST -> complete: {} ms (engine time of its 32 chunks: {} ms)",
         took.as_millis(),
         body["duration_ms"]
     );
@@ -221,7 +244,7 @@ async fn a_deep_self_scan_runs_on_the_in_process_worker_exactly_and_a_second_api
     let (fast, took) = scan(&b1, "fast", host, &store, &api1).await;
     assert_eq!(fast["status"], "complete", "{fast}");
     eprintln!(
-        "fast self-scan POST -> complete: {} ms (engine time: {} ms)",
+        "{backend}: fast self-scan POST -> complete: {} ms (engine time: {} ms)",
         took.as_millis(),
         fast["duration_ms"]
     );
