@@ -87,6 +87,9 @@ pub struct Config {
     /// fails (and is retried), ms.
     #[serde(alias = "worker_connect_ms")]
     pub worker_connect_ms: u64,
+    /// How often the in-process worker polls its queue, ms (a POST cannot wake it).
+    #[serde(alias = "worker_poll_ms")]
+    pub worker_poll_ms: u64,
     /// Grab banners of open ports after a scan.
     pub banners: bool,
     /// Banner connect+read deadline per port, ms.
@@ -163,6 +166,7 @@ impl Default for Config {
             worker: true,
             worker_concurrency: 8,
             worker_connect_ms: 1000,
+            worker_poll_ms: 20,
             banners: true,
             banner_timeout_ms: 1500,
             banner_concurrency: 16,

@@ -822,7 +822,9 @@ async fn a_policy_rejection_fails_the_scan_at_once() {
 
 #[tokio::test]
 async fn a_busy_engine_delays_a_deep_scan_instead_of_refusing_it() {
-    let h = Harness::new().await;
+    // Retries one poll apart: 10 attempts take 0.5 s, time enough to switch the fake to
+    // accepting before a chunk uses them all up.
+    let h = Harness::with(|c| c.worker_poll_ms = 50).await;
     let ip = "198.18.0.37";
     h.engine_rejects("busy", "queue full");
     let r = h.post("/v1/deep", ip).await;
@@ -842,7 +844,7 @@ async fn a_busy_engine_delays_a_deep_scan_instead_of_refusing_it() {
 
 #[tokio::test]
 async fn a_duplicate_rejection_reruns_the_chunk_under_a_new_run_id() {
-    let h = Harness::new().await;
+    let h = Harness::with(|c| c.worker_poll_ms = 50).await;
     let ip = "198.18.0.39";
     h.engine_rejects("duplicate", "a scan with this id exists");
     let r = h.post("/v1/fast", ip).await;
