@@ -80,6 +80,16 @@ pub struct Config {
     /// one process serves the API and runs the chunk jobs); `false` for an API node of a
     /// cluster whose workers run beside their engines (`portscope-api worker`).
     pub worker: bool,
+    /// Chunks the in-process worker runs at once (a deep self-scan is 32 chunks).
+    #[serde(alias = "worker_concurrency")]
+    pub worker_concurrency: usize,
+    /// How long the in-process worker waits for the engine per chunk run before the run
+    /// fails (and is retried), ms.
+    #[serde(alias = "worker_connect_ms")]
+    pub worker_connect_ms: u64,
+    /// How often the in-process worker polls its queue, ms (a POST cannot wake it).
+    #[serde(alias = "worker_poll_ms")]
+    pub worker_poll_ms: u64,
     /// Grab banners of open ports after a scan.
     pub banners: bool,
     /// Banner connect+read deadline per port, ms.
@@ -154,6 +164,9 @@ impl Default for Config {
             max_concurrent_requests: 1024,
             maintenance_interval_ms: 1000,
             worker: true,
+            worker_concurrency: 8,
+            worker_connect_ms: 1000,
+            worker_poll_ms: 20,
             banners: true,
             banner_timeout_ms: 1500,
             banner_concurrency: 16,

@@ -5,7 +5,7 @@
 //! Code map:
 //! - [`http`]: `app(state) -> Router`, one module per API surface, the OpenAPI documents,
 //!   the one error type, layers (edge limit, JSON errors, limits).
-//! - [`lifecycle`]: the one engine conversation of both services.
+//! - [`lifecycle`]: the managed service's engine conversation (self-scans are chunk jobs).
 //! - [`selfscan`]: the self-scan service (coalescing, per-type limits, enrichment,
 //!   webhooks, expiry).
 //! - [`engine`]: the `EngineClient` trait, the Unix-socket client and a scripted fake.
@@ -113,7 +113,11 @@ impl Default for ManagedOptions {
     }
 }
 
-/// Opens the database, loads the lists, starts the scan service. Serve `app(state)`.
+/// How often the self-scan finisher looks for chunks other nodes committed.
+const FINISHER_POLL: Duration = Duration::from_millis(250);
+
+/// Opens the database, loads the lists, starts the scan service (and, with `worker`, the
+/// in-process chunk worker). Serve `app(state)`.
 pub async fn start(config: &Config, services: Services) -> Result<AppState, StartError> {
     start_with(config, services, ManagedOptions::default()).await
 }
@@ -193,6 +197,7 @@ pub async fn start_with(
         })?;
     let demux_stop = tokio_util::sync::CancellationToken::new();
     let (self_side, managed_side) = lifecycle::demux::split(services.engine, demux_stop.clone());
+    let shared_stop = demux_stop.clone();
     let managed_service = managed::service::ManagedService::start(
         managed::service::ManagedDeps {
             store: mstore,
@@ -233,8 +238,25 @@ pub async fn start_with(
         last_prune: std::sync::atomic::AtomicU64::new(0),
         demux_stop,
     });
+    // The in-process chunk worker runs its chunks on the API's own engine connection (the
+    // self-scan side of it: chunk scan ids are not managed ids).
+    let worker = config.worker.then(|| {
+        let engines = Arc::new(jobs::connector::SharedConnector::new(
+            self_side.clone(),
+            shared_stop,
+        ));
+        let mut opts =
+            jobs::worker::WorkerOptions::new(store.pool().clone(), engines, jobs::cli::host_name());
+        opts.concurrency = config.worker_concurrency.clamp(1, 64);
+        opts.claims = opts.concurrency;
+        opts.engine_connect = Duration::from_millis(config.worker_connect_ms.max(1));
+        // One node's own queue: poll it often (a POST cannot wake apalis 0.7's stream).
+        opts.timing.poll = Duration::from_millis(config.worker_poll_ms.max(1));
+        opts
+    });
     let scans = selfscan::ScanService::start(
         selfscan::ScanDeps {
+            jobs: store::jobs::JobStore::new(store.pool().clone()),
             store,
             engine: self_side,
             clock: services.clock.clone(),
@@ -247,10 +269,10 @@ pub async fn start_with(
         },
         selfscan::ScanSettings {
             ttl_secs: config.result_ttl_secs,
-            grace_ms: config.engine_grace_secs.saturating_mul(1000),
-            submit_wait: Duration::from_millis(config.submit_wait_ms),
             maintenance_interval: Duration::from_millis(config.maintenance_interval_ms.max(10)),
+            finisher_poll: FINISHER_POLL,
         },
+        worker,
     )
     .await;
     tracing::info!(

@@ -349,13 +349,6 @@ async fn run(hardened: portscope_control_api::privs::Hardened) -> anyhow::Result
 
     let token = CancellationToken::new();
     tokio::spawn(shutdown_signal(token.clone()));
-    let worker = config.worker.then(|| {
-        cli::spawn_in_process_worker(
-            state.scans().store().pool().clone(),
-            config.engine_socket.clone(),
-            token.child_token(),
-        )
-    });
     let mut servers = tokio::task::JoinSet::new();
     let mut limits = config.conn_limits();
     limits.total = connection_limit(limits.total);
@@ -388,9 +381,6 @@ async fn run(hardened: portscope_control_api::privs::Hardened) -> anyhow::Result
             tracing::error!(error = %e, "server failed");
             token.cancel();
         }
-    }
-    if let Some(w) = worker {
-        let _ = w.await;
     }
     state.shutdown().await;
     engine.close();

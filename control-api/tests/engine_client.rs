@@ -1,6 +1,7 @@
 //! The real engine client over a Unix socket (in a temp dir) against a scripted engine
 //! that speaks `portscope-proto`: frames, reconnect with backoff, protocol errors, and the
-//! whole API over it (complete scan; engine restart mid-scan -> `engine_restarted`).
+//! whole API over it (a fast scan completes; a deep scan whose engine connection drops
+//! mid-scan has the chunks in flight run again on the new connection, and completes).
 
 mod support;
 
@@ -142,6 +143,28 @@ async fn unix_client_frames_requests_and_events_and_reconnects() {
     assert_eq!(client.recv().await, None);
 }
 
+/// Answers a deep scan's chunk run `id`: port 443 of `ip` open (chunk 0 holds ports
+/// 1-2048), then `Finished` after 10 ms of engine time.
+async fn answer(conn: &mut Conn, id: &str, ip: &str) {
+    let chunk: u32 = id.split('/').nth(1).unwrap().parse().unwrap();
+    if chunk == 0 {
+        conn.send(&Event::Ports {
+            id: id.to_string(),
+            chunk,
+            results: vec![port(ip, 443, PortState::Open)],
+            closed: 0,
+        })
+        .await;
+    }
+    conn.send(&Event::Finished {
+        id: id.to_string(),
+        outcome: Outcome::Complete,
+        counts: Counts::default(),
+        duration_ms: 10,
+    })
+    .await;
+}
+
 fn port(ip: &str, p: u16, state: PortState) -> PortResult {
     PortResult {
         ip: ip.parse().unwrap(),
@@ -194,40 +217,23 @@ async fn the_api_over_the_unix_socket_completes_and_survives_an_engine_restart()
     })
     .await;
 
-    // A fast scan, answered by the scripted engine.
+    // A fast scan: one chunk run, answered by the scripted engine.
     let ip = "198.18.0.50";
-    let post = tokio::spawn({
-        let router = h.router.clone();
-        async move {
-            let mut req = axum::http::Request::post("/v1/fast")
-                .body(axum::body::Body::empty())
-                .unwrap();
-            req.extensions_mut()
-                .insert(axum::extract::ConnectInfo(std::net::SocketAddr::new(
-                    ip.parse().unwrap(),
-                    5555,
-                )));
-            tower::ServiceExt::oneshot(router, req)
-                .await
-                .unwrap()
-                .status()
-        }
-    });
-    let Request::Submit { id, targets, .. } = conn.recv().await else {
+    assert_eq!(
+        h.post("/v1/fast", ip).await.status,
+        axum::http::StatusCode::OK
+    );
+    let Request::Submit {
+        id, targets, kind, ..
+    } = conn.recv().await
+    else {
         panic!("expected a submit");
     };
     assert_eq!(targets, vec![ip.to_string()]);
+    assert_eq!(kind, ScanKind::Custom);
     conn.send(&Event::Accepted {
         id: id.clone(),
         queue_position: 0,
-        total_chunks: 1,
-    })
-    .await;
-    assert_eq!(post.await.unwrap(), axum::http::StatusCode::OK);
-    conn.send(&Event::Progress {
-        id: id.clone(),
-        queue_position: 0,
-        chunks_complete: 0,
         total_chunks: 1,
     })
     .await;
@@ -259,47 +265,56 @@ async fn the_api_over_the_unix_socket_completes_and_survives_an_engine_restart()
     assert_eq!(r.body["ports_filtered"][0]["port"], 25);
     assert_eq!(r.header("x-scan-duration-ms"), Some("777"));
 
-    // A deep scan; the connection drops mid-scan and the engine comes back without it.
+    // A deep scan (32 chunk runs); the connection drops after 5 chunks. The runs in flight
+    // fail and are run again on the new connection; the scan completes.
     h.post("/v1/deep", ip).await;
-    let Request::Submit { id: deep, .. } = conn.recv().await else {
-        panic!("expected a submit");
-    };
-    conn.send(&Event::Accepted {
-        id: deep.clone(),
-        queue_position: 0,
-        total_chunks: 32,
-    })
-    .await;
-    conn.send(&Event::Progress {
-        id: deep.clone(),
-        queue_position: 0,
-        chunks_complete: 5,
-        total_chunks: 32,
-    })
-    .await;
-    h.wait_status(ip, ScanType::Deep, "running").await;
+    let mut answered = Vec::new();
+    while answered.len() < 5 {
+        if let Request::Submit { id, .. } = conn.recv().await {
+            answer(&mut conn, &id, ip).await;
+            answered.push(id);
+        }
+    }
+    h.wait_row(ip, ScanType::Deep, |r| r.chunks_complete == 5)
+        .await;
     drop(conn);
     let mut conn = Conn::accept(&l).await;
     conn.send(&hello()).await;
-    assert_eq!(
-        conn.recv().await,
-        Request::Status {
-            id: Some(deep.clone())
+    let mut rerun = 0;
+    for _ in 0..200 {
+        let row = h
+            .state
+            .scans()
+            .latest(ip.parse().unwrap(), ScanType::Deep)
+            .await;
+        if row.unwrap().is_some_and(|r| r.status == "complete") {
+            break;
         }
+        if let Ok(Request::Submit { id, .. }) =
+            timeout(Duration::from_millis(100), conn.recv()).await
+        {
+            let chunk = id.split('/').nth(1).unwrap().to_string();
+            if answered
+                .iter()
+                .any(|a| a.split('/').nth(1) == Some(chunk.as_str()))
+            {
+                panic!("chunk {chunk} ran again after its commit");
+            }
+            answer(&mut conn, &id, ip).await;
+            rerun += 1;
+        }
+    }
+    assert!(
+        rerun >= 27,
+        "the other 27 chunks ran on the new connection ({rerun})"
     );
-    conn.send(&Event::Finished {
-        id: deep.clone(),
-        outcome: Outcome::Failed("engine_restarted".into()),
-        counts: Counts::default(),
-        duration_ms: 0,
-    })
-    .await;
-    h.wait_status(ip, ScanType::Deep, "failed").await;
     let r = h.get("/v1/deep", ip).await;
+    assert_eq!(r.body["status"], "complete", "{}", r.text);
+    assert_eq!(r.body["ports_open"][0]["port"], 443);
     assert_eq!(
-        r.body,
-        serde_json::json!({"ip": ip, "scan_type": "deep", "status": "failed",
-            "chunks_complete": 5, "total_chunks": 32, "fail_reason": "engine_restarted"})
+        r.body["duration_ms"],
+        32 * 10,
+        "each committed chunk's engine time once"
     );
     h.state.shutdown().await;
     engine.close();

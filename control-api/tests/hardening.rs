@@ -436,7 +436,11 @@ async fn a_ninth_callback_on_a_coalesced_scan_is_refused_with_the_limit() {
     // A URL it already carries still joins.
     let r = fast_with_callback(&m, "http://127.0.0.1:9/hook3").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    assert_eq!(m.engine.submitted_ids().len(), 1);
+    assert_eq!(
+        m.state.scans().store().count().await.unwrap(),
+        1,
+        "one scan"
+    );
 }
 
 // ---- 10: managed scans fail at the grace period ----------------------------------------

@@ -1,8 +1,8 @@
 //! Live results over Server-Sent Events, read by a real SSE client (Python `httpx-sse`
 //! from the venv `.ci/setup` makes) from an API on 127.0.0.1 with the fake engine: a
-//! managed scan (`/api/v1/scan/{id}/events`) and a self-scan (`/v1/fast/events`) stream
-//! progress and each port as the engine reports it, while the scan runs, and end with the
-//! final document.
+//! managed scan (`/api/v1/scan/{id}/events`) streams progress and each port as the engine
+//! reports it, a self-scan (`/v1/deep/events`, a job scan) each chunk's ports as the chunk
+//! is committed, while the scan runs; both end with the final document.
 
 mod support;
 
@@ -207,28 +207,50 @@ async fn managed_scan_streams_progress_ports_and_the_final_document() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 }
 
+/// Completes every chunk run of the fake engine not in `done` (only those of chunk
+/// `only_chunk` when given), each with `ports`.
+fn finish_runs(
+    engine: &portscope_control_api::engine::fake::FakeEngine,
+    done: &mut Vec<String>,
+    only_chunk: Option<u32>,
+    ports: &[(u16, PortState)],
+) {
+    for id in engine.submitted_ids() {
+        let chunk: u32 = id.split('/').nth(1).unwrap().parse().unwrap();
+        if done.contains(&id) || only_chunk.is_some_and(|c| c != chunk) {
+            continue;
+        }
+        engine.ports(&id, chunk, ports, 0);
+        engine.complete(&id, 10);
+        done.push(id);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn self_scan_streams_progress_ports_and_the_final_document() {
     let m = api().await;
     let base = serve(&m).await;
     let r = m
-        .send(Method::POST, "/v1/fast", None, None, "127.0.0.1")
+        .send(Method::POST, "/v1/deep", None, None, "127.0.0.1")
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    let id = m.engine.submitted_ids().last().unwrap().clone();
 
-    let mut sse = Sse::open(&format!("{base}/v1/fast/events"), "");
+    let mut sse = Sse::open(&format!("{base}/v1/deep/events"), "");
     let (name, first) = sse.next().await;
     assert_eq!(name, "progress");
     assert_eq!(first["status"], "queued");
 
-    m.engine.progress(&id, 0, 0, 1);
-    m.engine.ports(
-        &id,
-        0,
-        &[(22, PortState::Open), (25, PortState::Filtered)],
-        30,
-    );
+    // Chunk 0 (ports 1-2048) is committed with two ports: they stream while the scan runs.
+    let mut done = Vec::new();
+    while done.is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        finish_runs(
+            &m.engine,
+            &mut done,
+            Some(0),
+            &[(22, PortState::Open), (25, PortState::Filtered)],
+        );
+    }
     let mut seen = Vec::new();
     while ports_of(&seen).len() < 2 {
         seen.push(sse.next().await);
@@ -240,27 +262,41 @@ async fn self_scan_streams_progress_ports_and_the_final_document() {
             json!({"host": "127.0.0.1", "port": 25, "state": "filtered", "service": "SMTP"}),
         ]
     );
-    m.engine.progress(&id, 0, 1, 1);
-    m.engine.complete(&id, 500);
+    assert!(
+        seen.contains(&(
+            "progress".into(),
+            json!({"status": "running", "chunks_complete": 1, "total_chunks": 32})
+        )),
+        "{seen:?}"
+    );
+    // The other 31 chunks, as the worker sends them.
+    let engine = m.engine.clone();
+    let finisher = tokio::spawn(async move {
+        loop {
+            finish_runs(&engine, &mut done, None, &[]);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
     let rest = sse.until("result").await;
+    finisher.abort();
     let (_, result) = rest.last().unwrap();
     assert_eq!(result["status"], "complete", "{result}");
     assert_eq!(result["ip"], "127.0.0.1");
     assert_eq!(result["ports_open"][0]["port"], 22);
     assert_eq!(result["ports_filtered"][0]["port"], 25);
     let get = m
-        .send(Method::GET, "/v1/fast", None, None, "127.0.0.1")
+        .send(Method::GET, "/v1/deep", None, None, "127.0.0.1")
         .await;
     assert_eq!(&get.body, result, "the result event is the GET document");
     assert_eq!(sse.next().await.0, "closed");
 
-    // No deep scan of this address: the stream is just the `none` document.
-    let mut none = Sse::open(&format!("{base}/v1/deep/events"), "");
+    // No fast scan of this address: the stream is just the `none` document.
+    let mut none = Sse::open(&format!("{base}/v1/fast/events"), "");
     assert_eq!(
         none.next().await,
         (
             "result".to_string(),
-            json!({"ip": "127.0.0.1", "scan_type": "deep", "status": "none"})
+            json!({"ip": "127.0.0.1", "scan_type": "fast", "status": "none"})
         )
     );
     assert_eq!(none.next().await.0, "closed");

@@ -1,6 +1,7 @@
 //! The `worker` and `jobs` subcommands of `portscope-api` (their flags and what they run),
 //! and the in-process worker of `portscope-api` serving, so `main.rs` only dispatches. Bad input exits 64 with a message.
 
+use crate::jobs::connector::UnixConnector;
 use crate::jobs::plan::{plan_deep, DEFAULT_CHUNK_PROBES};
 use crate::jobs::submit::{submit, wait_finished};
 use crate::jobs::worker::{run, WorkerOptions};
@@ -10,6 +11,7 @@ use crate::store::Db;
 use portscope_proto::ScanKind;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -73,7 +75,7 @@ pub async fn open_db(db: &Path) -> anyhow::Result<Db> {
 }
 
 /// This host's name (a worker's default node name).
-fn host_name() -> String {
+pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .ok()
@@ -82,19 +84,16 @@ fn host_name() -> String {
 }
 
 /// `portscope-api` serving with `worker = true` (the default): the same worker as
-/// `portscope-api worker`, in this process, on the API's own database pool and its engine
-/// socket, until `shutdown`. A worker that stopped on a lost database is started again
-/// after a second.
+/// `portscope-api worker`, in this process, on the API's own database pool and engine
+/// connection (`opts`), until `shutdown`. A worker that stopped on a lost database is
+/// started again after a second.
 pub fn spawn_in_process_worker(
-    db: Db,
-    engine_socket: PathBuf,
+    opts: WorkerOptions,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let node = host_name();
         while !shutdown.is_cancelled() {
-            let opts = WorkerOptions::new(db.clone(), engine_socket.clone(), node.clone());
-            if let Err(e) = run(opts, shutdown.clone()).await {
+            if let Err(e) = run(opts.clone(), shutdown.clone()).await {
                 tracing::error!(error = %e, "in-process chunk worker stopped; restarting");
                 tokio::select! {
                     _ = shutdown.cancelled() => {}
@@ -113,7 +112,10 @@ pub async fn worker_command(
 ) -> anyhow::Result<()> {
     let node = args.node.unwrap_or_else(host_name);
     let db = open_db(db).await?;
-    let mut opts = WorkerOptions::new(db.clone(), args.engine_socket, node);
+    let engines = Arc::new(UnixConnector {
+        socket: args.engine_socket,
+    });
+    let mut opts = WorkerOptions::new(db.clone(), engines, node);
     opts.concurrency = usize::from(args.concurrency);
     let out = run(opts, shutdown).await;
     db.close().await;

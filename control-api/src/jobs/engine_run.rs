@@ -1,15 +1,15 @@
-//! Running one chunk on the local engine: a fresh `UnixEngineClient` connection per chunk,
-//! one `Submit`, the `Ports` events collected until `Finished`. Bounded: the connection
+//! Running one chunk on the local engine: a connection from the worker's
+//! [`EngineConnector`] (a fresh Unix-socket one per chunk, or the API's shared one), one
+//! `Submit`, the `Ports` events collected until `Finished`. Bounded: the connection
 //! must come up within the connect timeout and the scan must finish within its own bound,
 //! else the scan is cancelled and the run fails (the queue retries the job). A dropped
 //! connection fails the run at once: the engine may be dead, and another node can run it.
 
-use crate::engine::unix::{Backoff, UnixEngineClient};
 use crate::engine::{EngineClient, EngineNotice};
+use crate::jobs::connector::EngineConnector;
 use crate::jobs::{ChunkError, ChunkJob};
 use portscope_core::results::PortResult;
 use portscope_proto::{Event, Outcome, Request, ScanKind};
-use std::path::Path;
 use std::time::Duration;
 use tokio::time::{timeout_at, Instant};
 
@@ -22,6 +22,8 @@ pub struct ChunkResult {
     pub closed: u64,
     /// Probes sent.
     pub sent: u64,
+    /// The engine's scan time of the chunk, ms.
+    pub duration_ms: u64,
 }
 
 /// Bounds of one run.
@@ -33,28 +35,22 @@ pub struct RunLimits {
     pub scan: Duration,
 }
 
-/// Submits `job` to the engine at `socket` as scan `engine_id` and collects its results.
+/// Submits `job` to an engine of `engines` as scan `engine_id` and collects its results.
 pub async fn run_chunk(
-    socket: &Path,
+    engines: &dyn EngineConnector,
     engine_id: &str,
     job: &ChunkJob,
     limits: RunLimits,
 ) -> Result<ChunkResult, ChunkError> {
-    let client = UnixEngineClient::spawn(
-        socket.to_path_buf(),
-        Backoff {
-            min: Duration::from_millis(50),
-            max: Duration::from_millis(500),
-        },
-    );
-    let out = run_on(&client, socket, engine_id, job, limits).await;
+    let client = engines.connect().await;
+    let out = run_on(client.as_ref(), engines, engine_id, job, limits).await;
     client.close();
     out
 }
 
 async fn run_on(
-    client: &UnixEngineClient,
-    socket: &Path,
+    client: &dyn EngineClient,
+    engines: &dyn EngineConnector,
     engine_id: &str,
     job: &ChunkJob,
     limits: RunLimits,
@@ -67,9 +63,8 @@ async fn run_on(
             Ok(None) => return Err(ChunkError::EngineLost),
             Err(_) => {
                 return Err(ChunkError::EngineUnreachable(format!(
-                    "{} not reachable in {} s",
-                    socket.display(),
-                    limits.connect.as_secs()
+                    "{engines:?} not reachable in {} ms",
+                    limits.connect.as_millis()
                 )))
             }
         }
@@ -80,7 +75,7 @@ async fn run_on(
             targets: job.targets.clone(),
             ports: job.ports.clone(),
             kind: ScanKind::Custom,
-            priority: 1,
+            priority: job.priority,
         })
         .await
         .map_err(|_| ChunkError::EngineLost)?;
@@ -118,11 +113,15 @@ async fn run_on(
                 found.closed += closed;
             }
             Event::Finished {
-                outcome, counts, ..
+                outcome,
+                counts,
+                duration_ms,
+                ..
             } => {
                 return match outcome {
                     Outcome::Complete => {
                         found.sent = counts.sent;
+                        found.duration_ms = duration_ms;
                         Ok(found)
                     }
                     Outcome::Failed(reason) => Err(ChunkError::EngineFailed(reason)),

@@ -11,12 +11,15 @@
 //! `failed`); the database is the store's [`crate::store::Db`].
 
 pub mod cli;
+pub mod connector;
 pub mod engine_run;
 pub mod plan;
 pub mod queue;
 pub mod submit;
 pub mod worker;
 
+use crate::lifecycle::reason::{EngineReason, FailReason};
+use portscope_proto::RejectCode;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -33,6 +36,13 @@ pub struct ChunkJob {
     pub targets: Vec<String>,
     /// Port spec (e.g. `1-16384`).
     pub ports: String,
+    /// The engine's queue priority (0..=9, higher first; a fast self-scan's chunk is 5).
+    #[serde(default = "default_priority")]
+    pub priority: u8,
+}
+
+fn default_priority() -> u8 {
+    1
 }
 
 /// Status of one chunk, stored as text (a chunk being run is `pending` here and `Running`
@@ -75,6 +85,32 @@ pub enum ChunkError {
     /// The chunk is not in the store.
     #[error("no such chunk")]
     NoSuchChunk,
+    /// The worker was stopping; the run was given up.
+    #[error("worker stopped")]
+    Stopped,
+}
+
+impl ChunkError {
+    /// Whether another run cannot end differently: the engine refused the chunk by policy
+    /// or as invalid (a `busy` engine is retried like any other failure).
+    pub fn is_final(&self) -> bool {
+        matches!(self, ChunkError::EngineRejected { code, .. }
+            if matches!(RejectCode::parse(code), Some(RejectCode::Policy | RejectCode::Invalid)))
+    }
+
+    /// What a self-scan that fails on this error says: the engine's own reason or
+    /// rejection, `engine_unavailable` when it was never reached, else `chunk_failed`.
+    pub fn fail_reason(&self) -> FailReason {
+        match self {
+            ChunkError::EngineUnreachable(_) => FailReason::EngineUnavailable,
+            ChunkError::EngineRejected { code, message } => FailReason::Rejected {
+                code: code.clone(),
+                message: message.clone(),
+            },
+            ChunkError::EngineFailed(reason) => FailReason::Engine(EngineReason::parse(reason)),
+            _ => FailReason::ChunkFailed,
+        }
+    }
 }
 
 macro_rules! text_enum {

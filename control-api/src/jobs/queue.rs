@@ -52,13 +52,15 @@ impl QueueTiming {
         }
     }
 
-    fn config(self) -> Config {
+    /// `claims` jobs claimed per poll (a poll claims only when the worker is ready): 1 on a
+    /// cluster's workers, so a busy worker does not hoard chunks other nodes could run; the
+    /// in-process worker's concurrency, so it starts a deep scan's chunks together.
+    fn config(self, claims: usize) -> Config {
         Config::new(NAMESPACE)
             .set_keep_alive(self.keep_alive)
             .set_reenqueue_orphaned_after(self.orphaned_after)
             .set_poll_interval(self.poll)
-            // One claim at a time: a busy worker does not hoard chunks other nodes could run.
-            .set_buffer_size(1)
+            .set_buffer_size(claims.max(1))
     }
 }
 
@@ -73,10 +75,10 @@ pub enum Queue {
 
 impl Queue {
     /// The chunk-job storage on `db` (already opened and migrated by the store), after
-    /// running the queue's own migrations.
-    pub async fn open(db: &Db, timing: QueueTiming) -> Result<Queue, sqlx::Error> {
+    /// running the queue's own migrations; a poll claims up to `claims` jobs.
+    pub async fn open(db: &Db, timing: QueueTiming, claims: usize) -> Result<Queue, sqlx::Error> {
         migrate_queue(db).await?;
-        let config = timing.config();
+        let config = timing.config(claims);
         Ok(match db {
             Db::Sqlite(pool) => Queue::Sqlite(SqliteStorage::new_with_config(pool.clone(), config)),
             // No `PgListen` subscription: apalis 0.7 fetches on every NOTIFY whether or not

@@ -1,13 +1,15 @@
 //! Creating a job scan: plan the chunks, then write the scan row, its chunk rows and one
 //! queue job per chunk in one transaction (`JobStore::create_scan`), so a submitter that
 //! dies half-way leaves nothing behind and a worker never claims a job whose chunk row is
-//! missing. The submit path of `portscope-api jobs submit` and `cargo xtask cluster`.
+//! missing. The submit path of `portscope-api jobs submit`, `cargo xtask cluster` and the
+//! self-scan API ([`create`] with the `scans` row of the same id).
 
 use crate::jobs::plan::ChunkSpec;
 use crate::jobs::queue::Queue;
 use crate::jobs::{now_ms, ChunkJob};
 use crate::model::Status;
 use crate::store::jobs::{JobStore, NewChunk, NewScan, ScanRow};
+use crate::store::NewScan as NewSelfScan;
 use portscope_proto::ScanKind;
 use std::time::Duration;
 
@@ -18,6 +20,20 @@ pub async fn submit(
     chunks: &[ChunkSpec],
 ) -> Result<String, sqlx::Error> {
     let scan_id = uuid::Uuid::new_v4().to_string();
+    create(store, &scan_id, kind, 1, None, chunks).await?;
+    Ok(scan_id)
+}
+
+/// Creates job scan `scan_id` of `kind` made of `chunks`, their queue jobs at engine
+/// `priority`, and the self-scan row `selfscan` (same id) if given, in one transaction.
+pub async fn create(
+    store: &JobStore,
+    scan_id: &str,
+    kind: ScanKind,
+    priority: u8,
+    selfscan: Option<NewSelfScan<'_>>,
+    chunks: &[ChunkSpec],
+) -> Result<(), sqlx::Error> {
     let kind = serde_json::to_value(kind)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
@@ -27,10 +43,11 @@ pub async fn submit(
         .zip(0u32..)
         .map(|(c, n)| {
             let job = ChunkJob {
-                scan_id: scan_id.clone(),
+                scan_id: scan_id.to_owned(),
                 chunk: n,
                 targets: c.targets.clone(),
                 ports: c.ports.clone(),
+                priority,
             };
             Ok(NewChunk {
                 chunk: n,
@@ -46,15 +63,15 @@ pub async fn submit(
     store
         .create_scan(
             &NewScan {
-                id: &scan_id,
+                id: scan_id,
                 kind: &kind,
                 created_at_ms: now_ms(),
+                selfscan,
             },
             &rows,
             Queue::spec(),
         )
-        .await?;
-    Ok(scan_id)
+        .await
 }
 
 /// Waits until scan `id` is no longer running (polling every 50 ms, at most `limit`);

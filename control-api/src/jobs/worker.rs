@@ -6,10 +6,13 @@
 //! (`engine_run`, bounded); (3) commit the results and the chunk's completion in one
 //! transaction (`JobStore::commit_chunk`), then return, and apalis acks the job. An engine
 //! failure fails the run: the queue retries the job (on any node); the last allowed attempt
-//! failing fails the scan (`chunk_failed`). A database that goes away
+//! failing fails the scan (`chunk_failed`; its self-scan row, if any, with the reason the
+//! error gives, see `ChunkError::fail_reason`). A chunk the engine refuses by policy (or as
+//! invalid) is not retried: it fails the scan at once. A database that goes away
 //! is retried with backoff for `db_retry`; past that the run fails and the worker stops, so
 //! its heartbeat stops and its claims move to other nodes.
 
+use crate::jobs::connector::EngineConnector;
 use crate::jobs::engine_run::{run_chunk, RunLimits};
 use crate::jobs::queue::{Queue, QueueTiming};
 use crate::jobs::{now_ms, ChunkError, ChunkJob, ChunkStatus};
@@ -22,9 +25,9 @@ use apalis::prelude::{
 use apalis_sql::context::SqlContext;
 use serde::Serialize;
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -33,30 +36,40 @@ use tokio_util::sync::CancellationToken;
 pub struct WorkerOptions {
     /// The database (queue and job tables), opened and migrated by the store.
     pub db: Db,
-    /// The local engine's socket.
-    pub engine_socket: PathBuf,
+    /// Where chunk runs get their engine connection (the local engine).
+    pub engines: Arc<dyn EngineConnector>,
     /// This node's name, recorded on the chunks it runs.
     pub node: String,
     /// Chunks run at once.
     pub concurrency: usize,
+    /// Queue jobs claimed per poll: 1 for a cluster's workers (a busy worker does not hoard
+    /// chunks other nodes could run), `concurrency` for the API's in-process worker.
+    pub claims: usize,
     /// Queue heartbeat and re-enqueue timing.
     pub timing: QueueTiming,
     /// How long database errors are retried within one chunk.
     pub db_retry: Duration,
+    /// Longest wait for the engine connection of one run.
+    pub engine_connect: Duration,
+    /// Signalled after every commit and every failed scan (the API's finisher waits on it).
+    pub changed: Arc<Notify>,
 }
 
 impl WorkerOptions {
     /// Defaults for `db`: one chunk at a time, the backend's queue timing, 30 s of
-    /// database retries.
-    pub fn new(db: Db, engine_socket: PathBuf, node: String) -> WorkerOptions {
+    /// database retries, 5 s to reach the engine.
+    pub fn new(db: Db, engines: Arc<dyn EngineConnector>, node: String) -> WorkerOptions {
         let timing = QueueTiming::for_backend(db.backend());
         WorkerOptions {
             db,
-            engine_socket,
+            engines,
             node,
             concurrency: 1,
+            claims: 1,
             timing,
             db_retry: Duration::from_secs(30),
+            engine_connect: ENGINE_CONNECT,
+            changed: Arc::new(Notify::new()),
         }
     }
 }
@@ -77,9 +90,11 @@ const ENGINE_CONNECT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 struct Ctx {
     store: JobStore,
-    socket: PathBuf,
+    engines: Arc<dyn EngineConnector>,
     node: String,
     db_retry: Duration,
+    engine_connect: Duration,
+    changed: Arc<Notify>,
     /// Cancelled when the worker must stop (shutdown, or the database lost for good).
     stop: CancellationToken,
 }
@@ -88,14 +103,17 @@ struct Ctx {
 /// `db_retry` within a chunk: then it returns an error, and a supervisor restarts it). The
 /// database stays open (it may be the API's own pool).
 pub async fn run(opts: WorkerOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let queue = Queue::open(&opts.db, opts.timing).await?;
+    let concurrency = opts.concurrency.max(1);
+    let queue = Queue::open(&opts.db, opts.timing, opts.claims.clamp(1, concurrency)).await?;
     let store = JobStore::new(opts.db.clone());
     let stop = shutdown.child_token();
     let ctx = Arc::new(Ctx {
         store: store.clone(),
-        socket: opts.engine_socket.clone(),
+        engines: opts.engines.clone(),
         node: opts.node.clone(),
         db_retry: opts.db_retry,
+        engine_connect: opts.engine_connect,
+        changed: opts.changed.clone(),
         stop: stop.clone(),
     });
     // Unique per process: a restarted node must not inherit its dead predecessor's claims.
@@ -104,8 +122,7 @@ pub async fn run(opts: WorkerOptions, shutdown: CancellationToken) -> anyhow::Re
         opts.node,
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
-    tracing::info!(worker = %id, backend = ?opts.db.backend(), "chunk worker started");
-    let concurrency = opts.concurrency.max(1);
+    tracing::info!(worker = %id, backend = ?opts.db.backend(), concurrency, "chunk worker started");
     // One builder for both storages (their types differ, so a macro rather than a function).
     macro_rules! run_worker {
         ($storage:expr) => {{
@@ -123,6 +140,11 @@ pub async fn run(opts: WorkerOptions, shutdown: CancellationToken) -> anyhow::Re
     match queue {
         Queue::Sqlite(s) => run_worker!(s),
         Queue::Postgres(s) => run_worker!(s),
+    }
+    match store.release_claims(&id).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(worker = %id, jobs = n, "claims given back"),
+        Err(e) => tracing::warn!(worker = %id, error = %e, "claims not given back"),
     }
     if shutdown.is_cancelled() {
         Ok(())
@@ -154,7 +176,8 @@ async fn drive(
 }
 
 /// The job handler apalis calls. A run that fails its last attempt (the queue gives the
-/// job up after it) fails the scan with `chunk_failed`.
+/// job up after it), or fails in a way no other run can change, fails the scan with
+/// `chunk_failed` (and its self-scan row with the error's reason).
 async fn handle(
     job: ChunkJob,
     ctx: Data<Arc<Ctx>>,
@@ -167,16 +190,28 @@ async fn handle(
         Err(e) => {
             tracing::warn!(scan = %job.scan_id, chunk = job.chunk, attempt = attempt.current(),
                 error = %e, "chunk run failed");
+            let last = attempt.current() >= usize::try_from(queue.max_attempts()).unwrap_or(0);
             if matches!(e, ChunkError::Database(_)) {
                 ctx.stop.cancel();
-            } else if attempt.current() >= usize::try_from(queue.max_attempts()).unwrap_or(0) {
+            } else if (last && e != ChunkError::Stopped) || e.is_final() {
                 let reason = FailReason::ChunkFailed.code();
-                match ctx.store.fail_scan(&job.scan_id, &reason, now_ms()).await {
-                    Ok(true) => tracing::warn!(scan = %job.scan_id, chunk = job.chunk,
-                        "chunk failed on its last attempt; scan failed"),
+                let why = e.fail_reason().code();
+                match ctx
+                    .store
+                    .fail_scan(&job.scan_id, &reason, &why, now_ms())
+                    .await
+                {
+                    Ok(true) => {
+                        tracing::warn!(scan = %job.scan_id, chunk = job.chunk, %why,
+                            "chunk failed for good; scan failed");
+                        ctx.changed.notify_waiters();
+                    }
                     Ok(false) => {}
                     Err(e) => tracing::error!(scan = %job.scan_id, error = %e, "cannot fail scan"),
                 }
+            }
+            if e.is_final() {
+                return Err(QueueError::Abort(Arc::new(Box::new(e))));
             }
             Err(QueueError::Failed(Arc::new(Box::new(e))))
         }
@@ -203,7 +238,17 @@ impl Ctx {
             job.chunk,
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
-        let found = run_chunk(&self.socket, &engine_id, job, limits_for(job)).await?;
+        let run = run_chunk(
+            self.engines.as_ref(),
+            &engine_id,
+            job,
+            limits_for(job, self.engine_connect),
+        );
+        // A worker told to stop gives its runs up (the queue hands them out again).
+        let found = tokio::select! {
+            r = run => r?,
+            _ = self.stop.cancelled() => return Err(ChunkError::Stopped),
+        };
         let commit = self
             .with_db(|| {
                 self.store.commit_chunk(
@@ -215,12 +260,14 @@ impl Ctx {
                         closed: found.closed,
                         sent: found.sent,
                         now_ms: now_ms(),
+                        duration_ms: found.duration_ms,
                     },
                 )
             })
             .await?;
         tracing::info!(scan = %job.scan_id, chunk = job.chunk, ms = started.elapsed().as_millis() as u64,
             results = found.results.len(), closed = found.closed, ?commit, "chunk run");
+        self.changed.notify_waiters();
         Ok(match commit {
             Commit::Committed { .. } => ChunkOutcome::Committed,
             Commit::AlreadyDone => ChunkOutcome::AlreadyDone,
@@ -259,13 +306,13 @@ impl Ctx {
     }
 }
 
-/// A chunk's bounds: 5 s to reach the engine; 20 s plus 1 s per 5,000 probes to finish
+/// A chunk's bounds: `connect` to reach the engine; 20 s plus 1 s per 5,000 probes to finish
 /// (the engine sends 250,000/s in the lab; retries and waits are the rest).
-fn limits_for(job: &ChunkJob) -> RunLimits {
+fn limits_for(job: &ChunkJob, connect: Duration) -> RunLimits {
     let ports = crate::jobs::plan::spec_ports(&job.ports);
     let probes = ports * job.targets.len() as u64;
     RunLimits {
-        connect: ENGINE_CONNECT,
+        connect,
         scan: Duration::from_secs(20 + probes / 5_000),
     }
 }

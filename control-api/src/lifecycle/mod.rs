@@ -1,11 +1,12 @@
-//! The one engine conversation of both services (self-scan and managed): submit, connect
-//! and reconnect (submit what was never sent, re-ask `Status` for the rest), the engine's
-//! events, finish, and the grace period after which live scans fail with
-//! `engine_unavailable`. A service keeps only what differs, behind [`Book`]: its rows, how
-//! it finishes a scan, what it does after a failure.
+//! The engine conversation of the managed service (the self-scan service runs its scans
+//! as chunk jobs, `crate::jobs`, and has left it): submit, connect and reconnect (submit
+//! what was never sent, re-ask `Status` for the rest), the engine's events, finish, and the
+//! grace period after which live scans fail with `engine_unavailable`. A service keeps only
+//! what differs, behind [`Book`]: its rows, how it finishes a scan, what it does after a
+//! failure.
 //!
-//! [`demux`] splits one engine connection between the two services by scan id; [`reason`]
-//! is why a scan failed, as both store it.
+//! [`demux`] splits one engine connection between the managed service and the self-scan
+//! chunk runs by scan id; [`reason`] is why a scan failed, as both services store it.
 
 pub mod demux;
 pub mod reason;
@@ -17,12 +18,11 @@ use async_trait::async_trait;
 use portscope_core::results::{PortResult, PortState};
 use portscope_proto::{Event, Outcome, RejectCode, Request};
 use reason::{EngineReason, FailReason};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -44,34 +44,6 @@ pub struct Live {
     pub id: String,
     /// Where it stands.
     pub step: Step,
-}
-
-/// The engine's first answer to a `Submit`.
-#[derive(Debug)]
-pub enum Answer {
-    /// Queued.
-    Accepted,
-    /// Refused; nothing runs.
-    Rejected {
-        /// `Event::Rejected { code }` as sent.
-        code: String,
-        /// The engine's message.
-        message: String,
-    },
-    /// Already over (a replay).
-    Finished,
-}
-
-impl Answer {
-    /// The rejection code, when it is a known one.
-    pub fn rejected(&self) -> Option<(RejectCode, &str)> {
-        match self {
-            Answer::Rejected { code, message } => {
-                RejectCode::parse(code).map(|c| (c, message.as_str()))
-            }
-            _ => None,
-        }
-    }
 }
 
 /// What a service keeps of its scans: the rows the conversation reads and writes, and the
@@ -119,7 +91,7 @@ pub trait Book: Send + Sync + 'static {
 }
 
 /// The shared parts of the conversation: the engine, the link's state, the submit lock,
-/// the POSTs waiting for the engine's answer, and the background tasks.
+/// and the background tasks.
 #[derive(Debug)]
 pub struct Lifecycle {
     engine: Arc<dyn EngineClient>,
@@ -129,8 +101,6 @@ pub struct Lifecycle {
     down_since: Mutex<Option<u64>>,
     /// Serialises a service's checks, insert and `Submit` with the (re)connect replay.
     submit_lock: tokio::sync::Mutex<()>,
-    /// Submits waiting for the engine's first answer, by scan id.
-    pending: Mutex<HashMap<String, oneshot::Sender<Answer>>>,
     /// Scans being finished (no double work on replays).
     finishing: Mutex<HashSet<String>>,
     /// Last `created_at_ms` handed out (strictly increasing, orders scans of one ms).
@@ -150,7 +120,6 @@ impl Lifecycle {
             grace_ms,
             down_since: Mutex::new(Some(now)),
             submit_lock: tokio::sync::Mutex::new(()),
-            pending: Mutex::new(HashMap::new()),
             finishing: Mutex::new(HashSet::new()),
             last_created: AtomicI64::new(0),
             tasks: TaskTracker::new(),
@@ -238,32 +207,6 @@ impl Lifecycle {
         now_ms.max(prev + 1)
     }
 
-    /// Sends `Submit` for `id` and waits up to `wait` for the engine's first answer
-    /// (`None`: not sent now, so it goes on reconnect, or no answer in time).
-    pub async fn submit_and_wait<B: Book>(
-        book: &B,
-        id: &str,
-        req: Request,
-        guard: tokio::sync::MutexGuard<'_, ()>,
-        wait: Duration,
-    ) -> Option<Answer> {
-        let lc = book.lifecycle();
-        let (tx, rx) = oneshot::channel();
-        lock(&lc.pending).insert(id.to_string(), tx);
-        let sent = send_submit(book, id, req).await;
-        drop(guard);
-        let answer = if sent {
-            tokio::time::timeout(wait, rx)
-                .await
-                .ok()
-                .and_then(Result::ok)
-        } else {
-            None
-        };
-        lock(&lc.pending).remove(id);
-        answer
-    }
-
     /// Tells the engine to stop a scan it has.
     pub async fn cancel(&self, id: &str) {
         if let Err(e) = self
@@ -315,12 +258,6 @@ impl Lifecycle {
             }
             lock(&me.lifecycle().finishing).remove(&id);
         });
-    }
-
-    fn answer(&self, id: &str, a: Answer) {
-        if let Some(tx) = lock(&self.pending).remove(id) {
-            let _ = tx.send(a);
-        }
     }
 
     async fn ask_status<B: Book>(&self, id: &str) {
@@ -404,7 +341,6 @@ async fn on_event<B: Book>(book: &Arc<B>, e: Event) -> Result<(), sqlx::Error> {
         } => {
             book.progress(&id, queue_position, None, total_chunks)
                 .await?;
-            lc.answer(&id, Answer::Accepted);
         }
         Event::Rejected { id, code, message } => {
             tracing::warn!(kind = B::KIND, %id, %code, %message, "engine rejected a scan");
@@ -422,7 +358,6 @@ async fn on_event<B: Book>(book: &Arc<B>, e: Event) -> Result<(), sqlx::Error> {
                     book.clone().failed(id.clone());
                 }
             }
-            lc.answer(&id, Answer::Rejected { code, message });
         }
         Event::Progress {
             id,
@@ -447,23 +382,20 @@ async fn on_event<B: Book>(book: &Arc<B>, e: Event) -> Result<(), sqlx::Error> {
             outcome,
             duration_ms,
             ..
-        } => {
-            match outcome {
-                Outcome::Complete => {
-                    if book.engine_done(&id, duration_ms).await? {
-                        Lifecycle::spawn_finish(book, id.clone(), duration_ms);
-                    }
-                }
-                Outcome::Failed(reason) => {
-                    let reason = FailReason::Engine(EngineReason::parse(&reason));
-                    if book.fail(&id, &reason).await? {
-                        tracing::info!(kind = B::KIND, %id, %reason, "scan failed");
-                        book.clone().failed(id.clone());
-                    }
+        } => match outcome {
+            Outcome::Complete => {
+                if book.engine_done(&id, duration_ms).await? {
+                    Lifecycle::spawn_finish(book, id.clone(), duration_ms);
                 }
             }
-            lc.answer(&id, Answer::Finished);
-        }
+            Outcome::Failed(reason) => {
+                let reason = FailReason::Engine(EngineReason::parse(&reason));
+                if book.fail(&id, &reason).await? {
+                    tracing::info!(kind = B::KIND, %id, %reason, "scan failed");
+                    book.clone().failed(id.clone());
+                }
+            }
+        },
         Event::Status(s) => tracing::debug!(?s, "engine status"),
         Event::Error { message } => tracing::warn!(%message, "engine reported an error"),
     }

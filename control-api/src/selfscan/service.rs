@@ -1,15 +1,16 @@
-//! The self-scan service: turns POSTs into engine scans (coalescing, limits), engine events
-//! into rows (through [`crate::lifecycle`], the conversation it shares with the managed
-//! service), and rows into the seed's response shapes. It owns its background work
-//! (enrichment, expiry purge, gauges); [`super::webhooks`] delivers callbacks.
+//! The self-scan service: turns POSTs into job scans (coalescing, limits), and rows into
+//! the seed's response shapes. It owns its background work (the finisher, expiry purge,
+//! gauges); [`super::finisher`] completes scans, [`super::webhooks`] delivers callbacks.
 //!
-//! Lifecycle of a scan: `queued` (inserted, `Submit` sent or pending until the engine is
-//! reachable) -> `running` (engine `Progress` with queue position 0) -> engine `Finished`:
-//! complete -> banners + PTR -> `complete`; failed -> `failed` with the engine's reason.
-//! On every (re)connect the service re-asks `Status` for each live scan, so an API restart
-//! or a dropped connection loses nothing the engine still knows; a scan it forgot comes back
-//! as `engine_restarted`. If the engine stays unreachable longer than the grace period, live
-//! scans fail with `engine_unavailable`.
+//! Lifecycle of a scan (a job scan with the same id, see `store::jobs`): a POST writes the
+//! `scans` row (`queued`), the job scan, its chunk rows and their queue jobs in one
+//! transaction (a fast scan is one chunk, a deep scan 32 chunks of 2,048 ports, as the
+//! engine cuts a deep scan). Any worker (this process's, unless `--no-worker`) runs the
+//! chunks on its engine; each chunk's commit moves the row (`running`, chunks, ports) and
+//! the last one marks it `engine_done`. The finisher then grabs banners and the PTR name and
+//! completes it (`complete`, webhooks). A chunk that fails on every attempt the queue
+//! allows (or that the engine refuses by policy) fails the row with the chunk's reason.
+//! Nothing here talks to the engine.
 //!
 //! It does not parse HTTP or decide who may ask: the HTTP layer validates the target and
 //! the callback first and hands over a checked address.
@@ -18,28 +19,33 @@ use crate::clock::Clock;
 use crate::engine::EngineClient;
 use crate::enrich::{BannerGrabber, PtrResolver};
 use crate::http::error::ApiError;
-use crate::lifecycle::reason::FailReason;
-use crate::lifecycle::{self, Book, Lifecycle, Live, Step};
+use crate::jobs::plan::{plan, ChunkSpec};
+use crate::jobs::worker::WorkerOptions;
 use crate::metrics::{Metrics, StateLabel};
 use crate::model::{service_name, PortEntry, ScanResponse, ScanState, ScanType, Status};
 use crate::netaddr::AsnTable;
 use crate::ratelimit::Limits;
+use crate::store::jobs::JobStore;
 use crate::store::{NewScan, ScanRow, Store};
 use crate::webhook::Webhooks;
-use async_trait::async_trait;
-use portscope_core::results::{PortResult, PortState};
-use portscope_proto::{RejectCode, Request};
-use std::collections::BTreeMap;
+use portscope_core::results::PortState;
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Everything the service uses.
 #[derive(Debug, Clone)]
 pub struct ScanDeps {
     /// Results.
     pub store: Store,
-    /// The engine.
+    /// The job tables (same database).
+    pub jobs: JobStore,
+    /// The API's engine connection (only its link state is read, for a gauge).
     pub engine: Arc<dyn EngineClient>,
     /// Time.
     pub clock: Arc<dyn Clock>,
@@ -62,73 +68,112 @@ pub struct ScanDeps {
 pub struct ScanSettings {
     /// Result lifetime, seconds.
     pub ttl_secs: u64,
-    /// Engine grace period, ms.
-    pub grace_ms: u64,
-    /// How long a POST waits for `Accepted`.
-    pub submit_wait: Duration,
     /// Maintenance period.
     pub maintenance_interval: Duration,
+    /// How often the finisher looks for scans other nodes' workers moved (this process's
+    /// worker wakes it at once).
+    pub finisher_poll: Duration,
 }
 
 /// The service.
 #[derive(Debug)]
 pub struct ScanService {
     pub(super) deps: ScanDeps,
-    settings: ScanSettings,
-    lifecycle: Lifecycle,
+    pub(super) settings: ScanSettings,
+    /// Signalled by this process's worker after a commit or a failed scan.
+    pub(super) changed: Arc<Notify>,
+    /// Scans being finished or having webhooks delivered here (no double work).
+    pub(super) busy: Mutex<HashSet<String>>,
+    /// Serialises the coalescing check and the insert.
+    submit_lock: tokio::sync::Mutex<()>,
+    /// Last `created_at_ms` handed out (strictly increasing, orders scans of one ms).
+    last_created: AtomicI64,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
 }
 
 fn new_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-fn submit_request(id: &str, ip: &str, t: ScanType) -> Request {
-    Request::Submit {
-        id: id.to_string(),
-        targets: vec![ip.to_string()],
-        ports: t.ports_spec(),
-        kind: t.kind(),
-        priority: t.priority(),
+/// Ports of a deep self-scan per chunk: the engine's own cut of a deep scan (32 chunks).
+pub const DEEP_CHUNK_PORTS: u32 = 2048;
+
+/// The chunks of a scan of `ip`: a fast scan is one chunk, a deep one 32 of 2,048 ports.
+pub fn chunks_of(ip: IpAddr, t: ScanType) -> Vec<ChunkSpec> {
+    match t {
+        ScanType::Fast => vec![ChunkSpec {
+            targets: vec![ip.to_string()],
+            ports: t.ports_spec(),
+            probes: crate::jobs::plan::spec_ports(&t.ports_spec()),
+        }],
+        ScanType::Deep => plan(&[ip], 1, u16::MAX, DEEP_CHUNK_PORTS),
     }
 }
 
 impl ScanService {
-    /// Starts the service and its background tasks (engine events, maintenance, resuming
-    /// unfinished enrichment and webhooks from before a restart).
-    pub async fn start(deps: ScanDeps, settings: ScanSettings) -> Arc<Self> {
-        let lifecycle = Lifecycle::new(deps.engine.clone(), deps.clock.clone(), settings.grace_ms);
+    /// Starts the service and its background tasks: the finisher (which also completes
+    /// what a previous run left), maintenance, and the in-process chunk worker when
+    /// `worker` is given (its `changed` signal wakes the finisher).
+    pub async fn start(
+        deps: ScanDeps,
+        settings: ScanSettings,
+        worker: Option<WorkerOptions>,
+    ) -> Arc<Self> {
+        let changed = worker
+            .as_ref()
+            .map_or_else(|| Arc::new(Notify::new()), |w| w.changed.clone());
         let svc = Arc::new(ScanService {
             deps,
             settings,
-            lifecycle,
+            changed,
+            busy: Mutex::new(HashSet::new()),
+            submit_lock: tokio::sync::Mutex::new(()),
+            last_created: AtomicI64::new(0),
+            tasks: TaskTracker::new(),
+            cancel: CancellationToken::new(),
         });
-        // Finish what a previous run left: enrichment of engine-complete scans, webhooks of
-        // final scans.
-        match svc.deps.store.non_final().await {
-            Ok(rows) => {
-                for r in rows.iter().filter(|r| r.engine_done == 1) {
-                    Lifecycle::spawn_finish(&svc, r.id.clone(), 0);
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "cannot list live scans"),
-        }
-        match svc.deps.store.final_with_pending_callbacks().await {
-            Ok(ids) => ids.into_iter().for_each(|id| svc.spawn_webhooks(id)),
-            Err(e) => tracing::error!(error = %e, "cannot list pending callbacks"),
-        }
-        Lifecycle::start(&svc).await;
-        let me = svc.clone();
-        svc.lifecycle
-            .every(svc.settings.maintenance_interval, move || {
-                let me = me.clone();
-                async move { me.maintain().await }
+        if let Some(opts) = worker {
+            let stop = svc.cancel.child_token();
+            let handle = crate::jobs::cli::spawn_in_process_worker(opts, stop);
+            svc.tasks.spawn(async move {
+                let _ = handle.await;
             });
+        }
+        let me = svc.clone();
+        svc.spawn(async move { me.run_finisher().await });
+        let me = svc.clone();
+        svc.every(svc.settings.maintenance_interval, move || {
+            let me = me.clone();
+            async move { me.maintain().await }
+        });
         svc
     }
 
-    /// Stops every background task and waits for them.
+    /// Runs `f` every `period` (not at all for a zero period) until shutdown.
+    fn every<F, Fut>(&self, period: Duration, f: F)
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        if period.is_zero() {
+            return;
+        }
+        self.spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                f().await;
+            }
+        });
+    }
+
+    /// Stops every background task (the in-process worker included) and waits for them.
     pub async fn shutdown(&self) {
-        self.lifecycle.shutdown().await;
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 
     /// The store.
@@ -136,15 +181,34 @@ impl ScanService {
         &self.deps.store
     }
 
+    /// Runs `fut` as a background task that shutdown cancels and waits for.
     pub(super) fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
-        self.lifecycle.spawn(fut);
+        let cancel = self.cancel.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = fut => {}
+            }
+        });
     }
 
-    fn now_secs(&self) -> i64 {
+    /// A `created_at_ms` for a new scan: now, or one more than the last one handed out.
+    fn next_created_ms(&self) -> i64 {
+        let now_ms = self.deps.clock.now_ms() as i64;
+        let prev = self
+            .last_created
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+                Some(now_ms.max(last + 1))
+            })
+            .unwrap_or(now_ms);
+        now_ms.max(prev + 1)
+    }
+
+    pub(super) fn now_secs(&self) -> i64 {
         self.deps.clock.now_secs() as i64
     }
 
-    fn expiry(&self) -> i64 {
+    pub(super) fn expiry(&self) -> i64 {
         // Checked: a huge `result-ttl-secs` saturates instead of wrapping into the past.
         self.now_secs()
             .saturating_add(i64::try_from(self.settings.ttl_secs).unwrap_or(i64::MAX))
@@ -160,7 +224,7 @@ impl ScanService {
     ) -> Result<String, ApiError> {
         let store = &self.deps.store;
         let ip_s = ip.to_string();
-        let guard = self.lifecycle.submit_lock().await;
+        let _guard = self.submit_lock.lock().await;
         if let Some(live) = store.active(&ip_s, t).await? {
             if let Some(url) = callback {
                 if !store.add_callback(&live.id, url).await? {
@@ -173,40 +237,32 @@ impl ScanService {
             }
             return Ok(live.id);
         }
-        if self.lifecycle.engine_gone() {
-            return Err(ApiError::EngineUnavailable);
-        }
         self.check_limits(ip, t).await?;
         let id = new_id();
-        let created = self.lifecycle.next_created_ms();
-        store
-            .insert(&NewScan {
-                id: &id,
-                ip: &ip_s,
-                scan_type: t,
-                created_at_ms: created,
-                expires_at: self.expiry(),
-            })
-            .await?;
+        let row = NewScan {
+            id: &id,
+            ip: &ip_s,
+            scan_type: t,
+            created_at_ms: self.next_created_ms(),
+            expires_at: self.expiry(),
+        };
+        let created = crate::jobs::submit::create(
+            &self.deps.jobs,
+            &id,
+            t.kind(),
+            t.priority(),
+            Some(row),
+            &chunks_of(ip, t),
+        )
+        .await;
+        if let Err(e) = created {
+            self.refund_limits(ip, t).await;
+            return Err(e.into());
+        }
         if let Some(url) = callback {
             store.add_callback(&id, url).await?;
         }
-        let req = submit_request(&id, &ip_s, t);
-        let answer =
-            Lifecycle::submit_and_wait(self, &id, req, guard, self.settings.submit_wait).await;
-        match answer.as_ref().and_then(lifecycle::Answer::rejected) {
-            Some((RejectCode::Policy, message)) => {
-                self.refund_limits(ip, t).await;
-                Err(ApiError::InvalidTarget(format!(
-                    "the engine refused to scan {ip_s}: {message}"
-                )))
-            }
-            Some((RejectCode::Busy, message)) => {
-                self.refund_limits(ip, t).await;
-                Err(ApiError::EngineBusy(message.to_string()))
-            }
-            _ => Ok(id),
-        }
+        Ok(id)
     }
 
     /// The newest unexpired scan of this address and type.
@@ -288,40 +344,7 @@ impl ScanService {
         })
     }
 
-    /// Banners and PTR, then `complete`, then webhooks.
-    async fn finalize(self: &Arc<Self>, id: &str) -> Result<(), sqlx::Error> {
-        let store = &self.deps.store;
-        let Some(row) = store.get(id).await? else {
-            return Ok(());
-        };
-        if row.is_final() || row.engine_done != 1 {
-            return Ok(());
-        }
-        let Ok(ip) = row.ip.parse::<IpAddr>() else {
-            return Ok(());
-        };
-        let open: Vec<u16> = store
-            .ports(id)
-            .await?
-            .into_iter()
-            .filter(|p| p.state == PortState::Open.as_str())
-            .filter_map(|p| u16::try_from(p.port).ok())
-            .collect();
-        let (banners, ptr) = tokio::join!(self.deps.banners.grab(ip, &open), self.deps.ptr.ptr(ip));
-        let mut banners: Vec<(u16, String)> = banners.into_iter().collect();
-        banners.sort_unstable();
-        if store
-            .complete(id, ptr.as_deref(), &banners, self.now_secs(), self.expiry())
-            .await?
-        {
-            tracing::info!(%id, open = open.len(), "scan complete");
-            self.spawn_webhooks(id.to_string());
-        }
-        Ok(())
-    }
-
-    /// Periodic work: purge expired results, prune limiter windows, fail live scans once
-    /// the engine has been gone past the grace period, refresh gauges.
+    /// Periodic work: purge expired results, prune limiter windows, refresh gauges.
     pub async fn maintain(self: &Arc<Self>) {
         let now = self.deps.clock.now_secs();
         self.deps.limits.prune(now).await;
@@ -330,7 +353,6 @@ impl ScanService {
             Ok(n) => tracing::info!(purged = n, "expired scans deleted"),
             Err(e) => tracing::error!(error = %e, "purge failed"),
         }
-        Lifecycle::fail_if_gone(self).await;
         self.refresh_gauges().await;
     }
 
@@ -338,7 +360,7 @@ impl ScanService {
     pub async fn refresh_gauges(&self) {
         let m = &self.deps.metrics;
         m.engine_connected
-            .set(i64::from(self.lifecycle.connected()));
+            .set(i64::from(self.deps.engine.is_connected()));
         if let Ok(counts) = self.deps.store.count_by_status(self.now_secs()).await {
             let count = |st: Status| {
                 counts
@@ -360,83 +382,5 @@ impl ScanService {
             }
             m.queue_depth.set(count(Status::Queued));
         }
-    }
-}
-
-#[async_trait]
-impl Book for ScanService {
-    const KIND: &'static str = "scan";
-
-    fn lifecycle(&self) -> &Lifecycle {
-        &self.lifecycle
-    }
-
-    async fn live(&self) -> Result<Vec<Live>, sqlx::Error> {
-        Ok(self
-            .deps
-            .store
-            .non_final()
-            .await?
-            .into_iter()
-            .map(|r| Live {
-                step: if r.engine_done == 1 {
-                    Step::EngineDone
-                } else if r.submitted == 1 {
-                    Step::Submitted
-                } else {
-                    Step::Unsent(submit_request(&r.id, &r.ip, r.scan_type()))
-                },
-                id: r.id,
-            })
-            .collect())
-    }
-
-    async fn mark_submitted(&self, id: &str) -> Result<(), sqlx::Error> {
-        self.deps.store.mark_submitted(id).await
-    }
-
-    async fn progress(
-        &self,
-        id: &str,
-        queue_position: u32,
-        chunks_complete: Option<u32>,
-        total_chunks: u32,
-    ) -> Result<(), sqlx::Error> {
-        self.deps
-            .store
-            .progress(id, queue_position, chunks_complete, total_chunks)
-            .await
-    }
-
-    async fn ports(&self, id: &str, results: &[&PortResult]) -> Result<(), sqlx::Error> {
-        let store = &self.deps.store;
-        let ports: Vec<(u16, &str)> = results.iter().map(|r| (r.port, r.state.as_str())).collect();
-        if store.get(id).await?.is_some_and(|r| !r.is_final()) {
-            store.add_ports(id, &ports).await?;
-        }
-        Ok(())
-    }
-
-    async fn engine_done(&self, id: &str, duration_ms: u64) -> Result<bool, sqlx::Error> {
-        self.deps.store.engine_done(id, duration_ms).await
-    }
-
-    async fn finish(self: Arc<Self>, id: String, _duration_ms: u64) -> Result<(), sqlx::Error> {
-        self.finalize(&id).await
-    }
-
-    async fn fail(&self, id: &str, reason: &FailReason) -> Result<bool, sqlx::Error> {
-        self.deps
-            .store
-            .fail(id, &reason.code(), self.now_secs(), self.expiry())
-            .await
-    }
-
-    fn failed(self: Arc<Self>, id: String) {
-        self.spawn_webhooks(id);
-    }
-
-    fn link_changed(&self, connected: bool) {
-        self.deps.metrics.engine_connected.set(i64::from(connected));
     }
 }

@@ -1,7 +1,9 @@
 //! Self-scan webhooks: when a scan completes or fails, its GET body is POSTed to each
 //! callback URL it carries (the delivery rules are [`crate::webhook`]'s), and the outcome is
 //! recorded so a restart resumes what is still pending (a crash mid-delivery included: the
-//! callback stays `pending` until its outcome is recorded), with the same delivery id.
+//! callback stays `pending` until its outcome is recorded), with the same delivery id. The
+//! finisher (`super::finisher`) calls it and holds the scan until every URL's delivery
+//! has ended, so a pending callback is never delivered twice by one process.
 
 use super::ScanService;
 use crate::http::error::ApiError;
@@ -9,16 +11,8 @@ use crate::webhook::delivery_id;
 use std::sync::Arc;
 
 impl ScanService {
-    pub(super) fn spawn_webhooks(self: &Arc<Self>, id: String) {
-        let me = self.clone();
-        self.spawn(async move {
-            if let Err(e) = me.deliver_webhooks(&id).await {
-                tracing::error!(error = %e, %id, "webhooks not delivered");
-            }
-        });
-    }
-
-    async fn deliver_webhooks(self: &Arc<Self>, id: &str) -> Result<(), ApiError> {
+    /// Delivers the scan's pending callbacks, all URLs at once; returns when all ended.
+    pub(super) async fn deliver_webhooks(self: &Arc<Self>, id: &str) -> Result<(), ApiError> {
         let urls = self.deps.store.pending_callbacks(id).await?;
         if urls.is_empty() {
             return Ok(());
@@ -30,11 +24,11 @@ impl ScanService {
             serde_json::to_vec(&self.view(&row).await?)
                 .map_err(|e| ApiError::Internal(e.to_string()))?,
         );
-        for url in urls {
+        let deliveries = urls.into_iter().map(|url| {
             let me = self.clone();
             let body = body.clone();
             let id = id.to_string();
-            self.spawn(async move {
+            async move {
                 let metrics = me.deps.metrics.clone();
                 let d = me
                     .deps
@@ -54,8 +48,9 @@ impl ScanService {
                 {
                     tracing::error!(error = %e, "cannot record webhook outcome");
                 }
-            });
-        }
+            }
+        });
+        futures_util::future::join_all(deliveries).await;
         Ok(())
     }
 }

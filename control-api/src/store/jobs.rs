@@ -13,6 +13,14 @@
 //! worker that matters, [`JobStore::commit_chunk`], is one transaction too: the chunk flips
 //! to done only if it was not done yet, its results are upserted on (scan, address, port),
 //! and the scan's counter (and status, at the last chunk) moves.
+//!
+//! **A self-scan is a job scan with the same id** (`/v1/fast`, `/v1/deep`): its `scans` row
+//! is created in the submit transaction (`queued`), and every commit moves it in the same
+//! transaction: `running`, chunks done, the chunk's open and filtered ports into
+//! `scan_ports`, its engine time added to `duration_ms`, and `engine_done = 1` at the last
+//! chunk (banners, PTR and `complete` are the API's finisher's). A job scan that fails
+//! fails its `scans` row in the same transaction. Job scans without such a row (the
+//! `jobs submit` path) are untouched by these hooks.
 
 use super::{on_db, Db};
 use crate::jobs::ChunkStatus;
@@ -61,6 +69,8 @@ pub struct NewScan<'a> {
     /// `ScanKind` as text (`deep`, `custom`).
     pub kind: &'a str,
     pub created_at_ms: i64,
+    /// The self-scan row created with it (same id), if it is one.
+    pub selfscan: Option<super::NewScan<'a>>,
 }
 
 /// A chunk to create: targets, a port spec, its probe count, and its queue job (id and
@@ -126,6 +136,8 @@ pub struct ChunkDone<'a> {
     pub sent: u64,
     /// Commit time, Unix ms.
     pub now_ms: i64,
+    /// The engine's scan time of the chunk, ms.
+    pub duration_ms: u64,
 }
 
 /// What a commit did.
@@ -223,6 +235,22 @@ impl JobStore {
             .bind(scan.created_at_ms)
             .execute(&mut *tx)
             .await?;
+            if let Some(s) = &scan.selfscan {
+                sqlx::query(
+                    "INSERT INTO scans (id, ip, scan_type, status, created_at_ms, expires_at,
+                                        total_chunks)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(s.id)
+                .bind(s.ip)
+                .bind(s.scan_type.as_str())
+                .bind(Status::Queued.as_str())
+                .bind(s.created_at_ms)
+                .bind(s.expires_at)
+                .bind(chunks.len() as i64)
+                .execute(&mut *tx)
+                .await?;
+            }
             for c in chunks {
                 sqlx::query(
                     "INSERT INTO scan_chunks (scan_id, chunk, targets, ports, probes, status, job_id)
@@ -290,6 +318,7 @@ impl JobStore {
             closed,
             sent,
             now_ms,
+            duration_ms,
         } = done;
         on_db!(&self.db, |p| {
             let mut tx = p.begin().await?;
@@ -349,6 +378,40 @@ impl JobStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+            // The self-scan row of the same id, if any (see the module doc).
+            sqlx::query(
+                "INSERT INTO scan_ports (scan_id, port, state)
+                 SELECT scan_id, port, state FROM port_results
+                 WHERE scan_id = $1 AND chunk = $2 AND state <> $3
+                   AND EXISTS (SELECT 1 FROM scans WHERE id = $4 AND status IN ($5, $6))
+                 ON CONFLICT (scan_id, port) DO NOTHING",
+            )
+            .bind(scan_id)
+            .bind(i64::from(chunk))
+            .bind(PortState::Closed.as_str())
+            .bind(scan_id)
+            .bind(Status::Queued.as_str())
+            .bind(Status::Running.as_str())
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE scans SET status = $1, queue_position = 0,
+                   chunks_complete = (SELECT chunks_done FROM job_scans WHERE id = $2),
+                   total_chunks = (SELECT chunks_total FROM job_scans WHERE id = $3),
+                   duration_ms = COALESCE(duration_ms, 0) + $4,
+                   engine_done = $5
+                 WHERE id = $6 AND status IN ($7, $8) AND engine_done = 0",
+            )
+            .bind(Status::Running.as_str())
+            .bind(scan_id)
+            .bind(scan_id)
+            .bind(i64::try_from(duration_ms).unwrap_or(i64::MAX))
+            .bind(i64::from(completed > 0))
+            .bind(scan_id)
+            .bind(Status::Queued.as_str())
+            .bind(Status::Running.as_str())
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
             Ok(Commit::Committed {
                 scan_complete: completed > 0,
@@ -357,14 +420,29 @@ impl JobStore {
     }
 
     /// Fails a running scan with `reason` (a chunk failed for good); `true` when it was
-    /// running. A later commit of another chunk leaves it failed.
+    /// running. A later commit of another chunk leaves it failed. Its self-scan row, if
+    /// any and not final, fails in the same transaction with `selfscan_reason`.
     pub async fn fail_scan(
         &self,
         scan_id: &str,
         reason: &str,
+        selfscan_reason: &str,
         now_ms: i64,
     ) -> Result<bool, sqlx::Error> {
         on_db!(&self.db, |p| {
+            let mut tx = p.begin().await?;
+            sqlx::query(
+                "UPDATE scans SET status = $1, fail_reason = $2, completed_at = $3
+                 WHERE id = $4 AND status IN ($5, $6)",
+            )
+            .bind(Status::Failed.as_str())
+            .bind(selfscan_reason)
+            .bind(now_ms / 1000)
+            .bind(scan_id)
+            .bind(Status::Queued.as_str())
+            .bind(Status::Running.as_str())
+            .execute(&mut *tx)
+            .await?;
             let r = sqlx::query(
                 "UPDATE job_scans SET status = $1, fail_reason = $2, finished_at_ms = $3
                  WHERE id = $4 AND status = $5",
@@ -374,9 +452,33 @@ impl JobStore {
             .bind(now_ms)
             .bind(scan_id)
             .bind(Status::Running.as_str())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(r.rows_affected() == 1)
+        })
+    }
+
+    /// Gives back to the queue the jobs queue worker `worker` still holds: `Running` ones,
+    /// and `Failed` ones with attempts left (apalis 0.7 retries a failed job only on the
+    /// worker that locked it). A worker that stops thus hands its claims to the next poll of
+    /// any worker instead of leaving them to the orphan timeout, or for ever. Returns how
+    /// many.
+    pub async fn release_claims(&self, worker: &str) -> Result<u64, sqlx::Error> {
+        let table = match self.db {
+            Db::Postgres(_) => "apalis.jobs",
+            Db::Sqlite(_) => "Jobs",
+        };
+        on_db!(&self.db, |p| {
+            let r = sqlx::query(&format!(
+                "UPDATE {table} SET status = 'Pending', lock_by = NULL, lock_at = NULL
+                 WHERE lock_by = $1
+                   AND (status = 'Running' OR (status = 'Failed' AND attempts < max_attempts))"
+            ))
+            .bind(worker)
             .execute(p)
             .await?;
-            Ok(r.rows_affected() == 1)
+            Ok(r.rows_affected())
         })
     }
 

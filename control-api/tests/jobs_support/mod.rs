@@ -2,6 +2,9 @@
 //! PID), a temporary directory they can write, and the exactness check of a job scan
 //! against the lab truth.
 
+// Shared by `jobs_lab.rs` and `selfscan_lab.rs`; each uses a part.
+#![allow(dead_code)]
+
 use portscope_control_api::store::jobs::ChunkRow;
 use portscope_core::results::{PortResult, PortState, Reason};
 use std::collections::BTreeMap;
@@ -33,7 +36,8 @@ pub struct Worker {
 
 impl Worker {
     /// Starts `portscope-api worker` as an unprivileged user against `db_url` and the
-    /// engine at `socket`, named `node`.
+    /// engine at `socket`, named `node`. (Every spawn's last argument is a path: the
+    /// engine socket, or a config file.)
     pub fn start(bins: &Path, db_url: &str, socket: &Path, node: &str) -> Worker {
         let args = ["worker", "--db", db_url, "--node", node, "--engine-socket"];
         Self::spawn(bins, &args, socket, node)
@@ -45,6 +49,11 @@ impl Worker {
     pub fn embedded_api(bins: &Path, db: &str, socket: &Path) -> Worker {
         let args = ["--db", db, "--listen", "127.0.0.1:0", "--engine-socket"];
         Self::spawn(bins, &args, socket, "api")
+    }
+
+    /// Starts `portscope-api --config CONFIG` serving, unprivileged; `name` names its log.
+    pub fn api_with_config(bins: &Path, config: &Path, name: &str) -> Worker {
+        Self::spawn(bins, &["--config"], config, name)
     }
 
     fn spawn(bins: &Path, args: &[&str], socket: &Path, node: &str) -> Worker {

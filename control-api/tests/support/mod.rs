@@ -88,6 +88,8 @@ pub fn lab_config(dir: &std::path::Path) -> Config {
         submit_wait_ms: 1000,
         webhook_backoff_ms: 50,
         webhook_timeout_ms: 2000,
+        // A chunk run that cannot reach the (fake) engine fails fast and is retried.
+        worker_connect_ms: 200,
         ..Config::default()
     }
 }
@@ -141,6 +143,28 @@ pub fn fresh_pg_database(server_url: &str) -> String {
     };
     let (server, _) = base.rsplit_once('/').unwrap();
     format!("{server}/{name}{query}")
+}
+
+/// Holds the database of `db` (a path or URL from [`test_db`]) so a self-scan POST blocks:
+/// SQLite's write lock (`BEGIN IMMEDIATE`), or PostgreSQL's exclusive lock on `scans`. Held
+/// until the returned connection is dropped.
+pub async fn hold_scans_table(db: &std::path::Path) -> Box<dyn std::any::Any + Send> {
+    use sqlx::{Connection, Executor};
+    let url = db.to_string_lossy().into_owned();
+    if url.starts_with("postgres") {
+        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+        c.execute("BEGIN").await.unwrap();
+        c.execute("LOCK TABLE scans IN ACCESS EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        Box::new(c)
+    } else {
+        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{url}"))
+            .await
+            .unwrap();
+        c.execute("BEGIN IMMEDIATE").await.unwrap();
+        Box::new(c)
+    }
 }
 
 /// One response, read whole.

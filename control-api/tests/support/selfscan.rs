@@ -1,5 +1,8 @@
 //! The self-scan API's harness: the router over a temp SQLite file, the fake engine, a
-//! manual clock, port 22's banner and a fixed PTR.
+//! manual clock, port 22's banner and a fixed PTR. Self-scans are job scans: the API's
+//! in-process worker submits each chunk to the fake engine as scan `<scan id>/<chunk>/<run>`
+//! (a run of a chunk that failed and was retried gets a new `<run>`), and a test answers
+//! those chunk runs (`chunk_runs`, `finish_chunks`, `finish_runs_from`, `fail_runs`).
 
 use super::{lab_config, oneshot, Banners, FakePtr, Reply, T0_MS};
 use axum::body::Body;
@@ -116,16 +119,112 @@ impl Harness {
         });
     }
 
-    /// The id of the n-th submit the engine saw.
-    pub fn submit_id(&self, n: usize) -> String {
+    /// The engine scan id of the n-th chunk run the engine was sent (waits for it).
+    pub async fn submit_id(&self, n: usize) -> String {
+        let engine = self.engine.clone();
+        self.wait_for(&format!("chunk run {n}"), || {
+            engine.submitted_ids().len() > n
+        })
+        .await;
         self.engine.submitted_ids()[n].clone()
+    }
+
+    /// The engine ids of the chunk runs sent so far, with their chunk numbers.
+    pub fn chunk_runs(&self) -> Vec<(String, u32)> {
+        self.engine
+            .submitted_ids()
+            .into_iter()
+            .map(|id| {
+                let chunk = id.split('/').nth(1).and_then(|c| c.parse().ok());
+                (id, chunk.expect("a chunk run's id is <scan>/<chunk>/<run>"))
+            })
+            .collect()
+    }
+
+    /// Completes chunk runs as the worker sends them (each with `ports(chunk)` and an
+    /// engine time of `ms`), until `n` chunks are complete; returns the runs completed.
+    pub async fn finish_chunks(
+        &self,
+        n: usize,
+        ports: impl Fn(u32) -> Vec<(u16, portscope_core::results::PortState)>,
+        ms: u64,
+    ) -> Vec<String> {
+        let mut done: Vec<String> = Vec::new();
+        for _ in 0..2000 {
+            for (id, chunk) in self.chunk_runs() {
+                if done.len() < n && !done.contains(&id) {
+                    self.engine.ports(&id, chunk, &ports(chunk), 1);
+                    self.engine.complete(&id, ms);
+                    done.push(id);
+                }
+            }
+            if done.len() >= n {
+                return done;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("only {} of {n} chunk runs came", done.len());
+    }
+
+    /// Scan rows in the store.
+    pub async fn scans(&self) -> i64 {
+        self.state.scans().store().count().await.unwrap()
+    }
+
+    /// Completes (no ports, engine time `ms`) every chunk run from the `from`-th on as the
+    /// worker sends them, until the newest scan of `ip`/`t` has `chunks` chunks committed
+    /// (a completion of a run the engine had refused is ignored by the worker).
+    pub async fn finish_runs_from(&self, from: usize, ip: &str, t: ScanType, chunks: i64, ms: u64) {
+        let addr: IpAddr = ip.parse().unwrap();
+        let mut done: Vec<String> = Vec::new();
+        for _ in 0..3000 {
+            for (id, chunk) in self.chunk_runs().into_iter().skip(from) {
+                if !done.contains(&id) {
+                    self.engine.ports(&id, chunk, &[], 1);
+                    self.engine.complete(&id, ms);
+                    done.push(id);
+                }
+            }
+            let row = self.state.scans().latest(addr, t).await.unwrap();
+            if row.is_some_and(|r| r.chunks_complete >= chunks) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the scan of {ip} never reached {chunks} chunks");
+    }
+
+    /// Fails every chunk run the worker sends (and any sent before) with `reason`, until
+    /// the newest scan of `ip`/`t` is failed: the first chunk whose attempts are used up
+    /// fails it. Returns the runs failed. Runs completed before are not affected (their
+    /// scans have ended in the worker).
+    pub async fn fail_runs(&self, ip: &str, t: ScanType, reason: &str) -> usize {
+        let addr: IpAddr = ip.parse().unwrap();
+        let mut failed: Vec<String> = Vec::new();
+        for _ in 0..3000 {
+            for (id, _) in self.chunk_runs() {
+                if !failed.contains(&id) {
+                    self.engine.fail(&id, reason);
+                    failed.push(id);
+                }
+            }
+            let row = self.state.scans().latest(addr, t).await.unwrap();
+            if row.is_some_and(|r| r.status == "failed") {
+                return failed.len();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "the scan of {ip} never failed ({} runs failed)",
+            failed.len()
+        );
     }
 
     /// Waits (without HTTP, so no rate limit is spent) until the newest scan of `ip`/`t`
     /// has `status`.
     pub async fn wait_status(&self, ip: &str, t: ScanType, status: &str) {
         let ip: IpAddr = ip.parse().unwrap();
-        for _ in 0..500 {
+        for _ in 0..2000 {
             if let Some(row) = self.state.scans().latest(ip, t).await.unwrap() {
                 if row.status == status {
                     return;
@@ -145,7 +244,7 @@ impl Harness {
         f: impl Fn(&portscope_control_api::store::ScanRow) -> bool,
     ) {
         let ip: IpAddr = ip.parse().unwrap();
-        for _ in 0..500 {
+        for _ in 0..2000 {
             if let Some(row) = self.state.scans().latest(ip, t).await.unwrap() {
                 if f(&row) {
                     return;
@@ -159,7 +258,7 @@ impl Harness {
 
     /// Waits until `f` holds.
     pub async fn wait_for(&self, what: &str, mut f: impl FnMut() -> bool) {
-        for _ in 0..500 {
+        for _ in 0..2000 {
             if f() {
                 return;
             }

@@ -1,0 +1,112 @@
+//! The self-scan finisher: completes every scan whose chunks are all committed
+//! (`engine_done = 1`, not final: banners, PTR, `complete`, then webhooks) and delivers the
+//! webhooks of final scans whose callbacks are still pending (a failed scan, or a restart
+//! mid-delivery). Woken by this process's worker after each commit, and every
+//! `finisher_poll` for what other nodes' workers committed.
+//!
+//! Idempotent across nodes: `Store::complete` changes a row once, and only the call that
+//! changed it spawns the completion webhooks, so two API nodes racing on one scan deliver
+//! them once. A failed scan's webhooks go from whichever node sees its pending callbacks
+//! first; two nodes seeing them at the same instant may both deliver (at least once; the
+//! delivery id lets a receiver drop the repeat).
+
+use super::ScanService;
+use crate::util::lock;
+use portscope_core::results::PortState;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+impl ScanService {
+    /// The finisher loop (a background task of the service).
+    pub(super) async fn run_finisher(self: Arc<Self>) {
+        loop {
+            // Registered before the pass, so a commit during the pass wakes the next one.
+            let woken = self.changed.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            self.finish_pass().await;
+            tokio::select! {
+                _ = woken => {}
+                _ = tokio::time::sleep(self.settings.finisher_poll) => {}
+            }
+        }
+    }
+
+    /// One pass: finish what the engine side completed, deliver pending webhooks.
+    pub async fn finish_pass(self: &Arc<Self>) {
+        match self.deps.store.non_final().await {
+            Ok(rows) => {
+                for r in rows.into_iter().filter(|r| r.engine_done == 1) {
+                    self.spawn_once(r.id, |me, id| async move {
+                        if let Err(e) = me.finalize(&id).await {
+                            tracing::error!(error = %e, %id, "cannot complete scan");
+                        }
+                    });
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot list live scans"),
+        }
+        match self.deps.store.final_with_pending_callbacks().await {
+            Ok(ids) => {
+                for id in ids {
+                    self.spawn_once(id, |me, id| async move {
+                        if let Err(e) = me.deliver_webhooks(&id).await {
+                            tracing::error!(error = %e, %id, "webhooks not delivered");
+                        }
+                    });
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot list pending callbacks"),
+        }
+    }
+
+    /// Runs `work(id)` in a task unless work on `id` is under way here already.
+    fn spawn_once<F, Fut>(self: &Arc<Self>, id: String, work: F)
+    where
+        F: FnOnce(Arc<Self>, String) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        if !lock(&self.busy).insert(id.clone()) {
+            return;
+        }
+        let me = self.clone();
+        self.spawn(async move {
+            work(me.clone(), id.clone()).await;
+            lock(&me.busy).remove(&id);
+        });
+    }
+
+    /// Banners and PTR, then `complete`, then webhooks (only by the call that completed it).
+    async fn finalize(self: &Arc<Self>, id: &str) -> Result<(), sqlx::Error> {
+        let store = &self.deps.store;
+        let Some(row) = store.get(id).await? else {
+            return Ok(());
+        };
+        if row.is_final() || row.engine_done != 1 {
+            return Ok(());
+        }
+        let Ok(ip) = row.ip.parse::<IpAddr>() else {
+            return Ok(());
+        };
+        let open: Vec<u16> = store
+            .ports(id)
+            .await?
+            .into_iter()
+            .filter(|p| p.state == PortState::Open.as_str())
+            .filter_map(|p| u16::try_from(p.port).ok())
+            .collect();
+        let (banners, ptr) = tokio::join!(self.deps.banners.grab(ip, &open), self.deps.ptr.ptr(ip));
+        let mut banners: Vec<(u16, String)> = banners.into_iter().collect();
+        banners.sort_unstable();
+        if store
+            .complete(id, ptr.as_deref(), &banners, self.now_secs(), self.expiry())
+            .await?
+        {
+            tracing::info!(%id, open = open.len(), "scan complete");
+            if let Err(e) = self.deliver_webhooks(id).await {
+                tracing::error!(error = %e, %id, "webhooks not delivered");
+            }
+        }
+        Ok(())
+    }
+}
