@@ -11,12 +11,12 @@
 //! alerts notified when it was delivered; only a database error fails the job (the queue
 //! retries it).
 
+use crate::jobs::queue::run_queue_worker;
 use crate::jobs::queue::QueueTiming;
 use crate::store::jobs::migrate_queue;
 use crate::store::{Db, MStore};
 use crate::webhook::Webhooks;
-use apalis::prelude::WorkerFactoryFn;
-use apalis::prelude::{Data, Error as QueueError, Storage, WorkerBuilder, WorkerBuilderExt};
+use apalis::prelude::{Data, Error as QueueError, Storage};
 use apalis_sql::context::SqlContext;
 use apalis_sql::postgres::PostgresStorage;
 use apalis_sql::sqlite::SqliteStorage;
@@ -96,32 +96,13 @@ impl Deliveries {
         let worker_stop = stop.clone();
         let q = queue.clone();
         let worker = tokio::spawn(async move {
-            macro_rules! run_worker {
-                ($storage:expr) => {{
-                    let runnable = WorkerBuilder::new(&id)
-                        .concurrency(4)
-                        .data(ctx)
-                        .backend($storage)
-                        .build_fn(handle)
-                        .on_event(|e| {
-                            if let apalis::prelude::Event::Error(err) = e.inner() {
-                                tracing::warn!(error = %err, "delivery queue error");
-                            }
-                        })
-                        .run();
-                    let handle = runnable.get_handle();
-                    let mut runnable = Box::pin(runnable);
-                    tokio::select! {
-                        _ = &mut runnable => return,
-                        _ = worker_stop.cancelled() => {}
-                    }
-                    handle.stop();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), runnable).await;
-                }};
-            }
             match q {
-                Queue::Sqlite(s) => run_worker!(s),
-                Queue::Postgres(s) => run_worker!(s),
+                Queue::Sqlite(s) => {
+                    run_queue_worker!(s, &id, 4, ctx, handle, worker_stop, "deliveries")
+                }
+                Queue::Postgres(s) => {
+                    run_queue_worker!(s, &id, 4, ctx, handle, worker_stop, "deliveries")
+                }
             }
         });
         Ok(Arc::new(Deliveries {

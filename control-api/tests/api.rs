@@ -681,6 +681,33 @@ async fn results_survive_an_api_restart() {
     assert_eq!(after.header("x-scan-duration-ms"), Some("900"));
 }
 
+/// A queue poll that fails (SQLite's write lock held past its 5 s busy timeout while a job
+/// waits) ends apalis 0.7's poll stream; the worker is built anew and runs the chunk once
+/// the lock is gone. Before, the worker went on heartbeating without ever polling again.
+#[tokio::test]
+async fn a_failed_queue_poll_does_not_stop_the_worker() {
+    // Polls 2 s apart, so the lock is taken between the POST and the next poll.
+    let h = Harness::with(|c| c.worker_poll_ms = 2000).await;
+    if h.db_path().to_string_lossy().starts_with("postgres") {
+        return; // a PostgreSQL poll fails on an outage instead: jobs_lab's outage test
+    }
+    let ip = "198.18.0.41";
+    assert_eq!(h.post("/v1/fast", ip).await.status, StatusCode::OK);
+    let held = support::hold_scans_table(&h.db_path()).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(
+        h.engine.submitted_ids().is_empty(),
+        "claimed through the lock"
+    );
+    drop(held);
+    let id = h.submit_id(0).await;
+    h.engine.ports(&id, 0, &[(22, Open)], 3);
+    h.engine.complete(&id, 50);
+    h.wait_status(ip, ScanType::Fast, "complete").await;
+    let r = h.get("/v1/fast", ip).await;
+    assert_eq!(r.body["ports_open"][0]["port"], 22);
+}
+
 #[tokio::test]
 async fn a_live_scan_survives_an_api_restart_and_its_chunk_is_run_again() {
     let engine = Arc::new(FakeEngine::new());

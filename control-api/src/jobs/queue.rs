@@ -104,3 +104,71 @@ impl Queue {
         }
     }
 }
+
+/// Runs an apalis worker `$id` (`$concurrency` jobs at once, `$data` and `$handler`) on
+/// `$storage` (either backend: their types differ, hence a macro) until `$stop` is
+/// cancelled. apalis 0.7's poll stream ends for good at its first failed fetch (a locked
+/// SQLite file, a PostgreSQL restart) while the worker's heartbeat goes on, so the worker
+/// would keep its claims and never fetch again: such a worker is stopped and built anew
+/// a second later. `$what` names the queue in logs.
+macro_rules! run_queue_worker {
+    ($storage:expr, $id:expr, $concurrency:expr, $data:expr, $handler:expr, $stop:expr, $what:literal) => {{
+        use apalis::prelude::{WorkerBuilderExt as _, WorkerFactoryFn as _};
+        loop {
+            let poll_died = $stop.child_token();
+            let on_died = poll_died.clone();
+            let runnable = apalis::prelude::WorkerBuilder::new($id)
+                .concurrency($concurrency)
+                .data($data.clone())
+                .backend($storage.clone())
+                .build_fn($handler)
+                .on_event(move |e| $crate::jobs::queue::on_event(e, &on_died, $what))
+                .run();
+            let handle = runnable.get_handle();
+            $crate::jobs::queue::drive(runnable, handle, poll_died.clone()).await;
+            if $stop.is_cancelled() || !poll_died.is_cancelled() {
+                break;
+            }
+            tracing::warn!(worker = %$id, queue = $what, "queue poll failed; polling again in 1 s");
+            tokio::select! {
+                _ = $stop.cancelled() => break,
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            }
+        }
+    }};
+}
+pub(crate) use run_queue_worker;
+
+/// Logs a queue worker's errors (a failed heartbeat, poll or ack); a failed poll (the
+/// storage's `SourceError`, which ends apalis 0.7's poll stream) cancels `poll_died`.
+pub fn on_event(
+    e: apalis::prelude::Worker<apalis::prelude::Event>,
+    poll_died: &tokio_util::sync::CancellationToken,
+    what: &str,
+) {
+    if let apalis::prelude::Event::Error(err) = e.inner() {
+        tracing::warn!(worker = %e.id(), queue = what, error = %err, "queue error");
+        if matches!(
+            err.downcast_ref::<apalis::prelude::Error>(),
+            Some(apalis::prelude::Error::SourceError(_))
+        ) {
+            poll_died.cancel();
+        }
+    }
+}
+
+/// Runs `runnable` until `stop`, then stops it and waits (at most 10 s) for the jobs in
+/// flight to end.
+pub async fn drive(
+    runnable: impl std::future::Future<Output = ()>,
+    handle: apalis::prelude::Worker<apalis::prelude::Context>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut runnable = Box::pin(runnable);
+    tokio::select! {
+        _ = &mut runnable => return,
+        _ = stop.cancelled() => {}
+    }
+    handle.stop();
+    let _ = tokio::time::timeout(Duration::from_secs(10), runnable).await;
+}

@@ -14,14 +14,12 @@
 
 use crate::jobs::connector::EngineConnector;
 use crate::jobs::engine_run::{run_chunk, RunLimits};
-use crate::jobs::queue::{Queue, QueueTiming};
+use crate::jobs::queue::{run_queue_worker, Queue, QueueTiming};
 use crate::jobs::{now_ms, ChunkError, ChunkJob, ChunkStatus};
 use crate::lifecycle::reason::FailReason;
 use crate::store::jobs::{ChunkDone, Commit, JobStore};
 use crate::store::Db;
-use apalis::prelude::{
-    Attempt, Data, Error as QueueError, WorkerBuilder, WorkerBuilderExt, WorkerFactoryFn,
-};
+use apalis::prelude::{Attempt, Data, Error as QueueError};
 use apalis_sql::context::SqlContext;
 use serde::Serialize;
 use std::future::Future;
@@ -123,23 +121,9 @@ pub async fn run(opts: WorkerOptions, shutdown: CancellationToken) -> anyhow::Re
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
     tracing::info!(worker = %id, backend = ?opts.db.backend(), concurrency, "chunk worker started");
-    // One builder for both storages (their types differ, so a macro rather than a function).
-    macro_rules! run_worker {
-        ($storage:expr) => {{
-            let runnable = WorkerBuilder::new(&id)
-                .concurrency(concurrency)
-                .data(ctx.clone())
-                .backend($storage)
-                .build_fn(handle)
-                .on_event(log_event)
-                .run();
-            let handle = runnable.get_handle();
-            drive(runnable, handle, stop.clone()).await;
-        }};
-    }
     match queue {
-        Queue::Sqlite(s) => run_worker!(s),
-        Queue::Postgres(s) => run_worker!(s),
+        Queue::Sqlite(s) => run_queue_worker!(s, &id, concurrency, ctx, handle, stop, "chunks"),
+        Queue::Postgres(s) => run_queue_worker!(s, &id, concurrency, ctx, handle, stop, "chunks"),
     }
     match store.release_claims(&id).await {
         Ok(0) => {}
@@ -151,28 +135,6 @@ pub async fn run(opts: WorkerOptions, shutdown: CancellationToken) -> anyhow::Re
     } else {
         anyhow::bail!("the database stayed unreachable; stopping so other nodes take the claims")
     }
-}
-
-/// Logs the queue's errors (a failed heartbeat, poll or ack).
-fn log_event(e: apalis::prelude::Worker<apalis::prelude::Event>) {
-    if let apalis::prelude::Event::Error(err) = e.inner() {
-        tracing::warn!(worker = %e.id(), error = %err, "queue error");
-    }
-}
-
-/// Runs `runnable` until `stop`, then stops it and waits (at most 10 s) for it to end.
-async fn drive(
-    runnable: impl Future<Output = ()>,
-    handle: apalis::prelude::Worker<apalis::prelude::Context>,
-    stop: CancellationToken,
-) {
-    let mut runnable = Box::pin(runnable);
-    tokio::select! {
-        _ = &mut runnable => return,
-        _ = stop.cancelled() => {}
-    }
-    handle.stop();
-    let _ = tokio::time::timeout(Duration::from_secs(10), runnable).await;
 }
 
 /// The job handler apalis calls. A run that fails its last attempt (the queue gives the
