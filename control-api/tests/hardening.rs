@@ -250,7 +250,7 @@ async fn chunked_bodies_over_the_limit_are_413_on_every_route() {
             "{path}: {text}"
         );
     }
-    assert!(m.submits().is_empty());
+    assert!(m.submits().await.is_empty());
     assert!(m.engine.submitted_ids().is_empty());
 }
 
@@ -302,7 +302,7 @@ async fn an_opted_out_host_inside_a_cidr_refuses_the_whole_scan() {
             .await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{target}: {}", r.text);
     }
-    assert!(m.submits().is_empty());
+    assert!(m.submits().await.is_empty());
     // The neighbouring /27 does not contain it.
     let r = m
         .post_json("/api/v1/scan", &token, json!({"target": "198.19.0.32/27"}))
@@ -433,7 +433,7 @@ async fn oversized_scans_are_refused_up_front_and_engine_refusals_cost_no_quota(
         )
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
-    assert!(m.submits().is_empty());
+    assert!(m.submits().await.is_empty());
     // A deep /24 fits (256 x 65,535 pairs).
     let r = m
         .post_json(

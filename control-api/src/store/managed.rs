@@ -247,6 +247,21 @@ impl MStore {
         })
     }
 
+    /// Live scans whose job scan completed (every chunk committed), oldest first: the
+    /// finisher's work.
+    pub async fn engine_complete(&self) -> Result<Vec<MScanRow>, sqlx::Error> {
+        on_db!(&self.pool, |p| {
+            sqlx::query_as(
+                "SELECT m.* FROM managed_scans m JOIN job_scans j ON j.id = m.id \
+                 WHERE m.status IN ('queued', 'running') AND j.status = 'complete' \
+                 ORDER BY m.created_at_ms",
+            )
+            .fetch_all(p)
+            .await
+            .map(|v: Vec<MScanRow>| v.into_iter().map(|r| self.keyed(r)).collect())
+        })
+    }
+
     /// Marks the submit sent.
     pub async fn mark_submitted(&self, id: &str) -> Result<(), sqlx::Error> {
         on_db!(&self.pool, |p| {
