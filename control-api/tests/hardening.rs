@@ -444,12 +444,21 @@ async fn oversized_scans_are_refused_up_front_and_engine_refusals_cost_no_quota(
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let id = r.body["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        m.chunks(&id).await,
+        1024,
+        "256 hosts x 4 chunks of 16,384 ports"
+    );
+    // The engine refuses a chunk as invalid: no other run can change that, so the scan
+    // fails at once with the engine's reason.
+    let run = m.run_of(&id, 0).await;
     m.engine.emit(Event::Rejected {
-        id: id.clone(),
+        id: run.run,
         code: "invalid".into(),
         message: "scan too large".into(),
     });
     m.wait_status(&id, "failed").await;
+    assert_eq!(m.row(&id).await.error.as_deref(), Some("rejected_invalid"));
     // The month's only scan was refused by the engine: the quota is untouched.
     let r = m
         .post_json("/api/v1/scan", &token, json!({"target": "198.18.1.1"}))
@@ -557,26 +566,33 @@ async fn a_ninth_callback_on_a_coalesced_scan_is_refused_with_the_limit() {
     );
 }
 
-// ---- 10: managed scans fail at the grace period ----------------------------------------
+// ---- 10: managed scans fail when their chunk never reaches an engine ------------------
 
+/// An engine away for good: each run of the scan's chunk waits for it for the connect
+/// bound and is retried; the last attempt the queue allows fails the scan with
+/// `engine_unavailable` (no grace-period clock: the queue's attempts are the bound).
 #[tokio::test]
-async fn managed_scans_fail_at_the_engine_grace_period_without_a_scheduler_round() {
+async fn managed_scans_fail_with_engine_unavailable_after_their_chunk_attempts() {
     let m = M::with(|c| c.maintenance_interval_ms = 20, settings()).await;
     let token = m.token("t", &["198.18.0.0/24"], 100, 10).await;
+    m.engine.disconnect();
     let r = m
         .post_json("/api/v1/scan", &token, json!({"target": "198.18.0.5"}))
         .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let id = r.body["id"].as_str().unwrap().to_string();
-    m.engine.disconnect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    m.clock.advance(Duration::from_secs(29));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(m.row(&id).await.status, "queued");
-    m.clock.advance(Duration::from_secs(2));
     m.wait_status(&id, "failed").await;
     assert_eq!(
         m.row(&id).await.error.as_deref(),
         Some("engine_unavailable")
+    );
+    let jobs =
+        portscope_control_api::store::jobs::JobStore::new(m.state.managed().store().pool().clone());
+    assert!(
+        jobs.chunks(&id).await.unwrap()[0].runs >= 2,
+        "the chunk was retried"
     );
 }
 

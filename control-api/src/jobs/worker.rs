@@ -247,8 +247,6 @@ impl Ctx {
             tracing::info!(scan = %job.scan_id, chunk = job.chunk, "scan over; chunk dropped");
             return Ok(ChunkOutcome::ScanOver);
         }
-        self.with_db(|| self.store.mark_running(&job.scan_id, self.now_ms()))
-            .await?;
         let started = Instant::now();
         let engine_id = format!(
             "{}/{}/{}",
@@ -256,15 +254,28 @@ impl Ctx {
             job.chunk,
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
+        let (running, runs) = tokio::sync::oneshot::channel();
         let run = run_chunk(
             self.engines.as_ref(),
             &engine_id,
             job,
             limits_for(job, self.engine_connect),
+            running,
         );
+        // Once the engine runs the chunk, a managed row of the scan is `running` (a failed
+        // write here is not the run's failure: the commit makes it running too).
+        let mark = async {
+            if runs.await.is_ok() {
+                if let Err(e) = self.store.mark_running(&job.scan_id, self.now_ms()).await {
+                    tracing::warn!(scan = %job.scan_id, error = %e, "cannot mark running");
+                }
+            }
+            std::future::pending::<()>().await
+        };
         // A worker told to stop gives its runs up (the queue hands them out again).
         let found = tokio::select! {
             r = run => r?,
+            _ = mark => unreachable!("pending"),
             _ = self.stop.cancelled() => return Err(ChunkError::Stopped),
         };
         let commit = self

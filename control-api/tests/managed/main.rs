@@ -163,21 +163,29 @@ async fn scan_lifecycle_with_partial_results_grade_and_summary() {
         other => panic!("{other:?}"),
     }
 
-    // A worker runs its one chunk: running from then on (the worker's clock).
-    m.wait(&id, |r| r.status == "running").await;
+    // A worker sent its one chunk to the engine, which queues it.
+    m.wait(&id, |r| r.total_chunks == 1).await;
     let r = m.get(&format!("/api/v1/scan/{id}"), &t).await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.body["status"], "running");
+    assert_eq!(r.body["status"], "queued");
     assert_eq!(r.body["domain"], "app.example.com");
     assert_eq!(r.body["createdAt"], "2024-04-01T03:06:40.000Z");
-    assert_eq!(r.body["startedAt"], "2024-04-01T03:06:40.000Z");
+    assert_eq!(r.body["startedAt"], Value::Null);
     assert_eq!(r.body["grade"], Value::Null);
-    assert_eq!(r.body["partial"], true);
-    assert_eq!(r.body["results"], json!([]));
     assert_eq!(
         r.body["progress"],
         json!({"chunksComplete": 0, "totalChunks": 1})
     );
+
+    // The engine runs it: running (the worker's clock, here the API's).
+    m.clock.advance(Duration::from_secs(5));
+    m.progress(&id, 0).await;
+    m.wait(&id, |r| r.status == "running").await;
+    let r = m.get(&format!("/api/v1/scan/{id}"), &t).await;
+    assert_eq!(r.body["status"], "running");
+    assert_eq!(r.body["partial"], true);
+    assert_eq!(r.body["startedAt"], "2024-04-01T03:06:45.000Z");
+    assert_eq!(r.body["results"], json!([]));
 
     // Complete: grade from exposure, banners, per-host summary with closed counts.
     m.banners
@@ -195,7 +203,7 @@ async fn scan_lifecycle_with_partial_results_grade_and_summary() {
         ],
     )
     .await;
-    m.clock.advance(Duration::from_secs(15));
+    m.clock.advance(Duration::from_secs(10));
     m.finish_chunk(&id, 0, 15_000).await;
     m.wait_status(&id, "complete").await;
     let r = m.get(&format!("/api/v1/scan/{id}"), &t).await;

@@ -351,6 +351,13 @@ impl M {
         });
     }
 
+    /// The engine starts running the newest run of chunk `chunk` of scan `id` (`Progress`
+    /// at queue position 0): the scan is `running` from then on.
+    pub async fn progress(&self, id: &str, chunk: u32) {
+        let run = self.run_of(id, chunk).await;
+        self.engine.progress(&run.run, 0, 0, 1);
+    }
+
     /// Completes the newest run of chunk `chunk` of scan `id` (engine time `ms`).
     pub async fn finish_chunk(&self, id: &str, chunk: u32, ms: u64) {
         let run = self.run_of(id, chunk).await;
