@@ -162,7 +162,7 @@ impl Default for Config {
             maintenance_interval_ms: 1000,
             worker: true,
             worker_concurrency: 8,
-            worker_connect_ms: 5000,
+            worker_connect_ms: 1000,
             banners: true,
             banner_timeout_ms: 1500,
             banner_concurrency: 16,

@@ -249,6 +249,7 @@ pub async fn start_with(
         let mut opts =
             jobs::worker::WorkerOptions::new(store.pool().clone(), engines, jobs::cli::host_name());
         opts.concurrency = config.worker_concurrency.clamp(1, 64);
+        opts.claims = opts.concurrency;
         opts.engine_connect = Duration::from_millis(config.worker_connect_ms.max(1));
         // One node's own queue: poll it often (a POST cannot wake apalis 0.7's stream).
         opts.timing.poll = IN_PROCESS_POLL;

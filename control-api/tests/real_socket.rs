@@ -29,7 +29,24 @@ async fn serves_over_a_real_socket_with_the_peer_as_target() {
     let body: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
     assert_eq!(body["status"], "queued");
     assert_eq!(body["ip"], "127.0.0.1");
-    assert_eq!(h.engine.submitted_ids().len(), 1);
+    // The in-process worker sends its one chunk to the (fake) engine.
+    let run = h.submit_id(0).await;
+    assert!(
+        run.starts_with(&format!(
+            "{}/0/",
+            h.state
+                .scans()
+                .latest(
+                    "127.0.0.1".parse().unwrap(),
+                    portscope_control_api::model::ScanType::Fast
+                )
+                .await
+                .unwrap()
+                .unwrap()
+                .id
+        )),
+        "{run}"
+    );
 
     let r = client.get(format!("{base}/nope")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);

@@ -2,7 +2,7 @@
 //! `portscope-api` serving (the embedded default: its in-process worker runs the 32 chunks
 //! on the engine in a scanner namespace), every port of the lab host checked against the
 //! truth, and a second `portscope-api --no-worker` on the same database answering the same
-//! GET. The requester is the lab host, named by `X-Forwarded-For` from the trusted loopback
+//! GET; then a fast scan. On SQLite and on PostgreSQL. The requester is the lab host, named by `X-Forwarded-For` from the trusted loopback
 //! proxy. Needs root and the workspace binaries (`cargo test --workspace` builds them).
 
 mod jobs_support;
@@ -52,8 +52,18 @@ fn config(
 
 /// `GET|POST base/v1/deep` as the lab host `client`: status and body text.
 async fn call(method: reqwest::Method, base: &str, client: IpAddr) -> (u16, String) {
+    call_kind(method, base, "deep", client).await
+}
+
+/// `GET|POST base/v1/KIND` as the lab host `client`: status and body text.
+async fn call_kind(
+    method: reqwest::Method,
+    base: &str,
+    kind: &str,
+    client: IpAddr,
+) -> (u16, String) {
     let r = reqwest::Client::new()
-        .request(method, format!("{base}/v1/deep"))
+        .request(method, format!("{base}/v1/{kind}"))
         .header("x-forwarded-for", client.to_string())
         .send()
         .await;
@@ -61,6 +71,43 @@ async fn call(method: reqwest::Method, base: &str, client: IpAddr) -> (u16, Stri
         Ok(r) => (r.status().as_u16(), r.text().await.unwrap()),
         Err(_) => (0, String::new()),
     }
+}
+
+/// POSTs `/v1/KIND` as `client`, watches its row in the store every 5 ms (not over HTTP:
+/// the edge limit allows 30 requests a minute) until it is final, then GETs it: the final
+/// document and the time from the POST to the final row.
+async fn scan(
+    base: &str,
+    kind: &str,
+    client: IpAddr,
+    store: &Store,
+    api: &Worker,
+) -> (Value, Duration) {
+    let t = if kind == "deep" {
+        ScanType::Deep
+    } else {
+        ScanType::Fast
+    };
+    let started = Instant::now();
+    let (status, text) = call_kind(reqwest::Method::POST, base, kind, client).await;
+    assert_eq!(status, 200, "{text}");
+    let posted: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(posted["status"], "queued", "{posted}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let took = loop {
+        let row = store.latest(&client.to_string(), t, 0).await.unwrap();
+        if row.as_ref().is_some_and(|r| r.is_final()) {
+            break started.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not finished: {row:?}\n{}",
+            api.log()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let (_, text) = call_kind(reqwest::Method::GET, base, kind, client).await;
+    (serde_json::from_str(&text).unwrap(), took)
 }
 
 /// Waits until the API at `base` answers.
@@ -87,9 +134,28 @@ fn ports(body: &Value, key: &str) -> BTreeSet<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deep_self_scan_runs_on_the_in_process_worker_exactly_and_a_second_api_answers_it() {
+    let dir = jobs_support::shared_tempdir();
+    let db = dir.path().join("self.db").to_string_lossy().into_owned();
+    exercise(1, dir, db).await;
+}
+
+/// The same on PostgreSQL: two API nodes on one throwaway server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_on_postgres() {
+    let pg = tokio::task::spawn_blocking(xtask::pg::PgGuard::start)
+        .await
+        .unwrap()
+        .expect("PostgreSQL from /usr/lib/postgresql (.ci/setup installs it)");
+    exercise(2, jobs_support::shared_tempdir(), pg.url()).await;
+    drop(pg);
+}
+
+/// The test on database `db` (a SQLite file in `dir`, or a `postgres://` URL); `n` tells
+/// its lab apart.
+async fn exercise(n: u32, dir: tempfile::TempDir, db: String) {
     let lab = LabGuard::up(&LabConfig {
         // `s`: no other test binary names its labs so.
-        name: format!("s{}", std::process::id() % 100_000),
+        name: format!("s{}{n}", std::process::id() % 10_000),
         hosts: 0,
         scanners: 1,
         ..LabConfig::default()
@@ -97,9 +163,7 @@ async fn a_deep_self_scan_runs_on_the_in_process_worker_exactly_and_a_second_api
     .expect("lab up (needs root)");
     let bins = xtask::stack::bin_dir().unwrap();
     let engines = Engines::start(&lab, &bins, &[]).expect("engine");
-    let dir = jobs_support::shared_tempdir();
-    let db = dir.path().join("self.db").to_string_lossy().into_owned();
-    // Made (and migrated) here, then handed to the unprivileged API user.
+    // Made (and migrated) here, then (SQLite) handed to the unprivileged API user.
     let pool = Db::connect(Path::new(&db), Duration::from_secs(5))
         .await
         .unwrap();
@@ -107,40 +171,32 @@ async fn a_deep_self_scan_runs_on_the_in_process_worker_exactly_and_a_second_api
     for f in std::fs::read_dir(dir.path()).unwrap() {
         std::os::unix::fs::chown(f.unwrap().path(), Some(WORKER_UID), Some(WORKER_UID)).unwrap();
     }
+    let backend = if db.starts_with("postgres") {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
     let socket = &engines.node(1).socket;
     let (a1, a2) = (free_addr(), free_addr());
     let c1 = config(dir.path(), "api1", a1, &db, socket, "");
     let c2 = config(dir.path(), "api2", a2, &db, socket, "worker = false");
-    let api1 = Worker::api_with_config(&bins, &c1, "api1");
-    let api2 = Worker::api_with_config(&bins, &c2, "api2");
     let host = lab.truth().hosts[0].addr;
     let (b1, b2) = (format!("http://{a1}"), format!("http://{a2}"));
+    // One after the other: the first makes the shared secret file.
+    let api1 = Worker::api_with_config(&bins, &c1, "api1");
     wait_up(&b1, host, &api1).await;
+    let api2 = Worker::api_with_config(&bins, &c2, "api2");
     wait_up(&b2, host, &api2).await;
 
-    let started = Instant::now();
-    let (status, text) = call(reqwest::Method::POST, &b1, host).await;
-    assert_eq!(status, 200, "{text}");
-    let posted: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(posted["status"], "queued", "{posted}");
-    assert_eq!(posted["total_chunks"], 32, "{posted}");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let body = loop {
-        let (_, text) = call(reqwest::Method::GET, &b1, host).await;
-        let body: Value = serde_json::from_str(&text).unwrap();
-        if body["status"] == "complete" || body["status"] == "failed" {
-            break body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not finished: {body}\n{}",
-            api1.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let took = started.elapsed();
+    let store = Store::new(pool.clone());
+    let (body, took) = scan(&b1, "deep", host, &store, &api1).await;
     assert_eq!(body["status"], "complete", "{body}\n{}", api1.log());
-    eprintln!("deep self-scan POST -> complete: {} ms", took.as_millis());
+    assert_eq!(body["ip"], host.to_string());
+    eprintln!(
+        "{backend}: deep self-scan POST -> complete: {} ms (engine time of its 32 chunks: {} ms)",
+        took.as_millis(),
+        body["duration_ms"]
+    );
 
     // Every port against the truth: the response ...
     let truth = lab.truth().host(host).expect("a lab host");
@@ -156,7 +212,7 @@ async fn a_deep_self_scan_runs_on_the_in_process_worker_exactly_and_a_second_api
         want(|e| matches!(e, Expected::FilteredSilent | Expected::FilteredIcmp))
     );
     // ... and the job scan's rows, pair by pair (one run per chunk, all on the API's node).
-    let row = Store::new(pool.clone())
+    let row = store
         .latest(&host.to_string(), ScanType::Deep, 0)
         .await
         .unwrap()
@@ -183,6 +239,18 @@ async fn a_deep_self_scan_runs_on_the_in_process_worker_exactly_and_a_second_api
         "{}",
         api2.log()
     );
+
+    // A fast scan of the same host on the same worker.
+    let (fast, took) = scan(&b1, "fast", host, &store, &api1).await;
+    assert_eq!(fast["status"], "complete", "{fast}");
+    eprintln!(
+        "{backend}: fast self-scan POST -> complete: {} ms (engine time: {} ms)",
+        took.as_millis(),
+        fast["duration_ms"]
+    );
+    let (open, filtered) = truth.open_and_filtered(&xtask::stack::FAST_PORTS);
+    assert_eq!(ports(&fast, "ports_open"), open);
+    assert_eq!(ports(&fast, "ports_filtered"), filtered);
     pool.close().await;
     drop((api1, api2));
 }

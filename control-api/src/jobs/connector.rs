@@ -107,7 +107,10 @@ impl EngineConnector for SharedConnector {
             rx: tokio::sync::Mutex::new(rx),
             ids: Mutex::new(Vec::new()),
         });
-        lock(&self.routes).runs.push(Arc::downgrade(&link));
+        let mut routes = lock(&self.routes);
+        routes.runs.retain(|w| w.strong_count() > 0);
+        routes.runs.push(Arc::downgrade(&link));
+        drop(routes);
         link
     }
 }

@@ -52,8 +52,9 @@ impl QueueTiming {
         }
     }
 
-    /// `claims` jobs claimed per poll: the worker's concurrency, so a free worker takes as
-    /// many chunks at once as it runs (a poll claims only when the worker is ready).
+    /// `claims` jobs claimed per poll (a poll claims only when the worker is ready): 1 on a
+    /// cluster's workers, so a busy worker does not hoard chunks other nodes could run; the
+    /// in-process worker's concurrency, so it starts a deep scan's chunks together.
     fn config(self, claims: usize) -> Config {
         Config::new(NAMESPACE)
             .set_keep_alive(self.keep_alive)

@@ -45,6 +45,9 @@ pub struct WorkerOptions {
     pub node: String,
     /// Chunks run at once.
     pub concurrency: usize,
+    /// Queue jobs claimed per poll: 1 for a cluster's workers (a busy worker does not hoard
+    /// chunks other nodes could run), `concurrency` for the API's in-process worker.
+    pub claims: usize,
     /// Queue heartbeat and re-enqueue timing.
     pub timing: QueueTiming,
     /// How long database errors are retried within one chunk.
@@ -67,6 +70,7 @@ impl WorkerOptions {
             engines,
             node,
             concurrency: 1,
+            claims: 1,
             timing,
             db_retry: Duration::from_secs(30),
             engine_connect: ENGINE_CONNECT,
@@ -109,7 +113,7 @@ struct Ctx {
 /// database stays open (it may be the API's own pool).
 pub async fn run(opts: WorkerOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
     let concurrency = opts.concurrency.max(1);
-    let queue = Queue::open(&opts.db, opts.timing, concurrency).await?;
+    let queue = Queue::open(&opts.db, opts.timing, opts.claims.clamp(1, concurrency)).await?;
     let store = JobStore::new(opts.db.clone());
     let stop = shutdown.child_token();
     let ctx = Arc::new(Ctx {
