@@ -273,7 +273,7 @@ impl M {
     /// scan has reached it (the worker polls the queue).
     pub async fn submits(&self) -> Vec<(String, Vec<String>, String)> {
         let store = self.state.managed().store();
-        for _ in 0..1000 {
+        for _ in 0..3000 {
             let live = store.live().await.unwrap();
             let runs = self.chunk_runs();
             if live.iter().all(|r| runs.iter().any(|c| c.scan == r.id)) {
@@ -294,7 +294,7 @@ impl M {
 
     /// The newest run of chunk `chunk` of scan `id` (waits for it).
     pub async fn run_of(&self, id: &str, chunk: u32) -> ChunkRun {
-        for _ in 0..1000 {
+        for _ in 0..3000 {
             if let Some(c) = self
                 .chunk_runs()
                 .into_iter()
@@ -320,7 +320,7 @@ impl M {
 
     /// Waits until the scan row satisfies `f`.
     pub async fn wait(&self, id: &str, f: impl Fn(&MScanRow) -> bool) {
-        for _ in 0..1000 {
+        for _ in 0..3000 {
             if f(&self.row(id).await) {
                 return;
             }
