@@ -87,6 +87,10 @@ pub struct Config {
     /// fails (and is retried), ms.
     #[serde(alias = "worker_connect_ms")]
     pub worker_connect_ms: u64,
+    /// Most probes (hosts x ports) per chunk of a managed scan: about a second of one
+    /// engine's sending by default.
+    #[serde(alias = "chunk_probes")]
+    pub chunk_probes: u32,
     /// Grab banners of open ports after a scan.
     pub banners: bool,
     /// Banner connect+read deadline per port, ms.
@@ -163,6 +167,7 @@ impl Default for Config {
             worker: true,
             worker_concurrency: 8,
             worker_connect_ms: 1000,
+            chunk_probes: crate::jobs::plan::DEFAULT_CHUNK_PROBES,
             banners: true,
             banner_timeout_ms: 1500,
             banner_concurrency: 16,

@@ -216,6 +216,7 @@ pub async fn start_with(
         },
         managed::service::ManagedSettings {
             finisher_poll: FINISHER_POLL,
+            chunk_probes: config.chunk_probes.max(1),
             ..managed_opts.settings
         },
         changed.clone(),

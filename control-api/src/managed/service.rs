@@ -80,6 +80,8 @@ pub struct ManagedSettings {
     /// How often the finisher looks for scans other nodes' workers completed (this
     /// process's worker wakes it at once).
     pub finisher_poll: Duration,
+    /// Most probes per chunk (config `chunk-probes`).
+    pub chunk_probes: u32,
 }
 
 impl Default for ManagedSettings {
@@ -88,6 +90,7 @@ impl Default for ManagedSettings {
             queue_limit: 1000,
             scheduler_interval: Duration::from_secs(30),
             finisher_poll: Duration::from_millis(250),
+            chunk_probes: DEFAULT_CHUNK_PROBES,
         }
     }
 }
@@ -270,7 +273,7 @@ impl ManagedService {
         let store = &self.deps.store;
         let created = self.next_created_ms();
         let id = new_managed_id();
-        let chunks = chunks_of(&id, &addrs, &ports)?;
+        let chunks = chunks_of(&id, &addrs, &ports, self.settings.chunk_probes)?;
         let row = MScanRow {
             report_key: store.report_key(&id),
             id,
@@ -414,9 +417,14 @@ impl ManagedService {
 }
 
 /// The chunks of managed scan `id` of `addrs` (addresses or CIDRs) x the port spec
-/// `ports`, with their queue jobs: hosts x ports, about a second of sending each
-/// ([`DEFAULT_CHUNK_PROBES`]).
-fn chunks_of(id: &str, addrs: &[String], ports: &str) -> Result<Vec<NewChunk>, ApiError> {
+/// `ports`, with their queue jobs: hosts x ports, at most `chunk_probes` probes each
+/// (about a second of sending by default, [`DEFAULT_CHUNK_PROBES`]).
+fn chunks_of(
+    id: &str,
+    addrs: &[String],
+    ports: &str,
+    chunk_probes: u32,
+) -> Result<Vec<NewChunk>, ApiError> {
     let nets: Vec<IpNet> = addrs
         .iter()
         .map(|a| {
@@ -428,7 +436,7 @@ fn chunks_of(id: &str, addrs: &[String], ports: &str) -> Result<Vec<NewChunk>, A
     let set = TargetSet::new(&nets, &[]).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let hosts: Vec<IpAddr> = (0..set.len()).map(|i| set.addr(i)).collect();
     let ports = PortSet::parse(ports).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    plan_ports(&hosts, ports.as_slice(), DEFAULT_CHUNK_PROBES)
+    plan_ports(&hosts, ports.as_slice(), chunk_probes)
         .into_iter()
         .zip(0u32..)
         .map(|(c, n)| {
