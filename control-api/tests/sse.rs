@@ -144,7 +144,11 @@ async fn managed_scan_streams_progress_ports_and_the_final_document() {
     .await;
     m.finish_chunk(&id, 0, 100).await;
     let mut seen = Vec::new();
-    while ports_of(&seen).len() < 2 {
+    let running = |seen: &[(String, Value)]| {
+        seen.iter()
+            .any(|(n, d)| n == "progress" && d["status"] == "running")
+    };
+    while ports_of(&seen).len() < 2 || !running(&seen) {
         seen.push(sse.next().await);
     }
     assert_eq!(
