@@ -530,6 +530,70 @@ async fn engine_outages_retry_chunks_and_a_restart_reruns_one() {
     assert_eq!(r.body["results"].as_array().unwrap().len(), 1);
 }
 
+/// Two API nodes on one database both run the managed finisher: a scan is graded, its
+/// alerts raised and its monitors notified once (the store transition to `complete` is the
+/// one place that triggers them, and only one node makes it).
+#[tokio::test]
+async fn two_api_nodes_finish_a_scan_once_and_notify_once() {
+    let m = M::with(
+        |c| c.allow_callback = vec!["127.0.0.0/8".parse().unwrap()],
+        ManagedSettings {
+            scheduler_interval: Duration::ZERO,
+            ..ManagedSettings::default()
+        },
+    )
+    .await;
+    let second = m.second_node().await;
+    let t = m.token("ci", SCOPE, 100, 10).await;
+    let (url, got) = support::webhook_receiver(0).await;
+    let r = m
+        .post_json(
+            "/api/v1/targets",
+            &t,
+            json!({"target": "198.18.0.97", "webhookUrl": url, "alertEmail": "ops@example.com"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let tid = r.body["id"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/targets/{tid}/scan");
+    let a = m.post(&path, &t, None).await.created_id();
+    m.complete_with(&a, &[("198.18.0.97", 80)]).await;
+    let b = m.post(&path, &t, None).await.created_id();
+    // The second node's finisher passes run back to back while the scan completes.
+    let racing = {
+        let svc = second.managed().clone();
+        tokio::spawn(async move {
+            for _ in 0..200 {
+                svc.finish_pass().await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    m.complete_with(&b, &[("198.18.0.97", 27017)]).await;
+    racing.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = m.get("/api/v1/alerts", &t).await;
+    assert_eq!(r.body["total"], 2, "{}", r.text);
+    assert_eq!(got.lock().unwrap().len(), 1, "one monitor webhook");
+    assert_eq!(m.outbox.0.lock().unwrap().len(), 1, "one e-mail");
+    let here = m.get(&format!("/api/v1/scan/{b}"), &t).await;
+    assert_eq!(here.body["status"], "complete");
+    assert_eq!(
+        here.body["grade"],
+        second
+            .managed()
+            .store()
+            .scan(&b)
+            .await
+            .unwrap()
+            .unwrap()
+            .grade
+            .unwrap()
+            .as_str()
+    );
+    second.shutdown().await;
+}
+
 #[tokio::test]
 async fn openapi_document_lists_the_managed_routes() {
     let m = M::new().await;

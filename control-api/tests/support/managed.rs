@@ -162,6 +162,33 @@ impl M {
         Self::build(self.dir, c, self.clock, self.dns, self.banners, settings).await
     }
 
+    /// A second API node on the same database, clock, resolver, banners and outbox, with
+    /// no worker of its own: its managed finisher races this one's.
+    pub async fn second_node(&self) -> AppState {
+        let mut c = config(self.dir.path());
+        c.worker = false;
+        c.allow_callback = vec!["127.0.0.0/8".parse().unwrap()];
+        start_with(
+            &c,
+            Services {
+                engine: Arc::new(FakeEngine::new()),
+                clock: Arc::new(self.clock.clone()),
+                banners: self.banners.clone(),
+                ptr: Arc::new(NoPtr),
+            },
+            ManagedOptions {
+                resolver: self.dns.clone(),
+                settings: ManagedSettings {
+                    scheduler_interval: Duration::ZERO,
+                    ..ManagedSettings::default()
+                },
+                mailer: Some(self.outbox.clone()),
+            },
+        )
+        .await
+        .unwrap()
+    }
+
     /// Creates a token directly in the database (as the CLI does); returns the secret.
     pub async fn token(&self, name: &str, scope: &[&str], monthly: i64, concurrent: i64) -> String {
         let (_, secret) = tokens::create(
