@@ -91,6 +91,9 @@ pub struct Config {
     /// engine's sending by default.
     #[serde(alias = "chunk_probes")]
     pub chunk_probes: u32,
+    /// How often the in-process worker polls its queue, ms (a POST cannot wake it).
+    #[serde(alias = "worker_poll_ms")]
+    pub worker_poll_ms: u64,
     /// Grab banners of open ports after a scan.
     pub banners: bool,
     /// Banner connect+read deadline per port, ms.
@@ -168,6 +171,7 @@ impl Default for Config {
             worker_concurrency: 8,
             worker_connect_ms: 1000,
             chunk_probes: crate::jobs::plan::DEFAULT_CHUNK_PROBES,
+            worker_poll_ms: 20,
             banners: true,
             banner_timeout_ms: 1500,
             banner_concurrency: 16,

@@ -111,9 +111,6 @@ impl Default for ManagedOptions {
     }
 }
 
-/// How often the in-process worker polls the queue.
-const IN_PROCESS_POLL: Duration = Duration::from_millis(20);
-
 /// How often the self-scan finisher looks for chunks other nodes committed.
 const FINISHER_POLL: Duration = Duration::from_millis(250);
 
@@ -253,7 +250,7 @@ pub async fn start_with(
         opts.claims = opts.concurrency;
         opts.engine_connect = Duration::from_millis(config.worker_connect_ms.max(1));
         // One node's own queue: poll it often (a POST cannot wake apalis 0.7's stream).
-        opts.timing.poll = IN_PROCESS_POLL;
+        opts.timing.poll = Duration::from_millis(config.worker_poll_ms.max(1));
         opts.changed = changed;
         opts.clock = services.clock.clone();
         opts

@@ -100,10 +100,15 @@ async fn post_queues_a_scan_of_the_requester_with_eta_and_position() {
             other => panic!("unexpected {other:?}"),
         })
         .collect();
-    assert!(
-        deep.contains(&("1-2048".to_string(), ScanKind::Custom, 1)),
-        "{deep:?}"
-    );
+    // Whichever chunks the worker took first: ranges of 2,048 ports from 1 (the last, from
+    // 63,489, has 2,047), as custom engine scans at the deep priority.
+    for (ports, kind, priority) in &deep {
+        let (lo, hi) = ports.split_once('-').unwrap();
+        let (lo, hi): (u32, u32) = (lo.parse().unwrap(), hi.parse().unwrap());
+        assert_eq!((lo - 1) % 2048, 0, "{ports}");
+        assert_eq!(hi, (lo + 2047).min(65_535), "{ports}");
+        assert_eq!((*kind, *priority), (ScanKind::Custom, 1), "{ports}");
+    }
 }
 
 #[tokio::test]
@@ -817,7 +822,9 @@ async fn a_policy_rejection_fails_the_scan_at_once() {
 
 #[tokio::test]
 async fn a_busy_engine_delays_a_deep_scan_instead_of_refusing_it() {
-    let h = Harness::new().await;
+    // Retries one poll apart: 10 attempts take 0.5 s, time enough to switch the fake to
+    // accepting before a chunk uses them all up.
+    let h = Harness::with(|c| c.worker_poll_ms = 50).await;
     let ip = "198.18.0.37";
     h.engine_rejects("busy", "queue full");
     let r = h.post("/v1/deep", ip).await;
@@ -837,7 +844,7 @@ async fn a_busy_engine_delays_a_deep_scan_instead_of_refusing_it() {
 
 #[tokio::test]
 async fn a_duplicate_rejection_reruns_the_chunk_under_a_new_run_id() {
-    let h = Harness::new().await;
+    let h = Harness::with(|c| c.worker_poll_ms = 50).await;
     let ip = "198.18.0.39";
     h.engine_rejects("duplicate", "a scan with this id exists");
     let r = h.post("/v1/fast", ip).await;

@@ -1,7 +1,8 @@
 //! The chunk-job store and queue on both backends, without engines: apalis's migrations and
 //! ours share `_sqlx_migrations` (either order, repeated), a scan's chunks and their apalis
 //! jobs are written in one transaction and an apalis worker claims them at once, and a
-//! chunk commit is one idempotent transaction keyed by (scan, address, port). PostgreSQL is a throwaway server (`xtask::pg::PgGuard`, needs Debian's
+//! chunk commit is one idempotent transaction keyed by (scan, address, port), moving the
+//! self-scan row of the same id when there is one. PostgreSQL is a throwaway server (`xtask::pg::PgGuard`, needs Debian's
 //! `postgresql` package).
 
 use portscope_control_api::jobs::plan::ChunkSpec;
@@ -341,4 +342,156 @@ async fn a_chunk_failing_its_last_attempt_fails_the_scan() {
     stop.cancel();
     worker.await.unwrap().unwrap();
     db.close().await;
+}
+
+/// A self-scan row with its job scan's id follows it in the commit's transaction: `queued`
+/// until a chunk commits, then `running` with the chunk counts, the chunk's open and
+/// filtered ports (not its closed ones), engine time summed, `engine_done` at the last
+/// chunk; a re-committed chunk adds nothing. A failed job scan fails its row with the
+/// self-scan's reason. Job scans without a row are untouched.
+async fn selfscan_rows_follow(path: &Path) {
+    use portscope_control_api::jobs::submit::create;
+    use portscope_control_api::model::ScanType;
+    use portscope_control_api::store::{NewScan as NewSelfScan, Store};
+    let db = Db::connect(path, ACQUIRE).await.expect("store open");
+    portscope_control_api::store::jobs::migrate_queue(&db)
+        .await
+        .unwrap();
+    let jobs = JobStore::new(db.clone());
+    let scans = Store::new(db.clone());
+    let chunk = |ports: &str| ChunkSpec {
+        targets: vec!["198.18.0.9".into()],
+        ports: ports.into(),
+        probes: 100,
+    };
+    let row = |id: &'static str| NewSelfScan {
+        id,
+        ip: "198.18.0.9",
+        scan_type: ScanType::Deep,
+        created_at_ms: 1_000,
+        expires_at: i64::MAX,
+    };
+    create(
+        &jobs,
+        "a",
+        ScanKind::Deep,
+        1,
+        Some(row("a")),
+        &[chunk("1-100"), chunk("101-200")],
+    )
+    .await
+    .unwrap();
+    let r = scans.get("a").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            r.status.as_str(),
+            r.chunks_complete,
+            r.total_chunks,
+            r.engine_done
+        ),
+        ("queued", 0, 2, 0)
+    );
+    let first = [
+        result("198.18.0.9", 22, PortState::Open, Reason::SynAck),
+        result("198.18.0.9", 25, PortState::Filtered, Reason::NoResponse),
+        result("198.18.0.9", 80, PortState::Closed, Reason::Reset),
+    ];
+    let mut d = done("n1", &first, 97, 100, 5_000);
+    d.duration_ms = 40;
+    jobs.commit_chunk("a", 0, d).await.unwrap();
+    assert_eq!(
+        jobs.commit_chunk("a", 0, d).await.unwrap(),
+        Commit::AlreadyDone
+    );
+    let r = scans.get("a").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            r.status.as_str(),
+            r.chunks_complete,
+            r.total_chunks,
+            r.engine_done,
+            r.duration_ms
+        ),
+        ("running", 1, 2, 0, Some(40))
+    );
+    let ports: Vec<(i64, String)> = scans
+        .ports("a")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.port, p.state))
+        .collect();
+    assert_eq!(ports, vec![(22, "open".into()), (25, "filtered".into())]);
+    let second = [result("198.18.0.9", 143, PortState::Open, Reason::SynAck)];
+    let mut d = done("n1", &second, 99, 100, 6_000);
+    d.duration_ms = 60;
+    assert_eq!(
+        jobs.commit_chunk("a", 1, d).await.unwrap(),
+        Commit::Committed {
+            scan_complete: true
+        }
+    );
+    let r = scans.get("a").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            r.status.as_str(),
+            r.chunks_complete,
+            r.engine_done,
+            r.duration_ms
+        ),
+        ("running", 2, 1, Some(100))
+    );
+    assert_eq!(scans.ports("a").await.unwrap().len(), 3);
+
+    // A failing job scan fails its row (with the self-scan's word), once.
+    create(
+        &jobs,
+        "b",
+        ScanKind::Deep,
+        1,
+        Some(row("b")),
+        &[chunk("1-100")],
+    )
+    .await
+    .unwrap();
+    assert!(jobs
+        .fail_scan("b", "chunk_failed", "engine_unavailable", 7_000)
+        .await
+        .unwrap());
+    let r = scans.get("b").await.unwrap().unwrap();
+    assert_eq!(
+        (r.status.as_str(), r.fail_reason.as_deref(), r.completed_at),
+        ("failed", Some("engine_unavailable"), Some(7))
+    );
+    assert_eq!(
+        jobs.scan("b")
+            .await
+            .unwrap()
+            .unwrap()
+            .fail_reason
+            .as_deref(),
+        Some("chunk_failed")
+    );
+    // No row: nothing but the job scan moves.
+    let c = submit(&jobs, ScanKind::Deep, &[chunk("1-100")])
+        .await
+        .unwrap();
+    jobs.commit_chunk(&c, 0, done("n1", &second, 99, 100, 8_000))
+        .await
+        .unwrap();
+    assert!(scans.get(&c).await.unwrap().is_none());
+    assert_eq!(scans.count().await.unwrap(), 2);
+    db.close().await;
+}
+
+#[tokio::test]
+async fn selfscan_rows_follow_their_job_scans_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    selfscan_rows_follow(&dir.path().join("self.db")).await;
+}
+
+#[tokio::test]
+async fn selfscan_rows_follow_their_job_scans_on_postgres() {
+    let pg = PgGuard::start().expect("PostgreSQL (needs the postgresql package)");
+    selfscan_rows_follow(Path::new(&pg.url())).await;
 }

@@ -1,9 +1,13 @@
 //! Self-scan rows and their ports (`scans`, `scan_ports`): [`Store`], on either backend.
 //!
-//! Status values: `queued`, `running`, `complete`, `failed`. A scan whose engine part is
-//! done but whose banners / PTR are still being fetched stays `running` with
-//! `engine_done = 1`, so a restart can finish it without the engine. Every update from an
-//! engine event only touches non-final rows, which makes event replays idempotent.
+//! Status values: `queued`, `running`, `complete`, `failed`. A self-scan is a job scan of
+//! the same id: its row is created, moved through `running` to `engine_done = 1` and
+//! failed by the job statements in `store::jobs` (in the transactions of the submit and of
+//! each chunk commit); here it is read, completed (banners, PTR), expired and purged. A scan
+//! whose chunks are all done but whose banners / PTR are still being fetched stays
+//! `running` with `engine_done = 1`, so any API process's finisher can finish it.
+//! (`mark_submitted`, `progress`, `add_ports` and `engine_done` served the engine
+//! conversation the self-scan service had before; only this module's test uses them now.)
 
 use super::{on_db, Db};
 use crate::model::ScanType;
@@ -13,7 +17,7 @@ use std::path::Path;
 /// A `scans` row.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct ScanRow {
-    /// API-chosen id, also the engine's scan id.
+    /// API-chosen id, also the job scan's id.
     pub id: String,
     /// Target (normalised client address).
     pub ip: String,
@@ -21,11 +25,11 @@ pub struct ScanRow {
     pub scan_type: String,
     /// `queued` / `running` / `complete` / `failed`.
     pub status: String,
-    /// Whether the engine has been sent the `Submit`.
+    /// Unused since self-scans are job scans (0; the column stays for old rows).
     pub submitted: i64,
-    /// Whether the engine reported it complete (banners / PTR may be pending).
+    /// Whether every chunk is committed (banners / PTR may be pending).
     pub engine_done: i64,
-    /// Scans ahead, as last reported by the engine.
+    /// 0 once a chunk is committed; `NULL` while queued (the position is counted).
     pub queue_position: Option<i64>,
     /// Chunks done.
     pub chunks_complete: i64,
