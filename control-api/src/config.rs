@@ -87,6 +87,10 @@ pub struct Config {
     /// fails (and is retried), ms.
     #[serde(alias = "worker_connect_ms")]
     pub worker_connect_ms: u64,
+    /// Most probes (hosts x ports) per chunk of a managed scan: about a second of one
+    /// engine's sending by default.
+    #[serde(alias = "chunk_probes")]
+    pub chunk_probes: u32,
     /// How often the in-process worker polls its queue, ms (a POST cannot wake it).
     #[serde(alias = "worker_poll_ms")]
     pub worker_poll_ms: u64,
@@ -166,6 +170,7 @@ impl Default for Config {
             worker: true,
             worker_concurrency: 8,
             worker_connect_ms: 1000,
+            chunk_probes: crate::jobs::plan::DEFAULT_CHUNK_PROBES,
             worker_poll_ms: 20,
             banners: true,
             banner_timeout_ms: 1500,

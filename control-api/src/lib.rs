@@ -5,7 +5,6 @@
 //! Code map:
 //! - [`http`]: `app(state) -> Router`, one module per API surface, the OpenAPI documents,
 //!   the one error type, layers (edge limit, JSON errors, limits).
-//! - [`lifecycle`]: the managed service's engine conversation (self-scans are chunk jobs).
 //! - [`selfscan`]: the self-scan service (coalescing, per-type limits, enrichment,
 //!   webhooks, expiry).
 //! - [`engine`]: the `EngineClient` trait, the Unix-socket client and a scripted fake.
@@ -31,7 +30,6 @@ pub mod engine;
 pub mod enrich;
 pub mod http;
 pub mod jobs;
-pub mod lifecycle;
 pub mod managed;
 pub mod metrics;
 pub mod model;
@@ -195,13 +193,14 @@ pub async fn start_with(
             path: config.db.display().to_string(),
             source,
         })?;
-    let demux_stop = tokio_util::sync::CancellationToken::new();
-    let (self_side, managed_side) = lifecycle::demux::split(services.engine, demux_stop.clone());
-    let shared_stop = demux_stop.clone();
+    // Both services' scans are job scans: this process's worker (if any) runs their chunks
+    // and wakes both finishers after each commit.
+    let engine_stop = tokio_util::sync::CancellationToken::new();
+    let changed = Arc::new(tokio::sync::Notify::new());
     let managed_service = managed::service::ManagedService::start(
         managed::service::ManagedDeps {
             store: mstore,
-            engine: managed_side,
+            jobs: store::jobs::JobStore::new(store.pool().clone()),
             clock: services.clock.clone(),
             resolver: managed_opts.resolver,
             banners: services.banners.clone(),
@@ -213,10 +212,11 @@ pub async fn start_with(
             deliveries: deliveries.clone(),
         },
         managed::service::ManagedSettings {
-            grace_ms: config.engine_grace_secs.saturating_mul(1000),
-            grace_check_interval: Duration::from_millis(config.maintenance_interval_ms.max(10)),
+            finisher_poll: FINISHER_POLL,
+            chunk_probes: config.chunk_probes.max(1),
             ..managed_opts.settings
         },
+        changed.clone(),
     )
     .await;
     let managed = Arc::new(http::managed::router::Managed {
@@ -236,14 +236,13 @@ pub async fn start_with(
         trusted: CidrSet::new(config.trusted_proxy.iter().map(|c| c.0)),
         clock: services.clock.clone(),
         last_prune: std::sync::atomic::AtomicU64::new(0),
-        demux_stop,
+        engine_stop: engine_stop.clone(),
     });
-    // The in-process chunk worker runs its chunks on the API's own engine connection (the
-    // self-scan side of it: chunk scan ids are not managed ids).
+    // The in-process chunk worker runs its chunks on the API's own engine connection.
     let worker = config.worker.then(|| {
         let engines = Arc::new(jobs::connector::SharedConnector::new(
-            self_side.clone(),
-            shared_stop,
+            services.engine.clone(),
+            engine_stop,
         ));
         let mut opts =
             jobs::worker::WorkerOptions::new(store.pool().clone(), engines, jobs::cli::host_name());
@@ -252,13 +251,15 @@ pub async fn start_with(
         opts.engine_connect = Duration::from_millis(config.worker_connect_ms.max(1));
         // One node's own queue: poll it often (a POST cannot wake apalis 0.7's stream).
         opts.timing.poll = Duration::from_millis(config.worker_poll_ms.max(1));
+        opts.changed = changed;
+        opts.clock = services.clock.clone();
         opts
     });
     let scans = selfscan::ScanService::start(
         selfscan::ScanDeps {
             jobs: store::jobs::JobStore::new(store.pool().clone()),
             store,
-            engine: self_side,
+            engine: services.engine,
             clock: services.clock.clone(),
             banners: services.banners,
             ptr: services.ptr,
@@ -305,7 +306,7 @@ impl AppState {
         self.0.managed.service.shutdown().await;
         self.0.managed.service.deliveries().shutdown().await;
         self.0.scans.shutdown().await;
-        self.0.managed.demux_stop.cancel();
+        self.0.managed.engine_stop.cancel();
         self.0.scans.store().close().await;
     }
 

@@ -231,7 +231,7 @@ async fn chunked_bodies_over_the_limit_are_413_on_every_route() {
             "{path}: {text}"
         );
     }
-    assert!(m.submits().is_empty());
+    assert!(m.submits().await.is_empty());
     assert!(m.engine.submitted_ids().is_empty());
 }
 
@@ -281,7 +281,7 @@ async fn an_opted_out_host_inside_a_cidr_refuses_the_whole_scan() {
         let r = m.save_target(&token, json!({"target": target})).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{target}: {}", r.text);
     }
-    assert!(m.submits().is_empty());
+    assert!(m.submits().await.is_empty());
     // The neighbouring /27 does not contain it.
     let r = m
         .post_json("/api/v1/scan", &token, json!({"target": "198.19.0.32/27"}))
@@ -363,7 +363,7 @@ async fn oversized_scans_are_refused_up_front_and_engine_refusals_cost_no_quota(
     r.assert_message(StatusCode::BAD_REQUEST, "at most 16777216 pairs");
     let r = m.save_target(&token, huge).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
-    assert!(m.submits().is_empty());
+    assert!(m.submits().await.is_empty());
     // A deep /24 fits (256 x 65,535 pairs).
     let id = m
         .scan_with(
@@ -371,12 +371,21 @@ async fn oversized_scans_are_refused_up_front_and_engine_refusals_cost_no_quota(
             json!({"target": "198.18.1.0/24", "profile": "deep"}),
         )
         .await;
+    assert_eq!(
+        m.chunks(&id).await,
+        1024,
+        "256 hosts x 4 chunks of 16,384 ports"
+    );
+    // The engine refuses a chunk as invalid: no other run can change that, so the scan
+    // fails at once with the engine's reason.
+    let run = m.run_of(&id, 0).await;
     m.engine.emit(Event::Rejected {
-        id: id.clone(),
+        id: run.run,
         code: "invalid".into(),
         message: "scan too large".into(),
     });
     m.wait_status(&id, "failed").await;
+    assert_eq!(m.row(&id).await.error.as_deref(), Some("rejected_invalid"));
     // The month's only scan was refused by the engine: the quota is untouched.
     let r = m
         .post_json("/api/v1/scan", &token, json!({"target": "198.18.1.1"}))
@@ -443,23 +452,33 @@ async fn a_ninth_callback_on_a_coalesced_scan_is_refused_with_the_limit() {
     );
 }
 
-// ---- 10: managed scans fail at the grace period ----------------------------------------
+// ---- 10: managed scans fail when their chunk never reaches an engine ------------------
 
+/// An engine away for good: each run of the scan's chunk waits for it for the connect
+/// bound and is retried; the last attempt the queue allows fails the scan with
+/// `engine_unavailable` (no grace-period clock: the queue's attempts are the bound).
 #[tokio::test]
-async fn managed_scans_fail_at_the_engine_grace_period_without_a_scheduler_round() {
+async fn managed_scans_fail_with_engine_unavailable_after_their_chunk_attempts() {
     let m = M::with(|c| c.maintenance_interval_ms = 20, unscheduled(1000)).await;
     let token = m.token("t", &["198.18.0.0/24"], 100, 10).await;
-    let id = m.scan(&token, "198.18.0.5").await;
     m.engine.disconnect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    m.clock.advance(Duration::from_secs(29));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = m
+        .post_json("/api/v1/scan", &token, json!({"target": "198.18.0.5"}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(m.row(&id).await.status, "queued");
-    m.clock.advance(Duration::from_secs(2));
     m.wait_status(&id, "failed").await;
     assert_eq!(
         m.row(&id).await.error.as_deref(),
         Some("engine_unavailable")
+    );
+    let jobs =
+        portscope_control_api::store::jobs::JobStore::new(m.state.managed().store().pool().clone());
+    assert!(
+        jobs.chunks(&id).await.unwrap()[0].runs >= 2,
+        "the chunk was retried"
     );
 }
 

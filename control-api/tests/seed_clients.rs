@@ -126,7 +126,7 @@ fn finish_scans(m: &Arc<M>) {
     tokio::spawn(async move {
         let mut done = HashSet::new();
         loop {
-            for (id, targets, _) in m.submits() {
+            for (id, targets, _) in m.submits().await {
                 if targets == ["198.18.0.5"] && done.insert(id.clone()) {
                     let open: Vec<(&str, u16)> = OPEN.iter().map(|p| ("198.18.0.5", *p)).collect();
                     m.complete_with(&id, &open).await;
@@ -405,7 +405,7 @@ async fn seed_002_error_shapes() {
         uuid::Uuid::parse_str(b["run_id"].as_str().unwrap()).is_ok(),
         "{b}"
     );
-    let id = m.submits().last().unwrap().0.clone();
+    let id = m.submits().await.last().unwrap().0.clone();
     m.complete_with(&id, &[]).await;
     let (s, _, b) = call(Method::POST, &url("/v1/scan"), &one, Some(host)).await;
     assert_eq!(s, 402, "{b}");

@@ -117,7 +117,11 @@ async fn managed_scan_streams_progress_ports_and_the_final_document() {
     let base = serve(&m).await;
     let key = m.token("sse", &["198.18.0.0/15"], 100, 5).await;
     let r = m
-        .post("/api/v1/scan", &key, Some(json!({"target": "198.18.0.5"})))
+        .post(
+            "/api/v1/scan",
+            &key,
+            Some(json!({"target": "198.18.0.5", "profile": "deep"})),
+        )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let id = r.body["id"].as_str().unwrap().to_string();
@@ -127,8 +131,8 @@ async fn managed_scan_streams_progress_ports_and_the_final_document() {
     assert_eq!(name, "progress");
     assert_eq!(first["status"], "queued");
 
-    // Chunk 0: two ports, streamed while the scan runs.
-    m.engine.progress(&id, 0, 0, 2);
+    // Chunk 0 of 4 (a deep scan): two ports, streamed while the scan runs.
+    m.progress(&id, 0).await;
     m.ports(
         &id,
         0,
@@ -136,9 +140,15 @@ async fn managed_scan_streams_progress_ports_and_the_final_document() {
             ("198.18.0.5", 22, PortState::Open),
             ("198.18.0.5", 80, PortState::Filtered),
         ],
-    );
+    )
+    .await;
+    m.finish_chunk(&id, 0, 100).await;
     let mut seen = Vec::new();
-    while ports_of(&seen).len() < 2 {
+    let running = |seen: &[(String, Value)]| {
+        seen.iter()
+            .any(|(n, d)| n == "progress" && d["status"] == "running")
+    };
+    while ports_of(&seen).len() < 2 || !running(&seen) {
         seen.push(sse.next().await);
     }
     assert_eq!(
@@ -159,15 +169,16 @@ async fn managed_scan_streams_progress_ports_and_the_final_document() {
         "streamed before the end"
     );
 
-    // Chunk 1 and completion: one more port, then the final document, then the end.
-    m.engine.progress(&id, 0, 1, 2);
-    m.ports(&id, 1, &[("198.18.0.5", 443, PortState::Open)]);
-    m.engine.progress(&id, 0, 2, 2);
-    m.engine.complete(&id, 1234);
+    // The other chunks and completion: one more port, then the final document, then the end.
+    m.ports(&id, 1, &[("198.18.0.5", 20000, PortState::Open)])
+        .await;
+    for chunk in 1..4 {
+        m.finish_chunk(&id, chunk, 100).await;
+    }
     let rest = sse.until("result").await;
     assert_eq!(
         ports_of(&rest),
-        [json!({"host": "198.18.0.5", "port": 443, "state": "open", "service": "HTTPS"})]
+        [json!({"host": "198.18.0.5", "port": 20000, "state": "open", "service": null})]
     );
     let (_, result) = rest.last().unwrap();
     assert_eq!(result["id"], id);

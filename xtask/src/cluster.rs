@@ -1,11 +1,14 @@
 //! `cargo xtask cluster --nodes N [--kill-one AT%]`: the multi-node scan of issue 8 in the
 //! lab. Brings up a lab with N scanner namespaces, a throwaway PostgreSQL (`pg`), an engine
 //! per namespace (`nodes`) and a `portscope-api worker` beside each (unprivileged, its
-//! engine's socket), creates a deep scan of 16 lab hosts as chunk jobs
-//! (`portscope-api jobs submit`), optionally SIGKILLs one node's worker and engine when
+//! engine's socket), and one API node (`portscope-api --no-worker`, unprivileged, on
+//! loopback). It submits a deep scan of 16 lab hosts (198.19.0.16/28) THROUGH THE HTTP API:
+//! a token made with `portscope-api token create`, then `POST /api/v1/scan`, a managed scan
+//! whose chunks the workers run. It optionally SIGKILLs one node's worker and engine when
 //! that share of chunks is done, and prints per-node chunk counts, wall time, database
-//! writes per million probes and the exactness against the lab truth. Exits 1 unless every
-//! (host, port) pair has exactly one answer equal to the truth. Bounded: the scan must end
+//! writes per million probes, the managed scan as the API serves it, and the exactness
+//! against the lab truth. Exits 1 unless every (host, port) pair has exactly one answer
+//! equal to the truth and the API serves the scan `complete`. Bounded: the scan must end
 //! within 5 minutes; every process is stopped by PID and the lab taken down.
 
 use std::collections::BTreeMap;
@@ -36,9 +39,9 @@ struct Options {
     /// SIGKILL the last node's worker and engine when AT% of chunks are done (1% to 99%).
     #[arg(long = "kill-one", value_name = "AT%", value_parser = percent)]
     kill_at: Option<u32>,
-    /// Lab hosts in the deep scan, at most 34.
-    #[arg(long, value_name = "N", default_value_t = 16,
-          value_parser = clap::value_parser!(u32).range(1..=34))]
+    /// Lab hosts in the deep scan: 1, 2, 4, 8 or 16, the CIDR 198.19.0.16/(32 - log2 N)
+    /// posted as one managed scan.
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = cidr_hosts)]
     hosts: u32,
     /// Most probes per chunk (the default makes 4 chunks a host).
     #[arg(long = "chunk-probes", value_name = "N", default_value_t = 16_384,
@@ -50,6 +53,14 @@ struct Options {
     /// Lab name.
     #[arg(long, value_name = "NAME", default_value_t = format!("cl{}", std::process::id() % 100_000))]
     name: String,
+}
+
+/// `--hosts`: a power of two up to 16 (one CIDR block of the lab's extra hosts).
+fn cidr_hosts(s: &str) -> Result<u32, String> {
+    s.parse()
+        .ok()
+        .filter(|n: &u32| n.is_power_of_two() && *n <= 16)
+        .ok_or_else(|| "takes 1, 2, 4, 8 or 16".into())
 }
 
 /// `--kill-one`: a percentage from 1 to 99, with or without `%`.
@@ -86,7 +97,8 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
     };
     let lab = LabGuard::up(&LabConfig {
         name: o.name.clone(),
-        hosts: o.hosts.div_ceil(2).max(1),
+        // Extra hosts 198.19.0.1-32: the scanned CIDR is 198.19.0.16/28 or a part of it.
+        hosts: 32,
         scanners: o.nodes,
         ..LabConfig::default()
     })?;
@@ -120,38 +132,34 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
             log,
         });
     }
-    let hosts: Vec<IpAddr> = lab
-        .truth()
-        .hosts
-        .iter()
-        .take(o.hosts as usize)
-        .map(|h| h.addr)
+    let bits = o.hosts.trailing_zeros();
+    let cidr = format!("198.19.0.16/{}", 32 - bits);
+    let hosts: Vec<IpAddr> = (16..16 + o.hosts)
+        .map(|k| IpAddr::V4(crate::lab::truth::extra_v4(k)))
         .collect();
-    let host_list: Vec<String> = hosts.iter().map(IpAddr::to_string).collect();
+    let api = ApiNode::start(&bins, &url, &o.name, o.chunk_probes)?;
+    let token = api.token(&bins, &url, &cidr)?;
     // Let the workers reach the queue before the clock starts.
     std::thread::sleep(Duration::from_secs(1));
     let q = |sql: &str| pg.psql(DATABASE, sql);
     let wal0 = q("SELECT pg_current_wal_lsn()")?;
     let rows0 = written_rows(&pg)?;
     let started = Instant::now();
-    let submit = Command::new(bins.join("portscope-api"))
-        .args([
-            "jobs",
-            "submit",
-            "--db",
-            &url,
-            "--deep",
-            &host_list.join(","),
-        ])
-        .args(["--chunk-probes", &o.chunk_probes.to_string()])
-        .output()
-        .context("portscope-api jobs submit")?;
-    if !submit.status.success() {
-        bail!("jobs submit: {}", String::from_utf8_lossy(&submit.stderr));
+    let (code, body) = api
+        .call(
+            "POST",
+            "/api/v1/scan",
+            &token,
+            Some(&format!(r#"{{"target":"{cidr}","profile":"deep"}}"#)),
+        )
+        .map_err(anyhow::Error::msg)?;
+    if code != 201 {
+        bail!("POST /api/v1/scan: {code} {body}\n{}", read(&api.log));
     }
-    let id = String::from_utf8(submit.stdout)?.trim().to_owned();
+    let reply: serde_json::Value = serde_json::from_str(&body)?;
+    let id = reply["id"].as_str().unwrap_or_default().to_owned();
     if id.len() != 36 || !id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-        bail!("jobs submit printed {id:?}, not a scan id");
+        bail!("POST /api/v1/scan answered {body}, no scan id");
     }
     let mut killed = None;
     let wall = loop {
@@ -217,12 +225,17 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
     ))?
     .trim()
     .parse()?;
-    let wrong = exactness(&pg, &lab, &id, &hosts)?;
+    let served = api.wait_complete(&token, &id)?;
+    let mut wrong = exactness(&pg, &lab, &id, &hosts)?;
+    if served["status"] != "complete" {
+        wrong.push(format!("the API serves the scan as {}", served["status"]));
+    }
     let pairs = hosts.len() as u64 * 65_535;
     let mprobes = sent as f64 / 1e6;
 
     println!(
-        "cluster: {} nodes, deep scan of {} hosts ({pairs} pairs)",
+        "cluster: {} nodes, deep scan of {} hosts ({pairs} pairs), POST /api/v1/scan {cidr} \
+         to an API node without a worker",
         o.nodes,
         hosts.len()
     );
@@ -245,6 +258,10 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
     }
     println!("  chunks run more than once: {}", reruns.trim());
     println!(
+        "  the API serves it: {} grade {} ({} open ports in results)",
+        served["status"], served["grade"], served["summary"]["open"]
+    );
+    println!(
         "  database: {:.0} WAL bytes and {:.0} rows written per million probes ({sent} probes); \
          sizes (results | scans+chunks | queue): {}",
         wal / mprobes,
@@ -260,6 +277,154 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
             println!("    {w}");
         }
         Ok(1)
+    }
+}
+
+/// The API node: `portscope-api --no-worker` on the cluster's database, listening on
+/// loopback, unprivileged (it never probes); stopped by PID on drop, its directory removed.
+struct ApiNode {
+    child: Option<Child>,
+    dir: PathBuf,
+    log: PathBuf,
+    port: u16,
+}
+
+impl ApiNode {
+    /// Starts it with `chunk-probes` = `chunk_probes` and waits until it answers.
+    fn start(bins: &Path, url: &str, name: &str, chunk_probes: u32) -> anyhow::Result<ApiNode> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("portscope-{name}-api"));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        std::os::unix::fs::chown(&dir, Some(API_UID), Some(API_UID))?;
+        let config = dir.join("api.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "chunk-probes = {chunk_probes}\nsecret-file = \"{}\"\n",
+                dir.join("api.secret").display()
+            ),
+        )?;
+        std::os::unix::fs::chown(&config, Some(API_UID), Some(API_UID))?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let log = dir.join("api.log");
+        let out = File::create(&log)?;
+        let child = Command::new("setpriv")
+            .args([
+                &format!("--reuid={API_UID}"),
+                &format!("--regid={API_UID}"),
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
+            .arg(bins.join("portscope-api"))
+            .args(["--no-worker", "--db", url, "--config"])
+            .arg(&config)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--allow-target", "198.18.0.0/15"])
+            .arg("--engine-socket")
+            .arg(dir.join("no-engine.sock"))
+            .env("RUST_LOG", "info,sqlx=warn")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("starting the API node")?;
+        let node = ApiNode {
+            child: Some(child),
+            dir,
+            log,
+            port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while node.call("GET", "/v1/openapi.json", "", None).map(|r| r.0) != Ok(200) {
+            if Instant::now() > deadline {
+                bail!("the API node never answered\n{}", read(&node.log));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(node)
+    }
+
+    /// A token scoped to `cidr`, made with the API's own CLI on the cluster's database.
+    fn token(&self, bins: &Path, url: &str, cidr: &str) -> anyhow::Result<String> {
+        let out = Command::new(bins.join("portscope-api"))
+            .args(["--db", url, "token", "create", "--name", "cluster"])
+            .args(["--monthly-scans", "10", "--scope", cidr])
+            .output()
+            .context("portscope-api token create")?;
+        if !out.status.success() {
+            bail!("token create: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("token:").map(|t| t.trim().to_owned()))
+            .with_context(|| format!("no token in {stdout}"))
+    }
+
+    /// `method path` with the bearer `token` (none when empty) and a JSON `body`:
+    /// (status, body).
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<&str>,
+    ) -> Result<(u16, String), String> {
+        let agent = crate::http::agent_from(
+            IpAddr::from([127, 0, 0, 1]),
+            crate::http::Timeouts {
+                connect: Duration::from_secs(3),
+                io: Duration::from_secs(10),
+            },
+        );
+        let url = format!("http://127.0.0.1:{}{path}", self.port);
+        let auth = format!("Bearer {token}");
+        let resp = match (method, body) {
+            ("POST", Some(b)) => agent
+                .post(&url)
+                .header("authorization", &auth)
+                .header("content-type", "application/json")
+                .send(b),
+            ("GET", None) => agent.get(&url).header("authorization", &auth).call(),
+            _ => return Err(format!("{method} with body {body:?} is not used")),
+        };
+        let mut resp = resp.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| e.to_string())?;
+        Ok((status, text))
+    }
+
+    /// The scan as the API serves it once final (its finisher grades it; at most 30 s).
+    fn wait_complete(&self, token: &str, id: &str) -> anyhow::Result<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (code, body) = self
+                .call("GET", &format!("/api/v1/scan/{id}"), token, None)
+                .map_err(anyhow::Error::msg)?;
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let live = v["status"] == "queued" || v["status"] == "running";
+            if code == 200 && !live {
+                return Ok(v);
+            }
+            if Instant::now() > deadline {
+                bail!("GET /api/v1/scan/{id}: {code} {body}\n{}", read(&self.log));
+            }
+            // The managed API allows 60 requests a minute per client.
+            std::thread::sleep(Duration::from_millis(1100));
+        }
+    }
+}
+
+impl Drop for ApiNode {
+    fn drop(&mut self) {
+        stop(&mut self.child, false);
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -377,7 +542,8 @@ mod tests {
             &["--nodes", "0"],
             &["--nodes", "17"],
             &["--nodes", "2", "--kill-one", "100"],
-            &["--nodes", "2", "--hosts", "35"],
+            &["--nodes", "2", "--hosts", "3"],
+            &["--nodes", "2", "--hosts", "32"],
             &["--nodes", "2", "--chunk-probes", "0"],
             &["--nodes", "2", "--frobnicate"],
         ] {

@@ -7,7 +7,7 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
   cluster N nodes (engine + worker each) on one PostgreSQL run a deep scan of 16 lab hosts
-          as chunk jobs, optionally killing one node (cargo xtask cluster --help)
+          posted to the HTTP API, optionally killing one node (cargo xtask cluster --help)
   bench   Portscope vs masscan, zmap and nmap on the same lab scenarios (cargo xtask bench --help)
   demo    build, bring the lab up, deep-scan a lab host, check it against ground truth
   lab     the network lab: up, down, status, impair, exec (cargo xtask lab help)

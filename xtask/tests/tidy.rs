@@ -68,10 +68,10 @@ const VOCABULARIES: &[Vocabulary] = &[
         words: &["invalid", "busy"],
     },
     Vocabulary {
-        what: "scan fail reason, proto::FailReason and control-api lifecycle::reason",
+        what: "scan fail reason, proto::FailReason and control-api jobs::reason",
         owners: &[
             "engine/proto/src/codes.rs",
-            "control-api/src/lifecycle/reason.rs",
+            "control-api/src/jobs/reason.rs",
         ],
         words: &[
             "engine_shutdown",
@@ -96,16 +96,16 @@ const VOCABULARIES: &[Vocabulary] = &[
 /// Files that still spell status/reason words as literals, with how many. May only shrink:
 /// use the enum (`as_str`, serde) and lower or delete the entry.
 const SCATTERED_WORDS: &[(&str, usize)] = &[
-    ("control-api/src/engine/fake.rs", 2), // "cancelled", "engine_restarted"
-    ("control-api/src/http/error.rs", 1),  // error code "engine_unavailable"
-    ("control-api/src/http/managed/json.rs", 5), // JSON keys "open", "filtered", "closed"
+    ("control-api/src/engine/fake.rs", 1),          // "cancelled"
+    ("control-api/src/http/error.rs", 1),           // error code "engine_unavailable"
+    ("control-api/src/http/managed/json.rs", 5),    // JSON keys "open", "filtered", "closed"
     ("control-api/src/http/managed/openapi.rs", 3), // alert status enum in the schema
-    ("control-api/src/managed/alerts.rs", 1), // AlertStatus::Open (not a port state)
-    ("control-api/src/managed/report.rs", 1), // "complete"
-    ("control-api/src/store/managed.rs", 4), // scan statuses
-    ("control-api/src/selfscan/webhooks.rs", 1), // delivery outcome "failed" (not a scan)
-    ("control-api/src/store/scans.rs", 4), // scan statuses
-    ("engine/daemon/src/metrics.rs", 4),   // scan outcome labels
+    ("control-api/src/managed/alerts.rs", 1),       // AlertStatus::Open (not a port state)
+    ("control-api/src/managed/report.rs", 1),       // "complete"
+    ("control-api/src/store/managed.rs", 2),        // scan statuses
+    ("control-api/src/selfscan/webhooks.rs", 1),    // delivery outcome "failed" (not a scan)
+    ("control-api/src/store/scans.rs", 4),          // scan statuses
+    ("engine/daemon/src/metrics.rs", 4),            // scan outcome labels
 ];
 
 /// What a crate may (or may never) depend on, read from its `Cargo.toml`.

@@ -1,7 +1,8 @@
 //! A scripted in-memory engine for tests: records every request, answers `Submit` as told
-//! (accept, reject or stay silent), replays a scan's events on `Status` like the real
-//! engine, and lets the test drive progress, ports, completion, failure, disconnects and
-//! restarts (which forget every scan, so `Status` answers `engine_restarted`).
+//! (accept, reject or stay silent), and lets the test drive progress, ports, completion,
+//! failure, disconnects and restarts of the chunk runs workers send it. (Nothing asks it
+//! for a scan's `Status` any more: a chunk run lost with the connection is re-run, not
+//! resumed, so it keeps no events to replay.)
 
 use super::{EngineClient, EngineError, EngineNotice};
 use async_trait::async_trait;
@@ -35,11 +36,8 @@ pub enum OnSubmit {
 
 #[derive(Debug)]
 struct Scan {
+    /// Its first target: the address of the ports `FakeEngine::ports` emits.
     target: IpAddr,
-    /// Last `Accepted` / `Progress`, replayed on `Status`.
-    progress: Option<Event>,
-    ports: Vec<Event>,
-    finished: Option<Event>,
 }
 
 #[derive(Debug)]
@@ -138,29 +136,25 @@ impl FakeEngine {
         let _ = self.tx.send(EngineNotice::Event(e));
     }
 
-    /// Emits any event as is (not remembered for replays), e.g. multi-host `Ports`.
+    /// Emits any event as is, e.g. multi-host `Ports`.
     pub fn emit(&self, e: Event) {
         self.push(e);
     }
 
-    /// Emits `Progress` (and remembers it for replays).
+    /// Emits `Progress`.
     pub fn progress(&self, id: &str, queue_position: u32, chunks_complete: u32, total: u32) {
-        let e = Event::Progress {
+        self.push(Event::Progress {
             id: id.into(),
             queue_position,
             chunks_complete,
             total_chunks: total,
-        };
-        if let Some(s) = self.state().scans.get_mut(id) {
-            s.progress = Some(e.clone());
-        }
-        self.push(e);
+        });
     }
 
     /// Emits `Ports` for a chunk: the given (port, state) pairs of the scan's target.
     pub fn ports(&self, id: &str, chunk: u32, ports: &[(u16, PortState)], closed: u64) {
-        let mut st = self.state();
-        let target = st
+        let target = self
+            .state()
             .scans
             .get(id)
             .map(|s| s.target)
@@ -175,10 +169,6 @@ impl FakeEngine {
             results,
             closed,
         };
-        if let Some(s) = st.scans.get_mut(id) {
-            s.ports.push(e.clone());
-        }
-        drop(st);
         self.push(e);
     }
 
@@ -190,9 +180,6 @@ impl FakeEngine {
             counts: Counts::default(),
             duration_ms,
         };
-        if let Some(s) = self.state().scans.get_mut(id) {
-            s.finished = Some(e.clone());
-        }
         self.push(e);
     }
 
@@ -218,7 +205,8 @@ impl FakeEngine {
         let _ = self.tx.send(EngineNotice::Connected);
     }
 
-    /// The engine restarts: the connection drops, every scan is forgotten, it comes back.
+    /// The engine restarts: the connection drops (runs on it are lost), every scan is
+    /// forgotten, it comes back.
     pub fn restart(&self) {
         self.disconnect();
         self.state().scans.clear();
@@ -250,15 +238,7 @@ impl EngineClient for FakeEngine {
                         .first()
                         .and_then(|t| t.parse().ok())
                         .unwrap_or(IpAddr::from([198, 18, 0, 1]));
-                    st.scans.insert(
-                        id,
-                        Scan {
-                            target,
-                            progress: Some(e.clone()),
-                            ports: Vec::new(),
-                            finished: None,
-                        },
-                    );
+                    st.scans.insert(id, Scan { target });
                     out.push(e);
                 }
                 OnSubmit::Reject { code, message } => {
@@ -266,20 +246,7 @@ impl EngineClient for FakeEngine {
                 }
                 OnSubmit::Silent => {}
             },
-            Request::Status { id: Some(id) } => match st.scans.get(&id) {
-                Some(s) => {
-                    out.extend(s.progress.clone());
-                    out.extend(s.ports.iter().cloned());
-                    out.extend(s.finished.clone());
-                }
-                None => out.push(Event::Finished {
-                    id,
-                    outcome: Outcome::Failed("engine_restarted".into()),
-                    counts: Counts::default(),
-                    duration_ms: 0,
-                }),
-            },
-            Request::Status { id: None } => out.push(Event::Status(EngineStatus::default())),
+            Request::Status { .. } => out.push(Event::Status(EngineStatus::default())),
             Request::Cancel { id } => out.push(Event::Finished {
                 id,
                 outcome: Outcome::Failed("cancelled".into()),

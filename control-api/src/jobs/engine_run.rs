@@ -11,6 +11,7 @@ use crate::jobs::{ChunkError, ChunkJob};
 use portscope_core::results::PortResult;
 use portscope_proto::{Event, Outcome, Request, ScanKind};
 use std::time::Duration;
+use tokio::sync::oneshot;
 use tokio::time::{timeout_at, Instant};
 
 /// What one chunk found.
@@ -36,14 +37,16 @@ pub struct RunLimits {
 }
 
 /// Submits `job` to an engine of `engines` as scan `engine_id` and collects its results.
+/// `running` is sent once the engine says the chunk runs (queue position 0).
 pub async fn run_chunk(
     engines: &dyn EngineConnector,
     engine_id: &str,
     job: &ChunkJob,
     limits: RunLimits,
+    running: oneshot::Sender<()>,
 ) -> Result<ChunkResult, ChunkError> {
     let client = engines.connect().await;
-    let out = run_on(client.as_ref(), engines, engine_id, job, limits).await;
+    let out = run_on(client.as_ref(), engines, engine_id, job, limits, running).await;
     client.close();
     out
 }
@@ -54,7 +57,9 @@ async fn run_on(
     engine_id: &str,
     job: &ChunkJob,
     limits: RunLimits,
+    running: oneshot::Sender<()>,
 ) -> Result<ChunkResult, ChunkError> {
+    let mut running = Some(running);
     let connect_by = Instant::now() + limits.connect;
     loop {
         match timeout_at(connect_by, client.recv()).await {
@@ -105,6 +110,16 @@ async fn run_on(
         match event {
             Event::Rejected { code, message, .. } => {
                 return Err(ChunkError::EngineRejected { code, message })
+            }
+            Event::Accepted {
+                queue_position: 0, ..
+            }
+            | Event::Progress {
+                queue_position: 0, ..
+            } => {
+                if let Some(tx) = running.take() {
+                    let _ = tx.send(());
+                }
             }
             Event::Ports {
                 results, closed, ..

@@ -15,10 +15,11 @@ pub mod connector;
 pub mod engine_run;
 pub mod plan;
 pub mod queue;
+pub mod reason;
 pub mod submit;
 pub mod worker;
 
-use crate::lifecycle::reason::{EngineReason, FailReason};
+use crate::jobs::reason::{EngineReason, FailReason};
 use portscope_proto::RejectCode;
 use serde::{Deserialize, Serialize};
 use std::fmt;

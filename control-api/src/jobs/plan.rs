@@ -62,6 +62,64 @@ pub fn plan(hosts: &[IpAddr], lo: u16, hi: u16, chunk_probes: u32) -> Vec<ChunkS
     out
 }
 
+/// `ports` (sorted, distinct) of every host in `hosts`, in chunks of at most
+/// `chunk_probes` probes: the port list is cut into pieces of at most that many ports when
+/// it is longer; otherwise whole hosts are grouped, as many as fit (a managed scan's plan).
+pub fn plan_ports(hosts: &[IpAddr], ports: &[u16], chunk_probes: u32) -> Vec<ChunkSpec> {
+    let per = chunk_probes.max(1) as usize;
+    if hosts.is_empty() || ports.is_empty() {
+        return Vec::new();
+    }
+    if ports.len() <= per {
+        let spec = port_spec(ports);
+        return hosts
+            .chunks((per / ports.len()).max(1))
+            .map(|group| ChunkSpec {
+                targets: group.iter().map(IpAddr::to_string).collect(),
+                ports: spec.clone(),
+                probes: (ports.len() * group.len()) as u64,
+            })
+            .collect();
+    }
+    let pieces = ports.len().div_ceil(per);
+    let size = ports.len().div_ceil(pieces);
+    let specs: Vec<(String, u64)> = ports
+        .chunks(size)
+        .map(|p| (port_spec(p), p.len() as u64))
+        .collect();
+    hosts
+        .iter()
+        .flat_map(|h| {
+            specs.iter().map(move |(spec, n)| ChunkSpec {
+                targets: vec![h.to_string()],
+                ports: spec.clone(),
+                probes: *n,
+            })
+        })
+        .collect()
+}
+
+/// Sorted, distinct ports as a spec of ranges (`22,80-81`).
+pub fn port_spec(ports: &[u16]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < ports.len() {
+        let lo = ports[i];
+        let mut hi = lo;
+        while i + 1 < ports.len() && u32::from(ports[i + 1]) == u32::from(hi) + 1 {
+            i += 1;
+            hi = ports[i];
+        }
+        out.push(if lo == hi {
+            lo.to_string()
+        } else {
+            format!("{lo}-{hi}")
+        });
+        i += 1;
+    }
+    out.join(",")
+}
+
 /// How many ports a port spec of `lo-hi` ranges and single ports (comma-separated) names;
 /// `-` is all 65,535. Unreadable parts count as nothing.
 pub fn spec_ports(spec: &str) -> u64 {
@@ -129,5 +187,19 @@ mod tests {
         assert_eq!(spec_ports("1-16384"), 16_384);
         assert_eq!(spec_ports("22,80-81"), 3);
         assert_eq!(spec_ports("-"), 65_535);
+    }
+
+    #[test]
+    fn port_lists_plan_like_ranges() {
+        let all: Vec<u16> = (1..=65_535).collect();
+        let deep = plan_ports(&hosts(2), &all, DEFAULT_CHUNK_PROBES);
+        assert_eq!(deep, plan_deep(&hosts(2), DEFAULT_CHUNK_PROBES));
+        let few = plan_ports(&hosts(3), &[22, 80, 81, 443], 8);
+        assert_eq!(few.len(), 2);
+        assert_eq!(few[0].ports, "22,80-81,443");
+        assert_eq!((few[0].probes, few[1].probes), (8, 4));
+        let cut = plan_ports(&hosts(1), &[1, 2, 3, 5, 7], 2);
+        let specs: Vec<&str> = cut.iter().map(|c| c.ports.as_str()).collect();
+        assert_eq!(specs, ["1-2", "3,5", "7"]);
     }
 }

@@ -2,7 +2,8 @@
 //! engine and commits it.
 //!
 //! Per chunk job: (1) count the run in `scan_chunks`; a chunk already done (a run that
-//! committed but died before its ack) is just acked; (2) run it on the engine
+//! committed but died before its ack) is just acked, and so is a chunk of a scan cancelled
+//! or failed meanwhile (not run); (2) run it on the engine
 //! (`engine_run`, bounded); (3) commit the results and the chunk's completion in one
 //! transaction (`JobStore::commit_chunk`), then return, and apalis acks the job. An engine
 //! failure fails the run: the queue retries the job (on any node); the last allowed attempt
@@ -12,11 +13,13 @@
 //! is retried with backoff for `db_retry`; past that the run fails and the worker stops, so
 //! its heartbeat stops and its claims move to other nodes.
 
+use crate::clock::{Clock, SystemClock};
 use crate::jobs::connector::EngineConnector;
 use crate::jobs::engine_run::{run_chunk, RunLimits};
 use crate::jobs::queue::{run_queue_worker, Queue, QueueTiming};
-use crate::jobs::{now_ms, ChunkError, ChunkJob, ChunkStatus};
-use crate::lifecycle::reason::FailReason;
+use crate::jobs::reason::FailReason;
+use crate::jobs::{ChunkError, ChunkJob, ChunkStatus};
+use crate::model::Status;
 use crate::store::jobs::{ChunkDone, Commit, JobStore};
 use crate::store::Db;
 use apalis::prelude::{Attempt, Data, Error as QueueError};
@@ -51,6 +54,8 @@ pub struct WorkerOptions {
     pub engine_connect: Duration,
     /// Signalled after every commit and every failed scan (the API's finisher waits on it).
     pub changed: Arc<Notify>,
+    /// The time commits and failures are stamped with (the API's clock in-process).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl WorkerOptions {
@@ -67,6 +72,7 @@ impl WorkerOptions {
             timing,
             db_retry: Duration::from_secs(30),
             engine_connect: ENGINE_CONNECT,
+            clock: Arc::new(SystemClock),
             changed: Arc::new(Notify::new()),
         }
     }
@@ -80,6 +86,8 @@ pub enum ChunkOutcome {
     Committed,
     /// Another run had committed it.
     AlreadyDone,
+    /// The scan was cancelled or failed before this run began; nothing ran.
+    ScanOver,
 }
 
 /// Longest wait for the engine connection.
@@ -93,6 +101,7 @@ struct Ctx {
     db_retry: Duration,
     engine_connect: Duration,
     changed: Arc<Notify>,
+    clock: Arc<dyn Clock>,
     /// Cancelled when the worker must stop (shutdown, or the database lost for good).
     stop: CancellationToken,
 }
@@ -112,6 +121,7 @@ pub async fn run(opts: WorkerOptions, shutdown: CancellationToken) -> anyhow::Re
         db_retry: opts.db_retry,
         engine_connect: opts.engine_connect,
         changed: opts.changed.clone(),
+        clock: opts.clock.clone(),
         stop: stop.clone(),
     });
     // Unique per process: a restarted node must not inherit its dead predecessor's claims.
@@ -160,7 +170,7 @@ async fn handle(
                 let why = e.fail_reason().code();
                 match ctx
                     .store
-                    .fail_scan(&job.scan_id, &reason, &why, now_ms())
+                    .fail_scan(&job.scan_id, &reason, &why, ctx.now_ms())
                     .await
                 {
                     Ok(true) => {
@@ -181,6 +191,10 @@ async fn handle(
 }
 
 impl Ctx {
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms() as i64
+    }
+
     async fn run(&self, job: &ChunkJob) -> Result<ChunkOutcome, ChunkError> {
         let status = self
             .with_db(|| self.store.start_chunk(&job.scan_id, job.chunk, &self.node))
@@ -193,6 +207,12 @@ impl Ctx {
             }
             Some(ChunkStatus::Pending) => {}
         }
+        // A scan cancelled or failed meanwhile: its chunks are dropped, not run.
+        let scan = self.with_db(|| self.store.scan(&job.scan_id)).await?;
+        if scan.is_some_and(|s| s.status != Status::Running) {
+            tracing::info!(scan = %job.scan_id, chunk = job.chunk, "scan over; chunk dropped");
+            return Ok(ChunkOutcome::ScanOver);
+        }
         let started = Instant::now();
         let engine_id = format!(
             "{}/{}/{}",
@@ -200,15 +220,28 @@ impl Ctx {
             job.chunk,
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
+        let (running, runs) = tokio::sync::oneshot::channel();
         let run = run_chunk(
             self.engines.as_ref(),
             &engine_id,
             job,
             limits_for(job, self.engine_connect),
+            running,
         );
+        // Once the engine runs the chunk, a managed row of the scan is `running` (a failed
+        // write here is not the run's failure: the commit makes it running too).
+        let mark = async {
+            if runs.await.is_ok() {
+                if let Err(e) = self.store.mark_running(&job.scan_id, self.now_ms()).await {
+                    tracing::warn!(scan = %job.scan_id, error = %e, "cannot mark running");
+                }
+            }
+            std::future::pending::<()>().await
+        };
         // A worker told to stop gives its runs up (the queue hands them out again).
         let found = tokio::select! {
             r = run => r?,
+            _ = mark => unreachable!("pending"),
             _ = self.stop.cancelled() => return Err(ChunkError::Stopped),
         };
         let commit = self
@@ -221,7 +254,7 @@ impl Ctx {
                         results: &found.results,
                         closed: found.closed,
                         sent: found.sent,
-                        now_ms: now_ms(),
+                        now_ms: self.now_ms(),
                         duration_ms: found.duration_ms,
                     },
                 )

@@ -2,7 +2,8 @@
 //! port scans of scoped targets, and the per-scan HTML report at `/report/{id}`.
 //!
 //! - [`tokens`]: bearer tokens (hashed, CLI-managed). [`scope`]: what a token may scan.
-//! - [`service`]: checks, quotas, engine events, completion, alerts, monitors, scheduler.
+//! - [`service`]: checks, quotas, job scans, cancel; [`finisher`]: completion, alerts,
+//!   monitors; [`scheduler`]: due saved targets.
 //! - [`store`]: the tables. [`findings`]: the severity rubric and grade.
 //! - [`report`]: `SECURITY-FIX.md` and the HTML page; [`chart`]: its exposure chart
 //!   (inline SVG). [`mail`]: alert e-mail (optional SMTP).
@@ -18,6 +19,7 @@
 pub mod alerts;
 pub mod chart;
 pub mod findings;
+pub mod finisher;
 pub mod mail;
 pub mod monitor;
 pub mod order;

@@ -73,7 +73,7 @@ impl ManagedService {
             ));
             let attempts = self.deps().webhooks.attempts.max(1);
             let backoff = self.deps().webhooks.backoff;
-            self.conversation().spawn(async move {
+            self.spawn(async move {
                 let mut delay = backoff;
                 for attempt in 1..=attempts {
                     match mailer.send(&to, &subject, &text).await {

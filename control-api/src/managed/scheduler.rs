@@ -1,10 +1,9 @@
 //! The scheduler: every due saved target runs once per tick through the same checks as a
-//! POST, and the periodic work (the engine grace check first).
+//! POST, and the periodic work.
 
 use super::order::ScanOrder;
 use super::service::ManagedService;
 use super::store::TargetRow;
-use crate::lifecycle::Lifecycle;
 use std::sync::Arc;
 
 impl ManagedService {
@@ -19,17 +18,9 @@ impl ManagedService {
         }
     }
 
-    /// Whether the engine has been unreachable for longer than the grace period.
-    pub fn engine_gone(&self) -> bool {
-        self.conversation().engine_gone()
-    }
-
-    /// Periodic work: fail live scans once the engine has been gone past the grace
-    /// period, then run due scheduled targets.
+    /// Periodic work: finish what is complete, then run due scheduled targets.
     pub async fn maintain(self: &Arc<Self>) -> usize {
-        if Lifecycle::fail_if_gone(self).await {
-            return 0;
-        }
+        self.finish_pass().await;
         self.run_due().await
     }
 

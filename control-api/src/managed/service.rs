@@ -1,37 +1,35 @@
 //! The managed-scan service: checks and queues scans for a token (scope, policy, 409,
-//! quotas), keeps its rows of the engine conversation ([`crate::lifecycle`], shared with the
-//! self-scan service: partial per-host ports while running), and finishes scans (banners,
-//! grade, [`super::alerts`] against the previous scan, [`super::monitor`]s). The
-//! [`super::scheduler`] runs saved targets. It does not parse HTTP and builds no JSON:
-//! handlers pass a checked [`Token`].
+//! quotas) as job scans of the same id (chunks of hosts x ports, `crate::jobs`, the one
+//! lifecycle it shares with the self-scan service), and finishes them ([`super::finisher`]:
+//! banners, grade, [`super::alerts`] against the previous scan, [`super::monitor`]s). The
+//! [`super::scheduler`] runs saved targets. It does not parse HTTP, builds no JSON and
+//! talks to no engine: handlers pass a checked [`Token`], workers run the chunks.
 
-use super::alerts::AlertKind;
-use super::findings::{self, OpenPort};
 use super::month_start_secs;
 use super::scope::{Resolver, TargetSpec};
 use super::store::{AlertRow, MScanRow, MStore};
 use super::tokens::{self, Token};
 use crate::clock::Clock;
-use crate::engine::EngineClient;
 use crate::enrich::BannerGrabber;
 use crate::http::error::ApiError;
-use crate::lifecycle::demux::new_managed_id;
-use crate::lifecycle::reason::FailReason;
-use crate::lifecycle::{send_submit, Book, Lifecycle, Live, Step};
-use crate::model::Status;
+use crate::jobs::plan::{plan_ports, DEFAULT_CHUNK_PROBES};
+use crate::jobs::queue::Queue;
+use crate::jobs::ChunkJob;
 use crate::netaddr::CidrSet;
-use crate::store::quota::{Admission, Quota};
+use crate::store::jobs::{JobStore, NewChunk, NewScan};
+use crate::store::quota::{Admission, JobInsert, Quota};
 use crate::webhook::Webhooks;
-use async_trait::async_trait;
 use ipnet::IpNet;
 use portscope_core::policy::TargetPolicy;
-use portscope_core::results::{PortResult, PortState};
-use portscope_core::targets::TargetSet;
-use portscope_proto::{Request, ScanKind};
-use std::collections::BTreeMap;
+use portscope_core::targets::{PortSet, TargetSet};
+use std::collections::HashSet;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use super::order::{check_size, profile_ports, ScanOrder, MAX_SCAN_PAIRS};
 
@@ -49,8 +47,8 @@ pub const BANNER_HOSTS: usize = 16;
 pub struct ManagedDeps {
     /// Tables.
     pub store: MStore,
-    /// The engine (managed side of the split connection).
-    pub engine: Arc<dyn EngineClient>,
+    /// The job tables (same database).
+    pub jobs: JobStore,
     /// Time.
     pub clock: Arc<dyn Clock>,
     /// Host name resolution for scope checks.
@@ -74,18 +72,15 @@ pub struct ManagedDeps {
 /// Settings.
 #[derive(Debug, Clone, Copy)]
 pub struct ManagedSettings {
-    /// Most queued managed scans over all tokens (`queue_full` beyond).
+    /// Most live (queued or running) managed scans over all tokens (`queue_full` beyond).
     pub queue_limit: i64,
-    /// Scheduler and maintenance period (0 = none in the background; tests call
-    /// `maintain`).
+    /// Scheduler period (0 = none in the background; tests call `maintain`).
     pub scheduler_interval: Duration,
-    /// How long the engine may be unreachable before live scans fail with
-    /// `engine_unavailable` and new ones get 503 (set from `engine-grace-secs`).
-    pub grace_ms: u64,
-    /// How often the grace period is checked (0 = only in `maintain`), independent of
-    /// the scheduler period, so live scans fail right after the grace period as
-    /// self-scans do (set from `maintenance-interval-ms`).
-    pub grace_check_interval: Duration,
+    /// How often the finisher looks for scans other nodes' workers completed (this
+    /// process's worker wakes it at once).
+    pub finisher_poll: Duration,
+    /// Most probes per chunk (config `chunk-probes`).
+    pub chunk_probes: u32,
 }
 
 impl Default for ManagedSettings {
@@ -93,8 +88,8 @@ impl Default for ManagedSettings {
         ManagedSettings {
             queue_limit: 1000,
             scheduler_interval: Duration::from_secs(30),
-            grace_ms: 30_000,
-            grace_check_interval: Duration::from_secs(1),
+            finisher_poll: Duration::from_millis(250),
+            chunk_probes: DEFAULT_CHUNK_PROBES,
         }
     }
 }
@@ -104,49 +99,89 @@ impl Default for ManagedSettings {
 pub struct ManagedService {
     deps: ManagedDeps,
     settings: ManagedSettings,
-    /// The engine conversation (its lock serialises the 409 check, quotas, insert and
-    /// submit).
-    lifecycle: Lifecycle,
+    /// Signalled by this process's worker after a commit or a failed scan.
+    pub(super) changed: Arc<Notify>,
+    /// Scans being finished here (no double work).
+    pub(super) busy: Mutex<HashSet<String>>,
+    /// Last `created_at_ms` handed out (strictly increasing, orders scans of one ms).
+    last_created: AtomicI64,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+}
+
+/// A new managed scan id: a random (v4) UUID in its hyphenated form (seed 003).
+pub fn new_managed_id() -> String {
+    uuid::Uuid::new_v4().hyphenated().to_string()
 }
 
 impl ManagedService {
-    /// Starts the service: engine events and the scheduler (one catch-up run of every
-    /// overdue target happens on the first tick).
-    pub async fn start(deps: ManagedDeps, settings: ManagedSettings) -> Arc<Self> {
-        let lifecycle = Lifecycle::new(deps.engine.clone(), deps.clock.clone(), settings.grace_ms);
+    /// Starts the service: the finisher (which also finishes what a previous run left) and
+    /// the scheduler (one catch-up run of every overdue target happens on the first tick).
+    /// `changed` is the in-process worker's signal after each commit, if any.
+    pub async fn start(
+        deps: ManagedDeps,
+        settings: ManagedSettings,
+        changed: Arc<Notify>,
+    ) -> Arc<Self> {
         let svc = Arc::new(ManagedService {
             deps,
             settings,
-            lifecycle,
+            changed,
+            busy: Mutex::new(HashSet::new()),
+            last_created: AtomicI64::new(0),
+            tasks: TaskTracker::new(),
+            cancel: CancellationToken::new(),
         });
-        Lifecycle::start(&svc).await;
         let me = svc.clone();
-        svc.lifecycle
-            .every(svc.settings.grace_check_interval, move || {
-                let me = me.clone();
-                async move {
-                    Lifecycle::fail_if_gone(&me).await;
-                }
-            });
-        let me = svc.clone();
-        svc.lifecycle
-            .every(svc.settings.scheduler_interval, move || {
-                let me = me.clone();
-                async move {
+        svc.spawn(async move { me.run_finisher().await });
+        let period = svc.settings.scheduler_interval;
+        if !period.is_zero() {
+            let me = svc.clone();
+            svc.spawn(async move {
+                let mut tick = tokio::time::interval(period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
                     me.maintain().await;
                 }
             });
+        }
         svc
     }
 
-    /// Stops background work.
+    /// Stops background work and waits for it.
     pub async fn shutdown(&self) {
-        self.lifecycle.shutdown().await;
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 
-    /// The engine conversation.
-    pub(super) fn conversation(&self) -> &Lifecycle {
-        &self.lifecycle
+    /// Runs `fut` as a background task that shutdown cancels and waits for.
+    pub(super) fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
+        let cancel = self.cancel.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = fut => {}
+            }
+        });
+    }
+
+    /// The finisher's polling period.
+    pub(super) fn finisher_poll(&self) -> Duration {
+        self.settings.finisher_poll
+    }
+
+    /// A `created_at_ms` for a new scan: now, or one more than the last one handed out.
+    fn next_created_ms(&self) -> i64 {
+        let now_ms = self.deps.clock.now_ms() as i64;
+        let prev = self
+            .last_created
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+                Some(now_ms.max(last + 1))
+            })
+            .unwrap_or(now_ms);
+        now_ms.max(prev + 1)
     }
 
     /// The monitor webhook queue.
@@ -233,14 +268,11 @@ impl ManagedService {
             profile_ports(order.profile.as_deref(), order.ports.as_deref())?;
         let addrs = self.authorize(token, &spec).await?;
         check_size(&addrs, port_count)?;
-        if self.lifecycle.engine_gone() {
-            return Err(ApiError::EngineUnavailable);
-        }
         let target = spec.to_string();
         let store = &self.deps.store;
-        let guard = self.lifecycle.submit_lock().await;
-        let created = self.lifecycle.next_created_ms();
+        let created = self.next_created_ms();
         let id = new_managed_id();
+        let chunks = chunks_of(&id, &addrs, &ports, self.settings.chunk_probes)?;
         let row = MScanRow {
             report_key: store.report_key(&id),
             target_id: order.target_id.clone(),
@@ -259,7 +291,17 @@ impl ManagedService {
             concurrent: token.max_concurrent,
             queue_limit: self.settings.queue_limit,
         };
-        match store.admit(&row, &quota).await? {
+        let job = JobInsert {
+            scan: NewScan {
+                id: &row.id,
+                kind: "custom",
+                created_at_ms: crate::jobs::now_ms(),
+                selfscan: None,
+            },
+            chunks: &chunks,
+            queue: Queue::spec(),
+        };
+        match store.admit_job(&row, &quota, Some(&job)).await? {
             Admission::Admitted => {}
             Admission::InProgress(existing_id) => {
                 return Err(ApiError::InProgress {
@@ -294,107 +336,26 @@ impl ManagedService {
                 return Err(ApiError::Limited {
                     code: "queue_full",
                     message: format!(
-                        "the scan queue is full ({} queued scans); try again later",
+                        "the scan queue is full ({} live scans); try again later",
                         self.settings.queue_limit
                     ),
                     retry_after: 30,
                 })
             }
         }
-        send_submit(self, &row.id, submit_request(&row)).await;
-        drop(guard);
+        self.changed.notify_waiters();
         Ok(row)
     }
 
-    /// Cancels a live scan (400 when final).
+    /// Cancels a live scan (400 when final): the row and its job scan are cancelled and
+    /// its chunk jobs not claimed yet leave the queue; a chunk being run records nothing.
     pub async fn cancel(&self, row: &MScanRow) -> Result<(), ApiError> {
-        if !row.is_live()
-            || !self
-                .deps
-                .store
-                .end(&row.id, Status::Cancelled.as_str(), None, self.now_secs())
-                .await?
-        {
+        let now_ms = self.deps.clock.now_ms() as i64;
+        if !row.is_live() || !self.deps.jobs.cancel_scan(&row.id, now_ms).await? {
             return Err(ApiError::BadRequest(format!(
                 "scan {} is already {} and cannot be cancelled",
                 row.id, row.status
             )));
-        }
-        if row.submitted == 1 {
-            self.lifecycle.cancel(&row.id).await;
-        }
-        Ok(())
-    }
-
-    /// Banners, grade, `complete`, alerts against the previous scan, monitors.
-    async fn finish_scan(self: &Arc<Self>, id: &str, duration_ms: u64) -> Result<(), sqlx::Error> {
-        let store = &self.deps.store;
-        let Some(row) = store.scan(id).await? else {
-            return Ok(());
-        };
-        if !row.is_live() {
-            return Ok(());
-        }
-        let ports = store.ports(id).await?;
-        let mut by_host: BTreeMap<String, Vec<u16>> = BTreeMap::new();
-        for p in ports.iter().filter(|p| p.state == PortState::Open.as_str()) {
-            by_host
-                .entry(p.host.clone())
-                .or_default()
-                .push(u16::try_from(p.port).unwrap_or(0));
-        }
-        let mut banners = Vec::new();
-        for (host, open) in by_host.iter().take(BANNER_HOSTS) {
-            let Ok(ip) = host.parse::<IpAddr>() else {
-                continue;
-            };
-            let mut got: Vec<(u16, String)> =
-                self.deps.banners.grab(ip, open).await.into_iter().collect();
-            got.sort_unstable();
-            banners.extend(got.into_iter().map(|(p, b)| (host.clone(), p, b)));
-        }
-        let mut open: Vec<OpenPort> = ports
-            .iter()
-            .filter(|p| p.state == PortState::Open.as_str())
-            .map(|p| {
-                let port = u16::try_from(p.port).unwrap_or(0);
-                OpenPort {
-                    host: p.host.clone(),
-                    port,
-                    banner: banners
-                        .iter()
-                        .find(|(h, q, _)| *h == p.host && *q == port)
-                        .map(|(_, _, b)| b.clone()),
-                    new: false,
-                }
-            })
-            .collect();
-        // Compare with the previous complete scan first: newly open ports weigh in the grade.
-        let alerts = self.diff(&row, &open).await?;
-        for o in &mut open {
-            o.new = alerts.iter().any(|a| {
-                a.kind == AlertKind::NewOpenPort.as_str()
-                    && a.host == o.host
-                    && a.port == i64::from(o.port)
-            });
-        }
-        let (grade, score) = findings::grade(&findings::findings(&open));
-        if !store
-            .complete(
-                id,
-                &banners,
-                (&grade, score),
-                duration_ms,
-                self.now_secs(),
-                &alerts,
-            )
-            .await?
-        {
-            return Ok(());
-        }
-        tracing::info!(%id, open = open.len(), %grade, "managed scan complete");
-        if !alerts.is_empty() {
-            self.notify(&row, alerts).await;
         }
         Ok(())
     }
@@ -441,97 +402,46 @@ impl ManagedService {
     }
 }
 
-/// The engine's `Submit` of a managed scan.
-fn submit_request(row: &MScanRow) -> Request {
-    Request::Submit {
-        id: row.id.clone(),
-        targets: row.addresses.split(',').map(str::to_string).collect(),
-        ports: row.ports.clone(),
-        kind: ScanKind::Custom,
-        priority: PRIORITY,
-    }
-}
-
-#[async_trait]
-impl Book for ManagedService {
-    const KIND: &'static str = "managed scan";
-
-    fn lifecycle(&self) -> &Lifecycle {
-        &self.lifecycle
-    }
-
-    async fn live(&self) -> Result<Vec<Live>, sqlx::Error> {
-        Ok(self
-            .deps
-            .store
-            .live()
-            .await?
-            .into_iter()
-            .map(|r| Live {
-                step: if r.submitted == 1 {
-                    Step::Submitted
-                } else {
-                    Step::Unsent(submit_request(&r))
-                },
-                id: r.id,
+/// The chunks of managed scan `id` of `addrs` (addresses or CIDRs) x the port spec
+/// `ports`, with their queue jobs: hosts x ports, at most `chunk_probes` probes each
+/// (about a second of sending by default, [`DEFAULT_CHUNK_PROBES`]).
+fn chunks_of(
+    id: &str,
+    addrs: &[String],
+    ports: &str,
+    chunk_probes: u32,
+) -> Result<Vec<NewChunk>, ApiError> {
+    let nets: Vec<IpNet> = addrs
+        .iter()
+        .map(|a| {
+            a.parse::<IpNet>()
+                .or_else(|_| a.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| ApiError::Internal(format!("bad address {a}")))
+        })
+        .collect::<Result<_, _>>()?;
+    let set = TargetSet::new(&nets, &[]).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let hosts: Vec<IpAddr> = (0..set.len()).map(|i| set.addr(i)).collect();
+    let ports = PortSet::parse(ports).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    plan_ports(&hosts, ports.as_slice(), chunk_probes)
+        .into_iter()
+        .zip(0u32..)
+        .map(|(c, n)| {
+            let job = ChunkJob {
+                scan_id: id.to_owned(),
+                chunk: n,
+                targets: c.targets.clone(),
+                ports: c.ports.clone(),
+                priority: PRIORITY,
+            };
+            Ok(NewChunk {
+                chunk: n,
+                payload: serde_json::to_string(&job)
+                    .map_err(|e| ApiError::Internal(e.to_string()))?,
+                targets: c.targets,
+                ports: c.ports,
+                probes: c.probes,
+                job_id: Queue::new_id(),
             })
-            .collect())
-    }
-
-    async fn mark_submitted(&self, id: &str) -> Result<(), sqlx::Error> {
-        self.deps.store.mark_submitted(id).await
-    }
-
-    async fn progress(
-        &self,
-        id: &str,
-        queue_position: u32,
-        chunks_complete: Option<u32>,
-        total_chunks: u32,
-    ) -> Result<(), sqlx::Error> {
-        let running = chunks_complete.is_some() && queue_position == 0;
-        self.deps
-            .store
-            .progress(id, running, chunks_complete, total_chunks, self.now_secs())
-            .await
-    }
-
-    async fn ports(&self, id: &str, results: &[&PortResult]) -> Result<(), sqlx::Error> {
-        let store = &self.deps.store;
-        let ports: Vec<(String, u16, &str)> = results
-            .iter()
-            .map(|r| {
-                (
-                    crate::netaddr::normalise(r.ip).to_string(),
-                    r.port,
-                    r.state.as_str(),
-                )
-            })
-            .collect();
-        if store.scan(id).await?.is_some_and(|r| r.is_live()) {
-            store.add_ports(id, &ports).await?;
-        }
-        Ok(())
-    }
-
-    async fn engine_done(&self, _id: &str, _duration_ms: u64) -> Result<bool, sqlx::Error> {
-        // Nothing to record before finishing: `finish` completes the row in one step.
-        Ok(true)
-    }
-
-    async fn finish(self: Arc<Self>, id: String, duration_ms: u64) -> Result<(), sqlx::Error> {
-        self.finish_scan(&id, duration_ms).await
-    }
-
-    async fn fail(&self, id: &str, reason: &FailReason) -> Result<bool, sqlx::Error> {
-        self.deps
-            .store
-            .end(
-                id,
-                Status::Failed.as_str(),
-                Some(&reason.detailed()),
-                self.now_secs(),
-            )
-            .await
-    }
+        })
+        .collect()
 }

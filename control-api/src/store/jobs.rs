@@ -21,13 +21,21 @@
 //! chunk (banners, PTR and `complete` are the API's finisher's). A job scan that fails
 //! fails its `scans` row in the same transaction. Job scans without such a row (the
 //! `jobs submit` path) are untouched by these hooks.
+//!
+//! **A managed scan is a job scan with the same id** (`/api/v1/scan`, retests, the
+//! scheduler, seed 002): its `managed_scans` row is inserted with the job scan by the
+//! admission (`store::quota`, the quotas and the 409 in the same transaction). A chunk run's
+//! start makes it `running`; every commit adds the chunk's open and filtered ports to
+//! `managed_ports` by host and moves its progress and engine time, as long as the row is
+//! live. When the job scan completes the managed finisher grades it (`MStore::complete`,
+//! the one transition to final); a failed job scan fails it in the same transaction;
+//! [`JobStore::cancel_scan`] cancels both and drops the chunk jobs not claimed yet.
 
+use super::job_reads::parse;
 use super::{on_db, Db};
 use crate::jobs::ChunkStatus;
 use crate::model::Status;
-use portscope_core::results::{PortResult, PortState, Reason};
-use sqlx::FromRow;
-use std::net::IpAddr;
+use portscope_core::results::{PortResult, PortState};
 
 /// Runs apalis's migrations for the backend of `db` (ours ran when `db` was opened), each
 /// migrator ignoring the other's versions. On PostgreSQL it then makes apalis's insert
@@ -61,6 +69,85 @@ pub async fn migrate_queue(db: &Db) -> Result<(), sqlx::Error> {
     }
     Ok(())
 }
+
+/// Inserts job scan `$scan` (a [`NewScan`]), its chunk rows and their queue jobs on
+/// transaction `$tx` (`$postgres`: the backend): [`JobStore::create_scan`], and a managed
+/// scan's admission (`store::quota`), which inserts them with its row.
+macro_rules! insert_job_scan {
+    ($tx:expr, $postgres:expr, $scan:expr, $chunks:expr, $queue:expr) => {{
+        let (scan, chunks, queue): (
+            &$crate::store::jobs::NewScan<'_>,
+            &[$crate::store::jobs::NewChunk],
+            $crate::store::jobs::QueueSpec<'_>,
+        ) =
+            ($scan, $chunks, $queue);
+        let postgres: bool = $postgres;
+        // apalis claims jobs with `run_at < now`; SQLite keeps whole seconds, so a job
+        // stamped with this second would wait for the next one: stamp it a second earlier.
+        let run_at_secs = scan.created_at_ms / 1000 - 1;
+        let queue_insert = if postgres {
+            "INSERT INTO apalis.jobs (job, id, job_type, status, attempts, max_attempts, run_at, priority)
+             VALUES ($1::jsonb, $2, $3, 'Pending', 0, $4, to_timestamp($5), 0)"
+        } else {
+            "INSERT INTO Jobs (job, id, job_type, status, attempts, max_attempts, run_at, priority)
+             VALUES ($1, $2, $3, 'Pending', 0, $4, $5, 0)"
+        };
+        sqlx::query(
+            "INSERT INTO job_scans (id, kind, status, chunks_total, chunks_done, created_at_ms)
+             VALUES ($1, $2, $3, $4, 0, $5)",
+        )
+        .bind(scan.id)
+        .bind(scan.kind)
+        .bind($crate::model::Status::Running.as_str())
+        .bind(chunks.len() as i64)
+        .bind(scan.created_at_ms)
+        .execute(&mut *$tx)
+        .await?;
+        if let Some(s) = &scan.selfscan {
+            sqlx::query(
+                "INSERT INTO scans (id, ip, scan_type, status, created_at_ms, expires_at,
+                                    total_chunks)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(s.id)
+            .bind(s.ip)
+            .bind(s.scan_type.as_str())
+            .bind($crate::model::Status::Queued.as_str())
+            .bind(s.created_at_ms)
+            .bind(s.expires_at)
+            .bind(chunks.len() as i64)
+            .execute(&mut *$tx)
+            .await?;
+        }
+        for c in chunks {
+            sqlx::query(
+                "INSERT INTO scan_chunks (scan_id, chunk, targets, ports, probes, status, job_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(scan.id)
+            .bind(i64::from(c.chunk))
+            .bind(c.targets.join(","))
+            .bind(&c.ports)
+            .bind(c.probes as i64)
+            .bind($crate::jobs::ChunkStatus::Pending.as_str())
+            .bind(&c.job_id)
+            .execute(&mut *$tx)
+            .await?;
+            let q = sqlx::query(queue_insert)
+                .bind(&c.payload)
+                .bind(&c.job_id)
+                .bind(queue.job_type)
+                .bind(queue.max_attempts);
+            let q = if postgres {
+                q.bind(run_at_secs as f64)
+            } else {
+                q.bind(run_at_secs)
+            };
+            q.execute(&mut *$tx).await?;
+        }
+    }};
+}
+pub(crate) use insert_job_scan;
 
 /// A job scan to create.
 #[derive(Debug, Clone)]
@@ -149,48 +236,10 @@ pub enum Commit {
     AlreadyDone,
 }
 
-#[derive(FromRow)]
-struct RawScan {
-    id: String,
-    kind: String,
-    status: String,
-    fail_reason: Option<String>,
-    chunks_total: i64,
-    chunks_done: i64,
-    created_at_ms: i64,
-    finished_at_ms: Option<i64>,
-}
-
-#[derive(FromRow)]
-struct RawChunk {
-    chunk: i64,
-    targets: String,
-    ports: String,
-    probes: i64,
-    status: String,
-    job_id: Option<String>,
-    runs: i64,
-    first_node: Option<String>,
-    node: Option<String>,
-    closed: Option<i64>,
-    sent: Option<i64>,
-}
-
-#[derive(FromRow)]
-struct RawResult {
-    address: String,
-    port: i32,
-    state: String,
-    reason: String,
-    ttl: Option<i16>,
-    icmp_type: Option<i16>,
-    icmp_code: Option<i16>,
-}
-
 /// The job tables, on the store's pool.
 #[derive(Debug, Clone)]
 pub struct JobStore {
-    db: Db,
+    pub(super) db: Db,
 }
 
 impl JobStore {
@@ -212,71 +261,9 @@ impl JobStore {
         queue: QueueSpec<'_>,
     ) -> Result<(), sqlx::Error> {
         let postgres = matches!(self.db, Db::Postgres(_));
-        // apalis claims jobs with `run_at < now`; SQLite keeps whole seconds, so a job
-        // stamped with this second would wait for the next one: stamp it a second earlier.
-        let run_at_secs = scan.created_at_ms / 1000 - 1;
-        let queue_insert = if postgres {
-            "INSERT INTO apalis.jobs (job, id, job_type, status, attempts, max_attempts, run_at, priority)
-             VALUES ($1::jsonb, $2, $3, 'Pending', 0, $4, to_timestamp($5), 0)"
-        } else {
-            "INSERT INTO Jobs (job, id, job_type, status, attempts, max_attempts, run_at, priority)
-             VALUES ($1, $2, $3, 'Pending', 0, $4, $5, 0)"
-        };
         on_db!(&self.db, |p| {
             let mut tx = p.begin().await?;
-            sqlx::query(
-                "INSERT INTO job_scans (id, kind, status, chunks_total, chunks_done, created_at_ms)
-                 VALUES ($1, $2, $3, $4, 0, $5)",
-            )
-            .bind(scan.id)
-            .bind(scan.kind)
-            .bind(Status::Running.as_str())
-            .bind(chunks.len() as i64)
-            .bind(scan.created_at_ms)
-            .execute(&mut *tx)
-            .await?;
-            if let Some(s) = &scan.selfscan {
-                sqlx::query(
-                    "INSERT INTO scans (id, ip, scan_type, status, created_at_ms, expires_at,
-                                        total_chunks)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(s.id)
-                .bind(s.ip)
-                .bind(s.scan_type.as_str())
-                .bind(Status::Queued.as_str())
-                .bind(s.created_at_ms)
-                .bind(s.expires_at)
-                .bind(chunks.len() as i64)
-                .execute(&mut *tx)
-                .await?;
-            }
-            for c in chunks {
-                sqlx::query(
-                    "INSERT INTO scan_chunks (scan_id, chunk, targets, ports, probes, status, job_id)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(scan.id)
-                .bind(i64::from(c.chunk))
-                .bind(c.targets.join(","))
-                .bind(&c.ports)
-                .bind(c.probes as i64)
-                .bind(ChunkStatus::Pending.as_str())
-                .bind(&c.job_id)
-                .execute(&mut *tx)
-                .await?;
-                let q = sqlx::query(queue_insert)
-                    .bind(&c.payload)
-                    .bind(&c.job_id)
-                    .bind(queue.job_type)
-                    .bind(queue.max_attempts);
-                let q = if postgres {
-                    q.bind(run_at_secs as f64)
-                } else {
-                    q.bind(run_at_secs)
-                };
-                q.execute(&mut *tx).await?;
-            }
+            insert_job_scan!(tx, postgres, scan, chunks, queue);
             tx.commit().await
         })
     }
@@ -301,6 +288,68 @@ impl JobStore {
             .await?
         });
         status.map(|(s,)| parse(&s, "status")).transpose()
+    }
+
+    /// A run of one of its chunks begins: a managed row of the same id, if queued, is
+    /// `running` from now on (`now_ms`, Unix ms).
+    pub async fn mark_running(&self, scan_id: &str, now_ms: i64) -> Result<(), sqlx::Error> {
+        on_db!(&self.db, |p| {
+            sqlx::query(
+                "UPDATE managed_scans SET status = $1, submitted = 1,
+                   started_at = COALESCE(started_at, $2)
+                 WHERE id = $3 AND status = $4",
+            )
+            .bind(Status::Running.as_str())
+            .bind(now_ms / 1000)
+            .bind(scan_id)
+            .bind(Status::Queued.as_str())
+            .execute(p)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Cancels scan `scan_id`: its managed row (if live) and its job scan (if running)
+    /// become `cancelled` and its chunk jobs not claimed yet leave the queue, in one
+    /// transaction. A chunk being run still commits its chunk row, but moves no managed
+    /// row (the commit only moves live ones). Returns whether the managed row changed.
+    pub async fn cancel_scan(&self, scan_id: &str, now_ms: i64) -> Result<bool, sqlx::Error> {
+        let queue = match self.db {
+            Db::Postgres(_) => "apalis.jobs",
+            Db::Sqlite(_) => "Jobs",
+        };
+        on_db!(&self.db, |p| {
+            let mut tx = p.begin().await?;
+            let r = sqlx::query(
+                "UPDATE managed_scans SET status = $1, completed_at = $2
+                 WHERE id = $3 AND status IN ($4, $5)",
+            )
+            .bind(Status::Cancelled.as_str())
+            .bind(now_ms / 1000)
+            .bind(scan_id)
+            .bind(Status::Queued.as_str())
+            .bind(Status::Running.as_str())
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE job_scans SET status = $1, finished_at_ms = $2 WHERE id = $3 AND status = $4",
+            )
+            .bind(Status::Cancelled.as_str())
+            .bind(now_ms)
+            .bind(scan_id)
+            .bind(Status::Running.as_str())
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(&format!(
+                "DELETE FROM {queue} WHERE status = 'Pending'
+                   AND id IN (SELECT job_id FROM scan_chunks WHERE scan_id = $1)"
+            ))
+            .bind(scan_id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(r.rows_affected() == 1)
+        })
     }
 
     /// Commits one chunk run: in one transaction, marks the chunk done by `node` (only if it
@@ -412,6 +461,41 @@ impl JobStore {
             .bind(Status::Running.as_str())
             .execute(&mut *tx)
             .await?;
+            // The managed row of the same id, if any and live (not cancelled): the chunk's
+            // open and filtered ports by host, its progress and engine time.
+            sqlx::query(
+                "INSERT INTO managed_ports (scan_id, host, port, state)
+                 SELECT scan_id, address, port, state FROM port_results
+                 WHERE scan_id = $1 AND chunk = $2 AND state <> $3
+                   AND EXISTS (SELECT 1 FROM managed_scans WHERE id = $4 AND status IN ($5, $6))
+                 ON CONFLICT (scan_id, host, port) DO NOTHING",
+            )
+            .bind(scan_id)
+            .bind(i64::from(chunk))
+            .bind(PortState::Closed.as_str())
+            .bind(scan_id)
+            .bind(Status::Queued.as_str())
+            .bind(Status::Running.as_str())
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE managed_scans SET status = $1, submitted = 1,
+                   chunks_complete = (SELECT chunks_done FROM job_scans WHERE id = $2),
+                   total_chunks = (SELECT chunks_total FROM job_scans WHERE id = $3),
+                   started_at = COALESCE(started_at, $4),
+                   duration_ms = COALESCE(duration_ms, 0) + $5
+                 WHERE id = $6 AND status IN ($7, $8)",
+            )
+            .bind(Status::Running.as_str())
+            .bind(scan_id)
+            .bind(scan_id)
+            .bind(now_ms / 1000)
+            .bind(i64::try_from(duration_ms).unwrap_or(i64::MAX))
+            .bind(scan_id)
+            .bind(Status::Queued.as_str())
+            .bind(Status::Running.as_str())
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
             Ok(Commit::Committed {
                 scan_complete: completed > 0,
@@ -420,8 +504,8 @@ impl JobStore {
     }
 
     /// Fails a running scan with `reason` (a chunk failed for good); `true` when it was
-    /// running. A later commit of another chunk leaves it failed. Its self-scan row, if
-    /// any and not final, fails in the same transaction with `selfscan_reason`.
+    /// running. A later commit of another chunk leaves it failed. Its self-scan or managed
+    /// row, if any and not final, fails in the same transaction with `selfscan_reason`.
     pub async fn fail_scan(
         &self,
         scan_id: &str,
@@ -433,6 +517,18 @@ impl JobStore {
             let mut tx = p.begin().await?;
             sqlx::query(
                 "UPDATE scans SET status = $1, fail_reason = $2, completed_at = $3
+                 WHERE id = $4 AND status IN ($5, $6)",
+            )
+            .bind(Status::Failed.as_str())
+            .bind(selfscan_reason)
+            .bind(now_ms / 1000)
+            .bind(scan_id)
+            .bind(Status::Queued.as_str())
+            .bind(Status::Running.as_str())
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE managed_scans SET status = $1, error = $2, completed_at = $3
                  WHERE id = $4 AND status IN ($5, $6)",
             )
             .bind(Status::Failed.as_str())
@@ -482,113 +578,8 @@ impl JobStore {
         })
     }
 
-    /// The scan, if it exists.
-    pub async fn scan(&self, id: &str) -> Result<Option<ScanRow>, sqlx::Error> {
-        let raw: Option<RawScan> = on_db!(&self.db, |p| {
-            sqlx::query_as(
-                "SELECT id, kind, status, fail_reason, chunks_total, chunks_done, created_at_ms,
-                        finished_at_ms
-                 FROM job_scans WHERE id = $1",
-            )
-            .bind(id)
-            .fetch_optional(p)
-            .await?
-        });
-        raw.map(|r| {
-            Ok(ScanRow {
-                status: Status::parse(&r.status).ok_or_else(|| {
-                    decode("status", format!("unknown scan status {:?}", r.status))
-                })?,
-                id: r.id,
-                kind: r.kind,
-                fail_reason: r.fail_reason,
-                chunks_total: r.chunks_total as u64,
-                chunks_done: r.chunks_done as u64,
-                created_at_ms: r.created_at_ms,
-                finished_at_ms: r.finished_at_ms,
-            })
-        })
-        .transpose()
-    }
-
-    /// The scan's chunks, by number.
-    pub async fn chunks(&self, scan_id: &str) -> Result<Vec<ChunkRow>, sqlx::Error> {
-        let rows: Vec<RawChunk> = on_db!(&self.db, |p| {
-            sqlx::query_as(
-                "SELECT chunk, targets, ports, probes, status, job_id, runs, first_node, node,
-                        closed, sent
-                 FROM scan_chunks WHERE scan_id = $1 ORDER BY chunk",
-            )
-            .bind(scan_id)
-            .fetch_all(p)
-            .await?
-        });
-        rows.into_iter()
-            .map(|r| {
-                Ok(ChunkRow {
-                    chunk: r.chunk as u32,
-                    targets: r.targets.split(',').map(str::to_owned).collect(),
-                    ports: r.ports,
-                    probes: r.probes as u64,
-                    status: parse(&r.status, "status")?,
-                    job_id: r.job_id,
-                    runs: r.runs as u64,
-                    first_node: r.first_node,
-                    node: r.node,
-                    closed: r.closed.map(|v| v as u64),
-                    sent: r.sent.map(|v| v as u64),
-                })
-            })
-            .collect()
-    }
-
-    /// The scan's stored port results (open and filtered), by address and port.
-    pub async fn results(&self, scan_id: &str) -> Result<Vec<PortResult>, sqlx::Error> {
-        let rows: Vec<RawResult> = on_db!(&self.db, |p| {
-            sqlx::query_as(
-                "SELECT address, port, state, reason, ttl, icmp_type, icmp_code
-                 FROM port_results WHERE scan_id = $1 ORDER BY address, port",
-            )
-            .bind(scan_id)
-            .fetch_all(p)
-            .await?
-        });
-        rows.into_iter().map(result_row).collect()
-    }
-
     /// Closes the pool.
     pub async fn close(&self) {
         self.db.close().await;
     }
-}
-
-fn decode(col: &str, e: String) -> sqlx::Error {
-    sqlx::Error::ColumnDecode {
-        index: col.to_owned(),
-        source: e.into(),
-    }
-}
-
-/// A stored text column parsed as one of our enums.
-fn parse<T: std::str::FromStr<Err = String>>(text: &str, col: &str) -> Result<T, sqlx::Error> {
-    text.parse().map_err(|e: String| decode(col, e))
-}
-
-fn result_row(r: RawResult) -> Result<PortResult, sqlx::Error> {
-    let small = |v: Option<i16>| v.map(|v| v as u8);
-    Ok(PortResult {
-        ip: r
-            .address
-            .parse::<IpAddr>()
-            .map_err(|e| decode("address", e.to_string()))?,
-        port: r.port as u16,
-        proto: Default::default(),
-        state: serde_json::from_value::<PortState>(r.state.into())
-            .map_err(|e| decode("state", e.to_string()))?,
-        reason: serde_json::from_value::<Reason>(r.reason.into())
-            .map_err(|e| decode("reason", e.to_string()))?,
-        ttl: small(r.ttl),
-        icmp_type: small(r.icmp_type),
-        icmp_code: small(r.icmp_code),
-    })
 }

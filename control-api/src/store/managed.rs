@@ -1,10 +1,11 @@
 //! The managed-scan tables (`migrations/sqlite/0002_managed.sql`) through sqlx: scans and their
-//! per-host ports, saved targets, alerts. Portable SQL as in [`crate::store`]; engine
-//! updates only touch live rows (`queued`, `running`), so replays are idempotent and a
-//! cancelled scan stays cancelled.
+//! per-host ports, saved targets, alerts. Portable SQL as in [`crate::store`]. A managed
+//! scan is a job scan of the same id: chunk commits move its row and ports
+//! (`store::jobs`), only while it is live (`queued`, `running`), so a re-run chunk changes
+//! nothing twice and a cancelled scan stays cancelled.
 
 use super::{fetch_page, on_db, Db};
-use sqlx::{FromRow, QueryBuilder};
+use sqlx::FromRow;
 
 pub use super::alerts::AlertRow;
 pub use super::targets::TargetRow;
@@ -276,66 +277,18 @@ impl MStore {
         })
     }
 
-    /// Marks the submit sent.
-    pub async fn mark_submitted(&self, id: &str) -> Result<(), sqlx::Error> {
+    /// Live scans whose job scan completed (every chunk committed), oldest first: the
+    /// finisher's work.
+    pub async fn engine_complete(&self) -> Result<Vec<MScanRow>, sqlx::Error> {
         on_db!(&self.pool, |p| {
-            sqlx::query("UPDATE managed_scans SET submitted = 1 WHERE id = $1")
-                .bind(id)
-                .execute(p)
-                .await?;
-            Ok(())
-        })
-    }
-
-    /// Engine progress; queue position 0 with a chunk count means running.
-    pub async fn progress(
-        &self,
-        id: &str,
-        running: bool,
-        chunks_complete: Option<u32>,
-        total_chunks: u32,
-        now: i64,
-    ) -> Result<(), sqlx::Error> {
-        on_db!(&self.pool, |p| {
-            let status = if running { "running" } else { "queued" };
-            sqlx::query(&format!(
-                "UPDATE managed_scans SET status = $1, submitted = 1, \
-                 chunks_complete = COALESCE($2, chunks_complete), total_chunks = $3, \
-                 started_at = CASE WHEN $1 = 'running' THEN COALESCE(started_at, $4) ELSE started_at END \
-                 WHERE id = $5 AND {LIVE}"
-            ))
-            .bind(status)
-            .bind(chunks_complete.map(i64::from))
-            .bind(i64::from(total_chunks))
-            .bind(now)
-            .bind(id)
-            .execute(p)
-            .await?;
-            Ok(())
-        })
-    }
-
-    /// Records open / filtered ports of a live scan (idempotent).
-    pub async fn add_ports(
-        &self,
-        id: &str,
-        ports: &[(String, u16, &str)],
-    ) -> Result<(), sqlx::Error> {
-        on_db!(&self.pool, |p, DB| {
-            let mut tx = p.begin().await?;
-            for batch in ports.chunks(300) {
-                let mut q: QueryBuilder<'_, DB> =
-                    QueryBuilder::new("INSERT INTO managed_ports (scan_id, host, port, state) ");
-                q.push_values(batch, |mut b, (host, port, state)| {
-                    b.push_bind(id)
-                        .push_bind(host.clone())
-                        .push_bind(i64::from(*port))
-                        .push_bind(*state);
-                });
-                q.push(" ON CONFLICT (scan_id, host, port) DO NOTHING");
-                q.build().execute(&mut *tx).await?;
-            }
-            tx.commit().await
+            sqlx::query_as(
+                "SELECT m.* FROM managed_scans m JOIN job_scans j ON j.id = m.id \
+                 WHERE m.status IN ('queued', 'running') AND j.status = 'complete' \
+                 ORDER BY m.created_at_ms",
+            )
+            .fetch_all(p)
+            .await
+            .map(|v: Vec<MScanRow>| v.into_iter().map(|r| self.keyed(r)).collect())
         })
     }
 

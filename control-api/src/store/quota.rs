@@ -11,9 +11,11 @@
 //!   before reading, so the counts cannot change until it commits (other processes on the
 //!   same file wait on `busy_timeout`).
 //!
-//! The queue limit counts every token's queued scans, so on PostgreSQL (locked per token)
+//! The queue limit counts every token's live scans (queued or running: job scans whose
+//! chunks wait for or run on workers), so on PostgreSQL (locked per token)
 //! two tokens admitted at once may pass it by one each: it is a load brake, not a quota.
 
+use super::jobs::{insert_job_scan, NewChunk, NewScan, QueueSpec};
 use super::managed::{insert_scan, LIVE};
 use super::{Db, MScanRow, MStore};
 
@@ -51,7 +53,7 @@ pub enum Admission {
 /// The checks and the insert, on a transaction `$tx` that already excludes other
 /// admissions of the token.
 macro_rules! admit_in {
-    ($tx:expr, $row:expr, $q:expr) => {{
+    ($tx:ident, $row:expr, $q:expr, $job:expr, $postgres:expr) => {{
         let (row, q): (&MScanRow, &Quota) = ($row, $q);
         let live: Option<(String,)> = sqlx::query_as(&format!(
             "SELECT id FROM managed_scans WHERE token_id = $1 AND target = $2 AND {LIVE} \
@@ -67,7 +69,7 @@ macro_rules! admit_in {
              (SELECT COUNT(*) FROM managed_scans WHERE token_id = $1 AND created_at_ms >= $2 \
               AND COALESCE(error, '') NOT LIKE 'rejected\\_%' ESCAPE '\\'), \
              (SELECT COUNT(*) FROM managed_scans WHERE token_id = $1 AND {LIVE}), \
-             (SELECT COUNT(*) FROM managed_scans WHERE status = 'queued')"
+             (SELECT COUNT(*) FROM managed_scans WHERE {LIVE})"
         ))
         .bind(&row.token_id)
         .bind(q.month_since_ms)
@@ -83,19 +85,50 @@ macro_rules! admit_in {
             Admission::QueueFull
         } else {
             insert_scan!(&mut *$tx, row)?;
+            if let Some(job) = $job {
+                let job: &JobInsert<'_> = job;
+                insert_job_scan!($tx, $postgres, &job.scan, job.chunks, job.queue);
+                sqlx::query("UPDATE managed_scans SET total_chunks = $1 WHERE id = $2")
+                    .bind(job.chunks.len() as i64)
+                    .bind(&row.id)
+                    .execute(&mut *$tx)
+                    .await?;
+            }
             Admission::Admitted
         }
     }};
+}
+
+/// The job scan a managed scan runs as (same id), inserted with its row.
+#[derive(Debug, Clone)]
+pub struct JobInsert<'a> {
+    /// The job scan.
+    pub scan: NewScan<'a>,
+    /// Its chunks and their queue jobs.
+    pub chunks: &'a [NewChunk],
+    /// The queue's side.
+    pub queue: QueueSpec<'a>,
 }
 
 impl MStore {
     /// Inserts `row` (a queued scan) if the token has no live scan of its target and it
     /// fits `quota`; otherwise says which check refused it. Atomic across API nodes.
     pub async fn admit(&self, row: &MScanRow, quota: &Quota) -> Result<Admission, sqlx::Error> {
+        self.admit_job(row, quota, None).await
+    }
+
+    /// [`MStore::admit`], inserting the row's job scan `job` (its chunks and their queue
+    /// jobs) in the same transaction when admitted.
+    pub async fn admit_job(
+        &self,
+        row: &MScanRow,
+        quota: &Quota,
+        job: Option<&JobInsert<'_>>,
+    ) -> Result<Admission, sqlx::Error> {
         let admission = match &self.pool {
             Db::Sqlite(p) => {
                 let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
-                let a = admit_in!(tx, row, quota);
+                let a = admit_in!(tx, row, quota, job, false);
                 tx.commit().await?;
                 a
             }
@@ -106,7 +139,7 @@ impl MStore {
                     .bind(&row.token_id)
                     .execute(&mut *tx)
                     .await?;
-                let a = admit_in!(tx, row, quota);
+                let a = admit_in!(tx, row, quota, job, true);
                 tx.commit().await?;
                 a
             }

@@ -11,7 +11,6 @@ mod targets;
 use axum::http::{Method, StatusCode};
 use portscope_control_api::managed::service::ManagedSettings;
 use portscope_core::results::PortState::{Filtered, Open};
-use portscope_proto::Request as EngineRequest;
 use serde_json::{json, Value};
 use std::time::Duration;
 use support::managed::{unscheduled, M};
@@ -154,17 +153,18 @@ async fn scan_lifecycle_with_partial_results_grade_and_summary() {
     let report = r.body["reportUrl"].as_str().unwrap().to_string();
     assert!(report.starts_with(&format!("/report/{id}?key=")));
     assert_eq!(r.body.as_object().unwrap().len(), 3);
-    match &m.submits()[..] {
+    match &m.submits().await[..] {
         [(sid, targets, ports)] => {
             assert_eq!(sid, &id);
             assert_eq!(targets, &vec!["198.18.0.5".to_string()]);
-            assert!(ports.starts_with("21,22,23,25"));
+            // One chunk (a host's fast ports); its port spec in ranges.
+            assert!(ports.starts_with("21-23,25"), "{ports}");
         }
         other => panic!("{other:?}"),
     }
 
-    // The engine's `Accepted` arrives asynchronously.
-    m.wait(&id, |r| r.total_chunks == 4).await;
+    // A worker sent its one chunk to the engine, which queues it.
+    m.wait(&id, |r| r.total_chunks == 1).await;
     let r = m.get(&format!("/api/v1/scan/{id}"), &t).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["status"], "queued");
@@ -174,42 +174,18 @@ async fn scan_lifecycle_with_partial_results_grade_and_summary() {
     assert_eq!(r.body["grade"], Value::Null);
     assert_eq!(
         r.body["progress"],
-        json!({"chunksComplete": 0, "totalChunks": 4})
+        json!({"chunksComplete": 0, "totalChunks": 1})
     );
 
-    // Running, with the first chunk's ports: partial results.
+    // The engine runs it: running (the worker's clock, here the API's).
     m.clock.advance(Duration::from_secs(5));
-    m.engine.progress(&id, 0, 1, 4);
-    m.ports(
-        &id,
-        0,
-        &[("198.18.0.5", 22, Open), ("198.18.0.5", 25, Filtered)],
-    );
+    m.progress(&id, 0).await;
     m.wait(&id, |r| r.status == "running").await;
-    for _ in 0..100 {
-        if m.get(&format!("/api/v1/scans/{id}/results"), &t).await.body["results"]
-            .as_array()
-            .unwrap()
-            .len()
-            == 2
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     let r = m.get(&format!("/api/v1/scan/{id}"), &t).await;
     assert_eq!(r.body["status"], "running");
     assert_eq!(r.body["partial"], true);
     assert_eq!(r.body["startedAt"], "2024-04-01T03:06:45.000Z");
-    assert_eq!(
-        r.body["results"],
-        json!([
-            {"host": "198.18.0.5", "port": 22, "state": "open", "service": "SSH", "banner": null},
-            {"host": "198.18.0.5", "port": 25, "state": "filtered", "service": "SMTP", "banner": null}
-        ])
-    );
-    assert_eq!(r.body["findings"][0]["severity"], "LOW");
-    assert_eq!(r.body["summary"]["findings"]["low"], 1);
+    assert_eq!(r.body["results"], json!([]));
 
     // Complete: grade from exposure, banners, per-host summary with closed counts.
     m.banners
@@ -217,10 +193,18 @@ async fn scan_lifecycle_with_partial_results_grade_and_summary() {
         .lock()
         .unwrap()
         .insert(22, "SSH-2.0-OpenSSH_9.6".into());
-    m.ports(&id, 1, &[("198.18.0.5", 6379, Open)]);
-    m.engine.progress(&id, 0, 4, 4);
+    m.ports(
+        &id,
+        0,
+        &[
+            ("198.18.0.5", 22, Open),
+            ("198.18.0.5", 25, Filtered),
+            ("198.18.0.5", 6379, Open),
+        ],
+    )
+    .await;
     m.clock.advance(Duration::from_secs(10));
-    m.engine.complete(&id, 15_000);
+    m.finish_chunk(&id, 0, 15_000).await;
     m.wait_status(&id, "complete").await;
     let r = m.get(&format!("/api/v1/scan/{id}"), &t).await;
     assert_eq!(r.body["status"], "complete");
@@ -264,11 +248,62 @@ async fn scan_lifecycle_with_partial_results_grade_and_summary() {
     );
 }
 
+/// A scan of several chunks shows the committed chunks' ports while the rest run
+/// (partial results), and its progress in chunks.
+#[tokio::test]
+async fn committed_chunks_are_partial_results_while_the_rest_run() {
+    let (m, t) = setup().await;
+    let r = m
+        .post_json(
+            "/api/v1/scan",
+            &t,
+            json!({"target": "198.18.0.5", "profile": "deep"}),
+        )
+        .await;
+    let id = r.created_id();
+    assert_eq!(m.chunks(&id).await, 4, "65,535 ports in chunks of 16,384");
+    m.clock.advance(Duration::from_secs(5));
+    m.ports(
+        &id,
+        0,
+        &[("198.18.0.5", 22, Open), ("198.18.0.5", 25, Filtered)],
+    )
+    .await;
+    m.finish_chunk(&id, 0, 1000).await;
+    m.wait(&id, |r| r.chunks_complete == 1).await;
+    let r = m.get(&format!("/api/v1/scan/{id}"), &t).await;
+    assert_eq!(r.body["status"], "running");
+    assert_eq!(r.body["partial"], true);
+    assert_eq!(
+        r.body["progress"],
+        json!({"chunksComplete": 1, "totalChunks": 4})
+    );
+    assert_eq!(
+        r.body["results"],
+        json!([
+            {"host": "198.18.0.5", "port": 22, "state": "open", "service": "SSH", "banner": null},
+            {"host": "198.18.0.5", "port": 25, "state": "filtered", "service": "SMTP", "banner": null}
+        ])
+    );
+    assert_eq!(r.body["findings"][0]["severity"], "LOW");
+    assert_eq!(r.body["summary"]["findings"]["low"], 1);
+    for chunk in 1..4 {
+        m.finish_chunk(&id, chunk, 1000).await;
+    }
+    m.wait_status(&id, "complete").await;
+    assert_eq!(
+        m.row(&id).await.duration_ms,
+        Some(4000),
+        "the chunks' engine time"
+    );
+}
+
 #[tokio::test]
 async fn failed_and_cancelled_scans() {
     let (m, t) = setup().await;
     let a = m.scan(&t, "198.18.0.6").await;
-    m.engine.fail(&a, "timeout");
+    // Every attempt of its chunk fails: the last one fails the scan with the reason.
+    assert_eq!(m.fail_runs(&a, "timeout").await, 10);
     m.wait_status(&a, "failed").await;
     let r = m.get(&format!("/api/v1/scan/{a}"), &t).await;
     assert_eq!(
@@ -280,13 +315,23 @@ async fn failed_and_cancelled_scans() {
     let r = m.post(&format!("/api/v1/scan/{b}/cancel"), &t, None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body, json!({"id": b, "status": "cancelled"}));
-    assert!(m
-        .engine
-        .requests()
-        .contains(&EngineRequest::Cancel { id: b.clone() }));
-    // The engine's late "cancelled" failure does not change it; a second cancel is 400.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A run of its chunk already on the engine completes with ports: nothing is recorded,
+    // and a second cancel is 400.
+    let runs: Vec<_> = m.chunk_runs().into_iter().filter(|c| c.scan == b).collect();
+    for c in &runs {
+        m.ports(&b, c.chunk, &[("198.18.0.7", 22, Open)]).await;
+        m.finish_chunk(&b, c.chunk, 10).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(m.row(&b).await.status, "cancelled");
+    assert!(m
+        .state
+        .managed()
+        .store()
+        .ports(&b)
+        .await
+        .unwrap()
+        .is_empty());
     let r = m.post(&format!("/api/v1/scan/{b}/cancel"), &t, None).await;
     r.assert_message(StatusCode::BAD_REQUEST, "already cancelled");
 }
@@ -314,7 +359,7 @@ async fn a_live_scan_of_the_same_target_is_409_with_existing_id() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
-    assert_eq!(m.submits().len(), 1);
+    assert_eq!(m.submits().await.len(), 1);
 }
 
 #[tokio::test]
@@ -338,7 +383,7 @@ async fn bad_requests_get_400() {
         .send(Method::POST, "/api/v1/scan", Some(&t), None, "127.0.0.1")
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(m.submits().is_empty());
+    assert!(m.submits().await.is_empty());
 }
 
 #[tokio::test]
@@ -366,7 +411,7 @@ async fn scope_is_enforced_before_anything_is_queued() {
     // Names in scope are scanned by address, never by name.
     let app = m.scan(&t, "APP.example.com").await;
     m.scan(&t, "v6.lab.example").await;
-    let s = m.submits();
+    let s = m.submits().await;
     assert_eq!(s[0].1, vec!["198.18.0.20".to_string()]);
     assert_eq!(s[1].1, vec!["2001:2::5".to_string()]);
     let got = m.get(&format!("/api/v1/scan/{app}"), &t).await;
@@ -380,8 +425,12 @@ async fn scope_is_enforced_before_anything_is_queued() {
     // The API's own target policy still applies under the scope.
     let wide = m.token("wide", &["10.0.0.0/8"], 10, 5).await;
     let r = m.post("/api/v1/scan", &wide, scan_body("10.1.2.3")).await;
-    r.assert_message(StatusCode::BAD_REQUEST, "cannot be scanned");
-    assert_eq!(m.submits().len(), 2);
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body["message"]
+        .as_str()
+        .unwrap()
+        .contains("cannot be scanned"));
+    assert_eq!(m.submits().await.len(), 2);
 }
 
 #[tokio::test]
@@ -394,13 +443,13 @@ async fn retest_rechecks_the_scope_when_dns_moves() {
     m.dns.set("app.example.com", &["203.0.113.9"]);
     let r = m.post(&format!("/api/v1/scan/{id}/retest"), &t, None).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    assert_eq!(m.submits().len(), 1);
+    assert_eq!(m.submits().await.len(), 1);
     // Back inside: a new scan of the new address, same target.
     m.dns.set("app.example.com", &["198.18.0.31"]);
     let r = m.post(&format!("/api/v1/scan/{id}/retest"), &t, None).await;
     assert_eq!(r.status, StatusCode::CREATED);
     assert_ne!(r.body["id"], json!(id));
-    assert_eq!(m.submits()[1].1, vec!["198.18.0.31".to_string()]);
+    assert_eq!(m.submits().await[1].1, vec!["198.18.0.31".to_string()]);
     // Another token cannot retest it.
     let other = m.token("other", &["198.18.0.0/16"], 10, 5).await;
     let r = m
@@ -418,18 +467,23 @@ async fn a_cidr_target_is_one_multi_host_engine_scan_with_per_host_summary() {
             json!({"target": "198.18.0.64/26", "ports": "22,80,443"}),
         )
         .await;
-    let s = m.submits();
+    let s = m.submits().await;
     assert_eq!(s.len(), 1);
-    assert_eq!(s[0].1, vec!["198.18.0.64/26".to_string()]);
+    // One chunk of the 64 hosts (192 probes), every address of the CIDR as the engine's.
+    let hosts: Vec<String> = (64..128).map(|k| format!("198.18.0.{k}")).collect();
+    assert_eq!(s[0].1, hosts);
     assert_eq!(s[0].2, "22,80,443");
-    m.engine.progress(&id, 0, 0, 2);
     m.ports(
         &id,
         0,
-        &[("198.18.0.65", 22, Open), ("198.18.0.65", 80, Filtered)],
-    );
-    m.ports(&id, 1, &[("198.18.0.70", 443, Open)]);
-    m.engine.complete(&id, 900);
+        &[
+            ("198.18.0.65", 22, Open),
+            ("198.18.0.65", 80, Filtered),
+            ("198.18.0.70", 443, Open),
+        ],
+    )
+    .await;
+    m.finish_chunk(&id, 0, 900).await;
     m.wait_status(&id, "complete").await;
     let r = m.get(&format!("/api/v1/scans/{id}/summary"), &t).await;
     assert_eq!(
@@ -458,8 +512,9 @@ async fn quotas_monthly_concurrent_and_queue() {
     let id = a.body["id"].as_str().unwrap().to_string();
     m.complete_with(&id, &[]).await;
     m.scan(&t, "198.18.0.41").await;
-    m.engine.fail(m.submits()[1].0.as_str(), "timeout");
-    m.wait_status(&m.submits()[1].0, "failed").await;
+    let second = m.submits().await[1].0.clone();
+    m.fail_runs(&second, "timeout").await;
+    m.wait_status(&second, "failed").await;
     // Two scans this month: the third is refused until next month.
     let r = m.post("/api/v1/scan", &t, scan_body("198.18.0.42")).await;
     r.assert_error(StatusCode::TOO_MANY_REQUESTS, "monthly_limit");
@@ -471,7 +526,7 @@ async fn quotas_monthly_concurrent_and_queue() {
     );
     m.clock.set_ms(1_714_521_600_000);
     m.scan(&t, "198.18.0.42").await;
-    // The queue (all tokens) holds 3 queued scans.
+    // The queue (all tokens) holds 3 live scans (a worker running one leaves it counted).
     let big = m.token("big", SCOPE, 100, 100).await;
     for ip in ["198.18.0.43", "198.18.0.44"] {
         m.scan(&big, ip).await;

@@ -17,6 +17,7 @@ use portscope_control_api::managed::store::MScanRow;
 use portscope_control_api::managed::tokens;
 use portscope_control_api::{app, start_with, AppState, ManagedOptions, Services};
 use portscope_core::results::PortState;
+use portscope_core::targets::PortSet;
 use portscope_proto::{Event, Request as EngineRequest};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -181,6 +182,33 @@ impl M {
         Self::build(self.dir, c, self.clock, self.dns, self.banners, settings).await
     }
 
+    /// A second API node on the same database, clock, resolver, banners and outbox, with
+    /// no worker of its own: its managed finisher races this one's.
+    pub async fn second_node(&self) -> AppState {
+        let mut c = config(self.dir.path());
+        c.worker = false;
+        c.allow_callback = vec!["127.0.0.0/8".parse().unwrap()];
+        start_with(
+            &c,
+            Services {
+                engine: Arc::new(FakeEngine::new()),
+                clock: Arc::new(self.clock.clone()),
+                banners: self.banners.clone(),
+                ptr: Arc::new(NoPtr),
+            },
+            ManagedOptions {
+                resolver: self.dns.clone(),
+                settings: ManagedSettings {
+                    scheduler_interval: Duration::ZERO,
+                    ..ManagedSettings::default()
+                },
+                mailer: Some(self.outbox.clone()),
+            },
+        )
+        .await
+        .unwrap()
+    }
+
     /// Creates a token directly in the database (as the CLI does); returns the secret.
     pub async fn token(&self, name: &str, scope: &[&str], monthly: i64, concurrent: i64) -> String {
         let (_, secret) = tokens::create(
@@ -270,20 +298,71 @@ impl M {
         self.send(method, path, Some(token), body, &from).await
     }
 
-    /// Every managed `Submit` the engine saw: (id, targets, ports).
-    pub fn submits(&self) -> Vec<(String, Vec<String>, String)> {
+    /// The chunk runs of managed scans the engine was sent, in order: (engine id, scan
+    /// id, chunk, targets, ports). A managed scan is a job scan: the API's in-process
+    /// worker submits each chunk as engine scan `<scan id>/<chunk>/<run>`.
+    pub fn chunk_runs(&self) -> Vec<ChunkRun> {
         self.engine
             .requests()
             .into_iter()
             .filter_map(|r| match r {
                 EngineRequest::Submit {
                     id, targets, ports, ..
-                } if portscope_control_api::lifecycle::demux::is_managed_id(&id) => {
-                    Some((id, targets, ports))
+                } => {
+                    let mut parts = id.split('/');
+                    let scan = parts.next()?.to_string();
+                    let chunk = parts.next()?.parse().ok()?;
+                    (scan.len() == 36).then_some(ChunkRun {
+                        run: id,
+                        scan,
+                        chunk,
+                        targets,
+                        ports,
+                    })
                 }
                 _ => None,
             })
             .collect()
+    }
+
+    /// Every managed scan that reached the engine: (scan id, targets, ports) of its first
+    /// chunk's first run, oldest scan first. Waits (up to 10 s) until every live managed
+    /// scan has reached it (the worker polls the queue).
+    pub async fn submits(&self) -> Vec<(String, Vec<String>, String)> {
+        let store = self.state.managed().store();
+        for _ in 0..3000 {
+            let live = store.live().await.unwrap();
+            let runs = self.chunk_runs();
+            if live.iter().all(|r| runs.iter().any(|c| c.scan == r.id)) {
+                let mut seen: Vec<(i64, String, Vec<String>, String)> = Vec::new();
+                for c in runs.into_iter().filter(|c| c.chunk == 0) {
+                    if !seen.iter().any(|s| s.1 == c.scan) {
+                        let created = self.row(&c.scan).await.created_at_ms;
+                        seen.push((created, c.scan, c.targets, c.ports));
+                    }
+                }
+                seen.sort();
+                return seen.into_iter().map(|(_, a, b, c)| (a, b, c)).collect();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("live managed scans never reached the engine");
+    }
+
+    /// The newest run of chunk `chunk` of scan `id` (waits for it).
+    pub async fn run_of(&self, id: &str, chunk: u32) -> ChunkRun {
+        for _ in 0..3000 {
+            if let Some(c) = self
+                .chunk_runs()
+                .into_iter()
+                .rev()
+                .find(|c| c.scan == id && c.chunk == chunk)
+            {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("chunk {chunk} of scan {id} never reached the engine");
     }
 
     pub async fn row(&self, id: &str) -> MScanRow {
@@ -298,7 +377,7 @@ impl M {
 
     /// Waits until the scan row satisfies `f`.
     pub async fn wait(&self, id: &str, f: impl Fn(&MScanRow) -> bool) {
-        for _ in 0..500 {
+        for _ in 0..3000 {
             if f(&self.row(id).await) {
                 return;
             }
@@ -314,28 +393,97 @@ impl M {
         self.wait(id, |r| r.status == status).await;
     }
 
-    /// Emits `Ports` for several hosts (multi-host chunk).
-    pub fn ports(&self, id: &str, chunk: u32, results: &[(&str, u16, PortState)]) {
+    /// Emits `Ports` for several hosts in the newest run of chunk `chunk` of scan `id`.
+    pub async fn ports(&self, id: &str, chunk: u32, results: &[(&str, u16, PortState)]) {
+        let run = self.run_of(id, chunk).await;
         let results = results
             .iter()
             .map(|&(ip, port, state)| port_result(ip.parse().unwrap(), port, state))
             .collect();
         self.engine.emit(Event::Ports {
-            id: id.into(),
-            chunk,
+            id: run.run,
+            chunk: 0,
             results,
             closed: 0,
         });
     }
 
-    /// Runs a scan to completion with these open ports on `host`.
+    /// The engine starts running the newest run of chunk `chunk` of scan `id` (`Progress`
+    /// at queue position 0): the scan is `running` from then on.
+    pub async fn progress(&self, id: &str, chunk: u32) {
+        let run = self.run_of(id, chunk).await;
+        self.engine.progress(&run.run, 0, 0, 1);
+    }
+
+    /// Completes the newest run of chunk `chunk` of scan `id` (engine time `ms`).
+    pub async fn finish_chunk(&self, id: &str, chunk: u32, ms: u64) {
+        let run = self.run_of(id, chunk).await;
+        self.engine.complete(&run.run, ms);
+    }
+
+    /// Chunks of scan `id`.
+    pub async fn chunks(&self, id: &str) -> u32 {
+        self.wait(id, |r| r.total_chunks > 0 || !r.is_live()).await;
+        let jobs = portscope_control_api::store::jobs::JobStore::new(
+            self.state.managed().store().pool().clone(),
+        );
+        jobs.chunks(id).await.unwrap().len() as u32
+    }
+
+    /// Fails every run of scan `id` the worker sends with `reason` until the scan is
+    /// failed (the chunk's last attempt fails it); returns the runs failed.
+    pub async fn fail_runs(&self, id: &str, reason: &str) -> usize {
+        let mut failed: Vec<String> = Vec::new();
+        for _ in 0..3000 {
+            for c in self.chunk_runs().into_iter().filter(|c| c.scan == id) {
+                if !failed.contains(&c.run) {
+                    self.engine.fail(&c.run, reason);
+                    failed.push(c.run);
+                }
+            }
+            if self.row(id).await.status == "failed" {
+                return failed.len();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("scan {id} never failed ({} runs failed)", failed.len());
+    }
+
+    /// Runs a scan to completion with these open ports: every chunk run of it gets the
+    /// ports of its hosts and port range, then completes.
     pub async fn complete_with(&self, id: &str, open: &[(&str, u16)]) {
-        self.engine.progress(id, 0, 0, 1);
-        let r: Vec<(&str, u16, PortState)> =
-            open.iter().map(|&(h, p)| (h, p, PortState::Open)).collect();
-        self.ports(id, 0, &r);
-        self.engine.progress(id, 0, 1, 1);
-        self.engine.complete(id, 1234);
+        let n = self.chunks(id).await;
+        for chunk in 0..n {
+            let run = self.run_of(id, chunk).await;
+            let ports = PortSet::parse(&run.ports).unwrap();
+            let results = open
+                .iter()
+                .filter(|(h, p)| run.targets.iter().any(|t| t == h) && ports.index_of(*p).is_some())
+                .map(|&(h, p)| port_result(h.parse().unwrap(), p, PortState::Open))
+                .collect();
+            self.engine.emit(Event::Ports {
+                id: run.run.clone(),
+                chunk: 0,
+                results,
+                closed: 0,
+            });
+            self.engine.complete(&run.run, 1234);
+        }
         self.wait_status(id, "complete").await;
     }
+}
+
+/// One chunk run the engine was sent.
+#[derive(Debug, Clone)]
+pub struct ChunkRun {
+    /// The engine's scan id, `<scan>/<chunk>/<run>`.
+    pub run: String,
+    /// The managed scan.
+    pub scan: String,
+    /// The chunk.
+    pub chunk: u32,
+    /// Addresses.
+    pub targets: Vec<String>,
+    /// Port spec.
+    pub ports: String,
 }

@@ -40,7 +40,7 @@ pub struct Managed {
     /// When the limiter's ended windows were last dropped (Unix seconds).
     pub last_prune: std::sync::atomic::AtomicU64,
     /// Stops the engine event router on shutdown.
-    pub demux_stop: tokio_util::sync::CancellationToken,
+    pub engine_stop: tokio_util::sync::CancellationToken,
 }
 
 /// The managed routes: `/api/v1/...` and `/report/{id}`. `inner` adds the request limits
