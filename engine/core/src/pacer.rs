@@ -56,9 +56,10 @@ impl Pacer {
         max_burst.min((u128::from(rate) / 1000).max(u128::from(MIN_CATCH_UP))) * UNIT
     }
 
-    /// From `now` on, no catch-up and no bursts: at most one packet per 1/rate, so a late
-    /// wake-up costs rate instead of sending two packets closer than a limiter with a
-    /// burst room of 1 lets through. For retry rounds that saw a limiter drop.
+    /// From `now` on, no catch-up and no bursts: one packet per poll and the next one no
+    /// sooner than 1/rate after it, so a late wake-up costs rate instead of sending two
+    /// packets closer than a limiter with a burst room of 1 lets through (it drops the
+    /// second). For retry rounds that saw a limiter drop.
     pub fn smooth(&mut self, now: Nanos) {
         self.refill(now);
         self.smooth = true;
@@ -82,6 +83,10 @@ impl Pacer {
         self.refill(now);
         let avail = (self.credit / UNIT).min(u128::from(want)) as u32;
         self.credit -= u128::from(avail) * UNIT;
+        if self.smooth && avail > 0 {
+            // The next packet a full 1/rate after this one, however late this one was.
+            self.credit = 0;
+        }
         avail
     }
 
@@ -124,9 +129,9 @@ impl Pacer {
 ///   is real (filtered pairs), the rate doubles, like TCP slow start, back to full speed;
 /// - a window with (nearly) every probe answered: the limit may be higher than measured
 ///   (a bursty round 0 measures a limiter's burst per batch, not its rate), the rate rises
-///   by 1/16;
+///   by 1/16 (1/64 beyond the highest rate answered in full so far);
 /// - a window answered worse (by 1/32) than the best window of the round: the limiter is
-///   dropping, the rate falls to 15/16 of the answer rate that window had, the pacer is
+///   dropping, the rate falls to 31/32 of the last rate answered in full, the pacer is
 ///   told to stop bunching ([`RetryRate::smooth`]) and the rate stops rising for a while.
 ///
 /// The last two only in rounds that answer nearly all they ask (at least 7/8 in their
@@ -160,7 +165,7 @@ pub struct RetryRate {
 pub const MIN_WINDOW_PROBES: u64 = 128;
 
 /// Windows a retry round holds its rate after it saw the limiter drop.
-const HOLD_AFTER_DROP: u32 = 8;
+const HOLD_AFTER_DROP: u32 = 4;
 
 impl RetryRate {
     /// Starts a retry round. `answered` replies came in over `elapsed` of the previous
@@ -253,14 +258,14 @@ impl RetryRate {
             } else {
                 answer_rate as u64
             };
-            self.rate = (back_to * 15 / 16).clamp(self.floor, self.rate);
+            self.rate = (back_to * 31 / 32).clamp(self.floor, self.rate);
             self.smooth = true;
             self.hold = HOLD_AFTER_DROP;
         } else if answerable {
             self.good = self.good.max(old);
             if self.hold == 0 {
-                // Up by 1/16 while below the rate known good, carefully (1/32) beyond it.
-                let step = if old < self.good { old / 16 } else { old / 32 };
+                // Up by 1/16 while below the rate known good, carefully (1/64) beyond it.
+                let step = if old < self.good { old / 16 } else { old / 64 };
                 self.rate = (old + step.max(1)).min(self.full);
             }
         }
@@ -285,17 +290,17 @@ mod tests {
         );
         assert_eq!(r.rate(), 17_500);
         // 600 sent, 590 answered in the window: 17,500 is known good, and the limit may be
-        // higher (a bursty round 0 measures less than it): up by 1/32 beyond the known good.
+        // higher (a bursty round 0 measures less than it): up by 1/64 beyond the known good.
         r.on_sent(600);
-        assert_eq!(r.poll(Nanos::from_millis(31), 590), Some(18_046));
+        assert_eq!(r.poll(Nanos::from_millis(31), 590), Some(17_773));
         assert!(!r.smooth());
         // Too early or too few probes to judge: nothing changes.
         r.on_sent(100);
         assert_eq!(r.poll(Nanos::from_millis(62), 690), None);
-        // A window answered clearly worse than the best: the limiter drops. Back to 15/16 of
+        // A window answered clearly worse than the best: the limiter drops. Back to 31/32 of
         // the rate known good (not of what passed), smooth pacing, and no rising for a while.
         r.on_sent(500);
-        assert_eq!(r.poll(Nanos::from_millis(93), 1_090), Some(16_406));
+        assert_eq!(r.poll(Nanos::from_millis(93), 1_090), Some(16_953));
         assert!(r.smooth());
         for k in 0..HOLD_AFTER_DROP - 1 {
             r.on_sent(600);
@@ -307,7 +312,7 @@ mod tests {
         let replies = 1_690 + 600 * u64::from(HOLD_AFTER_DROP - 1);
         assert_eq!(
             r.poll(t, replies),
-            Some(16_406 + 16_406 / 16),
+            Some(16_953 + 16_953 / 16),
             "below the good rate: 1/16"
         );
     }
@@ -384,13 +389,21 @@ mod tests {
         p.smooth(Nanos(0));
         let mut t = Nanos(0);
         let mut sent = 0;
-        for k in 0..1_000u64 {
+        let mut last_sent: Option<Nanos> = None;
+        for k in 0..2_000u64 {
             let got = p.poll(t, 128);
             assert!(got <= 1, "{got} at {t:?}");
+            if got == 1 {
+                if let Some(l) = last_sent {
+                    assert!(t.since(l) >= Nanos(1_000_000), "{:?} apart", t.since(l));
+                }
+                last_sent = Some(t);
+            }
             sent += got;
-            t = t.add(Nanos(1_000_000 + (k % 7) * 300_000));
+            // Polled often, but woken up to 0.6 ms late.
+            t = p.next_ready(t).add(Nanos((k % 7) * 100_000));
         }
-        assert!(sent > 400, "{sent}");
+        assert!(sent > 1_000, "{sent}");
         // set_rate keeps it smooth.
         p.set_rate(100_000, t);
         assert_eq!(p.poll(t.add(Nanos::from_millis(10)), 128), 1);

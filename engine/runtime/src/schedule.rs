@@ -260,9 +260,14 @@ fn step_rounds(a: &mut Active, now: Nanos) -> Option<Outcome> {
         sent_total = s.sent.load(Relaxed),
         since_round_start_ms = now.since(a.round_start).0 / 1_000_000,
         expected_wrong = retry::estimate(&answers).expected_wrong,
+        limiter_dropped = a.retry.as_ref().is_some_and(RetryRate::smooth),
         "round over"
     );
-    if !s.retry.another_round(&answers, s.space.pairs() - replies) {
+    let limiter_dropped = a.retry.as_ref().is_some_and(RetryRate::smooth);
+    if !s
+        .retry
+        .another_round_after(&answers, s.space.pairs() - replies, limiter_dropped)
+    {
         return Some(Outcome::Complete);
     }
     let answered = answers[usize::from(a.round)];
