@@ -58,6 +58,8 @@ pub struct LabConfig {
     pub loss_pct: f64,
     /// Most RSTs per second leaving the target; `None` = unlimited, `Some(0)` = none at all.
     pub rst_limit: Option<u32>,
+    /// Burst room of that RST limiter in packets (default `nft::DEFAULT_RST_BURST`, at least 1).
+    pub rst_burst: u32,
     /// Ports `truth::ICMP_RANGE` of every host answer ICMP administratively prohibited too
     /// (1,000 ports, enough to measure an ICMP rate limit on).
     pub icmp_range: bool,
@@ -84,6 +86,7 @@ impl Default for LabConfig {
             hosts: 16,
             loss_pct: 0.0,
             rst_limit: None,
+            rst_burst: nft::DEFAULT_RST_BURST,
             icmp_range: false,
             icmp_limit: None,
             offloads: true,
@@ -257,7 +260,7 @@ impl Lab {
         self.start_listener()?;
         self.check_reachable()?;
         // Last, so the reachability check above is not subject to loss.
-        self.set_impairments(cfg.loss_pct, cfg.rst_limit)?;
+        self.set_impairments_with_burst(cfg.loss_pct, cfg.rst_limit, cfg.rst_burst)?;
         self.set_icmp_limit(cfg.icmp_limit)
     }
 
@@ -412,11 +415,22 @@ impl Lab {
 
     /// Rewrite the impairment chains: `loss_pct` % of TCP packets dropped in each direction,
     /// at most `rst_limit` RSTs a second leaving the target (`None` = unlimited).
+    /// The RST limiter has the default burst room (`nft::DEFAULT_RST_BURST`).
     pub fn set_impairments(&self, loss_pct: f64, rst_limit: Option<u32>) -> anyhow::Result<()> {
+        self.set_impairments_with_burst(loss_pct, rst_limit, nft::DEFAULT_RST_BURST)
+    }
+
+    /// Like `set_impairments`, with an RST limiter whose burst room is `rst_burst` packets.
+    pub fn set_impairments_with_burst(
+        &self,
+        loss_pct: f64,
+        rst_limit: Option<u32>,
+        rst_burst: u32,
+    ) -> anyhow::Result<()> {
         validate_loss(loss_pct)?;
         nft::apply(
             &self.target_ns,
-            &nft::impairments(&self.target_ifs(), loss_pct, rst_limit),
+            &nft::impairments(&self.target_ifs(), loss_pct, rst_limit, rst_burst),
         )
     }
 

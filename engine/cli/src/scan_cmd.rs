@@ -48,6 +48,11 @@ fn usage(e: impl std::fmt::Display) -> anyhow::Error {
 
 /// Runs `portscope scan`; `argv` is the whole command line (saved in a resume file).
 pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        // Diagnostics only: the engine's tracing events (e.g. `portscope_runtime=debug`,
+        // one line per retry round and rate change) go to stderr.
+        portscope_daemon::init_logging();
+    }
     let resumed = args.resume.is_some();
     let (args, argv, scan, answered) = match &args.resume {
         Some(path) => {

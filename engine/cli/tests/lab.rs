@@ -219,6 +219,34 @@ fn rst_rate_limited_target_is_classified_by_adaptive_retries() {
 }
 
 #[test]
+fn bursty_rst_limiter_below_the_pacers_catch_up_is_classified_exactly() {
+    // At most 500 RSTs a second with a burst room of 2 (below the pacer's catch-up credit
+    // of 4): two RSTs closer than 2 ms apart lose one. Default flags. Retry rounds used to
+    // be paced at no less than 1,000/s and to double their rate on a window the limiter
+    // had thinned, so each round got about half back, and the cap of 10 retries ended the
+    // scan with closed ports reported filtered (3 of 10,000 when first seen). Paced under
+    // the limit, smoothly once it drops, it is exact in about 22 s (the limit needs 20 s).
+    let lab = lab_named(
+        "e",
+        "rb",
+        LabConfig {
+            hosts: 0,
+            rst_limit: Some(500),
+            rst_burst: 2,
+            ..LabConfig::default()
+        },
+    );
+    let host = truth_of(&lab, "198.18.0.2");
+    let ports: Vec<u16> = (1..=10_000).collect();
+    let (results, stderr) = scan_ndjson(&lab, &["198.18.0.2", "-p", "1-10000", "--show", "closed"]);
+    assert_exact(&results, &[&host], &ports, true);
+    assert!(
+        !stderr.contains("in 1 round(s)"),
+        "retries were needed: {stderr}"
+    );
+}
+
+#[test]
 fn multi_host_scan_ipv4_and_ipv6_matches_truth() {
     let lab = lab("d", 8, 0.0);
     let truth = lab.0.truth().clone();

@@ -67,6 +67,15 @@ impl RetryPolicy {
     /// (`answers[k]` = pairs first answered by round `k`'s probe; `answers.len()` rounds
     /// were sent). Silent pairs left is `silent`: nothing to retry when it is 0.
     pub fn another_round(self, answers: &[u64], silent: u64) -> bool {
+        self.another_round_after(answers, silent, false)
+    }
+
+    /// Like [`Self::another_round`], told whether the last round saw a rate limiter drop
+    /// (its windows were answered worse than its best, see `pacer::RetryRate`). Such a
+    /// round left answerable pairs silent for certain, and its count says how fast the
+    /// limiter is, not how lossy the path: the loss model does not judge it, and an
+    /// adaptive policy sends another round (up to the cap) however few it brought back.
+    pub fn another_round_after(self, answers: &[u64], silent: u64, limiter_dropped: bool) -> bool {
         let retries_done = answers.len().saturating_sub(1);
         if silent == 0 || retries_done >= usize::from(self.max_retries()) {
             return false;
@@ -74,7 +83,8 @@ impl RetryPolicy {
         match self {
             RetryPolicy::Fixed(_) => true,
             RetryPolicy::Adaptive { min, .. } => {
-                retries_done < usize::from(min)
+                limiter_dropped
+                    || retries_done < usize::from(min)
                     || estimate(answers).expected_wrong > EXPECTED_WRONG_BOUND
             }
         }
@@ -258,6 +268,21 @@ mod tests {
         let rl = [5_000u64, 40_000, 20_000, 3, 0, 0, 0, 0];
         let n = rounds_until_stop(RetryPolicy::default(), |k| rl[k]);
         assert!(n <= 6, "{n} rounds");
+    }
+
+    #[test]
+    fn a_round_the_limiter_thinned_is_followed_by_another() {
+        // A retry round that saw drops came back quiet after a large round: by the loss
+        // model alone the scan is done (it stopped with ~200 closed ports silent).
+        let answers = [5_000u64, 59_000, 1_300, 0];
+        assert!(!RetryPolicy::default().another_round(&answers, 200));
+        assert!(RetryPolicy::default().another_round_after(&answers, 200, true));
+        // Still within the cap, and nothing to retry is nothing to retry.
+        let eleven = [5_000u64, 100, 90, 80, 70, 60, 50, 40, 30, 20, 10];
+        assert!(!RetryPolicy::default().another_round_after(&eleven, 200, true));
+        assert!(!RetryPolicy::default().another_round_after(&answers, 0, true));
+        // A fixed count stays fixed.
+        assert!(!RetryPolicy::Fixed(3).another_round_after(&answers, 200, true));
     }
 
     #[test]

@@ -182,7 +182,21 @@ impl Schedule {
             if let Some(rr) = &mut a.retry {
                 rr.on_sent(u64::from(made));
                 let replies = a.shared.round_replies[usize::from(a.round)].load(Relaxed);
-                if let Some(rate) = rr.poll(now, replies) {
+                let was_smooth = rr.smooth();
+                let change = rr.poll(now, replies);
+                if rr.smooth() && !was_smooth {
+                    a.pacer.smooth(now);
+                }
+                if let Some(rate) = change {
+                    tracing::debug!(
+                        slot = a.shared.space.slot(),
+                        round = a.round,
+                        ms = now.since(a.round_start).0 / 1_000_000,
+                        replies,
+                        rate,
+                        smooth = rr.smooth(),
+                        "retry rate changed"
+                    );
                     a.pacer.set_rate(rate, now);
                 }
             }
@@ -238,7 +252,22 @@ fn step_rounds(a: &mut Active, now: Nanos) -> Option<Outcome> {
         .map(|c| c.load(Relaxed))
         .collect();
     s.set_loss(retry::estimate(&answers).per_try_loss);
-    if !s.retry.another_round(&answers, s.space.pairs() - replies) {
+    tracing::debug!(
+        slot = s.space.slot(),
+        round = a.round,
+        ?answers,
+        silent = s.space.pairs() - replies,
+        sent_total = s.sent.load(Relaxed),
+        since_round_start_ms = now.since(a.round_start).0 / 1_000_000,
+        expected_wrong = retry::estimate(&answers).expected_wrong,
+        limiter_dropped = a.retry.as_ref().is_some_and(RetryRate::smooth),
+        "round over"
+    );
+    let limiter_dropped = a.retry.as_ref().is_some_and(RetryRate::smooth);
+    if !s
+        .retry
+        .another_round_after(&answers, s.space.pairs() - replies, limiter_dropped)
+    {
         return Some(Outcome::Complete);
     }
     let answered = answers[usize::from(a.round)];

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use super::{list_labs, probe, serve, truth, Lab, LabConfig};
+use super::{list_labs, nft, probe, serve, truth, Lab, LabConfig};
 
 /// `cargo xtask lab`: the network lab.
 #[derive(Debug, Parser)]
@@ -56,6 +56,9 @@ enum Command {
         /// At most N RSTs a second leave the target.
         #[arg(long, value_name = "N")]
         rst_limit: Option<u32>,
+        /// Burst room of the RST limit, in packets.
+        #[arg(long, value_name = "N", default_value_t = nft::DEFAULT_RST_BURST)]
+        rst_burst: u32,
         /// At most N ICMP unreachables a second leave the target.
         #[arg(long, value_name = "N")]
         icmp_limit: Option<u32>,
@@ -103,6 +106,9 @@ struct Up {
     /// At most N RSTs a second leave the target.
     #[arg(long, value_name = "N")]
     rst_limit: Option<u32>,
+    /// Burst room of the RST limit, in packets.
+    #[arg(long, value_name = "N", default_value_t = nft::DEFAULT_RST_BURST)]
+    rst_burst: u32,
     /// NIC offloads of the veths.
     #[arg(long, value_enum, default_value_t = OnOff::On)]
     offloads: OnOff,
@@ -137,8 +143,9 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
             lab,
             loss,
             rst_limit,
+            rst_burst,
             icmp_limit,
-        } => impair(lab.name, loss, rst_limit, icmp_limit),
+        } => impair(lab.name, loss, (rst_limit, rst_burst), icmp_limit),
         Command::Exec {
             lab,
             target,
@@ -159,6 +166,7 @@ fn up(o: Up) -> anyhow::Result<i32> {
         hosts: o.hosts,
         loss_pct: o.loss,
         rst_limit: o.rst_limit,
+        rst_burst: o.rst_burst,
         icmp_limit: o.icmp_limit,
         icmp_range: o.icmp_range,
         offloads: o.offloads == OnOff::On,
@@ -252,7 +260,7 @@ fn status(name: String) -> anyhow::Result<i32> {
         Some(pid) => println!("listener: pid {pid}, alive"),
         None => println!("listener: NOT running"),
     }
-    let rules = super::nft::query(
+    let rules = nft::query(
         lab.target_ns(),
         &["list", "table", "inet", super::nft::TABLE],
     )?;
@@ -312,16 +320,19 @@ fn status(name: String) -> anyhow::Result<i32> {
 fn impair(
     name: String,
     loss: f64,
-    rst_limit: Option<u32>,
+    (rst_limit, rst_burst): (Option<u32>, u32),
     icmp_limit: Option<u32>,
 ) -> anyhow::Result<i32> {
     let lab = Lab::open(&name)?;
-    lab.set_impairments(loss, rst_limit)?;
+    lab.set_impairments_with_burst(loss, rst_limit, rst_burst)?;
     lab.set_icmp_limit(icmp_limit)?;
     let per_s = |l: Option<u32>| l.map_or("unlimited".to_owned(), |n| format!("{n}/s"));
+    let rsts = match rst_limit {
+        Some(n) if n > 0 => format!("{n}/s (burst {})", rst_burst.max(1)),
+        other => per_s(other),
+    };
     println!(
-        "lab {name}: loss {loss}% each way, RSTs {}, ICMP unreachables {}",
-        per_s(rst_limit),
+        "lab {name}: loss {loss}% each way, RSTs {rsts}, ICMP unreachables {}",
         per_s(icmp_limit)
     );
     Ok(0)

@@ -88,9 +88,19 @@ pub(crate) fn loss_threshold(loss_pct: f64) -> u32 {
     (loss_pct.clamp(0.0, 100.0) * 100.0).round() as u32
 }
 
+/// The burst room of the lab's RST limiter unless told otherwise (`--rst-burst`).
+pub const DEFAULT_RST_BURST: u32 = 10;
+
 /// Replace the impairment chains' rules: TCP loss each way on the target's veths (one per
-/// scanner), and a cap on RSTs leaving the target over all of them (`Some(0)` drops every RST).
-pub(crate) fn impairments(veths: &[&str], loss_pct: f64, rst_limit: Option<u32>) -> String {
+/// scanner), and a cap on RSTs leaving the target over all of them (`Some(0)` drops every RST)
+/// with a burst room of `rst_burst` packets (at least 1; nft's token bucket holds exactly
+/// that many packets, so with 1 every RST must follow the last by a full 1/rate).
+pub(crate) fn impairments(
+    veths: &[&str],
+    loss_pct: f64,
+    rst_limit: Option<u32>,
+    rst_burst: u32,
+) -> String {
     // One veth is matched as `"x"`, several as the anonymous set `{ "x", "y" }`.
     let quoted: Vec<String> = veths.iter().map(|v| format!("\"{v}\"")).collect();
     let veth = match quoted.as_slice() {
@@ -128,7 +138,8 @@ pub(crate) fn impairments(veths: &[&str], loss_pct: f64, rst_limit: Option<u32>)
         Some(n) => {
             writeln!(
                 s,
-                "add rule inet {TABLE} impair_out oifname {veth} tcp flags rst limit rate over {n}/second burst 10 packets drop"
+                "add rule inet {TABLE} impair_out oifname {veth} tcp flags rst limit rate over {n}/second burst {b} packets drop",
+                b = rst_burst.max(1)
             )
             .unwrap();
         }
@@ -272,21 +283,24 @@ mod tests {
         assert_eq!(loss_threshold(0.0), 0);
         assert_eq!(loss_threshold(2.5), 250);
         assert_eq!(loss_threshold(100.0), 10000);
-        let none = impairments(&["pst0"], 0.0, None);
+        let none = impairments(&["pst0"], 0.0, None, 10);
         assert_eq!(none.lines().count(), 2, "{none}");
-        let both = impairments(&["pst0"], 1.0, Some(50));
+        let both = impairments(&["pst0"], 1.0, Some(50), 10);
         assert!(
             both.contains("iifname \"pst0\" meta l4proto tcp numgen random mod 10000 < 100 drop")
         );
         assert!(both.contains("limit rate over 50/second burst 10 packets drop"));
-        assert!(impairments(&["pst0"], 0.0, Some(0)).contains("tcp flags rst drop"));
-        let all = impairments(&["pst0"], 100.0, None);
+        assert!(impairments(&["pst0"], 0.0, Some(20_000), 2)
+            .contains("limit rate over 20000/second burst 2 packets drop"));
+        assert!(impairments(&["pst0"], 0.0, Some(9), 0).contains("burst 1 packets"));
+        assert!(impairments(&["pst0"], 0.0, Some(0), 10).contains("tcp flags rst drop"));
+        let all = impairments(&["pst0"], 100.0, None, 10);
         assert!(
             all.contains("oifname \"pst0\" meta l4proto tcp drop"),
             "{all}"
         );
         assert!(!all.contains("numgen"), "{all}");
-        let two = impairments(&["pst0", "pst1"], 0.0, Some(0));
+        let two = impairments(&["pst0", "pst1"], 0.0, Some(0), 10);
         assert!(
             two.contains("oifname { \"pst0\", \"pst1\" } tcp flags rst drop"),
             "{two}"
