@@ -2,7 +2,8 @@
 //! `portscope-api` serving (the embedded default: its in-process worker runs the 32 chunks
 //! on the engine in a scanner namespace), every port of the lab host checked against the
 //! truth, and a second `portscope-api --no-worker` on the same database answering the same
-//! GET; then a fast scan. On SQLite and on PostgreSQL. The requester is the lab host, named by `X-Forwarded-For` from the trusted loopback
+//! GET; then a fast scan. On SQLite and on PostgreSQL. And an API node SIGKILLed in the
+//! middle of a deep scan: restarted on the same database, it finishes the scan exactly. The requester is the lab host, named by `X-Forwarded-For` from the trusted loopback
 //! proxy. Needs root and the workspace binaries (`cargo test --workspace` builds them).
 
 mod jobs_support;
@@ -253,4 +254,110 @@ async fn exercise(n: u32, dir: tempfile::TempDir, db: String) {
     assert_eq!(ports(&fast, "ports_filtered"), filtered);
     pool.close().await;
     drop((api1, api2));
+}
+
+/// `portscope-api` (the embedded default, SQLite, in-process worker running one chunk at a
+/// time) is SIGKILLed while a deep scan is half done and started again on the same
+/// database: the scan completes, every pair exactly once and equal to the truth, and the
+/// chunks the dead node had committed are not run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_node_killed_mid_scan_finishes_it_exactly_after_a_restart() {
+    let dir = jobs_support::shared_tempdir();
+    let db = dir.path().join("kill.db").to_string_lossy().into_owned();
+    let lab = LabGuard::up(&LabConfig {
+        name: format!("s{}k", std::process::id() % 10_000),
+        hosts: 0,
+        scanners: 1,
+        ..LabConfig::default()
+    })
+    .expect("lab up (needs root)");
+    let bins = xtask::stack::bin_dir().unwrap();
+    let engines = Engines::start(&lab, &bins, &[]).expect("engine");
+    let pool = Db::connect(Path::new(&db), Duration::from_secs(5))
+        .await
+        .unwrap();
+    migrate_queue(&pool).await.unwrap();
+    for f in std::fs::read_dir(dir.path()).unwrap() {
+        std::os::unix::fs::chown(f.unwrap().path(), Some(WORKER_UID), Some(WORKER_UID)).unwrap();
+    }
+    let addr = free_addr();
+    let cfg = config(
+        dir.path(),
+        "api",
+        addr,
+        &db,
+        &engines.node(1).socket,
+        "worker-concurrency = 1",
+    );
+    let host = lab.truth().hosts[0].addr;
+    let base = format!("http://{addr}");
+    let mut api = Worker::api_with_config(&bins, &cfg, "api-a");
+    wait_up(&base, host, &api).await;
+    let (status, text) = call(reqwest::Method::POST, &base, host).await;
+    assert_eq!(status, 200, "{text}");
+    let store = Store::new(pool.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let row = loop {
+        let row = store
+            .latest(&host.to_string(), ScanType::Deep, 0)
+            .await
+            .unwrap()
+            .expect("the scan's row");
+        if row.chunks_complete >= 8 {
+            break row;
+        }
+        assert!(Instant::now() < deadline, "{row:?}\n{}", api.log());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    api.kill();
+    let jobs = JobStore::new(pool.clone());
+    let before = jobs.chunks(&row.id).await.unwrap();
+    let done_before: Vec<u32> = before
+        .iter()
+        .filter(|c| c.runs == 1 && c.status == portscope_control_api::jobs::ChunkStatus::Done)
+        .map(|c| c.chunk)
+        .collect();
+    assert!(done_before.len() < 32, "the scan ended before the kill");
+    assert!(!store.get(&row.id).await.unwrap().unwrap().is_final());
+
+    let api_b = Worker::api_with_config(&bins, &cfg, "api-b");
+    wait_up(&base, host, &api_b).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !store.get(&row.id).await.unwrap().unwrap().is_final() {
+        assert!(Instant::now() < deadline, "not finished:\n{}", api_b.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, text) = call(reqwest::Method::GET, &base, host).await;
+    assert_eq!(status, 200, "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["status"], "complete", "{body}\n{}", api_b.log());
+    let truth = lab.truth().host(host).expect("a lab host");
+    let want = |f: fn(Expected) -> bool| -> BTreeSet<u16> {
+        (1..=65535u16).filter(|&p| f(truth.expected(p))).collect()
+    };
+    assert_eq!(
+        ports(&body, "ports_open"),
+        want(|e| matches!(e, Expected::Open))
+    );
+    assert_eq!(
+        ports(&body, "ports_filtered"),
+        want(|e| matches!(e, Expected::FilteredSilent | Expected::FilteredIcmp))
+    );
+    let chunks = jobs.chunks(&row.id).await.unwrap();
+    assert_eq!(chunks.len(), 32);
+    for c in chunks.iter().filter(|c| done_before.contains(&c.chunk)) {
+        assert_eq!(c.runs, 1, "committed before the kill, run again: {c:?}");
+    }
+    assert_exact(
+        lab.truth(),
+        &[host],
+        &chunks,
+        &jobs.results(&row.id).await.unwrap(),
+    );
+    eprintln!(
+        "killed with {} of 32 chunks committed; the restarted node ran the rest",
+        done_before.len()
+    );
+    pool.close().await;
+    drop((api, api_b));
 }
