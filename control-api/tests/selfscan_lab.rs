@@ -133,6 +133,46 @@ fn ports(body: &Value, key: &str) -> BTreeSet<u16> {
         .collect()
 }
 
+/// A lab named `s<pid><tag>` (`s`: no other test binary names its labs so), one scanner.
+fn lab(tag: &str) -> LabGuard {
+    LabGuard::up(&LabConfig {
+        name: format!("s{}{tag}", std::process::id() % 10_000),
+        hosts: 0,
+        scanners: 1,
+        ..LabConfig::default()
+    })
+    .expect("lab up (needs root)")
+}
+
+/// Database `db` made and migrated here, then (SQLite, a file in `dir`) handed to the
+/// unprivileged API user.
+async fn database(dir: &tempfile::TempDir, db: &str) -> Db {
+    let pool = Db::connect(Path::new(db), Duration::from_secs(5))
+        .await
+        .unwrap();
+    migrate_queue(&pool).await.unwrap();
+    for f in std::fs::read_dir(dir.path()).unwrap() {
+        std::os::unix::fs::chown(f.unwrap().path(), Some(WORKER_UID), Some(WORKER_UID)).unwrap();
+    }
+    pool
+}
+
+/// A deep scan's document lists exactly the lab truth's open and filtered ports of `host`.
+fn assert_deep_matches_truth(lab: &LabGuard, host: IpAddr, body: &Value) {
+    let truth = lab.truth().host(host).expect("a lab host");
+    let want = |f: fn(Expected) -> bool| -> BTreeSet<u16> {
+        (1..=65535u16).filter(|&p| f(truth.expected(p))).collect()
+    };
+    assert_eq!(
+        ports(body, "ports_open"),
+        want(|e| matches!(e, Expected::Open))
+    );
+    assert_eq!(
+        ports(body, "ports_filtered"),
+        want(|e| matches!(e, Expected::FilteredSilent | Expected::FilteredIcmp))
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deep_self_scan_runs_on_the_in_process_worker_exactly_and_a_second_api_answers_it() {
     let dir = jobs_support::shared_tempdir();
@@ -154,24 +194,10 @@ async fn the_same_on_postgres() {
 /// The test on database `db` (a SQLite file in `dir`, or a `postgres://` URL); `n` tells
 /// its lab apart.
 async fn exercise(n: u32, dir: tempfile::TempDir, db: String) {
-    let lab = LabGuard::up(&LabConfig {
-        // `s`: no other test binary names its labs so.
-        name: format!("s{}{n}", std::process::id() % 10_000),
-        hosts: 0,
-        scanners: 1,
-        ..LabConfig::default()
-    })
-    .expect("lab up (needs root)");
+    let lab = lab(&n.to_string());
     let bins = xtask::stack::bin_dir().unwrap();
     let engines = Engines::start(&lab, &bins, &[]).expect("engine");
-    // Made (and migrated) here, then (SQLite) handed to the unprivileged API user.
-    let pool = Db::connect(Path::new(&db), Duration::from_secs(5))
-        .await
-        .unwrap();
-    migrate_queue(&pool).await.unwrap();
-    for f in std::fs::read_dir(dir.path()).unwrap() {
-        std::os::unix::fs::chown(f.unwrap().path(), Some(WORKER_UID), Some(WORKER_UID)).unwrap();
-    }
+    let pool = database(&dir, &db).await;
     let backend = if db.starts_with("postgres") {
         "PostgreSQL"
     } else {
@@ -200,18 +226,8 @@ async fn exercise(n: u32, dir: tempfile::TempDir, db: String) {
     );
 
     // Every port against the truth: the response ...
+    assert_deep_matches_truth(&lab, host, &body);
     let truth = lab.truth().host(host).expect("a lab host");
-    let want = |f: fn(Expected) -> bool| -> BTreeSet<u16> {
-        (1..=65535u16).filter(|&p| f(truth.expected(p))).collect()
-    };
-    assert_eq!(
-        ports(&body, "ports_open"),
-        want(|e| matches!(e, Expected::Open))
-    );
-    assert_eq!(
-        ports(&body, "ports_filtered"),
-        want(|e| matches!(e, Expected::FilteredSilent | Expected::FilteredIcmp))
-    );
     // ... and the job scan's rows, pair by pair (one run per chunk, all on the API's node).
     let row = store
         .latest(&host.to_string(), ScanType::Deep, 0)
@@ -264,22 +280,10 @@ async fn exercise(n: u32, dir: tempfile::TempDir, db: String) {
 async fn an_api_node_killed_mid_scan_finishes_it_exactly_after_a_restart() {
     let dir = jobs_support::shared_tempdir();
     let db = dir.path().join("kill.db").to_string_lossy().into_owned();
-    let lab = LabGuard::up(&LabConfig {
-        name: format!("s{}k", std::process::id() % 10_000),
-        hosts: 0,
-        scanners: 1,
-        ..LabConfig::default()
-    })
-    .expect("lab up (needs root)");
+    let lab = lab("k");
     let bins = xtask::stack::bin_dir().unwrap();
     let engines = Engines::start(&lab, &bins, &[]).expect("engine");
-    let pool = Db::connect(Path::new(&db), Duration::from_secs(5))
-        .await
-        .unwrap();
-    migrate_queue(&pool).await.unwrap();
-    for f in std::fs::read_dir(dir.path()).unwrap() {
-        std::os::unix::fs::chown(f.unwrap().path(), Some(WORKER_UID), Some(WORKER_UID)).unwrap();
-    }
+    let pool = database(&dir, &db).await;
     let addr = free_addr();
     let cfg = config(
         dir.path(),
@@ -331,18 +335,7 @@ async fn an_api_node_killed_mid_scan_finishes_it_exactly_after_a_restart() {
     assert_eq!(status, 200, "{text}");
     let body: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(body["status"], "complete", "{body}\n{}", api_b.log());
-    let truth = lab.truth().host(host).expect("a lab host");
-    let want = |f: fn(Expected) -> bool| -> BTreeSet<u16> {
-        (1..=65535u16).filter(|&p| f(truth.expected(p))).collect()
-    };
-    assert_eq!(
-        ports(&body, "ports_open"),
-        want(|e| matches!(e, Expected::Open))
-    );
-    assert_eq!(
-        ports(&body, "ports_filtered"),
-        want(|e| matches!(e, Expected::FilteredSilent | Expected::FilteredIcmp))
-    );
+    assert_deep_matches_truth(&lab, host, &body);
     let chunks = jobs.chunks(&row.id).await.unwrap();
     assert_eq!(chunks.len(), 32);
     for c in chunks.iter().filter(|c| done_before.contains(&c.chunk)) {

@@ -141,6 +141,27 @@ macro_rules! text_enum {
 
 text_enum!(ChunkStatus { Pending => "pending", Done => "done" });
 
+/// A finisher's loop (both services have one): `pass` runs, then again when `changed` is
+/// notified (this process's worker committed a chunk) or after `poll` (commits of other
+/// nodes), for ever. The wake-up is registered before each pass, so a commit during a pass
+/// wakes the next one.
+pub async fn every_change<F, Fut>(changed: &tokio::sync::Notify, poll: std::time::Duration, pass: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    loop {
+        let woken = changed.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        pass().await;
+        tokio::select! {
+            _ = woken => {}
+            _ = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

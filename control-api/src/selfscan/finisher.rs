@@ -19,17 +19,10 @@ use std::sync::Arc;
 impl ScanService {
     /// The finisher loop (a background task of the service).
     pub(super) async fn run_finisher(self: Arc<Self>) {
-        loop {
-            // Registered before the pass, so a commit during the pass wakes the next one.
-            let woken = self.changed.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            self.finish_pass().await;
-            tokio::select! {
-                _ = woken => {}
-                _ = tokio::time::sleep(self.settings.finisher_poll) => {}
-            }
-        }
+        crate::jobs::every_change(&self.changed, self.settings.finisher_poll, || {
+            self.finish_pass()
+        })
+        .await;
     }
 
     /// One pass: finish what the engine side completed, deliver pending webhooks.
