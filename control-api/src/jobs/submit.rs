@@ -38,28 +38,8 @@ pub async fn create(
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_else(|| "custom".into());
-    let rows = chunks
-        .iter()
-        .zip(0u32..)
-        .map(|(c, n)| {
-            let job = ChunkJob {
-                scan_id: scan_id.to_owned(),
-                chunk: n,
-                targets: c.targets.clone(),
-                ports: c.ports.clone(),
-                priority,
-            };
-            Ok(NewChunk {
-                chunk: n,
-                targets: c.targets.clone(),
-                ports: c.ports.clone(),
-                probes: c.probes,
-                job_id: Queue::new_id(),
-                payload: serde_json::to_string(&job)
-                    .map_err(|e| sqlx::Error::Encode(Box::new(e)))?,
-            })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let rows = new_chunks(scan_id, priority, chunks.to_vec())
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     store
         .create_scan(
             &NewScan {
@@ -72,6 +52,36 @@ pub async fn create(
             Queue::spec(),
         )
         .await
+}
+
+/// The chunk rows of job scan `scan_id` for `chunks`, each with a new queue job id and
+/// its payload (a [`ChunkJob`] at engine `priority`).
+pub fn new_chunks(
+    scan_id: &str,
+    priority: u8,
+    chunks: Vec<ChunkSpec>,
+) -> Result<Vec<NewChunk>, serde_json::Error> {
+    chunks
+        .into_iter()
+        .zip(0u32..)
+        .map(|(c, n)| {
+            let job = ChunkJob {
+                scan_id: scan_id.to_owned(),
+                chunk: n,
+                targets: c.targets.clone(),
+                ports: c.ports.clone(),
+                priority,
+            };
+            Ok(NewChunk {
+                chunk: n,
+                payload: serde_json::to_string(&job)?,
+                targets: c.targets,
+                ports: c.ports,
+                probes: c.probes,
+                job_id: Queue::new_id(),
+            })
+        })
+        .collect()
 }
 
 /// Waits until scan `id` is no longer running (polling every 50 ms, at most `limit`);

@@ -14,7 +14,6 @@ use crate::enrich::BannerGrabber;
 use crate::http::error::ApiError;
 use crate::jobs::plan::{plan_ports, DEFAULT_CHUNK_PROBES};
 use crate::jobs::queue::Queue;
-use crate::jobs::ChunkJob;
 use crate::netaddr::CidrSet;
 use crate::store::jobs::{JobStore, NewChunk, NewScan};
 use crate::store::quota::{Admission, JobInsert, Quota};
@@ -294,7 +293,7 @@ impl ManagedService {
         let job = JobInsert {
             scan: NewScan {
                 id: &row.id,
-                kind: "custom",
+                kind: crate::store::jobs::MANAGED_KIND,
                 created_at_ms: crate::jobs::now_ms(),
                 selfscan: None,
             },
@@ -422,26 +421,10 @@ fn chunks_of(
     let set = TargetSet::new(&nets, &[]).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let hosts: Vec<IpAddr> = (0..set.len()).map(|i| set.addr(i)).collect();
     let ports = PortSet::parse(ports).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    plan_ports(&hosts, ports.as_slice(), chunk_probes)
-        .into_iter()
-        .zip(0u32..)
-        .map(|(c, n)| {
-            let job = ChunkJob {
-                scan_id: id.to_owned(),
-                chunk: n,
-                targets: c.targets.clone(),
-                ports: c.ports.clone(),
-                priority: PRIORITY,
-            };
-            Ok(NewChunk {
-                chunk: n,
-                payload: serde_json::to_string(&job)
-                    .map_err(|e| ApiError::Internal(e.to_string()))?,
-                targets: c.targets,
-                ports: c.ports,
-                probes: c.probes,
-                job_id: Queue::new_id(),
-            })
-        })
-        .collect()
+    crate::jobs::submit::new_chunks(
+        id,
+        PRIORITY,
+        plan_ports(&hosts, ports.as_slice(), chunk_probes),
+    )
+    .map_err(|e| ApiError::Internal(e.to_string()))
 }

@@ -236,6 +236,102 @@ pub enum Commit {
     AlreadyDone,
 }
 
+/// The kind of a managed scan's job scan.
+pub const MANAGED_KIND: &str = "custom";
+
+/// The row of the same id a job scan may carry, chosen by the job scan's kind: a managed
+/// scan's (`custom`, in `managed_scans`) or a self-scan's (`fast`, `deep`, in `scans`).
+/// Each statement also matches on the id, so a job scan without such a row (the
+/// `jobs submit` path) is untouched.
+struct RowOf {
+    /// Its table.
+    table: &'static str,
+    /// Its failure column.
+    error: &'static str,
+    /// Its ports' table and columns, and the columns of `port_results` they take.
+    ports: &'static str,
+    /// Those columns in `port_results`.
+    from: &'static str,
+    /// What a commit sets besides status, progress and engine time ($4: the scan is
+    /// complete, $5: now, Unix seconds), and the extra condition.
+    commit_sets: &'static str,
+    /// Extra condition of a commit.
+    commit_when: &'static str,
+}
+
+/// A self-scan's `scans` row.
+const SELF_SCAN: RowOf = RowOf {
+    table: "scans",
+    error: "fail_reason",
+    ports: "scan_ports (scan_id, port, state)",
+    from: "port, state",
+    commit_sets: "queue_position = 0, engine_done = $4",
+    commit_when: " AND engine_done = 0",
+};
+
+/// A managed scan's `managed_scans` row.
+const MANAGED: RowOf = RowOf {
+    table: "managed_scans",
+    error: "error",
+    ports: "managed_ports (scan_id, host, port, state)",
+    from: "address, port, state",
+    commit_sets: "submitted = 1, started_at = COALESCE(started_at, $5)",
+    commit_when: "",
+};
+
+impl RowOf {
+    /// The row kind of a job scan of `kind`.
+    fn kind(kind: &str) -> &'static RowOf {
+        if kind == MANAGED_KIND {
+            &MANAGED
+        } else {
+            &SELF_SCAN
+        }
+    }
+
+    /// Copies a chunk's open and filtered ports into the row's ports while the row is live:
+    /// $1 scan, $2 chunk, $3 `closed`, $4 and $5 the live statuses.
+    fn ports_sql(&self) -> String {
+        let RowOf {
+            table, ports, from, ..
+        } = self;
+        format!(
+            "INSERT INTO {ports} SELECT scan_id, {from} FROM port_results
+             WHERE scan_id = $1 AND chunk = $2 AND state <> $3
+               AND EXISTS (SELECT 1 FROM {table} WHERE id = $1 AND status IN ($4, $5))
+             ON CONFLICT DO NOTHING"
+        )
+    }
+
+    /// Moves a live row on a commit: $1 `running`, $2 scan, $3 engine ms of the chunk,
+    /// $4 and $5 as in `commit_sets`, $6 `queued`.
+    fn commit_sql(&self) -> String {
+        let RowOf {
+            table,
+            commit_sets,
+            commit_when,
+            ..
+        } = self;
+        format!(
+            "UPDATE {table} SET status = $1, {commit_sets},
+               chunks_complete = (SELECT chunks_done FROM job_scans WHERE id = $2),
+               total_chunks = (SELECT chunks_total FROM job_scans WHERE id = $2),
+               duration_ms = COALESCE(duration_ms, 0) + $3
+             WHERE id = $2 AND status IN ($6, $1){commit_when}"
+        )
+    }
+
+    /// Fails a live row: $1 `failed`, $2 reason, $3 now (Unix seconds), $4 scan, $5 and $6
+    /// the live statuses.
+    fn fail_sql(&self) -> String {
+        let RowOf { table, error, .. } = self;
+        format!(
+            "UPDATE {table} SET status = $1, {error} = $2, completed_at = $3
+             WHERE id = $4 AND status IN ($5, $6)"
+        )
+    }
+}
+
 /// The job tables, on the store's pool.
 #[derive(Debug, Clone)]
 pub struct JobStore {
@@ -412,10 +508,12 @@ impl JobStore {
                 .execute(&mut *tx)
                 .await?;
             }
-            sqlx::query("UPDATE job_scans SET chunks_done = chunks_done + 1 WHERE id = $1")
-                .bind(scan_id)
-                .execute(&mut *tx)
-                .await?;
+            let kind: Option<(String,)> = sqlx::query_as(
+                "UPDATE job_scans SET chunks_done = chunks_done + 1 WHERE id = $1 RETURNING kind",
+            )
+            .bind(scan_id)
+            .fetch_optional(&mut *tx)
+            .await?;
             let completed = sqlx::query(
                 "UPDATE job_scans SET status = $1, finished_at_ms = $2
                  WHERE id = $3 AND status = $4 AND chunks_done = chunks_total",
@@ -427,75 +525,26 @@ impl JobStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            // The self-scan row of the same id, if any (see the module doc).
-            sqlx::query(
-                "INSERT INTO scan_ports (scan_id, port, state)
-                 SELECT scan_id, port, state FROM port_results
-                 WHERE scan_id = $1 AND chunk = $2 AND state <> $3
-                   AND EXISTS (SELECT 1 FROM scans WHERE id = $4 AND status IN ($5, $6))
-                 ON CONFLICT (scan_id, port) DO NOTHING",
-            )
-            .bind(scan_id)
-            .bind(i64::from(chunk))
-            .bind(PortState::Closed.as_str())
-            .bind(scan_id)
-            .bind(Status::Queued.as_str())
-            .bind(Status::Running.as_str())
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE scans SET status = $1, queue_position = 0,
-                   chunks_complete = (SELECT chunks_done FROM job_scans WHERE id = $2),
-                   total_chunks = (SELECT chunks_total FROM job_scans WHERE id = $3),
-                   duration_ms = COALESCE(duration_ms, 0) + $4,
-                   engine_done = $5
-                 WHERE id = $6 AND status IN ($7, $8) AND engine_done = 0",
-            )
-            .bind(Status::Running.as_str())
-            .bind(scan_id)
-            .bind(scan_id)
-            .bind(i64::try_from(duration_ms).unwrap_or(i64::MAX))
-            .bind(i64::from(completed > 0))
-            .bind(scan_id)
-            .bind(Status::Queued.as_str())
-            .bind(Status::Running.as_str())
-            .execute(&mut *tx)
-            .await?;
-            // The managed row of the same id, if any and live (not cancelled): the chunk's
-            // open and filtered ports by host, its progress and engine time.
-            sqlx::query(
-                "INSERT INTO managed_ports (scan_id, host, port, state)
-                 SELECT scan_id, address, port, state FROM port_results
-                 WHERE scan_id = $1 AND chunk = $2 AND state <> $3
-                   AND EXISTS (SELECT 1 FROM managed_scans WHERE id = $4 AND status IN ($5, $6))
-                 ON CONFLICT (scan_id, host, port) DO NOTHING",
-            )
-            .bind(scan_id)
-            .bind(i64::from(chunk))
-            .bind(PortState::Closed.as_str())
-            .bind(scan_id)
-            .bind(Status::Queued.as_str())
-            .bind(Status::Running.as_str())
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE managed_scans SET status = $1, submitted = 1,
-                   chunks_complete = (SELECT chunks_done FROM job_scans WHERE id = $2),
-                   total_chunks = (SELECT chunks_total FROM job_scans WHERE id = $3),
-                   started_at = COALESCE(started_at, $4),
-                   duration_ms = COALESCE(duration_ms, 0) + $5
-                 WHERE id = $6 AND status IN ($7, $8)",
-            )
-            .bind(Status::Running.as_str())
-            .bind(scan_id)
-            .bind(scan_id)
-            .bind(now_ms / 1000)
-            .bind(i64::try_from(duration_ms).unwrap_or(i64::MAX))
-            .bind(scan_id)
-            .bind(Status::Queued.as_str())
-            .bind(Status::Running.as_str())
-            .execute(&mut *tx)
-            .await?;
+            // The row of the same id, if any and live (see the module doc): the chunk's open
+            // and filtered ports, its progress and engine time.
+            let row = RowOf::kind(kind.as_ref().map_or("", |(k,)| k));
+            sqlx::query(&row.ports_sql())
+                .bind(scan_id)
+                .bind(i64::from(chunk))
+                .bind(PortState::Closed.as_str())
+                .bind(Status::Queued.as_str())
+                .bind(Status::Running.as_str())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(&row.commit_sql())
+                .bind(Status::Running.as_str())
+                .bind(scan_id)
+                .bind(i64::try_from(duration_ms).unwrap_or(i64::MAX))
+                .bind(i64::from(completed > 0))
+                .bind(now_ms / 1000)
+                .bind(Status::Queued.as_str())
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             Ok(Commit::Committed {
                 scan_complete: completed > 0,
@@ -515,30 +564,21 @@ impl JobStore {
     ) -> Result<bool, sqlx::Error> {
         on_db!(&self.db, |p| {
             let mut tx = p.begin().await?;
-            sqlx::query(
-                "UPDATE scans SET status = $1, fail_reason = $2, completed_at = $3
-                 WHERE id = $4 AND status IN ($5, $6)",
-            )
-            .bind(Status::Failed.as_str())
-            .bind(selfscan_reason)
-            .bind(now_ms / 1000)
-            .bind(scan_id)
-            .bind(Status::Queued.as_str())
-            .bind(Status::Running.as_str())
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE managed_scans SET status = $1, error = $2, completed_at = $3
-                 WHERE id = $4 AND status IN ($5, $6)",
-            )
-            .bind(Status::Failed.as_str())
-            .bind(selfscan_reason)
-            .bind(now_ms / 1000)
-            .bind(scan_id)
-            .bind(Status::Queued.as_str())
-            .bind(Status::Running.as_str())
-            .execute(&mut *tx)
-            .await?;
+            let kind: Option<(String,)> =
+                sqlx::query_as("SELECT kind FROM job_scans WHERE id = $1")
+                    .bind(scan_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let row = RowOf::kind(kind.as_ref().map_or("", |(k,)| k));
+            sqlx::query(&row.fail_sql())
+                .bind(Status::Failed.as_str())
+                .bind(selfscan_reason)
+                .bind(now_ms / 1000)
+                .bind(scan_id)
+                .bind(Status::Queued.as_str())
+                .bind(Status::Running.as_str())
+                .execute(&mut *tx)
+                .await?;
             let r = sqlx::query(
                 "UPDATE job_scans SET status = $1, fail_reason = $2, finished_at_ms = $3
                  WHERE id = $4 AND status = $5",
