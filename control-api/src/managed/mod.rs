@@ -60,6 +60,29 @@ pub fn iso_ms(ms: i64) -> String {
     t.format(FMT).unwrap_or_default()
 }
 
+/// `serialize_with` helpers: how stored columns read in the JSON of `/api/v1`.
+pub mod as_json {
+    use serde::Serializer;
+
+    /// Unix seconds as ISO 8601 ([`super::iso_ms`]).
+    pub fn iso<S: Serializer>(secs: &i64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::iso_ms(secs.saturating_mul(1000)))
+    }
+
+    /// Unix seconds, if any, as ISO 8601 (or `null`).
+    pub fn opt_iso<S: Serializer>(secs: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+        match secs {
+            Some(secs) => iso(secs, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// A 0/1 column as a boolean.
+    pub fn flag<S: Serializer>(v: &i64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bool(*v == 1)
+    }
+}
+
 /// `2026-04-03` from Unix seconds.
 pub fn date(secs: i64) -> String {
     let d = utc_date(secs);

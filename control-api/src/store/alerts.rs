@@ -3,30 +3,38 @@
 
 use super::{fetch_page, on_db, MStore};
 use crate::managed::alerts::AlertStatus;
+use crate::managed::as_json;
+use serde::Serialize;
 use sqlx::FromRow;
+use utoipa::ToSchema;
 
-/// A `managed_alerts` row.
-#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+/// An alert: a `managed_alerts` row, and the JSON of `/api/v1` and of monitor webhooks
+/// (`AlertView` in the OpenAPI document: camelCase, times ISO 8601, no owner).
+#[derive(Debug, Clone, PartialEq, Eq, FromRow, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = AlertView, description = "An alert.")]
 pub struct AlertRow {
-    /// Id.
+    /// `al-...`.
     pub id: String,
     /// Owner.
+    #[serde(skip)]
     pub token_id: String,
-    /// The scan that saw the change.
+    /// The scan that raised it.
     pub scan_id: String,
-    /// Saved target, if any.
+    /// Saved target.
     pub target_id: Option<String>,
-    /// Scan target.
+    /// Target.
     pub target: String,
     /// Host.
     pub host: String,
     /// Port.
     pub port: i64,
-    /// `new_open_port`, `port_closed`, `banner_changed`.
+    /// `new_open_port`, `port_closed`, ...
+    #[serde(rename = "type")]
     pub kind: String,
     /// Severity.
     pub severity: String,
-    /// Text.
+    /// One line.
     pub message: String,
     /// Before.
     pub old_value: Option<String>,
@@ -34,13 +42,20 @@ pub struct AlertRow {
     pub new_value: Option<String>,
     /// `open`, `acknowledged`, `resolved`.
     pub status: String,
-    /// Unix seconds.
+    /// ISO 8601.
+    #[serde(serialize_with = "as_json::iso")]
+    #[schema(value_type = String)]
     pub created_at: i64,
-    /// Unix seconds.
+    /// ISO 8601.
+    #[serde(serialize_with = "as_json::opt_iso")]
+    #[schema(value_type = Option<String>)]
     pub acknowledged_at: Option<i64>,
-    /// Unix seconds.
+    /// ISO 8601.
+    #[serde(serialize_with = "as_json::opt_iso")]
+    #[schema(value_type = Option<String>)]
     pub resolved_at: Option<i64>,
     /// Monitor notified.
+    #[serde(skip)]
     pub notified: i64,
 }
 

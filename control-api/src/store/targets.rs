@@ -1,38 +1,54 @@
 //! Saved managed targets (`managed_targets`) with their schedules and monitor settings.
 
 use super::{on_db, MStore};
+use crate::managed::as_json;
+use serde::Serialize;
 use sqlx::FromRow;
+use utoipa::ToSchema;
 
-/// A `managed_targets` row.
-#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+/// A saved target: a `managed_targets` row, and the JSON of `/api/v1` (`TargetView` in its
+/// OpenAPI document: camelCase, times ISO 8601, no owner).
+#[derive(Debug, Clone, PartialEq, Eq, FromRow, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = TargetView, description = "A saved target.")]
 pub struct TargetRow {
-    /// Id.
+    /// `tg-...`.
     pub id: String,
     /// Owner.
+    #[serde(skip)]
     pub token_id: String,
     /// IP, CIDR or name.
     pub target: String,
     /// Label.
     pub label: Option<String>,
-    /// `fast`, `deep`, `custom`.
+    /// Profile.
     pub profile: String,
-    /// Custom port spec.
+    /// Custom ports.
     pub ports: Option<String>,
-    /// Re-scan interval.
+    /// Seconds between scheduled scans.
+    #[serde(rename = "interval")]
     pub interval_secs: Option<i64>,
-    /// Scheduled and included in trigger-all.
+    /// In the schedule and trigger-all.
+    #[serde(serialize_with = "as_json::flag")]
+    #[schema(value_type = bool)]
     pub enabled: i64,
-    /// Next scheduled run, Unix seconds.
+    /// ISO 8601.
+    #[serde(serialize_with = "as_json::opt_iso")]
+    #[schema(value_type = Option<String>)]
     pub next_run_at: Option<i64>,
     /// Monitor webhook.
     pub webhook_url: Option<String>,
-    /// Monitor threshold.
+    /// Alert threshold.
     pub alert_min_severity: Option<String>,
-    /// Monitor e-mail recipient.
+    /// Monitor e-mail.
     pub alert_email: Option<String>,
-    /// Unix seconds.
+    /// ISO 8601.
+    #[serde(serialize_with = "as_json::iso")]
+    #[schema(value_type = String)]
     pub created_at: i64,
-    /// Unix seconds.
+    /// ISO 8601.
+    #[serde(serialize_with = "as_json::iso")]
+    #[schema(value_type = String)]
     pub updated_at: i64,
 }
 

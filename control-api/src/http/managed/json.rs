@@ -131,15 +131,9 @@ pub(super) fn created(row: &MScanRow) -> Response {
     (StatusCode::CREATED, Json(queued_json(row))).into_response()
 }
 
-/// Alert JSON.
+/// Alert JSON (keys sorted, as in every `json!` body).
 pub fn alert_json(a: &AlertRow) -> Value {
-    json!({
-        "id": a.id, "scanId": a.scan_id, "targetId": a.target_id, "target": a.target,
-        "host": a.host, "port": a.port, "type": a.kind, "severity": a.severity,
-        "message": a.message, "oldValue": a.old_value, "newValue": a.new_value,
-        "status": a.status, "createdAt": iso_ms(a.created_at * 1000),
-        "acknowledgedAt": opt_iso(a.acknowledged_at), "resolvedAt": opt_iso(a.resolved_at),
-    })
+    serde_json::to_value(a).unwrap_or_default()
 }
 
 /// A monitor webhook's body: `{event: "alerts", scanId, targetId, target, alerts}`.
@@ -154,12 +148,7 @@ pub fn monitor_body(row: &MScanRow, alerts: &[AlertRow]) -> Vec<u8> {
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
+/// Saved-target JSON (keys sorted, as in every `json!` body).
 pub(super) fn target_json(t: &TargetRow) -> Value {
-    json!({
-        "id": t.id, "target": t.target, "label": t.label, "profile": t.profile,
-        "ports": t.ports, "interval": t.interval_secs, "enabled": t.enabled == 1,
-        "nextRunAt": opt_iso(t.next_run_at), "webhookUrl": t.webhook_url,
-        "alertMinSeverity": t.alert_min_severity, "alertEmail": t.alert_email,
-        "createdAt": iso_ms(t.created_at * 1000), "updatedAt": iso_ms(t.updated_at * 1000),
-    })
+    serde_json::to_value(t).unwrap_or_default()
 }

@@ -5,6 +5,8 @@
 //! that drifts from its schema fails the suite.
 
 use crate::managed::findings::{Finding, SeverityCounts};
+/// A saved target and an alert: their rows are their JSON.
+pub use crate::store::{AlertRow as AlertView, TargetRow as TargetView};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -247,38 +249,6 @@ pub struct TriggerAll {
     pub skipped: Vec<Skipped>,
 }
 
-/// A saved target.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TargetView {
-    /// `tg-...`.
-    pub id: String,
-    /// IP, CIDR or name.
-    pub target: String,
-    /// Label.
-    pub label: Option<String>,
-    /// Profile.
-    pub profile: String,
-    /// Custom ports.
-    pub ports: Option<String>,
-    /// Seconds between scheduled scans.
-    pub interval: Option<i64>,
-    /// In the schedule and trigger-all.
-    pub enabled: bool,
-    /// ISO 8601.
-    pub next_run_at: Option<String>,
-    /// Monitor webhook.
-    pub webhook_url: Option<String>,
-    /// Alert threshold.
-    pub alert_min_severity: Option<String>,
-    /// Monitor e-mail.
-    pub alert_email: Option<String>,
-    /// ISO 8601.
-    pub created_at: String,
-    /// ISO 8601.
-    pub updated_at: String,
-}
-
 /// GET `/targets`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TargetList {
@@ -286,43 +256,6 @@ pub struct TargetList {
     pub targets: Vec<TargetView>,
     /// How many.
     pub total: u64,
-}
-
-/// An alert.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AlertView {
-    /// `al-...`.
-    pub id: String,
-    /// The scan that raised it.
-    pub scan_id: String,
-    /// Saved target.
-    pub target_id: Option<String>,
-    /// Target.
-    pub target: String,
-    /// Host.
-    pub host: String,
-    /// Port.
-    pub port: i64,
-    /// `new_open_port`, `port_closed`, ...
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Severity.
-    pub severity: String,
-    /// One line.
-    pub message: String,
-    /// Before.
-    pub old_value: Option<String>,
-    /// After.
-    pub new_value: Option<String>,
-    /// `open`, `acknowledged`, `resolved`.
-    pub status: String,
-    /// ISO 8601.
-    pub created_at: String,
-    /// ISO 8601.
-    pub acknowledged_at: Option<String>,
-    /// ISO 8601.
-    pub resolved_at: Option<String>,
 }
 
 /// GET `/alerts`.
