@@ -75,6 +75,60 @@ async fn send_ports(tx: &Tx, seen: &mut HashSet<(String, i64)>, ports: Vec<Value
     true
 }
 
+/// One port event's data.
+fn port_event(host: &str, port: i64, state: &str) -> Value {
+    let port = u16::try_from(port).unwrap_or(0);
+    json!({"host": host, "port": port, "state": state, "service": service_name(port)})
+}
+
+/// One read of a followed scan.
+struct Read {
+    /// Its `progress` event's data.
+    progress: Value,
+    /// Its open and filtered ports so far, as `port` event data.
+    ports: Vec<Value>,
+    /// Once the scan is final: its `result` event's data (`None` when that could not be
+    /// read; the stream then ends without it).
+    result: Option<Option<Value>>,
+}
+
+/// Spawns a stream's follower: every [`TICK`] it reads the scan with `read` and sends what
+/// is new, until the scan is final, `read` finds nothing (the scan or the database is
+/// gone), the client goes away, or [`MAX_STREAM`] has passed. Holds `permit` till then.
+fn follow<F, Fut>(permit: tokio::sync::SemaphorePermit<'static>, tx: Tx, mut read: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Option<Read>> + Send,
+{
+    tokio::spawn(async move {
+        let _permit = permit;
+        let start = Instant::now();
+        let mut seen = HashSet::new();
+        let mut last = None;
+        while start.elapsed() < MAX_STREAM && !tx.is_closed() {
+            let Some(now) = read().await else {
+                return;
+            };
+            if last.as_ref() != Some(&now.progress) {
+                if tx.send(event("progress", &now.progress)).await.is_err() {
+                    return;
+                }
+                last = Some(now.progress);
+            }
+            if !send_ports(&tx, &mut seen, now.ports).await {
+                return;
+            }
+            if let Some(result) = now.result {
+                if let Some(result) = result {
+                    let _ = tx.send(event("result", &result)).await;
+                }
+                return;
+            }
+            tokio::time::sleep(TICK).await;
+        }
+    });
+}
+
 /// `GET /v1/{fast,deep}/events` routes (self-scan; behind the edge limit).
 #[utoipa::path(
     get, path = "/v1/{kind}/events", tag = "self-scan",
@@ -128,47 +182,28 @@ async fn self_scan(s: AppState, ip: std::net::IpAddr, t: ScanType) -> Result<Res
         let _ = tx.try_send(event("result", &json!(none)));
         return Ok(stream(rx));
     };
-    tokio::spawn(async move {
-        let _permit = permit;
-        let start = Instant::now();
-        let mut seen = HashSet::new();
-        let mut last = None;
-        let host = ip.to_string();
-        while start.elapsed() < MAX_STREAM && !tx.is_closed() {
-            let Ok(Some(row)) = s.scans().get(&row.id).await else {
-                return;
+    let (id, host) = (row.id, ip.to_string());
+    follow(permit, tx, move || {
+        let (s, id, host) = (s.clone(), id.clone(), host.clone());
+        async move {
+            let row = s.scans().get(&id).await.ok()??;
+            let ports = s.scans().store().ports(&id).await.ok()?;
+            let result = if row.is_final() {
+                Some(s.scans().view(&row).await.ok().map(|v| json!(v)))
+            } else {
+                None
             };
-            let progress = json!({
-                "status": row.status, "chunks_complete": row.chunks_complete,
-                "total_chunks": row.total_chunks,
-            });
-            if last.as_ref() != Some(&progress) {
-                if tx.send(event("progress", &progress)).await.is_err() {
-                    return;
-                }
-                last = Some(progress);
-            }
-            let Ok(ports) = s.scans().store().ports(&row.id).await else {
-                return;
-            };
-            let ports = ports
-                .iter()
-                .map(|p| {
-                    let port = u16::try_from(p.port).unwrap_or(0);
-                    json!({"host": host, "port": port, "state": p.state,
-                           "service": service_name(port)})
-                })
-                .collect();
-            if !send_ports(&tx, &mut seen, ports).await {
-                return;
-            }
-            if row.is_final() {
-                if let Ok(view) = s.scans().view(&row).await {
-                    let _ = tx.send(event("result", &json!(view))).await;
-                }
-                return;
-            }
-            tokio::time::sleep(TICK).await;
+            Some(Read {
+                progress: json!({
+                    "status": row.status, "chunks_complete": row.chunks_complete,
+                    "total_chunks": row.total_chunks,
+                }),
+                ports: ports
+                    .iter()
+                    .map(|p| port_event(&host, p.port, &p.state))
+                    .collect(),
+                result,
+            })
         }
     });
     Ok(stream(rx))
@@ -191,48 +226,30 @@ async fn managed_events(
         retry_after: 30,
     })?;
     let (tx, rx) = mpsc::channel(256);
-    tokio::spawn(async move {
-        let _permit = permit;
-        let start = Instant::now();
-        let mut seen = HashSet::new();
-        let mut last = None;
-        while start.elapsed() < MAX_STREAM && !tx.is_closed() {
+    let id = row.id;
+    follow(permit, tx, move || {
+        let (s, id) = (s.clone(), id.clone());
+        async move {
             let store = s.service.store();
-            let Ok(Some(row)) = store.scan(&row.id).await else {
-                return;
-            };
-            let progress = json!({
-                "status": row.status, "chunksComplete": row.chunks_complete,
-                "totalChunks": row.total_chunks,
-            });
-            if last.as_ref() != Some(&progress) {
-                if tx.send(event("progress", &progress)).await.is_err() {
-                    return;
-                }
-                last = Some(progress);
-            }
-            let Ok(ports) = store.ports(&row.id).await else {
-                return;
-            };
-            let values = ports
-                .iter()
-                .map(|p| {
-                    let port = u16::try_from(p.port).unwrap_or(0);
-                    json!({"host": p.host, "port": port, "state": p.state,
-                           "service": service_name(port)})
-                })
-                .collect();
-            if !send_ports(&tx, &mut seen, values).await {
-                return;
-            }
-            if !row.is_live() {
+            let row = store.scan(&id).await.ok()??;
+            let ports = store.ports(&id).await.ok()?;
+            let result = if row.is_live() {
+                None
+            } else {
                 let new = newly_open(&s, &row.id).await.unwrap_or_default();
-                let _ = tx
-                    .send(event("result", &scan_json(&row, &ports, &new)))
-                    .await;
-                return;
-            }
-            tokio::time::sleep(TICK).await;
+                Some(Some(scan_json(&row, &ports, &new)))
+            };
+            Some(Read {
+                progress: json!({
+                    "status": row.status, "chunksComplete": row.chunks_complete,
+                    "totalChunks": row.total_chunks,
+                }),
+                ports: ports
+                    .iter()
+                    .map(|p| port_event(&p.host, p.port, &p.state))
+                    .collect(),
+                result,
+            })
         }
     });
     Ok(stream(rx))
