@@ -34,16 +34,16 @@ impl Harness {
     }
 
     pub async fn with(tweak: impl FnOnce(&mut Config)) -> Harness {
+        Self::with_engine(Arc::new(FakeEngine::new()), tweak).await
+    }
+
+    /// The lab config changed by `tweak`, on `engine` (which a test may keep, to hand it
+    /// to [`Harness::restart`] or to start it disconnected).
+    pub async fn with_engine(engine: Arc<FakeEngine>, tweak: impl FnOnce(&mut Config)) -> Harness {
         let dir = Arc::new(tempfile::tempdir().unwrap());
         let mut config = lab_config(dir.path());
         tweak(&mut config);
-        Self::build(
-            config,
-            Arc::new(FakeEngine::new()),
-            ManualClock::at(T0_MS),
-            dir,
-        )
-        .await
+        Self::build(config, engine, ManualClock::at(T0_MS), dir).await
     }
 
     pub async fn build(
@@ -127,6 +127,47 @@ impl Harness {
         })
         .await;
         self.engine.submitted_ids()[n].clone()
+    }
+
+    /// Completes the fast scan of `ip` through its chunk run `run` (open and filtered
+    /// `ports`, `closed` closed ones, engine time `ms`); returns its GET once complete.
+    pub async fn complete_fast(
+        &self,
+        run: &str,
+        ip: &str,
+        ports: &[(u16, portscope_core::results::PortState)],
+        closed: u64,
+        ms: u64,
+    ) -> Reply {
+        self.engine.ports(run, 0, ports, closed);
+        self.engine.complete(run, ms);
+        self.wait_status(ip, ScanType::Fast, "complete").await;
+        self.get("/v1/fast", ip).await
+    }
+
+    /// POSTs a fast scan of `ip` and returns its chunk run's engine id (the harness's
+    /// first run: call it before any other scan).
+    pub async fn fast_run(&self, ip: &str) -> String {
+        self.post("/v1/fast", ip).await;
+        self.submit_id(0).await
+    }
+
+    /// POSTs a scan (`path`) of `ip` with `X-Callback-Url: url`.
+    pub async fn post_with_callback(&self, path: &str, ip: &str, url: &str) -> Reply {
+        self.call(Method::POST, path, ip, &[("x-callback-url", url)])
+            .await
+    }
+
+    /// The engine (refusing since [`Harness::engine_rejects`]) accepts again: completes the
+    /// runs sent from now on as [`Harness::finish_runs_from`] does, until the newest `t`
+    /// scan of `ip` has `chunks` chunks committed.
+    pub async fn accept_and_finish(&self, ip: &str, t: ScanType, chunks: i64, ms: u64) {
+        let from = self.engine.submitted_ids().len();
+        self.engine.on_submit(OnSubmit::Accept {
+            queue_position: 0,
+            total_chunks: 1,
+        });
+        self.finish_runs_from(from, ip, t, chunks, ms).await;
     }
 
     /// The engine ids of the chunk runs sent so far, with their chunk numbers.
