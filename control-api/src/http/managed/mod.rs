@@ -20,8 +20,8 @@ use crate::http::error::ApiError;
 use crate::managed::store::{MPortRow, MScanRow, TargetRow};
 use crate::managed::tokens::Token;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::FromRequestParts;
 use axum::extract::Query;
+use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -119,10 +119,22 @@ impl FromRequestParts<S> for Authed {
     }
 }
 
-/// A JSON body, or 400 saying why it is not one.
-pub(crate) fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    b.map(|Json(v)| v)
-        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {}", e.body_text())))
+/// A JSON body (the last argument of a handler that takes one), or 400 saying why it is
+/// not one.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, St: Send + Sync> FromRequest<St> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &St) -> Result<Self, ApiError> {
+        Json::from_request(req, state)
+            .await
+            .map(|Json(v)| JsonBody(v))
+            .map_err(|e: JsonRejection| {
+                ApiError::BadRequest(format!("invalid JSON body: {}", e.body_text()))
+            })
+    }
 }
 
 /// A query string, or 400 saying why it does not parse.

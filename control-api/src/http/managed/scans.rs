@@ -3,7 +3,7 @@
 
 use super::json::*;
 use super::*;
-use super::{body, owned, query, Authed, ScanView, R, S};
+use super::{owned, query, Authed, JsonBody, ScanView, R, S};
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
 use crate::managed::findings::{self};
@@ -11,7 +11,7 @@ use crate::managed::scope::TargetSpec;
 use crate::managed::service::{ManagedService, ScanOrder};
 use crate::managed::{iso_ms, report};
 use crate::model::Status;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -42,9 +42,8 @@ pub struct ScanBody {
 pub async fn post_scan(
     State(s): State<S>,
     Authed(t): Authed,
-    b: Result<Json<ScanBody>, JsonRejection>,
+    JsonBody(b): JsonBody<ScanBody>,
 ) -> R {
-    let b = body(b)?;
     let row = s
         .service
         .submit(

@@ -2,7 +2,7 @@
 
 use super::json::*;
 use super::*;
-use super::{body, delete_owned_target, target_list, Authed, R, S};
+use super::{delete_owned_target, target_list, Authed, JsonBody, R, S};
 use crate::http::error::ApiError;
 use crate::http::error::ErrorBody;
 use crate::managed::findings::Severity;
@@ -10,7 +10,6 @@ use crate::managed::scope::TargetSpec;
 use crate::managed::service::{profile_ports, ManagedService};
 use crate::managed::store::TargetRow;
 use crate::managed::tokens::Token;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -125,9 +124,8 @@ async fn apply_target(
 pub async fn create_target(
     State(s): State<S>,
     Authed(t): Authed,
-    b: Result<Json<TargetBody>, JsonRejection>,
+    JsonBody(b): JsonBody<TargetBody>,
 ) -> R {
-    let b = body(b)?;
     if b.target.is_none() {
         return Err(ApiError::BadRequest("target is required".into()));
     }
@@ -173,10 +171,10 @@ pub async fn update_target(
     State(s): State<S>,
     Authed(t): Authed,
     Path(id): Path<String>,
-    b: Result<Json<TargetBody>, JsonRejection>,
+    b: Result<JsonBody<TargetBody>, ApiError>,
 ) -> R {
     let row = owned_target(&s, &t, &id).await?;
-    let b = body(b)?;
+    let JsonBody(b) = b?;
     let row = apply_target(&s, &t, row, b, s.service.now_secs()).await?;
     s.service.store().update_target(&row).await?;
     Ok(Json(target_json(&row)).into_response())

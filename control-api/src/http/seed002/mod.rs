@@ -15,8 +15,8 @@ pub mod errors;
 
 use super::error::ApiError;
 use super::managed::{
-    body, delete_owned_target, fix_file, newly_open, open_ports, owned, query, router::Managed,
-    target_list, Authed, ScanView,
+    delete_owned_target, fix_file, newly_open, open_ports, owned, query, router::Managed,
+    target_list, Authed, JsonBody, ScanView,
 };
 use crate::managed::findings::{self, Severity};
 use crate::managed::report;
@@ -25,7 +25,6 @@ use crate::managed::service::{ManagedService, ScanOrder};
 use crate::managed::store::{MScanRow, TargetRow};
 use crate::managed::tokens::Token;
 use crate::model::Status;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -163,9 +162,8 @@ pub async fn start(
     State(s): State<S>,
     Authed(t): Authed,
     headers: HeaderMap,
-    b: Result<Json<HostBody>, JsonRejection>,
+    JsonBody(b): JsonBody<HostBody>,
 ) -> R {
-    let b = body(b)?;
     let (spec, saved) = scoped_target(&s, &t, &b.host).await?;
     let target = spec.to_string();
     let saved = match saved {
@@ -312,9 +310,8 @@ pub async fn list_targets(State(s): State<S>, Authed(t): Authed) -> R {
 pub async fn add_target(
     State(s): State<S>,
     Authed(t): Authed,
-    b: Result<Json<HostBody>, JsonRejection>,
+    JsonBody(b): JsonBody<HostBody>,
 ) -> R {
-    let b = body(b)?;
     let (spec, saved) = scoped_target(&s, &t, &b.host).await?;
     if let Some(existing) = saved {
         return Ok((
@@ -393,9 +390,8 @@ fn monitor_json(t: &TargetRow) -> Value {
 pub async fn add_monitor(
     State(s): State<S>,
     Authed(t): Authed,
-    b: Result<Json<MonitorBody>, JsonRejection>,
+    JsonBody(b): JsonBody<MonitorBody>,
 ) -> R {
-    let b = body(b)?;
     let interval = match b.frequency.as_str() {
         "daily" => 86_400,
         "weekly" => 604_800,
