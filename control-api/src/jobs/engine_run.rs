@@ -36,6 +36,15 @@ pub struct RunLimits {
     pub scan: Duration,
 }
 
+/// Closes the run's connection however the run ends (or if it is dropped).
+struct Closing<'a>(&'a dyn EngineClient);
+
+impl Drop for Closing<'_> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 /// Submits `job` to an engine of `engines` as scan `engine_id` and collects its results.
 /// `running` is sent once the engine says the chunk runs (queue position 0).
 pub async fn run_chunk(
@@ -46,19 +55,8 @@ pub async fn run_chunk(
     running: oneshot::Sender<()>,
 ) -> Result<ChunkResult, ChunkError> {
     let client = engines.connect().await;
-    let out = run_on(client.as_ref(), engines, engine_id, job, limits, running).await;
-    client.close();
-    out
-}
-
-async fn run_on(
-    client: &dyn EngineClient,
-    engines: &dyn EngineConnector,
-    engine_id: &str,
-    job: &ChunkJob,
-    limits: RunLimits,
-    running: oneshot::Sender<()>,
-) -> Result<ChunkResult, ChunkError> {
+    let _closing = Closing(client.as_ref());
+    let client = client.as_ref();
     let mut running = Some(running);
     let connect_by = Instant::now() + limits.connect;
     loop {
