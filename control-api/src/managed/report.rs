@@ -99,27 +99,20 @@ pub fn security_fix(row: &MScanRow, open: &[OpenPort]) -> String {
              first in the input chain, so earlier ACCEPT rules do not override them.\n",
             f.target
         );
-        let _ = writeln!(out, "```sh");
-        let _ = writeln!(out, "# nftables");
+        let port = f.port;
         let _ = writeln!(
             out,
-            "nft insert rule inet filter input tcp dport {} drop",
-            f.port
+            "```sh\n\
+             # nftables\n\
+             nft insert rule inet filter input tcp dport {port} drop\n\
+             # iptables\n\
+             {ipt} -I INPUT -p tcp --dport {port} -j DROP\n\
+             # to keep access from a trusted range, run this after (it lands above the drop):\n\
+             # {ipt} -I INPUT -p tcp --dport {port} -s TRUSTED_CIDR -j ACCEPT\n\
+             # ufw\n\
+             ufw deny {port}/tcp\n\
+             ```\n"
         );
-        let _ = writeln!(out, "# iptables");
-        let _ = writeln!(out, "{ipt} -I INPUT -p tcp --dport {} -j DROP", f.port);
-        let _ = writeln!(
-            out,
-            "# to keep access from a trusted range, run this after (it lands above the drop):"
-        );
-        let _ = writeln!(
-            out,
-            "# {ipt} -I INPUT -p tcp --dport {} -s TRUSTED_CIDR -j ACCEPT",
-            f.port
-        );
-        let _ = writeln!(out, "# ufw");
-        let _ = writeln!(out, "ufw deny {}/tcp", f.port);
-        let _ = writeln!(out, "```\n");
         let _ = writeln!(
             out,
             "Verify: `POST /api/v1/scan/{}/retest`; {}/tcp on {} should no longer be open.\n",
