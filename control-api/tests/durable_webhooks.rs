@@ -13,6 +13,24 @@ use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Two tests, `$sqlite` and `$postgres`, each running `$run` (an async fn of the database
+/// URL) on a fresh database: a SQLite file, a throwaway PostgreSQL.
+macro_rules! on_sqlite_and_postgres {
+    ($run:ident: $sqlite:ident, $postgres:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $sqlite() {
+            let dir = tempfile::tempdir().unwrap();
+            $run(&dir.path().join("api.db").display().to_string()).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $postgres() {
+            let (_pg, url) = pg().await;
+            $run(&url).await;
+        }
+    };
+}
+
 /// (delivery id, body) of every request received.
 type Got = Arc<Mutex<Vec<(String, Value)>>>;
 
@@ -120,17 +138,11 @@ async fn callback_resumes_after_a_kill(db: &str) {
     assert_eq!(got[1].1, polled);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_callback_killed_mid_delivery_arrives_after_a_restart_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    callback_resumes_after_a_kill(&dir.path().join("api.db").display().to_string()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_callback_killed_mid_delivery_arrives_after_a_restart_on_postgres() {
-    let (_pg, url) = pg().await;
-    callback_resumes_after_a_kill(&url).await;
-}
+on_sqlite_and_postgres!(
+    callback_resumes_after_a_kill:
+    a_callback_killed_mid_delivery_arrives_after_a_restart_on_sqlite,
+    a_callback_killed_mid_delivery_arrives_after_a_restart_on_postgres
+);
 
 /// `GET /api/v1/scans/{id}` until complete (each poll from its own address: the managed
 /// API's per-IP limit is 60 a minute).
@@ -196,14 +208,8 @@ async fn monitor_resumes_after_a_kill(db: &str) {
     assert!(got[0].1.to_string().contains("23/tcp"), "{}", got[0].1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_monitor_webhook_killed_mid_delivery_arrives_after_a_restart_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    monitor_resumes_after_a_kill(&dir.path().join("api.db").display().to_string()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_monitor_webhook_killed_mid_delivery_arrives_after_a_restart_on_postgres() {
-    let (_pg, url) = pg().await;
-    monitor_resumes_after_a_kill(&url).await;
-}
+on_sqlite_and_postgres!(
+    monitor_resumes_after_a_kill:
+    a_monitor_webhook_killed_mid_delivery_arrives_after_a_restart_on_sqlite,
+    a_monitor_webhook_killed_mid_delivery_arrives_after_a_restart_on_postgres
+);

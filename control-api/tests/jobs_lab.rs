@@ -115,12 +115,7 @@ async fn three_nodes_on_postgres_one_killed_mid_scan_complete_exactly() {
         per_node("node2"),
         per_node("node3")
     );
-    assert_exact(
-        lab.truth(),
-        &targets,
-        &rows,
-        &store.results(&id).await.unwrap(),
-    );
+    assert_exact(lab.truth(), &targets, &store, &id).await;
     store.close().await;
     drop(workers);
 }
@@ -160,12 +155,7 @@ async fn the_embedded_api_runs_a_deep_job_scan_on_sqlite_exactly() {
     assert!(rows
         .iter()
         .all(|c| c.node.as_deref() == Some(host.as_str()) && c.runs == 1));
-    assert_exact(
-        lab.truth(),
-        &targets,
-        &rows,
-        &store.results(&id).await.unwrap(),
-    );
+    assert_exact(lab.truth(), &targets, &store, &id).await;
     store.close().await;
 }
 
@@ -198,13 +188,7 @@ async fn a_worker_rides_out_a_database_outage() {
         .unwrap_or_else(|| panic!("not finished after the outage:\n{}", worker.log()));
     assert_eq!(row.status, Status::Complete);
     assert!(worker.running(), "the worker exited:\n{}", worker.log());
-    let rows = store.chunks(&id).await.unwrap();
-    assert_exact(
-        lab.truth(),
-        &targets,
-        &rows,
-        &store.results(&id).await.unwrap(),
-    );
+    assert_exact(lab.truth(), &targets, &store, &id).await;
     store.close().await;
 }
 

@@ -5,8 +5,8 @@
 // Shared by `jobs_lab.rs` and `selfscan_lab.rs`; each uses a part.
 #![allow(dead_code)]
 
-use portscope_control_api::store::jobs::ChunkRow;
-use portscope_core::results::{PortResult, PortState, Reason};
+use portscope_control_api::store::jobs::JobStore;
+use portscope_core::results::{PortState, Reason};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::IpAddr;
@@ -130,8 +130,11 @@ impl Drop for Worker {
 
 /// Every (host, port) pair of `hosts` x 1..=65535 has exactly one answer equal to the truth:
 /// every chunk done, open and filtered ports stored once with the right state and reason,
-/// nothing stored for other pairs, and the chunks' closed counts adding up to the truth's.
-pub fn assert_exact(truth: &Truth, hosts: &[IpAddr], chunks: &[ChunkRow], results: &[PortResult]) {
+/// nothing stored for other pairs, and the chunks' closed counts adding up to the truth's
+/// (job scan `id`'s chunks and results as `jobs` stores them).
+pub async fn assert_exact(truth: &Truth, hosts: &[IpAddr], jobs: &JobStore, id: &str) {
+    let chunks = &jobs.chunks(id).await.unwrap();
+    let results = &jobs.results(id).await.unwrap();
     assert!(chunks
         .iter()
         .all(|c| c.status == portscope_control_api::jobs::ChunkStatus::Done));
