@@ -14,21 +14,26 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Two tests, `$sqlite` and `$postgres`, each running `$run` (an async fn of the database
-/// URL) on a fresh database: a SQLite file, a throwaway PostgreSQL.
+/// URL) on a fresh database: a SQLite file ([`sqlite`]), a throwaway PostgreSQL ([`pg`]).
 macro_rules! on_sqlite_and_postgres {
     ($run:ident: $sqlite:ident, $postgres:ident) => {
+        on_sqlite_and_postgres!(@on $run, $sqlite, sqlite());
+        on_sqlite_and_postgres!(@on $run, $postgres, pg());
+    };
+    (@on $run:ident, $name:ident, $db:expr) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $sqlite() {
-            let dir = tempfile::tempdir().unwrap();
-            $run(&dir.path().join("api.db").display().to_string()).await;
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $postgres() {
-            let (_pg, url) = pg().await;
+        async fn $name() {
+            let (_db, url) = $db.await;
             $run(&url).await;
         }
     };
+}
+
+/// A fresh SQLite file (its folder, and its path).
+async fn sqlite() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("api.db").display().to_string();
+    (dir, path)
 }
 
 /// (delivery id, body) of every request received.

@@ -67,9 +67,7 @@ async fn webhook_fires_on_failure_too() {
     h.post_with_callback("/v1/deep", ip, &url).await;
     // A coalesced POST may add its own callback; the same URL is delivered once.
     h.post_with_callback("/v1/deep", ip, &url).await;
-    h.finish_chunks(28, |_| Vec::new(), 10).await;
-    h.wait_row(ip, ScanType::Deep, |r| r.chunks_complete == 28)
-        .await;
+    h.finish_deep_chunks(ip, 28).await;
     h.fail_runs(ip, ScanType::Deep, "timeout").await;
     h.wait_for("webhook", || !got.lock().unwrap().is_empty())
         .await;

@@ -145,9 +145,7 @@ async fn running_deep_scan_then_failed_shape() {
     let h = Harness::new().await;
     let ip = "198.18.0.13";
     h.post("/v1/deep", ip).await;
-    h.finish_chunks(28, |_| Vec::new(), 10).await;
-    h.wait_row(ip, ScanType::Deep, |r| r.chunks_complete == 28)
-        .await;
+    h.finish_deep_chunks(ip, 28).await;
     let r = h.get("/v1/deep", ip).await;
     assert_eq!(
         r.text,
@@ -177,9 +175,7 @@ async fn duplicate_posts_coalesce_onto_the_live_scan_and_are_not_rate_counted() 
     assert_eq!(b.body["status"], "queued");
     assert_eq!(h.scans().await, 1);
 
-    h.finish_chunks(3, |_| Vec::new(), 10).await;
-    h.wait_row(ip, ScanType::Deep, |r| r.chunks_complete == 3)
-        .await;
+    h.finish_deep_chunks(ip, 3).await;
     let c = h.post("/v1/deep", ip).await;
     assert_eq!(
         c.body,

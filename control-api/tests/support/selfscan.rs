@@ -207,6 +207,14 @@ impl Harness {
         panic!("only {} of {n} chunk runs came", done.len());
     }
 
+    /// Completes (no ports, 10 ms each) `n` chunk runs of the deep scan of `ip` as the
+    /// worker sends them, and waits until its row counts them.
+    pub async fn finish_deep_chunks(&self, ip: &str, n: i64) {
+        self.finish_chunks(n as usize, |_| Vec::new(), 10).await;
+        self.wait_row(ip, ScanType::Deep, |r| r.chunks_complete == n)
+            .await;
+    }
+
     /// Scan rows in the store.
     pub async fn scans(&self) -> i64 {
         self.state.scans().store().count().await.unwrap()
