@@ -31,6 +31,7 @@
 //! the one transition to final); a failed job scan fails it in the same transaction;
 //! [`JobStore::cancel_scan`] cancels both and drops the chunk jobs not claimed yet.
 
+use super::job_hooks::RowOf;
 use super::job_reads::parse;
 use super::{on_db, Db};
 use crate::jobs::ChunkStatus;
@@ -238,99 +239,6 @@ pub enum Commit {
 
 /// The kind of a managed scan's job scan.
 pub const MANAGED_KIND: &str = "custom";
-
-/// The row of the same id a job scan may carry, chosen by the job scan's kind: a managed
-/// scan's (`custom`, in `managed_scans`) or a self-scan's (`fast`, `deep`, in `scans`).
-/// Each statement also matches on the id, so a job scan without such a row (the
-/// `jobs submit` path) is untouched.
-struct RowOf {
-    /// Its table.
-    table: &'static str,
-    /// Its failure column.
-    error: &'static str,
-    /// Its ports' table and columns, and the columns of `port_results` they take.
-    ports: &'static str,
-    /// Those columns in `port_results`.
-    from: &'static str,
-    /// What a commit sets besides status, progress and engine time ($4: the scan is
-    /// complete, $5: now, Unix seconds), and the extra condition.
-    commit_sets: &'static str,
-    /// Extra condition of a commit.
-    commit_when: &'static str,
-}
-
-/// A self-scan's `scans` row.
-const SELF_SCAN: RowOf = RowOf {
-    table: "scans",
-    error: "fail_reason",
-    ports: "scan_ports (scan_id, port, state)",
-    from: "port, state",
-    commit_sets: "queue_position = 0, engine_done = $4",
-    commit_when: " AND engine_done = 0",
-};
-
-/// A managed scan's `managed_scans` row.
-const MANAGED: RowOf = RowOf {
-    table: "managed_scans",
-    error: "error",
-    ports: "managed_ports (scan_id, host, port, state)",
-    from: "address, port, state",
-    commit_sets: "submitted = 1, started_at = COALESCE(started_at, $5)",
-    commit_when: "",
-};
-
-impl RowOf {
-    /// The row kind of a job scan of `kind`.
-    fn kind(kind: &str) -> &'static RowOf {
-        if kind == MANAGED_KIND {
-            &MANAGED
-        } else {
-            &SELF_SCAN
-        }
-    }
-
-    /// Copies a chunk's open and filtered ports into the row's ports while the row is live:
-    /// $1 scan, $2 chunk, $3 `closed`, $4 and $5 the live statuses.
-    fn ports_sql(&self) -> String {
-        let RowOf {
-            table, ports, from, ..
-        } = self;
-        format!(
-            "INSERT INTO {ports} SELECT scan_id, {from} FROM port_results
-             WHERE scan_id = $1 AND chunk = $2 AND state <> $3
-               AND EXISTS (SELECT 1 FROM {table} WHERE id = $1 AND status IN ($4, $5))
-             ON CONFLICT DO NOTHING"
-        )
-    }
-
-    /// Moves a live row on a commit: $1 `running`, $2 scan, $3 engine ms of the chunk,
-    /// $4 and $5 as in `commit_sets`, $6 `queued`.
-    fn commit_sql(&self) -> String {
-        let RowOf {
-            table,
-            commit_sets,
-            commit_when,
-            ..
-        } = self;
-        format!(
-            "UPDATE {table} SET status = $1, {commit_sets},
-               chunks_complete = (SELECT chunks_done FROM job_scans WHERE id = $2),
-               total_chunks = (SELECT chunks_total FROM job_scans WHERE id = $2),
-               duration_ms = COALESCE(duration_ms, 0) + $3
-             WHERE id = $2 AND status IN ($6, $1){commit_when}"
-        )
-    }
-
-    /// Fails a live row: $1 `failed`, $2 reason, $3 now (Unix seconds), $4 scan, $5 and $6
-    /// the live statuses.
-    fn fail_sql(&self) -> String {
-        let RowOf { table, error, .. } = self;
-        format!(
-            "UPDATE {table} SET status = $1, {error} = $2, completed_at = $3
-             WHERE id = $4 AND status IN ($5, $6)"
-        )
-    }
-}
 
 /// The job tables, on the store's pool.
 #[derive(Debug, Clone)]

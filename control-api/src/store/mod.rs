@@ -19,6 +19,7 @@
 
 mod alerts;
 mod callbacks;
+mod job_hooks;
 mod job_reads;
 pub mod jobs;
 pub mod limits;

@@ -1,5 +1,7 @@
 //! The JSON shapes of `/api/v1` (seed 003 names: `reportUrl`, `gradeScore`, camelCase
-//! timestamps) and of the monitor webhook: the only place managed rows become JSON.
+//! timestamps) and of the monitor webhook: where managed rows become JSON. A saved target
+//! and an alert serialize themselves (their serde attributes on [`TargetRow`] and
+//! [`AlertRow`] are their JSON and their OpenAPI schema); the rest is built here.
 
 use super::S;
 use crate::http::error::ApiError;

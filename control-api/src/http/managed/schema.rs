@@ -1,5 +1,6 @@
 //! The response schemas of the managed-scan OpenAPI document: one type per JSON shape the
-//! handlers of [`super`] answer with (field for field, names as sent). The modifier
+//! handlers of [`super`] answer with (field for field, names as sent); a saved target and
+//! an alert are their store rows, which serialize as their JSON. The modifier
 //! in [`mod@super::openapi`] attaches them to every operation's answers. The document is
 //! checked against the live API by schemathesis (`tests/schemathesis.rs`), so a shape
 //! that drifts from its schema fails the suite.
