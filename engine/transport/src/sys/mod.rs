@@ -237,10 +237,37 @@ fn set_int_opt(
 
 /// Sets a socket buffer size with the `*FORCE` option (which ignores `net.core.*mem_max`
 /// but needs `CAP_NET_ADMIN`), falling back to the plain option (capped by the sysctl).
-fn set_buffer(fd: RawFd, force: libc::c_int, plain: libc::c_int, bytes: usize) -> io::Result<()> {
+/// `what` names the option in the error.
+fn set_buffer(
+    fd: RawFd,
+    (force, plain): (libc::c_int, libc::c_int),
+    bytes: usize,
+    what: &'static str,
+) -> Result<(), OpenError> {
     let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
     set_int_opt(fd, libc::SOL_SOCKET, force, bytes)
         .or_else(|_| set_int_opt(fd, libc::SOL_SOCKET, plain, bytes))
+        .map_err(|e| OpenError::new(what, e))
+}
+
+/// `SO_SNDBUFFORCE`, `SO_SNDBUF` for [`set_buffer`].
+const SNDBUF_OPTS: (libc::c_int, libc::c_int) = (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF);
+
+/// Opens an `AF_PACKET`/`SOCK_DGRAM` socket (packets start at the IP header) with protocol
+/// 0, so it receives nothing until it is bound, and finds the index of `interface` (0 = all
+/// interfaces). `what` names the socket in the error.
+fn packet_socket(interface: Option<&str>, what: &'static str) -> Result<(Socket, u32), OpenError> {
+    let ifindex = match interface {
+        None => 0,
+        Some(name) => pnet_datalink::interfaces()
+            .into_iter()
+            .find(|i| i.name == name)
+            .map(|i| i.index)
+            .ok_or_else(|| OpenError::UnknownInterface(name.to_owned()))?,
+    };
+    let sock =
+        Socket::new(Domain::PACKET, Type::DGRAM, None).map_err(|e| OpenError::new(what, e))?;
+    Ok((sock, ifindex))
 }
 
 /// `n` empty iovecs and `n` message headers for `sendmmsg`/`recvmmsg`, header `i` pointing

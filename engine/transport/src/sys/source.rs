@@ -3,9 +3,11 @@
 //! [`crate::bpf::reply_filter`], many per `recvmmsg` call, straight into a [`RecvBatch`].
 //! It does not parse or validate what it receives; the core's classifier does.
 
-use super::{cvt, mmsg_vectors, poll_in, set_buffer, set_int_opt, OpenError, SysConfig};
+use super::{
+    cvt, mmsg_vectors, packet_socket, poll_in, set_buffer, set_int_opt, OpenError, SysConfig,
+};
 use crate::{bpf, KernelStats, PacketSource, RecvBatch, RECV_SLOT};
-use socket2::{Domain, Socket, Type};
+use socket2::Socket;
 use std::io;
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, RawFd};
@@ -67,15 +69,13 @@ impl PacketSocketSource {
     /// Opens the socket, attaches the reply filter for `cfg.port_lo..=cfg.port_hi`, then
     /// binds it (to `cfg.interface` or to all interfaces) and drains anything queued.
     pub fn open(cfg: &SysConfig) -> Result<Self, OpenError> {
-        let ifindex = interface_index(cfg)?;
-        // Protocol 0: the socket receives nothing until `bind` names ETH_P_ALL, so no
-        // packet can be queued before the filter is in place.
-        let sock = Socket::new(Domain::PACKET, Type::DGRAM, None)
-            .map_err(|e| OpenError::new("AF_PACKET socket", e))?;
+        // The socket receives nothing until `bind` names ETH_P_ALL, so no packet can be
+        // queued before the filter is in place.
+        let (sock, ifindex) = packet_socket(cfg.interface.as_deref(), "AF_PACKET socket")?;
         let fd = sock.as_raw_fd();
         let ignores_outgoing = attach_reply_filter(&sock, cfg, bpf::ACCEPT)?;
-        set_buffer(fd, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, RCVBUF)
-            .map_err(|e| OpenError::new("SO_RCVBUF", e))?;
+        let rcvbuf = (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF);
+        set_buffer(fd, rcvbuf, RCVBUF, "SO_RCVBUF")?;
         bind_all_protocols(fd, ifindex).map_err(|e| OpenError::new("AF_PACKET bind", e))?;
 
         let (iovs, hdrs) = mmsg_vectors(CHUNK);
@@ -237,18 +237,6 @@ pub(super) fn bind_all_protocols(fd: RawFd, ifindex: u32) -> io::Result<()> {
         )
     };
     cvt(ret).map(drop)
-}
-
-/// The index of `cfg.interface` (0 = all interfaces).
-pub(super) fn interface_index(cfg: &SysConfig) -> Result<u32, OpenError> {
-    match &cfg.interface {
-        None => Ok(0),
-        Some(name) => pnet_datalink::interfaces()
-            .into_iter()
-            .find(|i| i.name == *name)
-            .map(|i| i.index)
-            .ok_or_else(|| OpenError::UnknownInterface(name.clone())),
-    }
 }
 
 /// Skips our own outgoing packets (`PACKET_IGNORE_OUTGOING`, or in the filter on kernels
