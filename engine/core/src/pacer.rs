@@ -277,17 +277,22 @@ impl RetryRate {
 mod tests {
     use super::*;
 
-    #[test]
-    fn retry_rate_starts_at_the_answer_rate_and_holds_while_answered() {
-        // Previous round: 20,000 answers in one second at a full rate of 250k.
-        let mut r = RetryRate::start(
+    /// A retry round after 20,000 answers in one second at a full rate of 250k, judged in
+    /// 30 ms windows.
+    fn after_20k_answers_in_a_second() -> RetryRate {
+        RetryRate::start(
             250_000,
             20_000,
             Nanos(Nanos::SECOND),
             Nanos::from_millis(30),
             Nanos(0),
             0,
-        );
+        )
+    }
+
+    #[test]
+    fn retry_rate_starts_at_the_answer_rate_and_holds_while_answered() {
+        let mut r = after_20k_answers_in_a_second();
         assert_eq!(r.rate(), 17_500);
         // 600 sent, 590 answered in the window: 17,500 is known good, and the limit may be
         // higher (a bursty round 0 measures less than it): up by 1/64 beyond the known good.
@@ -346,14 +351,7 @@ mod tests {
         // limiter dropped a bunch, or the receive thread was off CPU for a window). The
         // round as a whole is answered, so the rate does not double (it did: within a few
         // windows the round ran at full speed and left hundreds of closed ports silent).
-        let mut r = RetryRate::start(
-            250_000,
-            20_000,
-            Nanos(Nanos::SECOND),
-            Nanos::from_millis(30),
-            Nanos(0),
-            0,
-        );
+        let mut r = after_20k_answers_in_a_second();
         r.on_sent(1_000);
         r.poll(Nanos::from_millis(31), 1_000);
         let mut replies = 1_000;
@@ -365,14 +363,7 @@ mod tests {
         }
         assert!(r.smooth());
         // A round of filtered pairs (nothing answers) still climbs back to full speed.
-        let mut f = RetryRate::start(
-            250_000,
-            20_000,
-            Nanos(Nanos::SECOND),
-            Nanos::from_millis(30),
-            Nanos(0),
-            0,
-        );
+        let mut f = after_20k_answers_in_a_second();
         for k in 1..10u64 {
             f.on_sent(f.rate() * 31 / 1000);
             f.poll(Nanos::from_millis(31 * k), 0);
