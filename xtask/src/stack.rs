@@ -40,6 +40,16 @@ pub fn ports_of(v: &serde_json::Value, key: &str) -> BTreeSet<u16> {
         .unwrap_or_default()
 }
 
+/// [`ports_of`] for tests: panics unless `key` lists ports, each with a port number.
+pub fn expect_ports_of(v: &serde_json::Value, key: &str) -> BTreeSet<u16> {
+    let valid = |p: &serde_json::Value| p["port"].as_u64().is_some_and(|n| n <= 65_535);
+    assert!(
+        v[key].as_array().is_some_and(|a| a.iter().all(valid)),
+        "no list of {key} in {v}"
+    );
+    ports_of(v, key)
+}
+
 /// `setpriv` arguments that run what follows as the API's user, with no supplementary groups.
 pub(crate) fn as_api_user(setpriv: &mut Command) -> &mut Command {
     setpriv.args([

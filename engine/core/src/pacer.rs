@@ -402,23 +402,17 @@ mod tests {
 
     #[test]
     fn retry_rate_without_answers_is_full_and_floor_applies() {
-        assert_eq!(
-            RetryRate::start(250_000, 0, Nanos(Nanos::SECOND), Nanos(1), Nanos(0), 0).rate(),
-            250_000
-        );
-        // The floor is below the usual limiters (FreeBSD's 200 RSTs/s).
-        assert_eq!(
-            RetryRate::start(250_000, 1, Nanos(Nanos::SECOND), Nanos(1), Nanos(0), 0).rate(),
-            244
-        );
-        assert_eq!(
-            RetryRate::start(50_000, 1, Nanos(Nanos::SECOND), Nanos(1), Nanos(0), 0).rate(),
-            100
-        );
-        assert_eq!(
-            RetryRate::start(500, 1, Nanos(Nanos::SECOND), Nanos(1), Nanos(0), 0).rate(),
-            100
-        );
+        // (full rate, answers in the previous round's second, starting rate). The floor is
+        // below the usual limiters (FreeBSD's 200 RSTs/s).
+        for (full, answers, want) in [
+            (250_000, 0, 250_000),
+            (250_000, 1, 244),
+            (50_000, 1, 100),
+            (500, 1, 100),
+        ] {
+            let r = RetryRate::start(full, answers, Nanos(Nanos::SECOND), Nanos(1), Nanos(0), 0);
+            assert_eq!(r.rate(), want, "full {full}, {answers} answers");
+        }
     }
 
     #[test]
