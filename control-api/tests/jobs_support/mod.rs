@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use xtask::lab::{assert_reports_match, Expected, Truth};
 
 /// The uid and gid workers run as (the lab stack's API user).
