@@ -439,12 +439,13 @@ pub(crate) fn engine_command(mut cmd: Command, sock: &Path, extra: &[String]) ->
     cmd
 }
 
-/// Stops a child we started, by PID: SIGTERM (or SIGKILL when `kill`), reaped within 10 s.
+/// [`stop_within`] 10 s.
 pub(crate) fn stop(child: &mut Option<Child>, kill: bool) {
     stop_within(child, kill, Duration::from_secs(10));
 }
 
-/// [`stop`], waiting up to `limit` for the child to exit before SIGKILL.
+/// Stops a child we started, by PID: SIGTERM (or SIGKILL when `kill`); SIGKILL if it has
+/// not exited within `limit`, then reaped.
 pub fn stop_within(child: &mut Option<Child>, kill: bool, limit: Duration) {
     if let Some(mut c) = child.take() {
         let sig = if kill { "-KILL" } else { "-TERM" };
