@@ -439,7 +439,7 @@ pub(crate) fn engine_command(mut cmd: Command, sock: &Path, extra: &[String]) ->
     cmd
 }
 
-/// [`stop_within`] 10 s.
+/// [`stop_within`] with a 10 s limit.
 pub(crate) fn stop(child: &mut Option<Child>, kill: bool) {
     stop_within(child, kill, Duration::from_secs(10));
 }

@@ -6,7 +6,9 @@
 //! default.
 
 use super::sink::send_all;
-use super::{mmsg_vectors, packet_socket, set_buffer, set_int_opt, OpenError, SNDBUF_OPTS};
+use super::{
+    link_addr, mmsg_vectors, packet_socket, set_buffer, set_int_opt, OpenError, SNDBUF_OPTS,
+};
 use crate::{PacketSink, SendBatch, SendReport};
 use socket2::Socket;
 use std::mem::size_of;
@@ -55,17 +57,7 @@ impl LinkSink {
             qdisc_bypass && set_int_opt(fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1).is_ok();
         let ifindex = i32::try_from(ifindex)
             .map_err(|_| OpenError::UnknownInterface(interface.to_owned()))?;
-        let mut addr = [0u8; 8];
-        addr[..6].copy_from_slice(&next_hop);
-        let ll = |proto: libc::c_int| libc::sockaddr_ll {
-            sll_family: libc::AF_PACKET as libc::c_ushort,
-            sll_protocol: (proto as u16).to_be(),
-            sll_ifindex: ifindex,
-            sll_hatype: 0,
-            sll_pkttype: 0,
-            sll_halen: 6,
-            sll_addr: addr,
-        };
+        let ll = |proto| link_addr(ifindex, proto, Some(next_hop));
         let (iovs, hdrs) = mmsg_vectors(CHUNK);
         Ok(LinkSink {
             sock,

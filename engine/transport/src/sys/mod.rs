@@ -205,6 +205,22 @@ pub fn route_source(dst: IpAddr) -> io::Result<IpAddr> {
         .ok_or_else(|| io::Error::other("UDP socket has a non-IP local address"))
 }
 
+/// The link-layer address of `protocol` (an `ETH_P_*`) on interface `ifindex` (0 = all),
+/// to MAC `to` if given.
+fn link_addr(ifindex: i32, protocol: libc::c_int, to: Option<[u8; 6]>) -> libc::sockaddr_ll {
+    let mut sll_addr = [0u8; 8];
+    sll_addr[..6].copy_from_slice(&to.unwrap_or_default());
+    libc::sockaddr_ll {
+        sll_family: libc::AF_PACKET as libc::c_ushort,
+        sll_protocol: (protocol as u16).to_be(),
+        sll_ifindex: ifindex,
+        sll_hatype: 0,
+        sll_pkttype: 0,
+        sll_halen: if to.is_some() { 6 } else { 0 },
+        sll_addr,
+    }
+}
+
 /// Result of a libc call returning -1 on error.
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret == -1 {

@@ -127,8 +127,7 @@ impl RingSource {
             ignores_outgoing,
             totals: KernelStats::default(),
         };
-        source::bind_all_protocols(src.sock.as_raw_fd(), ifindex)
-            .map_err(|e| OpenError::new("AF_PACKET bind", e))?;
+        source::bind_all_protocols(src.sock.as_raw_fd(), ifindex)?;
         src.drain();
         let _ = src.read_stats();
         Ok(src)

@@ -4,7 +4,8 @@
 //! It does not parse or validate what it receives; the core's classifier does.
 
 use super::{
-    cvt, mmsg_vectors, packet_socket, poll_in, set_buffer, set_int_opt, OpenError, SysConfig,
+    cvt, link_addr, mmsg_vectors, packet_socket, poll_in, set_buffer, set_int_opt, OpenError,
+    SysConfig,
 };
 use crate::{bpf, KernelStats, PacketSource, RecvBatch, RECV_SLOT};
 use socket2::Socket;
@@ -76,7 +77,7 @@ impl PacketSocketSource {
         let ignores_outgoing = attach_reply_filter(&sock, cfg, bpf::ACCEPT)?;
         let rcvbuf = (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF);
         set_buffer(fd, rcvbuf, RCVBUF, "SO_RCVBUF")?;
-        bind_all_protocols(fd, ifindex).map_err(|e| OpenError::new("AF_PACKET bind", e))?;
+        bind_all_protocols(fd, ifindex)?;
 
         let (iovs, hdrs) = mmsg_vectors(CHUNK);
         let mut src = PacketSocketSource {
@@ -216,27 +217,23 @@ impl PacketSource for PacketSocketSource {
 
 /// Binds an `AF_PACKET` socket to every protocol (`ETH_P_ALL`) on interface `ifindex`
 /// (0 = all interfaces).
-pub(super) fn bind_all_protocols(fd: RawFd, ifindex: u32) -> io::Result<()> {
-    let addr = libc::sockaddr_ll {
-        sll_family: libc::AF_PACKET as libc::c_ushort,
-        sll_protocol: (libc::ETH_P_ALL as u16).to_be(),
-        sll_ifindex: i32::try_from(ifindex)
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?,
-        sll_hatype: 0,
-        sll_pkttype: 0,
-        sll_halen: 0,
-        sll_addr: [0; 8],
+pub(super) fn bind_all_protocols(fd: RawFd, ifindex: u32) -> Result<(), OpenError> {
+    let bind = |addr: libc::sockaddr_ll| {
+        // SAFETY: `addr` is a live, fully initialised sockaddr_ll and we pass its exact
+        // size; the kernel only reads it.
+        let ret = unsafe {
+            libc::bind(
+                fd,
+                (&addr as *const libc::sockaddr_ll).cast(),
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        cvt(ret).map(drop)
     };
-    // SAFETY: `addr` is a live, fully initialised sockaddr_ll and we pass its exact size;
-    // the kernel only reads it.
-    let ret = unsafe {
-        libc::bind(
-            fd,
-            (&addr as *const libc::sockaddr_ll).cast(),
-            size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-        )
-    };
-    cvt(ret).map(drop)
+    i32::try_from(ifindex)
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+        .and_then(|i| bind(link_addr(i, libc::ETH_P_ALL, None)))
+        .map_err(|e| OpenError::new("AF_PACKET bind", e))
 }
 
 /// Skips our own outgoing packets (`PACKET_IGNORE_OUTGOING`, or in the filter on kernels
