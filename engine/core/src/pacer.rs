@@ -415,15 +415,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn holds_the_rate_over_a_simulated_second() {
-        let mut p = Pacer::new(100_000, 64, Nanos(0));
+    /// What `p` lets out in one simulated second, polled every `step_ns` for up to `want`.
+    fn sent_in_a_second(p: &mut Pacer, step_ns: u64, want: u32) -> u64 {
         let mut sent = 0u64;
         let mut t = Nanos(0);
         while t.0 < Nanos::SECOND {
-            sent += u64::from(p.poll(t, 64));
-            t = Nanos(t.0 + 50_000); // poll every 50 us
+            sent += u64::from(p.poll(t, want));
+            t = Nanos(t.0 + step_ns);
         }
+        sent
+    }
+
+    #[test]
+    fn holds_the_rate_over_a_simulated_second() {
+        let mut p = Pacer::new(100_000, 64, Nanos(0));
+        let sent = sent_in_a_second(&mut p, 50_000, 64); // poll every 50 us
         assert!((99_900..=100_100).contains(&sent), "sent {sent}");
     }
 
@@ -449,12 +455,7 @@ mod tests {
         // 1,000/s polled 1.1 ms apart (a sender that always wakes 100 us late): the rate
         // still holds, because a few packets of credit carry over.
         let mut p = Pacer::new(1_000, 128, Nanos(0));
-        let mut sent = 0u64;
-        let mut t = Nanos(0);
-        while t.0 < Nanos::SECOND {
-            sent += u64::from(p.poll(t, 128));
-            t = Nanos(t.0 + 1_100_000);
-        }
+        let sent = sent_in_a_second(&mut p, 1_100_000, 128);
         assert!((999..=1_001).contains(&sent), "sent {sent}");
         // But no more than the catch-up after a long stall.
         assert_eq!(p.poll(Nanos(10 * Nanos::SECOND), 128), MIN_CATCH_UP as u32);
