@@ -10,7 +10,7 @@ use portscope_control_api::engine::unix::{Backoff, UnixEngineClient};
 use portscope_control_api::engine::{EngineClient, EngineError, EngineNotice};
 use portscope_control_api::model::ScanType;
 use portscope_control_api::{app, start, Services};
-use portscope_core::results::{PortResult, PortState, Proto, Reason};
+use portscope_core::results::{PortResult, PortState, Reason};
 use portscope_proto::{decode, encode, Counts, Event, Outcome, Request, ScanKind};
 use std::path::Path;
 use std::sync::Arc;
@@ -166,20 +166,12 @@ async fn answer(conn: &mut Conn, id: &str, ip: &str) {
 }
 
 fn port(ip: &str, p: u16, state: PortState) -> PortResult {
-    PortResult {
-        ip: ip.parse().unwrap(),
-        port: p,
-        proto: Proto::Tcp,
-        state,
-        reason: if state == PortState::Open {
-            Reason::SynAck
-        } else {
-            Reason::NoResponse
-        },
-        ttl: Some(64),
-        icmp_type: None,
-        icmp_code: None,
-    }
+    let reason = if state == PortState::Open {
+        Reason::SynAck
+    } else {
+        Reason::NoResponse
+    };
+    PortResult::tcp(ip.parse().unwrap(), p, state, reason, Some(64))
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use portscope_control_api::jobs::{ChunkJob, ChunkStatus};
 use portscope_control_api::model::Status;
 use portscope_control_api::store::jobs::{ChunkDone, Commit, JobStore};
 use portscope_control_api::store::Db;
-use portscope_core::results::{PortResult, PortState, Proto, Reason};
+use portscope_core::results::{PortResult, PortState, Reason};
 use portscope_proto::ScanKind;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -22,16 +22,7 @@ use xtask::pg::PgGuard;
 const ACQUIRE: Duration = Duration::from_secs(5);
 
 fn result(ip: &str, port: u16, state: PortState, reason: Reason) -> PortResult {
-    PortResult {
-        ip: ip.parse().unwrap(),
-        port,
-        proto: Proto::Tcp,
-        state,
-        reason,
-        ttl: Some(64),
-        icmp_type: None,
-        icmp_code: None,
-    }
+    PortResult::tcp(ip.parse().unwrap(), port, state, reason, Some(64))
 }
 
 fn done<'a>(
