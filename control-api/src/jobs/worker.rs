@@ -305,7 +305,7 @@ impl Ctx {
 /// (the engine sends 250,000/s in the lab; retries and waits are the rest).
 fn limits_for(job: &ChunkJob, connect: Duration) -> RunLimits {
     let ports = crate::jobs::plan::spec_ports(&job.ports);
-    let probes = ports * job.targets.len() as u64;
+    let probes = ports * crate::jobs::plan::target_count(&job.targets);
     RunLimits {
         connect,
         scan: Duration::from_secs(20 + probes / 5_000),

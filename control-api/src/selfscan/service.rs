@@ -19,7 +19,7 @@ use crate::clock::Clock;
 use crate::engine::EngineClient;
 use crate::enrich::{BannerGrabber, PtrResolver};
 use crate::http::error::ApiError;
-use crate::jobs::plan::{plan, ChunkSpec};
+use crate::jobs::plan::{host_set, plan, ChunkSpec};
 use crate::jobs::worker::WorkerOptions;
 use crate::metrics::{Metrics, StateLabel};
 use crate::model::{service_name, PortEntry, ScanResponse, ScanState, ScanType, Status};
@@ -107,7 +107,9 @@ pub fn chunks_of(ip: IpAddr, t: ScanType) -> Vec<ChunkSpec> {
             ports: t.ports_spec(),
             probes: crate::jobs::plan::spec_ports(&t.ports_spec()),
         }],
-        ScanType::Deep => plan(&[ip], 1, u16::MAX, DEEP_CHUNK_PORTS),
+        ScanType::Deep => host_set(&[ip]).map_or_else(Vec::new, |hosts| {
+            plan(&hosts, 1, u16::MAX, DEEP_CHUNK_PORTS)
+        }),
     }
 }
 
