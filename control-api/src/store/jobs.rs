@@ -70,6 +70,38 @@ pub async fn migrate_queue(db: &Db) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
+/// Inserts one queue job on transaction `$tx` (`$postgres`: the backend), the insert
+/// apalis-sql 0.7's `push_request` runs, with the same columns: payload `$job` (JSON text),
+/// id `$id`, type and attempts from `$queue` (a [`QueueSpec`]), claimable after
+/// `$run_at_secs` (Unix seconds). Chunk jobs ([`insert_job_scan!`]) and self-scan callback
+/// deliveries (`store::callbacks`) are written this way, inside the transaction that makes
+/// them due.
+macro_rules! push_queue_job {
+    ($tx:expr, $postgres:expr, $job:expr, $id:expr, $queue:expr, $run_at_secs:expr) => {{
+        let (postgres, run_at_secs): (bool, i64) = ($postgres, $run_at_secs);
+        let queue: $crate::store::jobs::QueueSpec<'_> = $queue;
+        let insert = if postgres {
+            "INSERT INTO apalis.jobs (job, id, job_type, status, attempts, max_attempts, run_at, priority)
+             VALUES ($1::jsonb, $2, $3, 'Pending', 0, $4, to_timestamp($5), 0)"
+        } else {
+            "INSERT INTO Jobs (job, id, job_type, status, attempts, max_attempts, run_at, priority)
+             VALUES ($1, $2, $3, 'Pending', 0, $4, $5, 0)"
+        };
+        let q = sqlx::query(insert)
+            .bind($job)
+            .bind($id)
+            .bind(queue.job_type)
+            .bind(queue.max_attempts);
+        let q = if postgres {
+            q.bind(run_at_secs as f64)
+        } else {
+            q.bind(run_at_secs)
+        };
+        q.execute(&mut *$tx).await?;
+    }};
+}
+pub(crate) use push_queue_job;
+
 /// Inserts job scan `$scan` (a [`NewScan`]), its chunk rows and their queue jobs on
 /// transaction `$tx` (`$postgres`: the backend): [`JobStore::create_scan`], and a managed
 /// scan's admission (`store::quota`), which inserts them with its row.
@@ -79,19 +111,11 @@ macro_rules! insert_job_scan {
             &$crate::store::jobs::NewScan<'_>,
             &[$crate::store::jobs::NewChunk],
             $crate::store::jobs::QueueSpec<'_>,
-        ) =
-            ($scan, $chunks, $queue);
+        ) = ($scan, $chunks, $queue);
         let postgres: bool = $postgres;
         // apalis claims jobs with `run_at < now`; SQLite keeps whole seconds, so a job
         // stamped with this second would wait for the next one: stamp it a second earlier.
         let run_at_secs = scan.created_at_ms / 1000 - 1;
-        let queue_insert = if postgres {
-            "INSERT INTO apalis.jobs (job, id, job_type, status, attempts, max_attempts, run_at, priority)
-             VALUES ($1::jsonb, $2, $3, 'Pending', 0, $4, to_timestamp($5), 0)"
-        } else {
-            "INSERT INTO Jobs (job, id, job_type, status, attempts, max_attempts, run_at, priority)
-             VALUES ($1, $2, $3, 'Pending', 0, $4, $5, 0)"
-        };
         sqlx::query(
             "INSERT INTO job_scans (id, kind, status, chunks_total, chunks_done, created_at_ms)
              VALUES ($1, $2, $3, $4, 0, $5)",
@@ -133,17 +157,14 @@ macro_rules! insert_job_scan {
             .bind(&c.job_id)
             .execute(&mut *$tx)
             .await?;
-            let q = sqlx::query(queue_insert)
-                .bind(&c.payload)
-                .bind(&c.job_id)
-                .bind(queue.job_type)
-                .bind(queue.max_attempts);
-            let q = if postgres {
-                q.bind(run_at_secs as f64)
-            } else {
-                q.bind(run_at_secs)
-            };
-            q.execute(&mut *$tx).await?;
+            $crate::store::jobs::push_queue_job!(
+                $tx,
+                postgres,
+                &c.payload,
+                &c.job_id,
+                queue,
+                run_at_secs
+            );
         }
     }};
 }
@@ -513,6 +534,7 @@ impl JobStore {
         selfscan_reason: &str,
         now_ms: i64,
     ) -> Result<bool, sqlx::Error> {
+        let postgres = matches!(self.db, Db::Postgres(_));
         on_db!(&self.db, |p| {
             let mut tx = p.begin().await?;
             sqlx::query(
@@ -527,6 +549,7 @@ impl JobStore {
             .bind(Status::Running.as_str())
             .execute(&mut *tx)
             .await?;
+            super::callbacks::queue_callbacks!(tx, postgres, scan_id, crate::jobs::now_ms());
             sqlx::query(
                 "UPDATE managed_scans SET status = $1, error = $2, completed_at = $3
                  WHERE id = $4 AND status IN ($5, $6)",

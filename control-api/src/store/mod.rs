@@ -18,7 +18,7 @@
 //! is type-checked against both drivers. Why not `sqlx::Any`: see control-api/README.md.
 
 mod alerts;
-mod callbacks;
+pub mod callbacks;
 mod job_reads;
 pub mod jobs;
 pub mod limits;

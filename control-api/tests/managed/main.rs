@@ -4,6 +4,7 @@
 //! alerts, findings, SECURITY-FIX.md, the report page and monitor webhooks. Saved targets,
 //! the scheduler, alerts, reports and monitors are in `targets.rs`.
 
+mod callbacks;
 mod large;
 #[path = "../support/mod.rs"]
 mod support;

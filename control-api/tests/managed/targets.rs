@@ -493,7 +493,7 @@ async fn engine_outages_retry_chunks_and_a_restart_reruns_one() {
 /// alerts raised and its monitors notified once (the store transition to `complete` is the
 /// one place that triggers them, and only one node makes it).
 /// Delivery jobs (monitor webhooks) queued or being run.
-async fn deliveries_left(m: &M) -> i64 {
+pub(crate) async fn deliveries_left(m: &M) -> i64 {
     use portscope_control_api::store::Db;
     let sql = |table: &str| {
         format!(
