@@ -116,6 +116,14 @@ impl Deliveries {
             .set_poll_interval(timing.poll)
             .set_buffer_size(4);
         migrate_queue(db).await?;
+        // The deliveries a killed process left `Running` (on SQLite, where apalis's own
+        // check at start misses a process killed within its first second).
+        let requeued = crate::store::jobs::JobStore::new(db.clone())
+            .requeue_abandoned_sqlite(NAMESPACE, crate::jobs::now_ms() / 1000)
+            .await?;
+        if requeued > 0 {
+            tracing::info!(requeued, "abandoned webhook deliveries queued again");
+        }
         // The store's pools already run PostgreSQL sessions in UTC, as apalis needs.
         let queue = match db {
             Db::Sqlite(pool) => Queue::Sqlite(SqliteStorage::new_with_config(pool.clone(), config)),

@@ -601,6 +601,32 @@ impl JobStore {
         })
     }
 
+    /// SQLite only (a no-op on PostgreSQL): gives back to the queue the `Running` jobs of
+    /// type `job_type` whose worker was last seen at or before `now_secs`. apalis 0.7 does
+    /// this when a worker starts, but with `last_seen < now` in whole seconds, so the claims
+    /// of a process killed in the second its worker started stayed `Running` for the
+    /// 90 s orphan timeout. Returns how many.
+    pub async fn requeue_abandoned_sqlite(
+        &self,
+        job_type: &str,
+        now_secs: i64,
+    ) -> Result<u64, sqlx::Error> {
+        let Db::Sqlite(pool) = &self.db else {
+            return Ok(0);
+        };
+        let r = sqlx::query(
+            "UPDATE Jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL
+             WHERE status = 'Running' AND job_type = $1
+               AND lock_by IN (SELECT id FROM Workers WHERE worker_type = $2 AND last_seen <= $3)",
+        )
+        .bind(job_type)
+        .bind(job_type)
+        .bind(now_secs)
+        .execute(pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
     /// Closes the pool.
     pub async fn close(&self) {
         self.db.close().await;
