@@ -126,6 +126,12 @@ pub async fn start_with(
     services: Services,
     managed_opts: ManagedOptions,
 ) -> Result<AppState, StartError> {
+    for key in config.retired_keys() {
+        tracing::warn!(
+            key,
+            "config key {key} is retired and does nothing; remove it"
+        );
+    }
     let store = store::Store::open(&config.db)
         .await
         .map_err(|source| StartError::Db {

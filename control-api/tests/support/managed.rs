@@ -79,12 +79,9 @@ pub struct M {
     next_client: AtomicU32,
 }
 
-/// The self-scan lab config, with the default engine-submit wait.
+/// The self-scan lab config.
 pub fn config(dir: &std::path::Path) -> Config {
-    Config {
-        submit_wait_ms: Config::default().submit_wait_ms,
-        ..lab_config(dir)
-    }
+    lab_config(dir)
 }
 
 /// Settings with no scheduler loop (a test runs its rounds with `run_due`) and at most
