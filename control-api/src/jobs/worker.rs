@@ -197,7 +197,10 @@ impl Ctx {
 
     async fn run(&self, job: &ChunkJob) -> Result<ChunkOutcome, ChunkError> {
         let status = self
-            .with_db(|| self.store.start_chunk(&job.scan_id, job.chunk, &self.node))
+            .with_db(|| {
+                self.store
+                    .start_chunk(&job.scan_id, job.chunk, &self.node, self.now_ms())
+            })
             .await?;
         match status {
             None => return Err(ChunkError::NoSuchChunk),

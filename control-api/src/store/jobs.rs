@@ -17,8 +17,9 @@
 //! **A self-scan is a job scan with the same id** (`/v1/fast`, `/v1/deep`): its `scans` row
 //! is created in the submit transaction (`queued`), and every commit moves it in the same
 //! transaction: `running`, chunks done, the chunk's open and filtered ports into
-//! `scan_ports`, its engine time added to `duration_ms`, and `engine_done = 1` at the last
-//! chunk (banners, PTR and `complete` are the API's finisher's). A job scan that fails
+//! `scan_ports`, `duration_ms` = wall time since the scan's first chunk claim
+//! (`job_scans.started_at_ms`, stamped by [`JobStore::start_chunk`]), and `engine_done = 1`
+//! at the last chunk (banners, PTR and `complete` are the API's finisher's). A job scan that fails
 //! fails its `scans` row in the same transaction. Job scans without such a row (the
 //! `jobs submit` path) are untouched by these hooks.
 //!
@@ -289,15 +290,22 @@ impl JobStore {
         })
     }
 
-    /// A worker on `node` starts a run of the chunk: counts the run, remembers the first
-    /// node, and returns the chunk's status (`None` if there is no such chunk).
+    /// A worker on `node` starts a run of the chunk at `now_ms` (Unix ms): counts the run,
+    /// remembers the first node and the scan's first claim, and returns the chunk's status
+    /// (`None` if there is no such chunk).
     pub async fn start_chunk(
         &self,
         scan_id: &str,
         chunk: u32,
         node: &str,
+        now_ms: i64,
     ) -> Result<Option<ChunkStatus>, sqlx::Error> {
         let status: Option<(String,)> = on_db!(&self.db, |p| {
+            sqlx::query("UPDATE job_scans SET started_at_ms = COALESCE(started_at_ms, $1) WHERE id = $2")
+                .bind(now_ms)
+                .bind(scan_id)
+                .execute(p)
+                .await?;
             sqlx::query_as(
                 "UPDATE scan_chunks SET runs = runs + 1, first_node = COALESCE(first_node, $1)
                  WHERE scan_id = $2 AND chunk = $3 RETURNING status",
@@ -468,18 +476,20 @@ impl JobStore {
                 "UPDATE scans SET status = $1, queue_position = 0,
                    chunks_complete = (SELECT chunks_done FROM job_scans WHERE id = $2),
                    total_chunks = (SELECT chunks_total FROM job_scans WHERE id = $3),
-                   duration_ms = COALESCE(duration_ms, 0) + $4,
+                   duration_ms = $4 - COALESCE((SELECT started_at_ms FROM job_scans WHERE id = $9), $10),
                    engine_done = $5
                  WHERE id = $6 AND status IN ($7, $8) AND engine_done = 0",
             )
             .bind(Status::Running.as_str())
             .bind(scan_id)
             .bind(scan_id)
-            .bind(i64::try_from(duration_ms).unwrap_or(i64::MAX))
+            .bind(now_ms)
             .bind(i64::from(completed > 0))
             .bind(scan_id)
             .bind(Status::Queued.as_str())
             .bind(Status::Running.as_str())
+            .bind(scan_id)
+            .bind(now_ms)
             .execute(&mut *tx)
             .await?;
             // The managed row of the same id, if any and live (not cancelled): the chunk's

@@ -37,7 +37,7 @@ pub struct ScanRow {
     pub fail_reason: Option<String>,
     /// Reverse DNS name.
     pub ptr_record: Option<String>,
-    /// Engine scan time.
+    /// Wall time from the first chunk claim to the last chunk commit, ms.
     pub duration_ms: Option<i64>,
     /// Creation, Unix ms.
     pub created_at_ms: i64,
