@@ -315,8 +315,7 @@ async fn the_api_over_the_unix_socket_completes_and_survives_an_engine_restart()
     assert_eq!(r.body["status"], "complete", "{}", r.text);
     assert_eq!(r.body["ports_open"][0]["port"], 443);
     assert_eq!(
-        r.body["duration_ms"],
-        2000,
+        r.body["duration_ms"], 2000,
         "wall time from the first chunk claim to the last commit"
     );
     h.state.shutdown().await;

@@ -33,9 +33,10 @@ impl CallbackState {
     pub fn as_str(self) -> &'static str {
         match self {
             CallbackState::Pending => "pending",
-            CallbackState::Queued => "queued",
+            // The same words as the scan statuses.
+            CallbackState::Queued => crate::model::Status::Queued.as_str(),
             CallbackState::Delivered => "delivered",
-            CallbackState::Failed => "failed",
+            CallbackState::Failed => crate::model::Status::Failed.as_str(),
         }
     }
 }
@@ -67,7 +68,7 @@ macro_rules! queue_callbacks {
                 serde_json::to_string(&job).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
             let job_id = $crate::jobs::queue::Queue::new_id();
             // One second back: SQLite keeps whole seconds and apalis claims `run_at < now`.
-            $crate::store::jobs::push_queue_job!(
+            $crate::store::queue::push_queue_job!(
                 $tx,
                 $postgres,
                 &payload,
