@@ -5,48 +5,19 @@
 //! SQLite and on PostgreSQL (a throwaway server). The engine is scripted (`tests/api_node`).
 
 mod api_node;
+#[path = "support/receiver.rs"]
+mod receiver;
 
 use api_node::{node, pg, restart, send};
-use axum::http::{HeaderMap, StatusCode};
+use receiver::{receiver, Got};
 use reqwest::Method;
 use serde_json::Value;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// (delivery id, body) of every request received.
-type Got = Arc<Mutex<Vec<(String, Value)>>>;
 
 /// A receiver whose first request never gets an answer (it stalls until the sender dies);
 /// later ones get 200.
 async fn stalling_receiver() -> (String, Got) {
-    let got: Got = Arc::default();
-    let g = got.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
-            let g = g.clone();
-            async move {
-                let id = headers
-                    .get("x-portscope-delivery")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string();
-                let first = {
-                    let mut g = g.lock().unwrap();
-                    g.push((id, serde_json::from_slice(&body).unwrap()));
-                    g.len() == 1
-                };
-                if first {
-                    tokio::time::sleep(Duration::from_secs(120)).await;
-                }
-                StatusCode::OK
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}/hook"), got)
+    receiver(|n| Duration::from_secs(if n == 0 { 120 } else { 0 })).await
 }
 
 async fn wait_for(what: &str, secs: u64, f: impl Fn() -> bool, log: &api_node::Node) {

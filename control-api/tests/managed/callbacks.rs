@@ -6,41 +6,9 @@
 use super::targets::deliveries_left;
 use super::*;
 use axum::body::Body;
-use axum::http::{HeaderMap, Request};
+use axum::http::Request;
 use portscope_control_api::engine::fake::OnSubmit;
 use portscope_control_api::store::callbacks::CallbackState;
-use std::sync::{Arc, Mutex};
-
-/// (delivery id, body) of every request received.
-type Got = Arc<Mutex<Vec<(String, Value)>>>;
-
-/// A receiver that answers 200 after `delay`.
-async fn slow_receiver(delay: Duration) -> (String, Got) {
-    let got: Got = Arc::default();
-    let g = got.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
-            let g = g.clone();
-            async move {
-                let id = headers
-                    .get("x-portscope-delivery")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string();
-                g.lock()
-                    .unwrap()
-                    .push((id, serde_json::from_slice(&body).unwrap()));
-                tokio::time::sleep(delay).await;
-                StatusCode::OK
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}/hook"), got)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_scans_callback_is_one_delivery_job_across_two_api_nodes() {
@@ -51,7 +19,7 @@ async fn a_failed_scans_callback_is_one_delivery_job_across_two_api_nodes() {
     .await;
     let second = m.second_node().await;
     // The receiver takes 1.5 s: both nodes' finishers poll several times meanwhile.
-    let (url, got) = slow_receiver(Duration::from_millis(1500)).await;
+    let (url, got) = support::receiver::receiver(|_| Duration::from_millis(1500)).await;
     m.engine.on_submit(OnSubmit::Reject {
         code: "policy".into(),
         message: "refused".into(),

@@ -9,39 +9,27 @@ use std::net::{IpAddr, Ipv4Addr};
 
 /// Bytes of the scan's chunk rows' targets and of its queue jobs' payloads.
 async fn written_bytes(m: &M, id: &str) -> (i64, i64) {
-    let (rows, jobs) = match m.state.managed().store().pool() {
-        Db::Sqlite(p) => (
-            sqlx::query_scalar::<_, i64>(
-                "SELECT SUM(LENGTH(targets)) FROM scan_chunks WHERE scan_id = $1",
-            )
-            .bind(id)
-            .fetch_one(p)
-            .await,
-            sqlx::query_scalar::<_, i64>(
-                "SELECT SUM(LENGTH(job)) FROM Jobs
-                 WHERE id IN (SELECT job_id FROM scan_chunks WHERE scan_id = $1)",
-            )
-            .bind(id)
-            .fetch_one(p)
-            .await,
-        ),
-        Db::Postgres(p) => (
-            sqlx::query_scalar::<_, i64>(
-                "SELECT SUM(LENGTH(targets))::BIGINT FROM scan_chunks WHERE scan_id = $1",
-            )
-            .bind(id)
-            .fetch_one(p)
-            .await,
-            sqlx::query_scalar::<_, i64>(
-                "SELECT SUM(LENGTH(job::text))::BIGINT FROM apalis.jobs
-                 WHERE id IN (SELECT job_id FROM scan_chunks WHERE scan_id = $1)",
-            )
-            .bind(id)
-            .fetch_one(p)
-            .await,
-        ),
+    let (jobs, job) = match m.state.managed().store().pool() {
+        Db::Sqlite(_) => ("Jobs", "job"),
+        Db::Postgres(_) => ("apalis.jobs", "job::text"),
     };
-    (rows.unwrap(), jobs.unwrap())
+    let rows = "SELECT CAST(SUM(LENGTH(targets)) AS BIGINT) FROM scan_chunks WHERE scan_id = $1"
+        .to_string();
+    let payloads = format!(
+        "SELECT CAST(SUM(LENGTH({job})) AS BIGINT) FROM {jobs}
+         WHERE id IN (SELECT job_id FROM scan_chunks WHERE scan_id = $1)"
+    );
+    let mut out = Vec::new();
+    for sql in [rows, payloads] {
+        out.push(
+            match m.state.managed().store().pool() {
+                Db::Sqlite(p) => sqlx::query_scalar(&sql).bind(id).fetch_one(p).await,
+                Db::Postgres(p) => sqlx::query_scalar(&sql).bind(id).fetch_one(p).await,
+            }
+            .unwrap(),
+        );
+    }
+    (out[0], out[1])
 }
 
 #[tokio::test]

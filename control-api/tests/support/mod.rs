@@ -8,6 +8,8 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod managed;
+#[allow(dead_code)]
+pub mod receiver;
 mod selfscan;
 
 use async_trait::async_trait;
