@@ -70,7 +70,7 @@ async fn a_one_port_slash_16_is_four_range_chunks_that_cover_it_once() {
     assert_eq!(rows, 104);
     assert!(payloads < 4 * 200, "{payloads} bytes of queue payload");
     // The engine is given the range (its target syntax), not 16,384 addresses.
-    let s = m.submits().await;
-    assert_eq!(s[0].1, ["198.18.0.0-198.18.63.255"]);
-    assert_eq!(s[0].2, "443");
+    let run = m.run_of(&id, 0).await;
+    assert_eq!(run.targets, ["198.18.0.0-198.18.63.255"]);
+    assert_eq!(run.ports, "443");
 }
