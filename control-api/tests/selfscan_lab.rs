@@ -212,7 +212,7 @@ async fn exercise(n: u32, dir: tempfile::TempDir, db: String) {
     assert_eq!(body["status"], "complete", "{body}\n{}", api1.log());
     assert_eq!(body["ip"], host.to_string());
     eprintln!(
-        "{backend}: deep self-scan POST -> complete: {} ms (engine time of its 32 chunks: {} ms)",
+        "{backend}: deep self-scan POST -> complete: {} ms (duration_ms, first claim to last commit: {} ms)",
         took.as_millis(),
         body["duration_ms"]
     );
@@ -253,7 +253,7 @@ async fn exercise(n: u32, dir: tempfile::TempDir, db: String) {
     let (fast, took) = scan(&b1, "fast", host, &store, &api1).await;
     assert_eq!(fast["status"], "complete", "{fast}");
     eprintln!(
-        "{backend}: fast self-scan POST -> complete: {} ms (engine time: {} ms)",
+        "{backend}: fast self-scan POST -> complete: {} ms (duration_ms: {} ms)",
         took.as_millis(),
         fast["duration_ms"]
     );
