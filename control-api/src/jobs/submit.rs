@@ -38,8 +38,8 @@ pub async fn create(
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_else(|| "custom".into());
-    let rows = new_chunks(scan_id, priority, chunks.to_vec())
-        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let rows =
+        new_chunks(scan_id, priority, chunks).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     store
         .create_scan(
             &NewScan {
@@ -54,15 +54,15 @@ pub async fn create(
         .await
 }
 
-/// The chunk rows of job scan `scan_id` for `chunks`, each with a new queue job id and
-/// its payload (a [`ChunkJob`] at engine `priority`).
+/// The chunk rows of scan `scan_id` for `chunks`, numbered from 0, each with its queue job
+/// (a fresh id, and the [`ChunkJob`] payload at engine `priority`).
 pub fn new_chunks(
     scan_id: &str,
     priority: u8,
-    chunks: Vec<ChunkSpec>,
+    chunks: &[ChunkSpec],
 ) -> Result<Vec<NewChunk>, serde_json::Error> {
     chunks
-        .into_iter()
+        .iter()
         .zip(0u32..)
         .map(|(c, n)| {
             let job = ChunkJob {
@@ -74,11 +74,11 @@ pub fn new_chunks(
             };
             Ok(NewChunk {
                 chunk: n,
-                payload: serde_json::to_string(&job)?,
-                targets: c.targets,
-                ports: c.ports,
+                targets: c.targets.clone(),
+                ports: c.ports.clone(),
                 probes: c.probes,
                 job_id: Queue::new_id(),
+                payload: serde_json::to_string(&job)?,
             })
         })
         .collect()

@@ -17,8 +17,8 @@ pub(super) struct RowOf {
     ports: &'static str,
     /// Those columns in `port_results`.
     from: &'static str,
-    /// What a commit sets besides status, progress and engine time ($4: the scan is
-    /// complete, $5: now, Unix seconds), and the extra condition.
+    /// What a commit sets besides status and progress: its duration and its own columns
+    /// (parameters as in [`RowOf::commit_sql`]).
     commit_sets: &'static str,
     /// Extra condition of a commit.
     commit_when: &'static str,
@@ -30,7 +30,8 @@ const SELF_SCAN: RowOf = RowOf {
     error: "fail_reason",
     ports: "scan_ports (scan_id, port, state)",
     from: "port, state",
-    commit_sets: "queue_position = 0, engine_done = $4",
+    commit_sets: "queue_position = 0, engine_done = $4,
+        duration_ms = $7 - COALESCE((SELECT started_at_ms FROM job_scans WHERE id = $2), $7)",
     commit_when: " AND engine_done = 0",
 };
 
@@ -40,7 +41,8 @@ const MANAGED: RowOf = RowOf {
     error: "error",
     ports: "managed_ports (scan_id, host, port, state)",
     from: "address, port, state",
-    commit_sets: "submitted = 1, started_at = COALESCE(started_at, $5)",
+    commit_sets: "submitted = 1, started_at = COALESCE(started_at, $5),
+        duration_ms = COALESCE(duration_ms, 0) + $3",
     commit_when: "",
 };
 
@@ -69,7 +71,9 @@ impl RowOf {
     }
 
     /// Moves a live row on a commit: $1 `running`, $2 scan, $3 engine ms of the chunk,
-    /// $4 and $5 as in `commit_sets`, $6 `queued`.
+    /// $4 whether the scan is complete (1 or 0), $5 now (Unix seconds), $6 `queued`, $7 now
+    /// (Unix ms). A self-scan's duration is wall time from its first chunk claim; a managed
+    /// scan's is engine time summed over its chunks.
     pub(super) fn commit_sql(&self) -> String {
         let RowOf {
             table,
@@ -80,8 +84,7 @@ impl RowOf {
         format!(
             "UPDATE {table} SET status = $1, {commit_sets},
                chunks_complete = (SELECT chunks_done FROM job_scans WHERE id = $2),
-               total_chunks = (SELECT chunks_total FROM job_scans WHERE id = $2),
-               duration_ms = COALESCE(duration_ms, 0) + $3
+               total_chunks = (SELECT chunks_total FROM job_scans WHERE id = $2)
              WHERE id = $2 AND status IN ($6, $1){commit_when}"
         )
     }

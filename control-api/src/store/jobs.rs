@@ -17,8 +17,9 @@
 //! **A self-scan is a job scan with the same id** (`/v1/fast`, `/v1/deep`): its `scans` row
 //! is created in the submit transaction (`queued`), and every commit moves it in the same
 //! transaction: `running`, chunks done, the chunk's open and filtered ports into
-//! `scan_ports`, its engine time added to `duration_ms`, and `engine_done = 1` at the last
-//! chunk (banners, PTR and `complete` are the API's finisher's). A job scan that fails
+//! `scan_ports`, `duration_ms` = wall time since the scan's first chunk claim
+//! (`job_scans.started_at_ms`, stamped by [`JobStore::start_chunk`]), and `engine_done = 1`
+//! at the last chunk (banners, PTR and `complete` are the API's finisher's). A job scan that fails
 //! fails its `scans` row in the same transaction. Job scans without such a row (the
 //! `jobs submit` path) are untouched by these hooks.
 //!
@@ -80,19 +81,11 @@ macro_rules! insert_job_scan {
             &$crate::store::jobs::NewScan<'_>,
             &[$crate::store::jobs::NewChunk],
             $crate::store::jobs::QueueSpec<'_>,
-        ) =
-            ($scan, $chunks, $queue);
+        ) = ($scan, $chunks, $queue);
         let postgres: bool = $postgres;
         // apalis claims jobs with `run_at < now`; SQLite keeps whole seconds, so a job
         // stamped with this second would wait for the next one: stamp it a second earlier.
         let run_at_secs = scan.created_at_ms / 1000 - 1;
-        let queue_insert = if postgres {
-            "INSERT INTO apalis.jobs (job, id, job_type, status, attempts, max_attempts, run_at, priority)
-             VALUES ($1::jsonb, $2, $3, 'Pending', 0, $4, to_timestamp($5), 0)"
-        } else {
-            "INSERT INTO Jobs (job, id, job_type, status, attempts, max_attempts, run_at, priority)
-             VALUES ($1, $2, $3, 'Pending', 0, $4, $5, 0)"
-        };
         sqlx::query(
             "INSERT INTO job_scans (id, kind, status, chunks_total, chunks_done, created_at_ms)
              VALUES ($1, $2, $3, $4, 0, $5)",
@@ -134,17 +127,14 @@ macro_rules! insert_job_scan {
             .bind(&c.job_id)
             .execute(&mut *$tx)
             .await?;
-            let q = sqlx::query(queue_insert)
-                .bind(&c.payload)
-                .bind(&c.job_id)
-                .bind(queue.job_type)
-                .bind(queue.max_attempts);
-            let q = if postgres {
-                q.bind(run_at_secs as f64)
-            } else {
-                q.bind(run_at_secs)
-            };
-            q.execute(&mut *$tx).await?;
+            $crate::store::queue::push_queue_job!(
+                $tx,
+                postgres,
+                &c.payload,
+                &c.job_id,
+                queue,
+                run_at_secs
+            );
         }
     }};
 }
@@ -272,15 +262,24 @@ impl JobStore {
         })
     }
 
-    /// A worker on `node` starts a run of the chunk: counts the run, remembers the first
-    /// node, and returns the chunk's status (`None` if there is no such chunk).
+    /// A worker on `node` starts a run of the chunk at `now_ms` (Unix ms): counts the run,
+    /// remembers the first node and the scan's first claim, and returns the chunk's status
+    /// (`None` if there is no such chunk).
     pub async fn start_chunk(
         &self,
         scan_id: &str,
         chunk: u32,
         node: &str,
+        now_ms: i64,
     ) -> Result<Option<ChunkStatus>, sqlx::Error> {
         let status: Option<(String,)> = on_db!(&self.db, |p| {
+            sqlx::query(
+                "UPDATE job_scans SET started_at_ms = COALESCE(started_at_ms, $1) WHERE id = $2",
+            )
+            .bind(now_ms)
+            .bind(scan_id)
+            .execute(p)
+            .await?;
             sqlx::query_as(
                 "UPDATE scan_chunks SET runs = runs + 1, first_node = COALESCE(first_node, $1)
                  WHERE scan_id = $2 AND chunk = $3 RETURNING status",
@@ -434,7 +433,7 @@ impl JobStore {
             .await?
             .rows_affected();
             // The row of the same id, if any and live (see the module doc): the chunk's open
-            // and filtered ports, its progress and engine time.
+            // and filtered ports, its progress and its duration.
             let row = RowOf::kind(kind.as_ref().map_or("", |(k,)| k));
             sqlx::query(&row.ports_sql())
                 .bind(scan_id)
@@ -451,6 +450,7 @@ impl JobStore {
                 .bind(i64::from(completed > 0))
                 .bind(now_ms / 1000)
                 .bind(Status::Queued.as_str())
+                .bind(now_ms)
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
@@ -470,6 +470,7 @@ impl JobStore {
         selfscan_reason: &str,
         now_ms: i64,
     ) -> Result<bool, sqlx::Error> {
+        let postgres = matches!(self.db, Db::Postgres(_));
         on_db!(&self.db, |p| {
             let mut tx = p.begin().await?;
             let kind: Option<(String,)> =
@@ -487,6 +488,7 @@ impl JobStore {
                 .bind(Status::Running.as_str())
                 .execute(&mut *tx)
                 .await?;
+            super::callbacks::queue_callbacks!(tx, postgres, scan_id, crate::jobs::now_ms());
             let r = sqlx::query(
                 "UPDATE job_scans SET status = $1, fail_reason = $2, finished_at_ms = $3
                  WHERE id = $4 AND status = $5",

@@ -9,8 +9,10 @@ async fn results_survive_an_api_restart() {
     let h = Harness::new().await;
     let ip = "198.18.0.27";
     let id = h.fast_run(ip).await;
+    // duration_ms is wall time from the chunk's claim to its commit, not engine time.
+    h.clock.advance(Duration::from_millis(900));
     let before = h
-        .complete_fast(&id, ip, &[(22, Open), (443, Open)], 30, 900)
+        .complete_fast(&id, ip, &[(22, Open), (443, Open)], 30, 5)
         .await;
     assert_eq!(before.body["status"], "complete");
 
@@ -59,8 +61,10 @@ async fn a_live_scan_survives_an_api_restart_and_its_chunk_is_run_again() {
     let second = h.submit_id(1).await;
     assert_ne!(second, first);
     assert_eq!(h.chunk_runs()[1].1, 0, "the same chunk");
+    // Wall time since the first claim (the run before the restart), not engine time.
+    h.clock.advance(Duration::from_millis(4000));
     let r = h
-        .complete_fast(&second, ip, &[(22, Open), (80, Open)], 7, 4000)
+        .complete_fast(&second, ip, &[(22, Open), (80, Open)], 7, 7)
         .await;
     let open: Vec<u64> = r.body["ports_open"]
         .as_array()
@@ -83,7 +87,8 @@ async fn an_engine_restart_reruns_the_chunk_instead_of_failing_the_scan() {
     let second = h.submit_id(1).await;
     assert_ne!(second, first);
     assert_eq!(h.get("/v1/fast", ip).await.body["status"], "queued");
-    let r = h.complete_fast(&second, ip, &[(22, Open)], 3, 50).await;
+    h.clock.advance(Duration::from_millis(50));
+    let r = h.complete_fast(&second, ip, &[(22, Open)], 3, 3).await;
     assert_eq!(r.body["ports_open"][0]["port"], 22);
     assert_eq!(r.body["ports_open"].as_array().unwrap().len(), 1);
     assert_eq!(r.body["duration_ms"], 50);
@@ -161,9 +166,11 @@ async fn a_busy_engine_delays_a_deep_scan_instead_of_refusing_it() {
     assert_eq!(r.body["status"], "queued");
     h.submit_id(0).await;
     // The engine has room again: the refused chunks run again, and the scan completes.
+    // Wall time from the first claim to the last commit (32 chunks of 10 ms engine time).
+    h.clock.advance(Duration::from_millis(1000));
     h.accept_and_finish(ip, ScanType::Deep, 32, 10).await;
     h.wait_status(ip, ScanType::Deep, "complete").await;
-    assert_eq!(h.get("/v1/deep", ip).await.body["duration_ms"], 320);
+    assert_eq!(h.get("/v1/deep", ip).await.body["duration_ms"], 1000);
 }
 
 #[tokio::test]
