@@ -36,7 +36,7 @@ const SELF_SCAN: RowOf = RowOf {
 };
 
 /// A managed scan's `managed_scans` row.
-const MANAGED: RowOf = RowOf {
+pub(super) const MANAGED: RowOf = RowOf {
     table: "managed_scans",
     error: "error",
     ports: "managed_ports (scan_id, host, port, state)",
@@ -89,9 +89,9 @@ impl RowOf {
         )
     }
 
-    /// Fails a live row: $1 `failed`, $2 reason, $3 now (Unix seconds), $4 scan, $5 and $6
-    /// the live statuses.
-    pub(super) fn fail_sql(&self) -> String {
+    /// Ends a live row: $1 its final status (`failed`, `cancelled`), $2 the reason (or
+    /// `NULL`), $3 now (Unix seconds), $4 scan, $5 and $6 the live statuses.
+    pub(super) fn end_sql(&self) -> String {
         let RowOf { table, error, .. } = self;
         format!(
             "UPDATE {table} SET status = $1, {error} = $2, completed_at = $3

@@ -32,7 +32,7 @@
 //! the one transition to final); a failed job scan fails it in the same transaction;
 //! [`JobStore::cancel_scan`] cancels both and drops the chunk jobs not claimed yet.
 
-use super::job_hooks::RowOf;
+use super::job_hooks::{RowOf, MANAGED};
 use super::job_reads::parse;
 use super::{on_db, Db};
 use crate::jobs::ChunkStatus;
@@ -323,17 +323,15 @@ impl JobStore {
         };
         on_db!(&self.db, |p| {
             let mut tx = p.begin().await?;
-            let r = sqlx::query(
-                "UPDATE managed_scans SET status = $1, completed_at = $2
-                 WHERE id = $3 AND status IN ($4, $5)",
-            )
-            .bind(Status::Cancelled.as_str())
-            .bind(now_ms / 1000)
-            .bind(scan_id)
-            .bind(Status::Queued.as_str())
-            .bind(Status::Running.as_str())
-            .execute(&mut *tx)
-            .await?;
+            let r = sqlx::query(&MANAGED.end_sql())
+                .bind(Status::Cancelled.as_str())
+                .bind(None::<&str>)
+                .bind(now_ms / 1000)
+                .bind(scan_id)
+                .bind(Status::Queued.as_str())
+                .bind(Status::Running.as_str())
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(
                 "UPDATE job_scans SET status = $1, finished_at_ms = $2 WHERE id = $3 AND status = $4",
             )
@@ -479,7 +477,7 @@ impl JobStore {
                     .fetch_optional(&mut *tx)
                     .await?;
             let row = RowOf::kind(kind.as_ref().map_or("", |(k,)| k));
-            sqlx::query(&row.fail_sql())
+            sqlx::query(&row.end_sql())
                 .bind(Status::Failed.as_str())
                 .bind(selfscan_reason)
                 .bind(now_ms / 1000)
