@@ -13,6 +13,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The finishers' default poll on SQLite, ms ([`Config::finisher_poll`]).
+pub const FINISHER_POLL_SQLITE_MS: u64 = 250;
+/// The finishers' default poll on PostgreSQL, ms (commits are notified).
+pub const FINISHER_POLL_POSTGRES_MS: u64 = 250;
+
 /// Every setting.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -94,6 +99,10 @@ pub struct Config {
     /// How often the in-process worker polls its queue, ms (a POST cannot wake it).
     #[serde(alias = "worker_poll_ms")]
     pub worker_poll_ms: u64,
+    /// How often the finishers look for chunks other processes committed, ms; unset: the
+    /// backend's default ([`Config::finisher_poll`]).
+    #[serde(alias = "finisher_poll_ms")]
+    pub finisher_poll_ms: Option<u64>,
     /// Grab banners of open ports after a scan.
     pub banners: bool,
     /// Banner connect+read deadline per port, ms.
@@ -172,6 +181,7 @@ impl Default for Config {
             worker_connect_ms: 1000,
             chunk_probes: crate::jobs::plan::DEFAULT_CHUNK_PROBES,
             worker_poll_ms: 20,
+            finisher_poll_ms: None,
             banners: true,
             banner_timeout_ms: 1500,
             banner_concurrency: 16,
@@ -254,6 +264,18 @@ impl Config {
             p.push(".secret");
             PathBuf::from(p)
         })
+    }
+
+    /// How often the finishers poll (`finisher-poll-ms`, else the backend's default): on
+    /// SQLite a worker in another process is heard of only by polling; on PostgreSQL the
+    /// commits of other nodes are notified (`store::notify`), and the poll is the safety
+    /// net behind a lost notification.
+    pub fn finisher_poll(&self, backend: crate::store::Backend) -> Duration {
+        let default = match backend {
+            crate::store::Backend::Sqlite => FINISHER_POLL_SQLITE_MS,
+            crate::store::Backend::Postgres => FINISHER_POLL_POSTGRES_MS,
+        };
+        Duration::from_millis(self.finisher_poll_ms.unwrap_or(default).max(1))
     }
 
     /// The engine grace period.

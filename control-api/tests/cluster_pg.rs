@@ -7,7 +7,7 @@
 
 mod api_node;
 
-use api_node::{node, pg, send, token, two_nodes, worker_node};
+use api_node::{node, pg, send, token, two_nodes, worker_node, Node};
 use reqwest::StatusCode;
 use std::time::{Duration, Instant};
 
@@ -131,5 +131,71 @@ async fn post_to_complete_sqlite_vs_postgres() {
             v[v.len() / 2],
             v[v.len() - 1]
         );
+    }
+}
+
+/// Another process's chunk commit wakes a node's finisher through PostgreSQL's NOTIFY
+/// (issue 8). Node B serves without a worker and polls for commits only every 10 minutes; a
+/// `portscope-api worker` process runs its chunks. A fast scan posted to B completes within
+/// 5 s; then PostgreSQL crashes and restarts (`-m immediate`), B's listener subscribes again
+/// by itself, and the next scan completes within 15 s (the worker rebuilds its poll first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_processs_commit_wakes_the_finisher_through_notify_also_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut pg, url) = pg().await;
+    let b = node(
+        dir.path(),
+        "b",
+        &url,
+        "worker = false\nfinisher-poll-ms = 600000",
+    )
+    .await;
+    let _worker = worker_node(dir.path(), "worker", &url);
+    let subscribed = |b: &Node| {
+        b.log_text()
+            .matches("listening for job notifications")
+            .count()
+    };
+    assert_eq!(subscribed(&b), 1, "{}", b.log_text());
+    complete_within(&b, "198.18.0.40", Duration::from_secs(5)).await;
+
+    tokio::task::block_in_place(|| pg.stop_server()).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::task::block_in_place(|| pg.start_server()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while subscribed(&b) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "never subscribed again:\n{}",
+            b.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(subscribed(&b), 2, "{}", b.log_text());
+    complete_within(&b, "198.18.0.41", Duration::from_secs(15)).await;
+}
+
+/// POSTs a fast self-scan of `ip` to `n` and waits (at most `bound`) until it is complete.
+async fn complete_within(n: &Node, ip: &str, bound: Duration) {
+    let t = Instant::now();
+    let (s, body) = n.post("/v1/fast", ip).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    // Polls 10 ms apart at first, then up to 1 s (the edge limit allows 30 a minute).
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let (s, body) = n.get("/v1/fast", ip).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        if body["status"] == "complete" {
+            assert_eq!(body["ports_open"][0]["port"], 22, "{body}");
+            return;
+        }
+        assert!(
+            t.elapsed() < bound,
+            "{ip} not complete within {bound:?}: {body}\n{}\n{}",
+            n.log_text(),
+            std::fs::read_to_string(n.log.with_file_name("worker.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 3 / 2).min(Duration::from_secs(1));
     }
 }
