@@ -15,8 +15,9 @@ use std::time::Duration;
 
 /// The finishers' default poll on SQLite, ms ([`Config::finisher_poll`]).
 pub const FINISHER_POLL_SQLITE_MS: u64 = 250;
-/// The finishers' default poll on PostgreSQL, ms (commits are notified).
-pub const FINISHER_POLL_POSTGRES_MS: u64 = 250;
+/// The finishers' default poll on PostgreSQL, ms: other nodes' commits are notified, so
+/// this only bounds what a lost notification costs.
+pub const FINISHER_POLL_POSTGRES_MS: u64 = 2_000;
 
 /// Every setting.
 #[derive(Debug, Clone, Deserialize)]
@@ -334,6 +335,26 @@ mod tests {
         assert_eq!(c.allow_callback.len(), 1);
         assert_eq!(c.engine_grace_secs, 7);
         assert!(c.opt_out.is_some() && c.asn_table.is_some());
+    }
+
+    #[test]
+    fn the_finishers_poll_by_backend_unless_set() {
+        let d = Config::default();
+        assert_eq!(
+            d.finisher_poll(crate::store::Backend::Sqlite),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            d.finisher_poll(crate::store::Backend::Postgres),
+            Duration::from_secs(2)
+        );
+        let c = Config::from_toml("finisher-poll-ms = 600000").unwrap();
+        for b in [
+            crate::store::Backend::Sqlite,
+            crate::store::Backend::Postgres,
+        ] {
+            assert_eq!(c.finisher_poll(b), Duration::from_secs(600));
+        }
     }
 
     #[test]

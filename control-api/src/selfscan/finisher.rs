@@ -1,8 +1,9 @@
 //! The self-scan finisher: completes every scan whose chunks are all committed
 //! (`engine_done = 1`, not final: banners, PTR, `complete`, then webhooks) and delivers the
 //! webhooks of final scans whose callbacks are still pending (a failed scan, or a restart
-//! mid-delivery). Woken by this process's worker after each commit, and every
-//! `finisher_poll` for what other nodes' workers committed.
+//! mid-delivery). Woken by this process's worker after each commit and, on PostgreSQL, by
+//! every other process's commit (`store::notify`); every `finisher-poll-ms` it also looks
+//! on its own (another process's commits on SQLite, a lost notification).
 //!
 //! Idempotent across nodes: `Store::complete` changes a row once, and only the call that
 //! changed it spawns the completion webhooks, so two API nodes racing on one scan deliver
