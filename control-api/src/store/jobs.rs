@@ -54,19 +54,24 @@ pub async fn migrate_queue(db: &Db) -> Result<(), sqlx::Error> {
             queue.set_ignore_missing(true);
             queue.run(pool).await?;
             // Workers starting together would race on the catalog ("tuple concurrently
-            // updated"): one transaction under an advisory lock.
-            let sql = format!(
-                "BEGIN; SELECT pg_advisory_xact_lock(7285001);
-                 CREATE OR REPLACE FUNCTION apalis.portscope_notify_job_type() RETURNS trigger AS $$
-                 BEGIN PERFORM pg_notify('apalis::job', NEW.job_type); RETURN NEW; END;
-                 $$ LANGUAGE plpgsql;
-                 CREATE OR REPLACE TRIGGER portscope_notify_job_type AFTER INSERT ON apalis.jobs
-                 FOR EACH ROW EXECUTE FUNCTION apalis.portscope_notify_job_type();
-                 {}
-                 COMMIT;",
-                super::notify::TRIGGER_SQL
-            );
-            sqlx::raw_sql(&sql).execute(pool).await?;
+            // updated"): one transaction under an advisory lock (rolled back on any error).
+            // Its triggers lock `job_scans`, then `apalis.jobs`, the order a submit writes
+            // them in: the other order deadlocks with a submit running at the same time.
+            let mut tx = pool.begin().await?;
+            for statement in ["SELECT pg_advisory_xact_lock(7285001)"]
+                .into_iter()
+                .chain(super::notify::TRIGGER_SQL)
+                .chain([
+                    "CREATE OR REPLACE FUNCTION apalis.portscope_notify_job_type() RETURNS trigger AS $$
+                     BEGIN PERFORM pg_notify('apalis::job', NEW.job_type); RETURN NEW; END;
+                     $$ LANGUAGE plpgsql",
+                    "CREATE OR REPLACE TRIGGER portscope_notify_job_type AFTER INSERT ON apalis.jobs
+                     FOR EACH ROW EXECUTE FUNCTION apalis.portscope_notify_job_type()",
+                ])
+            {
+                sqlx::query(statement).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
         }
     }
     Ok(())

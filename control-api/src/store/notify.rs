@@ -16,16 +16,17 @@ use std::time::Duration;
 /// The channel the trigger notifies (its payload is the job scan's id).
 pub const CHANNEL: &str = "portscope_jobs";
 
-/// The trigger (function and trigger, idempotent): `NOTIFY` [`CHANNEL`] when a job scan's
-/// chunk count or status changes.
-pub(super) const TRIGGER_SQL: &str = "
-    CREATE OR REPLACE FUNCTION portscope_notify_jobs() RETURNS trigger AS $$
-    BEGIN PERFORM pg_notify('portscope_jobs', NEW.id); RETURN NULL; END;
-    $$ LANGUAGE plpgsql;
-    CREATE OR REPLACE TRIGGER portscope_notify_jobs AFTER UPDATE OF chunks_done, status
-    ON job_scans FOR EACH ROW
-    WHEN (OLD.chunks_done IS DISTINCT FROM NEW.chunks_done OR OLD.status IS DISTINCT FROM NEW.status)
-    EXECUTE FUNCTION portscope_notify_jobs();";
+/// The trigger (function and trigger, each idempotent): `NOTIFY` [`CHANNEL`] when a job
+/// scan's chunk count or status changes.
+pub(super) const TRIGGER_SQL: [&str; 2] = [
+    "CREATE OR REPLACE FUNCTION portscope_notify_jobs() RETURNS trigger AS $$
+     BEGIN PERFORM pg_notify('portscope_jobs', NEW.id); RETURN NULL; END;
+     $$ LANGUAGE plpgsql",
+    "CREATE OR REPLACE TRIGGER portscope_notify_jobs AFTER UPDATE OF chunks_done, status
+     ON job_scans FOR EACH ROW
+     WHEN (OLD.chunks_done IS DISTINCT FROM NEW.chunks_done OR OLD.status IS DISTINCT FROM NEW.status)
+     EXECUTE FUNCTION portscope_notify_jobs()",
+];
 
 /// Longest pause between two subscription attempts while the server is away.
 const MAX_PAUSE: Duration = Duration::from_secs(1);
