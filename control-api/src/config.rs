@@ -61,15 +61,18 @@ pub struct Config {
     /// Also log to this file (stderr always).
     #[serde(alias = "log_file")]
     pub log_file: Option<PathBuf>,
-    /// Seconds the engine may be unreachable before live scans fail `engine_unavailable`.
-    #[serde(alias = "engine_grace_secs")]
-    pub engine_grace_secs: u64,
+    /// Retired (`engine-grace-secs`: a scan now waits in the queue for any worker's
+    /// engine): accepted so older config files still load, ignored, and named by
+    /// [`Config::retired_keys`] for a warning at start.
+    #[serde(rename = "engine-grace-secs", alias = "engine_grace_secs")]
+    pub retired_engine_grace_secs: Option<serde::de::IgnoredAny>,
     /// Seconds results are kept after completion / failure.
     #[serde(alias = "result_ttl_secs")]
     pub result_ttl_secs: u64,
-    /// How long a POST waits for the engine's `Accepted`, ms.
-    #[serde(alias = "submit_wait_ms")]
-    pub submit_wait_ms: u64,
+    /// Retired (`submit-wait-ms`: a POST no longer waits for an engine): accepted and
+    /// ignored like `engine-grace-secs`.
+    #[serde(rename = "submit-wait-ms", alias = "submit_wait_ms")]
+    pub retired_submit_wait_ms: Option<serde::de::IgnoredAny>,
     /// Whole-request timeout, seconds (408).
     #[serde(alias = "request_timeout_secs")]
     pub request_timeout_secs: u64,
@@ -170,9 +173,9 @@ impl Default for Config {
             asn_table: None,
             allow_callback: Vec::new(),
             log_file: None,
-            engine_grace_secs: 30,
+            retired_engine_grace_secs: None,
             result_ttl_secs: 24 * 3600,
-            submit_wait_ms: 2000,
+            retired_submit_wait_ms: None,
             request_timeout_secs: 15,
             body_limit_bytes: 16 * 1024,
             max_concurrent_requests: 1024,
@@ -279,9 +282,18 @@ impl Config {
         Duration::from_millis(self.finisher_poll_ms.unwrap_or(default).max(1))
     }
 
-    /// The engine grace period.
-    pub fn engine_grace(&self) -> Duration {
-        Duration::from_secs(self.engine_grace_secs)
+    /// The retired keys this config sets (they do nothing; the API warns at start).
+    pub fn retired_keys(&self) -> Vec<&'static str> {
+        [
+            (
+                "engine-grace-secs",
+                self.retired_engine_grace_secs.is_some(),
+            ),
+            ("submit-wait-ms", self.retired_submit_wait_ms.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect()
     }
 }
 
@@ -299,7 +311,6 @@ mod tests {
             allow-target = ["198.18.0.0/15"]
             trusted-proxy = ["127.0.0.1"]
             allow-callback = ["::ffff:127.0.0.0/104"]
-            engine-grace-secs = 5
             "#,
         )
         .unwrap();
@@ -308,7 +319,6 @@ mod tests {
         assert_eq!(c.allow_target[0].to_string(), "198.18.0.0/15");
         assert_eq!(c.trusted_proxy[0].to_string(), "127.0.0.1/32");
         assert_eq!(c.allow_callback[0].to_string(), "127.0.0.0/8");
-        assert_eq!(c.engine_grace_secs, 5);
         assert_eq!(c.result_ttl_secs, 86_400);
         assert!(Config::from_toml("nonsense = 1").is_err());
     }
@@ -326,14 +336,14 @@ mod tests {
             opt_out = "/etc/portscope/opt-out.txt"
             asn_table = "/etc/portscope/asn.txt"
             allow_callbacks = ["198.18.0.0/15"]
-            engine_grace_secs = 7
+            result_ttl_secs = 7
             "#,
         )
         .unwrap();
         assert_eq!(c.trusted_proxy.len(), 1);
         assert_eq!(c.allow_target.len(), 1);
         assert_eq!(c.allow_callback.len(), 1);
-        assert_eq!(c.engine_grace_secs, 7);
+        assert_eq!(c.result_ttl_secs, 7);
         assert!(c.opt_out.is_some() && c.asn_table.is_some());
     }
 
@@ -355,6 +365,22 @@ mod tests {
         ] {
             assert_eq!(c.finisher_poll(b), Duration::from_secs(600));
         }
+    }
+
+    #[test]
+    fn retired_keys_still_load_and_are_named_for_a_warning() {
+        // A config file written for the engine-conversation API (before chunk jobs).
+        let old = Config::from_toml(
+            "engine-grace-secs = 30\nsubmit_wait_ms = 2000\nresult-ttl-secs = 60\n",
+        )
+        .unwrap();
+        assert_eq!(old.retired_keys(), ["engine-grace-secs", "submit-wait-ms"]);
+        assert_eq!(old.result_ttl_secs, 60);
+        let only = Config::from_toml("submit-wait-ms = 1").unwrap();
+        assert_eq!(only.retired_keys(), ["submit-wait-ms"]);
+        assert!(Config::default().retired_keys().is_empty());
+        // Their values are not read: any value loads.
+        assert!(Config::from_toml("engine-grace-secs = \"soon\"").is_ok());
     }
 
     #[test]

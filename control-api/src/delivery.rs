@@ -1,4 +1,5 @@
-//! Monitor webhook deliveries as durable jobs on the job queue (issue 8): a [`DeliveryJob`]
+//! Webhook deliveries as durable jobs on the job queue (issue 8): monitor webhooks and
+//! self-scan callbacks. A [`DeliveryJob`]
 //! is pushed to apalis-sql's storage of the API's own database (namespace
 //! [`NAMESPACE`], beside the chunk jobs) and run by a delivery worker inside every API
 //! process. A process that dies mid-delivery leaves its job `Running`; it is re-enqueued
@@ -7,15 +8,20 @@
 //! orphan timeout, and delivered again with the same id ([`crate::webhook::delivery_id`]).
 //! At-least-once: receivers dedupe on the id.
 //!
-//! A job runs the whole [`Webhooks::deliver`] (its attempts and backoff), then marks the
-//! alerts notified when it was delivered; only a database error fails the job (the queue
-//! retries it).
+//! A job runs the whole [`Webhooks::deliver`] (its attempts and backoff), then records the
+//! outcome: a monitor webhook marks its alerts notified when delivered; a self-scan callback
+//! (queued by the transaction that made its scan final, `store::callbacks`) POSTs the scan's
+//! GET body, built when delivered, and records `delivered` or `failed` on its callback row
+//! (a job whose callback is no longer `queued` delivers nothing: it ran before a crash).
+//! Only a database error fails the job (the queue retries it).
 
 use crate::jobs::queue::run_queue_worker;
 use crate::jobs::queue::QueueTiming;
-use crate::store::jobs::migrate_queue;
-use crate::store::{Db, MStore};
-use crate::webhook::Webhooks;
+use crate::metrics::Metrics;
+use crate::store::callbacks::CallbackState;
+use crate::store::jobs::{migrate_queue, QueueSpec};
+use crate::store::{Db, MStore, Store};
+use crate::webhook::{delivery_id, Webhooks};
 use apalis::prelude::{Data, Error as QueueError, Storage};
 use apalis_sql::context::SqlContext;
 use apalis_sql::postgres::PostgresStorage;
@@ -32,17 +38,44 @@ pub const NAMESPACE: &str = "portscope::delivery";
 /// How often the queue runs a delivery job that failed on the database.
 const MAX_ATTEMPTS: i32 = 5;
 
-/// One monitor webhook delivery.
+/// One webhook delivery: a monitor webhook, or a self-scan callback (`callback_of`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryJob {
     /// Its id (the `X-Portscope-Delivery` header).
     pub id: String,
     /// Where to.
     pub url: String,
-    /// The JSON body, as built when the scan completed.
+    /// A monitor webhook's JSON body, as built when the scan completed (empty for a
+    /// callback).
+    #[serde(default)]
     pub body: String,
     /// The alerts it reports (marked notified once delivered).
+    #[serde(default)]
     pub alerts: Vec<String>,
+    /// A self-scan callback: the scan whose GET body it delivers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_of: Option<String>,
+}
+
+impl DeliveryJob {
+    /// The delivery of self-scan `scan`'s callback to `url`.
+    pub fn callback(scan: &str, url: &str) -> DeliveryJob {
+        DeliveryJob {
+            id: delivery_id("callback", scan, url),
+            url: url.to_owned(),
+            body: String::new(),
+            alerts: Vec::new(),
+            callback_of: Some(scan.to_owned()),
+        }
+    }
+}
+
+/// What the store writes into the queue's table for a delivery job.
+pub fn queue_spec() -> QueueSpec<'static> {
+    QueueSpec {
+        job_type: NAMESPACE,
+        max_attempts: MAX_ATTEMPTS,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +88,8 @@ enum Queue {
 struct Ctx {
     webhooks: Webhooks,
     store: MStore,
+    scans: Store,
+    metrics: Metrics,
 }
 
 /// The delivery queue of one API process and its worker.
@@ -67,11 +102,12 @@ pub struct Deliveries {
 
 impl Deliveries {
     /// Opens the queue on the API's database `db`, runs the queue migrations
-    /// and starts this process's delivery worker.
+    /// and starts this process's delivery worker (`metrics` counts callback outcomes).
     pub async fn start(
         db: &Db,
         webhooks: Webhooks,
         store: MStore,
+        metrics: Metrics,
     ) -> Result<Arc<Deliveries>, sqlx::Error> {
         let timing = QueueTiming::for_backend(db.backend());
         let config = Config::new(NAMESPACE)
@@ -80,6 +116,14 @@ impl Deliveries {
             .set_poll_interval(timing.poll)
             .set_buffer_size(4);
         migrate_queue(db).await?;
+        // The deliveries a killed process left `Running` (on SQLite, where apalis's own
+        // check at start misses a process killed within its first second).
+        let requeued = crate::store::jobs::JobStore::new(db.clone())
+            .requeue_abandoned_sqlite(NAMESPACE, crate::jobs::now_ms() / 1000)
+            .await?;
+        if requeued > 0 {
+            tracing::info!(requeued, "abandoned webhook deliveries queued again");
+        }
         // The store's pools already run PostgreSQL sessions in UTC, as apalis needs.
         let queue = match db {
             Db::Sqlite(pool) => Queue::Sqlite(SqliteStorage::new_with_config(pool.clone(), config)),
@@ -88,7 +132,12 @@ impl Deliveries {
             }
         };
         let stop = CancellationToken::new();
-        let ctx = Arc::new(Ctx { webhooks, store });
+        let ctx = Arc::new(Ctx {
+            webhooks,
+            scans: Store::new(db.clone()),
+            store,
+            metrics,
+        });
         let id = format!(
             "api-deliveries-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..12]
@@ -134,8 +183,18 @@ impl Deliveries {
     }
 }
 
+fn failed(e: impl std::error::Error + Send + Sync + 'static) -> QueueError {
+    QueueError::Failed(Arc::new(Box::new(e)))
+}
+
 /// The job handler apalis calls: delivered or not (after every attempt) ends the job.
 async fn handle(job: DeliveryJob, ctx: Data<Arc<Ctx>>) -> Result<bool, QueueError> {
+    if let Some(scan) = &job.callback_of {
+        return deliver_callback(&job, scan, &ctx).await.map_err(|e| {
+            tracing::error!(error = %e, %scan, "cannot deliver callback");
+            failed(e)
+        });
+    }
     let d = ctx
         .webhooks
         .deliver(&job.url, job.body.as_bytes(), &job.id, || {})
@@ -145,8 +204,37 @@ async fn handle(job: DeliveryJob, ctx: Data<Arc<Ctx>>) -> Result<bool, QueueErro
     if d.delivered {
         ctx.store.mark_notified(&job.alerts).await.map_err(|e| {
             tracing::error!(error = %e, "cannot record monitor delivery");
-            QueueError::Failed(Arc::new(Box::new(e)))
+            failed(e)
         })?;
     }
+    Ok(d.delivered)
+}
+
+/// A self-scan callback: the scan's GET body to its URL, the outcome on its callback row.
+async fn deliver_callback(job: &DeliveryJob, scan: &str, ctx: &Ctx) -> Result<bool, sqlx::Error> {
+    let store = &ctx.scans;
+    if store.callback_state(scan, &job.url).await? != Some(CallbackState::Queued) {
+        return Ok(false); // recorded by an earlier run, or expired with its scan
+    }
+    let Some(row) = store.get(scan).await? else {
+        return Ok(false);
+    };
+    let body = serde_json::to_vec(&crate::selfscan::service::view_of(store, &row).await?)
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let metrics = ctx.metrics.clone();
+    let d = ctx
+        .webhooks
+        .deliver(&job.url, &body, &job.id, || metrics.webhook("retried"))
+        .await;
+    let state = if d.delivered {
+        CallbackState::Delivered
+    } else {
+        CallbackState::Failed
+    };
+    ctx.metrics.webhook(state.as_str());
+    tracing::info!(%scan, url = %job.url, state = state.as_str(), attempts = d.attempts, "webhook");
+    store
+        .set_callback(scan, &job.url, state, d.attempts)
+        .await?;
     Ok(d.delivered)
 }

@@ -123,6 +123,12 @@ pub async fn start_with(
     services: Services,
     managed_opts: ManagedOptions,
 ) -> Result<AppState, StartError> {
+    for key in config.retired_keys() {
+        tracing::warn!(
+            key,
+            "config key {key} is retired and does nothing; remove it"
+        );
+    }
     let store = store::Store::open(&config.db)
         .await
         .map_err(|source| StartError::Db {
@@ -184,12 +190,17 @@ pub async fn start_with(
         timeout: Duration::from_millis(config.webhook_timeout_ms),
         backoff: Duration::from_millis(config.webhook_backoff_ms),
     };
-    let deliveries = delivery::Deliveries::start(store.pool(), webhooks.clone(), mstore.clone())
-        .await
-        .map_err(|source| StartError::Db {
-            path: config.db.display().to_string(),
-            source,
-        })?;
+    let deliveries = delivery::Deliveries::start(
+        store.pool(),
+        webhooks.clone(),
+        mstore.clone(),
+        metrics.clone(),
+    )
+    .await
+    .map_err(|source| StartError::Db {
+        path: config.db.display().to_string(),
+        source,
+    })?;
     // Both services' scans are job scans: this process's worker (if any) runs their chunks
     // and wakes both finishers after each commit.
     let engine_stop = tokio_util::sync::CancellationToken::new();

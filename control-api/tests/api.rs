@@ -127,8 +127,9 @@ async fn complete_with_ports_services_banners_ptr_and_expiry() {
         r#"{"ip":"198.18.0.12","scan_type":"fast","status":"queued","eta_seconds":20,"queue_position":0,"chunks_complete":0,"total_chunks":1}"#
     );
     assert_eq!(r.header("x-scan-duration-ms"), None);
-    h.clock.advance(Duration::from_secs(7));
-    h.engine.complete(&id, 6231);
+    // duration_ms: wall time from the chunk's claim to its commit (the engine says 40).
+    h.clock.advance(Duration::from_millis(6231));
+    h.engine.complete(&id, 40);
     h.wait_status(ip, ScanType::Fast, "complete").await;
 
     let r = h.get("/v1/fast", ip).await;
@@ -148,8 +149,8 @@ async fn complete_with_ports_services_banners_ptr_and_expiry() {
             "service_banners": {"22": "SSH-2.0-OpenSSH_9.6"},
             "ptr_record": "mail.example.com",
             "duration_ms": 6231,
-            "completed_at": T0 + 7,
-            "expires_at": T0 + 7 + 86_400
+            "completed_at": T0 + 6,
+            "expires_at": T0 + 6 + 86_400
         })
     );
     assert!(r.text.starts_with(
@@ -669,7 +670,9 @@ async fn results_survive_an_api_restart() {
     h.post("/v1/fast", ip).await;
     let id = h.submit_id(0).await;
     h.engine.ports(&id, 0, &[(22, Open), (443, Open)], 30);
-    h.engine.complete(&id, 900);
+    // duration_ms is wall time from the chunk's claim to its commit, not engine time.
+    h.clock.advance(Duration::from_millis(900));
+    h.engine.complete(&id, 5);
     h.wait_status(ip, ScanType::Fast, "complete").await;
     let before = h.get("/v1/fast", ip).await;
     assert_eq!(before.body["status"], "complete");
@@ -726,7 +729,9 @@ async fn a_live_scan_survives_an_api_restart_and_its_chunk_is_run_again() {
     assert_ne!(second, first);
     assert_eq!(h.chunk_runs()[1].1, 0, "the same chunk");
     engine.ports(&second, 0, &[(22, Open), (80, Open)], 7);
-    engine.complete(&second, 4000);
+    // Wall time since the first claim (the run before the restart), not engine time.
+    h.clock.advance(Duration::from_millis(4000));
+    engine.complete(&second, 7);
     h.wait_status(ip, ScanType::Fast, "complete").await;
     let r = h.get("/v1/fast", ip).await;
     let open: Vec<u64> = r.body["ports_open"]
@@ -752,7 +757,8 @@ async fn an_engine_restart_reruns_the_chunk_instead_of_failing_the_scan() {
     assert_ne!(second, first);
     assert_eq!(h.get("/v1/fast", ip).await.body["status"], "queued");
     h.engine.ports(&second, 0, &[(22, Open)], 3);
-    h.engine.complete(&second, 50);
+    h.clock.advance(Duration::from_millis(50));
+    h.engine.complete(&second, 3);
     h.wait_status(ip, ScanType::Fast, "complete").await;
     let r = h.get("/v1/fast", ip).await;
     assert_eq!(r.body["ports_open"][0]["port"], 22);
@@ -864,9 +870,11 @@ async fn a_busy_engine_delays_a_deep_scan_instead_of_refusing_it() {
         queue_position: 0,
         total_chunks: 1,
     });
+    // Wall time from the first claim to the last commit (32 chunks of 10 ms engine time).
+    h.clock.advance(Duration::from_millis(1000));
     h.finish_runs_from(from, ip, ScanType::Deep, 32, 10).await;
     h.wait_status(ip, ScanType::Deep, "complete").await;
-    assert_eq!(h.get("/v1/deep", ip).await.body["duration_ms"], 320);
+    assert_eq!(h.get("/v1/deep", ip).await.body["duration_ms"], 1000);
 }
 
 #[tokio::test]

@@ -5,48 +5,19 @@
 //! SQLite and on PostgreSQL (a throwaway server). The engine is scripted (`tests/api_node`).
 
 mod api_node;
+#[path = "support/receiver.rs"]
+mod receiver;
 
 use api_node::{node, pg, restart, send};
-use axum::http::{HeaderMap, StatusCode};
+use receiver::{receiver, Got};
 use reqwest::Method;
 use serde_json::Value;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// (delivery id, body) of every request received.
-type Got = Arc<Mutex<Vec<(String, Value)>>>;
 
 /// A receiver whose first request never gets an answer (it stalls until the sender dies);
 /// later ones get 200.
 async fn stalling_receiver() -> (String, Got) {
-    let got: Got = Arc::default();
-    let g = got.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
-            let g = g.clone();
-            async move {
-                let id = headers
-                    .get("x-portscope-delivery")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string();
-                let first = {
-                    let mut g = g.lock().unwrap();
-                    g.push((id, serde_json::from_slice(&body).unwrap()));
-                    g.len() == 1
-                };
-                if first {
-                    tokio::time::sleep(Duration::from_secs(120)).await;
-                }
-                StatusCode::OK
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}/hook"), got)
+    receiver(|n| Duration::from_secs(if n == 0 { 120 } else { 0 })).await
 }
 
 async fn wait_for(what: &str, secs: u64, f: impl Fn() -> bool, log: &api_node::Node) {
@@ -98,12 +69,13 @@ async fn kill_mid_delivery_and_restart(
 const WEBHOOK_CONFIG: &str = "allow-callback = [\"127.0.0.0/8\"]\nwebhook-timeout-ms = 60000\n\
                               webhook-backoff-ms = 100\n";
 
-/// A self-scan's `X-Callback-Url` delivery, killed mid-delivery, arrives after a restart.
-async fn callback_resumes_after_a_kill(db: &str) {
+/// A self-scan's `X-Callback-Url` delivery, killed mid-delivery, arrives after a restart:
+/// of a complete scan, or (`ip` = [`api_node::REFUSED`]) of one the engine refused, whose
+/// callback the chunk worker's failing transaction queued.
+async fn callback_resumes_after_a_kill(db: &str, ip: &str) {
     let dir = tempfile::tempdir().unwrap();
     let (url, got) = stalling_receiver().await;
     let n = node(dir.path(), "a", db, WEBHOOK_CONFIG).await;
-    let ip = "198.18.6.1";
     let r = reqwest::Client::new()
         .post(format!("{}/v1/fast", n.base))
         .header("x-forwarded-for", ip)
@@ -115,7 +87,12 @@ async fn callback_resumes_after_a_kill(db: &str) {
     let (n, got) = kill_mid_delivery_and_restart(n, &got).await;
     let (s, polled) = send(Method::GET, format!("{}/v1/fast", n.base), ip, None, None).await;
     assert_eq!(s, reqwest::StatusCode::OK);
-    assert_eq!(polled["status"], "complete");
+    let status = if ip == api_node::REFUSED {
+        "failed"
+    } else {
+        "complete"
+    };
+    assert_eq!(polled["status"], status, "{polled}");
     assert_eq!(got[0].1, polled);
     assert_eq!(got[1].1, polled);
 }
@@ -123,13 +100,27 @@ async fn callback_resumes_after_a_kill(db: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callback_killed_mid_delivery_arrives_after_a_restart_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    callback_resumes_after_a_kill(&dir.path().join("api.db").display().to_string()).await;
+    let db = dir.path().join("api.db").display().to_string();
+    callback_resumes_after_a_kill(&db, "198.18.6.1").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callback_killed_mid_delivery_arrives_after_a_restart_on_postgres() {
     let (_pg, url) = pg().await;
-    callback_resumes_after_a_kill(&url).await;
+    callback_resumes_after_a_kill(&url, "198.18.6.1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_scans_callback_killed_mid_delivery_arrives_after_a_restart_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("api.db").display().to_string();
+    callback_resumes_after_a_kill(&db, api_node::REFUSED).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_scans_callback_killed_mid_delivery_arrives_after_a_restart_on_postgres() {
+    let (_pg, url) = pg().await;
+    callback_resumes_after_a_kill(&url, api_node::REFUSED).await;
 }
 
 /// `GET /api/v1/scans/{id}` until complete (each poll from its own address: the managed

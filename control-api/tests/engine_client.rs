@@ -10,7 +10,7 @@ use portscope_control_api::engine::unix::{Backoff, UnixEngineClient};
 use portscope_control_api::engine::{EngineClient, EngineError, EngineNotice};
 use portscope_control_api::model::ScanType;
 use portscope_control_api::{app, start, Services};
-use portscope_core::results::{PortResult, PortState, Proto, Reason};
+use portscope_core::results::{PortResult, PortState, Reason};
 use portscope_proto::{decode, encode, Counts, Event, Outcome, Request, ScanKind};
 use std::path::Path;
 use std::sync::Arc;
@@ -166,20 +166,12 @@ async fn answer(conn: &mut Conn, id: &str, ip: &str) {
 }
 
 fn port(ip: &str, p: u16, state: PortState) -> PortResult {
-    PortResult {
-        ip: ip.parse().unwrap(),
-        port: p,
-        proto: Proto::Tcp,
-        state,
-        reason: if state == PortState::Open {
-            Reason::SynAck
-        } else {
-            Reason::NoResponse
-        },
-        ttl: Some(64),
-        icmp_type: None,
-        icmp_code: None,
-    }
+    let reason = if state == PortState::Open {
+        Reason::SynAck
+    } else {
+        Reason::NoResponse
+    };
+    PortResult::tcp(ip.parse().unwrap(), p, state, reason, Some(64))
 }
 
 #[tokio::test]
@@ -247,6 +239,8 @@ async fn the_api_over_the_unix_socket_completes_and_survives_an_engine_restart()
         closed: 30,
     })
     .await;
+    // duration_ms is wall time from the claim to the commit (the engine says 5 ms).
+    h.clock.advance(Duration::from_millis(777));
     conn.send(&Event::Finished {
         id: id.clone(),
         outcome: Outcome::Complete,
@@ -256,7 +250,7 @@ async fn the_api_over_the_unix_socket_completes_and_survives_an_engine_restart()
             filtered: 1,
             sent: 40,
         },
-        duration_ms: 777,
+        duration_ms: 5,
     })
     .await;
     h.wait_status(ip, ScanType::Fast, "complete").await;
@@ -277,6 +271,7 @@ async fn the_api_over_the_unix_socket_completes_and_survives_an_engine_restart()
     }
     h.wait_row(ip, ScanType::Deep, |r| r.chunks_complete == 5)
         .await;
+    h.clock.advance(Duration::from_millis(2000));
     drop(conn);
     let mut conn = Conn::accept(&l).await;
     conn.send(&hello()).await;
@@ -312,9 +307,8 @@ async fn the_api_over_the_unix_socket_completes_and_survives_an_engine_restart()
     assert_eq!(r.body["status"], "complete", "{}", r.text);
     assert_eq!(r.body["ports_open"][0]["port"], 443);
     assert_eq!(
-        r.body["duration_ms"],
-        32 * 10,
-        "each committed chunk's engine time once"
+        r.body["duration_ms"], 2000,
+        "wall time from the first chunk claim to the last commit"
     );
     h.state.shutdown().await;
     engine.close();

@@ -12,7 +12,7 @@ use portscope_control_api::jobs::{ChunkJob, ChunkStatus};
 use portscope_control_api::model::Status;
 use portscope_control_api::store::jobs::{ChunkDone, Commit, JobStore};
 use portscope_control_api::store::Db;
-use portscope_core::results::{PortResult, PortState, Proto, Reason};
+use portscope_core::results::{PortResult, PortState, Reason};
 use portscope_proto::ScanKind;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -22,16 +22,7 @@ use xtask::pg::PgGuard;
 const ACQUIRE: Duration = Duration::from_secs(5);
 
 fn result(ip: &str, port: u16, state: PortState, reason: Reason) -> PortResult {
-    PortResult {
-        ip: ip.parse().unwrap(),
-        port,
-        proto: Proto::Tcp,
-        state,
-        reason,
-        ttl: Some(64),
-        icmp_type: None,
-        icmp_code: None,
-    }
+    PortResult::tcp(ip.parse().unwrap(), port, state, reason, Some(64))
 }
 
 fn done<'a>(
@@ -144,10 +135,10 @@ async fn exercise(path: &Path) -> (JobStore, String) {
     );
 
     assert_eq!(
-        store.start_chunk(&id, 0, "n1").await.unwrap(),
+        store.start_chunk(&id, 0, "n1", 1_000).await.unwrap(),
         Some(ChunkStatus::Pending)
     );
-    assert_eq!(store.start_chunk(&id, 7, "n1").await.unwrap(), None);
+    assert_eq!(store.start_chunk(&id, 7, "n1", 1_000).await.unwrap(), None);
     let first = [
         result("198.18.0.2", 22, PortState::Open, Reason::SynAck),
         result("198.18.0.2", 81, PortState::Filtered, Reason::NoResponse),
@@ -164,7 +155,7 @@ async fn exercise(path: &Path) -> (JobStore, String) {
     );
     // A re-run of the same chunk (its node died after the commit): nothing written.
     assert_eq!(
-        store.start_chunk(&id, 0, "n2").await.unwrap(),
+        store.start_chunk(&id, 0, "n2", 2_000).await.unwrap(),
         Some(ChunkStatus::Done)
     );
     let again = [result(
@@ -396,6 +387,10 @@ async fn selfscan_rows_follow(path: &Path) {
         result("198.18.0.9", 25, PortState::Filtered, Reason::NoResponse),
         result("198.18.0.9", 80, PortState::Closed, Reason::Reset),
     ];
+    // The scan's first claim at 4,000 ms: duration_ms is the wall time since, not the
+    // chunks' engine time.
+    jobs.start_chunk("a", 0, "n1", 4_000).await.unwrap();
+    jobs.start_chunk("a", 1, "n2", 4_500).await.unwrap();
     let mut d = done("n1", &first, 97, 100, 5_000);
     d.duration_ms = 40;
     jobs.commit_chunk("a", 0, d).await.unwrap();
@@ -412,7 +407,7 @@ async fn selfscan_rows_follow(path: &Path) {
             r.engine_done,
             r.duration_ms
         ),
-        ("running", 1, 2, 0, Some(40))
+        ("running", 1, 2, 0, Some(1_000))
     );
     let ports: Vec<(i64, String)> = scans
         .ports("a")
@@ -439,7 +434,7 @@ async fn selfscan_rows_follow(path: &Path) {
             r.engine_done,
             r.duration_ms
         ),
-        ("running", 2, 1, Some(100))
+        ("running", 2, 1, Some(2_000))
     );
     assert_eq!(scans.ports("a").await.unwrap().len(), 3);
 

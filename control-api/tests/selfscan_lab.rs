@@ -19,6 +19,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use xtask::lab::{Expected, LabConfig, LabGuard};
 use xtask::nodes::Engines;
+use xtask::stack::expect_ports_of;
 
 fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
@@ -124,15 +125,6 @@ async fn wait_up(base: &str, client: IpAddr, api: &Worker) {
     }
 }
 
-fn ports(body: &Value, key: &str) -> BTreeSet<u16> {
-    body[key]
-        .as_array()
-        .unwrap_or_else(|| panic!("no {key} in {body}"))
-        .iter()
-        .map(|p| p["port"].as_u64().unwrap() as u16)
-        .collect()
-}
-
 /// A lab named `s<pid><tag>` (`s`: no other test binary names its labs so), one scanner.
 fn lab(tag: &str) -> LabGuard {
     LabGuard::up(&LabConfig {
@@ -164,11 +156,11 @@ fn assert_deep_matches_truth(lab: &LabGuard, host: IpAddr, body: &Value) {
         (1..=65535u16).filter(|&p| f(truth.expected(p))).collect()
     };
     assert_eq!(
-        ports(body, "ports_open"),
+        expect_ports_of(body, "ports_open"),
         want(|e| matches!(e, Expected::Open))
     );
     assert_eq!(
-        ports(body, "ports_filtered"),
+        expect_ports_of(body, "ports_filtered"),
         want(|e| matches!(e, Expected::FilteredSilent | Expected::FilteredIcmp))
     );
 }
@@ -220,7 +212,7 @@ async fn exercise(n: u32, dir: tempfile::TempDir, db: String) {
     assert_eq!(body["status"], "complete", "{body}\n{}", api1.log());
     assert_eq!(body["ip"], host.to_string());
     eprintln!(
-        "{backend}: deep self-scan POST -> complete: {} ms (engine time of its 32 chunks: {} ms)",
+        "{backend}: deep self-scan POST -> complete: {} ms (duration_ms, first claim to last commit: {} ms)",
         took.as_millis(),
         body["duration_ms"]
     );
@@ -261,13 +253,13 @@ async fn exercise(n: u32, dir: tempfile::TempDir, db: String) {
     let (fast, took) = scan(&b1, "fast", host, &store, &api1).await;
     assert_eq!(fast["status"], "complete", "{fast}");
     eprintln!(
-        "{backend}: fast self-scan POST -> complete: {} ms (engine time: {} ms)",
+        "{backend}: fast self-scan POST -> complete: {} ms (duration_ms: {} ms)",
         took.as_millis(),
         fast["duration_ms"]
     );
     let (open, filtered) = truth.open_and_filtered(&xtask::stack::FAST_PORTS);
-    assert_eq!(ports(&fast, "ports_open"), open);
-    assert_eq!(ports(&fast, "ports_filtered"), filtered);
+    assert_eq!(expect_ports_of(&fast, "ports_open"), open);
+    assert_eq!(expect_ports_of(&fast, "ports_filtered"), filtered);
     pool.close().await;
     drop((api1, api2));
 }

@@ -161,6 +161,7 @@ struct Run {
     sys: Duration,
     end: End,
     probes: Option<u64>,
+    scan_s: Option<f64>,
     wire: Wire,
     score: Score,
     note: Option<String>,
@@ -196,6 +197,11 @@ struct Row {
     wall_vs_portscope: Option<f64>,
     /// Probes per second / the answering ceiling measured in the same run.
     of_ceiling: Option<f64>,
+    /// The tool's own scan time (Portscope: submission to last result, sockets open).
+    scan_s: Option<f64>,
+    /// Probes per second of scan time / the answering ceiling: like for like with the
+    /// ceiling, which `ps-blast` counts over its own send time.
+    scan_of_ceiling: Option<f64>,
     /// CPU-seconds per million probes.
     cpu_s_per_m: Option<f64>,
     note: Option<String>,
@@ -222,6 +228,8 @@ impl Row {
             wire: None,
             wall_vs_portscope: None,
             of_ceiling: None,
+            scan_s: None,
+            scan_of_ceiling: None,
             cpu_s_per_m: None,
             note: None,
         }
@@ -360,6 +368,9 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
             row.of_ceiling = ceiling
                 .zip(row.probes_per_s)
                 .map(|(c, p)| p / c.answering.pps);
+            row.scan_of_ceiling = ceiling
+                .zip(row.scan_s.zip(row.probes))
+                .map(|(c, (t, p))| p as f64 / t.max(1e-9) / c.answering.pps);
         }
     }
     let lab_name = lab.name().to_owned();
@@ -501,6 +512,7 @@ fn bench_tool(
             sys: m.sys,
             end: m.end,
             probes: parsed.probes,
+            scan_s: parsed.scan_s,
             wire,
             score,
             note,
@@ -543,6 +555,7 @@ fn median_row(s: &Scenario, tool: Tool, mut runs: Vec<Run>) -> Row {
     row.score = Some(r.score);
     row.wire = Some(r.wire);
     row.note = r.note;
+    row.scan_s = r.scan_s;
     row
 }
 
@@ -554,8 +567,9 @@ fn notes(opts: &Options, cpus: usize) -> Vec<String> {
              at most 2 retries, scan delay at most 5 ms) and a second row adding --min-rate 100000 --max-retries 2",
             opts.rate
         ),
-        "waits: Portscope defaults (silent ports only retried: at least 2 retries, more while the loss measured from them says \
-         a port may still be wrong, at most 10; per-round wait from the measured RTT, at most 1 s); \
+        "waits: Portscope defaults (silent ports only retried: at least 2 retries, or 1 after a first round of 9,000+ \
+         answers, more while the loss measured from them says a port may still be wrong, at most 10; per-round wait \
+         2 x p99 + p50 of the measured RTT, at least 3 ms, at most 1 s); \
          masscan --wait 1 (default 10) and no retries (default; a retry would re-probe every pair); \
          zmap --cooldown-time 1 (default 8), one probe per target (default); nmap by its timing template"
             .into(),
@@ -564,7 +578,13 @@ fn notes(opts: &Options, cpus: usize) -> Vec<String> {
              (every SYN, SYN-ACK and RST of the lab is processed by the same machine) and with the other scanner-side work"
         ),
         "wall s: spawn to exit of `ip netns exec ... scanner` (1 ms polling); probes/s: the tool's own count / wall, \
-         or (*) SYNs counted arriving at the target / wall where the tool prints no count (masscan)"
+         or (*) SYNs counted arriving at the target / wall where the tool prints no count (masscan); \
+         of ceiling: probes/s over the answering ceiling"
+            .into(),
+        "note `scan T s = X% of ceiling`: Portscope's own scan time (`done in`: submission to last result, its \
+         sockets already open, which is what a long-lived engine, the daemon behind the API, pays per scan) and its \
+         probes over that time against the ceiling, like for like with ps-blast, which counts over its own send time; \
+         the wall figure adds process start, socket and ring set-up and teardown (kernel RCU grace periods) and exit"
             .into(),
         "CPU s: user+sys of the scanner and its reaped children (getrusage RUSAGE_CHILDREN delta); \
          softirq work of the veth, much of it the target's, is charged to whoever is on the CPU, usually the scanner"
@@ -658,6 +678,7 @@ mod tests {
             sys: Duration::from_millis(ms / 2),
             end: End::TimedOut,
             probes: None,
+            scan_s: Some(ms as f64 / 1000.0),
             wire: Wire {
                 syn_in: 1000,
                 ..Wire::default()
@@ -677,7 +698,10 @@ mod tests {
         assert_eq!(row.status, "timeout");
         assert_eq!(row.probes_source, Some("target"));
         assert_eq!(row.probes_per_s, Some(5000.0));
-        assert!(render(&Report {
+        assert_eq!(row.scan_s, Some(0.2), "the median run's own scan time");
+        let mut row = row;
+        row.scan_of_ceiling = Some(0.9);
+        let table = render(&Report {
             generated_unix: 0,
             cpus: 2,
             loadavg_before: "0.00".into(),
@@ -689,7 +713,8 @@ mod tests {
             scenarios: Vec::new(),
             rows: vec![row],
             notes: Vec::new(),
-        })
-        .contains("5,000*"));
+        });
+        assert!(table.contains("5,000*"), "{table}");
+        assert!(table.contains("scan 0.200 s = 90% of ceiling"), "{table}");
     }
 }

@@ -72,6 +72,20 @@ fn percent(s: &str) -> Result<u32, String> {
         .ok_or_else(|| "takes 1% to 99%".into())
 }
 
+/// `portscope-api` as the API's user with no capabilities, logging to `log` (created).
+fn api_command(bins: &Path, log: &Path) -> anyhow::Result<Command> {
+    let out = File::create(log)?;
+    let mut cmd = Command::new("setpriv");
+    crate::stack::as_api_user(&mut cmd)
+        .arg("--inh-caps=-all")
+        .arg(bins.join("portscope-api"))
+        .env("RUST_LOG", "info,sqlx=warn")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out);
+    Ok(cmd)
+}
+
 /// One worker process, stopped by PID on drop.
 struct WorkerProc {
     node: u32,
@@ -108,22 +122,10 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
     let mut workers = Vec::new();
     for node in engines.nodes() {
         let log = node.log.with_file_name("worker.log");
-        let out = File::create(&log)?;
-        let child = Command::new("setpriv")
-            .args([
-                &format!("--reuid={API_UID}"),
-                &format!("--regid={API_UID}"),
-                "--clear-groups",
-                "--inh-caps=-all",
-            ])
-            .arg(bins.join("portscope-api"))
+        let child = api_command(&bins, &log)?
             .args(["worker", "--db", &url, "--engine-socket"])
             .arg(&node.socket)
             .args(["--node", &format!("node{}", node.number)])
-            .env("RUST_LOG", "info,sqlx=warn")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
             .spawn()
             .context("starting portscope-api worker")?;
         workers.push(WorkerProc {
@@ -310,25 +312,13 @@ impl ApiNode {
             .local_addr()?
             .port();
         let log = dir.join("api.log");
-        let out = File::create(&log)?;
-        let child = Command::new("setpriv")
-            .args([
-                &format!("--reuid={API_UID}"),
-                &format!("--regid={API_UID}"),
-                "--clear-groups",
-                "--inh-caps=-all",
-            ])
-            .arg(bins.join("portscope-api"))
+        let child = api_command(bins, &log)?
             .args(["--no-worker", "--db", url, "--config"])
             .arg(&config)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--allow-target", "198.18.0.0/15"])
             .arg("--engine-socket")
             .arg(dir.join("no-engine.sock"))
-            .env("RUST_LOG", "info,sqlx=warn")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
             .spawn()
             .context("starting the API node")?;
         let node = ApiNode {
@@ -349,19 +339,11 @@ impl ApiNode {
 
     /// A token scoped to `cidr`, made with the API's own CLI on the cluster's database.
     fn token(&self, bins: &Path, url: &str, cidr: &str) -> anyhow::Result<String> {
-        let out = Command::new(bins.join("portscope-api"))
-            .args(["--db", url, "token", "create", "--name", "cluster"])
-            .args(["--monthly-scans", "10", "--scope", cidr])
-            .output()
-            .context("portscope-api token create")?;
-        if !out.status.success() {
-            bail!("token create: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("token:").map(|t| t.trim().to_owned()))
-            .with_context(|| format!("no token in {stdout}"))
+        crate::stack::create_token(
+            Command::new(bins.join("portscope-api"))
+                .args(["--db", url, "token", "create", "--name", "cluster"])
+                .args(["--monthly-scans", "10", "--scope", cidr]),
+        )
     }
 
     /// `method path` with the bearer `token` (none when empty) and a JSON `body`:

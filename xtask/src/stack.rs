@@ -40,13 +40,36 @@ pub fn ports_of(v: &serde_json::Value, key: &str) -> BTreeSet<u16> {
         .unwrap_or_default()
 }
 
+/// [`ports_of`] for tests: panics unless `key` lists ports, each with a port number.
+pub fn expect_ports_of(v: &serde_json::Value, key: &str) -> BTreeSet<u16> {
+    let valid = |p: &serde_json::Value| p["port"].as_u64().is_some_and(|n| n <= 65_535);
+    assert!(
+        v[key].as_array().is_some_and(|a| a.iter().all(valid)),
+        "no list of {key} in {v}"
+    );
+    ports_of(v, key)
+}
+
 /// `setpriv` arguments that run what follows as the API's user, with no supplementary groups.
-fn as_api_user(setpriv: &mut Command) -> &mut Command {
+pub(crate) fn as_api_user(setpriv: &mut Command) -> &mut Command {
     setpriv.args([
         &format!("--reuid={API_UID}"),
         &format!("--regid={API_UID}"),
         "--clear-groups",
     ])
+}
+
+/// Runs a `portscope-api ... token create ...` command line and returns the token it prints.
+pub(crate) fn create_token(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output().context("running portscope-api token create")?;
+    if !out.status.success() {
+        bail!("token create: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("token:").map(|t| t.trim().to_string()))
+        .with_context(|| format!("no token in {stdout}"))
 }
 
 /// Extra arguments for the two processes.
@@ -210,15 +233,7 @@ impl Stack {
         for scope in scopes {
             cmd.args(["--scope", scope]);
         }
-        let out = cmd.output().context("running portscope-api token create")?;
-        if !out.status.success() {
-            bail!("token create: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("token:").map(|t| t.trim().to_string()))
-            .with_context(|| format!("no token in {stdout}"))
+        create_token(&mut cmd)
     }
 
     /// Starts the API as an unprivileged user and waits until it answers.
@@ -424,15 +439,21 @@ pub(crate) fn engine_command(mut cmd: Command, sock: &Path, extra: &[String]) ->
     cmd
 }
 
-/// Stops a child we started, by PID: SIGTERM (or SIGKILL when `kill`), reaped within 10 s.
+/// [`stop_within`] with a 10 s limit.
 pub(crate) fn stop(child: &mut Option<Child>, kill: bool) {
+    stop_within(child, kill, Duration::from_secs(10));
+}
+
+/// Stops a child we started, by PID: SIGTERM (or SIGKILL when `kill`); SIGKILL if it has
+/// not exited within `limit`, then reaped.
+pub fn stop_within(child: &mut Option<Child>, kill: bool, limit: Duration) {
     if let Some(mut c) = child.take() {
         let sig = if kill { "-KILL" } else { "-TERM" };
         // Only the process we started, by PID (`ip netns exec` execs in place).
         let _ = Command::new("kill")
             .args([sig, &c.id().to_string()])
             .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = c.try_wait() {
                 return;

@@ -8,8 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use xtask::lab::{Expected, LabConfig, LabGuard};
+use support::up_lab;
+use xtask::lab::{Expected, LabConfig};
 use xtask::stack::{Stack, StackOptions};
+
+mod support;
 
 const NET: &str = "198.19.0.16/28";
 const CLIENT: &str = "198.18.0.2";
@@ -61,11 +64,10 @@ fn by_host(v: &Value) -> BTreeMap<IpAddr, (BTreeSet<u16>, BTreeSet<u16>)> {
 
 #[test]
 fn token_scoped_deep_scan_of_a_slash_28_alerts_and_fix_file() {
-    let lab = LabGuard::up(&LabConfig::new(
+    let lab = up_lab(&LabConfig::new(
         format!("m{}", std::process::id() % 10_000),
         32,
-    ))
-    .expect("lab up (needs root)");
+    ));
     let s = Stack::up(lab, StackOptions::default()).expect("engine and API up");
     let token = s.create_token("e2e", &[NET], 100).unwrap();
 

@@ -12,8 +12,11 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use xtask::lab::{Expected, LabConfig, LabGuard};
+use support::up_lab;
+use xtask::lab::{Expected, LabConfig};
 use xtask::stack::{Stack, StackOptions};
+
+mod support;
 
 /// The lab host `myapp.com` names.
 const HOST: &str = "198.19.0.20";
@@ -69,11 +72,10 @@ fn run_python(s: &Stack, dir: &Path, (name, script): (&str, &str), args: &[&str]
 
 #[test]
 fn seed_002_python_quick_start_against_the_lab_stack() {
-    let lab = LabGuard::up(&LabConfig::new(
+    let lab = up_lab(&LabConfig::new(
         format!("q{}", std::process::id() % 10_000),
         32,
-    ))
-    .expect("lab up (needs root)");
+    ));
     let etc = PathBuf::from("/etc/netns").join(lab.scanner_ns());
     std::fs::create_dir_all(&etc).unwrap();
     let _etc = NetnsEtc(etc.clone());

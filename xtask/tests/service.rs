@@ -5,12 +5,11 @@
 //! Needs root and the workspace binaries (`cargo test --workspace` builds them).
 
 use serde_json::Value;
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use xtask::lab::{LabConfig, LabGuard};
-use xtask::stack::{HttpReply, Stack, StackOptions, FAST_PORTS};
+use xtask::stack::{expect_ports_of, HttpReply, Stack, StackOptions, FAST_PORTS};
 
 /// One stack at a time: two cores.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -62,15 +61,6 @@ fn poll_until_final(s: &Stack, source: &str, url: &str, limit: Duration) -> Valu
     }
 }
 
-fn ports_of(v: &Value, key: &str) -> BTreeSet<u16> {
-    v[key]
-        .as_array()
-        .unwrap_or_else(|| panic!("{key} missing: {v}"))
-        .iter()
-        .map(|p| p["port"].as_u64().unwrap() as u16)
-        .collect()
-}
-
 /// Asserts a complete result equals the truth of `addr` over `ports`.
 fn assert_result_matches_truth(s: &Stack, v: &Value, addr: &str, ports: &[u16]) {
     assert_eq!(v["status"], "complete", "{v}\n{}", s.logs());
@@ -82,9 +72,9 @@ fn assert_result_matches_truth(s: &Stack, v: &Value, addr: &str, ports: &[u16]) 
         .unwrap()
         .clone();
     let (want_open, want_filtered) = host.open_and_filtered(ports);
-    assert_eq!(ports_of(v, "ports_open"), want_open, "open ports");
+    assert_eq!(expect_ports_of(v, "ports_open"), want_open, "open ports");
     assert_eq!(
-        ports_of(v, "ports_filtered"),
+        expect_ports_of(v, "ports_filtered"),
         want_filtered,
         "filtered ports"
     );

@@ -36,7 +36,7 @@ pub enum OnSubmit {
 
 #[derive(Debug)]
 struct Scan {
-    /// Its first target: the address of the ports `FakeEngine::ports` emits.
+    /// Its first target's first address: the address of the ports `FakeEngine::ports` emits.
     target: IpAddr,
 }
 
@@ -236,7 +236,8 @@ impl EngineClient for FakeEngine {
                     };
                     let target = targets
                         .first()
-                        .and_then(|t| t.parse().ok())
+                        .and_then(|t| portscope_core::targets::parse_target(t).ok())
+                        .map(|(first, _)| first)
                         .unwrap_or(IpAddr::from([198, 18, 0, 1]));
                     st.scans.insert(id, Scan { target });
                     out.push(e);

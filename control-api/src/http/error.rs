@@ -87,12 +87,11 @@ pub enum ApiError {
     /// 408: the request took too long.
     #[error("request timed out")]
     Timeout,
-    /// 503: the engine has been unreachable longer than the grace period.
-    #[error("the scan engine is unavailable; try again later")]
-    EngineUnavailable,
-    /// 503: the engine refused the scan for load.
-    #[error("the scan engine is busy: {0}")]
-    EngineBusy(String),
+    /// 503: the server is at a limit (a bare 503 from a layer; the listener's own
+    /// connection cap answers the same code). No route answers it: scans wait in the queue
+    /// for an engine, so no request waits for one.
+    #[error("the server is overloaded; try again shortly")]
+    Overloaded,
     /// 500: a bug or an infrastructure failure (logged, not shown).
     #[error("internal error: {0}")]
     Internal(String),
@@ -134,9 +133,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
-            ApiError::EngineUnavailable | ApiError::EngineBusy(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -158,8 +155,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Timeout => "timeout",
-            ApiError::EngineUnavailable => "engine_unavailable",
-            ApiError::EngineBusy(_) => "engine_busy",
+            ApiError::Overloaded => "overloaded",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -173,7 +169,7 @@ impl ApiError {
             StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
             StatusCode::REQUEST_TIMEOUT => ApiError::Timeout,
             StatusCode::BAD_REQUEST => ApiError::BadRequest("malformed request".into()),
-            StatusCode::SERVICE_UNAVAILABLE => ApiError::EngineBusy("overloaded".into()),
+            StatusCode::SERVICE_UNAVAILABLE => ApiError::Overloaded,
             s => ApiError::Internal(format!("unexpected status {s}")),
         }
     }
@@ -206,7 +202,7 @@ impl ApiError {
             ApiError::RateLimited { retry_after, .. } | ApiError::Limited { retry_after, .. } => {
                 Some(*retry_after)
             }
-            ApiError::EngineUnavailable | ApiError::EngineBusy(_) => Some(30),
+            ApiError::Overloaded => Some(1),
             _ => None,
         }
     }

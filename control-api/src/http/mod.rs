@@ -355,7 +355,6 @@ async fn poll(s: AppState, ip: IpAddr, t: ScanType) -> Result<Response, ApiError
         (status = 422, description = "`invalid_target` (not a public address) or `invalid_callback`", body = ErrorBody),
         (status = 429, description = "`rate_limited`", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds until the limit resets"))),
-        (status = 503, description = "`engine_unavailable` / `engine_busy`", body = ErrorBody),
     )
 )]
 pub async fn post_fast(
@@ -377,7 +376,6 @@ pub async fn post_fast(
         (status = 422, description = "`invalid_target` or `invalid_callback`", body = ErrorBody),
         (status = 429, description = "`rate_limited` (1 per IP per 5 minutes, 200 per ASN per hour, edge limit)", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds until the limit resets"))),
-        (status = 503, description = "`engine_unavailable` / `engine_busy`", body = ErrorBody),
     )
 )]
 pub async fn post_deep(

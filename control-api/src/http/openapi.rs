@@ -30,3 +30,33 @@ use utoipa::OpenApi;
     components(schemas(ScanResponse, ScanState, ScanType, PortEntry, ErrorBody))
 )]
 pub struct ApiDoc;
+
+#[cfg(test)]
+mod tests {
+    use utoipa::OpenApi;
+
+    /// No route of either document declares a 503: a POST never waits for an engine (the
+    /// scan waits in the queue), and the listener's connection cap (503 `overloaded`) is
+    /// no route's answer.
+    #[test]
+    fn no_route_documents_a_503() {
+        let docs = [
+            super::ApiDoc::openapi(),
+            crate::http::managed::openapi::ManagedApiDoc::openapi(),
+        ];
+        let mut routes = 0;
+        for doc in docs {
+            let v = serde_json::to_value(&doc).unwrap();
+            for (path, item) in v["paths"].as_object().unwrap() {
+                for (method, op) in item.as_object().unwrap() {
+                    routes += 1;
+                    assert!(
+                        op["responses"].get("503").is_none(),
+                        "{method} {path} documents a 503"
+                    );
+                }
+            }
+        }
+        assert!(routes > 20, "{routes} routes");
+    }
+}

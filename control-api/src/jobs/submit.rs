@@ -38,7 +38,30 @@ pub async fn create(
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_else(|| "custom".into());
-    let rows = chunks
+    let rows =
+        new_chunks(scan_id, priority, chunks).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    store
+        .create_scan(
+            &NewScan {
+                id: scan_id,
+                kind: &kind,
+                created_at_ms: now_ms(),
+                selfscan,
+            },
+            &rows,
+            Queue::spec(),
+        )
+        .await
+}
+
+/// The chunk rows of scan `scan_id` for `chunks`, numbered from 0, each with its queue job
+/// (a fresh id, and the [`ChunkJob`] payload at engine `priority`).
+pub fn new_chunks(
+    scan_id: &str,
+    priority: u8,
+    chunks: &[ChunkSpec],
+) -> Result<Vec<NewChunk>, serde_json::Error> {
+    chunks
         .iter()
         .zip(0u32..)
         .map(|(c, n)| {
@@ -55,23 +78,10 @@ pub async fn create(
                 ports: c.ports.clone(),
                 probes: c.probes,
                 job_id: Queue::new_id(),
-                payload: serde_json::to_string(&job)
-                    .map_err(|e| sqlx::Error::Encode(Box::new(e)))?,
+                payload: serde_json::to_string(&job)?,
             })
         })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    store
-        .create_scan(
-            &NewScan {
-                id: scan_id,
-                kind: &kind,
-                created_at_ms: now_ms(),
-                selfscan,
-            },
-            &rows,
-            Queue::spec(),
-        )
-        .await
+        .collect()
 }
 
 /// Waits until scan `id` is no longer running (polling every 50 ms, at most `limit`);

@@ -197,7 +197,10 @@ impl Ctx {
 
     async fn run(&self, job: &ChunkJob) -> Result<ChunkOutcome, ChunkError> {
         let status = self
-            .with_db(|| self.store.start_chunk(&job.scan_id, job.chunk, &self.node))
+            .with_db(|| {
+                self.store
+                    .start_chunk(&job.scan_id, job.chunk, &self.node, self.now_ms())
+            })
             .await?;
         match status {
             None => return Err(ChunkError::NoSuchChunk),
@@ -305,7 +308,7 @@ impl Ctx {
 /// (the engine sends 250,000/s in the lab; retries and waits are the rest).
 fn limits_for(job: &ChunkJob, connect: Duration) -> RunLimits {
     let ports = crate::jobs::plan::spec_ports(&job.ports);
-    let probes = ports * job.targets.len() as u64;
+    let probes = ports * crate::jobs::plan::target_count(&job.targets);
     RunLimits {
         connect,
         scan: Duration::from_secs(20 + probes / 5_000),

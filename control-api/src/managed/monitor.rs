@@ -43,6 +43,7 @@ impl ManagedService {
                 url,
                 body: String::from_utf8_lossy(&body).into_owned(),
                 alerts: ids.clone(),
+                callback_of: None,
             };
             if let Err(e) = self.deps().deliveries.push(job).await {
                 tracing::error!(error = %e, scan = %row.id, "cannot queue monitor webhook");

@@ -14,7 +14,7 @@ use crate::enrich::BannerGrabber;
 use crate::http::error::ApiError;
 use crate::jobs::plan::{plan_ports, DEFAULT_CHUNK_PROBES};
 use crate::jobs::queue::Queue;
-use crate::jobs::ChunkJob;
+use crate::jobs::submit::new_chunks;
 use crate::netaddr::CidrSet;
 use crate::store::jobs::{JobStore, NewChunk, NewScan};
 use crate::store::quota::{Admission, JobInsert, Quota};
@@ -404,7 +404,8 @@ impl ManagedService {
 
 /// The chunks of managed scan `id` of `addrs` (addresses or CIDRs) x the port spec
 /// `ports`, with their queue jobs: hosts x ports, at most `chunk_probes` probes each
-/// (about a second of sending by default, [`DEFAULT_CHUNK_PROBES`]).
+/// (about a second of sending by default, [`DEFAULT_CHUNK_PROBES`]); a chunk names its
+/// hosts as address ranges, so its payload does not grow with the CIDR.
 fn chunks_of(
     id: &str,
     addrs: &[String],
@@ -420,28 +421,7 @@ fn chunks_of(
         })
         .collect::<Result<_, _>>()?;
     let set = TargetSet::new(&nets, &[]).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let hosts: Vec<IpAddr> = (0..set.len()).map(|i| set.addr(i)).collect();
     let ports = PortSet::parse(ports).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    plan_ports(&hosts, ports.as_slice(), chunk_probes)
-        .into_iter()
-        .zip(0u32..)
-        .map(|(c, n)| {
-            let job = ChunkJob {
-                scan_id: id.to_owned(),
-                chunk: n,
-                targets: c.targets.clone(),
-                ports: c.ports.clone(),
-                priority: PRIORITY,
-            };
-            Ok(NewChunk {
-                chunk: n,
-                payload: serde_json::to_string(&job)
-                    .map_err(|e| ApiError::Internal(e.to_string()))?,
-                targets: c.targets,
-                ports: c.ports,
-                probes: c.probes,
-                job_id: Queue::new_id(),
-            })
-        })
-        .collect()
+    let chunks = plan_ports(&set, ports.as_slice(), chunk_probes);
+    new_chunks(id, PRIORITY, &chunks).map_err(|e| ApiError::Internal(e.to_string()))
 }

@@ -1,15 +1,14 @@
 //! The self-scan finisher: completes every scan whose chunks are all committed
-//! (`engine_done = 1`, not final: banners, PTR, `complete`, then webhooks) and delivers the
-//! webhooks of final scans whose callbacks are still pending (a failed scan, or a restart
-//! mid-delivery). Woken by this process's worker after each commit and, on PostgreSQL, by
-//! every other process's commit (`store::notify`); every `finisher-poll-ms` it also looks
-//! on its own (another process's commits on SQLite, a lost notification).
+//! (`engine_done = 1`, not final: banners, PTR, then `complete`). Woken by this process's
+//! worker after each commit and, on PostgreSQL, by every other process's commit
+//! (`store::notify`); every `finisher-poll-ms` it also looks on its own (another process's
+//! commits on SQLite, a lost notification).
 //!
-//! Idempotent across nodes: `Store::complete` changes a row once, and only the call that
-//! changed it spawns the completion webhooks, so two API nodes racing on one scan deliver
-//! them once. A failed scan's webhooks go from whichever node sees its pending callbacks
-//! first; two nodes seeing them at the same instant may both deliver (at least once; the
-//! delivery id lets a receiver drop the repeat).
+//! Idempotent across nodes: `Store::complete` changes a row once. Callbacks are not
+//! delivered here: the transaction that makes a row final (`complete`, or a failed chunk's
+//! `JobStore::fail_scan`) queues them as delivery jobs (`crate::delivery`), so two API
+//! nodes deliver them once and a crash mid-delivery resumes them. At start the finisher
+//! queues the pending callbacks of final scans an older version left behind.
 
 use super::ScanService;
 use crate::util::lock;
@@ -20,13 +19,18 @@ use std::sync::Arc;
 impl ScanService {
     /// The finisher loop (a background task of the service).
     pub(super) async fn run_finisher(self: Arc<Self>) {
+        match self.deps.store.queue_leftover_callbacks().await {
+            Ok(ids) if !ids.is_empty() => tracing::info!(scans = ids.len(), "callbacks queued"),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "cannot queue pending callbacks"),
+        }
         crate::jobs::every_change(&self.changed, self.settings.finisher_poll, || {
             self.finish_pass()
         })
         .await;
     }
 
-    /// One pass: finish what the engine side completed, deliver pending webhooks.
+    /// One pass: finish what the engine side completed.
     pub async fn finish_pass(self: &Arc<Self>) {
         match self.deps.store.non_final().await {
             Ok(rows) => {
@@ -39,18 +43,6 @@ impl ScanService {
                 }
             }
             Err(e) => tracing::error!(error = %e, "cannot list live scans"),
-        }
-        match self.deps.store.final_with_pending_callbacks().await {
-            Ok(ids) => {
-                for id in ids {
-                    self.spawn_once(id, |me, id| async move {
-                        if let Err(e) = me.deliver_webhooks(&id).await {
-                            tracing::error!(error = %e, %id, "webhooks not delivered");
-                        }
-                    });
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "cannot list pending callbacks"),
         }
     }
 
@@ -70,7 +62,7 @@ impl ScanService {
         });
     }
 
-    /// Banners and PTR, then `complete`, then webhooks (only by the call that completed it).
+    /// Banners and PTR, then `complete` (which queues the callbacks).
     async fn finalize(self: &Arc<Self>, id: &str) -> Result<(), sqlx::Error> {
         let store = &self.deps.store;
         let Some(row) = store.get(id).await? else {
@@ -97,9 +89,6 @@ impl ScanService {
             .await?
         {
             tracing::info!(%id, open = open.len(), "scan complete");
-            if let Err(e) = self.deliver_webhooks(id).await {
-                tracing::error!(error = %e, %id, "webhooks not delivered");
-            }
         }
         Ok(())
     }

@@ -4,6 +4,5 @@
 pub mod finisher;
 pub mod limits;
 pub mod service;
-pub mod webhooks;
 
 pub use service::{chunks_of, ScanDeps, ScanService, ScanSettings};

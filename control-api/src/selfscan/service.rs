@@ -1,6 +1,6 @@
 //! The self-scan service: turns POSTs into job scans (coalescing, limits), and rows into
 //! the seed's response shapes. It owns its background work (the finisher, expiry purge,
-//! gauges); [`super::finisher`] completes scans, [`super::webhooks`] delivers callbacks.
+//! gauges); [`super::finisher`] completes scans; callbacks are delivery jobs (`crate::delivery`).
 //!
 //! Lifecycle of a scan (a job scan with the same id, see `store::jobs`): a POST writes the
 //! `scans` row (`queued`), the job scan, its chunk rows and their queue jobs in one
@@ -19,7 +19,7 @@ use crate::clock::Clock;
 use crate::engine::EngineClient;
 use crate::enrich::{BannerGrabber, PtrResolver};
 use crate::http::error::ApiError;
-use crate::jobs::plan::{plan, ChunkSpec};
+use crate::jobs::plan::{host_set, plan, ChunkSpec};
 use crate::jobs::worker::WorkerOptions;
 use crate::metrics::{Metrics, StateLabel};
 use crate::model::{service_name, PortEntry, ScanResponse, ScanState, ScanType, Status};
@@ -107,7 +107,9 @@ pub fn chunks_of(ip: IpAddr, t: ScanType) -> Vec<ChunkSpec> {
             ports: t.ports_spec(),
             probes: crate::jobs::plan::spec_ports(&t.ports_spec()),
         }],
-        ScanType::Deep => plan(&[ip], 1, u16::MAX, DEEP_CHUNK_PORTS),
+        ScanType::Deep => host_set(&[ip]).map_or_else(Vec::new, |hosts| {
+            plan(&hosts, 1, u16::MAX, DEEP_CHUNK_PORTS)
+        }),
     }
 }
 
@@ -280,67 +282,7 @@ impl ScanService {
 
     /// The response body of a scan.
     pub async fn view(&self, row: &ScanRow) -> Result<ScanResponse, ApiError> {
-        let t = row.scan_type();
-        let n = |x: i64| u32::try_from(x).unwrap_or(0);
-        let state = match Status::parse(&row.status) {
-            Some(Status::Queued) => {
-                let qp = match row.queue_position {
-                    Some(q) => n(q),
-                    None => n(self.deps.store.queued_before(row.created_at_ms).await?),
-                };
-                ScanState::Queued {
-                    eta_seconds: t.eta_base() * (u64::from(qp) + 1),
-                    queue_position: qp,
-                    chunks_complete: n(row.chunks_complete),
-                    total_chunks: n(row.total_chunks),
-                }
-            }
-            Some(Status::Running) => ScanState::Running {
-                chunks_complete: n(row.chunks_complete),
-                total_chunks: n(row.total_chunks),
-            },
-            Some(Status::Complete) => {
-                let mut open = Vec::new();
-                let mut filtered = Vec::new();
-                let mut banners = BTreeMap::new();
-                for p in self.deps.store.ports(&row.id).await? {
-                    let port = u16::try_from(p.port).unwrap_or(0);
-                    if let Some(b) = &p.banner {
-                        banners.insert(port, b.clone());
-                    }
-                    let entry = PortEntry {
-                        port,
-                        state: p.state.clone(),
-                        service: service_name(port),
-                        banner: p.banner,
-                    };
-                    if p.state == PortState::Open.as_str() {
-                        open.push(entry);
-                    } else {
-                        filtered.push(entry);
-                    }
-                }
-                ScanState::Complete {
-                    ports_open: open,
-                    ports_filtered: filtered,
-                    service_banners: banners,
-                    ptr_record: row.ptr_record.clone(),
-                    duration_ms: row.duration_ms.unwrap_or(0).max(0) as u64,
-                    completed_at: row.completed_at.unwrap_or(0).max(0) as u64,
-                    expires_at: row.expires_at.max(0) as u64,
-                }
-            }
-            _ => ScanState::Failed {
-                chunks_complete: n(row.chunks_complete),
-                total_chunks: n(row.total_chunks),
-                fail_reason: row.fail_reason.clone().unwrap_or_else(|| "unknown".into()),
-            },
-        };
-        Ok(ScanResponse {
-            ip: row.ip.clone(),
-            scan_type: t,
-            state,
-        })
+        Ok(view_of(&self.deps.store, row).await?)
     }
 
     /// Periodic work: purge expired results, prune limiter windows, refresh gauges.
@@ -382,4 +324,69 @@ impl ScanService {
             m.queue_depth.set(count(Status::Queued));
         }
     }
+}
+
+/// The response body of a scan (its GET body; a callback's body).
+pub async fn view_of(store: &Store, row: &ScanRow) -> Result<ScanResponse, sqlx::Error> {
+    let t = row.scan_type();
+    let n = |x: i64| u32::try_from(x).unwrap_or(0);
+    let state = match Status::parse(&row.status) {
+        Some(Status::Queued) => {
+            let qp = match row.queue_position {
+                Some(q) => n(q),
+                None => n(store.queued_before(row.created_at_ms).await?),
+            };
+            ScanState::Queued {
+                eta_seconds: t.eta_base() * (u64::from(qp) + 1),
+                queue_position: qp,
+                chunks_complete: n(row.chunks_complete),
+                total_chunks: n(row.total_chunks),
+            }
+        }
+        Some(Status::Running) => ScanState::Running {
+            chunks_complete: n(row.chunks_complete),
+            total_chunks: n(row.total_chunks),
+        },
+        Some(Status::Complete) => {
+            let mut open = Vec::new();
+            let mut filtered = Vec::new();
+            let mut banners = BTreeMap::new();
+            for p in store.ports(&row.id).await? {
+                let port = u16::try_from(p.port).unwrap_or(0);
+                if let Some(b) = &p.banner {
+                    banners.insert(port, b.clone());
+                }
+                let entry = PortEntry {
+                    port,
+                    state: p.state.clone(),
+                    service: service_name(port),
+                    banner: p.banner,
+                };
+                if p.state == PortState::Open.as_str() {
+                    open.push(entry);
+                } else {
+                    filtered.push(entry);
+                }
+            }
+            ScanState::Complete {
+                ports_open: open,
+                ports_filtered: filtered,
+                service_banners: banners,
+                ptr_record: row.ptr_record.clone(),
+                duration_ms: row.duration_ms.unwrap_or(0).max(0) as u64,
+                completed_at: row.completed_at.unwrap_or(0).max(0) as u64,
+                expires_at: row.expires_at.max(0) as u64,
+            }
+        }
+        _ => ScanState::Failed {
+            chunks_complete: n(row.chunks_complete),
+            total_chunks: n(row.total_chunks),
+            fail_reason: row.fail_reason.clone().unwrap_or_else(|| "unknown".into()),
+        },
+    };
+    Ok(ScanResponse {
+        ip: row.ip.clone(),
+        scan_type: t,
+        state,
+    })
 }

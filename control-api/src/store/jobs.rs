@@ -17,8 +17,9 @@
 //! **A self-scan is a job scan with the same id** (`/v1/fast`, `/v1/deep`): its `scans` row
 //! is created in the submit transaction (`queued`), and every commit moves it in the same
 //! transaction: `running`, chunks done, the chunk's open and filtered ports into
-//! `scan_ports`, its engine time added to `duration_ms`, and `engine_done = 1` at the last
-//! chunk (banners, PTR and `complete` are the API's finisher's). A job scan that fails
+//! `scan_ports`, `duration_ms` = wall time since the scan's first chunk claim
+//! (`job_scans.started_at_ms`, stamped by [`JobStore::start_chunk`]), and `engine_done = 1`
+//! at the last chunk (banners, PTR and `complete` are the API's finisher's). A job scan that fails
 //! fails its `scans` row in the same transaction. Job scans without such a row (the
 //! `jobs submit` path) are untouched by these hooks.
 //!
@@ -54,24 +55,27 @@ pub async fn migrate_queue(db: &Db) -> Result<(), sqlx::Error> {
             queue.set_ignore_missing(true);
             queue.run(pool).await?;
             // Workers starting together would race on the catalog ("tuple concurrently
-            // updated"): one transaction under an advisory lock (rolled back on any error).
-            // Its triggers lock `job_scans`, then `apalis.jobs`, the order a submit writes
-            // them in: the other order deadlocks with a submit running at the same time.
-            let mut tx = pool.begin().await?;
-            for statement in ["SELECT pg_advisory_xact_lock(7285001)"]
-                .into_iter()
-                .chain(super::notify::TRIGGER_SQL)
-                .chain([
-                    "CREATE OR REPLACE FUNCTION apalis.portscope_notify_job_type() RETURNS trigger AS $$
-                     BEGIN PERFORM pg_notify('apalis::job', NEW.job_type); RETURN NEW; END;
-                     $$ LANGUAGE plpgsql",
-                    "CREATE OR REPLACE TRIGGER portscope_notify_job_type AFTER INSERT ON apalis.jobs
-                     FOR EACH ROW EXECUTE FUNCTION apalis.portscope_notify_job_type()",
-                ])
-            {
-                sqlx::query(statement).execute(&mut *tx).await?;
+            // updated"): each trigger in a transaction under an advisory lock (rolled back
+            // on any error). One table per transaction: submits write `job_scans` before
+            // `apalis.jobs` and a failing scan queues its callbacks before `job_scans`, so
+            // holding both tables' locks at once would deadlock with one or the other.
+            let apalis_trigger = [
+                "CREATE OR REPLACE FUNCTION apalis.portscope_notify_job_type() RETURNS trigger AS $$
+                 BEGIN PERFORM pg_notify('apalis::job', NEW.job_type); RETURN NEW; END;
+                 $$ LANGUAGE plpgsql",
+                "CREATE OR REPLACE TRIGGER portscope_notify_job_type AFTER INSERT ON apalis.jobs
+                 FOR EACH ROW EXECUTE FUNCTION apalis.portscope_notify_job_type()",
+            ];
+            for statements in [super::notify::TRIGGER_SQL, apalis_trigger] {
+                let mut tx = pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock(7285001)")
+                    .execute(&mut *tx)
+                    .await?;
+                for statement in statements {
+                    sqlx::query(statement).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
             }
-            tx.commit().await?;
         }
     }
     Ok(())
@@ -86,19 +90,11 @@ macro_rules! insert_job_scan {
             &$crate::store::jobs::NewScan<'_>,
             &[$crate::store::jobs::NewChunk],
             $crate::store::jobs::QueueSpec<'_>,
-        ) =
-            ($scan, $chunks, $queue);
+        ) = ($scan, $chunks, $queue);
         let postgres: bool = $postgres;
         // apalis claims jobs with `run_at < now`; SQLite keeps whole seconds, so a job
         // stamped with this second would wait for the next one: stamp it a second earlier.
         let run_at_secs = scan.created_at_ms / 1000 - 1;
-        let queue_insert = if postgres {
-            "INSERT INTO apalis.jobs (job, id, job_type, status, attempts, max_attempts, run_at, priority)
-             VALUES ($1::jsonb, $2, $3, 'Pending', 0, $4, to_timestamp($5), 0)"
-        } else {
-            "INSERT INTO Jobs (job, id, job_type, status, attempts, max_attempts, run_at, priority)
-             VALUES ($1, $2, $3, 'Pending', 0, $4, $5, 0)"
-        };
         sqlx::query(
             "INSERT INTO job_scans (id, kind, status, chunks_total, chunks_done, created_at_ms)
              VALUES ($1, $2, $3, $4, 0, $5)",
@@ -140,17 +136,14 @@ macro_rules! insert_job_scan {
             .bind(&c.job_id)
             .execute(&mut *$tx)
             .await?;
-            let q = sqlx::query(queue_insert)
-                .bind(&c.payload)
-                .bind(&c.job_id)
-                .bind(queue.job_type)
-                .bind(queue.max_attempts);
-            let q = if postgres {
-                q.bind(run_at_secs as f64)
-            } else {
-                q.bind(run_at_secs)
-            };
-            q.execute(&mut *$tx).await?;
+            $crate::store::queue::push_queue_job!(
+                $tx,
+                postgres,
+                &c.payload,
+                &c.job_id,
+                queue,
+                run_at_secs
+            );
         }
     }};
 }
@@ -275,15 +268,24 @@ impl JobStore {
         })
     }
 
-    /// A worker on `node` starts a run of the chunk: counts the run, remembers the first
-    /// node, and returns the chunk's status (`None` if there is no such chunk).
+    /// A worker on `node` starts a run of the chunk at `now_ms` (Unix ms): counts the run,
+    /// remembers the first node and the scan's first claim, and returns the chunk's status
+    /// (`None` if there is no such chunk).
     pub async fn start_chunk(
         &self,
         scan_id: &str,
         chunk: u32,
         node: &str,
+        now_ms: i64,
     ) -> Result<Option<ChunkStatus>, sqlx::Error> {
         let status: Option<(String,)> = on_db!(&self.db, |p| {
+            sqlx::query(
+                "UPDATE job_scans SET started_at_ms = COALESCE(started_at_ms, $1) WHERE id = $2",
+            )
+            .bind(now_ms)
+            .bind(scan_id)
+            .execute(p)
+            .await?;
             sqlx::query_as(
                 "UPDATE scan_chunks SET runs = runs + 1, first_node = COALESCE(first_node, $1)
                  WHERE scan_id = $2 AND chunk = $3 RETURNING status",
@@ -454,18 +456,20 @@ impl JobStore {
                 "UPDATE scans SET status = $1, queue_position = 0,
                    chunks_complete = (SELECT chunks_done FROM job_scans WHERE id = $2),
                    total_chunks = (SELECT chunks_total FROM job_scans WHERE id = $3),
-                   duration_ms = COALESCE(duration_ms, 0) + $4,
+                   duration_ms = $4 - COALESCE((SELECT started_at_ms FROM job_scans WHERE id = $9), $10),
                    engine_done = $5
                  WHERE id = $6 AND status IN ($7, $8) AND engine_done = 0",
             )
             .bind(Status::Running.as_str())
             .bind(scan_id)
             .bind(scan_id)
-            .bind(i64::try_from(duration_ms).unwrap_or(i64::MAX))
+            .bind(now_ms)
             .bind(i64::from(completed > 0))
             .bind(scan_id)
             .bind(Status::Queued.as_str())
             .bind(Status::Running.as_str())
+            .bind(scan_id)
+            .bind(now_ms)
             .execute(&mut *tx)
             .await?;
             // The managed row of the same id, if any and live (not cancelled): the chunk's
@@ -520,6 +524,7 @@ impl JobStore {
         selfscan_reason: &str,
         now_ms: i64,
     ) -> Result<bool, sqlx::Error> {
+        let postgres = matches!(self.db, Db::Postgres(_));
         on_db!(&self.db, |p| {
             let mut tx = p.begin().await?;
             sqlx::query(
@@ -534,6 +539,7 @@ impl JobStore {
             .bind(Status::Running.as_str())
             .execute(&mut *tx)
             .await?;
+            super::callbacks::queue_callbacks!(tx, postgres, scan_id, crate::jobs::now_ms());
             sqlx::query(
                 "UPDATE managed_scans SET status = $1, error = $2, completed_at = $3
                  WHERE id = $4 AND status IN ($5, $6)",

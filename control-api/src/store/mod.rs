@@ -2,7 +2,8 @@
 //! One module per table group; each runs the same statements on both backends:
 //!
 //! - [`scans`]: self-scan rows and their ports ([`Store`]);
-//! - `callbacks`: `X-Callback-Url` deliveries of self-scans;
+//! - [`callbacks`]: `X-Callback-Url` deliveries of self-scans (queued as delivery jobs);
+//! - [`queue`]: queue rows the store writes itself (jobs queued inside a transaction);
 //! - [`managed`]: managed scans and their per-host ports ([`MStore`]);
 //! - [`quota`]: admission of a managed scan (409, quotas, insert) in one atomic step;
 //! - `targets`: saved managed targets and their schedules;
@@ -19,12 +20,13 @@
 //! is type-checked against both drivers. Why not `sqlx::Any`: see control-api/README.md.
 
 mod alerts;
-mod callbacks;
+pub mod callbacks;
 mod job_reads;
 pub mod jobs;
 pub mod limits;
 pub mod managed;
 pub mod notify;
+pub mod queue;
 pub mod quota;
 pub mod scans;
 mod targets;

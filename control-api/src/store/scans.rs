@@ -6,12 +6,10 @@
 //! each chunk commit); here it is read, completed (banners, PTR), expired and purged. A scan
 //! whose chunks are all done but whose banners / PTR are still being fetched stays
 //! `running` with `engine_done = 1`, so any API process's finisher can finish it.
-//! (`mark_submitted`, `progress`, `add_ports` and `engine_done` served the engine
-//! conversation the self-scan service had before; only this module's test uses them now.)
 
 use super::{on_db, Db};
 use crate::model::ScanType;
-use sqlx::{FromRow, QueryBuilder};
+use sqlx::FromRow;
 use std::path::Path;
 
 /// A `scans` row.
@@ -39,7 +37,7 @@ pub struct ScanRow {
     pub fail_reason: Option<String>,
     /// Reverse DNS name.
     pub ptr_record: Option<String>,
-    /// Engine scan time.
+    /// Wall time from the first chunk claim to the last chunk commit, ms.
     pub duration_ms: Option<i64>,
     /// Creation, Unix ms.
     pub created_at_ms: i64,
@@ -119,24 +117,6 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// Inserts a queued scan.
-    pub async fn insert(&self, s: &NewScan<'_>) -> Result<(), sqlx::Error> {
-        on_db!(&self.pool, |p| {
-            sqlx::query(
-                "INSERT INTO scans (id, ip, scan_type, status, created_at_ms, expires_at) \
-                 VALUES ($1, $2, $3, 'queued', $4, $5)",
-            )
-            .bind(s.id)
-            .bind(s.ip)
-            .bind(s.scan_type.as_str())
-            .bind(s.created_at_ms)
-            .bind(s.expires_at)
-            .execute(p)
-            .await?;
-            Ok(())
-        })
-    }
-
     /// One scan by id.
     pub async fn get(&self, id: &str) -> Result<Option<ScanRow>, sqlx::Error> {
         on_db!(&self.pool, |p| {
@@ -205,82 +185,8 @@ impl Store {
         })
     }
 
-    /// Marks the `Submit` as sent.
-    pub async fn mark_submitted(&self, id: &str) -> Result<(), sqlx::Error> {
-        on_db!(&self.pool, |p| {
-            sqlx::query("UPDATE scans SET submitted = 1 WHERE id = $1")
-                .bind(id)
-                .execute(p)
-                .await?;
-            Ok(())
-        })
-    }
-
-    /// Engine progress: queue position and chunks. Position 0 means running.
-    pub async fn progress(
-        &self,
-        id: &str,
-        queue_position: u32,
-        chunks_complete: Option<u32>,
-        total_chunks: u32,
-    ) -> Result<(), sqlx::Error> {
-        on_db!(&self.pool, |p| {
-            let status = if queue_position == 0 && chunks_complete.is_some() {
-                "running"
-            } else {
-                "queued"
-            };
-            sqlx::query(&format!(
-                "UPDATE scans SET status = $1, queue_position = $2, \
-                 chunks_complete = COALESCE($3, chunks_complete), total_chunks = $4, submitted = 1 \
-                 WHERE id = $5 AND {ACTIVE} AND engine_done = 0"
-            ))
-            .bind(status)
-            .bind(i64::from(queue_position))
-            .bind(chunks_complete.map(i64::from))
-            .bind(i64::from(total_chunks))
-            .bind(id)
-            .execute(p)
-            .await?;
-            Ok(())
-        })
-    }
-
-    /// Records open / filtered ports (idempotent: replays add nothing).
-    pub async fn add_ports(&self, id: &str, ports: &[(u16, &str)]) -> Result<(), sqlx::Error> {
-        on_db!(&self.pool, |p, DB| {
-            let mut tx = p.begin().await?;
-            for batch in ports.chunks(500) {
-                let mut q: QueryBuilder<'_, DB> =
-                    QueryBuilder::new("INSERT INTO scan_ports (scan_id, port, state) ");
-                q.push_values(batch, |mut b, (port, state)| {
-                    b.push_bind(id)
-                        .push_bind(i64::from(*port))
-                        .push_bind(*state);
-                });
-                q.push(" ON CONFLICT (scan_id, port) DO NOTHING");
-                q.build().execute(&mut *tx).await?;
-            }
-            tx.commit().await
-        })
-    }
-
-    /// The engine finished the scan completely; banners / PTR follow.
-    pub async fn engine_done(&self, id: &str, duration_ms: u64) -> Result<bool, sqlx::Error> {
-        on_db!(&self.pool, |p| {
-            let r = sqlx::query(&format!(
-                "UPDATE scans SET status = 'running', engine_done = 1, queue_position = 0, \
-                 chunks_complete = total_chunks, duration_ms = $1 WHERE id = $2 AND {ACTIVE}"
-            ))
-            .bind(i64::try_from(duration_ms).unwrap_or(i64::MAX))
-            .bind(id)
-            .execute(p)
-            .await?;
-            Ok(r.rows_affected() == 1)
-        })
-    }
-
-    /// Completes a scan with its banners and PTR name. Returns whether it changed.
+    /// Completes a scan with its banners and PTR name, and queues the delivery of its
+    /// callbacks in the same transaction. Returns whether it changed.
     pub async fn complete(
         &self,
         id: &str,
@@ -289,6 +195,7 @@ impl Store {
         completed_at: i64,
         expires_at: i64,
     ) -> Result<bool, sqlx::Error> {
+        let postgres = matches!(self.pool, Db::Postgres(_));
         on_db!(&self.pool, |p| {
             let mut tx = p.begin().await?;
             for (port, banner) in banners {
@@ -309,30 +216,8 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+            super::callbacks::queue_callbacks!(tx, postgres, id, crate::jobs::now_ms());
             tx.commit().await?;
-            Ok(r.rows_affected() == 1)
-        })
-    }
-
-    /// Fails a non-final scan. Returns whether it changed.
-    pub async fn fail(
-        &self,
-        id: &str,
-        reason: &str,
-        completed_at: i64,
-        expires_at: i64,
-    ) -> Result<bool, sqlx::Error> {
-        on_db!(&self.pool, |p| {
-            let r = sqlx::query(&format!(
-                "UPDATE scans SET status = 'failed', fail_reason = $1, completed_at = $2, \
-                 expires_at = $3 WHERE id = $4 AND {ACTIVE}"
-            ))
-            .bind(reason)
-            .bind(completed_at)
-            .bind(expires_at)
-            .bind(id)
-            .execute(p)
-            .await?;
             Ok(r.rows_affected() == 1)
         })
     }
@@ -398,20 +283,38 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-
+    use crate::engine::fake::port_result;
+    use crate::jobs::plan::ChunkSpec;
+    use crate::store::callbacks::CallbackState;
+    use crate::store::jobs::{ChunkDone, JobStore};
     use crate::store::testdb::both_backends;
+    use portscope_core::results::PortState;
+    use portscope_proto::ScanKind;
+
+    /// Creates self-scan `id` of `ip` (one chunk of ports 1-100) as a POST does.
+    async fn post(jobs: &JobStore, id: &str, ip: &str, t: ScanType, created_at_ms: i64) {
+        let chunk = ChunkSpec {
+            targets: vec![ip.into()],
+            ports: "1-100".into(),
+            probes: 100,
+        };
+        let row = NewScan {
+            id,
+            ip,
+            scan_type: t,
+            created_at_ms,
+            expires_at: 100,
+        };
+        crate::jobs::submit::create(jobs, id, ScanKind::Fast, 5, Some(row), &[chunk])
+            .await
+            .unwrap();
+    }
 
     both_backends!(lifecycle_and_numbered_placeholders, |db| async move {
-        let s = Store::new(db);
-        s.insert(&NewScan {
-            id: "a",
-            ip: "198.18.0.7",
-            scan_type: ScanType::Fast,
-            created_at_ms: 1_000,
-            expires_at: 100,
-        })
-        .await
-        .unwrap();
+        crate::store::jobs::migrate_queue(&db).await.unwrap();
+        let s = Store::new(db.clone());
+        let jobs = JobStore::new(db);
+        post(&jobs, "a", "198.18.0.7", ScanType::Fast, 1_000).await;
         assert_eq!(
             s.active("198.18.0.7", ScanType::Fast)
                 .await
@@ -425,26 +328,43 @@ mod tests {
             .await
             .unwrap()
             .is_none());
-        s.progress("a", 0, Some(1), 4).await.unwrap();
+        // Its one chunk commits: running, every chunk done, its open and filtered ports.
+        let ip = "198.18.0.7".parse().unwrap();
+        let results = [
+            port_result(ip, 22, PortState::Open),
+            port_result(ip, 80, PortState::Open),
+            port_result(ip, 81, PortState::Filtered),
+        ];
+        let done = ChunkDone {
+            node: "n1",
+            results: &results,
+            closed: 97,
+            sent: 100,
+            now_ms: 2_000,
+            duration_ms: 55,
+        };
+        jobs.commit_chunk("a", 0, done).await.unwrap();
         let r = s.get("a").await.unwrap().unwrap();
         assert_eq!(
-            (r.status.as_str(), r.chunks_complete, r.total_chunks),
-            ("running", 1, 4)
+            (
+                r.status.as_str(),
+                r.chunks_complete,
+                r.total_chunks,
+                r.engine_done
+            ),
+            ("running", 1, 1, 1)
         );
-        s.add_ports("a", &[(22, "open"), (80, "open")])
-            .await
-            .unwrap();
-        s.add_ports("a", &[(22, "open"), (81, "filtered")])
-            .await
-            .unwrap();
         assert_eq!(s.ports("a").await.unwrap().len(), 3);
-        assert!(s.engine_done("a", 55).await.unwrap());
         assert!(s
             .complete("a", Some("x.example"), &[(22, "SSH-2.0".into())], 10, 50)
             .await
             .unwrap());
         assert!(
-            !s.fail("a", "late", 11, 51).await.unwrap(),
+            !s.complete("a", None, &[], 11, 51).await.unwrap(),
+            "final rows stay final"
+        );
+        assert!(
+            !jobs.fail_scan("a", "late", "late", 11_000).await.unwrap(),
             "final rows stay final"
         );
         let r = s.get("a").await.unwrap().unwrap();
@@ -465,28 +385,31 @@ mod tests {
             .is_none());
         assert_eq!(s.purge(50).await.unwrap(), 1);
         assert_eq!(s.count().await.unwrap(), 0);
-        // Callbacks: at most MAX_CALLBACKS, a repeat is no new one.
-        s.insert(&NewScan {
-            id: "b",
-            ip: "198.18.0.8",
-            scan_type: ScanType::Deep,
-            created_at_ms: 2_000,
-            expires_at: 100,
-        })
-        .await
-        .unwrap();
+        // Callbacks: at most MAX_CALLBACKS, a repeat is no new one; pending while the scan
+        // is live, queued by the transaction that fails it.
+        post(&jobs, "b", "198.18.0.8", ScanType::Deep, 2_000).await;
         for n in 0..crate::store::MAX_CALLBACKS {
             assert!(s.add_callback("b", &format!("http://h/{n}")).await.unwrap());
         }
         assert!(s.add_callback("b", "http://h/0").await.unwrap());
         assert!(!s.add_callback("b", "http://h/new").await.unwrap());
-        s.set_callback("b", "http://h/1", "delivered", 1)
+        s.set_callback("b", "http://h/1", CallbackState::Delivered, 1)
             .await
             .unwrap();
-        assert_eq!(s.pending_callbacks("b").await.unwrap().len(), 7);
+        let state = |url: &'static str| {
+            let s = s.clone();
+            async move { s.callback_state("b", url).await.unwrap() }
+        };
+        assert_eq!(state("http://h/0").await, Some(CallbackState::Pending));
         assert!(s.final_with_pending_callbacks().await.unwrap().is_empty());
-        assert!(s.fail("b", "timeout", 5, 60).await.unwrap());
-        assert_eq!(s.final_with_pending_callbacks().await.unwrap(), vec!["b"]);
+        assert!(jobs
+            .fail_scan("b", "timeout", "timeout", 5_000)
+            .await
+            .unwrap());
+        assert_eq!(state("http://h/0").await, Some(CallbackState::Queued));
+        assert_eq!(state("http://h/1").await, Some(CallbackState::Delivered));
+        assert_eq!(state("http://h/new").await, None);
+        assert!(s.final_with_pending_callbacks().await.unwrap().is_empty());
         assert_eq!(
             s.count_by_status(0).await.unwrap(),
             vec![("failed".to_string(), 1)]

@@ -1,6 +1,6 @@
 //! Real `portscope-api` processes for the cluster tests: each with its own scripted engine on
-//! a Unix socket (every `Submit` is accepted and completes at once with port 22 open on each
-//! target; no packet is sent anywhere), a config file, and a throwaway PostgreSQL
+//! a Unix socket (every `Submit` but one of [`REFUSED`] is accepted and completes at once
+//! with port 22 open on each target; no packet is sent anywhere), a config file, and a throwaway PostgreSQL
 //! (`xtask::pg::PgGuard`). Clients are told apart by `X-Forwarded-For` from the trusted
 //! loopback proxy. Used by `cluster_pg.rs`, `durable_pg.rs` and `durable_webhooks.rs`.
 
@@ -19,9 +19,12 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
-/// A scripted engine: every submit is accepted, runs one chunk with port 22 open on each
-/// target (and from its second submit on, Telnet's 23 too: a new CRITICAL finding for
-/// monitors), and completes.
+/// The one target the scripted engine refuses by policy (its scan fails at once).
+pub const REFUSED: &str = "198.18.6.66";
+
+/// A scripted engine: every submit is accepted (but one of [`REFUSED`], rejected `policy`),
+/// runs one chunk with port 22 open on each target (and from its second submit on,
+/// Telnet's 23 too: a new CRITICAL finding for monitors), and completes.
 pub async fn scripted_engine(listener: UnixListener) {
     let submits = Arc::new(AtomicU32::new(0));
     loop {
@@ -45,6 +48,17 @@ async fn serve_engine(mut s: UnixStream, submits: Arc<AtomicU32>) {
         while let Some((req, n)) = decode::<Request>(&buf).unwrap() {
             buf.drain(..n);
             if let Request::Submit { id, targets, .. } = req {
+                if targets.iter().any(|t| t == REFUSED) {
+                    let refusal = Event::Rejected {
+                        id,
+                        code: "policy".into(),
+                        message: format!("{REFUSED} is refused by this engine's policy"),
+                    };
+                    if s.write_all(&encode(&refusal)).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 let ports: &[u16] = if submits.fetch_add(1, Ordering::SeqCst) == 0 {
                     &[22]
                 } else {

@@ -13,8 +13,8 @@ use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-use xtask::lab::{Expected, Truth};
+use std::time::Duration;
+use xtask::lab::{assert_reports_match, Expected, Truth};
 
 /// The uid and gid workers run as (the lab stack's API user).
 pub const WORKER_UID: u32 = xtask::stack::API_UID;
@@ -85,7 +85,7 @@ impl Worker {
 
     /// SIGKILL, as a dying node.
     pub fn kill(&mut self) {
-        self.stop("-KILL");
+        self.stop(true);
     }
 
     /// Whether it still runs.
@@ -104,27 +104,14 @@ impl Worker {
         )
     }
 
-    fn stop(&mut self, sig: &str) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args([sig, &c.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+    fn stop(&mut self, kill: bool) {
+        xtask::stack::stop_within(&mut self.child, kill, Duration::from_secs(15));
     }
 }
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        self.stop("-TERM");
+        self.stop(false);
     }
 }
 
@@ -146,43 +133,23 @@ pub fn assert_exact(truth: &Truth, hosts: &[IpAddr], chunks: &[ChunkRow], result
         let dup = stored.insert((r.ip, r.port), (r.state, r.reason));
         assert!(dup.is_none(), "{}:{} stored twice", r.ip, r.port);
     }
-    let mut wrong = Vec::new();
-    let mut closed_want = 0u64;
-    for &addr in hosts {
-        let host = truth.host(addr).expect("a lab host");
-        closed_want += host.closed_count() as u64;
-        for port in 1..=65535u16 {
-            let got = stored.remove(&(addr, port));
-            let ok = match (host.expected(port), got) {
-                (Expected::Open, Some(g)) => g == (PortState::Open, Reason::SynAck),
-                (Expected::FilteredSilent, Some(g)) => {
-                    g == (PortState::Filtered, Reason::NoResponse)
-                }
-                (Expected::FilteredIcmp, Some(g)) => {
-                    g == (PortState::Filtered, Reason::IcmpUnreachable)
-                }
-                (Expected::Closed, None) => true,
-                _ => false,
-            };
-            if !ok {
-                wrong.push(format!(
-                    "{addr}:{port} want {:?} got {got:?}",
-                    host.expected(port)
-                ));
+    let hosts: Vec<_> = hosts
+        .iter()
+        .map(|&addr| truth.host(addr).expect("a lab host"))
+        .collect();
+    let closed_want: u64 = hosts.iter().map(|h| h.closed_count() as u64).sum();
+    let ports: Vec<u16> = (1..=65535).collect();
+    assert_reports_match(&hosts, &ports, stored, |_, _, want, got| {
+        match (want, got) {
+            (Expected::Open, Some(g)) => *g == (PortState::Open, Reason::SynAck),
+            (Expected::FilteredSilent, Some(g)) => *g == (PortState::Filtered, Reason::NoResponse),
+            (Expected::FilteredIcmp, Some(g)) => {
+                *g == (PortState::Filtered, Reason::IcmpUnreachable)
             }
+            (Expected::Closed, None) => true,
+            _ => false,
         }
-    }
-    assert!(
-        stored.is_empty(),
-        "results for other pairs: {:?}",
-        stored.keys().take(5).collect::<Vec<_>>()
-    );
-    assert!(
-        wrong.is_empty(),
-        "{} pairs wrong: {:#?}",
-        wrong.len(),
-        &wrong[..wrong.len().min(10)]
-    );
+    });
     let closed: u64 = chunks.iter().map(|c| c.closed.unwrap_or(0)).sum();
     assert_eq!(closed, closed_want, "closed ports counted");
 }

@@ -77,9 +77,8 @@ async fn targets_crud_scan_and_trigger_all_recheck_the_scope() {
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
     let net_scan = r.body["id"].as_str().unwrap().to_string();
-    // One chunk of the 16 addresses of the CIDR.
-    let hosts: Vec<String> = (0..16).map(|k| format!("198.18.0.{k}")).collect();
-    assert_eq!(m.submits().await[0].1, hosts);
+    // One chunk of the 16 addresses of the CIDR, as one address range.
+    assert_eq!(m.submits().await[0].1, ["198.18.0.0-198.18.0.15"]);
     assert_eq!(m.submits().await[0].2, "22,443");
 
     // DNS moves web out of scope: trigger-all skips it with 403 and the live net scan with
@@ -492,6 +491,31 @@ async fn engine_outages_retry_chunks_and_a_restart_reruns_one() {
 /// Two API nodes on one database both run the managed finisher: a scan is graded, its
 /// alerts raised and its monitors notified once (the store transition to `complete` is the
 /// one place that triggers them, and only one node makes it).
+/// Delivery jobs (monitor webhooks) queued or being run.
+pub(crate) async fn deliveries_left(m: &M) -> i64 {
+    use portscope_control_api::store::Db;
+    let sql = |table: &str| {
+        format!(
+            "SELECT COUNT(*) FROM {table} WHERE job_type = $1 AND status IN ('Pending', 'Running')"
+        )
+    };
+    let n = match m.state.managed().store().pool() {
+        Db::Sqlite(p) => {
+            sqlx::query_scalar::<_, i64>(&sql("Jobs"))
+                .bind(portscope_control_api::delivery::NAMESPACE)
+                .fetch_one(p)
+                .await
+        }
+        Db::Postgres(p) => {
+            sqlx::query_scalar::<_, i64>(&sql("apalis.jobs"))
+                .bind(portscope_control_api::delivery::NAMESPACE)
+                .fetch_one(p)
+                .await
+        }
+    };
+    n.unwrap()
+}
+
 #[tokio::test]
 async fn two_api_nodes_finish_a_scan_once_and_notify_once() {
     let m = M::with(
@@ -530,10 +554,22 @@ async fn two_api_nodes_finish_a_scan_once_and_notify_once() {
     };
     m.complete_with(&b, &[("198.18.0.97", 27017)]).await;
     racing.await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The webhook is a delivery job, claimed by either node's delivery worker on its next
+    // poll: wait (bounded) until one arrived and no delivery job is left to run, so a
+    // second delivery would have arrived too. (A fixed 300 ms wait saw 0 once in 30 runs
+    // under load.)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while got.lock().unwrap().is_empty() || deliveries_left(&m).await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no monitor webhook in 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let r = m.get("/api/v1/alerts", &t).await;
     assert_eq!(r.body["total"], 2, "{}", r.text);
-    assert_eq!(got.lock().unwrap().len(), 1, "one monitor webhook");
+    let hooks = got.lock().unwrap().len();
+    assert_eq!(hooks, 1, "one monitor webhook, got {hooks}");
     assert_eq!(m.outbox.0.lock().unwrap().len(), 1, "one e-mail");
     let here = m.get(&format!("/api/v1/scan/{b}"), &t).await;
     assert_eq!(here.body["status"], "complete");

@@ -79,12 +79,9 @@ pub struct M {
     next_client: AtomicU32,
 }
 
-/// The self-scan lab config, with the default engine-submit wait.
+/// The self-scan lab config.
 pub fn config(dir: &std::path::Path) -> Config {
-    Config {
-        submit_wait_ms: Config::default().submit_wait_ms,
-        ..lab_config(dir)
-    }
+    lab_config(dir)
 }
 
 /// Settings with no scheduler loop (a test runs its rounds with `run_due`) and at most
@@ -458,7 +455,7 @@ impl M {
             let ports = PortSet::parse(&run.ports).unwrap();
             let results = open
                 .iter()
-                .filter(|(h, p)| run.targets.iter().any(|t| t == h) && ports.index_of(*p).is_some())
+                .filter(|(h, p)| run.covers(h) && ports.index_of(*p).is_some())
                 .map(|&(h, p)| port_result(h.parse().unwrap(), p, PortState::Open))
                 .collect();
             self.engine.emit(Event::Ports {
@@ -470,6 +467,17 @@ impl M {
             self.engine.complete(&run.run, 1234);
         }
         self.wait_status(id, "complete").await;
+    }
+}
+
+impl ChunkRun {
+    /// Whether `host` is one of the run's targets (an address or a `first-last` range).
+    pub fn covers(&self, host: &str) -> bool {
+        let h: IpAddr = host.parse().unwrap();
+        self.targets.iter().any(|t| {
+            let (a, b) = portscope_core::targets::parse_target(t).unwrap();
+            a.is_ipv4() == h.is_ipv4() && a <= h && h <= b
+        })
     }
 }
 

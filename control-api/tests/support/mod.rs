@@ -8,6 +8,8 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod managed;
+#[allow(dead_code)]
+pub mod receiver;
 mod selfscan;
 
 use async_trait::async_trait;
@@ -85,7 +87,6 @@ pub fn lab_config(dir: &std::path::Path) -> Config {
             "2001:2::/48".parse().unwrap(),
         ],
         maintenance_interval_ms: 3_600_000,
-        submit_wait_ms: 1000,
         webhook_backoff_ms: 50,
         webhook_timeout_ms: 2000,
         // A chunk run that cannot reach the (fake) engine fails fast and is retried.

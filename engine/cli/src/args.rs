@@ -151,7 +151,7 @@ pub(crate) struct ScanArgs {
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub max_wait: Duration,
     /// Lower bound on that wait.
-    #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration, hide = true)]
+    #[arg(long, default_value = "3ms", value_parser = humantime::parse_duration, hide = true)]
     pub min_wait: Duration,
     /// Allow a range the default policy denies (private, loopback, benchmarking, ...).
     #[arg(long = "allow", value_name = "CIDR")]
@@ -313,6 +313,12 @@ mod tests {
             Command::Scan(a) => Ok(*a),
             Command::Engine(_) => Err("engine".into()),
         }
+    }
+
+    #[test]
+    fn wait_floor_defaults_to_the_engines() {
+        let a = parse("portscope scan 198.18.0.2").unwrap();
+        assert_eq!(a.min_wait, portscope_core::rtt::DEFAULT_MIN_WAIT);
     }
 
     #[test]

@@ -141,7 +141,7 @@ pub(crate) fn rate_limit_lines(by_round: &[[u64; 3]], spans: &[[AnswerSpan; 3]])
 mod tests {
     use super::*;
     use crate::output::{new_report, Format, ReportFilter};
-    use portscope_core::results::{Proto, Reason};
+    use portscope_core::results::Reason;
     use portscope_core::Nanos;
     use std::sync::{Arc, Mutex};
 
@@ -158,20 +158,12 @@ mod tests {
     }
 
     fn r(ip: &str, port: u16, state: PortState) -> PortResult {
-        PortResult {
-            ip: ip.parse().unwrap(),
-            port,
-            proto: Proto::Tcp,
-            state,
-            reason: if state == PortState::Open {
-                Reason::SynAck
-            } else {
-                Reason::Reset
-            },
-            ttl: Some(64),
-            icmp_type: None,
-            icmp_code: None,
-        }
+        let reason = if state == PortState::Open {
+            Reason::SynAck
+        } else {
+            Reason::Reset
+        };
+        PortResult::tcp(ip.parse().unwrap(), port, state, reason, Some(64))
     }
 
     /// 1000 ports on two hosts, in interleaved order: .2 answers SYN-ACK everywhere, .3

@@ -110,19 +110,10 @@ impl ResumeFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use portscope_core::results::{PortState, Proto};
+    use portscope_core::results::PortState;
 
     fn r(port: u16, state: PortState, reason: Reason) -> PortResult {
-        PortResult {
-            ip: "198.18.0.2".parse().unwrap(),
-            port,
-            proto: Proto::Tcp,
-            state,
-            reason,
-            ttl: Some(64),
-            icmp_type: None,
-            icmp_code: None,
-        }
+        PortResult::tcp("198.18.0.2".parse().unwrap(), port, state, reason, Some(64))
     }
 
     #[test]

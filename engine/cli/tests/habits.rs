@@ -237,10 +237,17 @@ fn resume_finishes_without_reprobing_and_matches_an_uninterrupted_scan() {
     let resumed = run_bounded(c, Duration::from_secs(60));
     ok(&resumed);
     // Exactly the unanswered pairs went out: round 0 for the rest, and two retries for each
-    // of the 8 silently filtered ports in 1-20000.
+    // of the 8 silently filtered ports in 1-20000 (one when the resumed first round's
+    // answers alone bound the loss: `retry::quiet_first_retry_suffices`).
+    let answered_now = 20_000 - saved - 8;
+    let retries = if portscope_core::retry::quiet_first_retry_suffices(&[answered_now, 0]) {
+        1
+    } else {
+        2
+    };
     assert_eq!(
         probes_sent(&resumed.stderr),
-        20_000 - saved + 8 * 2,
+        20_000 - saved + 8 * retries,
         "{}",
         resumed.stderr
     );

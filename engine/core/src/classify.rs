@@ -392,16 +392,7 @@ impl ScanSpace {
     /// The result for a pair that never answered.
     pub fn silent_result(&self, pair: u64) -> PortResult {
         let (ip, port) = self.target_port(pair);
-        PortResult {
-            ip,
-            port,
-            proto: Proto::Tcp,
-            state: PortState::Filtered,
-            reason: Reason::NoResponse,
-            ttl: None,
-            icmp_type: None,
-            icmp_code: None,
-        }
+        PortResult::tcp(ip, port, PortState::Filtered, Reason::NoResponse, None)
     }
 }
 

@@ -277,17 +277,22 @@ impl RetryRate {
 mod tests {
     use super::*;
 
-    #[test]
-    fn retry_rate_starts_at_the_answer_rate_and_holds_while_answered() {
-        // Previous round: 20,000 answers in one second at a full rate of 250k.
-        let mut r = RetryRate::start(
+    /// A retry round after 20,000 answers in one second at a full rate of 250k, judged in
+    /// 30 ms windows.
+    fn after_20k_answers_in_a_second() -> RetryRate {
+        RetryRate::start(
             250_000,
             20_000,
             Nanos(Nanos::SECOND),
             Nanos::from_millis(30),
             Nanos(0),
             0,
-        );
+        )
+    }
+
+    #[test]
+    fn retry_rate_starts_at_the_answer_rate_and_holds_while_answered() {
+        let mut r = after_20k_answers_in_a_second();
         assert_eq!(r.rate(), 17_500);
         // 600 sent, 590 answered in the window: 17,500 is known good, and the limit may be
         // higher (a bursty round 0 measures less than it): up by 1/64 beyond the known good.
@@ -346,14 +351,7 @@ mod tests {
         // limiter dropped a bunch, or the receive thread was off CPU for a window). The
         // round as a whole is answered, so the rate does not double (it did: within a few
         // windows the round ran at full speed and left hundreds of closed ports silent).
-        let mut r = RetryRate::start(
-            250_000,
-            20_000,
-            Nanos(Nanos::SECOND),
-            Nanos::from_millis(30),
-            Nanos(0),
-            0,
-        );
+        let mut r = after_20k_answers_in_a_second();
         r.on_sent(1_000);
         r.poll(Nanos::from_millis(31), 1_000);
         let mut replies = 1_000;
@@ -365,14 +363,7 @@ mod tests {
         }
         assert!(r.smooth());
         // A round of filtered pairs (nothing answers) still climbs back to full speed.
-        let mut f = RetryRate::start(
-            250_000,
-            20_000,
-            Nanos(Nanos::SECOND),
-            Nanos::from_millis(30),
-            Nanos(0),
-            0,
-        );
+        let mut f = after_20k_answers_in_a_second();
         for k in 1..10u64 {
             f.on_sent(f.rate() * 31 / 1000);
             f.poll(Nanos::from_millis(31 * k), 0);
@@ -411,34 +402,34 @@ mod tests {
 
     #[test]
     fn retry_rate_without_answers_is_full_and_floor_applies() {
-        assert_eq!(
-            RetryRate::start(250_000, 0, Nanos(Nanos::SECOND), Nanos(1), Nanos(0), 0).rate(),
-            250_000
-        );
-        // The floor is below the usual limiters (FreeBSD's 200 RSTs/s).
-        assert_eq!(
-            RetryRate::start(250_000, 1, Nanos(Nanos::SECOND), Nanos(1), Nanos(0), 0).rate(),
-            244
-        );
-        assert_eq!(
-            RetryRate::start(50_000, 1, Nanos(Nanos::SECOND), Nanos(1), Nanos(0), 0).rate(),
-            100
-        );
-        assert_eq!(
-            RetryRate::start(500, 1, Nanos(Nanos::SECOND), Nanos(1), Nanos(0), 0).rate(),
-            100
-        );
+        // (full rate, answers in the previous round's second, starting rate). The floor is
+        // below the usual limiters (FreeBSD's 200 RSTs/s).
+        for (full, answers, want) in [
+            (250_000, 0, 250_000),
+            (250_000, 1, 244),
+            (50_000, 1, 100),
+            (500, 1, 100),
+        ] {
+            let r = RetryRate::start(full, answers, Nanos(Nanos::SECOND), Nanos(1), Nanos(0), 0);
+            assert_eq!(r.rate(), want, "full {full}, {answers} answers");
+        }
+    }
+
+    /// What `p` lets out in one simulated second, polled every `step_ns` for up to `want`.
+    fn sent_in_a_second(p: &mut Pacer, step_ns: u64, want: u32) -> u64 {
+        let mut sent = 0u64;
+        let mut t = Nanos(0);
+        while t.0 < Nanos::SECOND {
+            sent += u64::from(p.poll(t, want));
+            t = Nanos(t.0 + step_ns);
+        }
+        sent
     }
 
     #[test]
     fn holds_the_rate_over_a_simulated_second() {
         let mut p = Pacer::new(100_000, 64, Nanos(0));
-        let mut sent = 0u64;
-        let mut t = Nanos(0);
-        while t.0 < Nanos::SECOND {
-            sent += u64::from(p.poll(t, 64));
-            t = Nanos(t.0 + 50_000); // poll every 50 us
-        }
+        let sent = sent_in_a_second(&mut p, 50_000, 64); // poll every 50 us
         assert!((99_900..=100_100).contains(&sent), "sent {sent}");
     }
 
@@ -464,12 +455,7 @@ mod tests {
         // 1,000/s polled 1.1 ms apart (a sender that always wakes 100 us late): the rate
         // still holds, because a few packets of credit carry over.
         let mut p = Pacer::new(1_000, 128, Nanos(0));
-        let mut sent = 0u64;
-        let mut t = Nanos(0);
-        while t.0 < Nanos::SECOND {
-            sent += u64::from(p.poll(t, 128));
-            t = Nanos(t.0 + 1_100_000);
-        }
+        let sent = sent_in_a_second(&mut p, 1_100_000, 128);
         assert!((999..=1_001).contains(&sent), "sent {sent}");
         // But no more than the catch-up after a long stall.
         assert_eq!(p.poll(Nanos(10 * Nanos::SECOND), 128), MIN_CATCH_UP as u32);

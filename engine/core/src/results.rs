@@ -81,6 +81,22 @@ pub struct PortResult {
     pub icmp_code: Option<u8>,
 }
 
+impl PortResult {
+    /// A TCP result with no ICMP details: `ttl` of the reply, `None` for no-response.
+    pub fn tcp(ip: IpAddr, port: u16, state: PortState, reason: Reason, ttl: Option<u8>) -> Self {
+        PortResult {
+            ip,
+            port,
+            proto: Proto::Tcp,
+            state,
+            reason,
+            ttl,
+            icmp_type: None,
+            icmp_code: None,
+        }
+    }
+}
+
 /// Transport protocol of a result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]

@@ -29,7 +29,7 @@ impl Default for ScanSettings {
         ScanSettings {
             rate: 10_000,
             retries: 2,
-            min_wait: Duration::from_millis(10),
+            min_wait: portscope_core::rtt::DEFAULT_MIN_WAIT,
             max_wait: Duration::from_secs(1),
         }
     }

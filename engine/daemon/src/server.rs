@@ -1,6 +1,7 @@
-//! The daemon's public face: binding the Unix socket (mode, stale-file replacement, removal
-//! on drop), the accept loop, one task per connection (peer check, framing, a writer task
-//! draining the client's queue), graceful shutdown, and the metrics endpoint.
+//! The daemon's public face: binding the Unix socket (listening before its path appears,
+//! mode, stale-file replacement, removal on drop), the accept loop, one task per connection
+//! (peer check, framing, a writer task draining the client's queue), graceful shutdown, and
+//! the metrics endpoint.
 
 use crate::clients::Frame;
 use crate::config::{DaemonConfig, RouteFn};
@@ -90,6 +91,10 @@ impl Drop for SocketListener {
 /// Creates the control socket at `path` with permissions `mode` (e.g. `0o660`). A stale
 /// socket file (nobody listening) is replaced; a live one or a non-socket file is an error.
 /// Needs no runtime (call it before starting threads).
+///
+/// The socket is bound and listening under a temporary name in the same directory, gets
+/// its mode there, and is then renamed into place (atomically, replacing a stale file), so
+/// `path` appears only once it accepts connections and never with another mode.
 pub fn bind(path: &Path, mode: u32) -> Result<SocketListener, BindError> {
     if mode > 0o777 {
         return Err(BindError::Mode(mode));
@@ -105,13 +110,22 @@ pub fn bind(path: &Path, mode: u32) -> Result<SocketListener, BindError> {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(BindError::InUse(path.to_path_buf()));
         }
-        std::fs::remove_file(path).map_err(io("removing the stale socket"))?;
     }
-    let listener = std::os::unix::net::UnixListener::bind(path).map_err(io("binding"))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(io("setting the mode of"))?;
-    listener.set_nonblocking(true).map_err(io("configuring"))?;
-    let m = std::fs::symlink_metadata(path).map_err(io("reading"))?;
+    let tmp = temporary_name(path);
+    let _ = std::fs::remove_file(&tmp);
+    // std's `bind` is socket(2), bind(2) and listen(2): the temporary file accepts from here.
+    let listener = std::os::unix::net::UnixListener::bind(&tmp).map_err(io("binding"))?;
+    let placed = (|| {
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+            .map_err(io("setting the mode of"))?;
+        listener.set_nonblocking(true).map_err(io("configuring"))?;
+        let m = std::fs::symlink_metadata(&tmp).map_err(io("reading"))?;
+        std::fs::rename(&tmp, path).map_err(io("renaming the new socket to"))?;
+        Ok(m)
+    })();
+    let m = placed.inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })?;
     Ok(SocketListener {
         listener: Some(listener),
         path: path.to_path_buf(),
@@ -119,6 +133,14 @@ pub fn bind(path: &Path, mode: u32) -> Result<SocketListener, BindError> {
         owner_uid: m.uid(),
         owner_gid: m.gid(),
     })
+}
+
+/// `.<pid>.<n>` next to `path` (the same directory, so the rename stays within one file
+/// system; short, as a socket path has at most 107 bytes); `n` counts binds in this process.
+fn temporary_name(path: &Path) -> PathBuf {
+    static BINDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = BINDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    path.with_file_name(format!(".{}.{n}", std::process::id()))
 }
 
 /// Binds the metrics listener (non-blocking, for [`Daemon::run`]). Needs no runtime.

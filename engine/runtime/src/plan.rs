@@ -45,7 +45,7 @@ impl Default for ScanRequest {
             rate: 100_000,
             retries: 2,
             max_wait: Duration::from_secs(1),
-            min_wait: Duration::from_millis(10),
+            min_wait: portscope_core::rtt::DEFAULT_MIN_WAIT,
             source_port: None,
         }
     }

@@ -94,6 +94,10 @@ pub(super) fn render(report: &Report) -> String {
             }
         });
         let mut note = r.note.clone().unwrap_or_default();
+        if let (Some(t), Some(x)) = (r.scan_s, r.scan_of_ceiling) {
+            let sep = if note.is_empty() { "" } else { "; " };
+            note = format!("{note}{sep}scan {t:.3} s = {:.0}% of ceiling", x * 100.0);
+        }
         if r.status != "ok" && r.status != "skipped" && !note.starts_with(&r.status) {
             note = format!("{}: {note}", r.status);
         }

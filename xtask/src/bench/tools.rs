@@ -211,6 +211,9 @@ pub struct Parsed {
     pub probes: Option<u64>,
     /// Something worth a footnote.
     pub note: Option<String>,
+    /// The tool's own scan time, where it prints one (Portscope's `done in`: from the
+    /// scan's submission to its last result, the engine's sockets already open).
+    pub scan_s: Option<f64>,
 }
 
 /// The text of a run's three files.
@@ -225,10 +228,12 @@ pub struct Texts {
 pub fn parse(tool: Tool, scenario: &Scenario, texts: &Texts) -> anyhow::Result<Parsed> {
     let mut answer = Answer::new(scenario);
     let mut note = None;
+    let mut scan_s = None;
     let probes = match tool {
         Tool::Portscope => {
             parse_portscope(&texts.result, &mut answer)?;
             note = portscope_rounds(&texts.stderr);
+            scan_s = portscope_scan_time(&texts.stderr);
             portscope_probes(&texts.stderr)
         }
         Tool::Masscan => {
@@ -253,6 +258,7 @@ pub fn parse(tool: Tool, scenario: &Scenario, texts: &Texts) -> anyhow::Result<P
         answer,
         probes,
         note,
+        scan_s,
     })
 }
 
@@ -280,6 +286,13 @@ fn portscope_probes(stderr: &str) -> Option<u64> {
     let line = stderr.lines().rev().find(|l| l.contains(" probes sent"))?;
     let before = &line[..line.find(" probes sent")?];
     before.rsplit(' ').next()?.parse().ok()
+}
+
+/// `portscope: done in 0.151s: ...` on Portscope's stderr -> 0.151.
+fn portscope_scan_time(stderr: &str) -> Option<f64> {
+    let line = stderr.lines().rev().find(|l| l.contains("done in "))?;
+    let rest = line.split("done in ").nth(1)?;
+    rest[..rest.find("s:")?].parse().ok()
 }
 
 /// `... in 5 round(s); estimated loss per try 2.00%; ...` -> `5 rounds, est. loss 2.00%/try`.
@@ -463,7 +476,9 @@ mod tests {
             Some("4 rounds, est. loss 2.00%/try")
         );
         assert_eq!(portscope_probes(line), Some(66892));
+        assert_eq!(portscope_scan_time(line), Some(1.2));
         assert_eq!(portscope_rounds("nothing"), None);
+        assert_eq!(portscope_scan_time("nothing"), None);
     }
 
     fn env() -> Env {

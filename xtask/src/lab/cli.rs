@@ -50,18 +50,8 @@ enum Command {
     Impair {
         #[command(flatten)]
         lab: Name,
-        /// Random loss in percent, each way.
-        #[arg(long, value_name = "PCT", default_value_t = 0.0)]
-        loss: f64,
-        /// At most N RSTs a second leave the target.
-        #[arg(long, value_name = "N")]
-        rst_limit: Option<u32>,
-        /// Burst room of the RST limit, in packets.
-        #[arg(long, value_name = "N", default_value_t = nft::DEFAULT_RST_BURST)]
-        rst_burst: u32,
-        /// At most N ICMP unreachables a second leave the target.
-        #[arg(long, value_name = "N")]
-        icmp_limit: Option<u32>,
+        #[command(flatten)]
+        impair: Impairments,
     },
     /// Run CMD in scanner namespace K (default 1) or the target's, exit with its code.
     Exec {
@@ -92,14 +82,9 @@ enum Command {
     },
 }
 
-/// `lab up`'s options.
+/// The impairments `lab up` starts with and `lab impair` replaces.
 #[derive(Debug, clap::Args)]
-struct Up {
-    #[command(flatten)]
-    lab: Name,
-    /// Extra target hosts.
-    #[arg(long, value_name = "N", default_value_t = LabConfig::default().hosts)]
-    hosts: u32,
+struct Impairments {
     /// Random loss in percent, each way.
     #[arg(long, value_name = "PCT", default_value_t = 0.0)]
     loss: f64,
@@ -109,6 +94,21 @@ struct Up {
     /// Burst room of the RST limit, in packets.
     #[arg(long, value_name = "N", default_value_t = nft::DEFAULT_RST_BURST)]
     rst_burst: u32,
+    /// At most N ICMP unreachables a second leave the target.
+    #[arg(long, value_name = "N")]
+    icmp_limit: Option<u32>,
+}
+
+/// `lab up`'s options.
+#[derive(Debug, clap::Args)]
+struct Up {
+    #[command(flatten)]
+    lab: Name,
+    /// Extra target hosts.
+    #[arg(long, value_name = "N", default_value_t = LabConfig::default().hosts)]
+    hosts: u32,
+    #[command(flatten)]
+    impair: Impairments,
     /// NIC offloads of the veths.
     #[arg(long, value_enum, default_value_t = OnOff::On)]
     offloads: OnOff,
@@ -122,9 +122,6 @@ struct Up {
     /// Ports 40000-40999 of every host answer ICMP unreachable too.
     #[arg(long)]
     icmp_range: bool,
-    /// At most N ICMP unreachables a second leave the target.
-    #[arg(long, value_name = "N")]
-    icmp_limit: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
@@ -139,13 +136,7 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
         Command::Up(o) => up(o),
         Command::Down { lab, all } => down(lab.name, all),
         Command::Status { lab } => status(lab.name),
-        Command::Impair {
-            lab,
-            loss,
-            rst_limit,
-            rst_burst,
-            icmp_limit,
-        } => impair(lab.name, loss, (rst_limit, rst_burst), icmp_limit),
+        Command::Impair { lab, impair: i } => impair(lab.name, i),
         Command::Exec {
             lab,
             target,
@@ -164,10 +155,10 @@ fn up(o: Up) -> anyhow::Result<i32> {
     let cfg = LabConfig {
         name: o.lab.name,
         hosts: o.hosts,
-        loss_pct: o.loss,
-        rst_limit: o.rst_limit,
-        rst_burst: o.rst_burst,
-        icmp_limit: o.icmp_limit,
+        loss_pct: o.impair.loss,
+        rst_limit: o.impair.rst_limit,
+        rst_burst: o.impair.rst_burst,
+        icmp_limit: o.impair.icmp_limit,
         icmp_range: o.icmp_range,
         offloads: o.offloads == OnOff::On,
         wide: o.wide,
@@ -317,12 +308,13 @@ fn status(name: String) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn impair(
-    name: String,
-    loss: f64,
-    (rst_limit, rst_burst): (Option<u32>, u32),
-    icmp_limit: Option<u32>,
-) -> anyhow::Result<i32> {
+fn impair(name: String, i: Impairments) -> anyhow::Result<i32> {
+    let Impairments {
+        loss,
+        rst_limit,
+        rst_burst,
+        icmp_limit,
+    } = i;
     let lab = Lab::open(&name)?;
     lab.set_impairments_with_burst(loss, rst_limit, rst_burst)?;
     lab.set_icmp_limit(icmp_limit)?;

@@ -36,8 +36,7 @@ pub struct ScanBody {
 /// Start a scan of a target in the token's scope.
 #[utoipa::path(
     post, path = "/api/v1/scan", tag = "managed scans", request_body = ScanBody, security(("bearer" = [])),
-    responses((status = 201, description = "`{id, status: queued, reportUrl}`"), (status = 400, description = "`bad_request`", body = ErrorBody), (status = 401, description = "`unauthorized`", body = ErrorBody), (status = 403, description = "`out_of_scope`", body = ErrorBody), (status = 409, description = "`scan_in_progress` with `existingId`"), (status = 429, description = "`monthly_limit`, `concurrent_limit`, `queue_full`, `rate_limited`", body = ErrorBody),
-        (status = 503, description = "`engine_unavailable`", body = ErrorBody))
+    responses((status = 201, description = "`{id, status: queued, reportUrl}`"), (status = 400, description = "`bad_request`", body = ErrorBody), (status = 401, description = "`unauthorized`", body = ErrorBody), (status = 403, description = "`out_of_scope`", body = ErrorBody), (status = 409, description = "`scan_in_progress` with `existingId`"), (status = 429, description = "`monthly_limit`, `concurrent_limit`, `queue_full`, `rate_limited`", body = ErrorBody))
 )]
 pub async fn post_scan(
     State(s): State<S>,

@@ -158,7 +158,7 @@ async fn scoped_target(
 
 /// Scans a host (scope-checked); creates its target first when it has none.
 #[utoipa::path(post, path = "/v1/scan", tag = "seed 002", request_body = HostBody, security(("bearer" = [])),
-    responses((status = 201, description = "Started", body = doc::RunStarted), (status = 400, description = "Invalid input", body = doc::Seed002Error), (status = 401, description = "`unauthorized`", body = doc::Seed002Error), (status = 402, description = "Monthly scan quota reached", body = doc::Seed002Error), (status = 403, description = "Outside the token's scope", body = doc::Seed002Error), (status = 409, description = "Conflict", body = doc::Seed002Error), (status = 429, description = "`rate limit` with `retry_after`", body = doc::Seed002Error), (status = 503, description = "Engine unavailable", body = doc::Seed002Error)))]
+    responses((status = 201, description = "Started", body = doc::RunStarted), (status = 400, description = "Invalid input", body = doc::Seed002Error), (status = 401, description = "`unauthorized`", body = doc::Seed002Error), (status = 402, description = "Monthly scan quota reached", body = doc::Seed002Error), (status = 403, description = "Outside the token's scope", body = doc::Seed002Error), (status = 409, description = "Conflict", body = doc::Seed002Error), (status = 429, description = "`rate limit` with `retry_after`", body = doc::Seed002Error)))]
 pub async fn start(
     State(s): State<S>,
     Authed(t): Authed,

@@ -1,7 +1,7 @@
 //! The fixed scan every format's tests print, and an in-memory sink to print it into.
 
 use super::*;
-use portscope_core::results::{PortResult, PortState, Proto, Reason};
+use portscope_core::results::{PortResult, PortState, Reason};
 
 fn r(
     ip: &str,
@@ -12,14 +12,9 @@ fn r(
     icmp: Option<(u8, u8)>,
 ) -> PortResult {
     PortResult {
-        ip: ip.parse().unwrap(),
-        port,
-        proto: Proto::Tcp,
-        state,
-        reason,
-        ttl,
         icmp_type: icmp.map(|i| i.0),
         icmp_code: icmp.map(|i| i.1),
+        ..PortResult::tcp(ip.parse().unwrap(), port, state, reason, ttl)
     }
 }
 

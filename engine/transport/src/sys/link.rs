@@ -6,9 +6,11 @@
 //! default.
 
 use super::sink::send_all;
-use super::{mmsg_vectors, set_buffer, set_int_opt, source, OpenError, SysConfig};
+use super::{
+    link_addr, mmsg_vectors, packet_socket, set_buffer, set_int_opt, OpenError, SNDBUF_OPTS,
+};
 use crate::{PacketSink, SendBatch, SendReport};
-use socket2::{Domain, Socket, Type};
+use socket2::Socket;
 use std::mem::size_of;
 use std::os::fd::AsRawFd;
 
@@ -47,34 +49,15 @@ impl LinkSink {
     /// Opens a sender on `interface` to `next_hop`, asking for `PACKET_QDISC_BYPASS` if
     /// `qdisc_bypass` (see [`Self::qdisc_bypass`] for whether the kernel agreed).
     pub fn open(interface: &str, next_hop: [u8; 6], qdisc_bypass: bool) -> Result<Self, OpenError> {
-        let ifindex = source::interface_index(&SysConfig {
-            port_lo: 0,
-            port_hi: 0,
-            interface: Some(interface.to_owned()),
-            rx_ring: super::RxRing::Off,
-            expected_replies: None,
-        })?;
-        // Protocol 0: a send-only socket, it never queues received packets.
-        let sock = Socket::new(Domain::PACKET, Type::DGRAM, None)
-            .map_err(|e| OpenError::new("AF_PACKET socket (send)", e))?;
+        // Never bound to a protocol: a send-only socket, it never queues received packets.
+        let (sock, ifindex) = packet_socket(Some(interface), "AF_PACKET socket (send)")?;
         let fd = sock.as_raw_fd();
-        set_buffer(fd, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, SNDBUF)
-            .map_err(|e| OpenError::new("SO_SNDBUF (AF_PACKET)", e))?;
+        set_buffer(fd, SNDBUF_OPTS, SNDBUF, "SO_SNDBUF (AF_PACKET)")?;
         let qdisc_bypass =
             qdisc_bypass && set_int_opt(fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1).is_ok();
         let ifindex = i32::try_from(ifindex)
             .map_err(|_| OpenError::UnknownInterface(interface.to_owned()))?;
-        let mut addr = [0u8; 8];
-        addr[..6].copy_from_slice(&next_hop);
-        let ll = |proto: libc::c_int| libc::sockaddr_ll {
-            sll_family: libc::AF_PACKET as libc::c_ushort,
-            sll_protocol: (proto as u16).to_be(),
-            sll_ifindex: ifindex,
-            sll_hatype: 0,
-            sll_pkttype: 0,
-            sll_halen: 6,
-            sll_addr: addr,
-        };
+        let ll = |proto| link_addr(ifindex, proto, Some(next_hop));
         let (iovs, hdrs) = mmsg_vectors(CHUNK);
         Ok(LinkSink {
             sock,

@@ -205,6 +205,22 @@ pub fn route_source(dst: IpAddr) -> io::Result<IpAddr> {
         .ok_or_else(|| io::Error::other("UDP socket has a non-IP local address"))
 }
 
+/// The link-layer address of `protocol` (an `ETH_P_*`) on interface `ifindex` (0 = all),
+/// to MAC `to` if given.
+fn link_addr(ifindex: i32, protocol: libc::c_int, to: Option<[u8; 6]>) -> libc::sockaddr_ll {
+    let mut sll_addr = [0u8; 8];
+    sll_addr[..6].copy_from_slice(&to.unwrap_or_default());
+    libc::sockaddr_ll {
+        sll_family: libc::AF_PACKET as libc::c_ushort,
+        sll_protocol: (protocol as u16).to_be(),
+        sll_ifindex: ifindex,
+        sll_hatype: 0,
+        sll_pkttype: 0,
+        sll_halen: if to.is_some() { 6 } else { 0 },
+        sll_addr,
+    }
+}
+
 /// Result of a libc call returning -1 on error.
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret == -1 {
@@ -237,10 +253,37 @@ fn set_int_opt(
 
 /// Sets a socket buffer size with the `*FORCE` option (which ignores `net.core.*mem_max`
 /// but needs `CAP_NET_ADMIN`), falling back to the plain option (capped by the sysctl).
-fn set_buffer(fd: RawFd, force: libc::c_int, plain: libc::c_int, bytes: usize) -> io::Result<()> {
+/// `what` names the option in the error.
+fn set_buffer(
+    fd: RawFd,
+    (force, plain): (libc::c_int, libc::c_int),
+    bytes: usize,
+    what: &'static str,
+) -> Result<(), OpenError> {
     let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
     set_int_opt(fd, libc::SOL_SOCKET, force, bytes)
         .or_else(|_| set_int_opt(fd, libc::SOL_SOCKET, plain, bytes))
+        .map_err(|e| OpenError::new(what, e))
+}
+
+/// `SO_SNDBUFFORCE`, `SO_SNDBUF` for [`set_buffer`].
+const SNDBUF_OPTS: (libc::c_int, libc::c_int) = (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF);
+
+/// Opens an `AF_PACKET`/`SOCK_DGRAM` socket (packets start at the IP header) with protocol
+/// 0, so it receives nothing until it is bound, and finds the index of `interface` (0 = all
+/// interfaces). `what` names the socket in the error.
+fn packet_socket(interface: Option<&str>, what: &'static str) -> Result<(Socket, u32), OpenError> {
+    let ifindex = match interface {
+        None => 0,
+        Some(name) => pnet_datalink::interfaces()
+            .into_iter()
+            .find(|i| i.name == name)
+            .map(|i| i.index)
+            .ok_or_else(|| OpenError::UnknownInterface(name.to_owned()))?,
+    };
+    let sock =
+        Socket::new(Domain::PACKET, Type::DGRAM, None).map_err(|e| OpenError::new(what, e))?;
+    Ok((sock, ifindex))
 }
 
 /// `n` empty iovecs and `n` message headers for `sendmmsg`/`recvmmsg`, header `i` pointing

@@ -5,10 +5,10 @@
 //! instead of a `recvmmsg` per burst. Frames are copied out into the [`RecvBatch`] (the
 //! walk itself is [`crate::tpacket`]) and the block is handed back at once.
 
-use super::{cvt, poll_in, set_int_opt, source, OpenError, SysConfig};
+use super::{cvt, packet_socket, poll_in, set_int_opt, source, OpenError, SysConfig};
 use crate::tpacket::{Cursor, BLOCK_STATUS_AT};
 use crate::{KernelStats, PacketSource, RecvBatch, RECV_SLOT};
-use socket2::{Domain, Socket, Type};
+use socket2::Socket;
 use std::io;
 use std::mem::size_of;
 use std::os::fd::AsRawFd;
@@ -65,10 +65,8 @@ impl RingSource {
     /// maps the ring, binds (to `cfg.interface` or all interfaces) and hands back anything
     /// captured meanwhile.
     pub fn open(cfg: &SysConfig) -> Result<Self, OpenError> {
-        let ifindex = source::interface_index(cfg)?;
-        // Protocol 0: nothing is captured before `bind`, i.e. before the filter and ring.
-        let sock = Socket::new(Domain::PACKET, Type::DGRAM, None)
-            .map_err(|e| OpenError::new("AF_PACKET socket", e))?;
+        // Nothing is captured before `bind`, i.e. before the filter and ring.
+        let (sock, ifindex) = packet_socket(cfg.interface.as_deref(), "AF_PACKET socket")?;
         let fd = sock.as_raw_fd();
         let ignores_outgoing = source::attach_reply_filter(&sock, cfg, RECV_SLOT as u32)?;
         let blocks = blocks_for(cfg.expected_replies);
@@ -129,8 +127,7 @@ impl RingSource {
             ignores_outgoing,
             totals: KernelStats::default(),
         };
-        source::bind_all_protocols(src.sock.as_raw_fd(), ifindex)
-            .map_err(|e| OpenError::new("AF_PACKET bind", e))?;
+        source::bind_all_protocols(src.sock.as_raw_fd(), ifindex)?;
         src.drain();
         let _ = src.read_stats();
         Ok(src)

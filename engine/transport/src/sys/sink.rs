@@ -1,7 +1,7 @@
 //! [`RawSink`]: sends complete IP packets (header included) through one raw socket per
 //! address family, many per `sendmmsg` call. It does not build packets or pace them.
 
-use super::{mmsg_vectors, set_buffer, set_int_opt, OpenError};
+use super::{mmsg_vectors, set_buffer, set_int_opt, OpenError, SNDBUF_OPTS};
 use crate::{PacketSink, SendBatch, SendReport};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
@@ -67,29 +67,10 @@ impl RawSink {
     /// (`EAFNOSUPPORT`), IPv6 packets fail per packet instead.
     pub fn open() -> Result<Self, OpenError> {
         let v4 = raw_socket(Domain::IPV4).map_err(|e| OpenError::new("IPv4 raw socket", e))?;
-        v4.set_header_included_v4(true)
-            .map_err(|e| OpenError::new("IP_HDRINCL", e))?;
-        set_buffer(
-            v4.as_raw_fd(),
-            libc::SO_SNDBUFFORCE,
-            libc::SO_SNDBUF,
-            SNDBUF,
-        )
-        .map_err(|e| OpenError::new("SO_SNDBUF (IPv4)", e))?;
-        // Without IP_RECVERR a raw socket hides ENOBUFS (a full device queue): the packet
-        // is dropped and the send reports success. With it we see it and back off.
-        set_int_opt(v4.as_raw_fd(), libc::IPPROTO_IP, libc::IP_RECVERR, 1)
-            .map_err(|e| OpenError::new("IP_RECVERR", e))?;
+        RawFamily::V4.configure(&v4)?;
         let v6 = match raw_socket(Domain::IPV6) {
             Ok(s) => {
-                // IPPROTO_RAW implies it on current kernels; say it anyway for older ones.
-                // (socket2's set_header_included_v6 passes IP_HDRINCL's number, not 36.)
-                set_int_opt(s.as_raw_fd(), libc::IPPROTO_IPV6, IPV6_HDRINCL, 1)
-                    .map_err(|e| OpenError::new("IPV6_HDRINCL", e))?;
-                set_buffer(s.as_raw_fd(), libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, SNDBUF)
-                    .map_err(|e| OpenError::new("SO_SNDBUF (IPv6)", e))?;
-                set_int_opt(s.as_raw_fd(), libc::IPPROTO_IPV6, libc::IPV6_RECVERR, 1)
-                    .map_err(|e| OpenError::new("IPV6_RECVERR", e))?;
+                RawFamily::V6.configure(&s)?;
                 Ok(s)
             }
             Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => Err(libc::EAFNOSUPPORT),
@@ -180,6 +161,46 @@ impl PacketSink for RawSink {
 
 fn raw_socket(domain: Domain) -> io::Result<Socket> {
     Socket::new(domain, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW)))
+}
+
+/// The options one address family's raw socket gets, with their names for errors.
+struct RawFamily {
+    /// The option level (`IPPROTO_IP` or `IPPROTO_IPV6`).
+    level: libc::c_int,
+    /// We supply the IP header.
+    hdrincl: (libc::c_int, &'static str),
+    /// Without it a raw socket hides ENOBUFS (a full device queue): the packet is dropped
+    /// and the send reports success. With it we see it and back off.
+    recverr: (libc::c_int, &'static str),
+    /// The send buffer's name.
+    sndbuf: &'static str,
+}
+
+impl RawFamily {
+    const V4: RawFamily = RawFamily {
+        level: libc::IPPROTO_IP,
+        hdrincl: (libc::IP_HDRINCL, "IP_HDRINCL"),
+        recverr: (libc::IP_RECVERR, "IP_RECVERR"),
+        sndbuf: "SO_SNDBUF (IPv4)",
+    };
+    /// IPPROTO_RAW implies IPV6_HDRINCL on current kernels; it is set anyway for older
+    /// ones. (socket2's set_header_included_v6 passes IP_HDRINCL's number, not 36.)
+    const V6: RawFamily = RawFamily {
+        level: libc::IPPROTO_IPV6,
+        hdrincl: (IPV6_HDRINCL, "IPV6_HDRINCL"),
+        recverr: (libc::IPV6_RECVERR, "IPV6_RECVERR"),
+        sndbuf: "SO_SNDBUF (IPv6)",
+    };
+
+    /// Sets the header option, the send buffer and the error queue on `s`.
+    fn configure(&self, s: &Socket) -> Result<(), OpenError> {
+        let fd = s.as_raw_fd();
+        let (hdrincl, name) = self.hdrincl;
+        set_int_opt(fd, self.level, hdrincl, 1).map_err(|e| OpenError::new(name, e))?;
+        set_buffer(fd, SNDBUF_OPTS, SNDBUF, self.sndbuf)?;
+        let (recverr, name) = self.recverr;
+        set_int_opt(fd, self.level, recverr, 1).map_err(|e| OpenError::new(name, e))
+    }
 }
 
 /// Waits a little after `EAGAIN` (socket buffer full: until writable, at most 1 ms) or

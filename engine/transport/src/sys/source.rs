@@ -3,9 +3,12 @@
 //! [`crate::bpf::reply_filter`], many per `recvmmsg` call, straight into a [`RecvBatch`].
 //! It does not parse or validate what it receives; the core's classifier does.
 
-use super::{cvt, mmsg_vectors, poll_in, set_buffer, set_int_opt, OpenError, SysConfig};
+use super::{
+    cvt, link_addr, mmsg_vectors, packet_socket, poll_in, set_buffer, set_int_opt, OpenError,
+    SysConfig,
+};
 use crate::{bpf, KernelStats, PacketSource, RecvBatch, RECV_SLOT};
-use socket2::{Domain, Socket, Type};
+use socket2::Socket;
 use std::io;
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, RawFd};
@@ -67,16 +70,14 @@ impl PacketSocketSource {
     /// Opens the socket, attaches the reply filter for `cfg.port_lo..=cfg.port_hi`, then
     /// binds it (to `cfg.interface` or to all interfaces) and drains anything queued.
     pub fn open(cfg: &SysConfig) -> Result<Self, OpenError> {
-        let ifindex = interface_index(cfg)?;
-        // Protocol 0: the socket receives nothing until `bind` names ETH_P_ALL, so no
-        // packet can be queued before the filter is in place.
-        let sock = Socket::new(Domain::PACKET, Type::DGRAM, None)
-            .map_err(|e| OpenError::new("AF_PACKET socket", e))?;
+        // The socket receives nothing until `bind` names ETH_P_ALL, so no packet can be
+        // queued before the filter is in place.
+        let (sock, ifindex) = packet_socket(cfg.interface.as_deref(), "AF_PACKET socket")?;
         let fd = sock.as_raw_fd();
         let ignores_outgoing = attach_reply_filter(&sock, cfg, bpf::ACCEPT)?;
-        set_buffer(fd, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, RCVBUF)
-            .map_err(|e| OpenError::new("SO_RCVBUF", e))?;
-        bind_all_protocols(fd, ifindex).map_err(|e| OpenError::new("AF_PACKET bind", e))?;
+        let rcvbuf = (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF);
+        set_buffer(fd, rcvbuf, RCVBUF, "SO_RCVBUF")?;
+        bind_all_protocols(fd, ifindex)?;
 
         let (iovs, hdrs) = mmsg_vectors(CHUNK);
         let mut src = PacketSocketSource {
@@ -216,39 +217,23 @@ impl PacketSource for PacketSocketSource {
 
 /// Binds an `AF_PACKET` socket to every protocol (`ETH_P_ALL`) on interface `ifindex`
 /// (0 = all interfaces).
-pub(super) fn bind_all_protocols(fd: RawFd, ifindex: u32) -> io::Result<()> {
-    let addr = libc::sockaddr_ll {
-        sll_family: libc::AF_PACKET as libc::c_ushort,
-        sll_protocol: (libc::ETH_P_ALL as u16).to_be(),
-        sll_ifindex: i32::try_from(ifindex)
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?,
-        sll_hatype: 0,
-        sll_pkttype: 0,
-        sll_halen: 0,
-        sll_addr: [0; 8],
+pub(super) fn bind_all_protocols(fd: RawFd, ifindex: u32) -> Result<(), OpenError> {
+    let bind = |addr: libc::sockaddr_ll| {
+        // SAFETY: `addr` is a live, fully initialised sockaddr_ll and we pass its exact
+        // size; the kernel only reads it.
+        let ret = unsafe {
+            libc::bind(
+                fd,
+                (&addr as *const libc::sockaddr_ll).cast(),
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        cvt(ret).map(drop)
     };
-    // SAFETY: `addr` is a live, fully initialised sockaddr_ll and we pass its exact size;
-    // the kernel only reads it.
-    let ret = unsafe {
-        libc::bind(
-            fd,
-            (&addr as *const libc::sockaddr_ll).cast(),
-            size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-        )
-    };
-    cvt(ret).map(drop)
-}
-
-/// The index of `cfg.interface` (0 = all interfaces).
-pub(super) fn interface_index(cfg: &SysConfig) -> Result<u32, OpenError> {
-    match &cfg.interface {
-        None => Ok(0),
-        Some(name) => pnet_datalink::interfaces()
-            .into_iter()
-            .find(|i| i.name == *name)
-            .map(|i| i.index)
-            .ok_or_else(|| OpenError::UnknownInterface(name.clone())),
-    }
+    i32::try_from(ifindex)
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+        .and_then(|i| bind(link_addr(i, libc::ETH_P_ALL, None)))
+        .map_err(|e| OpenError::new("AF_PACKET bind", e))
 }
 
 /// Skips our own outgoing packets (`PACKET_IGNORE_OUTGOING`, or in the filter on kernels

@@ -1,0 +1,76 @@
+//! Large CIDR targets: a managed scan's chunks name their hosts as address ranges, so what a
+//! scan writes to the database grows with its number of chunks, not with its hosts.
+//! Planning and admission only: the fake engine answers, nothing is probed.
+
+use super::*;
+use portscope_control_api::store::Db;
+use portscope_core::targets::parse_target;
+use std::net::{IpAddr, Ipv4Addr};
+
+/// Bytes of the scan's chunk rows' targets and of its queue jobs' payloads.
+async fn written_bytes(m: &M, id: &str) -> (i64, i64) {
+    let (jobs, job) = match m.state.managed().store().pool() {
+        Db::Sqlite(_) => ("Jobs", "job"),
+        Db::Postgres(_) => ("apalis.jobs", "job::text"),
+    };
+    let rows = "SELECT CAST(SUM(LENGTH(targets)) AS BIGINT) FROM scan_chunks WHERE scan_id = $1"
+        .to_string();
+    let payloads = format!(
+        "SELECT CAST(SUM(LENGTH({job})) AS BIGINT) FROM {jobs}
+         WHERE id IN (SELECT job_id FROM scan_chunks WHERE scan_id = $1)"
+    );
+    let mut out = Vec::new();
+    for sql in [rows, payloads] {
+        out.push(
+            match m.state.managed().store().pool() {
+                Db::Sqlite(p) => sqlx::query_scalar(&sql).bind(id).fetch_one(p).await,
+                Db::Postgres(p) => sqlx::query_scalar(&sql).bind(id).fetch_one(p).await,
+            }
+            .unwrap(),
+        );
+    }
+    (out[0], out[1])
+}
+
+#[tokio::test]
+async fn a_one_port_slash_16_is_four_range_chunks_that_cover_it_once() {
+    let m = M::new().await;
+    let t = m.token("big", &["198.18.0.0/15"], 10, 5).await;
+    let id = m
+        .scan_with(&t, json!({"target": "198.18.0.0/16", "ports": "443"}))
+        .await;
+    let jobs =
+        portscope_control_api::store::jobs::JobStore::new(m.state.managed().store().pool().clone());
+    let chunks = jobs.chunks(&id).await.unwrap();
+    // 65,536 hosts x 1 port in chunks of 16,384 probes: 4 chunks, one range each.
+    let targets: Vec<Vec<String>> = chunks.iter().map(|c| c.targets.clone()).collect();
+    assert_eq!(
+        targets,
+        [
+            ["198.18.0.0-198.18.63.255"],
+            ["198.18.64.0-198.18.127.255"],
+            ["198.18.128.0-198.18.191.255"],
+            ["198.18.192.0-198.18.255.255"],
+        ]
+    );
+    // Every address exactly once: the ranges tile the /16 in order, without gap or overlap.
+    let mut next = u32::from(Ipv4Addr::new(198, 18, 0, 0));
+    for c in &chunks {
+        let (IpAddr::V4(a), IpAddr::V4(b)) = parse_target(&c.targets[0]).unwrap() else {
+            panic!("{:?}", c.targets)
+        };
+        assert_eq!(u32::from(a), next);
+        assert_eq!(c.probes, u64::from(u32::from(b) - u32::from(a) + 1));
+        next = u32::from(b) + 1;
+    }
+    assert_eq!(next, u32::from(Ipv4Addr::new(198, 19, 0, 0)));
+    // What the scan wrote: a hundred bytes of targets and four small payloads, where
+    // listing every address took ~0.9 MB in the rows and as much again in the queue.
+    let (rows, payloads) = written_bytes(&m, &id).await;
+    assert_eq!(rows, 104);
+    assert!(payloads < 4 * 200, "{payloads} bytes of queue payload");
+    // The engine is given the range (its target syntax), not 16,384 addresses.
+    let run = m.run_of(&id, 0).await;
+    assert_eq!(run.targets, ["198.18.0.0-198.18.63.255"]);
+    assert_eq!(run.ports, "443");
+}
