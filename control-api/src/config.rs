@@ -13,6 +13,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The finishers' default poll on SQLite, ms ([`Config::finisher_poll`]).
+pub const FINISHER_POLL_SQLITE_MS: u64 = 250;
+/// The finishers' default poll on PostgreSQL, ms: other nodes' commits are notified, so
+/// this only bounds what a lost notification costs.
+pub const FINISHER_POLL_POSTGRES_MS: u64 = 2_000;
+
 /// Every setting.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -97,6 +103,10 @@ pub struct Config {
     /// How often the in-process worker polls its queue, ms (a POST cannot wake it).
     #[serde(alias = "worker_poll_ms")]
     pub worker_poll_ms: u64,
+    /// How often the finishers look for chunks other processes committed, ms; unset: the
+    /// backend's default ([`Config::finisher_poll`]).
+    #[serde(alias = "finisher_poll_ms")]
+    pub finisher_poll_ms: Option<u64>,
     /// Grab banners of open ports after a scan.
     pub banners: bool,
     /// Banner connect+read deadline per port, ms.
@@ -175,6 +185,7 @@ impl Default for Config {
             worker_connect_ms: 1000,
             chunk_probes: crate::jobs::plan::DEFAULT_CHUNK_PROBES,
             worker_poll_ms: 20,
+            finisher_poll_ms: None,
             banners: true,
             banner_timeout_ms: 1500,
             banner_concurrency: 16,
@@ -259,6 +270,18 @@ impl Config {
         })
     }
 
+    /// How often the finishers poll (`finisher-poll-ms`, else the backend's default): on
+    /// SQLite a worker in another process is heard of only by polling; on PostgreSQL the
+    /// commits of other nodes are notified (`store::notify`), and the poll is the safety
+    /// net behind a lost notification.
+    pub fn finisher_poll(&self, backend: crate::store::Backend) -> Duration {
+        let default = match backend {
+            crate::store::Backend::Sqlite => FINISHER_POLL_SQLITE_MS,
+            crate::store::Backend::Postgres => FINISHER_POLL_POSTGRES_MS,
+        };
+        Duration::from_millis(self.finisher_poll_ms.unwrap_or(default).max(1))
+    }
+
     /// The retired keys this config sets (they do nothing; the API warns at start).
     pub fn retired_keys(&self) -> Vec<&'static str> {
         [
@@ -322,6 +345,26 @@ mod tests {
         assert_eq!(c.allow_callback.len(), 1);
         assert_eq!(c.result_ttl_secs, 7);
         assert!(c.opt_out.is_some() && c.asn_table.is_some());
+    }
+
+    #[test]
+    fn the_finishers_poll_by_backend_unless_set() {
+        let d = Config::default();
+        assert_eq!(
+            d.finisher_poll(crate::store::Backend::Sqlite),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            d.finisher_poll(crate::store::Backend::Postgres),
+            Duration::from_secs(2)
+        );
+        let c = Config::from_toml("finisher-poll-ms = 600000").unwrap();
+        for b in [
+            crate::store::Backend::Sqlite,
+            crate::store::Backend::Postgres,
+        ] {
+            assert_eq!(c.finisher_poll(b), Duration::from_secs(600));
+        }
     }
 
     #[test]

@@ -111,9 +111,6 @@ impl Default for ManagedOptions {
     }
 }
 
-/// How often the self-scan finisher looks for chunks other nodes committed.
-const FINISHER_POLL: Duration = Duration::from_millis(250);
-
 /// Opens the database, loads the lists, starts the scan service (and, with `worker`, the
 /// in-process chunk worker). Serve `app(state)`.
 pub async fn start(config: &Config, services: Services) -> Result<AppState, StartError> {
@@ -208,6 +205,14 @@ pub async fn start_with(
     // and wakes both finishers after each commit.
     let engine_stop = tokio_util::sync::CancellationToken::new();
     let changed = Arc::new(tokio::sync::Notify::new());
+    // Other nodes' commits wake them too (PostgreSQL); the listener ends with the pool.
+    if let store::Db::Postgres(pool) = store.pool() {
+        let changed = changed.clone();
+        tokio::spawn(store::notify::listen(pool.clone(), move || {
+            changed.notify_waiters()
+        }));
+    }
+    let finisher_poll = config.finisher_poll(store.pool().backend());
     let managed_service = managed::service::ManagedService::start(
         managed::service::ManagedDeps {
             store: mstore,
@@ -223,7 +228,7 @@ pub async fn start_with(
             deliveries: deliveries.clone(),
         },
         managed::service::ManagedSettings {
-            finisher_poll: FINISHER_POLL,
+            finisher_poll,
             chunk_probes: config.chunk_probes.max(1),
             ..managed_opts.settings
         },
@@ -262,7 +267,7 @@ pub async fn start_with(
         opts.engine_connect = Duration::from_millis(config.worker_connect_ms.max(1));
         // One node's own queue: poll it often (a POST cannot wake apalis 0.7's stream).
         opts.timing.poll = Duration::from_millis(config.worker_poll_ms.max(1));
-        opts.changed = changed;
+        opts.changed = changed.clone();
         opts.clock = services.clock.clone();
         opts
     });
@@ -282,8 +287,9 @@ pub async fn start_with(
         selfscan::ScanSettings {
             ttl_secs: config.result_ttl_secs,
             maintenance_interval: Duration::from_millis(config.maintenance_interval_ms.max(10)),
-            finisher_poll: FINISHER_POLL,
+            finisher_poll,
         },
+        changed,
         worker,
     )
     .await;

@@ -142,8 +142,8 @@ macro_rules! text_enum {
 text_enum!(ChunkStatus { Pending => "pending", Done => "done" });
 
 /// A finisher's loop (both services have one): `pass` runs, then again when `changed` is
-/// notified (this process's worker committed a chunk) or after `poll` (commits of other
-/// nodes), for ever. The wake-up is registered before each pass, so a commit during a pass
+/// notified (this process's worker committed a chunk, or, on PostgreSQL, any process did:
+/// `store::notify`) or after `poll` (the safety net), for ever. The wake-up is registered before each pass, so a commit during a pass
 /// wakes the next one.
 pub async fn every_change<F, Fut>(changed: &tokio::sync::Notify, poll: std::time::Duration, pass: F)
 where

@@ -2,9 +2,11 @@
 //! chunks committed): banners, alerts against the previous scan, the grade, then
 //! `complete` with its alerts in one transaction (`MStore::complete`), and only the call
 //! that made the row final notifies (monitor webhooks are durable delivery jobs, e-mail).
-//! Woken by this process's worker after each commit, and every `finisher_poll` for what
-//! other nodes' workers committed. Exactly once across API nodes: `complete` changes a
-//! live row once, and the loser of a race changes nothing and notifies nobody.
+//! Woken by this process's worker after each commit and, on PostgreSQL, by every other
+//! process's commit (`store::notify`); every `finisher-poll-ms` it also looks on its own
+//! (another process's commits on SQLite, a lost notification). Exactly once across API
+//! nodes: `complete` changes a live row once, and the loser of a race changes nothing and
+//! notifies nobody.
 
 use super::alerts::AlertKind;
 use super::findings::{self, OpenPort};

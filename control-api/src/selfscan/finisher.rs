@@ -1,7 +1,8 @@
 //! The self-scan finisher: completes every scan whose chunks are all committed
 //! (`engine_done = 1`, not final: banners, PTR, then `complete`). Woken by this process's
-//! worker after each commit, and every `finisher_poll` for what other nodes' workers
-//! committed.
+//! worker after each commit and, on PostgreSQL, by every other process's commit
+//! (`store::notify`); every `finisher-poll-ms` it also looks on its own (another process's
+//! commits on SQLite, a lost notification).
 //!
 //! Idempotent across nodes: `Store::complete` changes a row once. Callbacks are not
 //! delivered here: the transaction that makes a row final (`complete`, or a failed chunk's

@@ -115,16 +115,15 @@ pub fn chunks_of(ip: IpAddr, t: ScanType) -> Vec<ChunkSpec> {
 
 impl ScanService {
     /// Starts the service and its background tasks: the finisher (which also completes
-    /// what a previous run left), maintenance, and the in-process chunk worker when
-    /// `worker` is given (its `changed` signal wakes the finisher).
+    /// what a previous run left; `changed` wakes it: the in-process worker's commits, and
+    /// other nodes' on PostgreSQL), maintenance, and the in-process chunk worker when
+    /// `worker` is given.
     pub async fn start(
         deps: ScanDeps,
         settings: ScanSettings,
+        changed: Arc<Notify>,
         worker: Option<WorkerOptions>,
     ) -> Arc<Self> {
-        let changed = worker
-            .as_ref()
-            .map_or_else(|| Arc::new(Notify::new()), |w| w.changed.clone());
         let svc = Arc::new(ScanService {
             deps,
             settings,

@@ -41,8 +41,9 @@ use portscope_core::results::{PortResult, PortState};
 
 /// Runs apalis's migrations for the backend of `db` (ours ran when `db` was opened), each
 /// migrator ignoring the other's versions. On PostgreSQL it then makes apalis's insert
-/// trigger name the job type in its NOTIFY payload: apalis 0.7's trigger sends `insert`,
-/// while its listener wakes the storage whose namespace equals the payload. Idempotent.
+/// trigger name the job type in its NOTIFY payload (apalis 0.7's trigger sends `insert`,
+/// while its listener wakes the storage whose namespace equals the payload), and installs
+/// the job-change trigger of `store::notify`. Idempotent.
 pub async fn migrate_queue(db: &Db) -> Result<(), sqlx::Error> {
     match db {
         Db::Sqlite(pool) => {
@@ -54,19 +55,28 @@ pub async fn migrate_queue(db: &Db) -> Result<(), sqlx::Error> {
             let mut queue = apalis_sql::postgres::PostgresStorage::migrations();
             queue.set_ignore_missing(true);
             queue.run(pool).await?;
-            sqlx::raw_sql(
-                // Workers starting together would race on the catalog ("tuple concurrently
-                // updated"): one transaction under an advisory lock.
-                "BEGIN; SELECT pg_advisory_xact_lock(7285001);
-                 CREATE OR REPLACE FUNCTION apalis.portscope_notify_job_type() RETURNS trigger AS $$
+            // Workers starting together would race on the catalog ("tuple concurrently
+            // updated"): each trigger in a transaction under an advisory lock (rolled back
+            // on any error). One table per transaction: submits write `job_scans` before
+            // `apalis.jobs` and a failing scan queues its callbacks before `job_scans`, so
+            // holding both tables' locks at once would deadlock with one or the other.
+            let apalis_trigger = [
+                "CREATE OR REPLACE FUNCTION apalis.portscope_notify_job_type() RETURNS trigger AS $$
                  BEGIN PERFORM pg_notify('apalis::job', NEW.job_type); RETURN NEW; END;
-                 $$ LANGUAGE plpgsql;
-                 CREATE OR REPLACE TRIGGER portscope_notify_job_type AFTER INSERT ON apalis.jobs
-                 FOR EACH ROW EXECUTE FUNCTION apalis.portscope_notify_job_type();
-                 COMMIT;",
-            )
-            .execute(pool)
-            .await?;
+                 $$ LANGUAGE plpgsql",
+                "CREATE OR REPLACE TRIGGER portscope_notify_job_type AFTER INSERT ON apalis.jobs
+                 FOR EACH ROW EXECUTE FUNCTION apalis.portscope_notify_job_type()",
+            ];
+            for statements in [super::notify::TRIGGER_SQL, apalis_trigger] {
+                let mut tx = pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock(7285001)")
+                    .execute(&mut *tx)
+                    .await?;
+                for statement in statements {
+                    sqlx::query(statement).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            }
         }
     }
     Ok(())

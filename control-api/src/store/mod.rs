@@ -9,7 +9,8 @@
 //! - `targets`: saved managed targets and their schedules;
 //! - `alerts`: alerts (changes between two complete scans) and their status;
 //! - [`tokens`]: bearer API tokens (hashes only);
-//! - [`limits`]: rate-limit windows shared by every API node (PostgreSQL).
+//! - [`limits`]: rate-limit windows shared by every API node (PostgreSQL);
+//! - [`notify`]: PostgreSQL notifications of job changes (LISTEN/NOTIFY) between nodes.
 //!
 //! **Backends.** [`Db`] is an enum of typed pools: SQLite (the embedded default: a file
 //! path) or PostgreSQL (a `postgres://` URL), with the same schema from
@@ -25,6 +26,7 @@ mod job_reads;
 pub mod jobs;
 pub mod limits;
 pub mod managed;
+pub mod notify;
 pub mod queue;
 pub mod quota;
 pub mod scans;

@@ -237,7 +237,7 @@ pub async fn start(config: &Path, log: &Path, addr: SocketAddr) -> Node {
         .append(true)
         .open(log)
         .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_portscope-api"))
+    let child = Command::new(api_bin())
         .arg("--config")
         .arg(config)
         .env("RUST_LOG", "info")
@@ -269,6 +269,41 @@ pub async fn start(config: &Path, log: &Path, addr: SocketAddr) -> Node {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     n
+}
+
+/// The `portscope-api` binary: this build's, or `PORTSCOPE_API_BIN` (figures of a release
+/// build: `PORTSCOPE_API_BIN=target/release/portscope-api`).
+pub fn api_bin() -> PathBuf {
+    std::env::var_os("PORTSCOPE_API_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_portscope-api")))
+}
+
+/// A `portscope-api worker` process named `name` on `db` with its own scripted engine
+/// (no finisher: another node's finisher completes what it commits); SIGKILLed on drop.
+pub struct WorkerNode(Child);
+
+impl Drop for WorkerNode {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts [`WorkerNode`] `name` on `db`, logging to `dir/NAME.log`.
+pub fn worker_node(dir: &Path, name: &str, db: &str) -> WorkerNode {
+    let sock = dir.join(format!("{name}.sock"));
+    tokio::spawn(scripted_engine(UnixListener::bind(&sock).unwrap()));
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    let child = Command::new(api_bin())
+        .args(["worker", "--db", db, "--node", name, "--engine-socket"])
+        .arg(&sock)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    WorkerNode(child)
 }
 
 /// Restarts a killed node on the same config (and so the same address).
