@@ -99,3 +99,21 @@ impl RowOf {
         )
     }
 }
+
+/// Ends the live row `$row` (a [`RowOf`]) of scan `$id` in transaction `$tx`: status
+/// `$status`, reason `$reason` (or `None`), at `$now_s` (Unix seconds). Evaluates to the
+/// statement's result.
+macro_rules! end_row {
+    ($tx:ident, $row:expr, $id:expr, $status:expr, $reason:expr, $now_s:expr) => {
+        sqlx::query(&$row.end_sql())
+            .bind($status.as_str())
+            .bind($reason)
+            .bind($now_s)
+            .bind($id)
+            .bind($crate::model::Status::Queued.as_str())
+            .bind($crate::model::Status::Running.as_str())
+            .execute(&mut *$tx)
+            .await
+    };
+}
+pub(super) use end_row;

@@ -32,7 +32,7 @@
 //! the one transition to final); a failed job scan fails it in the same transaction;
 //! [`JobStore::cancel_scan`] cancels both and drops the chunk jobs not claimed yet.
 
-use super::job_hooks::{RowOf, MANAGED};
+use super::job_hooks::{end_row, RowOf, MANAGED};
 use super::job_reads::parse;
 use super::{on_db, Db};
 use crate::jobs::ChunkStatus;
@@ -333,15 +333,14 @@ impl JobStore {
         };
         on_db!(&self.db, |p| {
             let mut tx = p.begin().await?;
-            let r = sqlx::query(&MANAGED.end_sql())
-                .bind(Status::Cancelled.as_str())
-                .bind(None::<&str>)
-                .bind(now_ms / 1000)
-                .bind(scan_id)
-                .bind(Status::Queued.as_str())
-                .bind(Status::Running.as_str())
-                .execute(&mut *tx)
-                .await?;
+            let r = end_row!(
+                tx,
+                MANAGED,
+                scan_id,
+                Status::Cancelled,
+                None::<&str>,
+                now_ms / 1000
+            )?;
             sqlx::query(
                 "UPDATE job_scans SET status = $1, finished_at_ms = $2 WHERE id = $3 AND status = $4",
             )
@@ -487,15 +486,14 @@ impl JobStore {
                     .fetch_optional(&mut *tx)
                     .await?;
             let row = RowOf::kind(kind.as_ref().map_or("", |(k,)| k));
-            sqlx::query(&row.end_sql())
-                .bind(Status::Failed.as_str())
-                .bind(selfscan_reason)
-                .bind(now_ms / 1000)
-                .bind(scan_id)
-                .bind(Status::Queued.as_str())
-                .bind(Status::Running.as_str())
-                .execute(&mut *tx)
-                .await?;
+            end_row!(
+                tx,
+                row,
+                scan_id,
+                Status::Failed,
+                Some(selfscan_reason),
+                now_ms / 1000
+            )?;
             super::callbacks::queue_callbacks!(tx, postgres, scan_id, crate::jobs::now_ms());
             let r = sqlx::query(
                 "UPDATE job_scans SET status = $1, fail_reason = $2, finished_at_ms = $3
