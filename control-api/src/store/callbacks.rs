@@ -3,7 +3,7 @@
 //!
 //! A callback is `pending` while its scan is live. The transaction that makes the scan
 //! final (`Store::complete`, `JobStore::fail_scan`) turns its pending callbacks `queued`
-//! and writes one delivery job each ([`queue_callbacks!`]); a callback added to a scan that
+//! and writes one delivery job each (`queue_callbacks!`); a callback added to a scan that
 //! is already final is queued by the same transaction that adds it. So a crash after the
 //! row is final cannot lose a delivery (the job is in the queue), and two API nodes deliver
 //! once (one transaction made the row final; the jobs are claimed once). The job's run

@@ -1,6 +1,6 @@
 //! Rows of the job queue's own tables (apalis's `Jobs` / `apalis.jobs`) written by the
 //! store rather than by apalis: a queue job inserted inside the transaction that makes it
-//! due ([`push_queue_job!`]), and abandoned deliveries given back on SQLite.
+//! due (`push_queue_job!`), and abandoned deliveries given back on SQLite.
 
 use super::jobs::JobStore;
 use super::Db;
