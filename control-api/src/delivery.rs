@@ -22,8 +22,7 @@ use crate::store::callbacks::CallbackState;
 use crate::store::jobs::{migrate_queue, QueueSpec};
 use crate::store::{Db, MStore, Store};
 use crate::webhook::{delivery_id, Webhooks};
-use apalis::prelude::{Data, Error as QueueError, Storage};
-use apalis_sql::context::SqlContext;
+use apalis::prelude::{Data, Error as QueueError};
 use apalis_sql::postgres::PostgresStorage;
 use apalis_sql::sqlite::SqliteStorage;
 use apalis_sql::Config;
@@ -95,7 +94,6 @@ struct Ctx {
 /// The delivery queue of one API process and its worker.
 #[derive(Debug)]
 pub struct Deliveries {
-    queue: Queue,
     stop: CancellationToken,
     worker: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -143,9 +141,8 @@ impl Deliveries {
             &uuid::Uuid::new_v4().simple().to_string()[..12]
         );
         let worker_stop = stop.clone();
-        let q = queue.clone();
         let worker = tokio::spawn(async move {
-            match q {
+            match queue {
                 Queue::Sqlite(s) => {
                     run_queue_worker!(s, &id, 4, ctx, handle, worker_stop, "deliveries")
                 }
@@ -155,23 +152,9 @@ impl Deliveries {
             }
         });
         Ok(Arc::new(Deliveries {
-            queue,
             stop,
             worker: tokio::sync::Mutex::new(Some(worker)),
         }))
-    }
-
-    /// Queues a delivery (durable once this returns).
-    pub async fn push(&self, job: DeliveryJob) -> Result<(), sqlx::Error> {
-        let mut ctx = SqlContext::new();
-        ctx.set_max_attempts(MAX_ATTEMPTS);
-        let req = apalis::prelude::Request::new_with_ctx(job, ctx);
-        match self.queue.clone() {
-            Queue::Sqlite(mut s) => s.push_request(req).await?,
-            Queue::Postgres(mut s) => s.push_request(req).await?,
-        };
-        tracing::info!("monitor webhook queued");
-        Ok(())
     }
 
     /// Stops the worker (a delivery in flight is abandoned and resumed by the next start).

@@ -10,7 +10,9 @@
 
 use super::alerts::AlertKind;
 use super::findings::{self, OpenPort};
+use super::monitor::Monitor;
 use super::service::{ManagedService, BANNER_HOSTS};
+use crate::store::managed::Completion;
 use crate::util::lock;
 use portscope_core::results::PortState;
 use std::collections::BTreeMap;
@@ -104,22 +106,34 @@ impl ManagedService {
             });
         }
         let (grade, score) = findings::grade(&findings::findings(&open));
+        let monitor = if alerts.is_empty() {
+            Monitor::default()
+        } else {
+            self.monitor(&row, &alerts).await
+        };
         if !store
             .complete(
                 id,
-                &banners,
-                (&grade, score),
-                row.duration_ms.unwrap_or(0).max(0) as u64,
-                self.now_secs(),
-                &alerts,
+                &Completion {
+                    banners: &banners,
+                    grade: &grade,
+                    score,
+                    duration_ms: row.duration_ms.unwrap_or(0).max(0) as u64,
+                    now: self.now_secs(),
+                    alerts: &alerts,
+                    monitor: monitor.webhook.as_ref(),
+                },
             )
             .await?
         {
             return Ok(());
         }
         tracing::info!(%id, open = open.len(), %grade, "managed scan complete");
-        if !alerts.is_empty() {
-            self.notify(&row, alerts).await;
+        if monitor.webhook.is_some() {
+            tracing::info!(%id, "monitor webhook queued");
+        }
+        if let Some(email) = monitor.email {
+            self.send_email(email);
         }
         Ok(())
     }

@@ -305,17 +305,22 @@ impl MStore {
         })
     }
 
-    /// Completes a live scan with banners, grade and score, and its alerts, in one
-    /// transaction. Returns whether it changed.
-    pub async fn complete(
-        &self,
-        id: &str,
-        banners: &[(String, u16, String)],
-        (grade, score): (&str, i64),
-        duration_ms: u64,
-        now: i64,
-        alerts: &[AlertRow],
-    ) -> Result<bool, sqlx::Error> {
+    /// Completes a live scan with banners, grade and score, its alerts and its monitor
+    /// webhook's delivery job, in one transaction. Returns whether it changed.
+    pub async fn complete(&self, id: &str, c: &Completion<'_>) -> Result<bool, sqlx::Error> {
+        let Completion {
+            banners,
+            grade,
+            score,
+            duration_ms,
+            now,
+            alerts,
+            monitor,
+        } = *c;
+        let postgres = matches!(self.pool, Db::Postgres(_));
+        let monitor = monitor
+            .map(|job| serde_json::to_string(job).map_err(|e| sqlx::Error::Encode(Box::new(e))))
+            .transpose()?;
         on_db!(&self.pool, |p| {
             let mut tx = p.begin().await?;
             for (host, port, banner) in banners {
@@ -349,6 +354,20 @@ impl MStore {
             for a in alerts {
                 super::alerts::insert_alert!(&mut *tx, a)?;
             }
+            // The monitor webhook is queued with them: a crash after this commit still
+            // delivers it, and none is queued for a scan that did not complete.
+            if let Some(payload) = &monitor {
+                let job_id = crate::jobs::queue::Queue::new_id();
+                // One second back: SQLite keeps whole seconds and apalis claims `run_at < now`.
+                super::queue::push_queue_job!(
+                    tx,
+                    postgres,
+                    payload,
+                    &job_id,
+                    crate::delivery::queue_spec(),
+                    now - 1
+                );
+            }
             tx.commit().await?;
             Ok(true)
         })
@@ -376,4 +395,23 @@ impl MStore {
             Ok(r.rows_affected() == 1)
         })
     }
+}
+
+/// What makes a managed scan `complete` ([`MStore::complete`]): all of it commits at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Completion<'a> {
+    /// Banners grabbed for open ports: (host, port, banner).
+    pub banners: &'a [(String, u16, String)],
+    /// The grade and its score.
+    pub grade: &'a str,
+    /// The grade's score.
+    pub score: i64,
+    /// The scan's duration.
+    pub duration_ms: u64,
+    /// Now, Unix seconds.
+    pub now: i64,
+    /// Alerts against the previous scan of the target.
+    pub alerts: &'a [AlertRow],
+    /// The target's monitor webhook delivery, queued in the same transaction.
+    pub monitor: Option<&'a crate::delivery::DeliveryJob>,
 }

@@ -488,9 +488,6 @@ async fn engine_outages_retry_chunks_and_a_restart_reruns_one() {
     assert_eq!(r.body["results"].as_array().unwrap().len(), 1);
 }
 
-/// Two API nodes on one database both run the managed finisher: a scan is graded, its
-/// alerts raised and its monitors notified once (the store transition to `complete` is the
-/// one place that triggers them, and only one node makes it).
 /// Delivery jobs (monitor webhooks) queued or being run.
 pub(crate) async fn deliveries_left(m: &M) -> i64 {
     use portscope_control_api::store::Db;
@@ -516,16 +513,80 @@ pub(crate) async fn deliveries_left(m: &M) -> i64 {
     n.unwrap()
 }
 
-#[tokio::test]
-async fn two_api_nodes_finish_a_scan_once_and_notify_once() {
-    let m = M::with(
+/// A managed API that may POST monitor webhooks to 127.0.0.1, with no scheduler.
+async fn monitored() -> M {
+    M::with(
         |c| c.allow_callback = vec!["127.0.0.0/8".parse().unwrap()],
         ManagedSettings {
             scheduler_interval: Duration::ZERO,
             ..ManagedSettings::default()
         },
     )
-    .await;
+    .await
+}
+
+/// Waits (bounded) until a webhook has arrived at `got` and no delivery job is left to run,
+/// so a second delivery would have arrived too. (A fixed 300 ms wait saw 0 once in 30 runs
+/// under load.)
+async fn delivered(m: &M, got: &std::sync::Mutex<Vec<Value>>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while got.lock().unwrap().is_empty() || deliveries_left(m).await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no monitor webhook in 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The monitor webhook is queued by the transaction that makes the scan `complete`, so a
+/// crash after that commit cannot lose it, and a `complete` that finds the scan already
+/// final (another node won) queues nothing.
+#[tokio::test]
+async fn the_transaction_that_completes_a_scan_queues_its_monitor_webhook() {
+    let m = monitored().await;
+    let t = m.token("ci", SCOPE, 100, 10).await;
+    let (url, got) = support::webhook_receiver(0).await;
+    let id = m
+        .post_json("/api/v1/scan", &t, json!({"target": "198.18.0.98"}))
+        .await
+        .created_id();
+    let job = portscope_control_api::delivery::DeliveryJob {
+        id: "monitor-test".into(),
+        url,
+        body: r#"{"monitor":"test"}"#.into(),
+        alerts: Vec::new(),
+        callback_of: None,
+    };
+    let store = m.state.managed().store();
+    let now = m.state.managed().now_secs();
+    let done = portscope_control_api::store::managed::Completion {
+        banners: &[],
+        grade: "A",
+        score: 100,
+        duration_ms: 5,
+        now,
+        alerts: &[],
+        monitor: Some(&job),
+    };
+    let complete = || store.complete(&id, &done);
+    assert!(complete().await.unwrap(), "the live scan completes");
+    assert!(!complete().await.unwrap(), "already final: nothing changes");
+    delivered(&m, &got).await;
+    let hooks = got.lock().unwrap().clone();
+    assert_eq!(
+        hooks,
+        vec![json!({"monitor": "test"})],
+        "exactly the queued one"
+    );
+}
+
+/// Two API nodes on one database both run the managed finisher: a scan is graded, its
+/// alerts raised and its monitors notified once (the store transition to `complete` is the
+/// one place that triggers them, and only one node makes it).
+#[tokio::test]
+async fn two_api_nodes_finish_a_scan_once_and_notify_once() {
+    let m = monitored().await;
     let second = m.second_node().await;
     let t = m.token("ci", SCOPE, 100, 10).await;
     let (url, got) = support::webhook_receiver(0).await;
@@ -554,18 +615,8 @@ async fn two_api_nodes_finish_a_scan_once_and_notify_once() {
     };
     m.complete_with(&b, &[("198.18.0.97", 27017)]).await;
     racing.await.unwrap();
-    // The webhook is a delivery job, claimed by either node's delivery worker on its next
-    // poll: wait (bounded) until one arrived and no delivery job is left to run, so a
-    // second delivery would have arrived too. (A fixed 300 ms wait saw 0 once in 30 runs
-    // under load.)
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while got.lock().unwrap().is_empty() || deliveries_left(&m).await > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no monitor webhook in 20 s"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // The webhook is a delivery job, claimed by either node's delivery worker on its next poll.
+    delivered(&m, &got).await;
     let r = m.get("/api/v1/alerts", &t).await;
     assert_eq!(r.body["total"], 2, "{}", r.text);
     let hooks = got.lock().unwrap().len();
