@@ -29,21 +29,14 @@ pub struct ChunkSpec {
 /// The hosts of a scan by index (`0..len`), cut into target strings.
 struct Hosts<'a> {
     set: &'a TargetSet,
-    /// Each address range of the set with the index of its first address.
-    spans: Vec<(IpAddr, IpAddr, u64)>,
+    /// The indices of each address range's first and last address.
+    spans: Vec<(u64, u64)>,
 }
 
 impl<'a> Hosts<'a> {
     fn new(set: &'a TargetSet) -> Self {
-        let mut first = 0;
-        let spans = set
-            .ranges()
-            .map(|(a, b)| {
-                let span = (a, b, first);
-                first += span_len(a, b);
-                span
-            })
-            .collect();
+        let index = |a| set.index_of(a).expect("a range's ends are in its set");
+        let spans = set.ranges().map(|(a, b)| (index(a), index(b))).collect();
         Hosts { set, spans }
     }
 
@@ -53,14 +46,14 @@ impl<'a> Hosts<'a> {
 
     /// Hosts `from..to` as target strings: one per address range they touch.
     fn targets(&self, from: u64, to: u64) -> Vec<String> {
-        let at = self.spans.partition_point(|s| s.2 <= from) - 1;
+        let at = self.spans.partition_point(|s| s.0 <= from) - 1;
         let mut out = Vec::new();
-        for &(a, b, first) in &self.spans[at..] {
+        for &(first, last) in &self.spans[at..] {
             if first >= to {
                 break;
             }
             let lo = self.set.addr(from.max(first));
-            let hi = self.set.addr((to - 1).min(first + span_len(a, b) - 1));
+            let hi = self.set.addr((to - 1).min(last));
             out.push(if lo == hi {
                 lo.to_string()
             } else {
@@ -80,7 +73,7 @@ impl<'a> Hosts<'a> {
     }
 }
 
-/// Addresses in `a..=b` (a span of one set, at most `MAX_PAIRS`).
+/// Addresses in `a..=b` (a parsed target range).
 fn span_len(a: IpAddr, b: IpAddr) -> u64 {
     let n = |x: IpAddr| match x {
         IpAddr::V4(v) => u128::from(u32::from(v)),

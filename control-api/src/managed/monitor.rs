@@ -41,16 +41,16 @@ impl ManagedService {
             .as_deref()
             .and_then(Severity::parse)
             .unwrap_or(Severity::High);
-        let picked: Vec<&AlertRow> = alerts
+        let picked: Vec<AlertRow> = alerts
             .iter()
             .filter(|a| Severity::parse(&a.severity).is_some_and(|s| s >= min))
+            .cloned()
             .collect();
         if picked.is_empty() {
             return none;
         }
         let webhook = target.webhook_url.clone().map(|url| {
-            let owned: Vec<AlertRow> = picked.iter().map(|a| (*a).clone()).collect();
-            let body = (self.deps().monitor_body)(row, &owned);
+            let body = (self.deps().monitor_body)(row, &picked);
             DeliveryJob {
                 id: delivery_id("monitor", &row.id, &url),
                 url,
