@@ -36,6 +36,12 @@ const STOP_SIGNALS: [i32; 3] = [
     signal_hook::consts::SIGHUP,
 ];
 
+/// How long the result loop blocks when nothing is ready and no line waits to be flushed.
+const IDLE_WAIT: Duration = Duration::from_millis(50);
+
+/// Results handled in a burst between two looks at the clock.
+const CLOCK_EVERY: u32 = 256;
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -174,6 +180,11 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
     let mut open = 0u64;
     let mut summary: Option<ScanSummary> = None;
     let mut stopped_by = 0usize;
+    // Lines are buffered and flushed once the oldest has waited `FLUSH_EVERY`: one write
+    // per batch of lines, not one per line. The clock is read when nothing is ready and
+    // every `CLOCK_EVERY` results of a burst, not for every result.
+    let mut unflushed: Option<Instant> = None;
+    let mut burst = 0u32;
     while summary.is_none() {
         let sig = caught.load(Ordering::SeqCst);
         if sig != 0 && stopped_by == 0 {
@@ -184,8 +195,26 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
             }
         }
         let p = handle.progress();
-        match handle.next_event(Duration::from_millis(50)) {
+        let mut event = handle.next_event(Duration::ZERO);
+        burst += 1;
+        if event.is_none() || burst >= CLOCK_EVERY {
+            burst = 0;
+            let now = Instant::now();
+            if unflushed.is_some_and(|t| now >= t + output::FLUSH_EVERY) {
+                out.flush();
+                unflushed = None;
+            }
+            live.tick(&p, open);
+            if event.is_none() {
+                let wait = unflushed.map_or(IDLE_WAIT, |t| {
+                    (t + output::FLUSH_EVERY).saturating_duration_since(now)
+                });
+                event = handle.next_event(wait);
+            }
+        }
+        match event {
             Some(ScanEvent::Port(r)) => {
+                unflushed.get_or_insert_with(Instant::now);
                 if r.state == PortState::Open {
                     open += 1;
                 }
@@ -203,7 +232,6 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
             Some(ScanEvent::Finished(s)) => summary = Some(s),
             None => {}
         }
-        live.tick(&p, open);
     }
     live.finish();
     let summary = summary.expect("loop ends with a summary");

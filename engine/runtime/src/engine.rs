@@ -4,7 +4,7 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::plan::ScanPlan;
-use crate::recv_loop::{RecvCtl, RecvLoop};
+use crate::recv_loop::{RecvCtl, RecvCtlTx, RecvLoop};
 use crate::scan::{ScanHandle, ScanShared};
 use crate::send_loop::{SendCtl, SendLoop};
 use crate::slots::Slots;
@@ -115,7 +115,7 @@ pub enum SubmitError {
 #[derive(Debug)]
 pub struct Engine {
     send_ctl: Sender<SendCtl>,
-    recv_ctl: Sender<RecvCtl>,
+    recv_ctl: RecvCtlTx,
     slots: Arc<Slots>,
     clock: Arc<dyn Clock>,
     stats: Arc<EngineStats>,
@@ -146,7 +146,8 @@ impl Engine {
         let shutdown = Arc::new(AtomicBool::new(false));
         let slots = Arc::new(Slots::new(usize::from(SLOTS)));
         let (send_ctl, send_rx) = crossbeam_channel::unbounded();
-        let (recv_ctl, recv_rx) = crossbeam_channel::unbounded();
+        let (recv_tx, recv_rx) = crossbeam_channel::unbounded();
+        let recv_ctl = RecvCtlTx::new(recv_tx, source.waker());
         let receiver = RecvLoop {
             source,
             ctl: recv_rx,
@@ -237,8 +238,7 @@ impl Engine {
         let answered = shared.preseed(answered);
         // Receiver first, and wait until it is live, so no early reply finds the slot empty.
         let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
-        let _ = self
-            .recv_ctl
+        self.recv_ctl
             .send(RecvCtl::Add(Arc::clone(&shared), ack_tx));
         let _ = ack_rx.recv_timeout(std::time::Duration::from_secs(1));
         let _ = self.send_ctl.send(SendCtl::Add(Arc::clone(&shared)));
@@ -249,6 +249,7 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.shutdown.store(true, Relaxed);
+        self.recv_ctl.wake();
         // Hang up the send thread's control channel: an idle send thread blocks on it for up
         // to 50 ms at a time, and the shutdown flag alone would leave every one-shot scan
         // waiting out that block before the process can exit.

@@ -19,7 +19,7 @@ use portscope_core::classify::{split_port, Discard, DiscardCounts, Observation, 
 use portscope_core::reply;
 use portscope_core::rtt::RttEstimator;
 use portscope_core::Nanos;
-use portscope_transport::{PacketSource, RecvBatch};
+use portscope_transport::{PacketSource, RecvBatch, Waker};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +32,34 @@ pub(crate) enum RecvCtl {
     Add(Arc<ScanShared>, crossbeam_channel::Sender<()>),
     /// The scan is over: stop accepting, tell the handle, free the slot.
     Remove(u16, Outcome),
+}
+
+/// The sending end of the receive thread's control channel. Each message also wakes the
+/// thread's source if it can be woken, so a scan that starts or ends is taken up at once,
+/// not at the end of the thread's current wait.
+#[derive(Debug, Clone)]
+pub(crate) struct RecvCtlTx {
+    tx: crossbeam_channel::Sender<RecvCtl>,
+    wake: Option<Waker>,
+}
+
+impl RecvCtlTx {
+    pub(crate) fn new(tx: crossbeam_channel::Sender<RecvCtl>, wake: Option<Waker>) -> Self {
+        RecvCtlTx { tx, wake }
+    }
+
+    /// Sends `m` (dropped if the thread is gone) and wakes the thread.
+    pub(crate) fn send(&self, m: RecvCtl) {
+        let _ = self.tx.send(m);
+        self.wake();
+    }
+
+    /// Wakes the thread without a message (to see the shutdown flag).
+    pub(crate) fn wake(&self) {
+        if let Some(w) = &self.wake {
+            w.wake();
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -100,12 +128,15 @@ impl RecvLoop {
                     }
                     // Not yet: replies already queued in the capture socket still count.
                     RecvCtl::Remove(slot, outcome) => {
+                        tracing::debug!(slot, pending = self.source.pending(), "scan closing");
                         closing.push((slot, outcome, self.clock.now().add(settle)));
                     }
                 }
             }
             let wait = match closing.iter().map(|c| c.2).min() {
                 None => Duration::from_millis(2),
+                // Nothing the kernel holds is hidden from us: read what is there and end.
+                Some(_) if !self.source.pending() => Duration::ZERO,
                 Some(due) => due.since(self.clock.now()).as_duration(),
             };
             if let Err(e) = self.source.recv(&mut batch, wait) {
@@ -129,13 +160,17 @@ impl RecvLoop {
                 self.stats.received.fetch_add(batch.len() as u64, Relaxed);
                 self.stats.accepted.fetch_add(accepted, Relaxed);
             }
-            if drained {
+            if drained && !closing.is_empty() {
+                // Read dry and nothing hidden in an open ring block: every reply that
+                // reached the kernel before the scans ended is in.
+                let settled = !self.source.pending();
                 finish(
                     &mut closing,
                     &mut table,
                     &mut fixed,
                     &self.slots,
                     self.clock.now(),
+                    settled,
                 );
             }
             self.publish(&mut table, &mut discards, &mut last_kstats);
@@ -174,25 +209,34 @@ impl RecvLoop {
     }
 }
 
-/// Ends the closing scans that have settled by `now`: no more replies are accepted, the
-/// handle is told, the slot is free for a new scan (whose fresh key rejects any late reply
-/// to the old one).
+/// Ends the closing scans whose settle time is over by `now`, or all of them if the source
+/// is `settled` (nothing received is hidden): no more replies are accepted, the handle is
+/// told, the slot is free for a new scan (whose fresh key rejects any late reply to the
+/// old one).
 fn finish(
     closing: &mut Vec<(u16, Outcome, Nanos)>,
     table: &mut [Option<Entry>],
     fixed: &mut Vec<(u16, u16)>,
     slots: &Slots,
     now: Nanos,
+    settled: bool,
 ) {
     // In place: called after every drained batch, so no allocation and no work when nothing
     // is closing.
     let mut i = 0;
     while i < closing.len() {
-        if closing[i].2 > now {
+        if closing[i].2 > now && !settled {
             i += 1;
             continue;
         }
-        let (slot, outcome, _) = closing.swap_remove(i);
+        let (slot, outcome, due) = closing.swap_remove(i);
+        tracing::debug!(
+            slot,
+            ?outcome,
+            settled,
+            early_us = due.0.saturating_sub(now.0) / 1_000,
+            "scan closed"
+        );
         fixed.retain(|&(_, s)| s != slot);
         if let Some(mut e) = table[usize::from(slot)].take() {
             if e.dirty {

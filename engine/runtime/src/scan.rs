@@ -6,7 +6,7 @@
 //! filtered / no-response, so each pair of a complete scan gets exactly one result.
 
 use crate::clock::Clock;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use portscope_core::classify::{Observation, ScanSpace, ROUNDS};
 use portscope_core::results::{AnsweredSet, PortResult, PortState, Reason};
 use portscope_core::retry::RetryPolicy;
@@ -369,7 +369,16 @@ impl ScanHandle {
             self.done = true;
             return Some(ScanEvent::Finished(self.summary(outcome)));
         }
-        match self.rx.recv_timeout(timeout) {
+        // A zero timeout is a poll: no clock read.
+        let msg = if timeout.is_zero() {
+            self.rx.try_recv().map_err(|e| match e {
+                TryRecvError::Empty => RecvTimeoutError::Timeout,
+                TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+            })
+        } else {
+            self.rx.recv_timeout(timeout)
+        };
+        match msg {
             Ok(Msg::Port(o, at)) => {
                 let r = self.shared.space.result(&o);
                 let i = self.count(&r);

@@ -328,6 +328,14 @@ fn fill(a: &mut Active, batch: &mut SendBatch, budget: u32, now: Nanos, rng: &mu
     if a.pos >= pairs && a.phase == Phase::Sending && made < budget {
         a.phase = Phase::Waiting(now);
     }
+    if a.phase == Phase::Waiting(now) {
+        tracing::debug!(
+            slot = s.space.slot(),
+            round = a.round,
+            sent_ms = now.since(a.round_start).0 / 1_000_000,
+            "round sent"
+        );
+    }
     made
 }
 

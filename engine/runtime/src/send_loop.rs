@@ -4,11 +4,11 @@
 //! wakes it) until the schedule's next time. No decisions are made here.
 
 use crate::clock::Clock;
-use crate::recv_loop::RecvCtl;
+use crate::recv_loop::{RecvCtl, RecvCtlTx};
 use crate::scan::{Outcome, ScanShared};
 use crate::schedule::{Next, Schedule};
 use crate::stats::EngineStats;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use portscope_core::Nanos;
 use portscope_transport::{PacketSink, SendBatch};
 use rand::{rngs::SmallRng, SeedableRng};
@@ -28,7 +28,7 @@ const MAX_BLOCK: Duration = Duration::from_millis(5);
 pub(crate) struct SendLoop {
     pub sink: Box<dyn PacketSink>,
     pub ctl: Receiver<SendCtl>,
-    pub recv_ctl: Sender<RecvCtl>,
+    pub recv_ctl: RecvCtlTx,
     pub stats: Arc<EngineStats>,
     pub clock: Arc<dyn Clock>,
     pub shutdown: Arc<AtomicBool>,
@@ -52,7 +52,7 @@ impl SendLoop {
             let now = self.clock.now();
             schedule.advance(now, &mut ended);
             for (slot, outcome) in ended.drain(..) {
-                let _ = self.recv_ctl.send(RecvCtl::Remove(slot, outcome));
+                self.recv_ctl.send(RecvCtl::Remove(slot, outcome));
             }
             match schedule.poll(now, &mut batch, &mut rng) {
                 Next::Send => {

@@ -226,6 +226,41 @@ pub trait PacketSource: Send {
     fn settle_time(&self) -> Duration {
         Duration::ZERO
     }
+
+    /// Whether the kernel holds received packets that [`Self::recv`] cannot return yet (a
+    /// ring block it is still filling). A receiver that has just read the source dry and
+    /// sees `false` need not wait out [`Self::settle_time`]. Always `false` for sockets.
+    fn pending(&self) -> bool {
+        false
+    }
+
+    /// A handle another thread can use to end a [`Self::recv`] wait early (it then returns
+    /// an empty batch). `None` where `recv` cannot be woken: its caller's waits stay short.
+    fn waker(&self) -> Option<Waker> {
+        None
+    }
+}
+
+/// Ends a [`PacketSource::recv`] wait from another thread (see [`PacketSource::waker`]).
+#[derive(Clone)]
+pub struct Waker(std::sync::Arc<dyn Fn() + Send + Sync>);
+
+impl Waker {
+    /// A waker that runs `wake`.
+    pub fn new(wake: impl Fn() + Send + Sync + 'static) -> Self {
+        Waker(std::sync::Arc::new(wake))
+    }
+
+    /// Wakes the source's waiting `recv`, or its next one if none is waiting.
+    pub fn wake(&self) {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Waker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Waker")
+    }
 }
 
 impl<T: PacketSink + ?Sized> PacketSink for Box<T> {
@@ -246,5 +281,11 @@ impl<T: PacketSource + ?Sized> PacketSource for Box<T> {
     }
     fn settle_time(&self) -> Duration {
         (**self).settle_time()
+    }
+    fn pending(&self) -> bool {
+        (**self).pending()
+    }
+    fn waker(&self) -> Option<Waker> {
+        (**self).waker()
     }
 }

@@ -15,6 +15,8 @@
 pub const BLOCK_DESC_LEN: usize = 48;
 /// Offset of `block_status` in the block descriptor.
 pub const BLOCK_STATUS_AT: usize = 8;
+/// Offset of `num_pkts` in the block descriptor (counted as the kernel reserves a frame).
+pub const BLOCK_NUM_PKTS_AT: usize = 12;
 /// Size of a `tpacket3_hdr`.
 pub const FRAME_HDR_LEN: usize = 48;
 

@@ -519,3 +519,78 @@ fn full_device_queue_is_retried_then_reported() {
         assert_eq!(report.last_errno, Some(libc::ENOBUFS), "{report:?}");
     });
 }
+
+/// A `recv` waiting for packets that will never come returns as soon as another thread
+/// wakes it (the engine's control messages do), and a wake-up sent while nobody waits ends
+/// the next wait.
+#[test]
+fn a_waker_ends_a_recv_wait() {
+    in_netns("a_waker_ends_a_recv_wait", || {
+        for m in MODES {
+            let (_sink, mut source) = open(m);
+            let waker = source.waker().expect("the sys sources can be woken");
+            let mut batch = RecvBatch::new(8);
+            let long = Duration::from_secs(30);
+            let t = Instant::now();
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    std::thread::sleep(Duration::from_millis(100));
+                    waker.wake();
+                });
+                source.recv(&mut batch, long).expect("recv");
+            });
+            assert!(batch.is_empty());
+            assert!(
+                t.elapsed() < long / 3,
+                "{m:?}: woken after {:?}",
+                t.elapsed()
+            );
+            waker.wake();
+            let t = Instant::now();
+            source.recv(&mut batch, long).expect("recv");
+            assert!(t.elapsed() < long / 3, "{m:?}: early wake-up lost");
+            // The wake-up is used up: the next wait runs to its timeout.
+            let t = Instant::now();
+            source
+                .recv(&mut batch, Duration::from_millis(200))
+                .expect("recv");
+            assert!(
+                t.elapsed() >= Duration::from_millis(200),
+                "{m:?}: spurious wake-up"
+            );
+        }
+    });
+}
+
+/// The ring reports packets hidden in the block the kernel is still filling (the engine
+/// then waits for that block before ending a scan) and nothing once they are read; the
+/// socket has nothing hidden ever.
+#[test]
+fn pending_tells_of_packets_in_the_open_ring_block() {
+    in_netns("pending_tells_of_packets_in_the_open_ring_block", || {
+        for m in MODES {
+            let (mut sink, mut source) = open(m);
+            assert!(!source.pending(), "{m:?}: pending before any traffic");
+            let mut seen_pending = 0;
+            for i in 0..10u16 {
+                let port = free_port(LO4, false);
+                let mut batch = SendBatch::new(1);
+                push_syn(&mut batch, LO4, 61600 + i, LO4, port);
+                assert_eq!(sink.send(&batch).sent, 1);
+                // On loopback the kernel answers inside `send`: the RST is captured now,
+                // in a block the ring hands over only when it retires (a jiffy or so).
+                seen_pending += usize::from(source.pending());
+                let got = collect(&mut source, 1, 8);
+                assert_eq!(got, vec![answer(LO4, port, 61600 + i, false)], "{m:?}");
+                assert!(
+                    !source.pending(),
+                    "{m:?}: pending after everything was read"
+                );
+            }
+            match m {
+                RxRing::On => assert!(seen_pending > 0, "the open block never showed"),
+                _ => assert_eq!(seen_pending, 0),
+            }
+        }
+    });
+}

@@ -4,7 +4,7 @@
 
 use super::{HostFlag, HostTable, Out, Report, ReportFilter, ScanEnd, ScanMeta};
 use portscope_core::results::PortResult;
-use std::io;
+use std::io::{self, Write};
 
 /// What one held format writes.
 pub(super) trait HeldFormat {
@@ -57,5 +57,9 @@ impl<F: HeldFormat> Report for Held<F> {
 
     fn end(&mut self, end: &ScanEnd) -> io::Result<()> {
         self.format.end(&mut self.out, &mut self.hosts, end)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
     }
 }

@@ -50,6 +50,10 @@ impl Report for JsonReport {
         self.out.write_all(close)?;
         self.out.flush()
     }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
 }
 
 #[cfg(test)]

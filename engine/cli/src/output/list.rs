@@ -2,7 +2,8 @@
 //! then `# end`.
 //!
 //! The time on each line is the wall-clock second the result reached the writer (masscan
-//! prints when it saw the reply). Lines are flushed as written, so a `tail -f` sees them.
+//! prints when it saw the reply). Lines are written whole and flushed whenever the scan has
+//! nothing ready (`Report::flush`), so a `tail -f` sees them within milliseconds.
 //! An interrupted scan gets a `# interrupted` comment line before `# end`; a host flagged as
 //! a SYN proxy gets a `# syn-proxy: ...` comment line instead of its open ports.
 
@@ -13,13 +14,19 @@ use std::io::{self, Write};
 /// Writes printed results as masscan list lines (behind `Shown`).
 pub(super) struct ListReport {
     out: Out,
+    /// The line being built, written whole so a flush never splits it.
+    line: Vec<u8>,
     /// Wall clock in Unix seconds; a fixed function in tests.
     clock: fn() -> u64,
 }
 
 impl ListReport {
     pub(super) fn new(out: Out, clock: fn() -> u64) -> Self {
-        ListReport { out, clock }
+        ListReport {
+            out,
+            line: Vec::with_capacity(64),
+            clock,
+        }
     }
 }
 
@@ -30,8 +37,9 @@ impl Report for ListReport {
     }
 
     fn result(&mut self, r: &PortResult) -> io::Result<()> {
+        self.line.clear();
         writeln!(
-            self.out,
+            self.line,
             "{} {} {} {} {}",
             r.state.as_str(),
             proto_str(r.proto),
@@ -39,11 +47,15 @@ impl Report for ListReport {
             r.ip,
             (self.clock)()
         )?;
-        self.out.flush()
+        self.out.write_all(&self.line)
     }
 
     fn host_flag(&mut self, flag: &HostFlag) -> io::Result<()> {
         writeln!(self.out, "# {}: {}", flag.flag.as_str(), flag.describe())?;
+        self.out.flush()
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
 

@@ -36,7 +36,7 @@ use std::str::FromStr;
 /// An output format, as named on the command line (`-o ndjson` and so on).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Format {
-    /// One JSON object per reported port per line, flushed per line.
+    /// One JSON object per reported port per line, each line written whole.
     #[default]
     Ndjson,
     /// One JSON array of the same objects, streamed.
@@ -219,7 +219,14 @@ pub trait Report {
     fn host_flag(&mut self, flag: &HostFlag) -> io::Result<()>;
     /// Writes what was held back and the trailer, then flushes.
     fn end(&mut self, end: &ScanEnd) -> io::Result<()>;
+    /// Hands every whole line written so far to the output. Lines are written whole and
+    /// buffered, so the output is a valid prefix of its format whenever this has run; the
+    /// caller flushes when no result is ready (and at least every [`FLUSH_EVERY`]).
+    fn flush(&mut self) -> io::Result<()>;
 }
+
+/// The longest a printed line waits in the buffer while results keep arriving.
+pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// A [`Report`] in `format` writing to `out`.
 ///

@@ -1,6 +1,7 @@
 //! NDJSON output: one `PortResult` JSON object per printed port per line, nothing else.
 //!
-//! Each line is flushed as it is written, so the output is valid NDJSON at any interrupt.
+//! Each line is written whole into the buffer, which is flushed when the scan has nothing
+//! ready (`Report::flush`), so the output is valid NDJSON at any interrupt.
 //! No header, no trailer: scan metadata and the end of the scan are not printed. A host
 //! flagged as a SYN proxy is one `{"ip":..,"flag":"syn-proxy","open_answers":N,"ports":M}`
 //! line instead of its open ports.
@@ -12,11 +13,23 @@ use std::io::{self, Write};
 /// Writes [`PortResult`]s in serde's shape, one per line (behind `Shown`).
 pub(super) struct NdjsonReport {
     out: Out,
+    /// The line being built, written whole so a flush never splits it.
+    line: Vec<u8>,
 }
 
 impl NdjsonReport {
     pub(super) fn new(out: Out) -> Self {
-        NdjsonReport { out }
+        NdjsonReport {
+            out,
+            line: Vec::with_capacity(256),
+        }
+    }
+
+    fn write_line(&mut self, value: &impl serde::Serialize) -> io::Result<()> {
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, value)?;
+        self.line.push(b'\n');
+        self.out.write_all(&self.line)
     }
 }
 
@@ -26,26 +39,26 @@ impl Report for NdjsonReport {
     }
 
     fn result(&mut self, r: &PortResult) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, r)?;
-        self.out.write_all(b"\n")?;
-        self.out.flush()
+        self.write_line(r)
     }
 
     fn host_flag(&mut self, flag: &HostFlag) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, flag)?;
-        self.out.write_all(b"\n")?;
-        self.out.flush()
+        self.write_line(flag)
     }
 
     fn end(&mut self, _end: &ScanEnd) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::testdata::{results, run};
-    use super::super::Format;
+    use super::super::testdata::{meta, results, run, Calls};
+    use super::super::{new_report, Format, ReportFilter};
     use portscope_core::results::PortResult;
 
     const EXPECTED_HIDDEN: &str = r#"{"ip":"2001:db8::1","port":443,"proto":"tcp","state":"open","reason":"syn-ack","ttl":57}
@@ -80,6 +93,37 @@ mod tests {
         assert!(text.contains(
             r#"{"ip":"198.18.0.2","port":80,"proto":"tcp","state":"closed","reason":"reset","ttl":64}"#
         ));
+    }
+
+    /// Lines reach the output in batches, not one write each, and every write ends at a
+    /// line boundary, so neither a flush nor a kill between writes leaves half a line.
+    #[test]
+    fn lines_are_written_whole_and_in_batches() {
+        for format in [Format::Ndjson, Format::List] {
+            let calls = Calls::default();
+            let filter = ReportFilter { show_closed: true };
+            let mut report = new_report(format, filter, Box::new(calls.clone()));
+            report.begin(&meta()).unwrap();
+            let before = calls.writes().len();
+            for _ in 0..200 {
+                for r in results() {
+                    report.result(&r).unwrap();
+                }
+            }
+            report.flush().unwrap();
+            let writes = &calls.writes()[before..];
+            let lines: usize = writes
+                .iter()
+                .map(|w| w.iter().filter(|&&b| b == b'\n').count())
+                .sum();
+            assert_eq!(lines, 200 * results().len(), "{format}");
+            assert!(
+                writes.len() <= lines / 50,
+                "{format}: {} writes",
+                writes.len()
+            );
+            assert!(writes.iter().all(|w| w.ends_with(b"\n")), "{format}");
+        }
     }
 
     #[test]

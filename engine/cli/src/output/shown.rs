@@ -38,4 +38,8 @@ impl<R: Report> Report for Shown<R> {
     fn end(&mut self, end: &ScanEnd) -> io::Result<()> {
         self.format.end(end)
     }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.format.flush()
+    }
 }

@@ -79,6 +79,11 @@ impl Tee {
     pub fn end(&mut self, end: &ScanEnd) {
         self.each(|r| r.end(end));
     }
+
+    /// [`Report::flush`] on every output.
+    pub fn flush(&mut self) {
+        self.each(|r| r.flush());
+    }
 }
 
 #[cfg(test)]
@@ -123,6 +128,8 @@ mod tests {
         tee.begin(&meta());
         for r in results() {
             tee.result(&r);
+            // As the scan loop does now and then: stdout's second write fails.
+            tee.flush();
         }
         tee.end(&end(false));
         assert_eq!(tee.failures().len(), 1, "{:?}", tee.failures());

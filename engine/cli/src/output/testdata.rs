@@ -114,6 +114,27 @@ impl Write for Sink {
     }
 }
 
+/// An in-memory sink that keeps each `write` call apart, to see how output is chunked.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Calls(std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+impl Calls {
+    pub(crate) fn writes(&self) -> Vec<Vec<u8>> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl Write for Calls {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().push(buf.to_vec());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Runs a whole scan through `new_report` and returns the text written.
 pub(crate) fn run(
     format: Format,

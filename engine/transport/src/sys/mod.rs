@@ -15,6 +15,7 @@ mod link;
 mod ring;
 mod sink;
 mod source;
+mod wake;
 
 pub use cpu::{allowed_cpus, pin_current_thread};
 pub use link::LinkSink;
@@ -23,13 +24,14 @@ pub use sink::RawSink;
 pub use source::PacketSocketSource;
 
 use crate::privs::NEED_NET_RAW;
-use crate::{KernelStats, PacketSource, RecvBatch};
+use crate::{KernelStats, PacketSource, RecvBatch, Waker};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io;
 use std::mem::size_of;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
+use wake::Wake;
 
 /// What to open.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +127,13 @@ impl SysSource {
             SysSource::Socket(s, _) => s,
         }
     }
+
+    fn inner_ref(&self) -> &dyn PacketSource {
+        match self {
+            SysSource::Ring(r) => r,
+            SysSource::Socket(s, _) => s,
+        }
+    }
 }
 
 impl PacketSource for SysSource {
@@ -137,17 +146,19 @@ impl PacketSource for SysSource {
     }
 
     fn gather_time(&self) -> Duration {
-        match self {
-            SysSource::Ring(r) => r.gather_time(),
-            SysSource::Socket(s, _) => s.gather_time(),
-        }
+        self.inner_ref().gather_time()
     }
 
     fn settle_time(&self) -> Duration {
-        match self {
-            SysSource::Ring(r) => r.settle_time(),
-            SysSource::Socket(s, _) => s.settle_time(),
-        }
+        self.inner_ref().settle_time()
+    }
+
+    fn pending(&self) -> bool {
+        self.inner_ref().pending()
+    }
+
+    fn waker(&self) -> Option<Waker> {
+        self.inner_ref().waker()
     }
 }
 
@@ -311,16 +322,16 @@ fn mmsg_vectors(n: usize) -> (Vec<libc::iovec>, Vec<libc::mmsghdr>) {
     (iovs, hdrs)
 }
 
-/// Waits until `fd` is readable or `timeout` passes (forever if it overflows an `Instant`);
-/// `Ok(false)` on timeout.
-fn poll_in(fd: RawFd, timeout: Duration) -> io::Result<bool> {
+/// Waits until `fd` is readable, `wake` is signalled or `timeout` passes (forever if it
+/// overflows an `Instant`); `Ok(true)` only when `fd` is readable.
+fn poll_in(fd: RawFd, wake: &Wake, timeout: Duration) -> io::Result<bool> {
     let deadline = Instant::now().checked_add(timeout);
     loop {
-        let mut pfd = libc::pollfd {
+        let mut pfds = [fd, wake.raw()].map(|fd| libc::pollfd {
             fd,
             events: libc::POLLIN,
             revents: 0,
-        };
+        });
         let ts = deadline.map(|d| {
             let rest = d.saturating_duration_since(Instant::now());
             libc::timespec {
@@ -331,12 +342,17 @@ fn poll_in(fd: RawFd, timeout: Duration) -> io::Result<bool> {
         let ts_ptr = ts
             .as_ref()
             .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-        // SAFETY: `pfd` is a live local and we pass a count of 1; `ts_ptr` is null (wait
-        // forever) or points at the live local `ts`; a null signal mask is allowed.
-        let ret = unsafe { libc::ppoll(&mut pfd, 1, ts_ptr, std::ptr::null()) };
+        // SAFETY: `pfds` is a live local array and we pass its length; `ts_ptr` is null
+        // (wait forever) or points at the live local `ts`; a null signal mask is allowed.
+        let ret = unsafe { libc::ppoll(pfds.as_mut_ptr(), 2, ts_ptr, std::ptr::null()) };
         match ret {
             0 => return Ok(false),
-            1.. => return Ok(true),
+            1.. => {
+                if pfds[1].revents & libc::POLLIN != 0 {
+                    wake.clear();
+                }
+                return Ok(pfds[0].revents & libc::POLLIN != 0);
+            }
             _ => {
                 let e = io::Error::last_os_error();
                 if e.raw_os_error() != Some(libc::EINTR) {

@@ -5,15 +5,16 @@
 //! instead of a `recvmmsg` per burst. Frames are copied out into the [`RecvBatch`] (the
 //! walk itself is [`crate::tpacket`]) and the block is handed back at once.
 
-use super::{cvt, packet_socket, poll_in, set_int_opt, source, OpenError, SysConfig};
-use crate::tpacket::{Cursor, BLOCK_STATUS_AT};
-use crate::{KernelStats, PacketSource, RecvBatch, RECV_SLOT};
+use super::{cvt, packet_socket, poll_in, set_int_opt, source, OpenError, SysConfig, Wake};
+use crate::tpacket::{Cursor, BLOCK_NUM_PKTS_AT, BLOCK_STATUS_AT};
+use crate::{KernelStats, PacketSource, RecvBatch, Waker, RECV_SLOT};
 use socket2::Socket;
 use std::io;
 use std::mem::size_of;
 use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Bytes per block (a power-of-two number of pages; the kernel allocates each separately).
@@ -43,6 +44,8 @@ pub struct RingSource {
     cursor: Option<Cursor>,
     ignores_outgoing: bool,
     totals: KernelStats,
+    /// Ends a `recv` wait early (`PacketSource::waker`).
+    wake: Arc<Wake>,
 }
 
 // SAFETY: the mapping is owned by this struct alone (nothing else holds a pointer into it)
@@ -126,6 +129,7 @@ impl RingSource {
             cursor: None,
             ignores_outgoing,
             totals: KernelStats::default(),
+            wake: Wake::new().map_err(|e| OpenError::new("eventfd", e))?,
         };
         source::bind_all_protocols(src.sock.as_raw_fd(), ifindex)?;
         src.drain();
@@ -140,19 +144,20 @@ impl RingSource {
 
     /// The status word of block `i`, shared with the kernel.
     fn status(&self, i: usize) -> &AtomicU32 {
+        self.desc_word(i, BLOCK_STATUS_AT)
+    }
+
+    /// The 32-bit word at `at` (`BLOCK_STATUS_AT` or `BLOCK_NUM_PKTS_AT`) of block `i`'s
+    /// descriptor, shared with the kernel.
+    fn desc_word(&self, i: usize, at: usize) -> &AtomicU32 {
         debug_assert!(i < self.blocks);
+        debug_assert!(at == BLOCK_STATUS_AT || at == BLOCK_NUM_PKTS_AT);
         // SAFETY: block `i` lies inside the mapping (i < blocks), whose blocks start at
-        // page-aligned offsets, so the word at +8 is in bounds and 4-byte aligned. It lives
-        // as long as `self` (unmapped only in Drop). The kernel and we only ever access it
-        // atomically (the kernel with barriers around plain stores; we with acquire/release).
-        unsafe {
-            AtomicU32::from_ptr(
-                self.map
-                    .as_ptr()
-                    .add(i * BLOCK_SIZE + BLOCK_STATUS_AT)
-                    .cast::<u32>(),
-            )
-        }
+        // page-aligned offsets, so the words at +8 and +12 are in bounds and 4-byte aligned.
+        // They live as long as `self` (unmapped only in Drop). We only access them
+        // atomically; the kernel writes them with plain stores (with barriers around the
+        // status hand-over), so a read may be stale but is never torn.
+        unsafe { AtomicU32::from_ptr(self.map.as_ptr().add(i * BLOCK_SIZE + at).cast::<u32>()) }
     }
 
     /// Whether block `i` is handed to user space (acquire: its contents are then visible).
@@ -275,11 +280,15 @@ impl PacketSource for RingSource {
         let (buf, lens) = batch.raw_parts();
         let mut got = self.fill(buf, lens, 0);
         // Our next block is the kernel's open one: wait for it to be handed over.
-        if got == 0 && !timeout.is_zero() && poll_in(self.sock.as_raw_fd(), timeout)? {
+        if got == 0 && !timeout.is_zero() && poll_in(self.sock.as_raw_fd(), &self.wake, timeout)? {
             got = self.fill(buf, lens, 0);
         }
         batch.set_len(got);
         Ok(())
+    }
+
+    fn waker(&self) -> Option<Waker> {
+        Some(self.wake.waker())
     }
 
     fn kernel_stats(&mut self) -> KernelStats {
@@ -291,9 +300,21 @@ impl PacketSource for RingSource {
     }
 
     /// A packet in the kernel's open block is not visible until the block is handed over,
-    /// at most `RETIRE_MS` after it opened (plus timer slack).
+    /// `RETIRE_MS` after it opened, which the kernel rounds up to whole jiffies (4 ms at
+    /// HZ=250, 10 ms at HZ=100), plus timer slack. Only waited for while [`Self::pending`].
     fn settle_time(&self) -> Duration {
-        Duration::from_millis(u64::from(RETIRE_MS) + 1)
+        Duration::from_millis(u64::from(RETIRE_MS) + 11)
+    }
+
+    /// The kernel's open block (our next one, not yet handed over) holds packets: the
+    /// kernel counts a frame into `num_pkts` when it reserves it, before copying.
+    fn pending(&self) -> bool {
+        self.cursor.is_none()
+            && !self.ready(self.cur)
+            && self
+                .desc_word(self.cur, BLOCK_NUM_PKTS_AT)
+                .load(Ordering::Relaxed)
+                > 0
     }
 }
 

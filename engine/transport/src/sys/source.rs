@@ -3,15 +3,17 @@
 //! [`crate::bpf::reply_filter`], many per `recvmmsg` call, straight into a [`RecvBatch`].
 //! It does not parse or validate what it receives; the core's classifier does.
 
+use super::Wake;
 use super::{
     cvt, link_addr, mmsg_vectors, packet_socket, poll_in, set_buffer, set_int_opt, OpenError,
     SysConfig,
 };
-use crate::{bpf, KernelStats, PacketSource, RecvBatch, RECV_SLOT};
+use crate::{bpf, KernelStats, PacketSource, RecvBatch, Waker, RECV_SLOT};
 use socket2::Socket;
 use std::io;
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Messages per `recvmmsg` call.
@@ -44,6 +46,8 @@ pub struct PacketSocketSource {
     ignores_outgoing: bool,
     /// Kernel statistics accumulated so far (reading them resets the kernel's counters).
     totals: KernelStats,
+    /// Ends a `recv` wait early (`PacketSource::waker`).
+    wake: Arc<Wake>,
     /// The message array handed to `recvmmsg`; entry `i` always points at `iovs[i]`.
     hdrs: Vec<libc::mmsghdr>,
     /// One buffer per message, pointing into the batch being filled.
@@ -84,6 +88,7 @@ impl PacketSocketSource {
             sock,
             ignores_outgoing,
             totals: KernelStats::default(),
+            wake: Wake::new().map_err(|e| OpenError::new("eventfd", e))?,
             hdrs,
             iovs,
         };
@@ -141,7 +146,7 @@ impl PacketSocketSource {
 impl PacketSource for PacketSocketSource {
     fn recv(&mut self, batch: &mut RecvBatch, timeout: Duration) -> io::Result<()> {
         batch.clear();
-        if !poll_in(self.sock.as_raw_fd(), timeout)? {
+        if !poll_in(self.sock.as_raw_fd(), &self.wake, timeout)? {
             return Ok(());
         }
         let fd = self.sock.as_raw_fd();
@@ -203,6 +208,10 @@ impl PacketSource for PacketSocketSource {
     /// ~1,800 (ARCHITECTURE.md, receive path).
     fn gather_time(&self) -> Duration {
         Duration::from_micros(200)
+    }
+
+    fn waker(&self) -> Option<Waker> {
+        Some(self.wake.waker())
     }
 
     fn kernel_stats(&mut self) -> KernelStats {
