@@ -64,6 +64,15 @@ impl RetryPolicy {
         }
     }
 
+    /// Whether the first retry round is sent whatever round 0 brings back (as long as any
+    /// pair is still silent), so it may start before round 0's last answers are in.
+    pub fn first_retry_certain(self) -> bool {
+        match self {
+            RetryPolicy::Fixed(n) => n >= 1,
+            RetryPolicy::Adaptive { min, .. } => min >= 1 && self.max_retries() >= 1,
+        }
+    }
+
     /// Whether to send another retry round, given the first replies per round so far
     /// (`answers[k]` = pairs first answered by round `k`'s probe; `answers.len()` rounds
     /// were sent). Silent pairs left is `silent`: nothing to retry when it is 0.
@@ -172,6 +181,19 @@ pub fn estimate(answers: &[u64]) -> LossEstimate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_retry_is_certain_unless_no_retry_is_asked_for() {
+        assert!(RetryPolicy::default().first_retry_certain());
+        assert!(RetryPolicy::Fixed(1).first_retry_certain());
+        assert!(!RetryPolicy::Fixed(0).first_retry_certain());
+        assert!(!RetryPolicy::Adaptive { min: 0, max: 10 }.first_retry_certain());
+        // ... and then another_round agrees for any first-round count that leaves a pair silent.
+        for a in [0, 1, 100, 65_534] {
+            assert!(RetryPolicy::default().another_round(&[a], 1), "{a}");
+            assert!(RetryPolicy::Fixed(1).another_round(&[a], 1), "{a}");
+        }
+    }
 
     /// Runs a scan of `answerable` pairs with per-try failure `q`, deterministically (each
     /// round answers the expected share, rounded), until the policy stops; returns rounds.

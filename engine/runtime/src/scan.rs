@@ -136,6 +136,23 @@ impl SendLog {
         }
     }
 
+    /// A time no earlier than `pos`'s send in `round`, which must not have been overwritten
+    /// by a later round yet: its own entry when entries are per position, else the first
+    /// send of the next entry's positions (a round sends positions in order), else
+    /// `fallback` (the round's end).
+    #[inline]
+    pub(crate) fn sent_by(&self, pos: u64, round: u8, fallback: Nanos) -> Nanos {
+        let at = if self.shift == 0 {
+            pos
+        } else {
+            ((pos >> self.shift) + 1) << self.shift
+        };
+        if (at >> self.shift) as usize >= self.entries.len() {
+            return fallback;
+        }
+        self.sent_at(at, round).unwrap_or(fallback)
+    }
+
     /// The send time of `pos` if it was last sent in `round`.
     #[inline]
     pub(crate) fn sent_at(&self, pos: u64, round: u8) -> Option<Nanos> {

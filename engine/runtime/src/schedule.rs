@@ -41,6 +41,12 @@ struct Active {
     retry: Option<RetryRate>,
     pos: u64,
     phase: Phase,
+    /// While the first retry round overlaps round 0's wait: when round 0's sending ended.
+    /// A pair is retried only once its round-0 probe is a whole wait old (see `fill`).
+    gate: Option<Nanos>,
+    /// The sweep is held at a silent pair whose round-0 probe is younger than the wait,
+    /// until this time (or until that pair is answered).
+    hold: Option<Nanos>,
     /// Probes stamped into the current batch, counted into `shared.sent` once it is out.
     in_batch: u64,
     v4: Option<ProbeTemplate>,
@@ -57,6 +63,9 @@ pub(crate) enum Next {
     /// No scan is active.
     Empty,
 }
+
+/// How often a sweep held at a silent pair looks again whether it was answered.
+const HOLD_RECHECK: Nanos = Nanos::from_micros(250);
 
 /// All active scans of the send thread.
 #[derive(Debug)]
@@ -93,6 +102,8 @@ impl Schedule {
             retry: None,
             pos: 0,
             phase: Phase::Sending,
+            gate: None,
+            hold: None,
             in_batch: 0,
             v4: sources
                 .v4
@@ -208,12 +219,17 @@ impl Schedule {
         if !batch.is_empty() {
             return Next::Send;
         }
-        // Every sending scan is held back by its own rate (or just ended its round).
+        // Every sending scan is held back by its own rate, or held at a pair whose answer
+        // may still come (looked at again soon: an answer ends the hold), or just ended
+        // its round.
         let next = self
             .active
             .iter()
             .filter(|a| a.phase == Phase::Sending)
-            .map(|a| a.pacer.next_ready(now))
+            .map(|a| match a.hold {
+                Some(until) => until.min(now.add(HOLD_RECHECK)),
+                None => a.pacer.next_ready(now),
+            })
             .min()
             .unwrap_or(now);
         Next::Idle(next)
@@ -244,7 +260,10 @@ fn step_rounds(a: &mut Active, now: Nanos) -> Option<Outcome> {
     if replies >= s.space.pairs() {
         return Some(Outcome::Complete);
     }
-    if now < end.add(s.wait()) {
+    // The first retry is certain, so it need not wait for round 0's last answers: it
+    // starts now and each pair waits out its own round-0 probe's wait (`fill`).
+    let overlap = a.round == 0 && s.retry.first_retry_certain();
+    if now < end.add(s.wait()) && !overlap {
         return None;
     }
     let answers: Vec<u64> = s.round_replies[..=usize::from(a.round)]
@@ -276,6 +295,7 @@ fn step_rounds(a: &mut Active, now: Nanos) -> Option<Outcome> {
     a.round_start = now;
     a.pos = 0;
     a.phase = Phase::Sending;
+    a.gate = overlap.then_some(end);
     let window = s.wait().max(Nanos::from_millis(30));
     let replies_now = s.round_replies[usize::from(a.round)].load(Relaxed);
     let rr = RetryRate::start(s.rate, answered, elapsed, window, now, replies_now);
@@ -301,17 +321,31 @@ fn fill(a: &mut Active, batch: &mut SendBatch, budget: u32, now: Nanos, rng: &mu
     let s = &a.shared;
     let pairs = s.space.pairs();
     let mut made = 0;
+    let wait = s.wait();
+    a.hold = None;
+    if a.gate.is_some_and(|end| now >= end.add(wait)) {
+        a.gate = None;
+    }
     while made < budget && !batch.is_full() {
         if a.pos >= pairs {
             a.phase = Phase::Waiting(now);
             break;
         }
         let pos = a.pos;
-        a.pos += 1;
         let pair = s.space.pair_at(pos);
         if s.answered.contains(pair) {
+            a.pos += 1;
             continue;
         }
+        if let Some(end) = a.gate {
+            // Round 0's probe of this pair may still be answered: not before its wait.
+            let due = s.log.sent_by(pos, 0, end).add(wait);
+            if now < due {
+                a.hold = Some(due);
+                break;
+            }
+        }
+        a.pos += 1;
         let p = s.space.probe(pair, a.round);
         let tmpl = match p.dst {
             IpAddr::V4(_) => a.v4.as_ref(),
@@ -377,6 +411,16 @@ mod tests {
     /// Drives the schedule on simulated time until the scan ends; returns the probes sent
     /// per round and the time it ended.
     fn drive(s: &Arc<ScanShared>, max_rate: u64) -> (Vec<u64>, Nanos) {
+        drive_with(s, max_rate, |_| {})
+    }
+
+    /// [`drive`], calling `replies(now)` before each step (to answer pairs as the receive
+    /// thread would).
+    fn drive_with(
+        s: &Arc<ScanShared>,
+        max_rate: u64,
+        mut replies: impl FnMut(Nanos),
+    ) -> (Vec<u64>, Nanos) {
         let mut sched = Schedule::new(max_rate, 64, portscope_core::probe::PROBE_TTL, Nanos(0));
         sched.add(Arc::clone(s), Nanos(0));
         let mut batch = SendBatch::new(64);
@@ -385,6 +429,7 @@ mod tests {
         let mut per_round = vec![0u64; 16];
         let mut now = Nanos(0);
         for _ in 0..100_000 {
+            replies(now);
             sched.advance(now, &mut ended);
             if !ended.is_empty() {
                 per_round.truncate(usize::from(s.round.load(Relaxed)) + 1);
@@ -411,9 +456,41 @@ mod tests {
         let (rounds, end) = drive(&s, 1_000_000);
         assert_eq!(rounds, [100, 100, 100]);
         assert_eq!(s.sent.load(Relaxed), 300);
-        // Retry rounds of a silent scan start at full rate: ~0.3 s of sending + 3 waits.
-        assert!(end >= Nanos::from_millis(290 + 30), "{end:?}");
-        assert!(end <= Nanos::from_millis(320 + 30), "{end:?}");
+        // Retry rounds of a silent scan start at full rate: ~0.3 s of sending + 2 waits
+        // (the first retry, certain, overlaps round 0's wait: each pair's retry still
+        // comes a whole wait after its first probe).
+        assert!(end >= Nanos::from_millis(290 + 20), "{end:?}");
+        assert!(end <= Nanos::from_millis(305 + 20), "{end:?}");
+    }
+
+    #[test]
+    fn the_first_retry_overlaps_round_0s_wait_but_never_outruns_an_answer() {
+        // 100 ports at 10,000/s (round 0: 10 ms, wait 10 ms). Every pair answers 2 ms after
+        // its round-0 probe, except the five sent first, which never answer.
+        let s = scan("1-100", 10_000, RetryPolicy::default());
+        let silent = |pos: u64| pos < 5;
+        let (rounds, end) = drive_with(&s, 1_000_000, |now| {
+            for pos in 0..s.space.pairs() {
+                let Some(sent) = s.log.sent_at(pos, 0) else {
+                    continue;
+                };
+                if !silent(pos)
+                    && now >= sent.add(Nanos::from_millis(2))
+                    && s.answered.insert(s.space.pair_at(pos))
+                {
+                    s.replies.fetch_add(1, Relaxed);
+                    s.round_replies[0].fetch_add(1, Relaxed);
+                }
+            }
+        });
+        // The pairs answered after round 0's sending ended (its last 2 ms) are not retried:
+        // the retry waited for each of them. Two retries of the five silent ones.
+        assert_eq!(rounds, [100, 5, 5]);
+        // The first retry started as round 0's sending ended (10 ms) and its sweep ended
+        // with the last round-0 answer (12 ms), not after round 0's own wait (20 ms):
+        // 12 + 10 (wait) + 0.5 (second retry) + 10 (wait), against 41 ms without overlap.
+        assert!(end >= Nanos::from_millis(32), "{end:?}");
+        assert!(end <= Nanos::from_millis(34), "{end:?}");
     }
 
     #[test]
