@@ -177,6 +177,10 @@ impl RingSource {
 
     /// Hands block `cur` back to the kernel and moves on to the next one.
     fn release(&mut self) {
+        // The count is the kernel's to reset when it opens the block again; until then
+        // (after a full ring froze the queue) a stale count would read as `pending`.
+        self.desc_word(self.cur, BLOCK_NUM_PKTS_AT)
+            .store(0, Ordering::Relaxed);
         self.status(self.cur)
             .store(libc::TP_STATUS_KERNEL, Ordering::Release);
         self.cur = (self.cur + 1) % self.blocks;
