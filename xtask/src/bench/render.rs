@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::Report;
+use super::report::Report;
 
 /// Columns of the table; the last one, the note, is free text.
 const COLUMNS: usize = 13;
@@ -165,4 +165,21 @@ pub(super) fn thousands(n: u64) -> String {
         .map(|g| std::str::from_utf8(g).expect("ASCII digits"))
         .collect();
     groups.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers() {
+        for (n, text) in [
+            (0, "0"),
+            (999, "999"),
+            (1000, "1,000"),
+            (1_048_560, "1,048,560"),
+        ] {
+            assert_eq!(thousands(n), text);
+        }
+    }
 }
