@@ -12,9 +12,9 @@
 
 pub mod ceiling;
 pub mod measure;
+mod notes;
 mod options;
 mod render;
-mod report;
 mod runs;
 pub mod scenario;
 pub mod service;
@@ -25,14 +25,16 @@ use std::net::Ipv4Addr;
 use std::process::Command;
 
 use anyhow::{bail, Context};
+use serde::Serialize;
 
 use crate::lab::{truth, Lab, LabConfig, LabGuard};
 use crate::release::{cargo_build_release, cpus, loadavg, publish, unix_now, workspace_root};
+use measure::Wire;
+use notes::notes;
 use options::Options;
 use render::render;
-use report::{notes, Report, ScenarioInfo};
 use runs::bench_tool;
-use scenario::Scenario;
+use scenario::{Scenario, Score};
 use tools::{Env, Tool};
 
 /// The lab every scenario runs in: named per process, so two benches never share one.
@@ -62,6 +64,101 @@ const BLOCKLIST: &str = "\
 240.0.0.0/4
 255.255.255.255/32
 ";
+
+/// One line of the table (and of the JSON).
+#[derive(Debug, Serialize)]
+struct Row {
+    scenario: u8,
+    scenario_short: &'static str,
+    tool: &'static str,
+    /// `ok`, `timeout`, `exit N`, `skipped`, `not installed`.
+    status: String,
+    /// The exact command line, namespace prefix included.
+    command: Option<String>,
+    /// The representative run (median wall time), then every run's wall time.
+    wall_s: Option<f64>,
+    wall_all_s: Vec<f64>,
+    probes: Option<u64>,
+    /// `tool` (its own count) or `target` (SYNs counted arriving at the target: the tool
+    /// prints no count).
+    probes_source: Option<&'static str>,
+    probes_per_s: Option<f64>,
+    cpu_s: Option<f64>,
+    cpu_user_s: Option<f64>,
+    cpu_sys_s: Option<f64>,
+    /// Accuracy; `exact` is `None` for open-only tools.
+    score: Option<Score>,
+    three_state_pct: Option<f64>,
+    /// Packets counted at the target during the run.
+    wire: Option<Wire>,
+    /// Wall time of this row / wall time of Portscope in the same scenario.
+    wall_vs_portscope: Option<f64>,
+    /// Probes per second / the answering ceiling measured in the same run.
+    of_ceiling: Option<f64>,
+    /// The tool's own scan time (Portscope: submission to last result, sockets open).
+    scan_s: Option<f64>,
+    /// Probes per second of scan time / the answering ceiling: like for like with the
+    /// ceiling, which `ps-blast` counts over its own send time.
+    scan_of_ceiling: Option<f64>,
+    /// CPU-seconds per million probes.
+    cpu_s_per_m: Option<f64>,
+    note: Option<String>,
+}
+
+impl Row {
+    fn empty(scenario: &Scenario, tool: Tool, status: String) -> Row {
+        Row {
+            scenario: scenario.id,
+            scenario_short: scenario.short,
+            tool: tool.label(),
+            status,
+            command: None,
+            wall_s: None,
+            wall_all_s: Vec::new(),
+            probes: None,
+            probes_source: None,
+            probes_per_s: None,
+            cpu_s: None,
+            cpu_user_s: None,
+            cpu_sys_s: None,
+            score: None,
+            three_state_pct: None,
+            wire: None,
+            wall_vs_portscope: None,
+            of_ceiling: None,
+            scan_s: None,
+            scan_of_ceiling: None,
+            cpu_s_per_m: None,
+            note: None,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct ScenarioInfo {
+    id: u8,
+    short: &'static str,
+    title: &'static str,
+    pairs: u64,
+    open_expected: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    generated_unix: u64,
+    cpus: usize,
+    /// `/proc/loadavg` just before the first run: other work on the machine skews the numbers.
+    loadavg_before: String,
+    rate_pps: u64,
+    runs: usize,
+    nmap_cap_s: u64,
+    lab: String,
+    /// The lab's ceiling measured in this run (`None` when ps-blast could not run).
+    ceiling: Option<ceiling::Ceiling>,
+    scenarios: Vec<ScenarioInfo>,
+    rows: Vec<Row>,
+    notes: Vec<String>,
+}
 
 /// Runs the benchmark; returns the exit code.
 pub fn run(args: &[String]) -> anyhow::Result<i32> {

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::report::Report;
+use super::Report;
 
 /// Columns of the table; the last one, the note, is free text.
 const COLUMNS: usize = 13;

@@ -9,9 +9,9 @@ use anyhow::Context;
 
 use super::measure::{self, End, Wire};
 use super::options::Options;
-use super::report::Row;
 use super::scenario::{Scenario, Score};
 use super::tools::{self, Env, Files, Texts, Tool};
+use super::Row;
 use crate::lab::Lab;
 
 /// Pause between runs, so one run's late replies and the target's softirq backlog are gone
@@ -169,7 +169,7 @@ fn median_row(s: &Scenario, tool: Tool, mut runs: Vec<Run>) -> Row {
 mod tests {
     use super::super::options::RATE;
     use super::super::render::render;
-    use super::super::report::Report;
+    use super::super::Report;
     use super::*;
 
     #[test]
