@@ -9,7 +9,7 @@ use portscope_control_api::clock::ManualClock;
 use portscope_control_api::engine::unix::{Backoff, UnixEngineClient};
 use portscope_control_api::engine::{EngineClient, EngineError, EngineNotice};
 use portscope_control_api::model::ScanType;
-use portscope_control_api::{app, start, Services};
+use portscope_control_api::{app, start};
 use portscope_core::results::{PortResult, PortState, Reason};
 use portscope_proto::{decode, encode, Counts, Event, Outcome, Request, ScanKind};
 use std::path::Path;
@@ -182,23 +182,20 @@ async fn the_api_over_the_unix_socket_completes_and_survives_an_engine_restart()
     config.engine_socket = path.clone();
     let engine = Arc::new(UnixEngineClient::spawn(path, fast_backoff()));
     let clock = ManualClock::at(support::T0_MS);
-    let state = start(
-        &config,
-        Services {
-            engine: engine.clone(),
-            clock: Arc::new(clock.clone()),
-            banners: Arc::new(support::Banners::ssh()),
-            ptr: Arc::new(support::FakePtr),
-        },
-    )
-    .await
-    .unwrap();
+    let banners = Arc::new(support::Banners::ssh());
+    let services = support::services(
+        engine.clone(),
+        &clock,
+        banners.clone(),
+        Arc::new(support::FakePtr),
+    );
+    let state = start(&config, services).await.unwrap();
     let h = support::Harness {
         router: app(state.clone()),
         state,
         engine: Arc::new(portscope_control_api::engine::fake::FakeEngine::new()),
         clock,
-        banners: Arc::new(support::Banners::ssh()),
+        banners,
         config,
         dir,
     };

@@ -255,14 +255,9 @@ async fn scan_lifecycle_with_partial_results_grade_and_summary() {
 #[tokio::test]
 async fn committed_chunks_are_partial_results_while_the_rest_run() {
     let (m, t) = setup().await;
-    let r = m
-        .post_json(
-            "/api/v1/scan",
-            &t,
-            json!({"target": "198.18.0.5", "profile": "deep"}),
-        )
+    let id = m
+        .scan_with(&t, json!({"target": "198.18.0.5", "profile": "deep"}))
         .await;
-    let id = r.created_id();
     assert_eq!(m.chunks(&id).await, 4, "65,535 ports in chunks of 16,384");
     m.clock.advance(Duration::from_secs(5));
     m.ports(

@@ -2,7 +2,7 @@
 //! file, a manual clock, a resolver and banners the test can change, and an outbox for alert
 //! mail.
 
-use super::{lab_config, oneshot, Banners, Reply, T0_MS};
+use super::{lab_config, oneshot, services, Banners, Reply, T0_MS};
 use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{Method, Request};
@@ -15,7 +15,7 @@ use portscope_control_api::managed::scope::{Resolver, Scope};
 use portscope_control_api::managed::service::ManagedSettings;
 use portscope_control_api::managed::store::MScanRow;
 use portscope_control_api::managed::tokens;
-use portscope_control_api::{app, start_with, AppState, ManagedOptions, Services};
+use portscope_control_api::{app, start_with, AppState, ManagedOptions};
 use portscope_core::results::PortState;
 use portscope_core::targets::PortSet;
 use portscope_proto::{Event, Request as EngineRequest};
@@ -144,12 +144,7 @@ impl M {
         let outbox = Arc::new(Outbox::default());
         let state = start_with(
             &c,
-            Services {
-                engine: engine.clone(),
-                clock: Arc::new(clock.clone()),
-                banners: banners.clone(),
-                ptr: Arc::new(NoPtr),
-            },
+            services(engine.clone(), &clock, banners.clone(), Arc::new(NoPtr)),
             ManagedOptions {
                 resolver: dns.clone(),
                 settings,
@@ -187,12 +182,12 @@ impl M {
         c.allow_callback = vec!["127.0.0.0/8".parse().unwrap()];
         start_with(
             &c,
-            Services {
-                engine: Arc::new(FakeEngine::new()),
-                clock: Arc::new(self.clock.clone()),
-                banners: self.banners.clone(),
-                ptr: Arc::new(NoPtr),
-            },
+            services(
+                Arc::new(FakeEngine::new()),
+                &self.clock,
+                self.banners.clone(),
+                Arc::new(NoPtr),
+            ),
             ManagedOptions {
                 resolver: self.dns.clone(),
                 settings: ManagedSettings {
@@ -275,6 +270,12 @@ impl M {
     pub async fn scan(&self, token: &str, target: &str) -> String {
         self.scan_with(token, serde_json::json!({ "target": target }))
             .await
+    }
+
+    /// POSTs to `path` with no body (a retest, a saved target's scan), asserts 201,
+    /// returns the new scan's id.
+    pub async fn post_created(&self, path: &str, token: &str) -> String {
+        self.post(path, token, None).await.created_id()
     }
 
     /// POSTs a scan with this body, asserts 201, returns the scan's id.

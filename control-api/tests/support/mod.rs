@@ -18,8 +18,11 @@ use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
+use portscope_control_api::clock::ManualClock;
 use portscope_control_api::config::Config;
+use portscope_control_api::engine::EngineClient;
 use portscope_control_api::enrich::{BannerGrabber, PtrResolver};
+use portscope_control_api::Services;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -27,6 +30,22 @@ use std::sync::{Arc, Mutex};
 use tower::ServiceExt;
 
 pub use selfscan::Harness;
+
+/// The services of a test API: `engine`, the test's `clock` (shared: the test moves it),
+/// `banners` and `ptr`.
+pub fn services(
+    engine: Arc<dyn EngineClient>,
+    clock: &ManualClock,
+    banners: Arc<Banners>,
+    ptr: Arc<dyn PtrResolver>,
+) -> Services {
+    Services {
+        engine,
+        clock: Arc::new(clock.clone()),
+        banners,
+        ptr,
+    }
+}
 
 /// 2024-04-01T03:06:40Z.
 pub const T0_MS: u64 = 1_711_940_800_000;

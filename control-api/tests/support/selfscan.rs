@@ -4,7 +4,7 @@
 //! (a run of a chunk that failed and was retried gets a new `<run>`), and a test answers
 //! those chunk runs (`chunk_runs`, `finish_chunks`, `finish_runs_from`, `fail_runs`).
 
-use super::{lab_config, oneshot, Banners, FakePtr, Reply, T0_MS};
+use super::{lab_config, oneshot, services, Banners, FakePtr, Reply, T0_MS};
 use axum::body::Body;
 use axum::http::{Method, Request};
 use axum::Router;
@@ -12,7 +12,7 @@ use portscope_control_api::clock::{Clock, ManualClock};
 use portscope_control_api::config::Config;
 use portscope_control_api::engine::fake::{FakeEngine, OnSubmit};
 use portscope_control_api::model::ScanType;
-use portscope_control_api::{app, start, AppState, Services};
+use portscope_control_api::{app, start, AppState};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -53,17 +53,8 @@ impl Harness {
         dir: Arc<tempfile::TempDir>,
     ) -> Harness {
         let banners = Arc::new(Banners::ssh());
-        let state = start(
-            &config,
-            Services {
-                engine: engine.clone(),
-                clock: Arc::new(clock.clone()),
-                banners: banners.clone(),
-                ptr: Arc::new(FakePtr),
-            },
-        )
-        .await
-        .unwrap();
+        let services = services(engine.clone(), &clock, banners.clone(), Arc::new(FakePtr));
+        let state = start(&config, services).await.unwrap();
         Harness {
             router: app(state.clone()),
             state,
