@@ -20,9 +20,10 @@ use axum::Router;
 use http_body_util::BodyExt;
 use portscope_control_api::clock::ManualClock;
 use portscope_control_api::config::Config;
+use portscope_control_api::engine::fake::FakeEngine;
 use portscope_control_api::engine::EngineClient;
 use portscope_control_api::enrich::{BannerGrabber, PtrResolver};
-use portscope_control_api::Services;
+use portscope_control_api::{app, AppState, Services};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -30,6 +31,35 @@ use std::sync::{Arc, Mutex};
 use tower::ServiceExt;
 
 pub use selfscan::Harness;
+
+/// What both harnesses hold of the API under test (each derefs to it): its state (to shut
+/// it down or read its metrics), the router requests go through (`oneshot`), the fake
+/// engine, the clock the test moves and the banners the API is answered with.
+pub struct App {
+    pub state: AppState,
+    pub router: Router,
+    pub engine: Arc<FakeEngine>,
+    pub clock: ManualClock,
+    pub banners: Arc<Banners>,
+}
+
+impl App {
+    /// The app over a started API's `state`.
+    pub fn new(
+        state: AppState,
+        engine: Arc<FakeEngine>,
+        clock: ManualClock,
+        banners: Arc<Banners>,
+    ) -> App {
+        App {
+            router: app(state.clone()),
+            state,
+            engine,
+            clock,
+            banners,
+        }
+    }
+}
 
 /// The services of a test API: `engine`, the test's `clock` (shared: the test moves it),
 /// `banners` and `ptr`.
