@@ -36,10 +36,15 @@ pub use selfscan::Harness;
 /// it down or read its metrics), the router requests go through (`oneshot`), the fake
 /// engine, the clock the test moves and the banners the API is answered with.
 pub struct App {
+    /// The started API (shut down by `restart`).
     pub state: AppState,
+    /// `app(state)`, what `oneshot` requests go through.
     pub router: Router,
+    /// The fake engine the API's worker submits chunks to.
     pub engine: Arc<FakeEngine>,
+    /// The API's clock; the test moves it.
     pub clock: ManualClock,
+    /// The banners the API's grabber answers with.
     pub banners: Arc<Banners>,
 }
 
