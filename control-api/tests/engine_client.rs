@@ -203,10 +203,9 @@ async fn the_api_over_the_unix_socket_completes_and_survives_an_engine_restart()
 
     // A fast scan: one chunk run, answered by the scripted engine.
     let ip = "198.18.0.50";
-    assert_eq!(
-        h.post("/v1/fast", ip).await.status,
-        axum::http::StatusCode::OK
-    );
+    h.post("/v1/fast", ip)
+        .await
+        .assert_status(axum::http::StatusCode::OK);
     let Request::Submit {
         id, targets, kind, ..
     } = conn.recv().await

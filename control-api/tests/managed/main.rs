@@ -240,14 +240,12 @@ async fn scan_lifecycle_with_partial_results_grade_and_summary() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     // Unknown and other tokens' scans: 404.
     let other = m.token("other", SCOPE, 10, 5).await;
-    assert_eq!(
-        m.get(&format!("/api/v1/scan/{id}"), &other).await.status,
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        m.get("/api/v1/scan/m-nope", &t).await.status,
-        StatusCode::NOT_FOUND
-    );
+    m.get(&format!("/api/v1/scan/{id}"), &other)
+        .await
+        .assert_status(StatusCode::NOT_FOUND);
+    m.get("/api/v1/scan/m-nope", &t)
+        .await
+        .assert_status(StatusCode::NOT_FOUND);
 }
 
 /// A scan of several chunks shows the committed chunks' ports while the rest run

@@ -111,10 +111,9 @@ async fn targets_crud_scan_and_trigger_all_recheck_the_scope() {
         .call(Method::DELETE, &format!("/api/v1/targets/{web}"), &t, None)
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
-    assert_eq!(
-        m.get(&format!("/api/v1/targets/{web}"), &t).await.status,
-        StatusCode::NOT_FOUND
-    );
+    m.get(&format!("/api/v1/targets/{web}"), &t)
+        .await
+        .assert_status(StatusCode::NOT_FOUND);
     assert_eq!(
         m.call(Method::DELETE, &format!("/api/v1/targets/{web}"), &t, None)
             .await
@@ -277,10 +276,9 @@ async fn alerts_on_changes_with_acknowledge_and_resolve() {
             .len(),
         1
     );
-    assert_eq!(
-        m.get("/api/v1/alerts?status=weird", &t).await.status,
-        StatusCode::BAD_REQUEST
-    );
+    m.get("/api/v1/alerts?status=weird", &t)
+        .await
+        .assert_status(StatusCode::BAD_REQUEST);
     assert_eq!(
         m.post("/api/v1/alerts/al-nope/resolve", &t, None)
             .await
@@ -333,10 +331,9 @@ async fn security_fix_md_in_the_seed_shape() {
         .text
         .contains("nft insert rule inet filter input tcp dport 3389 drop"));
     assert!(r.text.contains("ufw deny 6379/tcp"));
-    assert_eq!(
-        m.get("/api/v1/scan/m-nope/fix", &t).await.status,
-        StatusCode::NOT_FOUND
-    );
+    m.get("/api/v1/scan/m-nope/fix", &t)
+        .await
+        .assert_status(StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

@@ -250,6 +250,11 @@ impl Reply {
         self.body["id"].as_str().unwrap().to_string()
     }
 
+    /// Asserts this status (the body in the failure message).
+    pub fn assert_status(&self, status: StatusCode) {
+        assert_eq!(self.status, status, "{}", self.text);
+    }
+
     /// Asserts this status and a JSON `message` containing `needle`.
     pub fn assert_message(&self, status: StatusCode, needle: &str) {
         assert_eq!(self.status, status, "{}", self.text);
