@@ -2,7 +2,7 @@
 //! expiry, the engine grace period). Not for measuring latency: that uses `Instant`.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -57,6 +57,28 @@ impl Clock for ManualClock {
     }
 }
 
+/// Hands out the `created_at_ms` of new scans: now, or one more than the last one handed
+/// out, so scans created in the same millisecond keep their order.
+#[derive(Debug, Default)]
+pub struct CreatedStamps {
+    /// The last value handed out.
+    last: AtomicI64,
+}
+
+impl CreatedStamps {
+    /// The next stamp, at `clock`'s now or later.
+    pub fn next(&self, clock: &dyn Clock) -> i64 {
+        let now_ms = clock.now_ms() as i64;
+        let prev = self
+            .last
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+                Some(now_ms.max(last + 1))
+            })
+            .unwrap_or(now_ms);
+        now_ms.max(prev + 1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +90,23 @@ mod tests {
         assert_eq!(c.now_secs(), 1_711_940_000);
         d.advance(Duration::from_secs(61));
         assert_eq!(c.now_secs(), 1_711_940_061);
+    }
+
+    #[test]
+    fn created_stamps_increase_within_one_millisecond() {
+        let c = ManualClock::at(5_000);
+        let stamps = CreatedStamps::default();
+        assert_eq!(
+            [stamps.next(&c), stamps.next(&c), stamps.next(&c)],
+            [5_000, 5_001, 5_002]
+        );
+        c.set_ms(9_000);
+        assert_eq!(stamps.next(&c), 9_000);
+        c.set_ms(1_000);
+        assert_eq!(
+            stamps.next(&c),
+            9_001,
+            "a clock stepping back never reorders scans"
+        );
     }
 }

@@ -23,6 +23,7 @@
 //! request field can name another target. A managed scan (`/api/v1`) names its target, but
 //! only inside its bearer token's scope, checked in one place before anything is queued.
 
+pub mod background;
 pub mod clock;
 pub mod config;
 pub mod delivery;
@@ -216,7 +217,6 @@ pub async fn start_with(
     let managed_service = managed::service::ManagedService::start(
         managed::service::ManagedDeps {
             store: mstore,
-            jobs: store::jobs::JobStore::new(store.pool().clone()),
             clock: services.clock.clone(),
             resolver: managed_opts.resolver,
             banners: services.banners.clone(),
@@ -273,7 +273,6 @@ pub async fn start_with(
     });
     let scans = selfscan::ScanService::start(
         selfscan::ScanDeps {
-            jobs: store::jobs::JobStore::new(store.pool().clone()),
             store,
             engine: services.engine,
             clock: services.clock.clone(),

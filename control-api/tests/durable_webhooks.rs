@@ -56,6 +56,11 @@ async fn wait_for(what: &str, secs: u64, f: impl Fn() -> bool, log: &api_node::N
     }
 }
 
+/// Waits (up to 20 s) until the hook has received `count` deliveries.
+async fn wait_deliveries(what: &str, got: &Got, count: usize, n: &api_node::Node) {
+    wait_for(what, 20, || got.lock().unwrap().len() == count, n).await;
+}
+
 /// Waits for the first (stalled) delivery attempt, SIGKILLs the node, restarts it on the
 /// same config and waits for the resumed delivery; checks both carry the same delivery id.
 /// The restarted node and the two deliveries.
@@ -63,23 +68,11 @@ async fn kill_mid_delivery_and_restart(
     n: api_node::Node,
     got: &Got,
 ) -> (api_node::Node, Vec<(String, Value)>) {
-    wait_for(
-        "the first delivery attempt",
-        20,
-        || got.lock().unwrap().len() == 1,
-        &n,
-    )
-    .await;
+    wait_deliveries("the first delivery attempt", got, 1, &n).await;
     let log = n.log.clone();
     let config = n.kill();
     let n = restart(&config, &log).await;
-    wait_for(
-        "the resumed delivery",
-        20,
-        || got.lock().unwrap().len() == 2,
-        &n,
-    )
-    .await;
+    wait_deliveries("the resumed delivery", got, 2, &n).await;
     let got = got.lock().unwrap().clone();
     assert!(
         got[0].0.starts_with("dlv_") && got[0].0.len() == 36,

@@ -6,11 +6,12 @@
 mod support;
 
 use portscope_control_api::clock::ManualClock;
+use portscope_control_api::engine::fake::port_result;
 use portscope_control_api::engine::unix::{Backoff, UnixEngineClient};
 use portscope_control_api::engine::{EngineClient, EngineError, EngineNotice};
 use portscope_control_api::model::ScanType;
-use portscope_control_api::{app, start, Services};
-use portscope_core::results::{PortResult, PortState, Reason};
+use portscope_control_api::start;
+use portscope_core::results::{PortResult, PortState};
 use portscope_proto::{decode, encode, Counts, Event, Outcome, Request, ScanKind};
 use std::path::Path;
 use std::sync::Arc;
@@ -165,13 +166,9 @@ async fn answer(conn: &mut Conn, id: &str, ip: &str) {
     .await;
 }
 
+/// Port `p` of `ip` in `state`, with the reason the fake engine gives it.
 fn port(ip: &str, p: u16, state: PortState) -> PortResult {
-    let reason = if state == PortState::Open {
-        Reason::SynAck
-    } else {
-        Reason::NoResponse
-    };
-    PortResult::tcp(ip.parse().unwrap(), p, state, reason, Some(64))
+    port_result(ip.parse().unwrap(), p, state)
 }
 
 #[tokio::test]
@@ -182,23 +179,18 @@ async fn the_api_over_the_unix_socket_completes_and_survives_an_engine_restart()
     config.engine_socket = path.clone();
     let engine = Arc::new(UnixEngineClient::spawn(path, fast_backoff()));
     let clock = ManualClock::at(support::T0_MS);
-    let state = start(
-        &config,
-        Services {
-            engine: engine.clone(),
-            clock: Arc::new(clock.clone()),
-            banners: Arc::new(support::Banners::ssh()),
-            ptr: Arc::new(support::FakePtr),
-        },
-    )
-    .await
-    .unwrap();
+    let banners = Arc::new(support::Banners::ssh());
+    let services = support::services(
+        engine.clone(),
+        &clock,
+        banners.clone(),
+        Arc::new(support::FakePtr),
+    );
+    let state = start(&config, services).await.unwrap();
+    // The harness's fake engine is idle: this API talks to `engine` over the socket.
+    let idle = Arc::new(portscope_control_api::engine::fake::FakeEngine::new());
     let h = support::Harness {
-        router: app(state.clone()),
-        state,
-        engine: Arc::new(portscope_control_api::engine::fake::FakeEngine::new()),
-        clock,
-        banners: Arc::new(support::Banners::ssh()),
+        app: support::App::new(state, idle, clock, banners),
         config,
         dir,
     };
@@ -211,10 +203,9 @@ async fn the_api_over_the_unix_socket_completes_and_survives_an_engine_restart()
 
     // A fast scan: one chunk run, answered by the scripted engine.
     let ip = "198.18.0.50";
-    assert_eq!(
-        h.post("/v1/fast", ip).await.status,
-        axum::http::StatusCode::OK
-    );
+    h.post("/v1/fast", ip)
+        .await
+        .assert_status(axum::http::StatusCode::OK);
     let Request::Submit {
         id, targets, kind, ..
     } = conn.recv().await

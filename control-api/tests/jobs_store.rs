@@ -340,6 +340,23 @@ async fn a_chunk_failing_its_last_attempt_fails_the_scan() {
 /// filtered ports (not its closed ones), engine time summed, `engine_done` at the last
 /// chunk; a re-committed chunk adds nothing. A failed job scan fails its row with the
 /// self-scan's reason. Job scans without a row are untouched.
+/// A `scans` row's status, chunks done and in all, whether every chunk is committed, and
+/// the wall time of its chunks.
+async fn progress(
+    scans: &portscope_control_api::store::Store,
+    id: &str,
+) -> (Status, i64, i64, i64, Option<i64>) {
+    let r = scans.get(id).await.unwrap().unwrap();
+    let status = Status::parse(&r.status).unwrap();
+    (
+        status,
+        r.chunks_complete,
+        r.total_chunks,
+        r.engine_done,
+        r.duration_ms,
+    )
+}
+
 async fn selfscan_rows_follow(path: &Path) {
     use portscope_control_api::jobs::submit::create;
     use portscope_control_api::model::ScanType;
@@ -372,16 +389,7 @@ async fn selfscan_rows_follow(path: &Path) {
     )
     .await
     .unwrap();
-    let r = scans.get("a").await.unwrap().unwrap();
-    assert_eq!(
-        (
-            r.status.as_str(),
-            r.chunks_complete,
-            r.total_chunks,
-            r.engine_done
-        ),
-        ("queued", 0, 2, 0)
-    );
+    assert_eq!(progress(&scans, "a").await, (Status::Queued, 0, 2, 0, None));
     let first = [
         result("198.18.0.9", 22, PortState::Open, Reason::SynAck),
         result("198.18.0.9", 25, PortState::Filtered, Reason::NoResponse),
@@ -398,16 +406,9 @@ async fn selfscan_rows_follow(path: &Path) {
         jobs.commit_chunk("a", 0, d).await.unwrap(),
         Commit::AlreadyDone
     );
-    let r = scans.get("a").await.unwrap().unwrap();
     assert_eq!(
-        (
-            r.status.as_str(),
-            r.chunks_complete,
-            r.total_chunks,
-            r.engine_done,
-            r.duration_ms
-        ),
-        ("running", 1, 2, 0, Some(1_000))
+        progress(&scans, "a").await,
+        (Status::Running, 1, 2, 0, Some(1_000))
     );
     let ports: Vec<(i64, String)> = scans
         .ports("a")
@@ -426,15 +427,9 @@ async fn selfscan_rows_follow(path: &Path) {
             scan_complete: true
         }
     );
-    let r = scans.get("a").await.unwrap().unwrap();
     assert_eq!(
-        (
-            r.status.as_str(),
-            r.chunks_complete,
-            r.engine_done,
-            r.duration_ms
-        ),
-        ("running", 2, 1, Some(2_000))
+        progress(&scans, "a").await,
+        (Status::Running, 2, 2, 1, Some(2_000))
     );
     assert_eq!(scans.ports("a").await.unwrap().len(), 3);
 

@@ -84,10 +84,9 @@ async fn token_cli_creates_lists_and_revokes_on_the_api_database() {
     );
     let (ok, out, err) = cli(&db, &["token", "revoke", "ci"]).await;
     assert!(ok && out.starts_with("revoked tok_"), "{out} {err}");
-    assert_eq!(
-        m.get("/api/v1/scans", &secret).await.status,
-        StatusCode::UNAUTHORIZED
-    );
+    m.get("/api/v1/scans", &secret)
+        .await
+        .assert_status(StatusCode::UNAUTHORIZED);
     let (ok, _, err) = cli(&db, &["token", "revoke", "nobody"]).await;
     assert!(!ok && err.contains("no token"), "{err}");
 }

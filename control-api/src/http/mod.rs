@@ -340,87 +340,75 @@ async fn poll(s: AppState, ip: IpAddr, t: ScanType) -> Result<Response, ApiError
     Ok(resp)
 }
 
-/// Start a fast scan (32 ports) of the requesting address.
-#[utoipa::path(
-    post, path = "/v1/fast", tag = "self-scan",
-    params(("X-Callback-Url" = Option<String>, Header,
-        description = "http(s) URL that receives the final result (POST, same body as GET) on completion or failure")),
-    responses(
-        (status = 200, description = "Scan queued, or the live scan of this address and type it joined (queued / running)",
-            body = ScanResponse, headers(
-                ("X-RateLimit-Limit" = u32, description = "Edge limit: requests per window"),
-                ("X-RateLimit-Remaining" = u32, description = "Requests left in the window"),
-                ("X-RateLimit-Reset" = u64, description = "Unix time the window resets"))),
-        (status = 403, description = "`not_available`: address opted out or restricted", body = ErrorBody),
-        (status = 422, description = "`invalid_target` (not a public address) or `invalid_callback`", body = ErrorBody),
-        (status = 429, description = "`rate_limited`", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds until the limit resets"))),
-    )
-)]
-pub async fn post_fast(
-    State(s): State<AppState>,
-    Extension(ClientIp(ip)): Extension<ClientIp>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    submit(s, ip, &headers, ScanType::Fast).await
+/// The POST and GET handlers of one scan type: the same checks, answers and documentation
+/// but for the type, its path and its per-type limits. utoipa wants a literal path per
+/// handler, hence one macro for both types rather than one handler with a path parameter
+/// (which would document `/v1/{type}` and answer unknown types with a 400).
+macro_rules! scan_type_handlers {
+    (
+        $t:expr, $path:literal,
+        $post:ident: $post_doc:literal,
+        $get:ident: $get_doc:literal,
+        rate_limited: $limits:literal $(,)?
+    ) => {
+        #[doc = $post_doc]
+        #[utoipa::path(
+            post, path = $path, tag = "self-scan",
+            params(("X-Callback-Url" = Option<String>, Header,
+                description = "http(s) URL that receives the final result (POST, same body as GET) on completion or failure")),
+            responses(
+                (status = 200, description = "Scan queued, or the live scan of this address and type it joined (queued / running)",
+                    body = ScanResponse, headers(
+                        ("X-RateLimit-Limit" = u32, description = "Edge limit: requests per window"),
+                        ("X-RateLimit-Remaining" = u32, description = "Requests left in the window"),
+                        ("X-RateLimit-Reset" = u64, description = "Unix time the window resets"))),
+                (status = 403, description = "`not_available`: address opted out or restricted", body = ErrorBody),
+                (status = 422, description = "`invalid_target` (not a public address) or `invalid_callback`", body = ErrorBody),
+                (status = 429, description = $limits, body = ErrorBody,
+                    headers(("Retry-After" = u64, description = "Seconds until the limit resets"))),
+            )
+        )]
+        pub async fn $post(
+            State(s): State<AppState>,
+            Extension(ClientIp(ip)): Extension<ClientIp>,
+            headers: HeaderMap,
+        ) -> Result<Response, ApiError> {
+            submit(s, ip, &headers, $t).await
+        }
+
+        #[doc = $get_doc]
+        #[utoipa::path(
+            get, path = $path, tag = "self-scan",
+            responses(
+                (status = 200, description = "`queued`, `running`, `complete`, `failed` or `none`", body = ScanResponse,
+                    headers(("X-Scan-Duration-Ms" = u64, description = "Scan duration, on complete results"))),
+                (status = 403, description = "`not_available`", body = ErrorBody),
+                (status = 422, description = "`invalid_target`", body = ErrorBody),
+                (status = 429, description = "`rate_limited`", body = ErrorBody),
+            )
+        )]
+        pub async fn $get(
+            State(s): State<AppState>,
+            Extension(ClientIp(ip)): Extension<ClientIp>,
+        ) -> Result<Response, ApiError> {
+            poll(s, ip, $t).await
+        }
+    };
 }
 
-/// Start a deep scan (65,535 ports) of the requesting address.
-#[utoipa::path(
-    post, path = "/v1/deep", tag = "self-scan",
-    params(("X-Callback-Url" = Option<String>, Header,
-        description = "http(s) URL that receives the final result (POST, same body as GET) on completion or failure")),
-    responses(
-        (status = 200, description = "Scan queued, or the live scan of this address and type it joined", body = ScanResponse),
-        (status = 403, description = "`not_available`", body = ErrorBody),
-        (status = 422, description = "`invalid_target` or `invalid_callback`", body = ErrorBody),
-        (status = 429, description = "`rate_limited` (1 per IP per 5 minutes, 200 per ASN per hour, edge limit)", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds until the limit resets"))),
-    )
-)]
-pub async fn post_deep(
-    State(s): State<AppState>,
-    Extension(ClientIp(ip)): Extension<ClientIp>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    submit(s, ip, &headers, ScanType::Deep).await
-}
+scan_type_handlers!(
+    ScanType::Fast, "/v1/fast",
+    post_fast: "Start a fast scan (32 ports) of the requesting address.",
+    get_fast: "Poll the fast scan of the requesting address.",
+    rate_limited: "`rate_limited` (2,000 fast scans per ASN per hour, edge limit)",
+);
 
-/// Poll the fast scan of the requesting address.
-#[utoipa::path(
-    get, path = "/v1/fast", tag = "self-scan",
-    responses(
-        (status = 200, description = "`queued`, `running`, `complete`, `failed` or `none`", body = ScanResponse,
-            headers(("X-Scan-Duration-Ms" = u64, description = "Scan duration, on complete results"))),
-        (status = 403, description = "`not_available`", body = ErrorBody),
-        (status = 422, description = "`invalid_target`", body = ErrorBody),
-        (status = 429, description = "`rate_limited`", body = ErrorBody),
-    )
-)]
-pub async fn get_fast(
-    State(s): State<AppState>,
-    Extension(ClientIp(ip)): Extension<ClientIp>,
-) -> Result<Response, ApiError> {
-    poll(s, ip, ScanType::Fast).await
-}
-
-/// Poll the deep scan of the requesting address.
-#[utoipa::path(
-    get, path = "/v1/deep", tag = "self-scan",
-    responses(
-        (status = 200, description = "`queued`, `running`, `complete`, `failed` or `none`", body = ScanResponse,
-            headers(("X-Scan-Duration-Ms" = u64, description = "Scan duration, on complete results"))),
-        (status = 403, description = "`not_available`", body = ErrorBody),
-        (status = 422, description = "`invalid_target`", body = ErrorBody),
-        (status = 429, description = "`rate_limited`", body = ErrorBody),
-    )
-)]
-pub async fn get_deep(
-    State(s): State<AppState>,
-    Extension(ClientIp(ip)): Extension<ClientIp>,
-) -> Result<Response, ApiError> {
-    poll(s, ip, ScanType::Deep).await
-}
+scan_type_handlers!(
+    ScanType::Deep, "/v1/deep",
+    post_deep: "Start a deep scan (65,535 ports) of the requesting address.",
+    get_deep: "Poll the deep scan of the requesting address.",
+    rate_limited: "`rate_limited` (1 per IP per 5 minutes, 200 per ASN per hour, edge limit)",
+);
 
 /// This document.
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "meta",

@@ -122,6 +122,28 @@ pub fn security_fix(row: &MScanRow, open: &[OpenPort]) -> String {
     out
 }
 
+/// A report section: its heading, then `none` as a paragraph when there are no `items`,
+/// else the items, each written by `item`, between `wrap`'s opening and closing markup.
+fn section<T>(
+    h: &mut String,
+    title: &str,
+    none: &str,
+    items: &[T],
+    wrap: [&str; 2],
+    item: impl Fn(&mut String, &T),
+) {
+    let _ = write!(h, "<h2>{title}</h2>");
+    if items.is_empty() {
+        let _ = write!(h, "<p>{none}</p>");
+        return;
+    }
+    h.push_str(wrap[0]);
+    for i in items {
+        item(h, i);
+    }
+    h.push_str(wrap[1]);
+}
+
 /// Escapes text for HTML.
 pub fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
@@ -173,12 +195,13 @@ pub fn html(
     );
     h.push_str("<h2>Exposure over time</h2>");
     h.push_str(&super::chart::exposure_svg(history));
-    h.push_str("<h2>Open and filtered ports</h2>");
-    if ports.is_empty() {
-        h.push_str("<p>None found.</p>");
-    } else {
-        h.push_str("<table><tr><th>Host</th><th>Port</th><th>State</th><th>Service</th><th>Banner</th></tr>");
-        for p in ports {
+    section(
+        &mut h,
+        "Open and filtered ports",
+        "None found.",
+        ports,
+        ["<table><tr><th>Host</th><th>Port</th><th>State</th><th>Service</th><th>Banner</th></tr>", "</table>"],
+        |h, p| {
             let port = u16::try_from(p.port).unwrap_or(0);
             let _ = write!(
                 h,
@@ -189,15 +212,18 @@ pub fn html(
                 esc(&crate::model::service_name(port).unwrap_or_default()),
                 esc(p.banner.as_deref().unwrap_or(""))
             );
-        }
-        h.push_str("</table>");
-    }
-    h.push_str("<h2>Findings</h2>");
-    if found.is_empty() {
-        h.push_str("<p>None.</p>");
-    } else {
-        h.push_str("<table><tr><th>Severity</th><th>Finding</th><th>Details</th></tr>");
-        for f in &found {
+        },
+    );
+    section(
+        &mut h,
+        "Findings",
+        "None.",
+        &found,
+        [
+            "<table><tr><th>Severity</th><th>Finding</th><th>Details</th></tr>",
+            "</table>",
+        ],
+        |h, f| {
             let _ = write!(
                 h,
                 "<tr><td class=\"{s}\">{s}</td><td>{}</td><td>{}</td></tr>",
@@ -205,15 +231,15 @@ pub fn html(
                 esc(&f.description),
                 s = f.severity.as_str()
             );
-        }
-        h.push_str("</table>");
-    }
-    h.push_str("<h2>Changes since the last scan</h2>");
-    if alerts.is_empty() {
-        h.push_str("<p>No changes (or no earlier scan of this target).</p>");
-    } else {
-        h.push_str("<ul>");
-        for a in alerts {
+        },
+    );
+    section(
+        &mut h,
+        "Changes since the last scan",
+        "No changes (or no earlier scan of this target).",
+        alerts,
+        ["<ul>", "</ul>"],
+        |h, a| {
             let _ = write!(
                 h,
                 "<li><b>{}</b> [{}] {}</li>",
@@ -221,9 +247,8 @@ pub fn html(
                 esc(&a.severity),
                 esc(&a.message)
             );
-        }
-        h.push_str("</ul>");
-    }
+        },
+    );
     h.push_str("</body></html>\n");
     h
 }

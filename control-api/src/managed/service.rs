@@ -9,7 +9,8 @@ use super::month_start_secs;
 use super::scope::{Resolver, TargetSpec};
 use super::store::{AlertRow, MScanRow, MStore};
 use super::tokens::{self, Token};
-use crate::clock::Clock;
+use crate::background::Background;
+use crate::clock::{Clock, CreatedStamps};
 use crate::enrich::BannerGrabber;
 use crate::http::error::ApiError;
 use crate::jobs::plan::{plan_ports, DEFAULT_CHUNK_PROBES};
@@ -24,12 +25,9 @@ use portscope_core::policy::TargetPolicy;
 use portscope_core::targets::{PortSet, TargetSet};
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 pub use super::order::{check_size, profile_ports, ScanOrder, MAX_SCAN_PAIRS};
 
@@ -45,10 +43,8 @@ pub const BANNER_HOSTS: usize = 16;
 /// Everything the service uses.
 #[derive(Debug, Clone)]
 pub struct ManagedDeps {
-    /// Tables.
+    /// Tables (the job tables are in the same database).
     pub store: MStore,
-    /// The job tables (same database).
-    pub jobs: JobStore,
     /// Time.
     pub clock: Arc<dyn Clock>,
     /// Host name resolution for scope checks.
@@ -99,14 +95,16 @@ impl Default for ManagedSettings {
 pub struct ManagedService {
     deps: ManagedDeps,
     settings: ManagedSettings,
+    /// The job tables, in the store's database.
+    jobs: JobStore,
     /// Signalled by this process's worker after a commit or a failed scan.
     pub(super) changed: Arc<Notify>,
     /// Scans being finished here (no double work).
     pub(super) busy: Mutex<HashSet<String>>,
-    /// Last `created_at_ms` handed out (strictly increasing, orders scans of one ms).
-    last_created: AtomicI64,
-    tasks: TaskTracker,
-    cancel: CancellationToken,
+    /// `created_at_ms` of new scans (strictly increasing, orders scans of one ms).
+    created: CreatedStamps,
+    /// The finisher, the scheduler and monitor deliveries.
+    background: Background,
 }
 
 /// A new managed scan id: a random (v4) UUID in its hyphenated form (seed 003).
@@ -124,64 +122,36 @@ impl ManagedService {
         changed: Arc<Notify>,
     ) -> Arc<Self> {
         let svc = Arc::new(ManagedService {
+            jobs: JobStore::new(deps.store.pool().clone()),
             deps,
             settings,
             changed,
             busy: Mutex::new(HashSet::new()),
-            last_created: AtomicI64::new(0),
-            tasks: TaskTracker::new(),
-            cancel: CancellationToken::new(),
+            created: CreatedStamps::default(),
+            background: Background::new(),
         });
         let me = svc.clone();
         svc.spawn(async move { me.run_finisher().await });
-        let period = svc.settings.scheduler_interval;
-        if !period.is_zero() {
-            let me = svc.clone();
-            svc.spawn(async move {
-                let mut tick = tokio::time::interval(period);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    me.maintain().await;
-                }
+        svc.background
+            .every(svc.settings.scheduler_interval, &svc, |me| async move {
+                me.maintain().await;
             });
-        }
         svc
     }
 
     /// Stops background work and waits for it.
     pub async fn shutdown(&self) {
-        self.cancel.cancel();
-        self.tasks.close();
-        self.tasks.wait().await;
+        self.background.shutdown().await;
     }
 
     /// Runs `fut` as a background task that shutdown cancels and waits for.
     pub(super) fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
-        let cancel = self.cancel.clone();
-        self.tasks.spawn(async move {
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                _ = fut => {}
-            }
-        });
+        self.background.spawn(fut);
     }
 
     /// The finisher's polling period.
     pub(super) fn finisher_poll(&self) -> Duration {
         self.settings.finisher_poll
-    }
-
-    /// A `created_at_ms` for a new scan: now, or one more than the last one handed out.
-    fn next_created_ms(&self) -> i64 {
-        let now_ms = self.deps.clock.now_ms() as i64;
-        let prev = self
-            .last_created
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
-                Some(now_ms.max(last + 1))
-            })
-            .unwrap_or(now_ms);
-        now_ms.max(prev + 1)
     }
 
     /// The monitor webhook queue.
@@ -270,7 +240,7 @@ impl ManagedService {
         check_size(&addrs, port_count)?;
         let target = spec.to_string();
         let store = &self.deps.store;
-        let created = self.next_created_ms();
+        let created = self.created.next(&*self.deps.clock);
         let id = new_managed_id();
         let chunks = chunks_of(&id, &addrs, &ports, self.settings.chunk_probes)?;
         let row = MScanRow {
@@ -351,7 +321,7 @@ impl ManagedService {
     /// its chunk jobs not claimed yet leave the queue; a chunk being run records nothing.
     pub async fn cancel(&self, row: &MScanRow) -> Result<(), ApiError> {
         let now_ms = self.deps.clock.now_ms() as i64;
-        if !row.is_live() || !self.deps.jobs.cancel_scan(&row.id, now_ms).await? {
+        if !row.is_live() || !self.jobs.cancel_scan(&row.id, now_ms).await? {
             return Err(ApiError::BadRequest(format!(
                 "scan {} is already {} and cannot be cancelled",
                 row.id, row.status

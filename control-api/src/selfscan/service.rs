@@ -15,7 +15,8 @@
 //! It does not parse HTTP or decide who may ask: the HTTP layer validates the target and
 //! the callback first and hands over a checked address.
 
-use crate::clock::Clock;
+use crate::background::Background;
+use crate::clock::{Clock, CreatedStamps};
 use crate::engine::EngineClient;
 use crate::enrich::{BannerGrabber, PtrResolver};
 use crate::http::error::ApiError;
@@ -31,20 +32,15 @@ use crate::webhook::Webhooks;
 use portscope_core::results::PortState;
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 /// Everything the service uses.
 #[derive(Debug, Clone)]
 pub struct ScanDeps {
-    /// Results.
+    /// Results (the job tables are in the same database).
     pub store: Store,
-    /// The job tables (same database).
-    pub jobs: JobStore,
     /// The API's engine connection (only its link state is read, for a gauge).
     pub engine: Arc<dyn EngineClient>,
     /// Time.
@@ -80,16 +76,18 @@ pub struct ScanSettings {
 pub struct ScanService {
     pub(super) deps: ScanDeps,
     pub(super) settings: ScanSettings,
+    /// The job tables, in the store's database.
+    jobs: JobStore,
     /// Signalled by this process's worker after a commit or a failed scan.
     pub(super) changed: Arc<Notify>,
     /// Scans being finished or having webhooks delivered here (no double work).
     pub(super) busy: Mutex<HashSet<String>>,
     /// Serialises the coalescing check and the insert.
     submit_lock: tokio::sync::Mutex<()>,
-    /// Last `created_at_ms` handed out (strictly increasing, orders scans of one ms).
-    last_created: AtomicI64,
-    tasks: TaskTracker,
-    cancel: CancellationToken,
+    /// `created_at_ms` of new scans (strictly increasing, orders scans of one ms).
+    created: CreatedStamps,
+    /// The finisher, maintenance, webhook deliveries and the in-process worker.
+    background: Background,
 }
 
 fn new_id() -> String {
@@ -125,56 +123,34 @@ impl ScanService {
         worker: Option<WorkerOptions>,
     ) -> Arc<Self> {
         let svc = Arc::new(ScanService {
+            jobs: JobStore::new(deps.store.pool().clone()),
             deps,
             settings,
             changed,
             busy: Mutex::new(HashSet::new()),
             submit_lock: tokio::sync::Mutex::new(()),
-            last_created: AtomicI64::new(0),
-            tasks: TaskTracker::new(),
-            cancel: CancellationToken::new(),
+            created: CreatedStamps::default(),
+            background: Background::new(),
         });
         if let Some(opts) = worker {
-            let stop = svc.cancel.child_token();
+            let stop = svc.background.child_token();
             let handle = crate::jobs::cli::spawn_in_process_worker(opts, stop);
-            svc.tasks.spawn(async move {
+            svc.background.track(async move {
                 let _ = handle.await;
             });
         }
         let me = svc.clone();
         svc.spawn(async move { me.run_finisher().await });
-        let me = svc.clone();
-        svc.every(svc.settings.maintenance_interval, move || {
-            let me = me.clone();
-            async move { me.maintain().await }
-        });
+        svc.background
+            .every(svc.settings.maintenance_interval, &svc, |me| async move {
+                me.maintain().await
+            });
         svc
-    }
-
-    /// Runs `f` every `period` (not at all for a zero period) until shutdown.
-    fn every<F, Fut>(&self, period: Duration, f: F)
-    where
-        F: Fn() -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = ()> + Send,
-    {
-        if period.is_zero() {
-            return;
-        }
-        self.spawn(async move {
-            let mut tick = tokio::time::interval(period);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                f().await;
-            }
-        });
     }
 
     /// Stops every background task (the in-process worker included) and waits for them.
     pub async fn shutdown(&self) {
-        self.cancel.cancel();
-        self.tasks.close();
-        self.tasks.wait().await;
+        self.background.shutdown().await;
     }
 
     /// The store.
@@ -184,25 +160,7 @@ impl ScanService {
 
     /// Runs `fut` as a background task that shutdown cancels and waits for.
     pub(super) fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
-        let cancel = self.cancel.clone();
-        self.tasks.spawn(async move {
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                _ = fut => {}
-            }
-        });
-    }
-
-    /// A `created_at_ms` for a new scan: now, or one more than the last one handed out.
-    fn next_created_ms(&self) -> i64 {
-        let now_ms = self.deps.clock.now_ms() as i64;
-        let prev = self
-            .last_created
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
-                Some(now_ms.max(last + 1))
-            })
-            .unwrap_or(now_ms);
-        now_ms.max(prev + 1)
+        self.background.spawn(fut);
     }
 
     pub(super) fn now_secs(&self) -> i64 {
@@ -244,11 +202,11 @@ impl ScanService {
             id: &id,
             ip: &ip_s,
             scan_type: t,
-            created_at_ms: self.next_created_ms(),
+            created_at_ms: self.created.next(&*self.deps.clock),
             expires_at: self.expiry(),
         };
         let created = crate::jobs::submit::create(
-            &self.deps.jobs,
+            &self.jobs,
             &id,
             t.kind(),
             t.priority(),

@@ -120,14 +120,12 @@ impl MStore {
 
     /// Alerts raised by a scan.
     pub async fn alerts_of_scan(&self, scan: &str) -> Result<Vec<AlertRow>, sqlx::Error> {
-        on_db!(&self.pool, |p| {
-            sqlx::query_as(
+        self.pool
+            .all(
                 "SELECT * FROM managed_alerts WHERE scan_id = $1 ORDER BY host, port, kind",
+                scan,
             )
-            .bind(scan)
-            .fetch_all(p)
             .await
-        })
     }
 
     /// Sets an alert's status (`acknowledged` keeps a resolved alert resolved).

@@ -190,13 +190,10 @@ impl MStore {
 
     /// A scan by id.
     pub async fn scan(&self, id: &str) -> Result<Option<MScanRow>, sqlx::Error> {
-        on_db!(&self.pool, |p| {
-            sqlx::query_as("SELECT * FROM managed_scans WHERE id = $1")
-                .bind(id)
-                .fetch_optional(p)
-                .await
-                .map(|o| o.map(|r| self.keyed(r)))
-        })
+        self.pool
+            .optional("SELECT * FROM managed_scans WHERE id = $1", id)
+            .await
+            .map(|o| o.map(|r| self.keyed(r)))
     }
 
     /// A scan by id, if it belongs to the token.
@@ -294,15 +291,13 @@ impl MStore {
 
     /// A scan's ports by host and port.
     pub async fn ports(&self, id: &str) -> Result<Vec<MPortRow>, sqlx::Error> {
-        on_db!(&self.pool, |p| {
-            sqlx::query_as(
+        self.pool
+            .all(
                 "SELECT host, port, state, banner FROM managed_ports WHERE scan_id = $1 \
-                 ORDER BY host, port",
+             ORDER BY host, port",
+                id,
             )
-            .bind(id)
-            .fetch_all(p)
             .await
-        })
     }
 
     /// Completes a live scan with banners, grade and score, its alerts and its monitor

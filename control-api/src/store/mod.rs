@@ -30,6 +30,7 @@ pub mod notify;
 pub mod queue;
 pub mod quota;
 pub mod scans;
+mod select;
 mod targets;
 pub mod tokens;
 

@@ -119,12 +119,9 @@ impl Store {
 
     /// One scan by id.
     pub async fn get(&self, id: &str) -> Result<Option<ScanRow>, sqlx::Error> {
-        on_db!(&self.pool, |p| {
-            sqlx::query_as("SELECT * FROM scans WHERE id = $1")
-                .bind(id)
-                .fetch_optional(p)
-                .await
-        })
+        self.pool
+            .optional("SELECT * FROM scans WHERE id = $1", id)
+            .await
     }
 
     /// The queued or running scan of this target and type, if any.
@@ -224,26 +221,22 @@ impl Store {
 
     /// A scan's ports, by port.
     pub async fn ports(&self, id: &str) -> Result<Vec<PortRow>, sqlx::Error> {
-        on_db!(&self.pool, |p| {
-            sqlx::query_as(
+        self.pool
+            .all(
                 "SELECT port, state, banner FROM scan_ports WHERE scan_id = $1 ORDER BY port",
+                id,
             )
-            .bind(id)
-            .fetch_all(p)
             .await
-        })
     }
 
     /// Unexpired scans per status.
     pub async fn count_by_status(&self, now_secs: i64) -> Result<Vec<(String, i64)>, sqlx::Error> {
-        on_db!(&self.pool, |p| {
-            sqlx::query_as(
+        self.pool
+            .all(
                 "SELECT status, COUNT(*) FROM scans WHERE expires_at > $1 GROUP BY status",
+                now_secs,
             )
-            .bind(now_secs)
-            .fetch_all(p)
             .await
-        })
     }
 
     /// Number of scans (any state).

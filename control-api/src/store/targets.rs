@@ -141,24 +141,19 @@ impl MStore {
 
     /// A target by id (any token).
     pub async fn target_any(&self, id: &str) -> Result<Option<TargetRow>, sqlx::Error> {
-        on_db!(&self.pool, |p| {
-            sqlx::query_as("SELECT * FROM managed_targets WHERE id = $1")
-                .bind(id)
-                .fetch_optional(p)
-                .await
-        })
+        self.pool
+            .optional("SELECT * FROM managed_targets WHERE id = $1", id)
+            .await
     }
 
     /// A token's targets, oldest first.
     pub async fn targets(&self, token: &str) -> Result<Vec<TargetRow>, sqlx::Error> {
-        on_db!(&self.pool, |p| {
-            sqlx::query_as(
+        self.pool
+            .all(
                 "SELECT * FROM managed_targets WHERE token_id = $1 ORDER BY created_at, id",
+                token,
             )
-            .bind(token)
-            .fetch_all(p)
             .await
-        })
     }
 
     /// Deletes a token's target. Returns whether it existed.
@@ -175,15 +170,13 @@ impl MStore {
 
     /// Enabled targets with a schedule due at `now`.
     pub async fn due_targets(&self, now: i64) -> Result<Vec<TargetRow>, sqlx::Error> {
-        on_db!(&self.pool, |p| {
-            sqlx::query_as(
+        self.pool
+            .all(
                 "SELECT * FROM managed_targets WHERE enabled = 1 AND interval_secs IS NOT NULL \
-                 AND next_run_at IS NOT NULL AND next_run_at <= $1 ORDER BY next_run_at, id",
+             AND next_run_at IS NOT NULL AND next_run_at <= $1 ORDER BY next_run_at, id",
+                now,
             )
-            .bind(now)
-            .fetch_all(p)
             .await
-        })
     }
 
     /// Sets the next run.

@@ -23,10 +23,9 @@ async fn edge_limit_is_30_per_minute_on_every_endpoint_and_resets() {
     assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
     assert_eq!(r.header_u64("x-ratelimit-reset"), T0 + 60);
     // Another address has its own window.
-    assert_eq!(
-        h.get("/v1/fast", "198.18.0.16").await.status,
-        StatusCode::OK
-    );
+    h.get("/v1/fast", "198.18.0.16")
+        .await
+        .assert_status(StatusCode::OK);
 
     h.clock.advance(Duration::from_secs(45));
     let r = h.post("/v1/fast", ip).await;
@@ -105,10 +104,9 @@ async fn deep_scans_are_limited_to_200_per_asn_per_hour() {
     // Another network (not in the table: grouped by /48) is not limited.
     assert_eq!(h.post("/v1/deep", "2001:2::1").await.status, StatusCode::OK);
     h.clock.advance(Duration::from_secs(3600));
-    assert_eq!(
-        h.post("/v1/deep", "198.19.200.1").await.status,
-        StatusCode::OK
-    );
+    h.post("/v1/deep", "198.19.200.1")
+        .await
+        .assert_status(StatusCode::OK);
 }
 
 #[tokio::test]
@@ -117,8 +115,7 @@ async fn fast_scans_are_limited_to_2000_per_asn_per_hour() {
     let (h, _dir) = one_asn("198.18.0.0/15 64512\n").await;
     hit_the_asn_limit(&h, "fast", 2000, 0, "198.19.0.1").await;
     // Coalescing onto a live scan still answers.
-    assert_eq!(
-        h.post("/v1/fast", "198.18.0.1").await.status,
-        StatusCode::OK
-    );
+    h.post("/v1/fast", "198.18.0.1")
+        .await
+        .assert_status(StatusCode::OK);
 }

@@ -25,10 +25,9 @@ async fn opted_out_addresses_get_403() {
         }
     }
     assert!(h.engine.requests().is_empty());
-    assert_eq!(
-        h.post("/v1/fast", "198.18.8.1").await.status,
-        StatusCode::OK
-    );
+    h.post("/v1/fast", "198.18.8.1")
+        .await
+        .assert_status(StatusCode::OK);
 }
 
 #[tokio::test]
@@ -53,10 +52,9 @@ async fn non_public_addresses_get_422_invalid_target() {
         assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{ip}");
         assert_eq!(r.body["error"], "invalid_target", "{ip}");
         assert_ratelimit_headers(&r);
-        assert_eq!(
-            h.get("/v1/deep", ip).await.status,
-            StatusCode::UNPROCESSABLE_ENTITY
-        );
+        h.get("/v1/deep", ip)
+            .await
+            .assert_status(StatusCode::UNPROCESSABLE_ENTITY);
     }
     let r = h.post("/v1/fast", "::ffff:127.0.0.1").await;
     assert_eq!(

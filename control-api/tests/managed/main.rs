@@ -240,14 +240,12 @@ async fn scan_lifecycle_with_partial_results_grade_and_summary() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     // Unknown and other tokens' scans: 404.
     let other = m.token("other", SCOPE, 10, 5).await;
-    assert_eq!(
-        m.get(&format!("/api/v1/scan/{id}"), &other).await.status,
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        m.get("/api/v1/scan/m-nope", &t).await.status,
-        StatusCode::NOT_FOUND
-    );
+    m.get(&format!("/api/v1/scan/{id}"), &other)
+        .await
+        .assert_status(StatusCode::NOT_FOUND);
+    m.get("/api/v1/scan/m-nope", &t)
+        .await
+        .assert_status(StatusCode::NOT_FOUND);
 }
 
 /// A scan of several chunks shows the committed chunks' ports while the rest run
@@ -255,14 +253,9 @@ async fn scan_lifecycle_with_partial_results_grade_and_summary() {
 #[tokio::test]
 async fn committed_chunks_are_partial_results_while_the_rest_run() {
     let (m, t) = setup().await;
-    let r = m
-        .post_json(
-            "/api/v1/scan",
-            &t,
-            json!({"target": "198.18.0.5", "profile": "deep"}),
-        )
+    let id = m
+        .scan_with(&t, json!({"target": "198.18.0.5", "profile": "deep"}))
         .await;
-    let id = r.created_id();
     assert_eq!(m.chunks(&id).await, 4, "65,535 ports in chunks of 16,384");
     m.clock.advance(Duration::from_secs(5));
     m.ports(

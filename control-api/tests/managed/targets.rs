@@ -111,10 +111,9 @@ async fn targets_crud_scan_and_trigger_all_recheck_the_scope() {
         .call(Method::DELETE, &format!("/api/v1/targets/{web}"), &t, None)
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
-    assert_eq!(
-        m.get(&format!("/api/v1/targets/{web}"), &t).await.status,
-        StatusCode::NOT_FOUND
-    );
+    m.get(&format!("/api/v1/targets/{web}"), &t)
+        .await
+        .assert_status(StatusCode::NOT_FOUND);
     assert_eq!(
         m.call(Method::DELETE, &format!("/api/v1/targets/{web}"), &t, None)
             .await
@@ -224,9 +223,8 @@ async fn alerts_on_changes_with_acknowledge_and_resolve() {
         .insert(22, "SSH-2.0-OpenSSH_9.7".into());
     m.clock.advance(Duration::from_secs(60));
     let second = m
-        .post(&format!("/api/v1/scan/{first}/retest"), &t, None)
-        .await
-        .created_id();
+        .post_created(&format!("/api/v1/scan/{first}/retest"), &t)
+        .await;
     m.complete_with(&second, &[("198.18.0.80", 22), ("198.18.0.80", 3306)])
         .await;
     let r = m.get("/api/v1/alerts", &t).await;
@@ -278,10 +276,9 @@ async fn alerts_on_changes_with_acknowledge_and_resolve() {
             .len(),
         1
     );
-    assert_eq!(
-        m.get("/api/v1/alerts?status=weird", &t).await.status,
-        StatusCode::BAD_REQUEST
-    );
+    m.get("/api/v1/alerts?status=weird", &t)
+        .await
+        .assert_status(StatusCode::BAD_REQUEST);
     assert_eq!(
         m.post("/api/v1/alerts/al-nope/resolve", &t, None)
             .await
@@ -334,10 +331,9 @@ async fn security_fix_md_in_the_seed_shape() {
         .text
         .contains("nft insert rule inet filter input tcp dport 3389 drop"));
     assert!(r.text.contains("ufw deny 6379/tcp"));
-    assert_eq!(
-        m.get("/api/v1/scan/m-nope/fix", &t).await.status,
-        StatusCode::NOT_FOUND
-    );
+    m.get("/api/v1/scan/m-nope/fix", &t)
+        .await
+        .assert_status(StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
@@ -394,14 +390,12 @@ async fn monitors_post_new_alerts_at_or_above_the_threshold() {
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     let tid = r.created_id();
     let a = m
-        .post(&format!("/api/v1/targets/{tid}/scan"), &t, None)
-        .await
-        .created_id();
+        .post_created(&format!("/api/v1/targets/{tid}/scan"), &t)
+        .await;
     m.complete_with(&a, &[("198.18.0.99", 80)]).await;
     let b = m
-        .post(&format!("/api/v1/targets/{tid}/scan"), &t, None)
-        .await
-        .created_id();
+        .post_created(&format!("/api/v1/targets/{tid}/scan"), &t)
+        .await;
     // New: 27017 (CRITICAL) and 22 (LOW); closed: 80 (INFO). Only 27017 is sent.
     m.complete_with(&b, &[("198.18.0.99", 22), ("198.18.0.99", 27017)])
         .await;
@@ -547,10 +541,7 @@ async fn the_transaction_that_completes_a_scan_queues_its_monitor_webhook() {
     let m = monitored().await;
     let t = m.token("ci", SCOPE, 100, 10).await;
     let (url, got) = support::webhook_receiver(0).await;
-    let id = m
-        .post_json("/api/v1/scan", &t, json!({"target": "198.18.0.98"}))
-        .await
-        .created_id();
+    let id = m.scan(&t, "198.18.0.98").await;
     let job = portscope_control_api::delivery::DeliveryJob {
         id: "monitor-test".into(),
         url,
@@ -600,9 +591,9 @@ async fn two_api_nodes_finish_a_scan_once_and_notify_once() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let tid = r.body["id"].as_str().unwrap().to_string();
     let path = format!("/api/v1/targets/{tid}/scan");
-    let a = m.post(&path, &t, None).await.created_id();
+    let a = m.post_created(&path, &t).await;
     m.complete_with(&a, &[("198.18.0.97", 80)]).await;
-    let b = m.post(&path, &t, None).await.created_id();
+    let b = m.post_created(&path, &t).await;
     // The second node's finisher passes run back to back while the scan completes.
     let racing = {
         let svc = second.managed().clone();

@@ -2,7 +2,7 @@
 //! file, a manual clock, a resolver and banners the test can change, and an outbox for alert
 //! mail.
 
-use super::{lab_config, oneshot, Banners, Reply, T0_MS};
+use super::{lab_config, oneshot, services, App, Banners, Reply, T0_MS};
 use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{Method, Request};
@@ -15,7 +15,7 @@ use portscope_control_api::managed::scope::{Resolver, Scope};
 use portscope_control_api::managed::service::ManagedSettings;
 use portscope_control_api::managed::store::MScanRow;
 use portscope_control_api::managed::tokens;
-use portscope_control_api::{app, start_with, AppState, ManagedOptions, Services};
+use portscope_control_api::{start_with, AppState, ManagedOptions};
 use portscope_core::results::PortState;
 use portscope_core::targets::PortSet;
 use portscope_proto::{Event, Request as EngineRequest};
@@ -67,16 +67,22 @@ impl portscope_control_api::managed::mail::Mailer for Outbox {
 }
 
 pub struct M {
+    pub app: App,
+    /// The mail the API sent.
     pub outbox: Arc<Outbox>,
-    pub state: AppState,
-    pub router: Router,
-    pub engine: Arc<FakeEngine>,
-    pub clock: ManualClock,
+    /// The resolver scope checks ask.
     pub dns: Arc<Dns>,
-    pub banners: Arc<Banners>,
     pub dir: tempfile::TempDir,
     /// Rotates the client address so tests do not hit the per-IP limit by accident.
     next_client: AtomicU32,
+}
+
+impl std::ops::Deref for M {
+    type Target = App;
+
+    fn deref(&self) -> &App {
+        &self.app
+    }
 }
 
 /// The self-scan lab config.
@@ -144,12 +150,7 @@ impl M {
         let outbox = Arc::new(Outbox::default());
         let state = start_with(
             &c,
-            Services {
-                engine: engine.clone(),
-                clock: Arc::new(clock.clone()),
-                banners: banners.clone(),
-                ptr: Arc::new(NoPtr),
-            },
+            services(engine.clone(), &clock, banners.clone(), Arc::new(NoPtr)),
             ManagedOptions {
                 resolver: dns.clone(),
                 settings,
@@ -159,13 +160,9 @@ impl M {
         .await
         .unwrap();
         M {
+            app: App::new(state, engine, clock, banners),
             outbox,
-            router: app(state.clone()),
-            state,
-            engine,
-            clock,
             dns,
-            banners,
             dir,
             next_client: AtomicU32::new(1),
         }
@@ -176,7 +173,8 @@ impl M {
     pub async fn restart(self, settings: ManagedSettings) -> M {
         self.state.shutdown().await;
         let c = config(self.dir.path());
-        Self::build(self.dir, c, self.clock, self.dns, self.banners, settings).await
+        let App { clock, banners, .. } = self.app;
+        Self::build(self.dir, c, clock, self.dns, banners, settings).await
     }
 
     /// A second API node on the same database, clock, resolver, banners and outbox, with
@@ -187,12 +185,12 @@ impl M {
         c.allow_callback = vec!["127.0.0.0/8".parse().unwrap()];
         start_with(
             &c,
-            Services {
-                engine: Arc::new(FakeEngine::new()),
-                clock: Arc::new(self.clock.clone()),
-                banners: self.banners.clone(),
-                ptr: Arc::new(NoPtr),
-            },
+            services(
+                Arc::new(FakeEngine::new()),
+                &self.clock,
+                self.banners.clone(),
+                Arc::new(NoPtr),
+            ),
             ManagedOptions {
                 resolver: self.dns.clone(),
                 settings: ManagedSettings {
@@ -275,6 +273,12 @@ impl M {
     pub async fn scan(&self, token: &str, target: &str) -> String {
         self.scan_with(token, serde_json::json!({ "target": target }))
             .await
+    }
+
+    /// POSTs to `path` with no body (a retest, a saved target's scan), asserts 201,
+    /// returns the new scan's id.
+    pub async fn post_created(&self, path: &str, token: &str) -> String {
+        self.post(path, token, None).await.created_id()
     }
 
     /// POSTs a scan with this body, asserts 201, returns the scan's id.

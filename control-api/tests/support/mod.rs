@@ -18,8 +18,12 @@ use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
+use portscope_control_api::clock::ManualClock;
 use portscope_control_api::config::Config;
+use portscope_control_api::engine::fake::FakeEngine;
+use portscope_control_api::engine::EngineClient;
 use portscope_control_api::enrich::{BannerGrabber, PtrResolver};
+use portscope_control_api::{app, AppState, Services};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -27,6 +31,56 @@ use std::sync::{Arc, Mutex};
 use tower::ServiceExt;
 
 pub use selfscan::Harness;
+
+/// What both harnesses hold of the API under test (each derefs to it): its state (to shut
+/// it down or read its metrics), the router requests go through (`oneshot`), the fake
+/// engine, the clock the test moves and the banners the API is answered with.
+pub struct App {
+    /// The started API (shut down by `restart`).
+    pub state: AppState,
+    /// `app(state)`, what `oneshot` requests go through.
+    pub router: Router,
+    /// The fake engine the API's worker submits chunks to.
+    pub engine: Arc<FakeEngine>,
+    /// The API's clock; the test moves it.
+    pub clock: ManualClock,
+    /// The banners the API's grabber answers with.
+    pub banners: Arc<Banners>,
+}
+
+impl App {
+    /// The app over a started API's `state`.
+    pub fn new(
+        state: AppState,
+        engine: Arc<FakeEngine>,
+        clock: ManualClock,
+        banners: Arc<Banners>,
+    ) -> App {
+        App {
+            router: app(state.clone()),
+            state,
+            engine,
+            clock,
+            banners,
+        }
+    }
+}
+
+/// The services of a test API: `engine`, the test's `clock` (shared: the test moves it),
+/// `banners` and `ptr`.
+pub fn services(
+    engine: Arc<dyn EngineClient>,
+    clock: &ManualClock,
+    banners: Arc<Banners>,
+    ptr: Arc<dyn PtrResolver>,
+) -> Services {
+    Services {
+        engine,
+        clock: Arc::new(clock.clone()),
+        banners,
+        ptr,
+    }
+}
 
 /// 2024-04-01T03:06:40Z.
 pub const T0_MS: u64 = 1_711_940_800_000;
@@ -194,6 +248,11 @@ impl Reply {
     pub fn created_id(&self) -> String {
         assert_eq!(self.status, StatusCode::CREATED, "{}", self.text);
         self.body["id"].as_str().unwrap().to_string()
+    }
+
+    /// Asserts this status (the body in the failure message).
+    pub fn assert_status(&self, status: StatusCode) {
+        assert_eq!(self.status, status, "{}", self.text);
     }
 
     /// Asserts this status and a JSON `message` containing `needle`.

@@ -4,7 +4,7 @@
 //! (a run of a chunk that failed and was retried gets a new `<run>`), and a test answers
 //! those chunk runs (`chunk_runs`, `finish_chunks`, `finish_runs_from`, `fail_runs`).
 
-use super::{lab_config, oneshot, Banners, FakePtr, Reply, T0_MS};
+use super::{lab_config, oneshot, services, App, Banners, FakePtr, Reply, T0_MS};
 use axum::body::Body;
 use axum::http::{Method, Request};
 use axum::Router;
@@ -12,20 +12,24 @@ use portscope_control_api::clock::{Clock, ManualClock};
 use portscope_control_api::config::Config;
 use portscope_control_api::engine::fake::{FakeEngine, OnSubmit};
 use portscope_control_api::model::ScanType;
-use portscope_control_api::{app, start, AppState, Services};
+use portscope_control_api::start;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub struct Harness {
-    pub state: AppState,
-    pub router: Router,
-    pub engine: Arc<FakeEngine>,
-    pub clock: ManualClock,
-    pub banners: Arc<Banners>,
+    pub app: App,
     pub config: Config,
     pub dir: Arc<tempfile::TempDir>,
+}
+
+impl std::ops::Deref for Harness {
+    type Target = App;
+
+    fn deref(&self) -> &App {
+        &self.app
+    }
 }
 
 impl Harness {
@@ -53,23 +57,10 @@ impl Harness {
         dir: Arc<tempfile::TempDir>,
     ) -> Harness {
         let banners = Arc::new(Banners::ssh());
-        let state = start(
-            &config,
-            Services {
-                engine: engine.clone(),
-                clock: Arc::new(clock.clone()),
-                banners: banners.clone(),
-                ptr: Arc::new(FakePtr),
-            },
-        )
-        .await
-        .unwrap();
+        let services = services(engine.clone(), &clock, banners.clone(), Arc::new(FakePtr));
+        let state = start(&config, services).await.unwrap();
         Harness {
-            router: app(state.clone()),
-            state,
-            engine,
-            clock,
-            banners,
+            app: App::new(state, engine, clock, banners),
             config,
             dir,
         }
@@ -78,7 +69,7 @@ impl Harness {
     /// A new app on the same database (the old one shut down first).
     pub async fn restart(self, engine: Arc<FakeEngine>) -> Harness {
         self.state.shutdown().await;
-        Self::build(self.config, engine, self.clock, self.dir).await
+        Self::build(self.config, engine, self.app.clock, self.dir).await
     }
 
     pub fn db_path(&self) -> PathBuf {

@@ -166,3 +166,20 @@ pub(super) fn thousands(n: u64) -> String {
         .collect();
     groups.join(",")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers() {
+        for (n, text) in [
+            (0, "0"),
+            (999, "999"),
+            (1000, "1,000"),
+            (1_048_560, "1,048,560"),
+        ] {
+            assert_eq!(thousands(n), text);
+        }
+    }
+}

@@ -366,7 +366,6 @@ fn add_links(doc: &mut utoipa::openapi::OpenApi) {
 
 /// GET `/api/v1/openapi.json` (no token).
 fn openapi_path() -> PathItem {
-    use utoipa::openapi::path::OperationBuilder;
     use utoipa::openapi::ResponseBuilder;
     let ok = ResponseBuilder::new()
         .description("This document (OpenAPI 3.1)")
@@ -375,20 +374,24 @@ fn openapi_path() -> PathItem {
             Content::new(Some(RefOr::T(ObjectBuilder::new().into()))),
         )
         .build();
-    PathItem::new(
-        HttpMethod::Get,
-        OperationBuilder::new()
-            .operation_id(Some("managed_openapi"))
-            .tag("managed scans")
-            .summary(Some("The OpenAPI document of the managed-scan API"))
-            .response("200", ok)
-            .build(),
-    )
+    let op = get_operation(
+        "managed_openapi",
+        "The OpenAPI document of the managed-scan API",
+    );
+    PathItem::new(HttpMethod::Get, op.response("200", ok).build())
+}
+
+/// A GET operation of the managed-scan API written by hand (not by `utoipa::path`).
+fn get_operation(id: &str, summary: &str) -> utoipa::openapi::path::OperationBuilder {
+    utoipa::openapi::path::OperationBuilder::new()
+        .operation_id(Some(id))
+        .tag("managed scans")
+        .summary(Some(summary))
 }
 
 /// GET `/api/v1/scan/{id}/events` ([`crate::http::sse`]).
 fn events_path() -> PathItem {
-    use utoipa::openapi::path::{OperationBuilder, ParameterBuilder, ParameterIn};
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
     use utoipa::openapi::security::SecurityRequirement;
     use utoipa::openapi::ResponseBuilder;
     let stream = ResponseBuilder::new()
@@ -402,10 +405,7 @@ fn events_path() -> PathItem {
         .build();
     PathItem::new(
         HttpMethod::Get,
-        OperationBuilder::new()
-            .operation_id(Some("scan_events"))
-            .tag("managed scans")
-            .summary(Some("Live progress and ports of a scan"))
+        get_operation("scan_events", "Live progress and ports of a scan")
             .parameter(
                 ParameterBuilder::new()
                     .name("id")

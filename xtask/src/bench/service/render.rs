@@ -14,7 +14,10 @@ pub(super) fn f_s(x: Option<f64>) -> String {
 }
 
 pub(super) fn f_rate(x: Option<f64>) -> String {
-    x.map_or_else(|| "-".into(), |v| super::super::thousands(v.round() as u64))
+    x.map_or_else(
+        || "-".into(),
+        |v| super::super::render::thousands(v.round() as u64),
+    )
 }
 
 pub(super) fn f_lat(l: &Option<Latency>) -> String {
@@ -89,7 +92,7 @@ pub(super) fn phase1_rows(s1: &str, p1: &Phase1, add: &mut AddRow<'_>) {
             p1.deep
                 .first()
                 .and_then(|r| r.probes)
-                .map_or("-".into(), super::super::thousands),
+                .map_or("-".into(), super::super::render::thousands),
             f_rate(deep_rate),
             ok(&p1.deep)
         ),
@@ -145,7 +148,9 @@ pub(super) fn rows(
         "single deep scan: probes; probes/s",
         format!(
             "{}; {}",
-            single.probes.map_or("-".into(), super::super::thousands),
+            single
+                .probes
+                .map_or("-".into(), super::super::render::thousands),
             f_rate(single.probes_per_s)
         ),
         "",
@@ -165,9 +170,9 @@ pub(super) fn rows(
             "wrong ports; capture-buffer drops; input-backlog drops",
             format!(
                 "{}; {}; {}",
-                super::super::thousands(b.wrong_ports as u64),
-                super::super::thousands(b.kernel_drops),
-                super::super::thousands(b.backlog_drops)
+                super::super::render::thousands(b.wrong_ports as u64),
+                super::super::render::thousands(b.kernel_drops),
+                super::super::render::thousands(b.backlog_drops)
             ),
             "0",
         );
@@ -175,7 +180,7 @@ pub(super) fn rows(
             let d: Vec<String> = b
                 .discards
                 .iter()
-                .map(|(k, v)| format!("{k} {}", super::super::thousands(*v)))
+                .map(|(k, v)| format!("{k} {}", super::super::render::thousands(*v)))
                 .collect();
             add(section, "replies the engine discarded", d.join(", "), "");
         }
