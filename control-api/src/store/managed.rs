@@ -79,7 +79,7 @@ pub struct MScanRow {
     pub grade: Option<String>,
     /// Score when complete.
     pub grade_score: Option<i64>,
-    /// Engine time.
+    /// Wall time from the first chunk claim to the last chunk commit (ms).
     pub duration_ms: Option<i64>,
     /// Unix ms.
     pub created_at_ms: i64,
