@@ -31,7 +31,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use super::order::{check_size, profile_ports, ScanOrder, MAX_SCAN_PAIRS};
+pub use super::order::{check_size, profile_ports, ScanOrder, MAX_SCAN_PROBES};
 
 /// Builds a monitor webhook's body from a scan and its picked alerts (the HTTP layer's
 /// JSON shapes: the service builds no JSON).

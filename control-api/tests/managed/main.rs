@@ -381,7 +381,7 @@ async fn bad_requests_get_400() {
         json!({"target": "198.18.0.9", "profile": "bogus"}),
         json!({"target": "198.18.0.9", "profile": "fast", "ports": "22"}),
         json!({"target": "198.18.0.9", "domain": "no spaces allowed"}),
-        json!({"target": "198.18.0.0/8"}),
+        json!({"target": "198.18.0.0/2"}),
         json!({"nope": 1}),
     ] {
         let r = m.post("/api/v1/scan", &t, Some(body.clone())).await;
