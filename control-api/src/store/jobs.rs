@@ -34,7 +34,7 @@
 
 use super::job_hooks::{end_row, RowOf, MANAGED};
 use super::job_reads::parse;
-use super::{on_db, Db};
+use super::{on_db, BeginWrite, Db};
 use crate::jobs::ChunkStatus;
 use crate::model::Status;
 use portscope_core::results::{PortResult, PortState};
@@ -479,7 +479,9 @@ impl JobStore {
     ) -> Result<bool, sqlx::Error> {
         let postgres = matches!(self.db, Db::Postgres(_));
         on_db!(&self.db, |p| {
-            let mut tx = p.begin().await?;
+            // It reads first: a write transaction, so it waits for SQLite's lock (see
+            // `BeginWrite`) instead of failing when another connection writes meanwhile.
+            let mut tx = p.begin_write().await?;
             let kind: Option<(String,)> =
                 sqlx::query_as("SELECT kind FROM job_scans WHERE id = $1")
                     .bind(scan_id)
