@@ -27,8 +27,8 @@
 //! scheduler, seed 002): its `managed_scans` row is inserted with the job scan by the
 //! admission (`store::quota`, the quotas and the 409 in the same transaction). A chunk run's
 //! start makes it `running`; every commit adds the chunk's open and filtered ports to
-//! `managed_ports` by host and moves its progress and wall time (as a self-scan's), as long as the row is
-//! live. When the job scan completes the managed finisher grades it (`MStore::complete`,
+//! `managed_ports` by host and moves its progress and wall time (as a self-scan's), as long
+//! as the row is live. When the job scan completes the managed finisher grades it (`MStore::complete`,
 //! the one transition to final); a failed job scan fails it in the same transaction;
 //! [`JobStore::cancel_scan`] cancels both and drops the chunk jobs not claimed yet.
 
