@@ -1,4 +1,4 @@
-//! Webhook deliveries as durable jobs on the job queue (issue 8): monitor webhooks and
+//! Deliveries as durable jobs on the job queue (issue 8): monitor webhooks and e-mails and
 //! self-scan callbacks. A [`DeliveryJob`]
 //! is pushed to apalis-sql's storage of the API's own database (namespace
 //! [`NAMESPACE`], beside the chunk jobs) and run by a delivery worker inside every API
@@ -13,16 +13,20 @@
 //! (queued by the transaction that made its scan final, `store::callbacks`) POSTs the scan's
 //! GET body, built when delivered, and records `delivered` or `failed` on its callback row
 //! (a job whose callback is no longer `queued` delivers nothing: it ran before a crash).
-//! Only a database error fails the job (the queue retries it).
+//! A monitor e-mail (`email`, queued with its scan's completion like the webhook) is sent
+//! once per run through the configured mailer (`managed::mail`); an SMTP failure fails the
+//! run and the queue runs it again, up to [`MAX_ATTEMPTS`] in all. Otherwise only a database
+//! error fails the job (the queue retries it).
 
 use crate::jobs::queue::run_queue_worker;
 use crate::jobs::queue::QueueTiming;
+use crate::managed::mail::{self, Mailer, MonitorEmail};
 use crate::metrics::Metrics;
 use crate::store::callbacks::CallbackState;
 use crate::store::jobs::{migrate_queue, QueueSpec};
 use crate::store::{Db, MStore, Store};
 use crate::webhook::{delivery_id, Webhooks};
-use apalis::prelude::{Data, Error as QueueError};
+use apalis::prelude::{Attempt, Data, Error as QueueError};
 use apalis_sql::postgres::PostgresStorage;
 use apalis_sql::sqlite::SqliteStorage;
 use apalis_sql::Config;
@@ -34,10 +38,11 @@ use tokio_util::sync::CancellationToken;
 /// The queue's namespace (apalis `job_type`) for deliveries.
 pub const NAMESPACE: &str = "portscope::delivery";
 
-/// How often the queue runs a delivery job that failed on the database.
-const MAX_ATTEMPTS: i32 = 5;
+/// How often the queue runs a delivery job that failed (on the database, or an e-mail's SMTP).
+pub const MAX_ATTEMPTS: i32 = 5;
 
-/// One webhook delivery: a monitor webhook, or a self-scan callback (`callback_of`).
+/// One delivery: a monitor webhook, a self-scan callback (`callback_of`) or a monitor e-mail
+/// (`email`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryJob {
     /// Its id (the `X-Portscope-Delivery` header).
@@ -54,6 +59,9 @@ pub struct DeliveryJob {
     /// A self-scan callback: the scan whose GET body it delivers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_of: Option<String>,
+    /// A monitor e-mail (`url` is then `mailto:` its recipient).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<MonitorEmail>,
 }
 
 impl DeliveryJob {
@@ -65,6 +73,20 @@ impl DeliveryJob {
             body: String::new(),
             alerts: Vec::new(),
             callback_of: Some(scan.to_owned()),
+            email: None,
+        }
+    }
+
+    /// The delivery of managed scan `scan`'s monitor e-mail.
+    pub fn email(scan: &str, mail: MonitorEmail) -> DeliveryJob {
+        let url = format!("mailto:{}", mail.to);
+        DeliveryJob {
+            id: delivery_id("monitor", scan, &url),
+            url,
+            body: String::new(),
+            alerts: Vec::new(),
+            callback_of: None,
+            email: Some(mail),
         }
     }
 }
@@ -89,6 +111,7 @@ struct Ctx {
     store: MStore,
     scans: Store,
     metrics: Metrics,
+    mailer: Option<Arc<dyn Mailer>>,
 }
 
 /// The delivery queue of one API process and its worker.
@@ -100,12 +123,14 @@ pub struct Deliveries {
 
 impl Deliveries {
     /// Opens the queue on the API's database `db`, runs the queue migrations
-    /// and starts this process's delivery worker (`metrics` counts callback outcomes).
+    /// and starts this process's delivery worker (`metrics` counts callback outcomes;
+    /// `mailer` sends monitor e-mails).
     pub async fn start(
         db: &Db,
         webhooks: Webhooks,
         store: MStore,
         metrics: Metrics,
+        mailer: Option<Arc<dyn Mailer>>,
     ) -> Result<Arc<Deliveries>, sqlx::Error> {
         let timing = QueueTiming::for_backend(db.backend());
         let config = Config::new(NAMESPACE)
@@ -135,6 +160,7 @@ impl Deliveries {
             scans: Store::new(db.clone()),
             store,
             metrics,
+            mailer,
         });
         let id = format!(
             "api-deliveries-{}",
@@ -170,8 +196,25 @@ fn failed(e: impl std::error::Error + Send + Sync + 'static) -> QueueError {
     QueueError::Failed(Arc::new(Box::new(e)))
 }
 
-/// The job handler apalis calls: delivered or not (after every attempt) ends the job.
-async fn handle(job: DeliveryJob, ctx: Data<Arc<Ctx>>) -> Result<bool, QueueError> {
+/// The job handler apalis calls: a webhook delivered or not (after every attempt) ends the
+/// job; an e-mail not sent fails this run (`attempt`) of it.
+async fn handle(
+    job: DeliveryJob,
+    ctx: Data<Arc<Ctx>>,
+    attempt: Attempt,
+) -> Result<bool, QueueError> {
+    if let Some(email) = &job.email {
+        let run = mail::Run {
+            delivery: &job.id,
+            attempt: attempt.current(),
+            attempts: MAX_ATTEMPTS as usize,
+            backoff: ctx.webhooks.backoff,
+        };
+        return mail::send_monitor_email(ctx.mailer.as_ref(), email, run)
+            .await
+            .map(|()| true)
+            .map_err(failed);
+    }
     if let Some(scan) = &job.callback_of {
         return deliver_callback(&job, scan, &ctx).await.map_err(|e| {
             tracing::error!(error = %e, %scan, "cannot deliver callback");

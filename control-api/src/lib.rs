@@ -196,6 +196,7 @@ pub async fn start_with(
         webhooks.clone(),
         mstore.clone(),
         metrics.clone(),
+        mailer.clone(),
     )
     .await
     .map_err(|source| StartError::Db {

@@ -360,7 +360,7 @@ async fn oversized_scans_are_refused_up_front_and_engine_refusals_cost_no_quota(
     let token = m.token("t", &["198.18.0.0/15"], 1, 10).await;
     let huge = json!({"target": "198.18.0.0/16", "profile": "deep"});
     let r = m.post_json("/api/v1/scan", &token, huge.clone()).await;
-    r.assert_message(StatusCode::BAD_REQUEST, "at most 16777216 pairs");
+    r.assert_message(StatusCode::BAD_REQUEST, "at most 536870912 probes per scan");
     let r = m.save_target(&token, huge).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
     assert!(m.submits().await.is_empty());

@@ -335,6 +335,66 @@ async fn a_chunk_failing_its_last_attempt_fails_the_scan() {
     db.close().await;
 }
 
+/// `fail_scan` reads before it writes. On SQLite a deferred transaction that has read cannot
+/// wait for the write lock (SQLite skips the busy handler then, and a commit by another
+/// connection in between invalidates its snapshot): it failed at once with "database is
+/// locked" whenever another connection wrote at that moment (an apalis worker acks and
+/// re-enqueues every 100 ms), which made `a_chunk_failing_its_last_attempt_fails_the_scan`
+/// flaky under load. As a write transaction from its first statement it waits its turn.
+#[tokio::test]
+async fn fail_scan_waits_for_another_writer_on_sqlite() {
+    use portscope_control_api::jobs::now_ms;
+    use portscope_control_api::jobs::queue::NAMESPACE;
+    use portscope_control_api::store::jobs::{migrate_queue, NewScan, QueueSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&dir.path().join("busy.db"), ACQUIRE)
+        .await
+        .unwrap();
+    migrate_queue(&db).await.unwrap();
+    let store = JobStore::new(db.clone());
+    let scan = NewScan {
+        id: "s1",
+        kind: "deep",
+        created_at_ms: now_ms(),
+        selfscan: None,
+    };
+    let queue = QueueSpec {
+        job_type: NAMESPACE,
+        max_attempts: 1,
+    };
+    store.create_scan(&scan, &[], queue).await.unwrap();
+    let Db::Sqlite(pool) = &db else {
+        unreachable!("a SQLite file")
+    };
+    // Another connection holds the write lock (as an apalis ack does, briefly).
+    let mut other = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+    sqlx::query("UPDATE job_scans SET kind = kind WHERE id = 's1'")
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let failing = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .fail_scan("s1", "chunk_failed", "chunk_failed", 1)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    other.commit().await.unwrap();
+    let failed = failing.await.unwrap();
+    assert!(
+        matches!(failed, Ok(true)),
+        "fail_scan waits for the lock, then fails the scan: {failed:?}"
+    );
+    let row = store.scan("s1").await.unwrap().unwrap();
+    assert_eq!(
+        (row.status, row.fail_reason.as_deref()),
+        (Status::Failed, Some("chunk_failed"))
+    );
+    db.close().await;
+}
+
 /// A self-scan row with its job scan's id follows it in the commit's transaction: `queued`
 /// until a chunk commits, then `running` with the chunk counts, the chunk's open and
 /// filtered ports (not its closed ones), engine time summed, `engine_done` at the last

@@ -1,7 +1,8 @@
 //! The managed finisher: grades every live managed scan whose job scan completed (all
 //! chunks committed): banners, alerts against the previous scan, the grade, then
 //! `complete` with its alerts in one transaction (`MStore::complete`), and only the call
-//! that made the row final notifies (monitor webhooks are durable delivery jobs, e-mail).
+//! that made the row final notifies (its monitor webhook and e-mail are delivery jobs
+//! queued by that transaction).
 //! Woken by this process's worker after each commit and, on PostgreSQL, by every other
 //! process's commit (`store::notify`); every `finisher-poll-ms` it also looks on its own
 //! (another process's commits on SQLite, a lost notification). Exactly once across API
@@ -10,7 +11,6 @@
 
 use super::alerts::AlertKind;
 use super::findings::{self, OpenPort};
-use super::monitor::Monitor;
 use super::service::{ManagedService, BANNER_HOSTS};
 use crate::store::managed::Completion;
 use crate::util::lock;
@@ -107,7 +107,7 @@ impl ManagedService {
         }
         let (grade, score) = findings::grade(&findings::findings(&open));
         let monitor = if alerts.is_empty() {
-            Monitor::default()
+            Vec::new()
         } else {
             self.monitor(&row, &alerts).await
         };
@@ -121,7 +121,7 @@ impl ManagedService {
                     duration_ms: row.duration_ms.unwrap_or(0).max(0) as u64,
                     now: self.now_secs(),
                     alerts: &alerts,
-                    monitor: monitor.webhook.as_ref(),
+                    monitor: &monitor,
                 },
             )
             .await?
@@ -129,11 +129,8 @@ impl ManagedService {
             return Ok(());
         }
         tracing::info!(%id, open = open.len(), %grade, "managed scan complete");
-        if monitor.webhook.is_some() {
-            tracing::info!(%id, "monitor webhook queued");
-        }
-        if let Some(email) = monitor.email {
-            self.send_email(email);
+        if !monitor.is_empty() {
+            tracing::info!(%id, deliveries = monitor.len(), "monitor deliveries queued");
         }
         Ok(())
     }

@@ -12,6 +12,7 @@
 //! Resolution goes through [`Resolver`], so tests need no DNS. This is not the engine's
 //! target policy: that still applies underneath.
 
+use super::order::{cidr_addresses, MAX_SCAN_PROBES};
 use crate::http::error::ApiError;
 use crate::netaddr::normalise;
 use async_trait::async_trait;
@@ -20,9 +21,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
-
-/// Largest CIDR target, in addresses (a /16 of IPv4).
-pub const MAX_TARGET_ADDRESSES: u128 = 65_536;
 
 /// A scope entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,10 +107,13 @@ impl TargetSpec {
             if net.prefix_len() == net.max_prefix_len() {
                 return Ok(TargetSpec::Ip(net.addr()));
             }
-            let bits = u32::from(net.max_prefix_len() - net.prefix_len());
-            if bits >= 128 || (1u128 << bits) > MAX_TARGET_ADDRESSES {
+            // Even one port of it would pass the probe cap (`order::check_size` checks
+            // addresses x ports once the ports are known).
+            let addresses = cidr_addresses(&net);
+            if addresses > MAX_SCAN_PROBES {
                 return Err(format!(
-                    "{s} is too large: at most {MAX_TARGET_ADDRESSES} addresses per target"
+                    "{s} is too large: {addresses} addresses; at most {MAX_SCAN_PROBES} probes \
+                     (addresses x ports) per scan"
                 ));
             }
             return Ok(TargetSpec::Net(net));
@@ -308,9 +309,15 @@ mod tests {
             TargetSpec::parse("WWW.Example.com.").unwrap(),
             TargetSpec::Domain("www.example.com".into())
         );
+        // A /8 parses (the probe cap weighs it with its ports); 2^30 addresses cannot pass.
+        assert_eq!(
+            TargetSpec::parse("10.0.0.0/8").unwrap(),
+            TargetSpec::Net("10.0.0.0/8".parse().unwrap())
+        );
         for bad in [
             "",
-            "10.0.0.0/8",
+            "10.0.0.0/2",
+            "2001:2::/64",
             "foo",
             "-a.com",
             "a..b",

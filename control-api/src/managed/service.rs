@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-pub use super::order::{check_size, profile_ports, ScanOrder, MAX_SCAN_PAIRS};
+pub use super::order::{check_size, profile_ports, ScanOrder, MAX_SCAN_PROBES};
 
 /// Builds a monitor webhook's body from a scan and its picked alerts (the HTTP layer's
 /// JSON shapes: the service builds no JSON).

@@ -24,14 +24,22 @@ pub(super) struct RowOf {
     commit_when: &'static str,
 }
 
+/// A scan's duration at a commit ($7 now, Unix ms; $2 scan): the wall time since its first
+/// chunk claim (`job_scans.started_at_ms`), so the last commit makes it first claim to last
+/// commit, whether the chunks ran side by side or one after another.
+macro_rules! wall_ms {
+    () => {
+        "duration_ms = $7 - COALESCE((SELECT started_at_ms FROM job_scans WHERE id = $2), $7)"
+    };
+}
+
 /// A self-scan's `scans` row.
 const SELF_SCAN: RowOf = RowOf {
     table: "scans",
     error: "fail_reason",
     ports: "scan_ports (scan_id, port, state)",
     from: "port, state",
-    commit_sets: "queue_position = 0, engine_done = $4,
-        duration_ms = $7 - COALESCE((SELECT started_at_ms FROM job_scans WHERE id = $2), $7)",
+    commit_sets: concat!("queue_position = 0, engine_done = $4, ", wall_ms!()),
     commit_when: " AND engine_done = 0",
 };
 
@@ -41,8 +49,10 @@ pub(super) const MANAGED: RowOf = RowOf {
     error: "error",
     ports: "managed_ports (scan_id, host, port, state)",
     from: "address, port, state",
-    commit_sets: "submitted = 1, started_at = COALESCE(started_at, $5),
-        duration_ms = COALESCE(duration_ms, 0) + $3",
+    commit_sets: concat!(
+        "submitted = 1, started_at = COALESCE(started_at, $5), ",
+        wall_ms!()
+    ),
     commit_when: "",
 };
 
@@ -70,10 +80,10 @@ impl RowOf {
         )
     }
 
-    /// Moves a live row on a commit: $1 `running`, $2 scan, $3 engine ms of the chunk,
-    /// $4 whether the scan is complete (1 or 0), $5 now (Unix seconds), $6 `queued`, $7 now
-    /// (Unix ms). A self-scan's duration is wall time from its first chunk claim; a managed
-    /// scan's is engine time summed over its chunks.
+    /// Moves a live row on a commit: $1 `running`, $2 scan, $3 engine ms of the chunk
+    /// (unused: both rows keep wall time), $4 whether the scan is complete (1 or 0), $5 now
+    /// (Unix seconds), $6 `queued`, $7 now (Unix ms). Either row's duration is wall time from
+    /// its first chunk claim (`wall_ms!`).
     pub(super) fn commit_sql(&self) -> String {
         let RowOf {
             table,

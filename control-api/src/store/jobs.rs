@@ -27,14 +27,14 @@
 //! scheduler, seed 002): its `managed_scans` row is inserted with the job scan by the
 //! admission (`store::quota`, the quotas and the 409 in the same transaction). A chunk run's
 //! start makes it `running`; every commit adds the chunk's open and filtered ports to
-//! `managed_ports` by host and moves its progress and engine time, as long as the row is
-//! live. When the job scan completes the managed finisher grades it (`MStore::complete`,
+//! `managed_ports` by host and moves its progress and wall time (as a self-scan's), as long
+//! as the row is live. When the job scan completes the managed finisher grades it (`MStore::complete`,
 //! the one transition to final); a failed job scan fails it in the same transaction;
 //! [`JobStore::cancel_scan`] cancels both and drops the chunk jobs not claimed yet.
 
 use super::job_hooks::{end_row, RowOf, MANAGED};
 use super::job_reads::parse;
-use super::{on_db, Db};
+use super::{on_db, BeginWrite, Db};
 use crate::jobs::ChunkStatus;
 use crate::model::Status;
 use portscope_core::results::{PortResult, PortState};
@@ -479,7 +479,9 @@ impl JobStore {
     ) -> Result<bool, sqlx::Error> {
         let postgres = matches!(self.db, Db::Postgres(_));
         on_db!(&self.db, |p| {
-            let mut tx = p.begin().await?;
+            // It reads first: a write transaction, so it waits for SQLite's lock (see
+            // `BeginWrite`) instead of failing when another connection writes meanwhile.
+            let mut tx = p.begin_write().await?;
             let kind: Option<(String,)> =
                 sqlx::query_as("SELECT kind FROM job_scans WHERE id = $1")
                     .bind(scan_id)

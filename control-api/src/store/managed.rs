@@ -79,7 +79,7 @@ pub struct MScanRow {
     pub grade: Option<String>,
     /// Score when complete.
     pub grade_score: Option<i64>,
-    /// Engine time.
+    /// Wall time from the first chunk claim to the last chunk commit (ms).
     pub duration_ms: Option<i64>,
     /// Unix ms.
     pub created_at_ms: i64,
@@ -301,7 +301,7 @@ impl MStore {
     }
 
     /// Completes a live scan with banners, grade and score, its alerts and its monitor
-    /// webhook's delivery job, in one transaction. Returns whether it changed.
+    /// delivery jobs (webhook, e-mail), in one transaction. Returns whether it changed.
     pub async fn complete(&self, id: &str, c: &Completion<'_>) -> Result<bool, sqlx::Error> {
         let Completion {
             banners,
@@ -314,8 +314,9 @@ impl MStore {
         } = *c;
         let postgres = matches!(self.pool, Db::Postgres(_));
         let monitor = monitor
+            .iter()
             .map(|job| serde_json::to_string(job).map_err(|e| sqlx::Error::Encode(Box::new(e))))
-            .transpose()?;
+            .collect::<Result<Vec<String>, _>>()?;
         on_db!(&self.pool, |p| {
             let mut tx = p.begin().await?;
             for (host, port, banner) in banners {
@@ -349,9 +350,9 @@ impl MStore {
             for a in alerts {
                 super::alerts::insert_alert!(&mut *tx, a)?;
             }
-            // The monitor webhook is queued with them: a crash after this commit still
-            // delivers it, and none is queued for a scan that did not complete.
-            if let Some(payload) = &monitor {
+            // The monitor deliveries are queued with them: a crash after this commit still
+            // delivers them, and none is queued for a scan that did not complete.
+            for payload in &monitor {
                 let job_id = crate::jobs::queue::Queue::new_id();
                 // One second back: SQLite keeps whole seconds and apalis claims `run_at < now`.
                 super::queue::push_queue_job!(
@@ -407,6 +408,6 @@ pub struct Completion<'a> {
     pub now: i64,
     /// Alerts against the previous scan of the target.
     pub alerts: &'a [AlertRow],
-    /// The target's monitor webhook delivery, queued in the same transaction.
-    pub monitor: Option<&'a crate::delivery::DeliveryJob>,
+    /// The target's monitor deliveries (webhook, e-mail), queued in the same transaction.
+    pub monitor: &'a [crate::delivery::DeliveryJob],
 }

@@ -72,6 +72,46 @@ macro_rules! on_db {
 }
 pub(crate) use on_db;
 
+/// A write transaction on a pool of either backend (as [`on_db!`] binds it): on SQLite
+/// `BEGIN IMMEDIATE`, which takes the database's write lock at once, waiting for it up to the
+/// busy timeout. A deferred SQLite transaction that reads before it writes cannot wait: once
+/// it holds a read snapshot SQLite skips the busy handler, and another connection's commit
+/// in between voids the snapshot, so its first write fails at once with "database is
+/// locked" whenever anyone else writes (an apalis worker does every poll). PostgreSQL: a
+/// plain `BEGIN` (row locks wait).
+pub(crate) trait BeginWrite {
+    /// The pool's database.
+    type Database: sqlx::Database;
+    /// Begins the transaction.
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<
+        Output = Result<sqlx::Transaction<'static, Self::Database>, sqlx::Error>,
+    > + Send;
+}
+
+impl BeginWrite for SqlitePool {
+    type Database = sqlx::Sqlite;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<
+        Output = Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error>,
+    > + Send {
+        self.begin_with("BEGIN IMMEDIATE")
+    }
+}
+
+impl BeginWrite for PgPool {
+    type Database = sqlx::Postgres;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<
+        Output = Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error>,
+    > + Send {
+        self.begin()
+    }
+}
+
 /// A page of a token's rows (`$Row` of `$table`), newest first by `$order` then id, only
 /// those whose `$column` equals `$value` when that is `Some`; evaluates to `(rows, total)`
 /// on the pool `$p` of [`on_db!`] and returns a database error with `?`.

@@ -74,3 +74,90 @@ async fn a_one_port_slash_16_is_four_range_chunks_that_cover_it_once() {
     assert_eq!(run.targets, ["198.18.0.0-198.18.63.255"]);
     assert_eq!(run.ports, "443");
 }
+
+/// A /12-sized target on one port (2^20 probes; 2001:2::/108, inside the lab's IPv6 range):
+/// accepted, and planned into 64 chunks of 16,384 probes that each name one address range,
+/// so nothing lists its million addresses. Planning and admission only (the fake engine).
+#[tokio::test]
+async fn a_slash_12_sized_one_port_target_is_sixty_four_range_chunks() {
+    let m = M::new().await;
+    let t = m.token("big", &["2001:2::/48"], 10, 5).await;
+    let id = m
+        .scan_with(&t, json!({"target": "2001:2::/108", "ports": "443"}))
+        .await;
+    let jobs =
+        portscope_control_api::store::jobs::JobStore::new(m.state.managed().store().pool().clone());
+    let chunks = jobs.chunks(&id).await.unwrap();
+    assert_eq!(chunks.len(), 64, "2^20 probes in chunks of 16,384");
+    let mut next: u128 = u128::from("2001:2::".parse::<std::net::Ipv6Addr>().unwrap());
+    for c in &chunks {
+        assert_eq!(c.targets.len(), 1, "one range: {:?}", c.targets);
+        let (IpAddr::V6(a), IpAddr::V6(b)) = parse_target(&c.targets[0]).unwrap() else {
+            panic!("{:?}", c.targets)
+        };
+        assert_eq!(u128::from(a), next);
+        assert_eq!(u128::from(b) - u128::from(a) + 1, 16_384);
+        assert_eq!(c.probes, 16_384);
+        next = u128::from(b) + 1;
+    }
+    assert_eq!(
+        next,
+        u128::from("2001:2::10:0".parse::<std::net::Ipv6Addr>().unwrap()),
+        "the ranges tile the /108 in order"
+    );
+    assert_eq!(chunks[63].targets, ["2001:2::f:c000-2001:2::f:ffff"]);
+    // Bytes, not megabytes: 64 ranges of two addresses each.
+    let (rows, payloads) = written_bytes(&m, &id).await;
+    assert!(rows < 64 * 40, "{rows} bytes of targets");
+    assert!(payloads < 64 * 220, "{payloads} bytes of queue payload");
+    let r = m.get(&format!("/api/v1/scan/{id}"), &t).await;
+    assert_eq!(
+        r.body["progress"],
+        json!({"chunksComplete": 0, "totalChunks": 64})
+    );
+}
+
+/// Over the probe cap (addresses x ports per scan, 2^29): 400 with the numbers, for a scan
+/// and a saved target alike, before anything is queued or counted.
+#[tokio::test]
+async fn targets_over_the_probe_cap_are_refused_with_the_numbers() {
+    let m = M::new().await;
+    let t = m
+        .token("big", &["198.18.0.0/15", "2001:2::/48"], 10, 5)
+        .await;
+    let cap = "at most 536870912 probes per scan (e.g. a /8 on 32 ports, a /16 on 8192 ports, \
+               a deep scan of a /24)";
+    for (body, message) in [
+        (
+            json!({"target": "198.18.0.0/16", "profile": "deep"}),
+            format!("scan too large: 65536 addresses x 65535 ports = 4294901760 probes; {cap}"),
+        ),
+        (
+            json!({"target": "2001:2::/100", "ports": "1-3"}),
+            format!("scan too large: 268435456 addresses x 3 ports = 805306368 probes; {cap}"),
+        ),
+        (
+            json!({"target": "2001:2::/64", "ports": "443"}),
+            "2001:2::/64 is too large: 18446744073709551616 addresses; at most 536870912 \
+             probes (addresses x ports) per scan"
+                .to_string(),
+        ),
+    ] {
+        let want = json!({"error": "bad_request", "message": message});
+        let r = m.post_json("/api/v1/scan", &t, body.clone()).await;
+        assert_eq!(
+            (r.status, &r.body),
+            (StatusCode::BAD_REQUEST, &want),
+            "{body}"
+        );
+        let r = m.save_target(&t, body.clone()).await;
+        assert_eq!(
+            (r.status, &r.body),
+            (StatusCode::BAD_REQUEST, &want),
+            "{body}"
+        );
+    }
+    assert!(m.submits().await.is_empty());
+    let r = m.get("/api/v1/scans", &t).await;
+    assert_eq!(r.body["total"], 0, "{}", r.text);
+}

@@ -548,6 +548,7 @@ async fn the_transaction_that_completes_a_scan_queues_its_monitor_webhook() {
         body: r#"{"monitor":"test"}"#.into(),
         alerts: Vec::new(),
         callback_of: None,
+        email: None,
     };
     let store = m.state.managed().store();
     let now = m.state.managed().now_secs();
@@ -558,7 +559,7 @@ async fn the_transaction_that_completes_a_scan_queues_its_monitor_webhook() {
         duration_ms: 5,
         now,
         alerts: &[],
-        monitor: Some(&job),
+        monitor: std::slice::from_ref(&job),
     };
     let complete = || store.complete(&id, &done);
     assert!(complete().await.unwrap(), "the live scan completes");

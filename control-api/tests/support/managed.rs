@@ -138,6 +138,24 @@ impl M {
         .await
     }
 
+    /// A managed API whose alert e-mail goes to the SMTP server on 127.0.0.1:`port` (the
+    /// configured `smtp-url`, not the outbox), with no scheduler.
+    pub async fn with_smtp(port: u16) -> M {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(dir.path());
+        c.smtp_url = Some(format!("smtp://127.0.0.1:{port}"));
+        c.smtp_from = Some("Portscope <alerts@example.com>".into());
+        Self::build(
+            dir,
+            c,
+            ManualClock::at(T0_MS),
+            Arc::new(Dns::default()),
+            Arc::new(Banners::default()),
+            unscheduled(1000),
+        )
+        .await
+    }
+
     async fn build(
         dir: tempfile::TempDir,
         c: Config,
@@ -148,13 +166,19 @@ impl M {
     ) -> M {
         let engine = Arc::new(FakeEngine::new());
         let outbox = Arc::new(Outbox::default());
+        // With `smtp-url` configured, the API's own SMTP mailer (the outbox stays empty).
+        let mailer: Option<Arc<dyn portscope_control_api::managed::mail::Mailer>> = match c.smtp_url
+        {
+            Some(_) => None,
+            None => Some(outbox.clone()),
+        };
         let state = start_with(
             &c,
             services(engine.clone(), &clock, banners.clone(), Arc::new(NoPtr)),
             ManagedOptions {
                 resolver: dns.clone(),
                 settings,
-                mailer: Some(outbox.clone()),
+                mailer,
             },
         )
         .await

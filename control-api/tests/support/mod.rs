@@ -11,6 +11,7 @@ pub mod managed;
 #[allow(dead_code)]
 pub mod receiver;
 mod selfscan;
+pub mod smtp;
 
 use async_trait::async_trait;
 use axum::body::Body;

@@ -34,6 +34,9 @@ impl Modify for Bearer {
         title = "Portscope managed-scan API",
         description = "Port scans of targets inside the scope of a bearer token (CIDRs and \
             domain names), with quotas, schedules, alerts, findings and SECURITY-FIX.md. \
+            One scan is at most 536,870,912 probes (addresses x ports: a /8 on 32 ports, \
+            a /16 on 8,192 ports, a deep scan of a /24); a larger target or port list is \
+            `400 bad_request`. \
             Errors are JSON `{\"error\": CODE, \"message\": TEXT}`. Every response carries \
             RateLimit-Limit / -Remaining / -Reset (60 requests per IP per minute)."
     ),

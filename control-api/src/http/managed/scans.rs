@@ -23,7 +23,9 @@ use serde_json::{json, Value};
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScanBody {
-    /// IP, CIDR or host name.
+    /// IP, CIDR or host name. A scan is at most 536,870,912 probes (addresses x ports:
+    /// a /8 on 32 ports, a /16 on 8,192 ports, a deep scan of a /24); more is
+    /// `400 bad_request` with the numbers.
     pub target: String,
     /// Domain label.
     pub domain: Option<String>,

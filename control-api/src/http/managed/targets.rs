@@ -20,7 +20,8 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TargetBody {
-    /// IP, CIDR or host name.
+    /// IP, CIDR or host name; with its profile or ports at most 536,870,912 probes
+    /// (addresses x ports), as a scan.
     pub target: Option<String>,
     /// Label.
     pub label: Option<String>,
