@@ -497,17 +497,12 @@ async fn selfscan_rows_follow_their_job_scans_on_postgres() {
     selfscan_rows_follow(Path::new(&pg.url())).await;
 }
 
-/// A database last run with apalis 0.7 (its queue tables and migration history as
-/// apalis-sql 0.7.4's migrations left them, vendored in `tests/fixtures/apalis07/`) with a
-/// scan whose chunk job is pending, its row as 0.7's push wrote it: opening the 1.0 queue
-/// upgrades it in place, a worker claims the job with its payload, and the scan completes.
+/// A database last run with apalis 0.7 (our migrations, then the queue's tables and
+/// history as apalis-sql 0.7.4's migrations left them, vendored in
+/// `tests/fixtures/apalis07/`) with a scan whose chunk job is pending, its row as 0.7's
+/// push wrote it: opened by this version, its queue is upgraded in place, a worker claims
+/// the job with its payload, and the scan completes.
 async fn an_apalis07_pending_job_survives_the_upgrade(path: &Path) {
-    let db = Db::connect(path, ACQUIRE).await.expect("store open");
-    let mut old = match &db {
-        Db::Sqlite(_) => sqlx::migrate!("tests/fixtures/apalis07/sqlite"),
-        Db::Postgres(_) => sqlx::migrate!("tests/fixtures/apalis07/postgres"),
-    };
-    old.set_ignore_missing(true);
     let job = ChunkJob {
         scan_id: "old".into(),
         chunk: 0,
@@ -518,14 +513,20 @@ async fn an_apalis07_pending_job_survives_the_upgrade(path: &Path) {
     let payload = serde_json::to_string(&job).unwrap();
     let job_id = new_job_id();
     let now_secs = portscope_control_api::jobs::now_ms() / 1000;
-    macro_rules! old_scan {
-        ($pool:expr, $insert_job:literal, $run_at:expr) => {{
-            old.run($pool).await.expect("apalis 0.7's migrations");
+    macro_rules! old_database {
+        ($pool:expr, $ours:literal, $apalis:literal, $insert_job:literal, $run_at:expr) => {{
+            let pool = $pool;
+            let mut ours = sqlx::migrate!($ours);
+            ours.set_ignore_missing(true);
+            ours.run(&pool).await.expect("our migrations");
+            let mut old = sqlx::migrate!($apalis);
+            old.set_ignore_missing(true);
+            old.run(&pool).await.expect("apalis 0.7's migrations");
             sqlx::query(
                 "INSERT INTO job_scans (id, kind, status, chunks_total, chunks_done, created_at_ms)
                  VALUES ('old', 'deep', 'running', 1, 0, 1000)",
             )
-            .execute($pool)
+            .execute(&pool)
             .await
             .unwrap();
             sqlx::query(
@@ -533,7 +534,7 @@ async fn an_apalis07_pending_job_survives_the_upgrade(path: &Path) {
                  VALUES ('old', 0, '198.18.0.2', '1-10', 10, 'pending', $1)",
             )
             .bind(&job_id)
-            .execute($pool)
+            .execute(&pool)
             .await
             .unwrap();
             sqlx::query($insert_job)
@@ -541,25 +542,36 @@ async fn an_apalis07_pending_job_survives_the_upgrade(path: &Path) {
                 .bind(&job_id)
                 .bind(NAMESPACE)
                 .bind($run_at)
-                .execute($pool)
+                .execute(&pool)
                 .await
                 .unwrap();
+            pool.close().await;
         }};
     }
-    match &db {
-        Db::Sqlite(p) => old_scan!(
-            p,
-            "INSERT INTO Jobs (job, id, job_type, status, attempts, max_attempts, run_at, priority)
-             VALUES ($1, $2, $3, 'Pending', 0, 10, $4, 0)",
-            now_secs - 1
-        ),
-        Db::Postgres(p) => old_scan!(
-            p,
+    let url = path.to_str().unwrap();
+    if url.starts_with("postgres") {
+        old_database!(
+            sqlx::PgPool::connect(url).await.unwrap(),
+            "migrations/postgres",
+            "tests/fixtures/apalis07/postgres",
             "INSERT INTO apalis.jobs (job, id, job_type, status, attempts, max_attempts, run_at, priority)
              VALUES ($1::jsonb, $2, $3, 'Pending', 0, 10, to_timestamp($4), 0)",
             (now_secs - 1) as f64
-        ),
+        );
+    } else {
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true);
+        old_database!(
+            sqlx::SqlitePool::connect_with(opts).await.unwrap(),
+            "migrations/sqlite",
+            "tests/fixtures/apalis07/sqlite",
+            "INSERT INTO Jobs (job, id, job_type, status, attempts, max_attempts, run_at, priority)
+             VALUES ($1, $2, $3, 'Pending', 0, 10, $4, 0)",
+            now_secs - 1
+        );
     }
+    let db = Db::connect(path, ACQUIRE).await.expect("store open");
     let timing = QueueTiming::for_backend(db.backend());
     let queue = Queue::open(&db, NAMESPACE, timing, 1)
         .await

@@ -174,7 +174,13 @@ impl Db {
                     .after_connect(|conn, _| Box::pin(queue::hook_inserts(conn)))
                     .connect_with(opts)
                     .await?;
-                run_migrations(sqlx::migrate!("./migrations/sqlite"), &pool).await?;
+                // Ours and the job queue's on one connection, the pool's first: a connection
+                // that had loaded the schema before an upgrade of the queue's tables would
+                // prepare its statements against the old columns.
+                let mut conn = pool.acquire().await?;
+                run_migrations(sqlx::migrate!("./migrations/sqlite"), &mut *conn).await?;
+                queue::migrate_sqlite(&mut conn).await?;
+                drop(conn);
                 Ok(Db::Sqlite(pool))
             }
         }

@@ -54,6 +54,7 @@ pub(crate) use push_queue_job;
 /// goes too (1's own trigger names the job type).
 pub async fn migrate_queue(db: &Db) -> Result<(), sqlx::Error> {
     match db {
+        // Run by `Db::connect` already; a no-op unless the file was changed meanwhile.
         Db::Sqlite(pool) => {
             let mut queue = apalis_sqlite::SqliteStorage::migrations();
             queue.set_ignore_missing(true);
@@ -85,6 +86,15 @@ pub async fn migrate_queue(db: &Db) -> Result<(), sqlx::Error> {
             tx.commit().await?;
         }
     }
+    Ok(())
+}
+
+/// apalis-sqlite 1's migrations on `conn` (they share our `_sqlx_migrations`, each
+/// migrator ignoring the other's versions).
+pub(super) async fn migrate_sqlite(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+    let mut queue = apalis_sqlite::SqliteStorage::migrations();
+    queue.set_ignore_missing(true);
+    queue.run(conn).await?;
     Ok(())
 }
 
