@@ -100,8 +100,8 @@ pub struct Config {
     /// engine's sending by default.
     #[serde(alias = "chunk_probes")]
     pub chunk_probes: u32,
-    /// How long the in-process worker pauses after a failed chunk run before the chunk goes
-    /// back to the queue (any worker may then run it again), ms.
+    /// How long the in-process worker fetches nothing after a failed chunk run, ms (the
+    /// chunk goes back to the queue at once, for any worker).
     #[serde(alias = "worker_retry_ms")]
     pub worker_retry_ms: u64,
     /// How often the finishers look for chunks other processes committed, ms; unset: the

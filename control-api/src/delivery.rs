@@ -112,7 +112,8 @@ impl Deliveries {
         );
         let worker_stop = stop.clone();
         let worker = tokio::spawn(async move {
-            run_queue_worker!(queue, &id, 4, ctx, handle, worker_stop, "deliveries")
+            let never = crate::jobs::queue::Pause::default();
+            run_queue_worker!(queue, &id, 4, never, ctx, handle, worker_stop, "deliveries")
         });
         Ok(Arc::new(Deliveries {
             stop,

@@ -51,22 +51,25 @@ async fn claim(queue: Queue<ChunkJob>, n: usize) -> Vec<ChunkJob> {
         got.lock().unwrap().push(job);
     }
     let got: Seen = Arc::default();
+    let got_all = got.clone();
+    // Stopped, not dropped: a worker dropped mid-`BEGIN` can leave its pooled PostgreSQL
+    // connection in a transaction that later statements then join.
     macro_rules! run {
         ($storage:expr) => {{
-            let worker = WorkerBuilder::new("claim-test")
-                .backend($storage)
-                .data(got.clone())
-                .build(seen)
-                .run();
-            let until = async {
-                while got.lock().unwrap().len() < n {
+            let got = got.clone();
+            let until = async move {
+                let t = std::time::Instant::now();
+                while got.lock().unwrap().len() < n && t.elapsed() < Duration::from_secs(10) {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
+                Ok::<(), std::io::Error>(())
             };
-            tokio::select! {
-                _ = worker => {}
-                _ = tokio::time::timeout(Duration::from_secs(10), until) => {}
-            }
+            let _ = WorkerBuilder::new("claim-test")
+                .backend($storage)
+                .data(got_all.clone())
+                .build(seen)
+                .run_until(until)
+                .await;
         }};
     }
     match queue {

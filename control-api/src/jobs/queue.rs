@@ -126,19 +126,103 @@ pub fn chunk_spec() -> crate::store::jobs::QueueSpec<'static> {
     }
 }
 
-/// Runs an apalis worker `$id` (`$concurrency` jobs at once, `$data` and `$handler`) on
+/// A worker's pause in fetching: set after a failed run, so that the job it gave back goes
+/// to another worker (a failed job is fetched again by whichever worker fetches first, and
+/// the one that just failed it would be first). Shared by the worker's handler and
+/// [`PauseLayer`].
+#[derive(Debug, Clone, Default)]
+pub struct Pause(std::sync::Arc<std::sync::Mutex<Option<tokio::time::Instant>>>);
+
+impl Pause {
+    /// No fetch for `d` from now.
+    pub fn pause_for(&self, d: Duration) {
+        if let Ok(mut until) = self.0.lock() {
+            *until = Some(tokio::time::Instant::now() + d);
+        }
+    }
+
+    fn until(&self) -> Option<tokio::time::Instant> {
+        self.0.lock().ok().and_then(|u| *u)
+    }
+}
+
+/// The worker middleware that holds fetches back while its [`Pause`] lasts (apalis fetches
+/// only when the service stack is ready).
+#[derive(Debug, Clone)]
+pub struct PauseLayer(pub Pause);
+
+impl<S> tower::Layer<S> for PauseLayer {
+    type Service = PauseService<S>;
+
+    fn layer(&self, inner: S) -> PauseService<S> {
+        PauseService {
+            inner,
+            pause: self.0.clone(),
+            sleep: None,
+        }
+    }
+}
+
+/// See [`PauseLayer`].
+#[derive(Debug)]
+pub struct PauseService<S> {
+    inner: S,
+    pause: Pause,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S: Clone> Clone for PauseService<S> {
+    fn clone(&self) -> Self {
+        PauseService {
+            inner: self.inner.clone(),
+            pause: self.pause.clone(),
+            sleep: None,
+        }
+    }
+}
+
+impl<S: tower::Service<R>, R> tower::Service<R> for PauseService<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        if let Some(until) = self.pause.until() {
+            if tokio::time::Instant::now() < until {
+                let sleep = self
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+                sleep.as_mut().reset(until);
+                if std::future::Future::poll(sleep.as_mut(), cx).is_pending() {
+                    return std::task::Poll::Pending;
+                }
+            }
+        }
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: R) -> S::Future {
+        self.inner.call(req)
+    }
+}
+
+/// Runs an apalis worker `$id` (`$concurrency` jobs at once, fetching not while `$pause`
+/// lasts, `$data` and `$handler`) on
 /// `$queue` (a [`Queue`]; its backends' types differ, hence a macro) until `$stop` is
 /// cancelled. An apalis 1 worker ends at its first failed heartbeat or fetch (a locked
 /// SQLite file, a PostgreSQL restart), after the jobs in flight: it is built anew a second
 /// later (its claims stay its own, or are given back as orphans meanwhile). `$what` names
 /// the queue in logs.
 macro_rules! run_queue_worker {
-    ($queue:expr, $id:expr, $concurrency:expr, $data:expr, $handler:expr, $stop:expr, $what:literal) => {{
+    ($queue:expr, $id:expr, $concurrency:expr, $pause:expr, $data:expr, $handler:expr, $stop:expr, $what:literal) => {{
         use $crate::jobs::queue::{drive_worker, Queue};
         loop {
             let ended = match &$queue {
-                Queue::Sqlite(s) => drive_worker!(s, $id, $concurrency, $data, $handler, $stop, $what),
-                Queue::Postgres(s) => drive_worker!(s, $id, $concurrency, $data, $handler, $stop, $what),
+                Queue::Sqlite(s) => drive_worker!(s, $id, $concurrency, $pause, $data, $handler, $stop, $what),
+                Queue::Postgres(s) => drive_worker!(s, $id, $concurrency, $pause, $data, $handler, $stop, $what),
             };
             if $stop.is_cancelled() {
                 break;
@@ -158,13 +242,14 @@ pub(crate) use run_queue_worker;
 
 /// One run of `run_queue_worker!`'s worker on storage `$backend`, until it ends or `$stop`.
 macro_rules! drive_worker {
-    ($backend:expr, $id:expr, $concurrency:expr, $data:expr, $handler:expr, $stop:expr, $what:literal) => {{
+    ($backend:expr, $id:expr, $concurrency:expr, $pause:expr, $data:expr, $handler:expr, $stop:expr, $what:literal) => {{
         use apalis::prelude::{EventListenerExt as _, WorkerBuilderExt as _};
         let stop = $stop.clone();
         let worker = apalis::prelude::WorkerBuilder::new(AsRef::<str>::as_ref($id))
             .backend($backend.clone())
             .data($data.clone())
             .concurrency($concurrency)
+            .layer($crate::jobs::queue::PauseLayer($pause.clone()))
             .on_event(|w, e| $crate::jobs::queue::on_event(w, e, $what))
             .build($handler);
         let signal = async move {

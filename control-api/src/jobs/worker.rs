@@ -16,7 +16,7 @@
 use crate::clock::{Clock, SystemClock};
 use crate::jobs::connector::EngineConnector;
 use crate::jobs::engine_run::{run_chunk, RunLimits};
-use crate::jobs::queue::{run_queue_worker, Queue, QueueTiming, MAX_ATTEMPTS, NAMESPACE};
+use crate::jobs::queue::{run_queue_worker, Pause, Queue, QueueTiming, MAX_ATTEMPTS, NAMESPACE};
 use crate::jobs::reason::FailReason;
 use crate::jobs::{ChunkError, ChunkJob, ChunkStatus};
 use crate::model::Status;
@@ -49,8 +49,8 @@ pub struct WorkerOptions {
     pub timing: QueueTiming,
     /// How long database errors are retried within one chunk.
     pub db_retry: Duration,
-    /// The pause after a failed run before the chunk goes back to the queue (the queue
-    /// hands a failed job out again at once).
+    /// How long this worker fetches nothing after a failed run (the failed job goes back
+    /// to the queue at once, and an idle worker fetches at least every heartbeat).
     pub retry_pause: Duration,
     /// Longest wait for the engine connection of one run.
     pub engine_connect: Duration,
@@ -73,7 +73,7 @@ impl WorkerOptions {
             claims: 1,
             timing,
             db_retry: Duration::from_secs(30),
-            retry_pause: Duration::from_millis(100),
+            retry_pause: Duration::from_secs(2),
             engine_connect: ENGINE_CONNECT,
             clock: Arc::new(SystemClock),
             changed: Arc::new(Notify::new()),
@@ -103,6 +103,8 @@ struct Ctx {
     node: String,
     db_retry: Duration,
     retry_pause: Duration,
+    /// Holds this worker's fetches back after a failed run.
+    pause: Pause,
     engine_connect: Duration,
     changed: Arc<Notify>,
     clock: Arc<dyn Clock>,
@@ -130,6 +132,7 @@ pub async fn run(opts: WorkerOptions, shutdown: CancellationToken) -> anyhow::Re
         node: opts.node.clone(),
         db_retry: opts.db_retry,
         retry_pause: opts.retry_pause,
+        pause: Pause::default(),
         engine_connect: opts.engine_connect,
         changed: opts.changed.clone(),
         clock: opts.clock.clone(),
@@ -142,7 +145,8 @@ pub async fn run(opts: WorkerOptions, shutdown: CancellationToken) -> anyhow::Re
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
     tracing::info!(worker = %id, backend = ?opts.db.backend(), concurrency, "chunk worker started");
-    run_queue_worker!(queue, &id, concurrency, ctx, handle, stop, "chunks");
+    let pause = ctx.pause.clone();
+    run_queue_worker!(queue, &id, concurrency, pause, ctx, handle, stop, "chunks");
     if shutdown.is_cancelled() {
         Ok(())
     } else {
@@ -188,12 +192,10 @@ async fn handle(
             if e.is_final() {
                 return Err(Box::new(AbortError::new(e)));
             }
-            // Retried by whichever worker fetches it next, after a pause (a busy engine).
+            // Retried by whichever worker fetches it next; this one pauses first, so that is
+            // another worker if one is idle (this one's engine may be the trouble).
             if e != ChunkError::Stopped {
-                tokio::select! {
-                    _ = tokio::time::sleep(ctx.retry_pause) => {}
-                    _ = ctx.stop.cancelled() => {}
-                }
+                ctx.pause.pause_for(ctx.retry_pause);
             }
             Err(Box::new(e))
         }
