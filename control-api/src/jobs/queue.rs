@@ -113,9 +113,14 @@ impl<T> Queue<T> {
     }
 }
 
-/// A queue job id for a new job written by the store (a ULID, as apalis's are).
+/// A queue job id for a new job written by the store: a ULID, as apalis's are, and
+/// increasing within this process (apalis fetches equal priorities and due times in id
+/// order, so a scan's chunks are claimed in their order).
 pub fn new_job_id() -> String {
-    ulid::Ulid::generate().to_string()
+    static IDS: std::sync::Mutex<Option<ulid::Generator>> = std::sync::Mutex::new(None);
+    let mut ids = IDS.lock().unwrap_or_else(|e| e.into_inner());
+    let id = ids.get_or_insert_with(ulid::Generator::new).generate();
+    id.unwrap_or_else(|_| ulid::Ulid::generate()).to_string()
 }
 
 /// What the store writes into the queue's table for a new chunk job.
