@@ -50,7 +50,7 @@ pub(crate) use push_queue_job;
 /// to apalis 0.7's, so an old database upgrades in place: its `Jobs` rows, pending ones
 /// included, stay). apalis-postgres 1 keeps its history in `apalis._sqlx_migrations`
 /// and its first migration changed: an apalis 0.7 history in our table is moved there and
-/// that checksum re-stamped first ([`upgrade_apalis07_pg`]); the 0.7 trigger we added
+/// that checksum re-stamped first (`upgrade_apalis07_pg`); the 0.7 trigger we added
 /// goes too (1's own trigger names the job type).
 pub async fn migrate_queue(db: &Db) -> Result<(), sqlx::Error> {
     match db {
