@@ -14,7 +14,6 @@ use portscope_control_api::store::jobs::JobStore;
 use portscope_control_api::store::Db;
 use portscope_proto::{encode, Event, ScanKind};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -172,22 +171,11 @@ async fn a_killed_workers_chunk_is_run_by_another_process_within_seconds_on_sqli
         UnixListener::bind(&sock).unwrap(),
         submitted.clone(),
     ));
-    let log = std::fs::File::create(dir.path().join("a.log")).unwrap();
-    let mut a = Command::new(api_node::api_bin())
-        .args(["worker", "--db"])
-        .arg(&file)
-        .args(["--node", "a", "--engine-socket"])
-        .arg(&sock)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let a = api_node::worker_on(dir.path(), "a", file.to_str().unwrap(), &sock);
     tokio::time::timeout(Duration::from_secs(20), submitted.notified())
         .await
         .expect("worker a runs the chunk");
-    a.kill().unwrap();
-    a.wait().unwrap();
+    drop(a); // SIGKILL
     let killed = Instant::now();
     let _b = api_node::worker_node(dir.path(), "b", file.to_str().unwrap());
     let (status, _) = wait_final(&store, &id, Duration::from_secs(30)).await;
