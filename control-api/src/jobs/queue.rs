@@ -113,14 +113,27 @@ impl<T> Queue<T> {
     }
 }
 
-/// A queue job id for a new job written by the store: a ULID, as apalis's are, and
-/// increasing within this process (apalis fetches equal priorities and due times in id
-/// order, so a scan's chunks are claimed in their order).
+/// A queue job id for a new job written by the store: a ULID, as apalis's are, whose time
+/// part increases by at least a millisecond from one id to the next in this process
+/// (apalis fetches equal priorities and due times in id order, so a scan's chunks are
+/// claimed in their order; the random part stays random).
 pub fn new_job_id() -> String {
-    static IDS: std::sync::Mutex<Option<ulid::Generator>> = std::sync::Mutex::new(None);
-    let mut ids = IDS.lock().unwrap_or_else(|e| e.into_inner());
-    let id = ids.get_or_insert_with(ulid::Generator::new).generate();
-    id.unwrap_or_else(|_| ulid::Ulid::generate()).to_string()
+    static LAST_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = crate::jobs::now_ms().max(0) as u64;
+    let mut last = LAST_MS.load(std::sync::atomic::Ordering::Relaxed);
+    let ms = loop {
+        let next = now.max(last + 1);
+        match LAST_MS.compare_exchange_weak(
+            last,
+            next,
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+        ) {
+            Ok(_) => break next,
+            Err(seen) => last = seen,
+        }
+    };
+    ulid::Ulid::from_parts(ms, rand::random()).to_string()
 }
 
 /// What the store writes into the queue's table for a new chunk job.
