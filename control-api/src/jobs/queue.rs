@@ -118,21 +118,14 @@ impl<T> Queue<T> {
 /// (apalis fetches equal priorities and due times in id order, so a scan's chunks are
 /// claimed in their order; the random part stays random).
 pub fn new_job_id() -> String {
-    static LAST_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_MS: AtomicU64 = AtomicU64::new(0);
     let now = crate::jobs::now_ms().max(0) as u64;
-    let mut last = LAST_MS.load(std::sync::atomic::Ordering::Relaxed);
-    let ms = loop {
-        let next = now.max(last + 1);
-        match LAST_MS.compare_exchange_weak(
-            last,
-            next,
-            std::sync::atomic::Ordering::Relaxed,
-            std::sync::atomic::Ordering::Relaxed,
-        ) {
-            Ok(_) => break next,
-            Err(seen) => last = seen,
-        }
-    };
+    let ms = LAST_MS
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+            Some(now.max(last + 1))
+        })
+        .map_or(now, |last| now.max(last + 1));
     ulid::Ulid::from_parts(ms, rand::random()).to_string()
 }
 

@@ -175,11 +175,14 @@ async fn handle(
             } else if (last && e != ChunkError::Stopped) || e.is_final() {
                 let reason = FailReason::ChunkFailed.code();
                 let why = e.fail_reason().code();
-                match ctx
-                    .store
-                    .fail_scan(&job.scan_id, &reason, &why, ctx.now_ms())
-                    .await
-                {
+                // Retried like every other write of a run: a busy SQLite file (its write
+                // lock taken between this transaction's read and write) must not leave the
+                // scan running with its job given up.
+                let failed = ctx.with_db(|| {
+                    ctx.store
+                        .fail_scan(&job.scan_id, &reason, &why, ctx.now_ms())
+                });
+                match failed.await {
                     Ok(true) => {
                         tracing::warn!(scan = %job.scan_id, chunk = job.chunk, %why,
                             "chunk failed for good; scan failed");
