@@ -100,9 +100,10 @@ pub struct Config {
     /// engine's sending by default.
     #[serde(alias = "chunk_probes")]
     pub chunk_probes: u32,
-    /// How often the in-process worker polls its queue, ms (a POST cannot wake it).
-    #[serde(alias = "worker_poll_ms")]
-    pub worker_poll_ms: u64,
+    /// How long the in-process worker fetches nothing after a failed chunk run, ms (the
+    /// chunk goes back to the queue at once, for any worker).
+    #[serde(alias = "worker_retry_ms")]
+    pub worker_retry_ms: u64,
     /// How often the finishers look for chunks other processes committed, ms; unset: the
     /// backend's default ([`Config::finisher_poll`]).
     #[serde(alias = "finisher_poll_ms")]
@@ -184,7 +185,7 @@ impl Default for Config {
             worker_concurrency: 8,
             worker_connect_ms: 1000,
             chunk_probes: crate::jobs::plan::DEFAULT_CHUNK_PROBES,
-            worker_poll_ms: 20,
+            worker_retry_ms: 20,
             finisher_poll_ms: None,
             banners: true,
             banner_timeout_ms: 1500,

@@ -1,11 +1,11 @@
 //! Deliveries as durable jobs on the job queue (issue 8): monitor webhooks and e-mails and
 //! self-scan callbacks. A [`DeliveryJob`]
-//! is pushed to apalis-sql's storage of the API's own database (namespace
-//! [`NAMESPACE`], beside the chunk jobs) and run by a delivery worker inside every API
-//! process. A process that dies mid-delivery leaves its job `Running`; it is re-enqueued
-//! when a delivery worker starts (apalis re-enqueues the `Running` jobs of silent workers
-//! at start) or, on PostgreSQL, by any live node once the dead one has been silent for the
-//! orphan timeout, and delivered again with the same id ([`crate::webhook::delivery_id`]).
+//! is written into the job queue of the API's own database (namespace [`NAMESPACE`], beside
+//! the chunk jobs) by the transaction that makes it due, and run by a delivery worker inside
+//! every API process. A process that dies mid-delivery leaves its job claimed; any live
+//! delivery worker gives it back once the dead one has been silent for the orphan timeout
+//! (a few seconds, `jobs::queue::QueueTiming`), and it is delivered again with the same id
+//! ([`crate::webhook::delivery_id`]).
 //! At-least-once: receivers dedupe on the id.
 //!
 //! A job runs the whole [`Webhooks::deliver`] (its attempts and backoff), then records the
@@ -18,18 +18,14 @@
 //! run and the queue runs it again, up to [`MAX_ATTEMPTS`] in all. Otherwise only a database
 //! error fails the job (the queue retries it).
 
-use crate::jobs::queue::run_queue_worker;
-use crate::jobs::queue::QueueTiming;
+use crate::jobs::queue::{run_queue_worker, Queue, QueueTiming};
 use crate::managed::mail::{self, Mailer, MonitorEmail};
 use crate::metrics::Metrics;
 use crate::store::callbacks::CallbackState;
-use crate::store::jobs::{migrate_queue, QueueSpec};
+use crate::store::jobs::QueueSpec;
 use crate::store::{Db, MStore, Store};
 use crate::webhook::{delivery_id, Webhooks};
-use apalis::prelude::{Attempt, Data, Error as QueueError};
-use apalis_sql::postgres::PostgresStorage;
-use apalis_sql::sqlite::SqliteStorage;
-use apalis_sql::Config;
+use apalis::prelude::{Attempt, BoxDynError, Data};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,12 +95,6 @@ pub fn queue_spec() -> QueueSpec<'static> {
     }
 }
 
-#[derive(Debug, Clone)]
-enum Queue {
-    Sqlite(SqliteStorage<DeliveryJob>),
-    Postgres(PostgresStorage<DeliveryJob>),
-}
-
 #[derive(Debug)]
 struct Ctx {
     webhooks: Webhooks,
@@ -133,27 +123,7 @@ impl Deliveries {
         mailer: Option<Arc<dyn Mailer>>,
     ) -> Result<Arc<Deliveries>, sqlx::Error> {
         let timing = QueueTiming::for_backend(db.backend());
-        let config = Config::new(NAMESPACE)
-            .set_keep_alive(timing.keep_alive)
-            .set_reenqueue_orphaned_after(timing.orphaned_after)
-            .set_poll_interval(timing.poll)
-            .set_buffer_size(4);
-        migrate_queue(db).await?;
-        // The deliveries a killed process left `Running` (on SQLite, where apalis's own
-        // check at start misses a process killed within its first second).
-        let requeued = crate::store::jobs::JobStore::new(db.clone())
-            .requeue_abandoned_sqlite(NAMESPACE, crate::jobs::now_ms() / 1000)
-            .await?;
-        if requeued > 0 {
-            tracing::info!(requeued, "abandoned webhook deliveries queued again");
-        }
-        // The store's pools already run PostgreSQL sessions in UTC, as apalis needs.
-        let queue = match db {
-            Db::Sqlite(pool) => Queue::Sqlite(SqliteStorage::new_with_config(pool.clone(), config)),
-            Db::Postgres(pool) => {
-                Queue::Postgres(PostgresStorage::new_with_config(pool.clone(), config))
-            }
-        };
+        let queue: Queue<DeliveryJob> = Queue::open(db, NAMESPACE, timing, 4).await?;
         let stop = CancellationToken::new();
         let ctx = Arc::new(Ctx {
             webhooks,
@@ -168,14 +138,8 @@ impl Deliveries {
         );
         let worker_stop = stop.clone();
         let worker = tokio::spawn(async move {
-            match queue {
-                Queue::Sqlite(s) => {
-                    run_queue_worker!(s, &id, 4, ctx, handle, worker_stop, "deliveries")
-                }
-                Queue::Postgres(s) => {
-                    run_queue_worker!(s, &id, 4, ctx, handle, worker_stop, "deliveries")
-                }
-            }
+            let never = crate::jobs::queue::Pause::default();
+            run_queue_worker!(queue, &id, 4, never, ctx, handle, worker_stop, "deliveries")
         });
         Ok(Arc::new(Deliveries {
             stop,
@@ -192,8 +156,8 @@ impl Deliveries {
     }
 }
 
-fn failed(e: impl std::error::Error + Send + Sync + 'static) -> QueueError {
-    QueueError::Failed(Arc::new(Box::new(e)))
+fn failed(e: impl std::error::Error + Send + Sync + 'static) -> BoxDynError {
+    Box::new(e)
 }
 
 /// The job handler apalis calls: a webhook delivered or not (after every attempt) ends the
@@ -202,7 +166,7 @@ async fn handle(
     job: DeliveryJob,
     ctx: Data<Arc<Ctx>>,
     attempt: Attempt,
-) -> Result<bool, QueueError> {
+) -> Result<bool, BoxDynError> {
     if let Some(email) = &job.email {
         let run = mail::Run {
             delivery: &job.id,

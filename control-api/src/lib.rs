@@ -266,8 +266,7 @@ pub async fn start_with(
         opts.concurrency = config.worker_concurrency.clamp(1, 64);
         opts.claims = opts.concurrency;
         opts.engine_connect = Duration::from_millis(config.worker_connect_ms.max(1));
-        // One node's own queue: poll it often (a POST cannot wake apalis 0.7's stream).
-        opts.timing.poll = Duration::from_millis(config.worker_poll_ms.max(1));
+        opts.retry_pause = Duration::from_millis(config.worker_retry_ms);
         opts.changed = changed.clone();
         opts.clock = services.clock.clone();
         opts

@@ -1,12 +1,12 @@
 //! The chunk-job store and queue on both backends, without engines: apalis's migrations and
-//! ours share `_sqlx_migrations` (either order, repeated), a scan's chunks and their apalis
+//! ours run in either order, repeated, a scan's chunks and their apalis
 //! jobs are written in one transaction and an apalis worker claims them at once, and a
 //! chunk commit is one idempotent transaction keyed by (scan, address, port), moving the
 //! self-scan row of the same id when there is one. PostgreSQL is a throwaway server (`xtask::pg::PgGuard`, needs Debian's
 //! `postgresql` package).
 
 use portscope_control_api::jobs::plan::ChunkSpec;
-use portscope_control_api::jobs::queue::{Queue, QueueTiming};
+use portscope_control_api::jobs::queue::{new_job_id, Queue, QueueTiming, NAMESPACE};
 use portscope_control_api::jobs::submit::submit;
 use portscope_control_api::jobs::{ChunkJob, ChunkStatus};
 use portscope_control_api::model::Status;
@@ -44,29 +44,32 @@ fn done<'a>(
 
 /// An apalis worker on `queue` that only reports the jobs it is handed (no engine), until
 /// `n` came or 10 s passed; the jobs in the order claimed.
-async fn claim(queue: Queue, n: usize) -> Vec<ChunkJob> {
-    use apalis::prelude::{Data, WorkerBuilder, WorkerFactoryFn};
+async fn claim(queue: Queue<ChunkJob>, n: usize) -> Vec<ChunkJob> {
+    use apalis::prelude::{Data, WorkerBuilder};
     type Seen = Arc<Mutex<Vec<ChunkJob>>>;
     async fn seen(job: ChunkJob, got: Data<Seen>) {
         got.lock().unwrap().push(job);
     }
     let got: Seen = Arc::default();
+    let got_all = got.clone();
+    // Stopped, not dropped: a worker dropped mid-`BEGIN` can leave its pooled PostgreSQL
+    // connection in a transaction that later statements then join.
     macro_rules! run {
         ($storage:expr) => {{
-            let worker = WorkerBuilder::new("claim-test")
-                .data(got.clone())
-                .backend($storage)
-                .build_fn(seen)
-                .run();
-            let until = async {
-                while got.lock().unwrap().len() < n {
+            let got = got.clone();
+            let until = async move {
+                let t = std::time::Instant::now();
+                while got.lock().unwrap().len() < n && t.elapsed() < Duration::from_secs(10) {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
+                Ok::<(), std::io::Error>(())
             };
-            tokio::select! {
-                _ = worker => {}
-                _ = tokio::time::timeout(Duration::from_secs(10), until) => {}
-            }
+            let _ = WorkerBuilder::new("claim-test")
+                .backend($storage)
+                .data(got_all.clone())
+                .build(seen)
+                .run_until(until)
+                .await;
         }};
     }
     match queue {
@@ -82,8 +85,12 @@ async fn claim(queue: Queue, n: usize) -> Vec<ChunkJob> {
 async fn exercise(path: &Path) -> (JobStore, String) {
     let db = Db::connect(path, ACQUIRE).await.expect("store open");
     let timing = QueueTiming::for_backend(db.backend());
-    let _first = Queue::open(&db, timing, 1).await.expect("queue open");
-    let queue = Queue::open(&db, timing, 1).await.expect("queue open again");
+    let _first: Queue<ChunkJob> = Queue::open(&db, NAMESPACE, timing, 1)
+        .await
+        .expect("queue open");
+    let queue = Queue::open(&db, NAMESPACE, timing, 1)
+        .await
+        .expect("queue open again");
     let store = JobStore::new(db);
     let chunks = vec![
         ChunkSpec {
@@ -105,7 +112,7 @@ async fn exercise(path: &Path) -> (JobStore, String) {
     );
     assert_eq!(scan.kind, "deep");
     // The queue rows the submit transaction wrote are apalis jobs its worker claims at once
-    // (SQLite's whole-second `run_at` included), with the payload the chunk rows describe.
+    // (due by the database's own clock), with the payload the chunk rows describe.
     let claimed_at = std::time::Instant::now();
     let mut claimed = claim(queue, 2).await;
     assert!(
@@ -243,24 +250,26 @@ async fn chunk_jobs_on_postgres_queue_notify_and_commit_once() {
         )
         .unwrap();
     assert_eq!(jobs.trim(), "2");
-    // Our trigger names the job type in the NOTIFY payload apalis's listener matches.
+    // apalis's insert trigger (its NOTIFY names the job type, which its listener matches).
     let trig = pg
         .psql(
             xtask::pg::DATABASE,
-            "SELECT count(*) FROM pg_trigger WHERE tgname = 'portscope_notify_job_type'",
+            "SELECT count(*) FROM pg_trigger WHERE tgname = 'notify_workers'",
         )
         .unwrap();
     assert_eq!(trig.trim(), "1");
+    // Each migrator keeps its own history: ours in `public`, apalis-postgres 1's in `apalis`.
     let versions = pg
         .psql(
             xtask::pg::DATABASE,
-            "SELECT count(*) FILTER (WHERE version < 1000), count(*) FILTER (WHERE version > 1000) \
-             FROM _sqlx_migrations",
+            "SELECT (SELECT count(*) FROM public._sqlx_migrations WHERE version < 1000), \
+                    (SELECT count(*) FROM public._sqlx_migrations WHERE version > 1000), \
+                    (SELECT count(*) FROM apalis._sqlx_migrations)",
         )
         .unwrap();
-    let (ours, apalis) = versions.trim().split_once('|').unwrap();
-    assert!(ours.parse::<u32>().unwrap() >= 1, "{versions}");
-    assert_eq!(apalis, "10", "apalis-sql 0.7's PostgreSQL migrations");
+    let v: Vec<&str> = versions.trim().split('|').collect();
+    assert!(v[0].parse::<u32>().unwrap() >= 1, "{versions}");
+    assert_eq!(&v[1..], ["0", "23"], "apalis-postgres 1.0's 23 migrations");
 }
 
 /// A chunk that fails its last attempt (here the only one: no engine behind the socket)
@@ -268,9 +277,9 @@ async fn chunk_jobs_on_postgres_queue_notify_and_commit_once() {
 #[tokio::test]
 async fn a_chunk_failing_its_last_attempt_fails_the_scan() {
     use portscope_control_api::jobs::now_ms;
-    use portscope_control_api::jobs::queue::NAMESPACE;
     use portscope_control_api::jobs::worker::{run, WorkerOptions};
-    use portscope_control_api::store::jobs::{migrate_queue, NewChunk, NewScan, QueueSpec};
+    use portscope_control_api::store::jobs::{NewChunk, NewScan, QueueSpec};
+    use portscope_control_api::store::queue::migrate_queue;
     let dir = tempfile::tempdir().unwrap();
     let db = Db::connect(&dir.path().join("fail.db"), ACQUIRE)
         .await
@@ -297,7 +306,7 @@ async fn a_chunk_failing_its_last_attempt_fails_the_scan() {
                 targets: job.targets.clone(),
                 ports: job.ports.clone(),
                 probes: 10,
-                job_id: Queue::new_id(),
+                job_id: new_job_id(),
                 payload: serde_json::to_string(&job).unwrap(),
             }],
             QueueSpec {
@@ -544,4 +553,114 @@ async fn selfscan_rows_follow_their_job_scans_on_sqlite() {
 async fn selfscan_rows_follow_their_job_scans_on_postgres() {
     let pg = PgGuard::start().expect("PostgreSQL (needs the postgresql package)");
     selfscan_rows_follow(Path::new(&pg.url())).await;
+}
+
+/// A database last run with apalis 0.7 (our migrations, then the queue's tables and
+/// history as apalis-sql 0.7.4's migrations left them, vendored in
+/// `tests/fixtures/apalis07/`) with a scan whose chunk job is pending, its row as 0.7's
+/// push wrote it: opened by this version, its queue is upgraded in place, a worker claims
+/// the job with its payload, and the scan completes.
+async fn an_apalis07_pending_job_survives_the_upgrade(path: &Path) {
+    let job = ChunkJob {
+        scan_id: "old".into(),
+        chunk: 0,
+        targets: vec!["198.18.0.2".into()],
+        ports: "1-10".into(),
+        priority: 1,
+    };
+    let payload = serde_json::to_string(&job).unwrap();
+    let job_id = new_job_id();
+    let now_secs = portscope_control_api::jobs::now_ms() / 1000;
+    macro_rules! old_database {
+        ($pool:expr, $ours:literal, $apalis:literal, $insert_job:literal, $run_at:expr) => {{
+            let pool = $pool;
+            let mut ours = sqlx::migrate!($ours);
+            ours.set_ignore_missing(true);
+            ours.run(&pool).await.expect("our migrations");
+            let mut old = sqlx::migrate!($apalis);
+            old.set_ignore_missing(true);
+            old.run(&pool).await.expect("apalis 0.7's migrations");
+            sqlx::query(
+                "INSERT INTO job_scans (id, kind, status, chunks_total, chunks_done, created_at_ms)
+                 VALUES ('old', 'deep', 'running', 1, 0, 1000)",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO scan_chunks (scan_id, chunk, targets, ports, probes, status, job_id)
+                 VALUES ('old', 0, '198.18.0.2', '1-10', 10, 'pending', $1)",
+            )
+            .bind(&job_id)
+            .execute(&pool)
+            .await
+            .unwrap();
+            sqlx::query($insert_job)
+                .bind(&payload)
+                .bind(&job_id)
+                .bind(NAMESPACE)
+                .bind($run_at)
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }};
+    }
+    let url = path.to_str().unwrap();
+    if url.starts_with("postgres") {
+        old_database!(
+            sqlx::PgPool::connect(url).await.unwrap(),
+            "migrations/postgres",
+            "tests/fixtures/apalis07/postgres",
+            "INSERT INTO apalis.jobs (job, id, job_type, status, attempts, max_attempts, run_at, priority)
+             VALUES ($1::jsonb, $2, $3, 'Pending', 0, 10, to_timestamp($4), 0)",
+            (now_secs - 1) as f64
+        );
+    } else {
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true);
+        old_database!(
+            sqlx::SqlitePool::connect_with(opts).await.unwrap(),
+            "migrations/sqlite",
+            "tests/fixtures/apalis07/sqlite",
+            "INSERT INTO Jobs (job, id, job_type, status, attempts, max_attempts, run_at, priority)
+             VALUES ($1, $2, $3, 'Pending', 0, 10, $4, 0)",
+            now_secs - 1
+        );
+    }
+    let db = Db::connect(path, ACQUIRE).await.expect("store open");
+    let timing = QueueTiming::for_backend(db.backend());
+    let queue = Queue::open(&db, NAMESPACE, timing, 1)
+        .await
+        .expect("the 1.0 queue opens on the 0.7 database");
+    assert_eq!(claim(queue, 1).await, vec![job]);
+    let store = JobStore::new(db);
+    let found = [result("198.18.0.2", 7, PortState::Open, Reason::SynAck)];
+    assert_eq!(
+        store
+            .commit_chunk("old", 0, done("n1", &found, 9, 10, 2_000))
+            .await
+            .unwrap(),
+        Commit::Committed {
+            scan_complete: true
+        }
+    );
+    assert_eq!(
+        store.scan("old").await.unwrap().unwrap().status,
+        Status::Complete
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn an_apalis07_sqlite_database_keeps_its_pending_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    an_apalis07_pending_job_survives_the_upgrade(&dir.path().join("old.db")).await;
+}
+
+#[tokio::test]
+async fn an_apalis07_postgres_database_keeps_its_pending_jobs() {
+    let pg = PgGuard::start().expect("PostgreSQL (needs the postgresql package)");
+    an_apalis07_pending_job_survives_the_upgrade(Path::new(&pg.url())).await;
 }

@@ -72,13 +72,13 @@ async fn delivery_jobs(m: &M) -> Vec<(String, i64)> {
     };
     let rows = match m.state.managed().store().pool() {
         Db::Sqlite(p) => {
-            sqlx::query_as(&sql("Jobs"))
+            sqlx::query_as(sqlx::AssertSqlSafe(sql("Jobs")))
                 .bind(NAMESPACE)
                 .fetch_all(p)
                 .await
         }
         Db::Postgres(p) => {
-            sqlx::query_as(&sql("apalis.jobs"))
+            sqlx::query_as(sqlx::AssertSqlSafe(sql("apalis.jobs")))
                 .bind(NAMESPACE)
                 .fetch_all(p)
                 .await

@@ -70,7 +70,7 @@ pub async fn open_db(db: &Path) -> anyhow::Result<Db> {
         .await
         .map_err(|e| anyhow::anyhow!("database {}: {e}", db.display()))?;
     // A submit writes the queue's rows too: its tables must exist.
-    crate::store::jobs::migrate_queue(&pool).await?;
+    crate::store::queue::migrate_queue(&pool).await?;
     Ok(pool)
 }
 

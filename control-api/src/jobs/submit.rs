@@ -5,7 +5,6 @@
 //! self-scan API ([`create`] with the `scans` row of the same id).
 
 use crate::jobs::plan::ChunkSpec;
-use crate::jobs::queue::Queue;
 use crate::jobs::{now_ms, ChunkJob};
 use crate::model::Status;
 use crate::store::jobs::{JobStore, NewChunk, NewScan, ScanRow};
@@ -49,7 +48,7 @@ pub async fn create(
                 selfscan,
             },
             &rows,
-            Queue::spec(),
+            crate::jobs::queue::chunk_spec(),
         )
         .await
 }
@@ -77,7 +76,7 @@ pub fn new_chunks(
                 targets: c.targets.clone(),
                 ports: c.ports.clone(),
                 probes: c.probes,
-                job_id: Queue::new_id(),
+                job_id: crate::jobs::queue::new_job_id(),
                 payload: serde_json::to_string(&job)?,
             })
         })

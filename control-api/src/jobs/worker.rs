@@ -16,15 +16,14 @@
 use crate::clock::{Clock, SystemClock};
 use crate::jobs::connector::EngineConnector;
 use crate::jobs::engine_run::{run_chunk, RunLimits};
-use crate::jobs::queue::{run_queue_worker, Queue, QueueTiming};
+use crate::jobs::queue::{run_queue_worker, Pause, Queue, QueueTiming, MAX_ATTEMPTS, NAMESPACE};
 use crate::jobs::reason::FailReason;
 use crate::jobs::{ChunkError, ChunkJob, ChunkStatus};
 use crate::model::Status;
 use crate::store::jobs::{ChunkDone, Commit, JobStore};
 use crate::store::Db;
-use apalis::prelude::{Attempt, Data, Error as QueueError};
-use apalis_sql::context::SqlContext;
-use serde::Serialize;
+use apalis::prelude::{AbortError, Attempt, BoxDynError, Data, FromRequest, Task};
+use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,13 +42,16 @@ pub struct WorkerOptions {
     pub node: String,
     /// Chunks run at once.
     pub concurrency: usize,
-    /// Queue jobs claimed per poll: 1 for a cluster's workers (a busy worker does not hoard
+    /// Queue jobs claimed per fetch: 1 for a cluster's workers (a busy worker does not hoard
     /// chunks other nodes could run), `concurrency` for the API's in-process worker.
     pub claims: usize,
     /// Queue heartbeat and re-enqueue timing.
     pub timing: QueueTiming,
     /// How long database errors are retried within one chunk.
     pub db_retry: Duration,
+    /// How long this worker fetches nothing after a failed run (the failed job goes back
+    /// to the queue at once, and an idle worker fetches at least every heartbeat).
+    pub retry_pause: Duration,
     /// Longest wait for the engine connection of one run.
     pub engine_connect: Duration,
     /// Signalled after every commit and every failed scan (the API's finisher waits on it).
@@ -71,6 +73,7 @@ impl WorkerOptions {
             claims: 1,
             timing,
             db_retry: Duration::from_secs(30),
+            retry_pause: Duration::from_secs(2),
             engine_connect: ENGINE_CONNECT,
             clock: Arc::new(SystemClock),
             changed: Arc::new(Notify::new()),
@@ -79,7 +82,7 @@ impl WorkerOptions {
 }
 
 /// How a chunk job ended (the job's result in the queue).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChunkOutcome {
     /// This run committed the chunk.
@@ -99,6 +102,9 @@ struct Ctx {
     engines: Arc<dyn EngineConnector>,
     node: String,
     db_retry: Duration,
+    retry_pause: Duration,
+    /// Holds this worker's fetches back after a failed run.
+    pause: Pause,
     engine_connect: Duration,
     changed: Arc<Notify>,
     clock: Arc<dyn Clock>,
@@ -111,7 +117,13 @@ struct Ctx {
 /// database stays open (it may be the API's own pool).
 pub async fn run(opts: WorkerOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
     let concurrency = opts.concurrency.max(1);
-    let queue = Queue::open(&opts.db, opts.timing, opts.claims.clamp(1, concurrency)).await?;
+    let queue: Queue<ChunkJob> = Queue::open(
+        &opts.db,
+        NAMESPACE,
+        opts.timing,
+        opts.claims.clamp(1, concurrency),
+    )
+    .await?;
     let store = JobStore::new(opts.db.clone());
     let stop = shutdown.child_token();
     let ctx = Arc::new(Ctx {
@@ -119,6 +131,8 @@ pub async fn run(opts: WorkerOptions, shutdown: CancellationToken) -> anyhow::Re
         engines: opts.engines.clone(),
         node: opts.node.clone(),
         db_retry: opts.db_retry,
+        retry_pause: opts.retry_pause,
+        pause: Pause::default(),
         engine_connect: opts.engine_connect,
         changed: opts.changed.clone(),
         clock: opts.clock.clone(),
@@ -131,15 +145,8 @@ pub async fn run(opts: WorkerOptions, shutdown: CancellationToken) -> anyhow::Re
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
     tracing::info!(worker = %id, backend = ?opts.db.backend(), concurrency, "chunk worker started");
-    match queue {
-        Queue::Sqlite(s) => run_queue_worker!(s, &id, concurrency, ctx, handle, stop, "chunks"),
-        Queue::Postgres(s) => run_queue_worker!(s, &id, concurrency, ctx, handle, stop, "chunks"),
-    }
-    match store.release_claims(&id).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(worker = %id, jobs = n, "claims given back"),
-        Err(e) => tracing::warn!(worker = %id, error = %e, "claims not given back"),
-    }
+    let pause = ctx.pause.clone();
+    run_queue_worker!(queue, &id, concurrency, pause, ctx, handle, stop, "chunks");
     if shutdown.is_cancelled() {
         Ok(())
     } else {
@@ -154,25 +161,28 @@ async fn handle(
     job: ChunkJob,
     ctx: Data<Arc<Ctx>>,
     attempt: Attempt,
-    queue: SqlContext,
-) -> Result<ChunkOutcome, QueueError> {
+    max: MaxAttempts,
+) -> Result<ChunkOutcome, BoxDynError> {
     let ctx: Arc<Ctx> = (*ctx).clone();
     match ctx.run(&job).await {
         Ok(outcome) => Ok(outcome),
         Err(e) => {
             tracing::warn!(scan = %job.scan_id, chunk = job.chunk, attempt = attempt.current(),
                 error = %e, "chunk run failed");
-            let last = attempt.current() >= usize::try_from(queue.max_attempts()).unwrap_or(0);
+            let last = attempt.current() >= max.0;
             if matches!(e, ChunkError::Database(_)) {
                 ctx.stop.cancel();
             } else if (last && e != ChunkError::Stopped) || e.is_final() {
                 let reason = FailReason::ChunkFailed.code();
                 let why = e.fail_reason().code();
-                match ctx
-                    .store
-                    .fail_scan(&job.scan_id, &reason, &why, ctx.now_ms())
-                    .await
-                {
+                // Retried like every other write of a run: a busy SQLite file (its write
+                // lock taken between this transaction's read and write) must not leave the
+                // scan running with its job given up.
+                let failed = ctx.with_db(|| {
+                    ctx.store
+                        .fail_scan(&job.scan_id, &reason, &why, ctx.now_ms())
+                });
+                match failed.await {
                     Ok(true) => {
                         tracing::warn!(scan = %job.scan_id, chunk = job.chunk, %why,
                             "chunk failed for good; scan failed");
@@ -183,10 +193,27 @@ async fn handle(
                 }
             }
             if e.is_final() {
-                return Err(QueueError::Abort(Arc::new(Box::new(e))));
+                return Err(Box::new(AbortError::new(e)));
             }
-            Err(QueueError::Failed(Arc::new(Box::new(e))))
+            // Retried by whichever worker fetches it next; this one pauses first, so that is
+            // another worker if one is idle (this one's engine may be the trouble).
+            if e != ChunkError::Stopped {
+                ctx.pause.pause_for(ctx.retry_pause);
+            }
+            Err(Box::new(e))
         }
+    }
+}
+
+/// The attempts the queue row allows (the handler's last attempt fails the scan).
+struct MaxAttempts(usize);
+
+impl<Args: Sync> FromRequest<Task<Args>> for MaxAttempts {
+    type Error = std::convert::Infallible;
+
+    async fn from_request(task: &Task<Args>) -> Result<Self, Self::Error> {
+        let max = task.ctx().max_attempts();
+        Ok(MaxAttempts(max.unwrap_or(MAX_ATTEMPTS as usize)))
     }
 }
 

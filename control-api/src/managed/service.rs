@@ -14,7 +14,6 @@ use crate::clock::{Clock, CreatedStamps};
 use crate::enrich::BannerGrabber;
 use crate::http::error::ApiError;
 use crate::jobs::plan::{plan_ports, DEFAULT_CHUNK_PROBES};
-use crate::jobs::queue::Queue;
 use crate::jobs::submit::new_chunks;
 use crate::netaddr::CidrSet;
 use crate::store::jobs::{JobStore, NewChunk, NewScan};
@@ -269,7 +268,7 @@ impl ManagedService {
                 selfscan: None,
             },
             chunks: &chunks,
-            queue: Queue::spec(),
+            queue: crate::jobs::queue::chunk_spec(),
         };
         match store.admit_job(&row, &quota, Some(&job)).await? {
             Admission::Admitted => {}

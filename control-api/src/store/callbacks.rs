@@ -41,14 +41,14 @@ impl CallbackState {
     }
 }
 
-/// On transaction `$tx` (`$postgres`: the backend), at Unix ms `$now_ms`: if scan `$scan`
+/// On transaction `$tx` (`$postgres`: the backend): if scan `$scan`
 /// is final, turns its pending callbacks `queued` and writes one delivery job for each
 /// (`crate::delivery::DeliveryJob::callback`). Claims are atomic, so the jobs are written
 /// once however many transactions run it. Returns a database error with `?`.
 macro_rules! queue_callbacks {
-    ($tx:expr, $postgres:expr, $scan:expr, $now_ms:expr) => {{
+    ($tx:expr, $postgres:expr, $scan:expr) => {{
         use $crate::store::callbacks::CallbackState;
-        let (scan, now_ms): (&str, i64) = ($scan, $now_ms);
+        let scan: &str = $scan;
         let urls: Vec<(String,)> = sqlx::query_as(
             "UPDATE callbacks SET state = $1 WHERE scan_id = $2 AND state = $3
                AND EXISTS (SELECT 1 FROM scans WHERE id = $4 AND status IN ($5, $6))
@@ -66,15 +66,13 @@ macro_rules! queue_callbacks {
             let job = $crate::delivery::DeliveryJob::callback(scan, &url);
             let payload =
                 serde_json::to_string(&job).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-            let job_id = $crate::jobs::queue::Queue::new_id();
-            // One second back: SQLite keeps whole seconds and apalis claims `run_at < now`.
+            let job_id = $crate::jobs::queue::new_job_id();
             $crate::store::queue::push_queue_job!(
                 $tx,
                 $postgres,
                 &payload,
                 &job_id,
-                $crate::delivery::queue_spec(),
-                now_ms / 1000 - 1
+                $crate::delivery::queue_spec()
             );
         }
     }};
@@ -118,7 +116,7 @@ impl Store {
             .bind(CallbackState::Pending.as_str())
             .execute(&mut *tx)
             .await?;
-            queue_callbacks!(tx, postgres, id, crate::jobs::now_ms());
+            queue_callbacks!(tx, postgres, id);
             tx.commit().await?;
             Ok(true)
         })
@@ -157,7 +155,7 @@ impl Store {
         for id in &ids {
             on_db!(&self.pool, |p| {
                 let mut tx = p.begin().await?;
-                queue_callbacks!(tx, postgres, id, crate::jobs::now_ms());
+                queue_callbacks!(tx, postgres, id);
                 tx.commit().await?;
             });
         }

@@ -115,7 +115,7 @@ impl RowOf {
 /// statement's result.
 macro_rules! end_row {
     ($tx:ident, $row:expr, $id:expr, $status:expr, $reason:expr, $now_s:expr) => {
-        sqlx::query(&$row.end_sql())
+        sqlx::query(sqlx::AssertSqlSafe($row.end_sql()))
             .bind($status.as_str())
             .bind($reason)
             .bind($now_s)

@@ -1,15 +1,12 @@
 //! The SQL of chunk jobs (issue 8): job scans, their chunks, their port results and the
 //! queue rows of their chunk jobs, on SQLite and PostgreSQL through the store's one [`Db`]
 //! (typed pools, each statement checked against both drivers by `on_db!`), plus the
-//! migrations of the queue (apalis).
-//!
-//! apalis's `setup()` runs its own sqlx migrations into the same `_sqlx_migrations` table as
-//! ours, so both migrators ignore versions they do not know ([`migrate_queue`]).
+//! queue's migrations (`store::queue`).
 //!
 //! **Submit is one transaction** ([`JobStore::create_scan`]): the scan row, its chunk rows
-//! and one queue row per chunk in apalis's `Jobs` table (the insert apalis-sql 0.7's
-//! `push_request` runs, with the same columns; `tests/jobs_store.rs` checks that apalis
-//! claims what it writes). A submitter that dies half-way leaves nothing. The one write of a
+//! and one queue row per chunk in apalis's `Jobs` table (`store::queue::push_queue_job!`,
+//! the columns apalis 1's own push writes; `tests/jobs_store.rs` checks that apalis claims
+//! what it writes). A submitter that dies half-way leaves nothing. The one write of a
 //! worker that matters, [`JobStore::commit_chunk`], is one transaction too: the chunk flips
 //! to done only if it was not done yet, its results are upserted on (scan, address, port),
 //! and the scan's counter (and status, at the last chunk) moves.
@@ -32,55 +29,14 @@
 //! the one transition to final); a failed job scan fails it in the same transaction;
 //! [`JobStore::cancel_scan`] cancels both and drops the chunk jobs not claimed yet.
 
+pub use super::queue::migrate_queue;
+
 use super::job_hooks::{end_row, RowOf, MANAGED};
 use super::job_reads::parse;
 use super::{on_db, BeginWrite, Db};
 use crate::jobs::ChunkStatus;
 use crate::model::Status;
 use portscope_core::results::{PortResult, PortState};
-
-/// Runs apalis's migrations for the backend of `db` (ours ran when `db` was opened), each
-/// migrator ignoring the other's versions. On PostgreSQL it then makes apalis's insert
-/// trigger name the job type in its NOTIFY payload (apalis 0.7's trigger sends `insert`,
-/// while its listener wakes the storage whose namespace equals the payload), and installs
-/// the job-change trigger of `store::notify`. Idempotent.
-pub async fn migrate_queue(db: &Db) -> Result<(), sqlx::Error> {
-    match db {
-        Db::Sqlite(pool) => {
-            let mut queue = apalis_sql::sqlite::SqliteStorage::migrations();
-            queue.set_ignore_missing(true);
-            queue.run(pool).await?;
-        }
-        Db::Postgres(pool) => {
-            let mut queue = apalis_sql::postgres::PostgresStorage::migrations();
-            queue.set_ignore_missing(true);
-            queue.run(pool).await?;
-            // Workers starting together would race on the catalog ("tuple concurrently
-            // updated"): each trigger in a transaction under an advisory lock (rolled back
-            // on any error). One table per transaction: submits write `job_scans` before
-            // `apalis.jobs` and a failing scan queues its callbacks before `job_scans`, so
-            // holding both tables' locks at once would deadlock with one or the other.
-            let apalis_trigger = [
-                "CREATE OR REPLACE FUNCTION apalis.portscope_notify_job_type() RETURNS trigger AS $$
-                 BEGIN PERFORM pg_notify('apalis::job', NEW.job_type); RETURN NEW; END;
-                 $$ LANGUAGE plpgsql",
-                "CREATE OR REPLACE TRIGGER portscope_notify_job_type AFTER INSERT ON apalis.jobs
-                 FOR EACH ROW EXECUTE FUNCTION apalis.portscope_notify_job_type()",
-            ];
-            for statements in [super::notify::TRIGGER_SQL, apalis_trigger] {
-                let mut tx = pool.begin().await?;
-                sqlx::query("SELECT pg_advisory_xact_lock(7285001)")
-                    .execute(&mut *tx)
-                    .await?;
-                for statement in statements {
-                    sqlx::query(statement).execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-            }
-        }
-    }
-    Ok(())
-}
 
 /// Inserts job scan `$scan` (a [`NewScan`]), its chunk rows and their queue jobs on
 /// transaction `$tx` (`$postgres`: the backend): [`JobStore::create_scan`], and a managed
@@ -93,9 +49,6 @@ macro_rules! insert_job_scan {
             $crate::store::jobs::QueueSpec<'_>,
         ) = ($scan, $chunks, $queue);
         let postgres: bool = $postgres;
-        // apalis claims jobs with `run_at < now`; SQLite keeps whole seconds, so a job
-        // stamped with this second would wait for the next one: stamp it a second earlier.
-        let run_at_secs = scan.created_at_ms / 1000 - 1;
         sqlx::query(
             "INSERT INTO job_scans (id, kind, status, chunks_total, chunks_done, created_at_ms)
              VALUES ($1, $2, $3, $4, 0, $5)",
@@ -137,14 +90,7 @@ macro_rules! insert_job_scan {
             .bind(&c.job_id)
             .execute(&mut *$tx)
             .await?;
-            $crate::store::queue::push_queue_job!(
-                $tx,
-                postgres,
-                &c.payload,
-                &c.job_id,
-                queue,
-                run_at_secs
-            );
+            $crate::store::queue::push_queue_job!($tx, postgres, &c.payload, &c.job_id, queue);
         }
     }};
 }
@@ -350,10 +296,10 @@ impl JobStore {
             .bind(Status::Running.as_str())
             .execute(&mut *tx)
             .await?;
-            sqlx::query(&format!(
+            sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {queue} WHERE status = 'Pending'
                    AND id IN (SELECT job_id FROM scan_chunks WHERE scan_id = $1)"
-            ))
+            )))
             .bind(scan_id)
             .execute(&mut *tx)
             .await?;
@@ -442,7 +388,7 @@ impl JobStore {
             // The row of the same id, if any and live (see the module doc): the chunk's open
             // and filtered ports, its progress and its duration.
             let row = RowOf::kind(kind.as_ref().map_or("", |(k,)| k));
-            sqlx::query(&row.ports_sql())
+            sqlx::query(sqlx::AssertSqlSafe(row.ports_sql()))
                 .bind(scan_id)
                 .bind(i64::from(chunk))
                 .bind(PortState::Closed.as_str())
@@ -450,7 +396,7 @@ impl JobStore {
                 .bind(Status::Running.as_str())
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(&row.commit_sql())
+            sqlx::query(sqlx::AssertSqlSafe(row.commit_sql()))
                 .bind(Status::Running.as_str())
                 .bind(scan_id)
                 .bind(i64::try_from(duration_ms).unwrap_or(i64::MAX))
@@ -496,7 +442,7 @@ impl JobStore {
                 Some(selfscan_reason),
                 now_ms / 1000
             )?;
-            super::callbacks::queue_callbacks!(tx, postgres, scan_id, crate::jobs::now_ms());
+            super::callbacks::queue_callbacks!(tx, postgres, scan_id);
             let r = sqlx::query(
                 "UPDATE job_scans SET status = $1, fail_reason = $2, finished_at_ms = $3
                  WHERE id = $4 AND status = $5",
@@ -510,29 +456,6 @@ impl JobStore {
             .await?;
             tx.commit().await?;
             Ok(r.rows_affected() == 1)
-        })
-    }
-
-    /// Gives back to the queue the jobs queue worker `worker` still holds: `Running` ones,
-    /// and `Failed` ones with attempts left (apalis 0.7 retries a failed job only on the
-    /// worker that locked it). A worker that stops thus hands its claims to the next poll of
-    /// any worker instead of leaving them to the orphan timeout, or for ever. Returns how
-    /// many.
-    pub async fn release_claims(&self, worker: &str) -> Result<u64, sqlx::Error> {
-        let table = match self.db {
-            Db::Postgres(_) => "apalis.jobs",
-            Db::Sqlite(_) => "Jobs",
-        };
-        on_db!(&self.db, |p| {
-            let r = sqlx::query(&format!(
-                "UPDATE {table} SET status = 'Pending', lock_by = NULL, lock_at = NULL
-                 WHERE lock_by = $1
-                   AND (status = 'Running' OR (status = 'Failed' AND attempts < max_attempts))"
-            ))
-            .bind(worker)
-            .execute(p)
-            .await?;
-            Ok(r.rows_affected())
         })
     }
 

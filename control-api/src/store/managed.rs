@@ -235,7 +235,7 @@ impl MStore {
              AND created_at_ms < $3 ORDER BY created_at_ms DESC LIMIT 1"
         );
         on_db!(&self.pool, |p| {
-            sqlx::query_as(&sql)
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(token)
                 .bind(target)
                 .bind(before_ms)
@@ -265,9 +265,9 @@ impl MStore {
     /// Every live scan, oldest first.
     pub async fn live(&self) -> Result<Vec<MScanRow>, sqlx::Error> {
         on_db!(&self.pool, |p| {
-            sqlx::query_as(&format!(
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT * FROM managed_scans WHERE {LIVE} ORDER BY created_at_ms"
-            ))
+            )))
             .fetch_all(p)
             .await
             .map(|v: Vec<MScanRow>| v.into_iter().map(|r| self.keyed(r)).collect())
@@ -330,11 +330,11 @@ impl MStore {
                 .execute(&mut *tx)
                 .await?;
             }
-            let r = sqlx::query(&format!(
+            let r = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "UPDATE managed_scans SET status = 'complete', grade = $1, grade_score = $2, \
                  duration_ms = $3, completed_at = $4, chunks_complete = total_chunks, \
                  started_at = COALESCE(started_at, $4) WHERE id = $5 AND {LIVE}"
-            ))
+            )))
             .bind(grade)
             .bind(score)
             .bind(i64::try_from(duration_ms).unwrap_or(i64::MAX))
@@ -353,15 +353,13 @@ impl MStore {
             // The monitor deliveries are queued with them: a crash after this commit still
             // delivers them, and none is queued for a scan that did not complete.
             for payload in &monitor {
-                let job_id = crate::jobs::queue::Queue::new_id();
-                // One second back: SQLite keeps whole seconds and apalis claims `run_at < now`.
+                let job_id = crate::jobs::queue::new_job_id();
                 super::queue::push_queue_job!(
                     tx,
                     postgres,
                     payload,
                     &job_id,
-                    crate::delivery::queue_spec(),
-                    now - 1
+                    crate::delivery::queue_spec()
                 );
             }
             tx.commit().await?;
@@ -378,10 +376,10 @@ impl MStore {
         now: i64,
     ) -> Result<bool, sqlx::Error> {
         on_db!(&self.pool, |p| {
-            let r = sqlx::query(&format!(
+            let r = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "UPDATE managed_scans SET status = $1, error = $2, completed_at = $3 \
                  WHERE id = $4 AND {LIVE}"
-            ))
+            )))
             .bind(status)
             .bind(error)
             .bind(now)

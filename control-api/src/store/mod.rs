@@ -3,7 +3,8 @@
 //!
 //! - [`scans`]: self-scan rows and their ports ([`Store`]);
 //! - [`callbacks`]: `X-Callback-Url` deliveries of self-scans (queued as delivery jobs);
-//! - [`queue`]: queue rows the store writes itself (jobs queued inside a transaction);
+//! - [`queue`]: the job queue's tables: their migrations, the rows the store writes itself
+//!   (jobs queued inside a transaction) and SQLite's in-process wake-ups on new jobs;
 //! - [`managed`]: managed scans and their per-host ports ([`MStore`]);
 //! - [`quota`]: admission of a managed scan (409, quotas, insert) in one atomic step;
 //! - `targets`: saved managed targets and their schedules;
@@ -129,8 +130,8 @@ macro_rules! fetch_page {
             "SELECT * {from}{filter} ORDER BY {} DESC, id LIMIT {lim} OFFSET {off}",
             $order
         );
-        let mut count = sqlx::query_as::<_, (i64,)>(&count_sql).bind($token);
-        let mut page = sqlx::query_as::<_, $Row>(&page_sql).bind($token);
+        let mut count = sqlx::query_as::<_, (i64,)>(sqlx::AssertSqlSafe(count_sql)).bind($token);
+        let mut page = sqlx::query_as::<_, $Row>(sqlx::AssertSqlSafe(page_sql)).bind($token);
         if let Some(v) = value {
             count = count.bind(v);
             page = page.bind(v);
@@ -164,8 +165,9 @@ pub fn is_postgres_url(db: &str) -> bool {
     db.starts_with("postgres://") || db.starts_with("postgresql://")
 }
 
-/// Runs our migrations; the job queue's own (apalis) share `_sqlx_migrations`, so versions
-/// we do not know are theirs and are ignored.
+/// Runs our migrations; on SQLite the job queue's own (apalis) share `_sqlx_migrations`
+/// (on PostgreSQL too, in databases apalis 0.7 once migrated), so versions we do not know
+/// are theirs and are ignored.
 async fn run_migrations<'a, A>(mut m: sqlx::migrate::Migrator, pool: A) -> Result<(), sqlx::Error>
 where
     A: sqlx::Acquire<'a>,
@@ -191,8 +193,7 @@ impl Db {
                 let pool = PgPoolOptions::new()
                     .max_connections(8)
                     .acquire_timeout(acquire_timeout)
-                    // The job queue (apalis) compares `last_seen` through a `::timestamp`
-                    // cast: sessions in UTC.
+                    // Sessions in UTC, whatever the server's zone.
                     .connect_with(PgConnectOptions::from_str(url)?.options([("timezone", "UTC")]))
                     .await?;
                 run_migrations(sqlx::migrate!("./migrations/postgres"), &pool).await?;
@@ -210,9 +211,17 @@ impl Db {
                 let pool = SqlitePoolOptions::new()
                     .max_connections(4)
                     .acquire_timeout(acquire_timeout)
+                    // Inserts into the job queue wake this process's queue workers.
+                    .after_connect(|conn, _| Box::pin(queue::hook_inserts(conn)))
                     .connect_with(opts)
                     .await?;
-                run_migrations(sqlx::migrate!("./migrations/sqlite"), &pool).await?;
+                // Ours and the job queue's on one connection, the pool's first: a connection
+                // that had loaded the schema before an upgrade of the queue's tables would
+                // prepare its statements against the old columns.
+                let mut conn = pool.acquire().await?;
+                run_migrations(sqlx::migrate!("./migrations/sqlite"), &mut *conn).await?;
+                queue::migrate_sqlite(&mut conn).await?;
+                drop(conn);
                 Ok(Db::Sqlite(pool))
             }
         }
@@ -251,7 +260,9 @@ impl Db {
     /// tests and diagnostics (`SELECT token_hash FROM api_tokens`).
     pub async fn fetch_strings(&self, sql: &str) -> Result<Vec<String>, sqlx::Error> {
         on_db!(self, |p| {
-            let rows: Vec<(String,)> = sqlx::query_as(sql).fetch_all(p).await?;
+            let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .fetch_all(p)
+                .await?;
             Ok(rows.into_iter().map(|(s,)| s).collect())
         })
     }

@@ -1,7 +1,7 @@
 //! PostgreSQL notifications of job changes (issue 8), so a node learns of another node's
 //! commits without polling for them.
 //!
-//! A trigger on `job_scans` (installed with the queue's migrations, `jobs::migrate_queue`)
+//! A trigger on `job_scans` (installed with the queue's migrations, `queue::migrate_queue`)
 //! sends `NOTIFY portscope_jobs` from the transaction of every chunk commit, scan failure
 //! and cancellation, so it is heard once that transaction commits, never before its rows
 //! are visible. [`listen`] is one process's subscriber: it calls `wake` for every

@@ -55,26 +55,27 @@ pub enum Admission {
 macro_rules! admit_in {
     ($tx:ident, $row:expr, $q:expr, $job:expr, $postgres:expr) => {{
         let (row, q): (&MScanRow, &Quota) = ($row, $q);
-        let live: Option<(String,)> = sqlx::query_as(&format!(
+        let live: Option<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT id FROM managed_scans WHERE token_id = $1 AND target = $2 AND {LIVE} \
              ORDER BY created_at_ms DESC LIMIT 1"
-        ))
+        )))
         .bind(&row.token_id)
         .bind(&row.target)
         .fetch_optional(&mut *$tx)
         .await?;
-        let (month, live_n, queued): (i64, i64, i64) = sqlx::query_as(&format!(
-            // Scans the engine refused (`rejected_*`) cost no quota.
-            "SELECT \
+        let (month, live_n, queued): (i64, i64, i64) =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                // Scans the engine refused (`rejected_*`) cost no quota.
+                "SELECT \
              (SELECT COUNT(*) FROM managed_scans WHERE token_id = $1 AND created_at_ms >= $2 \
               AND COALESCE(error, '') NOT LIKE 'rejected\\_%' ESCAPE '\\'), \
              (SELECT COUNT(*) FROM managed_scans WHERE token_id = $1 AND {LIVE}), \
              (SELECT COUNT(*) FROM managed_scans WHERE {LIVE})"
-        ))
-        .bind(&row.token_id)
-        .bind(q.month_since_ms)
-        .fetch_one(&mut *$tx)
-        .await?;
+            )))
+            .bind(&row.token_id)
+            .bind(q.month_since_ms)
+            .fetch_one(&mut *$tx)
+            .await?;
         if let Some((id,)) = live {
             Admission::InProgress(id)
         } else if month >= q.monthly {

@@ -127,10 +127,10 @@ impl Store {
     /// The queued or running scan of this target and type, if any.
     pub async fn active(&self, ip: &str, t: ScanType) -> Result<Option<ScanRow>, sqlx::Error> {
         on_db!(&self.pool, |p| {
-            sqlx::query_as(&format!(
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT * FROM scans WHERE ip = $1 AND scan_type = $2 AND {ACTIVE} \
                  ORDER BY created_at_ms DESC LIMIT 1"
-            ))
+            )))
             .bind(ip)
             .bind(t.as_str())
             .fetch_optional(p)
@@ -161,9 +161,9 @@ impl Store {
     /// All queued and running scans, oldest first.
     pub async fn non_final(&self) -> Result<Vec<ScanRow>, sqlx::Error> {
         on_db!(&self.pool, |p| {
-            sqlx::query_as(&format!(
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT * FROM scans WHERE {ACTIVE} ORDER BY created_at_ms"
-            ))
+            )))
             .fetch_all(p)
             .await
         })
@@ -203,17 +203,17 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            let r = sqlx::query(&format!(
+            let r = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "UPDATE scans SET status = 'complete', ptr_record = $1, completed_at = $2, \
                  expires_at = $3, queue_position = 0 WHERE id = $4 AND {ACTIVE}"
-            ))
+            )))
             .bind(ptr)
             .bind(completed_at)
             .bind(expires_at)
             .bind(id)
             .execute(&mut *tx)
             .await?;
-            super::callbacks::queue_callbacks!(tx, postgres, id, crate::jobs::now_ms());
+            super::callbacks::queue_callbacks!(tx, postgres, id);
             tx.commit().await?;
             Ok(r.rows_affected() == 1)
         })
@@ -255,10 +255,10 @@ impl Store {
         on_db!(&self.pool, |p| {
             let mut tx = p.begin().await?;
             for table in ["scan_ports", "callbacks"] {
-                sqlx::query(&format!(
+                sqlx::query(sqlx::AssertSqlSafe(format!(
                     "DELETE FROM {table} WHERE scan_id IN \
                      (SELECT id FROM scans WHERE expires_at <= $1)"
-                ))
+                )))
                 .bind(now_secs)
                 .execute(&mut *tx)
                 .await?;
@@ -304,7 +304,7 @@ mod tests {
     }
 
     both_backends!(lifecycle_and_numbered_placeholders, |db| async move {
-        crate::store::jobs::migrate_queue(&db).await.unwrap();
+        crate::store::queue::migrate_queue(&db).await.unwrap();
         let s = Store::new(db.clone());
         let jobs = JobStore::new(db);
         post(&jobs, "a", "198.18.0.7", ScanType::Fast, 1_000).await;

@@ -9,7 +9,7 @@ use sqlx::{Encode, FromRow, Postgres, Sqlite, Type};
 
 impl Db {
     /// Every row of `sql`, with `$1` = `key`.
-    pub(crate) async fn all<'q, T, K>(&self, sql: &'q str, key: K) -> Result<Vec<T>, sqlx::Error>
+    pub(crate) async fn all<'q, T, K>(&self, sql: &'static str, key: K) -> Result<Vec<T>, sqlx::Error>
     where
         T: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin,
         K: 'q + Encode<'q, Sqlite> + Type<Sqlite> + Encode<'q, Postgres> + Type<Postgres> + Send,
@@ -20,7 +20,7 @@ impl Db {
     /// The row of `sql`, with `$1` = `key`, if any.
     pub(crate) async fn optional<'q, T, K>(
         &self,
-        sql: &'q str,
+        sql: &'static str,
         key: K,
     ) -> Result<Option<T>, sqlx::Error>
     where

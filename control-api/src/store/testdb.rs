@@ -55,7 +55,7 @@ pub async fn fresh_database(server_url: &str) -> String {
         SEQ.fetch_add(1, Ordering::Relaxed)
     );
     let mut c = sqlx::PgConnection::connect(server_url).await.unwrap();
-    c.execute(format!("CREATE DATABASE {name}").as_str())
+    c.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .await
         .unwrap();
     c.close().await.unwrap();

@@ -91,7 +91,7 @@ async fn live_where(
     value: &str,
 ) -> Result<Option<TokenRow>, sqlx::Error> {
     let sql = format!("SELECT * FROM api_tokens WHERE {column} = $1 AND revoked_at IS NULL");
-    on_db!(db, |p| sqlx::query_as(&sql)
+    on_db!(db, |p| sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(value)
         .fetch_optional(p)
         .await)

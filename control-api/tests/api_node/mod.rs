@@ -294,10 +294,16 @@ impl Drop for WorkerNode {
 pub fn worker_node(dir: &Path, name: &str, db: &str) -> WorkerNode {
     let sock = dir.join(format!("{name}.sock"));
     tokio::spawn(scripted_engine(UnixListener::bind(&sock).unwrap()));
+    worker_on(dir, name, db, &sock)
+}
+
+/// Starts [`WorkerNode`] `name` on `db` with the engine of socket `sock`, logging to
+/// `dir/NAME.log`.
+pub fn worker_on(dir: &Path, name: &str, db: &str, sock: &Path) -> WorkerNode {
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
     let child = Command::new(api_bin())
         .args(["worker", "--db", db, "--node", name, "--engine-socket"])
-        .arg(&sock)
+        .arg(sock)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(log)

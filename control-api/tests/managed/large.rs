@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr};
 async fn written_bytes(m: &M, id: &str) -> (i64, i64) {
     let (jobs, job) = match m.state.managed().store().pool() {
         Db::Sqlite(_) => ("Jobs", "job"),
-        Db::Postgres(_) => ("apalis.jobs", "job::text"),
+        Db::Postgres(_) => ("apalis.jobs", "job"),
     };
     let rows = "SELECT CAST(SUM(LENGTH(targets)) AS BIGINT) FROM scan_chunks WHERE scan_id = $1"
         .to_string();
@@ -23,8 +23,18 @@ async fn written_bytes(m: &M, id: &str) -> (i64, i64) {
     for sql in [rows, payloads] {
         out.push(
             match m.state.managed().store().pool() {
-                Db::Sqlite(p) => sqlx::query_scalar(&sql).bind(id).fetch_one(p).await,
-                Db::Postgres(p) => sqlx::query_scalar(&sql).bind(id).fetch_one(p).await,
+                Db::Sqlite(p) => {
+                    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str()))
+                        .bind(id)
+                        .fetch_one(p)
+                        .await
+                }
+                Db::Postgres(p) => {
+                    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str()))
+                        .bind(id)
+                        .fetch_one(p)
+                        .await
+                }
             }
             .unwrap(),
         );

@@ -487,18 +487,18 @@ pub(crate) async fn deliveries_left(m: &M) -> i64 {
     use portscope_control_api::store::Db;
     let sql = |table: &str| {
         format!(
-            "SELECT COUNT(*) FROM {table} WHERE job_type = $1 AND status IN ('Pending', 'Running')"
+            "SELECT COUNT(*) FROM {table} WHERE job_type = $1 AND status IN ('Pending', 'Queued', 'Running')"
         )
     };
     let n = match m.state.managed().store().pool() {
         Db::Sqlite(p) => {
-            sqlx::query_scalar::<_, i64>(&sql("Jobs"))
+            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql("Jobs")))
                 .bind(portscope_control_api::delivery::NAMESPACE)
                 .fetch_one(p)
                 .await
         }
         Db::Postgres(p) => {
-            sqlx::query_scalar::<_, i64>(&sql("apalis.jobs"))
+            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql("apalis.jobs")))
                 .bind(portscope_control_api::delivery::NAMESPACE)
                 .fetch_one(p)
                 .await

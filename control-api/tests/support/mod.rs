@@ -187,7 +187,7 @@ pub fn fresh_pg_database(server_url: &str) -> String {
             .unwrap()
             .block_on(async {
                 let mut c = sqlx::PgConnection::connect(&server).await.unwrap();
-                c.execute(create.as_str()).await.unwrap();
+                c.execute(sqlx::AssertSqlSafe(create)).await.unwrap();
                 c.close().await.unwrap();
             })
     })
