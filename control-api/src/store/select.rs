@@ -9,7 +9,11 @@ use sqlx::{Encode, FromRow, Postgres, Sqlite, Type};
 
 impl Db {
     /// Every row of `sql`, with `$1` = `key`.
-    pub(crate) async fn all<'q, T, K>(&self, sql: &'static str, key: K) -> Result<Vec<T>, sqlx::Error>
+    pub(crate) async fn all<'q, T, K>(
+        &self,
+        sql: &'static str,
+        key: K,
+    ) -> Result<Vec<T>, sqlx::Error>
     where
         T: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin,
         K: 'q + Encode<'q, Sqlite> + Type<Sqlite> + Encode<'q, Postgres> + Type<Postgres> + Send,
