@@ -73,6 +73,10 @@ pub struct Config {
     /// ignored like `engine-grace-secs`.
     #[serde(rename = "submit-wait-ms", alias = "submit_wait_ms")]
     pub retired_submit_wait_ms: Option<serde::de::IgnoredAny>,
+    /// Retired (`worker-poll-ms`: the queue wakes its workers, nothing polls since apalis
+    /// 1): accepted and ignored like `engine-grace-secs`.
+    #[serde(rename = "worker-poll-ms", alias = "worker_poll_ms")]
+    pub retired_worker_poll_ms: Option<serde::de::IgnoredAny>,
     /// Whole-request timeout, seconds (408).
     #[serde(alias = "request_timeout_secs")]
     pub request_timeout_secs: u64,
@@ -177,6 +181,7 @@ impl Default for Config {
             retired_engine_grace_secs: None,
             result_ttl_secs: 24 * 3600,
             retired_submit_wait_ms: None,
+            retired_worker_poll_ms: None,
             request_timeout_secs: 15,
             body_limit_bytes: 16 * 1024,
             max_concurrent_requests: 1024,
@@ -291,6 +296,7 @@ impl Config {
                 self.retired_engine_grace_secs.is_some(),
             ),
             ("submit-wait-ms", self.retired_submit_wait_ms.is_some()),
+            ("worker-poll-ms", self.retired_worker_poll_ms.is_some()),
         ]
         .into_iter()
         .filter_map(|(key, set)| set.then_some(key))
@@ -379,6 +385,10 @@ mod tests {
         assert_eq!(old.result_ttl_secs, 60);
         let only = Config::from_toml("submit-wait-ms = 1").unwrap();
         assert_eq!(only.retired_keys(), ["submit-wait-ms"]);
+        // A config file written for the apalis 0.7 queue, which polled.
+        let polled = Config::from_toml("worker-poll-ms = 100\nworker-retry-ms = 50").unwrap();
+        assert_eq!(polled.retired_keys(), ["worker-poll-ms"]);
+        assert_eq!(polled.worker_retry_ms, 50);
         assert!(Config::default().retired_keys().is_empty());
         // Their values are not read: any value loads.
         assert!(Config::from_toml("engine-grace-secs = \"soon\"").is_ok());
