@@ -151,28 +151,31 @@ async fn another_processs_commit_wakes_the_finisher_through_notify_also_after_a_
     )
     .await;
     let _worker = worker_node(dir.path(), "worker", &url);
-    let subscribed = |b: &Node| {
-        b.log_text()
-            .matches("listening for job notifications")
-            .count()
-    };
-    assert_eq!(subscribed(&b), 1, "{}", b.log_text());
+    // The listener subscribes in the background once the node serves: wait for it.
+    subscribed(&b, 1, "never subscribed").await;
     complete_within(&b, "198.18.0.40", Duration::from_secs(5)).await;
 
     tokio::task::block_in_place(|| pg.stop_server()).unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     tokio::task::block_in_place(|| pg.start_server()).unwrap();
+    subscribed(&b, 2, "never subscribed again").await;
+    complete_within(&b, "198.18.0.41", Duration::from_secs(15)).await;
+}
+
+/// Waits (at most 30 s) until `b`'s log says it subscribed to job notifications `n` times,
+/// then checks it did not subscribe more often.
+async fn subscribed(b: &Node, n: usize, what: &str) {
+    let count = || {
+        b.log_text()
+            .matches("listening for job notifications")
+            .count()
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
-    while subscribed(&b) < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "never subscribed again:\n{}",
-            b.log_text()
-        );
+    while count() < n {
+        assert!(Instant::now() < deadline, "{what}:\n{}", b.log_text());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(subscribed(&b), 2, "{}", b.log_text());
-    complete_within(&b, "198.18.0.41", Duration::from_secs(15)).await;
+    assert_eq!(count(), n, "{}", b.log_text());
 }
 
 /// POSTs a fast self-scan of `ip` to `n` and waits (at most `bound`) until it is complete.
