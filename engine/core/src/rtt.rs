@@ -15,9 +15,11 @@ use hdrhistogram::Histogram;
 /// The wait itself follows the RTT measured during the scan (`2 x p99 + p50`); the floor only
 /// binds on paths faster than about 1 ms. It need not cover the receive thread's own lag:
 /// a scan ends only after its receive thread has read the capture socket dry (and the
-/// ring's block timeout has passed), and RTT samples are taken when a reply is handled,
-/// so a late receive thread lengthens the wait it computes. Measured in the lab (one host x
-/// 65,535 ports): 10 ms made the three rounds' waits 30 ms of a 0.175 s scan.
+/// ring's block timeout has passed), and that lag is measured and added to the wait (see
+/// [`RttEstimator::wait_after`]; without kernel receive stamps the samples run to the read
+/// and include it), so a late receive thread lengthens the wait it computes. Measured in
+/// the lab (one host x 65,535 ports): 10 ms made the three rounds' waits 30 ms of a 0.175 s
+/// scan.
 pub const DEFAULT_MIN_WAIT: std::time::Duration = std::time::Duration::from_millis(3);
 
 /// One RTT sample: from `sent` (the probe's send time) to the reply's arrival, on the
