@@ -17,7 +17,7 @@ use crate::stats::EngineStats;
 use crossbeam_channel::Receiver;
 use portscope_core::classify::{split_port, Discard, DiscardCounts, Observation, SLOTS};
 use portscope_core::reply;
-use portscope_core::rtt::RttEstimator;
+use portscope_core::rtt::{self, RttEstimator};
 use portscope_core::Nanos;
 use portscope_transport::{PacketSource, RecvBatch, Waker};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -65,7 +65,12 @@ impl RecvCtlTx {
 #[derive(Debug)]
 struct Entry {
     shared: Arc<ScanShared>,
+    /// RTT samples: from each probe's send to its reply's arrival (`rtt::sample`).
     rtt: RttEstimator,
+    /// How long the kernel held each stamped reply before this thread read it (a receive
+    /// ring's block hand-over and this thread's lag). Empty without stamps, where `rtt`'s
+    /// samples run to the read and so include it.
+    lag: RttEstimator,
     dirty: bool,
     /// When the RTT figures were last published (quantiles cost more than a batch).
     published: Nanos,
@@ -77,7 +82,9 @@ impl Entry {
         self.dirty = false;
         self.published = now;
         let s = &self.shared;
-        s.wait_ns.store(self.rtt.wait(s.bounds).0, Relaxed);
+        let lag = self.lag.quantile(0.99).unwrap_or(Nanos(0));
+        s.wait_ns
+            .store(self.rtt.wait_after(lag, s.bounds).0, Relaxed);
         if let (Some(p50), Some(p99)) = (self.rtt.quantile(0.5), self.rtt.quantile(0.99)) {
             s.rtt_p50_ns.store(p50.0, Relaxed);
             s.rtt_p99_ns.store(p99.0, Relaxed);
@@ -121,6 +128,7 @@ impl RecvLoop {
                         table[slot] = Some(Entry {
                             shared: s,
                             rtt: RttEstimator::new(),
+                            lag: RttEstimator::new(),
                             dirty: false,
                             published: Nanos(0),
                         });
@@ -151,8 +159,9 @@ impl RecvLoop {
             if !batch.is_empty() {
                 let now = self.clock.now();
                 let mut accepted = 0;
-                for frame in batch.iter() {
-                    match handle(frame, &mut table, &fixed, now) {
+                for i in 0..batch.len() {
+                    let age = batch.age(i).map(Nanos::from);
+                    match handle(batch.get(i), &mut table, &fixed, now, age) {
                         Ok(()) => accepted += 1,
                         Err(d) => discards.record(d),
                     }
@@ -175,7 +184,7 @@ impl RecvLoop {
             }
             self.publish(&mut table, &mut discards, &mut last_kstats);
             // A thin batch: replies trickle in one wake-up each. Let them gather for a
-            // moment, so the next call reads many per syscall (waits are >= 10 ms anyway).
+            // moment, so the next call reads many per syscall (waits are >= 3 ms anyway).
             // (An empty batch has waited already.)
             let gather = self.source.gather_time();
             if !gather.is_zero()
@@ -248,13 +257,16 @@ fn finish(
     }
 }
 
-/// Validates one frame and, if it is a first valid reply, records and emits it.
+/// Validates one frame read at `now` and, if it is a first valid reply, records and emits
+/// it. `age` is how long the kernel had held it by then (its receive stamp), if known: the
+/// RTT sample runs to its arrival, not to when this thread got to it (`rtt::sample`).
 #[inline]
 fn handle(
     frame: &[u8],
     table: &mut [Option<Entry>],
     fixed: &[(u16, u16)],
     now: Nanos,
+    age: Option<Nanos>,
 ) -> Result<(), Discard> {
     let r = reply::parse(frame)?;
     let (slot, mut o) = owner(&r, table, fixed)?;
@@ -276,7 +288,10 @@ fn handle(
     // A fixed-port pair sent in a later round may answer an earlier send: no sample.
     let sample = !once || o.round == 0;
     if let Some(sent) = s.log.sent_at(pos, o.round).filter(|_| sample) {
-        e.rtt.record(now.since(sent));
+        e.rtt.record(rtt::sample(sent, now, age));
+        if let Some(a) = age {
+            e.lag.record(a);
+        }
         e.dirty = true;
     }
     let _ = s.events.send(Msg::Port(o, now));
@@ -309,5 +324,117 @@ fn owner(
             None => Err(why),
         },
         None => Err(why),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portscope_core::classify::{ScanSpace, Sources};
+    use portscope_core::cookie::CookieKey;
+    use portscope_core::retry::RetryPolicy;
+    use portscope_core::rtt::WaitBounds;
+    use portscope_core::targets::{parse_target, PortSet, TargetSet};
+    use std::net::IpAddr;
+
+    fn table_with_scan() -> (Vec<Option<Entry>>, Arc<ScanShared>) {
+        let targets = TargetSet::from_ranges(&[parse_target("198.18.0.2").unwrap()], &[]).unwrap();
+        let sources = Sources {
+            v4: Some("198.18.0.1".parse().unwrap()),
+            v6: None,
+        };
+        let space = ScanSpace::new(
+            CookieKey::from_bytes([3; 16]),
+            1,
+            targets,
+            PortSet::parse("1-100").unwrap(),
+            sources,
+            0,
+        )
+        .unwrap();
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let bounds = WaitBounds::default();
+        let s = Arc::new(ScanShared::new(
+            1,
+            1,
+            space,
+            RetryPolicy::default(),
+            1,
+            bounds,
+            tx,
+        ));
+        let mut table: Vec<Option<Entry>> = (0..SLOTS).map(|_| None).collect();
+        table[usize::from(s.space.slot())] = Some(Entry {
+            shared: s.clone(),
+            rtt: RttEstimator::new(),
+            lag: RttEstimator::new(),
+            dirty: false,
+            published: Nanos(0),
+        });
+        (table, s)
+    }
+
+    /// The target kernel's RST|ACK to round 0's probe of the pair at send position `pos`.
+    fn rst_to(s: &ScanShared, pos: u64) -> Vec<u8> {
+        let p = s.space.probe(s.space.pair_at(pos), 0);
+        let (IpAddr::V4(d), IpAddr::V4(src)) = (p.dst, p.src) else {
+            unreachable!()
+        };
+        let mut b = vec![0u8; 40];
+        b[0] = 0x45;
+        b[2..4].copy_from_slice(&40u16.to_be_bytes());
+        b[8] = 64;
+        b[9] = 6;
+        b[12..16].copy_from_slice(&d.octets());
+        b[16..20].copy_from_slice(&src.octets());
+        b[20..22].copy_from_slice(&p.dst_port.to_be_bytes());
+        b[22..24].copy_from_slice(&p.src_port.to_be_bytes());
+        b[28..32].copy_from_slice(&p.seq.wrapping_add(1).to_be_bytes());
+        b[32] = 0x50;
+        b[33] = 0x14;
+        b
+    }
+
+    #[test]
+    fn rtt_samples_run_to_the_kernels_receive_time_when_the_transport_has_it() {
+        let (mut table, s) = table_with_scan();
+        let slot = usize::from(s.space.slot());
+        let sent = Nanos::from_millis(10);
+        s.log.record(0, 0, sent);
+        s.log.record(1, 0, sent);
+        let read = Nanos::from_millis(15);
+        // Held 4.6 ms in a ring block: a 400 us sample, not 5 ms.
+        handle(
+            &rst_to(&s, 0),
+            &mut table,
+            &[],
+            read,
+            Some(Nanos::from_micros(4_600)),
+        )
+        .unwrap();
+        let e = table[slot].as_ref().unwrap();
+        assert_eq!(e.rtt.samples(), 1);
+        let p50 = e.rtt.quantile(0.5).unwrap();
+        assert!(
+            p50 >= Nanos::from_micros(400) && p50 < Nanos::from_micros(405),
+            "{p50:?}"
+        );
+        // No stamp (recvmmsg, memory): the read time stands in.
+        handle(&rst_to(&s, 1), &mut table, &[], read, None).unwrap();
+        let e = table[slot].as_ref().unwrap();
+        assert_eq!(e.rtt.samples(), 2);
+        // The stamped reply's lag is kept apart, to be added to the wait once.
+        assert_eq!(e.lag.samples(), 1);
+        let lag = e.lag.quantile(0.5).unwrap();
+        assert!(lag >= Nanos::from_micros(4_600) && lag < Nanos::from_micros(4_650));
+        let max = e.rtt.quantile(1.0).unwrap();
+        assert!(
+            max >= Nanos::from_millis(5) && max < Nanos::from_micros(5_050),
+            "{max:?}"
+        );
+        // A duplicate is no sample.
+        let dup = handle(&rst_to(&s, 1), &mut table, &[], read, Some(Nanos(0)));
+        assert_eq!(dup, Err(Discard::Duplicate));
+        assert_eq!(table[slot].as_ref().unwrap().rtt.samples(), 2);
     }
 }

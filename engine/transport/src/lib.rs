@@ -97,11 +97,17 @@ impl SendBatch {
     }
 }
 
-/// A batch of received IP packets (each starts at the IP header).
+/// A batch of received IP packets (each starts at the IP header), with the kernel's
+/// receive time of each where the backend has it (see [`Self::age`]).
 #[derive(Debug)]
 pub struct RecvBatch {
     buf: Vec<u8>,
     lens: Vec<usize>,
+    /// Per packet: the kernel's receive time, ns since the Unix epoch (`CLOCK_REALTIME`), 0
+    /// for none. Only meaningful while `read_at` is set.
+    stamps: Vec<u64>,
+    /// When the backend read the batch (`CLOCK_REALTIME`, ns), if it stamped its packets.
+    read_at: Option<u64>,
     count: usize,
     cap: usize,
 }
@@ -112,6 +118,8 @@ impl RecvBatch {
         RecvBatch {
             buf: vec![0; cap * RECV_SLOT],
             lens: vec![0; cap],
+            stamps: vec![0; cap],
+            read_at: None,
             count: 0,
             cap,
         }
@@ -144,9 +152,22 @@ impl RecvBatch {
         (0..self.count).map(move |i| self.get(i))
     }
 
+    /// How long packet `i` had been in the kernel when the batch was read: from the kernel's
+    /// receive stamp to the backend's read, never negative (a clock step between the two
+    /// reads as 0). `None` where the backend has no stamps (`recvmmsg`, memory): the packet
+    /// then counts as received when it was read.
+    #[inline]
+    pub fn age(&self, i: usize) -> Option<Duration> {
+        debug_assert!(i < self.count);
+        let read = self.read_at?;
+        let stamp = self.stamps[i];
+        (stamp != 0).then(|| Duration::from_nanos(read.saturating_sub(stamp)))
+    }
+
     /// Empties the batch (backends call this before filling).
     pub fn clear(&mut self) {
         self.count = 0;
+        self.read_at = None;
     }
 
     /// Copies one packet in (used by backends without zero-copy receive).
@@ -168,10 +189,27 @@ impl RecvBatch {
         (&mut self.buf, &mut self.lens)
     }
 
+    /// [`Self::raw_parts`] plus the per-slot receive stamps (ns since the Unix epoch, 0 for
+    /// none), for backends that know when the kernel received each packet. Call
+    /// [`Self::set_len_stamped`] afterwards.
+    pub fn raw_parts_stamped(&mut self) -> (&mut [u8], &mut [usize], &mut [u64]) {
+        (&mut self.buf, &mut self.lens, &mut self.stamps)
+    }
+
     /// Sets the number of valid packets after an in-place receive.
     pub fn set_len(&mut self, n: usize) {
         assert!(n <= self.cap);
         self.count = n;
+        self.read_at = None;
+    }
+
+    /// Sets the number of valid packets after an in-place receive whose stamps were filled,
+    /// and when (ns since the Unix epoch, `CLOCK_REALTIME`) the backend read them: after
+    /// the last packet was taken, so every age is measured to one moment.
+    pub fn set_len_stamped(&mut self, n: usize, read_at: u64) {
+        assert!(n <= self.cap);
+        self.count = n;
+        self.read_at = Some(read_at);
     }
 }
 
@@ -287,5 +325,32 @@ impl<T: PacketSource + ?Sized> PacketSource for Box<T> {
     }
     fn waker(&self) -> Option<Waker> {
         (**self).waker()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_packets_age_runs_from_its_kernel_stamp_to_the_read_and_is_never_negative() {
+        let mut b = RecvBatch::new(4);
+        let (buf, lens, stamps) = b.raw_parts_stamped();
+        buf[..3].copy_from_slice(&[1, 2, 3]);
+        lens[..3].copy_from_slice(&[1, 1, 1]);
+        stamps[..3].copy_from_slice(&[1_000_000_000, 1_004_000_000, 0]);
+        b.set_len_stamped(3, 1_004_500_000);
+        assert_eq!(b.age(0), Some(Duration::from_micros(4_500)));
+        assert_eq!(b.age(1), Some(Duration::from_micros(500)));
+        assert_eq!(b.age(2), None, "no stamp: the read time stands in");
+        // The realtime clock stepped back between the stamp and the read: age 0.
+        b.set_len_stamped(3, 900_000_000);
+        assert_eq!(b.age(0), Some(Duration::ZERO));
+        // Unstamped reads (recvmmsg, memory) forget the last stamps.
+        b.set_len(3);
+        assert_eq!(b.age(0), None);
+        b.clear();
+        assert!(b.push_copy(&[9]));
+        assert_eq!(b.age(0), None);
     }
 }

@@ -6,8 +6,10 @@
 //! A block starts with a `tpacket_block_desc` (48 bytes): `block_status` at 8, `num_pkts`
 //! at 12, `offset_to_first_pkt` at 16, `blk_len` (bytes in use) at 20. Each frame starts
 //! with a `tpacket3_hdr`: `tp_next_offset` at 0 (relative to this frame; 0 on the last),
-//! `tp_snaplen` at 12 (bytes captured), `tp_len` at 16 (length on the wire) and `tp_net` at
-//! 26 (offset of the IP header from the frame; `SOCK_DGRAM` rings have no link header).
+//! `tp_sec`/`tp_nsec` at 4/8 (when the kernel received it, `CLOCK_REALTIME`, stamped in
+//! `tpacket_rcv`), `tp_snaplen` at 12 (bytes captured), `tp_len` at 16 (length on the wire)
+//! and `tp_net` at 26 (offset of the IP header from the frame; `SOCK_DGRAM` rings have no
+//! link header).
 //! Anything inconsistent ends the walk of that block: it is the kernel's memory, but a
 //! bug here must never read outside the block.
 
@@ -20,13 +22,17 @@ pub const BLOCK_NUM_PKTS_AT: usize = 12;
 /// Size of a `tpacket3_hdr`.
 pub const FRAME_HDR_LEN: usize = 48;
 
-/// One captured packet: its bytes from the IP header (`snaplen` of them) and its length.
+/// One captured packet: its bytes from the IP header (`snaplen` of them), its length and
+/// when the kernel received it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frame<'a> {
     /// The captured bytes, starting at the IP header.
     pub data: &'a [u8],
     /// The packet's full length (larger than `data.len()` if the capture was truncated).
     pub wire_len: usize,
+    /// The kernel's receive time in nanoseconds since the Unix epoch (`CLOCK_REALTIME`), or
+    /// 0 if the header holds none (or an impossible one).
+    pub stamp_ns: u64,
 }
 
 /// Where a walk through one block stands: the next frame's offset and how many are left.
@@ -98,6 +104,12 @@ impl Cursor {
             return None;
         }
         let next = usize::try_from(u32_at(block, at)?).ok()?;
+        let (sec, nsec) = (u32_at(block, at + 4)?, u32_at(block, at + 8)?);
+        let stamp_ns = if nsec < 1_000_000_000 {
+            u64::from(sec) * 1_000_000_000 + u64::from(nsec)
+        } else {
+            0
+        };
         let snaplen = usize::try_from(u32_at(block, at + 12)?).ok()?;
         let wire_len = usize::try_from(u32_at(block, at + 16)?).ok()?;
         let net = usize::from(u16_at(block, at + 26)?);
@@ -117,6 +129,7 @@ impl Cursor {
             Frame {
                 data,
                 wire_len: wire_len.max(snaplen),
+                stamp_ns,
             },
             following,
         ))
@@ -129,7 +142,8 @@ mod tests {
 
     /// Builds a block of `size` bytes holding `pkts` as the kernel lays them out: a
     /// descriptor, then frames at 16-byte aligned offsets, each a header, 32 bytes standing
-    /// for the `sockaddr_ll` and padding, then the packet.
+    /// for the `sockaddr_ll` and padding, then the packet. Frame `i` is stamped
+    /// `STAMP_SEC + i` s and `i` ns.
     fn block(size: usize, pkts: &[(&[u8], u32)]) -> Vec<u8> {
         let mut b = vec![0u8; size];
         let put32 = |b: &mut Vec<u8>, at: usize, v: u32| {
@@ -144,6 +158,8 @@ mod tests {
             let len = (net + data.len()).next_multiple_of(16);
             let last = i + 1 == pkts.len();
             put32(&mut b, at, if last { 0 } else { len as u32 });
+            put32(&mut b, at + 4, STAMP_SEC + i as u32);
+            put32(&mut b, at + 8, i as u32);
             put32(&mut b, at + 12, data.len() as u32);
             put32(&mut b, at + 16, *wire);
             b[at + 26..at + 28].copy_from_slice(&(net as u16).to_ne_bytes());
@@ -153,6 +169,8 @@ mod tests {
         put32(&mut b, 20, at as u32);
         b
     }
+
+    const STAMP_SEC: u32 = 1_700_000_000;
 
     fn walk(b: &[u8]) -> Vec<(Vec<u8>, usize)> {
         let mut c = Cursor::start(b);
@@ -174,6 +192,19 @@ mod tests {
             assert_eq!(data, &pkts[i]);
             assert_eq!(*wire, 4);
         }
+    }
+
+    #[test]
+    fn each_frame_carries_the_kernels_receive_time() {
+        let b = block(4096, &[(&[1; 8], 8), (&[2; 8], 8)]);
+        let mut c = Cursor::start(&b);
+        let s0 = u64::from(STAMP_SEC) * 1_000_000_000;
+        assert_eq!(c.next(&b).unwrap().stamp_ns, s0);
+        assert_eq!(c.next(&b).unwrap().stamp_ns, s0 + 1_000_000_001);
+        // An impossible nanosecond field reads as no stamp, not as a wrong one.
+        let mut b = block(4096, &[(&[1; 8], 8)]);
+        b[64 + 8..64 + 12].copy_from_slice(&1_000_000_000u32.to_ne_bytes());
+        assert_eq!(Cursor::start(&b).next(&b).unwrap().stamp_ns, 0);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! The kernel writes packets into fixed-size blocks and hands a block over when it is full
 //! or `RETIRE_MS` after its first packet, so a burst of replies costs one wake-up per block
 //! instead of a `recvmmsg` per burst. Frames are copied out into the [`RecvBatch`] (the
-//! walk itself is [`crate::tpacket`]) and the block is handed back at once.
+//! walk itself is [`crate::tpacket`]) with the kernel's receive stamp of each, and the
+//! block is handed back at once.
 
 use super::{cvt, packet_socket, poll_in, set_int_opt, source, OpenError, SysConfig, Wake};
 use crate::tpacket::{Cursor, BLOCK_NUM_PKTS_AT, BLOCK_STATUS_AT};
@@ -187,10 +188,16 @@ impl RingSource {
         self.cursor = None;
     }
 
-    /// Copies frames from the ready blocks into `buf`/`lens` from slot `got` until the
-    /// batch is full or no block is ready; returns the new count.
-    fn fill(&mut self, buf: &mut [u8], lens: &mut [usize], mut got: usize) -> usize {
-        let cap = lens.len();
+    /// Copies frames from the ready blocks into `buf`/`lens`/`stamps` from slot `got` until
+    /// the batch is full or no block is ready; returns the new count.
+    fn fill(
+        &mut self,
+        buf: &mut [u8],
+        lens: &mut [usize],
+        stamps: &mut [u64],
+        mut got: usize,
+    ) -> usize {
+        let cap = lens.len().min(stamps.len());
         while got < cap {
             if self.cursor.is_none() {
                 if !self.ready(self.cur) {
@@ -206,6 +213,7 @@ impl RingSource {
                 let at = got * RECV_SLOT;
                 buf[at..at + n].copy_from_slice(&f.data[..n]);
                 lens[got] = f.wire_len;
+                stamps[got] = f.stamp_ns;
                 got += 1;
             }
             if cursor.left() == 0 {
@@ -250,6 +258,14 @@ impl RingSource {
     }
 }
 
+/// Now on the clock the kernel stamps ring frames with (`CLOCK_REALTIME`), in ns since the
+/// Unix epoch; 0 if the clock is set before it (frames then read as just received).
+fn realtime_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 /// Blocks for a ring that will see about `replies` replies (`None`: a long-lived engine,
 /// the most). A one-shot scan's ring holds every reply it can get even if none were read
 /// before the end; the kernel allocates and zeroes the whole ring at setup (19 ms for 16 MiB
@@ -281,13 +297,14 @@ impl Drop for RingSource {
 impl PacketSource for RingSource {
     fn recv(&mut self, batch: &mut RecvBatch, timeout: Duration) -> io::Result<()> {
         batch.clear();
-        let (buf, lens) = batch.raw_parts();
-        let mut got = self.fill(buf, lens, 0);
+        let (buf, lens, stamps) = batch.raw_parts_stamped();
+        let mut got = self.fill(buf, lens, stamps, 0);
         // Our next block is the kernel's open one: wait for it to be handed over.
         if got == 0 && !timeout.is_zero() && poll_in(self.sock.as_raw_fd(), &self.wake, timeout)? {
-            got = self.fill(buf, lens, 0);
+            got = self.fill(buf, lens, stamps, 0);
         }
-        batch.set_len(got);
+        // After the last frame is copied: every frame's age is measured to this moment.
+        batch.set_len_stamped(got, realtime_ns());
         Ok(())
     }
 
