@@ -416,9 +416,8 @@ async fn progress(
     id: &str,
 ) -> (Status, i64, i64, i64, Option<i64>) {
     let r = scans.get(id).await.unwrap().unwrap();
-    let status = Status::parse(&r.status).unwrap();
     (
-        status,
+        r.status,
         r.chunks_complete,
         r.total_chunks,
         r.engine_done,

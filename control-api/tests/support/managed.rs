@@ -15,6 +15,7 @@ use portscope_control_api::managed::scope::{Resolver, Scope};
 use portscope_control_api::managed::service::ManagedSettings;
 use portscope_control_api::managed::store::MScanRow;
 use portscope_control_api::managed::tokens;
+use portscope_control_api::model::Status;
 use portscope_control_api::{start_with, AppState, ManagedOptions};
 use portscope_core::results::PortState;
 use portscope_core::targets::PortSet;
@@ -414,7 +415,7 @@ impl M {
         );
     }
 
-    pub async fn wait_status(&self, id: &str, status: &str) {
+    pub async fn wait_status(&self, id: &str, status: Status) {
         self.wait(id, |r| r.status == status).await;
     }
 
@@ -466,7 +467,7 @@ impl M {
                     failed.push(c.run);
                 }
             }
-            if self.row(id).await.status == "failed" {
+            if self.row(id).await.status == Status::Failed {
                 return failed.len();
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -494,7 +495,7 @@ impl M {
             });
             self.engine.complete(&run.run, 1234);
         }
-        self.wait_status(id, "complete").await;
+        self.wait_status(id, Status::Complete).await;
     }
 }
 
