@@ -16,7 +16,7 @@ use portscope_control_api::model::Status;
 use portscope_core::results::PortState::{Filtered, Open};
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::managed::{unscheduled, M};
+use support::managed::{delivery_jobs, unscheduled, M};
 use support::T0_MS;
 
 const SCOPE: &[&str] = &[

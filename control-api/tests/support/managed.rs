@@ -524,3 +524,30 @@ pub struct ChunkRun {
     /// Port spec.
     pub ports: String,
 }
+
+/// Every delivery job of `m`'s queue as (status, attempts), oldest first.
+pub async fn delivery_jobs(m: &M) -> Vec<(String, i64)> {
+    use portscope_control_api::store::Db;
+    let sql = |table: &str| {
+        format!(
+            "SELECT status, CAST(attempts AS BIGINT) FROM {table} WHERE job_type = $1 \
+             ORDER BY run_at, id"
+        )
+    };
+    let ns = portscope_control_api::delivery::NAMESPACE;
+    let rows = match m.state.managed().store().pool() {
+        Db::Sqlite(p) => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql("Jobs")))
+                .bind(ns)
+                .fetch_all(p)
+                .await
+        }
+        Db::Postgres(p) => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql("apalis.jobs")))
+                .bind(ns)
+                .fetch_all(p)
+                .await
+        }
+    };
+    rows.unwrap()
+}
