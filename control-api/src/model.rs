@@ -82,7 +82,8 @@ impl ScanType {
 }
 
 /// A scan's status word as stored and served, self-scan and managed alike.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Waiting for the engine.
     Queued,
@@ -119,6 +120,12 @@ impl Status {
         ]
         .into_iter()
         .find(|v| v.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

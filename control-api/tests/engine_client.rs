@@ -9,7 +9,7 @@ use portscope_control_api::clock::ManualClock;
 use portscope_control_api::engine::fake::port_result;
 use portscope_control_api::engine::unix::{Backoff, UnixEngineClient};
 use portscope_control_api::engine::{EngineClient, EngineError, EngineNotice};
-use portscope_control_api::model::ScanType;
+use portscope_control_api::model::{ScanType, Status};
 use portscope_control_api::start;
 use portscope_core::results::{PortResult, PortState};
 use portscope_proto::{decode, encode, Counts, Event, Outcome, Request, ScanKind};
@@ -244,7 +244,7 @@ async fn the_api_over_the_unix_socket_completes_and_survives_an_engine_restart()
         duration_ms: 5,
     })
     .await;
-    h.wait_status(ip, ScanType::Fast, "complete").await;
+    h.wait_status(ip, ScanType::Fast, Status::Complete).await;
     let r = h.get("/v1/fast", ip).await;
     assert_eq!(r.body["ports_open"][0]["service"], "SSH");
     assert_eq!(r.body["ports_filtered"][0]["port"], 25);
@@ -273,7 +273,7 @@ async fn the_api_over_the_unix_socket_completes_and_survives_an_engine_restart()
             .scans()
             .latest(ip.parse().unwrap(), ScanType::Deep)
             .await;
-        if row.unwrap().is_some_and(|r| r.status == "complete") {
+        if row.unwrap().is_some_and(|r| r.status == Status::Complete) {
             break;
         }
         if let Ok(Request::Submit { id, .. }) =

@@ -6,6 +6,7 @@ mod support;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
+use portscope_control_api::model::Status;
 use portscope_control_api::serve::{serve_with_headers, ConnLimits};
 use portscope_proto::Event;
 use serde_json::{json, Value};
@@ -384,7 +385,7 @@ async fn oversized_scans_are_refused_up_front_and_engine_refusals_cost_no_quota(
         code: "invalid".into(),
         message: "scan too large".into(),
     });
-    m.wait_status(&id, "failed").await;
+    m.wait_status(&id, Status::Failed).await;
     assert_eq!(m.row(&id).await.error.as_deref(), Some("rejected_invalid"));
     // The month's only scan was refused by the engine: the quota is untouched.
     let r = m
@@ -468,8 +469,8 @@ async fn managed_scans_fail_with_engine_unavailable_after_their_chunk_attempts()
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let id = r.body["id"].as_str().unwrap().to_string();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(m.row(&id).await.status, "queued");
-    m.wait_status(&id, "failed").await;
+    assert_eq!(m.row(&id).await.status, Status::Queued);
+    m.wait_status(&id, Status::Failed).await;
     assert_eq!(
         m.row(&id).await.error.as_deref(),
         Some("engine_unavailable")

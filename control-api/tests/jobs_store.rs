@@ -416,9 +416,8 @@ async fn progress(
     id: &str,
 ) -> (Status, i64, i64, i64, Option<i64>) {
     let r = scans.get(id).await.unwrap().unwrap();
-    let status = Status::parse(&r.status).unwrap();
     (
-        status,
+        r.status,
         r.chunks_complete,
         r.total_chunks,
         r.engine_done,
@@ -557,7 +556,7 @@ async fn selfscan_rows_follow_their_job_scans_on_postgres() {
 
 /// A database last run with apalis 0.7 (our migrations, then the queue's tables and
 /// history as apalis-sql 0.7.4's migrations left them, vendored in
-/// `tests/fixtures/apalis07/`) with a scan whose chunk job is pending, its row as 0.7's
+/// `tests/fixtures/vendor/apalis-sql-0.7.4/`) with a scan whose chunk job is pending, its row as 0.7's
 /// push wrote it: opened by this version, its queue is upgraded in place, a worker claims
 /// the job with its payload, and the scan completes.
 async fn an_apalis07_pending_job_survives_the_upgrade(path: &Path) {
@@ -611,7 +610,7 @@ async fn an_apalis07_pending_job_survives_the_upgrade(path: &Path) {
         old_database!(
             sqlx::PgPool::connect(url).await.unwrap(),
             "migrations/postgres",
-            "tests/fixtures/apalis07/postgres",
+            "tests/fixtures/vendor/apalis-sql-0.7.4/postgres",
             "INSERT INTO apalis.jobs (job, id, job_type, status, attempts, max_attempts, run_at, priority)
              VALUES ($1::jsonb, $2, $3, 'Pending', 0, 10, to_timestamp($4), 0)",
             (now_secs - 1) as f64
@@ -623,7 +622,7 @@ async fn an_apalis07_pending_job_survives_the_upgrade(path: &Path) {
         old_database!(
             sqlx::SqlitePool::connect_with(opts).await.unwrap(),
             "migrations/sqlite",
-            "tests/fixtures/apalis07/sqlite",
+            "tests/fixtures/vendor/apalis-sql-0.7.4/sqlite",
             "INSERT INTO Jobs (job, id, job_type, status, attempts, max_attempts, run_at, priority)
              VALUES ($1, $2, $3, 'Pending', 0, 10, $4, 0)",
             now_secs - 1

@@ -8,13 +8,12 @@
 mod support;
 
 use axum::http::StatusCode;
-use portscope_control_api::delivery::{DeliveryJob, NAMESPACE};
+use portscope_control_api::delivery::DeliveryJob;
 use portscope_control_api::managed::mail::{Mailer, MonitorEmail, SmtpMailer};
 use portscope_control_api::store::managed::Completion;
-use portscope_control_api::store::Db;
 use serde_json::json;
 use std::time::Duration;
-use support::managed::M;
+use support::managed::{delivery_jobs, M};
 use support::smtp::smtp_server;
 
 #[tokio::test]
@@ -60,31 +59,6 @@ async fn alerting_scans(m: &M) -> String {
     m.complete_with(&b, &[("198.18.0.99", 80), ("198.18.0.99", 27017)])
         .await;
     b
-}
-
-/// Every delivery job as (status, attempts), oldest first.
-async fn delivery_jobs(m: &M) -> Vec<(String, i64)> {
-    let sql = |table: &str| {
-        format!(
-            "SELECT status, CAST(attempts AS BIGINT) FROM {table} WHERE job_type = $1 \
-             ORDER BY run_at, id"
-        )
-    };
-    let rows = match m.state.managed().store().pool() {
-        Db::Sqlite(p) => {
-            sqlx::query_as(sqlx::AssertSqlSafe(sql("Jobs")))
-                .bind(NAMESPACE)
-                .fetch_all(p)
-                .await
-        }
-        Db::Postgres(p) => {
-            sqlx::query_as(sqlx::AssertSqlSafe(sql("apalis.jobs")))
-                .bind(NAMESPACE)
-                .fetch_all(p)
-                .await
-        }
-    };
-    rows.unwrap()
 }
 
 /// Waits (bounded) until there is a delivery job and every one has ended (`Done` or

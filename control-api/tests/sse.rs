@@ -8,6 +8,7 @@ mod support;
 
 use axum::http::{Method, StatusCode};
 use portscope_control_api::managed::service::ManagedSettings;
+use portscope_control_api::model::Status;
 use portscope_core::results::PortState;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -165,7 +166,7 @@ async fn managed_scan_streams_progress_ports_and_the_final_document() {
     );
     assert_eq!(
         m.row(&id).await.status,
-        "running",
+        Status::Running,
         "streamed before the end"
     );
 

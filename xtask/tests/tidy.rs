@@ -100,9 +100,6 @@ const SCATTERED_WORDS: &[(&str, usize)] = &[
     ("control-api/src/http/managed/json.rs", 5),    // JSON keys "open", "filtered", "closed"
     ("control-api/src/http/managed/openapi.rs", 3), // alert status enum in the schema
     ("control-api/src/managed/alerts.rs", 1),       // AlertStatus::Open (not a port state)
-    ("control-api/src/managed/report.rs", 1),       // "complete"
-    ("control-api/src/store/managed.rs", 2),        // scan statuses
-    ("control-api/src/store/scans.rs", 2),          // scan statuses
     ("engine/daemon/src/metrics.rs", 4),            // scan outcome labels
 ];
 

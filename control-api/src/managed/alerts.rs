@@ -9,11 +9,13 @@ use super::store::{AlertRow, MScanRow};
 use ipnet::IpNet;
 use portscope_core::results::PortState;
 use portscope_core::targets::PortSet;
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 /// What an alert says changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AlertKind {
     /// A port open now and not before.
     NewOpenPort,
@@ -32,10 +34,22 @@ impl AlertKind {
             AlertKind::BannerChanged => "banner_changed",
         }
     }
+
+    /// Parses the stored word.
+    pub fn parse(s: &str) -> Option<AlertKind> {
+        [
+            AlertKind::NewOpenPort,
+            AlertKind::PortClosed,
+            AlertKind::BannerChanged,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
 }
 
 /// Where an alert stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AlertStatus {
     /// New.
     Open,
@@ -146,12 +160,12 @@ impl ManagedService {
                 target: row.target.clone(),
                 host: host.to_string(),
                 port: i64::from(port),
-                kind: kind.as_str().to_string(),
+                kind,
                 severity: sev.as_str().to_string(),
                 message: msg,
                 old_value: old,
                 new_value: new,
-                status: AlertStatus::Open.as_str().into(),
+                status: AlertStatus::Open,
                 created_at: at,
                 acknowledged_at: None,
                 resolved_at: None,

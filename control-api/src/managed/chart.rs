@@ -35,7 +35,7 @@ pub async fn history(store: &MStore, row: &MScanRow) -> Result<Vec<ExposurePoint
     let mut points = Vec::new();
     for r in rows
         .iter()
-        .filter(|r| r.status == Status::Complete.as_str() && r.created_at_ms <= row.created_at_ms)
+        .filter(|r| r.status == Status::Complete && r.created_at_ms <= row.created_at_ms)
         .take(MAX_POINTS as usize)
     {
         let open = store

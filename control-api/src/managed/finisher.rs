@@ -100,9 +100,7 @@ impl ManagedService {
         let alerts = self.diff(&row, &open).await?;
         for o in &mut open {
             o.new = alerts.iter().any(|a| {
-                a.kind == AlertKind::NewOpenPort.as_str()
-                    && a.host == o.host
-                    && a.port == i64::from(o.port)
+                a.kind == AlertKind::NewOpenPort && a.host == o.host && a.port == i64::from(o.port)
             });
         }
         let (grade, score) = findings::grade(&findings::findings(&open));

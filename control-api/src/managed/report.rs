@@ -6,6 +6,7 @@
 use super::findings::{self, Finding, OpenPort, Severity};
 use super::store::{AlertRow, MPortRow, MScanRow};
 use super::{date, iso_ms};
+use crate::model::Status;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::IpAddr;
@@ -68,7 +69,7 @@ pub fn security_fix(row: &MScanRow, open: &[OpenPort]) -> String {
     }
     out.push_str("---\n\n");
     let _ = writeln!(out, "# Security Fixes: {}\n", row.target);
-    if row.status != "complete" {
+    if row.status != Status::Complete {
         let _ = writeln!(
             out,
             "> Scan status: {}. These fixes cover the ports found so far.\n",
@@ -184,7 +185,7 @@ pub fn html(
     let _ = write!(
         h,
         "<p>Status: <b>{}</b>. Grade: <b>{}</b> ({}/100). Created {}{}.</p>",
-        esc(&row.status),
+        esc(row.status.as_str()),
         esc(row.grade.as_deref().unwrap_or("-")),
         row.grade_score.map_or("-".to_string(), |s| s.to_string()),
         iso_ms(row.created_at_ms),
@@ -243,7 +244,7 @@ pub fn html(
             let _ = write!(
                 h,
                 "<li><b>{}</b> [{}] {}</li>",
-                esc(&a.kind),
+                esc(a.kind.as_str()),
                 esc(&a.severity),
                 esc(&a.message)
             );
@@ -261,7 +262,7 @@ mod tests {
         MScanRow {
             ports: "22,445".into(),
             port_count: 2,
-            status: "complete".into(),
+            status: Status::Complete,
             submitted: 1,
             chunks_complete: 1,
             total_chunks: 1,

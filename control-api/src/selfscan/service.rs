@@ -261,12 +261,7 @@ impl ScanService {
         m.engine_connected
             .set(i64::from(self.deps.engine.is_connected()));
         if let Ok(counts) = self.deps.store.count_by_status(self.now_secs()).await {
-            let count = |st: Status| {
-                counts
-                    .iter()
-                    .find(|(s, _)| Status::parse(s) == Some(st))
-                    .map_or(0, |(_, n)| *n)
-            };
+            let count = |st: Status| counts.iter().find(|(s, _)| *s == st).map_or(0, |(_, n)| *n);
             for st in [
                 Status::Queued,
                 Status::Running,
@@ -286,10 +281,10 @@ impl ScanService {
 
 /// The response body of a scan (its GET body; a callback's body).
 pub async fn view_of(store: &Store, row: &ScanRow) -> Result<ScanResponse, sqlx::Error> {
-    let t = row.scan_type();
+    let t = row.scan_type;
     let n = |x: i64| u32::try_from(x).unwrap_or(0);
-    let state = match Status::parse(&row.status) {
-        Some(Status::Queued) => {
+    let state = match row.status {
+        Status::Queued => {
             let qp = match row.queue_position {
                 Some(q) => n(q),
                 None => n(store.queued_before(row.created_at_ms).await?),
@@ -301,11 +296,11 @@ pub async fn view_of(store: &Store, row: &ScanRow) -> Result<ScanResponse, sqlx:
                 total_chunks: n(row.total_chunks),
             }
         }
-        Some(Status::Running) => ScanState::Running {
+        Status::Running => ScanState::Running {
             chunks_complete: n(row.chunks_complete),
             total_chunks: n(row.total_chunks),
         },
-        Some(Status::Complete) => {
+        Status::Complete => {
             let mut open = Vec::new();
             let mut filtered = Vec::new();
             let mut banners = BTreeMap::new();
@@ -336,7 +331,7 @@ pub async fn view_of(store: &Store, row: &ScanRow) -> Result<ScanResponse, sqlx:
                 expires_at: row.expires_at.max(0) as u64,
             }
         }
-        _ => ScanState::Failed {
+        Status::Failed | Status::Cancelled => ScanState::Failed {
             chunks_complete: n(row.chunks_complete),
             total_chunks: n(row.total_chunks),
             fail_reason: row.fail_reason.clone().unwrap_or_else(|| "unknown".into()),

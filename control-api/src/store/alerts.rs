@@ -2,7 +2,7 @@
 //! status (`open`, `acknowledged`, `resolved`).
 
 use super::{fetch_page, on_db, MStore};
-use crate::managed::alerts::AlertStatus;
+use crate::managed::alerts::{AlertKind, AlertStatus};
 use crate::managed::as_json;
 use serde::Serialize;
 use sqlx::FromRow;
@@ -31,7 +31,8 @@ pub struct AlertRow {
     pub port: i64,
     /// `new_open_port`, `port_closed`, ...
     #[serde(rename = "type")]
-    pub kind: String,
+    #[schema(value_type = String)]
+    pub kind: AlertKind,
     /// Severity.
     pub severity: String,
     /// One line.
@@ -41,7 +42,8 @@ pub struct AlertRow {
     /// After.
     pub new_value: Option<String>,
     /// `open`, `acknowledged`, `resolved`.
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: AlertStatus,
     /// ISO 8601.
     #[serde(serialize_with = "as_json::iso")]
     #[schema(value_type = String)]

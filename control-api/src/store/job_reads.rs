@@ -3,6 +3,7 @@
 
 use super::jobs::{ChunkRow, JobStore, ScanRow};
 use super::on_db;
+use crate::jobs::ChunkStatus;
 use crate::model::Status;
 use portscope_core::results::{PortResult, PortState, Reason};
 use sqlx::FromRow;
@@ -12,7 +13,7 @@ use std::net::IpAddr;
 struct RawScan {
     id: String,
     kind: String,
-    status: String,
+    status: Status,
     fail_reason: Option<String>,
     chunks_total: i64,
     chunks_done: i64,
@@ -26,7 +27,7 @@ struct RawChunk {
     targets: String,
     ports: String,
     probes: i64,
-    status: String,
+    status: ChunkStatus,
     job_id: Option<String>,
     runs: i64,
     first_node: Option<String>,
@@ -61,9 +62,7 @@ impl JobStore {
         });
         raw.map(|r| {
             Ok(ScanRow {
-                status: Status::parse(&r.status).ok_or_else(|| {
-                    decode("status", format!("unknown scan status {:?}", r.status))
-                })?,
+                status: r.status,
                 id: r.id,
                 kind: r.kind,
                 fail_reason: r.fail_reason,
@@ -95,7 +94,7 @@ impl JobStore {
                     targets: r.targets.split(',').map(str::to_owned).collect(),
                     ports: r.ports,
                     probes: r.probes as u64,
-                    status: parse(&r.status, "status")?,
+                    status: r.status,
                     job_id: r.job_id,
                     runs: r.runs as u64,
                     first_node: r.first_node,

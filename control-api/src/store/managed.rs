@@ -5,6 +5,7 @@
 //! nothing twice and a cancelled scan stays cancelled.
 
 use super::{fetch_page, on_db, Db};
+use crate::model::Status;
 use sqlx::FromRow;
 
 pub use super::alerts::AlertRow;
@@ -64,7 +65,7 @@ pub struct MScanRow {
     /// `fast`, `deep`, `custom`.
     pub profile: String,
     /// `queued|running|complete|failed|cancelled`.
-    pub status: String,
+    pub status: Status,
     /// Submit sent.
     pub submitted: i64,
     /// Chunks done.
@@ -104,7 +105,7 @@ impl MScanRow {
             ports: String::new(),
             port_count: 0,
             profile: "custom".into(),
-            status: crate::model::Status::Queued.as_str().into(),
+            status: Status::Queued,
             submitted: 0,
             chunks_complete: 0,
             total_chunks: 0,
@@ -121,7 +122,7 @@ impl MScanRow {
 
     /// Whether the scan can still change.
     pub fn is_live(&self) -> bool {
-        self.status == "queued" || self.status == "running"
+        matches!(self.status, Status::Queued | Status::Running)
     }
 }
 

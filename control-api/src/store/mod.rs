@@ -34,6 +34,7 @@ pub mod scans;
 mod select;
 mod targets;
 pub mod tokens;
+mod words;
 
 pub use callbacks::MAX_CALLBACKS;
 pub use managed::{AlertRow, MPortRow, MScanRow, MStore, TargetRow, LIVE};

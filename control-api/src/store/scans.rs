@@ -8,7 +8,7 @@
 //! `running` with `engine_done = 1`, so any API process's finisher can finish it.
 
 use super::{on_db, Db};
-use crate::model::ScanType;
+use crate::model::{ScanType, Status};
 use sqlx::FromRow;
 use std::path::Path;
 
@@ -20,9 +20,9 @@ pub struct ScanRow {
     /// Target (normalised client address).
     pub ip: String,
     /// `fast` / `deep`.
-    pub scan_type: String,
+    pub scan_type: ScanType,
     /// `queued` / `running` / `complete` / `failed`.
-    pub status: String,
+    pub status: Status,
     /// Unused since self-scans are job scans (0; the column stays for old rows).
     pub submitted: i64,
     /// Whether every chunk is committed (banners / PTR may be pending).
@@ -48,14 +48,9 @@ pub struct ScanRow {
 }
 
 impl ScanRow {
-    /// The scan type.
-    pub fn scan_type(&self) -> ScanType {
-        ScanType::parse(&self.scan_type).unwrap_or(ScanType::Fast)
-    }
-
     /// Whether the status is final.
     pub fn is_final(&self) -> bool {
-        self.status == "complete" || self.status == "failed"
+        matches!(self.status, Status::Complete | Status::Failed)
     }
 }
 
@@ -230,7 +225,7 @@ impl Store {
     }
 
     /// Unexpired scans per status.
-    pub async fn count_by_status(&self, now_secs: i64) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    pub async fn count_by_status(&self, now_secs: i64) -> Result<Vec<(Status, i64)>, sqlx::Error> {
         self.pool
             .all(
                 "SELECT status, COUNT(*) FROM scans WHERE expires_at > $1 GROUP BY status",
@@ -405,7 +400,7 @@ mod tests {
         assert!(s.final_with_pending_callbacks().await.unwrap().is_empty());
         assert_eq!(
             s.count_by_status(0).await.unwrap(),
-            vec![("failed".to_string(), 1)]
+            vec![(Status::Failed, 1)]
         );
     });
 }

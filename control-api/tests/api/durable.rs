@@ -105,7 +105,7 @@ async fn an_unreachable_engine_fails_the_scan_once_the_chunk_attempts_are_used_u
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.body["status"], "queued");
     // Each run waits `worker-connect-ms` (200 ms here) for the engine; the tenth fails it.
-    h.wait_row(ip, ScanType::Fast, |r| r.status == "failed")
+    h.wait_row(ip, ScanType::Fast, |r| r.status == Status::Failed)
         .await;
     let r = h.get("/v1/fast", ip).await;
     assert_eq!(
@@ -140,7 +140,8 @@ async fn a_policy_rejection_fails_the_scan_at_once() {
     h.engine_rejects("policy", "198.18.0.35 is denied");
     let r = h.post("/v1/fast", "198.18.0.35").await;
     assert_eq!(r.status, StatusCode::OK, "the API's own policy allows it");
-    h.wait_status("198.18.0.35", ScanType::Fast, "failed").await;
+    h.wait_status("198.18.0.35", ScanType::Fast, Status::Failed)
+        .await;
     let r = h.get("/v1/fast", "198.18.0.35").await;
     assert_eq!(
         r.body,
@@ -166,7 +167,7 @@ async fn a_busy_engine_delays_a_deep_scan_instead_of_refusing_it() {
     // Wall time from the first claim to the last commit (32 chunks of 10 ms engine time).
     h.clock.advance(Duration::from_millis(1000));
     h.accept_and_finish(ip, ScanType::Deep, 32, 10).await;
-    h.wait_status(ip, ScanType::Deep, "complete").await;
+    h.wait_status(ip, ScanType::Deep, Status::Complete).await;
     assert_eq!(h.get("/v1/deep", ip).await.body["duration_ms"], 1000);
 }
 
@@ -179,7 +180,7 @@ async fn a_duplicate_rejection_reruns_the_chunk_under_a_new_run_id() {
     assert_eq!(r.status, StatusCode::OK);
     let first = h.submit_id(0).await;
     h.accept_and_finish(ip, ScanType::Fast, 1, 5).await;
-    h.wait_status(ip, ScanType::Fast, "complete").await;
+    h.wait_status(ip, ScanType::Fast, Status::Complete).await;
     let runs = h.engine.submitted_ids();
     assert!(runs.len() >= 2, "{runs:?}");
     let scan = |run: &String| run.split('/').next().unwrap().to_string();

@@ -46,7 +46,7 @@ async fn deep_scans_are_limited_to_one_per_ip_per_5_minutes() {
     let ip = "198.18.0.17";
     assert_eq!(h.post("/v1/deep", ip).await.status, StatusCode::OK);
     h.fail_runs(ip, ScanType::Deep, "cancelled").await;
-    h.wait_status(ip, ScanType::Deep, "failed").await;
+    h.wait_status(ip, ScanType::Deep, Status::Failed).await;
 
     let r = h.post("/v1/deep", ip).await;
     r.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");

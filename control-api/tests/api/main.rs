@@ -16,7 +16,7 @@ mod scans;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use portscope_control_api::engine::fake::FakeEngine;
-use portscope_control_api::model::ScanType;
+use portscope_control_api::model::{ScanType, Status};
 use portscope_core::results::PortState::{Closed, Filtered, Open};
 use portscope_proto::{Request as EngineRequest, ScanKind};
 use serde_json::json;

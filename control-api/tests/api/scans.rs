@@ -108,7 +108,7 @@ async fn complete_with_ports_services_banners_ptr_and_expiry() {
     // duration_ms: wall time from the chunk's claim to its commit (the engine says 40).
     h.clock.advance(Duration::from_millis(6231));
     h.engine.complete(&id, 40);
-    h.wait_status(ip, ScanType::Fast, "complete").await;
+    h.wait_status(ip, ScanType::Fast, Status::Complete).await;
 
     let r = h.get("/v1/fast", ip).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -195,7 +195,7 @@ async fn results_expire_after_24_hours_and_are_purged() {
     let ip = "198.18.0.34";
     let id = h.fast_run(ip).await;
     h.engine.complete(&id, 100);
-    h.wait_status(ip, ScanType::Fast, "complete").await;
+    h.wait_status(ip, ScanType::Fast, Status::Complete).await;
     let r = h.get("/v1/fast", ip).await;
     assert_eq!(r.body["expires_at"], T0 + 86_400);
     h.clock.advance(Duration::from_secs(86_399));

@@ -47,7 +47,7 @@ async fn a_failed_scans_callback_is_one_delivery_job_across_two_api_nodes() {
                 )
                 .await
                 .unwrap();
-            if let Some(row) = row.filter(|r| r.status == "failed") {
+            if let Some(row) = row.filter(|r| r.status == Status::Failed) {
                 break row.id;
             }
             assert!(tokio::time::Instant::now() < deadline, "never failed");

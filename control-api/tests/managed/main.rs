@@ -12,10 +12,11 @@ mod targets;
 
 use axum::http::{Method, StatusCode};
 use portscope_control_api::managed::service::ManagedSettings;
+use portscope_control_api::model::Status;
 use portscope_core::results::PortState::{Filtered, Open};
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::managed::{unscheduled, M};
+use support::managed::{delivery_jobs, unscheduled, M};
 use support::T0_MS;
 
 const SCOPE: &[&str] = &[
@@ -182,7 +183,7 @@ async fn scan_lifecycle_with_partial_results_grade_and_summary() {
     // The engine runs it: running (the worker's clock, here the API's).
     m.clock.advance(Duration::from_secs(5));
     m.progress(&id, 0).await;
-    m.wait(&id, |r| r.status == "running").await;
+    m.wait(&id, |r| r.status == Status::Running).await;
     let r = m.get(&format!("/api/v1/scan/{id}"), &t).await;
     assert_eq!(r.body["status"], "running");
     assert_eq!(r.body["partial"], true);
@@ -207,7 +208,7 @@ async fn scan_lifecycle_with_partial_results_grade_and_summary() {
     .await;
     m.clock.advance(Duration::from_secs(10));
     m.finish_chunk(&id, 0, 15_000).await;
-    m.wait_status(&id, "complete").await;
+    m.wait_status(&id, Status::Complete).await;
     let r = m.get(&format!("/api/v1/scan/{id}"), &t).await;
     assert_eq!(r.body["status"], "complete");
     assert_eq!(r.body["grade"], "D");
@@ -292,7 +293,7 @@ async fn committed_chunks_are_partial_results_while_the_rest_run() {
         m.wait(&id, |r| r.chunks_complete == i64::from(chunk) + 1)
             .await;
     }
-    m.wait_status(&id, "complete").await;
+    m.wait_status(&id, Status::Complete).await;
     assert_eq!(
         m.row(&id).await.duration_ms,
         Some(12_000),
@@ -306,7 +307,7 @@ async fn failed_and_cancelled_scans() {
     let a = m.scan(&t, "198.18.0.6").await;
     // Every attempt of its chunk fails: the last one fails the scan with the reason.
     assert_eq!(m.fail_runs(&a, "timeout").await, 10);
-    m.wait_status(&a, "failed").await;
+    m.wait_status(&a, Status::Failed).await;
     let r = m.get(&format!("/api/v1/scan/{a}"), &t).await;
     assert_eq!(
         (r.body["status"].as_str(), r.body["error"].as_str()),
@@ -325,7 +326,7 @@ async fn failed_and_cancelled_scans() {
         m.finish_chunk(&b, c.chunk, 10).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(m.row(&b).await.status, "cancelled");
+    assert_eq!(m.row(&b).await.status, Status::Cancelled);
     assert!(m
         .state
         .managed()
@@ -485,7 +486,7 @@ async fn a_cidr_target_is_one_multi_host_engine_scan_with_per_host_summary() {
     )
     .await;
     m.finish_chunk(&id, 0, 900).await;
-    m.wait_status(&id, "complete").await;
+    m.wait_status(&id, Status::Complete).await;
     let r = m.get(&format!("/api/v1/scans/{id}/summary"), &t).await;
     assert_eq!(
         r.body["hosts"],
@@ -515,7 +516,7 @@ async fn quotas_monthly_concurrent_and_queue() {
     m.scan(&t, "198.18.0.41").await;
     let second = m.submits().await[1].0.clone();
     m.fail_runs(&second, "timeout").await;
-    m.wait_status(&second, "failed").await;
+    m.wait_status(&second, Status::Failed).await;
     // Two scans this month: the third is refused until next month.
     let r = m.post("/api/v1/scan", &t, scan_body("198.18.0.42")).await;
     r.assert_error(StatusCode::TOO_MANY_REQUESTS, "monthly_limit");

@@ -484,27 +484,12 @@ async fn engine_outages_retry_chunks_and_a_restart_reruns_one() {
 
 /// Delivery jobs (monitor webhooks) queued or being run.
 pub(crate) async fn deliveries_left(m: &M) -> i64 {
-    use portscope_control_api::store::Db;
-    let sql = |table: &str| {
-        format!(
-            "SELECT COUNT(*) FROM {table} WHERE job_type = $1 AND status IN ('Pending', 'Queued', 'Running')"
-        )
-    };
-    let n = match m.state.managed().store().pool() {
-        Db::Sqlite(p) => {
-            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql("Jobs")))
-                .bind(portscope_control_api::delivery::NAMESPACE)
-                .fetch_one(p)
-                .await
-        }
-        Db::Postgres(p) => {
-            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql("apalis.jobs")))
-                .bind(portscope_control_api::delivery::NAMESPACE)
-                .fetch_one(p)
-                .await
-        }
-    };
-    n.unwrap()
+    let live = ["Pending", "Queued", "Running"];
+    delivery_jobs(m)
+        .await
+        .iter()
+        .filter(|(status, _)| live.contains(&status.as_str()))
+        .count() as i64
 }
 
 /// A managed API that may POST monitor webhooks to 127.0.0.1, with no scheduler.

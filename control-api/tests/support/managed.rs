@@ -15,6 +15,7 @@ use portscope_control_api::managed::scope::{Resolver, Scope};
 use portscope_control_api::managed::service::ManagedSettings;
 use portscope_control_api::managed::store::MScanRow;
 use portscope_control_api::managed::tokens;
+use portscope_control_api::model::Status;
 use portscope_control_api::{start_with, AppState, ManagedOptions};
 use portscope_core::results::PortState;
 use portscope_core::targets::PortSet;
@@ -414,7 +415,7 @@ impl M {
         );
     }
 
-    pub async fn wait_status(&self, id: &str, status: &str) {
+    pub async fn wait_status(&self, id: &str, status: Status) {
         self.wait(id, |r| r.status == status).await;
     }
 
@@ -466,7 +467,7 @@ impl M {
                     failed.push(c.run);
                 }
             }
-            if self.row(id).await.status == "failed" {
+            if self.row(id).await.status == Status::Failed {
                 return failed.len();
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -494,7 +495,7 @@ impl M {
             });
             self.engine.complete(&run.run, 1234);
         }
-        self.wait_status(id, "complete").await;
+        self.wait_status(id, Status::Complete).await;
     }
 }
 
@@ -522,4 +523,31 @@ pub struct ChunkRun {
     pub targets: Vec<String>,
     /// Port spec.
     pub ports: String,
+}
+
+/// Every delivery job of `m`'s queue as (status, attempts), oldest first.
+pub async fn delivery_jobs(m: &M) -> Vec<(String, i64)> {
+    use portscope_control_api::store::Db;
+    let sql = |table: &str| {
+        format!(
+            "SELECT status, CAST(attempts AS BIGINT) FROM {table} WHERE job_type = $1 \
+             ORDER BY run_at, id"
+        )
+    };
+    let ns = portscope_control_api::delivery::NAMESPACE;
+    let rows = match m.state.managed().store().pool() {
+        Db::Sqlite(p) => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql("Jobs")))
+                .bind(ns)
+                .fetch_all(p)
+                .await
+        }
+        Db::Postgres(p) => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql("apalis.jobs")))
+                .bind(ns)
+                .fetch_all(p)
+                .await
+        }
+    };
+    rows.unwrap()
 }

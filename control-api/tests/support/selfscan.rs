@@ -11,7 +11,7 @@ use axum::Router;
 use portscope_control_api::clock::{Clock, ManualClock};
 use portscope_control_api::config::Config;
 use portscope_control_api::engine::fake::{FakeEngine, OnSubmit};
-use portscope_control_api::model::ScanType;
+use portscope_control_api::model::{ScanType, Status};
 use portscope_control_api::start;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -132,7 +132,7 @@ impl Harness {
     ) -> Reply {
         self.engine.ports(run, 0, ports, closed);
         self.engine.complete(run, ms);
-        self.wait_status(ip, ScanType::Fast, "complete").await;
+        self.wait_status(ip, ScanType::Fast, Status::Complete).await;
         self.get("/v1/fast", ip).await
     }
 
@@ -249,7 +249,7 @@ impl Harness {
                 }
             }
             let row = self.state.scans().latest(addr, t).await.unwrap();
-            if row.is_some_and(|r| r.status == "failed") {
+            if row.is_some_and(|r| r.status == Status::Failed) {
                 return failed.len();
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -262,7 +262,7 @@ impl Harness {
 
     /// Waits (without HTTP, so no rate limit is spent) until the newest scan of `ip`/`t`
     /// has `status`.
-    pub async fn wait_status(&self, ip: &str, t: ScanType, status: &str) {
+    pub async fn wait_status(&self, ip: &str, t: ScanType, status: Status) {
         let ip: IpAddr = ip.parse().unwrap();
         for _ in 0..2000 {
             if let Some(row) = self.state.scans().latest(ip, t).await.unwrap() {

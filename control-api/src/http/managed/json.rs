@@ -48,7 +48,7 @@ pub(crate) async fn newly_open(s: &S, scan: &str) -> Result<Vec<(String, i64)>, 
         .alerts_of_scan(scan)
         .await?
         .into_iter()
-        .filter(|a| a.kind == AlertKind::NewOpenPort.as_str())
+        .filter(|a| a.kind == AlertKind::NewOpenPort)
         .map(|a| (a.host, a.port))
         .collect())
 }
@@ -79,8 +79,8 @@ pub fn host_summary(row: &MScanRow, ports: &[MPortRow]) -> Vec<Value> {
     hosts
         .into_iter()
         .map(|(host, (open, filtered))| {
-            let closed = (row.status == Status::Complete.as_str())
-                .then(|| (row.port_count - open - filtered).max(0));
+            let closed =
+                (row.status == Status::Complete).then(|| (row.port_count - open - filtered).max(0));
             json!({"host": host, "open": open, "filtered": filtered, "closed": closed})
         })
         .collect()
@@ -95,7 +95,7 @@ pub fn scan_json(row: &MScanRow, ports: &[MPortRow], new: &[(String, i64)]) -> V
         .filter(|p| p.state == PortState::Open.as_str())
         .count();
     let filtered = ports.len() - open;
-    let complete = row.status == Status::Complete.as_str();
+    let complete = row.status == Status::Complete;
     json!({
         "id": row.id,
         "target": row.target,

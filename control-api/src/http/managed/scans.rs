@@ -80,7 +80,7 @@ pub async fn results(State(s): State<S>, Authed(t): Authed, Path(id): Path<Strin
     let row = owned(&s, &t, &id).await?;
     let ports = s.service.store().ports(&row.id).await?;
     Ok(Json(json!({
-        "id": row.id, "target": row.target, "status": row.status, "partial": row.status != Status::Complete.as_str(),
+        "id": row.id, "target": row.target, "status": row.status, "partial": row.status != Status::Complete,
         "results": ports.iter().map(port_json).collect::<Vec<_>>(),
     }))
     .into_response())

@@ -54,12 +54,12 @@ pub fn routes() -> Router<S> {
 }
 
 /// Seed 002's status word for a managed scan status (queued and running are `running`).
-fn run_status(status: &str) -> doc::RunStatus {
-    match Status::parse(status) {
-        Some(Status::Complete) => doc::RunStatus::Completed,
-        Some(Status::Cancelled) => doc::RunStatus::Aborted,
-        Some(Status::Failed) => doc::RunStatus::Failed,
-        _ => doc::RunStatus::Running,
+fn run_status(status: Status) -> doc::RunStatus {
+    match status {
+        Status::Complete => doc::RunStatus::Completed,
+        Status::Cancelled => doc::RunStatus::Aborted,
+        Status::Failed => doc::RunStatus::Failed,
+        Status::Queued | Status::Running => doc::RunStatus::Running,
     }
 }
 
@@ -216,14 +216,14 @@ fn run_json(
         "run_id": row.id,
         "id": row.id,
         "target": row.target,
-        "status": run_status(&row.status),
+        "status": run_status(row.status),
         "started_at": stamp(row.started_at.unwrap_or(row.created_at_ms / 1000)),
         "summary": counts,
     });
     if let Some(done) = row.completed_at {
         v["finished_at"] = json!(stamp(done));
     }
-    if row.status == Status::Complete.as_str() {
+    if row.status == Status::Complete {
         v["fix_url"] = json!(format!("{base}/v1/scan/{}/fix", row.id));
     }
     if let Some(e) = &row.error {
@@ -467,7 +467,7 @@ mod tests {
         assert!(h("").is_err());
         assert!(h("ftp://myapp.com").is_err());
         assert_eq!(stamp(1_775_988_000), "2026-04-12T10:00:00+00:00");
-        assert_eq!(json!(run_status("queued")), json!("running"));
-        assert_eq!(json!(run_status("cancelled")), json!("aborted"));
+        assert_eq!(json!(run_status(Status::Queued)), json!("running"));
+        assert_eq!(json!(run_status(Status::Cancelled)), json!("aborted"));
     }
 }
