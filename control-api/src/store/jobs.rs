@@ -4,7 +4,7 @@
 //! queue's migrations (`store::queue`).
 //!
 //! **Submit is one transaction** ([`JobStore::create_scan`]): the scan row, its chunk rows
-//! and one queue row per chunk in apalis's `Jobs` table (`store::queue::push_queue_job!`,
+//! and one queue row per chunk in apalis's `Jobs` table (`store::queue::push_queue_jobs!`,
 //! the columns apalis 1's own push writes; `tests/jobs_store.rs` checks that apalis claims
 //! what it writes). A submitter that dies half-way leaves nothing. The one write of a
 //! worker that matters, [`JobStore::commit_chunk`], is one transaction too: the chunk flips
@@ -76,22 +76,29 @@ macro_rules! insert_job_scan {
             .execute(&mut *$tx)
             .await?;
         }
-        for c in chunks {
-            sqlx::query(
-                "INSERT INTO scan_chunks (scan_id, chunk, targets, ports, probes, status, job_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(scan.id)
-            .bind(i64::from(c.chunk))
-            .bind(c.targets.join(","))
-            .bind(&c.ports)
-            .bind(c.probes as i64)
-            .bind($crate::jobs::ChunkStatus::Pending.as_str())
-            .bind(&c.job_id)
-            .execute(&mut *$tx)
-            .await?;
-            $crate::store::queue::push_queue_job!($tx, postgres, &c.payload, &c.job_id, queue);
+        // Multi-row inserts (a scan at the probe cap has 32,768 chunks): a few statements
+        // instead of two round trips per chunk, so the transaction (SQLite's write lock)
+        // stays short.
+        for batch in chunks.chunks($crate::store::queue::MAX_BINDS / 7) {
+            let mut insert = sqlx::QueryBuilder::new(
+                "INSERT INTO scan_chunks (scan_id, chunk, targets, ports, probes, status, job_id) ",
+            );
+            insert.push_values(batch, |mut row, c| {
+                row.push_bind(scan.id)
+                    .push_bind(i64::from(c.chunk))
+                    .push_bind(c.targets.join(","))
+                    .push_bind(c.ports.as_str())
+                    .push_bind(c.probes as i64)
+                    .push_bind($crate::jobs::ChunkStatus::Pending.as_str())
+                    .push_bind(c.job_id.as_str());
+            });
+            insert.build().persistent(false).execute(&mut *$tx).await?;
         }
+        let jobs: Vec<(&str, &str)> = chunks
+            .iter()
+            .map(|c| (c.payload.as_str(), c.job_id.as_str()))
+            .collect();
+        $crate::store::queue::push_queue_jobs!($tx, postgres, &jobs, queue);
     }};
 }
 pub(crate) use insert_job_scan;

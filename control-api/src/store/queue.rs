@@ -1,7 +1,7 @@
 //! The job queue's own tables (apalis 1's `Jobs` / `apalis.jobs`) as the store sees them:
 //! their migrations ([`migrate_queue`], with the one-time upgrade of an apalis 0.7
-//! database), the queue rows the store writes itself (`push_queue_job!`: a job inserted
-//! inside the transaction that makes it due), and the in-process wake-ups of SQLite
+//! database), the queue rows the store writes itself (`push_queue_jobs!`: jobs inserted
+//! inside the transaction that makes them due, many rows a statement), and the in-process wake-ups of SQLite
 //! ([`inserted_jobs`]): an update hook on every connection of the store's SQLite pool
 //! signals each insert into `Jobs`, so the queue's workers in this process fetch at once
 //! instead of at their next heartbeat.
@@ -13,32 +13,58 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 
-/// Inserts one queue job on transaction `$tx` (`$postgres`: the backend): payload `$job`
-/// (JSON text, stored as bytes), id `$id` (a ULID), type and attempts from `$queue` (a
+/// Most bound parameters one statement may carry on both backends: the bundled SQLite's
+/// `SQLITE_MAX_VARIABLE_NUMBER` (32,766; PostgreSQL allows 65,535). Multi-row inserts
+/// (`push_queue_jobs!`, `store::jobs::insert_job_scan!`) split their rows to stay under it.
+pub const MAX_BINDS: usize = 32_766;
+
+/// Inserts queue jobs on transaction `$tx` (`$postgres`: the backend), as multi-row
+/// `INSERT`s of at most [`MAX_BINDS`] parameters each: `$jobs` (a slice of `(payload, id)`:
+/// JSON text, stored as bytes, and a ULID), type and attempts from `$queue` (a
 /// [`super::jobs::QueueSpec`]), due now by the database's clock (apalis 1 claims jobs with
 /// `run_at <= now` on SQLite, `run_at < now()` on PostgreSQL). The columns the storages'
 /// own `push` writes, minus metadata and idempotency keys (none). Chunk jobs
 /// (`store::jobs`), callback deliveries (`store::callbacks`) and monitor webhooks
-/// (`store::managed`) are written this way.
-macro_rules! push_queue_job {
-    ($tx:expr, $postgres:expr, $job:expr, $id:expr, $queue:expr) => {{
+/// (`store::managed`) are written this way. Each inserted row fires SQLite's update hook
+/// ([`hook_inserts`]) and PostgreSQL's job trigger (`store::notify`) as a one-row insert
+/// does.
+macro_rules! push_queue_jobs {
+    ($tx:expr, $postgres:expr, $jobs:expr, $queue:expr) => {{
         let postgres: bool = $postgres;
         let queue: $crate::store::jobs::QueueSpec<'_> = $queue;
-        let job: &str = $job;
-        let insert = if postgres {
-            "INSERT INTO apalis.jobs (job, id, job_type, status, attempts, max_attempts, run_at, priority)
-             VALUES ($1, $2, $3, 'Pending', 0, $4, now(), 0)"
+        let jobs: &[(&str, &str)] = $jobs;
+        let (table, now) = if postgres {
+            ("apalis.jobs", "now()")
         } else {
-            "INSERT INTO Jobs (job, id, job_type, status, attempts, max_attempts, run_at, priority)
-             VALUES ($1, $2, $3, 'Pending', 0, $4, strftime('%s', 'now'), 0)"
+            ("Jobs", "strftime('%s', 'now')")
         };
-        sqlx::query(insert)
-            .bind(job.as_bytes())
-            .bind($id)
-            .bind(queue.job_type)
-            .bind(queue.max_attempts)
-            .execute(&mut *$tx)
-            .await?;
+        for batch in jobs.chunks($crate::store::queue::MAX_BINDS / 4) {
+            let mut insert = sqlx::QueryBuilder::new(format!(
+                "INSERT INTO {table} (job, id, job_type, status, attempts, max_attempts, run_at, \
+                 priority) "
+            ));
+            insert.push_values(batch, |mut row, (job, id)| {
+                row.push_bind(job.as_bytes())
+                    .push_bind(*id)
+                    .push_bind(queue.job_type)
+                    .push("'Pending'")
+                    .push("0")
+                    .push_bind(queue.max_attempts)
+                    .push(now)
+                    .push("0");
+            });
+            insert.build().persistent(false).execute(&mut *$tx).await?;
+        }
+    }};
+}
+pub(crate) use push_queue_jobs;
+
+/// Inserts one queue job (`$job`, `$id`) on transaction `$tx`: [`push_queue_jobs!`] of one.
+macro_rules! push_queue_job {
+    ($tx:expr, $postgres:expr, $job:expr, $id:expr, $queue:expr) => {{
+        let job: &str = $job;
+        let id: &str = $id;
+        $crate::store::queue::push_queue_jobs!($tx, $postgres, &[(job, id)], $queue);
     }};
 }
 pub(crate) use push_queue_job;

@@ -171,3 +171,127 @@ async fn targets_over_the_probe_cap_are_refused_with_the_numbers() {
     let r = m.get("/api/v1/scans", &t).await;
     assert_eq!(r.body["total"], 0, "{}", r.text);
 }
+
+/// The scan's chunk rows (number, targets, ports, job id) and its queue jobs (id, type,
+/// status, attempts, payload), both sorted.
+#[allow(clippy::type_complexity)]
+async fn chunk_and_queue_rows(
+    m: &M,
+    id: &str,
+) -> (
+    Vec<(i64, String, String, String)>,
+    Vec<(String, String, String, i32, Vec<u8>)>,
+) {
+    let jobs = match m.state.managed().store().pool() {
+        Db::Sqlite(_) => "Jobs",
+        Db::Postgres(_) => "apalis.jobs",
+    };
+    let chunks = "SELECT chunk, targets, ports, job_id FROM scan_chunks WHERE scan_id = $1 \
+                  ORDER BY chunk";
+    let queue = format!(
+        "SELECT id, job_type, status, attempts, job FROM {jobs}
+         WHERE id IN (SELECT job_id FROM scan_chunks WHERE scan_id = $1) ORDER BY id"
+    );
+    match m.state.managed().store().pool() {
+        Db::Sqlite(p) => (
+            sqlx::query_as(chunks).bind(id).fetch_all(p).await.unwrap(),
+            sqlx::query_as(sqlx::AssertSqlSafe(queue))
+                .bind(id)
+                .fetch_all(p)
+                .await
+                .unwrap(),
+        ),
+        Db::Postgres(p) => (
+            sqlx::query_as(chunks).bind(id).fetch_all(p).await.unwrap(),
+            sqlx::query_as(sqlx::AssertSqlSafe(queue))
+                .bind(id)
+                .fetch_all(p)
+                .await
+                .unwrap(),
+        ),
+    }
+}
+
+/// A scan at the probe cap (2^24 addresses x the 32 fast ports = 2^29 probes: 32,768
+/// chunks) is admitted in one short transaction: while it is in flight, other scans are
+/// admitted on other connections (the normal busy timeout, no error), and it holds exactly
+/// one chunk row and one pending queue job per chunk, each job's payload naming its chunk.
+/// No workers run: nothing is claimed or probed.
+#[tokio::test]
+async fn a_scan_at_the_probe_cap_is_admitted_while_other_writers_go_on() {
+    let m = M::with(|c| c.worker = false, unscheduled(1000)).await;
+    let big_token = m.token("big", &["2001:2::/48"], 10, 5).await;
+    let small_token = m.token("small", &["198.18.0.0/24"], 100, 100).await;
+    let in_flight = std::cell::Cell::new(true);
+    let started = std::time::Instant::now();
+    let big = async {
+        let r = m
+            .post_json(
+                "/api/v1/scan",
+                &big_token,
+                json!({"target": "2001:2::/104", "profile": "fast"}),
+            )
+            .await;
+        // A figure for the record, not an assertion.
+        eprintln!("cap-sized admission: {:?}", started.elapsed());
+        in_flight.set(false);
+        r
+    };
+    let others = async {
+        let mut during = Vec::new();
+        for host in 1..=40 {
+            if !in_flight.get() {
+                break;
+            }
+            let r = m
+                .post_json(
+                    "/api/v1/scan",
+                    &small_token,
+                    json!({"target": format!("198.18.0.{host}"), "ports": "22"}),
+                )
+                .await;
+            during.push((r.status, r.text));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        during
+    };
+    let (big, during) = tokio::join!(big, others);
+    assert_eq!(big.status, StatusCode::CREATED, "{}", big.text);
+    let id = big.created_id();
+    assert!(
+        !during.is_empty(),
+        "no other writer ran during the admission"
+    );
+    for (status, text) in &during {
+        assert_eq!(*status, StatusCode::CREATED, "{text}");
+    }
+    let n = (1u64 << 29) / u64::from(portscope_control_api::jobs::plan::DEFAULT_CHUNK_PROBES);
+    assert_eq!(n, 32_768);
+    let (chunks, queue) = chunk_and_queue_rows(&m, &id).await;
+    assert_eq!(chunks.len() as u64, n);
+    assert_eq!(queue.len() as u64, n);
+    let spec = portscope_control_api::jobs::queue::chunk_spec();
+    let mut by_id: std::collections::HashMap<&str, &(i64, String, String, String)> =
+        chunks.iter().map(|c| (c.3.as_str(), c)).collect();
+    for (i, c) in chunks.iter().enumerate() {
+        assert_eq!(c.0, i as i64, "chunks numbered 0..n");
+    }
+    for (job_id, job_type, status, attempts, payload) in &queue {
+        let (chunk, targets, ports, _) = by_id.remove(job_id.as_str()).expect("its chunk row");
+        assert_eq!(
+            (job_type.as_str(), status.as_str(), *attempts),
+            (spec.job_type, "Pending", 0)
+        );
+        let job: portscope_control_api::jobs::ChunkJob = serde_json::from_slice(payload).unwrap();
+        assert_eq!(job.scan_id, id);
+        assert_eq!(i64::from(job.chunk), *chunk);
+        assert_eq!(job.targets.join(","), *targets);
+        assert_eq!(job.ports, *ports);
+    }
+    assert!(by_id.is_empty(), "every chunk row has its queue job");
+    let r = m.get(&format!("/api/v1/scan/{id}"), &big_token).await;
+    assert_eq!(
+        r.body["progress"],
+        json!({"chunksComplete": 0, "totalChunks": 32_768})
+    );
+}
