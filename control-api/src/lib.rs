@@ -137,11 +137,11 @@ pub async fn start_with(
             source,
         })?;
     let opt_out = match &config.opt_out {
-        Some(p) => CidrSet::load(p)?,
+        Some(p) => netaddr::load_cidrs(p)?,
         None => CidrSet::default(),
     };
     let asn = match &config.asn_table {
-        Some(p) => AsnTable::load(p)?,
+        Some(p) => netaddr::load_asn_table(p)?,
         None => AsnTable::default(),
     };
     let mut policy = TargetPolicy::default_deny();

@@ -10,11 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
-/// The fast scan's 32 ports: common services, always including 25 (SMTP).
-pub const FAST_PORTS: [u16; 32] = [
-    21, 22, 23, 25, 53, 80, 110, 111, 135, 139, 143, 443, 445, 465, 587, 993, 995, 1433, 1521,
-    2049, 3306, 3389, 5432, 5900, 6379, 8080, 8443, 9000, 9200, 11211, 27017, 50000,
-];
+pub use portscope_input::order::FAST_PORTS;
 
 /// `fast` (32 ports) or `deep` (65,535 ports).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -47,12 +43,8 @@ impl ScanType {
     /// The engine's port spec.
     pub fn ports_spec(self) -> String {
         match self {
-            ScanType::Fast => FAST_PORTS
-                .iter()
-                .map(u16::to_string)
-                .collect::<Vec<_>>()
-                .join(","),
-            ScanType::Deep => "-".to_string(),
+            ScanType::Fast => portscope_input::order::fast_ports_spec(),
+            ScanType::Deep => portscope_input::order::DEEP_PORTS_SPEC.to_string(),
         }
     }
 

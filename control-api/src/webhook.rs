@@ -10,38 +10,20 @@
 //! Every delivery carries a stable id in [`DELIVERY_HEADER`], the same on every attempt and
 //! after a restart resumes it (deliveries are at-least-once), so receivers can dedupe.
 
-use crate::netaddr::{normalise, CidrSet};
-use portscope_core::policy::TargetPolicy;
-use reqwest::Url;
+use crate::netaddr::CidrSet;
+pub use portscope_input::callback::{CallbackError, MAX_URL_LEN};
+use portscope_input::callback::{CallbackRules, Url};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-/// Longest callback URL accepted.
-pub const MAX_URL_LEN: usize = 2048;
-
-/// Which callback destinations are acceptable.
+/// Which callback destinations are acceptable: the pure rules of
+/// [`portscope_input::callback`] plus DNS resolution with a deadline.
 #[derive(Debug, Clone)]
 pub struct CallbackPolicy {
-    /// Explicitly allowed ranges (lab, tests).
-    allow: CidrSet,
-    /// Public = not denied by the default target policy.
-    deny: TargetPolicy,
+    /// Scheme, host, port and address rules.
+    rules: CallbackRules,
     /// DNS resolution deadline.
     resolve_timeout: Duration,
-}
-
-/// Why a callback URL is not acceptable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CallbackError {
-    /// Malformed, wrong scheme, no host: permanent.
-    #[error("{0}")]
-    Invalid(String),
-    /// Resolves to a non-public, non-allowed address: permanent.
-    #[error("{0}")]
-    NotPublic(String),
-    /// The host did not resolve (may be transient).
-    #[error("{0}")]
-    Resolve(String),
 }
 
 /// Where to send a callback: the URL and the checked address to connect to.
@@ -59,20 +41,14 @@ impl CallbackPolicy {
     /// Public addresses plus `allow`.
     pub fn new(allow: CidrSet) -> Self {
         CallbackPolicy {
-            allow,
-            deny: TargetPolicy::default_deny(),
+            rules: CallbackRules::new(allow),
             resolve_timeout: Duration::from_secs(3),
         }
     }
 
-    /// Whether a callback may connect to `ip`: an allowed range, or else an address the
-    /// engine's special-purpose table (`portscope_core::policy::DEFAULT_DENY`, the IANA
-    /// registries of both families) does not deny and that, for IPv6, lies in the global
-    /// unicast space 2000::/3 (the IANA IPv6 address-space registry reserves the rest,
-    /// e.g. the deprecated IPv4-compatible `::a.b.c.d`).
+    /// Whether a callback may connect to `ip` ([`CallbackRules::permitted`]).
     pub fn permitted(&self, ip: IpAddr) -> bool {
-        let ip = normalise(ip);
-        self.allow.contains(ip) || (global_unicast(ip) && self.deny.permits(ip).is_ok())
+        self.rules.permitted(ip)
     }
 
     /// Parses and checks a URL; the message says what is wrong.
@@ -83,38 +59,17 @@ impl CallbackPolicy {
     /// The syntactic half of [`CallbackPolicy::check`] (no DNS): length, URL syntax,
     /// scheme, host and port.
     pub fn parse(raw: &str) -> Result<Url, CallbackError> {
-        use CallbackError::Invalid;
-        if raw.len() > MAX_URL_LEN {
-            return Err(Invalid(format!(
-                "callback URL longer than {MAX_URL_LEN} bytes"
-            )));
-        }
-        let url = Url::parse(raw)
-            .map_err(|e| Invalid(format!("callback URL is not a valid URL: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(Invalid("callback URL must be http or https".into()));
-        }
-        if url.host_str().is_none() {
-            return Err(Invalid("callback URL has no host".into()));
-        }
-        if url.port_or_known_default().is_none() {
-            return Err(Invalid("callback URL has no port".into()));
-        }
-        Ok(url)
+        CallbackRules::parse(raw)
     }
 
     /// The address of a URL whose host is an IP literal (checked without DNS).
     pub fn literal(url: &Url) -> Option<IpAddr> {
-        let host = url.host_str()?;
-        host.trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse()
-            .ok()
+        CallbackRules::literal(url)
     }
 
     /// Resolves the URL's host and checks every address; returns the first.
     pub async fn resolve(&self, url: Url) -> Result<Destination, CallbackError> {
-        use CallbackError::{Invalid, NotPublic, Resolve};
+        use CallbackError::{Invalid, Resolve};
         let host = url
             .host_str()
             .ok_or_else(|| Invalid("callback URL has no host".into()))?
@@ -122,10 +77,9 @@ impl CallbackPolicy {
         let port = url
             .port_or_known_default()
             .ok_or_else(|| Invalid("callback URL has no port".into()))?;
-        let literal = host.trim_start_matches('[').trim_end_matches(']');
-        let (domain, addrs): (Option<String>, Vec<SocketAddr>) = match literal.parse::<IpAddr>() {
-            Ok(ip) => (None, vec![SocketAddr::new(ip, port)]),
-            Err(_) => {
+        let (domain, addrs): (Option<String>, Vec<SocketAddr>) = match Self::literal(&url) {
+            Some(ip) => (None, vec![SocketAddr::new(ip, port)]),
+            None => {
                 let found = tokio::time::timeout(
                     self.resolve_timeout,
                     tokio::net::lookup_host((host.as_str(), port)),
@@ -136,28 +90,8 @@ impl CallbackPolicy {
                 (Some(host.clone()), found.collect())
             }
         };
-        let first = *addrs
-            .first()
-            .ok_or_else(|| Resolve(format!("callback host {host} has no addresses")))?;
-        if let Some(bad) = addrs.iter().find(|a| !self.permitted(a.ip())) {
-            return Err(NotPublic(format!(
-                "callback host {host} resolves to {}, which is not a public address",
-                bad.ip()
-            )));
-        }
-        Ok(Destination {
-            url,
-            domain,
-            addr: first,
-        })
-    }
-}
-
-/// IPv4 (the table decides), or IPv6 inside 2000::/3.
-fn global_unicast(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(_) => true,
-        IpAddr::V6(v6) => v6.segments()[0] & 0xe000 == 0x2000,
+        let addr = self.rules.check_addrs(&host, &addrs)?;
+        Ok(Destination { url, domain, addr })
     }
 }
 

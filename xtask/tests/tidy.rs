@@ -161,6 +161,19 @@ const DEP_RULES: &[(&str, Deps, &str)] = &[
         "privilege is split: the API holds no capability and reaches the engine only through \
          its socket (portscope-proto)",
     ),
+    (
+        "control-api/input/Cargo.toml",
+        Deps::Only(&[
+            "portscope-core",
+            "http",
+            "ipnet",
+            "serde",
+            "thiserror",
+            "url",
+        ]),
+        "portscope-input is pure parsing of untrusted API input (no I/O, no async): the fuzz \
+         targets build it alone, not the API's async, database and HTTP stack",
+    ),
 ];
 
 /// One `.rs` file of the tree.

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portscope_control_api::netaddr::{AsnTable, Cidr, CidrSet};
+use portscope_input::netaddr::{AsnTable, Cidr, CidrSet};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else {

@@ -2,9 +2,9 @@
 //! untrusted peer the answer is always the peer itself.
 #![no_main]
 
-use axum::http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use portscope_control_api::netaddr::{client_ip, CidrSet};
+use portscope_input::netaddr::{client_ip, CidrSet};
 use std::net::IpAddr;
 
 fuzz_target!(|data: &[u8]| {

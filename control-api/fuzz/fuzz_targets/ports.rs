@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portscope_control_api::managed::service::{check_size, profile_ports};
+use portscope_input::order::{check_size, profile_ports};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else {

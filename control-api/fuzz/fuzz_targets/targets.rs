@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portscope_control_api::managed::scope::{parse_domain, Scope, TargetSpec};
+use portscope_input::scope::{parse_domain, Scope, TargetSpec};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else {

@@ -6,7 +6,7 @@
 //! talks to no engine: handlers pass a checked [`Token`], workers run the chunks.
 
 use super::month_start_secs;
-use super::scope::{Resolver, TargetSpec};
+use super::scope::{Authorize, Resolver, TargetSpec};
 use super::store::{AlertRow, MScanRow, MStore};
 use super::tokens::{self, Token};
 use crate::background::Background;
@@ -224,7 +224,7 @@ impl ManagedService {
     /// Checks and queues a scan for `token`. Every way in (POST scan, retest, target scan,
     /// trigger-all, scheduler) goes through here, so the scope is always re-checked.
     pub async fn submit(&self, token: &Token, order: &ScanOrder) -> Result<MScanRow, ApiError> {
-        let spec = TargetSpec::parse(&order.target).map_err(ApiError::BadRequest)?;
+        let spec = TargetSpec::parse(&order.target)?;
         let domain =
             match (&order.domain, &spec) {
                 (Some(d), _) => Some(super::scope::parse_domain(d).ok_or_else(|| {

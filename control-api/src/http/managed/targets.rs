@@ -50,7 +50,7 @@ async fn apply_target(
 ) -> Result<TargetRow, ApiError> {
     if let Some(x) = b.target {
         // Scope when the target is set (and again at every scan of it).
-        let spec = TargetSpec::parse(&x).map_err(ApiError::BadRequest)?;
+        let spec = TargetSpec::parse(&x)?;
         s.service.authorize(t, &spec).await?;
         row.target = spec.to_string();
     }

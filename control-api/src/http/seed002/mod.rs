@@ -98,7 +98,7 @@ pub fn host_of(raw: &str) -> Result<TargetSpec, ApiError> {
         .host_str()
         .ok_or_else(|| ApiError::BadRequest(format!("invalid host {raw}: no host")))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    TargetSpec::parse(host).map_err(ApiError::BadRequest)
+    TargetSpec::parse(host).map_err(ApiError::from)
 }
 
 fn base_url(headers: &HeaderMap) -> String {
