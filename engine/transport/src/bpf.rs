@@ -101,20 +101,14 @@ pub fn reply_filter(port_lo: u16, port_hi: u16) -> Vec<SockFilter> {
     // IPv4.
     a.op(LD_B_ABS, 9);
     a.jump(JMP_JEQ_K, IPPROTO_TCP, Next, V4NotTcp);
-    a.op(LD_H_ABS, 6);
-    a.jump(JMP_JSET_K, IPV4_MF_AND_OFFSET, Reject, Next);
-    a.op(LDX_B_MSH, 0);
-    a.op(LD_H_IND, 2);
-    a.jump(JMP_JGE_K, lo, Next, Reject);
-    a.jump(JMP_JGT_K, hi, Reject, Next);
+    a.reject_fragments(IPV4_MF_AND_OFFSET);
+    a.port_in(LD_H_IND, 2, lo, hi);
     a.op(LD_B_IND, 13);
     a.ja(TcpFlags);
 
     a.label(V4NotTcp);
     a.jump(JMP_JEQ_K, IPPROTO_ICMP, Next, Reject);
-    a.op(LD_H_ABS, 6);
-    a.jump(JMP_JSET_K, IPV4_OFFSET, Reject, Next);
-    a.op(LDX_B_MSH, 0);
+    a.reject_fragments(IPV4_OFFSET);
     a.op(LD_B_IND, 0);
     a.jump(JMP_JEQ_K, ICMP_DEST_UNREACH, Accept, Reject);
 
@@ -122,9 +116,7 @@ pub fn reply_filter(port_lo: u16, port_hi: u16) -> Vec<SockFilter> {
     a.jump(JMP_JEQ_K, ETH_P_IPV6, Next, Reject);
     a.op(LD_B_ABS, 6);
     a.jump(JMP_JEQ_K, IPPROTO_TCP, Next, V6NotTcp);
-    a.op(LD_H_ABS, IPV6_HDR + 2);
-    a.jump(JMP_JGE_K, lo, Next, Reject);
-    a.jump(JMP_JGT_K, hi, Reject, Next);
+    a.port_in(LD_H_ABS, IPV6_HDR + 2, lo, hi);
     a.op(LD_B_ABS, IPV6_HDR + 13);
 
     // A = TCP flags byte.
@@ -184,6 +176,21 @@ struct Asm {
 }
 
 impl Asm {
+    /// Rejects an IPv4 packet with any of the `mask` bits set in its flags and fragment
+    /// offset word, then sets X to the IPv4 header length.
+    fn reject_fragments(&mut self, mask: u32) {
+        self.op(LD_H_ABS, 6);
+        self.jump(JMP_JSET_K, mask, Label::Reject, Label::Next);
+        self.op(LDX_B_MSH, 0);
+    }
+
+    /// Loads the 16-bit port at `at` with `load` and rejects it unless in `lo..=hi`.
+    fn port_in(&mut self, load: u16, at: u32, lo: u32, hi: u32) {
+        self.op(load, at);
+        self.jump(JMP_JGE_K, lo, Label::Next, Label::Reject);
+        self.jump(JMP_JGT_K, hi, Label::Reject, Label::Next);
+    }
+
     fn op(&mut self, code: u16, k: u32) {
         self.insns.push((insn(code, 0, 0, k), None));
     }
