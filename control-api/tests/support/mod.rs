@@ -33,6 +33,17 @@ use tower::ServiceExt;
 
 pub use selfscan::Harness;
 
+/// One round of a bounded wait: fails with `why()` once `deadline` has passed, else sleeps
+/// `step`.
+pub async fn wait_round(
+    deadline: tokio::time::Instant,
+    step: std::time::Duration,
+    why: impl FnOnce() -> String,
+) {
+    assert!(tokio::time::Instant::now() < deadline, "{}", why());
+    tokio::time::sleep(step).await;
+}
+
 /// A file `name` holding `contents`, in a fresh temporary folder that lives as long as the
 /// returned `TempDir`.
 pub fn temp_file(name: &str, contents: &str) -> (tempfile::TempDir, std::path::PathBuf) {
