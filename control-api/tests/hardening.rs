@@ -260,9 +260,7 @@ async fn a_request_without_authorization_gets_401_even_past_the_rate_limit() {
 
 #[tokio::test]
 async fn an_opted_out_host_inside_a_cidr_refuses_the_whole_scan() {
-    let dir = tempfile::tempdir().unwrap();
-    let list = dir.path().join("opt-out.txt");
-    std::fs::write(&list, "198.19.0.16\n2001:2::40/126\n").unwrap();
+    let (_dir, list) = support::temp_file("opt-out.txt", "198.19.0.16\n2001:2::40/126\n");
     let m = M::with(|c| c.opt_out = Some(list.clone()), unscheduled(1000)).await;
     let token = m
         .token("t", &["198.19.0.0/16", "2001:2::/48"], 100, 10)

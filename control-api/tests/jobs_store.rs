@@ -10,7 +10,7 @@ use portscope_control_api::jobs::queue::{new_job_id, Queue, QueueTiming, NAMESPA
 use portscope_control_api::jobs::submit::submit;
 use portscope_control_api::jobs::{ChunkJob, ChunkStatus};
 use portscope_control_api::model::Status;
-use portscope_control_api::store::jobs::{ChunkDone, Commit, JobStore};
+use portscope_control_api::store::jobs::{ChunkDone, Commit, JobStore, QueueSpec};
 use portscope_control_api::store::Db;
 use portscope_core::results::{PortResult, PortState, Reason};
 use portscope_proto::ScanKind;
@@ -39,6 +39,17 @@ fn done<'a>(
         sent,
         now_ms,
         duration_ms: 0,
+    }
+}
+
+/// Chunk `chunk` of `scan_id`, on `ports` of 198.18.0.2, at priority 1.
+fn chunk_job(scan_id: &str, chunk: u32, ports: &str) -> ChunkJob {
+    ChunkJob {
+        scan_id: scan_id.into(),
+        chunk,
+        targets: vec!["198.18.0.2".into()],
+        ports: ports.into(),
+        priority: 1,
     }
 }
 
@@ -123,22 +134,7 @@ async fn exercise(path: &Path) -> (JobStore, String) {
     claimed.sort_by_key(|j| j.chunk);
     assert_eq!(
         claimed,
-        vec![
-            ChunkJob {
-                scan_id: id.clone(),
-                chunk: 0,
-                targets: vec!["198.18.0.2".into()],
-                ports: "1-100".into(),
-                priority: 1,
-            },
-            ChunkJob {
-                scan_id: id.clone(),
-                chunk: 1,
-                targets: vec!["198.18.0.2".into()],
-                ports: "101-200".into(),
-                priority: 1,
-            },
-        ]
+        vec![chunk_job(&id, 0, "1-100"), chunk_job(&id, 1, "101-200"),]
     );
 
     assert_eq!(
@@ -272,27 +268,50 @@ async fn chunk_jobs_on_postgres_queue_notify_and_commit_once() {
     assert_eq!(&v[1..], ["0", "23"], "apalis-postgres 1.0's 23 migrations");
 }
 
+/// Two tests of `$run(path)`: `$sqlite` on a fresh SQLite file named `$file`, `$postgres` on a
+/// fresh PostgreSQL database.
+macro_rules! on_both_backends {
+    ($run:ident, $sqlite:ident($file:literal), $postgres:ident) => {
+        #[tokio::test]
+        async fn $sqlite() {
+            let dir = tempfile::tempdir().unwrap();
+            $run(&dir.path().join($file)).await;
+        }
+
+        #[tokio::test]
+        async fn $postgres() {
+            let pg = PgGuard::start().expect("PostgreSQL (needs the postgresql package)");
+            $run(Path::new(&pg.url())).await;
+        }
+    };
+}
+
+/// Chunk jobs the queue gives up after their first run.
+const ONE_ATTEMPT: QueueSpec<'static> = QueueSpec {
+    job_type: NAMESPACE,
+    max_attempts: 1,
+};
+
+/// A fresh SQLite store at `path`, with the queue's tables migrated.
+async fn migrated_sqlite(path: &Path) -> (Db, JobStore) {
+    let db = Db::connect(path, ACQUIRE).await.unwrap();
+    portscope_control_api::store::queue::migrate_queue(&db)
+        .await
+        .unwrap();
+    let store = JobStore::new(db.clone());
+    (db, store)
+}
+
 /// A chunk that fails its last attempt (here the only one: no engine behind the socket)
 /// fails its scan with `chunk_failed`, once; the queue gives the job up.
 #[tokio::test]
 async fn a_chunk_failing_its_last_attempt_fails_the_scan() {
     use portscope_control_api::jobs::now_ms;
     use portscope_control_api::jobs::worker::{run, WorkerOptions};
-    use portscope_control_api::store::jobs::{NewChunk, NewScan, QueueSpec};
-    use portscope_control_api::store::queue::migrate_queue;
+    use portscope_control_api::store::jobs::{NewChunk, NewScan};
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::connect(&dir.path().join("fail.db"), ACQUIRE)
-        .await
-        .unwrap();
-    migrate_queue(&db).await.unwrap();
-    let store = JobStore::new(db.clone());
-    let job = ChunkJob {
-        scan_id: "s1".into(),
-        chunk: 0,
-        targets: vec!["198.18.0.2".into()],
-        ports: "1-10".into(),
-        priority: 1,
-    };
+    let (db, store) = migrated_sqlite(&dir.path().join("fail.db")).await;
+    let job = chunk_job("s1", 0, "1-10");
     store
         .create_scan(
             &NewScan {
@@ -309,10 +328,7 @@ async fn a_chunk_failing_its_last_attempt_fails_the_scan() {
                 job_id: new_job_id(),
                 payload: serde_json::to_string(&job).unwrap(),
             }],
-            QueueSpec {
-                job_type: NAMESPACE,
-                max_attempts: 1,
-            },
+            ONE_ATTEMPT,
         )
         .await
         .unwrap();
@@ -353,25 +369,16 @@ async fn a_chunk_failing_its_last_attempt_fails_the_scan() {
 #[tokio::test]
 async fn fail_scan_waits_for_another_writer_on_sqlite() {
     use portscope_control_api::jobs::now_ms;
-    use portscope_control_api::jobs::queue::NAMESPACE;
-    use portscope_control_api::store::jobs::{migrate_queue, NewScan, QueueSpec};
+    use portscope_control_api::store::jobs::NewScan;
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::connect(&dir.path().join("busy.db"), ACQUIRE)
-        .await
-        .unwrap();
-    migrate_queue(&db).await.unwrap();
-    let store = JobStore::new(db.clone());
+    let (db, store) = migrated_sqlite(&dir.path().join("busy.db")).await;
     let scan = NewScan {
         id: "s1",
         kind: "deep",
         created_at_ms: now_ms(),
         selfscan: None,
     };
-    let queue = QueueSpec {
-        job_type: NAMESPACE,
-        max_attempts: 1,
-    };
-    store.create_scan(&scan, &[], queue).await.unwrap();
+    store.create_scan(&scan, &[], ONE_ATTEMPT).await.unwrap();
     let Db::Sqlite(pool) = &db else {
         unreachable!("a SQLite file")
     };
@@ -542,17 +549,11 @@ async fn selfscan_rows_follow(path: &Path) {
     db.close().await;
 }
 
-#[tokio::test]
-async fn selfscan_rows_follow_their_job_scans_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    selfscan_rows_follow(&dir.path().join("self.db")).await;
-}
-
-#[tokio::test]
-async fn selfscan_rows_follow_their_job_scans_on_postgres() {
-    let pg = PgGuard::start().expect("PostgreSQL (needs the postgresql package)");
-    selfscan_rows_follow(Path::new(&pg.url())).await;
-}
+on_both_backends!(
+    selfscan_rows_follow,
+    selfscan_rows_follow_their_job_scans_on_sqlite("self.db"),
+    selfscan_rows_follow_their_job_scans_on_postgres
+);
 
 /// A database last run with apalis 0.7 (our migrations, then the queue's tables and
 /// history as apalis-sql 0.7.4's migrations left them, vendored in
@@ -560,13 +561,7 @@ async fn selfscan_rows_follow_their_job_scans_on_postgres() {
 /// push wrote it: opened by this version, its queue is upgraded in place, a worker claims
 /// the job with its payload, and the scan completes.
 async fn an_apalis07_pending_job_survives_the_upgrade(path: &Path) {
-    let job = ChunkJob {
-        scan_id: "old".into(),
-        chunk: 0,
-        targets: vec!["198.18.0.2".into()],
-        ports: "1-10".into(),
-        priority: 1,
-    };
+    let job = chunk_job("old", 0, "1-10");
     let payload = serde_json::to_string(&job).unwrap();
     let job_id = new_job_id();
     let now_secs = portscope_control_api::jobs::now_ms() / 1000;
@@ -652,14 +647,8 @@ async fn an_apalis07_pending_job_survives_the_upgrade(path: &Path) {
     store.close().await;
 }
 
-#[tokio::test]
-async fn an_apalis07_sqlite_database_keeps_its_pending_jobs() {
-    let dir = tempfile::tempdir().unwrap();
-    an_apalis07_pending_job_survives_the_upgrade(&dir.path().join("old.db")).await;
-}
-
-#[tokio::test]
-async fn an_apalis07_postgres_database_keeps_its_pending_jobs() {
-    let pg = PgGuard::start().expect("PostgreSQL (needs the postgresql package)");
-    an_apalis07_pending_job_survives_the_upgrade(Path::new(&pg.url())).await;
-}
+on_both_backends!(
+    an_apalis07_pending_job_survives_the_upgrade,
+    an_apalis07_sqlite_database_keeps_its_pending_jobs("old.db"),
+    an_apalis07_postgres_database_keeps_its_pending_jobs
+);

@@ -70,11 +70,8 @@ async fn ended(m: &M) -> Vec<(String, i64)> {
         if !jobs.is_empty() && jobs.iter().all(|(s, _)| s == "Done" || s == "Killed") {
             return jobs;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "delivery jobs not ended in 20 s: {jobs:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        let why = || format!("delivery jobs not ended in 20 s: {jobs:?}");
+        support::wait_round(deadline, Duration::from_millis(10), why).await;
     }
 }
 

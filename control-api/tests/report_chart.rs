@@ -133,14 +133,11 @@ async fn report_page_renders_the_exposure_chart_in_chromium() {
 /// The console check can fail: a page whose script the CSP refuses is caught.
 #[tokio::test]
 async fn a_console_error_is_caught() {
-    let dir = tempfile::tempdir().unwrap();
-    let page = dir.path().join("bad.html");
-    std::fs::write(
-        &page,
+    let (_dir, page) = support::temp_file(
+        "bad.html",
         "<!doctype html><meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'\">\
          <p>x</p><script>console.log('hi')</script>",
-    )
-    .unwrap();
+    );
     let profile = tempfile::tempdir().unwrap();
     let out = browse(
         profile.path(),

@@ -79,6 +79,18 @@ impl Sse {
         (v["event"].as_str().unwrap().to_string(), v["data"].clone())
     }
 
+    /// Reads events until `enough` of those read so far; returns them, in order.
+    async fn read_until(
+        &mut self,
+        enough: impl Fn(&[(String, Value)]) -> bool,
+    ) -> Vec<(String, Value)> {
+        let mut seen = Vec::new();
+        while !enough(&seen) {
+            seen.push(self.next().await);
+        }
+        seen
+    }
+
     /// Events up to and including the first `name`.
     async fn until(&mut self, name: &str) -> Vec<(String, Value)> {
         let mut out = Vec::new();
@@ -144,14 +156,13 @@ async fn managed_scan_streams_progress_ports_and_the_final_document() {
     )
     .await;
     m.finish_chunk(&id, 0, 100).await;
-    let mut seen = Vec::new();
     let running = |seen: &[(String, Value)]| {
         seen.iter()
             .any(|(n, d)| n == "progress" && d["status"] == "running")
     };
-    while ports_of(&seen).len() < 2 || !running(&seen) {
-        seen.push(sse.next().await);
-    }
+    let seen = sse
+        .read_until(|seen| ports_of(seen).len() >= 2 && running(seen))
+        .await;
     assert_eq!(
         ports_of(&seen),
         [
@@ -263,10 +274,7 @@ async fn self_scan_streams_progress_ports_and_the_final_document() {
             &[(22, PortState::Open), (25, PortState::Filtered)],
         );
     }
-    let mut seen = Vec::new();
-    while ports_of(&seen).len() < 2 {
-        seen.push(sse.next().await);
-    }
+    let seen = sse.read_until(|seen| ports_of(seen).len() >= 2).await;
     assert_eq!(
         ports_of(&seen),
         [

@@ -115,6 +115,11 @@ impl ApiError {
         ApiError::NotFound(format!("{what} not found"))
     }
 
+    /// The resource in `row`, or 404 for its kind `what` ([`Self::not_found`]) when there is none.
+    pub fn found<T>(row: Option<T>, what: &str) -> Result<T, Self> {
+        row.ok_or_else(|| ApiError::not_found(what))
+    }
+
     /// HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {

@@ -88,13 +88,19 @@ impl<T> Queue<T> {
     ) -> Result<Queue<T>, sqlx::Error> {
         migrate_queue(db).await?;
         let batch = batch.max(1);
-        Ok(match db {
-            Db::Sqlite(pool) => {
-                let config = apalis_sqlite::Config::default()
+        // The two backends' `Config`s are distinct types with the same builder.
+        macro_rules! config {
+            ($config:ty) => {
+                <$config>::default()
                     .queue(namespace)
                     .heartbeat_interval(timing.heartbeat)
                     .missed_heartbeats(timing.missed)
-                    .batch_size(batch);
+                    .batch_size(batch)
+            };
+        }
+        Ok(match db {
+            Db::Sqlite(pool) => {
+                let config = config!(apalis_sqlite::Config);
                 Queue::Sqlite(
                     SqliteStorage::new(pool)
                         .with_config(config)
@@ -102,11 +108,7 @@ impl<T> Queue<T> {
                 )
             }
             Db::Postgres(pool) => {
-                let config = apalis_postgres::Config::default()
-                    .queue(namespace)
-                    .heartbeat_interval(timing.heartbeat)
-                    .missed_heartbeats(timing.missed)
-                    .batch_size(batch);
+                let config = config!(apalis_postgres::Config);
                 Queue::Postgres(PostgresStorage::new(pool).with_config(config).with_pubsub())
             }
         })

@@ -92,27 +92,24 @@ pub(crate) trait BeginWrite {
     > + Send;
 }
 
-impl BeginWrite for SqlitePool {
-    type Database = sqlx::Sqlite;
-    fn begin_write(
-        &self,
-    ) -> impl std::future::Future<
-        Output = Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error>,
-    > + Send {
-        self.begin_with("BEGIN IMMEDIATE")
-    }
+/// Implements [`BeginWrite`] for `$pool` (of database `$db`) with the pool's `$begin(args)`.
+macro_rules! begin_write {
+    ($pool:ty, $db:ty, $begin:ident($($arg:expr),*)) => {
+        impl BeginWrite for $pool {
+            type Database = $db;
+            fn begin_write(
+                &self,
+            ) -> impl std::future::Future<
+                Output = Result<sqlx::Transaction<'static, $db>, sqlx::Error>,
+            > + Send {
+                self.$begin($($arg),*)
+            }
+        }
+    };
 }
 
-impl BeginWrite for PgPool {
-    type Database = sqlx::Postgres;
-    fn begin_write(
-        &self,
-    ) -> impl std::future::Future<
-        Output = Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error>,
-    > + Send {
-        self.begin()
-    }
-}
+begin_write!(SqlitePool, sqlx::Sqlite, begin_with("BEGIN IMMEDIATE"));
+begin_write!(PgPool, sqlx::Postgres, begin());
 
 /// A page of a token's rows (`$Row` of `$table`), newest first by `$order` then id, only
 /// those whose `$column` equals `$value` when that is `Some`; evaluates to `(rows, total)`

@@ -152,14 +152,25 @@ async fn a_policy_rejection_fails_the_scan_at_once() {
     assert_eq!(h.engine.submitted_ids().len(), 1, "not retried");
 }
 
+/// A harness whose worker retries 50 ms apart and whose engine refuses with `refusal` (code,
+/// message), and its reply to a POST of `path` for `ip`.
+async fn posted_to_a_refusing_engine(
+    refusal: (&str, &str),
+    path: &str,
+    ip: &str,
+) -> (Harness, support::Reply) {
+    let h = Harness::with(|c| c.worker_retry_ms = 50).await;
+    h.engine_rejects(refusal.0, refusal.1);
+    let r = h.post(path, ip).await;
+    (h, r)
+}
+
 #[tokio::test]
 async fn a_busy_engine_delays_a_deep_scan_instead_of_refusing_it() {
     // Retries 50 ms apart: 10 attempts take 0.5 s, time enough to switch the fake to
     // accepting before a chunk uses them all up.
-    let h = Harness::with(|c| c.worker_retry_ms = 50).await;
     let ip = "198.18.0.37";
-    h.engine_rejects("busy", "queue full");
-    let r = h.post("/v1/deep", ip).await;
+    let (h, r) = posted_to_a_refusing_engine(("busy", "queue full"), "/v1/deep", ip).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.body["status"], "queued");
     h.submit_id(0).await;
@@ -173,10 +184,9 @@ async fn a_busy_engine_delays_a_deep_scan_instead_of_refusing_it() {
 
 #[tokio::test]
 async fn a_duplicate_rejection_reruns_the_chunk_under_a_new_run_id() {
-    let h = Harness::with(|c| c.worker_retry_ms = 50).await;
     let ip = "198.18.0.39";
-    h.engine_rejects("duplicate", "a scan with this id exists");
-    let r = h.post("/v1/fast", ip).await;
+    let refusal = ("duplicate", "a scan with this id exists");
+    let (h, r) = posted_to_a_refusing_engine(refusal, "/v1/fast", ip).await;
     assert_eq!(r.status, StatusCode::OK);
     let first = h.submit_id(0).await;
     h.accept_and_finish(ip, ScanType::Fast, 1, 5).await;

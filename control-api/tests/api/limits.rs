@@ -73,9 +73,7 @@ async fn deep_scans_are_limited_to_one_per_ip_per_5_minutes() {
 /// A harness whose ASN table (`table`, one line) puts the whole lab in one network; the
 /// table's folder lives as long as the harness is used.
 async fn one_asn(table: &str) -> (Harness, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("asn.txt");
-    std::fs::write(&path, table).unwrap();
+    let (dir, path) = support::temp_file("asn.txt", table);
     (Harness::with(|c| c.asn_table = Some(path)).await, dir)
 }
 

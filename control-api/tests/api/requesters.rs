@@ -5,13 +5,8 @@ use super::*;
 
 #[tokio::test]
 async fn opted_out_addresses_get_403() {
-    let dir = tempfile::tempdir().unwrap();
-    let list = dir.path().join("opt-out.txt");
-    std::fs::write(
-        &list,
-        "# opted out\n198.18.7.0/24\n2001:2::dead # one host\n",
-    )
-    .unwrap();
+    let lines = "# opted out\n198.18.7.0/24\n2001:2::dead # one host\n";
+    let (_dir, list) = support::temp_file("opt-out.txt", lines);
     let h = Harness::with(|c| c.opt_out = Some(list)).await;
     for ip in ["198.18.7.9", "::ffff:198.18.7.1", "2001:2::dead"] {
         for m in [Method::POST, Method::GET] {

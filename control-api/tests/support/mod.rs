@@ -33,6 +33,26 @@ use tower::ServiceExt;
 
 pub use selfscan::Harness;
 
+/// One round of a bounded wait: fails with `why()` once `deadline` has passed, else sleeps
+/// `step`.
+pub async fn wait_round(
+    deadline: tokio::time::Instant,
+    step: std::time::Duration,
+    why: impl FnOnce() -> String,
+) {
+    assert!(tokio::time::Instant::now() < deadline, "{}", why());
+    tokio::time::sleep(step).await;
+}
+
+/// A file `name` holding `contents`, in a fresh temporary folder that lives as long as the
+/// returned `TempDir`.
+pub fn temp_file(name: &str, contents: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, contents).unwrap();
+    (dir, path)
+}
+
 /// What both harnesses hold of the API under test (each derefs to it): its state (to shut
 /// it down or read its metrics), the router requests go through (`oneshot`), the fake
 /// engine, the clock the test moves and the banners the API is answered with.

@@ -115,6 +115,21 @@ impl RttEstimator {
 mod tests {
     use super::*;
 
+    /// Bounds from `min_ms` to one second.
+    fn bounds(min_ms: u64) -> WaitBounds {
+        WaitBounds {
+            min: Nanos::from_millis(min_ms),
+            max: Nanos::from_millis(1000),
+        }
+    }
+
+    /// Records `rtt` `n` times.
+    fn record_n(e: &mut RttEstimator, n: usize, rtt: Nanos) {
+        for _ in 0..n {
+            e.record(rtt);
+        }
+    }
+
     #[test]
     fn a_sample_runs_from_the_send_to_the_kernels_receive_time() {
         let sent = Nanos::from_millis(100);
@@ -138,41 +153,27 @@ mod tests {
 
     #[test]
     fn wait_follows_measurements_within_bounds() {
-        let b = WaitBounds {
-            min: Nanos::from_millis(5),
-            max: Nanos::from_millis(1000),
-        };
+        let b = bounds(5);
         let mut e = RttEstimator::new();
         assert_eq!(e.wait(b), b.max, "no samples: upper bound");
-        for _ in 0..1000 {
-            e.record(Nanos::from_micros(100));
-        }
+        record_n(&mut e, 1000, Nanos::from_micros(100));
         assert_eq!(e.wait(b), b.min, "LAN RTT: lower bound");
-        for _ in 0..100 {
-            e.record(Nanos::from_millis(80));
-        }
+        record_n(&mut e, 100, Nanos::from_millis(80));
         let w = e.wait(b);
         assert!(
             w >= Nanos::from_millis(160) && w <= Nanos::from_millis(170),
             "{w:?}"
         );
-        for _ in 0..10_000 {
-            e.record(Nanos::from_millis(900));
-        }
+        record_n(&mut e, 10_000, Nanos::from_millis(900));
         assert_eq!(e.wait(b), b.max);
     }
 
     #[test]
     fn the_receive_lag_is_added_once_within_bounds() {
-        let b = WaitBounds {
-            min: Nanos::from_millis(3),
-            max: Nanos::from_millis(1000),
-        };
+        let b = bounds(3);
         let mut e = RttEstimator::new();
         assert_eq!(e.wait_after(Nanos::from_millis(4), b), b.max, "no samples");
-        for _ in 0..1000 {
-            e.record(Nanos::from_micros(100));
-        }
+        record_n(&mut e, 1000, Nanos::from_micros(100));
         // 2 x 100 us + 100 us + 4 ms.
         assert_eq!(
             e.wait_after(Nanos::from_millis(4), b),

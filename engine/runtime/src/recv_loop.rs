@@ -330,28 +330,12 @@ fn owner(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use portscope_core::classify::{ScanSpace, Sources};
-    use portscope_core::cookie::CookieKey;
     use portscope_core::retry::RetryPolicy;
     use portscope_core::rtt::WaitBounds;
-    use portscope_core::targets::{parse_target, PortSet, TargetSet};
     use std::net::IpAddr;
 
     fn table_with_scan() -> (Vec<Option<Entry>>, Arc<ScanShared>) {
-        let targets = TargetSet::from_ranges(&[parse_target("198.18.0.2").unwrap()], &[]).unwrap();
-        let sources = Sources {
-            v4: Some("198.18.0.1".parse().unwrap()),
-            v6: None,
-        };
-        let space = ScanSpace::new(
-            CookieKey::from_bytes([3; 16]),
-            1,
-            targets,
-            PortSet::parse("1-100").unwrap(),
-            sources,
-            0,
-        )
-        .unwrap();
+        let space = crate::scan::lab_space(3, "1-100");
         let (tx, _rx) = crossbeam_channel::unbounded();
         let bounds = WaitBounds::default();
         let s = Arc::new(ScanShared::new(

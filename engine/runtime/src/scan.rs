@@ -491,3 +491,26 @@ impl ScanHandle {
         self
     }
 }
+
+/// For tests: the space of a one-host lab scan, 198.18.0.1 to 198.18.0.2 on `ports`, with
+/// cookie key `[key; 16]`.
+#[cfg(test)]
+pub(crate) fn lab_space(key: u8, ports: &str) -> ScanSpace {
+    use portscope_core::classify::Sources;
+    use portscope_core::cookie::CookieKey;
+    use portscope_core::targets::{parse_target, PortSet, TargetSet};
+    let targets = TargetSet::from_ranges(&[parse_target("198.18.0.2").unwrap()], &[]).unwrap();
+    let sources = Sources {
+        v4: Some("198.18.0.1".parse().unwrap()),
+        v6: None,
+    };
+    ScanSpace::new(
+        CookieKey::from_bytes([key; 16]),
+        1,
+        targets,
+        PortSet::parse(ports).unwrap(),
+        sources,
+        0,
+    )
+    .unwrap()
+}

@@ -376,30 +376,14 @@ fn fill(a: &mut Active, batch: &mut SendBatch, budget: u32, now: Nanos, rng: &mu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use portscope_core::classify::{ScanSpace, Sources};
-    use portscope_core::cookie::CookieKey;
     use portscope_core::retry::RetryPolicy;
     use portscope_core::rtt::WaitBounds;
-    use portscope_core::targets::{parse_target, PortSet, TargetSet};
     use rand::{rngs::SmallRng, SeedableRng};
 
     const WAIT: Nanos = Nanos::from_millis(10);
 
     fn scan(ports: &str, rate: u64, retry: RetryPolicy) -> Arc<ScanShared> {
-        let targets = TargetSet::from_ranges(&[parse_target("198.18.0.2").unwrap()], &[]).unwrap();
-        let sources = Sources {
-            v4: Some("198.18.0.1".parse().unwrap()),
-            v6: None,
-        };
-        let space = ScanSpace::new(
-            CookieKey::from_bytes([7; 16]),
-            1,
-            targets,
-            PortSet::parse(ports).unwrap(),
-            sources,
-            0,
-        )
-        .unwrap();
+        let space = crate::scan::lab_space(7, ports);
         let bounds = WaitBounds {
             min: WAIT,
             max: WAIT,

@@ -101,20 +101,14 @@ pub fn reply_filter(port_lo: u16, port_hi: u16) -> Vec<SockFilter> {
     // IPv4.
     a.op(LD_B_ABS, 9);
     a.jump(JMP_JEQ_K, IPPROTO_TCP, Next, V4NotTcp);
-    a.op(LD_H_ABS, 6);
-    a.jump(JMP_JSET_K, IPV4_MF_AND_OFFSET, Reject, Next);
-    a.op(LDX_B_MSH, 0);
-    a.op(LD_H_IND, 2);
-    a.jump(JMP_JGE_K, lo, Next, Reject);
-    a.jump(JMP_JGT_K, hi, Reject, Next);
+    a.reject_fragments(IPV4_MF_AND_OFFSET);
+    a.port_in(LD_H_IND, 2, lo, hi);
     a.op(LD_B_IND, 13);
     a.ja(TcpFlags);
 
     a.label(V4NotTcp);
     a.jump(JMP_JEQ_K, IPPROTO_ICMP, Next, Reject);
-    a.op(LD_H_ABS, 6);
-    a.jump(JMP_JSET_K, IPV4_OFFSET, Reject, Next);
-    a.op(LDX_B_MSH, 0);
+    a.reject_fragments(IPV4_OFFSET);
     a.op(LD_B_IND, 0);
     a.jump(JMP_JEQ_K, ICMP_DEST_UNREACH, Accept, Reject);
 
@@ -122,9 +116,7 @@ pub fn reply_filter(port_lo: u16, port_hi: u16) -> Vec<SockFilter> {
     a.jump(JMP_JEQ_K, ETH_P_IPV6, Next, Reject);
     a.op(LD_B_ABS, 6);
     a.jump(JMP_JEQ_K, IPPROTO_TCP, Next, V6NotTcp);
-    a.op(LD_H_ABS, IPV6_HDR + 2);
-    a.jump(JMP_JGE_K, lo, Next, Reject);
-    a.jump(JMP_JGT_K, hi, Reject, Next);
+    a.port_in(LD_H_ABS, IPV6_HDR + 2, lo, hi);
     a.op(LD_B_ABS, IPV6_HDR + 13);
 
     // A = TCP flags byte.
@@ -184,6 +176,21 @@ struct Asm {
 }
 
 impl Asm {
+    /// Rejects an IPv4 packet with any of the `mask` bits set in its flags and fragment
+    /// offset word, then sets X to the IPv4 header length.
+    fn reject_fragments(&mut self, mask: u32) {
+        self.op(LD_H_ABS, 6);
+        self.jump(JMP_JSET_K, mask, Label::Reject, Label::Next);
+        self.op(LDX_B_MSH, 0);
+    }
+
+    /// Loads the 16-bit port at `at` with `load` and rejects it unless in `lo..=hi`.
+    fn port_in(&mut self, load: u16, at: u32, lo: u32, hi: u32) {
+        self.op(load, at);
+        self.jump(JMP_JGE_K, lo, Label::Next, Label::Reject);
+        self.jump(JMP_JGT_K, hi, Label::Reject, Label::Next);
+    }
+
     fn op(&mut self, code: u16, k: u32) {
         self.insns.push((insn(code, 0, 0, k), None));
     }
@@ -359,6 +366,30 @@ mod tests {
         }};
     }
 
+    /// Asserts the filter accepts `tcp(port, flags)` for every port of `LO`, 61500 and `HI`
+    /// and every `(flags, name)` of `accepted`; rejects SYN-ACK and RST to every port of
+    /// `rejected_ports`; and rejects every flag set of `rejected_flags` to port 61500.
+    fn check_tcp(
+        tcp: fn(u16, &str) -> Vec<u8>,
+        meta: Meta,
+        accepted: &[(&str, &str)],
+        rejected_ports: &[u16],
+        rejected_flags: &[&str],
+    ) {
+        for port in [LO, 61500, HI] {
+            for (flags, name) in accepted {
+                assert!(accepts(&tcp(port, flags), meta), "{name} to {port}");
+            }
+        }
+        for &port in rejected_ports {
+            assert!(!accepts(&tcp(port, "SA"), meta), "SYN-ACK to {port}");
+            assert!(!accepts(&tcp(port, "R"), meta), "RST to {port}");
+        }
+        for flags in rejected_flags {
+            assert!(!accepts(&tcp(61500, flags), meta), "flags {flags:?}");
+        }
+    }
+
     /// A reply from the target (port 80) to our source port `dport`, over IPv4 or IPv6.
     fn tcp4(dport: u16, flags: &str) -> Vec<u8> {
         let b = PacketBuilder::ipv4(A4, B4, 64).tcp(80, dport, 7, 1024);
@@ -428,19 +459,14 @@ mod tests {
 
     #[test]
     fn ipv4_tcp_flags_and_ports() {
-        for port in [LO, 61500, HI] {
-            assert!(accepts(&tcp4(port, "SA"), V4), "SYN-ACK to {port}");
-            assert!(accepts(&tcp4(port, "R"), V4), "RST to {port}");
-            assert!(accepts(&tcp4(port, "RA"), V4), "RST-ACK to {port}");
-            assert!(accepts(&tcp4(port, "SAE"), V4), "SYN-ACK-ECE to {port}");
-        }
-        for port in [LO - 1, 80, 1, 0] {
-            assert!(!accepts(&tcp4(port, "SA"), V4), "SYN-ACK to {port}");
-            assert!(!accepts(&tcp4(port, "R"), V4), "RST to {port}");
-        }
-        for flags in ["A", "S", "", "F", "FA", "SF"] {
-            assert!(!accepts(&tcp4(61500, flags), V4), "flags {flags:?}");
-        }
+        let accepted = [
+            ("SA", "SYN-ACK"),
+            ("R", "RST"),
+            ("RA", "RST-ACK"),
+            ("SAE", "SYN-ACK-ECE"),
+        ];
+        let rejected_flags = ["A", "S", "", "F", "FA", "SF"];
+        check_tcp(tcp4, V4, &accepted, &[LO - 1, 80, 1, 0], &rejected_flags);
     }
 
     #[test]
@@ -495,18 +521,9 @@ mod tests {
 
     #[test]
     fn ipv6_equivalents() {
-        for port in [LO, 61500, HI] {
-            assert!(accepts(&tcp6(port, "SA"), V6), "SYN-ACK to {port}");
-            assert!(accepts(&tcp6(port, "R"), V6), "RST to {port}");
-            assert!(accepts(&tcp6(port, "RA"), V6), "RST-ACK to {port}");
-        }
-        for port in [LO - 1, 80, 0] {
-            assert!(!accepts(&tcp6(port, "SA"), V6), "SYN-ACK to {port}");
-            assert!(!accepts(&tcp6(port, "R"), V6), "RST to {port}");
-        }
-        for flags in ["A", "S", "", "F", "FA"] {
-            assert!(!accepts(&tcp6(61500, flags), V6), "flags {flags:?}");
-        }
+        let accepted = [("SA", "SYN-ACK"), ("R", "RST"), ("RA", "RST-ACK")];
+        let rejected_flags = ["A", "S", "", "F", "FA"];
+        check_tcp(tcp6, V6, &accepted, &[LO - 1, 80, 0], &rejected_flags);
         let udp = bytes!(PacketBuilder::ipv6(A6, B6, 64).udp(80, 61500), &[0; 8]);
         assert!(!accepts(&udp, V6));
         let quote = &tcp6(80, "S")[..48];

@@ -144,11 +144,8 @@ pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiErro
 }
 
 pub(crate) async fn owned(s: &S, token: &Token, id: &str) -> Result<MScanRow, ApiError> {
-    s.service
-        .store()
-        .owned_scan(&token.id, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("scan"))
+    let row = s.service.store().owned_scan(&token.id, id).await?;
+    ApiError::found(row, "scan")
 }
 
 /// A scan of the token with its ports and the (host, port) pairs it found newly open.

@@ -147,11 +147,8 @@ pub async fn list_targets(State(s): State<S>, Authed(t): Authed) -> R {
 }
 
 pub(super) async fn owned_target(s: &S, t: &Token, id: &str) -> Result<TargetRow, ApiError> {
-    s.service
-        .store()
-        .target(&t.id, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("target"))
+    let row = s.service.store().target(&t.id, id).await?;
+    ApiError::found(row, "target")
 }
 
 /// A target.

@@ -34,16 +34,7 @@ pub struct LinkSink {
 // SAFETY: the raw pointers inside `hdrs`/`iovs` point only into this struct's own heap
 // buffers (`iovs`, `to`, never resized or moved) or, during `send`, into the borrowed
 // batch; they are only dereferenced (by the kernel) inside `send`, which takes `&mut self`.
-unsafe impl Send for LinkSink {}
-
-impl std::fmt::Debug for LinkSink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LinkSink")
-            .field("sock", &self.sock)
-            .field("qdisc_bypass", &self.qdisc_bypass)
-            .finish_non_exhaustive()
-    }
-}
+send_and_debug!(LinkSink, [sock, qdisc_bypass]);
 
 impl LinkSink {
     /// Opens a sender on `interface` to `next_hop`, asking for `PACKET_QDISC_BYPASS` if

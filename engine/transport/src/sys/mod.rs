@@ -10,6 +10,25 @@
 //! is sound. It moves bytes and reports errnos; it does not build or parse packets, pace,
 //! or decide anything about a scan.
 
+/// Implements `Send` for an fd-owning type whose raw pointers point only into its own buffers
+/// (the `// SAFETY:` comment above each call says why), and a `Debug` that names the listed
+/// fields and elides the rest.
+macro_rules! send_and_debug {
+    ($ty:ident, [$($field:ident),* $(,)?]) => {
+        // SAFETY: the caller's `// SAFETY:` comment (above the call) says why moving this type
+        // to another thread cannot create shared access.
+        unsafe impl Send for $ty {}
+
+        impl std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    $(.field(stringify!($field), &self.$field))*
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+
 mod cpu;
 mod link;
 mod ring;
@@ -32,6 +51,16 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 use wake::Wake;
+
+/// Adds the kernel's `(packets, drops)` since the last read (reading resets its counters) to
+/// `totals`, and returns the new totals; a failed read adds nothing.
+fn add_kernel_counts(totals: &mut KernelStats, counts: io::Result<(u32, u32)>) -> KernelStats {
+    if let Ok((packets, drops)) = counts {
+        totals.received += u64::from(packets);
+        totals.dropped += u64::from(drops);
+    }
+    *totals
+}
 
 /// What to open.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 //! walk itself is [`crate::tpacket`]) with the kernel's receive stamp of each, and the
 //! block is handed back at once.
 
-use super::{cvt, packet_socket, poll_in, set_int_opt, source, OpenError, SysConfig, Wake};
+use super::{add_kernel_counts, cvt, poll_in, set_int_opt, source, OpenError, SysConfig, Wake};
 use crate::tpacket::{Cursor, BLOCK_NUM_PKTS_AT, BLOCK_STATUS_AT};
 use crate::{KernelStats, PacketSource, RecvBatch, Waker, RECV_SLOT};
 use socket2::Socket;
@@ -52,17 +52,7 @@ pub struct RingSource {
 // SAFETY: the mapping is owned by this struct alone (nothing else holds a pointer into it)
 // and is only read or written through `&mut self` (or `&self` reads of the status words,
 // which are atomics), so moving the source to another thread cannot create shared access.
-unsafe impl Send for RingSource {}
-
-impl std::fmt::Debug for RingSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RingSource")
-            .field("sock", &self.sock)
-            .field("cur", &self.cur)
-            .field("ignores_outgoing", &self.ignores_outgoing)
-            .finish_non_exhaustive()
-    }
-}
+send_and_debug!(RingSource, [sock, cur, ignores_outgoing]);
 
 impl RingSource {
     /// Opens the socket with the reply filter for `cfg.port_lo..=cfg.port_hi`, sets up and
@@ -70,9 +60,8 @@ impl RingSource {
     /// captured meanwhile.
     pub fn open(cfg: &SysConfig) -> Result<Self, OpenError> {
         // Nothing is captured before `bind`, i.e. before the filter and ring.
-        let (sock, ifindex) = packet_socket(cfg.interface.as_deref(), "AF_PACKET socket")?;
+        let (sock, ifindex, ignores_outgoing) = source::filtered_socket(cfg, RECV_SLOT as u32)?;
         let fd = sock.as_raw_fd();
-        let ignores_outgoing = source::attach_reply_filter(&sock, cfg, RECV_SLOT as u32)?;
         let blocks = blocks_for(cfg.expected_replies);
         set_int_opt(
             fd,
@@ -313,11 +302,8 @@ impl PacketSource for RingSource {
     }
 
     fn kernel_stats(&mut self) -> KernelStats {
-        if let Ok(st) = self.read_stats() {
-            self.totals.received += u64::from(st.tp_packets);
-            self.totals.dropped += u64::from(st.tp_drops);
-        }
-        self.totals
+        let counts = self.read_stats().map(|st| (st.tp_packets, st.tp_drops));
+        add_kernel_counts(&mut self.totals, counts)
     }
 
     /// A packet in the kernel's open block is not visible until the block is handed over,

@@ -51,16 +51,7 @@ pub struct RawSink {
 // buffers (`iovs`, `sin`, `sin6`, which are never resized) or, during `send`, into the
 // borrowed batch. They are only dereferenced (by the kernel) inside `send`, which takes
 // `&mut self`, so moving the sink to another thread cannot create shared access.
-unsafe impl Send for RawSink {}
-
-impl std::fmt::Debug for RawSink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RawSink")
-            .field("v4", &self.v4)
-            .field("v6", &self.v6)
-            .finish_non_exhaustive()
-    }
-}
+send_and_debug!(RawSink, [v4, v6]);
 
 impl RawSink {
     /// Opens the raw sockets. IPv6 is optional: if the kernel lacks it

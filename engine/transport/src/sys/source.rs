@@ -3,7 +3,7 @@
 //! [`crate::bpf::reply_filter`], many per `recvmmsg` call, straight into a [`RecvBatch`].
 //! It does not parse or validate what it receives; the core's classifier does.
 
-use super::Wake;
+use super::{add_kernel_counts, Wake};
 use super::{
     cvt, link_addr, mmsg_vectors, packet_socket, poll_in, set_buffer, set_int_opt, OpenError,
     SysConfig,
@@ -58,17 +58,7 @@ pub struct PacketSocketSource {
 // buffer (never resized) or, during `recv`, into the exclusively borrowed batch. They are
 // only dereferenced (by the kernel) inside `recv`, which takes `&mut self`, so moving the
 // source to another thread cannot create shared access.
-unsafe impl Send for PacketSocketSource {}
-
-impl std::fmt::Debug for PacketSocketSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PacketSocketSource")
-            .field("sock", &self.sock)
-            .field("ignores_outgoing", &self.ignores_outgoing)
-            .field("totals", &self.totals)
-            .finish_non_exhaustive()
-    }
-}
+send_and_debug!(PacketSocketSource, [sock, ignores_outgoing, totals]);
 
 impl PacketSocketSource {
     /// Opens the socket, attaches the reply filter for `cfg.port_lo..=cfg.port_hi`, then
@@ -76,9 +66,8 @@ impl PacketSocketSource {
     pub fn open(cfg: &SysConfig) -> Result<Self, OpenError> {
         // The socket receives nothing until `bind` names ETH_P_ALL, so no packet can be
         // queued before the filter is in place.
-        let (sock, ifindex) = packet_socket(cfg.interface.as_deref(), "AF_PACKET socket")?;
+        let (sock, ifindex, ignores_outgoing) = filtered_socket(cfg, bpf::ACCEPT)?;
         let fd = sock.as_raw_fd();
-        let ignores_outgoing = attach_reply_filter(&sock, cfg, bpf::ACCEPT)?;
         let rcvbuf = (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF);
         set_buffer(fd, rcvbuf, RCVBUF, "SO_RCVBUF")?;
         bind_all_protocols(fd, ifindex)?;
@@ -215,12 +204,9 @@ impl PacketSource for PacketSocketSource {
     }
 
     fn kernel_stats(&mut self) -> KernelStats {
-        if let Ok(st) = self.read_stats() {
-            // On TPACKET_V1 sockets the kernel reports tp_packets including drops.
-            self.totals.received += u64::from(st.tp_packets);
-            self.totals.dropped += u64::from(st.tp_drops);
-        }
-        self.totals
+        // On TPACKET_V1 sockets the kernel reports tp_packets including drops.
+        let counts = self.read_stats().map(|st| (st.tp_packets, st.tp_drops));
+        add_kernel_counts(&mut self.totals, counts)
     }
 }
 
@@ -245,14 +231,22 @@ pub(super) fn bind_all_protocols(fd: RawFd, ifindex: u32) -> Result<(), OpenErro
         .map_err(|e| OpenError::new("AF_PACKET bind", e))
 }
 
+/// Opens the receive socket for `cfg.interface` ([`packet_socket`]) and attaches the reply
+/// filter accepting `snap` bytes ([`attach_reply_filter`]). Returns the socket, the index of
+/// the interface (0 = all) and whether `PACKET_IGNORE_OUTGOING` is in effect.
+pub(super) fn filtered_socket(
+    cfg: &SysConfig,
+    snap: u32,
+) -> Result<(Socket, u32, bool), OpenError> {
+    let (sock, ifindex) = packet_socket(cfg.interface.as_deref(), "AF_PACKET socket")?;
+    let ignores_outgoing = attach_reply_filter(&sock, cfg, snap)?;
+    Ok((sock, ifindex, ignores_outgoing))
+}
+
 /// Skips our own outgoing packets (`PACKET_IGNORE_OUTGOING`, or in the filter on kernels
 /// before 4.20) and attaches [`bpf::reply_filter`], accepting `snap` bytes of each packet.
 /// Returns whether the socket option is in effect.
-pub(super) fn attach_reply_filter(
-    sock: &Socket,
-    cfg: &SysConfig,
-    snap: u32,
-) -> Result<bool, OpenError> {
+fn attach_reply_filter(sock: &Socket, cfg: &SysConfig, snap: u32) -> Result<bool, OpenError> {
     let ignores_outgoing = set_int_opt(
         sock.as_raw_fd(),
         libc::SOL_PACKET,
