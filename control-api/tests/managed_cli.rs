@@ -1,6 +1,7 @@
 //! The token CLI (`portscope-api token create|list|revoke`) on a temp database, and the
 //! API serving that same database: the printed secret works once created and gets 401
-//! once revoked. Runs the real binary; no network.
+//! once revoked. Runs the real binary; no network. On SQLite, or on PostgreSQL under
+//! `cargo xtask pg` (`support::test_db`).
 
 mod support;
 
@@ -29,7 +30,7 @@ async fn cli(db: &std::path::Path, args: &[&str]) -> (bool, String, String) {
 #[tokio::test]
 async fn token_cli_creates_lists_and_revokes_on_the_api_database() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("api.db");
+    let db = support::test_db(dir.path());
     let create_ci = [
         "token",
         "create",
