@@ -179,15 +179,21 @@ impl MStore {
             .await
     }
 
-    /// Sets the next run.
-    pub async fn set_next_run(&self, id: &str, at: i64) -> Result<(), sqlx::Error> {
+    /// Claims the run of a due target that was listed with `next_run_at = was`: moves its
+    /// next run to `next` only if no one moved it meanwhile. `true` for exactly one of any
+    /// number of nodes (or ticks) that listed the same due run, so a run happens once
+    /// across the cluster even when another node's scan of it has already finished.
+    pub async fn claim_run(&self, id: &str, was: i64, next: i64) -> Result<bool, sqlx::Error> {
         on_db!(&self.pool, |p| {
-            sqlx::query("UPDATE managed_targets SET next_run_at = $1 WHERE id = $2")
-                .bind(at)
-                .bind(id)
-                .execute(p)
-                .await?;
-            Ok(())
+            let r = sqlx::query(
+                "UPDATE managed_targets SET next_run_at = $1 WHERE id = $2 AND next_run_at = $3",
+            )
+            .bind(next)
+            .bind(id)
+            .bind(was)
+            .execute(p)
+            .await?;
+            Ok(r.rows_affected() == 1)
         })
     }
 }

@@ -196,6 +196,35 @@ async fn scheduler_runs_due_targets_once_after_downtime() {
     );
 }
 
+/// Two nodes list the same due run; one claims and scans it, and that scan completes before
+/// the other node gets to its (stale) listing: the other starts nothing. (Before the claim
+/// it scanned the target a second time: no live scan was left for the 409 check to see.)
+#[tokio::test]
+async fn a_due_run_listed_by_two_nodes_runs_once() {
+    let (m, t) = setup().await;
+    m.save_target(&t, json!({"target": "198.18.0.71", "interval": 3600}))
+        .await
+        .created_id();
+    m.clock.advance(Duration::from_secs(3600));
+    let svc = m.state.managed();
+    let now = svc.now_secs();
+    let listed = svc.store().due_targets(now).await.unwrap();
+    let again = svc.store().due_targets(now).await.unwrap();
+    assert_eq!((listed.len(), again.len()), (1, 1));
+    assert!(
+        svc.run_target(&listed[0], now).await,
+        "node A claims the run"
+    );
+    let id = m.submits().await[0].0.clone();
+    m.complete_with(&id, &[]).await;
+    assert!(
+        !svc.run_target(&again[0], now).await,
+        "node B's listing of the same run"
+    );
+    assert_eq!(m.submits().await.len(), 1);
+    assert_eq!(svc.run_due().await, 0, "the next run is an interval later");
+}
+
 fn super_iso(secs: u64) -> String {
     portscope_control_api::managed::iso_ms(secs as i64 * 1000)
 }
