@@ -2,8 +2,9 @@
 //! `portscope-api` serving (the embedded default: its in-process worker runs the 32 chunks
 //! on the engine in a scanner namespace), every port of the lab host checked against the
 //! truth, and a second `portscope-api --no-worker` on the same database answering the same
-//! GET; then a fast scan. On SQLite and on PostgreSQL. And an API node SIGKILLed in the
-//! middle of a deep scan: restarted on the same database, it finishes the scan exactly. The requester is the lab host, named by `X-Forwarded-For` from the trusted loopback
+//! GET; then a fast scan. And an API node SIGKILLed in the middle of a deep scan: restarted
+//! on the same database, it finishes the scan exactly. Each on SQLite and on PostgreSQL.
+//! The requester is the lab host, named by `X-Forwarded-For` from the trusted loopback
 //! proxy. Needs root and the workspace binaries (`cargo test --workspace` builds them).
 
 mod jobs_support;
@@ -267,7 +268,25 @@ async fn exercise(n: u32, dir: tempfile::TempDir, db: String) {
 async fn an_api_node_killed_mid_scan_finishes_it_exactly_after_a_restart() {
     let dir = jobs_support::shared_tempdir();
     let db = dir.path().join("kill.db").to_string_lossy().into_owned();
-    let lab = lab("k");
+    killed_and_restarted("k", dir, db).await;
+}
+
+/// The same on PostgreSQL: the dead node's claim on its running chunk is given back by
+/// apalis's orphan re-enqueueing, and the restarted node runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_kill_and_restart_on_postgres() {
+    let pg = tokio::task::spawn_blocking(xtask::pg::PgGuard::start)
+        .await
+        .unwrap()
+        .expect("PostgreSQL from /usr/lib/postgresql (.ci/setup installs it)");
+    killed_and_restarted("kp", jobs_support::shared_tempdir(), pg.url()).await;
+    drop(pg);
+}
+
+/// The kill-and-restart test in lab `name` on database `db` (a SQLite file in `dir`, or a
+/// `postgres://` URL).
+async fn killed_and_restarted(name: &str, dir: tempfile::TempDir, db: String) {
+    let lab = lab(name);
     let bins = xtask::stack::bin_dir().unwrap();
     let engines = Engines::start(&lab, &bins, &[]).expect("engine");
     let pool = database(&dir, &db).await;
@@ -330,7 +349,7 @@ async fn an_api_node_killed_mid_scan_finishes_it_exactly_after_a_restart() {
     }
     assert_exact(lab.truth(), &[host], &jobs, &row.id).await;
     eprintln!(
-        "killed with {} of 32 chunks committed; the restarted node ran the rest",
+        "{name}: killed with {} of 32 chunks committed; the restarted node ran the rest",
         done_before.len()
     );
     pool.close().await;
