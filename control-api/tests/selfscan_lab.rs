@@ -150,6 +150,14 @@ async fn database(dir: &tempfile::TempDir, db: &str) -> Db {
     pool
 }
 
+/// A throwaway PostgreSQL server of this test's own.
+async fn postgres() -> xtask::pg::PgGuard {
+    tokio::task::spawn_blocking(xtask::pg::PgGuard::start)
+        .await
+        .unwrap()
+        .expect("PostgreSQL from /usr/lib/postgresql (.ci/setup installs it)")
+}
+
 /// A deep scan's document lists exactly the lab truth's open and filtered ports of `host`.
 fn assert_deep_matches_truth(lab: &LabGuard, host: IpAddr, body: &Value) {
     let truth = lab.truth().host(host).expect("a lab host");
@@ -176,10 +184,7 @@ async fn a_deep_self_scan_runs_on_the_in_process_worker_exactly_and_a_second_api
 /// The same on PostgreSQL: two API nodes on one throwaway server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_on_postgres() {
-    let pg = tokio::task::spawn_blocking(xtask::pg::PgGuard::start)
-        .await
-        .unwrap()
-        .expect("PostgreSQL from /usr/lib/postgresql (.ci/setup installs it)");
+    let pg = postgres().await;
     exercise(2, jobs_support::shared_tempdir(), pg.url()).await;
     drop(pg);
 }
@@ -275,10 +280,7 @@ async fn an_api_node_killed_mid_scan_finishes_it_exactly_after_a_restart() {
 /// apalis's orphan re-enqueueing, and the restarted node runs it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_kill_and_restart_on_postgres() {
-    let pg = tokio::task::spawn_blocking(xtask::pg::PgGuard::start)
-        .await
-        .unwrap()
-        .expect("PostgreSQL from /usr/lib/postgresql (.ci/setup installs it)");
+    let pg = postgres().await;
     killed_and_restarted("kp", jobs_support::shared_tempdir(), pg.url()).await;
     drop(pg);
 }

@@ -192,23 +192,22 @@ async fn chunk_and_queue_rows(
         "SELECT id, job_type, status, attempts, job FROM {jobs}
          WHERE id IN (SELECT job_id FROM scan_chunks WHERE scan_id = $1) ORDER BY id"
     );
+    // One body for either pool type.
+    macro_rules! rows {
+        ($p:expr) => {
+            (
+                sqlx::query_as(chunks).bind(id).fetch_all($p).await.unwrap(),
+                sqlx::query_as(sqlx::AssertSqlSafe(queue))
+                    .bind(id)
+                    .fetch_all($p)
+                    .await
+                    .unwrap(),
+            )
+        };
+    }
     match m.state.managed().store().pool() {
-        Db::Sqlite(p) => (
-            sqlx::query_as(chunks).bind(id).fetch_all(p).await.unwrap(),
-            sqlx::query_as(sqlx::AssertSqlSafe(queue))
-                .bind(id)
-                .fetch_all(p)
-                .await
-                .unwrap(),
-        ),
-        Db::Postgres(p) => (
-            sqlx::query_as(chunks).bind(id).fetch_all(p).await.unwrap(),
-            sqlx::query_as(sqlx::AssertSqlSafe(queue))
-                .bind(id)
-                .fetch_all(p)
-                .await
-                .unwrap(),
-        ),
+        Db::Sqlite(p) => rows!(p),
+        Db::Postgres(p) => rows!(p),
     }
 }
 
