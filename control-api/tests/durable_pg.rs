@@ -1,6 +1,6 @@
 //! Issue 8, the cluster held to its word on a real PostgreSQL with two real `portscope-api`
-//! processes (`tests/api_node`): a token's quota and the per-IP edge limit hold exactly
-//! under concurrent requests split over both nodes.
+//! processes (`tests/api_node`): a token's quota, the per-IP edge limit and the per-IP deep
+//! scan limit hold exactly under concurrent requests split over both nodes.
 
 mod api_node;
 
@@ -78,4 +78,45 @@ async fn the_edge_limit_holds_exactly_under_concurrent_requests_on_two_nodes() {
         "message": "edge limit reached: 30 requests per IP per minute"
     });
     assert_split(&answers, StatusCode::OK, (30, 14), refusal);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_deep_scan_per_ip_holds_under_concurrent_posts_on_two_nodes() {
+    let nodes = two_nodes().await;
+    // 1 deep scan per IP per 5 minutes: 24 simultaneous POSTs from one client, half on
+    // each node. Exactly one scan is made; every other POST joins it (200) or, when it
+    // raced past the other node's look for a live scan, is refused by the limit.
+    let ip = "198.18.6.6";
+    let posts = (0..24u8).map(|i| nodes.alternate(i).post("/v1/deep", ip));
+    let answers = futures_util::future::join_all(posts).await;
+    let refusal = json!({
+        "error": "rate_limited",
+        "message": "rate limit reached: 1 deep scan per IP per 5 minutes"
+    });
+    for (s, body) in &answers {
+        match *s {
+            StatusCode::OK => {}
+            StatusCode::TOO_MANY_REQUESTS => assert_eq!(body, &refusal),
+            _ => panic!("{s}: {body}"),
+        }
+    }
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&nodes.url)
+        .await
+        .unwrap();
+    let (scans,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM scans WHERE ip = $1 AND scan_type = 'deep'")
+            .bind(ip)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(scans, 1, "{answers:?}");
+    let counted: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT limiter, count FROM rate_windows \
+         WHERE limiter IN ('deep_ip', 'deep_asn') ORDER BY limiter",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    let want = vec![("deep_asn".to_string(), 1), ("deep_ip".to_string(), 1)];
+    assert_eq!(counted, want, "the refused POSTs gave their counts back");
 }

@@ -23,7 +23,8 @@ impl ScanService {
         }
     }
 
-    /// Checks and counts the per-type limits of a new scan (not for coalesced POSTs).
+    /// Checks and counts the per-type limits of a new scan (not for coalesced POSTs), at
+    /// once across every API node on one PostgreSQL.
     pub(super) async fn check_limits(&self, ip: IpAddr, t: ScanType) -> Result<(), ApiError> {
         let now = self.deps.clock.now_secs();
         let l = &self.deps.limits;
@@ -48,22 +49,31 @@ impl ScanService {
                 ),
             ],
         };
+        // Count first, then give back: each hit is one atomic check-and-count (one upsert
+        // on PostgreSQL), so two API nodes can never both pass a limit's last slot, as a
+        // peek on each followed by a hit on each could. A refused hit counts nothing; the
+        // hits a refusal makes void are taken back. (At a limit's edge a request may
+        // briefly hold a slot it gives back, so a concurrent one may be refused: the limits
+        // err towards refusing, never towards admitting more than they say.)
         let mut over: Vec<(Window, &str)> = Vec::new();
-        for (lim, key, what) in &checks {
-            let w = lim.peek(key, now).await;
-            if !w.allowed {
-                over.push((w, *what));
+        let mut counted: Vec<(&FixedWindow, &str)> = Vec::new();
+        for (lim, key, what) in checks {
+            let w = lim.hit(key, now).await;
+            if w.allowed {
+                counted.push((lim, key));
+            } else {
+                over.push((w, what));
             }
         }
         if let Some(retry_after) = over.iter().map(|(w, _)| w.retry_after(now)).max() {
+            for (lim, key) in counted {
+                lim.unhit(key).await;
+            }
             let what: Vec<&str> = over.iter().map(|(_, w)| *w).collect();
             return Err(ApiError::RateLimited {
                 retry_after,
                 message: format!("rate limit reached: {}", what.join("; ")),
             });
-        }
-        for (lim, key, _) in checks {
-            lim.hit(key, now).await;
         }
         Ok(())
     }

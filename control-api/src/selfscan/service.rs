@@ -185,18 +185,16 @@ impl ScanService {
         let ip_s = ip.to_string();
         let _guard = self.submit_lock.lock().await;
         if let Some(live) = store.active(&ip_s, t).await? {
-            if let Some(url) = callback {
-                if !store.add_callback(&live.id, url).await? {
-                    return Err(ApiError::InvalidCallback(format!(
-                        "the live scan of this address already has {} callback URLs, the \
-                         most one scan carries; poll GET instead, or reuse one of its URLs",
-                        crate::store::MAX_CALLBACKS
-                    )));
-                }
-            }
-            return Ok(live.id);
+            return self.join(live.id, callback).await;
         }
-        self.check_limits(ip, t).await?;
+        if let Err(refused) = self.check_limits(ip, t).await {
+            // A POST on another API node may have started this address's scan since the
+            // look above (the limits count across nodes, `submit_lock` does not): join it.
+            return match store.active(&ip_s, t).await? {
+                Some(live) => self.join(live.id, callback).await,
+                None => Err(refused),
+            };
+        }
         let id = new_id();
         let row = NewScan {
             id: &id,
@@ -220,6 +218,20 @@ impl ScanService {
         }
         if let Some(url) = callback {
             store.add_callback(&id, url).await?;
+        }
+        Ok(id)
+    }
+
+    /// Joins the live scan `id` (a coalesced POST), adding `callback` to it: its id.
+    async fn join(&self, id: String, callback: Option<&str>) -> Result<String, ApiError> {
+        if let Some(url) = callback {
+            if !self.deps.store.add_callback(&id, url).await? {
+                return Err(ApiError::InvalidCallback(format!(
+                    "the live scan of this address already has {} callback URLs, the most \
+                     one scan carries; poll GET instead, or reuse one of its URLs",
+                    crate::store::MAX_CALLBACKS
+                )));
+            }
         }
         Ok(id)
     }
