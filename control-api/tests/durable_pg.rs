@@ -1,6 +1,7 @@
 //! Issue 8, the cluster held to its word on a real PostgreSQL with two real `portscope-api`
 //! processes (`tests/api_node`): a token's quota, the per-IP edge limit and the per-IP deep
-//! scan limit hold exactly under concurrent requests split over both nodes.
+//! scan limit hold exactly under concurrent requests split over both nodes, and concurrent
+//! POSTs of one address join one live scan whichever node they reach.
 
 mod api_node;
 
@@ -119,4 +120,42 @@ async fn one_deep_scan_per_ip_holds_under_concurrent_posts_on_two_nodes() {
     .unwrap();
     let want = vec![("deep_asn".to_string(), 1), ("deep_ip".to_string(), 1)];
     assert_eq!(counted, want, "the refused POSTs gave their counts back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_posts_of_one_address_on_two_nodes_never_run_two_scans_at_once() {
+    let nodes = two_nodes().await;
+    // 24 simultaneous fast POSTs from one client, half on each node (fast scans have no
+    // per-IP limit). A POST joins the live scan of its address or, once that scan is over,
+    // starts the next: so no scan may start before the one before it has finished.
+    let ip = "198.18.6.7";
+    let posts = (0..24u8).map(|i| nodes.alternate(i).post("/v1/fast", ip));
+    let answers = futures_util::future::join_all(posts).await;
+    assert!(
+        answers.iter().all(|(s, _)| *s == StatusCode::OK),
+        "{answers:?}"
+    );
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&nodes.url)
+        .await
+        .unwrap();
+    let spans = loop {
+        let spans: Vec<(i64, Option<i64>)> = sqlx::query_as(
+            "SELECT j.created_at_ms, j.finished_at_ms FROM job_scans j \
+             JOIN scans s ON s.id = j.id \
+             WHERE s.ip = $1 AND s.scan_type = 'fast' ORDER BY j.created_at_ms",
+        )
+        .bind(ip)
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+        if spans.iter().all(|(_, f)| f.is_some()) {
+            break spans;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(!spans.is_empty());
+    for pair in spans.windows(2) {
+        let (finished, next) = (pair[0].1.unwrap(), pair[1].0);
+        assert!(next >= finished, "two live scans of one address: {spans:?}");
+    }
 }

@@ -26,6 +26,7 @@ use crate::metrics::{Metrics, StateLabel};
 use crate::model::{service_name, PortEntry, ScanResponse, ScanState, ScanType, Status};
 use crate::netaddr::AsnTable;
 use crate::ratelimit::Limits;
+use crate::store::address_lock::AddressLock;
 use crate::store::jobs::JobStore;
 use crate::store::{NewScan, ScanRow, Store};
 use crate::webhook::Webhooks;
@@ -184,13 +185,31 @@ impl ScanService {
         let store = &self.deps.store;
         let ip_s = ip.to_string();
         let _guard = self.submit_lock.lock().await;
-        if let Some(live) = store.active(&ip_s, t).await? {
+        // Across API nodes: the look for a live scan, the limits and the insert as one step.
+        let lock = AddressLock::take(store.pool(), &ip_s, t).await?;
+        let submitted = self.submit_locked(ip, &ip_s, t, callback).await;
+        if let Err(e) = lock.release().await {
+            tracing::warn!(error = %e, "releasing the address lock");
+        }
+        submitted
+    }
+
+    /// [`Self::submit`] under its locks.
+    async fn submit_locked(
+        &self,
+        ip: IpAddr,
+        ip_s: &str,
+        t: ScanType,
+        callback: Option<&str>,
+    ) -> Result<String, ApiError> {
+        let store = &self.deps.store;
+        if let Some(live) = store.active(ip_s, t).await? {
             return self.join(live.id, callback).await;
         }
         if let Err(refused) = self.check_limits(ip, t).await {
-            // A POST on another API node may have started this address's scan since the
-            // look above (the limits count across nodes, `submit_lock` does not): join it.
-            return match store.active(&ip_s, t).await? {
+            // The live scan may have been started since the look above where nothing
+            // serialises the nodes (a SQLite file shared by two processes): join it.
+            return match store.active(ip_s, t).await? {
                 Some(live) => self.join(live.id, callback).await,
                 None => Err(refused),
             };
@@ -198,7 +217,7 @@ impl ScanService {
         let id = new_id();
         let row = NewScan {
             id: &id,
-            ip: &ip_s,
+            ip: ip_s,
             scan_type: t,
             created_at_ms: self.created.next(&*self.deps.clock),
             expires_at: self.expiry(),

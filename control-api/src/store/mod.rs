@@ -20,6 +20,7 @@
 //! is written once with `on_db!`, which expands its body per backend, so each statement
 //! is type-checked against both drivers. Why not `sqlx::Any`: see control-api/README.md.
 
+pub mod address_lock;
 mod alerts;
 pub mod callbacks;
 mod job_hooks;
