@@ -5,7 +5,7 @@
 
 mod api_node;
 
-use api_node::{send, token, two_nodes};
+use api_node::{send, token, two_nodes, Pair};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -85,11 +85,10 @@ async fn the_edge_limit_holds_exactly_under_concurrent_requests_on_two_nodes() {
 async fn one_deep_scan_per_ip_holds_under_concurrent_posts_on_two_nodes() {
     let nodes = two_nodes().await;
     // 1 deep scan per IP per 5 minutes: 24 simultaneous POSTs from one client, half on
-    // each node. Exactly one scan is made; every other POST joins it (200) or, when it
-    // raced past the other node's look for a live scan, is refused by the limit.
+    // each node. Exactly one scan is made; every other POST joins it (200) or, once it has
+    // finished, is refused by the limit.
     let ip = "198.18.6.6";
-    let posts = (0..24u8).map(|i| nodes.alternate(i).post("/v1/deep", ip));
-    let answers = futures_util::future::join_all(posts).await;
+    let (answers, mut db) = posts_on_both(&nodes, "/v1/deep", ip).await;
     let refusal = json!({
         "error": "rate_limited",
         "message": "rate limit reached: 1 deep scan per IP per 5 minutes"
@@ -101,9 +100,6 @@ async fn one_deep_scan_per_ip_holds_under_concurrent_posts_on_two_nodes() {
             _ => panic!("{s}: {body}"),
         }
     }
-    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&nodes.url)
-        .await
-        .unwrap();
     let (scans,): (i64,) =
         sqlx::query_as("SELECT count(*) FROM scans WHERE ip = $1 AND scan_type = 'deep'")
             .bind(ip)
@@ -129,15 +125,11 @@ async fn fast_posts_of_one_address_on_two_nodes_never_run_two_scans_at_once() {
     // per-IP limit). A POST joins the live scan of its address or, once that scan is over,
     // starts the next: so no scan may start before the one before it has finished.
     let ip = "198.18.6.7";
-    let posts = (0..24u8).map(|i| nodes.alternate(i).post("/v1/fast", ip));
-    let answers = futures_util::future::join_all(posts).await;
+    let (answers, mut db) = posts_on_both(&nodes, "/v1/fast", ip).await;
     assert!(
         answers.iter().all(|(s, _)| *s == StatusCode::OK),
         "{answers:?}"
     );
-    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&nodes.url)
-        .await
-        .unwrap();
     let spans = loop {
         let spans: Vec<(i64, Option<i64>)> = sqlx::query_as(
             "SELECT j.created_at_ms, j.finished_at_ms FROM job_scans j \
@@ -158,4 +150,19 @@ async fn fast_posts_of_one_address_on_two_nodes_never_run_two_scans_at_once() {
         let (finished, next) = (pair[0].1.unwrap(), pair[1].0);
         assert!(next >= finished, "two live scans of one address: {spans:?}");
     }
+}
+
+/// 24 simultaneous POSTs of `path` from `ip`, half on each node: the answers, and a
+/// connection to the nodes' database.
+async fn posts_on_both(
+    nodes: &Pair,
+    path: &str,
+    ip: &str,
+) -> (Vec<(StatusCode, Value)>, sqlx::PgConnection) {
+    let posts = (0..24u8).map(|i| nodes.alternate(i).post(path, ip));
+    let answers = futures_util::future::join_all(posts).await;
+    let db = <sqlx::PgConnection as sqlx::Connection>::connect(&nodes.url)
+        .await
+        .unwrap();
+    (answers, db)
 }
