@@ -206,14 +206,7 @@ impl ScanService {
         if let Some(live) = store.active(ip_s, t).await? {
             return self.join(live.id, callback).await;
         }
-        if let Err(refused) = self.check_limits(ip, t).await {
-            // The live scan may have been started since the look above where nothing
-            // serialises the nodes (a SQLite file shared by two processes): join it.
-            return match store.active(ip_s, t).await? {
-                Some(live) => self.join(live.id, callback).await,
-                None => Err(refused),
-            };
-        }
+        self.check_limits(ip, t).await?;
         let id = new_id();
         let row = NewScan {
             id: &id,
