@@ -192,6 +192,7 @@ impl Db {
                 let pool = PgPoolOptions::new()
                     .max_connections(8)
                     .acquire_timeout(acquire_timeout)
+                    .after_release(|conn, _| Box::pin(outside_a_transaction(conn)))
                     // Sessions in UTC, whatever the server's zone.
                     .connect_with(PgConnectOptions::from_str(url)?.options([("timezone", "UTC")]))
                     .await?;
@@ -284,5 +285,69 @@ fn owner_only(path: &Path) -> Result<(), sqlx::Error> {
         .map_err(sqlx::Error::Io)
 }
 
+/// Whether a connection going back to the pool is outside any transaction; one that is not
+/// is closed (the server rolls it back). sqlx counts a transaction only once its `BEGIN`
+/// has returned, so a future dropped during `BEGIN` (an apalis worker stopped mid-fetch)
+/// hands back a connection inside a transaction it no longer knows of: the next borrower's
+/// writes would join it, never commit, and hold their row locks for good (seen: a chunk
+/// commit waiting forever on a `start_chunk` row). Inside a transaction block the
+/// transaction began before this statement; outside, this statement is its transaction.
+async fn outside_a_transaction(conn: &mut sqlx::PgConnection) -> Result<bool, sqlx::Error> {
+    // The simple protocol: one message, so both stamps are taken together outside a block.
+    use sqlx::Row;
+    let row = sqlx::raw_sql("SELECT transaction_timestamp() <> statement_timestamp()")
+        .fetch_one(conn)
+        .await?;
+    Ok(!row.try_get::<bool, _>(0)?)
+}
+
 #[cfg(test)]
 pub(crate) mod testdb;
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    /// A connection handed back inside a transaction (as after a future dropped during its
+    /// `BEGIN`) is closed, not lent again: its uncommitted write is rolled back and no later
+    /// borrower joins its transaction.
+    #[tokio::test]
+    async fn a_connection_left_in_a_transaction_is_not_lent_again() {
+        let t = super::testdb::postgres().await;
+        let pool = t.db.postgres().unwrap().clone();
+        let mut c = pool.acquire().await.unwrap();
+        sqlx::query("BEGIN").execute(&mut *c).await.unwrap();
+        sqlx::query(
+            "INSERT INTO rate_windows (limiter, key, start, count, allowed) \
+             VALUES ('left', 'k', 0, 1, 1)",
+        )
+        .execute(&mut *c)
+        .await
+        .unwrap();
+        drop(c);
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let n: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM rate_windows WHERE limiter = 'left'")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            assert_eq!(n, 0, "a borrower joined the left-open transaction");
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let open: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND state = 'idle in transaction'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            if open == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{open} transactions left open");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
