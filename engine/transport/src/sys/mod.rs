@@ -78,11 +78,15 @@ pub struct SysConfig {
     pub expected_replies: Option<u64>,
 }
 
-/// Fewest expected replies for which [`RxRing::Auto`] sets up the ring: a 100-port scan took
-/// a median 64 ms with the ring and 35 ms with `recvmmsg` (the ring's setup and teardown),
-/// and the ring saves 0.05-0.07 CPU-s of a 65,535-port scan, so it breaks even at about
-/// 35,000 replies.
-pub const RING_MIN_REPLIES: u64 = 40_000;
+/// Fewest expected replies for which [`RxRing::Auto`] sets up the ring for a one-shot scan.
+/// The ring's setup and teardown cost three RCU grace periods (16 + 16 ms on an idle machine
+/// of ours), `recvmmsg`'s socket one (8 ms); the ring saves CPU (0.07 CPU-s, 12%, of a
+/// 65,535-port scan) but no wall time on a 2-core machine whose other core runs the target:
+/// `recvmmsg` ended 1, 2 and 4 hosts x 65,535 ports 20, 33 and 51 ms sooner (medians of
+/// 20, 8 and 8 paired runs; ARCHITECTURE.md). So one-shot scans up to four full hosts read
+/// with `recvmmsg`, and larger ones, where the grace periods are lost in the scan's length
+/// and CPU is what counts, with the ring. A long-lived engine always takes the ring.
+pub const RING_MIN_REPLIES: u64 = 300_000;
 
 /// How the receive side reads replies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
