@@ -222,7 +222,9 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
         env.router_mac
     );
 
-    let ceiling = match ceiling::measure(&lab, &root.join("target/release/ps-blast"), &raw) {
+    let threads = opts.send_threads(cpus);
+    let ceiling = match ceiling::measure(&lab, &root.join("target/release/ps-blast"), &raw, threads)
+    {
         Ok(c) => {
             eprintln!(
                 "bench: ceiling {:.0} probes/s answered, {:.0} into a black hole",

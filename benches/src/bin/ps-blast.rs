@@ -4,9 +4,12 @@
 //! target it measures what the machine can push through the lab; into silent ports (a black
 //! hole) what sending alone costs. Run only inside a lab namespace, as the bench does.
 //!
-//! usage: `ps-blast SRC DST PORTS COUNT [IFACE NEXT-HOP-MAC [bypass]]`
+//! usage: `ps-blast [--threads N] SRC DST PORTS COUNT [IFACE NEXT-HOP-MAC [bypass]]`
 //! (PORTS: `lo-hi` or `p1,p2,...`). With an interface and MAC it sends through the
 //! `AF_PACKET` `LinkSink` instead (with `bypass`: `PACKET_QDISC_BYPASS`), to measure those.
+//! With `--threads N`, N threads (each pinned to its own allowed CPU, each with its own
+//! sink) send COUNT/N probes each, as the engine's extra send threads do; the rate is all
+//! probes over the longest thread's send time.
 
 use portscope_core::probe::ProbeTemplate;
 use portscope_transport::sys::{LinkSink, OpenError, RawSink};
@@ -33,7 +36,42 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
 
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let link = (args.len() > 4).then(|| args.split_off(4));
+    let threads = if args.first().map(String::as_str) == Some("--threads") {
+        match args
+            .get(1)
+            .and_then(|n| n.parse::<u64>().ok())
+            .filter(|n| *n >= 1)
+        {
+            Some(n) => {
+                args.drain(..2);
+                n
+            }
+            None => {
+                eprintln!("ps-blast: --threads takes a number of at least 1");
+                return ExitCode::from(64);
+            }
+        }
+    } else {
+        1
+    };
+    const USAGE: &str =
+        "usage: ps-blast [--threads N] SRC DST PORTS COUNT [IFACE NEXT-HOP-MAC [bypass]]";
+    let link_args = (args.len() > 4).then(|| args.split_off(4));
+    let link = match link_args.as_deref() {
+        None => None,
+        Some([iface, mac, rest @ ..]) if rest.len() <= 1 => {
+            let Some(mac) = parse_mac(mac) else {
+                eprintln!("ps-blast: bad MAC {mac:?}");
+                return ExitCode::from(64);
+            };
+            let bypass = rest.first().map(String::as_str) == Some("bypass");
+            Some((iface.clone(), mac, bypass))
+        }
+        Some(_) => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(64);
+        }
+    };
     let parsed = match args.as_slice() {
         [src, dst, ports, count] => (|| {
             Some((
@@ -46,44 +84,82 @@ fn main() -> ExitCode {
         _ => None,
     };
     let Some((src, dst, ports, count)) = parsed else {
-        eprintln!("usage: ps-blast SRC DST PORTS COUNT");
+        eprintln!("{USAGE}");
         return ExitCode::from(64);
     };
-    let opened: Result<Box<dyn PacketSink>, OpenError> = match link.as_deref() {
-        None => RawSink::open().map(|s| Box::new(s) as Box<dyn PacketSink>),
-        Some([iface, mac, rest @ ..]) if rest.len() <= 1 => {
-            let Some(mac) = parse_mac(mac) else {
-                eprintln!("ps-blast: bad MAC {mac:?}");
-                return ExitCode::from(64);
-            };
-            let bypass = rest.first().map(String::as_str) == Some("bypass");
-            LinkSink::open(iface, mac, bypass).map(|s| {
+    let open = || -> Result<Box<dyn PacketSink>, OpenError> {
+        match &link {
+            None => RawSink::open().map(|s| Box::new(s) as Box<dyn PacketSink>),
+            Some((iface, mac, bypass)) => LinkSink::open(iface, *mac, *bypass).map(|s| {
                 eprintln!(
                     "ps-blast: AF_PACKET on {iface}, qdisc bypass {}",
                     s.qdisc_bypass()
                 );
                 Box::new(s) as Box<dyn PacketSink>
+            }),
+        }
+    };
+    let cpus = portscope_transport::sys::allowed_cpus().unwrap_or_default();
+    let mut sinks = Vec::new();
+    for _ in 0..threads {
+        match open() {
+            Ok(s) => sinks.push(s),
+            Err(e) => {
+                eprintln!("ps-blast: {e}");
+                return ExitCode::from(77);
+            }
+        }
+    }
+    let share = count.div_ceil(threads);
+    let ports = std::sync::Arc::new(ports);
+    let runs: Vec<_> = sinks
+        .into_iter()
+        .enumerate()
+        .map(|(t, sink)| {
+            let ports = std::sync::Arc::clone(&ports);
+            let cpu = (threads > 1)
+                .then(|| cpus.get(t % cpus.len().max(1)).copied())
+                .flatten();
+            let n = share.min(count.saturating_sub(share * t as u64));
+            std::thread::spawn(move || {
+                if let Some(cpu) = cpu {
+                    let _ = portscope_transport::sys::pin_current_thread(cpu);
+                }
+                blast(sink, src, dst, &ports, t as u64 * share, n)
             })
-        }
-        Some(_) => {
-            eprintln!("usage: ps-blast SRC DST PORTS COUNT [IFACE NEXT-HOP-MAC [bypass]]");
-            return ExitCode::from(64);
-        }
-    };
-    let mut sink = match opened {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("ps-blast: {e}");
-            return ExitCode::from(77);
-        }
-    };
+        })
+        .collect();
+    let (mut sent, mut failed, mut secs) = (0u64, 0u64, 0f64);
+    for r in runs {
+        let (s, f, t) = r.join().expect("a blast thread panicked");
+        sent += s;
+        failed += f;
+        secs = secs.max(t);
+    }
+    println!(
+        "ps-blast: sent {sent} failed {failed} in {secs:.6} s ({:.0}/s)",
+        sent as f64 / secs.max(1e-9)
+    );
+    ExitCode::SUCCESS
+}
+
+/// Sends probes `first..first + n` of the sequence through `sink`: (sent, failed, seconds).
+fn blast(
+    mut sink: Box<dyn PacketSink>,
+    src: IpAddr,
+    dst: IpAddr,
+    ports: &[u16],
+    first: u64,
+    n: u64,
+) -> (u64, u64, f64) {
     let tmpl = ProbeTemplate::new(src);
     let mut batch = SendBatch::new(64);
-    let (mut sent, mut failed, mut i) = (0u64, 0u64, 0u64);
+    let (mut sent, mut failed, mut i) = (0u64, 0u64, first);
+    let end = first + n;
     let t0 = Instant::now();
-    while i < count {
+    while i < end {
         batch.clear();
-        while !batch.is_full() && i < count {
+        while !batch.is_full() && i < end {
             let port = ports[(i % ports.len() as u64) as usize];
             // Source ports outside the engine's range; the sequence number varies per probe.
             let sport = 1024 + (i / ports.len() as u64 % 30_000) as u16;
@@ -96,10 +172,5 @@ fn main() -> ExitCode {
         sent += r.sent as u64;
         failed += r.failed as u64;
     }
-    let secs = t0.elapsed().as_secs_f64();
-    println!(
-        "ps-blast: sent {sent} failed {failed} in {secs:.6} s ({:.0}/s)",
-        sent as f64 / secs.max(1e-9)
-    );
-    ExitCode::SUCCESS
+    (sent, failed, t0.elapsed().as_secs_f64())
 }

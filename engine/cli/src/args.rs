@@ -146,6 +146,12 @@ pub(crate) struct ScanArgs {
     /// Pin the receive thread to this CPU [default: another one].
     #[arg(long, value_name = "CPU")]
     pub recv_cpu: Option<usize>,
+    /// Threads that put probes on the wire: the send thread and N-1 helpers, pinned to
+    /// the other CPUs in turn (most of a probe's cost is the kernel's, in the sending
+    /// thread). Like zmap's --sender-threads [default: 2 where this process may use two
+    /// CPUs or more, else 1].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub send_threads: Option<u16>,
     /// Upper bound on the wait for replies after each round (the wait itself follows the
     /// measured RTT), e.g. 500ms, 2s.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]

@@ -95,12 +95,13 @@ pub(crate) fn run(args: EngineArgs) -> Result<ExitCode> {
     for a in &args.allow {
         policy.allow(parse_net(a).map_err(|e| usage(&e))?);
     }
-    let (sink, source) = open_sockets(
+    let (sinks, source) = open_sockets(
         args.interface.clone(),
         None,
         args.rx_ring,
         args.link.via(),
         None,
+        1,
     )?;
     tracing::info!(receive = source.kind(), ring_error = ?source.ring_error().map(ToString::to_string), "capture opened");
     let socket = portscope_daemon::bind(&args.socket, args.socket_mode)
@@ -155,8 +156,8 @@ pub(crate) fn run(args: EngineArgs) -> Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async {
-        let engine = Engine::start(
-            sink,
+        let engine = Engine::start_sending_on(
+            sinks,
             Box::new(source) as Box<dyn PacketSource>,
             engine_config,
         );

@@ -16,7 +16,7 @@ mod scan_cmd;
 use args::{Cli, Command};
 use clap::Parser;
 use portscope_core::classify::SRC_PORT_BASE;
-use portscope_transport::sys::{self, LinkSink, OpenError, SysConfig, SysSource};
+use portscope_transport::sys::{LinkSink, OpenError, RawSink, SysConfig, SysSource};
 use portscope_transport::PacketSink;
 use std::io::Write;
 use std::process::ExitCode;
@@ -81,17 +81,18 @@ enum SendVia {
 }
 
 /// Opens the raw sockets (replies to any of our source ports, on `interface` or on all,
-/// read as `rx_ring` says; probes sent as `via` says); a missing CAP_NET_RAW becomes
-/// [`Refusal::NoPermission`]. A fixed `source_port` below the engine's block widens the
-/// capture filter down to it (the classifier still rejects everything that is not a reply
-/// to this scan).
+/// read as `rx_ring` says; probes sent as `via` says, through `senders` sinks, one per send
+/// thread); a missing CAP_NET_RAW becomes [`Refusal::NoPermission`]. A fixed `source_port`
+/// below the engine's block widens the capture filter down to it (the classifier still
+/// rejects everything that is not a reply to this scan).
 fn open_sockets(
     interface: Option<String>,
     source_port: Option<u16>,
     rx_ring: args::RxRing,
     via: SendVia,
     expected_replies: Option<u64>,
-) -> anyhow::Result<(Box<dyn PacketSink>, SysSource)> {
+    senders: usize,
+) -> anyhow::Result<(Vec<Box<dyn PacketSink>>, SysSource)> {
     let cfg = SysConfig {
         port_lo: source_port.map_or(SRC_PORT_BASE, |p| p.min(SRC_PORT_BASE)),
         port_hi: u16::MAX,
@@ -99,19 +100,24 @@ fn open_sockets(
         rx_ring: rx_ring.into(),
         expected_replies,
     };
-    let opened = match (via, &cfg.interface) {
-        (
-            SendVia::Link {
-                next_hop,
-                qdisc_bypass,
-            },
-            Some(ifname),
-        ) => SysSource::open(&cfg).and_then(|src| {
-            let sink = LinkSink::open(ifname, next_hop, qdisc_bypass)?;
-            Ok((Box::new(sink) as Box<dyn PacketSink>, src))
-        }),
-        _ => sys::open(&cfg).map(|(sink, src)| (Box::new(sink) as Box<dyn PacketSink>, src)),
+    let sink = || -> Result<Box<dyn PacketSink>, OpenError> {
+        match (via, &cfg.interface) {
+            (
+                SendVia::Link {
+                    next_hop,
+                    qdisc_bypass,
+                },
+                Some(ifname),
+            ) => Ok(Box::new(LinkSink::open(ifname, next_hop, qdisc_bypass)?)),
+            _ => Ok(Box::new(RawSink::open()?)),
+        }
     };
+    let opened = SysSource::open(&cfg).and_then(|src| {
+        let sinks = (0..senders.max(1))
+            .map(|_| sink())
+            .collect::<Result<_, _>>()?;
+        Ok((sinks, src))
+    });
     opened.map_err(|e| match e {
         OpenError::Permission { .. } => anyhow::Error::new(Refusal::NoPermission(e.to_string())),
         other => anyhow::Error::new(other).context("opening raw sockets"),

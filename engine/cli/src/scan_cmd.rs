@@ -17,8 +17,8 @@ use portscope_core::policy::TargetPolicy;
 use portscope_core::results::{PortResult, PortState};
 use portscope_core::targets::parse_net;
 use portscope_engine::{
-    pick_cpus, Engine, EngineConfig, Outcome, PlanLimits, RetryPolicy, ScanEvent, ScanPlan,
-    ScanRequest, ScanSummary, SubmitError, MIN_RETRIES,
+    default_send_threads, pick_cpus, wire_cpus, Engine, EngineConfig, Outcome, PlanLimits,
+    RetryPolicy, ScanEvent, ScanPlan, ScanRequest, ScanSummary, SubmitError, MIN_RETRIES,
 };
 use portscope_transport::sys;
 use portscope_transport::{privs, PacketSource};
@@ -121,14 +121,20 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
         .map_err(usage)?;
     plan.retries = retry;
 
+    let (send_cpu, recv_cpu) = pick_cpus(args.send_cpu, args.recv_cpu);
+    let send_threads = args
+        .send_threads
+        .map_or_else(default_send_threads, usize::from);
+    let wire_cpus = wire_cpus(send_cpu, send_threads);
     // The ring is sized for this scan: every pair of the first round can answer once.
     let pairs = plan.targets.len().saturating_mul(plan.ports.len() as u64);
-    let (sink, source) = open_sockets(
+    let (sinks, source) = open_sockets(
         args.interface.clone(),
         args.source_port,
         args.rx_ring,
         args.link.via(),
         Some(pairs),
+        send_threads,
     )?;
     if let Some(e) = source.ring_error() {
         note(&format!("portscope: no receive ring ({e}), using recvmmsg"));
@@ -151,9 +157,8 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
         targets: plan.targets.len(),
         version: env!("CARGO_PKG_VERSION"),
     };
-    let (send_cpu, recv_cpu) = pick_cpus(args.send_cpu, args.recv_cpu);
-    let engine = Engine::start(
-        sink,
+    let engine = Engine::start_sending_on(
+        sinks,
         Box::new(source) as Box<dyn PacketSource>,
         EngineConfig {
             max_rate: args.rate,
@@ -161,6 +166,7 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
             probe_ttl: args.ttl,
             send_cpu,
             recv_cpu,
+            wire_cpus,
             ..EngineConfig::default()
         },
     );

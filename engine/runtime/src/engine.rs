@@ -37,6 +37,9 @@ pub struct EngineConfig {
     pub send_cpu: Option<usize>,
     /// Pin the receive thread to this CPU.
     pub recv_cpu: Option<usize>,
+    /// CPUs for the extra send threads, one each (`None`: unpinned); their sinks are given to
+    /// [`Engine::start_sending_on`].
+    pub wire_cpus: Vec<Option<usize>>,
 }
 
 /// CPUs for the send and receive threads: the given ones, and for each one not given a
@@ -56,6 +59,31 @@ pub fn pick_cpus(send: Option<usize>, recv: Option<usize>) -> (Option<usize>, Op
     (send, recv)
 }
 
+/// Send threads when the user names none: two where this process may use two CPUs or
+/// more (a one-host full-range scan in the lab: 1.3-1.6x the probes per second of one
+/// thread, ARCHITECTURE.md), else one. More are an option (`--send-threads`), not measured.
+pub fn default_send_threads() -> usize {
+    #[cfg(target_os = "linux")]
+    let cpus = portscope_transport::sys::allowed_cpus().map_or(1, |c| c.len());
+    #[cfg(not(target_os = "linux"))]
+    let cpus = 1;
+    cpus.clamp(1, 2)
+}
+
+/// CPUs for the `threads - 1` extra send threads: the CPUs this process may use other than
+/// the send thread's, in turn (on two CPUs, the receive thread's, which is mostly idle).
+/// `None` each where there is no such CPU.
+pub fn wire_cpus(send: Option<usize>, threads: usize) -> Vec<Option<usize>> {
+    #[cfg(target_os = "linux")]
+    let allowed = portscope_transport::sys::allowed_cpus().unwrap_or_default();
+    #[cfg(not(target_os = "linux"))]
+    let allowed: Vec<usize> = Vec::new();
+    let others: Vec<usize> = allowed.into_iter().filter(|c| Some(*c) != send).collect();
+    (0..threads.saturating_sub(1))
+        .map(|i| (!others.is_empty()).then(|| others[i % others.len()]))
+        .collect()
+}
+
 /// Pins the calling thread to `cpu`, if given; a refusal is logged, not fatal.
 fn pin(cpu: Option<usize>, thread: &str) {
     let Some(cpu) = cpu else { return };
@@ -68,7 +96,7 @@ fn pin(cpu: Option<usize>, thread: &str) {
 }
 
 /// Spawns the thread `name` pinned to `cpu` (if any), running `f`.
-fn spawn_pinned(
+pub(crate) fn spawn_pinned(
     name: &str,
     cpu: Option<usize>,
     thread: &'static str,
@@ -93,6 +121,7 @@ impl Default for EngineConfig {
             probe_ttl: portscope_core::probe::PROBE_TTL,
             send_cpu: None,
             recv_cpu: None,
+            wire_cpus: Vec::new(),
         }
     }
 }
@@ -135,9 +164,39 @@ impl Engine {
         Self::start_with_clock(sink, source, config, Arc::new(SystemClock::new()))
     }
 
+    /// [`Engine::start`] with one send thread per sink: the first sink's thread decides
+    /// what to send, and the others (pinned to `config.wire_cpus`) help put it on the wire.
+    ///
+    /// # Panics
+    /// If `sinks` is empty.
+    pub fn start_sending_on(
+        mut sinks: Vec<Box<dyn PacketSink>>,
+        source: Box<dyn PacketSource>,
+        config: EngineConfig,
+    ) -> Engine {
+        assert!(!sinks.is_empty(), "the engine needs a sink to send on");
+        let extra: Vec<_> = sinks
+            .drain(1..)
+            .enumerate()
+            .map(|(i, s)| (s, config.wire_cpus.get(i).copied().flatten()))
+            .collect();
+        let sink = sinks.pop().expect("asserted non-empty");
+        Self::start_inner(sink, extra, source, config, Arc::new(SystemClock::new()))
+    }
+
     /// [`Engine::start`] on the given clock (a [`crate::SimClock`] in tests).
     pub fn start_with_clock(
         sink: Box<dyn PacketSink>,
+        source: Box<dyn PacketSource>,
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Engine {
+        Self::start_inner(sink, Vec::new(), source, config, clock)
+    }
+
+    fn start_inner(
+        sink: Box<dyn PacketSink>,
+        extra: Vec<(Box<dyn PacketSink>, Option<usize>)>,
         source: Box<dyn PacketSource>,
         config: EngineConfig,
         clock: Arc<dyn Clock>,
@@ -167,6 +226,7 @@ impl Engine {
             max_rate: config.max_rate,
             batch: config.batch,
             probe_ttl: config.probe_ttl,
+            extra,
         };
         let threads = vec![
             spawn_pinned("ps-recv", config.recv_cpu, "receive", move || {

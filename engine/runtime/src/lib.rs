@@ -26,9 +26,10 @@ mod schedule;
 mod send_loop;
 mod slots;
 mod stats;
+mod wire;
 
 pub use clock::{Clock, SimClock, SystemClock};
-pub use engine::{pick_cpus, Engine, EngineConfig, SubmitError};
+pub use engine::{default_send_threads, pick_cpus, wire_cpus, Engine, EngineConfig, SubmitError};
 pub use plan::{PlanError, PlanLimits, ScanPlan, ScanRequest};
 pub use portscope_core::retry::{RetryPolicy, DEFAULT_MAX_RETRIES, MIN_RETRIES};
 

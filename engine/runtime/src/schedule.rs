@@ -235,6 +235,31 @@ impl Schedule {
         Next::Idle(next)
     }
 
+    /// Whether a scan is waiting out a round (its wait runs from its last probe's send).
+    pub(crate) fn any_waiting(&self) -> bool {
+        self.active
+            .iter()
+            .any(|a| matches!(a.phase, Phase::Waiting(_)))
+    }
+
+    /// Every probe stamped since `since` left only by `at` (extra send threads send
+    /// batches after the schedule filled them): a round that ended since then waits from
+    /// `at`, so its last probes get the whole wait.
+    pub(crate) fn on_wire(&mut self, since: Nanos, at: Nanos) {
+        for a in &mut self.active {
+            if let Phase::Waiting(end) = a.phase {
+                if end >= since && end < at {
+                    a.phase = Phase::Waiting(at);
+                }
+            }
+            if let Some(end) = a.gate {
+                if end >= since && end < at {
+                    a.gate = Some(at);
+                }
+            }
+        }
+    }
+
     /// The batch went out: counts its probes into each scan's progress.
     pub(crate) fn sent(&mut self) {
         for a in &mut self.active {
@@ -430,6 +455,46 @@ mod tests {
             }
         }
         panic!("the scan never ended");
+    }
+
+    #[test]
+    fn a_round_that_ended_while_its_probes_were_queued_waits_from_when_they_left() {
+        // No retries: the scan ends a whole wait after its last probe left.
+        let mut rng = SmallRng::seed_from_u64(1);
+        for moved in [true, false] {
+            let s = scan("1-10", 1_000_000, RetryPolicy::Fixed(0));
+            let mut sched =
+                Schedule::new(1_000_000, 64, portscope_core::probe::PROBE_TTL, Nanos(0));
+            sched.add(Arc::clone(&s), Nanos(0));
+            let mut batch = SendBatch::new(64);
+            let mut now = Nanos(0);
+            for _ in 0..1_000 {
+                match sched.poll(now, &mut batch, &mut rng) {
+                    Next::Send => {
+                        batch.clear();
+                        sched.sent();
+                    }
+                    Next::Idle(t) => now = now.max(t),
+                    Next::Empty => unreachable!("the scan is active"),
+                }
+                if sched.any_waiting() {
+                    break;
+                }
+            }
+            assert!(sched.any_waiting(), "the round is sent");
+            assert_eq!(s.sent.load(Relaxed), 10);
+            // Handed to a helper at `now`, on the wire 2 ms later: the wait runs from then.
+            // A round that ended before the first hand-off is not moved.
+            let on_wire = now.add(Nanos::from_millis(2));
+            let since = if moved { now } else { now.add(Nanos(1)) };
+            sched.on_wire(since, on_wire);
+            let ends_at = if moved { on_wire } else { now }.add(WAIT);
+            let mut ended = Vec::new();
+            sched.advance(Nanos(ends_at.0 - 1), &mut ended);
+            assert!(ended.is_empty(), "not before a whole wait");
+            sched.advance(ends_at, &mut ended);
+            assert_eq!(ended.len(), 1, "over at {ends_at:?}");
+        }
     }
 
     #[test]

@@ -1,13 +1,15 @@
 //! The send thread: a thin driver around the [`Schedule`]. It takes new scans from its
 //! control channel, asks the schedule what is due now, hands full batches to the sink, tells
 //! the receive thread which scans ended, and blocks (on the control channel, so a new scan
-//! wakes it) until the schedule's next time. No decisions are made here.
+//! wakes it) until the schedule's next time, handing batches to extra send threads when
+//! there are some (`crate::wire`). No decisions are made here.
 
 use crate::clock::Clock;
 use crate::recv_loop::{RecvCtl, RecvCtlTx};
 use crate::scan::{Outcome, ScanShared};
 use crate::schedule::{Next, Schedule};
 use crate::stats::EngineStats;
+use crate::wire::Wires;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use portscope_core::Nanos;
 use portscope_transport::{PacketSink, SendBatch};
@@ -36,6 +38,8 @@ pub(crate) struct SendLoop {
     pub batch: usize,
     /// TTL / hop limit written into every probe template.
     pub probe_ttl: u8,
+    /// Sinks for extra send threads, each with the CPU to pin it to (`crate::wire`).
+    pub extra: Vec<(Box<dyn PacketSink>, Option<usize>)>,
 }
 
 impl SendLoop {
@@ -45,9 +49,20 @@ impl SendLoop {
         let mut batch = SendBatch::new(self.batch);
         let mut rng = SmallRng::from_rng(&mut rand::rng());
         let mut ended: Vec<(u16, Outcome)> = Vec::new();
+        let mut wires = match std::mem::take(&mut self.extra) {
+            extra if extra.is_empty() => Wires::none(),
+            extra => Wires::start(extra, &self.stats, |name, cpu, f| {
+                crate::engine::spawn_pinned(name, cpu, "send", f)
+            }),
+        };
+        // When a batch was first handed to an extra thread since the last flush.
+        let mut handed: Option<Nanos> = None;
         while !self.shutdown.load(Relaxed) {
             while let Ok(SendCtl::Add(s)) = self.ctl.try_recv() {
                 schedule.add(s, self.clock.now());
+            }
+            if handed.is_some() && schedule.any_waiting() {
+                self.settle(&mut wires, &mut schedule, &mut handed);
             }
             let now = self.clock.now();
             schedule.advance(now, &mut ended);
@@ -56,28 +71,52 @@ impl SendLoop {
             }
             match schedule.poll(now, &mut batch, &mut rng) {
                 Next::Send => {
-                    let report = self.sink.send(&batch);
-                    batch.clear();
+                    match wires.offer(batch) {
+                        Ok(empty) => {
+                            batch = empty;
+                            handed.get_or_insert(now);
+                        }
+                        Err(full) => {
+                            batch = full;
+                            let report = self.sink.send(&batch);
+                            batch.clear();
+                            self.stats.sent.fetch_add(report.sent as u64, Relaxed);
+                            self.stats
+                                .send_failed
+                                .fetch_add(report.failed as u64, Relaxed);
+                        }
+                    }
                     schedule.sent();
-                    self.stats.sent.fetch_add(report.sent as u64, Relaxed);
-                    self.stats
-                        .send_failed
-                        .fetch_add(report.failed as u64, Relaxed);
                 }
                 Next::Idle(until) => {
+                    self.settle(&mut wires, &mut schedule, &mut handed);
                     if let Err(RecvTimeoutError::Disconnected) =
                         self.block(until, &mut schedule, now)
                     {
                         return;
                     }
                 }
-                Next::Empty => match self.ctl.recv_timeout(Duration::from_millis(50)) {
-                    Ok(SendCtl::Add(s)) => schedule.add(s, self.clock.now()),
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => return,
-                },
+                Next::Empty => {
+                    self.settle(&mut wires, &mut schedule, &mut handed);
+                    match self.ctl.recv_timeout(Duration::from_millis(50)) {
+                        Ok(SendCtl::Add(s)) => schedule.add(s, self.clock.now()),
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                }
             }
         }
+    }
+
+    /// Waits until the extra send threads have sent all they were handed, then lets the
+    /// rounds that ended meanwhile wait from now (`Schedule::on_wire`).
+    fn settle(&self, wires: &mut Wires, schedule: &mut Schedule, handed: &mut Option<Nanos>) {
+        if wires.flush() {
+            if let Some(since) = handed.take() {
+                schedule.on_wire(since, self.clock.now());
+            }
+        }
+        *handed = None;
     }
 
     /// Lets time pass until `until`, or until a new scan arrives.

@@ -401,3 +401,39 @@ fn a_preseeded_scan_skips_answered_pairs_and_reports_them_first() {
     assert_eq!(probes.load(Ordering::Relaxed) - before, want);
     assert_eq!(summary.outcome, Outcome::Complete);
 }
+
+#[test]
+fn extra_send_threads_share_the_wire_and_every_pair_stays_exact() {
+    // Three sinks into one receive side: the send thread and two helpers. Real time (the
+    // helpers send on their own schedule), so the rounds' waits must cover their queues.
+    let (a, b, c) = (
+        ScriptedTarget::standard(),
+        ScriptedTarget::standard(),
+        ScriptedTarget::standard(),
+    );
+    let counts = [a.probe_counter(), b.probe_counter(), c.probe_counter()];
+    let (sink, source, _inject) = memory::pair(a);
+    let sinks: Vec<Box<dyn portscope_transport::PacketSink>> = vec![
+        Box::new(sink.sibling(b)),
+        Box::new(sink.sibling(c)),
+        Box::new(sink),
+    ];
+    let cfg = EngineConfig {
+        max_rate: 2_000_000,
+        policy: lab_policy(),
+        wire_cpus: vec![None, None],
+        ..EngineConfig::default()
+    };
+    let e = Engine::start_sending_on(sinks, Box::new(source), cfg);
+    let hosts = ["198.18.0.2", "198.18.0.3", "2001:2::2"];
+    let (results, s) = collect(submit(&e, &hosts, "1-20000", 2));
+    assert_matches_truth(&results, &hosts, 1..=20000u16);
+    assert_eq!(s.outcome, Outcome::Complete);
+    let per_sink: Vec<u64> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    assert_eq!(per_sink.iter().sum::<u64>(), s.sent, "{per_sink:?}");
+    assert_eq!(e.stats().sent.load(Ordering::Relaxed), s.sent);
+    assert!(
+        per_sink.iter().all(|&n| n > 0),
+        "every thread sent some: {per_sink:?}"
+    );
+}

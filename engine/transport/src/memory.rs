@@ -110,6 +110,19 @@ pub fn pair(responder: impl Responder + 'static) -> (MemorySink, MemorySource, I
     )
 }
 
+impl MemorySink {
+    /// Another sink into the same receive side, answering through `responder` (a second
+    /// send thread's).
+    pub fn sibling(&self, responder: impl Responder + 'static) -> MemorySink {
+        MemorySink {
+            responder: Box::new(responder),
+            tx: self.tx.clone(),
+            pending: Arc::clone(&self.pending),
+            sent_log: None,
+        }
+    }
+}
+
 impl PacketSink for MemorySink {
     fn send(&mut self, batch: &SendBatch) -> SendReport {
         for (_, pkt) in batch.iter() {

@@ -1,6 +1,6 @@
 //! The lab's ceiling, measured in the same run as the scanners: `ps-blast` (a minimal
-//! one-thread `sendmmsg` sender, no pacing, no receiving; `benches/src/bin/ps-blast.rs`) at
-//! full speed into the answering target (every port of 198.18.0.2: the target's kernel
+//! `sendmmsg` sender, no pacing, no receiving; `benches/src/bin/ps-blast.rs`), with as many
+//! sending threads as Portscope uses, at full speed into the answering target (every port of 198.18.0.2: the target's kernel
 //! answers each SYN) and into a black hole (that host's silently dropped ports). Every
 //! scanner's probes per second are then reported as a fraction of the answering ceiling.
 //!
@@ -32,14 +32,17 @@ pub struct Leg {
 /// Both legs.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Ceiling {
+    /// Sending threads of the blaster (each pinned to its own CPU), as many as Portscope's.
+    pub threads: usize,
     /// Into the answering target: what the lab's machine can carry, replies included.
     pub answering: Leg,
     /// Into silent ports: sending alone.
     pub black_hole: Leg,
 }
 
-/// Runs both legs with `blast` (the release `ps-blast`) from the lab's scanner namespace.
-pub fn measure(lab: &Lab, blast: &Path, raw: &Path) -> anyhow::Result<Ceiling> {
+/// Runs both legs with `blast` (the release `ps-blast`, on `threads` threads) from the lab's
+/// scanner namespace.
+pub fn measure(lab: &Lab, blast: &Path, raw: &Path, threads: usize) -> anyhow::Result<Ceiling> {
     let truth = lab.truth();
     let src = truth.scanner_v4.to_string();
     let host = truth
@@ -49,9 +52,18 @@ pub fn measure(lab: &Lab, blast: &Path, raw: &Path) -> anyhow::Result<Ceiling> {
     if silent.is_empty() {
         bail!("198.18.0.2 has no silent ports to use as a black hole");
     }
-    let answering = leg(lab, blast, raw, &src, "1-65535", "answering")?;
-    let black_hole = leg(lab, blast, raw, &src, &silent.join(","), "blackhole")?;
+    let answering = leg(lab, blast, raw, threads, &src, "1-65535", "answering")?;
+    let black_hole = leg(
+        lab,
+        blast,
+        raw,
+        threads,
+        &src,
+        &silent.join(","),
+        "blackhole",
+    )?;
     Ok(Ceiling {
+        threads,
         answering,
         black_hole,
     })
@@ -61,6 +73,7 @@ fn leg(
     lab: &Lab,
     blast: &Path,
     raw: &Path,
+    threads: usize,
     src: &str,
     ports: &str,
     tag: &str,
@@ -71,6 +84,7 @@ fn leg(
     );
     std::thread::sleep(Duration::from_millis(500));
     let mut cmd = lab.scanner_cmd(blast);
+    cmd.args(["--threads", &threads.to_string()]);
     cmd.args([src, "198.18.0.2", ports, &PROBES.to_string()]);
     let m = measure::run_timed(&mut cmd, Duration::from_secs(60), &out, &err)?;
     if !matches!(m.end, End::Exited(s) if s.success()) {

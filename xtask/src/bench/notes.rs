@@ -18,8 +18,10 @@ pub(super) fn notes(opts: &Options, cpus: usize) -> Vec<String> {
          zmap --cooldown-time 1 (default 8), one probe per target (default); nmap by its timing template"
             .into(),
         format!(
-            "Portscope runs its send and receive threads on {cpus} CPUs that it shares with the target's kernel \
-             (every SYN, SYN-ACK and RST of the lab is processed by the same machine) and with the other scanner-side work"
+            "Portscope runs {threads} send thread(s) and its receive thread on {cpus} CPUs that it shares with the target's kernel \
+             (every SYN, SYN-ACK and RST of the lab is processed by the same machine, most of it in the sending thread's \
+             sendmmsg) and with the other scanner-side work; the ceiling's ps-blast sends on as many threads, one per CPU",
+            threads = opts.send_threads(cpus)
         ),
         "wall s: spawn to exit of `ip netns exec ... scanner` (1 ms polling); probes/s: the tool's own count / wall, \
          or (*) SYNs counted arriving at the target / wall where the tool prints no count (masscan); \

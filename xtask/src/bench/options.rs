@@ -47,6 +47,23 @@ pub(super) struct Options {
     pub(super) rate: u64,
 }
 
+impl Options {
+    /// Portscope's send threads in this run: `--send-threads N` among the extra arguments,
+    /// else its default (two on two CPUs or more, `portscope_engine::default_send_threads`).
+    pub(super) fn send_threads(&self, cpus: usize) -> usize {
+        let args = &self.portscope_args;
+        let named =
+            args.iter()
+                .enumerate()
+                .find_map(|(i, a)| match a.strip_prefix("--send-threads") {
+                    Some("") => args.get(i + 1).and_then(|n| n.parse().ok()),
+                    Some(v) => v.strip_prefix('=').and_then(|n| n.parse().ok()),
+                    None => None,
+                });
+        named.unwrap_or(cpus.clamp(1, 2))
+    }
+}
+
 /// `--only`: a `Tool::family`.
 fn tool_family(s: &str) -> Result<String, String> {
     if Tool::ALL.iter().any(|t| t.family() == s) {
@@ -99,6 +116,17 @@ mod tests {
 
     fn args(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_ceiling_sends_on_as_many_threads_as_portscope() {
+        let threads = |a: &[&str], cpus| Options::parse(&args(a)).unwrap().send_threads(cpus);
+        assert_eq!(threads(&[], 1), 1);
+        assert_eq!(threads(&[], 2), 2);
+        assert_eq!(threads(&[], 8), 2, "Portscope's default stops at two");
+        assert_eq!(threads(&["--portscope-arg", "--send-threads=1"], 2), 1);
+        let named = ["--portscope-arg", "--send-threads", "--portscope-arg", "3"];
+        assert_eq!(threads(&named, 2), 3);
     }
 
     #[test]

@@ -1,0 +1,137 @@
+//! Extra send threads (`EngineConfig::send_threads`): each owns a sink of its own and puts
+//! on the wire the batches the send thread hands it. On a veth, and on any NIC whose
+//! driver transmits in the caller's context, most of a probe's cost is kernel work done in
+//! the sending thread's `sendmmsg` (the whole output path, and in the lab the target's
+//! answer too), so a second CPU sending doubles what the wire can take; deciding what to
+//! send (the schedule, stamping, pacing) stays on the one send thread.
+//!
+//! **Invariant:** a batch handed to a wire is on the wire before the schedule is told a
+//! round's wait may start from it: the send thread [`Wires::flush`]es before it idles.
+
+use crate::stats::EngineStats;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use portscope_transport::{PacketSink, SendBatch};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// The extra send threads and the batches in flight to them.
+pub(crate) struct Wires {
+    /// Full batches to the threads (each takes the next one that is free).
+    to: Option<Sender<SendBatch>>,
+    /// Sent batches, emptied, back to be filled again.
+    back: Receiver<SendBatch>,
+    /// Batches handed over and not yet back.
+    in_flight: usize,
+    /// Batches the threads may hold at once: one each, sending, and one waiting.
+    room: usize,
+    /// Empty batches back from the threads, to fill again.
+    spare: Vec<SendBatch>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Wires {
+    /// Starts one thread per sink, pinned to its CPU if given (`spawn`).
+    pub(crate) fn start(
+        sinks: Vec<(Box<dyn PacketSink>, Option<usize>)>,
+        stats: &Arc<EngineStats>,
+        spawn: impl Fn(&str, Option<usize>, Box<dyn FnOnce() + Send>) -> JoinHandle<()>,
+    ) -> Wires {
+        let room = sinks.len() * 2;
+        let (to, from) = crossbeam_channel::bounded::<SendBatch>(sinks.len());
+        let (back_tx, back) = crossbeam_channel::unbounded();
+        let threads = sinks
+            .into_iter()
+            .enumerate()
+            .map(|(i, (sink, cpu))| {
+                let (from, back_tx, stats) = (from.clone(), back_tx.clone(), Arc::clone(stats));
+                spawn(
+                    &format!("ps-wire-{}", i + 1),
+                    cpu,
+                    Box::new(move || run(sink, &from, &back_tx, &stats)),
+                )
+            })
+            .collect();
+        Wires {
+            to: Some(to),
+            back,
+            in_flight: 0,
+            room,
+            spare: Vec::new(),
+            threads,
+        }
+    }
+
+    /// No extra threads: every batch is sent by the send thread itself.
+    pub(crate) fn none() -> Wires {
+        Wires {
+            to: None,
+            back: crossbeam_channel::never(),
+            in_flight: 0,
+            room: 0,
+            spare: Vec::new(),
+            threads: Vec::new(),
+        }
+    }
+
+    /// Hands `batch` to a free thread and gives back an empty one to fill, or gives `batch`
+    /// back full when every thread is busy (the caller sends it itself).
+    pub(crate) fn offer(&mut self, batch: SendBatch) -> Result<SendBatch, SendBatch> {
+        let Some(to) = &self.to else {
+            return Err(batch);
+        };
+        while let Ok(b) = self.back.try_recv() {
+            self.in_flight -= 1;
+            self.spare.push(b);
+        }
+        if self.in_flight >= self.room {
+            return Err(batch);
+        }
+        let cap = batch.capacity();
+        match to.try_send(batch) {
+            Ok(()) => {
+                self.in_flight += 1;
+                Ok(self.spare.pop().unwrap_or_else(|| SendBatch::new(cap)))
+            }
+            Err(TrySendError::Full(b) | TrySendError::Disconnected(b)) => Err(b),
+        }
+    }
+
+    /// Waits until every batch handed over is on the wire. Returns whether any was.
+    pub(crate) fn flush(&mut self) -> bool {
+        let had = self.in_flight > 0;
+        while self.in_flight > 0 {
+            let Ok(b) = self.back.recv() else { break };
+            self.in_flight -= 1;
+            self.spare.push(b);
+        }
+        had
+    }
+}
+
+impl Drop for Wires {
+    fn drop(&mut self) {
+        self.to = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One extra send thread: sends what it is handed until the send thread hangs up.
+fn run(
+    mut sink: Box<dyn PacketSink>,
+    from: &Receiver<SendBatch>,
+    back: &Sender<SendBatch>,
+    stats: &EngineStats,
+) {
+    while let Ok(mut batch) = from.recv() {
+        let report = sink.send(&batch);
+        stats.sent.fetch_add(report.sent as u64, Relaxed);
+        stats.send_failed.fetch_add(report.failed as u64, Relaxed);
+        batch.clear();
+        if back.send(batch).is_err() {
+            return;
+        }
+    }
+}
