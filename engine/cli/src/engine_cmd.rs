@@ -68,6 +68,11 @@ pub(crate) struct EngineArgs {
     /// Read replies through a memory-mapped ring (one wake-up per block) or recvmmsg.
     #[arg(long, value_name = "MODE", default_value = "auto")]
     rx_ring: crate::args::RxRing,
+    /// Threads that put probes on the wire, as for `portscope scan` (unpinned here: the
+    /// sandbox allows no `sched_setaffinity`) [default: 2 where the engine may use two
+    /// CPUs or more, else 1].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    send_threads: Option<u16>,
     #[command(flatten)]
     link: crate::args::LinkArgs,
     /// Started as root, run as this user (name or uid) once the sockets are open, keeping
@@ -95,13 +100,16 @@ pub(crate) fn run(args: EngineArgs) -> Result<ExitCode> {
     for a in &args.allow {
         policy.allow(parse_net(a).map_err(|e| usage(&e))?);
     }
+    let send_threads = args
+        .send_threads
+        .map_or_else(portscope_engine::default_send_threads, usize::from);
     let (sinks, source) = open_sockets(
         args.interface.clone(),
         None,
         args.rx_ring,
         args.link.via(),
         None,
-        1,
+        send_threads,
     )?;
     tracing::info!(receive = source.kind(), ring_error = ?source.ring_error().map(ToString::to_string), "capture opened");
     let socket = portscope_daemon::bind(&args.socket, args.socket_mode)
@@ -148,6 +156,7 @@ pub(crate) fn run(args: EngineArgs) -> Result<ExitCode> {
         max_rate: args.rate,
         max_scans: usize::from(SLOTS),
         policy,
+        wire_cpus: vec![None; send_threads - 1],
         ..EngineConfig::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -1,12 +1,13 @@
-//! Extra send threads (`EngineConfig::send_threads`): each owns a sink of its own and puts
-//! on the wire the batches the send thread hands it. On a veth, and on any NIC whose
+//! Extra send threads (`Engine::start_sending_on`, pinned to `EngineConfig::wire_cpus`):
+//! each owns a sink of its own and puts on the wire the batches the send thread hands it. On a veth, and on any NIC whose
 //! driver transmits in the caller's context, most of a probe's cost is kernel work done in
 //! the sending thread's `sendmmsg` (the whole output path, and in the lab the target's
 //! answer too), so a second CPU sending doubles what the wire can take; deciding what to
 //! send (the schedule, stamping, pacing) stays on the one send thread.
 //!
-//! **Invariant:** a batch handed to a wire is on the wire before the schedule is told a
-//! round's wait may start from it: the send thread [`Wires::flush`]es before it idles.
+//! **Invariant:** a round's wait runs from when its last probe left: the send thread
+//! [`Wires::flush`]es before it idles and while a scan waits out a round, and then moves
+//! the start of such a wait to the flush (`Schedule::on_wire`).
 
 use crate::stats::EngineStats;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
