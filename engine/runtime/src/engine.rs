@@ -46,10 +46,7 @@ pub struct EngineConfig {
 /// CPU this process may use that the other thread does not have (the first two allowed
 /// CPUs when neither is given). `None` where there is no such CPU (one-CPU machines).
 pub fn pick_cpus(send: Option<usize>, recv: Option<usize>) -> (Option<usize>, Option<usize>) {
-    #[cfg(target_os = "linux")]
-    let allowed = portscope_transport::sys::allowed_cpus().unwrap_or_default();
-    #[cfg(not(target_os = "linux"))]
-    let allowed: Vec<usize> = Vec::new();
+    let allowed = allowed_cpus();
     if allowed.len() < 2 {
         return (send, recv);
     }
@@ -63,25 +60,28 @@ pub fn pick_cpus(send: Option<usize>, recv: Option<usize>) -> (Option<usize>, Op
 /// more (a one-host full-range scan in the lab: 1.3-1.6x the probes per second of one
 /// thread, ARCHITECTURE.md), else one. More are an option (`--send-threads`), not measured.
 pub fn default_send_threads() -> usize {
-    #[cfg(target_os = "linux")]
-    let cpus = portscope_transport::sys::allowed_cpus().map_or(1, |c| c.len());
-    #[cfg(not(target_os = "linux"))]
-    let cpus = 1;
-    cpus.clamp(1, 2)
+    allowed_cpus().len().clamp(1, 2)
 }
 
 /// CPUs for the `threads - 1` extra send threads: the CPUs this process may use other than
 /// the send thread's, in turn (on two CPUs, the receive thread's, which is mostly idle).
 /// `None` each where there is no such CPU.
 pub fn wire_cpus(send: Option<usize>, threads: usize) -> Vec<Option<usize>> {
-    #[cfg(target_os = "linux")]
-    let allowed = portscope_transport::sys::allowed_cpus().unwrap_or_default();
-    #[cfg(not(target_os = "linux"))]
-    let allowed: Vec<usize> = Vec::new();
-    let others: Vec<usize> = allowed.into_iter().filter(|c| Some(*c) != send).collect();
+    let others: Vec<usize> = allowed_cpus()
+        .into_iter()
+        .filter(|c| Some(*c) != send)
+        .collect();
     (0..threads.saturating_sub(1))
         .map(|i| (!others.is_empty()).then(|| others[i % others.len()]))
         .collect()
+}
+
+/// The CPUs this process may run on (none known off Linux, or if the kernel will not say).
+fn allowed_cpus() -> Vec<usize> {
+    #[cfg(target_os = "linux")]
+    return portscope_transport::sys::allowed_cpus().unwrap_or_default();
+    #[cfg(not(target_os = "linux"))]
+    Vec::new()
 }
 
 /// Pins the calling thread to `cpu`, if given; a refusal is logged, not fatal.
@@ -170,17 +170,18 @@ impl Engine {
     /// # Panics
     /// If `sinks` is empty.
     pub fn start_sending_on(
-        mut sinks: Vec<Box<dyn PacketSink>>,
+        sinks: Vec<Box<dyn PacketSink>>,
         source: Box<dyn PacketSource>,
         config: EngineConfig,
     ) -> Engine {
-        assert!(!sinks.is_empty(), "the engine needs a sink to send on");
-        let extra: Vec<_> = sinks
-            .drain(1..)
-            .enumerate()
-            .map(|(i, s)| (s, config.wire_cpus.get(i).copied().flatten()))
-            .collect();
-        let sink = sinks.pop().expect("asserted non-empty");
+        let mut sinks = sinks.into_iter();
+        let sink = sinks.next().expect("the engine needs a sink to send on");
+        let cpus = config
+            .wire_cpus
+            .iter()
+            .copied()
+            .chain(std::iter::repeat(None));
+        let extra: Vec<_> = sinks.zip(cpus).collect();
         Self::start_inner(sink, extra, source, config, Arc::new(SystemClock::new()))
     }
 

@@ -9,7 +9,7 @@ use crate::recv_loop::{RecvCtl, RecvCtlTx};
 use crate::scan::{Outcome, ScanShared};
 use crate::schedule::{Next, Schedule};
 use crate::stats::EngineStats;
-use crate::wire::Wires;
+use crate::wire::{send_counted, Wires};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use portscope_core::Nanos;
 use portscope_transport::{PacketSink, SendBatch};
@@ -55,14 +55,12 @@ impl SendLoop {
                 crate::engine::spawn_pinned(name, cpu, "send", f)
             }),
         };
-        // When a batch was first handed to an extra thread since the last flush.
-        let mut handed: Option<Nanos> = None;
         while !self.shutdown.load(Relaxed) {
             while let Ok(SendCtl::Add(s)) = self.ctl.try_recv() {
                 schedule.add(s, self.clock.now());
             }
-            if handed.is_some() && schedule.any_waiting() {
-                self.settle(&mut wires, &mut schedule, &mut handed);
+            if wires.unsettled() && schedule.any_waiting() {
+                self.settle(&mut wires, &mut schedule);
             }
             let now = self.clock.now();
             schedule.advance(now, &mut ended);
@@ -71,25 +69,17 @@ impl SendLoop {
             }
             match schedule.poll(now, &mut batch, &mut rng) {
                 Next::Send => {
-                    match wires.offer(batch) {
-                        Ok(empty) => {
-                            batch = empty;
-                            handed.get_or_insert(now);
+                    batch = match wires.offer(batch, now) {
+                        Ok(empty) => empty,
+                        Err(mut full) => {
+                            send_counted(self.sink.as_mut(), &mut full, &self.stats);
+                            full
                         }
-                        Err(full) => {
-                            batch = full;
-                            let report = self.sink.send(&batch);
-                            batch.clear();
-                            self.stats.sent.fetch_add(report.sent as u64, Relaxed);
-                            self.stats
-                                .send_failed
-                                .fetch_add(report.failed as u64, Relaxed);
-                        }
-                    }
+                    };
                     schedule.sent();
                 }
                 Next::Idle(until) => {
-                    self.settle(&mut wires, &mut schedule, &mut handed);
+                    self.settle(&mut wires, &mut schedule);
                     if let Err(RecvTimeoutError::Disconnected) =
                         self.block(until, &mut schedule, now)
                     {
@@ -97,7 +87,7 @@ impl SendLoop {
                     }
                 }
                 Next::Empty => {
-                    self.settle(&mut wires, &mut schedule, &mut handed);
+                    self.settle(&mut wires, &mut schedule);
                     match self.ctl.recv_timeout(Duration::from_millis(50)) {
                         Ok(SendCtl::Add(s)) => schedule.add(s, self.clock.now()),
                         Err(RecvTimeoutError::Timeout) => {}
@@ -109,14 +99,12 @@ impl SendLoop {
     }
 
     /// Waits until the extra send threads have sent all they were handed, then lets the
-    /// rounds that ended meanwhile wait from now (`Schedule::on_wire`).
-    fn settle(&self, wires: &mut Wires, schedule: &mut Schedule, handed: &mut Option<Nanos>) {
-        if wires.flush() {
-            if let Some(since) = handed.take() {
-                schedule.on_wire(since, self.clock.now());
-            }
+    /// rounds that ended since the first of those batches wait from now
+    /// (`Schedule::on_wire`).
+    fn settle(&self, wires: &mut Wires, schedule: &mut Schedule) {
+        if let Some(since) = wires.flush() {
+            schedule.on_wire(since, self.clock.now());
         }
-        *handed = None;
     }
 
     /// Lets time pass until `until`, or until a new scan arrives.

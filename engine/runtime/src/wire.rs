@@ -11,6 +11,7 @@
 
 use crate::stats::EngineStats;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+use portscope_core::Nanos;
 use portscope_transport::{PacketSink, SendBatch};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -28,6 +29,8 @@ pub(crate) struct Wires {
     room: usize,
     /// Empty batches back from the threads, to fill again.
     spare: Vec<SendBatch>,
+    /// When the first batch since the last [`Self::flush`] was handed over.
+    since: Option<Nanos>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -59,6 +62,7 @@ impl Wires {
             in_flight: 0,
             room,
             spare: Vec::new(),
+            since: None,
             threads,
         }
     }
@@ -71,13 +75,15 @@ impl Wires {
             in_flight: 0,
             room: 0,
             spare: Vec::new(),
+            since: None,
             threads: Vec::new(),
         }
     }
 
-    /// Hands `batch` to a free thread and gives back an empty one to fill, or gives `batch`
-    /// back full when every thread is busy (the caller sends it itself).
-    pub(crate) fn offer(&mut self, batch: SendBatch) -> Result<SendBatch, SendBatch> {
+    /// Hands `batch` (filled at `now`) to a free thread and gives back an empty one to
+    /// fill, or gives `batch` back full when every thread is busy (the caller sends it
+    /// itself, [`send_counted`]).
+    pub(crate) fn offer(&mut self, batch: SendBatch, now: Nanos) -> Result<SendBatch, SendBatch> {
         let Some(to) = &self.to else {
             return Err(batch);
         };
@@ -92,21 +98,27 @@ impl Wires {
         match to.try_send(batch) {
             Ok(()) => {
                 self.in_flight += 1;
+                self.since.get_or_insert(now);
                 Ok(self.spare.pop().unwrap_or_else(|| SendBatch::new(cap)))
             }
             Err(TrySendError::Full(b) | TrySendError::Disconnected(b)) => Err(b),
         }
     }
 
-    /// Waits until every batch handed over is on the wire. Returns whether any was.
-    pub(crate) fn flush(&mut self) -> bool {
-        let had = self.in_flight > 0;
+    /// Whether a batch was handed over since the last [`Self::flush`].
+    pub(crate) fn unsettled(&self) -> bool {
+        self.since.is_some()
+    }
+
+    /// Waits until every batch handed over is on the wire. Returns when the first of them
+    /// since the last flush was handed over, if any was.
+    pub(crate) fn flush(&mut self) -> Option<Nanos> {
         while self.in_flight > 0 {
             let Ok(b) = self.back.recv() else { break };
             self.in_flight -= 1;
             self.spare.push(b);
         }
-        had
+        self.since.take()
     }
 }
 
@@ -127,12 +139,17 @@ fn run(
     stats: &EngineStats,
 ) {
     while let Ok(mut batch) = from.recv() {
-        let report = sink.send(&batch);
-        stats.sent.fetch_add(report.sent as u64, Relaxed);
-        stats.send_failed.fetch_add(report.failed as u64, Relaxed);
-        batch.clear();
+        send_counted(sink.as_mut(), &mut batch, stats);
         if back.send(batch).is_err() {
             return;
         }
     }
+}
+
+/// Sends `batch` through `sink`, counts it into the engine's stats and empties it.
+pub(crate) fn send_counted(sink: &mut dyn PacketSink, batch: &mut SendBatch, stats: &EngineStats) {
+    let report = sink.send(batch);
+    stats.sent.fetch_add(report.sent as u64, Relaxed);
+    stats.send_failed.fetch_add(report.failed as u64, Relaxed);
+    batch.clear();
 }
