@@ -68,8 +68,9 @@ struct Entry {
     /// RTT samples: from each probe's send to its reply's arrival (`rtt::sample`).
     rtt: RttEstimator,
     /// How long the kernel held each stamped reply before this thread read it (a receive
-    /// ring's block hand-over and this thread's lag). Empty without stamps, where `rtt`'s
-    /// samples run to the read and so include it.
+    /// ring's block hand-over, `recvmmsg`'s gathering and this thread's lag). Empty without
+    /// stamps (the memory transport, a kernel refusing them), where `rtt`'s samples run to
+    /// the read and so include it.
     lag: RttEstimator,
     dirty: bool,
     /// When the RTT figures were last published (quantiles cost more than a batch).
@@ -403,7 +404,7 @@ mod tests {
             p50 >= Nanos::from_micros(400) && p50 < Nanos::from_micros(405),
             "{p50:?}"
         );
-        // No stamp (recvmmsg, memory): the read time stands in.
+        // No stamp (the memory transport): the read time stands in.
         handle(&rst_to(&s, 1), &mut table, &[], read, None).unwrap();
         let e = table[slot].as_ref().unwrap();
         assert_eq!(e.rtt.samples(), 2);

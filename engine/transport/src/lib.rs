@@ -154,7 +154,7 @@ impl RecvBatch {
 
     /// How long packet `i` had been in the kernel when the batch was read: from the kernel's
     /// receive stamp to the backend's read, never negative (a clock step between the two
-    /// reads as 0). `None` where the backend has no stamps (`recvmmsg`, memory): the packet
+    /// reads as 0). `None` where the backend has no stamps (the memory transport): the packet
     /// then counts as received when it was read.
     #[inline]
     pub fn age(&self, i: usize) -> Option<Duration> {
@@ -346,7 +346,7 @@ mod tests {
         // The realtime clock stepped back between the stamp and the read: age 0.
         b.set_len_stamped(3, 900_000_000);
         assert_eq!(b.age(0), Some(Duration::ZERO));
-        // Unstamped reads (recvmmsg, memory) forget the last stamps.
+        // Unstamped reads (the memory transport) forget the last stamps.
         b.set_len(3);
         assert_eq!(b.age(0), None);
         b.clear();

@@ -192,14 +192,14 @@ fn collect(source: &mut SysSource, want: usize, batch_cap: usize) -> Vec<Got> {
             .recv(&mut batch, Duration::from_millis(50))
             .expect("recv");
         let n = batch.len();
-        // The ring hands over the kernel's receive stamp of every frame: its age at the read
-        // is known and short (under the collection's limit); recvmmsg has none.
-        let ring = matches!(source, SysSource::Ring(_));
+        // Both paths hand over the kernel's receive stamp of every packet (the ring frame's,
+        // recvmmsg's SCM_TIMESTAMPNS): its age at the read is known and short (under the
+        // collection's limit).
         for i in 0..n {
-            match batch.age(i) {
-                Some(age) => assert!(ring && age < Duration::from_secs(5), "age {age:?}"),
-                None => assert!(!ring, "a ring frame without its receive stamp"),
-            }
+            let age = batch
+                .age(i)
+                .expect("a packet without its kernel receive stamp");
+            assert!(age < Duration::from_secs(5), "age {age:?}");
         }
         let lens: Vec<usize> = batch.raw_parts().1[..n].to_vec();
         for (i, len) in lens.into_iter().enumerate() {

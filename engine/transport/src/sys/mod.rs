@@ -34,6 +34,7 @@ mod link;
 mod ring;
 mod sink;
 mod source;
+mod stamp;
 mod wake;
 
 pub use cpu::{allowed_cpus, pin_current_thread};

@@ -6,6 +6,7 @@
 //! walk itself is [`crate::tpacket`]) with the kernel's receive stamp of each, and the
 //! block is handed back at once.
 
+use super::stamp::realtime_ns;
 use super::{add_kernel_counts, cvt, poll_in, set_int_opt, source, OpenError, SysConfig, Wake};
 use crate::tpacket::{Cursor, BLOCK_NUM_PKTS_AT, BLOCK_STATUS_AT};
 use crate::{KernelStats, PacketSource, RecvBatch, Waker, RECV_SLOT};
@@ -245,14 +246,6 @@ impl RingSource {
         };
         cvt(ret).map(|_| st)
     }
-}
-
-/// Now on the clock the kernel stamps ring frames with (`CLOCK_REALTIME`), in ns since the
-/// Unix epoch; 0 if the clock is set before it (frames then read as just received).
-fn realtime_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// Blocks for a ring that will see about `replies` replies (`None`: a long-lived engine,

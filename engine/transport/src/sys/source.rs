@@ -1,8 +1,10 @@
 //! [`PacketSocketSource`]: receives candidate replies from an `AF_PACKET`/`SOCK_DGRAM`
 //! socket (packets start at the IP header) that the kernel filters with
 //! [`crate::bpf::reply_filter`], many per `recvmmsg` call, straight into a [`RecvBatch`].
+//! Each packet carries the kernel's receive stamp (`SO_TIMESTAMPNS`, [`super::stamp`]).
 //! It does not parse or validate what it receives; the core's classifier does.
 
+use super::stamp::{realtime_ns, stamp_of, Stamps};
 use super::{add_kernel_counts, Wake};
 use super::{
     cvt, link_addr, mmsg_vectors, packet_socket, poll_in, set_buffer, set_int_opt, OpenError,
@@ -52,10 +54,12 @@ pub struct PacketSocketSource {
     hdrs: Vec<libc::mmsghdr>,
     /// One buffer per message, pointing into the batch being filled.
     iovs: Vec<libc::iovec>,
+    /// One control buffer per message, for the kernel's receive stamp.
+    stamps: Stamps,
 }
 
 // SAFETY: the raw pointers inside `hdrs`/`iovs` point only into this struct's own `iovs`
-// buffer (never resized) or, during `recv`, into the exclusively borrowed batch. They are
+// and `stamps` buffers (never resized) or, during `recv`, into the exclusively borrowed batch. They are
 // only dereferenced (by the kernel) inside `recv`, which takes `&mut self`, so moving the
 // source to another thread cannot create shared access.
 send_and_debug!(PacketSocketSource, [sock, ignores_outgoing, totals]);
@@ -73,6 +77,7 @@ impl PacketSocketSource {
         bind_all_protocols(fd, ifindex)?;
 
         let (iovs, hdrs) = mmsg_vectors(CHUNK);
+        let stamps = Stamps::enable(fd, CHUNK);
         let mut src = PacketSocketSource {
             sock,
             ignores_outgoing,
@@ -80,6 +85,7 @@ impl PacketSocketSource {
             wake: Wake::new().map_err(|e| OpenError::new("eventfd", e))?,
             hdrs,
             iovs,
+            stamps,
         };
         src.drain();
         // Start the statistics from here: forget what the drain consumed.
@@ -91,6 +97,11 @@ impl PacketSocketSource {
     /// 4.20, where the BPF program filters our own packets out instead).
     pub fn ignores_outgoing(&self) -> bool {
         self.ignores_outgoing
+    }
+
+    /// Whether the kernel stamps each packet with its receive time (`SO_TIMESTAMPNS`).
+    pub fn stamps(&self) -> bool {
+        self.stamps.on()
     }
 
     /// Discards whatever is queued (bounded), without waiting.
@@ -140,7 +151,7 @@ impl PacketSource for PacketSocketSource {
         }
         let fd = self.sock.as_raw_fd();
         let cap = batch.capacity();
-        let (buf, lens) = batch.raw_parts();
+        let (buf, lens, stamps) = batch.raw_parts_stamped();
         let mut got = 0;
         while got < cap {
             let n = (cap - got).min(CHUNK);
@@ -153,12 +164,14 @@ impl PacketSource for PacketSocketSource {
                 };
                 self.hdrs[i].msg_len = 0;
                 self.hdrs[i].msg_hdr.msg_flags = 0;
+                self.stamps.arm(&mut self.hdrs[i].msg_hdr, i);
             }
             // SAFETY: `hdrs[..n]` are initialised mmsghdr entries, each pointing at its own
             // iovec in `self.iovs`, which points at a distinct RECV_SLOT-byte slot of `buf`
             // (in bounds: the slices above were bounds-checked). `buf` is exclusively
             // borrowed from the batch and not touched until the call returns. The kernel
-            // writes at most `iov_len` bytes per slot, plus `msg_len`/`msg_flags`.
+            // writes at most `iov_len` bytes per slot, plus `msg_len`/`msg_flags`, and at most
+            // `msg_controllen` bytes into each entry's own control buffer (`Stamps::arm`).
             let ret = unsafe {
                 libc::recvmmsg(
                     fd,
@@ -179,16 +192,19 @@ impl PacketSource for PacketSocketSource {
                 }
             }
             let r = ret as usize;
-            for (len, hdr) in lens[got..got + r].iter_mut().zip(&self.hdrs) {
+            let filled = lens[got..got + r].iter_mut().zip(&mut stamps[got..got + r]);
+            for ((len, stamp), hdr) in filled.zip(&self.hdrs) {
                 // With MSG_TRUNC this is the packet's real length, possibly > RECV_SLOT.
                 *len = hdr.msg_len as usize;
+                *stamp = stamp_of(&hdr.msg_hdr);
             }
             got += r;
             if r < n {
                 break;
             }
         }
-        batch.set_len(got);
+        // After the last packet is taken: every packet's age is measured to this moment.
+        batch.set_len_stamped(got, realtime_ns());
         Ok(())
     }
 
