@@ -223,8 +223,8 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
     );
 
     let threads = opts.send_threads(cpus);
-    let ceiling = match ceiling::measure(&lab, &root.join("target/release/ps-blast"), &raw, threads)
-    {
+    let blast = root.join("target/release/ps-blast");
+    let mut ceiling = match ceiling::measure(&lab, &blast, &raw, threads) {
         Ok(c) => {
             eprintln!(
                 "bench: ceiling {:.0} probes/s answered, {:.0} into a black hole",
@@ -265,13 +265,26 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
             .and_then(|r| r.wall_s);
         for row in &mut rows[first_row..] {
             row.wall_vs_portscope = base.zip(row.wall_s).map(|(b, w)| w / b);
-            row.of_ceiling = ceiling
-                .zip(row.probes_per_s)
-                .map(|(c, p)| p / c.answering.pps);
-            row.scan_of_ceiling = ceiling
-                .zip(row.scan_s.zip(row.probes))
-                .map(|(c, (t, p))| p as f64 / t.max(1e-9) / c.answering.pps);
         }
+    }
+    if let Some(c) = ceiling.as_mut() {
+        lab.set_impairments(0.0, None)?;
+        match c.measure_after(&lab, &blast, &raw) {
+            Ok(()) => eprintln!(
+                "\nbench: ceiling after the scanners {:.0} probes/s answered ({:.0}% apart; ratios against the higher)",
+                c.answering_after.map_or(0.0, |a| a.pps),
+                c.spread() * 100.0
+            ),
+            Err(e) => eprintln!("\nbench: no ceiling after the scanners: {e:#}"),
+        }
+    }
+    for row in &mut rows {
+        row.of_ceiling = ceiling
+            .zip(row.probes_per_s)
+            .map(|(c, p)| p / c.answering.pps);
+        row.scan_of_ceiling = ceiling
+            .zip(row.scan_s.zip(row.probes))
+            .map(|(c, (t, p))| p as f64 / t.max(1e-9) / c.answering.pps);
     }
     let lab_name = lab.name().to_owned();
     drop(lab);

@@ -3,6 +3,9 @@
 //! sending threads as Portscope uses, at full speed into the answering target (every port of 198.18.0.2: the target's kernel
 //! answers each SYN) and into a black hole (that host's silently dropped ports). Every
 //! scanner's probes per second are then reported as a fraction of the answering ceiling.
+//! The answering leg runs again after the scanners ([`Ceiling::measure_after`]): the machine
+//! moves by tens of percent within minutes, so the ratios are taken against the higher of
+//! the two, and the table shows both.
 //!
 //! **Architecture Invariant:** the blaster runs only through `Lab::scanner_cmd`, bounded in
 //! packets (`PROBES`) and by a timeout.
@@ -34,8 +37,13 @@ pub struct Leg {
 pub struct Ceiling {
     /// Sending threads of the blaster (each pinned to its own CPU), as many as Portscope's.
     pub threads: usize,
-    /// Into the answering target: what the lab's machine can carry, replies included.
+    /// Into the answering target: what the lab's machine can carry, replies included. The
+    /// higher of `answering_before` and `answering_after`: every ratio is taken against it.
     pub answering: Leg,
+    /// The answering leg measured before the scanners ran.
+    pub answering_before: Leg,
+    /// The answering leg measured after them (`None` until measured, or if it failed).
+    pub answering_after: Option<Leg>,
     /// Into silent ports: sending alone.
     pub black_hole: Leg,
 }
@@ -65,8 +73,47 @@ pub fn measure(lab: &Lab, blast: &Path, raw: &Path, threads: usize) -> anyhow::R
     Ok(Ceiling {
         threads,
         answering,
+        answering_before: answering,
+        answering_after: None,
         black_hole,
     })
+}
+
+impl Ceiling {
+    /// Runs the answering leg again (after the scanners; the lab unimpaired) and takes the
+    /// higher of the two as the ceiling.
+    pub fn measure_after(&mut self, lab: &Lab, blast: &Path, raw: &Path) -> anyhow::Result<()> {
+        let src = lab.truth().scanner_v4.to_string();
+        let after = leg(
+            lab,
+            blast,
+            raw,
+            self.threads,
+            &src,
+            "1-65535",
+            "answering-after",
+        )?;
+        self.set_after(after);
+        Ok(())
+    }
+
+    fn set_after(&mut self, after: Leg) {
+        self.answering_after = Some(after);
+        if after.pps > self.answering.pps {
+            self.answering = after;
+        }
+    }
+
+    /// How far the two answering legs differ, as a fraction of the higher (0 if only one).
+    pub fn spread(&self) -> f64 {
+        self.answering_after.map_or(0.0, |a| {
+            let (lo, hi) = (
+                a.pps.min(self.answering_before.pps),
+                a.pps.max(self.answering_before.pps),
+            );
+            1.0 - lo / hi.max(1e-9)
+        })
+    }
 }
 
 fn leg(
@@ -114,6 +161,39 @@ fn parse(text: &str) -> Option<(u64, f64)> {
 
 #[cfg(test)]
 mod tests {
+    use super::{Ceiling, Leg};
+
+    fn leg(pps: f64) -> Leg {
+        Leg {
+            pps,
+            cpu_s_per_m: 1.0,
+        }
+    }
+
+    #[test]
+    fn the_ratios_are_taken_against_the_higher_of_before_and_after() {
+        let mut c = Ceiling {
+            threads: 2,
+            answering: leg(250_000.0),
+            answering_before: leg(250_000.0),
+            answering_after: None,
+            black_hole: leg(500_000.0),
+        };
+        assert_eq!(c.spread(), 0.0);
+        c.set_after(leg(200_000.0));
+        assert_eq!(
+            c.answering.pps, 250_000.0,
+            "a slower second leg lowers no ratio's base"
+        );
+        assert!((c.spread() - 0.2).abs() < 1e-9);
+        c.set_after(leg(300_000.0));
+        assert_eq!(
+            c.answering.pps, 300_000.0,
+            "a faster second leg becomes the base"
+        );
+        assert_eq!(c.answering_before.pps, 250_000.0);
+    }
+
     #[test]
     fn parses_the_blaster_line() {
         assert_eq!(

@@ -18,9 +18,18 @@ pub(super) fn render(report: &Report) -> String {
     )
     .unwrap();
     if let Some(c) = &report.ceiling {
+        let legs = match c.answering_after {
+            Some(a) => format!(
+                "the higher of {} before the scanners and {} after, {:.0}% apart",
+                thousands(c.answering_before.pps.round() as u64),
+                thousands(a.pps.round() as u64),
+                c.spread() * 100.0
+            ),
+            None => "measured before the scanners only".to_owned(),
+        };
         writeln!(
             out,
-            "  ceiling (ps-blast, {} sending thread(s), same run): {} probes/s into the answering target ({:.2} CPU s per million), {} into a black hole ({:.2})",
+            "  ceiling (ps-blast, {} sending thread(s), same run): {} probes/s into the answering target ({:.2} CPU s per million; {legs}), {} into a black hole ({:.2})",
             c.threads,
             thousands(c.answering.pps.round() as u64),
             c.answering.cpu_s_per_m,

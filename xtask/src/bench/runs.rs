@@ -167,10 +167,18 @@ fn median_row(s: &Scenario, tool: Tool, mut runs: Vec<Run>) -> Row {
 
 #[cfg(test)]
 mod tests {
+    use super::super::ceiling::{Ceiling, Leg};
     use super::super::options::RATE;
     use super::super::render::render;
     use super::super::Report;
     use super::*;
+
+    fn leg(pps: f64) -> Leg {
+        Leg {
+            pps,
+            cpu_s_per_m: 1.0,
+        }
+    }
 
     #[test]
     fn median_picks_the_middle_run() {
@@ -212,11 +220,21 @@ mod tests {
             runs: 3,
             nmap_cap_s: 300,
             lab: "x".into(),
-            ceiling: None,
+            ceiling: Some(Ceiling {
+                threads: 2,
+                answering: leg(250_000.0),
+                answering_before: leg(250_000.0),
+                answering_after: Some(leg(200_000.0)),
+                black_hole: leg(500_000.0),
+            }),
             scenarios: Vec::new(),
             rows: vec![row],
             notes: Vec::new(),
         });
+        assert!(
+            table.contains("250,000 probes/s into the answering target (1.00 CPU s per million; the higher of 250,000 before the scanners and 200,000 after, 20% apart)"),
+            "{table}"
+        );
         assert!(table.contains("5,000*"), "{table}");
         assert!(table.contains("scan 0.200 s = 90% of ceiling"), "{table}");
     }
