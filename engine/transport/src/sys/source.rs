@@ -59,9 +59,9 @@ pub struct PacketSocketSource {
 }
 
 // SAFETY: the raw pointers inside `hdrs`/`iovs` point only into this struct's own `iovs`
-// and `stamps` buffers (never resized) or, during `recv`, into the exclusively borrowed batch. They are
-// only dereferenced (by the kernel) inside `recv`, which takes `&mut self`, so moving the
-// source to another thread cannot create shared access.
+// and `stamps` buffers (never resized) or, during `recv`, into the exclusively borrowed
+// batch. They are only dereferenced (by the kernel) inside `recv`, which takes `&mut self`,
+// so moving the source to another thread cannot create shared access.
 send_and_debug!(PacketSocketSource, [sock, ignores_outgoing, totals]);
 
 impl PacketSocketSource {
@@ -97,11 +97,6 @@ impl PacketSocketSource {
     /// 4.20, where the BPF program filters our own packets out instead).
     pub fn ignores_outgoing(&self) -> bool {
         self.ignores_outgoing
-    }
-
-    /// Whether the kernel stamps each packet with its receive time (`SO_TIMESTAMPNS`).
-    pub fn stamps(&self) -> bool {
-        self.stamps.on()
     }
 
     /// Discards whatever is queued (bounded), without waiting.

@@ -32,11 +32,6 @@ impl Stamps {
         }
     }
 
-    /// Whether the kernel stamps this socket's packets.
-    pub(super) fn on(&self) -> bool {
-        !self.bufs.is_empty()
-    }
-
     /// Points message `i`'s control area at its buffer, emptied (the kernel overwrites the
     /// length with what it wrote, so this is done before every call).
     pub(super) fn arm(&mut self, hdr: &mut libc::msghdr, i: usize) {
