@@ -228,7 +228,8 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
         Ok(c) => {
             eprintln!(
                 "bench: ceiling {:.0} probes/s answered, {:.0} into a black hole",
-                c.answering.pps, c.black_hole.pps
+                c.answering().pps,
+                c.black_hole.pps
             );
             Some(c)
         }
@@ -281,10 +282,10 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
     for row in &mut rows {
         row.of_ceiling = ceiling
             .zip(row.probes_per_s)
-            .map(|(c, p)| p / c.answering.pps);
+            .map(|(c, p)| p / c.answering().pps);
         row.scan_of_ceiling = ceiling
             .zip(row.scan_s.zip(row.probes))
-            .map(|(c, (t, p))| p as f64 / t.max(1e-9) / c.answering.pps);
+            .map(|(c, (t, p))| p as f64 / t.max(1e-9) / c.answering().pps);
     }
     let lab_name = lab.name().to_owned();
     drop(lab);

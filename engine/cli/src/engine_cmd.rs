@@ -156,7 +156,6 @@ pub(crate) fn run(args: EngineArgs) -> Result<ExitCode> {
         max_rate: args.rate,
         max_scans: usize::from(SLOTS),
         policy,
-        wire_cpus: vec![None; send_threads - 1],
         ..EngineConfig::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -37,8 +37,8 @@ pub struct EngineConfig {
     pub send_cpu: Option<usize>,
     /// Pin the receive thread to this CPU.
     pub recv_cpu: Option<usize>,
-    /// CPUs for the extra send threads, one each (`None`: unpinned); their sinks are given to
-    /// [`Engine::start_sending_on`].
+    /// CPUs for the extra send threads, in turn (`None` or none listed: unpinned); their
+    /// sinks are given to [`Engine::start_sending_on`].
     pub wire_cpus: Vec<Option<usize>>,
 }
 

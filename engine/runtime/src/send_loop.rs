@@ -49,12 +49,10 @@ impl SendLoop {
         let mut batch = SendBatch::new(self.batch);
         let mut rng = SmallRng::from_rng(&mut rand::rng());
         let mut ended: Vec<(u16, Outcome)> = Vec::new();
-        let mut wires = match std::mem::take(&mut self.extra) {
-            extra if extra.is_empty() => Wires::none(),
-            extra => Wires::start(extra, &self.stats, |name, cpu, f| {
-                crate::engine::spawn_pinned(name, cpu, "send", f)
-            }),
-        };
+        let extra = std::mem::take(&mut self.extra);
+        let mut wires = Wires::start(extra, &self.stats, |name, cpu, f| {
+            crate::engine::spawn_pinned(name, cpu, "send", f)
+        });
         while !self.shutdown.load(Relaxed) {
             while let Ok(SendCtl::Add(s)) = self.ctl.try_recv() {
                 schedule.add(s, self.clock.now());

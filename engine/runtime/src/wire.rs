@@ -1,9 +1,10 @@
 //! Extra send threads (`Engine::start_sending_on`, pinned to `EngineConfig::wire_cpus`):
-//! each owns a sink of its own and puts on the wire the batches the send thread hands it. On a veth, and on any NIC whose
-//! driver transmits in the caller's context, most of a probe's cost is kernel work done in
-//! the sending thread's `sendmmsg` (the whole output path, and in the lab the target's
-//! answer too), so a second CPU sending doubles what the wire can take; deciding what to
-//! send (the schedule, stamping, pacing) stays on the one send thread.
+//! each owns a sink of its own and puts on the wire the batches the send thread hands it.
+//! On a veth, and on any NIC whose driver transmits in the caller's context, most of a
+//! probe's cost is kernel work done in the sending thread's `sendmmsg` (the whole output
+//! path, and in the lab the target's answer too), so a second CPU sending doubles what the
+//! wire can take; deciding what to send (the schedule, stamping, pacing) stays on the one
+//! send thread.
 //!
 //! **Invariant:** a round's wait runs from when its last probe left: the send thread
 //! [`Wires::flush`]es before it idles and while a scan waits out a round, and then moves
@@ -17,16 +18,17 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+/// Batches a thread may hold at once: one sending, one waiting.
+const PER_THREAD: usize = 2;
+
 /// The extra send threads and the batches in flight to them.
 pub(crate) struct Wires {
     /// Full batches to the threads (each takes the next one that is free).
     to: Option<Sender<SendBatch>>,
     /// Sent batches, emptied, back to be filled again.
     back: Receiver<SendBatch>,
-    /// Batches handed over and not yet back.
+    /// Batches handed over and not yet back (at most [`PER_THREAD`] per thread).
     in_flight: usize,
-    /// Batches the threads may hold at once: one each, sending, and one waiting.
-    room: usize,
     /// Empty batches back from the threads, to fill again.
     spare: Vec<SendBatch>,
     /// When the first batch since the last [`Self::flush`] was handed over.
@@ -35,16 +37,16 @@ pub(crate) struct Wires {
 }
 
 impl Wires {
-    /// Starts one thread per sink, pinned to its CPU if given (`spawn`).
+    /// Starts one thread per sink, pinned to its CPU if given (`spawn`). With no sinks,
+    /// every batch is sent by the send thread itself.
     pub(crate) fn start(
         sinks: Vec<(Box<dyn PacketSink>, Option<usize>)>,
         stats: &Arc<EngineStats>,
         spawn: impl Fn(&str, Option<usize>, Box<dyn FnOnce() + Send>) -> JoinHandle<()>,
     ) -> Wires {
-        let room = sinks.len() * 2;
         let (to, from) = crossbeam_channel::bounded::<SendBatch>(sinks.len());
         let (back_tx, back) = crossbeam_channel::unbounded();
-        let threads = sinks
+        let threads: Vec<JoinHandle<()>> = sinks
             .into_iter()
             .enumerate()
             .map(|(i, (sink, cpu))| {
@@ -57,26 +59,12 @@ impl Wires {
             })
             .collect();
         Wires {
-            to: Some(to),
+            to: (!threads.is_empty()).then_some(to),
             back,
             in_flight: 0,
-            room,
             spare: Vec::new(),
             since: None,
             threads,
-        }
-    }
-
-    /// No extra threads: every batch is sent by the send thread itself.
-    pub(crate) fn none() -> Wires {
-        Wires {
-            to: None,
-            back: crossbeam_channel::never(),
-            in_flight: 0,
-            room: 0,
-            spare: Vec::new(),
-            since: None,
-            threads: Vec::new(),
         }
     }
 
@@ -91,7 +79,7 @@ impl Wires {
             self.in_flight -= 1;
             self.spare.push(b);
         }
-        if self.in_flight >= self.room {
+        if self.in_flight >= PER_THREAD * self.threads.len() {
             return Err(batch);
         }
         let cap = batch.capacity();

@@ -1,7 +1,8 @@
 //! The lab's ceiling, measured in the same run as the scanners: `ps-blast` (a minimal
 //! `sendmmsg` sender, no pacing, no receiving; `benches/src/bin/ps-blast.rs`), with as many
-//! sending threads as Portscope uses, at full speed into the answering target (every port of 198.18.0.2: the target's kernel
-//! answers each SYN) and into a black hole (that host's silently dropped ports). Every
+//! sending threads as Portscope uses, at full speed into the answering target (every port
+//! of 198.18.0.2: the target's kernel answers each SYN) and into a black hole (that host's
+//! silently dropped ports). Every
 //! scanner's probes per second are then reported as a fraction of the answering ceiling.
 //! The answering leg runs again after the scanners ([`Ceiling::measure_after`]): the machine
 //! moves by tens of percent within minutes, so the ratios are taken against the higher of
@@ -37,10 +38,8 @@ pub struct Leg {
 pub struct Ceiling {
     /// Sending threads of the blaster (each pinned to its own CPU), as many as Portscope's.
     pub threads: usize,
-    /// Into the answering target: what the lab's machine can carry, replies included. The
-    /// higher of `answering_before` and `answering_after`: every ratio is taken against it.
-    pub answering: Leg,
-    /// The answering leg measured before the scanners ran.
+    /// Into the answering target, before the scanners ran: what the lab's machine can
+    /// carry, replies included ([`Self::answering`] takes the higher of the two legs).
     pub answering_before: Leg,
     /// The answering leg measured after them (`None` until measured, or if it failed).
     pub answering_after: Option<Leg>,
@@ -72,7 +71,6 @@ pub fn measure(lab: &Lab, blast: &Path, raw: &Path, threads: usize) -> anyhow::R
     )?;
     Ok(Ceiling {
         threads,
-        answering,
         answering_before: answering,
         answering_after: None,
         black_hole,
@@ -80,8 +78,7 @@ pub fn measure(lab: &Lab, blast: &Path, raw: &Path, threads: usize) -> anyhow::R
 }
 
 impl Ceiling {
-    /// Runs the answering leg again (after the scanners; the lab unimpaired) and takes the
-    /// higher of the two as the ceiling.
+    /// Runs the answering leg again (after the scanners; the lab unimpaired).
     pub fn measure_after(&mut self, lab: &Lab, blast: &Path, raw: &Path) -> anyhow::Result<()> {
         let src = lab.truth().scanner_v4.to_string();
         let after = leg(
@@ -93,14 +90,16 @@ impl Ceiling {
             "1-65535",
             "answering-after",
         )?;
-        self.set_after(after);
+        self.answering_after = Some(after);
         Ok(())
     }
 
-    fn set_after(&mut self, after: Leg) {
-        self.answering_after = Some(after);
-        if after.pps > self.answering.pps {
-            self.answering = after;
+    /// The answering ceiling every ratio is taken against: the higher of the two legs, so a
+    /// machine that slowed down mid-run makes a scanner look worse, never better.
+    pub fn answering(&self) -> Leg {
+        match self.answering_after {
+            Some(a) if a.pps > self.answering_before.pps => a,
+            _ => self.answering_before,
         }
     }
 
@@ -174,21 +173,22 @@ mod tests {
     fn the_ratios_are_taken_against_the_higher_of_before_and_after() {
         let mut c = Ceiling {
             threads: 2,
-            answering: leg(250_000.0),
             answering_before: leg(250_000.0),
             answering_after: None,
             black_hole: leg(500_000.0),
         };
         assert_eq!(c.spread(), 0.0);
-        c.set_after(leg(200_000.0));
+        c.answering_after = Some(leg(200_000.0));
         assert_eq!(
-            c.answering.pps, 250_000.0,
+            c.answering().pps,
+            250_000.0,
             "a slower second leg lowers no ratio's base"
         );
         assert!((c.spread() - 0.2).abs() < 1e-9);
-        c.set_after(leg(300_000.0));
+        c.answering_after = Some(leg(300_000.0));
         assert_eq!(
-            c.answering.pps, 300_000.0,
+            c.answering().pps,
+            300_000.0,
             "a faster second leg becomes the base"
         );
         assert_eq!(c.answering_before.pps, 250_000.0);

@@ -31,8 +31,8 @@ pub(super) fn render(report: &Report) -> String {
             out,
             "  ceiling (ps-blast, {} sending thread(s), same run): {} probes/s into the answering target ({:.2} CPU s per million; {legs}), {} into a black hole ({:.2})",
             c.threads,
-            thousands(c.answering.pps.round() as u64),
-            c.answering.cpu_s_per_m,
+            thousands(c.answering().pps.round() as u64),
+            c.answering().cpu_s_per_m,
             thousands(c.black_hole.pps.round() as u64),
             c.black_hole.cpu_s_per_m,
         )

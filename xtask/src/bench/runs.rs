@@ -222,7 +222,6 @@ mod tests {
             lab: "x".into(),
             ceiling: Some(Ceiling {
                 threads: 2,
-                answering: leg(250_000.0),
                 answering_before: leg(250_000.0),
                 answering_after: Some(leg(200_000.0)),
                 black_hole: leg(500_000.0),
