@@ -39,7 +39,7 @@ pub(crate) enum Show {
 /// How replies are read (`--rx-ring`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub(crate) enum RxRing {
-    /// The memory-mapped TPACKET_V3 ring (recvmmsg for scans of fewer than 300,000 pairs, or
+    /// The memory-mapped TPACKET_V3 ring (recvmmsg for scans of fewer than 40,000 pairs, or
     /// if the kernel refuses the ring).
     #[default]
     Auto,

@@ -119,10 +119,11 @@ fn deep_scan_with_veth_offloads_off_matches_truth() {
 }
 
 #[test]
-fn deep_scan_through_the_ring_matches_truth() {
-    // A one-host scan reads with recvmmsg by default (`RING_MIN_REPLIES`); the TPACKET_V3
-    // ring, which larger scans and the daemon use, stays exact on the same scan. Three
-    // send threads here (more than this machine's CPUs: two share one), two by default.
+fn deep_scan_through_recvmmsg_matches_truth() {
+    // A one-host deep scan reads through the TPACKET_V3 ring by default, a scan of fewer
+    // than `RING_MIN_REPLIES` pairs with recvmmsg: that path stays exact on the whole
+    // range too. Three send threads here (more than this machine's CPUs: two share one),
+    // two by default.
     let lab = lab("n", 0, 0.0);
     let host = truth_of(&lab, "198.18.0.2");
     let (results, stderr) = scan_ndjson(
@@ -134,7 +135,7 @@ fn deep_scan_through_the_ring_matches_truth() {
             "--show",
             "closed",
             "--rx-ring",
-            "on",
+            "off",
             "--send-threads",
             "3",
         ],

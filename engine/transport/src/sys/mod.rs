@@ -80,14 +80,14 @@ pub struct SysConfig {
 }
 
 /// Fewest expected replies for which [`RxRing::Auto`] sets up the ring for a one-shot scan.
-/// The ring's setup and teardown cost three RCU grace periods (16 + 16 ms on an idle machine
-/// of ours), `recvmmsg`'s socket one (8 ms); the ring saves CPU (0.07 CPU-s, 12%, of a
-/// 65,535-port scan) but no wall time on a 2-core machine whose other core runs the target:
-/// `recvmmsg` ended 1, 2 and 4 hosts x 65,535 ports 20, 33 and 51 ms sooner (medians of
-/// 20, 8 and 8 paired runs; ARCHITECTURE.md). So one-shot scans up to four full hosts read
-/// with `recvmmsg`, and larger ones, where the grace periods are lost in the scan's length
-/// and CPU is what counts, with the ring. A long-lived engine always takes the ring.
-pub const RING_MIN_REPLIES: u64 = 300_000;
+/// The ring's setup and teardown cost three RCU grace periods (8 ms each on an idle machine
+/// of ours) and the zeroing of its pages, `recvmmsg`'s socket one grace period; the ring
+/// saves about 0.5 us of wall and 1.2 us of CPU a reply. With a one-shot ring of at most
+/// 3 MiB ([`blocks_for`]), paired runs against `recvmmsg` (medians; ARCHITECTURE.md, "A
+/// one-shot ring of 3 MiB"): 20,000 ports +12 ms, 40,000 ports -5 ms, one host x 65,535
+/// -16 ms and 12% less CPU, four hosts -166 ms and 14% less CPU. A long-lived engine always
+/// takes the ring.
+pub const RING_MIN_REPLIES: u64 = 40_000;
 
 /// How the receive side reads replies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -118,8 +118,8 @@ impl SysSource {
             RxRing::Off => Ok(SysSource::Socket(PacketSocketSource::open(cfg)?, None)),
             RxRing::On => Ok(SysSource::Ring(RingSource::open(cfg)?)),
             // A small one-shot scan: the ring's setup and teardown (three RCU grace
-            // periods in the kernel, ~30 ms here) cost more than it saves (~0.9 us of CPU
-            // a reply).
+            // periods in the kernel and zeroing its pages, ~25 ms here) cost more than it
+            // saves (~0.5 us of wall a reply).
             RxRing::Auto if cfg.expected_replies.is_some_and(|n| n < RING_MIN_REPLIES) => {
                 Ok(SysSource::Socket(PacketSocketSource::open(cfg)?, None))
             }
