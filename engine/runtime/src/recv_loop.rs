@@ -75,9 +75,30 @@ struct Entry {
     dirty: bool,
     /// When the RTT figures were last published (quantiles cost more than a batch).
     published: Nanos,
+    /// This batch's first valid replies, sent to the handle as one message after it.
+    found: Vec<(Observation, Nanos)>,
 }
 
 impl Entry {
+    fn new(shared: Arc<ScanShared>) -> Self {
+        Entry {
+            shared,
+            rtt: RttEstimator::new(),
+            lag: RttEstimator::new(),
+            dirty: false,
+            published: Nanos(0),
+            found: Vec::with_capacity(FOUND_ROOM),
+        }
+    }
+
+    /// Sends the replies found in this batch to the handle, if any.
+    fn send_found(&mut self) {
+        if !self.found.is_empty() {
+            let found = std::mem::replace(&mut self.found, Vec::with_capacity(FOUND_ROOM));
+            let _ = self.shared.events.send(Msg::Ports(found));
+        }
+    }
+
     /// Publishes the RTT-derived wait and quantiles to the scan.
     fn publish(&mut self, now: Nanos) {
         self.dirty = false;
@@ -95,6 +116,9 @@ impl Entry {
 
 /// How often a scan's RTT figures are recomputed while replies arrive.
 const PUBLISH_EVERY: Nanos = Nanos::from_micros(500);
+
+/// Room for the replies of one batch to one scan (a full batch grows it).
+const FOUND_ROOM: usize = 64;
 
 pub(crate) struct RecvLoop {
     pub source: Box<dyn PacketSource>,
@@ -126,13 +150,7 @@ impl RecvLoop {
                         if let Some(port) = s.space.fixed_port() {
                             fixed.push((port, s.space.slot()));
                         }
-                        table[slot] = Some(Entry {
-                            shared: s,
-                            rtt: RttEstimator::new(),
-                            lag: RttEstimator::new(),
-                            dirty: false,
-                            published: Nanos(0),
-                        });
+                        table[slot] = Some(Entry::new(s));
                         let _ = ack.send(());
                     }
                     // Not yet: replies already queued in the capture socket still count.
@@ -169,6 +187,11 @@ impl RecvLoop {
                 }
                 self.stats.received.fetch_add(batch.len() as u64, Relaxed);
                 self.stats.accepted.fetch_add(accepted, Relaxed);
+                if accepted > 0 {
+                    for e in table.iter_mut().flatten() {
+                        e.send_found();
+                    }
+                }
             }
             if drained && !closing.is_empty() {
                 // Read dry and nothing hidden in an open ring block: every reply that
@@ -252,14 +275,15 @@ fn finish(
             if e.dirty {
                 e.publish(e.published);
             }
+            e.send_found();
             let _ = e.shared.events.send(Msg::Ended(outcome));
         }
         slots.free(slot);
     }
 }
 
-/// Validates one frame read at `now` and, if it is a first valid reply, records and emits
-/// it. `age` is how long the kernel had held it by then (its receive stamp), if known: the
+/// Validates one frame read at `now` and, if it is a first valid reply, records it and
+/// keeps it for the batch's message to its scan's handle. `age` is how long the kernel had held it by then (its receive stamp), if known: the
 /// RTT sample runs to its arrival, not to when this thread got to it (`rtt::sample`).
 #[inline]
 fn handle(
@@ -295,7 +319,7 @@ fn handle(
         }
         e.dirty = true;
     }
-    let _ = s.events.send(Msg::Port(o, now));
+    e.found.push((o, now));
     Ok(())
 }
 
@@ -336,8 +360,13 @@ mod tests {
     use std::net::IpAddr;
 
     fn table_with_scan() -> (Vec<Option<Entry>>, Arc<ScanShared>) {
+        let (table, s, _rx) = table_with_events();
+        (table, s)
+    }
+
+    fn table_with_events() -> (Vec<Option<Entry>>, Arc<ScanShared>, Receiver<Msg>) {
         let space = crate::scan::lab_space(3, "1-100");
-        let (tx, _rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = crossbeam_channel::unbounded();
         let bounds = WaitBounds::default();
         let s = Arc::new(ScanShared::new(
             1,
@@ -349,14 +378,36 @@ mod tests {
             tx,
         ));
         let mut table: Vec<Option<Entry>> = (0..SLOTS).map(|_| None).collect();
-        table[usize::from(s.space.slot())] = Some(Entry {
-            shared: s.clone(),
-            rtt: RttEstimator::new(),
-            lag: RttEstimator::new(),
-            dirty: false,
-            published: Nanos(0),
-        });
-        (table, s)
+        table[usize::from(s.space.slot())] = Some(Entry::new(s.clone()));
+        (table, s, rx)
+    }
+
+    #[test]
+    fn a_batchs_first_replies_reach_the_handle_as_one_message_in_order() {
+        let (mut table, s, rx) = table_with_events();
+        let slot = usize::from(s.space.slot());
+        let read = Nanos::from_millis(15);
+        for pos in [4, 1, 7] {
+            s.log.record(pos, 0, Nanos::from_millis(10));
+            handle(&rst_to(&s, pos), &mut table, &[], read, None).unwrap();
+        }
+        // A duplicate is not kept twice.
+        assert_eq!(
+            handle(&rst_to(&s, 1), &mut table, &[], read, None),
+            Err(Discard::Duplicate)
+        );
+        assert!(rx.is_empty(), "nothing is sent before the batch is over");
+        let e = table[slot].as_mut().unwrap();
+        e.send_found();
+        e.send_found();
+        let Ok(Msg::Ports(found)) = rx.try_recv() else {
+            panic!("one Ports message")
+        };
+        let pairs: Vec<u64> = found.iter().map(|(o, _)| o.pair).collect();
+        let want: Vec<u64> = [4, 1, 7].map(|p| s.space.pair_at(p)).to_vec();
+        assert_eq!(pairs, want);
+        assert!(found.iter().all(|(_, at)| *at == read));
+        assert!(rx.is_empty(), "an empty batch sends nothing");
     }
 
     /// The target kernel's RST|ACK to round 0's probe of the pair at send position `pos`.

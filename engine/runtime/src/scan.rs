@@ -164,8 +164,9 @@ impl SendLog {
 /// Messages on a scan's event channel (engine -> handle).
 #[derive(Debug)]
 pub(crate) enum Msg {
-    /// A first valid reply and when the receive thread took it.
-    Port(Observation, Nanos),
+    /// The first valid replies of one receive batch, each with when the receive thread
+    /// took it: one message per batch, not per reply, so the submitter wakes once for them.
+    Ports(Vec<(Observation, Nanos)>),
     Ended(Outcome),
 }
 
@@ -285,6 +286,8 @@ pub struct ScanHandle {
     done: bool,
     /// Results of a previous run of this scan (resume), reported before any new one.
     preseeded: VecDeque<PortResult>,
+    /// The rest of the last `Msg::Ports` batch, reported before the channel is read again.
+    inbox: std::vec::IntoIter<(Observation, Nanos)>,
 }
 
 impl std::fmt::Debug for ScanHandle {
@@ -309,6 +312,7 @@ impl ScanHandle {
             ended: None,
             done: false,
             preseeded: VecDeque::new(),
+            inbox: Vec::new().into_iter(),
         }
     }
 
@@ -336,6 +340,16 @@ impl ScanHandle {
                 RetryPolicy::Adaptive { min, .. } => min.max(s.round.load(Relaxed)) + 1,
             },
         }
+    }
+
+    /// The result of a first valid reply taken at `at`, counted by round and state.
+    fn observed(&mut self, o: &Observation, at: Nanos) -> ScanEvent {
+        let r = self.shared.space.result(o);
+        let i = self.count(&r);
+        let round = usize::from(o.round).min(ROUNDS as usize - 1);
+        self.by_round[round][i] += 1;
+        self.spans[round][i].note(at);
+        ScanEvent::Port(r)
     }
 
     fn count(&mut self, r: &PortResult) -> usize {
@@ -371,6 +385,9 @@ impl ScanHandle {
             self.count(&r);
             return Some(ScanEvent::Port(r));
         }
+        if let Some((o, at)) = self.inbox.next() {
+            return Some(self.observed(&o, at));
+        }
         if let Some((outcome, next)) = &mut self.ended {
             let pairs = self.shared.space.pairs();
             while *next < pairs {
@@ -396,13 +413,12 @@ impl ScanHandle {
             self.rx.recv_timeout(timeout)
         };
         match msg {
-            Ok(Msg::Port(o, at)) => {
-                let r = self.shared.space.result(&o);
-                let i = self.count(&r);
-                let round = usize::from(o.round).min(ROUNDS as usize - 1);
-                self.by_round[round][i] += 1;
-                self.spans[round][i].note(at);
-                Some(ScanEvent::Port(r))
+            Ok(Msg::Ports(batch)) => {
+                self.inbox = batch.into_iter();
+                // Never empty (the receive thread sends only batches with replies); if it
+                // were, this is a poll that found nothing.
+                let (o, at) = self.inbox.next()?;
+                Some(self.observed(&o, at))
             }
             Ok(Msg::Ended(outcome)) => {
                 let first = match outcome {
