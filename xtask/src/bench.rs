@@ -238,6 +238,17 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
             None
         }
     };
+    if let (Some(c), Some(s)) = (ceiling.as_mut(), scenarios.iter().find(|s| s.is_sweep())) {
+        match c.measure_sweep(&lab, &blast, &raw, s) {
+            Ok(w) => eprintln!(
+                "bench: sweep ceiling {:.0} probes/s into {} (scenario {}'s base)",
+                w.before.pps,
+                w.target(),
+                w.scenario
+            ),
+            Err(e) => eprintln!("bench: no sweep ceiling: {e:#}"),
+        }
+    }
 
     let mut rows = Vec::new();
     let mut infos = Vec::new();
@@ -272,20 +283,23 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
         lab.set_impairments(0.0, None)?;
         match c.measure_after(&lab, &blast, &raw) {
             Ok(()) => eprintln!(
-                "\nbench: ceiling after the scanners {:.0} probes/s answered ({:.0}% apart; ratios against the higher)",
+                "\nbench: ceiling after the scanners {:.0} probes/s answered ({:.0}% apart; ratios against the higher){}",
                 c.answering_after.map_or(0.0, |a| a.pps),
-                c.spread() * 100.0
+                c.spread() * 100.0,
+                c.sweep
+                    .as_ref()
+                    .and_then(|w| w.after)
+                    .map_or(String::new(), |a| format!(", {:.0} into the sweep", a.pps))
             ),
             Err(e) => eprintln!("\nbench: no ceiling after the scanners: {e:#}"),
         }
     }
     for row in &mut rows {
-        row.of_ceiling = ceiling
-            .zip(row.probes_per_s)
-            .map(|(c, p)| p / c.answering().pps);
-        row.scan_of_ceiling = ceiling
+        let base = ceiling.as_ref().map(|c| c.base_for(row.scenario).pps);
+        row.of_ceiling = base.zip(row.probes_per_s).map(|(c, p)| p / c);
+        row.scan_of_ceiling = base
             .zip(row.scan_s.zip(row.probes))
-            .map(|(c, (t, p))| p as f64 / t.max(1e-9) / c.answering().pps);
+            .map(|(c, (t, p))| p as f64 / t.max(1e-9) / c);
     }
     let lab_name = lab.name().to_owned();
     drop(lab);

@@ -5,7 +5,9 @@
 //! hole) what sending alone costs. Run only inside a lab namespace, as the bench does.
 //!
 //! usage: `ps-blast [--threads N] SRC DST PORTS COUNT [IFACE NEXT-HOP-MAC [bypass]]`
-//! (PORTS: `lo-hi` or `p1,p2,...`). With an interface and MAC it sends through the
+//! (PORTS: `lo-hi` or `p1,p2,...`; DST an address or a block such as `198.19.0.0/16`, at
+//! most 2^20 addresses, swept one port after the other: probe `i` goes to port `i mod
+//! |PORTS|` of address `i / |PORTS| mod |DST|`). With an interface and MAC it sends through the
 //! `AF_PACKET` `LinkSink` instead (with `bypass`: `PACKET_QDISC_BYPASS`), to measure those.
 //! With `--threads N`, N threads (each pinned to its own allowed CPU, each with its own
 //! sink) send COUNT/N probes each, as the engine's extra send threads do; the rate is all
@@ -14,7 +16,7 @@
 use portscope_core::probe::ProbeTemplate;
 use portscope_transport::sys::{LinkSink, OpenError, RawSink};
 use portscope_transport::{PacketSink, SendBatch};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -24,6 +26,45 @@ fn parse_ports(spec: &str) -> Option<Vec<u16>> {
         return (lo >= 1 && lo <= hi).then(|| (lo..=hi).collect());
     }
     spec.split(',').map(|p| p.parse().ok()).collect()
+}
+
+/// Destinations: `count` addresses from `base` (one address, or a CIDR block).
+#[derive(Clone, Copy)]
+struct Dsts {
+    base: IpAddr,
+    count: u64,
+}
+
+impl Dsts {
+    fn parse(spec: &str) -> Option<Dsts> {
+        let Some((addr, len)) = spec.split_once('/') else {
+            return Some(Dsts {
+                base: spec.parse().ok()?,
+                count: 1,
+            });
+        };
+        let (addr, len): (IpAddr, u32) = (addr.parse().ok()?, len.parse().ok()?);
+        let bits: u32 = if addr.is_ipv4() { 32 } else { 128 };
+        // At most 2^20 addresses: a sweep, not a walk through an address family.
+        let host_bits = bits.checked_sub(len).filter(|h| *h <= 20)?;
+        let base = match addr {
+            IpAddr::V4(a) => Ipv4Addr::from(u32::from(a) >> host_bits << host_bits).into(),
+            IpAddr::V6(a) => Ipv6Addr::from(u128::from(a) >> host_bits << host_bits).into(),
+        };
+        Some(Dsts {
+            base,
+            count: 1 << host_bits,
+        })
+    }
+
+    /// Address `i mod count` of the block.
+    fn nth(&self, i: u64) -> IpAddr {
+        let k = i % self.count;
+        match self.base {
+            IpAddr::V4(a) => Ipv4Addr::from(u32::from(a) + k as u32).into(),
+            IpAddr::V6(a) => Ipv6Addr::from(u128::from(a) + u128::from(k)).into(),
+        }
+    }
 }
 
 fn parse_mac(s: &str) -> Option<[u8; 6]> {
@@ -76,14 +117,14 @@ fn main() -> ExitCode {
         [src, dst, ports, count] => (|| {
             Some((
                 src.parse::<IpAddr>().ok()?,
-                dst.parse::<IpAddr>().ok()?,
+                Dsts::parse(dst)?,
                 parse_ports(ports).filter(|p| !p.is_empty())?,
                 count.parse::<u64>().ok()?,
             ))
         })(),
         _ => None,
     };
-    let Some((src, dst, ports, count)) = parsed else {
+    let Some((src, dsts, ports, count)) = parsed else {
         eprintln!("{USAGE}");
         return ExitCode::from(64);
     };
@@ -125,7 +166,7 @@ fn main() -> ExitCode {
                 if let Some(cpu) = cpu {
                     let _ = portscope_transport::sys::pin_current_thread(cpu);
                 }
-                blast(sink, src, dst, &ports, t as u64 * share, n)
+                blast(sink, src, dsts, &ports, t as u64 * share, n)
             })
         })
         .collect();
@@ -147,7 +188,7 @@ fn main() -> ExitCode {
 fn blast(
     mut sink: Box<dyn PacketSink>,
     src: IpAddr,
-    dst: IpAddr,
+    dsts: Dsts,
     ports: &[u16],
     first: u64,
     n: u64,
@@ -161,6 +202,7 @@ fn blast(
         batch.clear();
         while !batch.is_full() && i < end {
             let port = ports[(i % ports.len() as u64) as usize];
+            let dst = dsts.nth(i / ports.len() as u64);
             // Source ports outside the engine's range; the sequence number varies per probe.
             let sport = 1024 + (i / ports.len() as u64 % 30_000) as u16;
             batch.push(dst, |buf| {
@@ -173,4 +215,33 @@ fn blast(
         failed += r.failed as u64;
     }
     (sent, failed, t0.elapsed().as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Dsts;
+    use std::net::IpAddr;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_block_is_swept_from_its_base_and_wraps() {
+        let one = Dsts::parse("198.18.0.2").unwrap();
+        assert_eq!((one.count, one.nth(7)), (1, ip("198.18.0.2")));
+        let b = Dsts::parse("198.19.7.9/16").unwrap();
+        assert_eq!(b.count, 65_536);
+        assert_eq!(b.nth(0), ip("198.19.0.0"));
+        assert_eq!(b.nth(65_535), ip("198.19.255.255"));
+        assert_eq!(b.nth(65_536 + 3), ip("198.19.0.3"));
+        let v6 = Dsts::parse("2001:2::/120").unwrap();
+        assert_eq!((v6.count, v6.nth(257)), (256, ip("2001:2::1")));
+        assert!(
+            Dsts::parse("10.0.0.0/8").is_none(),
+            "more than 2^20 addresses"
+        );
+        assert!(Dsts::parse("198.19.0.0/33").is_none());
+        assert!(Dsts::parse("nonsense/16").is_none());
+    }
 }

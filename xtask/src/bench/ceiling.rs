@@ -3,7 +3,11 @@
 //! sending threads as Portscope uses, at full speed into the answering target (every port
 //! of 198.18.0.2: the target's kernel answers each SYN) and into a black hole (that host's
 //! silently dropped ports). Every
-//! scanner's probes per second are then reported as a fraction of the answering ceiling.
+//! scanner's probes per second are then reported as a fraction of the answering ceiling,
+//! except in a sweep (many hosts, one port: scenario 3), whose base is a third leg into the
+//! sweep's own block and port ([`Ceiling::measure_sweep`]): there every probe draws a
+//! SYN-ACK that the scanner's kernel answers with an RST, three packets where the closed
+//! host's ports draw two, so only a blast of that block is like for like.
 //! The answering leg runs again after the scanners ([`Ceiling::measure_after`]): the machine
 //! moves by tens of percent within minutes, so the ratios are taken against the higher of
 //! the two, and the table shows both.
@@ -19,6 +23,7 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 
 use super::measure::{self, End};
+use super::scenario::Scenario;
 use crate::lab::Lab;
 
 /// Probes per ceiling run (a few seconds at most at lab speeds).
@@ -33,8 +38,8 @@ pub struct Leg {
     pub cpu_s_per_m: f64,
 }
 
-/// Both legs.
-#[derive(Debug, Clone, Copy, Serialize)]
+/// The legs.
+#[derive(Debug, Clone, Serialize)]
 pub struct Ceiling {
     /// Sending threads of the blaster (each pinned to its own CPU), as many as Portscope's.
     pub threads: usize,
@@ -45,6 +50,42 @@ pub struct Ceiling {
     pub answering_after: Option<Leg>,
     /// Into silent ports: sending alone.
     pub black_hole: Leg,
+    /// Into a sweep scenario's block and port, the base of that scenario's ratios (`None`
+    /// when the run has no sweep, or the leg failed).
+    pub sweep: Option<SweepLeg>,
+}
+
+/// The ceiling of one sweep scenario, measured before and after the scanners like the
+/// answering leg.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepLeg {
+    /// The scenario whose base it is.
+    pub scenario: u8,
+    /// The block `ps-blast` was aimed at, e.g. `198.19.0.0/16`.
+    pub block: String,
+    pub port: u16,
+    pub before: Leg,
+    pub after: Option<Leg>,
+}
+
+impl SweepLeg {
+    /// The higher of the two legs.
+    pub fn leg(&self) -> Leg {
+        higher(self.before, self.after)
+    }
+
+    /// What `ps-blast` was aimed at, e.g. `198.19.0.0/16 port 80`.
+    pub fn target(&self) -> String {
+        format!("{} port {}", self.block, self.port)
+    }
+}
+
+/// `after` if it is the faster leg, else `before`.
+fn higher(before: Leg, after: Option<Leg>) -> Leg {
+    match after {
+        Some(a) if a.pps > before.pps => a,
+        _ => before,
+    }
 }
 
 /// Runs both legs with `blast` (the release `ps-blast`, on `threads` threads) from the lab's
@@ -59,14 +100,14 @@ pub fn measure(lab: &Lab, blast: &Path, raw: &Path, threads: usize) -> anyhow::R
     if silent.is_empty() {
         bail!("198.18.0.2 has no silent ports to use as a black hole");
     }
-    let answering = leg(lab, blast, raw, threads, &src, "1-65535", "answering")?;
+    let host = |ports: &str| (src.clone(), "198.18.0.2".to_owned(), ports.to_owned());
+    let answering = leg(lab, blast, raw, threads, host("1-65535"), "answering")?;
     let black_hole = leg(
         lab,
         blast,
         raw,
         threads,
-        &src,
-        &silent.join(","),
+        host(&silent.join(",")),
         "blackhole",
     )?;
     Ok(Ceiling {
@@ -74,33 +115,65 @@ pub fn measure(lab: &Lab, blast: &Path, raw: &Path, threads: usize) -> anyhow::R
         answering_before: answering,
         answering_after: None,
         black_hole,
+        sweep: None,
     })
 }
 
 impl Ceiling {
-    /// Runs the answering leg again (after the scanners; the lab unimpaired).
+    /// Runs the answering leg, and the sweep leg if there is one, again (after the
+    /// scanners; the lab unimpaired).
     pub fn measure_after(&mut self, lab: &Lab, blast: &Path, raw: &Path) -> anyhow::Result<()> {
         let src = lab.truth().scanner_v4.to_string();
-        let after = leg(
-            lab,
-            blast,
-            raw,
-            self.threads,
-            &src,
-            "1-65535",
-            "answering-after",
-        )?;
+        let to = (src.clone(), "198.18.0.2".to_owned(), "1-65535".to_owned());
+        let after = leg(lab, blast, raw, self.threads, to, "answering-after")?;
         self.answering_after = Some(after);
+        if let Some(w) = &mut self.sweep {
+            let to = (src, w.block.clone(), w.port.to_string());
+            w.after = Some(leg(lab, blast, raw, self.threads, to, "sweep-after")?);
+        }
         Ok(())
+    }
+
+    /// Runs the sweep leg for `s`, whose targets must be one CIDR block on one port.
+    pub fn measure_sweep(
+        &mut self,
+        lab: &Lab,
+        blast: &Path,
+        raw: &Path,
+        s: &Scenario,
+    ) -> anyhow::Result<&SweepLeg> {
+        let [block] = &s.cidrs()[..] else {
+            bail!("scenario {} is not one CIDR block", s.id);
+        };
+        if s.port_count() != 1 {
+            bail!("scenario {} is not one port", s.id);
+        }
+        let src = lab.truth().scanner_v4.to_string();
+        let port = *s.ports.start();
+        let to = (src, block.clone(), port.to_string());
+        let before = leg(lab, blast, raw, self.threads, to, "sweep")?;
+        Ok(self.sweep.insert(SweepLeg {
+            scenario: s.id,
+            block: block.clone(),
+            port,
+            before,
+            after: None,
+        }))
+    }
+
+    /// The ceiling scenario `id`'s ratios are taken against: its sweep leg if it has one,
+    /// else [`Self::answering`].
+    pub fn base_for(&self, id: u8) -> Leg {
+        match &self.sweep {
+            Some(w) if w.scenario == id => w.leg(),
+            _ => self.answering(),
+        }
     }
 
     /// The answering ceiling every ratio is taken against: the higher of the two legs, so a
     /// machine that slowed down mid-run makes a scanner look worse, never better.
     pub fn answering(&self) -> Leg {
-        match self.answering_after {
-            Some(a) if a.pps > self.answering_before.pps => a,
-            _ => self.answering_before,
-        }
+        higher(self.answering_before, self.answering_after)
     }
 
     /// How far the two answering legs differ, as a fraction of the higher (0 if only one).
@@ -120,8 +193,7 @@ fn leg(
     blast: &Path,
     raw: &Path,
     threads: usize,
-    src: &str,
-    ports: &str,
+    (src, dst, ports): (String, String, String),
     tag: &str,
 ) -> anyhow::Result<Leg> {
     let (out, err) = (
@@ -131,7 +203,7 @@ fn leg(
     std::thread::sleep(Duration::from_millis(500));
     let mut cmd = lab.scanner_cmd(blast);
     cmd.args(["--threads", &threads.to_string()]);
-    cmd.args([src, "198.18.0.2", ports, &PROBES.to_string()]);
+    cmd.args([src, dst, ports, PROBES.to_string()]);
     let m = measure::run_timed(&mut cmd, Duration::from_secs(60), &out, &err)?;
     if !matches!(m.end, End::Exited(s) if s.success()) {
         bail!(
@@ -176,6 +248,7 @@ mod tests {
             answering_before: leg(250_000.0),
             answering_after: None,
             black_hole: leg(500_000.0),
+            sweep: None,
         };
         assert_eq!(c.spread(), 0.0);
         c.answering_after = Some(leg(200_000.0));
@@ -192,6 +265,37 @@ mod tests {
             "a faster second leg becomes the base"
         );
         assert_eq!(c.answering_before.pps, 250_000.0);
+    }
+
+    #[test]
+    fn a_sweep_scenario_is_measured_against_its_own_leg() {
+        let mut c = Ceiling {
+            threads: 2,
+            answering_before: leg(250_000.0),
+            answering_after: Some(leg(260_000.0)),
+            black_hole: leg(500_000.0),
+            sweep: None,
+        };
+        assert_eq!(
+            c.base_for(3).pps,
+            260_000.0,
+            "no sweep leg: the answering one"
+        );
+        let mut w = super::SweepLeg {
+            scenario: 3,
+            block: "198.19.0.0/16".into(),
+            port: 80,
+            before: leg(150_000.0),
+            after: Some(leg(140_000.0)),
+        };
+        assert_eq!(w.target(), "198.19.0.0/16 port 80");
+        c.sweep = Some(w.clone());
+        assert_eq!(c.base_for(3).pps, 150_000.0, "the higher of its two legs");
+        assert_eq!(c.base_for(1).pps, 260_000.0, "other scenarios keep theirs");
+        assert_eq!(c.base_for(2).pps, 260_000.0);
+        w.after = Some(leg(170_000.0));
+        c.sweep = Some(w);
+        assert_eq!(c.base_for(3).pps, 170_000.0);
     }
 
     #[test]

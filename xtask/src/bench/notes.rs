@@ -25,7 +25,9 @@ pub(super) fn notes(opts: &Options, cpus: usize) -> Vec<String> {
         ),
         "wall s: spawn to exit of `ip netns exec ... scanner` (1 ms polling); probes/s: the tool's own count / wall, \
          or (*) SYNs counted arriving at the target / wall where the tool prints no count (masscan); \
-         of ceiling: probes/s over the answering ceiling"
+         of ceiling: probes/s over the answering ceiling; in scenario 3 (one port on every address of a /16, all \
+         answering) over the sweep ceiling, ps-blast into that /16 on that port, since there every probe draws a SYN-ACK \
+         and the scanner's kernel an RST: three packets a probe where the answering ceiling's closed ports take two"
             .into(),
         "note `scan T s = X% of ceiling`: Portscope's own scan time (`done in`: submission to last result, its \
          sockets already open, which is what a long-lived engine, the daemon behind the API, pays per scan) and its \

@@ -37,6 +37,25 @@ pub(super) fn render(report: &Report) -> String {
             c.black_hole.cpu_s_per_m,
         )
         .unwrap();
+        if let Some(w) = &c.sweep {
+            let legs = match w.after {
+                Some(a) => format!(
+                    "the higher of {} before and {} after",
+                    thousands(w.before.pps.round() as u64),
+                    thousands(a.pps.round() as u64)
+                ),
+                None => "before the scanners only".to_owned(),
+            };
+            writeln!(
+                out,
+                "  sweep ceiling (the same ps-blast into {}: every probe answered with a SYN-ACK, which the scanner's kernel resets): {} probes/s ({:.2} CPU s per million; {legs}), the base of scenario {}'s ratios",
+                w.target(),
+                thousands(w.leg().pps.round() as u64),
+                w.leg().cpu_s_per_m,
+                w.scenario
+            )
+            .unwrap();
+        }
     }
     for s in &report.scenarios {
         writeln!(

@@ -108,6 +108,12 @@ impl Scenario {
         s
     }
 
+    /// Many hosts on one port (scenario 3): measured against a ceiling of its own
+    /// (`Ceiling::measure_sweep`).
+    pub fn is_sweep(&self) -> bool {
+        self.port_count() == 1 && self.hosts() > 1
+    }
+
     pub fn hosts(&self) -> u64 {
         u64::from(u32::from(self.last) - u32::from(self.first)) + 1
     }
