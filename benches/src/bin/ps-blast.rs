@@ -7,8 +7,9 @@
 //! usage: `ps-blast [--threads N] SRC DST PORTS COUNT [IFACE NEXT-HOP-MAC [bypass]]`
 //! (PORTS: `lo-hi` or `p1,p2,...`; DST an address or a block such as `198.19.0.0/16`, at
 //! most 2^20 addresses, swept one port after the other: probe `i` goes to port `i mod
-//! |PORTS|` of address `i / |PORTS| mod |DST|`). With an interface and MAC it sends through the
-//! `AF_PACKET` `LinkSink` instead (with `bypass`: `PACKET_QDISC_BYPASS`), to measure those.
+//! |PORTS|` of address `i / |PORTS| mod |DST|`). With an interface and MAC it sends
+//! through the `AF_PACKET` `LinkSink` instead (with `bypass`: `PACKET_QDISC_BYPASS`), to
+//! measure those.
 //! With `--threads N`, N threads (each pinned to its own allowed CPU, each with its own
 //! sink) send COUNT/N probes each, as the engine's extra send threads do; the rate is all
 //! probes over the longest thread's send time.

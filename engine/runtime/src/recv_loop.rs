@@ -283,8 +283,9 @@ fn finish(
 }
 
 /// Validates one frame read at `now` and, if it is a first valid reply, records it and
-/// keeps it for the batch's message to its scan's handle. `age` is how long the kernel had held it by then (its receive stamp), if known: the
-/// RTT sample runs to its arrival, not to when this thread got to it (`rtt::sample`).
+/// keeps it for the batch's message to its scan's handle. `age` is how long the kernel had
+/// held it by then (its receive stamp), if known: the RTT sample runs to its arrival, not to
+/// when this thread got to it (`rtt::sample`).
 #[inline]
 fn handle(
     frame: &[u8],
