@@ -242,7 +242,7 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
         match c.measure_sweep(&lab, &blast, &raw, s) {
             Ok(w) => eprintln!(
                 "bench: sweep ceiling {:.0} probes/s into {} (scenario {}'s base)",
-                w.before.pps,
+                w.legs.before.pps,
                 w.target(),
                 w.scenario
             ),
@@ -284,11 +284,11 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
         match c.measure_after(&lab, &blast, &raw) {
             Ok(()) => eprintln!(
                 "\nbench: ceiling after the scanners {:.0} probes/s answered ({:.0}% apart; ratios against the higher){}",
-                c.answering_after.map_or(0.0, |a| a.pps),
-                c.spread() * 100.0,
+                c.answering.after.map_or(0.0, |a| a.pps),
+                c.answering.spread() * 100.0,
                 c.sweep
                     .as_ref()
-                    .and_then(|w| w.after)
+                    .and_then(|w| w.legs.after)
                     .map_or(String::new(), |a| format!(", {:.0} into the sweep", a.pps))
             ),
             Err(e) => eprintln!("\nbench: no ceiling after the scanners: {e:#}"),

@@ -239,7 +239,7 @@ mod tests {
         let v6 = Dsts::parse("2001:2::/120").unwrap();
         assert_eq!((v6.count, v6.nth(257)), (256, ip("2001:2::1")));
         assert!(
-            Dsts::parse("10.0.0.0/8").is_none(),
+            Dsts::parse("198.18.0.0/8").is_none(),
             "more than 2^20 addresses"
         );
         assert!(Dsts::parse("198.19.0.0/33").is_none());

@@ -187,11 +187,6 @@ impl RecvLoop {
                 }
                 self.stats.received.fetch_add(batch.len() as u64, Relaxed);
                 self.stats.accepted.fetch_add(accepted, Relaxed);
-                if accepted > 0 {
-                    for e in table.iter_mut().flatten() {
-                        e.send_found();
-                    }
-                }
             }
             if drained && !closing.is_empty() {
                 // Read dry and nothing hidden in an open ring block: every reply that
@@ -221,6 +216,8 @@ impl RecvLoop {
         }
     }
 
+    /// After each batch: every scan's found replies to its handle (one message each), its
+    /// RTT figures if due, the discard counts and, now and then, the kernel's drop count.
     fn publish(
         &mut self,
         table: &mut [Option<Entry>],
@@ -230,6 +227,7 @@ impl RecvLoop {
         self.stats.add_discards(discards);
         let now = self.clock.now();
         for e in table.iter_mut().flatten() {
+            e.send_found();
             if e.dirty && now.since(e.published) >= PUBLISH_EVERY {
                 e.publish(now);
             }

@@ -8,9 +8,9 @@
 //! sweep's own block and port ([`Ceiling::measure_sweep`]): there every probe draws a
 //! SYN-ACK that the scanner's kernel answers with an RST, three packets where the closed
 //! host's ports draw two, so only a blast of that block is like for like.
-//! The answering leg runs again after the scanners ([`Ceiling::measure_after`]): the machine
-//! moves by tens of percent within minutes, so the ratios are taken against the higher of
-//! the two, and the table shows both.
+//! The answering and sweep legs run again after the scanners ([`Ceiling::measure_after`]):
+//! the machine moves by tens of percent within minutes, so the ratios are taken against the
+//! higher of the two ([`BeforeAfter`]), and the table shows both.
 //!
 //! **Architecture Invariant:** the blaster runs only through `Lab::scanner_cmd`, bounded in
 //! packets (`PROBES`) and by a timeout.
@@ -43,11 +43,9 @@ pub struct Leg {
 pub struct Ceiling {
     /// Sending threads of the blaster (each pinned to its own CPU), as many as Portscope's.
     pub threads: usize,
-    /// Into the answering target, before the scanners ran: what the lab's machine can
-    /// carry, replies included ([`Self::answering`] takes the higher of the two legs).
-    pub answering_before: Leg,
-    /// The answering leg measured after them (`None` until measured, or if it failed).
-    pub answering_after: Option<Leg>,
+    /// Into the answering target, before and after the scanners: what the lab's machine
+    /// can carry, replies included ([`Self::answering`] takes the higher of the two).
+    pub answering: BeforeAfter,
     /// Into silent ports: sending alone.
     pub black_hole: Leg,
     /// Into a sweep scenario's block and port, the base of that scenario's ratios (`None`
@@ -55,8 +53,43 @@ pub struct Ceiling {
     pub sweep: Option<SweepLeg>,
 }
 
-/// The ceiling of one sweep scenario, measured before and after the scanners like the
-/// answering leg.
+/// One leg measured before the scanners and again after them: the machine moves by tens
+/// of percent within minutes, so the higher of the two counts, and a machine that slowed
+/// down mid-run makes a scanner look worse, never better.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct BeforeAfter {
+    pub before: Leg,
+    /// `None` until measured, or if it failed.
+    pub after: Option<Leg>,
+}
+
+impl BeforeAfter {
+    /// Only the first measurement so far.
+    pub fn new(before: Leg) -> Self {
+        BeforeAfter {
+            before,
+            after: None,
+        }
+    }
+
+    /// The faster of the two legs.
+    pub fn higher(&self) -> Leg {
+        match self.after {
+            Some(a) if a.pps > self.before.pps => a,
+            _ => self.before,
+        }
+    }
+
+    /// How far the two legs differ, as a fraction of the higher (0 if only one).
+    pub fn spread(&self) -> f64 {
+        self.after.map_or(0.0, |a| {
+            let (lo, hi) = (a.pps.min(self.before.pps), a.pps.max(self.before.pps));
+            1.0 - lo / hi.max(1e-9)
+        })
+    }
+}
+
+/// The ceiling of one sweep scenario.
 #[derive(Debug, Clone, Serialize)]
 pub struct SweepLeg {
     /// The scenario whose base it is.
@@ -64,27 +97,13 @@ pub struct SweepLeg {
     /// The block `ps-blast` was aimed at, e.g. `198.19.0.0/16`.
     pub block: String,
     pub port: u16,
-    pub before: Leg,
-    pub after: Option<Leg>,
+    pub legs: BeforeAfter,
 }
 
 impl SweepLeg {
-    /// The higher of the two legs.
-    pub fn leg(&self) -> Leg {
-        higher(self.before, self.after)
-    }
-
     /// What `ps-blast` was aimed at, e.g. `198.19.0.0/16 port 80`.
     pub fn target(&self) -> String {
         format!("{} port {}", self.block, self.port)
-    }
-}
-
-/// `after` if it is the faster leg, else `before`.
-fn higher(before: Leg, after: Option<Leg>) -> Leg {
-    match after {
-        Some(a) if a.pps > before.pps => a,
-        _ => before,
     }
 }
 
@@ -112,8 +131,7 @@ pub fn measure(lab: &Lab, blast: &Path, raw: &Path, threads: usize) -> anyhow::R
     )?;
     Ok(Ceiling {
         threads,
-        answering_before: answering,
-        answering_after: None,
+        answering: BeforeAfter::new(answering),
         black_hole,
         sweep: None,
     })
@@ -126,10 +144,10 @@ impl Ceiling {
         let src = lab.truth().scanner_v4.to_string();
         let to = (src.clone(), "198.18.0.2".to_owned(), "1-65535".to_owned());
         let after = leg(lab, blast, raw, self.threads, to, "answering-after")?;
-        self.answering_after = Some(after);
+        self.answering.after = Some(after);
         if let Some(w) = &mut self.sweep {
             let to = (src, w.block.clone(), w.port.to_string());
-            w.after = Some(leg(lab, blast, raw, self.threads, to, "sweep-after")?);
+            w.legs.after = Some(leg(lab, blast, raw, self.threads, to, "sweep-after")?);
         }
         Ok(())
     }
@@ -156,8 +174,7 @@ impl Ceiling {
             scenario: s.id,
             block: block.clone(),
             port,
-            before,
-            after: None,
+            legs: BeforeAfter::new(before),
         }))
     }
 
@@ -165,7 +182,7 @@ impl Ceiling {
     /// else [`Self::answering`].
     pub fn base_for(&self, id: u8) -> Leg {
         match &self.sweep {
-            Some(w) if w.scenario == id => w.leg(),
+            Some(w) if w.scenario == id => w.legs.higher(),
             _ => self.answering(),
         }
     }
@@ -173,18 +190,7 @@ impl Ceiling {
     /// The answering ceiling every ratio is taken against: the higher of the two legs, so a
     /// machine that slowed down mid-run makes a scanner look worse, never better.
     pub fn answering(&self) -> Leg {
-        higher(self.answering_before, self.answering_after)
-    }
-
-    /// How far the two answering legs differ, as a fraction of the higher (0 if only one).
-    pub fn spread(&self) -> f64 {
-        self.answering_after.map_or(0.0, |a| {
-            let (lo, hi) = (
-                a.pps.min(self.answering_before.pps),
-                a.pps.max(self.answering_before.pps),
-            );
-            1.0 - lo / hi.max(1e-9)
-        })
+        self.answering.higher()
     }
 }
 
@@ -232,7 +238,7 @@ fn parse(text: &str) -> Option<(u64, f64)> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Ceiling, Leg};
+    use super::{BeforeAfter, Ceiling, Leg};
 
     fn leg(pps: f64) -> Leg {
         Leg {
@@ -245,34 +251,35 @@ mod tests {
     fn the_ratios_are_taken_against_the_higher_of_before_and_after() {
         let mut c = Ceiling {
             threads: 2,
-            answering_before: leg(250_000.0),
-            answering_after: None,
+            answering: BeforeAfter::new(leg(250_000.0)),
             black_hole: leg(500_000.0),
             sweep: None,
         };
-        assert_eq!(c.spread(), 0.0);
-        c.answering_after = Some(leg(200_000.0));
+        assert_eq!(c.answering.spread(), 0.0);
+        c.answering.after = Some(leg(200_000.0));
         assert_eq!(
             c.answering().pps,
             250_000.0,
             "a slower second leg lowers no ratio's base"
         );
-        assert!((c.spread() - 0.2).abs() < 1e-9);
-        c.answering_after = Some(leg(300_000.0));
+        assert!((c.answering.spread() - 0.2).abs() < 1e-9);
+        c.answering.after = Some(leg(300_000.0));
         assert_eq!(
             c.answering().pps,
             300_000.0,
             "a faster second leg becomes the base"
         );
-        assert_eq!(c.answering_before.pps, 250_000.0);
+        assert_eq!(c.answering.before.pps, 250_000.0);
     }
 
     #[test]
     fn a_sweep_scenario_is_measured_against_its_own_leg() {
         let mut c = Ceiling {
             threads: 2,
-            answering_before: leg(250_000.0),
-            answering_after: Some(leg(260_000.0)),
+            answering: BeforeAfter {
+                before: leg(250_000.0),
+                after: Some(leg(260_000.0)),
+            },
             black_hole: leg(500_000.0),
             sweep: None,
         };
@@ -285,15 +292,17 @@ mod tests {
             scenario: 3,
             block: "198.19.0.0/16".into(),
             port: 80,
-            before: leg(150_000.0),
-            after: Some(leg(140_000.0)),
+            legs: BeforeAfter {
+                before: leg(150_000.0),
+                after: Some(leg(140_000.0)),
+            },
         };
         assert_eq!(w.target(), "198.19.0.0/16 port 80");
         c.sweep = Some(w.clone());
         assert_eq!(c.base_for(3).pps, 150_000.0, "the higher of its two legs");
         assert_eq!(c.base_for(1).pps, 260_000.0, "other scenarios keep theirs");
         assert_eq!(c.base_for(2).pps, 260_000.0);
-        w.after = Some(leg(170_000.0));
+        w.legs.after = Some(leg(170_000.0));
         c.sweep = Some(w);
         assert_eq!(c.base_for(3).pps, 170_000.0);
     }

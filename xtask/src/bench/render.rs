@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use super::ceiling::BeforeAfter;
 use super::Report;
 
 /// Columns of the table; the last one, the note, is free text.
@@ -18,40 +19,25 @@ pub(super) fn render(report: &Report) -> String {
     )
     .unwrap();
     if let Some(c) = &report.ceiling {
-        let legs = match c.answering_after {
-            Some(a) => format!(
-                "the higher of {} before the scanners and {} after, {:.0}% apart",
-                thousands(c.answering_before.pps.round() as u64),
-                thousands(a.pps.round() as u64),
-                c.spread() * 100.0
-            ),
-            None => "measured before the scanners only".to_owned(),
-        };
         writeln!(
             out,
-            "  ceiling (ps-blast, {} sending thread(s), same run): {} probes/s into the answering target ({:.2} CPU s per million; {legs}), {} into a black hole ({:.2})",
+            "  ceiling (ps-blast, {} sending thread(s), same run): {} probes/s into the answering target ({:.2} CPU s per million; {}), {} into a black hole ({:.2})",
             c.threads,
             thousands(c.answering().pps.round() as u64),
             c.answering().cpu_s_per_m,
+            legs(&c.answering),
             thousands(c.black_hole.pps.round() as u64),
             c.black_hole.cpu_s_per_m,
         )
         .unwrap();
         if let Some(w) = &c.sweep {
-            let legs = match w.after {
-                Some(a) => format!(
-                    "the higher of {} before and {} after",
-                    thousands(w.before.pps.round() as u64),
-                    thousands(a.pps.round() as u64)
-                ),
-                None => "before the scanners only".to_owned(),
-            };
             writeln!(
                 out,
-                "  sweep ceiling (the same ps-blast into {}: every probe answered with a SYN-ACK, which the scanner's kernel resets): {} probes/s ({:.2} CPU s per million; {legs}), the base of scenario {}'s ratios",
+                "  sweep ceiling (the same ps-blast into {}: every probe answered with a SYN-ACK, which the scanner's kernel resets): {} probes/s ({:.2} CPU s per million; {}), the base of scenario {}'s ratios",
                 w.target(),
-                thousands(w.leg().pps.round() as u64),
-                w.leg().cpu_s_per_m,
+                thousands(w.legs.higher().pps.round() as u64),
+                w.legs.higher().cpu_s_per_m,
+                legs(&w.legs),
                 w.scenario
             )
             .unwrap();
@@ -186,6 +172,19 @@ pub(super) fn render(report: &Report) -> String {
 }
 
 /// `1234567` -> `1,234,567`.
+/// Which of a ceiling's two measurements counts, and how far apart they were.
+fn legs(b: &BeforeAfter) -> String {
+    match b.after {
+        Some(a) => format!(
+            "the higher of {} before the scanners and {} after, {:.0}% apart",
+            thousands(b.before.pps.round() as u64),
+            thousands(a.pps.round() as u64),
+            b.spread() * 100.0
+        ),
+        None => "measured before the scanners only".to_owned(),
+    }
+}
+
 pub(super) fn thousands(n: u64) -> String {
     let digits = n.to_string().into_bytes();
     let groups: Vec<&str> = digits

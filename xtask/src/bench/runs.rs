@@ -167,7 +167,7 @@ fn median_row(s: &Scenario, tool: Tool, mut runs: Vec<Run>) -> Row {
 
 #[cfg(test)]
 mod tests {
-    use super::super::ceiling::{Ceiling, Leg, SweepLeg};
+    use super::super::ceiling::{BeforeAfter, Ceiling, Leg, SweepLeg};
     use super::super::options::RATE;
     use super::super::render::render;
     use super::super::Report;
@@ -222,15 +222,19 @@ mod tests {
             lab: "x".into(),
             ceiling: Some(Ceiling {
                 threads: 2,
-                answering_before: leg(250_000.0),
-                answering_after: Some(leg(200_000.0)),
+                answering: BeforeAfter {
+                    before: leg(250_000.0),
+                    after: Some(leg(200_000.0)),
+                },
                 black_hole: leg(500_000.0),
                 sweep: Some(SweepLeg {
                     scenario: 3,
                     block: "198.19.0.0/16".into(),
                     port: 80,
-                    before: leg(150_000.0),
-                    after: Some(leg(120_000.0)),
+                    legs: BeforeAfter {
+                        before: leg(150_000.0),
+                        after: Some(leg(120_000.0)),
+                    },
                 }),
             }),
             scenarios: Vec::new(),
@@ -242,7 +246,7 @@ mod tests {
             "{table}"
         );
         assert!(
-            table.contains("sweep ceiling (the same ps-blast into 198.19.0.0/16 port 80: every probe answered with a SYN-ACK, which the scanner's kernel resets): 150,000 probes/s (1.00 CPU s per million; the higher of 150,000 before and 120,000 after), the base of scenario 3's ratios"),
+            table.contains("sweep ceiling (the same ps-blast into 198.19.0.0/16 port 80: every probe answered with a SYN-ACK, which the scanner's kernel resets): 150,000 probes/s (1.00 CPU s per million; the higher of 150,000 before the scanners and 120,000 after, 20% apart), the base of scenario 3's ratios"),
             "{table}"
         );
         assert!(table.contains("5,000*"), "{table}");

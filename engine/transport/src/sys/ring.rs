@@ -257,8 +257,7 @@ impl RingSource {
 /// the most). A one-shot scan's ring holds all its replies up to `ONE_SHOT_MAX_BLOCKS`
 /// (3 MiB): the kernel allocates and zeroes the whole ring at setup, on this VM's fresh
 /// pages about 4-5 ms a MiB (`clear_page_erms` in `packet_set_ring`), which a short scan
-/// should not pay.
-/// The receive thread hands each block back as soon as it has copied it out; a reply that
+/// should not pay. The receive thread hands each block back as soon as it has copied it out; a reply that
 /// finds no free block is counted by the kernel (`kernel_drops` in the summary) and its
 /// pair, silent, is probed again in the next round like any lost one.
 pub fn blocks_for(replies: Option<u64>) -> usize {
