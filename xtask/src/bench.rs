@@ -19,6 +19,7 @@ mod runs;
 pub mod scenario;
 pub mod service;
 pub mod tools;
+pub mod zmap;
 
 use std::fs;
 use std::net::Ipv4Addr;
@@ -152,6 +153,8 @@ struct Report {
     rate_pps: u64,
     runs: usize,
     nmap_cap_s: u64,
+    /// The zmap that ran (Debian's, or the build `--zmap` named).
+    zmap: zmap::Zmap,
     lab: String,
     /// The lab's ceiling measured in this run (`None` when ps-blast could not run).
     ceiling: Option<ceiling::Ceiling>,
@@ -214,6 +217,14 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
         router_mac: router_mac(&lab)?,
         blocklist: "../blocklist.conf".into(),
         portscope_args: opts.portscope_args.clone(),
+        zmap: match &opts.zmap {
+            Some(path) => zmap::Zmap::detect(path)?,
+            None => zmap::Zmap::detect(zmap::SYSTEM).unwrap_or_else(|_| zmap::Zmap::debian()),
+        },
+    };
+    let send_path = ceiling::SendPath {
+        iface: env.iface.clone(),
+        next_hop: env.router_mac.clone(),
     };
     let (loadavg_before, cpus) = (loadavg(), cpus());
     eprintln!(
@@ -224,7 +235,7 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
 
     let threads = opts.send_threads(cpus);
     let blast = root.join("target/release/ps-blast");
-    let mut ceiling = match ceiling::measure(&lab, &blast, &raw, threads) {
+    let mut ceiling = match ceiling::measure(&lab, &blast, &raw, threads, send_path) {
         Ok(c) => {
             eprintln!(
                 "bench: ceiling {:.0} probes/s answered, {:.0} into a black hole",
@@ -311,10 +322,11 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
         rate_pps: opts.rate,
         runs: opts.runs,
         nmap_cap_s: opts.nmap_cap.as_secs(),
+        zmap: env.zmap.clone(),
         lab: format!("{lab_name} (16 extra hosts; wide: every 198.19.0.0/16 address answers)"),
         ceiling,
         scenarios: infos,
-        notes: notes(&opts, cpus),
+        notes: notes(&opts, &env.zmap, cpus),
         rows,
     };
     publish(

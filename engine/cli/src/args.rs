@@ -91,19 +91,21 @@ pub(crate) struct LinkArgs {
     #[arg(long, value_name = "MAC", requires = "interface", value_parser = parse_mac)]
     pub router_mac: Option<[u8; 6]>,
     /// With --router-mac: bypass the interface's queueing discipline (PACKET_QDISC_BYPASS).
-    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off)]
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
     pub qdisc_bypass: bool,
 }
 
 impl LinkArgs {
-    /// The send path these flags choose.
-    pub(crate) fn via(&self) -> crate::SendVia {
-        match self.router_mac {
-            Some(next_hop) => crate::SendVia::Link {
+    /// The send path these flags choose, frames going out on `interface` (clap makes
+    /// --router-mac require --interface).
+    pub(crate) fn via(&self, interface: Option<&str>) -> crate::SendVia {
+        match (self.router_mac, interface) {
+            (Some(next_hop), Some(interface)) => crate::SendVia::Link {
+                interface: interface.to_owned(),
                 next_hop,
                 qdisc_bypass: self.qdisc_bypass,
             },
-            None => crate::SendVia::Ip,
+            _ => crate::SendVia::Ip,
         }
     }
 }
@@ -210,6 +212,11 @@ pub(crate) struct ScanArgs {
     pub rx_ring: RxRing,
     #[command(flatten)]
     pub link: LinkArgs,
+    /// Without --router-mac: send link-layer frames when the kernel's rule, route and
+    /// neighbour tables give every target one Ethernet next hop with a known MAC (as masscan
+    /// and zmap find their gateway's), else the kernel's IP path; off: always the IP path.
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    pub auto_link: bool,
     /// Never draw a progress bar.
     #[arg(long)]
     pub no_progress: bool,

@@ -107,7 +107,7 @@ pub(crate) fn run(args: EngineArgs) -> Result<ExitCode> {
         args.interface.clone(),
         None,
         args.rx_ring,
-        args.link.via(),
+        args.link.via(args.interface.as_deref()),
         None,
         send_threads,
     )?;

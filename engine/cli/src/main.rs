@@ -12,6 +12,7 @@ mod output;
 mod progress;
 mod resume;
 mod scan_cmd;
+mod send_path;
 
 use args::{Cli, Command};
 use clap::Parser;
@@ -71,10 +72,11 @@ enum Refusal {
 
 /// How probes leave: raw IP sockets (the kernel routes each), or frames on `interface` to
 /// one next-hop MAC.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum SendVia {
     Ip,
     Link {
+        interface: String,
         next_hop: [u8; 6],
         qdisc_bypass: bool,
     },
@@ -101,15 +103,17 @@ fn open_sockets(
         expected_replies,
     };
     let sink = || -> Result<Box<dyn PacketSink>, OpenError> {
-        match (via, &cfg.interface) {
-            (
-                SendVia::Link {
-                    next_hop,
-                    qdisc_bypass,
-                },
-                Some(ifname),
-            ) => Ok(Box::new(LinkSink::open(ifname, next_hop, qdisc_bypass)?)),
-            _ => Ok(Box::new(RawSink::open()?)),
+        match &via {
+            SendVia::Link {
+                interface,
+                next_hop,
+                qdisc_bypass,
+            } => Ok(Box::new(LinkSink::open(
+                interface,
+                *next_hop,
+                *qdisc_bypass,
+            )?)),
+            SendVia::Ip => Ok(Box::new(RawSink::open()?)),
         }
     };
     let opened = SysSource::open(&cfg).and_then(|src| {

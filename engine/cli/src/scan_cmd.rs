@@ -11,7 +11,7 @@ use crate::guard::{rate_limit_lines, ProxyGuard};
 use crate::output::{self, Format, HostFlag, ReportFilter, ScanEnd, ScanMeta, Tee, Times};
 use crate::progress::Live;
 use crate::resume::{Resolved, ResumeFile, DEFAULT_FILE};
-use crate::{note, open_sockets, Refusal};
+use crate::{note, open_sockets, send_path, Refusal};
 use anyhow::{bail, Context, Result};
 use portscope_core::policy::TargetPolicy;
 use portscope_core::results::{PortResult, PortState};
@@ -128,11 +128,12 @@ pub(crate) fn run(args: ScanArgs, argv: Vec<String>) -> Result<ExitCode> {
     let wire_cpus = wire_cpus(send_cpu, send_threads);
     // The ring is sized for this scan: every pair of the first round can answer once.
     let pairs = plan.targets.len().saturating_mul(plan.ports.len() as u64);
+    let (via, _) = send_path::choose(&args, plan.targets.ranges());
     let (sinks, source) = open_sockets(
         args.interface.clone(),
         args.source_port,
         args.rx_ring,
-        args.link.via(),
+        via,
         Some(pairs),
         send_threads,
     )?;
@@ -408,6 +409,8 @@ fn print_dry_run(plan: &ScanPlan, args: &ScanArgs, answered: usize) {
             None => {}
         }
     }
+    let (_, path) = send_path::choose(args, plan.targets.ranges());
+    let _ = writeln!(o, "send: {path}");
     let _ = match plan.source_port {
         Some(p) => writeln!(o, "source port: {p} (every probe and retry)"),
         None => writeln!(o, "source port: one per round, from 61440-65535"),

@@ -145,29 +145,90 @@ fn deep_scan_through_recvmmsg_matches_truth() {
 }
 
 #[test]
-fn deep_scan_through_link_frames_matches_truth() {
-    // --router-mac: probes leave as AF_PACKET frames (qdisc bypassed), IPv4 and IPv6.
+fn deep_scan_through_link_frames_and_the_ip_path_matches_truth() {
+    // --router-mac: probes leave as AF_PACKET frames (qdisc bypassed); --auto-link off: as
+    // IP packets the kernel routes (the default finds the frames' next hop by itself, so
+    // the other lab tests cover that). IPv4 and IPv6 each way.
     let lab = lab("o", 0, 0.0);
     let mac = target_mac(&lab);
+    let iface = lab.0.scanner_if();
     for addr in ["198.18.0.2", "2001:2::2"] {
         let host = truth_of(&lab, addr);
-        let (results, stderr) = scan_ndjson(
-            &lab,
-            &[
-                addr,
-                "-p",
-                "-",
-                "--show",
-                "closed",
-                "--interface",
-                lab.0.scanner_if(),
-                "--router-mac",
-                &mac,
-            ],
-        );
-        assert_eq!(results.len(), 65_535, "{stderr}");
-        assert_exact(&results, &[&host], &all_ports(), true);
+        let link = ["--interface", iface, "--router-mac", &mac];
+        for path in [&link[..], &["--auto-link", "off"]] {
+            let mut args = vec![addr, "-p", "-", "--show", "closed"];
+            args.extend(path);
+            let (results, stderr) = scan_ndjson(&lab, &args);
+            assert_eq!(results.len(), 65_535, "{path:?}: {stderr}");
+            assert_exact(&results, &[&host], &all_ports(), true);
+        }
     }
+}
+
+/// What `--dry-run` says about the send path for `targets` in `lab`.
+fn send_line(lab: &LabGuard, targets: &[&str], extra: &[&str]) -> String {
+    let mut args = targets.to_vec();
+    args.extend(["-p", "80", "--dry-run"]);
+    args.extend(ALLOW);
+    args.extend(extra);
+    let r = run_bounded(portscope(lab, &args), Duration::from_secs(30));
+    ok(&r);
+    let line = r.stdout.lines().find(|l| l.starts_with("send: "));
+    line.unwrap_or_else(|| panic!("no send line: {}", r.stdout))
+        .to_owned()
+}
+
+#[test]
+fn the_link_path_is_chosen_from_the_kernels_tables_only_when_one_next_hop_serves_all() {
+    let lab = lab("w", 2, 0.0);
+    let frames = format!(
+        "send: link-layer frames on {} to {}, qdisc bypassed (the next hop of every target: ",
+        lab.0.scanner_if(),
+        target_mac(&lab)
+    );
+    // The on-link target itself and the hosts routed through it, both families: one MAC.
+    let both = ["198.18.0.2", "198.19.0.1-198.19.0.2", "2001:2::2"];
+    assert_eq!(
+        send_line(&lab, &both, &[]),
+        format!("{frames}198.18.0.2, 2001:2::2)")
+    );
+    // Many on-link hosts have one MAC each: the kernel's IP path, and why.
+    assert_eq!(
+        send_line(&lab, &["198.18.0.2-198.18.0.3"], &[]),
+        "send: the kernel's IP path (the range from 198.18.0.2 is on-link: one MAC per host)"
+    );
+    assert_eq!(
+        send_line(&lab, &["198.18.0.0/24"], &[]),
+        "send: the kernel's IP path (the range from 198.18.0.0 holds this host's own address)"
+    );
+    assert_eq!(
+        send_line(&lab, &["198.19.0.1"], &["--auto-link", "off"]),
+        "send: the kernel's IP path (--auto-link off)"
+    );
+    // The neighbour entry gone (and not resolvable: the lab has no other host there).
+    let nud = Command::new("ip")
+        .args([
+            "-n",
+            lab.0.scanner_ns(),
+            "neigh",
+            "flush",
+            "dev",
+            lab.0.scanner_if(),
+        ])
+        .status()
+        .unwrap();
+    assert!(nud.success());
+    assert_eq!(
+        send_line(&lab, &["198.19.0.1"], &[]),
+        "send: the kernel's IP path (the neighbour table has no MAC for 198.18.0.2)"
+    );
+    // A scan still works (the kernel resolves the neighbour again), and the next one
+    // finds it.
+    let host = truth_of(&lab, "198.19.0.1");
+    let (results, stderr) = scan_ndjson(&lab, &["198.19.0.1", "-p", "1-2000", "--show", "closed"]);
+    assert_eq!(results.len(), 2000, "{stderr}");
+    assert_exact(&results, &[&host], &(1..=2000).collect::<Vec<u16>>(), true);
+    assert!(send_line(&lab, &["198.19.0.1"], &[]).starts_with(&frames));
 }
 
 #[test]

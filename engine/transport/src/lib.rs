@@ -12,6 +12,9 @@ use std::time::Duration;
 
 pub mod bpf;
 pub mod memory;
+#[cfg(target_os = "linux")]
+pub mod netlink;
+pub mod nexthop;
 pub mod privs;
 #[cfg(feature = "scripted")]
 pub mod scripted;

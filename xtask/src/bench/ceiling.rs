@@ -38,11 +38,29 @@ pub struct Leg {
     pub cpu_s_per_m: f64,
 }
 
+/// Where the blaster's link-layer frames go: the lab's next hop, as Portscope finds it by
+/// itself (`--auto-link`, its default) and as masscan and zmap are told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SendPath {
+    pub iface: String,
+    pub next_hop: String,
+}
+
+impl SendPath {
+    /// `ps-blast`'s trailing arguments: `LinkSink` with `PACKET_QDISC_BYPASS`, the cheapest
+    /// send path, so the ceiling is the highest the lab allows.
+    fn blast_args(&self) -> [String; 3] {
+        [self.iface.clone(), self.next_hop.clone(), "bypass".into()]
+    }
+}
+
 /// The legs.
 #[derive(Debug, Clone, Serialize)]
 pub struct Ceiling {
     /// Sending threads of the blaster (each pinned to its own CPU), as many as Portscope's.
     pub threads: usize,
+    /// The blaster's frames' interface and next hop.
+    pub path: SendPath,
     /// Into the answering target, before and after the scanners: what the lab's machine
     /// can carry, replies included ([`Self::answering`] takes the higher of the two).
     pub answering: BeforeAfter,
@@ -107,9 +125,20 @@ impl SweepLeg {
     }
 }
 
-/// Runs both legs with `blast` (the release `ps-blast`, on `threads` threads) from the lab's
-/// scanner namespace.
-pub fn measure(lab: &Lab, blast: &Path, raw: &Path, threads: usize) -> anyhow::Result<Ceiling> {
+/// Runs both legs with `blast` (the release `ps-blast`, on `threads` threads, frames through
+/// `path`) from the lab's scanner namespace.
+pub fn measure(
+    lab: &Lab,
+    blast: &Path,
+    raw: &Path,
+    threads: usize,
+    path: SendPath,
+) -> anyhow::Result<Ceiling> {
+    let b = Blaster {
+        bin: blast,
+        threads,
+        path: &path,
+    };
     let truth = lab.truth();
     let src = truth.scanner_v4.to_string();
     let host = truth
@@ -120,20 +149,14 @@ pub fn measure(lab: &Lab, blast: &Path, raw: &Path, threads: usize) -> anyhow::R
         bail!("198.18.0.2 has no silent ports to use as a black hole");
     }
     let host = |ports: &str| (src.clone(), "198.18.0.2".to_owned(), ports.to_owned());
-    let answering = leg(lab, blast, raw, threads, host("1-65535"), "answering")?;
-    let black_hole = leg(
-        lab,
-        blast,
-        raw,
-        threads,
-        host(&silent.join(",")),
-        "blackhole",
-    )?;
+    let answering = b.leg(lab, raw, host("1-65535"), "answering")?;
+    let black_hole = b.leg(lab, raw, host(&silent.join(",")), "blackhole")?;
     Ok(Ceiling {
         threads,
         answering: BeforeAfter::new(answering),
         black_hole,
         sweep: None,
+        path,
     })
 }
 
@@ -143,11 +166,18 @@ impl Ceiling {
     pub fn measure_after(&mut self, lab: &Lab, blast: &Path, raw: &Path) -> anyhow::Result<()> {
         let src = lab.truth().scanner_v4.to_string();
         let to = (src.clone(), "198.18.0.2".to_owned(), "1-65535".to_owned());
-        let after = leg(lab, blast, raw, self.threads, to, "answering-after")?;
+        let b = self.blaster(blast);
+        let after = b.leg(lab, raw, to, "answering-after")?;
+        let sweep_after = match &self.sweep {
+            Some(w) => {
+                let to = (src, w.block.clone(), w.port.to_string());
+                Some(b.leg(lab, raw, to, "sweep-after")?)
+            }
+            None => None,
+        };
         self.answering.after = Some(after);
         if let Some(w) = &mut self.sweep {
-            let to = (src, w.block.clone(), w.port.to_string());
-            w.legs.after = Some(leg(lab, blast, raw, self.threads, to, "sweep-after")?);
+            w.legs.after = sweep_after;
         }
         Ok(())
     }
@@ -169,7 +199,7 @@ impl Ceiling {
         let src = lab.truth().scanner_v4.to_string();
         let port = *s.ports.start();
         let to = (src, block.clone(), port.to_string());
-        let before = leg(lab, blast, raw, self.threads, to, "sweep")?;
+        let before = self.blaster(blast).leg(lab, raw, to, "sweep")?;
         Ok(self.sweep.insert(SweepLeg {
             scenario: s.id,
             block: block.clone(),
@@ -192,24 +222,48 @@ impl Ceiling {
     pub fn answering(&self) -> Leg {
         self.answering.higher()
     }
+
+    /// The blaster `blast` on this ceiling's threads and path.
+    fn blaster<'a>(&'a self, blast: &'a Path) -> Blaster<'a> {
+        Blaster {
+            bin: blast,
+            threads: self.threads,
+            path: &self.path,
+        }
+    }
 }
 
-fn leg(
-    lab: &Lab,
-    blast: &Path,
-    raw: &Path,
+/// `ps-blast` as this run uses it.
+struct Blaster<'a> {
+    bin: &'a Path,
     threads: usize,
-    (src, dst, ports): (String, String, String),
-    tag: &str,
-) -> anyhow::Result<Leg> {
+    path: &'a SendPath,
+}
+
+impl Blaster<'_> {
+    /// One run to `(src, dst, ports)`; its figures (files `ceiling-<tag>.*`).
+    fn leg(
+        &self,
+        lab: &Lab,
+        raw: &Path,
+        (src, dst, ports): (String, String, String),
+        tag: &str,
+    ) -> anyhow::Result<Leg> {
+        let mut cmd = lab.scanner_cmd(self.bin);
+        cmd.args(["--threads", &self.threads.to_string()]);
+        cmd.args([src, dst, ports, PROBES.to_string()]);
+        cmd.args(self.path.blast_args());
+        run_leg(cmd, raw, tag)
+    }
+}
+
+/// Runs one blaster command; its figures.
+fn run_leg(mut cmd: std::process::Command, raw: &Path, tag: &str) -> anyhow::Result<Leg> {
     let (out, err) = (
         raw.join(format!("ceiling-{tag}.out")),
         raw.join(format!("ceiling-{tag}.err")),
     );
     std::thread::sleep(Duration::from_millis(500));
-    let mut cmd = lab.scanner_cmd(blast);
-    cmd.args(["--threads", &threads.to_string()]);
-    cmd.args([src, dst, ports, PROBES.to_string()]);
     let m = measure::run_timed(&mut cmd, Duration::from_secs(60), &out, &err)?;
     if !matches!(m.end, End::Exited(s) if s.success()) {
         bail!(
@@ -237,8 +291,15 @@ fn parse(text: &str) -> Option<(u64, f64)> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::{BeforeAfter, Ceiling, Leg};
+pub(super) mod tests {
+    use super::{BeforeAfter, Ceiling, Leg, SendPath};
+
+    pub(in crate::bench) fn path() -> SendPath {
+        SendPath {
+            iface: "bn1s0".into(),
+            next_hop: "02:00:00:00:00:02".into(),
+        }
+    }
 
     fn leg(pps: f64) -> Leg {
         Leg {
@@ -251,6 +312,7 @@ mod tests {
     fn the_ratios_are_taken_against_the_higher_of_before_and_after() {
         let mut c = Ceiling {
             threads: 2,
+            path: path(),
             answering: BeforeAfter::new(leg(250_000.0)),
             black_hole: leg(500_000.0),
             sweep: None,
@@ -276,6 +338,7 @@ mod tests {
     fn a_sweep_scenario_is_measured_against_its_own_leg() {
         let mut c = Ceiling {
             threads: 2,
+            path: path(),
             answering: BeforeAfter {
                 before: leg(250_000.0),
                 after: Some(leg(260_000.0)),
@@ -305,6 +368,16 @@ mod tests {
         w.legs.after = Some(leg(170_000.0));
         c.sweep = Some(w);
         assert_eq!(c.base_for(3).pps, 170_000.0);
+    }
+
+    #[test]
+    fn the_blaster_sends_as_portscope_does() {
+        let link = path();
+        assert_eq!(link.blast_args(), ["bn1s0", "02:00:00:00:00:02", "bypass"]);
+        assert_eq!(
+            serde_json::to_value(&link).unwrap(),
+            serde_json::json!({"iface": "bn1s0", "next_hop": "02:00:00:00:00:02"})
+        );
     }
 
     #[test]

@@ -2,10 +2,20 @@
 //! under the table and written to `target/bench/results.json`.
 
 use super::options::Options;
+use super::zmap::Zmap;
 
 /// Footnotes: settings of every tool, and what the numbers mean.
-pub(super) fn notes(opts: &Options, cpus: usize) -> Vec<String> {
+pub(super) fn notes(opts: &Options, zmap: &Zmap, cpus: usize) -> Vec<String> {
     vec![
+        format!(
+            "peers: masscan and nmap from Debian; {}{}",
+            zmap.describe(),
+            if zmap.multiport {
+                " probes every scenario (-p RANGE, -f saddr,sport, first SYN-ACK of each pair)"
+            } else {
+                " probes one port per run and sits out the many-port scenarios"
+            }
+        ),
         format!(
             "rates: Portscope, masscan and zmap at {} pps; nmap has no fixed rate: -T5 (initial/max RTT timeout 250/300 ms, \
              at most 2 retries, scan delay at most 5 ms) and a second row adding --min-rate 100000 --max-retries 2",
@@ -18,10 +28,12 @@ pub(super) fn notes(opts: &Options, cpus: usize) -> Vec<String> {
          zmap --cooldown-time 1 (default 8), one probe per target (default); nmap by its timing template"
             .into(),
         format!(
-            "Portscope runs {threads} send thread(s) and its receive thread on {cpus} CPUs that it shares with the target's kernel \
+            "Portscope runs {threads} send thread(s) {path} and its receive thread on {cpus} CPUs that it shares with the target's kernel \
              (every SYN, SYN-ACK and RST of the lab is processed by the same machine, most of it in the sending thread's \
              sendmmsg) and with the other scanner-side work; the ceiling's ps-blast sends on as many threads, one per CPU",
-            threads = opts.send_threads(cpus)
+            threads = opts.send_threads(cpus),
+            path = "sending link-layer frames to the lab's next hop, which it finds in the kernel's tables by itself \
+                    (--auto-link, on by default; masscan and zmap are given it, ps-blast too)"
         ),
         "wall s: spawn to exit of `ip netns exec ... scanner` (1 ms polling); probes/s: the tool's own count / wall, \
          or (*) SYNs counted arriving at the target / wall where the tool prints no count (masscan); \

@@ -23,9 +23,10 @@ pub(super) struct Options {
     /// Scenario 1 only (one host x 65,535 ports).
     #[arg(long)]
     pub(super) quick: bool,
-    /// Run one scanner (both nmap configurations for nmap): portscope, masscan, zmap or nmap.
-    #[arg(long, value_name = "TOOL", value_parser = tool_family)]
-    pub(super) only: Option<String>,
+    /// Run only these scanners, comma-separated (both nmap configurations for nmap):
+    /// portscope, masscan, zmap, nmap.
+    #[arg(long, value_name = "TOOL,...", value_parser = tool_family, value_delimiter = ',')]
+    pub(super) only: Vec<String>,
     /// Run each scanner N times and report the run with the median wall time.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = at_least_one)]
     pub(super) runs: usize,
@@ -41,6 +42,10 @@ pub(super) struct Options {
     /// Append ARG to Portscope's command line (repeatable), e.g. --rx-ring=off.
     #[arg(long = "portscope-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub(super) portscope_args: Vec<String>,
+    /// Run this zmap instead of Debian's /usr/sbin/zmap (2.1, one port per run): a zmap 4
+    /// built from source probes every scenario (see the README).
+    #[arg(long, value_name = "PATH")]
+    pub(super) zmap: Option<String>,
     /// Packets per second for Portscope, masscan and zmap. Set it above the same-run
     /// ceiling to see how close each gets to it unthrottled.
     #[arg(long, value_name = "PPS", default_value_t = RATE, value_parser = clap::value_parser!(u64).range(1..))]
@@ -106,7 +111,7 @@ impl Options {
     pub(super) fn tools(&self) -> impl Iterator<Item = Tool> + '_ {
         Tool::ALL
             .into_iter()
-            .filter(|t| self.only.as_deref().is_none_or(|o| t.family() == o))
+            .filter(|t| self.only.is_empty() || self.only.iter().any(|o| t.family() == o))
     }
 }
 
@@ -134,13 +139,15 @@ mod tests {
         let o = Options::parse(&[]).unwrap();
         assert_eq!(
             (o.quick, o.only.clone(), o.runs, o.rate),
-            (false, None, 1, RATE)
+            (false, Vec::new(), 1, RATE)
         );
         assert_eq!(o.tools().count(), 5);
         assert_eq!(
             Options::parse(&args(&["--rate", "1000000"])).unwrap().rate,
             1_000_000
         );
+        let o = Options::parse(&args(&["--only", "portscope,zmap"])).unwrap();
+        assert_eq!(o.tools().collect::<Vec<_>>(), [Tool::Portscope, Tool::Zmap]);
         let o = Options::parse(&args(&["--quick", "--only", "nmap", "--runs", "3"])).unwrap();
         assert!(o.quick);
         assert_eq!(o.runs, 3);
@@ -150,8 +157,12 @@ mod tests {
         );
         let o = Options::parse(&args(&["--portscope-arg", "--rx-ring=off"])).unwrap();
         assert_eq!(o.portscope_args, ["--rx-ring=off"]);
+        assert_eq!(o.zmap, None);
+        let o = Options::parse(&args(&["--zmap", "/opt/zmap/src/zmap"])).unwrap();
+        assert_eq!(o.zmap.as_deref(), Some("/opt/zmap/src/zmap"));
         for bad in [
             &["--only", "unicornscan"][..],
+            &["--only", "portscope,nmapp"],
             &["--runs", "0"],
             &["--runs"],
             &["--fast"],

@@ -21,8 +21,10 @@ pub(super) fn render(report: &Report) -> String {
     if let Some(c) = &report.ceiling {
         writeln!(
             out,
-            "  ceiling (ps-blast, {} sending thread(s), same run): {} probes/s into the answering target ({:.2} CPU s per million; {}), {} into a black hole ({:.2})",
+            "  ceiling (ps-blast, {} sending thread(s), link-layer frames on {} to {}, qdisc bypassed, same run): {} probes/s into the answering target ({:.2} CPU s per million; {}), {} into a black hole ({:.2})",
             c.threads,
+            c.path.iface,
+            c.path.next_hop,
             thousands(c.answering().pps.round() as u64),
             c.answering().cpu_s_per_m,
             legs(&c.answering),

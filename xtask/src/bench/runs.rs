@@ -41,27 +41,25 @@ pub(super) fn bench_tool(
     tool: Tool,
     opts: &Options,
 ) -> anyhow::Result<Row> {
-    if let Some(reason) = tool.skip_reason(s) {
+    if let Some(reason) = tool.skip_reason(s, env) {
         eprintln!("bench:   {:<18} skipped: {reason}", tool.label());
         let mut row = Row::empty(s, tool, "skipped".into());
         row.note = Some(reason);
         return Ok(row);
     }
-    if let Some(bin) = tool.system_binary().filter(|b| !Path::new(b).exists()) {
+    if let Some(bin) = tool.peer_binary(env).filter(|b| !Path::new(b).exists()) {
         let mut row = Row::empty(s, tool, "not installed".into());
         row.note = Some(format!(
-            "{bin} is missing (apt-get install {})",
+            "{bin} is missing (apt-get install {}, or --zmap PATH for a zmap build)",
             tool.family()
         ));
         return Ok(row);
     }
     let files = Files::new(tool, s);
     let (program, args) = tools::command(tool, s, env, &files);
-    let command = format!(
-        "ip netns exec {} {program} {}",
-        lab.scanner_ns(),
-        args.join(" ")
-    );
+    let quoted = shlex::try_join(args.iter().map(String::as_str))
+        .with_context(|| format!("quoting {args:?}"))?;
+    let command = format!("ip netns exec {} {program} {quoted}", lab.scanner_ns());
     let timeout = tool.timeout(opts.nmap_cap, s);
     let mut runs = Vec::new();
     for i in 0..opts.runs {
@@ -219,9 +217,11 @@ mod tests {
             rate_pps: RATE,
             runs: 3,
             nmap_cap_s: 300,
+            zmap: crate::bench::zmap::Zmap::debian(),
             lab: "x".into(),
             ceiling: Some(Ceiling {
                 threads: 2,
+                path: super::super::ceiling::tests::path(),
                 answering: BeforeAfter {
                     before: leg(250_000.0),
                     after: Some(leg(200_000.0)),

@@ -11,6 +11,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::scenario::{Answer, Scenario, State};
+use super::zmap::Zmap;
 
 /// A scanner configuration under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -55,12 +56,13 @@ impl Tool {
         }
     }
 
-    /// The peer's binary (Debian packages); Portscope's comes from the build.
-    pub fn system_binary(self) -> Option<&'static str> {
+    /// The peer's binary (Debian packages, or the zmap `--zmap` names); Portscope's comes
+    /// from the build.
+    pub fn peer_binary(self, env: &Env) -> Option<&str> {
         match self {
             Tool::Portscope => None,
             Tool::Masscan => Some("/usr/bin/masscan"),
-            Tool::Zmap => Some("/usr/sbin/zmap"),
+            Tool::Zmap => Some(&env.zmap.program),
             Tool::Nmap | Tool::NmapMinRate => Some("/usr/bin/nmap"),
         }
     }
@@ -70,11 +72,14 @@ impl Tool {
         matches!(self, Tool::Portscope | Tool::Nmap | Tool::NmapMinRate)
     }
 
-    /// Why the tool sits out `scenario`, if it does.
-    pub fn skip_reason(self, scenario: &Scenario) -> Option<String> {
-        (self == Tool::Zmap && scenario.port_count() > 1).then(|| {
+    /// Why the tool sits out `scenario`, if it does: a zmap before 4.0 (Debian's 2.1) probes
+    /// one port per run.
+    pub fn skip_reason(self, scenario: &Scenario, env: &Env) -> Option<String> {
+        (self == Tool::Zmap && !env.zmap.multiport && scenario.port_count() > 1).then(|| {
             format!(
-                "zmap 2.1 probes one port per run: this scenario would take {} runs",
+                "{} probes one port per run: this scenario would take {} runs \
+                 (zmap 4 does it in one: build it from source and pass --zmap PATH)",
+                env.zmap.describe(),
                 scenario.port_count()
             )
         })
@@ -108,6 +113,8 @@ pub struct Env {
     pub blocklist: String,
     /// Extra arguments appended to Portscope's command line.
     pub portscope_args: Vec<String>,
+    /// The zmap of this run.
+    pub zmap: Zmap,
 }
 
 /// Output file names of one run, relative to the run directory.
@@ -179,10 +186,18 @@ pub fn command(tool: Tool, scenario: &Scenario, env: &Env, files: &Files) -> (St
             args.extend(["-p", &scenario.port_spec(), "-i", &env.iface].map(s));
             args.extend([s("-S"), env.scanner_ip.to_string()]);
             args.extend(["-G", &env.router_mac, "-r", &rate, "--cooldown-time", "1"].map(s));
-            args.extend(["-b", &env.blocklist, "--disable-syslog"].map(s));
-            args.extend(["-O", "csv", "-f", "saddr", "-o", &files.result].map(s));
+            args.extend(["-b", &env.blocklist, "--disable-syslog", "-O", "csv"].map(s));
+            if env.zmap.multiport {
+                // Naming the fields drops zmap 4's default filter: ask for it back (first
+                // SYN-ACK of each pair only).
+                args.extend(["-f", "saddr,sport", "--output-filter"].map(s));
+                args.push(s("success = 1 && repeat = 0"));
+            } else {
+                args.extend(["-f", "saddr"].map(s));
+            }
+            args.extend(["-o", &files.result].map(s));
             args.extend(scenario.cidrs());
-            s("zmap")
+            env.zmap.program.clone()
         }
         Tool::Nmap | Tool::NmapMinRate => {
             args.extend(["-sS", "-Pn", "-n", "-T5"].map(s));
@@ -333,10 +348,22 @@ fn masscan_overrun(stderr: &str) -> Option<u64> {
         .map(i64::unsigned_abs)
 }
 
-/// zmap `-O csv -f saddr`: a header line, then one responding address per line.
+/// zmap `-O csv`: a header line, then one responder per line, as `saddr` (zmap 2.1, one
+/// port: `port`) or `saddr,sport` (zmap 4).
 fn parse_zmap(text: &str, port: u16, answer: &mut Answer) {
-    for addr in text.lines().filter_map(|l| l.trim().parse::<IpAddr>().ok()) {
-        answer.set(addr, port, State::Open);
+    for line in text.lines() {
+        let (addr, sport) = line.trim().split_once(',').unwrap_or((line.trim(), ""));
+        let Ok(addr) = addr.parse::<IpAddr>() else {
+            continue;
+        };
+        match sport {
+            "" => answer.set(addr, port, State::Open),
+            p => {
+                if let Ok(p) = p.parse() {
+                    answer.set(addr, p, State::Open);
+                }
+            }
+        }
     }
 }
 
@@ -490,12 +517,32 @@ mod tests {
             router_mac: "02:00:00:00:00:02".into(),
             blocklist: "../blocklist.conf".into(),
             portscope_args: Vec::new(),
+            zmap: Zmap {
+                program: "/usr/sbin/zmap".into(),
+                version: "2.1.1".into(),
+                multiport: false,
+            },
+        }
+    }
+
+    fn zmap4() -> Env {
+        Env {
+            zmap: Zmap {
+                program: "/opt/zmap/src/zmap".into(),
+                version: "4.3.4".into(),
+                multiport: true,
+            },
+            ..env()
         }
     }
 
     fn line(tool: Tool, id: u8) -> String {
+        line_in(&env(), tool, id)
+    }
+
+    fn line_in(env: &Env, tool: Tool, id: u8) -> String {
         let s = scenario(id);
-        let (p, a) = command(tool, &s, &env(), &Files::new(tool, &s));
+        let (p, a) = command(tool, &s, env, &Files::new(tool, &s));
         format!("{p} {}", a.join(" "))
     }
 
@@ -513,8 +560,15 @@ mod tests {
         );
         assert_eq!(
             line(Tool::Zmap, 3),
-            "zmap -p 80 -i benchs0 -S 198.18.0.1 -G 02:00:00:00:00:02 -r 250000 --cooldown-time 1 \
+            "/usr/sbin/zmap -p 80 -i benchs0 -S 198.18.0.1 -G 02:00:00:00:00:02 -r 250000 --cooldown-time 1 \
              -b ../blocklist.conf --disable-syslog -O csv -f saddr -o s3-zmap.csv 198.19.0.0/16"
+        );
+        assert_eq!(
+            line_in(&zmap4(), Tool::Zmap, 2),
+            "/opt/zmap/src/zmap -p 1-65535 -i benchs0 -S 198.18.0.1 -G 02:00:00:00:00:02 -r 250000 \
+             --cooldown-time 1 -b ../blocklist.conf --disable-syslog -O csv -f saddr,sport \
+             --output-filter success = 1 && repeat = 0 -o s2-zmap.csv \
+             198.19.0.1/32 198.19.0.2/31 198.19.0.4/30 198.19.0.8/29 198.19.0.16/32"
         );
         assert_eq!(
             line(Tool::Nmap, 1),
@@ -528,8 +582,12 @@ mod tests {
             line(Tool::Nmap, 3),
             "nmap -sS -Pn -n -T5 -p80 -v -oX s3-nmap-T5.xml 198.19.0.0/16"
         );
-        assert!(Tool::Zmap.skip_reason(&scenario(2)).is_some());
-        assert!(Tool::Zmap.skip_reason(&scenario(3)).is_none());
+        let why = Tool::Zmap.skip_reason(&scenario(2), &env()).unwrap();
+        assert!(why.starts_with("zmap 2.1.1 (/usr/sbin/zmap) probes one port per run: this scenario would take 65535 runs"), "{why}");
+        assert!(Tool::Zmap.skip_reason(&scenario(3), &env()).is_none());
+        assert!(Tool::Zmap.skip_reason(&scenario(2), &zmap4()).is_none());
+        assert!(Tool::Masscan.skip_reason(&scenario(2), &env()).is_none());
+        assert_eq!(Tool::Zmap.peer_binary(&zmap4()), Some("/opt/zmap/src/zmap"));
         assert_eq!(
             Files::new(Tool::Portscope, &scenario(1)).stdout,
             "s1-portscope.ndjson"
@@ -600,6 +658,22 @@ mod tests {
             ],
         );
         assert_eq!(p.probes, Some(65536));
+        // zmap 4 `-f saddr,sport`: the port is on the line.
+        let p = parsed(
+            Tool::Zmap,
+            &scenario(2),
+            "saddr,sport\n198.19.0.3,20003\n198.19.0.16,80\n198.19.0.4,x\n",
+            "",
+        );
+        assert_states(
+            &p.answer,
+            &[
+                ("198.19.0.3", 20003, State::Open),
+                ("198.19.0.16", 80, State::Open),
+                ("198.19.0.3", 80, State::Missing),
+                ("198.19.0.4", 1, State::Missing),
+            ],
+        );
     }
 
     /// Trimmed from a real `nmap -sS -Pn -n -T5 -p- -v -oX` of the lab (nmap 7.93).

@@ -1,0 +1,61 @@
+//! Which way a one-shot scan's probes leave: `--router-mac` as given, else link-layer frames
+//! to the one next hop the kernel's tables give every target (`nexthop::choose`), else the
+//! kernel's IP path.
+
+use std::net::IpAddr;
+
+use portscope_transport::{netlink, nexthop};
+
+use crate::args::ScanArgs;
+use crate::SendVia;
+
+/// The send path for `ranges` (the scan's targets) and a line saying which it is and why.
+pub(crate) fn choose(
+    args: &ScanArgs,
+    ranges: impl IntoIterator<Item = (IpAddr, IpAddr)>,
+) -> (SendVia, String) {
+    let given = args.link.via(args.interface.as_deref());
+    if given != SendVia::Ip {
+        return (given.clone(), describe(&given, "--router-mac"));
+    }
+    if !args.auto_link {
+        return (SendVia::Ip, "the kernel's IP path (--auto-link off)".into());
+    }
+    let hop = netlink::read_tables()
+        .map_err(|e| format!("the kernel's tables could not be read: {e}"))
+        .and_then(|t| nexthop::choose(&t, ranges).map_err(|why| why.to_string()));
+    match hop {
+        Ok(hop) => {
+            let via = SendVia::Link {
+                interface: hop.interface,
+                next_hop: hop.mac,
+                qdisc_bypass: args.link.qdisc_bypass,
+            };
+            let gateways: Vec<String> = hop.via.iter().map(IpAddr::to_string).collect();
+            let why = format!("the next hop of every target: {}", gateways.join(", "));
+            (via.clone(), describe(&via, &why))
+        }
+        Err(why) => (SendVia::Ip, format!("the kernel's IP path ({why})")),
+    }
+}
+
+/// `link-layer frames on IF to MAC (WHY)` or the IP path.
+fn describe(via: &SendVia, why: &str) -> String {
+    match via {
+        SendVia::Link {
+            interface,
+            next_hop: m,
+            qdisc_bypass,
+        } => format!(
+            "link-layer frames on {interface} to {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}{} ({why})",
+            m[0],
+            m[1],
+            m[2],
+            m[3],
+            m[4],
+            m[5],
+            if *qdisc_bypass { ", qdisc bypassed" } else { "" }
+        ),
+        SendVia::Ip => format!("the kernel's IP path ({why})"),
+    }
+}

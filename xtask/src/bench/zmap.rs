@@ -1,0 +1,106 @@
+//! Which zmap the bench runs: Debian's 2.1 (one port per run) or a build named by `--zmap`
+//! (zmap 4 from its source, which probes many ports per run), and what that build can do.
+
+use std::process::Command;
+
+use anyhow::Context;
+use serde::Serialize;
+
+/// Debian's package.
+pub const SYSTEM: &str = "/usr/sbin/zmap";
+
+/// The zmap binary of this run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Zmap {
+    /// The binary's path.
+    pub program: String,
+    /// `major.minor.patch` as `--version` prints it; empty when it could not be read.
+    pub version: String,
+    /// Whether one run probes a range of ports (`-p 1-65535`): zmap 4.0 and later.
+    pub multiport: bool,
+}
+
+impl Zmap {
+    /// Debian's zmap when it does not answer `--version` (not installed: the run reports
+    /// it missing); one port per run.
+    pub fn debian() -> Zmap {
+        Zmap {
+            program: SYSTEM.into(),
+            version: String::new(),
+            multiport: false,
+        }
+    }
+
+    /// Asks `program --version` which zmap it is.
+    pub fn detect(program: &str) -> anyhow::Result<Zmap> {
+        let out = Command::new(program)
+            .arg("--version")
+            .output()
+            .with_context(|| format!("running {program} --version"))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (major, minor, patch) = parse_version(&text)
+            .with_context(|| format!("{program} --version printed no zmap version: {text:?}"))?;
+        Ok(Zmap {
+            program: program.to_owned(),
+            version: format!("{major}.{minor}.{patch}"),
+            multiport: major >= 4,
+        })
+    }
+
+    /// The name in the notes: `zmap 4.3.4 (/opt/zmap/src/zmap)`.
+    pub fn describe(&self) -> String {
+        match self.version.as_str() {
+            "" => format!("zmap of unknown version ({})", self.program),
+            v => format!("zmap {v} ({})", self.program),
+        }
+    }
+}
+
+/// `zmap 2.1.1` or `zmap v4.3.4...` (zmap 4 runs its log line on without a newline) ->
+/// (major, minor, patch).
+pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
+    let rest = &text[text.find("zmap ")? + "zmap ".len()..];
+    let rest = rest.strip_prefix('v').unwrap_or(rest);
+    let mut parts = rest.splitn(3, '.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    let digits: String = parts
+        .next()?
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    Some((major, minor, digits.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_of_debian_and_of_a_source_build() {
+        assert_eq!(parse_version("zmap 2.1.1\n"), Some((2, 1, 1)));
+        // zmap 4's own output: the version runs into its first log line.
+        let v4 = "zmap v4.3.4Dec 03 16:25:40.338 [INFO] zmap: By default, ZMap will output ...";
+        assert_eq!(parse_version(v4), Some((4, 3, 4)));
+        assert_eq!(parse_version("zmap DEVELOPMENT"), None);
+        assert_eq!(parse_version("masscan 1.3.2"), None);
+    }
+
+    #[test]
+    fn a_described_build_names_its_path() {
+        let z = Zmap {
+            program: "/opt/zmap/src/zmap".into(),
+            version: "4.3.4".into(),
+            multiport: true,
+        };
+        assert_eq!(z.describe(), "zmap 4.3.4 (/opt/zmap/src/zmap)");
+        assert_eq!(
+            Zmap::debian().describe(),
+            "zmap of unknown version (/usr/sbin/zmap)"
+        );
+    }
+}
