@@ -120,7 +120,9 @@ fn route(r: &RouteMessage) -> Option<Route> {
     };
     let mut out = Route {
         table: u32::from(r.header.table),
+        // A route for some sources or some TOS only is not the one every probe takes.
         kind: match r.header.kind {
+            _ if r.header.source_prefix_length > 0 || r.header.tos != 0 => RouteKind::Other,
             RouteType::Unicast => RouteKind::Unicast,
             RouteType::Local => RouteKind::Local,
             _ => RouteKind::Other,

@@ -163,6 +163,14 @@ fn route_for(t: &Tables, lo: IpAddr, hi: IpAddr) -> Result<&Route, NoLink> {
         if overlapping(table).any(|r| r.prefix > best.prefix) {
             return Err(NoLink::SplitRange(lo));
         }
+        // Equal-cost routes listed one by one: the kernel may spread flows over them.
+        let twin = |r: &&Route| {
+            (r.prefix, r.priority) == (best.prefix, best.priority)
+                && (r.oif, r.gateway) != (best.oif, best.gateway)
+        };
+        if overlapping(table).any(|r| twin(&r)) {
+            return Err(NoLink::Multipath(lo));
+        }
         return Ok(best);
     }
     Err(NoLink::NoRoute(lo))
@@ -395,11 +403,18 @@ mod tests {
         );
         let mut worse = route(TABLE_MAIN, "198.19.0.0", 16, Some("198.18.0.9"));
         worse.priority = 100;
-        t.routes.insert(0, worse);
+        t.routes.insert(0, worse.clone());
         assert_eq!(
             choose(&t, one("198.19.0.1", "198.19.0.1")).unwrap().via,
             [ip("198.18.0.2")],
             "metric 0 beats metric 100"
+        );
+        worse.priority = 0;
+        t.routes.push(worse);
+        assert_eq!(
+            choose(&t, one("198.19.0.1", "198.19.0.1")).unwrap_err(),
+            NoLink::Multipath(ip("198.19.0.1")),
+            "two equal routes with two gateways"
         );
     }
 }
