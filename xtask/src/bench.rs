@@ -34,7 +34,7 @@ use measure::Wire;
 use notes::notes;
 use options::Options;
 use render::render;
-use runs::bench_tool;
+use runs::bench_scenario;
 use scenario::{Scenario, Score};
 use tools::{Env, Tool};
 
@@ -279,9 +279,7 @@ pub fn run(args: &[String]) -> anyhow::Result<i32> {
         });
         eprintln!("\nbench: scenario {}: {}", s.id, s.title);
         let first_row = rows.len();
-        for tool in opts.tools() {
-            rows.push(bench_tool(&lab, &env, &raw, s, tool, &opts)?);
-        }
+        rows.extend(bench_scenario(&lab, &env, &raw, s, &opts)?);
         let base = rows[first_row..]
             .iter()
             .find(|r| r.tool == Tool::Portscope.label() && r.status == "ok")

@@ -60,7 +60,8 @@ pub(super) fn notes(opts: &Options, zmap: &Zmap, cpus: usize) -> Vec<String> {
          collapses the closed ports into one element; masscan and zmap write open ports only"
             .into(),
         format!(
-            "each tool ran {} time(s); the row is the run with the median wall time; nmap is killed after {} s",
+            "each tool ran {} time(s), interleaved (run 1 of every tool, then run 2, ...), so the machine's drift \
+             falls on all alike; the row is the run with the median wall time; nmap is killed after {} s",
             opts.runs,
             opts.nmap_cap.as_secs()
         ),

@@ -1,5 +1,5 @@
-//! One scanner on one scenario: every run measured (wall, CPU, wire) and scored against the
-//! lab's truth, reduced to the row of the median run.
+//! The scanners on one scenario: every run measured (wall, CPU, wire) and scored against the
+//! lab's truth, the tools' runs interleaved, each tool reduced to the row of its median run.
 
 use std::fs;
 use std::path::Path;
@@ -32,44 +32,108 @@ struct Run {
     note: Option<String>,
 }
 
-/// All runs of `tool` on `scenario`, reduced to one row (the run with the median wall time).
-pub(super) fn bench_tool(
+/// Every tool of the run on `s`, `opts.runs` times each, interleaved (run 1 of every tool,
+/// then run 2, ...: the machine's speed drifts by tens of percent within minutes, and
+/// interleaving spreads that drift over all tools alike), each reduced to the row of its
+/// median run, in `opts.tools()` order.
+pub(super) fn bench_scenario(
     lab: &Lab,
     env: &Env,
     raw: &Path,
     s: &Scenario,
-    tool: Tool,
     opts: &Options,
-) -> anyhow::Result<Row> {
-    if let Some(reason) = tool.skip_reason(s, env) {
-        eprintln!("bench:   {:<18} skipped: {reason}", tool.label());
-        let mut row = Row::empty(s, tool, "skipped".into());
-        row.note = Some(reason);
-        return Ok(row);
-    }
-    if let Some(bin) = tool.peer_binary(env).filter(|b| !Path::new(b).exists()) {
-        let mut row = Row::empty(s, tool, "not installed".into());
-        row.note = Some(format!(
-            "{bin} is missing (apt-get install {}, or --zmap PATH for a zmap build)",
-            tool.family()
-        ));
-        return Ok(row);
-    }
-    let files = Files::new(tool, s);
-    let (program, args) = tools::command(tool, s, env, &files);
-    let quoted = shlex::try_join(args.iter().map(String::as_str))
-        .with_context(|| format!("quoting {args:?}"))?;
-    let command = format!("ip netns exec {} {program} {quoted}", lab.scanner_ns());
-    let timeout = tool.timeout(opts.nmap_cap, s);
-    let mut runs = Vec::new();
+) -> anyhow::Result<Vec<Row>> {
+    let plans: Vec<Result<Plan, Row>> = opts
+        .tools()
+        .map(|tool| Plan::new(lab, env, s, tool, opts))
+        .collect::<anyhow::Result<_>>()?;
+    let mut runs: Vec<Vec<Run>> = plans.iter().map(|_| Vec::new()).collect();
     for i in 0..opts.runs {
+        for (plan, done) in plans.iter().zip(&mut runs) {
+            if let Ok(plan) = plan {
+                done.push(plan.run(lab, raw, s, (i, opts.runs))?);
+            }
+        }
+    }
+    Ok(plans
+        .into_iter()
+        .zip(runs)
+        .map(|(plan, done)| match plan {
+            Ok(plan) => {
+                let mut row = median_row(s, plan.tool, done);
+                row.command = Some(plan.command);
+                row
+            }
+            Err(row) => row,
+        })
+        .collect())
+}
+
+/// How one tool runs on one scenario.
+struct Plan {
+    tool: Tool,
+    files: Files,
+    program: String,
+    args: Vec<String>,
+    /// The whole command line, quoted, for the table.
+    command: String,
+    timeout: Duration,
+}
+
+impl Plan {
+    /// The tool's command for `s`, or the row saying why it does not run.
+    fn new(
+        lab: &Lab,
+        env: &Env,
+        s: &Scenario,
+        tool: Tool,
+        opts: &Options,
+    ) -> anyhow::Result<Result<Plan, Row>> {
+        if let Some(reason) = tool.skip_reason(s, env) {
+            eprintln!("bench:   {:<18} skipped: {reason}", tool.label());
+            let mut row = Row::empty(s, tool, "skipped".into());
+            row.note = Some(reason);
+            return Ok(Err(row));
+        }
+        if let Some(bin) = tool.peer_binary(env).filter(|b| !Path::new(b).exists()) {
+            let mut row = Row::empty(s, tool, "not installed".into());
+            row.note = Some(format!(
+                "{bin} is missing (apt-get install {}, or --zmap PATH for a zmap build)",
+                tool.family()
+            ));
+            return Ok(Err(row));
+        }
+        let files = Files::new(tool, s);
+        let (program, args) = tools::command(tool, s, env, &files);
+        let quoted = shlex::try_join(args.iter().map(String::as_str))
+            .with_context(|| format!("quoting {args:?}"))?;
+        let command = format!("ip netns exec {} {program} {quoted}", lab.scanner_ns());
+        Ok(Ok(Plan {
+            tool,
+            files,
+            program,
+            args,
+            command,
+            timeout: tool.timeout(opts.nmap_cap, s),
+        }))
+    }
+
+    /// Run `i` of `of`: measured, read and scored.
+    fn run(
+        &self,
+        lab: &Lab,
+        raw: &Path,
+        s: &Scenario,
+        (i, of): (usize, usize),
+    ) -> anyhow::Result<Run> {
+        let (tool, files) = (self.tool, &self.files);
         std::thread::sleep(SETTLE);
         measure::take_wire(lab)?;
-        let mut cmd = lab.scanner_cmd(&program);
-        cmd.args(&args).current_dir(raw);
+        let mut cmd = lab.scanner_cmd(&self.program);
+        cmd.args(&self.args).current_dir(raw);
         let m = measure::run_timed(
             &mut cmd,
-            timeout,
+            self.timeout,
             &raw.join(&files.stdout),
             &raw.join(&files.stderr),
         )?;
@@ -81,7 +145,7 @@ pub(super) fn bench_tool(
             result: read(&files.result),
         };
         let parsed = tools::parse(tool, s, &texts)
-            .with_context(|| format!("reading the output of {command}"))?;
+            .with_context(|| format!("reading the output of {}", self.command))?;
         let score = parsed.answer.score(lab.truth(), tool.three_state());
         let mut note = parsed.note;
         match m.end {
@@ -92,7 +156,7 @@ pub(super) fn bench_tool(
             End::TimedOut => {
                 note = Some(format!(
                     "killed at the {} s cap; accuracy is of its partial output",
-                    timeout.as_secs()
+                    self.timeout.as_secs()
                 ));
             }
             End::Exited(_) => {}
@@ -101,7 +165,7 @@ pub(super) fn bench_tool(
             "bench:   {:<18} run {}/{}: {:>7.2} s, {}/{} open, {} false{}",
             tool.label(),
             i + 1,
-            opts.runs,
+            of,
             m.wall.as_secs_f64(),
             score.open_found,
             score.open_expected,
@@ -110,7 +174,7 @@ pub(super) fn bench_tool(
                 .exact_pct()
                 .map_or(String::new(), |p| format!(", {p:.3}% exact")),
         );
-        runs.push(Run {
+        Ok(Run {
             wall: m.wall,
             user: m.user,
             sys: m.sys,
@@ -120,11 +184,8 @@ pub(super) fn bench_tool(
             wire,
             score,
             note,
-        });
+        })
     }
-    let mut row = median_row(s, tool, runs);
-    row.command = Some(command);
-    Ok(row)
 }
 
 /// The row of the run with the median wall time (the lower middle one for an even count).
