@@ -16,7 +16,8 @@ pub(crate) fn choose(
 ) -> (SendVia, String) {
     let given = args.link.via(args.interface.as_deref());
     if given != SendVia::Ip {
-        return (given.clone(), describe(&given, "--router-mac"));
+        let line = describe(&given, "--router-mac");
+        return (given, line);
     }
     if !args.auto_link {
         return (SendVia::Ip, "the kernel's IP path (--auto-link off)".into());
@@ -33,7 +34,8 @@ pub(crate) fn choose(
             };
             let gateways: Vec<String> = hop.via.iter().map(IpAddr::to_string).collect();
             let why = format!("the next hop of every target: {}", gateways.join(", "));
-            (via.clone(), describe(&via, &why))
+            let line = describe(&via, &why);
+            (via, line)
         }
         Err(why) => (SendVia::Ip, format!("the kernel's IP path ({why})")),
     }

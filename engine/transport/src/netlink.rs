@@ -6,7 +6,7 @@ use std::io;
 use std::net::IpAddr;
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
 };
 use netlink_packet_route::link::{LinkAttribute, LinkLayerType, LinkMessage};
 use netlink_packet_route::neighbour::{
@@ -76,7 +76,12 @@ fn dump(sock: &mut Socket, request: Rt) -> io::Result<Vec<Rt>> {
         while at < size {
             let msg = NetlinkMessage::<Rt>::deserialize(&rx[at..size])
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-            let len = msg.header.length as usize;
+            if msg.header.flags & NLM_F_DUMP_INTR != 0 {
+                // The tables changed during the dump: the caller keeps the IP path.
+                return Err(io::Error::other("the tables changed during the dump"));
+            }
+            // Messages in one datagram start on 4-byte boundaries (NLMSG_ALIGN).
+            let len = (msg.header.length as usize + 3) & !3;
             match msg.payload {
                 NetlinkPayload::Done(_) => return Ok(out),
                 NetlinkPayload::Error(e) => return Err(io::Error::other(format!("{e:?}"))),
