@@ -14,6 +14,7 @@ pub mod ceiling;
 pub mod measure;
 mod notes;
 mod options;
+mod parse;
 mod render;
 mod runs;
 pub mod scenario;

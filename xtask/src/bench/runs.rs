@@ -9,8 +9,9 @@ use anyhow::Context;
 
 use super::measure::{self, End, Wire};
 use super::options::Options;
+use super::parse::{self, Texts};
 use super::scenario::{Scenario, Score};
-use super::tools::{self, Env, Files, Texts, Tool};
+use super::tools::{self, Env, Files, Tool};
 use super::Row;
 use crate::lab::Lab;
 
@@ -144,7 +145,7 @@ impl Plan {
             stderr: read(&files.stderr),
             result: read(&files.result),
         };
-        let parsed = tools::parse(tool, s, &texts)
+        let parsed = parse::parse(tool, s, &texts)
             .with_context(|| format!("reading the output of {}", self.command))?;
         let score = parsed.answer.score(lab.truth(), tool.three_state());
         let mut note = parsed.note;
