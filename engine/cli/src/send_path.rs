@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 
+use pnet_datalink::MacAddr;
 use portscope_transport::{netlink, nexthop};
 
 use crate::args::ScanArgs;
@@ -46,17 +47,16 @@ fn describe(via: &SendVia, why: &str) -> String {
     match via {
         SendVia::Link {
             interface,
-            next_hop: m,
+            next_hop,
             qdisc_bypass,
         } => format!(
-            "link-layer frames on {interface} to {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}{} ({why})",
-            m[0],
-            m[1],
-            m[2],
-            m[3],
-            m[4],
-            m[5],
-            if *qdisc_bypass { ", qdisc bypassed" } else { "" }
+            "link-layer frames on {interface} to {}{} ({why})",
+            MacAddr::from(*next_hop),
+            if *qdisc_bypass {
+                ", qdisc bypassed"
+            } else {
+                ""
+            }
         ),
         SendVia::Ip => format!("the kernel's IP path ({why})"),
     }

@@ -10,7 +10,7 @@ pub(super) fn notes(opts: &Options, zmap: &Zmap, cpus: usize) -> Vec<String> {
         format!(
             "peers: masscan and nmap from Debian; {}{}",
             zmap.describe(),
-            if zmap.multiport {
+            if zmap.multiport() {
                 " probes every scenario (-p RANGE, -f saddr,sport, first SYN-ACK of each pair)"
             } else {
                 " probes one port per run and sits out the many-port scenarios"

@@ -142,18 +142,15 @@ fn masscan_overrun(stderr: &str) -> Option<u64> {
 /// zmap `-O csv`: a header line, then one responder per line, as `saddr` (zmap 2.1, one
 /// port: `port`) or `saddr,sport` (zmap 4).
 fn parse_zmap(text: &str, port: u16, answer: &mut Answer) {
-    for line in text.lines() {
-        let (addr, sport) = line.trim().split_once(',').unwrap_or((line.trim(), ""));
-        let Ok(addr) = addr.parse::<IpAddr>() else {
-            continue;
+    for line in text.lines().map(str::trim) {
+        let (addr, sport) = line.split_once(',').unwrap_or((line, ""));
+        let port = if sport.is_empty() {
+            Some(port)
+        } else {
+            sport.parse().ok()
         };
-        match sport {
-            "" => answer.set(addr, port, State::Open),
-            p => {
-                if let Ok(p) = p.parse() {
-                    answer.set(addr, p, State::Open);
-                }
-            }
+        if let (Ok(addr), Some(port)) = (addr.parse::<IpAddr>(), port) {
+            answer.set(addr, port, State::Open);
         }
     }
 }

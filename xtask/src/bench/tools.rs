@@ -75,7 +75,7 @@ impl Tool {
     /// Why the tool sits out `scenario`, if it does: a zmap before 4.0 (Debian's 2.1) probes
     /// one port per run.
     pub fn skip_reason(self, scenario: &Scenario, env: &Env) -> Option<String> {
-        (self == Tool::Zmap && !env.zmap.multiport && scenario.port_count() > 1).then(|| {
+        (self == Tool::Zmap && !env.zmap.multiport() && scenario.port_count() > 1).then(|| {
             format!(
                 "{} probes one port per run: this scenario would take {} runs \
                  (zmap 4 does it in one: build it from source and pass --zmap PATH)",
@@ -187,7 +187,7 @@ pub fn command(tool: Tool, scenario: &Scenario, env: &Env, files: &Files) -> (St
             args.extend([s("-S"), env.scanner_ip.to_string()]);
             args.extend(["-G", &env.router_mac, "-r", &rate, "--cooldown-time", "1"].map(s));
             args.extend(["-b", &env.blocklist, "--disable-syslog", "-O", "csv"].map(s));
-            if env.zmap.multiport {
+            if env.zmap.multiport() {
                 // Naming the fields drops zmap 4's default filter: ask for it back (first
                 // SYN-ACK of each pair only).
                 args.extend(["-f", "saddr,sport", "--output-filter"].map(s));
@@ -237,8 +237,7 @@ mod tests {
             portscope_args: Vec::new(),
             zmap: Zmap {
                 program: "/usr/sbin/zmap".into(),
-                version: "2.1.1".into(),
-                multiport: false,
+                version: Some([2, 1, 1]),
             },
         }
     }
@@ -247,8 +246,7 @@ mod tests {
         Env {
             zmap: Zmap {
                 program: "/opt/zmap/src/zmap".into(),
-                version: "4.3.4".into(),
-                multiport: true,
+                version: Some([4, 3, 4]),
             },
             ..env()
         }

@@ -14,10 +14,8 @@ pub const SYSTEM: &str = "/usr/sbin/zmap";
 pub struct Zmap {
     /// The binary's path.
     pub program: String,
-    /// `major.minor.patch` as `--version` prints it; empty when it could not be read.
-    pub version: String,
-    /// Whether one run probes a range of ports (`-p 1-65535`): zmap 4.0 and later.
-    pub multiport: bool,
+    /// `[major, minor, patch]` as `--version` prints it; `None` when it could not be read.
+    pub version: Option<[u32; 3]>,
 }
 
 impl Zmap {
@@ -26,8 +24,7 @@ impl Zmap {
     pub fn debian() -> Zmap {
         Zmap {
             program: SYSTEM.into(),
-            version: String::new(),
-            multiport: false,
+            version: None,
         }
     }
 
@@ -42,27 +39,31 @@ impl Zmap {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let (major, minor, patch) = parse_version(&text)
+        let version = parse_version(&text)
             .with_context(|| format!("{program} --version printed no zmap version: {text:?}"))?;
         Ok(Zmap {
             program: program.to_owned(),
-            version: format!("{major}.{minor}.{patch}"),
-            multiport: major >= 4,
+            version: Some(version),
         })
+    }
+
+    /// Whether one run probes a range of ports (`-p 1-65535`): zmap 4.0 and later.
+    pub fn multiport(&self) -> bool {
+        self.version.is_some_and(|[major, ..]| major >= 4)
     }
 
     /// The name in the notes: `zmap 4.3.4 (/opt/zmap/src/zmap)`.
     pub fn describe(&self) -> String {
-        match self.version.as_str() {
-            "" => format!("zmap of unknown version ({})", self.program),
-            v => format!("zmap {v} ({})", self.program),
+        match self.version {
+            None => format!("zmap of unknown version ({})", self.program),
+            Some([a, b, c]) => format!("zmap {a}.{b}.{c} ({})", self.program),
         }
     }
 }
 
 /// `zmap 2.1.1` or `zmap v4.3.4...` (zmap 4 runs its log line on without a newline) ->
-/// (major, minor, patch).
-pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
+/// `[major, minor, patch]`.
+pub fn parse_version(text: &str) -> Option<[u32; 3]> {
     let rest = &text[text.find("zmap ")? + "zmap ".len()..];
     let rest = rest.strip_prefix('v').unwrap_or(rest);
     let mut parts = rest.splitn(3, '.');
@@ -73,7 +74,7 @@ pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
         .chars()
         .take_while(char::is_ascii_digit)
         .collect();
-    Some((major, minor, digits.parse().ok()?))
+    Some([major, minor, digits.parse().ok()?])
 }
 
 #[cfg(test)]
@@ -82,10 +83,10 @@ mod tests {
 
     #[test]
     fn versions_of_debian_and_of_a_source_build() {
-        assert_eq!(parse_version("zmap 2.1.1\n"), Some((2, 1, 1)));
+        assert_eq!(parse_version("zmap 2.1.1\n"), Some([2, 1, 1]));
         // zmap 4's own output: the version runs into its first log line.
         let v4 = "zmap v4.3.4Dec 03 16:25:40.338 [INFO] zmap: By default, ZMap will output ...";
-        assert_eq!(parse_version(v4), Some((4, 3, 4)));
+        assert_eq!(parse_version(v4), Some([4, 3, 4]));
         assert_eq!(parse_version("zmap DEVELOPMENT"), None);
         assert_eq!(parse_version("masscan 1.3.2"), None);
     }
@@ -94,10 +95,16 @@ mod tests {
     fn a_described_build_names_its_path() {
         let z = Zmap {
             program: "/opt/zmap/src/zmap".into(),
-            version: "4.3.4".into(),
-            multiport: true,
+            version: Some([4, 3, 4]),
         };
         assert_eq!(z.describe(), "zmap 4.3.4 (/opt/zmap/src/zmap)");
+        assert!(z.multiport());
+        let debian = Zmap {
+            version: Some([2, 1, 1]),
+            ..z
+        };
+        assert!(!debian.multiport());
+        assert!(!Zmap::debian().multiport(), "unknown: one port per run");
         assert_eq!(
             Zmap::debian().describe(),
             "zmap of unknown version (/usr/sbin/zmap)"
