@@ -11,6 +11,7 @@ pub mod cookie;
 pub mod order;
 pub mod pacer;
 pub mod policy;
+pub mod ports;
 pub mod probe;
 pub mod reply;
 pub mod results;

@@ -2,9 +2,10 @@
 //!
 //! `TargetSet` turns addresses and CIDR ranges (minus exclusions) into sorted, disjoint
 //! ranges so the runtime can map a target index to an address and back without any
-//! per-address state. `PortSet` does the same for port specs such as `22,80,1000-2000` or
-//! `-` (1-65535). A scan's pair index is `target_index * ports.len() + port_index`.
+//! per-address state; [`PortSet`] (in `ports`) does the same for port specs. A scan's pair
+//! index is `target_index * ports.len() + port_index`.
 
+pub use crate::ports::PortSet;
 use ipnet::IpNet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -241,138 +242,12 @@ impl TargetSet {
     }
 }
 
-/// A validated, sorted, de-duplicated set of TCP ports with O(1) index lookup.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PortSet {
-    ports: Vec<u16>,
-    /// `index[port]` = position in `ports`, or `u16::MAX` when absent.
-    index: Box<[u16]>,
-}
-
-impl std::fmt::Debug for PortSet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PortSet({} ports)", self.ports.len())
-    }
-}
-
-impl PortSet {
-    /// Parses `22,80,1000-2000`, `-` or `1-65535`. Port 0 is not scannable.
-    pub fn parse(spec: &str) -> Result<Self, SpecError> {
-        let bad = || SpecError::BadPorts(spec.to_string());
-        let spec = spec.trim();
-        if spec == "-" {
-            return Ok(Self::from_ports(1..=65535));
-        }
-        let mut ports = Vec::new();
-        for part in spec.split(',').map(str::trim) {
-            if part.is_empty() {
-                return Err(bad());
-            }
-            let (lo, hi) = match part.split_once('-') {
-                Some((a, b)) => (a.trim(), b.trim()),
-                None => (part, part),
-            };
-            let num = |s: &str, empty: u16| -> Result<u16, SpecError> {
-                if s.is_empty() {
-                    return Ok(empty);
-                }
-                let n: u64 = s.parse().map_err(|_| bad())?;
-                match u16::try_from(n) {
-                    Ok(p) if p > 0 => Ok(p),
-                    _ => Err(SpecError::PortOutOfRange {
-                        spec: spec.to_string(),
-                        port: n,
-                    }),
-                }
-            };
-            let (lo, hi) = (num(lo, 1)?, num(hi, 65535)?);
-            if lo > hi {
-                return Err(SpecError::PortsBackwards { lo: hi, hi: lo });
-            }
-            ports.extend(lo..=hi);
-        }
-        if ports.is_empty() {
-            return Err(bad());
-        }
-        Ok(Self::from_ports(ports))
-    }
-
-    /// Builds from any port list (0 is dropped).
-    pub fn from_ports(ports: impl IntoIterator<Item = u16>) -> Self {
-        let mut ports: Vec<u16> = ports.into_iter().filter(|&p| p != 0).collect();
-        ports.sort_unstable();
-        ports.dedup();
-        let mut index = vec![u16::MAX; 65536].into_boxed_slice();
-        for (i, &p) in ports.iter().enumerate() {
-            index[usize::from(p)] = i as u16;
-        }
-        PortSet { ports, index }
-    }
-
-    /// Number of ports.
-    pub fn len(&self) -> u64 {
-        self.ports.len() as u64
-    }
-
-    /// Whether empty.
-    pub fn is_empty(&self) -> bool {
-        self.ports.is_empty()
-    }
-
-    /// The port at `index`.
-    #[inline]
-    pub fn port(&self, index: u64) -> u16 {
-        self.ports[index as usize]
-    }
-
-    /// The index of `port`, if scanned.
-    #[inline]
-    pub fn index_of(&self, port: u16) -> Option<u64> {
-        match self.index[usize::from(port)] {
-            u16::MAX => None,
-            i => Some(u64::from(i)),
-        }
-    }
-
-    /// The ports in ascending order.
-    pub fn as_slice(&self) -> &[u16] {
-        &self.ports
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn nets(s: &[&str]) -> Vec<IpNet> {
         s.iter().map(|x| parse_net(x).unwrap()).collect()
-    }
-
-    #[test]
-    fn ports_parse() {
-        assert_eq!(
-            PortSet::parse("22,80,1000-1002").unwrap().as_slice(),
-            &[22, 80, 1000, 1001, 1002]
-        );
-        assert_eq!(PortSet::parse("-").unwrap().len(), 65535);
-        assert_eq!(PortSet::parse("80,80,22").unwrap().as_slice(), &[22, 80]);
-        assert_eq!(PortSet::parse("65530-").unwrap().len(), 6);
-        for bad in ["", "0", "a", "5-4", "70000", "1,,2"] {
-            assert!(PortSet::parse(bad).is_err(), "{bad}");
-        }
-        let msg = |s: &str| PortSet::parse(s).unwrap_err().to_string();
-        assert_eq!(msg("0"), "port 0 in `0` is out of range: ports are 1-65535");
-        assert_eq!(
-            msg("22,70000"),
-            "port 70000 in `22,70000` is out of range: ports are 1-65535"
-        );
-        assert_eq!(
-            msg("80-20"),
-            "port range 80-20 is backwards: did you mean 20-80?"
-        );
-        let p = PortSet::parse("443,22").unwrap();
-        assert_eq!(p.index_of(443), Some(1));
-        assert_eq!(p.index_of(80), None);
     }
 
     #[test]
