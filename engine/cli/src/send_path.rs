@@ -21,25 +21,28 @@ pub(crate) fn choose(
         return (given, line);
     }
     if !args.auto_link {
-        return (SendVia::Ip, "the kernel's IP path (--auto-link off)".into());
+        return (SendVia::Ip, describe(&SendVia::Ip, "--auto-link off"));
     }
     let hop = netlink::read_tables()
         .map_err(|e| format!("the kernel's tables could not be read: {e}"))
         .and_then(|t| nexthop::choose(&t, ranges).map_err(|why| why.to_string()));
-    match hop {
+    let (via, why) = match hop {
         Ok(hop) => {
+            let gateways: Vec<String> = hop.via.iter().map(IpAddr::to_string).collect();
             let via = SendVia::Link {
                 interface: hop.interface,
                 next_hop: hop.mac,
                 qdisc_bypass: args.link.qdisc_bypass,
             };
-            let gateways: Vec<String> = hop.via.iter().map(IpAddr::to_string).collect();
-            let why = format!("the next hop of every target: {}", gateways.join(", "));
-            let line = describe(&via, &why);
-            (via, line)
+            (
+                via,
+                format!("the next hop of every target: {}", gateways.join(", ")),
+            )
         }
-        Err(why) => (SendVia::Ip, format!("the kernel's IP path ({why})")),
-    }
+        Err(why) => (SendVia::Ip, why),
+    };
+    let line = describe(&via, &why);
+    (via, line)
 }
 
 /// `link-layer frames on IF to MAC (WHY)` or the IP path.
