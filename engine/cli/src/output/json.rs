@@ -5,7 +5,7 @@
 //! not printed; use xml for that. A host flagged as a SYN proxy is one flag object (as in
 //! ndjson) instead of its open ports.
 
-use super::{HostFlag, Out, Report, ScanEnd, ScanMeta};
+use super::{object, HostFlag, Out, Report, ScanEnd, ScanMeta};
 use portscope_core::results::PortResult;
 use std::io::{self, Write};
 
@@ -14,20 +14,27 @@ pub(super) struct JsonReport {
     out: Out,
     /// Objects written so far: decides between `\n` and `,\n` before the next one.
     written: u64,
+    /// The element being built ([`object::push`]), written in one call.
+    line: Vec<u8>,
 }
 
 impl JsonReport {
     pub(super) fn new(out: Out) -> Self {
-        JsonReport { out, written: 0 }
+        JsonReport {
+            out,
+            written: 0,
+            line: Vec::with_capacity(256),
+        }
     }
 
-    /// One element of the array, after its separator.
-    fn element(&mut self, value: &impl serde::Serialize) -> io::Result<()> {
+    /// One element of the array, after its separator: `write` appends the object.
+    fn element(&mut self, write: impl FnOnce(&mut Vec<u8>) -> io::Result<()>) -> io::Result<()> {
+        self.line.clear();
         let sep: &[u8] = if self.written == 0 { b"\n" } else { b",\n" };
-        self.out.write_all(sep)?;
-        serde_json::to_writer(&mut self.out, value)?;
+        self.line.extend_from_slice(sep);
+        write(&mut self.line)?;
         self.written += 1;
-        Ok(())
+        self.out.write_all(&self.line)
     }
 }
 
@@ -38,11 +45,14 @@ impl Report for JsonReport {
     }
 
     fn result(&mut self, r: &PortResult) -> io::Result<()> {
-        self.element(r)
+        self.element(|buf| {
+            object::push(buf, r);
+            Ok(())
+        })
     }
 
     fn host_flag(&mut self, flag: &HostFlag) -> io::Result<()> {
-        self.element(flag)
+        self.element(|buf| Ok(serde_json::to_writer(buf, flag)?))
     }
 
     fn end(&mut self, _end: &ScanEnd) -> io::Result<()> {

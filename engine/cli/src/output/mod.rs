@@ -17,6 +17,7 @@ mod held;
 mod json;
 mod list;
 mod ndjson;
+mod object;
 mod shown;
 mod table;
 mod tee;

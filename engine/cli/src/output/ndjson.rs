@@ -1,4 +1,5 @@
 //! NDJSON output: one `PortResult` JSON object per printed port per line, nothing else.
+//! The objects are serde's shape, written by [`object::push`] (the per-port hot path).
 //!
 //! Each line is written whole into the buffer, which is flushed when the scan has nothing
 //! ready (`Report::flush`), so the output is valid NDJSON at any interrupt.
@@ -6,7 +7,7 @@
 //! flagged as a SYN proxy is one `{"ip":..,"flag":"syn-proxy","open_answers":N,"ports":M}`
 //! line instead of its open ports.
 
-use super::{HostFlag, Out, Report, ScanEnd, ScanMeta};
+use super::{object, HostFlag, Out, Report, ScanEnd, ScanMeta};
 use portscope_core::results::PortResult;
 use std::io::{self, Write};
 
@@ -25,9 +26,10 @@ impl NdjsonReport {
         }
     }
 
-    fn write_line(&mut self, value: &impl serde::Serialize) -> io::Result<()> {
+    /// One line: `write` appends the object, then the newline.
+    fn write_line(&mut self, write: impl FnOnce(&mut Vec<u8>) -> io::Result<()>) -> io::Result<()> {
         self.line.clear();
-        serde_json::to_writer(&mut self.line, value)?;
+        write(&mut self.line)?;
         self.line.push(b'\n');
         self.out.write_all(&self.line)
     }
@@ -39,11 +41,14 @@ impl Report for NdjsonReport {
     }
 
     fn result(&mut self, r: &PortResult) -> io::Result<()> {
-        self.write_line(r)
+        self.write_line(|buf| {
+            object::push(buf, r);
+            Ok(())
+        })
     }
 
     fn host_flag(&mut self, flag: &HostFlag) -> io::Result<()> {
-        self.write_line(flag)
+        self.write_line(|buf| Ok(serde_json::to_writer(buf, flag)?))
     }
 
     fn end(&mut self, _end: &ScanEnd) -> io::Result<()> {
