@@ -183,6 +183,9 @@ pub fn command(tool: Tool, scenario: &Scenario, env: &Env, files: &Files) -> (St
             s("masscan")
         }
         Tool::Zmap => {
+            // Every option is on the command line: the system's config file is not read
+            // (Debian's, from zmap 2.1, names `blacklist-file`, which zmap 4 refuses).
+            args.extend(["-C", "/dev/null"].map(s));
             args.extend(["-p", &scenario.port_spec(), "-i", &env.iface].map(s));
             args.extend([s("-S"), env.scanner_ip.to_string()]);
             args.extend(["-G", &env.router_mac, "-r", &rate, "--cooldown-time", "1"].map(s));
@@ -276,12 +279,12 @@ mod tests {
         );
         assert_eq!(
             line(Tool::Zmap, 3),
-            "/usr/sbin/zmap -p 80 -i benchs0 -S 198.18.0.1 -G 02:00:00:00:00:02 -r 250000 --cooldown-time 1 \
+            "/usr/sbin/zmap -C /dev/null -p 80 -i benchs0 -S 198.18.0.1 -G 02:00:00:00:00:02 -r 250000 --cooldown-time 1 \
              -b ../blocklist.conf --disable-syslog -O csv -f saddr -o s3-zmap.csv 198.19.0.0/16"
         );
         assert_eq!(
             line_in(&zmap4(), Tool::Zmap, 2),
-            "/opt/zmap/src/zmap -p 1-65535 -i benchs0 -S 198.18.0.1 -G 02:00:00:00:00:02 -r 250000 \
+            "/opt/zmap/src/zmap -C /dev/null -p 1-65535 -i benchs0 -S 198.18.0.1 -G 02:00:00:00:00:02 -r 250000 \
              --cooldown-time 1 -b ../blocklist.conf --disable-syslog -O csv -f saddr,sport \
              --output-filter success = 1 && repeat = 0 -o s2-zmap.csv \
              198.19.0.1/32 198.19.0.2/31 198.19.0.4/30 198.19.0.8/29 198.19.0.16/32"

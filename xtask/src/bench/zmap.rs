@@ -28,10 +28,11 @@ impl Zmap {
         }
     }
 
-    /// Asks `program --version` which zmap it is.
+    /// Asks `program --version` which zmap it is (with no config file: zmap 4 reads
+    /// `/etc/zmap/zmap.conf` first and stops at Debian zmap 2.1's `blacklist-file` there).
     pub fn detect(program: &str) -> anyhow::Result<Zmap> {
         let out = Command::new(program)
-            .arg("--version")
+            .args(["-C", "/dev/null", "--version"])
             .output()
             .with_context(|| format!("running {program} --version"))?;
         let text = format!(
