@@ -61,7 +61,7 @@ fn push_ip(buf: &mut Vec<u8>, ip: IpAddr) {
 #[cfg(test)]
 mod tests {
     use super::push;
-    use portscope_core::results::{PortResult, PortState, Proto, Reason};
+    use portscope_core::results::{PortResult, PortState, Reason};
     use std::net::IpAddr;
 
     /// Every state, reason and optional field, on addresses whose forms differ (short and
@@ -98,14 +98,9 @@ mod tests {
                     for &reason in &reasons {
                         for &ttl in &bytes {
                             let r = PortResult {
-                                ip,
-                                port,
-                                proto: Proto::Tcp,
-                                state,
-                                reason,
-                                ttl,
                                 icmp_type: bytes[i],
                                 icmp_code: bytes[(i + 2) % bytes.len()],
+                                ..PortResult::tcp(ip, port, state, reason, ttl)
                             };
                             buf.clear();
                             push(&mut buf, &r);
