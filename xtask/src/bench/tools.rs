@@ -183,9 +183,7 @@ pub fn command(tool: Tool, scenario: &Scenario, env: &Env, files: &Files) -> (St
             s("masscan")
         }
         Tool::Zmap => {
-            // Every option is on the command line: the system's config file is not read
-            // (Debian's, from zmap 2.1, names `blacklist-file`, which zmap 4 refuses).
-            args.extend(["-C", "/dev/null"].map(s));
+            args.extend(crate::bench::zmap::NO_CONFIG.map(s));
             args.extend(["-p", &scenario.port_spec(), "-i", &env.iface].map(s));
             args.extend([s("-S"), env.scanner_ip.to_string()]);
             args.extend(["-G", &env.router_mac, "-r", &rate, "--cooldown-time", "1"].map(s));

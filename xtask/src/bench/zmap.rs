@@ -18,6 +18,11 @@ pub struct Zmap {
     pub version: Option<[u32; 3]>,
 }
 
+/// Arguments for every zmap call: no config file. The bench puts every option on the command
+/// line, and zmap 4 reads `/etc/zmap/zmap.conf` first and stops at Debian zmap 2.1's
+/// `blacklist-file` there when both are installed.
+pub const NO_CONFIG: [&str; 2] = ["-C", "/dev/null"];
+
 impl Zmap {
     /// Debian's zmap when it does not answer `--version` (not installed: the run reports
     /// it missing); one port per run.
@@ -28,11 +33,11 @@ impl Zmap {
         }
     }
 
-    /// Asks `program --version` which zmap it is (with no config file: zmap 4 reads
-    /// `/etc/zmap/zmap.conf` first and stops at Debian zmap 2.1's `blacklist-file` there).
+    /// Asks `program --version` which zmap it is (with [`NO_CONFIG`]).
     pub fn detect(program: &str) -> anyhow::Result<Zmap> {
         let out = Command::new(program)
-            .args(["-C", "/dev/null", "--version"])
+            .args(NO_CONFIG)
+            .arg("--version")
             .output()
             .with_context(|| format!("running {program} --version"))?;
         let text = format!(
